@@ -1,0 +1,26 @@
+/*  bus_error.c — text for the BUS_E* codes. */
+#include "bus_error.h"
+
+const char *
+bus_strerror (int code)
+{
+    switch (code) {
+        case BUS_OK:        return "ok";
+        case BUS_ENOMEM:    return "out of memory";
+        case BUS_EINVAL:    return "invalid argument or input";
+        case BUS_ENOTFOUND: return "not found";
+        case BUS_EEXIST:    return "already exists";
+        case BUS_EIO:       return "i/o error";
+        case BUS_EFULL:     return "storage full";
+        case BUS_ETIMEOUT:  return "timed out";
+        case BUS_ECONFIG:   return "invalid configuration";
+        case BUS_ETOOBIG:   return "too big";
+        case BUS_EDEPTH:    return "nesting too deep";
+        case BUS_ESTATE:    return "wrong state";
+        case BUS_EPERM:     return "not permitted";
+        case BUS_EREMOTE:   return "remote error";
+        case BUS_ECRYPTO:   return "cryptographic failure";
+        case BUS_EINTR:     return "interrupted";
+        default:            return "unknown error";
+    }
+}

@@ -1,0 +1,96 @@
+/*  bus_store.h — the LMDB wrapper every Sanctum process uses for its state.
+
+    One environment per process under its data directory, a named database
+    per record kind, opened once at bus_store_open(). Write transactions
+    carry a sticky error (Knot DNS style): a sequence of puts is written
+    straight and checked once at bus_txn_commit(). A commit fsyncs (no
+    MDB_NOSYNC) before returning, so a reply or event sent after it is
+    durable. Only one write transaction is open at a time (LMDB's rule).
+
+    Ownership: values returned by bus_txn_get() and cursors point into the
+    map and are valid only until the end of the transaction.
+*/
+#ifndef BUS_STORE_H
+#define BUS_STORE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct bus_store_t bus_store_t;
+typedef struct bus_txn_t bus_txn_t;
+
+/*  Open (creating the directory if needed, mode 0700) the environment at
+    dir with the given map size in bytes (0 = 1 GiB default) and the NULL-
+    terminated list of database names; db handles are indexes into that
+    list. Returns 0, BUS_EIO, BUS_EINVAL, BUS_ENOMEM. */
+int bus_store_open (bus_store_t **out, const char *dir, size_t map_size,
+                    const char *const *db_names)
+    __attribute__((warn_unused_result));
+
+/*  Close; accepts NULL, nulls the caller's pointer. */
+void bus_store_destroy (bus_store_t **self_p);
+
+/*  Index of a named database, or BUS_ENOTFOUND. */
+int bus_store_db (bus_store_t *self, const char *name);
+
+/*  Begin a transaction (read-only unless write). Returns NULL only on
+    failure (logged). */
+bus_txn_t *bus_txn_begin (bus_store_t *self, bool write);
+
+/*  Commit: returns the sticky error if any (and aborts instead), else the
+    commit result. Always frees the transaction and nulls *txn_p. Returns 0,
+    the sticky error, BUS_EFULL (map full), BUS_EIO. */
+int bus_txn_commit (bus_txn_t **txn_p) __attribute__((warn_unused_result));
+
+/*  Abort and free; accepts NULL; nulls *txn_p. Read transactions end
+    with abort. */
+void bus_txn_abort (bus_txn_t **txn_p);
+
+/*  The sticky error so far (0 if none). */
+int bus_txn_error (bus_txn_t *self);
+
+/*  Put (overwrite). On failure sets the sticky error; once set, later puts
+    and dels are no-ops. Returns the sticky error. */
+int bus_txn_put (bus_txn_t *self, int db, const void *key, size_t key_len,
+                 const void *val, size_t val_len);
+
+/*  Put only if absent: BUS_EEXIST if present (NOT sticky: the caller
+    decides). */
+int bus_txn_put_new (bus_txn_t *self, int db, const void *key, size_t key_len,
+                     const void *val, size_t val_len);
+
+/*  Delete; a missing key is BUS_ENOTFOUND and is NOT sticky. */
+int bus_txn_del (bus_txn_t *self, int db, const void *key, size_t key_len);
+
+/*  Get: 0 with *val/*val_len pointing into the map, or BUS_ENOTFOUND. */
+int bus_txn_get (bus_txn_t *self, int db, const void *key, size_t key_len,
+                 const void **val, size_t *val_len);
+
+/*  Ordered scan: calls fn for each key >= from (NULL = first) and < to
+    (NULL = no bound), in key order; fn returns 0 to continue, 1 to stop,
+    negative to stop with that error. Returns 0 or the error. */
+typedef int (bus_scan_fn) (const void *key, size_t key_len,
+                           const void *val, size_t val_len, void *arg);
+int bus_txn_scan (bus_txn_t *self, int db,
+                  const void *from, size_t from_len,
+                  const void *to, size_t to_len,
+                  bus_scan_fn *fn, void *arg);
+
+/*  Same, for every key that starts with prefix. */
+int bus_txn_scan_prefix (bus_txn_t *self, int db,
+                         const void *prefix, size_t prefix_len,
+                         bus_scan_fn *fn, void *arg);
+
+/*  Last key in the db (for sequence counters): 0 with pointers into the
+    map, or BUS_ENOTFOUND when empty. */
+int bus_txn_last (bus_txn_t *self, int db, const void **key, size_t *key_len,
+                  const void **val, size_t *val_len);
+
+/*  Big-endian u64 key helpers, so numeric keys sort. */
+void bus_u64_to_key (uint64_t v, uint8_t out[8]);
+uint64_t bus_key_to_u64 (const uint8_t in[8]);
+
+void bus_store_test (bool verbose);
+
+#endif
