@@ -63,7 +63,7 @@ int bus_txn_put_new (bus_txn_t *self, int db, const void *key, size_t key_len,
 /*  Delete; a missing key is BUS_ENOTFOUND and is NOT sticky. */
 int bus_txn_del (bus_txn_t *self, int db, const void *key, size_t key_len);
 
-/*  Get: 0 with *val/*val_len pointing into the map, or BUS_ENOTFOUND. */
+/*  Get: 0 with *val, *val_len pointing into the map, or BUS_ENOTFOUND. */
 int bus_txn_get (bus_txn_t *self, int db, const void *key, size_t key_len,
                  const void **val, size_t *val_len);
 
@@ -90,7 +90,5 @@ int bus_txn_last (bus_txn_t *self, int db, const void **key, size_t *key_len,
 /*  Big-endian u64 key helpers, so numeric keys sort. */
 void bus_u64_to_key (uint64_t v, uint8_t out[8]);
 uint64_t bus_key_to_u64 (const uint8_t in[8]);
-
-void bus_store_test (bool verbose);
 
 #endif
