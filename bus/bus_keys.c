@@ -1,0 +1,281 @@
+/*  bus_keys.c — CURVE certificates, allow-list and the principal map. */
+#include "bus_keys.h"
+#include "bus_error.h"
+#include "bus_log.h"
+
+#include <ctype.h>
+#include <dirent.h>
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+struct bus_allow_t {
+    char *dir;
+    zhashx_t *principals;      /* Z85 public key -> principal (strdup'd) */
+    int64_t last_scan_ms;
+};
+
+static char *
+s_path (const char *dir, const char *name, const char *suffix)
+{
+    char *path = NULL;
+    if (asprintf (&path, "%s/%s%s", dir, name, suffix) < 0)
+        return NULL;
+    return path;
+}
+
+/*  Create dir and parents with mode. */
+static int
+s_mkdirs (const char *dir, mode_t mode)
+{
+    char *copy = strdup (dir);
+    if (!copy)
+        return BUS_ENOMEM;
+    for (char *p = copy + 1; *p; p++)
+        if (*p == '/') {
+            *p = 0;
+            mkdir (copy, mode);
+            *p = '/';
+        }
+    int rc = mkdir (copy, mode) == 0 || errno == EEXIST ? 0 : BUS_EIO;
+    free (copy);
+    return rc;
+}
+
+zcert_t *
+bus_keys_load (const char *keys_dir, const char *name, bool create)
+{
+    char *path = s_path (keys_dir, name, ".key");
+    char *secret = s_path (keys_dir, name, ".key_secret");
+    zcert_t *cert = NULL;
+    if (!path || !secret)
+        goto done;
+    if (access (secret, R_OK) == 0)
+        cert = zcert_load (path);           /* loads .key_secret when present */
+    if (!cert && create && access (secret, F_OK) != 0) {
+        if (s_mkdirs (keys_dir, 0700))
+            goto done;
+        cert = zcert_new ();
+        if (!cert)
+            goto done;
+        zcert_set_meta (cert, "name", "%s", name);
+        mode_t old = umask (077);
+        int rc = zcert_save (cert, path);
+        umask (old);
+        if (rc) {
+            bus_error ("cannot save certificate %s", path);
+            zcert_destroy (&cert);
+        }
+        else
+            bus_info ("generated CURVE keypair %s", path);
+    }
+    if (!cert)
+        bus_error ("no certificate %s (secret %s)", path, secret);
+done:
+    free (path);
+    free (secret);
+    return cert;
+}
+
+int
+bus_keys_public (const char *keys_dir, const char *name, char out [BUS_KEY_Z85_LEN + 1])
+{
+    char *path = s_path (keys_dir, name, ".key");
+    zcert_t *cert = path ? zcert_load (path) : NULL;
+    free (path);
+    if (!cert)
+        return BUS_ENOTFOUND;
+    memcpy (out, zcert_public_txt (cert), BUS_KEY_Z85_LEN + 1);
+    zcert_destroy (&cert);
+    return 0;
+}
+
+bool
+bus_principal_valid (const char *p)
+{
+    if (!p)
+        return false;
+    size_t len = strlen (p);
+    const char *colon = strchr (p, ':');
+    if (len > 100 || !colon || colon [1] == 0)
+        return false;
+    size_t cls = (size_t) (colon - p);
+    if (!((cls == 3 && (!strncmp (p, "svc", 3) || !strncmp (p, "ops", 3) || !strncmp (p, "ext", 3)))
+          || (cls == 4 && !strncmp (p, "user", 4))))
+        return false;
+    for (const char *c = colon + 1; *c; c++)
+        if (!isalnum ((unsigned char) *c) && !strchr ("._@-", *c))
+            return false;
+    return true;
+}
+
+/*  Z85 text of a 32-byte key: 40 chars of the Z85 alphabet. */
+static bool
+s_z85_valid (const char *z)
+{
+    static const char alphabet [] =
+        "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ.-:+=^!/*?&<>()[]{}@%$#";
+    if (!z || strlen (z) != BUS_KEY_Z85_LEN)
+        return false;
+    uint8_t raw [32];
+    for (const char *c = z; *c; c++)
+        if (!strchr (alphabet, *c))
+            return false;
+    return zmq_z85_decode (raw, z) != NULL;
+}
+
+/*  Scan allow_dir into a fresh key -> principal map. Files with a bad or
+    duplicate key or without a valid principal are skipped with a warning. */
+static zhashx_t *
+s_scan (const char *dir)
+{
+    zhashx_t *map = zhashx_new ();
+    if (!map)
+        return NULL;
+    zhashx_set_destructor (map, (zhashx_destructor_fn *) zstr_free);
+    DIR *d = opendir (dir);
+    if (!d)
+        return map;
+    struct dirent *e;
+    while ((e = readdir (d))) {
+        size_t n = strlen (e->d_name);
+        if (e->d_name [0] == '.' || n < 5 || strcmp (e->d_name + n - 4, ".key"))
+            continue;
+        char *path = s_path (dir, e->d_name, "");
+        zcert_t *cert = path ? zcert_load (path) : NULL;
+        const char *principal = cert ? zcert_meta (cert, "principal") : NULL;
+        if (cert && bus_principal_valid (principal) && !zhashx_lookup (map, zcert_public_txt (cert)))
+            zhashx_insert (map, zcert_public_txt (cert), strdup (principal));
+        else
+            bus_warn ("allow-list file %s skipped: no valid principal or duplicate key", path);
+        zcert_destroy (&cert);
+        free (path);
+    }
+    closedir (d);
+    return map;
+}
+
+int
+bus_allow_add (const char *allow_dir, const char *name, const char *public_z85,
+               const char *principal)
+{
+    if (!s_z85_valid (public_z85) || !bus_principal_valid (principal)
+        || !name || !*name || strlen (name) > 64 || strchr (name, '/') || name [0] == '.')
+        return BUS_EINVAL;
+    if (s_mkdirs (allow_dir, 0700))
+        return BUS_EIO;
+    int rc = 0;
+    char *final = s_path (allow_dir, name, ".key");
+    char *tmp = NULL;
+    zhashx_t *existing = s_scan (allow_dir);
+    if (!final || !existing || asprintf (&tmp, "%s/.%s.key.tmp", allow_dir, name) < 0) {
+        rc = BUS_ENOMEM;
+        goto done;
+    }
+    /* the same key under another file name would make zauth abort */
+    if (zhashx_lookup (existing, public_z85)) {
+        zcert_t *old = zcert_load (final);
+        bool same_file = old && streq (zcert_public_txt (old), public_z85);
+        zcert_destroy (&old);
+        if (!same_file) {
+            rc = BUS_EEXIST;
+            goto done;
+        }
+    }
+    uint8_t raw [32];
+    zmq_z85_decode (raw, public_z85);
+    zcert_t *cert = zcert_new_from (raw, raw);  /* secret unused: only the public file is saved */
+    zcert_set_meta (cert, "principal", "%s", principal);
+    zcert_set_meta (cert, "name", "%s", name);
+    rc = zcert_save_public (cert, tmp) == 0 && rename (tmp, final) == 0 ? 0 : BUS_EIO;
+    zcert_destroy (&cert);
+    if (rc)
+        unlink (tmp);
+done:
+    zhashx_destroy (&existing);
+    free (final);
+    free (tmp);
+    return rc;
+}
+
+bus_allow_t *
+bus_allow_new (const char *allow_dir)
+{
+    bus_allow_t *self = calloc (1, sizeof *self);
+    if (!self || !(self->dir = strdup (allow_dir))) {
+        free (self);
+        return NULL;
+    }
+    bus_allow_refresh (self);
+    return self;
+}
+
+void
+bus_allow_destroy (bus_allow_t **self_p)
+{
+    if (!self_p || !*self_p)
+        return;
+    bus_allow_t *self = *self_p;
+    zhashx_destroy (&self->principals);
+    free (self->dir);
+    free (self);
+    *self_p = NULL;
+}
+
+int
+bus_allow_refresh (bus_allow_t *self)
+{
+    zhashx_t *fresh = s_scan (self->dir);
+    if (fresh) {
+        zhashx_destroy (&self->principals);
+        self->principals = fresh;
+    }
+    self->last_scan_ms = zclock_mono ();
+    return self->principals ? (int) zhashx_size (self->principals) : 0;
+}
+
+const char *
+bus_allow_principal (bus_allow_t *self, const char *user_id)
+{
+    if (!user_id || !*user_id)
+        return NULL;
+    const char *p = self->principals ? zhashx_lookup (self->principals, user_id) : NULL;
+    if (!p && zclock_mono () - self->last_scan_ms >= 1000) {
+        bus_allow_refresh (self);
+        p = zhashx_lookup (self->principals, user_id);
+    }
+    return p;
+}
+
+zactor_t *
+bus_auth_start (const char *allow_dir, bool verbose)
+{
+    s_mkdirs (allow_dir, 0700);
+    zactor_t *auth = zactor_new (zauth, NULL);
+    if (!auth)
+        return NULL;
+    if (verbose) {
+        zstr_sendx (auth, "VERBOSE", NULL);
+        zsock_wait (auth);
+    }
+    zstr_sendx (auth, "CURVE", allow_dir, NULL);
+    zsock_wait (auth);
+    return auth;
+}
+
+void
+bus_keys_apply_server (zsock_t *sock, zcert_t *cert)
+{
+    zsock_set_zap_domain (sock, "sanctum");
+    zcert_apply (cert, sock);
+    zsock_set_curve_server (sock, 1);
+}
+
+void
+bus_keys_apply_client (zsock_t *sock, zcert_t *cert, const char *server_public_z85)
+{
+    zcert_apply (cert, sock);
+    zsock_set_curve_serverkey (sock, server_public_z85);
+}

@@ -1,0 +1,39 @@
+/*  proto_mpack.h — MessagePack <-> JSON values, safe against hostile bytes.
+
+    Sanctum's bodies are maps of JSON-like values, held in memory as jansson
+    values. The decoder is written for hostile input (msgpack-c's own
+    unpacker is not: a 5-byte frame can make it try to allocate ~128 GiB):
+
+    - every declared length and element count is checked against the bytes
+      left before anything is allocated (an element takes at least one byte,
+      a map entry two);
+    - containers nest at most `max_depth` deep;
+    - map keys must be strings and unique; strings must be valid UTF-8;
+    - bin values become base64url strings (no padding); ext types, and
+      unsigned integers above INT64_MAX, are refused;
+    - trailing bytes after the top value are refused.
+
+    The encoder walks a jansson value and writes it with msgpack-c's packer.
+*/
+#ifndef PROTO_MPACK_H
+#define PROTO_MPACK_H
+
+#include <jansson.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define PROTO_MPACK_MAX_DEPTH 32
+
+/*  Decode exactly one value filling buf. Returns 0 and a new reference in
+    *out, or BUS_EINVAL (malformed), BUS_EDEPTH, BUS_ENOMEM; err names the
+    reason and byte offset. */
+int proto_mpack_decode (json_t **out, const uint8_t *buf, size_t len,
+                        int max_depth, char *err, size_t err_len)
+    __attribute__((warn_unused_result));
+
+/*  Encode value; returns 0 with a malloc'd buffer in *out (caller frees),
+    or BUS_ENOMEM / BUS_EINVAL (a value jansson cannot hold). */
+int proto_mpack_encode (uint8_t **out, size_t *out_len, json_t *value)
+    __attribute__((warn_unused_result));
+
+#endif
