@@ -5,6 +5,12 @@
     ([section] key = value), the environment SANCTUM_<SECTION>_<KEY>.
     An unknown section/key in the file, a value out of bounds or of the
     wrong type is BUS_ECONFIG with a message naming file, line and key.
+
+    Limits: a file is at most 1 MiB with lines of at most 197 bytes (inih's
+    buffer); a STR value is at most 160 bytes, without control characters,
+    leading/trailing blanks or " ;" (so that bus_config_write output always
+    reloads to the same values). Indented continuation lines are rejected.
+    INT values are decimal; BOOL accepts true/false, yes/no, on/off, 1/0.
 */
 #ifndef BUS_CONFIG_H
 #define BUS_CONFIG_H
@@ -23,7 +29,9 @@ int bus_config_load (bus_config_t **out, const char *path, char *err, size_t err
 void bus_config_destroy (bus_config_t **self_p);
 
 /*  Value of a declared key; asserts the key is declared (a programmer
-    mistake otherwise). Strings are owned by the config. */
+    mistake otherwise) and, for _int and _bool, of that type. _str works
+    for every type and gives the normalised text ("2048", "true").
+    Strings are owned by the config. */
 const char *bus_config_str (bus_config_t *self, const char *section, const char *key);
 long bus_config_int (bus_config_t *self, const char *section, const char *key);
 bool bus_config_bool (bus_config_t *self, const char *section, const char *key);

@@ -14,6 +14,7 @@
 #include <errno.h>
 #include <limits.h>
 #include <lmdb.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -33,7 +34,16 @@ struct bus_store_t {
     MDB_dbi dbis [S_MAX_DBS];
     char *names [S_MAX_DBS];
     size_t max_key;                     /* mdb_env_get_maxkeysize */
+    dev_t dev;                          /* identity of the directory */
+    ino_t ino;
+    bus_store_t *next;                  /* in s_open_list */
 };
+
+/*  Stores open in this process. LMDB must not open one environment twice
+    in a process (closing either would drop the other's fcntl locks), so
+    bus_store_open refuses a directory that is already open. */
+static pthread_mutex_t s_open_lock = PTHREAD_MUTEX_INITIALIZER;
+static bus_store_t *s_open_list;
 
 struct bus_txn_t {
     bus_store_t *store;
@@ -113,7 +123,8 @@ s_mkdirs (const char *dir)
 /*  Open the environment at dir (created 0700 if needed) with the given map
     size (0: 1 GiB) and open or create each database of the NULL-terminated
     db_names list (at most S_MAX_DBS names, each 1..S_DB_NAME_MAX bytes).
-    Stale reader slots left by dead processes are cleared. */
+    Stale reader slots left by dead processes are cleared. A directory
+    already open in this process is BUS_ESTATE. */
 int
 bus_store_open (bus_store_t **out, const char *dir, size_t map_size,
                 const char *const *db_names)
@@ -121,6 +132,7 @@ bus_store_open (bus_store_t **out, const char *dir, size_t map_size,
     assert (out);
     *out = NULL;
     int rc = 0;
+    bool locked = false;
     MDB_txn *txn = NULL;
     bus_store_t *self = NULL;
     if (!dir || !db_names) {
@@ -145,6 +157,21 @@ bus_store_open (bus_store_t **out, const char *dir, size_t map_size,
         rc = BUS_ENOMEM;
         goto done;
     }
+    struct stat st;
+    if (stat (dir, &st) != 0) {
+        rc = BUS_EIO;
+        goto done;
+    }
+    self->dev = st.st_dev;
+    self->ino = st.st_ino;
+    pthread_mutex_lock (&s_open_lock);
+    locked = true;
+    for (bus_store_t *other = s_open_list; other; other = other->next)
+        if (other->dev == self->dev && other->ino == self->ino) {
+            bus_error ("store: %s is already open in this process", dir);
+            rc = BUS_ESTATE;
+            goto done;
+        }
     int mrc = mdb_env_create (&self->env);
     if (!mrc)
         mrc = mdb_env_set_maxdbs (self->env, (MDB_dbi) ndbs);
@@ -177,9 +204,13 @@ bus_store_open (bus_store_t **out, const char *dir, size_t map_size,
         goto done;
     }
     self->max_key = (size_t) mdb_env_get_maxkeysize (self->env);
+    self->next = s_open_list;
+    s_open_list = self;
     *out = self;
     self = NULL;
 done:
+    if (locked)
+        pthread_mutex_unlock (&s_open_lock);
     if (txn)
         mdb_txn_abort (txn);
     bus_store_destroy (&self);
@@ -196,6 +227,13 @@ bus_store_destroy (bus_store_t **self_p)
     bus_store_t *self = *self_p;
     if (!self)
         return;
+    pthread_mutex_lock (&s_open_lock);
+    for (bus_store_t **p = &s_open_list; *p; p = &(*p)->next)
+        if (*p == self) {
+            *p = self->next;
+            break;
+        }
+    pthread_mutex_unlock (&s_open_lock);
     for (int i = 0; i < self->ndbs; i++)
         free (self->names [i]);
     if (self->env)

@@ -23,7 +23,9 @@ typedef struct bus_txn_t bus_txn_t;
 /*  Open (creating the directory if needed, mode 0700) the environment at
     dir with the given map size in bytes (0 = 1 GiB default) and the NULL-
     terminated list of database names; db handles are indexes into that
-    list. Returns 0, BUS_EIO, BUS_EINVAL, BUS_ENOMEM. */
+    list (at most 64 names of 1..64 bytes). Returns 0, BUS_EIO, BUS_EINVAL,
+    BUS_ENOMEM, or BUS_ESTATE when dir is already open in this process
+    (LMDB forbids opening one environment twice in a process). */
 int bus_store_open (bus_store_t **out, const char *dir, size_t map_size,
                     const char *const *db_names)
     __attribute__((warn_unused_result));

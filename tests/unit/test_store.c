@@ -127,6 +127,14 @@ test_open_dir_mode (void **state)
     assert_null (store);
     bus_store_destroy (&store);     /* NULL is fine */
 
+    /* The same directory cannot be open twice in one process */
+    snprintf (path, sizeof path, "%s/db", fx->dir);
+    assert_int_equal (bus_store_open (&store, path, 0, s_dbs), BUS_ESTATE);
+    assert_null (store);
+    snprintf (path, sizeof path, "%s/a/b/c", fx->dir);
+    assert_int_equal (bus_store_open (&store, path, 0, s_dbs), 0);
+    bus_store_destroy (&store);
+
     /* A file where the directory should be, and a bad db list */
     snprintf (path, sizeof path, "%s/file", fx->dir);
     FILE *f = fopen (path, "w");
