@@ -75,9 +75,9 @@ $(BUILD)/bin/sanctum-$(1): $(BUILD)/obj/services/$(1)/main.o $(call svc_lib,$(1)
 endef
 $(foreach s,$(SERVICES),$(eval $(call SVC_RULES,$(s))))
 
-$(CTL_BIN): $(CTL_OBJ) $(ALL_LIBS)
+$(CTL_BIN): $(CTL_OBJ) $(CORE_LIB)
 	@mkdir -p $(dir $@)
-	$(CC) $(LDFLAGS) -o $@ $(CTL_OBJ) $(ALL_LIBS) $(LDLIBS)
+	$(CC) $(LDFLAGS) -o $@ $(CTL_OBJ) $(CORE_LIB) $(LDLIBS)
 
 $(BUILD)/tests/test_%: $(BUILD)/obj/tests/unit/test_%.o $(ALL_LIBS)
 	@mkdir -p $(dir $@)

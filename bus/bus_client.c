@@ -1,0 +1,368 @@
+/*  bus_client.c — DEALER client with retries, and SUB client. */
+#include "bus_client.h"
+#include "bus_error.h"
+#include "bus_keys.h"
+#include "bus_log.h"
+#include "bus_service.h"
+
+typedef struct {
+    char id [PROTO_ID_LEN + 1];
+    char type [PROTO_TYPE_MAX + 1];
+    zchunk_t *frame;
+    int64_t deadline_ms;
+    int attempts;
+} s_pending_t;
+
+struct bus_client_t {
+    char *endpoint;
+    char server_key [BUS_KEY_Z85_LEN + 1];
+    zcert_t *cert;
+    zsock_t *sock;
+    int timeout_ms;
+    int retries;
+    zhashx_t *inflight;      /* id -> s_pending_t */
+    size_t max_frame;
+};
+
+struct bus_sub_t {
+    zsock_t *sock;
+};
+
+static void
+s_pending_free (void **item)
+{
+    s_pending_t *p = (s_pending_t *) *item;
+    if (p) {
+        zchunk_destroy (&p->frame);
+        free (p);
+        *item = NULL;
+    }
+}
+
+/*  (Re)create the DEALER and connect it. */
+static int
+s_connect (bus_client_t *self)
+{
+    zsock_destroy (&self->sock);
+    self->sock = zsock_new (ZMQ_DEALER);
+    if (!self->sock)
+        return BUS_ENOMEM;
+    zsock_set_linger (self->sock, 0);
+    zsock_set_sndhwm (self->sock, 100000);
+    zsock_set_rcvhwm (self->sock, 100000);
+    bus_keys_apply_client (self->sock, self->cert, self->server_key);
+    return zsock_connect (self->sock, "%s", self->endpoint) == 0 ? 0 : BUS_EINVAL;
+}
+
+bus_client_t *
+bus_client_new (const char *endpoint, const char *server_key, zcert_t *cert,
+                int timeout_ms, int retries)
+{
+    zsys_init ();
+    bus_client_t *self = calloc (1, sizeof *self);
+    if (!self)
+        return NULL;
+    self->endpoint = strdup (endpoint);
+    snprintf (self->server_key, sizeof self->server_key, "%s", server_key);
+    self->cert = cert;
+    self->timeout_ms = timeout_ms > 0 ? timeout_ms : 2500;
+    self->retries = retries >= 0 ? retries : 3;
+    self->max_frame = 64 * 1024 * 1024;
+    self->inflight = zhashx_new ();
+    zhashx_set_destructor (self->inflight, s_pending_free);
+    if (!self->endpoint || s_connect (self)) {
+        bus_client_destroy (&self);
+        return NULL;
+    }
+    return self;
+}
+
+bus_client_t *
+bus_client_for (bus_config_t *config, const char *service, zcert_t *cert)
+{
+    const char *section = bus_service_section (service);
+    char key [BUS_KEY_Z85_LEN + 1];
+    if (!section || bus_keys_public (bus_config_str (config, "sanctum", "keys_dir"),
+                                     bus_service_name (service), key))
+        return NULL;
+    return bus_client_new (bus_config_str (config, section, "rpc"), key, cert,
+                           (int) bus_config_int (config, "sanctum", "rpc_timeout_ms"),
+                           (int) bus_config_int (config, "sanctum", "rpc_retries"));
+}
+
+void
+bus_client_destroy (bus_client_t **self_p)
+{
+    if (!self_p || !*self_p)
+        return;
+    bus_client_t *self = *self_p;
+    zsock_destroy (&self->sock);
+    zhashx_destroy (&self->inflight);
+    free (self->endpoint);
+    free (self);
+    *self_p = NULL;
+}
+
+int
+bus_client_send_raw (bus_client_t *self, const void *data, size_t len)
+{
+    zframe_t *frame = zframe_new (data, len);
+    return frame && zframe_send (&frame, self->sock, 0) == 0 ? 0 : BUS_EIO;
+}
+
+int
+bus_client_send (bus_client_t *self, const char *type, json_t *body, const char *traceparent,
+                 char id_out [PROTO_ID_LEN + 1])
+{
+    proto_msg_t *req = proto_msg_new (PROTO_KIND_REQ, type);
+    if (!req)
+        return BUS_ENOMEM;
+    req->body = body ? json_incref (body) : json_object ();
+    if (traceparent && *traceparent)
+        proto_traceparent_child (req->traceparent, traceparent);
+    else
+        proto_traceparent_new (req->traceparent);
+    uint8_t *data = NULL;
+    size_t len = 0;
+    int rc = proto_msg_encode (req, &data, &len);
+    if (rc == 0) {
+        s_pending_t *p = calloc (1, sizeof *p);
+        if (!p)
+            rc = BUS_ENOMEM;
+        else {
+            memcpy (p->id, req->id, sizeof p->id);
+            snprintf (p->type, sizeof p->type, "%s", type);
+            p->frame = zchunk_new (data, len);
+            p->deadline_ms = zclock_mono () + self->timeout_ms;
+            p->attempts = 1;
+            zhashx_update (self->inflight, p->id, p);
+            rc = bus_client_send_raw (self, data, len);
+            if (id_out)
+                memcpy (id_out, req->id, PROTO_ID_LEN + 1);
+        }
+    }
+    free (data);
+    proto_msg_destroy (&req);
+    return rc;
+}
+
+/*  Resend or fail requests whose deadline passed; returns the first request
+    out of retries as a timeout reply in *failed, if any. */
+static void
+s_check_deadlines (bus_client_t *self, proto_msg_t **failed)
+{
+    int64_t now = zclock_mono ();
+    bool expired = false;
+    for (s_pending_t *p = zhashx_first (self->inflight); p; p = zhashx_next (self->inflight))
+        if (p->deadline_ms <= now)
+            expired = true;
+    if (!expired)
+        return;
+    /* Lazy Pirate: a fresh socket, then everything in flight again */
+    s_connect (self);
+    zlistx_t *dead = zlistx_new ();
+    for (s_pending_t *p = zhashx_first (self->inflight); p; p = zhashx_next (self->inflight)) {
+        if (p->deadline_ms <= now && p->attempts > self->retries) {
+            zlistx_add_end (dead, p->id);
+            continue;
+        }
+        if (p->deadline_ms <= now) {
+            p->attempts++;
+            p->deadline_ms = now + self->timeout_ms;
+        }
+        bus_client_send_raw (self, zchunk_data (p->frame), zchunk_size (p->frame));
+    }
+    for (const char *id = zlistx_first (dead); id; id = zlistx_next (dead)) {
+        if (!*failed) {
+            s_pending_t *p = zhashx_lookup (self->inflight, id);
+            char message [160];
+            snprintf (message, sizeof message, "no reply to %s from %s after %d attempts",
+                      p->type, self->endpoint, p->attempts);
+            *failed = proto_reply_error_id (id, PROTO_ERR_TIMEOUT, message);
+            if (*failed)
+                snprintf ((*failed)->type, sizeof (*failed)->type, "%s", p->type);
+            zhashx_delete (self->inflight, id);
+        }
+    }
+    zlistx_destroy (&dead);
+}
+
+/*  The earliest deadline in flight, ms from now (or -1). */
+static int64_t
+s_next_deadline (bus_client_t *self)
+{
+    int64_t next = -1, now = zclock_mono ();
+    for (s_pending_t *p = zhashx_first (self->inflight); p; p = zhashx_next (self->inflight))
+        if (next < 0 || p->deadline_ms - now < next)
+            next = p->deadline_ms - now;
+    return next < 0 ? -1 : next > 0 ? next : 0;
+}
+
+int
+bus_client_recv (bus_client_t *self, int timeout_ms, proto_msg_t **reply)
+{
+    *reply = NULL;
+    int64_t until = zclock_mono () + (timeout_ms < 0 ? 0 : timeout_ms);
+    while (true) {
+        s_check_deadlines (self, reply);
+        if (*reply)
+            return 0;
+        int64_t wait = until - zclock_mono ();
+        int64_t next = s_next_deadline (self);
+        if (next >= 0 && next < wait)
+            wait = next;
+        if (wait < 0)
+            wait = 0;
+        zmq_pollitem_t item = { zsock_resolve (self->sock), 0, ZMQ_POLLIN, 0 };
+        int rc = zmq_poll (&item, 1, (long) wait);
+        if (rc < 0)
+            return BUS_EINTR;
+        if (rc > 0) {
+            zframe_t *frame = zframe_recv (self->sock);
+            if (!frame)
+                return BUS_EINTR;
+            proto_msg_t *msg = NULL;
+            char err [160];
+            int drc = proto_msg_decode (&msg, zframe_data (frame), zframe_size (frame),
+                                        self->max_frame, NULL, err, sizeof err);
+            zframe_destroy (&frame);
+            if (drc || msg->kind != PROTO_KIND_REPLY) {
+                bus_warn ("client: undecodable reply from %s: %s", self->endpoint, drc ? err : "not a reply");
+                proto_msg_destroy (&msg);
+                continue;
+            }
+            if (msg->corr [0] && zhashx_lookup (self->inflight, msg->corr)) {
+                zhashx_delete (self->inflight, msg->corr);
+                *reply = msg;
+                return 0;
+            }
+            if (!msg->corr [0] || zhashx_size (self->inflight) == 0) {
+                /* an answer to a raw send (or a frame the server could not read) */
+                *reply = msg;
+                return 0;
+            }
+            proto_msg_destroy (&msg);          /* a late duplicate of an answered request */
+            continue;
+        }
+        if (zsys_interrupted)
+            return BUS_EINTR;
+        if (zclock_mono () >= until && s_next_deadline (self) != 0)
+            return BUS_ETIMEOUT;
+    }
+}
+
+size_t
+bus_client_inflight (bus_client_t *self)
+{
+    return zhashx_size (self->inflight);
+}
+
+int
+bus_client_call (bus_client_t *self, const char *type, json_t *body, const char *traceparent,
+                 proto_msg_t **reply)
+{
+    char id [PROTO_ID_LEN + 1];
+    *reply = NULL;
+    int rc = bus_client_send (self, type, body, traceparent, id);
+    if (rc)
+        return rc;
+    int64_t budget = (int64_t) self->timeout_ms * (self->retries + 1) + 1000;
+    int64_t until = zclock_mono () + budget;
+    while (zclock_mono () < until) {
+        proto_msg_t *msg = NULL;
+        rc = bus_client_recv (self, (int) (until - zclock_mono ()), &msg);
+        if (rc)
+            break;
+        if (streq (msg->corr, id)) {
+            if (!msg->ok && msg->error
+                && streq (json_string_value (json_object_get (msg->error, "code")), PROTO_ERR_TIMEOUT)
+                && !msg->body) {
+                proto_msg_destroy (&msg);
+                return BUS_ETIMEOUT;
+            }
+            *reply = msg;
+            return 0;
+        }
+        proto_msg_destroy (&msg);
+    }
+    zhashx_delete (self->inflight, id);
+    return rc ? rc : BUS_ETIMEOUT;
+}
+
+/* --- subscriber ----------------------------------------------------------- */
+
+bus_sub_t *
+bus_sub_new (const char *endpoint, const char *server_key, zcert_t *cert, const char *const *topics)
+{
+    zsys_init ();
+    bus_sub_t *self = calloc (1, sizeof *self);
+    if (!self || !(self->sock = zsock_new (ZMQ_SUB))) {
+        free (self);
+        return NULL;
+    }
+    zsock_set_rcvhwm (self->sock, 100000);
+    bus_keys_apply_client (self->sock, cert, server_key);
+    if (!topics || !topics [0])
+        zsock_set_subscribe (self->sock, "");
+    else
+        for (size_t i = 0; topics [i]; i++)
+            zsock_set_subscribe (self->sock, topics [i]);
+    if (zsock_connect (self->sock, "%s", endpoint)) {
+        bus_sub_destroy (&self);
+        return NULL;
+    }
+    return self;
+}
+
+bus_sub_t *
+bus_sub_for (bus_config_t *config, const char *service, zcert_t *cert, const char *const *topics)
+{
+    const char *section = bus_service_section (service);
+    char key [BUS_KEY_Z85_LEN + 1];
+    if (!section || bus_keys_public (bus_config_str (config, "sanctum", "keys_dir"),
+                                     bus_service_name (service), key))
+        return NULL;
+    return bus_sub_new (bus_config_str (config, section, "pub"), key, cert, topics);
+}
+
+void
+bus_sub_destroy (bus_sub_t **self_p)
+{
+    if (!self_p || !*self_p)
+        return;
+    zsock_destroy (&(*self_p)->sock);
+    free (*self_p);
+    *self_p = NULL;
+}
+
+zsock_t *
+bus_sub_sock (bus_sub_t *self)
+{
+    return self->sock;
+}
+
+int
+bus_sub_recv (bus_sub_t *self, int timeout_ms, proto_msg_t **event)
+{
+    *event = NULL;
+    zmq_pollitem_t item = { zsock_resolve (self->sock), 0, ZMQ_POLLIN, 0 };
+    int rc = zmq_poll (&item, 1, timeout_ms);
+    if (rc < 0)
+        return BUS_EINTR;
+    if (rc == 0)
+        return BUS_ETIMEOUT;
+    zmsg_t *msg = zmsg_recv (self->sock);
+    if (!msg)
+        return BUS_EINTR;
+    zframe_t *body = zmsg_size (msg) == 2 ? zmsg_last (msg) : NULL;
+    char err [160];
+    int drc = body ? proto_msg_decode (event, zframe_data (body), zframe_size (body), SIZE_MAX,
+                                       NULL, err, sizeof err)
+                   : BUS_EINVAL;
+    zmsg_destroy (&msg);
+    if (drc == 0 && (*event)->kind != PROTO_KIND_EVT) {
+        proto_msg_destroy (event);
+        drc = BUS_EINVAL;
+    }
+    return drc ? BUS_EINVAL : 0;
+}

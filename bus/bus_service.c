@@ -1,0 +1,794 @@
+/*  bus_service.c — reactor, request dispatch, dedupe, outbox, built-ins. */
+#include "bus_service.h"
+#include "bus_error.h"
+#include "bus_keys.h"
+#include "bus_log.h"
+#include "bus_notify.h"
+
+#include <stdarg.h>
+#include <unistd.h>
+
+#define S_DEDUPE_MAX      20000     /* remembered replies */
+#define S_DEDUPE_TTL_MS   120000    /* how long a reply is kept for retries */
+#define S_REPLAY_MAX      1000      /* events in one events.replay reply */
+#define S_ALLOW_REFRESH_MS 5000
+
+const bus_service_id_t bus_services [] = {
+    { "orchestrator", "orchestrator" },
+    { "authz",        "authz" },
+    { "ciba",         "ciba-broker" },
+    { "vault",        "vault-broker" },
+    { "auditor",      "auditor" },
+    { "telemetry",    "telemetry" },
+    { "sandbox",      "sandbox" },
+    { NULL, NULL }
+};
+
+typedef struct {
+    bus_handler_fn *fn;
+    void *arg;
+} s_handler_t;
+
+/*  A remembered reply: the encoded frame, or NULL while the request is
+    still being worked on (a deferred reply). */
+typedef struct {
+    zchunk_t *reply;
+    int64_t expires_ms;
+} s_dedupe_t;
+
+struct bus_service_t {
+    bus_config_t *config;
+    char section [32];
+    char principal [64];
+    char version [32];
+    bus_store_t *store;
+    int outbox_db;
+    zcert_t *cert;
+    zactor_t *auth;
+    bus_allow_t *allow;
+    zsock_t *router;
+    zsock_t *pub;
+    zloop_t *loop;
+    zhashx_t *handlers;           /* type -> s_handler_t */
+    zhashx_t *dedupe;             /* "principal/id" -> s_dedupe_t */
+    zlistx_t *dedupe_order;       /* keys, oldest first */
+    bus_stats_t *stats;
+    size_t max_frame;
+    uint64_t next_seq;            /* next event sequence to assign */
+    uint64_t published_seq;       /* last sequence published */
+    zlistx_t *pending;            /* zchunk_t* events appended, not yet committed */
+    uint64_t pending_first_seq;
+    int64_t started_us;
+    bool stopping;
+};
+
+struct bus_request_t {
+    bus_service_t *svc;
+    zmsg_t *routing;              /* the routing frames, to send the reply */
+    proto_msg_t *msg;
+    char principal [PROTO_PRINCIPAL_MAX + 1];
+    char dedupe_key [PROTO_PRINCIPAL_MAX + PROTO_ID_LEN + 2];
+    int64_t start_us;
+    bool deferred;
+    bool answered;
+};
+
+const char *
+bus_service_section (const char *name_or_section)
+{
+    for (const bus_service_id_t *s = bus_services; s->name; s++)
+        if (streq (s->name, name_or_section) || streq (s->section, name_or_section))
+            return s->section;
+    return NULL;
+}
+
+const char *
+bus_service_name (const char *name_or_section)
+{
+    for (const bus_service_id_t *s = bus_services; s->name; s++)
+        if (streq (s->name, name_or_section) || streq (s->section, name_or_section))
+            return s->name;
+    return NULL;
+}
+
+static void
+s_dedupe_free (void **item)
+{
+    s_dedupe_t *d = (s_dedupe_t *) *item;
+    if (d) {
+        zchunk_destroy (&d->reply);
+        free (d);
+        *item = NULL;
+    }
+}
+
+static void
+s_handler_free (void **item)
+{
+    free (*item);
+    *item = NULL;
+}
+
+/* --- built-in handlers ---------------------------------------------------- */
+
+static void
+s_handle_health (bus_service_t *self, bus_request_t *req, void *arg)
+{
+    bus_reply_ok (req, json_pack ("{s:s, s:s, s:s, s:s, s:I, s:i, s:I}",
+                                  "service", bus_service_name (self->section),
+                                  "principal", self->principal,
+                                  "state", self->stopping ? "stopping" : "ok",
+                                  "version", self->version,
+                                  "uptime_s", (json_int_t) ((proto_now_us () - self->started_us) / 1000000),
+                                  "pid", (int) getpid (),
+                                  "last_seq", (json_int_t) self->published_seq));
+}
+
+static void
+s_handle_stats (bus_service_t *self, bus_request_t *req, void *arg)
+{
+    json_t *body = bus_stats_json (self->stats);
+    json_object_set_new (body, "service", json_string (bus_service_name (self->section)));
+    json_object_set_new (body, "uptime_s",
+                         json_integer ((json_int_t) ((proto_now_us () - self->started_us) / 1000000)));
+    bus_reply_ok (req, body);
+}
+
+typedef struct {
+    json_t *events;
+    uint64_t to_seq;
+    size_t limit;
+    uint64_t next;
+    int rc;
+} s_replay_t;
+
+static int
+s_replay_one (const void *key, size_t key_len, const void *val, size_t val_len, void *arg)
+{
+    s_replay_t *r = arg;
+    uint64_t seq = bus_key_to_u64 (key);
+    if (seq > r->to_seq)
+        return 1;
+    if (json_array_size (r->events) >= r->limit) {
+        r->next = seq;
+        return 1;
+    }
+    proto_msg_t *evt = NULL;
+    if (proto_msg_decode (&evt, val, val_len, SIZE_MAX, NULL, NULL, 0) == 0) {
+        json_array_append_new (r->events, proto_msg_to_json (evt));
+        proto_msg_destroy (&evt);
+    }
+    else
+        bus_error ("outbox entry %llu does not decode", (unsigned long long) seq);
+    return 0;
+}
+
+/*  events.replay {from_seq, to_seq?, limit?} -> {events: [...], last_seq,
+    next_seq?}: the stored events of this publisher in order. */
+static void
+s_handle_replay (bus_service_t *self, bus_request_t *req, void *arg)
+{
+    json_t *body = bus_request_body (req);
+    uint64_t from = (uint64_t) json_integer_value (json_object_get (body, "from_seq"));
+    json_t *to = json_object_get (body, "to_seq");
+    json_t *limit = json_object_get (body, "limit");
+    s_replay_t r = { json_array (), to ? (uint64_t) json_integer_value (to) : UINT64_MAX,
+                     limit ? (size_t) json_integer_value (limit) : S_REPLAY_MAX, 0, 0 };
+    uint8_t from_key [8];
+    bus_u64_to_key (from, from_key);
+    bus_txn_t *txn = bus_txn_begin (self->store, false);
+    int rc = txn ? bus_txn_scan (txn, self->outbox_db, from_key, 8, NULL, 0, s_replay_one, &r) : BUS_EIO;
+    bus_txn_abort (&txn);
+    if (rc) {
+        json_decref (r.events);
+        bus_reply_error (req, PROTO_ERR_INTERNAL, "outbox read failed: %s", bus_strerror (rc));
+        return;
+    }
+    json_t *reply = json_pack ("{s:o, s:s, s:I}", "events", r.events, "pub", self->principal,
+                               "last_seq", (json_int_t) self->published_seq);
+    if (r.next)
+        json_object_set_new (reply, "next_seq", json_integer ((json_int_t) r.next));
+    bus_reply_ok (req, reply);
+}
+
+/*  echo {data?} -> {data, from}: a diagnostic round trip that also emits an
+    echo.seen event through the outbox, so a client can see a request cause
+    an event. */
+static void
+s_handle_echo (bus_service_t *self, bus_request_t *req, void *arg)
+{
+    json_t *data = json_object_get (bus_request_body (req), "data");
+    int rc = bus_service_emit (self, "echo.seen",
+                               json_pack ("{s:s, s:s}", "request", req->msg->id, "from", req->principal),
+                               req->msg->traceparent);
+    if (rc) {
+        bus_reply_error (req, PROTO_ERR_UNAVAILABLE, "cannot record the event: %s", bus_strerror (rc));
+        return;
+    }
+    bus_reply_ok (req, json_pack ("{s:O?, s:s}", "data", data, "from", req->principal));
+}
+
+/* --- replies -------------------------------------------------------------- */
+
+/*  Send an encoded reply to routing (consumed). */
+static void
+s_send_reply (bus_service_t *self, zmsg_t **routing_p, const uint8_t *data, size_t len)
+{
+    zmsg_t *out = *routing_p;
+    *routing_p = NULL;
+    zmsg_addmem (out, data, len);
+    if (zmsg_send (&out, self->router))
+        bus_stats_count (self->stats, "replies_unroutable", 1);
+    zmsg_destroy (&out);
+}
+
+/*  Answer a frame we could not turn into a request. */
+static void
+s_reject (bus_service_t *self, zmsg_t **routing_p, const char *corr, const char *code,
+          const char *message)
+{
+    proto_msg_t *rep = proto_reply_error_id (corr, code, message);
+    uint8_t *data = NULL;
+    size_t len = 0;
+    if (rep && proto_msg_encode (rep, &data, &len) == 0)
+        s_send_reply (self, routing_p, data, len);
+    free (data);
+    proto_msg_destroy (&rep);
+    zmsg_destroy (routing_p);
+    char counter [64];
+    snprintf (counter, sizeof counter, "requests_rejected_%s", code);
+    bus_stats_count (self->stats, counter, 1);
+}
+
+static void
+s_request_free (bus_request_t **req_p)
+{
+    bus_request_t *req = *req_p;
+    if (!req)
+        return;
+    zmsg_destroy (&req->routing);
+    proto_msg_destroy (&req->msg);
+    free (req);
+    *req_p = NULL;
+}
+
+/*  Drop dedupe entries past their time or over the cap. */
+static void
+s_dedupe_trim (bus_service_t *self)
+{
+    int64_t now = zclock_mono ();
+    for (const char *key = zlistx_first (self->dedupe_order); key; key = zlistx_first (self->dedupe_order)) {
+        s_dedupe_t *d = zhashx_lookup (self->dedupe, key);
+        bool keep = d && d->expires_ms > now && zhashx_size (self->dedupe) <= S_DEDUPE_MAX;
+        if (keep && !d->reply)
+            break;                  /* still in progress: keep it and what follows */
+        if (keep)
+            break;
+        zhashx_delete (self->dedupe, key);
+        zlistx_delete (self->dedupe_order, NULL);
+    }
+}
+
+/*  Encode and send the reply, remember it for retries, free the request. */
+static void
+s_answer (bus_request_t *req, proto_msg_t **rep_p)
+{
+    bus_service_t *self = req->svc;
+    proto_msg_t *rep = *rep_p;
+    uint8_t *data = NULL;
+    size_t len = 0;
+    if (req->answered) {
+        bus_error ("request %s (%s) answered twice", req->msg->id, req->msg->type);
+        proto_msg_destroy (rep_p);
+        return;
+    }
+    req->answered = true;
+    if (!rep || proto_msg_encode (rep, &data, &len)) {
+        proto_msg_destroy (rep_p);
+        rep = proto_reply_error (req->msg, PROTO_ERR_INTERNAL, "reply could not be encoded");
+        *rep_p = rep;
+        if (!rep || proto_msg_encode (rep, &data, &len)) {
+            proto_msg_destroy (rep_p);
+            s_request_free (&req);
+            return;
+        }
+    }
+    s_dedupe_t *d = zhashx_lookup (self->dedupe, req->dedupe_key);
+    if (d) {
+        zchunk_destroy (&d->reply);
+        d->reply = zchunk_new (data, len);
+        d->expires_ms = zclock_mono () + S_DEDUPE_TTL_MS;
+    }
+    s_send_reply (self, &req->routing, data, len);
+    char name [PROTO_TYPE_MAX + 16];
+    snprintf (name, sizeof name, "%s", req->msg->type);
+    bus_stats_latency (self->stats, name, proto_now_us () - req->start_us);
+    bus_stats_count (self->stats, rep->ok ? "requests_ok" : "requests_error", 1);
+    free (data);
+    proto_msg_destroy (rep_p);
+    bool deferred = req->deferred;
+    s_request_free (&req);
+    (void) deferred;
+}
+
+proto_msg_t *bus_request_msg (bus_request_t *req) { return req->msg; }
+json_t *bus_request_body (bus_request_t *req) { return req->msg->body; }
+const char *bus_request_principal (bus_request_t *req) { return req->principal; }
+const char *bus_request_traceparent (bus_request_t *req) { return req->msg->traceparent; }
+
+void
+bus_request_defer (bus_request_t *req)
+{
+    req->deferred = true;
+}
+
+void
+bus_reply_ok (bus_request_t *req, json_t *body)
+{
+    proto_msg_t *rep = proto_reply_ok (req->msg, body);
+    s_answer (req, &rep);
+}
+
+void
+bus_reply_error (bus_request_t *req, const char *code, const char *fmt, ...)
+{
+    char message [512];
+    va_list args;
+    va_start (args, fmt);
+    vsnprintf (message, sizeof message, fmt, args);
+    va_end (args);
+    bus_log_fields (BUS_LOG_INFO, json_pack ("{s:s, s:s, s:s, s:s}", "type", req->msg->type,
+                                             "request", req->msg->id, "peer", req->principal,
+                                             "code", code),
+                    "request refused: %s", message);
+    proto_msg_t *rep = proto_reply_error (req->msg, code, message);
+    s_answer (req, &rep);
+}
+
+/* --- dispatch ------------------------------------------------------------- */
+
+/*  Check a decoded request against the catalogue; 0 or an error reply sent. */
+static int
+s_admit (bus_service_t *self, bus_request_t *req)
+{
+    proto_msg_t *msg = req->msg;
+    char err [256];
+    if (msg->kind != PROTO_KIND_REQ) {
+        bus_reply_error (req, PROTO_ERR_MALFORMED, "only requests are accepted on this socket");
+        return -1;
+    }
+    if (!msg->spec || msg->spec->kind != PROTO_KIND_REQ) {
+        bus_reply_error (req, PROTO_ERR_UNKNOWN_TYPE, "unknown request type '%s'", msg->type);
+        return -1;
+    }
+    if (!streq (msg->spec->owner, "ANY") && !streq (msg->spec->owner, self->section)) {
+        bus_reply_error (req, PROTO_ERR_WRONG_SERVICE, "'%s' is served by %s, not %s", msg->type,
+                         bus_service_name (msg->spec->owner), bus_service_name (self->section));
+        return -1;
+    }
+    if (!(proto_principal_class (req->principal) & msg->spec->senders)) {
+        bus_reply_error (req, PROTO_ERR_FORBIDDEN, "%s may not send '%s'", req->principal, msg->type);
+        return -1;
+    }
+    if (proto_msg_validate (msg, err, sizeof err)) {
+        bus_reply_error (req, PROTO_ERR_INVALID, "%s", err);
+        return -1;
+    }
+    return 0;
+}
+
+/*  One frame set from the ROUTER. */
+static int
+s_on_request (zloop_t *loop, zsock_t *router, void *arg)
+{
+    bus_service_t *self = arg;
+    zmsg_t *routing = zmsg_recv (router);
+    if (!routing)
+        return zsys_interrupted ? -1 : 0;
+    bus_stats_count (self->stats, "requests_received", 1);
+    int64_t start = proto_now_us ();
+    zframe_t *frame = zmsg_last (routing);
+    if (zmsg_size (routing) < 2 || !frame) {
+        bus_stats_count (self->stats, "requests_dropped_no_routing", 1);
+        zmsg_destroy (&routing);
+        return 0;
+    }
+    zmsg_remove (routing, frame);      /* now ours; routing keeps the rest */
+    /* who is it? — from the CURVE key, never from the message */
+    const char *user_id = zframe_meta (frame, "User-Id");
+    const char *principal = bus_allow_principal (self->allow, user_id);
+    char id [PROTO_ID_LEN + 1] = "";
+    char err [256];
+    if (!principal) {
+        bus_warn ("message from unknown key %s refused", user_id && *user_id ? user_id : "(none)");
+        zframe_destroy (&frame);
+        s_reject (self, &routing, "", PROTO_ERR_FORBIDDEN, "unknown client key");
+        return 0;
+    }
+    if (zframe_size (frame) > self->max_frame) {
+        bus_warn ("frame of %zu bytes from %s over the cap", zframe_size (frame), principal);
+        zframe_destroy (&frame);
+        s_reject (self, &routing, "", PROTO_ERR_TOO_LARGE, "frame exceeds the size cap");
+        return 0;
+    }
+    proto_msg_t *msg = NULL;
+    int rc = proto_msg_decode (&msg, zframe_data (frame), zframe_size (frame), self->max_frame,
+                               id, err, sizeof err);
+    zframe_destroy (&frame);
+    if (rc) {
+        bus_log_fields (BUS_LOG_WARN, json_pack ("{s:s, s:s}", "peer", principal, "request", id),
+                        "malformed request: %s", err);
+        s_reject (self, &routing, id, rc == BUS_ESTATE ? PROTO_ERR_VERSION : PROTO_ERR_MALFORMED, err);
+        return 0;
+    }
+    bus_request_t *req = calloc (1, sizeof *req);
+    if (!req) {
+        proto_msg_destroy (&msg);
+        zmsg_destroy (&routing);
+        return 0;
+    }
+    req->svc = self;
+    req->routing = routing;
+    req->msg = msg;
+    req->start_us = start;
+    snprintf (req->principal, sizeof req->principal, "%s", principal);
+    snprintf (msg->from, sizeof msg->from, "%s", principal);
+    if (!msg->traceparent [0])
+        proto_traceparent_new (msg->traceparent);
+    char trace [33];
+    memcpy (trace, msg->traceparent + 3, 32);
+    trace [32] = 0;
+    bus_log_set_trace (trace);
+
+    /* a retried request id: answer from the cache, or wait for the reply */
+    snprintf (req->dedupe_key, sizeof req->dedupe_key, "%s/%s", principal, msg->id);
+    s_dedupe_t *seen = zhashx_lookup (self->dedupe, req->dedupe_key);
+    if (seen) {
+        bus_stats_count (self->stats, "requests_duplicate", 1);
+        if (seen->reply)
+            s_send_reply (self, &req->routing, zchunk_data (seen->reply), zchunk_size (seen->reply));
+        req->answered = true;
+        s_request_free (&req);
+        bus_log_set_trace (NULL);
+        return 0;
+    }
+    s_dedupe_t *d = calloc (1, sizeof *d);
+    if (d) {
+        d->expires_ms = zclock_mono () + S_DEDUPE_TTL_MS;
+        zhashx_insert (self->dedupe, req->dedupe_key, d);
+        zlistx_add_end (self->dedupe_order, strdup (req->dedupe_key));
+        s_dedupe_trim (self);
+    }
+    if (s_admit (self, req) == 0) {
+        s_handler_t *h = zhashx_lookup (self->handlers, msg->type);
+        if (!h)
+            bus_reply_error (req, PROTO_ERR_NOT_IMPLEMENTED,
+                             "'%s' is not implemented yet by %s", msg->type, bus_service_name (self->section));
+        else {
+            h->fn (self, req, h->arg);
+            /* a handler that neither answered nor deferred is a bug */
+            if (!req->deferred && !req->answered) {
+                bus_error ("handler for %s returned without a reply", msg->type);
+                bus_reply_error (req, PROTO_ERR_INTERNAL, "no reply produced");
+            }
+        }
+    }
+    bus_log_set_trace (NULL);
+    return 0;
+}
+
+/* --- events --------------------------------------------------------------- */
+
+int
+bus_event_append (bus_service_t *self, bus_txn_t *txn, const char *type, json_t *body,
+                  const char *traceparent)
+{
+    proto_msg_t *evt = proto_msg_new (PROTO_KIND_EVT, type);
+    if (!evt) {
+        json_decref (body);
+        return BUS_ENOMEM;
+    }
+    evt->body = body ? body : json_object ();
+    if (zlistx_size (self->pending) == 0)
+        self->pending_first_seq = self->next_seq;
+    evt->seq = self->next_seq;
+    snprintf (evt->pub, sizeof evt->pub, "%s", self->principal);
+    if (traceparent && *traceparent)
+        proto_traceparent_child (evt->traceparent, traceparent);
+    else
+        proto_traceparent_new (evt->traceparent);
+    uint8_t *data = NULL;
+    size_t len = 0;
+    int rc = proto_msg_encode (evt, &data, &len);
+    if (rc == 0) {
+        uint8_t key [8];
+        bus_u64_to_key (evt->seq, key);
+        rc = bus_txn_put (txn, self->outbox_db, key, 8, data, len);
+    }
+    if (rc == 0) {
+        zchunk_t *chunk = zchunk_new (NULL, len + strlen (type) + 1);
+        zchunk_append (chunk, type, strlen (type) + 1);   /* topic, NUL, envelope */
+        zchunk_append (chunk, data, len);
+        zlistx_add_end (self->pending, chunk);
+        self->next_seq++;
+    }
+    free (data);
+    proto_msg_destroy (&evt);
+    return rc;
+}
+
+/*  Publish one stored event: [topic][envelope]. */
+static void
+s_publish (bus_service_t *self, zchunk_t *chunk)
+{
+    const char *topic = (const char *) zchunk_data (chunk);
+    size_t topic_len = strlen (topic);
+    zmsg_t *msg = zmsg_new ();
+    zmsg_addmem (msg, topic, topic_len);
+    zmsg_addmem (msg, zchunk_data (chunk) + topic_len + 1, zchunk_size (chunk) - topic_len - 1);
+    if (zmsg_send (&msg, self->pub))
+        bus_stats_count (self->stats, "events_publish_failed", 1);
+    zmsg_destroy (&msg);
+    bus_stats_count (self->stats, "events_published", 1);
+}
+
+int
+bus_service_commit (bus_service_t *self, bus_txn_t **txn_p)
+{
+    int rc = bus_txn_commit (txn_p);
+    zchunk_t *chunk;
+    while ((chunk = zlistx_detach (self->pending, NULL))) {
+        if (rc == 0) {
+            s_publish (self, chunk);
+            self->published_seq++;
+        }
+        zchunk_destroy (&chunk);
+    }
+    if (rc) {
+        /* nothing was stored: hand the sequence numbers out again */
+        if (self->pending_first_seq)
+            self->next_seq = self->pending_first_seq;
+        bus_error ("commit failed: %s", bus_strerror (rc));
+    }
+    self->pending_first_seq = 0;
+    return rc;
+}
+
+int
+bus_service_emit (bus_service_t *self, const char *type, json_t *body, const char *traceparent)
+{
+    bus_txn_t *txn = bus_txn_begin (self->store, true);
+    if (!txn) {
+        json_decref (body);
+        return BUS_EIO;
+    }
+    int rc = bus_event_append (self, txn, type, body, traceparent);
+    if (rc) {
+        bus_txn_abort (&txn);
+        zchunk_t *chunk;
+        while ((chunk = zlistx_detach (self->pending, NULL)))
+            zchunk_destroy (&chunk);
+        if (self->pending_first_seq)
+            self->next_seq = self->pending_first_seq;
+        self->pending_first_seq = 0;
+        return rc;
+    }
+    return bus_service_commit (self, &txn);
+}
+
+/* --- timers --------------------------------------------------------------- */
+
+static int
+s_on_tick (zloop_t *loop, int timer_id, void *arg)
+{
+    bus_service_t *self = arg;
+    bus_allow_refresh (self->allow);
+    s_dedupe_trim (self);
+    return 0;
+}
+
+static int
+s_on_watchdog (zloop_t *loop, int timer_id, void *arg)
+{
+    bus_notify ("WATCHDOG=1");
+    return 0;
+}
+
+static int
+s_on_stop_check (zloop_t *loop, int timer_id, void *arg)
+{
+    bus_service_t *self = arg;
+    return self->stopping ? -1 : 0;
+}
+
+/* --- life cycle ----------------------------------------------------------- */
+
+bus_service_t *
+bus_service_new (bus_config_t *config, const char *section, const char *version,
+                 const char *const *db_names, char *err, size_t err_len)
+{
+    bus_service_t *self = calloc (1, sizeof *self);
+    const char *name = bus_service_name (section);
+    char *data_dir = NULL;
+    const char **dbs = NULL;
+    if (!self || !name) {
+        snprintf (err, err_len, "unknown service '%s'", section);
+        goto fail;
+    }
+    zsys_init ();
+    self->config = config;
+    self->started_us = proto_now_us ();
+    snprintf (self->section, sizeof self->section, "%s", section);
+    snprintf (self->principal, sizeof self->principal, "svc:%s", name);
+    snprintf (self->version, sizeof self->version, "%s", version);
+    self->max_frame = (size_t) bus_config_int (config, "sanctum", "max_frame");
+    self->handlers = zhashx_new ();
+    zhashx_set_destructor (self->handlers, s_handler_free);
+    self->dedupe = zhashx_new ();
+    zhashx_set_destructor (self->dedupe, s_dedupe_free);
+    self->dedupe_order = zlistx_new ();
+    zlistx_set_destructor (self->dedupe_order, (zlistx_destructor_fn *) zstr_free);
+    self->pending = zlistx_new ();
+    self->stats = bus_stats_new ();
+    self->next_seq = 1;
+
+    /* the store, with the outbox */
+    size_t n = 0;
+    while (db_names && db_names [n])
+        n++;
+    dbs = calloc (n + 2, sizeof *dbs);
+    for (size_t i = 0; i < n; i++)
+        dbs [i] = db_names [i];
+    dbs [n] = "outbox";
+    data_dir = bus_config_data_dir (config, name);
+    int rc = data_dir ? bus_store_open (&self->store, data_dir,
+                                        (size_t) bus_config_int (config, "sanctum", "map_size_mb") << 20,
+                                        dbs) : BUS_ENOMEM;
+    if (rc) {
+        snprintf (err, err_len, "cannot open store %s: %s", data_dir, bus_strerror (rc));
+        goto fail;
+    }
+    self->outbox_db = bus_store_db (self->store, "outbox");
+    bus_txn_t *txn = bus_txn_begin (self->store, false);
+    const void *key, *val;
+    size_t key_len, val_len;
+    if (txn && bus_txn_last (txn, self->outbox_db, &key, &key_len, &val, &val_len) == 0 && key_len == 8)
+        self->next_seq = bus_key_to_u64 (key) + 1;
+    bus_txn_abort (&txn);
+    self->published_seq = self->next_seq - 1;
+
+    /* keys, authentication, sockets */
+    const char *keys_dir = bus_config_str (config, "sanctum", "keys_dir");
+    const char *allow_dir = bus_config_str (config, "sanctum", "allow_dir");
+    self->cert = bus_keys_load (keys_dir, name, false);
+    if (!self->cert) {
+        snprintf (err, err_len, "no CURVE certificate %s/%s.key_secret (run sanctumctl keygen)", keys_dir, name);
+        goto fail;
+    }
+    self->allow = bus_allow_new (allow_dir);
+    self->auth = bus_auth_start (allow_dir, false);
+    self->router = zsock_new (ZMQ_ROUTER);
+    self->pub = zsock_new (ZMQ_PUB);
+    if (!self->allow || !self->auth || !self->router || !self->pub) {
+        snprintf (err, err_len, "cannot create sockets or the authenticator");
+        goto fail;
+    }
+    /* libzmq drops the connection past this hard cap; below it, frames over
+       max_frame get a too_large reply instead of silence */
+    zsock_set_maxmsgsize (self->router, (int64_t) self->max_frame * 2 + 65536);
+    zsock_set_rcvhwm (self->router, 100000);
+    zsock_set_sndhwm (self->router, 100000);
+    zsock_set_sndhwm (self->pub, 100000);
+    zsock_set_linger (self->router, 0);
+    zsock_set_linger (self->pub, 200);
+    bus_keys_apply_server (self->router, self->cert);
+    bus_keys_apply_server (self->pub, self->cert);
+    const char *rpc = bus_config_str (config, section, "rpc");
+    const char *pub = bus_config_str (config, section, "pub");
+    if (zsock_bind (self->router, "%s", rpc) < 0) {
+        snprintf (err, err_len, "cannot bind %s: %s", rpc, zmq_strerror (zmq_errno ()));
+        goto fail;
+    }
+    if (zsock_bind (self->pub, "%s", pub) < 0) {
+        snprintf (err, err_len, "cannot bind %s: %s", pub, zmq_strerror (zmq_errno ()));
+        goto fail;
+    }
+    self->loop = zloop_new ();
+    zloop_reader (self->loop, self->router, s_on_request, self);
+    zloop_timer (self->loop, S_ALLOW_REFRESH_MS, 0, s_on_tick, self);
+    zloop_timer (self->loop, 100, 0, s_on_stop_check, self);
+    uint64_t wd = bus_notify_watchdog_usec ();
+    long wd_ms = bus_config_int (config, "sanctum", "watchdog_ms");
+    if (wd_ms == 0 && wd)
+        wd_ms = (long) (wd / 2000);
+    if (wd_ms > 0)
+        zloop_timer (self->loop, (size_t) wd_ms, 0, s_on_watchdog, self);
+
+    bus_service_handle (self, "health", s_handle_health, NULL);
+    bus_service_handle (self, "stats", s_handle_stats, NULL);
+    bus_service_handle (self, "events.replay", s_handle_replay, NULL);
+    bus_service_handle (self, "echo", s_handle_echo, NULL);
+    free (data_dir);
+    free (dbs);
+    return self;
+fail:
+    free (data_dir);
+    free (dbs);
+    bus_service_destroy (&self);
+    return NULL;
+}
+
+void
+bus_service_destroy (bus_service_t **self_p)
+{
+    if (!self_p || !*self_p)
+        return;
+    bus_service_t *self = *self_p;
+    zloop_destroy (&self->loop);
+    zsock_destroy (&self->router);
+    zsock_destroy (&self->pub);
+    zactor_destroy (&self->auth);
+    bus_allow_destroy (&self->allow);
+    zcert_destroy (&self->cert);
+    zhashx_destroy (&self->handlers);
+    zhashx_destroy (&self->dedupe);
+    zlistx_destroy (&self->dedupe_order);
+    if (self->pending) {
+        zchunk_t *chunk;
+        while ((chunk = zlistx_detach (self->pending, NULL)))
+            zchunk_destroy (&chunk);
+        zlistx_destroy (&self->pending);
+    }
+    bus_stats_destroy (&self->stats);
+    bus_store_destroy (&self->store);
+    free (self);
+    *self_p = NULL;
+}
+
+int
+bus_service_handle (bus_service_t *self, const char *type, bus_handler_fn *fn, void *arg)
+{
+    const proto_type_t *spec = proto_type_find (type);
+    if (!spec || spec->kind != PROTO_KIND_REQ
+        || (!streq (spec->owner, "ANY") && !streq (spec->owner, self->section)))
+        return BUS_EINVAL;
+    s_handler_t *h = calloc (1, sizeof *h);
+    if (!h)
+        return BUS_ENOMEM;
+    h->fn = fn;
+    h->arg = arg;
+    zhashx_update (self->handlers, type, h);
+    return 0;
+}
+
+int
+bus_service_run (bus_service_t *self)
+{
+    bus_service_emit (self, "service.started", json_pack ("{s:s}", "version", self->version), NULL);
+    bus_info ("%s %s serving on %s, events on %s", self->principal, self->version,
+              bus_config_str (self->config, self->section, "rpc"),
+              bus_config_str (self->config, self->section, "pub"));
+    char status [128];
+    snprintf (status, sizeof status, "READY=1\nSTATUS=serving %s", bus_config_str (self->config, self->section, "rpc"));
+    bus_notify (status);
+    zloop_start (self->loop);
+    self->stopping = true;
+    bus_notify ("STOPPING=1");
+    bus_service_emit (self, "service.stopping", json_object (), NULL);
+    bus_info ("%s stopping", self->principal);
+    return 0;
+}
+
+void
+bus_service_stop (bus_service_t *self)
+{
+    self->stopping = true;
+}
+
+zloop_t *bus_service_loop (bus_service_t *self) { return self->loop; }
+bus_store_t *bus_service_store (bus_service_t *self) { return self->store; }
+bus_stats_t *bus_service_stats (bus_service_t *self) { return self->stats; }
+bus_config_t *bus_service_config (bus_service_t *self) { return self->config; }
+zcert_t *bus_service_cert (bus_service_t *self) { return self->cert; }
+const char *bus_service_principal (bus_service_t *self) { return self->principal; }
+const char *bus_service_section_of (bus_service_t *self) { return self->section; }

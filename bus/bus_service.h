@@ -1,0 +1,118 @@
+/*  bus_service.h — the runtime every Sanctum daemon is built on.
+
+    A service owns: its config, its LMDB store (with the event outbox), a
+    CURVE ROUTER for requests and a CURVE PUB for events, a zauth actor and
+    the principal map, and a zloop reactor that runs it all on one thread.
+
+    Requests: [routing...][envelope]. The runtime decodes (hostile-input
+    safe), maps the client's CURVE key to a principal, checks the type
+    against the catalogue (owner, permitted senders, body schema), answers
+    retried request ids from a dedupe cache, and dispatches to the handler
+    registered for the type. Built in: health, stats, events.replay, echo.
+
+    Events: bus_event_append() writes an event to the outbox in the caller's
+    write transaction, so the event and the state change it describes commit
+    together; bus_service_commit() commits and then publishes. A subscriber
+    that misses events asks for them with events.replay.
+
+    Signals: SIGINT/SIGTERM stop the reactor (CZMQ's handler); the service
+    publishes service.stopping and returns from bus_service_run().
+*/
+#ifndef BUS_SERVICE_H
+#define BUS_SERVICE_H
+
+#include <czmq.h>
+#include <jansson.h>
+#include <stdbool.h>
+
+#include "bus_config.h"
+#include "bus_stats.h"
+#include "bus_store.h"
+#include "proto_msg.h"
+
+typedef struct bus_service_t bus_service_t;
+typedef struct bus_request_t bus_request_t;
+
+/*  A request handler. It must answer exactly once, now (bus_reply_ok /
+    bus_reply_error) or later after bus_request_defer(). */
+typedef void (bus_handler_fn) (bus_service_t *svc, bus_request_t *req, void *arg);
+
+/*  The well-known services: section is the config section ("ciba"), name
+    the binary / key / principal name ("ciba-broker"). */
+typedef struct {
+    const char *section;
+    const char *name;
+} bus_service_id_t;
+
+extern const bus_service_id_t bus_services [];   /* terminated by {NULL, NULL} */
+
+/*  Section for a name or section ("ciba-broker" or "ciba" -> "ciba"), or NULL. */
+const char *bus_service_section (const char *name_or_section);
+/*  Name for a section or name ("ciba" -> "ciba-broker"), or NULL. */
+const char *bus_service_name (const char *name_or_section);
+
+/*  Create the service `section` (a config section, e.g. "authz") with the
+    given version string and the NULL-terminated names of its own LMDB
+    databases (the outbox is added). Opens the store, loads (or creates)
+    its CURVE cert, starts zauth, binds ROUTER and PUB. On failure returns
+    NULL with err set. The config is borrowed and must outlive the service. */
+bus_service_t *bus_service_new (bus_config_t *config, const char *section,
+                                const char *version, const char *const *db_names,
+                                char *err, size_t err_len);
+void bus_service_destroy (bus_service_t **self_p);
+
+/*  Register the handler for a request type (must be a REQ of the catalogue
+    owned by this service or by ANY). Returns 0 or BUS_EINVAL. */
+int bus_service_handle (bus_service_t *self, const char *type, bus_handler_fn *fn, void *arg);
+
+/*  Run the reactor until SIGINT/SIGTERM or bus_service_stop(). Sends
+    READY=1 to systemd, publishes service.started / service.stopping.
+    Returns 0 on a clean stop. */
+int bus_service_run (bus_service_t *self);
+
+/*  Ask the reactor to stop after the current event. */
+void bus_service_stop (bus_service_t *self);
+
+/*  Accessors. */
+zloop_t *bus_service_loop (bus_service_t *self);
+bus_store_t *bus_service_store (bus_service_t *self);
+bus_stats_t *bus_service_stats (bus_service_t *self);
+bus_config_t *bus_service_config (bus_service_t *self);
+zcert_t *bus_service_cert (bus_service_t *self);
+const char *bus_service_principal (bus_service_t *self);   /* "svc:authz" */
+const char *bus_service_section_of (bus_service_t *self);   /* "authz" */
+
+/*  Append an event to the outbox in txn (a write transaction of this
+    service's store). body is stolen. The event is published by
+    bus_service_commit() after the transaction commits. traceparent may be
+    NULL (a new trace). Returns 0 or a store error (sticky in txn). */
+int bus_event_append (bus_service_t *self, bus_txn_t *txn, const char *type,
+                      json_t *body, const char *traceparent);
+
+/*  Commit txn (always consumed); on success publish the events appended in
+    it, on failure forget them. Returns the commit result. */
+int bus_service_commit (bus_service_t *self, bus_txn_t **txn_p)
+    __attribute__((warn_unused_result));
+
+/*  Emit one event in its own transaction. */
+int bus_service_emit (bus_service_t *self, const char *type, json_t *body,
+                      const char *traceparent);
+
+/*  The request being handled. */
+proto_msg_t *bus_request_msg (bus_request_t *req);
+json_t *bus_request_body (bus_request_t *req);
+const char *bus_request_principal (bus_request_t *req);
+const char *bus_request_traceparent (bus_request_t *req);
+
+/*  Answer ok with body (stolen; NULL = {}). */
+void bus_reply_ok (bus_request_t *req, json_t *body);
+
+/*  Answer with an error code (PROTO_ERR_*) and a printf message. */
+void bus_reply_error (bus_request_t *req, const char *code, const char *fmt, ...)
+    __attribute__((format (printf, 3, 4)));
+
+/*  Keep the request after the handler returns, to answer later; the reply
+    functions free it then. */
+void bus_request_defer (bus_request_t *req);
+
+#endif
