@@ -109,7 +109,8 @@ s_section_known (const char *section)
 /*  Parse value for key k into its normalised text (norm, at least
     S_VALUE_MAX + 1 bytes) and number. Returns NULL if valid, else a
     static reason. A STR value must survive a write and reload: no control
-    characters, no leading or trailing blank, no inline comment (" ;"). */
+    characters, no leading or trailing blank, no inline comment (" ;" or a
+    leading ';'). */
 static const char *
 s_parse_value (const s_key_t *k, const char *value, char *norm, long *num)
 {
@@ -144,8 +145,8 @@ s_parse_value (const s_key_t *k, const char *value, char *norm, long *num)
             return "contains a control character";
     if (len && (strchr (" \t", value [0]) || strchr (" \t", value [len - 1])))
         return "has leading or trailing blanks";
-    if (strstr (value, " ;") || strstr (value, "\t;"))
-        return "contains ' ;' (an INI comment)";
+    if (value [0] == ';' || strstr (value, " ;") || strstr (value, "\t;"))
+        return "starts with ';' or contains ' ;' (an INI comment)";
     memcpy (norm, value, len + 1);
     return NULL;
 }

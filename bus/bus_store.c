@@ -88,10 +88,10 @@ s_map (int rc, const char *what)
 
 
 /*  Create dir and any missing parents with mode 0700 (like mkdir -p), then
-    check that it is a directory. Returns 0, BUS_EINVAL (path too long or
-    not a directory) or BUS_EIO. */
+    check that it is a directory, returning its stat in st. Returns 0,
+    BUS_EINVAL (path too long or not a directory) or BUS_EIO. */
 static int
-s_mkdirs (const char *dir)
+s_mkdirs (const char *dir, struct stat *st)
 {
     char path [PATH_MAX];
     size_t len = strlen (dir);
@@ -111,8 +111,7 @@ s_mkdirs (const char *dir)
         if (saved == 0)
             break;
     }
-    struct stat st;
-    if (stat (dir, &st) != 0 || !S_ISDIR (st.st_mode)) {
+    if (stat (dir, st) != 0 || !S_ISDIR (st->st_mode)) {
         bus_error ("store: %s is not a directory", dir);
         return BUS_EINVAL;
     }
@@ -150,16 +149,12 @@ bus_store_open (bus_store_t **out, const char *dir, size_t map_size,
         }
         ndbs++;
     }
-    if ((rc = s_mkdirs (dir)))
+    struct stat st;
+    if ((rc = s_mkdirs (dir, &st)))
         goto done;
     self = calloc (1, sizeof *self);
     if (!self) {
         rc = BUS_ENOMEM;
-        goto done;
-    }
-    struct stat st;
-    if (stat (dir, &st) != 0) {
-        rc = BUS_EIO;
         goto done;
     }
     self->dev = st.st_dev;
@@ -375,6 +370,10 @@ s_write (bus_txn_t *self, int db, const void *key, size_t key_len,
         return self->error;
     MDB_dbi dbi;
     int rc = s_check (self, db, key, key_len, &dbi);
+    if (rc == 0 && !val && val_len) {
+        bus_error ("store: NULL value of %zu bytes", val_len);
+        rc = BUS_EINVAL;
+    }
     if (rc == 0) {
         MDB_val k = { key_len, (void *) key };
         MDB_val v = { val_len, (void *) val };

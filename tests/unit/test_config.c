@@ -283,6 +283,15 @@ test_out_of_bounds (void **state)
                       BUS_ECONFIG);
     assert_int_equal (bus_config_set (cfg, "authz", "policy", "a ; b", err, sizeof err),
                       BUS_ECONFIG);
+    assert_int_equal (bus_config_set (cfg, "authz", "policy", ";b", err, sizeof err),
+                      BUS_ECONFIG);
+    assert_int_equal (bus_config_set (cfg, "authz", "policy", " b", err, sizeof err),
+                      BUS_ECONFIG);
+    char big [200];
+    memset (big, 'p', sizeof big - 1);
+    big [sizeof big - 1] = 0;
+    assert_int_equal (bus_config_set (cfg, "authz", "policy", big, err, sizeof err),
+                      BUS_ECONFIG);
     assert_int_equal (bus_config_set (cfg, "sanctum", "max_frame", "+2048", err,
                                       sizeof err), 0);
     assert_string_equal (bus_config_str (cfg, "sanctum", "max_frame"), "2048");
@@ -329,6 +338,10 @@ test_write_reload_round_trip (void **state)
     assert_int_equal (bus_config_set (cfg, "sanctum", "max_frame", "65536", err, sizeof err), 0);
     assert_int_equal (bus_config_set (cfg, "authz", "policy", "/p q/policy.json", err, sizeof err), 0);
     assert_int_equal (bus_config_set (cfg, "authz", "rpc", "tcp://10.0.0.1:9", err, sizeof err), 0);
+    char longest [161];             /* the longest STR value still reloads */
+    memset (longest, 'v', sizeof longest - 1);
+    longest [sizeof longest - 1] = 0;
+    assert_int_equal (bus_config_set (cfg, "sanctum", "data_dir", longest, err, sizeof err), 0);
 
     char *text = NULL;
     size_t len = 0;
