@@ -1,0 +1,64 @@
+/*  ctl.h — what sanctumctl's commands share.
+
+    Every command takes --config FILE (default $SANCTUM_CONFIG, else
+    ./var/sanctum.conf), --json, and --key NAME (the client certificate in
+    keys_dir, default "sanctumctl"). Exit codes: 0 success, 1 error, 2 bad
+    usage, 3 a denial or a failed verification.
+*/
+#ifndef CTL_H
+#define CTL_H
+
+#include <czmq.h>
+#include <jansson.h>
+#include <stdbool.h>
+
+#include "bus_client.h"
+#include "bus_config.h"
+#include "bus_error.h"
+
+#define CTL_OK      0
+#define CTL_ERROR   1
+#define CTL_USAGE   2
+#define CTL_DENIED  3
+
+typedef struct {
+    const char *config_path;
+    const char *key_name;
+    bool json;
+    bus_config_t *config;
+    zcert_t *cert;
+    int argc;             /* the command's own arguments, after the options */
+    char **argv;
+} ctl_t;
+
+/*  Load config (and the client cert unless no_cert). Returns CTL_OK or
+    CTL_ERROR with a message on stderr. */
+int ctl_load (ctl_t *ctl, bool no_cert);
+
+/*  A client for a service, with the user's cert; prints an error and
+    returns NULL when the service's public key is unknown. */
+bus_client_t *ctl_client (ctl_t *ctl, const char *service);
+
+/*  Print a JSON value (pretty unless compact), followed by a newline. */
+void ctl_print_json (json_t *value, bool compact);
+
+/*  Exit code for an error reply: CTL_DENIED for forbidden, else CTL_ERROR. */
+int ctl_error_exit (proto_msg_t *reply);
+
+/*  Print an error reply for people (or as JSON with --json). */
+void ctl_print_error (ctl_t *ctl, proto_msg_t *reply);
+
+/*  Commands. */
+int ctl_cmd_keygen (ctl_t *ctl);
+int ctl_cmd_init (ctl_t *ctl);
+int ctl_cmd_health (ctl_t *ctl);
+int ctl_cmd_inject (ctl_t *ctl);
+int ctl_cmd_tap (ctl_t *ctl);
+int ctl_cmd_up (ctl_t *ctl);
+
+/*  Create config and keys under the config's directories when missing:
+    the config file at path (if given and absent), a keypair per service
+    and for sanctumctl, each in the allow-list. Used by `up` and `init`. */
+int ctl_init_local (ctl_t *ctl);
+
+#endif

@@ -1,0 +1,71 @@
+/*  ctl_common.c — config, client cert, printing, exit codes. */
+#include "ctl.h"
+#include "bus_daemon.h"
+#include "bus_keys.h"
+#include "bus_log.h"
+
+#include <stdio.h>
+
+int
+ctl_load (ctl_t *ctl, bool no_cert)
+{
+    char err [512] = "";
+    if (!ctl->config_path)
+        ctl->config_path = bus_default_config_path ();
+    bus_log_init ("sanctumctl", "warn");
+    if (bus_config_load (&ctl->config, ctl->config_path, err, sizeof err)) {
+        fprintf (stderr, "sanctumctl: configuration: %s\n", err);
+        return CTL_ERROR;
+    }
+    if (no_cert)
+        return CTL_OK;
+    ctl->cert = bus_keys_load (bus_config_str (ctl->config, "sanctum", "keys_dir"), ctl->key_name, false);
+    if (!ctl->cert) {
+        fprintf (stderr, "sanctumctl: no client key %s/%s.key_secret (run `sanctumctl init` or `sanctumctl keygen`)\n",
+                 bus_config_str (ctl->config, "sanctum", "keys_dir"), ctl->key_name);
+        return CTL_ERROR;
+    }
+    return CTL_OK;
+}
+
+bus_client_t *
+ctl_client (ctl_t *ctl, const char *service)
+{
+    bus_client_t *client = bus_client_for (ctl->config, service, ctl->cert);
+    if (!client)
+        fprintf (stderr, "sanctumctl: unknown service '%s' or no public key for it in %s\n", service,
+                 bus_config_str (ctl->config, "sanctum", "keys_dir"));
+    return client;
+}
+
+void
+ctl_print_json (json_t *value, bool compact)
+{
+    char *text = json_dumps (value, (compact ? JSON_COMPACT : JSON_INDENT (2)) | JSON_SORT_KEYS
+                                    | JSON_ENCODE_ANY);
+    if (text) {
+        puts (text);
+        free (text);
+    }
+    fflush (stdout);
+}
+
+int
+ctl_error_exit (proto_msg_t *reply)
+{
+    const char *code = json_string_value (json_object_get (reply->error, "code"));
+    return code && streq (code, "forbidden") ? CTL_DENIED : CTL_ERROR;
+}
+
+void
+ctl_print_error (ctl_t *ctl, proto_msg_t *reply)
+{
+    if (ctl->json) {
+        json_t *out = json_pack ("{s:b, s:O}", "ok", 0, "error", reply->error);
+        ctl_print_json (out, true);
+        json_decref (out);
+    }
+    else
+        fprintf (stderr, "error %s: %s\n", json_string_value (json_object_get (reply->error, "code")),
+                 json_string_value (json_object_get (reply->error, "message")));
+}

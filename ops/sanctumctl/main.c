@@ -1,0 +1,81 @@
+/*  sanctumctl — the one tool for operators, approvers and scripts. */
+#include "ctl.h"
+
+#include <stdio.h>
+#include <string.h>
+
+typedef struct {
+    const char *name;
+    int (*fn) (ctl_t *ctl);
+    bool no_cert;          /* runs before keys exist */
+    const char *usage;
+} s_command_t;
+
+static const s_command_t s_commands [] = {
+    { "up",     ctl_cmd_up,     true,  "up                         start every process under a supervisor; Ctrl-C stops them all" },
+    { "init",   ctl_cmd_init,   true,  "init                       create ./var config and keys if missing" },
+    { "keygen", ctl_cmd_keygen, true,  "keygen NAME --principal P  a CURVE keypair for a service or client, added to the allow-list" },
+    { "health", ctl_cmd_health, false, "health [SERVICE]           each service's state, version, uptime" },
+    { "inject", ctl_cmd_inject, false, "inject TYPE JSON [--service S]  send any request on the bus, print the reply" },
+    { "tap",    ctl_cmd_tap,    false, "tap [TOPIC]... [--service S] [--replay] [--count N] [--timeout-ms T]  print live events" },
+    { NULL, NULL, false, NULL }
+};
+
+static void
+s_usage (FILE *out)
+{
+    fprintf (out, "usage: sanctumctl [--config FILE] [--json] [--key NAME] COMMAND [ARGS]\n\ncommands:\n");
+    for (const s_command_t *c = s_commands; c->name; c++)
+        fprintf (out, "  %s\n", c->usage);
+}
+
+int
+main (int argc, char **argv)
+{
+    ctl_t ctl = { .key_name = "sanctumctl" };
+    int i = 1;
+    const s_command_t *cmd = NULL;
+    /* options may stand before or after the command */
+    char **rest = calloc ((size_t) argc + 1, sizeof *rest);
+    int nrest = 0;
+    for (; i < argc; i++) {
+        if (streq (argv [i], "--config") && i + 1 < argc)
+            ctl.config_path = argv [++i];
+        else if (streq (argv [i], "--key") && i + 1 < argc)
+            ctl.key_name = argv [++i];
+        else if (streq (argv [i], "--json"))
+            ctl.json = true;
+        else if (streq (argv [i], "--help") || streq (argv [i], "-h")) {
+            s_usage (stdout);
+            free (rest);
+            return CTL_OK;
+        }
+        else if (!cmd) {
+            for (const s_command_t *c = s_commands; c->name; c++)
+                if (streq (c->name, argv [i]))
+                    cmd = c;
+            if (!cmd) {
+                fprintf (stderr, "sanctumctl: unknown command '%s'\n", argv [i]);
+                s_usage (stderr);
+                free (rest);
+                return CTL_USAGE;
+            }
+        }
+        else
+            rest [nrest++] = argv [i];
+    }
+    if (!cmd) {
+        s_usage (stderr);
+        free (rest);
+        return CTL_USAGE;
+    }
+    ctl.argc = nrest;
+    ctl.argv = rest;
+    int rc = ctl_load (&ctl, cmd->no_cert);
+    if (rc == CTL_OK)
+        rc = cmd->fn (&ctl);
+    zcert_destroy (&ctl.cert);
+    bus_config_destroy (&ctl.config);
+    free (rest);
+    return rc;
+}
