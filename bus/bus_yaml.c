@@ -97,7 +97,9 @@ s_is_float (const char *s)
     }
     if (digits == 0)
         return false;
+    bool fraction = strchr (s, '.') != NULL;
     if (*p == 'e' || *p == 'E') {
+        fraction = true;
         p++;
         if (*p == '+' || *p == '-')
             p++;
@@ -106,7 +108,7 @@ s_is_float (const char *s)
         while (*p >= '0' && *p <= '9')
             p++;
     }
-    return *p == '\0';
+    return *p == '\0' && fraction;      /* an overflowing integer is not a float */
 }
 
 /*  Convert a scalar event to a JSON value following YAML 1.1's plain

@@ -22,6 +22,7 @@ typedef struct {
     json_t *errors;         /* array of error objects */
     int depth;              /* parenthesis nesting */
     int rc;                 /* first fatal error code (syntax/limit) */
+    bool module;            /* a module file (`module name` header) */
 } s_parser_t;
 
 /*  What a relation definition collects while its expression is read. */
@@ -210,12 +211,16 @@ s_skip_lines (s_parser_t *p)
     }
 }
 
-/*  Require the end of a line (optional trailing spaces, then a newline or
-    the end of text). Returns 0 or a syntax error. */
+/*  Require the end of a line (optional trailing spaces and a `# comment`
+    after a space, then a newline or the end of text). Returns 0 or a
+    syntax error. */
 static int
 s_expect_eol (s_parser_t *p)
 {
-    size_t at = p->pos + s_ws_len (p, p->pos);
+    size_t ws = s_ws_len (p, p->pos), at = p->pos + ws;
+    if (ws && s_at (p, at) == '#')         /* trailing comment */
+        while (at < p->len && !s_is_nl (p->s [at]))
+            at++;
     if (at >= p->len || s_is_nl (p->s [at])) {
         p->pos = at;
         return 0;
@@ -320,6 +325,19 @@ s_direct (s_parser_t *p, s_relctx_t *rc)
     }
 }
 
+/*  The operator word at at ("or", "and", "but not") or NULL. */
+static const char *
+s_operator (const s_parser_t *p, size_t at)
+{
+    if (s_word_is (p, at, "or"))
+        return "or";
+    if (s_word_is (p, at, "and"))
+        return "and";
+    if (s_word_is (p, at, "but") && s_token_len (p, at) == 7 && !s_is_id_char (s_at (p, at + 7)))
+        return "but not";
+    return NULL;
+}
+
 static json_t *s_rel_def (s_parser_t *p, s_relctx_t *rc, bool allow_direct, bool nested);
 
 /*  One operand of a relation expression: a direct assignment (only where
@@ -357,8 +375,7 @@ s_operand (s_parser_t *p, s_relctx_t *rc, bool allow_direct)
         return inner;
     }
     size_t n = s_ident_len (p, p->pos);
-    if (n == 0 || s_word_is (p, p->pos, "or") || s_word_is (p, p->pos, "and")
-    ||  s_word_is (p, p->pos, "from") || s_token_len (p, p->pos) == 7) {
+    if (n == 0 || s_operator (p, p->pos) || s_word_is (p, p->pos, "from")) {
         s_syntax (p, p->pos, "mismatched", exp);
         return NULL;
     }
@@ -376,19 +393,6 @@ s_operand (s_parser_t *p, s_relctx_t *rc, bool allow_direct)
                           "tupleset", "relation", tupleset, "computedUserset", "relation", target);
     }
     return json_pack ("{s:{s:o}}", "computedUserset", "relation", target);
-}
-
-/*  The operator word at at ("or", "and", "but not") or NULL. */
-static const char *
-s_operator (const s_parser_t *p, size_t at)
-{
-    if (s_word_is (p, at, "or"))
-        return "or";
-    if (s_word_is (p, at, "and"))
-        return "and";
-    if (s_word_is (p, at, "but") && s_token_len (p, at) == 7 && !s_is_id_char (s_at (p, at + 7)))
-        return "but not";
-    return NULL;
 }
 
 /*  A relation definition: an operand followed by operands joined with one
@@ -561,11 +565,23 @@ done:
 
 /*  A condition parameter type at the cursor: a scalar type name or
     map<T> / list<T>. Sets the parameter's type_name and generic_types. */
+static const char *s_scalars [] = { "bool", "string", "int", "uint", "double",
+                                    "duration", "timestamp", "ipaddress", NULL };
+
+/*  True if a parameter type keyword (scalar, map or list) is at at. */
+static bool
+s_is_type_word (const s_parser_t *p, size_t at)
+{
+    for (int i = 0; s_scalars [i]; i++)
+        if (s_word_is (p, at, s_scalars [i]))
+            return true;
+    return s_word_is (p, at, "map") || s_word_is (p, at, "list");
+}
+
 static int
 s_param_type (s_parser_t *p, json_t *param)
 {
-    static const char *scalars [] = { "bool", "string", "int", "uint", "double",
-                                      "duration", "timestamp", "ipaddress", NULL };
+    const char **scalars = s_scalars;
     bool container = s_word_is (p, p->pos, "map") || s_word_is (p, p->pos, "list");
     for (int i = 0; !container && scalars [i]; i++)
         if (s_word_is (p, p->pos, scalars [i]))
@@ -636,6 +652,12 @@ s_condition (s_parser_t *p, json_t *conditions)
     for (;;) {
         s_skip (p, true);
         size_t param_at = p->pos;
+        bool is_type = s_is_type_word (p, p->pos);
+        if (is_type) {
+            /* the lexer reads a type keyword here, not a name */
+            rc = s_syntax (p, p->pos, "mismatched", "{WHITESPACE, IDENTIFIER, NEWLINE}");
+            goto done;
+        }
         json_t *pname = s_expect_ident (p, "IDENTIFIER");
         if (!pname) {
             rc = BUS_EINVAL;
@@ -719,8 +741,28 @@ static int
 s_header (s_parser_t *p, json_t *model)
 {
     s_skip_lines (p);
-    if (s_word_is (p, p->pos, "module"))
-        return s_syntax (p, p->pos, "modular models (module) are not supported", NULL);
+    if (s_word_is (p, p->pos, "module")) {
+        /* a module file: no schema; `extend type` allowed */
+        p->pos += 6;
+        size_t at = p->pos + s_ws_len (p, p->pos);
+        if (at >= p->len || s_is_nl (p->s [at])) {
+            size_t n = 0;
+            while (s_is_nl (s_at (p, at + n)))
+                n++;
+            char sym [64] = "", msg [160] = "";
+            for (size_t i = 0; i < n && i < 20; i++)
+                strcat (sym, "\n"), strcat (msg, "\\n");
+            s_error (p, p->pos, n, sym, NULL, "mismatched input '%s' expecting WHITESPACE", msg);
+            return p->rc = BUS_EINVAL;
+        }
+        p->pos = at;
+        json_t *name = s_expect_ident (p, "{" S_IDENTS "}");
+        if (!name)
+            return BUS_EINVAL;
+        json_decref (name);
+        p->module = true;
+        return s_expect_eol (p);
+    }
     if (!s_word_is (p, p->pos, "model"))
         return s_syntax (p, p->pos, "extraneous", "{WHITESPACE, '#', 'module', 'model', NEWLINE}");
     p->pos += 5;
@@ -751,7 +793,7 @@ s_main (s_parser_t *p, json_t *model)
 {
     if (s_header (p, model) != 0)
         return BUS_EINVAL;
-    json_t *types = json_array (), *conditions = json_object ();
+    json_t *types = json_array (), *conditions = json_object (), *extended = json_object ();
     json_object_set_new (model, "type_definitions", types);
     int rc = 0;
     s_skip_lines (p);
@@ -762,8 +804,31 @@ s_main (s_parser_t *p, json_t *model)
         if (s_word_is (p, p->pos, "condition"))
             rc = s_condition (p, conditions);
         else
-        if (s_word_is (p, p->pos, "extend"))
-            rc = s_syntax (p, p->pos, "extend can only be used in a modular model", NULL);
+        if (s_word_is (p, p->pos, "extend") && p->module) {
+            size_t at = p->pos + 6 + s_ws_len (p, p->pos + 6);
+            size_t name_at = at + 4 + s_ws_len (p, at + 4);
+            json_t *name = json_stringn (p->s + name_at, s_ident_len (p, name_at));
+            if (!s_word_is (p, at, "type"))
+                rc = s_syntax (p, at, "mismatched", "'type'");
+            else {
+                if (json_object_get (extended, json_string_value (name)))
+                    s_error (p, name_at, s_ident_len (p, name_at), NULL, NULL,
+                             "'%s' is already extended in file.", json_string_value (name));
+                json_object_set_new (extended, json_string_value (name), json_true ());
+                p->pos = at;
+                rc = s_type (p, types);
+            }
+            json_decref (name);
+        }
+        else
+        if (s_word_is (p, p->pos, "extend")) {
+            size_t at = p->pos + 6;
+            at += s_ws_len (p, at);
+            if (s_word_is (p, at, "type"))
+                at += 4 + s_ws_len (p, at + 4);
+            s_error (p, at, s_ident_len (p, at), NULL, NULL, "extend can only be used in a modular model");
+            rc = p->rc = BUS_EINVAL;
+        }
         else
             rc = s_syntax (p, p->pos, "extraneous", "{<EOF>, NEWLINE}");
         s_skip_lines (p);
@@ -771,6 +836,7 @@ s_main (s_parser_t *p, json_t *model)
     if (json_object_size (conditions))
         json_object_set (model, "conditions", conditions);
     json_decref (conditions);
+    json_decref (extended);
     return rc;
 }
 

@@ -5,8 +5,9 @@
     `relations`, `define r: <expr>` where expr combines a direct assignment
     `[user, user:*, group#member, user with cond]`, computed relations,
     `x from y`, `or`, `and`, `but not` and parentheses; `condition
-    name(p: T, m: map<T>) { CEL }`; `#` comment lines. `module` and
-    `extend type` (modular models) are not supported and give an error.
+    name(p: T, m: map<T>) { CEL }`; `#` comment lines (also after a space at the
+    end of a line). `module name` files with `extend type` are parsed (no
+    schema_version; module and source_info metadata are not recorded).
 
     The output is the authorization model in OpenFGA's API JSON form, as the
     OpenFGA transformer emits it: {schema_version, type_definitions[{type,

@@ -31,7 +31,7 @@ typedef struct {
 } s_ctx_t;
 
 /*  How an error's column is found in its line (OpenFGA's resolvers). */
-typedef enum { S_COL_WORD, S_COL_AFTER_FROM, S_COL_SUBSTR1 } s_col_t;
+typedef enum { S_COL_WORD, S_COL_AFTER_FROM, S_COL_VALUE } s_col_t;
 
 /* ------------------------------------------------------------------ */
 /*  Normalisation                                                      */
@@ -151,7 +151,10 @@ s_line_starts (const s_ctx_t *c, size_t i, const char *prefix, const char *name,
     }
     buf [o] = '\0';
     size_t pl = strlen (prefix), nl = strlen (name);
-    return o >= pl + nl && memcmp (buf, prefix, pl) == 0 && memcmp (buf + pl, name, nl) == 0;
+    if (o < pl + nl || memcmp (buf, prefix, pl) != 0 || memcmp (buf + pl, name, nl) != 0)
+        return false;
+    char next = buf [pl + nl];      /* whole name: "define a" is not "define ab" */
+    return !(isalnum ((unsigned char) next) || next == '_' || next == '-' || next == '/' || next == '.');
 }
 
 /*  First line at or after skip starting with prefix+name; skip-1 if none
@@ -237,18 +240,25 @@ s_raise (s_ctx_t *c, long line, s_col_t how, const char *symbol, const char *err
         if ((size_t) line < c->nlines) {
             const char *raw = c->lines [line];
             size_t n = c->line_len [line];
-            col = s_word_search (raw, n, symbol) + 1;
-            if (col <= 0)
-                col = 1;
+            size_t from = 0;
+            if (how == S_COL_VALUE) {       /* mark the value, not the key */
+                long colon = s_index_of (raw, n, ":", 0);
+                from = colon >= 0 ? (size_t) colon + 1 : 0;
+            }
+            long k = s_word_search (raw + from, n - from, symbol);
+            if (k < 0)
+                k = s_index_of (raw + from, n - from, symbol, 0);
+            if (k < 0 && from) {
+                k = s_word_search (raw, n, symbol);
+                from = 0;
+            }
+            col = k >= 0 ? (long) from + k + 1 : 1;
             if (how == S_COL_AFTER_FROM) {
                 long f = s_index_of (raw, n, "from", 0);
                 long clause = f + 5;
                 long k = clause >= 0 && (size_t) clause <= n ? s_index_of (raw, n, symbol, (size_t) clause) : -1;
                 col = clause + (k >= 0 ? k - clause : -1) + 1;
             }
-            else
-            if (how == S_COL_SUBSTR1 && symbol [0])
-                col = s_index_of (raw, n, symbol + 1, 0);
         }
         json_object_set_new (e, "line", json_pack ("{s:I, s:I}", "start", (json_int_t) line,
                                                    "end", (json_int_t) line));
@@ -442,7 +452,7 @@ s_check_leaf (s_ctx_t *c, json_t *model, const char *type, const char *rel, json
     /* this: the restrictions */
     json_t *refs = s_direct_types (c, type, rel);
     if (json_array_size (refs) == 0) {
-        s_raise (c, line, S_COL_SUBSTR1, "", "assignable-relation-must-have-type", type, rel,
+        s_raise (c, line, S_COL_VALUE, "", "assignable-relation-must-have-type", type, rel,
                  "assignable relation '%s' must have types", c->lines ? "self" : "");
         return;
     }
@@ -453,10 +463,10 @@ s_check_leaf (s_ctx_t *c, json_t *model, const char *type, const char *rel, json
         const char *rrel = json_string_value (json_object_get (ref, "relation"));
         const char *cond = json_string_value (json_object_get (ref, "condition"));
         if (!json_object_get (c->types, rtype))
-            s_raise (c, line, S_COL_WORD, rtype, "invalid-type", type, rel,
+            s_raise (c, line, S_COL_VALUE, rtype, "invalid-type", type, rel,
                      "`%s` is not a valid type.", rtype);
         if (cond && *cond && !json_object_get (json_object_get (model, "conditions"), cond))
-            s_raise (c, line, S_COL_SUBSTR1, cond, "condition-not-defined", type, rel,
+            s_raise (c, line, S_COL_VALUE, cond, "condition-not-defined", type, rel,
                      "`%s` is not a defined condition in the model.", cond);
         if (json_object_get (ref, "wildcard") && rrel) {
             s_restriction_text (ref, buf, sizeof buf, true);
@@ -466,7 +476,7 @@ s_check_leaf (s_ctx_t *c, json_t *model, const char *type, const char *rel, json
         else
         if (rrel && !json_object_get (s_relations (c, rtype), rrel)) {
             snprintf (buf, sizeof buf, "%s#%s", rtype, rrel);
-            s_raise (c, line, S_COL_WORD, buf, "invalid-relation-type", rtype, rel,
+            s_raise (c, line, S_COL_VALUE, buf, "invalid-relation-type", rtype, rel,
                      "`%s` is not a valid relation for `%s`.", rrel, rtype);
         }
     }
@@ -511,7 +521,7 @@ s_check_duplicates (s_ctx_t *c, const char *type, const char *rel, json_t *def, 
     json_array_foreach (json_object_get (meta, "directly_related_user_types"), i, ref) {
         s_restriction_text (ref, buf, sizeof buf, true);
         if (json_object_get (seen, buf))
-            s_raise (c, line, S_COL_WORD, buf, "duplicated-error", NULL, buf,
+            s_raise (c, line, S_COL_VALUE, buf, "duplicated-error", NULL, buf,
                      "the type restriction `%s` is a duplicate in the relation `%s`.", buf, rel);
         json_object_set_new (seen, buf, json_true ());
     }
@@ -708,11 +718,15 @@ s_check_model (s_ctx_t *c, json_t *model, json_t *types)
                     json_object_set_new (used, s_str (ref, "condition"), json_true ());
         }
     }
+    bool dup_types = false;
+    json_array_foreach (types, i, td)
+        dup_types = dup_types || json_object_get (c->types, s_str (td, "type")) != td;
     json_array_foreach (types, i, td) {
         const char *rel;
         json_t *def;
         json_object_foreach (json_object_get (td, "relations"), rel, def)
-            s_check_relation (c, model, s_str (td, "type"), rel, def);
+            if (!dup_types)     /* a duplicated type is reported alone */
+                s_check_relation (c, model, s_str (td, "type"), rel, def);
     }
     if (json_array_size (c->errors) == 0) {
         json_t *seen = json_object ();
