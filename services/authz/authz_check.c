@@ -1,0 +1,917 @@
+/*  authz_check.c — Check, BatchCheck, Expand, ListObjects and ListUsers.
+
+    One request = one s_query_t: the model, one LMDB read transaction, the
+    validated contextual tuples and the request context. Check walks the
+    rewrite tree depth first with the semantics of OpenFGA's LocalChecker
+    (internal/graph): union/intersection/exclusion combine children, a
+    computed userset, a tuple-to-userset hop and a userset tuple each
+    "dispatch" (one level deeper; 25 levels is error 2002), a path that
+    revisits object#relation is a cycle (false, remembered so exclusion
+    can treat it as OpenFGA does). ListUsers is a port of OpenFGA's
+    listusers expansion (pkg/server/commands/listusers). ListObjects
+    checks every object of the requested type that has a tuple.
+
+    Tuples read during a request are handed around as pointers into the
+    LMDB map or into the caller's contextual tuples: valid for the whole
+    read transaction, so the hot path copies no strings.
+*/
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "bus_error.h"
+#include "authz_check.h"
+
+#define S_OBJ_MAX (AUTHZ_MAX_FIELD + 1)
+
+/*  A parsed subject: "type:id", "type:*" or "type:id#relation". */
+typedef struct {
+    const char *text;           /* the whole string */
+    char object [S_OBJ_MAX];    /* "type:id" */
+    int type;                   /* type id */
+    int relation;               /* relation id or -1 */
+    bool wildcard;
+} s_user_t;
+
+/*  One entry of the path (for cycle detection). */
+typedef struct {
+    const char *object;
+    int type;
+    int relation;
+} s_visit_t;
+
+/*  Per-request state. */
+typedef struct {
+    authz_store_t *store;
+    const authz_model_t *model;
+    bus_txn_t *txn;
+    const authz_tuple_t *ctx_tuples;
+    size_t n_ctx;
+    json_t *context;
+    authz_error_t *err;
+    s_user_t user;              /* Check / ListObjects subject */
+    s_visit_t path [AUTHZ_RESOLVE_DEPTH + 2];
+    int path_len;
+    const char *filter_type;    /* ListUsers */
+    size_t filter_type_len;
+    const char *filter_rel;     /* ListUsers: "" for none */
+} s_query_t;
+
+/*  A growable list of tuples (pointers into the map or the request). */
+typedef struct {
+    authz_tuple_t *v;
+    size_t n, cap;
+    authz_tuple_t local [8];
+} s_tlist_t;
+
+/*  Start an empty list. */
+static void
+s_tlist_init (s_tlist_t *l)
+{
+    l->v = l->local;
+    l->n = 0;
+    l->cap = 8;
+}
+
+/*  Free a list's heap storage. */
+static void
+s_tlist_free (s_tlist_t *l)
+{
+    if (l->v != l->local)
+        free (l->v);
+    l->v = l->local;
+    l->n = 0;
+}
+
+/*  Append (scan callback): 0, or BUS_ENOMEM. */
+static int
+s_tlist_add (const authz_tuple_t *t, void *arg)
+{
+    s_tlist_t *l = arg;
+    if (l->n == l->cap) {
+        size_t cap = l->cap * 2;
+        authz_tuple_t *v = malloc (cap * sizeof *v);
+        if (!v)
+            return BUS_ENOMEM;
+        memcpy (v, l->v, l->n * sizeof *v);
+        if (l->v != l->local)
+            free (l->v);
+        l->v = v;
+        l->cap = cap;
+    }
+    l->v [l->n++] = *t;
+    return 0;
+}
+
+/*  Parse a subject string against the model. Returns 0 or -2000. */
+static int
+s_user_parse (const authz_model_t *m, const char *text, s_user_t *u, authz_error_t *err)
+{
+    memset (u, 0, sizeof *u);
+    u->text = text;
+    u->relation = -1;
+    const char *colon = text? strchr (text, ':'): NULL;
+    const char *hash = colon? strchr (colon, '#'): NULL;
+    size_t ol = hash? (size_t) (hash - text): (text? strlen (text): 0);
+    if (!colon || colon == text || ol >= S_OBJ_MAX || ol == (size_t) (colon - text) + 1
+    ||  strchr (colon + 1, ':') || (hash && (!hash [1] || strchr (hash + 1, '#')))
+    ||  strpbrk (text, " \t\r\n@"))
+        return authz_error_set (err, AUTHZ_EVALIDATION,
+                                "Invalid tuple. Reason: the 'user' field is malformed");
+    memcpy (u->object, text, ol);
+    u->object [ol] = '\0';
+    u->type = authz_model_type (m, text, (size_t) (colon - text));
+    if (u->type < 0)
+        return authz_error_set (err, AUTHZ_EVALIDATION, "type '%.*s' not found",
+                                (int) (colon - text), text);
+    u->wildcard = strcmp (colon + 1, "*") == 0;
+    if (hash) {
+        u->relation = authz_model_relation (m, u->type, hash + 1, strlen (hash + 1));
+        if (u->relation < 0)
+            return authz_error_set (err, AUTHZ_EVALIDATION, "relation '%.*s#%s' not found",
+                                    (int) (colon - text), text, hash + 1);
+    }
+    return 0;
+}
+
+/*  Split an object string: its type id (or -1). */
+static int
+s_object_type (const authz_model_t *m, const char *object)
+{
+    const char *colon = strchr (object, ':');
+    return colon? authz_model_type (m, object, (size_t) (colon - object)): -1;
+}
+
+/*  Evaluate a tuple's condition: 1 met (or none), 0 not met, -2000 on a
+    missing parameter or evaluation error. */
+static int
+s_condition (s_query_t *q, const authz_tuple_t *t)
+{
+    if (!t->condition || !*t->condition)
+        return 1;
+    int id = authz_model_condition (q->model, t->condition, strlen (t->condition));
+    const authz_condition_t *c = authz_model_condition_at (q->model, id);
+    if (!c || !c->cel)
+        return authz_error_set (q->err, AUTHZ_EVALIDATION,
+                                "condition '%s' was not found", t->condition);
+    json_t *ctx = q->context? json_copy (q->context): json_object ();
+    json_t *tctx = t->context? json_incref (t->context): NULL;
+    if (!tctx && t->context_text && *t->context_text)
+        tctx = json_loads (t->context_text, 0, NULL);
+    if (tctx)
+        json_object_update (ctx, tctx);
+    json_decref (tctx);
+    char msg [160] = "";
+    json_t *missing = NULL;
+    int rc = authz_cel_eval (c->cel, ctx, &missing, msg, sizeof msg);
+    json_decref (ctx);
+    if (rc < 0) {
+        if (rc == AUTHZ_CEL_EMISSING) {
+            char *names = missing? json_dumps (missing, JSON_COMPACT): NULL;
+            authz_error_set (q->err, AUTHZ_EVALIDATION,
+                             "failed to evaluate relationship condition '%s': context is missing parameters '%s'",
+                             t->condition, names? names: "");
+            free (names);
+        }
+        else
+            authz_error_set (q->err, AUTHZ_EVALIDATION,
+                             "failed to evaluate relationship condition '%s': %s",
+                             t->condition, msg);
+        rc = -AUTHZ_EVALIDATION;
+    }
+    json_decref (missing);
+    return rc;
+}
+
+/*  Collect the tuples of object#relation: contextual ones first, then the
+    stored ones the model still allows. */
+static int
+s_read (s_query_t *q, const char *object, const char *relation, s_tlist_t *out)
+{
+    for (size_t i = 0; i < q->n_ctx; i++) {
+        const authz_tuple_t *t = &q->ctx_tuples [i];
+        if (strcmp (t->object, object) == 0 && strcmp (t->relation, relation) == 0) {
+            int rc = s_tlist_add (t, out);
+            if (rc)
+                return rc;
+        }
+    }
+    size_t first = out->n;
+    int rc = authz_store_scan_users (q->store, q->txn, object, relation, s_tlist_add, out);
+    //  Drop stored tuples the model does not allow
+    size_t keep = first;
+    for (size_t i = first; rc == 0 && i < out->n; i++)
+        if (authz_tuple_is_valid (q->model, &out->v [i]))
+            out->v [keep++] = out->v [i];
+    out->n = keep;
+    return rc;
+}
+
+/*  Does object#relation@user exist with its condition met? 1, 0 or error. */
+static int
+s_read_exact (s_query_t *q, const char *object, const char *relation, const char *user)
+{
+    int result = 0;
+    for (size_t i = 0; i < q->n_ctx; i++) {
+        const authz_tuple_t *t = &q->ctx_tuples [i];
+        if (strcmp (t->object, object) == 0 && strcmp (t->relation, relation) == 0
+        &&  strcmp (t->user, user) == 0) {
+            int rc = s_condition (q, t);
+            if (rc == 1)
+                return 1;
+            if (rc < 0)
+                result = rc;
+        }
+    }
+    authz_tuple_t t;
+    if (authz_store_get (q->store, q->txn, object, relation, user, &t) == 0
+    &&  authz_tuple_is_valid (q->model, &t)) {
+        int rc = s_condition (q, &t);
+        if (rc == 1)
+            return 1;
+        if (rc < 0)
+            result = rc;
+    }
+    return result;
+}
+
+/*  Split a tuple's user "type:id#rel" into obj (NUL-terminated copy of
+    "type:id"), its type id and relation id (-1 when none or unknown).
+    Returns false if it does not fit or has no ':'. */
+static bool
+s_split_user (const authz_model_t *m, const char *user, char obj [S_OBJ_MAX],
+              int *type, const char **rel)
+{
+    const char *hash = strchr (user, '#');
+    size_t ol = hash? (size_t) (hash - user): strlen (user);
+    if (ol >= S_OBJ_MAX)
+        return false;
+    memcpy (obj, user, ol);
+    obj [ol] = '\0';
+    *rel = hash? hash + 1: NULL;
+    *type = s_object_type (m, obj);
+    return *type >= 0;
+}
+
+static int s_check (s_query_t *q, int type, const char *object, int rel, int depth,
+                    bool *cycle);
+
+/*  Combine one child result into an OR: returns 1 to stop (true). */
+static int
+s_or (int r, int *err)
+{
+    if (r == 1)
+        return 1;
+    if (r < 0)
+        *err = r;
+    return 0;
+}
+
+/*  Direct relation (this): the user's own tuple, the wildcard tuple, and
+    every allowed userset tuple dispatched. */
+static int
+s_direct (s_query_t *q, int type, const char *object, const authz_relation_t *rel,
+          int depth, bool *cycle)
+{
+    const s_user_t *u = &q->user;
+    int err = 0;
+    bool related = false, public = false, usersets = false;
+    for (int i = 0; i < rel->n_allowed; i++) {
+        const authz_allowed_t *a = &rel->allowed [i];
+        if (a->type == u->type && a->relation == u->relation)
+            related = true;
+        if (a->type == u->type && a->wildcard && u->relation < 0)
+            public = true;
+        if (a->relation >= 0)
+            usersets = true;
+    }
+    if (related && s_or (s_read_exact (q, object, rel->name, u->text), &err))
+        return 1;
+    if (public && !u->wildcard) {
+        char wild [S_OBJ_MAX + 2];
+        const authz_type_t *ut = authz_model_type_at (q->model, u->type);
+        snprintf (wild, sizeof wild, "%s:*", ut->name);
+        if (s_or (s_read_exact (q, object, rel->name, wild), &err))
+            return 1;
+    }
+    if (usersets) {
+        s_tlist_t l;
+        s_tlist_init (&l);
+        int rc = s_read (q, object, rel->name, &l);
+        if (rc)
+            err = rc;
+        for (size_t i = 0; rc == 0 && i < l.n; i++) {
+            char obj [S_OBJ_MAX];
+            int ut;
+            const char *urel;
+            if (!s_split_user (q->model, l.v [i].user, obj, &ut, &urel) || !urel)
+                continue;
+            int ur = authz_model_relation (q->model, ut, urel, strlen (urel));
+            if (ur < 0)
+                continue;
+            int c = s_condition (q, &l.v [i]);
+            if (c < 0)
+                err = c;
+            if (c != 1)
+                continue;
+            if (s_or (s_check (q, ut, obj, ur, depth + 1, cycle), &err)) {
+                s_tlist_free (&l);
+                return 1;
+            }
+        }
+        s_tlist_free (&l);
+    }
+    return err? err: 0;
+}
+
+/*  Tuple to userset: each user of object#tupleset, then the computed
+    relation on it. */
+static int
+s_ttu (s_query_t *q, int type, const char *object, const authz_rw_t *rw, int depth,
+       bool *cycle)
+{
+    const authz_relation_t *ts = authz_model_relation_at (q->model, type, rw->relation);
+    s_tlist_t l;
+    s_tlist_init (&l);
+    int err = s_read (q, object, ts->name, &l);
+    int result = 0;
+    for (size_t i = 0; err == 0 && i < l.n && !result; i++) {
+        char obj [S_OBJ_MAX];
+        int ut;
+        const char *urel;
+        if (!s_split_user (q->model, l.v [i].user, obj, &ut, &urel) || urel)
+            continue;
+        int cr = authz_model_relation (q->model, ut, rw->computed, strlen (rw->computed));
+        if (cr < 0)
+            continue;
+        int c = s_condition (q, &l.v [i]);
+        if (c < 0)
+            err = c;
+        if (c != 1)
+            continue;
+        result = s_or (s_check (q, ut, obj, cr, depth + 1, cycle), &err);
+    }
+    s_tlist_free (&l);
+    if (result)
+        return 1;
+    return err;
+}
+
+/*  Evaluate a rewrite node for object (of type). */
+static int
+s_rewrite (s_query_t *q, int type, const char *object, const authz_relation_t *rel,
+           const authz_rw_t *rw, int depth, bool *cycle)
+{
+    int err = 0;
+    switch (rw->kind) {
+        case AUTHZ_RW_THIS:
+            return s_direct (q, type, object, rel, depth, cycle);
+        case AUTHZ_RW_COMPUTED:
+            return s_check (q, type, object, rw->relation, depth + 1, cycle);
+        case AUTHZ_RW_TTU:
+            return s_ttu (q, type, object, rw, depth, cycle);
+        case AUTHZ_RW_UNION:
+            for (int i = 0; i < rw->n_children; i++)
+                if (s_or (s_rewrite (q, type, object, rel, rw->children [i], depth, cycle), &err))
+                    return 1;
+            return err;
+        case AUTHZ_RW_INTERSECTION: {
+            bool any_cycle = false;
+            for (int i = 0; i < rw->n_children; i++) {
+                bool c = false;
+                int r = s_rewrite (q, type, object, rel, rw->children [i], depth, &c);
+                if (r == 0) {
+                    *cycle = *cycle || c;
+                    return 0;
+                }
+                if (r < 0)
+                    err = r;
+                any_cycle = any_cycle || c;
+            }
+            (void) any_cycle;
+            return err? err: 1;
+        }
+        case AUTHZ_RW_DIFFERENCE: {
+            bool bc = false, sc = false;
+            int b = s_rewrite (q, type, object, rel, rw->children [0], depth, &bc);
+            if (b == 0) {
+                *cycle = *cycle || bc;
+                return 0;
+            }
+            int s = s_rewrite (q, type, object, rel, rw->children [1], depth, &sc);
+            if (s == 1)
+                return 0;
+            if (s == 0 && sc) {
+                *cycle = true;
+                return 0;
+            }
+            if (b < 0)
+                return b;
+            if (s < 0)
+                return s;
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/*  Resolve object#rel for the query's user ("ResolveCheck"). Returns 1,
+    0, or a negative error; sets *cycle when a cycle decided a false. */
+static int
+s_check (s_query_t *q, int type, const char *object, int rel, int depth, bool *cycle)
+{
+    if (depth >= AUTHZ_RESOLVE_DEPTH)
+        return authz_error_set (q->err, AUTHZ_ETOO_COMPLEX,
+                                "Authorization Model resolution required too many rewrite rules to be resolved. Try simplifying your authorization model.");
+    const s_user_t *u = &q->user;
+    if (u->relation == rel && u->type == type && strcmp (u->object, object) == 0)
+        return 1;
+    for (int i = 0; i < q->path_len; i++)
+        if (q->path [i].type == type && q->path [i].relation == rel
+        &&  strcmp (q->path [i].object, object) == 0) {
+            *cycle = true;
+            return 0;
+        }
+    const authz_relation_t *r = authz_model_relation_at (q->model, type, rel);
+    if (!r)
+        return 0;
+    q->path [q->path_len++] = (s_visit_t) { object, type, rel };
+    int rc = s_rewrite (q, type, object, r, r->rewrite, depth, cycle);
+    q->path_len--;
+    return rc;
+}
+
+/*  Set up a query: validate contextual tuples (2027), begin the read
+    transaction. */
+static int
+s_query_begin (s_query_t *q, authz_store_t *store, const authz_model_t *model,
+               const authz_extra_t *extra, authz_error_t *err)
+{
+    memset (q, 0, sizeof *q);
+    q->store = store;
+    q->model = model;
+    q->err = err;
+    if (extra) {
+        if (extra->n_tuples > AUTHZ_MAX_CONTEXTUAL)
+            return authz_error_set (err, AUTHZ_EVALIDATION,
+                                    "value must contain at most %d contextual tuples",
+                                    AUTHZ_MAX_CONTEXTUAL);
+        for (size_t i = 0; i < extra->n_tuples; i++) {
+            int rc = authz_tuple_validate (model, &extra->tuples [i], AUTHZ_EINVALID_TUPLE, err);
+            if (rc)
+                return rc;
+        }
+        if (extra->context && !json_is_object (extra->context))
+            return authz_error_set (err, AUTHZ_EVALIDATION, "context must be an object");
+        q->ctx_tuples = extra->tuples;
+        q->n_ctx = extra->n_tuples;
+        q->context = extra->context;
+    }
+    q->txn = bus_txn_begin (authz_store_bus (store), false);
+    return q->txn? 0: authz_error_set (err, AUTHZ_EINTERNAL, "cannot read the store");
+}
+
+/*  Check; see the header. */
+int
+authz_check (authz_store_t *store, const authz_model_t *model, const char *object,
+             const char *relation, const char *user, const authz_extra_t *extra,
+             bool *allowed, authz_error_t *err)
+{
+    *allowed = false;
+    s_query_t q;
+    if (!object || !relation || !user)
+        return authz_error_set (err, AUTHZ_EVALIDATION, "object, relation and user are required");
+    int type = s_object_type (model, object);
+    const char *colon = strchr (object, ':');
+    if (type < 0 || !colon || !colon [1] || strlen (object) >= S_OBJ_MAX)
+        return authz_error_set (err, AUTHZ_EVALIDATION, "type '%.*s' not found",
+                                colon? (int) (colon - object): 0, object);
+    int rel = authz_model_relation (model, type, relation, strlen (relation));
+    if (rel < 0)
+        return authz_error_set (err, AUTHZ_EVALIDATION, "relation '%.*s#%s' not found",
+                                (int) (colon - object), object, relation);
+    int rc = s_user_parse (model, user, &q.user, err);
+    if (rc)
+        return rc;
+    s_user_t u = q.user;
+    rc = s_query_begin (&q, store, model, extra, err);
+    q.user = u;
+    q.user.text = user;
+    if (rc == 0) {
+        bool cycle = false;
+        rc = s_check (&q, type, object, rel, 0, &cycle);
+        if (rc >= 0) {
+            *allowed = rc == 1;
+            rc = 0;
+        }
+    }
+    bus_txn_abort (&q.txn);
+    return rc;
+}
+
+/*  Collect distinct objects of a type (scan callback; arg is a JSON
+    object used as a set). */
+static int
+s_collect_object (const authz_tuple_t *t, void *arg)
+{
+    return json_object_set_new ((json_t *) arg, t->object, json_true ())? BUS_ENOMEM: 0;
+}
+
+/*  Validate a ListObjects/ListUsers target: type (2021) and relation
+    (2022). */
+static int
+s_target (const authz_model_t *model, const char *type, size_t type_len,
+          const char *relation, int *t, int *r, authz_error_t *err)
+{
+    *t = authz_model_type (model, type, type_len);
+    if (*t < 0)
+        return authz_error_set (err, AUTHZ_ETYPE_NOT_FOUND, "type '%.*s' not found",
+                                (int) type_len, type);
+    *r = relation? authz_model_relation (model, *t, relation, strlen (relation)): -1;
+    if (*r < 0)
+        return authz_error_set (err, AUTHZ_EREL_NOT_FOUND,
+                                "relation '%.*s#%s' not found", (int) type_len, type,
+                                relation? relation: "");
+    return 0;
+}
+
+/*  ListObjects; see the header. */
+int
+authz_list_objects (authz_store_t *store, const authz_model_t *model, const char *type,
+                    const char *relation, const char *user, const authz_extra_t *extra,
+                    json_t **objects, authz_error_t *err)
+{
+    *objects = NULL;
+    s_query_t q;
+    int t, r;
+    int rc = s_target (model, type? type: "", type? strlen (type): 0, relation, &t, &r, err);
+    s_user_t u;
+    if (rc == 0)
+        rc = s_user_parse (model, user, &u, err);
+    if (rc)
+        return rc;
+    rc = s_query_begin (&q, store, model, extra, err);
+    q.user = u;
+    json_t *set = json_object ();
+    json_t *out = json_array ();
+    if (rc == 0 && (!set || !out))
+        rc = BUS_ENOMEM;
+    size_t tl = strlen (type);
+    for (size_t i = 0; rc == 0 && i < q.n_ctx; i++)
+        if (strncmp (q.ctx_tuples [i].object, type, tl) == 0
+        &&  q.ctx_tuples [i].object [tl] == ':')
+            rc = s_collect_object (&q.ctx_tuples [i], set);
+    if (rc == 0)
+        rc = authz_store_scan_type (store, q.txn, type, s_collect_object, set);
+    const char *obj;
+    json_t *v;
+    int first_err = 0;
+    json_object_foreach (set, obj, v) {
+        if (rc || json_array_size (out) >= AUTHZ_MAX_LIST_RESULTS)
+            break;
+        bool cycle = false;
+        q.path_len = 0;
+        int c = s_check (&q, t, obj, r, 0, &cycle);
+        if (c == 1)
+            json_array_append_new (out, json_string (obj));
+        else
+        if (c < 0 && !first_err)
+            first_err = c;
+    }
+    if (rc == 0 && first_err)
+        rc = first_err;
+    bus_txn_abort (&q.txn);
+    json_decref (set);
+    if (rc == 0)
+        *objects = out;
+    else
+        json_decref (out);
+    return rc;
+}
+
+/*  ListUsers: a found user and whether it is related (OpenFGA's
+    relationshipStatus). */
+typedef struct {
+    char *user;
+    bool has;
+} s_found_t;
+
+typedef struct {
+    s_found_t *v;
+    size_t n, cap;
+} s_flist_t;
+
+/*  Append a found user (copied). */
+static int
+s_flist_add (s_flist_t *l, const char *user, size_t len, bool has)
+{
+    if (l->n == l->cap) {
+        size_t cap = l->cap? l->cap * 2: 16;
+        s_found_t *v = realloc (l->v, cap * sizeof *v);
+        if (!v)
+            return BUS_ENOMEM;
+        l->v = v;
+        l->cap = cap;
+    }
+    l->v [l->n].user = strndup (user, len);
+    if (!l->v [l->n].user)
+        return BUS_ENOMEM;
+    l->v [l->n++].has = has;
+    return 0;
+}
+
+/*  Free a found-user list. */
+static void
+s_flist_free (s_flist_t *l)
+{
+    for (size_t i = 0; i < l->n; i++)
+        free (l->v [i].user);
+    free (l->v);
+    memset (l, 0, sizeof *l);
+}
+
+/*  Index of user in l (the last one, as a Go map keeps the last write),
+    or -1. */
+static ssize_t
+s_flist_find (const s_flist_t *l, const char *user)
+{
+    for (size_t i = l->n; i-- > 0;)
+        if (strcmp (l->v [i].user, user) == 0)
+            return (ssize_t) i;
+    return -1;
+}
+
+/*  Collapse l into a map: keep each user's last entry, first-seen order. */
+static void
+s_flist_dedupe (s_flist_t *l)
+{
+    size_t keep = 0;
+    for (size_t i = 0; i < l->n; i++) {
+        ssize_t j = -1;
+        for (size_t k = 0; k < keep; k++)
+            if (strcmp (l->v [k].user, l->v [i].user) == 0) {
+                j = (ssize_t) k;
+                break;
+            }
+        if (j >= 0) {
+            l->v [j].has = l->v [i].has;
+            free (l->v [i].user);
+        }
+        else
+            l->v [keep++] = l->v [i];
+    }
+    l->n = keep;
+}
+
+static int s_lu_expand (s_query_t *q, int type, const char *object, int rel, int depth,
+                        s_flist_t *out, bool *cycle);
+
+/*  ListUsers over a rewrite node (OpenFGA's expandRewrite). */
+static int
+s_lu_rewrite (s_query_t *q, int type, const char *object, const authz_relation_t *rel,
+              const authz_rw_t *rw, int depth, s_flist_t *out, bool *cycle)
+{
+    int rc = 0;
+    switch (rw->kind) {
+        case AUTHZ_RW_THIS:
+        case AUTHZ_RW_TTU: {
+            bool ttu = rw->kind == AUTHZ_RW_TTU;
+            const authz_relation_t *ts = ttu?
+                authz_model_relation_at (q->model, type, rw->relation): rel;
+            s_tlist_t l;
+            s_tlist_init (&l);
+            rc = s_read (q, object, ts->name, &l);
+            int err = 0;
+            for (size_t i = 0; rc == 0 && i < l.n; i++) {
+                int c = s_condition (q, &l.v [i]);
+                if (c < 0) {
+                    err = c;
+                    break;
+                }
+                if (c == 0)
+                    continue;
+                char obj [S_OBJ_MAX];
+                int ut;
+                const char *urel;
+                if (!s_split_user (q->model, l.v [i].user, obj, &ut, &urel))
+                    continue;
+                const char *tname = l.v [i].user;
+                size_t tlen = (size_t) (strchr (tname, ':') - tname);
+                if (ttu) {
+                    int cr = authz_model_relation (q->model, ut, rw->computed,
+                                                   strlen (rw->computed));
+                    if (cr >= 0 && !urel) {
+                        bool c2 = false;
+                        rc = s_lu_expand (q, ut, obj, cr, depth, out, &c2);
+                    }
+                }
+                else
+                if (!urel) {
+                    if (tlen == q->filter_type_len
+                    &&  strncmp (tname, q->filter_type, tlen) == 0)
+                        rc = s_flist_add (out, obj, strlen (obj), true);
+                }
+                else {
+                    int ur = authz_model_relation (q->model, ut, urel, strlen (urel));
+                    bool c2 = false;
+                    if (ur >= 0)
+                        rc = s_lu_expand (q, ut, obj, ur, depth, out, &c2);
+                    if (c2)
+                        *cycle = true;
+                }
+            }
+            s_tlist_free (&l);
+            return rc? rc: err;
+        }
+        case AUTHZ_RW_COMPUTED:
+            return s_lu_expand (q, type, object, rw->relation, depth, out, cycle);
+        case AUTHZ_RW_UNION:
+        case AUTHZ_RW_INTERSECTION: {
+            bool inter = rw->kind == AUTHZ_RW_INTERSECTION;
+            char wildcard [S_OBJ_MAX + 2];
+            snprintf (wildcard, sizeof wildcard, "%.*s:*", (int) q->filter_type_len,
+                      q->filter_type);
+            s_flist_t all = { 0 };          /* users with per-child counts */
+            int *counts = NULL;
+            size_t wild_children = 0;
+            int err = 0;
+            for (int i = 0; rc == 0 && i < rw->n_children; i++) {
+                s_flist_t child = { 0 };
+                bool c2 = false;
+                int r = s_lu_rewrite (q, type, object, rel, rw->children [i], depth, &child, &c2);
+                if (r < 0 && r != BUS_ENOMEM)
+                    err = r;
+                else
+                    rc = r;
+                //  Keep only related users, once each
+                size_t keep = 0;
+                for (size_t k = 0; k < child.n; k++)
+                    if (child.v [k].has)
+                        child.v [keep++] = child.v [k];
+                    else
+                        free (child.v [k].user);
+                child.n = keep;
+                s_flist_dedupe (&child);
+                bool has_wild = s_flist_find (&child, wildcard) >= 0;
+                if (has_wild)
+                    wild_children++;
+                for (size_t k = 0; rc == 0 && k < child.n; k++) {
+                    ssize_t j = s_flist_find (&all, child.v [k].user);
+                    if (j < 0) {
+                        rc = s_flist_add (&all, child.v [k].user, strlen (child.v [k].user), true);
+                        int *nc = realloc (counts, all.cap * sizeof *counts);
+                        if (!nc)
+                            rc = BUS_ENOMEM;
+                        else {
+                            counts = nc;
+                            j = (ssize_t) all.n - 1;
+                            counts [j] = 0;
+                        }
+                    }
+                    if (rc == 0)
+                        counts [j] += (inter && has_wild)? 0: 1;
+                }
+                s_flist_free (&child);
+            }
+            for (size_t k = 0; rc == 0 && k < all.n; k++)
+                if (!inter || (size_t) counts [k] + wild_children == (size_t) rw->n_children)
+                    rc = s_flist_add (out, all.v [k].user, strlen (all.v [k].user), true);
+            free (counts);
+            s_flist_free (&all);
+            return rc? rc: err;
+        }
+        case AUTHZ_RW_DIFFERENCE: {
+            s_flist_t base = { 0 }, sub = { 0 };
+            bool bc = false, sc = false;
+            int be = s_lu_rewrite (q, type, object, rel, rw->children [0], depth, &base, &bc);
+            int se = s_lu_rewrite (q, type, object, rel, rw->children [1], depth, &sub, &sc);
+            s_flist_dedupe (&base);
+            s_flist_dedupe (&sub);
+            char wildcard [S_OBJ_MAX + 2];
+            snprintf (wildcard, sizeof wildcard, "%.*s:*", (int) q->filter_type_len,
+                      q->filter_type);
+            if (sc)
+                goto diff_done;
+            bool base_wild = s_flist_find (&base, wildcard) >= 0;
+            ssize_t sw = s_flist_find (&sub, wildcard);
+            for (size_t i = 0; rc == 0 && i < base.n; i++) {
+                const char *key = base.v [i].user;
+                ssize_t si = s_flist_find (&sub, key);
+                if (base_wild) {
+                    if (si < 0 && sw < 0)
+                        rc = s_flist_add (out, key, strlen (key), true);
+                    for (size_t k = 0; rc == 0 && k < sub.n; k++) {
+                        const char *sk = sub.v [k].user;
+                        size_t skl = strlen (sk);
+                        if (skl >= 2 && strcmp (sk + skl - 2, ":*") == 0) {
+                            if (si < 0)
+                                rc = s_flist_add (out, key, strlen (key), false);
+                            continue;
+                        }
+                        rc = s_flist_add (out, sk, skl, !sub.v [k].has);
+                    }
+                }
+                else
+                if (sw >= 0 || si >= 0) {
+                    //  A missing subtracted entry reads as Go's zero value:
+                    //  HasRelationship
+                    bool sub_has = si >= 0? sub.v [si].has: true;
+                    rc = s_flist_add (out, key, strlen (key), !sub_has);
+                }
+                else
+                    rc = s_flist_add (out, key, strlen (key), base.v [i].has);
+            }
+        diff_done:
+            s_flist_free (&base);
+            s_flist_free (&sub);
+            if (rc)
+                return rc;
+            return be? be: se;
+        }
+    }
+    return 0;
+}
+
+/*  OpenFGA's listusers expand: depth, cycle, the filter's own userset,
+    then the relation's rewrite. */
+static int
+s_lu_expand (s_query_t *q, int type, const char *object, int rel, int depth,
+             s_flist_t *out, bool *cycle)
+{
+    if (depth >= AUTHZ_RESOLVE_DEPTH)
+        return authz_error_set (q->err, AUTHZ_ETOO_COMPLEX,
+                                "Authorization Model resolution required too many rewrite rules to be resolved. Try simplifying your authorization model.");
+    for (int i = 0; i < q->path_len; i++)
+        if (q->path [i].type == type && q->path [i].relation == rel
+        &&  strcmp (q->path [i].object, object) == 0) {
+            *cycle = true;
+            return 0;
+        }
+    const authz_type_t *t = authz_model_type_at (q->model, type);
+    const authz_relation_t *r = authz_model_relation_at (q->model, type, rel);
+    if (!r)
+        return 0;
+    if (strlen (t->name) == q->filter_type_len
+    &&  strncmp (t->name, q->filter_type, q->filter_type_len) == 0
+    &&  strcmp (r->name, q->filter_rel) == 0) {
+        char us [2 * S_OBJ_MAX];
+        int n = snprintf (us, sizeof us, "%s#%s", object, r->name);
+        int rc = s_flist_add (out, us, (size_t) n, true);
+        if (rc)
+            return rc;
+    }
+    q->path [q->path_len++] = (s_visit_t) { object, type, rel };
+    int rc = s_lu_rewrite (q, type, object, r, r->rewrite, depth + 1, out, cycle);
+    q->path_len--;
+    return rc;
+}
+
+/*  ListUsers; see the header. */
+int
+authz_list_users (authz_store_t *store, const authz_model_t *model, const char *object,
+                  const char *relation, const char *filter, const authz_extra_t *extra,
+                  json_t **users, authz_error_t *err)
+{
+    *users = NULL;
+    const char *colon = object? strchr (object, ':'): NULL;
+    if (!colon || !colon [1] || !filter || strlen (object) >= S_OBJ_MAX)
+        return authz_error_set (err, AUTHZ_EVALIDATION, "invalid object or user filter");
+    int t, r, ft, fr;
+    int rc = s_target (model, object, (size_t) (colon - object), relation, &t, &r, err);
+    const char *hash = strchr (filter, '#');
+    size_t ftl = hash? (size_t) (hash - filter): strlen (filter);
+    if (rc == 0) {
+        ft = authz_model_type (model, filter, ftl);
+        if (ft < 0)
+            rc = authz_error_set (err, AUTHZ_ETYPE_NOT_FOUND, "type '%.*s' not found",
+                                  (int) ftl, filter);
+        else
+        if (hash && authz_model_relation (model, ft, hash + 1, strlen (hash + 1)) < 0)
+            rc = authz_error_set (err, AUTHZ_EREL_NOT_FOUND, "relation '%s' not found",
+                                  filter);
+        (void) fr;
+    }
+    if (rc)
+        return rc;
+    s_query_t q;
+    rc = s_query_begin (&q, store, model, extra, err);
+    q.filter_type = filter;
+    q.filter_type_len = ftl;
+    q.filter_rel = hash? hash + 1: "";
+    s_flist_t found = { 0 };
+    bool cycle = false;
+    if (rc == 0)
+        rc = s_lu_expand (&q, t, object, r, 0, &found, &cycle);
+    bus_txn_abort (&q.txn);
+    json_t *out = json_array ();
+    if (rc == 0 && out) {
+        s_flist_dedupe (&found);
+        for (size_t i = 0; i < found.n && json_array_size (out) < AUTHZ_MAX_LIST_RESULTS; i++)
+            if (found.v [i].has)
+                json_array_append_new (out, json_string (found.v [i].user));
+        *users = out;
+        out = NULL;
+    }
+    json_decref (out);
+    s_flist_free (&found);
+    return rc;
+}

@@ -1,0 +1,78 @@
+/*  authz_check.h — OpenFGA queries: Check, BatchCheck, Expand, ListObjects,
+    ListUsers.
+
+    Every query runs against one compiled model and one LMDB read
+    transaction, with optional contextual tuples (at most 100, validated
+    against the model: an invalid one is error 2027) overlaying the stored
+    tuples, and an optional request context for conditions (a tuple's own
+    condition context wins over the request's).
+
+    Semantics follow OpenFGA: a cycle resolves to "not related" (and makes
+    an exclusion's subtracted branch false), a path of more than 25
+    dispatches is error 2002, a condition whose parameters are missing is
+    error 2000 when it decides the answer. Stored tuples the model no
+    longer allows are ignored.
+*/
+#ifndef AUTHZ_CHECK_H
+#define AUTHZ_CHECK_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include "authz_error.h"
+#include "authz_model.h"
+#include "authz_tuples.h"
+
+#define AUTHZ_RESOLVE_DEPTH   25     /* OpenFGA's resolve node limit */
+#define AUTHZ_MAX_BATCH       50     /* checks per BatchCheck */
+#define AUTHZ_MAX_LIST_RESULTS 1000  /* ListObjects / ListUsers results */
+#define AUTHZ_MAX_USER_FILTERS 1     /* OpenFGA accepts exactly one */
+
+/*  Per-request extras: contextual tuples and the condition context. */
+typedef struct {
+    const authz_tuple_t *tuples;
+    size_t n_tuples;
+    json_t *context;            /* JSON object or NULL, borrowed */
+} authz_extra_t;
+
+/*  Is user related to object by relation? Sets *allowed. Returns 0,
+    -2000 (invalid request or a condition lacking parameters), -2002,
+    -2027, or a BUS_E* code. extra may be NULL. */
+int authz_check (authz_store_t *store, const authz_model_t *model,
+                 const char *object, const char *relation, const char *user,
+                 const authz_extra_t *extra, bool *allowed, authz_error_t *err)
+    __attribute__((warn_unused_result));
+
+/*  BatchCheck: checks is a JSON array of {tuple_key {object, relation,
+    user}, contextual_tuples? {tuple_keys [...]} | [...], context?,
+    correlation_id}. *result is a new object {correlation_id: {allowed} |
+    {error {code, message}}}. Returns 0, -2000 (bad shape, duplicate or
+    missing correlation id, more than 50 checks). */
+int authz_batch_check (authz_store_t *store, const authz_model_t *model,
+                       json_t *checks, json_t **result, authz_error_t *err);
+
+/*  Expand object#relation one level into OpenFGA's userset tree JSON:
+    {"root": node}, node = {name, leaf {users {users [..]} | computed
+    {userset} | tupleToUserset {tupleset, computed [{userset}]}} | union
+    {nodes} | intersection {nodes} | difference {base, subtract}}. */
+int authz_expand (authz_store_t *store, const authz_model_t *model,
+                  const char *object, const char *relation,
+                  const authz_extra_t *extra, json_t **tree, authz_error_t *err);
+
+/*  Objects of type to which user has relation: *objects is a new JSON
+    array of "type:id" strings (unordered, at most 1000). Returns 0,
+    -2000, -2002, -2021 unknown type, -2022 unknown relation, -2027. */
+int authz_list_objects (authz_store_t *store, const authz_model_t *model,
+                        const char *type, const char *relation, const char *user,
+                        const authz_extra_t *extra, json_t **objects,
+                        authz_error_t *err);
+
+/*  Users of the filter's type (filter "type" or "type#relation") that
+    have relation on object: *users is a new JSON array of strings
+    "type:id", "type:*" or "type:id#relation". Returns 0, -2000, -2002,
+    -2021, -2022, -2027. */
+int authz_list_users (authz_store_t *store, const authz_model_t *model,
+                      const char *object, const char *relation, const char *filter,
+                      const authz_extra_t *extra, json_t **users, authz_error_t *err);
+
+#endif

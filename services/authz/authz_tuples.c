@@ -1,0 +1,901 @@
+/*  authz_tuples.c — models, tuples and changelog on LMDB (see the header). */
+#include <inttypes.h>
+#include <sodium.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include "bus_error.h"
+#include "authz_tuples.h"
+
+#define S_KEY_MAX (3 * AUTHZ_MAX_FIELD + 8)
+
+const char *const authz_store_db_names [] = {
+    "authz_models", "authz_tuples", "authz_users", "authz_changes", NULL
+};
+
+struct authz_store_t {
+    bus_store_t *bus;
+    bool own_bus;
+    int db_models, db_tuples, db_users, db_changes;
+    authz_model_t *models [AUTHZ_MAX_MODELS_CACHED];
+    int n_models;
+    int next_evict;
+};
+
+/*  Join up to three strings into key, each followed by NUL. Returns the
+    key length, or -1 when a part is too long. */
+static int
+s_key (char *key, const char *a, const char *b, const char *c)
+{
+    const char *parts [3] = { a, b, c };
+    size_t len = 0;
+    for (int i = 0; i < 3 && parts [i]; i++) {
+        size_t n = strlen (parts [i]);
+        if (n > AUTHZ_MAX_FIELD)
+            return -1;
+        memcpy (key + len, parts [i], n + 1);
+        len += n + 1;
+    }
+    return (int) len;
+}
+
+/*  Current time as RFC 3339 UTC with milliseconds. */
+static void
+s_timestamp (char out [32])
+{
+    struct timespec ts;
+    clock_gettime (CLOCK_REALTIME, &ts);
+    struct tm tm;
+    gmtime_r (&ts.tv_sec, &tm);
+    size_t n = strftime (out, 32, "%Y-%m-%dT%H:%M:%S", &tm);
+    snprintf (out + n, 32 - n, ".%03ldZ", ts.tv_nsec / 1000000);
+}
+
+/*  A new ULID (Crockford base32 of 48-bit ms time + 80 random bits),
+    strictly greater than last (NULL = none). */
+static void
+s_ulid (char out [AUTHZ_MODEL_ID_LEN + 1], const char *last)
+{
+    static const char alphabet [] = "0123456789ABCDEFGHJKMNPQRSTVWXYZ";
+    struct timespec ts;
+    clock_gettime (CLOCK_REALTIME, &ts);
+    uint64_t ms = (uint64_t) ts.tv_sec * 1000 + (uint64_t) ts.tv_nsec / 1000000;
+    uint8_t rnd [10];
+    randombytes_buf (rnd, sizeof rnd);
+    for (int i = 9; i >= 0; i--) {
+        out [i] = alphabet [ms & 31];
+        ms >>= 5;
+    }
+    //  80 random bits -> 16 chars of 5 bits
+    for (int i = 0; i < 16; i++) {
+        int bit = i * 5, v = 0;
+        for (int b = 0; b < 5; b++, bit++)
+            v = (v << 1) | ((rnd [bit / 8] >> (7 - bit % 8)) & 1);
+        out [10 + i] = alphabet [v];
+    }
+    out [AUTHZ_MODEL_ID_LEN] = '\0';
+    if (last && strlen (last) == AUTHZ_MODEL_ID_LEN && strcmp (out, last) <= 0) {
+        memcpy (out, last, AUTHZ_MODEL_ID_LEN);
+        for (int i = AUTHZ_MODEL_ID_LEN - 1; i >= 0; i--) {
+            const char *p = strchr (alphabet, out [i]);
+            int v = p? (int) (p - alphabet): 0;
+            if (v < 31) {
+                out [i] = alphabet [v + 1];
+                break;
+            }
+            out [i] = '0';
+        }
+    }
+}
+
+/*  Attach to an environment with the authz databases. */
+int
+authz_store_new (authz_store_t **out, bus_store_t *bus)
+{
+    *out = NULL;
+    authz_store_t *self = calloc (1, sizeof *self);
+    if (!self)
+        return BUS_ENOMEM;
+    self->bus = bus;
+    self->db_models = bus_store_db (bus, "authz_models");
+    self->db_tuples = bus_store_db (bus, "authz_tuples");
+    self->db_users = bus_store_db (bus, "authz_users");
+    self->db_changes = bus_store_db (bus, "authz_changes");
+    if (self->db_models < 0 || self->db_tuples < 0 || self->db_users < 0
+    ||  self->db_changes < 0) {
+        free (self);
+        return BUS_ENOTFOUND;
+    }
+    *out = self;
+    return 0;
+}
+
+/*  Open an environment of the store's own. */
+int
+authz_store_open (authz_store_t **out, const char *dir, size_t map_size)
+{
+    *out = NULL;
+    bus_store_t *bus = NULL;
+    int rc = bus_store_open (&bus, dir, map_size, authz_store_db_names);
+    if (rc == 0)
+        rc = authz_store_new (out, bus);
+    if (rc)
+        bus_store_destroy (&bus);
+    else
+        (*out)->own_bus = true;
+    return rc;
+}
+
+/*  Close the store (and its environment if it owns it). */
+void
+authz_store_destroy (authz_store_t **self_p)
+{
+    if (!self_p || !*self_p)
+        return;
+    authz_store_t *self = *self_p;
+    for (int i = 0; i < self->n_models; i++)
+        authz_model_destroy (&self->models [i]);
+    if (self->own_bus)
+        bus_store_destroy (&self->bus);
+    free (self);
+    *self_p = NULL;
+}
+
+/*  The environment. */
+bus_store_t *
+authz_store_bus (authz_store_t *self)
+{
+    return self->bus;
+}
+
+/*  Keep a compiled model in the cache (evicting round-robin when full). */
+static void
+s_cache_model (authz_store_t *self, authz_model_t *model)
+{
+    if (self->n_models < AUTHZ_MAX_MODELS_CACHED) {
+        self->models [self->n_models++] = model;
+        return;
+    }
+    //  Never evict slot 0 (usually the model in use): cheap and safe enough,
+    //  since callers hold a model only for one request.
+    int i = 1 + self->next_evict++ % (AUTHZ_MAX_MODELS_CACHED - 1);
+    authz_model_destroy (&self->models [i]);
+    self->models [i] = model;
+}
+
+/*  Compile and store a model under a new id. */
+int
+authz_store_write_model (authz_store_t *self, json_t *model,
+                         char id_out [AUTHZ_MODEL_ID_LEN + 1], authz_error_t *err)
+{
+    authz_model_t *compiled = NULL;
+    char *text = NULL;
+    bus_txn_t *txn = NULL;
+    int rc = authz_model_compile (&compiled, model, NULL, err);
+    if (rc)
+        goto done;
+    text = json_dumps (model, JSON_COMPACT);
+    txn = bus_txn_begin (self->bus, true);
+    if (!text || !txn) {
+        rc = text? BUS_EIO: BUS_ENOMEM;
+        goto done;
+    }
+    const void *k, *v;
+    size_t kl, vl;
+    char last [AUTHZ_MODEL_ID_LEN + 1] = "";
+    if (bus_txn_last (txn, self->db_models, &k, &kl, &v, &vl) == 0
+    &&  kl == AUTHZ_MODEL_ID_LEN)
+        memcpy (last, k, kl);
+    char id [AUTHZ_MODEL_ID_LEN + 1];
+    s_ulid (id, last);
+    bus_txn_put (txn, self->db_models, id, AUTHZ_MODEL_ID_LEN, text, strlen (text));
+    rc = bus_txn_commit (&txn);
+    if (rc == 0) {
+        authz_model_t *final = NULL;
+        //  Recompile with the id (cheap; keeps the model immutable)
+        rc = authz_model_compile (&final, model, id, err);
+        if (rc == 0) {
+            s_cache_model (self, final);
+            memcpy (id_out, id, sizeof id);
+        }
+    }
+done:
+    bus_txn_abort (&txn);
+    authz_model_destroy (&compiled);
+    free (text);
+    return rc;
+}
+
+/*  Find or load a model; see the header. */
+int
+authz_store_model (authz_store_t *self, const char *id, const authz_model_t **out,
+                   authz_error_t *err)
+{
+    *out = NULL;
+    char want [AUTHZ_MODEL_ID_LEN + 1] = "";
+    bus_txn_t *txn = bus_txn_begin (self->bus, false);
+    if (!txn)
+        return BUS_EIO;
+    int rc = 0;
+    const void *k, *v = NULL;
+    size_t kl, vl = 0;
+    if (!id || !*id) {
+        rc = bus_txn_last (txn, self->db_models, &k, &kl, &v, &vl);
+        if (rc || kl != AUTHZ_MODEL_ID_LEN) {
+            rc = authz_error_set (err, AUTHZ_ELATEST_NOT_FOUND,
+                                  "No authorization models found for store");
+            goto done;
+        }
+        memcpy (want, k, kl);
+    }
+    else {
+        if (strlen (id) != AUTHZ_MODEL_ID_LEN
+        ||  bus_txn_get (txn, self->db_models, id, AUTHZ_MODEL_ID_LEN, &v, &vl)) {
+            rc = authz_error_set (err, AUTHZ_EMODEL_NOT_FOUND,
+                                  "Authorization Model '%s' not found", id);
+            goto done;
+        }
+        memcpy (want, id, AUTHZ_MODEL_ID_LEN + 1);
+    }
+    for (int i = 0; i < self->n_models; i++)
+        if (strcmp (authz_model_id (self->models [i]), want) == 0) {
+            *out = self->models [i];
+            goto done;
+        }
+    json_error_t jerr;
+    json_t *js = json_loadb (v, vl, 0, &jerr);
+    authz_model_t *m = NULL;
+    rc = js? authz_model_compile (&m, js, want, err): BUS_EIO;
+    json_decref (js);
+    if (rc == 0) {
+        s_cache_model (self, m);
+        *out = m;
+    }
+done:
+    bus_txn_abort (&txn);
+    return rc;
+}
+
+/*  Collect model ids into a JSON array (scan callback). */
+static int
+s_collect_id (const void *key, size_t key_len, const void *val, size_t val_len,
+              void *arg)
+{
+    json_array_insert_new ((json_t *) arg, 0, json_stringn (key, key_len));
+    return 0;
+}
+
+/*  All model ids, newest first. */
+json_t *
+authz_store_model_ids (authz_store_t *self)
+{
+    json_t *ids = json_array ();
+    bus_txn_t *txn = bus_txn_begin (self->bus, false);
+    if (txn && ids)
+        bus_txn_scan (txn, self->db_models, NULL, 0, NULL, 0, s_collect_id, ids);
+    bus_txn_abort (&txn);
+    return ids;
+}
+
+/*  Split "type:id" at the first ':'; returns the type length or -1. */
+static int
+s_type_len (const char *s)
+{
+    const char *c = s? strchr (s, ':'): NULL;
+    return c? (int) (c - s): -1;
+}
+
+/*  True if s is a non-empty name without ':', '#', '@' or whitespace in
+    its first len bytes. */
+static bool
+s_name_ok (const char *s, size_t len)
+{
+    if (len == 0 || len > AUTHZ_MAX_FIELD)
+        return false;
+    for (size_t i = 0; i < len; i++)
+        if (strchr (":#@ \t\r\n", s [i]))
+            return false;
+    return true;
+}
+
+/*  Validate a tuple against the model; see the header. */
+int
+authz_tuple_validate (const authz_model_t *m, const authz_tuple_t *t, int code,
+                      authz_error_t *err)
+{
+    const char *o = t->object? t->object: "", *r = t->relation? t->relation: "";
+    const char *u = t->user? t->user: "";
+#define S_INVALID(...) do { \
+        char reason [160]; snprintf (reason, sizeof reason, __VA_ARGS__); \
+        return authz_error_set (err, code, "Invalid tuple '%.150s#%.60s@%.150s'. Reason: %s", \
+                                o, r, u, reason); } while (0)
+    int otl = s_type_len (o);
+    if (otl <= 0 || !s_name_ok (o, (size_t) otl) || !o [otl + 1]
+    ||  strpbrk (o + otl + 1, "#:@ \t\r\n") || strlen (o) > AUTHZ_MAX_FIELD)
+        S_INVALID ("invalid 'object' field format");
+    if (!s_name_ok (r, strlen (r)))
+        S_INVALID ("invalid 'relation' field format");
+    int utl = s_type_len (u);
+    const char *uid = utl > 0? u + utl + 1: NULL;
+    const char *hash = uid? strchr (uid, '#'): NULL;
+    size_t uidl = uid? (hash? (size_t) (hash - uid): strlen (uid)): 0;
+    if (utl <= 0 || !s_name_ok (u, (size_t) utl) || uidl == 0 || strlen (u) > AUTHZ_MAX_FIELD
+    ||  memchr (uid, ':', uidl) || memchr (uid, '@', uidl)
+    ||  (hash && (!s_name_ok (hash + 1, strlen (hash + 1)))))
+        S_INVALID ("the 'user' field is malformed");
+    int ot = authz_model_type (m, o, (size_t) otl);
+    if (ot < 0)
+        S_INVALID ("type '%.*s' not found", otl, o);
+    int rel = authz_model_relation (m, ot, r, strlen (r));
+    if (rel < 0)
+        S_INVALID ("relation '%.*s#%s' not found", otl, o, r);
+    int ut = authz_model_type (m, u, (size_t) utl);
+    if (ut < 0)
+        S_INVALID ("type '%.*s' not found", utl, u);
+    bool wildcard = uidl == 1 && uid [0] == '*';
+    if (wildcard && hash)
+        S_INVALID ("the 'user' field is malformed");
+    int urel = -1;
+    if (hash) {
+        urel = authz_model_relation (m, ut, hash + 1, strlen (hash + 1));
+        if (urel < 0)
+            S_INVALID ("relation '%.*s#%s' not found", utl, u, hash + 1);
+    }
+    int cond = -1;
+    if (t->condition && *t->condition) {
+        cond = authz_model_condition (m, t->condition, strlen (t->condition));
+        if (cond < 0)
+            S_INVALID ("undefined condition");
+    }
+    if (!authz_model_allowed (m, ot, rel, ut, urel, wildcard, AUTHZ_ANY_CONDITION)) {
+        if (wildcard)
+            S_INVALID ("the typed wildcard '%.*s:*' is not an allowed type restriction for '%.*s#%s'",
+                       utl, u, otl, o, r);
+        if (hash)
+            S_INVALID ("'%.*s#%s' is not an allowed type restriction for '%.*s#%s'",
+                       utl, u, hash + 1, otl, o, r);
+        S_INVALID ("type '%.*s' is not an allowed type restriction for '%.*s#%s'",
+                   utl, u, otl, o, r);
+    }
+    if (!authz_model_allowed (m, ot, rel, ut, urel, wildcard, cond))
+        S_INVALID ("invalid condition for type restriction");
+#undef S_INVALID
+    return 0;
+}
+
+/*  Quiet validity test for stored tuples. */
+bool
+authz_tuple_is_valid (const authz_model_t *model, const authz_tuple_t *t)
+{
+    return authz_tuple_validate (model, t, AUTHZ_EVALIDATION, NULL) == 0;
+}
+
+/*  Fill a tuple from API JSON. */
+int
+authz_tuple_from_json (authz_tuple_t *t, json_t *js, authz_error_t *err)
+{
+    memset (t, 0, sizeof *t);
+    t->object = json_string_value (json_object_get (js, "object"));
+    t->relation = json_string_value (json_object_get (js, "relation"));
+    t->user = json_string_value (json_object_get (js, "user"));
+    json_t *cond = json_object_get (js, "condition");
+    if (cond) {
+        t->condition = json_string_value (json_object_get (cond, "name"));
+        t->context = json_object_get (cond, "context");
+        if (!t->condition || (t->context && !json_is_object (t->context)))
+            return authz_error_set (err, AUTHZ_EVALIDATION, "invalid condition in tuple");
+    }
+    if (!t->object || !t->relation || !t->user)
+        return authz_error_set (err, AUTHZ_EVALIDATION,
+                                "tuple key needs object, relation and user");
+    return 0;
+}
+
+/*  API JSON for a tuple. */
+json_t *
+authz_tuple_to_json (const authz_tuple_t *t)
+{
+    json_t *js = json_pack ("{ssssss}", "object", t->object, "relation", t->relation,
+                            "user", t->user);
+    if (js && t->condition && *t->condition) {
+        json_t *cond = json_pack ("{ss}", "name", t->condition);
+        json_t *ctx = t->context? json_incref (t->context): NULL;
+        if (!ctx && t->context_text && *t->context_text)
+            ctx = json_loads (t->context_text, 0, NULL);
+        if (ctx)
+            json_object_set_new (cond, "context", ctx);
+        json_object_set_new (js, "condition", cond);
+    }
+    return js;
+}
+
+/*  Decode a stored value into t's condition fields (and a timestamp). */
+static void
+s_decode_value (const char *val, size_t len, authz_tuple_t *t, const char **ts)
+{
+    const char *end = val + len;
+    t->condition = NULL;
+    t->context_text = NULL;
+    t->context = NULL;
+    if (ts)
+        *ts = NULL;
+    if (len == 0 || val [len - 1] != '\0')
+        return;
+    t->condition = val;
+    const char *p = val + strlen (val) + 1;
+    if (p < end) {
+        t->context_text = p;
+        p += strlen (p) + 1;
+        if (p < end && ts)
+            *ts = p;
+    }
+}
+
+/*  Decode a forward key (object \0 relation \0 user \0) into t. */
+static bool
+s_decode_key (const char *key, size_t len, authz_tuple_t *t)
+{
+    if (len < 6 || key [len - 1] != '\0')
+        return false;
+    t->object = key;
+    t->relation = key + strlen (key) + 1;
+    if (t->relation >= key + len)
+        return false;
+    t->user = t->relation + strlen (t->relation) + 1;
+    return t->user < key + len;
+}
+
+/*  Bridge from bus scans to tuple callbacks over forward keys. */
+typedef struct {
+    authz_tuple_fn *fn;
+    void *arg;
+} s_bridge_t;
+
+/*  Scan callback: decode and forward. */
+static int
+s_bridge (const void *key, size_t key_len, const void *val, size_t val_len, void *arg)
+{
+    s_bridge_t *b = arg;
+    authz_tuple_t t;
+    if (!s_decode_key (key, key_len, &t))
+        return 0;
+    s_decode_value (val, val_len, &t, NULL);
+    return b->fn (&t, b->arg);
+}
+
+/*  All stored tuples of object#relation. */
+int
+authz_store_scan_users (authz_store_t *self, bus_txn_t *txn, const char *object,
+                        const char *relation, authz_tuple_fn *fn, void *arg)
+{
+    char key [S_KEY_MAX];
+    int kl = s_key (key, object, relation, NULL);
+    if (kl < 0)
+        return 0;
+    s_bridge_t b = { fn, arg };
+    return bus_txn_scan_prefix (txn, self->db_tuples, key, (size_t) kl, s_bridge, &b);
+}
+
+/*  All stored tuples of objects of a type. */
+int
+authz_store_scan_type (authz_store_t *self, bus_txn_t *txn, const char *type,
+                       authz_tuple_fn *fn, void *arg)
+{
+    char key [AUTHZ_MAX_FIELD + 2];
+    size_t n = strlen (type);
+    if (n > AUTHZ_MAX_FIELD)
+        return 0;
+    memcpy (key, type, n);
+    key [n] = ':';
+    s_bridge_t b = { fn, arg };
+    return bus_txn_scan_prefix (txn, self->db_tuples, key, n + 1, s_bridge, &b);
+}
+
+/*  One stored tuple. */
+int
+authz_store_get (authz_store_t *self, bus_txn_t *txn, const char *object,
+                 const char *relation, const char *user, authz_tuple_t *out)
+{
+    char key [S_KEY_MAX];
+    int kl = s_key (key, object, relation, user);
+    const void *v;
+    size_t vl;
+    if (kl < 0 || bus_txn_get (txn, self->db_tuples, key, (size_t) kl, &v, &vl))
+        return BUS_ENOTFOUND;
+    out->object = object;
+    out->relation = relation;
+    out->user = user;
+    s_decode_value (v, vl, out, NULL);
+    return 0;
+}
+
+/*  Same tuple key (object, relation, user)? */
+static bool
+s_same_key (const authz_tuple_t *a, const authz_tuple_t *b)
+{
+    return strcmp (a->object, b->object) == 0 && strcmp (a->relation, b->relation) == 0
+        && strcmp (a->user, b->user) == 0;
+}
+
+/*  Append a change record in txn. */
+static void
+s_log_change (authz_store_t *self, bus_txn_t *txn, const authz_tuple_t *t,
+              bool write, const char *ts)
+{
+    const void *k, *v;
+    size_t kl, vl;
+    uint64_t seq = 1;
+    if (bus_txn_last (txn, self->db_changes, &k, &kl, &v, &vl) == 0 && kl == 8)
+        seq = bus_key_to_u64 (k) + 1;
+    uint8_t key [8];
+    bus_u64_to_key (seq, key);
+    json_t *js = json_pack ("{s:o s:s s:s}", "tuple_key", authz_tuple_to_json (t),
+                            "operation", write? "TUPLE_OPERATION_WRITE": "TUPLE_OPERATION_DELETE",
+                            "timestamp", ts);
+    char *text = js? json_dumps (js, JSON_COMPACT): NULL;
+    if (text)
+        bus_txn_put (txn, self->db_changes, key, 8, text, strlen (text));
+    else
+        bus_txn_put (txn, self->db_changes, key, 8, "", 0);
+    free (text);
+    json_decref (js);
+}
+
+/*  Encode a tuple's value: condition \0 context \0 timestamp \0. Returns
+    the length, 0 for "no condition", -1 if too big; *heap set when the
+    buffer had to be allocated (caller frees). */
+static int
+s_encode_value (const authz_tuple_t *t, const char *ts, char **out)
+{
+    *out = NULL;
+    char *ctx = NULL;
+    if (t->context && json_object_size (t->context))
+        ctx = json_dumps (t->context, JSON_COMPACT | JSON_SORT_KEYS);
+    const char *cond = t->condition? t->condition: "";
+    size_t cl = strlen (cond), xl = ctx? strlen (ctx): 0, tl = strlen (ts);
+    if (xl > AUTHZ_MAX_CONTEXT_BYTES) {
+        free (ctx);
+        return -1;
+    }
+    char *buf = malloc (cl + xl + tl + 3);
+    if (buf) {
+        memcpy (buf, cond, cl + 1);
+        memcpy (buf + cl + 1, ctx? ctx: "", xl + 1);
+        memcpy (buf + cl + xl + 2, ts, tl + 1);
+    }
+    free (ctx);
+    *out = buf;
+    return buf? (int) (cl + xl + tl + 3): -1;
+}
+
+/*  Transactional write; see the header. */
+int
+authz_store_write (authz_store_t *self, const authz_model_t *model,
+                   const authz_tuple_t *writes, size_t n_writes,
+                   const authz_tuple_t *deletes, size_t n_deletes, int flags,
+                   authz_error_t *err)
+{
+    size_t n = n_writes + n_deletes;
+    if (n == 0)
+        return authz_error_set (err, AUTHZ_EINVALID_WRITE,
+                                "Invalid input. Make sure you provide at least one write or delete");
+    if (n > AUTHZ_MAX_WRITE_TUPLES)
+        return authz_error_set (err, AUTHZ_EEXCEEDED_ITEMS,
+                                "The number of write operations exceeds the allowed limit of %d",
+                                AUTHZ_MAX_WRITE_TUPLES);
+    for (size_t i = 0; i < n; i++) {
+        const authz_tuple_t *a = i < n_deletes? &deletes [i]: &writes [i - n_deletes];
+        if (!a->object || !a->relation || !a->user)
+            return authz_error_set (err, AUTHZ_EVALIDATION,
+                                    "tuple key needs object, relation and user");
+        for (size_t j = 0; j < i; j++) {
+            const authz_tuple_t *b = j < n_deletes? &deletes [j]: &writes [j - n_deletes];
+            if (s_same_key (a, b))
+                return authz_error_set (err, AUTHZ_EDUP_TUPLE,
+                                        "duplicate tuple in write: user: '%.200s', relation: '%.100s', object: '%.200s'",
+                                        a->user, a->relation, a->object);
+        }
+    }
+    for (size_t i = 0; i < n_writes; i++) {
+        int rc = authz_tuple_validate (model, &writes [i], AUTHZ_EVALIDATION, err);
+        if (rc)
+            return rc;
+    }
+    char ts [32];
+    s_timestamp (ts);
+    bus_txn_t *txn = bus_txn_begin (self->bus, true);
+    if (!txn)
+        return BUS_EIO;
+    int rc = 0;
+    char key [S_KEY_MAX], rkey [S_KEY_MAX];
+    for (size_t i = 0; rc == 0 && i < n_deletes; i++) {
+        const authz_tuple_t *t = &deletes [i];
+        int kl = s_key (key, t->object, t->relation, t->user);
+        int rl = s_key (rkey, t->user, t->object, t->relation);
+        int drc = kl < 0? BUS_ENOTFOUND: bus_txn_del (txn, self->db_tuples, key, (size_t) kl);
+        if (drc == BUS_ENOTFOUND) {
+            if (!(flags & AUTHZ_DELETE_IGNORE_MISSING))
+                rc = authz_error_set (err, AUTHZ_EWRITE_FAILED,
+                                      "cannot delete a tuple which does not exist: user: '%.200s', relation: '%.100s', object: '%.200s': invalid write input",
+                                      t->user, t->relation, t->object);
+            continue;
+        }
+        if (drc == 0)
+            drc = bus_txn_del (txn, self->db_users, rkey, (size_t) rl);
+        if (drc && drc != BUS_ENOTFOUND)
+            rc = drc;
+        else
+            s_log_change (self, txn, t, false, ts);
+    }
+    for (size_t i = 0; rc == 0 && i < n_writes; i++) {
+        const authz_tuple_t *t = &writes [i];
+        char *val = NULL;
+        int kl = s_key (key, t->object, t->relation, t->user);
+        int rl = s_key (rkey, t->user, t->object, t->relation);
+        int vl = s_encode_value (t, ts, &val);
+        if (kl < 0 || rl < 0 || vl < 0) {
+            free (val);
+            rc = authz_error_set (err, AUTHZ_EVALIDATION, "tuple too large");
+            break;
+        }
+        int prc = bus_txn_put_new (txn, self->db_tuples, key, (size_t) kl, val, (size_t) vl);
+        if (prc == BUS_EEXIST) {
+            //  "ignore" only covers an identical tuple (same condition)
+            authz_tuple_t old;
+            const void *ov;
+            size_t ovl;
+            bool same = false;
+            if (bus_txn_get (txn, self->db_tuples, key, (size_t) kl, &ov, &ovl) == 0) {
+                authz_tuple_t cur = *t;
+                s_decode_value (ov, ovl, &old, NULL);
+                const char *oc = old.condition? old.condition: "";
+                const char *nc = cur.condition? cur.condition: "";
+                const char *ox = old.context_text? old.context_text: "";
+                same = strcmp (oc, nc) == 0 && strcmp (ox, val + strlen (val) + 1) == 0;
+            }
+            if (!(flags & AUTHZ_WRITE_IGNORE_DUPLICATE) || !same)
+                rc = authz_error_set (err, AUTHZ_EWRITE_FAILED,
+                                      "cannot write a tuple which already exists: user: '%.200s', relation: '%.100s', object: '%.200s': tuple to be written already existed or the tuple to be deleted did not exist",
+                                      t->user, t->relation, t->object);
+        }
+        else
+        if (prc)
+            rc = prc;
+        else {
+            bus_txn_put (txn, self->db_users, rkey, (size_t) rl, "", 0);
+            s_log_change (self, txn, t, true, ts);
+        }
+        free (val);
+    }
+    if (rc == 0)
+        rc = bus_txn_commit (&txn);
+    bus_txn_abort (&txn);
+    return rc;
+}
+
+/*  State of a paged Read. */
+typedef struct {
+    authz_store_t *self;
+    bus_txn_t *txn;
+    const authz_tuple_t *filter;
+    const char *skip_key;           /* the token's key: not returned again */
+    size_t skip_len;
+    bool reverse;
+    size_t page;
+    json_t *out;
+    char *last_key;                 /* hex of the last key returned */
+    bool more;
+} s_read_t;
+
+/*  Hex-encode bytes into a new string. */
+static char *
+s_hex (const void *data, size_t len)
+{
+    char *s = malloc (len * 2 + 1);
+    if (s)
+        sodium_bin2hex (s, len * 2 + 1, data, len);
+    return s;
+}
+
+/*  Read scan callback: filter, collect, stop after a page (+1 to know
+    whether more remain). */
+static int
+s_read_one (const void *key, size_t key_len, const void *val, size_t val_len, void *arg)
+{
+    s_read_t *r = arg;
+    if (r->skip_key && key_len == r->skip_len && memcmp (key, r->skip_key, key_len) == 0)
+        return 0;
+    authz_tuple_t t;
+    const char *ts = NULL;
+    if (r->reverse) {
+        //  user \0 object \0 relation \0
+        const char *k = key;
+        if (key_len < 6 || k [key_len - 1])
+            return 0;
+        t.user = k;
+        t.object = k + strlen (k) + 1;
+        t.relation = t.object + strlen (t.object) + 1;
+        char k2 [S_KEY_MAX];
+        int l2 = s_key (k2, t.object, t.relation, t.user);
+        const void *v2;
+        size_t vl2;
+        if (l2 < 0 || bus_txn_get (r->txn, r->self->db_tuples, k2, (size_t) l2, &v2, &vl2))
+            return 0;
+        s_decode_value (v2, vl2, &t, &ts);
+    }
+    else {
+        if (!s_decode_key (key, key_len, &t))
+            return 0;
+        s_decode_value (val, val_len, &t, &ts);
+    }
+    const authz_tuple_t *f = r->filter;
+    if (f->relation && *f->relation && strcmp (f->relation, t.relation))
+        return 0;
+    if (f->user && *f->user && strcmp (f->user, t.user))
+        return 0;
+    if (f->object && *f->object) {
+        size_t ol = strlen (f->object);
+        if (f->object [ol - 1] == ':'? strncmp (f->object, t.object, ol)
+                                     : strcmp (f->object, t.object))
+            return 0;
+    }
+    if (json_array_size (r->out) == r->page) {
+        r->more = true;
+        return 1;
+    }
+    json_t *item = json_pack ("{s:o}", "key", authz_tuple_to_json (&t));
+    if (ts)
+        json_object_set_new (item, "timestamp", json_string (ts));
+    json_array_append_new (r->out, item);
+    free (r->last_key);
+    r->last_key = s_hex (key, key_len);
+    return 0;
+}
+
+/*  Paged Read; see the header. */
+int
+authz_store_read (authz_store_t *self, const authz_tuple_t *filter, size_t page_size,
+                  const char *token, json_t **tuples_out, char **token_out,
+                  authz_error_t *err)
+{
+    *tuples_out = NULL;
+    *token_out = NULL;
+    if (page_size == 0)
+        page_size = AUTHZ_READ_PAGE_DEFAULT;
+    if (page_size > AUTHZ_READ_PAGE_MAX)
+        return authz_error_set (err, AUTHZ_EVALIDATION,
+                                "invalid ReadRequest.PageSize: value must be inside range [1, 100]");
+    char tok [S_KEY_MAX];
+    size_t tok_len = 0;
+    if (token && *token
+    &&  (strlen (token) > 2 * S_KEY_MAX
+      || sodium_hex2bin ((unsigned char *) tok, sizeof tok, token, strlen (token),
+                         NULL, &tok_len, NULL) != 0 || tok_len == 0))
+        return authz_error_set (err, AUTHZ_ETOKEN, "Invalid continuation token");
+    s_read_t r = { .self = self, .filter = filter, .page = page_size,
+                   .skip_key = tok_len? tok: NULL, .skip_len = tok_len };
+    const char *obj = filter->object && *filter->object? filter->object: NULL;
+    const char *user = filter->user && *filter->user? filter->user: NULL;
+    bool type_only = obj && obj [strlen (obj) - 1] == ':';
+    char prefix [S_KEY_MAX];
+    int pl = 0;
+    int db = self->db_tuples;
+    if (obj && !type_only)
+        pl = s_key (prefix, obj, filter->relation && *filter->relation? filter->relation: NULL,
+                    filter->relation && *filter->relation? user: NULL);
+    else
+    if (user) {
+        r.reverse = true;
+        db = self->db_users;
+        pl = s_key (prefix, user, NULL, NULL);
+        if (pl > 0 && obj) {
+            memcpy (prefix + pl, obj, strlen (obj));
+            pl += (int) strlen (obj);
+        }
+    }
+    else
+    if (obj) {
+        pl = (int) strlen (obj);
+        if (pl > AUTHZ_MAX_FIELD)
+            pl = -1;
+        else
+            memcpy (prefix, obj, (size_t) pl);
+    }
+    if (pl < 0)
+        return authz_error_set (err, AUTHZ_EVALIDATION, "filter too long");
+    if (tok_len && (tok_len < (size_t) pl || memcmp (tok, prefix, (size_t) pl)))
+        return authz_error_set (err, AUTHZ_ETOKEN, "Invalid continuation token");
+    r.out = json_array ();
+    r.txn = bus_txn_begin (self->bus, false);
+    int rc = (r.out && r.txn)? 0: BUS_ENOMEM;
+    if (rc == 0) {
+        //  Scan from the token's key (or the prefix) to the prefix's end
+        char end [S_KEY_MAX + 1];
+        size_t el = (size_t) pl;
+        memcpy (end, prefix, el);
+        //  Upper bound: prefix with its last byte incremented (0xff never
+        //  occurs at the end of our prefixes: they end in NUL or text)
+        if (el)
+            end [el - 1]++;
+        rc = bus_txn_scan (r.txn, db, tok_len? tok: prefix, tok_len? tok_len: (size_t) pl,
+                           el? end: NULL, el, s_read_one, &r);
+    }
+    bus_txn_abort (&r.txn);
+    if (rc == 0) {
+        *tuples_out = r.out;
+        *token_out = strdup (r.more && r.last_key? r.last_key: "");
+        r.out = NULL;
+    }
+    json_decref (r.out);
+    free (r.last_key);
+    return rc;
+}
+
+/*  State of a ReadChanges page. */
+typedef struct {
+    const char *type;
+    size_t page;
+    json_t *out;
+    uint64_t last;
+} s_changes_t;
+
+/*  ReadChanges scan callback. */
+static int
+s_change_one (const void *key, size_t key_len, const void *val, size_t val_len, void *arg)
+{
+    s_changes_t *c = arg;
+    if (json_array_size (c->out) == c->page)
+        return 1;
+    if (key_len == 8)
+        c->last = bus_key_to_u64 (key);
+    json_t *js = json_loadb (val, val_len, 0, NULL);
+    const char *obj = json_string_value (json_object_get (json_object_get (js, "tuple_key"),
+                                                          "object"));
+    size_t tl = c->type? strlen (c->type): 0;
+    if (js && (!c->type || (obj && strncmp (obj, c->type, tl) == 0 && obj [tl] == ':')))
+        json_array_append (c->out, js);
+    json_decref (js);
+    return 0;
+}
+
+/*  Paged changelog; see the header. */
+int
+authz_store_read_changes (authz_store_t *self, const char *type, size_t page_size,
+                          const char *token, json_t **changes_out, char **token_out,
+                          authz_error_t *err)
+{
+    *changes_out = NULL;
+    *token_out = NULL;
+    if (page_size == 0)
+        page_size = AUTHZ_READ_PAGE_DEFAULT;
+    if (page_size > AUTHZ_CHANGES_PAGE_MAX)
+        return authz_error_set (err, AUTHZ_EVALIDATION,
+                                "invalid ReadChangesRequest.PageSize: value must be inside range [1, 100]");
+    uint64_t from = 0;
+    if (token && *token) {
+        char *end = NULL;
+        unsigned long long v = strtoull (token, &end, 16);
+        if (!end || *end || strlen (token) != 16)
+            return authz_error_set (err, AUTHZ_ETOKEN, "Invalid continuation token");
+        from = (uint64_t) v;
+    }
+    s_changes_t c = { .type = type && *type? type: NULL, .page = page_size,
+                      .out = json_array (), .last = from };
+    bus_txn_t *txn = bus_txn_begin (self->bus, false);
+    int rc = (c.out && txn)? 0: BUS_ENOMEM;
+    uint8_t key [8];
+    bus_u64_to_key (from + 1, key);
+    if (rc == 0)
+        rc = bus_txn_scan (txn, self->db_changes, key, 8, NULL, 0, s_change_one, &c);
+    bus_txn_abort (&txn);
+    if (rc == 0) {
+        char tok [17];
+        snprintf (tok, sizeof tok, "%016" PRIx64, c.last);
+        *changes_out = c.out;
+        *token_out = strdup (tok);
+    }
+    else
+        json_decref (c.out);
+    return rc;
+}

@@ -1,0 +1,158 @@
+/*  authz_tuples.h — models, relationship tuples and the changelog on LMDB.
+
+    An authz_store_t keeps one OpenFGA store in four named databases of a
+    bus_store environment (names in authz_store_db_names):
+
+      authz_models   model id (26-char ULID, sorts by time) -> model JSON
+      authz_tuples   object \0 relation \0 user \0 -> condition \0 context \0
+                     (check/expand/list-users: all users of object#relation)
+      authz_users    user \0 object \0 relation \0 -> "" (reverse index:
+                     Read by user, objects of a user)
+      authz_changes  big-endian u64 sequence -> change JSON
+
+    Keys and values end with NUL bytes so the strings handed to scan
+    callbacks are C strings pointing straight into the map (valid only
+    until the end of the transaction).
+
+    Write follows OpenFGA: at most 100 writes+deletes per request, deletes
+    applied before writes, a tuple twice in one request is error 2004,
+    writing an existing tuple or deleting a missing one is error 2017
+    unless on_duplicate / on_missing is "ignore"; every written tuple is
+    validated against the model (2000).
+*/
+#ifndef AUTHZ_TUPLES_H
+#define AUTHZ_TUPLES_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include "bus_store.h"
+#include "authz_error.h"
+#include "authz_model.h"
+
+#define AUTHZ_MAX_WRITE_TUPLES   100   /* writes + deletes per Write */
+#define AUTHZ_MAX_CONTEXTUAL     100   /* contextual tuples per request */
+#define AUTHZ_MAX_FIELD          512   /* object, relation or user length */
+#define AUTHZ_MAX_CONTEXT_BYTES 8192   /* a tuple's condition context as JSON */
+#define AUTHZ_READ_PAGE_DEFAULT   50
+#define AUTHZ_READ_PAGE_MAX      100
+#define AUTHZ_CHANGES_PAGE_MAX   100
+#define AUTHZ_MAX_MODELS_CACHED   64
+
+/*  Flags for authz_store_write. */
+#define AUTHZ_WRITE_IGNORE_DUPLICATE 1   /* on_duplicate: "ignore" */
+#define AUTHZ_DELETE_IGNORE_MISSING  2   /* on_missing: "ignore" */
+
+typedef struct authz_store_t authz_store_t;
+
+/*  A relationship tuple. Strings are borrowed. condition NULL or "" means
+    none; context is the condition's context (borrowed, may be NULL);
+    context_text is the same as stored JSON text (set by scans only). */
+typedef struct {
+    const char *object;
+    const char *relation;
+    const char *user;
+    const char *condition;
+    json_t *context;
+    const char *context_text;
+} authz_tuple_t;
+
+/*  The database names an environment must have for an authz store
+    (NULL-terminated). */
+extern const char *const authz_store_db_names [];
+
+/*  Attach to an open environment that has the authz databases; the store
+    does not own bus. Returns 0, BUS_ENOTFOUND (a database missing),
+    BUS_ENOMEM. */
+int authz_store_new (authz_store_t **out, bus_store_t *bus)
+    __attribute__((warn_unused_result));
+
+/*  Open (create) an environment of its own at dir (map_size 0 = 1 GiB). */
+int authz_store_open (authz_store_t **out, const char *dir, size_t map_size)
+    __attribute__((warn_unused_result));
+
+/*  Close; accepts NULL, nulls the caller's pointer. */
+void authz_store_destroy (authz_store_t **self_p);
+
+/*  The environment underneath. */
+bus_store_t *authz_store_bus (authz_store_t *self);
+
+/*  Compile, then store a model under a new ULID (copied to id_out).
+    Returns 0, -2000 (err set), or a BUS_E* code. */
+int authz_store_write_model (authz_store_t *self, json_t *model,
+                             char id_out [AUTHZ_MODEL_ID_LEN + 1],
+                             authz_error_t *err)
+    __attribute__((warn_unused_result));
+
+/*  The compiled model with id (NULL or "" = the latest). Owned by the
+    store, valid until it is destroyed. Returns 0, -2001 not found, -2020
+    no model yet. */
+int authz_store_model (authz_store_t *self, const char *id,
+                       const authz_model_t **out, authz_error_t *err);
+
+/*  The ids of all models, newest first, as a new JSON array. */
+json_t *authz_store_model_ids (authz_store_t *self);
+
+/*  Write and delete tuples in one transaction; see the header comment.
+    Returns 0, -2000, -2004, -2017, -2033 (too many), BUS_E*. */
+int authz_store_write (authz_store_t *self, const authz_model_t *model,
+                       const authz_tuple_t *writes, size_t n_writes,
+                       const authz_tuple_t *deletes, size_t n_deletes,
+                       int flags, authz_error_t *err)
+    __attribute__((warn_unused_result));
+
+/*  Read tuples matching filter: object "type:id" or "type:" (type only)
+    or NULL, relation or NULL, user or NULL (at least object type or
+    user). page_size 0 = 50, max 100. token NULL or "" for the first page.
+    *tuples_out: a new JSON array of {key {object, relation, user,
+    condition?}, timestamp}; *token_out: a new string ("" when done).
+    Returns 0, -2000, -2007 bad token, BUS_E*. */
+int authz_store_read (authz_store_t *self, const authz_tuple_t *filter,
+                      size_t page_size, const char *token,
+                      json_t **tuples_out, char **token_out, authz_error_t *err);
+
+/*  Changes in write order, optionally only for object type (NULL = all).
+    *changes_out: a new JSON array of {tuple_key, operation
+    ("TUPLE_OPERATION_WRITE"|"TUPLE_OPERATION_DELETE"), timestamp};
+    *token_out: a new string to continue with (the same position when no
+    change is left, so polling works). Returns 0, -2007, BUS_E*. */
+int authz_store_read_changes (authz_store_t *self, const char *type,
+                              size_t page_size, const char *token,
+                              json_t **changes_out, char **token_out,
+                              authz_error_t *err);
+
+/*  Validate t against model as OpenFGA validates a tuple for writing.
+    Returns 0 or -code with err set (code given by the caller: 2000 for
+    Write, 2027 for contextual tuples). */
+int authz_tuple_validate (const authz_model_t *model, const authz_tuple_t *t,
+                          int code, authz_error_t *err);
+
+/*  True if a stored tuple is still valid under model (OpenFGA silently
+    skips tuples a newer model no longer allows). */
+bool authz_tuple_is_valid (const authz_model_t *model, const authz_tuple_t *t);
+
+/*  Fill t from an API tuple key {object, relation, user, condition?
+    {name, context?}} (pointers into js). Returns 0 or -2000. */
+int authz_tuple_from_json (authz_tuple_t *t, json_t *js, authz_error_t *err);
+
+/*  A new API tuple key JSON for t. */
+json_t *authz_tuple_to_json (const authz_tuple_t *t);
+
+/*  Callback for scans: return 0 to go on, 1 to stop, negative to fail. */
+typedef int (authz_tuple_fn) (const authz_tuple_t *t, void *arg);
+
+/*  Every stored tuple of object#relation (in txn). */
+int authz_store_scan_users (authz_store_t *self, bus_txn_t *txn,
+                            const char *object, const char *relation,
+                            authz_tuple_fn *fn, void *arg);
+
+/*  Every stored tuple whose object has the given type (in txn). */
+int authz_store_scan_type (authz_store_t *self, bus_txn_t *txn,
+                           const char *type, authz_tuple_fn *fn, void *arg);
+
+/*  The stored tuple object#relation@user: 0 and *out (strings into the
+    map), or BUS_ENOTFOUND. */
+int authz_store_get (authz_store_t *self, bus_txn_t *txn, const char *object,
+                     const char *relation, const char *user, authz_tuple_t *out);
+
+#endif
