@@ -1,0 +1,497 @@
+/*  bench_bus.c — Sanctum's bus against raw libzmq, both over TCP loopback
+    with CURVE, with a 200-byte request body.
+
+    (a) bus: a bus_service "authz" (temporary config, keys and data dir,
+        ephemeral ports) on its own thread, answering `health` with a
+        handler that echoes the body's 200-byte `pad` (unknown body fields
+        are ignored by the catalogue check); the client is bus_client_send /
+        bus_client_recv as principal ops:bench.
+    (b) raw: a libzmq ROUTER (CURVE server) thread echoing each frame back,
+        and a DEALER (CURVE client) sending frames of the same size as the
+        bus's encoded request.
+
+    Figures: round-trip latency p50/p99 with one request at a time, and
+    throughput with 64 requests in flight. Several interleaved rounds; each
+    figure is the median of the rounds, so ratios hold on a noisy 2-core
+    machine. Output, one line per figure:
+        bench NAME VALUE UNIT baseline VALUE ratio R
+    then `bench bus_targets met` or `bench bus_targets missed: <which>`.
+    Targets: bus p50 and p99 within 1.5x of raw libzmq, >= 50,000 req/s.
+
+    Usage: bench_bus [--quick]. Exit 0 when the measurement ran (targets
+    met or not; with BENCH_STRICT=1 a missed target exits 2), 1 on error.
+*/
+#include "bus_client.h"
+#include "bus_config.h"
+#include "bus_error.h"
+#include "bus_keys.h"
+#include "bus_log.h"
+#include "bus_service.h"
+
+#include <arpa/inet.h>
+#include <ftw.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#define S_PAD_LEN       200       /* request body payload, bytes */
+#define S_INFLIGHT      64        /* requests in flight for throughput */
+#define S_ROUNDS        3
+#define S_TIMEOUT_MS    10000     /* a reply later than this is a failure */
+#define S_TARGET_RATIO  1.5
+#define S_TARGET_TPUT   50000.0
+
+/*  Sizes of one run; --quick shrinks them for a smoke test. */
+typedef struct {
+    int warmup;               /* round trips before measuring, per round */
+    int rtt_count;            /* round trips measured, per round */
+    int tput_count;           /* requests in the throughput run, per round */
+    double tput_max_s;        /* or stop after this long */
+} s_plan_t;
+
+/*  One side under test: send one request, receive one reply. */
+typedef struct {
+    const char *name;
+    int (*send) (void *arg);
+    int (*recv) (void *arg);
+    void *arg;
+} s_side_t;
+
+typedef struct {
+    double p50, p99, tput;
+} s_figures_t;
+
+static double
+s_now_s (void)
+{
+    struct timespec ts;
+    clock_gettime (CLOCK_MONOTONIC, &ts);
+    return (double) ts.tv_sec + (double) ts.tv_nsec / 1e9;
+}
+
+static int
+s_cmp_double (const void *a, const void *b)
+{
+    double x = *(const double *) a, y = *(const double *) b;
+    return x < y ? -1 : x > y;
+}
+
+/*  A free TCP port on loopback (the kernel's pick; released for the caller
+    to bind at once). */
+static int
+s_free_port (void)
+{
+    int fd = socket (AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in addr = { .sin_family = AF_INET, .sin_addr.s_addr = htonl (INADDR_LOOPBACK) };
+    socklen_t len = sizeof addr;
+    int port = -1;
+    if (fd >= 0 && bind (fd, (struct sockaddr *) &addr, sizeof addr) == 0
+    &&  getsockname (fd, (struct sockaddr *) &addr, &len) == 0)
+        port = ntohs (addr.sin_port);
+    if (fd >= 0)
+        close (fd);
+    return port;
+}
+
+static int
+s_rm_one (const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+    return remove (path);
+}
+
+/*  Round trips one at a time (after a warm-up), then throughput with
+    S_INFLIGHT in flight. Returns 0 or -1 when a request failed. */
+static int
+s_measure (s_side_t *side, const s_plan_t *plan, s_figures_t *out)
+{
+    double *samples = calloc ((size_t) plan->rtt_count, sizeof *samples);
+    int rc = -1;
+    if (!samples)
+        goto done;
+    for (int i = 0; i < plan->warmup; i++)
+        if (side->send (side->arg) || side->recv (side->arg))
+            goto done;
+    for (int i = 0; i < plan->rtt_count; i++) {
+        double t0 = s_now_s ();
+        if (side->send (side->arg) || side->recv (side->arg))
+            goto done;
+        samples [i] = (s_now_s () - t0) * 1e6;
+    }
+    qsort (samples, (size_t) plan->rtt_count, sizeof *samples, s_cmp_double);
+    out->p50 = samples [plan->rtt_count / 2];
+    out->p99 = samples [(int) ((double) plan->rtt_count * 0.99)];
+
+    int sent = 0, got = 0, limit = plan->tput_count;
+    double t0 = s_now_s (), until = t0 + plan->tput_max_s;
+    for (; sent < S_INFLIGHT && sent < limit; sent++)
+        if (side->send (side->arg))
+            goto done;
+    while (got < sent) {
+        if (side->recv (side->arg))
+            goto done;
+        got++;
+        if ((got & 255) == 0 && s_now_s () >= until)
+            limit = sent;                   /* time is up: drain what is in flight */
+        if (sent < limit) {
+            if (side->send (side->arg))
+                goto done;
+            sent++;
+        }
+    }
+    out->tput = got / (s_now_s () - t0);
+    rc = 0;
+done:
+    if (rc)
+        fprintf (stderr, "bench_bus: %s: a request failed\n", side->name);
+    free (samples);
+    return rc;
+}
+
+/* --- (a) Sanctum's bus ---------------------------------------------------- */
+
+typedef struct {
+    char dir [64];
+    bus_config_t *config;
+    bus_service_t *service;
+    zcert_t *client_cert;
+    bus_client_t *client;
+    json_t *body;
+    pthread_t thread;
+    bool running;
+    atomic_bool stop;
+    size_t frame_len;          /* encoded request size, for the baseline */
+} s_bus_t;
+
+/*  health {pad} -> {pad}: a cheap request the bench can load. */
+static void
+s_handle_pad (bus_service_t *svc, bus_request_t *req, void *arg)
+{
+    json_t *pad = json_object_get (bus_request_body (req), "pad");
+    bus_reply_ok (req, pad ? json_pack ("{s:O}", "pad", pad) : NULL);
+}
+
+/*  Reactor timer: leave the loop when the bench says so. */
+static int
+s_on_stop (zloop_t *loop, int timer_id, void *arg)
+{
+    s_bus_t *self = arg;
+    return atomic_load (&self->stop) ? -1 : 0;
+}
+
+static void *
+s_service_thread (void *arg)
+{
+    s_bus_t *self = arg;
+    bus_service_run (self->service);
+    return NULL;
+}
+
+static int
+s_bus_send (void *arg)
+{
+    s_bus_t *self = arg;
+    return bus_client_send (self->client, "health", self->body, NULL, NULL);
+}
+
+static int
+s_bus_recv (void *arg)
+{
+    s_bus_t *self = arg;
+    proto_msg_t *reply = NULL;
+    int rc = bus_client_recv (self->client, S_TIMEOUT_MS, &reply);
+    if (rc == 0 && (!reply->ok || json_string_length (json_object_get (reply->body, "pad")) != S_PAD_LEN))
+        rc = BUS_EINVAL;
+    proto_msg_destroy (&reply);
+    return rc;
+}
+
+static void
+s_bus_stop (s_bus_t *self)
+{
+    if (self->running) {
+        atomic_store (&self->stop, true);
+        pthread_join (self->thread, NULL);
+        self->running = false;
+    }
+    bus_client_destroy (&self->client);
+    bus_service_destroy (&self->service);
+    zcert_destroy (&self->client_cert);
+    bus_config_destroy (&self->config);
+    json_decref (self->body);
+    self->body = NULL;
+    if (self->dir [0])
+        nftw (self->dir, s_rm_one, 16, FTW_DEPTH | FTW_PHYS);
+    self->dir [0] = 0;
+}
+
+/*  Config, keys, the service thread and a client. */
+static int
+s_bus_start (s_bus_t *self)
+{
+    char err [256] = "", path [256], rpc [64], pub [64];
+    zcert_t *server_cert = NULL;
+    int rc = -1;
+    snprintf (self->dir, sizeof self->dir, "/tmp/sanctum-bench-XXXXXX");
+    if (!mkdtemp (self->dir)) {
+        self->dir [0] = 0;
+        snprintf (err, sizeof err, "mkdtemp failed");
+        goto done;
+    }
+    snprintf (rpc, sizeof rpc, "tcp://127.0.0.1:%d", s_free_port ());
+    snprintf (pub, sizeof pub, "tcp://127.0.0.1:%d", s_free_port ());
+    if (bus_config_load (&self->config, NULL, err, sizeof err))
+        goto done;
+    const char *sets [][3] = {
+        { "sanctum", "data_dir", "var" }, { "sanctum", "keys_dir", "keys" },
+        { "sanctum", "allow_dir", "keys/allow" }, { "sanctum", "map_size_mb", NULL },
+        { "authz", "rpc", rpc }, { "authz", "pub", pub },
+    };
+    for (size_t i = 0; i < sizeof sets / sizeof sets [0]; i++) {
+        if (sets [i][2] && strncmp (sets [i][2], "tcp:", 4))
+            snprintf (path, sizeof path, "%s/%s", self->dir, sets [i][2]);
+        else
+            snprintf (path, sizeof path, "%s", sets [i][2] ? sets [i][2] : "64");
+        if (bus_config_set (self->config, sets [i][0], sets [i][1], path, err, sizeof err))
+            goto done;
+    }
+    const char *keys_dir = bus_config_str (self->config, "sanctum", "keys_dir");
+    server_cert = bus_keys_load (keys_dir, "authz", true);
+    self->client_cert = bus_keys_load (keys_dir, "bench", true);
+    if (!server_cert || !self->client_cert
+    ||  bus_allow_add (bus_config_str (self->config, "sanctum", "allow_dir"), "bench",
+                       zcert_public_txt (self->client_cert), "ops:bench")) {
+        snprintf (err, sizeof err, "cannot make the keys under %s", keys_dir);
+        goto done;
+    }
+    self->service = bus_service_new (self->config, "authz", "bench", NULL, err, sizeof err);
+    if (!self->service)
+        goto done;
+    if (bus_service_handle (self->service, "health", s_handle_pad, NULL)) {
+        snprintf (err, sizeof err, "cannot register the health handler");
+        goto done;
+    }
+    zloop_timer (bus_service_loop (self->service), 20, 0, s_on_stop, self);
+    if (pthread_create (&self->thread, NULL, s_service_thread, self)) {
+        snprintf (err, sizeof err, "cannot start the service thread");
+        goto done;
+    }
+    self->running = true;
+    self->client = bus_client_new (rpc, zcert_public_txt (server_cert), self->client_cert,
+                                   S_TIMEOUT_MS, 0);
+    char pad [S_PAD_LEN + 1];
+    memset (pad, 'x', S_PAD_LEN);
+    pad [S_PAD_LEN] = 0;
+    self->body = json_pack ("{s:s}", "pad", pad);
+    if (!self->client || !self->body) {
+        snprintf (err, sizeof err, "cannot create the client");
+        goto done;
+    }
+    /* the size of one encoded request, as the client sends it */
+    proto_msg_t *req = proto_msg_new (PROTO_KIND_REQ, "health");
+    uint8_t *data = NULL;
+    if (req) {
+        req->body = json_incref (self->body);
+        proto_traceparent_new (req->traceparent);
+        if (proto_msg_encode (req, &data, &self->frame_len))
+            self->frame_len = 0;
+    }
+    free (data);
+    proto_msg_destroy (&req);
+    if (!self->frame_len) {
+        snprintf (err, sizeof err, "cannot encode a request");
+        goto done;
+    }
+    rc = 0;
+done:
+    zcert_destroy (&server_cert);
+    if (rc)
+        fprintf (stderr, "bench_bus: bus setup: %s\n", err);
+    return rc;
+}
+
+/* --- (b) raw libzmq baseline ---------------------------------------------- */
+
+/*  The baseline lives in its own libzmq context, where no ZAP handler is
+    bound: a raw CURVE server there accepts any CURVE client (no allow-list).
+    That only changes the handshake, not the per-message path, so the
+    comparison is fair for round trips and throughput. */
+typedef struct {
+    void *ctx;
+    void *router;
+    void *dealer;
+    pthread_t thread;
+    bool running;
+    atomic_bool stop;
+    uint8_t *frame;
+    size_t frame_len;
+} s_raw_t;
+
+/*  Echo [identity][payload] until told to stop (polled every 100 ms). */
+static void *
+s_raw_thread (void *arg)
+{
+    s_raw_t *self = arg;
+    zmq_msg_t id, body;
+    zmq_msg_init (&id);
+    zmq_msg_init (&body);
+    while (!atomic_load (&self->stop)) {
+        if (zmq_msg_recv (&id, self->router, 0) < 0)
+            continue;                       /* EAGAIN after the receive timeout */
+        if (!zmq_msg_more (&id) || zmq_msg_recv (&body, self->router, 0) < 0)
+            continue;
+        zmq_msg_send (&id, self->router, ZMQ_SNDMORE);
+        zmq_msg_send (&body, self->router, 0);
+    }
+    zmq_msg_close (&id);
+    zmq_msg_close (&body);
+    return NULL;
+}
+
+static int
+s_raw_send (void *arg)
+{
+    s_raw_t *self = arg;
+    return zmq_send (self->dealer, self->frame, self->frame_len, 0) == (int) self->frame_len ? 0 : -1;
+}
+
+static int
+s_raw_recv (void *arg)
+{
+    s_raw_t *self = arg;
+    zmq_msg_t msg;
+    zmq_msg_init (&msg);
+    int n = zmq_msg_recv (&msg, self->dealer, 0);
+    zmq_msg_close (&msg);
+    return n == (int) self->frame_len ? 0 : -1;
+}
+
+static void
+s_raw_stop (s_raw_t *self)
+{
+    if (self->running) {
+        atomic_store (&self->stop, true);
+        pthread_join (self->thread, NULL);
+        self->running = false;
+    }
+    if (self->dealer)
+        zmq_close (self->dealer);
+    if (self->router)
+        zmq_close (self->router);
+    if (self->ctx)
+        zmq_ctx_term (self->ctx);
+    free (self->frame);
+    memset (self, 0, sizeof *self);
+}
+
+/*  A CURVE ROUTER echo thread and a CURVE DEALER, frames of frame_len. */
+static int
+s_raw_start (s_raw_t *self, size_t frame_len)
+{
+    char server_pub [41], server_sec [41], client_pub [41], client_sec [41], endpoint [64];
+    size_t endpoint_len = sizeof endpoint;
+    int one = 1, hwm = 100000, linger = 0, timeout = 100;
+    self->frame_len = frame_len;
+    self->frame = malloc (frame_len);
+    self->ctx = zmq_ctx_new ();
+    if (!self->frame || !self->ctx || zmq_curve_keypair (server_pub, server_sec)
+    ||  zmq_curve_keypair (client_pub, client_sec))
+        goto fail;
+    memset (self->frame, 'x', frame_len);
+    self->router = zmq_socket (self->ctx, ZMQ_ROUTER);
+    self->dealer = zmq_socket (self->ctx, ZMQ_DEALER);
+    if (!self->router || !self->dealer)
+        goto fail;
+    void *socks [] = { self->router, self->dealer };
+    for (int i = 0; i < 2; i++) {
+        zmq_setsockopt (socks [i], ZMQ_SNDHWM, &hwm, sizeof hwm);
+        zmq_setsockopt (socks [i], ZMQ_RCVHWM, &hwm, sizeof hwm);
+        zmq_setsockopt (socks [i], ZMQ_LINGER, &linger, sizeof linger);
+    }
+    zmq_setsockopt (self->router, ZMQ_RCVTIMEO, &timeout, sizeof timeout);
+    zmq_setsockopt (self->router, ZMQ_CURVE_SERVER, &one, sizeof one);
+    zmq_setsockopt (self->router, ZMQ_CURVE_SECRETKEY, server_sec, 40);
+    zmq_setsockopt (self->dealer, ZMQ_CURVE_SERVERKEY, server_pub, 40);
+    zmq_setsockopt (self->dealer, ZMQ_CURVE_PUBLICKEY, client_pub, 40);
+    zmq_setsockopt (self->dealer, ZMQ_CURVE_SECRETKEY, client_sec, 40);
+    if (zmq_bind (self->router, "tcp://127.0.0.1:*")
+    ||  zmq_getsockopt (self->router, ZMQ_LAST_ENDPOINT, endpoint, &endpoint_len)
+    ||  pthread_create (&self->thread, NULL, s_raw_thread, self))
+        goto fail;
+    self->running = true;
+    if (zmq_connect (self->dealer, endpoint))
+        goto fail;
+    return 0;
+fail:
+    fprintf (stderr, "bench_bus: raw setup: %s\n", zmq_strerror (zmq_errno ()));
+    return -1;
+}
+
+/* --- main ----------------------------------------------------------------- */
+
+static double
+s_median (double *v, int n)
+{
+    qsort (v, (size_t) n, sizeof *v, s_cmp_double);
+    return v [n / 2];
+}
+
+int
+main (int argc, char **argv)
+{
+    s_plan_t plan = { 2000, 20000, 200000, 3.0 };
+    if (argc > 1 && streq (argv [1], "--quick"))
+        plan = (s_plan_t) { 200, 1000, 5000, 0.5 };
+    bus_log_init ("bench", "warn");
+    s_bus_t bus = { .running = false };
+    s_raw_t raw = { .running = false };
+    int rc = 1;
+    if (s_bus_start (&bus) || s_raw_start (&raw, bus.frame_len))
+        goto done;
+    s_side_t sides [2] = {
+        { "bus", s_bus_send, s_bus_recv, &bus },
+        { "raw", s_raw_send, s_raw_recv, &raw },
+    };
+    double fig [2][3][S_ROUNDS];          /* side, p50/p99/tput, round */
+    for (int r = 0; r < S_ROUNDS; r++)
+        for (int k = 0; k < 2; k++) {
+            int s = (r + k) % 2;            /* alternate who goes first */
+            s_figures_t f;
+            if (s_measure (&sides [s], &plan, &f))
+                goto done;
+            fig [s][0][r] = f.p50;
+            fig [s][1][r] = f.p99;
+            fig [s][2][r] = f.tput;
+            fprintf (stderr, "# round %d %s: p50 %.1f us p99 %.1f us %.0f req/s\n",
+                     r + 1, sides [s].name, f.p50, f.p99, f.tput);
+        }
+    double med [2][3];
+    for (int s = 0; s < 2; s++)
+        for (int m = 0; m < 3; m++)
+            med [s][m] = s_median (fig [s][m], S_ROUNDS);
+    printf ("bench bus_frame_bytes %zu B\n", bus.frame_len);
+    printf ("bench bus_rtt_p50 %.1f us baseline %.1f ratio %.2f\n", med [0][0], med [1][0], med [0][0] / med [1][0]);
+    printf ("bench bus_rtt_p99 %.1f us baseline %.1f ratio %.2f\n", med [0][1], med [1][1], med [0][1] / med [1][1]);
+    printf ("bench bus_throughput_%d %.0f req/s baseline %.0f ratio %.2f\n", S_INFLIGHT,
+            med [0][2], med [1][2], med [0][2] / med [1][2]);
+    char missed [160] = "";
+    if (med [0][0] > S_TARGET_RATIO * med [1][0])
+        strcat (missed, " p50");
+    if (med [0][1] > S_TARGET_RATIO * med [1][1])
+        strcat (missed, " p99");
+    if (med [0][2] < S_TARGET_TPUT)
+        strcat (missed, " throughput");
+    if (*missed)
+        printf ("bench bus_targets missed:%s\n", missed);
+    else
+        printf ("bench bus_targets met\n");
+    const char *strict = getenv ("BENCH_STRICT");
+    rc = *missed && strict && streq (strict, "1") ? 2 : 0;
+done:
+    fflush (stdout);
+    s_raw_stop (&raw);
+    s_bus_stop (&bus);
+    return rc;
+}

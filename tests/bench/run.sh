@@ -1,0 +1,28 @@
+#!/bin/sh
+# Run every benchmark binary in $BUILD/bench (bench_bus, bench_authz, ...),
+# print their output, and exit non-zero if any of them fails or none exists.
+# Extra arguments (e.g. --quick) are passed to every benchmark.
+BUILD=${BUILD:-build}
+ran=0
+failed=""
+for bin in "$BUILD"/bench/bench_*; do
+    [ -f "$bin" ] && [ -x "$bin" ] || continue
+    name=$(basename "$bin")
+    echo "== $name"
+    "$bin" "$@"
+    rc=$?
+    ran=$((ran + 1))
+    if [ "$rc" -ne 0 ]; then
+        echo "== $name FAILED (exit $rc)"
+        failed="$failed $name"
+    fi
+done
+if [ "$ran" -eq 0 ]; then
+    echo "no benchmarks found in $BUILD/bench (build them with make bench)"
+    exit 1
+fi
+if [ -n "$failed" ]; then
+    echo "benchmarks: $ran run, failed:$failed"
+    exit 1
+fi
+echo "benchmarks: $ran run, all completed"
