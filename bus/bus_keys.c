@@ -15,6 +15,7 @@ struct bus_allow_t {
     char *dir;
     zhashx_t *principals;      /* Z85 public key -> principal (strdup'd) */
     int64_t last_scan_ms;
+    struct timespec dir_mtime;    /* of the directory at the last scan */
 };
 
 static char *
@@ -224,9 +225,19 @@ bus_allow_destroy (bus_allow_t **self_p)
     *self_p = NULL;
 }
 
+/*  The directory's modification time (zero when it cannot be read). */
+static struct timespec
+s_dir_mtime (const char *dir)
+{
+    struct stat st;
+    struct timespec zero = { 0, 0 };
+    return stat (dir, &st) == 0 ? st.st_mtim : zero;
+}
+
 int
 bus_allow_refresh (bus_allow_t *self)
 {
+    self->dir_mtime = s_dir_mtime (self->dir);
     zhashx_t *fresh = s_scan (self->dir);
     if (fresh) {
         zhashx_destroy (&self->principals);
@@ -242,7 +253,9 @@ bus_allow_principal (bus_allow_t *self, const char *user_id)
     if (!user_id || !*user_id)
         return NULL;
     const char *p = self->principals ? zhashx_lookup (self->principals, user_id) : NULL;
-    if (!p && zclock_mono () - self->last_scan_ms >= 1000) {
+    struct timespec mtime = p ? self->dir_mtime : s_dir_mtime (self->dir);
+    bool changed = mtime.tv_sec != self->dir_mtime.tv_sec || mtime.tv_nsec != self->dir_mtime.tv_nsec;
+    if (!p && (changed || zclock_mono () - self->last_scan_ms >= 1000)) {
         bus_allow_refresh (self);
         p = zhashx_lookup (self->principals, user_id);
     }

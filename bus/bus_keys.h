@@ -44,8 +44,8 @@ int bus_allow_add (const char *allow_dir, const char *name, const char *public_z
                    const char *principal);
 
 /*  The principal map of an allow-list directory, cached; rescans the
-    directory when a key is not found (at most once a second) and on
-    bus_allow_refresh(). */
+    directory when a key is not found and the directory changed since the
+    last scan (else at most once a second), and on bus_allow_refresh(). */
 bus_allow_t *bus_allow_new (const char *allow_dir);
 void bus_allow_destroy (bus_allow_t **self_p);
 

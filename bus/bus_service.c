@@ -399,14 +399,8 @@ s_on_request (zloop_t *loop, zsock_t *router, void *arg)
     const char *principal = bus_allow_principal (self->allow, user_id);
     char id [PROTO_ID_LEN + 1] = "";
     char err [256];
-    if (!principal) {
-        bus_warn ("message from unknown key %s refused", user_id && *user_id ? user_id : "(none)");
-        zframe_destroy (&frame);
-        s_reject (self, &routing, "", PROTO_ERR_FORBIDDEN, "unknown client key");
-        return 0;
-    }
     if (zframe_size (frame) > self->max_frame) {
-        bus_warn ("frame of %zu bytes from %s over the cap", zframe_size (frame), principal);
+        bus_warn ("frame of %zu bytes from %s over the cap", zframe_size (frame), principal ? principal : "?");
         zframe_destroy (&frame);
         s_reject (self, &routing, "", PROTO_ERR_TOO_LARGE, "frame exceeds the size cap");
         return 0;
@@ -415,6 +409,12 @@ s_on_request (zloop_t *loop, zsock_t *router, void *arg)
     int rc = proto_msg_decode (&msg, zframe_data (frame), zframe_size (frame), self->max_frame,
                                id, err, sizeof err);
     zframe_destroy (&frame);
+    if (!principal) {
+        bus_warn ("message from unknown key %s refused", user_id && *user_id ? user_id : "(none)");
+        proto_msg_destroy (&msg);
+        s_reject (self, &routing, id, PROTO_ERR_FORBIDDEN, "unknown client key");
+        return 0;
+    }
     if (rc) {
         bus_log_fields (BUS_LOG_WARN, json_pack ("{s:s, s:s}", "peer", principal, "request", id),
                         "malformed request: %s", err);

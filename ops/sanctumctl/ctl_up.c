@@ -12,6 +12,7 @@
 #include <errno.h>
 #include <libgen.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <stdio.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -64,6 +65,7 @@ s_spawn (ctl_t *ctl, s_child_t *child)
     pid_t pid = fork ();
     if (pid == 0) {
         signal (SIGINT, SIG_IGN);      /* Ctrl-C goes to the supervisor, which stops us in order */
+        prctl (PR_SET_PDEATHSIG, SIGTERM);  /* and if the supervisor dies, we stop too */
         if (ctl->config_path)
             execlp (child->path, child->path, "--config", ctl->config_path, (char *) NULL);
         else
