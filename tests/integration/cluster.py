@@ -5,6 +5,7 @@ and LMDB data, on ephemeral loopback ports, so clusters run side by side and
 leave nothing behind.
 """
 import json
+import sys
 import os
 import shutil
 import signal
@@ -15,6 +16,8 @@ import time
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 BIN = os.path.join(ROOT, os.environ.get("BUILD", "build"), "bin")
+sys.path.insert(0, os.path.join(ROOT, "ops", "python"))
+import sanctum_client  # noqa: E402
 SERVICES = {  # key/binary name -> config section
     "orchestrator": "orchestrator", "authz": "authz", "ciba-broker": "ciba",
     "vault-broker": "vault", "auditor": "auditor", "telemetry": "telemetry", "sandbox": "sandbox",
@@ -120,11 +123,9 @@ class Cluster:
     # --- keys ----------------------------------------------------------------
     def client_key(self, name, principal):
         self.ctl("keygen", name, "--principal", principal, check=True)
-        import sanctum_client
         return sanctum_client.load_keys(self.keys, name)
 
     def client(self, service, key_name="pyclient", principal="ext:erp-gateway", **kw):
-        import sanctum_client
         public, secret = self.client_key(key_name, principal)
         return sanctum_client.SanctumClient(self.endpoints[service][0],
                                             sanctum_client.server_key(self.keys, service), public, secret, **kw)

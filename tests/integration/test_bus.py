@@ -13,6 +13,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(__file__))
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "ops", "python"))
 import msgpack  # noqa: E402
 import zmq  # noqa: E402
 

@@ -1,0 +1,37 @@
+#!/bin/sh
+# The Sanctum demo, on the embedded defaults under ./var.
+# Starts every process under `sanctumctl up`, shows them healthy, lets an
+# external Python client inject a request and shows the reply and the event
+# it caused, runs the authz procurement decisions when authz serves them,
+# then stops everything (nothing is left running).
+set -u
+BUILD=${BUILD:-build}
+CTL="$BUILD/bin/sanctumctl"
+PY=/usr/bin/python3
+"$CTL" init >/dev/null || exit 1
+"$CTL" keygen erp-gateway --principal ext:erp-gateway >/dev/null || exit 1
+"$CTL" up 2>var/up.log &
+UP=$!
+trap 'kill -INT $UP 2>/dev/null; wait $UP 2>/dev/null' EXIT INT TERM
+
+i=0
+until "$CTL" health >/dev/null 2>&1; do
+    i=$((i + 1)); [ $i -gt 100 ] && { echo "services did not come up; see var/up.log"; exit 1; }
+    sleep 0.2
+done
+echo "== every service, healthy =="
+"$CTL" health
+echo
+echo "== an external Python client (ext:erp-gateway) injects a request =="
+RPC=$(sed -n '/^\[orchestrator\]/,/^\[/s/^rpc *= *//p' var/sanctum.conf)
+PUB=$(sed -n '/^\[orchestrator\]/,/^\[/s/^pub *= *//p' var/sanctum.conf)
+PYTHONPATH=ops/python $PY ops/python/inject_demo.py var/keys "${RPC:-tcp://127.0.0.1:7101}" "${PUB:-tcp://127.0.0.1:7102}" orchestrator || exit 1
+if [ -x ops/demo_authz.sh ]; then
+    echo
+    sh ops/demo_authz.sh "$CTL" || exit 1
+fi
+echo
+echo "== stopping =="
+kill -INT $UP; wait $UP
+trap - EXIT INT TERM
+echo "demo finished: all processes stopped"
