@@ -39,6 +39,23 @@ typedef struct {
     int relation;
 } s_visit_t;
 
+/*  A growable list of tuples (pointers into the map or the request). */
+typedef struct {
+    authz_tuple_t *v;
+    size_t n, cap;
+    authz_tuple_t local [8];
+} s_tlist_t;
+
+#define S_CACHE_MAX 7   /* fits s_tlist_t.local: never allocates */
+
+/*  The last small tuple set read (see s_cache_fill). */
+typedef struct {
+    bool valid, complete;
+    int type, rel;
+    char object [S_OBJ_MAX];
+    s_tlist_t tuples;
+} s_cache_t;
+
 /*  Per-request state. */
 typedef struct {
     authz_store_t *store;
@@ -54,14 +71,8 @@ typedef struct {
     const char *filter_type;    /* ListUsers */
     size_t filter_type_len;
     const char *filter_rel;     /* ListUsers: "" for none */
+    s_cache_t cache;
 } s_query_t;
-
-/*  A growable list of tuples (pointers into the map or the request). */
-typedef struct {
-    authz_tuple_t *v;
-    size_t n, cap;
-    authz_tuple_t local [8];
-} s_tlist_t;
 
 /*  Start an empty list. */
 static void
@@ -182,10 +193,74 @@ s_condition (s_query_t *q, const authz_tuple_t *t)
     return rc;
 }
 
+/*  A stored tuple still allowed by the model? Object type and relation
+    are those being read, so only the user and condition need checking
+    (the fast path of authz_tuple_is_valid). */
+static bool
+s_stored_valid (s_query_t *q, int type, int rel, const authz_tuple_t *t)
+{
+    const char *colon = strchr (t->user, ':');
+    if (!colon)
+        return false;
+    int ut = authz_model_type (q->model, t->user, (size_t) (colon - t->user));
+    if (ut < 0)
+        return false;
+    const char *hash = strchr (colon, '#');
+    int ur = hash? authz_model_relation (q->model, ut, hash + 1, strlen (hash + 1)): -1;
+    if (hash && ur < 0)
+        return false;
+    int cond = -1;
+    if (t->condition && *t->condition
+    &&  (cond = authz_model_condition (q->model, t->condition, strlen (t->condition))) < 0)
+        return false;
+    bool wildcard = !hash && colon [1] == '*' && colon [2] == '\0';
+    return authz_model_allowed (q->model, type, rel, ut, ur, wildcard, cond) != NULL;
+}
+
+/*  Scan callback that stops after S_CACHE_MAX + 1 tuples. */
+static int
+s_cache_add (const authz_tuple_t *t, void *arg)
+{
+    s_tlist_t *l = arg;
+    if (l->n > S_CACHE_MAX)
+        return 1;
+    return s_tlist_add (t, l);
+}
+
+/*  Make the cache hold the stored, valid tuples of object#relation if
+    there are at most S_CACHE_MAX of them: returns true when it does. One
+    LMDB scan then serves both "is this user there" and "who is there"
+    (a computed relation and a tuple-to-userset over the same tupleset). */
+static bool
+s_cache_fill (s_query_t *q, int type, int rel, const char *object, const char *relation)
+{
+    s_cache_t *c = &q->cache;
+    if (c->valid && c->type == type && c->rel == rel && strcmp (c->object, object) == 0)
+        return c->complete;
+    size_t ol = strlen (object);
+    c->valid = false;
+    if (ol >= sizeof c->object)
+        return false;
+    s_tlist_init (&c->tuples);
+    int rc = authz_store_scan_users (q->store, q->txn, object, relation, s_cache_add, &c->tuples);
+    c->complete = rc == 0 && c->tuples.n <= S_CACHE_MAX;
+    size_t keep = 0;
+    for (size_t i = 0; c->complete && i < c->tuples.n; i++)
+        if (s_stored_valid (q, type, rel, &c->tuples.v [i]))
+            c->tuples.v [keep++] = c->tuples.v [i];
+    c->tuples.n = keep;
+    memcpy (c->object, object, ol + 1);
+    c->type = type;
+    c->rel = rel;
+    c->valid = rc == 0;
+    return c->complete;
+}
+
 /*  Collect the tuples of object#relation: contextual ones first, then the
     stored ones the model still allows. */
 static int
-s_read (s_query_t *q, const char *object, const char *relation, s_tlist_t *out)
+s_read (s_query_t *q, int type, int rel, const char *object, const char *relation,
+        s_tlist_t *out)
 {
     for (size_t i = 0; i < q->n_ctx; i++) {
         const authz_tuple_t *t = &q->ctx_tuples [i];
@@ -195,12 +270,20 @@ s_read (s_query_t *q, const char *object, const char *relation, s_tlist_t *out)
                 return rc;
         }
     }
+    if (s_cache_fill (q, type, rel, object, relation)) {
+        for (size_t i = 0; i < q->cache.tuples.n; i++) {
+            int rc = s_tlist_add (&q->cache.tuples.v [i], out);
+            if (rc)
+                return rc;
+        }
+        return 0;
+    }
     size_t first = out->n;
     int rc = authz_store_scan_users (q->store, q->txn, object, relation, s_tlist_add, out);
     //  Drop stored tuples the model does not allow
     size_t keep = first;
     for (size_t i = first; rc == 0 && i < out->n; i++)
-        if (authz_tuple_is_valid (q->model, &out->v [i]))
+        if (s_stored_valid (q, type, rel, &out->v [i]))
             out->v [keep++] = out->v [i];
     out->n = keep;
     return rc;
@@ -208,7 +291,8 @@ s_read (s_query_t *q, const char *object, const char *relation, s_tlist_t *out)
 
 /*  Does object#relation@user exist with its condition met? 1, 0 or error. */
 static int
-s_read_exact (s_query_t *q, const char *object, const char *relation, const char *user)
+s_read_exact (s_query_t *q, int type, int rel, const char *object, const char *relation,
+              const char *user)
 {
     int result = 0;
     for (size_t i = 0; i < q->n_ctx; i++) {
@@ -222,10 +306,18 @@ s_read_exact (s_query_t *q, const char *object, const char *relation, const char
                 result = rc;
         }
     }
-    authz_tuple_t t;
+    authz_tuple_t t, *found = NULL;
+    if (s_cache_fill (q, type, rel, object, relation)) {
+        for (size_t i = 0; i < q->cache.tuples.n && !found; i++)
+            if (strcmp (q->cache.tuples.v [i].user, user) == 0)
+                found = &q->cache.tuples.v [i];
+    }
+    else
     if (authz_store_get (q->store, q->txn, object, relation, user, &t) == 0
-    &&  authz_tuple_is_valid (q->model, &t)) {
-        int rc = s_condition (q, &t);
+    &&  s_stored_valid (q, type, rel, &t))
+        found = &t;
+    if (found) {
+        int rc = s_condition (q, found);
         if (rc == 1)
             return 1;
         if (rc < 0)
@@ -284,19 +376,19 @@ s_direct (s_query_t *q, int type, const char *object, const authz_relation_t *re
         if (a->relation >= 0)
             usersets = true;
     }
-    if (related && s_or (s_read_exact (q, object, rel->name, u->text), &err))
+    if (related && s_or (s_read_exact (q, type, rel->id, object, rel->name, u->text), &err))
         return 1;
     if (public && !u->wildcard) {
         char wild [S_OBJ_MAX + 2];
         const authz_type_t *ut = authz_model_type_at (q->model, u->type);
         snprintf (wild, sizeof wild, "%s:*", ut->name);
-        if (s_or (s_read_exact (q, object, rel->name, wild), &err))
+        if (s_or (s_read_exact (q, type, rel->id, object, rel->name, wild), &err))
             return 1;
     }
     if (usersets) {
         s_tlist_t l;
         s_tlist_init (&l);
-        int rc = s_read (q, object, rel->name, &l);
+        int rc = s_read (q, type, rel->id, object, rel->name, &l);
         if (rc)
             err = rc;
         for (size_t i = 0; rc == 0 && i < l.n; i++) {
@@ -332,7 +424,7 @@ s_ttu (s_query_t *q, int type, const char *object, const authz_rw_t *rw, int dep
     const authz_relation_t *ts = authz_model_relation_at (q->model, type, rw->relation);
     s_tlist_t l;
     s_tlist_init (&l);
-    int err = s_read (q, object, ts->name, &l);
+    int err = s_read (q, type, ts->id, object, ts->name, &l);
     int result = 0;
     for (size_t i = 0; err == 0 && i < l.n && !result; i++) {
         char obj [S_OBJ_MAX];
@@ -679,7 +771,7 @@ s_lu_rewrite (s_query_t *q, int type, const char *object, const authz_relation_t
                 authz_model_relation_at (q->model, type, rw->relation): rel;
             s_tlist_t l;
             s_tlist_init (&l);
-            rc = s_read (q, object, ts->name, &l);
+            rc = s_read (q, type, ts->id, object, ts->name, &l);
             int err = 0;
             for (size_t i = 0; rc == 0 && i < l.n; i++) {
                 int c = s_condition (q, &l.v [i]);
@@ -731,6 +823,7 @@ s_lu_rewrite (s_query_t *q, int type, const char *object, const authz_relation_t
             snprintf (wildcard, sizeof wildcard, "%.*s:*", (int) q->filter_type_len,
                       q->filter_type);
             s_flist_t all = { 0 };          /* users with per-child counts */
+            s_flist_t excluded = { 0 };
             int *counts = NULL;
             size_t wild_children = 0;
             int err = 0;
@@ -742,13 +835,18 @@ s_lu_rewrite (s_query_t *q, int type, const char *object, const authz_relation_t
                     err = r;
                 else
                     rc = r;
-                //  Keep only related users, once each
+                //  Keep only related users, once each; remember the users
+                //  an operand explicitly excluded (a wildcard minus them)
                 size_t keep = 0;
-                for (size_t k = 0; k < child.n; k++)
+                for (size_t k = 0; k < child.n; k++) {
+                    if (!child.v [k].has && inter && rc == 0)
+                        rc = s_flist_add (&excluded, child.v [k].user,
+                                          strlen (child.v [k].user), false);
                     if (child.v [k].has)
                         child.v [keep++] = child.v [k];
                     else
                         free (child.v [k].user);
+                }
                 child.n = keep;
                 s_flist_dedupe (&child);
                 bool has_wild = s_flist_find (&child, wildcard) >= 0;
@@ -773,9 +871,11 @@ s_lu_rewrite (s_query_t *q, int type, const char *object, const authz_relation_t
                 s_flist_free (&child);
             }
             for (size_t k = 0; rc == 0 && k < all.n; k++)
-                if (!inter || (size_t) counts [k] + wild_children == (size_t) rw->n_children)
+                if (!inter || ((size_t) counts [k] + wild_children == (size_t) rw->n_children
+                               && s_flist_find (&excluded, all.v [k].user) < 0))
                     rc = s_flist_add (out, all.v [k].user, strlen (all.v [k].user), true);
             free (counts);
+            s_flist_free (&excluded);
             s_flist_free (&all);
             return rc? rc: err;
         }
@@ -913,5 +1013,168 @@ authz_list_users (authz_store_t *store, const authz_model_t *model, const char *
     }
     json_decref (out);
     s_flist_free (&found);
+    return rc;
+}
+
+/*  Expand one rewrite node of object#relation into OpenFGA's tree JSON. */
+static json_t *
+s_expand_node (s_query_t *q, int type, const char *object, const authz_relation_t *rel,
+               const authz_rw_t *rw, int *rc)
+{
+    char name [2 * S_OBJ_MAX];
+    snprintf (name, sizeof name, "%s#%s", object, rel->name);
+    json_t *node = json_pack ("{ss}", "name", name);
+    if (!node) {
+        *rc = BUS_ENOMEM;
+        return NULL;
+    }
+    switch (rw->kind) {
+        case AUTHZ_RW_THIS:
+        case AUTHZ_RW_TTU: {
+            bool ttu = rw->kind == AUTHZ_RW_TTU;
+            const authz_relation_t *ts = ttu?
+                authz_model_relation_at (q->model, type, rw->relation): rel;
+            s_tlist_t l;
+            s_tlist_init (&l);
+            *rc = s_read (q, type, ts->id, object, ts->name, &l);
+            json_t *list = json_array ();
+            for (size_t i = 0; *rc == 0 && i < l.n; i++) {
+                if (!ttu) {
+                    json_array_append_new (list, json_string (l.v [i].user));
+                    continue;
+                }
+                char obj [S_OBJ_MAX];
+                int ut;
+                const char *urel;
+                if (!s_split_user (q->model, l.v [i].user, obj, &ut, &urel) || urel
+                ||  authz_model_relation (q->model, ut, rw->computed, strlen (rw->computed)) < 0)
+                    continue;
+                char us [2 * S_OBJ_MAX];
+                snprintf (us, sizeof us, "%s#%s", obj, rw->computed);
+                json_array_append_new (list, json_pack ("{ss}", "userset", us));
+            }
+            s_tlist_free (&l);
+            if (ttu) {
+                char tsname [2 * S_OBJ_MAX];
+                snprintf (tsname, sizeof tsname, "%s#%s", object, ts->name);
+                json_object_set_new (node, "leaf", json_pack ("{s{sssO}}", "tupleToUserset",
+                                     "tupleset", tsname, "computed", list));
+            }
+            else
+                json_object_set_new (node, "leaf", json_pack ("{s{sO}}", "users", "users", list));
+            json_decref (list);
+            break;
+        }
+        case AUTHZ_RW_COMPUTED: {
+            const authz_relation_t *cr = authz_model_relation_at (q->model, type, rw->relation);
+            char us [2 * S_OBJ_MAX];
+            snprintf (us, sizeof us, "%s#%s", object, cr->name);
+            json_object_set_new (node, "leaf", json_pack ("{s{ss}}", "computed", "userset", us));
+            break;
+        }
+        case AUTHZ_RW_UNION:
+        case AUTHZ_RW_INTERSECTION: {
+            json_t *nodes = json_array ();
+            for (int i = 0; *rc == 0 && i < rw->n_children; i++)
+                json_array_append_new (nodes, s_expand_node (q, type, object, rel,
+                                                             rw->children [i], rc));
+            json_object_set_new (node, rw->kind == AUTHZ_RW_UNION? "union": "intersection",
+                                 json_pack ("{so}", "nodes", nodes));
+            break;
+        }
+        case AUTHZ_RW_DIFFERENCE: {
+            json_t *base = s_expand_node (q, type, object, rel, rw->children [0], rc);
+            json_t *sub = *rc? NULL: s_expand_node (q, type, object, rel, rw->children [1], rc);
+            json_object_set_new (node, "difference",
+                                 json_pack ("{s:o*, s:o*}", "base", base, "subtract", sub));
+            break;
+        }
+    }
+    return node;
+}
+
+/*  Expand; see the header. */
+int
+authz_expand (authz_store_t *store, const authz_model_t *model, const char *object,
+              const char *relation, const authz_extra_t *extra, json_t **tree,
+              authz_error_t *err)
+{
+    *tree = NULL;
+    const char *colon = object? strchr (object, ':'): NULL;
+    if (!colon || !colon [1] || strlen (object) >= S_OBJ_MAX)
+        return authz_error_set (err, AUTHZ_EVALIDATION, "invalid 'object' field format");
+    int t, r;
+    int rc = s_target (model, object, (size_t) (colon - object), relation, &t, &r, err);
+    if (rc)
+        return -AUTHZ_EVALIDATION;
+    s_query_t q;
+    rc = s_query_begin (&q, store, model, extra, err);
+    if (rc == 0) {
+        const authz_relation_t *rel = authz_model_relation_at (model, t, r);
+        json_t *root = s_expand_node (&q, t, object, rel, rel->rewrite, &rc);
+        if (rc == 0)
+            *tree = json_pack ("{so}", "root", root);
+        else
+            json_decref (root);
+    }
+    bus_txn_abort (&q.txn);
+    return rc;
+}
+
+/*  BatchCheck; see the header. */
+int
+authz_batch_check (authz_store_t *store, const authz_model_t *model, json_t *checks,
+                   json_t **result, authz_error_t *err)
+{
+    *result = NULL;
+    size_t n = json_array_size (checks);
+    if (!json_is_array (checks) || n == 0)
+        return authz_error_set (err, AUTHZ_EVALIDATION, "checks must be a non-empty array");
+    if (n > AUTHZ_MAX_BATCH)
+        return authz_error_set (err, AUTHZ_EVALIDATION,
+                                "batchCheck received %zu checks, the maximum allowed is %d",
+                                n, AUTHZ_MAX_BATCH);
+    json_t *out = json_object ();
+    if (!out)
+        return BUS_ENOMEM;
+    int rc = 0;
+    size_t i;
+    json_t *item;
+    json_array_foreach (checks, i, item) {
+        const char *cid = json_string_value (json_object_get (item, "correlation_id"));
+        if (!cid || !*cid || strlen (cid) > 36 || json_object_get (out, cid)) {
+            rc = authz_error_set (err, AUTHZ_EVALIDATION,
+                                  "correlation_id missing, too long or duplicated: '%s'",
+                                  cid? cid: "");
+            break;
+        }
+        json_t *ct = json_object_get (item, "contextual_tuples");
+        if (json_is_object (ct))
+            ct = json_object_get (ct, "tuple_keys");
+        authz_tuple_t ctx [AUTHZ_MAX_CONTEXTUAL];
+        size_t nc = 0;
+        authz_error_t e = { 0 };
+        int crc = json_array_size (ct) > AUTHZ_MAX_CONTEXTUAL?
+            authz_error_set (&e, AUTHZ_EVALIDATION, "too many contextual tuples"): 0;
+        for (size_t k = 0; crc == 0 && k < json_array_size (ct); k++)
+            if ((crc = authz_tuple_from_json (&ctx [nc], json_array_get (ct, k), &e)) == 0)
+                nc++;
+        json_t *tk = json_object_get (item, "tuple_key");
+        bool allowed = false;
+        authz_extra_t extra = { ctx, nc, json_object_get (item, "context") };
+        if (crc == 0)
+            crc = authz_check (store, model, json_string_value (json_object_get (tk, "object")),
+                               json_string_value (json_object_get (tk, "relation")),
+                               json_string_value (json_object_get (tk, "user")),
+                               &extra, &allowed, &e);
+        json_t *res = crc? json_pack ("{s{siss}}", "error", "code", e.code? e.code: -crc,
+                                      "message", e.message)
+                         : json_pack ("{sb}", "allowed", allowed);
+        json_object_set_new (out, cid, res);
+    }
+    if (rc)
+        json_decref (out);
+    else
+        *result = out;
     return rc;
 }
