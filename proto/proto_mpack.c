@@ -3,6 +3,7 @@
 #include "bus_error.h"
 
 #include <msgpack.h>
+#include <stdbool.h>
 #include <sodium.h>
 #include <stdio.h>
 #include <string.h>
@@ -117,8 +118,10 @@ s_map (s_reader_t *r, uint64_t count, json_t **out, int depth)
     int rc = 0;
     for (uint64_t i = 0; i < count && rc == 0; i++) {
         json_t *key = NULL, *val = NULL;
+        /* a key must be a str: a bin would become a base64 text key */
+        bool is_str = s_left (r) > 0 && ((*r->p & 0xe0) == 0xa0 || (*r->p >= 0xd9 && *r->p <= 0xdb));
         rc = s_value (r, &key, depth + 1);
-        if (rc == 0 && !json_is_string (key))
+        if (rc == 0 && (!is_str || !json_is_string (key)))
             rc = s_fail (r, BUS_EINVAL, "map key is not a string");
         if (rc == 0 && (json_string_length (key) == 0
                         || memchr (json_string_value (key), 0, json_string_length (key))))

@@ -3,6 +3,7 @@
 #include "proto_mpack.h"
 #include "bus_error.h"
 
+#include <assert.h>
 #include <ctype.h>
 #include <pthread.h>
 #include <sodium.h>
@@ -91,6 +92,7 @@ s_catalog_init (void)
 {
     for (size_t i = 0; i < sizeof s_fields / sizeof s_fields [0]; i++) {
         proto_type_t *t = &s_types [s_fields [i].msg];
+        assert (t->first_field < 0 || t->first_field + t->field_count == (int) i);
         if (t->first_field < 0)
             t->first_field = (int) i;
         t->field_count++;
@@ -390,7 +392,6 @@ proto_msg_decode (proto_msg_t **out, const uint8_t *data, size_t len,
     }
     self->ts = json_integer_value (ts);
     if ((rc = s_get_str (env, "corr", self->corr, sizeof self->corr, false, err, err_len))
-    ||  (rc = s_get_str (env, "traceparent", self->traceparent, sizeof self->traceparent, false, err, err_len))
     ||  (rc = s_get_str (env, "pub", self->pub, sizeof self->pub, false, err, err_len)))
         goto done;
     if (self->corr [0] && !s_ulid_valid (self->corr, strlen (self->corr))) {
@@ -398,8 +399,10 @@ proto_msg_decode (proto_msg_t **out, const uint8_t *data, size_t len,
         rc = BUS_EINVAL;
         goto done;
     }
-    if (self->traceparent [0] && !s_traceparent_valid (self->traceparent, strlen (self->traceparent)))
-        self->traceparent [0] = 0;      /* W3C: an invalid traceparent is ignored */
+    /* W3C: an invalid traceparent (of any type or length) is ignored */
+    json_t *tp = json_object_get (env, "traceparent");
+    if (json_is_string (tp) && s_traceparent_valid (json_string_value (tp), json_string_length (tp)))
+        memcpy (self->traceparent, json_string_value (tp), PROTO_TRACEPARENT_LEN + 1);
 
     json_t *ok = json_object_get (env, "ok");
     json_t *seq = json_object_get (env, "seq");
