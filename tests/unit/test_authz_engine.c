@@ -1,0 +1,340 @@
+/*  test_authz_engine.c — the authz engine's own semantics: Write/Delete
+    rules and error codes, Read pagination, ReadChanges continuation,
+    contextual tuple limits, the depth limit, cycles, Expand, BatchCheck,
+    and persistence across reopen.
+*/
+#include <ftw.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <cmocka.h>
+#include <jansson.h>
+#include "../../services/authz/authz_check.h"
+
+static const char *s_model_json =
+    "{\"schema_version\":\"1.1\",\"type_definitions\":["
+    "{\"type\":\"user\"},"
+    "{\"type\":\"group\",\"relations\":{\"member\":{\"this\":{}}},"
+     "\"metadata\":{\"relations\":{\"member\":{\"directly_related_user_types\":"
+       "[{\"type\":\"user\"},{\"type\":\"group\",\"relation\":\"member\"}]}}}},"
+    "{\"type\":\"doc\",\"relations\":{\"viewer\":{\"this\":{}},\"parent\":{\"this\":{}},"
+      "\"can_read\":{\"union\":{\"child\":[{\"computedUserset\":{\"relation\":\"viewer\"}},"
+        "{\"tupleToUserset\":{\"tupleset\":{\"relation\":\"parent\"},"
+        "\"computedUserset\":{\"relation\":\"can_read\"}}}]}}},"
+     "\"metadata\":{\"relations\":{\"viewer\":{\"directly_related_user_types\":"
+       "[{\"type\":\"user\"},{\"type\":\"group\",\"relation\":\"member\"}]},"
+       "\"parent\":{\"directly_related_user_types\":[{\"type\":\"doc\"}]}}}}]}";
+
+typedef struct {
+    char dir [64];
+    authz_store_t *store;
+    const authz_model_t *model;
+} s_fix_t;
+
+/*  nftw callback: remove one entry. */
+static int
+s_rm (const char *path, const struct stat *sb, int flag, struct FTW *ftw)
+{
+    return remove (path);
+}
+
+/*  Fresh store with the test model. */
+static int
+s_setup (void **state)
+{
+    s_fix_t *f = calloc (1, sizeof *f);
+    strcpy (f->dir, "/tmp/authz-engine-XXXXXX");
+    assert_non_null (mkdtemp (f->dir));
+    assert_int_equal (authz_store_open (&f->store, f->dir, 64 << 20), 0);
+    json_t *m = json_loads (s_model_json, 0, NULL);
+    char id [AUTHZ_MODEL_ID_LEN + 1];
+    assert_int_equal (authz_store_write_model (f->store, m, id, NULL), 0);
+    json_decref (m);
+    assert_int_equal (authz_store_model (f->store, NULL, &f->model, NULL), 0);
+    *state = f;
+    return 0;
+}
+
+/*  Remove the store. */
+static int
+s_teardown (void **state)
+{
+    s_fix_t *f = *state;
+    authz_store_destroy (&f->store);
+    nftw (f->dir, s_rm, 16, FTW_DEPTH | FTW_PHYS);
+    free (f);
+    return 0;
+}
+
+/*  Shorthand tuple. */
+static authz_tuple_t
+s_t (const char *object, const char *relation, const char *user)
+{
+    return (authz_tuple_t) { object, relation, user, NULL, NULL, NULL };
+}
+
+/*  Check shorthand: 1, 0 or the error code. */
+static int
+s_check (s_fix_t *f, const char *o, const char *r, const char *u, const authz_extra_t *x)
+{
+    bool allowed = false;
+    int rc = authz_check (f->store, f->model, o, r, u, x, &allowed, NULL);
+    return rc? rc: allowed;
+}
+
+/*  Write/delete: duplicates, existing, missing, ignore flags, validation. */
+static void
+test_write_semantics (void **state)
+{
+    s_fix_t *f = *state;
+    authz_error_t err = { 0 };
+    authz_tuple_t w [2] = { s_t ("doc:1", "viewer", "user:anne"),
+                            s_t ("doc:1", "viewer", "user:anne") };
+    assert_int_equal (authz_store_write (f->store, f->model, w, 2, NULL, 0, 0, &err), -2004);
+    assert_int_equal (authz_store_write (f->store, f->model, w, 1, NULL, 0, 0, &err), 0);
+    assert_int_equal (authz_store_write (f->store, f->model, w, 1, NULL, 0, 0, &err), -2017);
+    assert_int_equal (authz_store_write (f->store, f->model, w, 1, NULL, 0,
+                                         AUTHZ_WRITE_IGNORE_DUPLICATE, &err), 0);
+    authz_tuple_t d = s_t ("doc:1", "viewer", "user:bob");
+    assert_int_equal (authz_store_write (f->store, f->model, NULL, 0, &d, 1, 0, &err), -2017);
+    assert_int_equal (authz_store_write (f->store, f->model, NULL, 0, &d, 1,
+                                         AUTHZ_DELETE_IGNORE_MISSING, &err), 0);
+    //  A failed request changes nothing (transactional)
+    authz_tuple_t mix [2] = { s_t ("doc:2", "viewer", "user:carl"),
+                              s_t ("doc:1", "viewer", "user:anne") };
+    assert_int_equal (authz_store_write (f->store, f->model, mix, 2, NULL, 0, 0, &err), -2017);
+    assert_int_equal (s_check (f, "doc:2", "viewer", "user:carl", NULL), 0);
+    //  Deletes apply before writes: delete + rewrite in one request is fine? No:
+    //  the same key twice in one request is a duplicate
+    assert_int_equal (authz_store_write (f->store, f->model, w, 1, w, 1, 0, &err), -2004);
+    //  Validation against the model
+    authz_tuple_t bad = s_t ("doc:1", "viewer", "doc:2");
+    assert_int_equal (authz_store_write (f->store, f->model, &bad, 1, NULL, 0, 0, &err), -2000);
+    assert_non_null (strstr (err.message, "not an allowed type restriction"));
+    bad = s_t ("folder:1", "viewer", "user:anne");
+    assert_int_equal (authz_store_write (f->store, f->model, &bad, 1, NULL, 0, 0, &err), -2000);
+    bad = s_t ("doc:1", "editor", "user:anne");
+    assert_int_equal (authz_store_write (f->store, f->model, &bad, 1, NULL, 0, 0, &err), -2000);
+    bad = s_t ("doc:1", "viewer", "user:anne");
+    bad.condition = "nope";
+    assert_int_equal (authz_store_write (f->store, f->model, &bad, 1, NULL, 0, 0, &err), -2000);
+    //  Limit: 100 per request
+    authz_tuple_t many [101];
+    char names [101][32];
+    for (int i = 0; i < 101; i++) {
+        snprintf (names [i], sizeof names [i], "user:u%d", i);
+        many [i] = s_t ("doc:9", "viewer", names [i]);
+    }
+    assert_int_equal (authz_store_write (f->store, f->model, many, 101, NULL, 0, 0, &err), -2033);
+    assert_int_equal (authz_store_write (f->store, f->model, many, 100, NULL, 0, 0, &err), 0);
+    assert_int_equal (s_check (f, "doc:9", "viewer", "user:u99", NULL), 1);
+    assert_int_equal (authz_store_write (f->store, f->model, NULL, 0, many, 1, 0, &err), 0);
+    assert_int_equal (s_check (f, "doc:9", "viewer", "user:u0", NULL), 0);
+}
+
+/*  Read with filters and pagination. */
+static void
+test_read_pagination (void **state)
+{
+    s_fix_t *f = *state;
+    authz_tuple_t w [25];
+    char names [25][32];
+    for (int i = 0; i < 25; i++) {
+        snprintf (names [i], sizeof names [i], "user:u%02d", i);
+        w [i] = s_t (i < 20? "doc:1": "doc:2", "viewer", names [i]);
+    }
+    assert_int_equal (authz_store_write (f->store, f->model, w, 25, NULL, 0, 0, NULL), 0);
+    authz_tuple_t filter = s_t ("doc:1", NULL, NULL);
+    char *token = NULL;
+    json_t *page = NULL;
+    size_t total = 0;
+    int pages = 0;
+    do {
+        char *prev = token;
+        assert_int_equal (authz_store_read (f->store, &filter, 7, prev, &page, &token, NULL), 0);
+        free (prev);
+        total += json_array_size (page);
+        pages++;
+        json_decref (page);
+    } while (*token && pages < 10);
+    free (token);
+    assert_int_equal (total, 20);
+    assert_int_equal (pages, 3);
+    //  Type-only filter, user filter
+    filter = s_t ("doc:", NULL, NULL);
+    assert_int_equal (authz_store_read (f->store, &filter, 100, NULL, &page, &token, NULL), 0);
+    assert_int_equal (json_array_size (page), 25);
+    json_decref (page);
+    free (token);
+    filter = s_t ("doc:", "viewer", "user:u21");
+    assert_int_equal (authz_store_read (f->store, &filter, 0, NULL, &page, &token, NULL), 0);
+    assert_int_equal (json_array_size (page), 1);
+    assert_string_equal (json_string_value (json_object_get (json_object_get (
+        json_array_get (page, 0), "key"), "object")), "doc:2");
+    json_decref (page);
+    free (token);
+    assert_int_equal (authz_store_read (f->store, &filter, 0, "zz", &page, &token, NULL), -2007);
+    assert_int_equal (authz_store_read (f->store, &filter, 101, NULL, &page, &token, NULL), -2000);
+}
+
+/*  ReadChanges: order, type filter, continuation token. */
+static void
+test_read_changes (void **state)
+{
+    s_fix_t *f = *state;
+    authz_tuple_t a = s_t ("doc:1", "viewer", "user:anne");
+    authz_tuple_t g = s_t ("group:x", "member", "user:anne");
+    assert_int_equal (authz_store_write (f->store, f->model, &a, 1, NULL, 0, 0, NULL), 0);
+    assert_int_equal (authz_store_write (f->store, f->model, &g, 1, NULL, 0, 0, NULL), 0);
+    assert_int_equal (authz_store_write (f->store, f->model, NULL, 0, &a, 1, 0, NULL), 0);
+    json_t *changes = NULL;
+    char *token = NULL;
+    assert_int_equal (authz_store_read_changes (f->store, NULL, 2, NULL, &changes, &token, NULL), 0);
+    assert_int_equal (json_array_size (changes), 2);
+    json_decref (changes);
+    char *t2 = NULL;
+    assert_int_equal (authz_store_read_changes (f->store, NULL, 2, token, &changes, &t2, NULL), 0);
+    assert_int_equal (json_array_size (changes), 1);
+    assert_string_equal (json_string_value (json_object_get (json_array_get (changes, 0),
+                                            "operation")), "TUPLE_OPERATION_DELETE");
+    json_decref (changes);
+    char *t3 = NULL;
+    assert_int_equal (authz_store_read_changes (f->store, NULL, 2, t2, &changes, &t3, NULL), 0);
+    assert_int_equal (json_array_size (changes), 0);
+    assert_string_equal (t2, t3);
+    json_decref (changes);
+    free (token);
+    free (t2);
+    free (t3);
+    assert_int_equal (authz_store_read_changes (f->store, "doc", 100, NULL, &changes, &token, NULL), 0);
+    assert_int_equal (json_array_size (changes), 2);
+    json_decref (changes);
+    free (token);
+    assert_int_equal (authz_store_read_changes (f->store, NULL, 1, "bad", &changes, &token, NULL), -2007);
+}
+
+/*  Contextual tuples: overlay, validation (2027), limit. */
+static void
+test_contextual (void **state)
+{
+    s_fix_t *f = *state;
+    authz_tuple_t ctx [101];
+    ctx [0] = s_t ("doc:1", "viewer", "user:anne");
+    authz_extra_t x = { ctx, 1, NULL };
+    assert_int_equal (s_check (f, "doc:1", "viewer", "user:anne", &x), 1);
+    assert_int_equal (s_check (f, "doc:1", "viewer", "user:anne", NULL), 0);
+    ctx [0] = s_t ("doc:1", "viewer", "doc:3");
+    assert_int_equal (s_check (f, "doc:1", "viewer", "user:anne", &x), -2027);
+    for (int i = 0; i < 101; i++)
+        ctx [i] = s_t ("doc:1", "viewer", "user:anne");
+    x.n_tuples = 101;
+    assert_int_equal (s_check (f, "doc:1", "viewer", "user:anne", &x), -2000);
+    x.n_tuples = 100;
+    assert_int_equal (s_check (f, "doc:1", "viewer", "user:anne", &x), 1);
+}
+
+/*  Depth limit (2002) and cycles (false). */
+static void
+test_depth_and_cycles (void **state)
+{
+    s_fix_t *f = *state;
+    //  A 30-document parent chain: can_read walks it through TTU hops
+    char objs [31][16];
+    authz_tuple_t w [31];
+    for (int i = 0; i < 30; i++) {
+        snprintf (objs [i], sizeof objs [i], "doc:%d", i);
+        snprintf (objs [i + 1], sizeof objs [i + 1], "doc:%d", i + 1);
+    }
+    for (int i = 0; i < 30; i++)
+        w [i] = s_t (objs [i], "parent", objs [i + 1]);
+    w [30] = s_t ("doc:30", "viewer", "user:anne");
+    assert_int_equal (authz_store_write (f->store, f->model, w, 31, NULL, 0, 0, NULL), 0);
+    assert_int_equal (s_check (f, "doc:25", "can_read", "user:anne", NULL), 1);
+    assert_int_equal (s_check (f, "doc:0", "can_read", "user:anne", NULL), -2002);
+    //  Group cycle: x member of y, y member of x
+    authz_tuple_t c [2] = { s_t ("group:x", "member", "group:y#member"),
+                            s_t ("group:y", "member", "group:x#member") };
+    assert_int_equal (authz_store_write (f->store, f->model, c, 2, NULL, 0, 0, NULL), 0);
+    assert_int_equal (s_check (f, "group:x", "member", "user:bob", NULL), 0);
+    assert_int_equal (s_check (f, "group:x", "member", "group:y#member", NULL), 1);
+    json_t *users = NULL;
+    assert_int_equal (authz_list_users (f->store, f->model, "group:x", "member", "group#member",
+                                        NULL, &users, NULL), 0);
+    assert_int_equal (json_array_size (users), 2);
+    json_decref (users);
+}
+
+/*  Expand and BatchCheck shapes. */
+static void
+test_expand_batch (void **state)
+{
+    s_fix_t *f = *state;
+    authz_tuple_t w [2] = { s_t ("doc:1", "viewer", "user:anne"),
+                            s_t ("doc:1", "viewer", "group:x#member") };
+    assert_int_equal (authz_store_write (f->store, f->model, w, 2, NULL, 0, 0, NULL), 0);
+    json_t *tree = NULL;
+    assert_int_equal (authz_expand (f->store, f->model, "doc:1", "viewer", NULL, &tree, NULL), 0);
+    json_t *users = json_object_get (json_object_get (json_object_get (
+        json_object_get (tree, "root"), "leaf"), "users"), "users");
+    assert_int_equal (json_array_size (users), 2);
+    json_decref (tree);
+    assert_int_equal (authz_expand (f->store, f->model, "doc:1", "can_read", NULL, &tree, NULL), 0);
+    assert_non_null (json_object_get (json_object_get (tree, "root"), "union"));
+    json_decref (tree);
+    json_t *checks = json_loads ("[{\"tuple_key\":{\"object\":\"doc:1\",\"relation\":\"viewer\","
+                                 "\"user\":\"user:anne\"},\"correlation_id\":\"a\"},"
+                                 "{\"tuple_key\":{\"object\":\"doc:1\",\"relation\":\"nope\","
+                                 "\"user\":\"user:anne\"},\"correlation_id\":\"b\"}]", 0, NULL);
+    json_t *res = NULL;
+    assert_int_equal (authz_batch_check (f->store, f->model, checks, &res, NULL), 0);
+    assert_true (json_is_true (json_object_get (json_object_get (res, "a"), "allowed")));
+    assert_non_null (json_object_get (json_object_get (res, "b"), "error"));
+    json_decref (res);
+    json_decref (checks);
+}
+
+/*  Tuples and models survive close and reopen; model ids sort by time. */
+static void
+test_persistence (void **state)
+{
+    s_fix_t *f = *state;
+    authz_tuple_t w = s_t ("doc:1", "viewer", "user:anne");
+    assert_int_equal (authz_store_write (f->store, f->model, &w, 1, NULL, 0, 0, NULL), 0);
+    char first [AUTHZ_MODEL_ID_LEN + 1];
+    snprintf (first, sizeof first, "%s", authz_model_id (f->model));
+    json_t *m = json_loads (s_model_json, 0, NULL);
+    char second [AUTHZ_MODEL_ID_LEN + 1];
+    assert_int_equal (authz_store_write_model (f->store, m, second, NULL), 0);
+    json_decref (m);
+    assert_true (strcmp (second, first) > 0);
+    authz_store_destroy (&f->store);
+    assert_int_equal (authz_store_open (&f->store, f->dir, 64 << 20), 0);
+    assert_int_equal (authz_store_model (f->store, NULL, &f->model, NULL), 0);
+    assert_string_equal (authz_model_id (f->model), second);
+    const authz_model_t *old = NULL;
+    assert_int_equal (authz_store_model (f->store, first, &old, NULL), 0);
+    assert_int_equal (authz_store_model (f->store, "01ARZ3NDEKTSV4RRFFQ69G5FAV", &old, NULL), -2001);
+    assert_int_equal (s_check (f, "doc:1", "viewer", "user:anne", NULL), 1);
+    json_t *ids = authz_store_model_ids (f->store);
+    assert_int_equal (json_array_size (ids), 2);
+    json_decref (ids);
+}
+
+int
+main (void)
+{
+    const struct CMUnitTest tests [] = {
+        cmocka_unit_test_setup_teardown (test_write_semantics, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown (test_read_pagination, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown (test_read_changes, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown (test_contextual, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown (test_depth_and_cycles, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown (test_expand_batch, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown (test_persistence, s_setup, s_teardown),
+    };
+    return cmocka_run_group_tests (tests, NULL, NULL);
+}
