@@ -426,7 +426,9 @@ s_ttu (s_query_t *q, int type, const char *object, const authz_rw_t *rw, int dep
     s_tlist_init (&l);
     int err = s_read (q, type, ts->id, object, ts->name, &l);
     int result = 0;
-    for (size_t i = 0; err == 0 && i < l.n && !result; i++) {
+    //  A condition error does not stop the walk: another tupleset user
+    //  may still grant the relation (OpenFGA joins the errors)
+    for (size_t i = 0; i < l.n && !result; i++) {
         char obj [S_OBJ_MAX];
         int ut;
         const char *urel;
