@@ -24,7 +24,7 @@ LIBS_PKG   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 
 CFLAGS  ?= -O2 -g
 CFLAGS  += -std=gnu11 -Wall -Wextra -Werror -Wno-unused-parameter -fno-strict-aliasing \
-           -D_GNU_SOURCE -Iproto -Ibus $(CFLAGS_PKG)
+           -D_GNU_SOURCE -Iproto -Ibus -Iservices/authz $(CFLAGS_PKG)
 LDLIBS  += $(LIBS_PKG) -lpthread -lm
 ifneq ($(SANITIZER),)
   CFLAGS  += -fsanitize=$(SANITIZER) -fno-omit-frame-pointer -fno-sanitize-recover=all
@@ -78,9 +78,11 @@ $(BUILD)/bin/sanctum-$(1): $(BUILD)/obj/services/$(1)/main.o $(call svc_lib,$(1)
 endef
 $(foreach s,$(SERVICES),$(eval $(call SVC_RULES,$(s))))
 
-$(CTL_BIN): $(CTL_OBJ) $(CORE_LIB)
+# sanctumctl links the authz engine for `authz test` (an embedded engine on a
+# temporary store, as `fga model test` does); every other command uses the bus.
+$(CTL_BIN): $(CTL_OBJ) $(call svc_lib,authz) $(CORE_LIB)
 	@mkdir -p $(dir $@)
-	$(CC) $(LDFLAGS) -o $@ $(CTL_OBJ) $(CORE_LIB) $(LDLIBS)
+	$(CC) $(LDFLAGS) -o $@ $(CTL_OBJ) $(call svc_lib,authz) $(CORE_LIB) $(LDLIBS)
 
 $(BUILD)/tests/test_%: $(BUILD)/obj/tests/unit/test_%.o $(ALL_LIBS)
 	@mkdir -p $(dir $@)

@@ -111,6 +111,12 @@ void bus_reply_ok (bus_request_t *req, json_t *body);
 void bus_reply_error (bus_request_t *req, const char *code, const char *fmt, ...)
     __attribute__((format (printf, 3, 4)));
 
+/*  Same, with extra members (stolen, may be NULL) merged into the error
+    object beside code and message, e.g. {"fga_code": 2000}. */
+void bus_reply_error_with (bus_request_t *req, const char *code, json_t *extra,
+                           const char *fmt, ...)
+    __attribute__((format (printf, 4, 5)));
+
 /*  Keep the request after the handler returns, to answer later; the reply
     functions free it then. */
 void bus_request_defer (bus_request_t *req);

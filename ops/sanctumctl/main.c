@@ -18,6 +18,8 @@ static const s_command_t s_commands [] = {
     { "health", ctl_cmd_health, false, "health [SERVICE]           each service's state, version, uptime" },
     { "inject", ctl_cmd_inject, false, "inject TYPE JSON [--service S]  send any request on the bus, print the reply" },
     { "tap",    ctl_cmd_tap,    false, "tap [TOPIC]... [--service S] [--replay] [--count N] [--timeout-ms T]  print live events" },
+    { "authz",  ctl_cmd_authz,  false, "authz model write FILE | write|delete USER RELATION OBJECT | check USER RELATION OBJECT\n"
+                                       "        | policy write FILE | decide PRINCIPAL ACTION RESOURCE [--context JSON] | test FILE" },
     { NULL, NULL, false, NULL }
 };
 

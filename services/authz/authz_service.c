@@ -1,12 +1,589 @@
-/*  authz_service.c — the authz daemon's handlers.
+/*  authz_service.c — the authz daemon: the relationship engine on the bus.
 
-    Built so far: the bus runtime's health, stats, events.replay and echo.
-    Not built yet: the authz requests of the catalogue (proto/proto_catalog.def,
-    owner "authz"); until they land, the runtime answers each with a
-    not_implemented error, never a made-up answer.
+    Serves OpenFGA's API as bus requests (authz.model.write/read, write,
+    read, read_changes, check, batch_check, expand, list_objects,
+    list_users) and Sanctum's decisions (authz.decide, authz.approvers,
+    authz.policy.write/read). Engine errors keep OpenFGA's numeric code in
+    the reply's error as `fga_code`, beside a bus error code:
+    2000/2004/2027/2033 invalid, 2001/2020/2021/2022 not_found, 2017
+    conflict, 2002 too_complex, storage failures unavailable.
 */
 #include "authz_service.h"
+#include "authz_check.h"
+#include "authz_policy.h"
+#include "authz_tuples.h"
+#include "authz_validate.h"
+#include "bus_error.h"
+#include "bus_log.h"
 
-static const char *const s_dbs [] = { "models", "tuples", NULL };
+#include <string.h>
 
-const bus_daemon_t authz_daemon = { "authz", s_dbs, NULL, NULL };
+#define S_POLICY_KEY "current"
+
+typedef struct {
+    authz_store_t *store;
+    authz_policy_t *policy;
+    int policy_db;
+} s_authz_t;
+
+/*  The engine's databases (authz_store_db_names; authz_store_new checks
+    they are all here) and the policy's. */
+static const char *const s_dbs [] = {
+    "authz_models", "authz_tuples", "authz_users", "authz_changes", "authz_policy", NULL
+};
+
+/*  Reply with an engine error. */
+static void
+s_fail (bus_request_t *req, int rc, authz_error_t *err)
+{
+    int fga = err->code ? err->code : rc < -1000 ? -rc : AUTHZ_EINTERNAL;
+    const char *code = PROTO_ERR_INVALID;
+    switch (fga) {
+        case AUTHZ_EMODEL_NOT_FOUND: case AUTHZ_ELATEST_NOT_FOUND:
+        case AUTHZ_ETYPE_NOT_FOUND: case AUTHZ_EREL_NOT_FOUND:
+            code = PROTO_ERR_NOT_FOUND; break;
+        case AUTHZ_EWRITE_FAILED:
+            code = PROTO_ERR_CONFLICT; break;
+        case AUTHZ_ETOO_COMPLEX:
+            code = "too_complex"; break;
+        case AUTHZ_EINTERNAL:
+            code = PROTO_ERR_UNAVAILABLE; break;
+        default:
+            break;
+    }
+    const char *message = err->code ? err->message : bus_strerror (rc);
+    bus_reply_error_with (req, code, json_pack ("{s:i, s:s}", "fga_code", fga, "fga_name", authz_strerror (fga)),
+                          "%s", message);
+}
+
+/*  The model named by the request's model_id, or the latest. */
+static const authz_model_t *
+s_model (s_authz_t *self, bus_request_t *req)
+{
+    authz_error_t err = { 0 };
+    const authz_model_t *model = NULL;
+    const char *id = json_string_value (json_object_get (bus_request_body (req), "model_id"));
+    int rc = authz_store_model (self->store, id, &model, &err);
+    if (rc) {
+        s_fail (req, rc, &err);
+        return NULL;
+    }
+    return model;
+}
+
+/*  Contextual tuples of a request (a list of tuple keys, or OpenFGA's
+    {tuple_keys: [...]}) into extra; tuples must hold AUTHZ_MAX_CONTEXTUAL. */
+static int
+s_extra (bus_request_t *req, json_t *body, authz_extra_t *extra, authz_tuple_t *tuples)
+{
+    authz_error_t err = { 0 };
+    json_t *ct = json_object_get (body, "contextual_tuples");
+    if (json_is_object (ct))
+        ct = json_object_get (ct, "tuple_keys");
+    extra->context = json_object_get (body, "context");
+    extra->tuples = tuples;
+    extra->n_tuples = 0;
+    if (extra->context && !json_is_object (extra->context)) {
+        bus_reply_error (req, PROTO_ERR_INVALID, "context must be a map");
+        return -1;
+    }
+    if (!ct || json_is_null (ct))
+        return 0;
+    if (!json_is_array (ct) || json_array_size (ct) > AUTHZ_MAX_CONTEXTUAL) {
+        authz_error_set (&err, AUTHZ_EINVALID_TUPLE, "contextual tuples must be a list of at most %d tuple keys",
+                         AUTHZ_MAX_CONTEXTUAL);
+        s_fail (req, -AUTHZ_EINVALID_TUPLE, &err);
+        return -1;
+    }
+    size_t i;
+    json_t *t;
+    json_array_foreach (ct, i, t) {
+        int rc = authz_tuple_from_json (&tuples [i], t, &err);
+        if (rc) {
+            err.code = AUTHZ_EINVALID_TUPLE;
+            s_fail (req, -AUTHZ_EINVALID_TUPLE, &err);
+            return -1;
+        }
+    }
+    extra->n_tuples = json_array_size (ct);
+    return 0;
+}
+
+/*  A string member of a map, or NULL. */
+static const char *
+s_field (json_t *obj, const char *key)
+{
+    return json_string_value (json_object_get (obj, key));
+}
+
+/* --- models --------------------------------------------------------------- */
+
+static void
+s_model_write (bus_service_t *svc, bus_request_t *req, void *arg)
+{
+    s_authz_t *self = arg;
+    json_t *given = json_object_get (bus_request_body (req), "model");
+    json_t *model = NULL, *errors = NULL;
+    int rc;
+    if (json_is_string (given))
+        rc = authz_dsl_load (&model, json_string_value (given), &errors);
+    else if (json_is_object (given)) {
+        model = json_deep_copy (given);
+        rc = model ? authz_model_normalize (model) : BUS_ENOMEM;
+        if (rc == 0)
+            rc = authz_model_validate (model, &errors);
+    }
+    else {
+        bus_reply_error (req, PROTO_ERR_INVALID, "model must be OpenFGA JSON (a map) or DSL (a string)");
+        return;
+    }
+    if (rc || (errors && json_array_size (errors))) {
+        json_t *first = json_array_get (errors, 0);
+        bus_reply_error_with (req, PROTO_ERR_INVALID,
+                              json_pack ("{s:i, s:O?}", "fga_code", AUTHZ_EVALIDATION, "errors", errors),
+                              "invalid authorization model: %s",
+                              first ? s_field (first, "msg") ?: "see errors" : bus_strerror (rc));
+        json_decref (model);
+        json_decref (errors);
+        return;
+    }
+    json_decref (errors);
+    char id [AUTHZ_MODEL_ID_LEN + 1];
+    authz_error_t err = { 0 };
+    rc = authz_store_write_model (self->store, model, id, &err);
+    if (rc)
+        s_fail (req, rc, &err);
+    else {
+        bus_service_emit (svc, "authz.model.written", json_pack ("{s:s}", "authorization_model_id", id),
+                          bus_request_traceparent (req));
+        bus_reply_ok (req, json_pack ("{s:s}", "authorization_model_id", id));
+    }
+    json_decref (model);
+}
+
+static void
+s_model_read (bus_service_t *svc, bus_request_t *req, void *arg)
+{
+    const authz_model_t *model = s_model (arg, req);
+    if (model)
+        bus_reply_ok (req, json_pack ("{s:s, s:O, s:o}", "authorization_model_id", authz_model_id (model),
+                                      "authorization_model", authz_model_json (model),
+                                      "model_ids", authz_store_model_ids (((s_authz_t *) arg)->store)));
+}
+
+/* --- tuples --------------------------------------------------------------- */
+
+/*  Tuple keys of a list into out (at most AUTHZ_MAX_WRITE_TUPLES). */
+static int
+s_tuples (json_t *list, authz_tuple_t *out, size_t *n, authz_error_t *err)
+{
+    size_t i;
+    json_t *t;
+    *n = 0;
+    if (json_is_object (list))
+        list = json_object_get (list, "tuple_keys");
+    json_array_foreach (list, i, t) {
+        if (i >= AUTHZ_MAX_WRITE_TUPLES)
+            return authz_error_set (err, AUTHZ_EEXCEEDED_ITEMS, "at most %d tuples per write",
+                                    AUTHZ_MAX_WRITE_TUPLES);
+        int rc = authz_tuple_from_json (&out [i], t, err);
+        if (rc)
+            return rc;
+        (*n)++;
+    }
+    return 0;
+}
+
+static void
+s_write (bus_service_t *svc, bus_request_t *req, void *arg)
+{
+    s_authz_t *self = arg;
+    json_t *body = bus_request_body (req);
+    const authz_model_t *model = s_model (self, req);
+    if (!model)
+        return;
+    authz_tuple_t writes [AUTHZ_MAX_WRITE_TUPLES], deletes [AUTHZ_MAX_WRITE_TUPLES];
+    size_t nw = 0, nd = 0;
+    authz_error_t err = { 0 };
+    int rc = s_tuples (json_object_get (body, "writes"), writes, &nw, &err);
+    if (rc == 0)
+        rc = s_tuples (json_object_get (body, "deletes"), deletes, &nd, &err);
+    if (rc == 0 && nw + nd == 0)
+        rc = authz_error_set (&err, AUTHZ_EINVALID_WRITE, "a write needs writes or deletes");
+    if (rc == 0 && nw + nd > AUTHZ_MAX_WRITE_TUPLES)
+        rc = authz_error_set (&err, AUTHZ_EEXCEEDED_ITEMS, "at most %d writes and deletes together",
+                              AUTHZ_MAX_WRITE_TUPLES);
+    const char *dup = s_field (body, "on_duplicate"), *miss = s_field (body, "on_missing");
+    if (rc == 0 && ((dup && strcmp (dup, "ignore") && strcmp (dup, "error"))
+                    || (miss && strcmp (miss, "ignore") && strcmp (miss, "error"))))
+        rc = authz_error_set (&err, AUTHZ_EVALIDATION, "on_duplicate and on_missing take \"error\" or \"ignore\"");
+    int flags = (dup && !strcmp (dup, "ignore") ? AUTHZ_WRITE_IGNORE_DUPLICATE : 0)
+              | (miss && !strcmp (miss, "ignore") ? AUTHZ_DELETE_IGNORE_MISSING : 0);
+    if (rc == 0)
+        rc = authz_store_write (self->store, model, writes, nw, deletes, nd, flags, &err);
+    if (rc) {
+        s_fail (req, rc, &err);
+        return;
+    }
+    bus_service_emit (svc, "authz.tuples.written",
+                      json_pack ("{s:I, s:I, s:s}", "writes", (json_int_t) nw, "deletes", (json_int_t) nd,
+                                 "authorization_model_id", authz_model_id (model)),
+                      bus_request_traceparent (req));
+    bus_reply_ok (req, json_object ());
+}
+
+static void
+s_read (bus_service_t *svc, bus_request_t *req, void *arg)
+{
+    s_authz_t *self = arg;
+    json_t *body = bus_request_body (req);
+    json_t *key = json_object_get (body, "tuple");
+    authz_tuple_t filter = { .object = s_field (key, "object"), .relation = s_field (key, "relation"),
+                             .user = s_field (key, "user") };
+    json_t *tuples = NULL;
+    char *token = NULL;
+    authz_error_t err = { 0 };
+    int rc = authz_store_read (self->store, &filter,
+                               (size_t) json_integer_value (json_object_get (body, "page_size")),
+                               s_field (body, "continuation_token"), &tuples, &token, &err);
+    if (rc)
+        s_fail (req, rc, &err);
+    else
+        bus_reply_ok (req, json_pack ("{s:o, s:s}", "tuples", tuples, "continuation_token", token));
+    free (token);
+}
+
+static void
+s_read_changes (bus_service_t *svc, bus_request_t *req, void *arg)
+{
+    s_authz_t *self = arg;
+    json_t *body = bus_request_body (req);
+    json_t *changes = NULL;
+    char *token = NULL;
+    authz_error_t err = { 0 };
+    int rc = authz_store_read_changes (self->store, s_field (body, "type"),
+                                       (size_t) json_integer_value (json_object_get (body, "page_size")),
+                                       s_field (body, "continuation_token"), &changes, &token, &err);
+    if (rc)
+        s_fail (req, rc, &err);
+    else
+        bus_reply_ok (req, json_pack ("{s:o, s:s}", "changes", changes, "continuation_token", token));
+    free (token);
+}
+
+/* --- queries -------------------------------------------------------------- */
+
+static void
+s_check (bus_service_t *svc, bus_request_t *req, void *arg)
+{
+    s_authz_t *self = arg;
+    json_t *body = bus_request_body (req);
+    json_t *key = json_object_get (body, "tuple_key");
+    const authz_model_t *model = s_model (self, req);
+    authz_tuple_t ctx [AUTHZ_MAX_CONTEXTUAL];
+    authz_extra_t extra;
+    if (!model || s_extra (req, body, &extra, ctx))
+        return;
+    const char *object = s_field (key, "object"), *relation = s_field (key, "relation"),
+               *user = s_field (key, "user");
+    if (!object || !relation || !user) {
+        bus_reply_error_with (req, PROTO_ERR_INVALID, json_pack ("{s:i}", "fga_code", AUTHZ_EVALIDATION),
+                              "tuple_key needs object, relation and user strings");
+        return;
+    }
+    bool allowed = false;
+    authz_error_t err = { 0 };
+    int rc = authz_check (self->store, model, object, relation, user, &extra, &allowed, &err);
+    if (rc)
+        s_fail (req, rc, &err);
+    else
+        bus_reply_ok (req, json_pack ("{s:b}", "allowed", allowed));
+}
+
+static void
+s_batch_check (bus_service_t *svc, bus_request_t *req, void *arg)
+{
+    s_authz_t *self = arg;
+    const authz_model_t *model = s_model (self, req);
+    if (!model)
+        return;
+    json_t *result = NULL;
+    authz_error_t err = { 0 };
+    int rc = authz_batch_check (self->store, model, json_object_get (bus_request_body (req), "checks"),
+                                &result, &err);
+    if (rc)
+        s_fail (req, rc, &err);
+    else
+        bus_reply_ok (req, json_pack ("{s:o}", "result", result));
+}
+
+static void
+s_expand (bus_service_t *svc, bus_request_t *req, void *arg)
+{
+    s_authz_t *self = arg;
+    json_t *body = bus_request_body (req);
+    json_t *key = json_object_get (body, "tuple_key");
+    const authz_model_t *model = s_model (self, req);
+    authz_tuple_t ctx [AUTHZ_MAX_CONTEXTUAL];
+    authz_extra_t extra;
+    if (!model || s_extra (req, body, &extra, ctx))
+        return;
+    if (!s_field (key, "object") || !s_field (key, "relation")) {
+        bus_reply_error_with (req, PROTO_ERR_INVALID, json_pack ("{s:i}", "fga_code", AUTHZ_EVALIDATION),
+                              "tuple_key needs object and relation strings");
+        return;
+    }
+    json_t *tree = NULL;
+    authz_error_t err = { 0 };
+    int rc = authz_expand (self->store, model, s_field (key, "object"), s_field (key, "relation"),
+                           &extra, &tree, &err);
+    if (rc)
+        s_fail (req, rc, &err);
+    else
+        bus_reply_ok (req, json_pack ("{s:o}", "tree", tree));
+}
+
+static void
+s_list_objects (bus_service_t *svc, bus_request_t *req, void *arg)
+{
+    s_authz_t *self = arg;
+    json_t *body = bus_request_body (req);
+    const authz_model_t *model = s_model (self, req);
+    authz_tuple_t ctx [AUTHZ_MAX_CONTEXTUAL];
+    authz_extra_t extra;
+    if (!model || s_extra (req, body, &extra, ctx))
+        return;
+    json_t *objects = NULL;
+    authz_error_t err = { 0 };
+    int rc = authz_list_objects (self->store, model, s_field (body, "type"), s_field (body, "relation"),
+                                 s_field (body, "user"), &extra, &objects, &err);
+    if (rc)
+        s_fail (req, rc, &err);
+    else
+        bus_reply_ok (req, json_pack ("{s:o}", "objects", objects));
+}
+
+/*  list_users: object {type, id}, user_filters [{type, relation?}] as in
+    OpenFGA's API; users come back as "type:id", "type:*" or
+    "type:id#relation" strings. */
+static void
+s_list_users (bus_service_t *svc, bus_request_t *req, void *arg)
+{
+    s_authz_t *self = arg;
+    json_t *body = bus_request_body (req);
+    json_t *obj = json_object_get (body, "object");
+    json_t *filter = json_array_get (json_object_get (body, "user_filters"), 0);
+    const authz_model_t *model = s_model (self, req);
+    authz_tuple_t ctx [AUTHZ_MAX_CONTEXTUAL];
+    authz_extra_t extra;
+    if (!model || s_extra (req, body, &extra, ctx))
+        return;
+    const char *type = s_field (obj, "type"), *id = s_field (obj, "id"), *ftype = s_field (filter, "type");
+    if (!type || !id || !ftype) {
+        bus_reply_error_with (req, PROTO_ERR_INVALID, json_pack ("{s:i}", "fga_code", AUTHZ_EVALIDATION),
+                              "object needs type and id, user_filters[0] needs type");
+        return;
+    }
+    char object [2 * AUTHZ_MAX_FIELD + 2], ufilter [2 * AUTHZ_MAX_FIELD + 2];
+    snprintf (object, sizeof object, "%s:%s", type, id);
+    const char *frel = s_field (filter, "relation");
+    snprintf (ufilter, sizeof ufilter, "%s%s%s", ftype, frel ? "#" : "", frel ? frel : "");
+    json_t *users = NULL;
+    authz_error_t err = { 0 };
+    int rc = authz_list_users (self->store, model, object, s_field (body, "relation"), ufilter, &extra,
+                               &users, &err);
+    if (rc)
+        s_fail (req, rc, &err);
+    else
+        bus_reply_ok (req, json_pack ("{s:o}", "users", users));
+}
+
+/* --- decisions ------------------------------------------------------------ */
+
+/*  authz.decide, and authz.approvers (the chain alone) when arg says so. */
+static void
+s_decide_common (bus_service_t *svc, bus_request_t *req, s_authz_t *self, bool chain_only)
+{
+    json_t *body = bus_request_body (req);
+    if (!self->policy) {
+        bus_reply_error (req, PROTO_ERR_UNAVAILABLE,
+                         "no policy loaded (authz.policy.write, or [authz] policy in the config)");
+        return;
+    }
+    const authz_model_t *model = s_model (self, req);
+    if (!model)
+        return;
+    json_t *context = json_object_get (body, "context");
+    context = context ? json_incref (context) : json_object ();
+    json_t *decision = NULL;
+    authz_error_t err = { 0 };
+    int rc = authz_policy_decide (self->policy, self->store, model, s_field (body, "principal"),
+                                  s_field (body, "action"), s_field (body, "resource"),
+                                  context, &decision, &err);
+    json_decref (context);
+    if (rc) {
+        s_fail (req, rc, &err);
+        return;
+    }
+    if (chain_only) {
+        json_t *chain = json_object_get (decision, "chain");
+        json_t *out = chain ? json_pack ("{s:O}", "chain", chain)
+                            : json_pack ("{s:[], s:O}", "chain", "decision", decision);
+        json_decref (decision);
+        bus_reply_ok (req, out);
+        return;
+    }
+    json_t *event = json_pack ("{s:s, s:s, s:s, s:O}", "principal", s_field (body, "principal"),
+                               "action", s_field (body, "action"), "resource", s_field (body, "resource"),
+                               "decision", decision);
+    bus_service_emit (svc, "authz.decided", event, bus_request_traceparent (req));
+    bus_reply_ok (req, decision);
+}
+
+static void
+s_decide (bus_service_t *svc, bus_request_t *req, void *arg)
+{
+    s_decide_common (svc, req, arg, false);
+}
+
+static void
+s_approvers (bus_service_t *svc, bus_request_t *req, void *arg)
+{
+    s_decide_common (svc, req, arg, true);
+}
+
+/*  Store a policy and use it from now on (it survives restarts). */
+static int
+s_policy_store (s_authz_t *self, bus_service_t *svc, json_t *policy, const char *traceparent,
+                char *err, size_t err_len)
+{
+    authz_policy_t *fresh = NULL;
+    int rc = authz_policy_new (&fresh, policy, err, err_len);
+    if (rc)
+        return rc;
+    char *text = json_dumps (policy, JSON_COMPACT | JSON_SORT_KEYS);
+    bus_txn_t *txn = text ? bus_txn_begin (bus_service_store (svc), true) : NULL;
+    if (!txn) {
+        free (text);
+        authz_policy_destroy (&fresh);
+        snprintf (err, err_len, "cannot store the policy");
+        return BUS_EIO;
+    }
+    bus_txn_put (txn, self->policy_db, S_POLICY_KEY, strlen (S_POLICY_KEY), text, strlen (text));
+    bus_event_append (svc, txn, "authz.policy.written",
+                      json_pack ("{s:o}", "actions", json_deep_copy (json_object_get (policy, "actions"))),
+                      traceparent);
+    free (text);
+    rc = bus_service_commit (svc, &txn);
+    if (rc) {
+        authz_policy_destroy (&fresh);
+        snprintf (err, err_len, "cannot store the policy: %s", bus_strerror (rc));
+        return rc;
+    }
+    authz_policy_destroy (&self->policy);
+    self->policy = fresh;
+    return 0;
+}
+
+static void
+s_policy_write (bus_service_t *svc, bus_request_t *req, void *arg)
+{
+    char err [256];
+    int rc = s_policy_store (arg, svc, json_object_get (bus_request_body (req), "policy"),
+                             bus_request_traceparent (req), err, sizeof err);
+    if (rc)
+        bus_reply_error (req, rc == BUS_EINVAL ? PROTO_ERR_INVALID : PROTO_ERR_UNAVAILABLE, "%s", err);
+    else
+        bus_reply_ok (req, json_object ());
+}
+
+static void
+s_policy_read (bus_service_t *svc, bus_request_t *req, void *arg)
+{
+    s_authz_t *self = arg;
+    if (!self->policy)
+        bus_reply_error (req, PROTO_ERR_NOT_FOUND, "no policy loaded");
+    else
+        bus_reply_ok (req, json_pack ("{s:O}", "policy", authz_policy_json (self->policy)));
+}
+
+/* --- life cycle ----------------------------------------------------------- */
+
+/*  The stored policy, then the config's policy file (which replaces it). */
+static int
+s_policy_boot (s_authz_t *self, bus_service_t *svc)
+{
+    char err [256];
+    bus_txn_t *txn = bus_txn_begin (bus_service_store (svc), false);
+    const void *val;
+    size_t len;
+    if (txn && bus_txn_get (txn, self->policy_db, S_POLICY_KEY, strlen (S_POLICY_KEY), &val, &len) == 0) {
+        json_t *policy = json_loadb (val, len, 0, NULL);
+        if (!policy || authz_policy_new (&self->policy, policy, err, sizeof err))
+            bus_error ("stored policy unreadable; ignoring it");
+        json_decref (policy);
+    }
+    bus_txn_abort (&txn);
+    const char *path = bus_config_str (bus_service_config (svc), "authz", "policy");
+    if (!path || !*path)
+        return 0;
+    authz_policy_t *from_file = NULL;
+    if (authz_policy_load (&from_file, path, err, sizeof err)) {
+        bus_error ("%s", err);
+        return BUS_ECONFIG;
+    }
+    int rc = s_policy_store (self, svc, authz_policy_json (from_file), NULL, err, sizeof err);
+    authz_policy_destroy (&from_file);
+    if (rc)
+        bus_error ("%s", err);
+    return rc;
+}
+
+static int
+s_start (bus_service_t *svc, void **state)
+{
+    s_authz_t *self = calloc (1, sizeof *self);
+    if (!self)
+        return BUS_ENOMEM;
+    *state = self;
+    self->policy_db = bus_store_db (bus_service_store (svc), "authz_policy");
+    int rc = authz_store_new (&self->store, bus_service_store (svc));
+    if (rc == 0)
+        rc = s_policy_boot (self, svc);
+    if (rc)
+        return rc;
+    static const struct { const char *type; bus_handler_fn *fn; } handlers [] = {
+        { "authz.model.write",  s_model_write },
+        { "authz.model.read",   s_model_read },
+        { "authz.write",        s_write },
+        { "authz.read",         s_read },
+        { "authz.read_changes", s_read_changes },
+        { "authz.check",        s_check },
+        { "authz.batch_check",  s_batch_check },
+        { "authz.expand",       s_expand },
+        { "authz.list_objects", s_list_objects },
+        { "authz.list_users",   s_list_users },
+        { "authz.decide",       s_decide },
+        { "authz.approvers",    s_approvers },
+        { "authz.policy.write", s_policy_write },
+        { "authz.policy.read",  s_policy_read },
+    };
+    for (size_t i = 0; i < sizeof handlers / sizeof handlers [0]; i++)
+        if (bus_service_handle (svc, handlers [i].type, handlers [i].fn, self))
+            return BUS_EINVAL;
+    return 0;
+}
+
+static void
+s_stop (bus_service_t *svc, void **state)
+{
+    s_authz_t *self = *state;
+    if (!self)
+        return;
+    authz_policy_destroy (&self->policy);
+    authz_store_destroy (&self->store);
+    free (self);
+    *state = NULL;
+}
+
+const bus_daemon_t authz_daemon = { "authz", s_dbs, s_start, s_stop };

@@ -1,0 +1,275 @@
+/*  ctl_authz.c — `sanctumctl authz ...`: models, tuples, checks, policy,
+    decisions, over the bus to sanctum-authz. (`authz test` runs OpenFGA
+    test files: ctl_authz_test.c.)
+*/
+#include "ctl.h"
+
+#include <stdio.h>
+#include <sys/stat.h>
+
+#define S_FILE_MAX (4 * 1024 * 1024)
+
+/*  Read a whole file (at most S_FILE_MAX) into a NUL-terminated buffer. */
+static char *
+s_slurp (const char *path)
+{
+    struct stat st;
+    if (stat (path, &st) != 0 || st.st_size > S_FILE_MAX) {
+        fprintf (stderr, "sanctumctl: %s: missing or over %d bytes\n", path, S_FILE_MAX);
+        return NULL;
+    }
+    FILE *f = fopen (path, "rb");
+    char *text = f ? malloc ((size_t) st.st_size + 1) : NULL;
+    size_t n = text ? fread (text, 1, (size_t) st.st_size, f) : 0;
+    if (f)
+        fclose (f);
+    if (!text || n != (size_t) st.st_size) {
+        free (text);
+        fprintf (stderr, "sanctumctl: cannot read %s\n", path);
+        return NULL;
+    }
+    text [n] = 0;
+    return text;
+}
+
+/*  Send one authz request and print the reply. Returns the exit code;
+    *reply_out (if given) keeps the reply. */
+static int
+s_call (ctl_t *ctl, const char *type, json_t *body, proto_msg_t **reply_out, bool print)
+{
+    bus_client_t *client = ctl_client (ctl, "authz");
+    proto_msg_t *reply = NULL;
+    int rc = CTL_ERROR;
+    if (client) {
+        int crc = bus_client_call (client, type, body, NULL, &reply);
+        if (crc)
+            fprintf (stderr, "sanctumctl: authz: %s\n", bus_strerror (crc));
+        else if (!reply->ok) {
+            ctl_print_error (ctl, reply);
+            json_t *errors = json_object_get (reply->error, "errors");
+            size_t i;
+            json_t *e;
+            if (!ctl->json)
+                json_array_foreach (errors, i, e)
+                    fprintf (stderr, "  line %lld col %lld: %s\n",
+                             (long long) json_integer_value (json_object_get (json_object_get (e, "line"), "start")) + 1,
+                             (long long) json_integer_value (json_object_get (json_object_get (e, "column"), "start")),
+                             json_string_value (json_object_get (e, "msg")));
+            rc = ctl_error_exit (reply);
+        }
+        else {
+            if (print)
+                ctl_print_json (reply->body, !ctl->json ? false : true);
+            rc = CTL_OK;
+        }
+    }
+    bus_client_destroy (&client);
+    if (reply_out)
+        *reply_out = reply;
+    else
+        proto_msg_destroy (&reply);
+    return rc;
+}
+
+/*  --context JSON / --condition NAME options among args. */
+static int
+s_options (ctl_t *ctl, int from, json_t **context, const char **condition)
+{
+    for (int i = from; i < ctl->argc; i++) {
+        if (streq (ctl->argv [i], "--context") && i + 1 < ctl->argc) {
+            json_error_t jerr;
+            *context = json_loads (ctl->argv [++i], JSON_REJECT_DUPLICATES, &jerr);
+            if (!json_is_object (*context)) {
+                fprintf (stderr, "sanctumctl: --context must be a JSON object: %s\n", jerr.text);
+                return CTL_USAGE;
+            }
+        }
+        else if (streq (ctl->argv [i], "--condition") && i + 1 < ctl->argc && condition)
+            *condition = ctl->argv [++i];
+        else {
+            fprintf (stderr, "sanctumctl: unexpected argument '%s'\n", ctl->argv [i]);
+            return CTL_USAGE;
+        }
+    }
+    return CTL_OK;
+}
+
+/*  authz model write FILE: DSL or JSON, by content. */
+static int
+s_model_write (ctl_t *ctl)
+{
+    if (ctl->argc != 3) {
+        fprintf (stderr, "usage: sanctumctl authz model write FILE\n");
+        return CTL_USAGE;
+    }
+    char *text = s_slurp (ctl->argv [2]);
+    if (!text)
+        return CTL_ERROR;
+    json_t *model = json_loads (text, JSON_REJECT_DUPLICATES, NULL);
+    if (!model)
+        model = json_string (text);    /* not JSON: the DSL */
+    free (text);
+    if (!model) {
+        fprintf (stderr, "sanctumctl: %s is neither JSON nor UTF-8 text\n", ctl->argv [2]);
+        return CTL_ERROR;
+    }
+    json_t *body = json_pack ("{s:o}", "model", model);
+    int rc = s_call (ctl, "authz.model.write", body, NULL, true);
+    json_decref (body);
+    return rc;
+}
+
+/*  authz write|delete USER RELATION OBJECT [--condition N --context J],
+    or authz write --file TUPLES.json (a list of tuple keys). */
+static int
+s_write (ctl_t *ctl, bool del)
+{
+    json_t *tuples = NULL;
+    if (ctl->argc == 3 && streq (ctl->argv [1], "--file")) {
+        json_error_t jerr;
+        tuples = json_load_file (ctl->argv [2], JSON_REJECT_DUPLICATES, &jerr);
+        if (!json_is_array (tuples)) {
+            fprintf (stderr, "sanctumctl: %s: a JSON list of tuple keys expected (%s)\n", ctl->argv [2], jerr.text);
+            json_decref (tuples);
+            return CTL_USAGE;
+        }
+    }
+    else {
+        if (ctl->argc < 4) {
+            fprintf (stderr, "usage: sanctumctl authz %s USER RELATION OBJECT [--condition NAME [--context JSON]]\n"
+                             "       sanctumctl authz %s --file TUPLES.json\n",
+                     del ? "delete" : "write", del ? "delete" : "write");
+            return CTL_USAGE;
+        }
+        json_t *context = NULL;
+        const char *condition = NULL;
+        int rc = s_options (ctl, 4, &context, &condition);
+        if (rc)
+            return rc;
+        json_t *key = json_pack ("{s:s, s:s, s:s}", "user", ctl->argv [1], "relation", ctl->argv [2],
+                                 "object", ctl->argv [3]);
+        if (condition)
+            json_object_set_new (key, "condition", json_pack ("{s:s, s:o?}", "name", condition, "context", context));
+        else
+            json_decref (context);
+        tuples = json_pack ("[o]", key);
+    }
+    json_t *body = json_pack ("{s:o}", del ? "deletes" : "writes", tuples);
+    int rc = s_call (ctl, "authz.write", body, NULL, false);
+    json_decref (body);
+    if (rc == CTL_OK && !ctl->json)
+        printf ("%s\n", del ? "deleted" : "written");
+    return rc;
+}
+
+/*  authz check USER RELATION OBJECT [--context JSON]: exit 0 allowed, 3 not. */
+static int
+s_check (ctl_t *ctl)
+{
+    if (ctl->argc < 4) {
+        fprintf (stderr, "usage: sanctumctl authz check USER RELATION OBJECT [--context JSON]\n");
+        return CTL_USAGE;
+    }
+    json_t *context = NULL;
+    int rc = s_options (ctl, 4, &context, NULL);
+    if (rc)
+        return rc;
+    json_t *body = json_pack ("{s:{s:s, s:s, s:s}, s:o?}", "tuple_key", "user", ctl->argv [1],
+                              "relation", ctl->argv [2], "object", ctl->argv [3], "context", context);
+    proto_msg_t *reply = NULL;
+    rc = s_call (ctl, "authz.check", body, &reply, ctl->json);
+    json_decref (body);
+    if (rc == CTL_OK) {
+        bool allowed = json_is_true (json_object_get (reply->body, "allowed"));
+        if (!ctl->json)
+            printf ("%s\n", allowed ? "allowed" : "not allowed");
+        rc = allowed ? CTL_OK : CTL_DENIED;
+    }
+    proto_msg_destroy (&reply);
+    return rc;
+}
+
+/*  authz policy write FILE | authz policy read */
+static int
+s_policy (ctl_t *ctl)
+{
+    if (ctl->argc == 2 && streq (ctl->argv [1], "read"))
+        return s_call (ctl, "authz.policy.read", NULL, NULL, true);
+    if (ctl->argc != 3 || !streq (ctl->argv [1], "write")) {
+        fprintf (stderr, "usage: sanctumctl authz policy write FILE | authz policy read\n");
+        return CTL_USAGE;
+    }
+    json_error_t jerr;
+    json_t *policy = json_load_file (ctl->argv [2], JSON_REJECT_DUPLICATES, &jerr);
+    if (!json_is_object (policy)) {
+        fprintf (stderr, "sanctumctl: %s:%d: %s\n", ctl->argv [2], jerr.line, jerr.text);
+        json_decref (policy);
+        return CTL_USAGE;
+    }
+    json_t *body = json_pack ("{s:o}", "policy", policy);
+    int rc = s_call (ctl, "authz.policy.write", body, NULL, false);
+    json_decref (body);
+    if (rc == CTL_OK && !ctl->json)
+        printf ("policy loaded\n");
+    return rc;
+}
+
+/*  authz decide PRINCIPAL ACTION RESOURCE [--context JSON]: exit 0 allow,
+    3 deny, 0 with the chain printed for approval_required. */
+static int
+s_decide (ctl_t *ctl)
+{
+    if (ctl->argc < 4) {
+        fprintf (stderr, "usage: sanctumctl authz decide PRINCIPAL ACTION RESOURCE [--context JSON]\n");
+        return CTL_USAGE;
+    }
+    json_t *context = NULL;
+    int rc = s_options (ctl, 4, &context, NULL);
+    if (rc)
+        return rc;
+    json_t *body = json_pack ("{s:s, s:s, s:s, s:o?}", "principal", ctl->argv [1], "action", ctl->argv [2],
+                              "resource", ctl->argv [3], "context", context);
+    proto_msg_t *reply = NULL;
+    rc = s_call (ctl, "authz.decide", body, &reply, ctl->json);
+    json_decref (body);
+    if (rc == CTL_OK) {
+        const char *decision = json_string_value (json_object_get (reply->body, "decision"));
+        if (!ctl->json) {
+            printf ("%s", decision);
+            if (streq (decision, "deny"))
+                printf (": %s", json_string_value (json_object_get (reply->body, "reason")));
+            size_t i;
+            json_t *e;
+            json_array_foreach (json_object_get (reply->body, "chain"), i, e)
+                printf ("%s%s (limit %.0f, escalate after %llds)", i ? " -> " : ": ",
+                        json_string_value (json_object_get (e, "user")),
+                        json_number_value (json_object_get (e, "limit")),
+                        (long long) json_integer_value (json_object_get (e, "escalate_after")));
+            printf ("\n");
+        }
+        rc = streq (decision, "deny") ? CTL_DENIED : CTL_OK;
+    }
+    proto_msg_destroy (&reply);
+    return rc;
+}
+
+int
+ctl_cmd_authz (ctl_t *ctl)
+{
+    const char *sub = ctl->argc ? ctl->argv [0] : "";
+    if (streq (sub, "model") && ctl->argc >= 2 && streq (ctl->argv [1], "write"))
+        return s_model_write (ctl);
+    if (streq (sub, "write") || streq (sub, "delete"))
+        return s_write (ctl, streq (sub, "delete"));
+    if (streq (sub, "check"))
+        return s_check (ctl);
+    if (streq (sub, "policy"))
+        return s_policy (ctl);
+    if (streq (sub, "decide"))
+        return s_decide (ctl);
+    if (streq (sub, "test"))
+        return ctl_cmd_authz_test (ctl);
+    fprintf (stderr, "usage: sanctumctl authz model write FILE | write|delete TUPLE | check USER RELATION OBJECT\n"
+                     "       | policy write FILE | policy read | decide PRINCIPAL ACTION RESOURCE | test FILE\n");
+    return CTL_USAGE;
+}
