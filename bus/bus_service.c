@@ -72,6 +72,7 @@ struct bus_request_t {
     int64_t start_us;
     bool deferred;
     bool answered;
+    bool in_handler;              /* s_on_message frees it after the handler */
 };
 
 const char *
@@ -290,7 +291,8 @@ s_answer (bus_request_t *req, proto_msg_t **rep_p)
         *rep_p = rep;
         if (!rep || proto_msg_encode (rep, &data, &len)) {
             proto_msg_destroy (rep_p);
-            s_request_free (&req);
+            if (!req->in_handler)
+                s_request_free (&req);
             return;
         }
     }
@@ -307,9 +309,8 @@ s_answer (bus_request_t *req, proto_msg_t **rep_p)
     bus_stats_count (self->stats, rep->ok ? "requests_ok" : "requests_error", 1);
     free (data);
     proto_msg_destroy (rep_p);
-    bool deferred = req->deferred;
-    s_request_free (&req);
-    (void) deferred;
+    if (!req->in_handler)
+        s_request_free (&req);
 }
 
 proto_msg_t *bus_request_msg (bus_request_t *req) { return req->msg; }
@@ -481,9 +482,15 @@ s_on_message (bus_service_t *self, zmsg_t *routing)
             bus_reply_error (req, PROTO_ERR_NOT_IMPLEMENTED,
                              "'%s' is not implemented yet by %s", msg->type, bus_service_name (self->section));
         else {
+            /* the request outlives a reply made inside the handler, so
+               that it can be checked here */
+            req->in_handler = true;
             h->fn (self, req, h->arg);
-            /* a handler that neither answered nor deferred is a bug */
-            if (!req->deferred && !req->answered) {
+            req->in_handler = false;
+            if (req->answered)
+                s_request_free (&req);
+            else if (!req->deferred) {
+                /* a handler that neither answered nor deferred is a bug */
                 bus_error ("handler for %s returned without a reply", msg->type);
                 bus_reply_error (req, PROTO_ERR_INTERNAL, "no reply produced");
             }

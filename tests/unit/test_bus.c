@@ -1,0 +1,757 @@
+/*  test_bus.c — unit tests for the bus runtime: an in-process authz
+    service on ephemeral loopback ports, in a temporary directory, with
+    real CURVE keys and a real allow-list, talked to by bus_client and
+    bus_sub.
+
+    Principals: svc:authz (the service), ops:test (an operator client),
+    ext:gw (an external client) and a "stranger" whose key is not in the
+    allow-list. The service runs its reactor on a thread of its own; a test
+    that needs to touch the service's store directly stops that thread and
+    drives the service from the test thread instead.
+*/
+#include <arpa/inet.h>
+#include <ftw.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+#include <cmocka.h>
+
+#include "bus_client.h"
+#include "bus_config.h"
+#include "bus_error.h"
+#include "bus_keys.h"
+#include "bus_log.h"
+#include "bus_service.h"
+#include "bus_store.h"
+#include "proto_mpack.h"
+#include "proto_msg.h"
+
+#define S_MAX_FRAME 4096
+
+typedef struct {
+    char dir [64];
+    char keys_dir [128];
+    char allow_dir [128];
+    char rpc [64];
+    char pub [64];
+    bus_config_t *config;
+    zcert_t *ops;                 /* ops:test */
+    zcert_t *ext;                 /* ext:gw */
+    zcert_t *stranger;            /* not allowed */
+    char server_key [BUS_KEY_Z85_LEN + 1];
+    bus_client_t *client;         /* ops:test, from the config */
+    /* the service thread */
+    pthread_t thread;
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    bool created;                 /* bus_service_new was tried */
+    int delay_ms;
+    bus_service_t *svc;
+} fixture_t;
+
+static fixture_t s_fx;
+
+/* --- the environment ---------------------------------------------------------- */
+
+/*  A free TCP port on loopback: bind port 0 and read it back. */
+static int
+s_free_port (void)
+{
+    int fd = socket (AF_INET, SOCK_STREAM, 0);
+    assert_true (fd >= 0);
+    struct sockaddr_in addr = { .sin_family = AF_INET, .sin_port = 0 };
+    addr.sin_addr.s_addr = htonl (INADDR_LOOPBACK);
+    assert_int_equal (bind (fd, (struct sockaddr *) &addr, sizeof addr), 0);
+    socklen_t len = sizeof addr;
+    assert_int_equal (getsockname (fd, (struct sockaddr *) &addr, &len), 0);
+    close (fd);
+    return ntohs (addr.sin_port);
+}
+
+/*  Load or make a client cert and allow it as principal (unless NULL). */
+static zcert_t *
+s_client_cert (const char *name, const char *principal)
+{
+    zcert_t *cert = bus_keys_load (s_fx.keys_dir, name, true);
+    assert_non_null (cert);
+    if (principal)
+        assert_int_equal (bus_allow_add (s_fx.allow_dir, name, zcert_public_txt (cert), principal), 0);
+    return cert;
+}
+
+/*  nftw callback: remove one entry. */
+static int
+s_rm (const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+    return remove (path);
+}
+
+/* --- the service thread ------------------------------------------------------- */
+
+/*  Create the service (after delay_ms), tell the starter, run it. */
+static void *
+s_service_thread (void *arg)
+{
+    fixture_t *fx = arg;
+    if (fx->delay_ms)
+        zclock_sleep (fx->delay_ms);
+    char err [256] = "";
+    bus_service_t *svc = bus_service_new (fx->config, "authz", "test-1", NULL, err, sizeof err);
+    if (!svc)
+        fprintf (stderr, "bus_service_new: %s\n", err);
+    pthread_mutex_lock (&fx->lock);
+    fx->svc = svc;
+    fx->created = true;
+    pthread_cond_signal (&fx->cond);
+    pthread_mutex_unlock (&fx->lock);
+    if (svc)
+        bus_service_run (svc);
+    return NULL;
+}
+
+/*  Start the service thread; with wait, return once the service exists. */
+static void
+s_service_start (int delay_ms, bool wait)
+{
+    s_fx.created = false;
+    s_fx.svc = NULL;
+    s_fx.delay_ms = delay_ms;
+    assert_int_equal (pthread_create (&s_fx.thread, NULL, s_service_thread, &s_fx), 0);
+    if (!wait)
+        return;
+    pthread_mutex_lock (&s_fx.lock);
+    while (!s_fx.created)
+        pthread_cond_wait (&s_fx.cond, &s_fx.lock);
+    pthread_mutex_unlock (&s_fx.lock);
+    assert_non_null (s_fx.svc);
+}
+
+/*  Stop the service thread and destroy the service. */
+static void
+s_service_stop (void)
+{
+    pthread_mutex_lock (&s_fx.lock);
+    while (!s_fx.created)
+        pthread_cond_wait (&s_fx.cond, &s_fx.lock);
+    bus_service_t *svc = s_fx.svc;
+    pthread_mutex_unlock (&s_fx.lock);
+    if (svc)
+        bus_service_stop (svc);
+    pthread_join (s_fx.thread, NULL);
+    bus_service_destroy (&s_fx.svc);
+    assert_null (s_fx.svc);
+}
+
+/*  Temp dir, config file, keys, allow-list, a running service, a client. */
+static int
+s_setup (void **state)
+{
+    strcpy (s_fx.dir, "/tmp/test_bus.XXXXXX");
+    assert_non_null (mkdtemp (s_fx.dir));
+    snprintf (s_fx.keys_dir, sizeof s_fx.keys_dir, "%s/keys", s_fx.dir);
+    snprintf (s_fx.allow_dir, sizeof s_fx.allow_dir, "%s/keys/allow", s_fx.dir);
+    snprintf (s_fx.rpc, sizeof s_fx.rpc, "tcp://127.0.0.1:%d", s_free_port ());
+    snprintf (s_fx.pub, sizeof s_fx.pub, "tcp://127.0.0.1:%d", s_free_port ());
+    char path [128];
+    snprintf (path, sizeof path, "%s/sanctum.conf", s_fx.dir);
+    FILE *f = fopen (path, "w");
+    assert_non_null (f);
+    fprintf (f, "[sanctum]\ndata_dir = %s/data\nkeys_dir = %s\nallow_dir = %s\n"
+                "max_frame = %d\nrpc_timeout_ms = 1000\nrpc_retries = 2\nmap_size_mb = 16\n\n"
+                "[authz]\nrpc = %s\npub = %s\n",
+             s_fx.dir, s_fx.keys_dir, s_fx.allow_dir, S_MAX_FRAME, s_fx.rpc, s_fx.pub);
+    fclose (f);
+    char err [256];
+    assert_int_equal (bus_config_load (&s_fx.config, path, err, sizeof err), 0);
+
+    zcert_t *svc_cert = s_client_cert ("authz", "svc:authz");
+    snprintf (s_fx.server_key, sizeof s_fx.server_key, "%s", zcert_public_txt (svc_cert));
+    zcert_destroy (&svc_cert);
+    s_fx.ops = s_client_cert ("ops-test", "ops:test");
+    s_fx.ext = s_client_cert ("ext-gw", "ext:gw");
+    s_fx.stranger = s_client_cert ("stranger", NULL);
+    pthread_mutex_init (&s_fx.lock, NULL);
+    pthread_cond_init (&s_fx.cond, NULL);
+    s_service_start (0, true);
+    s_fx.client = bus_client_for (s_fx.config, "authz", s_fx.ops);
+    assert_non_null (s_fx.client);
+    *state = &s_fx;
+    return 0;
+}
+
+static int
+s_teardown (void **state)
+{
+    bus_client_destroy (&s_fx.client);
+    s_service_stop ();
+    zcert_destroy (&s_fx.ops);
+    zcert_destroy (&s_fx.ext);
+    zcert_destroy (&s_fx.stranger);
+    bus_config_destroy (&s_fx.config);
+    pthread_cond_destroy (&s_fx.cond);
+    pthread_mutex_destroy (&s_fx.lock);
+    nftw (s_fx.dir, s_rm, 16, FTW_DEPTH | FTW_PHYS);
+    return 0;
+}
+
+/* --- helpers ------------------------------------------------------------------- */
+
+/*  The error code of a reply, or "ok". */
+static const char *
+s_code (proto_msg_t *reply)
+{
+    assert_non_null (reply);
+    if (reply->ok)
+        return "ok";
+    assert_non_null (reply->error);
+    return json_string_value (json_object_get (reply->error, "code"));
+}
+
+/*  Call type with body (stolen) on client; the reply must come. */
+static proto_msg_t *
+s_call (bus_client_t *client, const char *type, json_t *body)
+{
+    proto_msg_t *reply = NULL;
+    int rc = bus_client_call (client, type, body, NULL, &reply);
+    json_decref (body);
+    assert_int_equal (rc, 0);
+    assert_non_null (reply);
+    assert_int_equal (reply->kind, PROTO_KIND_REPLY);
+    return reply;
+}
+
+/*  Call and expect the given code ("ok" or an error code). */
+static void
+s_expect (bus_client_t *client, const char *type, json_t *body, const char *code)
+{
+    proto_msg_t *reply = s_call (client, type, body);
+    assert_string_equal (s_code (reply), code);
+    proto_msg_destroy (&reply);
+}
+
+/*  last_seq from health. */
+static int64_t
+s_last_seq (void)
+{
+    proto_msg_t *reply = s_call (s_fx.client, "health", NULL);
+    assert_true (reply->ok);
+    int64_t seq = json_integer_value (json_object_get (reply->body, "last_seq"));
+    proto_msg_destroy (&reply);
+    return seq;
+}
+
+/*  events.replay with the given bounds (0 = absent); returns the reply body. */
+static json_t *
+s_replay (int64_t from, int64_t to, int64_t limit)
+{
+    json_t *body = json_pack ("{s:I}", "from_seq", (json_int_t) from);
+    if (to)
+        json_object_set_new (body, "to_seq", json_integer (to));
+    if (limit)
+        json_object_set_new (body, "limit", json_integer (limit));
+    proto_msg_t *reply = s_call (s_fx.client, "events.replay", body);
+    assert_string_equal (s_code (reply), "ok");
+    json_t *out = json_incref (reply->body);
+    proto_msg_destroy (&reply);
+    return out;
+}
+
+/*  An encoded request frame (malloc'd). */
+static uint8_t *
+s_frame (const char *type, json_t *body, char id_out [PROTO_ID_LEN + 1], size_t *len)
+{
+    proto_msg_t *req = proto_msg_new (PROTO_KIND_REQ, type);
+    req->body = body ? body : json_object ();
+    if (id_out)
+        memcpy (id_out, req->id, PROTO_ID_LEN + 1);
+    uint8_t *data = NULL;
+    assert_int_equal (proto_msg_encode (req, &data, len), 0);
+    proto_msg_destroy (&req);
+    return data;
+}
+
+/*  Send a raw frame and return the reply to it. */
+static proto_msg_t *
+s_raw (bus_client_t *client, const void *data, size_t len)
+{
+    assert_int_equal (bus_client_send_raw (client, data, len), 0);
+    proto_msg_t *reply = NULL;
+    assert_int_equal (bus_client_recv (client, 2000, &reply), 0);
+    assert_non_null (reply);
+    return reply;
+}
+
+/*  Next event on sub whose type is type (others skipped), or NULL. */
+static proto_msg_t *
+s_next_event (bus_sub_t *sub, const char *type, int timeout_ms)
+{
+    int64_t until = zclock_mono () + timeout_ms;
+    while (zclock_mono () < until) {
+        proto_msg_t *evt = NULL;
+        int rc = bus_sub_recv (sub, (int) (until - zclock_mono ()), &evt);
+        if (rc == BUS_ETIMEOUT)
+            break;
+        assert_int_equal (rc, 0);
+        if (streq (evt->type, type))
+            return evt;
+        proto_msg_destroy (&evt);
+    }
+    return NULL;
+}
+
+/* --- tests ---------------------------------------------------------------------- */
+
+/*  health names the service, its principal and state. */
+static void
+test_health (void **state)
+{
+    proto_msg_t *reply = s_call (s_fx.client, "health", NULL);
+    assert_true (reply->ok);
+    assert_string_equal (json_string_value (json_object_get (reply->body, "service")), "authz");
+    assert_string_equal (json_string_value (json_object_get (reply->body, "principal")), "svc:authz");
+    assert_string_equal (json_string_value (json_object_get (reply->body, "state")), "ok");
+    assert_string_equal (json_string_value (json_object_get (reply->body, "version")), "test-1");
+    assert_true (json_integer_value (json_object_get (reply->body, "last_seq")) >= 1);
+    assert_string_equal (reply->type, "health");
+    proto_msg_destroy (&reply);
+    /* every class may ask */
+    bus_client_t *ext = bus_client_new (s_fx.rpc, s_fx.server_key, s_fx.ext, 1000, 1);
+    s_expect (ext, "health", NULL, "ok");
+    bus_client_destroy (&ext);
+    assert_null (ext);
+    bus_client_destroy (&ext);
+}
+
+/*  echo answers with data and the caller's principal, and publishes an
+    echo.seen event naming the request. */
+static void
+test_echo_and_event (void **state)
+{
+    bus_sub_t *sub = bus_sub_new (s_fx.pub, s_fx.server_key, s_fx.ops,
+                                  (const char *const []) { "echo.", NULL });
+    assert_non_null (sub);
+    proto_msg_t *evt = NULL;
+    char id [PROTO_ID_LEN + 1];
+    /* a SUB joins late: echo until one event gets through */
+    for (int i = 0; i < 40 && !evt; i++) {
+        json_t *body = json_pack ("{s:{s:i}}", "data", "n", i);
+        assert_int_equal (bus_client_send (s_fx.client, "echo", body, NULL, id), 0);
+        json_decref (body);
+        proto_msg_t *reply = NULL;
+        assert_int_equal (bus_client_recv (s_fx.client, 2000, &reply), 0);
+        assert_string_equal (reply->corr, id);
+        assert_true (reply->ok);
+        assert_int_equal (json_integer_value (json_object_get (json_object_get (reply->body, "data"), "n")), i);
+        assert_string_equal (json_string_value (json_object_get (reply->body, "from")), "ops:test");
+        proto_msg_destroy (&reply);
+        evt = s_next_event (sub, "echo.seen", 100);
+    }
+    assert_non_null (evt);
+    /* drain, then one more round trip whose event must be the next one */
+    proto_msg_destroy (&evt);
+    while ((evt = s_next_event (sub, "echo.seen", 100)))
+        proto_msg_destroy (&evt);
+    assert_int_equal (bus_client_send (s_fx.client, "echo", NULL, NULL, id), 0);
+    proto_msg_t *reply = NULL;
+    assert_int_equal (bus_client_recv (s_fx.client, 2000, &reply), 0);
+    proto_msg_destroy (&reply);
+    evt = s_next_event (sub, "echo.seen", 2000);
+    assert_non_null (evt);
+    assert_int_equal (evt->kind, PROTO_KIND_EVT);
+    assert_string_equal (evt->pub, "svc:authz");
+    assert_true (evt->seq >= 2);
+    assert_string_equal (json_string_value (json_object_get (evt->body, "request")), id);
+    assert_string_equal (json_string_value (json_object_get (evt->body, "from")), "ops:test");
+    assert_true (evt->traceparent [0]);
+    proto_msg_destroy (&evt);
+    bus_sub_destroy (&sub);
+    assert_null (sub);
+}
+
+/*  The catalogue is enforced: owner, handler, senders, body schema, kind. */
+static void
+test_catalogue_checks (void **state)
+{
+    s_expect (s_fx.client, "run.get", json_pack ("{s:s}", "run", "01ARZ3NDEKTSV4RRFFQ69G5FAV"),
+              PROTO_ERR_WRONG_SERVICE);
+    s_expect (s_fx.client, "vault.revoke", NULL, PROTO_ERR_WRONG_SERVICE);
+    s_expect (s_fx.client, "authz.check",
+              json_pack ("{s:{s:s, s:s, s:s}}", "tuple_key", "user", "user:anne", "relation", "reader",
+                         "object", "doc:1"),
+              PROTO_ERR_NOT_IMPLEMENTED);
+    s_expect (s_fx.client, "authz.check", json_object (), PROTO_ERR_INVALID);
+    s_expect (s_fx.client, "events.replay", json_pack ("{s:i}", "from_seq", 0), PROTO_ERR_INVALID);
+    s_expect (s_fx.client, "no.such.type", NULL, PROTO_ERR_UNKNOWN_TYPE);
+    s_expect (s_fx.client, "echo.seen", NULL, PROTO_ERR_UNKNOWN_TYPE);     /* an event, not a request */
+
+    bus_client_t *ext = bus_client_new (s_fx.rpc, s_fx.server_key, s_fx.ext, 1000, 1);
+    s_expect (ext, "stats", NULL, PROTO_ERR_FORBIDDEN);
+    s_expect (ext, "events.replay", json_pack ("{s:i}", "from_seq", 1), PROTO_ERR_FORBIDDEN);
+    s_expect (ext, "authz.write", json_object (), PROTO_ERR_FORBIDDEN);
+    s_expect (ext, "echo", NULL, "ok");
+    proto_msg_t *reply = s_call (ext, "echo", NULL);
+    assert_string_equal (json_string_value (json_object_get (reply->body, "from")), "ext:gw");
+    proto_msg_destroy (&reply);
+    bus_client_destroy (&ext);
+
+    reply = s_call (s_fx.client, "stats", NULL);
+    assert_true (reply->ok);
+    proto_msg_destroy (&reply);
+}
+
+/*  A key outside the allow-list gets no connection, hence no reply. */
+static void
+test_unknown_key (void **state)
+{
+    bus_client_t *stranger = bus_client_new (s_fx.rpc, s_fx.server_key, s_fx.stranger, 300, 0);
+    assert_non_null (stranger);
+    proto_msg_t *reply = NULL;
+    int64_t t0 = zclock_mono ();
+    assert_int_equal (bus_client_call (stranger, "health", NULL, NULL, &reply), BUS_ETIMEOUT);
+    assert_null (reply);
+    assert_true (zclock_mono () - t0 >= 250);
+    assert_int_equal (bus_client_inflight (stranger), 0);
+    size_t len;
+    uint8_t *data = s_frame ("health", NULL, NULL, &len);
+    assert_int_equal (bus_client_send_raw (stranger, data, len), 0);
+    assert_int_equal (bus_client_recv (stranger, 200, &reply), BUS_ETIMEOUT);
+    free (data);
+    bus_client_destroy (&stranger);
+    /* the service is unharmed */
+    s_expect (s_fx.client, "health", NULL, "ok");
+}
+
+/*  Raw frames that are not requests each get an error reply, and the
+    service goes on answering. */
+static void
+test_malformed_frames (void **state)
+{
+    bus_client_t *raw = bus_client_new (s_fx.rpc, s_fx.server_key, s_fx.ops, 1000, 0);
+    proto_msg_t *reply = s_raw (raw, "\xc1garbage", 8);
+    assert_string_equal (s_code (reply), PROTO_ERR_MALFORMED);
+    assert_string_equal (reply->corr, "");
+    proto_msg_destroy (&reply);
+
+    reply = s_raw (raw, "", 0);
+    assert_string_equal (s_code (reply), PROTO_ERR_MALFORMED);
+    proto_msg_destroy (&reply);
+
+    reply = s_raw (raw, "\xdd\xff\xff\xff\xff", 5);
+    assert_string_equal (s_code (reply), PROTO_ERR_MALFORMED);
+    proto_msg_destroy (&reply);
+
+    /* truncated: the id may be lost with the rest */
+    char id [PROTO_ID_LEN + 1];
+    size_t len;
+    uint8_t *data = s_frame ("health", NULL, id, &len);
+    for (size_t cut = 1; cut < len; cut += 7) {
+        reply = s_raw (raw, data, cut);
+        assert_string_equal (s_code (reply), PROTO_ERR_MALFORMED);
+        proto_msg_destroy (&reply);
+    }
+    free (data);
+
+    /* another version: the reply still answers the id */
+    proto_msg_t *req = proto_msg_new (PROTO_KIND_REQ, "health");
+    json_t *env = proto_msg_to_json (req);
+    json_object_set_new (env, "v", json_integer (PROTO_VERSION + 1));
+    assert_int_equal (proto_mpack_encode (&data, &len, env), 0);
+    json_decref (env);
+    reply = s_raw (raw, data, len);
+    assert_string_equal (s_code (reply), PROTO_ERR_VERSION);
+    assert_string_equal (reply->corr, req->id);
+    proto_msg_destroy (&reply);
+    proto_msg_destroy (&req);
+    free (data);
+
+    /* over max_frame (but under libzmq's hard cap) */
+    char big [5000];
+    memset (big, 'x', sizeof big);
+    data = s_frame ("echo", json_pack ("{s:s#}", "data", big, sizeof big), NULL, &len);
+    assert_true (len > S_MAX_FRAME);
+    reply = s_raw (raw, data, len);
+    assert_string_equal (s_code (reply), PROTO_ERR_TOO_LARGE);
+    proto_msg_destroy (&reply);
+    free (data);
+
+    /* a reply sent as a request */
+    req = proto_msg_new (PROTO_KIND_REQ, "health");
+    proto_msg_t *fake = proto_reply_ok (req, NULL);
+    assert_int_equal (proto_msg_encode (fake, &data, &len), 0);
+    reply = s_raw (raw, data, len);
+    assert_string_equal (s_code (reply), PROTO_ERR_MALFORMED);
+    assert_string_equal (reply->corr, fake->id);
+    proto_msg_destroy (&reply);
+    proto_msg_destroy (&fake);
+    proto_msg_destroy (&req);
+    free (data);
+
+    /* still serving, on this socket and on others */
+    s_expect (raw, "health", NULL, "ok");
+    s_expect (s_fx.client, "health", NULL, "ok");
+    bus_client_destroy (&raw);
+}
+
+/*  The same request frame twice: the handler runs once and both get the
+    same reply; the same id from another principal is another request. */
+static void
+test_dedupe (void **state)
+{
+    int64_t last = s_last_seq ();
+    char id [PROTO_ID_LEN + 1];
+    size_t len;
+    uint8_t *data = s_frame ("echo", json_pack ("{s:s}", "data", "twice"), id, &len);
+    bus_client_t *raw = bus_client_new (s_fx.rpc, s_fx.server_key, s_fx.ops, 1000, 0);
+    proto_msg_t *first = s_raw (raw, data, len);
+    proto_msg_t *second = s_raw (raw, data, len);
+    assert_true (first->ok && second->ok);
+    assert_string_equal (first->corr, id);
+    assert_string_equal (second->corr, id);
+    assert_string_equal (first->id, second->id);         /* the very same reply frame */
+    assert_true (json_equal (first->body, second->body));
+    proto_msg_destroy (&first);
+    proto_msg_destroy (&second);
+    /* from another connection of the same principal: still a duplicate */
+    bus_client_t *again = bus_client_new (s_fx.rpc, s_fx.server_key, s_fx.ops, 1000, 0);
+    second = s_raw (again, data, len);
+    assert_string_equal (second->corr, id);
+    proto_msg_destroy (&second);
+    bus_client_destroy (&again);
+    /* from ext:gw: a different principal, so its own request */
+    bus_client_t *ext = bus_client_new (s_fx.rpc, s_fx.server_key, s_fx.ext, 1000, 0);
+    second = s_raw (ext, data, len);
+    assert_true (second->ok);
+    assert_string_equal (json_string_value (json_object_get (second->body, "from")), "ext:gw");
+    proto_msg_destroy (&second);
+    bus_client_destroy (&ext);
+    bus_client_destroy (&raw);
+    free (data);
+
+    json_t *r = s_replay (last + 1, 0, 0);
+    size_t i, ops_runs = 0, ext_runs = 0;
+    json_t *evt;
+    json_array_foreach (json_object_get (r, "events"), i, evt) {
+        json_t *body = json_object_get (evt, "body");
+        if (!streq (json_string_value (json_object_get (evt, "type")), "echo.seen")
+            || !streq (json_string_value (json_object_get (body, "request")), id))
+            continue;
+        const char *from = json_string_value (json_object_get (body, "from"));
+        ops_runs += streq (from, "ops:test");
+        ext_runs += streq (from, "ext:gw");
+    }
+    assert_int_equal (ops_runs, 1);
+    assert_int_equal (ext_runs, 1);
+    json_decref (r);
+}
+
+/*  A client whose first attempts go nowhere (the service starts 500 ms
+    after the request) gets its reply through Lazy Pirate retries. */
+static void
+test_client_retries (void **state)
+{
+    s_service_stop ();
+    bus_client_t *client = bus_client_new (s_fx.rpc, s_fx.server_key, s_fx.ops, 200, 6);
+    int64_t t0 = zclock_mono ();
+    s_service_start (500, false);
+    proto_msg_t *reply = NULL;
+    assert_int_equal (bus_client_call (client, "health", NULL, NULL, &reply), 0);
+    assert_true (reply->ok);
+    assert_true (zclock_mono () - t0 >= 450);
+    proto_msg_destroy (&reply);
+    assert_int_equal (bus_client_inflight (client), 0);
+    /* and several in flight at once come back, each to its id */
+    char ids [5][PROTO_ID_LEN + 1];
+    for (int i = 0; i < 5; i++)
+        assert_int_equal (bus_client_send (client, "echo", NULL, NULL, ids [i]), 0);
+    assert_int_equal (bus_client_inflight (client), 5);
+    int seen = 0;
+    for (int i = 0; i < 5; i++) {
+        assert_int_equal (bus_client_recv (client, 2000, &reply), 0);
+        for (int k = 0; k < 5; k++)
+            if (streq (reply->corr, ids [k]))
+                seen |= 1 << k;
+        proto_msg_destroy (&reply);
+    }
+    assert_int_equal (seen, 0x1f);
+    assert_int_equal (bus_client_inflight (client), 0);
+    bus_client_destroy (&client);
+    /* out of retries: an unanswered request times out */
+    client = bus_client_new ("tcp://127.0.0.1:1", s_fx.server_key, s_fx.ops, 100, 1);
+    t0 = zclock_mono ();
+    assert_int_equal (bus_client_call (client, "health", NULL, NULL, &reply), BUS_ETIMEOUT);
+    assert_true (zclock_mono () - t0 >= 190);
+    bus_client_destroy (&client);
+}
+
+/*  events.replay: in order, bounded by from/to/limit, with next_seq when
+    cut short. */
+static void
+test_replay (void **state)
+{
+    int64_t last = s_last_seq ();
+    for (int i = 0; i < 5; i++)
+        s_expect (s_fx.client, "echo", json_pack ("{s:i}", "data", i), "ok");
+    json_t *r = s_replay (last + 1, 0, 0);
+    json_t *events = json_object_get (r, "events");
+    assert_int_equal (json_array_size (events), 5);
+    assert_int_equal (json_integer_value (json_object_get (r, "last_seq")), last + 5);
+    assert_string_equal (json_string_value (json_object_get (r, "pub")), "svc:authz");
+    assert_null (json_object_get (r, "next_seq"));
+    for (size_t i = 0; i < 5; i++) {
+        json_t *evt = json_array_get (events, i);
+        assert_int_equal (json_integer_value (json_object_get (evt, "seq")), last + 1 + (int64_t) i);
+        assert_string_equal (json_string_value (json_object_get (evt, "type")), "echo.seen");
+        assert_string_equal (json_string_value (json_object_get (evt, "pub")), "svc:authz");
+    }
+    json_decref (r);
+
+    r = s_replay (last + 1, 0, 2);
+    assert_int_equal (json_array_size (json_object_get (r, "events")), 2);
+    assert_int_equal (json_integer_value (json_object_get (r, "next_seq")), last + 3);
+    json_decref (r);
+
+    r = s_replay (last + 2, last + 4, 0);
+    events = json_object_get (r, "events");
+    assert_int_equal (json_array_size (events), 3);
+    assert_int_equal (json_integer_value (json_object_get (json_array_get (events, 0), "seq")), last + 2);
+    assert_int_equal (json_integer_value (json_object_get (json_array_get (events, 2), "seq")), last + 4);
+    assert_null (json_object_get (r, "next_seq"));
+    json_decref (r);
+
+    r = s_replay (last + 4, last + 4, 1);
+    assert_int_equal (json_array_size (json_object_get (r, "events")), 1);
+    json_decref (r);
+
+    r = s_replay (last + 100, 0, 0);
+    assert_int_equal (json_array_size (json_object_get (r, "events")), 0);
+    json_decref (r);
+
+    r = s_replay (1, 0, 0);                  /* everything from the start */
+    events = json_object_get (r, "events");
+    assert_int_equal (json_array_size (events), last + 5);
+    assert_string_equal (json_string_value (json_object_get (json_array_get (events, 0), "type")),
+                         "service.started");
+    json_decref (r);
+}
+
+/*  The outbox survives a restart: seq continues from the last stored. */
+static void
+test_outbox_restart (void **state)
+{
+    int64_t last = s_last_seq ();
+    assert_true (last >= 1);
+    s_service_stop ();
+    s_service_start (0, true);
+    s_expect (s_fx.client, "echo", NULL, "ok");
+    json_t *r = s_replay (last + 1, 0, 0);
+    json_t *events = json_object_get (r, "events");
+    static const char *want [] = { "service.stopping", "service.started", "echo.seen" };
+    assert_int_equal (json_array_size (events), 3);
+    for (size_t i = 0; i < 3; i++) {
+        json_t *evt = json_array_get (events, i);
+        assert_string_equal (json_string_value (json_object_get (evt, "type")), want [i]);
+        assert_int_equal (json_integer_value (json_object_get (evt, "seq")), last + 1 + (int64_t) i);
+    }
+    json_decref (r);
+    assert_int_equal (s_last_seq (), last + 3);
+}
+
+/*  A failed commit publishes nothing and hands its seq numbers out again.
+    The service is driven from this thread (its reactor is not running). */
+static void
+test_failed_commit (void **state)
+{
+    s_service_stop ();
+    char err [256];
+    bus_service_t *svc = bus_service_new (s_fx.config, "authz", "test-1", NULL, err, sizeof err);
+    assert_non_null (svc);
+    bus_sub_t *sub = bus_sub_new (s_fx.pub, s_fx.server_key, s_fx.ops, NULL);
+    proto_msg_t *evt = NULL;
+    for (int i = 0; i < 40 && !evt; i++) {
+        assert_int_equal (bus_service_emit (svc, "echo.seen", json_pack ("{s:s}", "probe", "x"), NULL), 0);
+        evt = s_next_event (sub, "echo.seen", 50);
+    }
+    assert_non_null (evt);
+    proto_msg_destroy (&evt);
+    assert_int_equal (bus_service_emit (svc, "echo.seen", json_pack ("{s:s}", "marker", "m"), NULL), 0);
+    uint64_t marker = 0;
+    while (!marker && (evt = s_next_event (sub, "echo.seen", 1000))) {
+        if (json_object_get (evt->body, "marker"))
+            marker = evt->seq;
+        proto_msg_destroy (&evt);
+    }
+    assert_true (marker > 0);
+
+    bus_store_t *store = bus_service_store (svc);
+    bus_txn_t *txn = bus_txn_begin (store, true);
+    assert_int_equal (bus_event_append (svc, txn, "echo.seen", json_pack ("{s:s}", "lost", "a"), NULL), 0);
+    assert_int_equal (bus_event_append (svc, txn, "echo.seen", json_pack ("{s:s}", "lost", "b"), NULL), 0);
+    assert_int_not_equal (bus_txn_put (txn, 999, "k", 1, "v", 1), 0);    /* sticky error */
+    assert_int_not_equal (bus_service_commit (svc, &txn), 0);
+    assert_null (txn);
+    assert_int_equal (bus_service_emit (svc, "echo.seen", json_pack ("{s:s}", "after", "c"), NULL), 0);
+    evt = s_next_event (sub, "echo.seen", 1000);
+    assert_non_null (evt);
+    assert_null (json_object_get (evt->body, "lost"));
+    assert_non_null (json_object_get (evt->body, "after"));
+    assert_true (evt->seq == marker + 1);
+    proto_msg_destroy (&evt);
+    assert_null (s_next_event (sub, "echo.seen", 100));
+
+    /* the outbox agrees: marker + 1 is the "after" event, and the last */
+    txn = bus_txn_begin (store, false);
+    int db = bus_store_db (store, "outbox");
+    assert_true (db >= 0);
+    const void *key, *val;
+    size_t key_len, val_len;
+    assert_int_equal (bus_txn_last (txn, db, &key, &key_len, &val, &val_len), 0);
+    assert_int_equal (key_len, 8);
+    assert_true (bus_key_to_u64 (key) == marker + 1);
+    proto_msg_t *stored = NULL;
+    assert_int_equal (proto_msg_decode (&stored, val, val_len, 0, NULL, NULL, 0), 0);
+    assert_non_null (json_object_get (stored->body, "after"));
+    proto_msg_destroy (&stored);
+    bus_txn_abort (&txn);
+
+    /* and the sequence goes on from there */
+    assert_int_equal (bus_service_emit (svc, "echo.seen", NULL, NULL), 0);
+    evt = s_next_event (sub, "echo.seen", 1000);
+    assert_non_null (evt);
+    assert_true (evt->seq == marker + 2);
+    proto_msg_destroy (&evt);
+
+    bus_sub_destroy (&sub);
+    bus_service_destroy (&svc);
+    s_service_start (0, true);
+    s_expect (s_fx.client, "health", NULL, "ok");
+}
+
+int
+main (void)
+{
+    bus_log_init ("test_bus", "error");
+    const struct CMUnitTest tests [] = {
+        cmocka_unit_test (test_health),
+        cmocka_unit_test (test_echo_and_event),
+        cmocka_unit_test (test_catalogue_checks),
+        cmocka_unit_test (test_unknown_key),
+        cmocka_unit_test (test_malformed_frames),
+        cmocka_unit_test (test_dedupe),
+        cmocka_unit_test (test_client_retries),
+        cmocka_unit_test (test_replay),
+        cmocka_unit_test (test_outbox_restart),
+        cmocka_unit_test (test_failed_commit),
+    };
+    int failed = cmocka_run_group_tests (tests, s_setup, s_teardown);
+    int total = (int) (sizeof tests / sizeof tests [0]);
+    printf ("%d passed, %d failed\n", total - failed, failed);
+    return failed ? 1 : 0;
+}
