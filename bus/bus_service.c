@@ -416,16 +416,18 @@ s_on_message (bus_service_t *self, zmsg_t *routing)
     const char *principal = bus_allow_principal (self->allow, user_id);
     char id [PROTO_ID_LEN + 1] = "";
     char err [256];
-    if (zframe_size (frame) > self->max_frame) {
-        bus_warn ("frame of %zu bytes from %s over the cap", zframe_size (frame), principal ? principal : "?");
-        zframe_destroy (&frame);
-        s_reject (self, &routing, "", PROTO_ERR_TOO_LARGE, "frame exceeds the size cap");
+    /* decoded even when over the cap (libzmq's hard cap bounds it), so the
+       too_large reply can name the request */
+    size_t size = zframe_size (frame);
+    proto_msg_t *msg = NULL;
+    int rc = proto_msg_decode (&msg, zframe_data (frame), size, SIZE_MAX, id, err, sizeof err);
+    zframe_destroy (&frame);
+    if (principal && size > self->max_frame) {
+        bus_warn ("frame of %zu bytes from %s over the cap", size, principal);
+        proto_msg_destroy (&msg);
+        s_reject (self, &routing, id, PROTO_ERR_TOO_LARGE, "frame exceeds the size cap");
         return;
     }
-    proto_msg_t *msg = NULL;
-    int rc = proto_msg_decode (&msg, zframe_data (frame), zframe_size (frame), self->max_frame,
-                               id, err, sizeof err);
-    zframe_destroy (&frame);
     if (!principal) {
         bus_warn ("message from unknown key %s refused", user_id && *user_id ? user_id : "(none)");
         proto_msg_destroy (&msg);

@@ -81,6 +81,8 @@ s_extra (bus_request_t *req, json_t *body, authz_extra_t *extra, authz_tuple_t *
     if (json_is_object (ct))
         ct = json_object_get (ct, "tuple_keys");
     extra->context = json_object_get (body, "context");
+    if (json_is_null (extra->context))
+        extra->context = NULL;
     extra->tuples = tuples;
     extra->n_tuples = 0;
     if (extra->context && !json_is_object (extra->context)) {
@@ -414,7 +416,7 @@ s_decide_common (bus_service_t *svc, bus_request_t *req, s_authz_t *self, bool c
     if (!model)
         return;
     json_t *context = json_object_get (body, "context");
-    context = context ? json_incref (context) : json_object ();
+    context = json_is_object (context) ? json_incref (context) : json_object ();
     json_t *decision = NULL;
     authz_error_t err = { 0 };
     int rc = authz_policy_decide (self->policy, self->store, model, s_field (body, "principal"),

@@ -1,0 +1,228 @@
+#!/usr/bin/env python3
+"""Integration: sanctum-authz as a real process — the OpenFGA API over the
+bus, the procurement decisions and approver chains, bad input, restarts."""
+import json
+import os
+import signal
+import sys
+
+sys.path.insert(0, os.path.dirname(__file__))
+from cluster import ROOT, Cluster  # noqa: E402
+from harness import run, test  # noqa: E402
+
+EX = os.path.join(ROOT, "ops", "examples", "procurement")
+
+
+def ok(c, *args):
+    r = c.ctl("--json", *args)
+    assert r.returncode == 0, (args, r.returncode, r.stdout, r.stderr)
+    return json.loads(r.stdout) if r.stdout.strip() else None
+
+
+def inject(c, type_, body):
+    r = c.ctl("--json", "inject", type_, json.dumps(body), "--service", "authz")
+    return r.returncode, json.loads(r.stdout) if r.stdout.strip() else None
+
+
+def fga(reply):
+    return reply["error"].get("fga_code")
+
+
+def load_procurement(c):
+    ok(c, "authz", "model", "write", os.path.join(EX, "model.fga"))
+    ok(c, "authz", "write", "--file", os.path.join(EX, "tuples.json"))
+    ok(c, "authz", "policy", "write", os.path.join(EX, "policy.json"))
+
+
+@test
+def no_policy_is_unavailable_not_a_guess(c):
+    rc, out = inject(c, "authz.decide", {"principal": "agent:x", "action": "po.write", "resource": "erp:acme"})
+    assert rc == 1 and out["error"]["code"] in ("unavailable", "not_found"), out
+
+
+@test
+def procurement_decisions(c):
+    load_procurement(c)
+    d = ok(c, "authz", "decide", "agent:po-drafter", "po.write", "erp:acme", "--context", '{"amount": 520000}')
+    assert d["decision"] == "approval_required", d
+    assert [(e["user"], e["limit"]) for e in d["chain"]] == [("user:carol", 50000), ("user:victor", 1000000)], d
+    assert all(e["escalate_after"] == 900 for e in d["chain"])
+    d = ok(c, "authz", "decide", "agent:po-drafter", "po.write", "erp:acme", "--context", '{"amount": 5000}')
+    assert d == {"decision": "allow"}, d
+    r = c.ctl("--json", "authz", "decide", "agent:po-drafter", "po.write", "erp:acme", "--context",
+              '{"amount": 2000000}')
+    assert r.returncode == 3 and json.loads(r.stdout)["reason"] == "no approver with authority", r.stdout
+    # $50,000 exactly is within carol's limit: the chain stops at her
+    d = ok(c, "authz", "decide", "agent:po-drafter", "po.write", "erp:acme", "--context", '{"amount": 50000}')
+    assert [e["user"] for e in d["chain"]] == ["user:carol"], d
+    rc, out = inject(c, "authz.approvers", {"principal": "agent:po-drafter", "action": "po.write",
+                                            "resource": "erp:acme", "context": {"amount": 520000}})
+    assert rc == 0 and [e["user"] for e in out["body"]["chain"]] == ["user:carol", "user:victor"], out
+
+
+@test
+def denials_say_why(c):
+    r = c.ctl("--json", "authz", "decide", "agent:rogue", "po.write", "erp:acme", "--context", '{"amount": 5}')
+    assert r.returncode == 3 and "not writer" in json.loads(r.stdout)["reason"], r.stdout
+    r = c.ctl("--json", "authz", "decide", "agent:po-drafter", "wire.transfer", "erp:acme")
+    assert r.returncode == 3 and "no policy" in json.loads(r.stdout)["reason"], r.stdout
+    r = c.ctl("--json", "authz", "decide", "agent:po-drafter", "po.write", "erp:acme", "--context",
+              '{"amount": "lots"}')
+    assert r.returncode == 3 and "amount" in json.loads(r.stdout)["reason"], r.stdout
+
+
+@test
+def decisions_are_events(c):
+    rc, out = inject(c, "events.replay", {"from_seq": 1})
+    types = [e["type"] for e in out["body"]["events"]]
+    assert "authz.model.written" in types and "authz.tuples.written" in types and "authz.decided" in types, types
+    decided = [e for e in out["body"]["events"] if e["type"] == "authz.decided"]
+    assert decided[0]["body"]["decision"]["decision"] == "approval_required", decided[0]
+
+
+@test
+def openfga_queries_over_the_bus(c):
+    rc, out = inject(c, "authz.list_objects", {"user": "agent:po-drafter", "relation": "writer", "type": "erp"})
+    assert rc == 0 and out["body"]["objects"] == ["erp:acme"], out
+    rc, out = inject(c, "authz.list_users", {"object": {"type": "user", "id": "erin"}, "relation": "manager",
+                                             "user_filters": [{"type": "user"}]})
+    assert rc == 0 and out["body"]["users"] == ["user:carol"], out
+    rc, out = inject(c, "authz.expand", {"tuple_key": {"object": "erp:acme", "relation": "writer"}})
+    assert rc == 0 and "root" in out["body"]["tree"], out
+    rc, out = inject(c, "authz.read", {"tuple": {"object": "erp:acme", "relation": "approver"}})
+    assert rc == 0 and len(out["body"]["tuples"]) == 2, out
+    rc, out = inject(c, "authz.read_changes", {"page_size": 100})
+    assert rc == 0 and len(out["body"]["changes"]) == 6 and out["body"]["continuation_token"], out
+    rc, out = inject(c, "authz.batch_check", {"checks": [
+        {"tuple_key": {"user": "user:victor", "relation": "approver", "object": "erp:acme"},
+         "context": {"amount": 10}, "correlation_id": "a"},
+        {"tuple_key": {"user": "user:erin", "relation": "approver", "object": "erp:acme"},
+         "context": {"amount": 10}, "correlation_id": "b"}]})
+    assert rc == 0 and out["body"]["result"]["a"]["allowed"] is True and out["body"]["result"]["b"]["allowed"] is False, out
+    # contextual tuples count for one request only
+    rc, out = inject(c, "authz.check", {"tuple_key": {"user": "agent:temp", "relation": "writer", "object": "erp:acme"},
+                                        "contextual_tuples": [{"user": "agent:temp", "relation": "writer",
+                                                               "object": "erp:acme"}]})
+    assert rc == 0 and out["body"]["allowed"] is True, out
+    rc = c.ctl("authz", "check", "agent:temp", "writer", "erp:acme").returncode
+    assert rc == 3, rc
+
+
+@test
+def external_client_may_check(c):
+    cl = c.client("authz")
+    r = cl.call("authz.check", {"tuple_key": {"user": "agent:po-drafter", "relation": "writer", "object": "erp:acme"}})
+    assert r["ok"] and r["body"]["allowed"] is True, r
+    r = cl.call("authz.write", {"writes": [{"user": "agent:evil", "relation": "writer", "object": "erp:acme"}]})
+    assert r["error"]["code"] == "forbidden", r  # only operators write tuples
+    r = cl.call("authz.decide", {"principal": "agent:po-drafter", "action": "po.write", "resource": "erp:acme"})
+    assert r["error"]["code"] == "forbidden", r
+    cl.close()
+
+
+@test
+def bad_models_are_refused_with_positions(c):
+    bad = os.path.join(c.dir, "bad.fga")
+    with open(bad, "w") as f:
+        f.write("model\n  schema 1.1\ntype user\n  relations\n    define viewer: [nosuch]\n")
+    r = c.ctl("--json", "authz", "model", "write", bad)
+    out = json.loads(r.stdout)
+    assert r.returncode == 1 and out["error"]["code"] == "invalid" and out["error"]["errors"], out
+    assert out["error"]["errors"][0]["line"]["start"] == 4, out
+    with open(bad, "w") as f:
+        f.write("model\n  schema 1.1\ntype user\n  relations\n    define viewer [user]\n")
+    r = c.ctl("--json", "authz", "model", "write", bad)
+    assert r.returncode == 1 and "line" in r.stdout, r.stdout
+    rc, out = inject(c, "authz.model.write", {"model": {"schema_version": "1.3", "type_definitions": []}})
+    assert rc == 1 and out["error"]["code"] == "invalid", out
+    rc, out = inject(c, "authz.model.write", {"model": 42})
+    assert rc == 1 and out["error"]["code"] == "invalid", out
+    # the latest model is still the procurement one
+    d = ok(c, "authz", "decide", "agent:po-drafter", "po.write", "erp:acme", "--context", '{"amount": 5000}')
+    assert d["decision"] == "allow", d
+
+
+@test
+def bad_tuples_write_nothing(c):
+    good = {"user": "agent:new", "relation": "writer", "object": "erp:acme"}
+    for bad, code in [({"user": "user:x", "relation": "nosuch", "object": "erp:acme"}, 2000),
+                      ({"user": "user:x", "relation": "writer", "object": "erp:acme"}, 2000),  # user not allowed
+                      ({"user": "user:x", "relation": "approver", "object": "erp:acme"}, 2000),  # needs condition
+                      ({"user": "user:x", "relation": "approver", "object": "erp:acme",
+                        "condition": {"name": "nosuch"}}, 2000),
+                      ({"user": "user:x", "relation": "manager", "object": "nosuchtype:1"}, 2000)]:
+        rc, out = inject(c, "authz.write", {"writes": [good, bad]})
+        assert rc == 1 and fga(out) == code, (bad, out)
+    rc = c.ctl("authz", "check", "agent:new", "writer", "erp:acme").returncode
+    assert rc == 3, "a rejected write left a tuple behind"
+    rc, out = inject(c, "authz.write", {"writes": [good, good]})
+    assert fga(out) == 2004, out
+    rc, out = inject(c, "authz.write", {"writes": [{"user": "user:carol", "relation": "manager",
+                                                    "object": "user:erin"}]})
+    assert out["error"]["code"] == "conflict" and fga(out) == 2017, out
+    rc, out = inject(c, "authz.write", {"writes": [{"user": "user:carol", "relation": "manager",
+                                                    "object": "user:erin"}], "on_duplicate": "ignore"})
+    assert rc == 0, out
+    rc, out = inject(c, "authz.write", {"deletes": [{"user": "user:nobody", "relation": "manager",
+                                                     "object": "user:erin"}]})
+    assert fga(out) == 2017, out
+    many = [{"user": "user:u%d" % i, "relation": "manager", "object": "user:erin"} for i in range(101)]
+    rc, out = inject(c, "authz.write", {"writes": many})
+    assert rc == 1 and out["error"]["code"] == "invalid", out
+    rc, out = inject(c, "authz.write", {})
+    assert rc == 1 and out["error"]["code"] == "invalid", out
+
+
+@test
+def bad_queries(c):
+    rc, out = inject(c, "authz.check", {"tuple_key": {"user": "user:victor", "relation": "approver",
+                                                      "object": "erp:acme"}})
+    assert rc == 1 and fga(out) == 2000, out  # the condition needs `amount`
+    rc, out = inject(c, "authz.check", {"tuple_key": {"user": "user:victor", "relation": "approver",
+                                                      "object": "erp:acme"}, "context": {"amount": "abc"}})
+    assert rc == 1 and fga(out) == 2000, out
+    rc, out = inject(c, "authz.check", {"tuple_key": {"user": "user:x", "relation": "nosuch", "object": "erp:acme"}})
+    assert rc == 1 and fga(out) == 2000, out
+    ct = [{"user": "agent:a%d" % i, "relation": "writer", "object": "erp:acme"} for i in range(101)]
+    rc, out = inject(c, "authz.check", {"tuple_key": {"user": "agent:a1", "relation": "writer", "object": "erp:acme"},
+                                        "contextual_tuples": ct})
+    assert rc == 1 and out["error"]["code"] == "invalid", out
+    rc, out = inject(c, "authz.check", {"tuple_key": {"user": "agent:a1", "relation": "writer", "object": "erp:acme"},
+                                        "contextual_tuples": [{"user": "user:x", "relation": "writer",
+                                                               "object": "erp:acme"}]})
+    assert rc == 1 and fga(out) == 2027, out
+    rc, out = inject(c, "authz.list_objects", {"user": "user:x", "relation": "viewer", "type": "nosuch"})
+    assert rc == 1 and fga(out) in (2021, 2000), out
+    rc, out = inject(c, "authz.policy.write", {"policy": {"actions": {"x": {"permit_relation": 1}}}})
+    assert rc == 1 and out["error"]["code"] == "invalid", out
+    rc, out = inject(c, "health", {})
+    assert rc == 0
+
+
+@test
+def oversized_request_is_refused_and_service_stays_up(c):
+    cl = c.client("authz")
+    r = cl.call("authz.check", {"tuple_key": {"user": "u" * (1024 * 1024), "relation": "r", "object": "o:1"}})
+    assert r["error"]["code"] == "too_large", r["error"]
+    r = cl.call("health")
+    assert r["ok"], r
+    cl.close()
+
+
+@test
+def state_survives_a_crash(c):
+    c.stop("authz", sig=signal.SIGKILL)
+    c.start("authz")
+    c.wait_healthy(["authz"])
+    d = ok(c, "authz", "decide", "agent:po-drafter", "po.write", "erp:acme", "--context", '{"amount": 520000}')
+    assert [e["user"] for e in d["chain"]] == ["user:carol", "user:victor"], d
+
+
+def setup():
+    c = Cluster(services=["authz"])
+    c.start_all()
+    return c
+
+
+if __name__ == "__main__":
+    sys.exit(run(setup, lambda c: c.close()))
