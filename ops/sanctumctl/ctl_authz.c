@@ -125,6 +125,11 @@ static int
 s_write (ctl_t *ctl, bool del)
 {
     json_t *tuples = NULL;
+    const char *on_conflict = NULL;       /* --ignore-existing: on_duplicate / on_missing = ignore */
+    if (ctl->argc >= 1 && streq (ctl->argv [ctl->argc - 1], "--ignore-existing")) {
+        on_conflict = "ignore";
+        ctl->argc--;
+    }
     if (ctl->argc == 3 && streq (ctl->argv [1], "--file")) {
         json_error_t jerr;
         tuples = json_load_file (ctl->argv [2], JSON_REJECT_DUPLICATES, &jerr);
@@ -136,8 +141,8 @@ s_write (ctl_t *ctl, bool del)
     }
     else {
         if (ctl->argc < 4) {
-            fprintf (stderr, "usage: sanctumctl authz %s USER RELATION OBJECT [--condition NAME [--context JSON]]\n"
-                             "       sanctumctl authz %s --file TUPLES.json\n",
+            fprintf (stderr, "usage: sanctumctl authz %s USER RELATION OBJECT [--condition NAME [--context JSON]] [--ignore-existing]\n"
+                             "       sanctumctl authz %s --file TUPLES.json [--ignore-existing]\n",
                      del ? "delete" : "write", del ? "delete" : "write");
             return CTL_USAGE;
         }
@@ -155,6 +160,8 @@ s_write (ctl_t *ctl, bool del)
         tuples = json_pack ("[o]", key);
     }
     json_t *body = json_pack ("{s:o}", del ? "deletes" : "writes", tuples);
+    if (on_conflict)
+        json_object_set_new (body, del ? "on_missing" : "on_duplicate", json_string (on_conflict));
     int rc = s_call (ctl, "authz.write", body, NULL, false);
     json_decref (body);
     if (rc == CTL_OK && !ctl->json)
