@@ -84,30 +84,36 @@ s_hierarchy (void)
     }
 }
 
-int
-main (void)
+/*  One check of the workload, built before timing starts. */
+typedef struct {
+    char object [32];
+    char user [16];
+} s_query_t;
+
+/*  Load the model and the 100,000 tuples into store (writes of 100), or,
+    when the store already has a model (--dir reuse), only rebuild the
+    in-memory hierarchy and requesters (the same seed gives the same data).
+    Sets *model and requester []. Returns 0 or -1. */
+static int
+s_load (authz_store_t *store, const authz_model_t **model, int *requester)
 {
-    char dir [] = "/tmp/bench-authz-XXXXXX";
-    if (!mkdtemp (dir))
-        return 1;
-    authz_store_t *store = NULL;
     authz_error_t err = { 0 };
-    json_t *mj = json_loads (s_model, 0, NULL);
-    char id [AUTHZ_MODEL_ID_LEN + 1];
-    if (authz_store_open (&store, dir, 1UL << 30)
-    ||  authz_store_write_model (store, mj, id, &err)) {
-        fprintf (stderr, "setup failed: %s\n", err.message);
-        return 1;
-    }
-    const authz_model_t *model = NULL;
-    if (authz_store_model (store, id, &model, &err))
-        return 1;
     s_hierarchy ();
     srand (42);
-    static int requester [N_TUPLES];
+    bool loaded = authz_store_model (store, NULL, model, NULL) == 0;
+    if (!loaded) {
+        json_t *mj = json_loads (s_model, 0, NULL);
+        char id [AUTHZ_MODEL_ID_LEN + 1];
+        int rc = authz_store_write_model (store, mj, id, &err);
+        json_decref (mj);
+        if (rc || authz_store_model (store, id, model, &err)) {
+            fprintf (stderr, "setup failed: %s\n", err.message);
+            return -1;
+        }
+    }
     static char strs [100][3][32];
     authz_tuple_t batch [100];
-    int n = 0, written = 0, n_po = N_TUPLES - (N_USERS - 1);
+    int n = 0, written = 0;
     double t0 = s_now ();
     for (int i = 0; i < N_TUPLES; i++) {
         bool mgr = i < N_USERS - 1;
@@ -126,21 +132,27 @@ main (void)
         }
         batch [n] = (authz_tuple_t) { strs [n][0], strs [n][1], strs [n][2], NULL, NULL, NULL };
         if (++n == 100 || i == N_TUPLES - 1) {
-            if (authz_store_write (store, model, batch, (size_t) n, NULL, 0, 0, &err)) {
+            if (!loaded
+            &&  authz_store_write (store, *model, batch, (size_t) n, NULL, 0, 0, &err)) {
                 fprintf (stderr, "write failed: %s\n", err.message);
-                return 1;
+                return -1;
             }
             written += n;
             n = 0;
         }
     }
-    printf ("bench authz_write_tuples %.0f tuples/s\n", written / ((s_now () - t0) / 1e9));
+    if (!loaded)
+        printf ("bench authz_write_tuples %.0f tuples/s\n", written / ((s_now () - t0) / 1e9));
+    return 0;
+}
 
-    //  Checks: half true (an ancestor of the requester), half random
-    double *lat = malloc (N_CHECKS * sizeof *lat);
-    int allowed_count = 0;
-    double total0 = s_now ();
-    for (int i = 0; i < N_CHECKS; i++) {
+/*  The check workload: half true (an ancestor of the requester, 1-6
+    hops up), half a random user (mostly false). */
+static void
+s_queries (s_query_t *queries, int n, const int *requester)
+{
+    int n_po = N_TUPLES - (N_USERS - 1);
+    for (int i = 0; i < n; i++) {
         int po = rand () % n_po;
         int u = requester [po];
         int who = rand () % N_USERS;
@@ -150,24 +162,17 @@ main (void)
             for (int h = 1; h < hops && s_manager [who] >= 0; h++)
                 who = s_manager [who];
         }
-        char obj [40], user [32];
-        snprintf (obj, sizeof obj, "purchase_order:%d", po);
-        snprintf (user, sizeof user, "user:%d", who);
-        bool allowed = false;
-        double c0 = s_now ();
-        if (authz_check (store, model, obj, "approver", user, NULL, &allowed, &err)) {
-            fprintf (stderr, "check failed: %s\n", err.message);
-            return 1;
-        }
-        lat [i] = s_now () - c0;
-        allowed_count += allowed;
+        snprintf (queries [i].object, sizeof queries [i].object, "purchase_order:%d", po);
+        snprintf (queries [i].user, sizeof queries [i].user, "user:%d", who);
     }
-    double secs = (s_now () - total0) / 1e9;
-    double check_rate = N_CHECKS / secs;
-    qsort (lat, N_CHECKS, sizeof *lat, s_cmp);
-    authz_store_destroy (&store);
+}
 
-    //  Raw LMDB: random forward-key point reads, one read txn per get
+/*  Raw LMDB: random forward-key point reads, one read txn per get, on a
+    second environment handle of dir (the store must be closed). Returns
+    gets per second, or 0 on failure. */
+static double
+s_raw_lmdb (const char *dir, int n)
+{
     MDB_env *env = NULL;
     MDB_txn *txn = NULL;
     MDB_dbi dbi;
@@ -178,12 +183,13 @@ main (void)
     ||  mdb_txn_begin (env, NULL, MDB_RDONLY, &txn)
     ||  mdb_dbi_open (txn, "authz_tuples", 0, &dbi)) {
         fprintf (stderr, "raw lmdb open failed\n");
-        return 1;
+        mdb_env_close (env);
+        return 0;
     }
     mdb_txn_commit (txn);           /* keeps the dbi handle (abort would drop it) */
     int found = 0;
     double r0 = s_now ();
-    for (int i = 0; i < N_CHECKS; i++) {
+    for (int i = 0; i < n; i++) {
         int u = 1 + rand () % (N_USERS - 1);
         char key [80];
         int kl = snprintf (key, sizeof key, "user:%d%cmanager%cuser:%d", u, 0, 0, s_manager [u]);
@@ -192,17 +198,80 @@ main (void)
         found += mdb_get (txn, dbi, &k, &v) == 0;
         mdb_txn_abort (txn);
     }
-    double raw_rate = N_CHECKS / ((s_now () - r0) / 1e9);
+    double rate = n / ((s_now () - r0) / 1e9);
     mdb_env_close (env);
+    if (found != n) {
+        fprintf (stderr, "raw lmdb found %d of %d\n", found, n);
+        return 0;
+    }
+    return rate;
+}
 
-    printf ("bench authz_check_allowed_fraction %.3f ratio\n", (double) allowed_count / N_CHECKS);
+/*  Usage: bench_authz [--quick] [--dir DIR]. --dir keeps the data in DIR
+    and reuses it on the next run (for profiling the check phase alone). */
+int
+main (int argc, char **argv)
+{
+    char tmp [] = "/tmp/bench-authz-XXXXXX";
+    const char *dir = NULL;
+    int n_checks = N_CHECKS;
+    for (int i = 1; i < argc; i++) {
+        if (strcmp (argv [i], "--quick") == 0)
+            n_checks = N_CHECKS / 10;
+        else
+        if (strcmp (argv [i], "--dir") == 0 && i + 1 < argc)
+            dir = argv [++i];
+        else {
+            fprintf (stderr, "usage: bench_authz [--quick] [--dir DIR]\n");
+            return 1;
+        }
+    }
+    if (!dir && !(dir = mkdtemp (tmp)))
+        return 1;
+    int rc = 1;
+    authz_store_t *store = NULL;
+    const authz_model_t *model = NULL;
+    static int requester [N_TUPLES];
+    s_query_t *queries = calloc ((size_t) n_checks, sizeof *queries);
+    double *lat = calloc ((size_t) n_checks, sizeof *lat);
+    if (!queries || !lat || authz_store_open (&store, dir, 1UL << 30)
+    ||  s_load (store, &model, requester))
+        goto done;
+    s_queries (queries, n_checks, requester);
+
+    int allowed_count = 0;
+    authz_error_t err = { 0 };
+    double total0 = s_now ();
+    for (int i = 0; i < n_checks; i++) {
+        bool allowed = false;
+        double c0 = s_now ();
+        if (authz_check (store, model, queries [i].object, "approver", queries [i].user,
+                         NULL, &allowed, &err)) {
+            fprintf (stderr, "check failed: %s\n", err.message);
+            goto done;
+        }
+        lat [i] = s_now () - c0;
+        allowed_count += allowed;
+    }
+    double check_rate = n_checks / ((s_now () - total0) / 1e9);
+    qsort (lat, (size_t) n_checks, sizeof *lat, s_cmp);
+    authz_store_destroy (&store);
+
+    double raw_rate = s_raw_lmdb (dir, n_checks);
+    if (raw_rate <= 0)
+        goto done;
+    printf ("bench authz_check_allowed_fraction %.3f ratio\n", (double) allowed_count / n_checks);
     printf ("bench authz_check_throughput %.0f checks/s baseline %.0f ratio %.3f\n",
             check_rate, raw_rate, check_rate / raw_rate);
-    printf ("bench authz_check_p50 %.2f us\n", lat [N_CHECKS / 2] / 1e3);
-    printf ("bench authz_check_p99 %.2f us\n", lat [N_CHECKS * 99 / 100] / 1e3);
-    printf ("bench lmdb_raw_get %.0f gets/s (found %d of %d)\n", raw_rate, found, N_CHECKS);
+    printf ("bench authz_check_p50 %.2f us\n", lat [n_checks / 2] / 1e3);
+    printf ("bench authz_check_p99 %.2f us\n", lat [n_checks * 99 / 100] / 1e3);
+    printf ("bench lmdb_raw_get %.0f gets/s\n", raw_rate);
+    rc = 0;
+done:
+    authz_store_destroy (&store);
+    free (queries);
     free (lat);
-    json_decref (mj);
-    nftw (dir, s_rm, 16, FTW_DEPTH | FTW_PHYS);
-    return 0;
+    if (dir == tmp)
+        nftw (dir, s_rm, 16, FTW_DEPTH | FTW_PHYS);
+    return rc;
 }
