@@ -46,6 +46,7 @@
 #define PROTO_ERR_TIMEOUT         "timeout"
 #define PROTO_ERR_INTERNAL        "internal"
 #define PROTO_ERR_VERSION         "unsupported_version"
+#define PROTO_ERR_TOO_COMPLEX     "too_complex"   /* a query past its resolution limit */
 
 /*  Principal classes (bit mask) for the catalogue's `senders`. */
 #define PROTO_P_SVC  0x01

@@ -45,7 +45,7 @@ s_fail (bus_request_t *req, int rc, authz_error_t *err)
         case AUTHZ_EWRITE_FAILED:
             code = PROTO_ERR_CONFLICT; break;
         case AUTHZ_ETOO_COMPLEX:
-            code = "too_complex"; break;
+            code = PROTO_ERR_TOO_COMPLEX; break;
         case AUTHZ_EINTERNAL:
             code = PROTO_ERR_UNAVAILABLE; break;
         default:
