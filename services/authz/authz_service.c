@@ -56,6 +56,29 @@ s_fail (bus_request_t *req, int rc, authz_error_t *err)
                           "%s", message);
 }
 
+/*  Answer a query: the engine's error, or body (stolen; built by the
+    caller from results that exist only when rc is 0). */
+static void
+s_finish (bus_request_t *req, int rc, authz_error_t *err, json_t *body)
+{
+    if (rc) {
+        json_decref (body);
+        s_fail (req, rc, err);
+    }
+    else if (!body)
+        bus_reply_error (req, PROTO_ERR_INTERNAL, "reply could not be built");
+    else
+        bus_reply_ok (req, body);
+}
+
+/*  A request whose shape the catalogue cannot express is wrong. */
+static void
+s_invalid (bus_request_t *req, const char *message)
+{
+    bus_reply_error_with (req, PROTO_ERR_INVALID, json_pack ("{s:i}", "fga_code", AUTHZ_EVALIDATION),
+                          "%s", message);
+}
+
 /*  The model named by the request's model_id, or the latest. */
 static const authz_model_t *
 s_model (s_authz_t *self, bus_request_t *req)
@@ -248,10 +271,7 @@ s_read (bus_service_t *svc, bus_request_t *req, void *arg)
     int rc = authz_store_read (self->store, &filter,
                                (size_t) json_integer_value (json_object_get (body, "page_size")),
                                s_field (body, "continuation_token"), &tuples, &token, &err);
-    if (rc)
-        s_fail (req, rc, &err);
-    else
-        bus_reply_ok (req, json_pack ("{s:o, s:s}", "tuples", tuples, "continuation_token", token));
+    s_finish (req, rc, &err, rc ? NULL : json_pack ("{s:o, s:s}", "tuples", tuples, "continuation_token", token));
     free (token);
 }
 
@@ -266,10 +286,7 @@ s_read_changes (bus_service_t *svc, bus_request_t *req, void *arg)
     int rc = authz_store_read_changes (self->store, s_field (body, "type"),
                                        (size_t) json_integer_value (json_object_get (body, "page_size")),
                                        s_field (body, "continuation_token"), &changes, &token, &err);
-    if (rc)
-        s_fail (req, rc, &err);
-    else
-        bus_reply_ok (req, json_pack ("{s:o, s:s}", "changes", changes, "continuation_token", token));
+    s_finish (req, rc, &err, rc ? NULL : json_pack ("{s:o, s:s}", "changes", changes, "continuation_token", token));
     free (token);
 }
 
@@ -289,17 +306,13 @@ s_check (bus_service_t *svc, bus_request_t *req, void *arg)
     const char *object = s_field (key, "object"), *relation = s_field (key, "relation"),
                *user = s_field (key, "user");
     if (!object || !relation || !user) {
-        bus_reply_error_with (req, PROTO_ERR_INVALID, json_pack ("{s:i}", "fga_code", AUTHZ_EVALIDATION),
-                              "tuple_key needs object, relation and user strings");
+        s_invalid (req, "tuple_key needs object, relation and user strings");
         return;
     }
     bool allowed = false;
     authz_error_t err = { 0 };
     int rc = authz_check (self->store, model, object, relation, user, &extra, &allowed, &err);
-    if (rc)
-        s_fail (req, rc, &err);
-    else
-        bus_reply_ok (req, json_pack ("{s:b}", "allowed", allowed));
+    s_finish (req, rc, &err, rc ? NULL : json_pack ("{s:b}", "allowed", allowed));
 }
 
 static void
@@ -313,10 +326,7 @@ s_batch_check (bus_service_t *svc, bus_request_t *req, void *arg)
     authz_error_t err = { 0 };
     int rc = authz_batch_check (self->store, model, json_object_get (bus_request_body (req), "checks"),
                                 &result, &err);
-    if (rc)
-        s_fail (req, rc, &err);
-    else
-        bus_reply_ok (req, json_pack ("{s:o}", "result", result));
+    s_finish (req, rc, &err, rc ? NULL : json_pack ("{s:o}", "result", result));
 }
 
 static void
@@ -331,18 +341,14 @@ s_expand (bus_service_t *svc, bus_request_t *req, void *arg)
     if (!model || s_extra (req, body, &extra, ctx))
         return;
     if (!s_field (key, "object") || !s_field (key, "relation")) {
-        bus_reply_error_with (req, PROTO_ERR_INVALID, json_pack ("{s:i}", "fga_code", AUTHZ_EVALIDATION),
-                              "tuple_key needs object and relation strings");
+        s_invalid (req, "tuple_key needs object and relation strings");
         return;
     }
     json_t *tree = NULL;
     authz_error_t err = { 0 };
     int rc = authz_expand (self->store, model, s_field (key, "object"), s_field (key, "relation"),
                            &extra, &tree, &err);
-    if (rc)
-        s_fail (req, rc, &err);
-    else
-        bus_reply_ok (req, json_pack ("{s:o}", "tree", tree));
+    s_finish (req, rc, &err, rc ? NULL : json_pack ("{s:o}", "tree", tree));
 }
 
 static void
@@ -359,10 +365,7 @@ s_list_objects (bus_service_t *svc, bus_request_t *req, void *arg)
     authz_error_t err = { 0 };
     int rc = authz_list_objects (self->store, model, s_field (body, "type"), s_field (body, "relation"),
                                  s_field (body, "user"), &extra, &objects, &err);
-    if (rc)
-        s_fail (req, rc, &err);
-    else
-        bus_reply_ok (req, json_pack ("{s:o}", "objects", objects));
+    s_finish (req, rc, &err, rc ? NULL : json_pack ("{s:o}", "objects", objects));
 }
 
 /*  list_users: object {type, id}, user_filters [{type, relation?}] as in
@@ -382,8 +385,7 @@ s_list_users (bus_service_t *svc, bus_request_t *req, void *arg)
         return;
     const char *type = s_field (obj, "type"), *id = s_field (obj, "id"), *ftype = s_field (filter, "type");
     if (!type || !id || !ftype) {
-        bus_reply_error_with (req, PROTO_ERR_INVALID, json_pack ("{s:i}", "fga_code", AUTHZ_EVALIDATION),
-                              "object needs type and id, user_filters[0] needs type");
+        s_invalid (req, "object needs type and id, user_filters[0] needs type");
         return;
     }
     char object [2 * AUTHZ_MAX_FIELD + 2], ufilter [2 * AUTHZ_MAX_FIELD + 2];
@@ -394,10 +396,7 @@ s_list_users (bus_service_t *svc, bus_request_t *req, void *arg)
     authz_error_t err = { 0 };
     int rc = authz_list_users (self->store, model, object, s_field (body, "relation"), ufilter, &extra,
                                &users, &err);
-    if (rc)
-        s_fail (req, rc, &err);
-    else
-        bus_reply_ok (req, json_pack ("{s:o}", "users", users));
+    s_finish (req, rc, &err, rc ? NULL : json_pack ("{s:o}", "users", users));
 }
 
 /* --- decisions ------------------------------------------------------------ */
