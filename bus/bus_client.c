@@ -21,6 +21,7 @@ struct bus_client_t {
     int timeout_ms;
     int retries;
     zhashx_t *inflight;      /* id -> s_pending_t */
+    int64_t next_deadline_ms; /* no deadline in flight is earlier; 0 = unknown */
     size_t max_frame;
 };
 
@@ -136,6 +137,8 @@ bus_client_send (bus_client_t *self, const char *type, json_t *body, const char 
             p->deadline_ms = zclock_mono () + self->timeout_ms;
             p->attempts = 1;
             zhashx_update (self->inflight, p->id, p);
+            if (p->deadline_ms < self->next_deadline_ms)
+                self->next_deadline_ms = p->deadline_ms;
             rc = bus_client_send_raw (self, data, len);
             if (id_out)
                 memcpy (id_out, req->id, PROTO_ID_LEN + 1);
@@ -147,15 +150,23 @@ bus_client_send (bus_client_t *self, const char *type, json_t *body, const char 
 }
 
 /*  Resend or fail requests whose deadline passed; returns the first request
-    out of retries as a timeout reply in *failed, if any. */
+    out of retries as a timeout reply in *failed, if any. The requests in
+    flight are scanned only once the earliest known deadline has come. */
 static void
 s_check_deadlines (bus_client_t *self, proto_msg_t **failed)
 {
     int64_t now = zclock_mono ();
+    if (now < self->next_deadline_ms)
+        return;
     bool expired = false;
-    for (s_pending_t *p = zhashx_first (self->inflight); p; p = zhashx_next (self->inflight))
+    int64_t earliest = INT64_MAX;
+    for (s_pending_t *p = zhashx_first (self->inflight); p; p = zhashx_next (self->inflight)) {
         if (p->deadline_ms <= now)
             expired = true;
+        if (p->deadline_ms < earliest)
+            earliest = p->deadline_ms;
+    }
+    self->next_deadline_ms = expired ? 0 : earliest;
     if (!expired)
         return;
     /* Lazy Pirate: a fresh socket, then everything in flight again */
@@ -192,6 +203,8 @@ static int64_t
 s_next_deadline (bus_client_t *self)
 {
     int64_t next = -1, now = zclock_mono ();
+    if (self->next_deadline_ms > 0 && self->next_deadline_ms < INT64_MAX)
+        return self->next_deadline_ms > now ? self->next_deadline_ms - now : 0;
     for (s_pending_t *p = zhashx_first (self->inflight); p; p = zhashx_next (self->inflight))
         if (next < 0 || p->deadline_ms - now < next)
             next = p->deadline_ms - now;
@@ -213,8 +226,9 @@ bus_client_recv (bus_client_t *self, int timeout_ms, proto_msg_t **reply)
             wait = next;
         if (wait < 0)
             wait = 0;
+        /* a reply already queued needs no poll (a system call) */
         zmq_pollitem_t item = { zsock_resolve (self->sock), 0, ZMQ_POLLIN, 0 };
-        int rc = zmq_poll (&item, 1, (long) wait);
+        int rc = zsock_events (self->sock) & ZMQ_POLLIN ? 1 : zmq_poll (&item, 1, (long) wait);
         if (rc < 0)
             return BUS_EINTR;
         if (rc > 0) {
