@@ -34,6 +34,7 @@
 #define S_MAX_COMPILE_MEM  (4u << 20)
 #define S_MAX_ERRMSG       240
 #define S_MAX_REPEAT       1000    /* RE2's repetition bound */
+#define S_MAX_RE_NEST      50      /* groups nested in a pattern */
 
 //  ---------------------------------------------------------------------
 //  Arena: bump allocation in chunks, freed at once, with a byte cap.
@@ -2019,6 +2020,13 @@ static const char *
 s_re_translate (const char *pat, size_t n, char *out, int *cflags)
 {
     size_t i = 0, o = 0;
+    //  RE2 bounds counted repetition, nested ones multiplied, by 1000;
+    //  POSIX engines expand it, so the bound also caps their program size.
+    //  inner [d]: largest repetition product inside the open group d;
+    //  closed: the product of the group that just closed (0: no group).
+    long inner [S_MAX_RE_NEST + 1] = {1};
+    long closed = 0;
+    int depth = 0;
     *cflags = REG_EXTENDED | REG_NOSUB;
     if (n >= 4 && !memcmp (pat, "(?i)", 4)) {
         *cflags |= REG_ICASE;
@@ -2026,6 +2034,8 @@ s_re_translate (const char *pat, size_t n, char *out, int *cflags)
     }
     while (i < n) {
         char c = pat [i];
+        long group = closed;    //  a quantifier here applies to that group
+        closed = 0;
         if (c == 0)
             return "NUL in pattern";
         if (c == '\\') {
@@ -2058,13 +2068,30 @@ s_re_translate (const char *pat, size_t n, char *out, int *cflags)
                 return msg;
             continue;
         }
-        if (c == '(' && i + 1 < n && pat [i + 1] == '?') {
-            if (i + 2 < n && pat [i + 2] == ':') {
-                out [o++] = '(';
-                i += 3;
-                continue;
+        if (c == '(') {
+            if (depth == S_MAX_RE_NEST)
+                return "groups nested too deeply";
+            inner [++depth] = 1;
+            out [o++] = '(';
+            i++;
+            if (i < n && pat [i] == '?') {
+                if (i + 1 < n && pat [i + 1] == ':') {
+                    i += 2;
+                    continue;
+                }
+                return "unsupported group flags";
             }
-            return "unsupported group flags";
+            continue;
+        }
+        if (c == ')') {
+            if (depth == 0)
+                return "unexpected )";
+            closed = inner [depth--];
+            if (closed > inner [depth])
+                inner [depth] = closed;
+            out [o++] = ')';
+            i++;
+            continue;
         }
         if (c == '{') {
             //  a repetition {n}, {n,}, {n,m} if well formed; else literal
@@ -2087,6 +2114,11 @@ s_re_translate (const char *pat, size_t n, char *out, int *cflags)
             if (a >= 0 && j < n && pat [j] == '}') {
                 if (a > S_MAX_REPEAT || b > S_MAX_REPEAT || (b >= 0 && b < a))
                     return "invalid repeat count";
+                long times = (b > a? b: a) * (group? group: 1);
+                if (times > S_MAX_REPEAT)
+                    return "bad repetition operator: repetition nested too deeply";
+                if (times > inner [depth])
+                    inner [depth] = times;
                 s_re_put (out, &o, pat + i, j + 1 - i);
                 i = j + 1;
                 if (i < n && pat [i] == '?')
@@ -2107,6 +2139,8 @@ s_re_translate (const char *pat, size_t n, char *out, int *cflags)
         if ((c == '*' || c == '+' || c == '?') && i < n && pat [i] == '?')
             i++;
     }
+    if (depth)
+        return "missing )";
     out [o] = 0;
     return NULL;
 }
@@ -2702,6 +2736,9 @@ s_convert (s_eval_t *ev, int fn, const s_val_t *a)
 static s_val_t
 s_matches (s_eval_t *ev, const s_node_t *n, const s_val_t *s, const s_val_t *pat)
 {
+    //  POSIX matchers are not linear-time as RE2 is: bound the subject
+    if (s->s.n > AUTHZ_CEL_MAX_REGEX_SUBJECT)
+        return s_vlimit (ev, "string too long for matches()");
     if (!s_charge (ev, 1 + (s->s.n + pat->s.n) / 16))
         return ev->abort_val;
     if (n->re)

@@ -39,6 +39,9 @@
 #define AUTHZ_CEL_MAX_COST         1000000 /* evaluation cost units */
 #define AUTHZ_CEL_MAX_EVAL_MEMORY  (16u << 20) /* bytes allocated by one evaluation */
 #define AUTHZ_CEL_MAX_REGEX_LEN    1024    /* bytes of a matches() pattern */
+#define AUTHZ_CEL_MAX_REGEX_SUBJECT 4096   /* bytes of a string matches() scans:
+                                              the POSIX matcher used is quadratic
+                                              on some patterns where RE2 is linear */
 
 typedef struct authz_cel_t authz_cel_t;
 

@@ -285,6 +285,11 @@ test_strings (void **state)
         {"'x'.matches(r'\\pL')", NULL, NULL, EVL},
         {"'x'.matches('a{1001}')", NULL, NULL, EVL},
         {"'x'.matches('(?P<n>x)')", NULL, NULL, EVL},
+        {"'x'.matches('((a{10}){10}){11}')", NULL, NULL, EVL},
+        {"'x'.matches('(((((((((((a{2}){2}){2}){2}){2}){2}){2}){2}){2}){2}){2})')", NULL, NULL, EVL},
+        {"'aaaa'.matches('^((a{2}){2}){1,10}$') && 'ab'.matches('(a){500}|b{2}|b')", NULL, NULL, OK1},
+        {"'x'.matches('(x')", NULL, NULL, EVL},
+        {"'x'.matches('x)')", NULL, NULL, EVL},
         {"s.matches(p)", "s:string, p:string", "{\"s\": \"foo\", \"p\": \"o+$\"}", OK1},
         {"s.matches(p)", "s:string, p:string", "{\"s\": \"foo\", \"p\": \"(\"}", EVL},
         {"'x'.matches(1)", NULL, NULL, TYP},
@@ -904,8 +909,15 @@ test_limits (void **state)
     //  long regular expressions and long strings
     s_expect_owned (s_repeat ("'a'.matches('", "a", 2000, "')"), NULL, NULL, EVL);
     char *long_s = s_repeat ("{\"s\": \"", "a", 100000, "\"}");
-    s_expect_owned (strdup ("s.matches('^a+$') && s.contains('aaa') && size(s) == 100000"), "s:string", long_s, OK1);
+    s_expect_owned (strdup ("s.contains('aaa') && size(s) == 100000 && s.startsWith('a')"), "s:string", long_s, OK1);
+    //  matches() scans at most AUTHZ_CEL_MAX_REGEX_SUBJECT bytes: the POSIX
+    //  matcher is quadratic on patterns such as (a|aa)*c
+    s_expect_owned (strdup ("s.matches('(a|aa)*c')"), "s:string", long_s, LIM);
+    s_expect_owned (strdup ("s.matches('(a|aa)*c') || true"), "s:string", long_s, LIM);
     free (long_s);
+    char *edge = s_repeat ("{\"s\": \"", "a", AUTHZ_CEL_MAX_REGEX_SUBJECT, "\"}");
+    s_expect_owned (strdup ("!s.matches('(a|aa)*c') && s.matches('^a+$')"), "s:string", edge, OK1);
+    free (edge);
     //  too many parameters
     json_t *many = json_object ();
     for (int i = 0; i < AUTHZ_CEL_MAX_PARAMS + 1; i++) {
