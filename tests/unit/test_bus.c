@@ -96,6 +96,41 @@ s_rm (const char *path, const struct stat *st, int flag, struct FTW *ftw)
 
 /* --- the service thread ------------------------------------------------------- */
 
+static bus_request_t *s_parked;   /* a deferred request (service thread only) */
+
+/*  A test handler on authz.read; body.page_size picks what it does:
+    1 answer, 2 defer then answer at once, 3 forget to answer, 4 answer
+    twice, 5 defer and park, 6 answer the parked request and then this. */
+static void
+s_test_handler (bus_service_t *svc, bus_request_t *req, void *arg)
+{
+    json_int_t mode = json_integer_value (json_object_get (bus_request_body (req), "page_size"));
+    switch (mode) {
+        case 2:
+            bus_request_defer (req);
+            bus_reply_ok (req, json_pack ("{s:I}", "mode", mode));
+            break;
+        case 3:
+            break;
+        case 4:
+            bus_reply_ok (req, json_pack ("{s:I}", "mode", mode));
+            bus_reply_error (req, PROTO_ERR_INTERNAL, "a second answer");
+            break;
+        case 5:
+            bus_request_defer (req);
+            s_parked = req;
+            break;
+        case 6:
+            if (s_parked)
+                bus_reply_ok (s_parked, json_pack ("{s:i}", "mode", 5));
+            s_parked = NULL;
+            /* fall through */
+        default:
+            bus_reply_ok (req, json_pack ("{s:I, s:s}", "mode", mode, "principal",
+                                          bus_request_principal (req)));
+    }
+}
+
 /*  Create the service (after delay_ms), tell the starter, run it. */
 static void *
 s_service_thread (void *arg)
@@ -107,6 +142,8 @@ s_service_thread (void *arg)
     bus_service_t *svc = bus_service_new (fx->config, "authz", "test-1", NULL, err, sizeof err);
     if (!svc)
         fprintf (stderr, "bus_service_new: %s\n", err);
+    else if (bus_service_handle (svc, "authz.read", s_test_handler, NULL))
+        bus_service_destroy (&svc);
     pthread_mutex_lock (&fx->lock);
     fx->svc = svc;
     fx->created = true;
@@ -552,6 +589,43 @@ test_dedupe (void **state)
     json_decref (r);
 }
 
+/*  Handlers: answered at once, deferred and answered at once or later,
+    forgotten (an internal error reply), answered twice (the second is
+    dropped). Each answer reaches its own request. */
+static void
+test_handlers (void **state)
+{
+    proto_msg_t *reply = s_call (s_fx.client, "authz.read", json_pack ("{s:i}", "page_size", 1));
+    assert_true (reply->ok);
+    assert_int_equal (json_integer_value (json_object_get (reply->body, "mode")), 1);
+    assert_string_equal (json_string_value (json_object_get (reply->body, "principal")), "ops:test");
+    proto_msg_destroy (&reply);
+    reply = s_call (s_fx.client, "authz.read", json_pack ("{s:i}", "page_size", 2));
+    assert_int_equal (json_integer_value (json_object_get (reply->body, "mode")), 2);
+    proto_msg_destroy (&reply);
+    s_expect (s_fx.client, "authz.read", json_pack ("{s:i}", "page_size", 3), PROTO_ERR_INTERNAL);
+    reply = s_call (s_fx.client, "authz.read", json_pack ("{s:i}", "page_size", 4));
+    assert_true (reply->ok);
+    proto_msg_destroy (&reply);
+    assert_int_equal (bus_client_recv (s_fx.client, 200, &reply), BUS_ETIMEOUT);
+
+    char parked [PROTO_ID_LEN + 1], later [PROTO_ID_LEN + 1];
+    json_t *body = json_pack ("{s:i}", "page_size", 5);
+    assert_int_equal (bus_client_send (s_fx.client, "authz.read", body, NULL, parked), 0);
+    json_decref (body);
+    assert_int_equal (bus_client_recv (s_fx.client, 200, &reply), BUS_ETIMEOUT);
+    body = json_pack ("{s:i}", "page_size", 6);
+    assert_int_equal (bus_client_send (s_fx.client, "authz.read", body, NULL, later), 0);
+    json_decref (body);
+    for (int i = 0; i < 2; i++) {
+        assert_int_equal (bus_client_recv (s_fx.client, 2000, &reply), 0);
+        json_int_t mode = json_integer_value (json_object_get (reply->body, "mode"));
+        assert_string_equal (reply->corr, mode == 5 ? parked : later);
+        assert_int_equal (mode, i == 0 ? 5 : 6);
+        proto_msg_destroy (&reply);
+    }
+}
+
 /*  A client whose first attempts go nowhere (the service starts 500 ms
     after the request) gets its reply through Lazy Pirate retries. */
 static void
@@ -673,6 +747,13 @@ test_failed_commit (void **state)
     char err [256];
     bus_service_t *svc = bus_service_new (s_fx.config, "authz", "test-1", NULL, err, sizeof err);
     assert_non_null (svc);
+    /* handlers only for this service's requests */
+    assert_int_equal (bus_service_handle (svc, "run.get", s_test_handler, NULL), BUS_EINVAL);
+    assert_int_equal (bus_service_handle (svc, "echo.seen", s_test_handler, NULL), BUS_EINVAL);
+    assert_int_equal (bus_service_handle (svc, "no.such", s_test_handler, NULL), BUS_EINVAL);
+    assert_int_equal (bus_service_handle (svc, "authz.check", s_test_handler, NULL), 0);
+    assert_string_equal (bus_service_principal (svc), "svc:authz");
+    assert_string_equal (bus_service_section_of (svc), "authz");
     bus_sub_t *sub = bus_sub_new (s_fx.pub, s_fx.server_key, s_fx.ops, NULL);
     proto_msg_t *evt = NULL;
     for (int i = 0; i < 40 && !evt; i++) {
@@ -745,6 +826,7 @@ main (void)
         cmocka_unit_test (test_unknown_key),
         cmocka_unit_test (test_malformed_frames),
         cmocka_unit_test (test_dedupe),
+        cmocka_unit_test (test_handlers),
         cmocka_unit_test (test_client_retries),
         cmocka_unit_test (test_replay),
         cmocka_unit_test (test_outbox_restart),
