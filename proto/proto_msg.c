@@ -85,6 +85,32 @@ static proto_type_t s_types [] = {
 
 static pthread_once_t s_catalog_once = PTHREAD_ONCE_INIT;
 
+/*  Random bytes for ids come from a per-thread pool refilled from libsodium
+    256 bytes at a time: one getrandom(2) per trace, span or ULID was a
+    measurable part of a round trip, and these ids are not secrets. A forked
+    child drops the pool it inherited, so parent and child never hand out
+    the same bytes. */
+static __thread uint8_t s_pool [256];
+static __thread size_t s_pool_left;
+
+static void
+s_pool_drop (void)
+{
+    s_pool_left = 0;
+}
+
+static void
+s_random (void *out, size_t n)
+{
+    assert (n <= sizeof s_pool);
+    if (s_pool_left < n) {
+        randombytes_buf (s_pool, sizeof s_pool);
+        s_pool_left = sizeof s_pool;
+    }
+    memcpy (out, s_pool + sizeof s_pool - s_pool_left, n);
+    s_pool_left -= n;
+}
+
 /*  Link each message to its run of fields (fields of one message are
     contiguous in the .def file; checked here). */
 static void
@@ -99,6 +125,7 @@ s_catalog_init (void)
     }
     if (sodium_init () < 0)
         abort ();
+    pthread_atfork (NULL, NULL, s_pool_drop);
 }
 
 const proto_type_t *
@@ -172,7 +199,7 @@ proto_ulid (char out [PROTO_ID_LEN + 1])
                 break;
     }
     else {
-        randombytes_buf (last_rand, sizeof last_rand);
+        s_random (last_rand, sizeof last_rand);
         last_rand [0] &= 0x7f;          /* room to increment */
         last_ms = ms;
     }
@@ -181,17 +208,13 @@ proto_ulid (char out [PROTO_ID_LEN + 1])
     memcpy (bytes + 6, last_rand, 10);
     pthread_mutex_unlock (&lock);
 
-    /* 128 bits -> 26 chars of 5 bits (the first char carries 3 bits) */
-    int bit = -2;   /* 130 bits of output, the top two are zero */
-    for (int c = 0; c < PROTO_ID_LEN; c++, bit += 5) {
-        unsigned v = 0;
-        for (int b = 0; b < 5; b++) {
-            int pos = bit + b;
-            unsigned one = pos < 0 ? 0 : (bytes [pos / 8] >> (7 - pos % 8)) & 1;
-            v = (v << 1) | one;
-        }
-        out [c] = s_crockford [v];
-    }
+    /* 128 bits -> 26 chars of 5 bits, last char first (the first char
+       carries the top 3 bits) */
+    unsigned __int128 v = 0;
+    for (int i = 0; i < 16; i++)
+        v = (v << 8) | bytes [i];
+    for (int c = PROTO_ID_LEN - 1; c >= 0; c--, v >>= 5)
+        out [c] = s_crockford [(unsigned) v & 31];
     out [PROTO_ID_LEN] = 0;
 }
 
@@ -211,7 +234,7 @@ static void
 s_hex (char *out, size_t bytes)
 {
     uint8_t buf [16];
-    randombytes_buf (buf, bytes);
+    s_random (buf, bytes);
     sodium_bin2hex (out, bytes * 2 + 1, buf, bytes);
 }
 
