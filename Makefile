@@ -117,11 +117,13 @@ demo: deps
 	@$(MAKE) --no-print-directory all
 	@BUILD=$(BUILD) sh ops/demo.sh
 
+# libFuzzer targets: the runtime library instrumented for coverage and
+# sanitizers, each target linked against it alone.
 fuzz:
-	@$(MAKE) --no-print-directory CC=clang BUILD=build-fuzz all
+	@$(MAKE) --no-print-directory CC=clang BUILD=build-fuzz SANITIZER=fuzzer-no-link,address,undefined build-fuzz/lib/libsanctum.a build-fuzz/lib/libauthz.a
 	@mkdir -p build-fuzz/fuzz
 	@for f in $(FUZZ_SRC); do n=$$(basename $$f .c); \
-	  clang $(filter-out -O2,$(CFLAGS)) -O1 -fsanitize=fuzzer,address,undefined -o build-fuzz/fuzz/$$n $$f build-fuzz/lib/*.a $(LDLIBS) || exit 1; \
+	  clang $(filter-out -O2,$(CFLAGS)) -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all -o build-fuzz/fuzz/$$n $$f build-fuzz/lib/libauthz.a build-fuzz/lib/libsanctum.a $(LDLIBS) || exit 1; \
 	  echo "built build-fuzz/fuzz/$$n (run: build-fuzz/fuzz/$$n tests/fuzz/corpus/$${n#fuzz_})"; done
 
 install: all
@@ -132,5 +134,8 @@ install: all
 
 clean:
 	rm -rf build build-san build-fuzz
+
+# keep objects of test and bench programs between runs
+.SECONDARY:
 
 -include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)

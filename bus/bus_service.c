@@ -140,6 +140,8 @@ typedef struct {
     json_t *events;
     uint64_t to_seq;
     size_t limit;
+    size_t bytes;               /* encoded size gathered so far */
+    size_t max_bytes;           /* keep the reply well under the frame cap */
     uint64_t next;
     int rc;
 } s_replay_t;
@@ -151,10 +153,12 @@ s_replay_one (const void *key, size_t key_len, const void *val, size_t val_len, 
     uint64_t seq = bus_key_to_u64 (key);
     if (seq > r->to_seq)
         return 1;
-    if (json_array_size (r->events) >= r->limit) {
+    if (json_array_size (r->events) >= r->limit
+        || (json_array_size (r->events) > 0 && r->bytes + val_len > r->max_bytes)) {
         r->next = seq;
         return 1;
     }
+    r->bytes += val_len;
     proto_msg_t *evt = NULL;
     if (proto_msg_decode (&evt, val, val_len, SIZE_MAX, NULL, NULL, 0) == 0) {
         json_array_append_new (r->events, proto_msg_to_json (evt));
@@ -175,7 +179,8 @@ s_handle_replay (bus_service_t *self, bus_request_t *req, void *arg)
     json_t *to = json_object_get (body, "to_seq");
     json_t *limit = json_object_get (body, "limit");
     s_replay_t r = { json_array (), to ? (uint64_t) json_integer_value (to) : UINT64_MAX,
-                     limit ? (size_t) json_integer_value (limit) : S_REPLAY_MAX, 0, 0 };
+                     limit ? (size_t) json_integer_value (limit) : S_REPLAY_MAX, 0,
+                     self->max_frame / 2, 0, 0 };
     uint8_t from_key [8];
     bus_u64_to_key (from, from_key);
     bus_txn_t *txn = bus_txn_begin (self->store, false);
