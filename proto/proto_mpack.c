@@ -286,6 +286,12 @@ s_pack (msgpack_packer *pk, json_t *v)
 }
 
 int
+proto_mpack_pack (struct msgpack_packer *pk, json_t *value)
+{
+    return s_pack (pk, value);
+}
+
+int
 proto_mpack_encode (uint8_t **out, size_t *out_len, json_t *value)
 {
     msgpack_sbuffer sbuf;

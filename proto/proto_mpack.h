@@ -36,4 +36,11 @@ int proto_mpack_decode (json_t **out, const uint8_t *buf, size_t len,
 int proto_mpack_encode (uint8_t **out, size_t *out_len, json_t *value)
     __attribute__((warn_unused_result));
 
+/*  Append value to a msgpack-c packer, as proto_mpack_encode writes it (for
+    writers that lay out the outer map themselves: the envelope encoder).
+    Returns 0, BUS_ENOMEM or BUS_EINVAL. */
+struct msgpack_packer;
+int proto_mpack_pack (struct msgpack_packer *pk, json_t *value)
+    __attribute__((warn_unused_result));
+
 #endif

@@ -5,6 +5,7 @@
 
 #include <assert.h>
 #include <ctype.h>
+#include <msgpack.h>
 #include <pthread.h>
 #include <sodium.h>
 #include <stdio.h>
@@ -584,15 +585,58 @@ proto_msg_to_json (proto_msg_t *self)
     return env;
 }
 
+/*  Pack the map key and, when value is not NULL, a string value. */
+static bool
+s_pack_str (msgpack_packer *pk, const char *key, const char *value)
+{
+    size_t klen = strlen (key), vlen = value ? strlen (value) : 0;
+    return msgpack_pack_str (pk, klen) == 0 && msgpack_pack_str_body (pk, key, klen) == 0
+        && (!value || (msgpack_pack_str (pk, vlen) == 0 && msgpack_pack_str_body (pk, value, vlen) == 0));
+}
+
+/*  Written straight from the struct, member for member in the order of
+    proto_msg_to_json (so the same bytes as encoding that JSON), without
+    building a JSON envelope per message. */
 int
 proto_msg_encode (proto_msg_t *self, uint8_t **out, size_t *out_len)
 {
-    json_t *env = proto_msg_to_json (self);
-    if (!env)
-        return BUS_ENOMEM;
-    int rc = proto_mpack_encode (out, out_len, env);
-    json_decref (env);
-    return rc;
+    bool reply = self->kind == PROTO_KIND_REPLY, event = self->kind == PROTO_KIND_EVT;
+    bool error = reply && !self->ok && self->error;
+    size_t members = 4 + (self->from [0] != 0) + (self->corr [0] != 0) + (self->traceparent [0] != 0)
+                   + reply + error + 2 * event + (self->body != NULL);
+    msgpack_sbuffer sbuf;
+    msgpack_packer pk;
+    msgpack_sbuffer_init (&sbuf);
+    msgpack_packer_init (&pk, &sbuf, msgpack_sbuffer_write);
+    bool ok = msgpack_pack_map (&pk, members) == 0
+           && s_pack_str (&pk, "v", NULL) && msgpack_pack_int64 (&pk, self->v) == 0
+           && s_pack_str (&pk, "type", self->type) && s_pack_str (&pk, "id", self->id)
+           && s_pack_str (&pk, "ts", NULL) && msgpack_pack_int64 (&pk, self->ts) == 0
+           && (!self->from [0] || s_pack_str (&pk, "from", self->from))
+           && (!self->corr [0] || s_pack_str (&pk, "corr", self->corr))
+           && (!self->traceparent [0] || s_pack_str (&pk, "traceparent", self->traceparent))
+           && (!reply || (s_pack_str (&pk, "ok", NULL)
+                          && (self->ok ? msgpack_pack_true (&pk) : msgpack_pack_false (&pk)) == 0))
+           && (!event || (s_pack_str (&pk, "pub", self->pub) && s_pack_str (&pk, "seq", NULL)
+                          && msgpack_pack_int64 (&pk, (int64_t) self->seq) == 0));
+    int rc = ok ? 0 : BUS_ENOMEM;
+    if (rc == 0 && error && !s_pack_str (&pk, "error", NULL))
+        rc = BUS_ENOMEM;
+    if (rc == 0 && error)
+        rc = proto_mpack_pack (&pk, self->error);
+    if (rc == 0 && self->body && !s_pack_str (&pk, "body", NULL))
+        rc = BUS_ENOMEM;
+    if (rc == 0 && self->body)
+        rc = proto_mpack_pack (&pk, self->body);
+    if (rc) {
+        msgpack_sbuffer_destroy (&sbuf);
+        *out = NULL;
+        *out_len = 0;
+        return rc;
+    }
+    *out_len = sbuf.size;
+    *out = (uint8_t *) msgpack_sbuffer_release (&sbuf);
+    return 0;
 }
 
 /*  A reply skeleton answering corr. */
