@@ -86,7 +86,10 @@ s_print_error (ctl_t *ctl, const char *path, const char *message, json_t *errors
         json_decref (out);
         return;
     }
-    fprintf (stderr, "sanctumctl: %s: %s\n", path, message);
+    if (errors)
+        fprintf (stderr, "sanctumctl: %s: %s\n", path, message);
+    else
+        fprintf (stderr, "sanctumctl: %s\n", message);
     size_t i;
     json_t *e;
     json_array_foreach (errors, i, e) {

@@ -1084,8 +1084,14 @@ int
 authz_testfile_load (json_t **out, const char *path, char *err, size_t err_len)
 {
     *out = NULL;
-    if (!s_ends_with (path, ".json"))
-        return bus_yaml_load_file (out, path, err, err_len);
+    if (!s_ends_with (path, ".json")) {
+        char msg [512] = "";
+        int rc = bus_yaml_load_file (out, path, msg, sizeof msg);
+        if (rc)
+            snprintf (err, err_len, "%s%s%s", strncmp (msg, path, strlen (path)) ? path : "",
+                      strncmp (msg, path, strlen (path)) ? ": " : "", msg);
+        return rc;
+    }
     struct stat st;
     if (stat (path, &st) != 0) {
         snprintf (err, err_len, "%s: %s", path, strerror (errno));

@@ -80,7 +80,7 @@ void authz_testfile_destroy (authz_testfile_t **self_p);
 /*  Read a test file: JSON when path ends in ".json", YAML otherwise (at
     most AUTHZ_TESTFILE_MAX_FILE bytes). Returns 0 and *out (new reference),
     or BUS_EIO / BUS_EINVAL / BUS_ETOOBIG / BUS_EDEPTH / BUS_ENOMEM with a
-    message in err. */
+    message in err that starts with the path. */
 int authz_testfile_load (json_t **out, const char *path, char *err, size_t err_len)
     __attribute__((warn_unused_result));
 
