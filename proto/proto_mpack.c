@@ -54,12 +54,30 @@ s_take_be (s_reader_t *r, int n, uint64_t *v)
 
 static int s_value (s_reader_t *r, json_t **out, int depth);
 
+/*  True when the n bytes at p are all ASCII (hence valid UTF-8), checked a
+    word at a time. */
+static bool
+s_ascii (const uint8_t *p, size_t n)
+{
+    uint64_t high = 0, word;
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        memcpy (&word, p + i, 8);
+        high |= word;
+    }
+    for (; i < n; i++)
+        high |= p [i];
+    return (high & 0x8080808080808080ULL) == 0;
+}
+
 static int
 s_string (s_reader_t *r, uint64_t len, json_t **out)
 {
     if (len > s_left (r))
         return s_fail (r, BUS_EINVAL, "string longer than frame");
-    *out = json_stringn ((const char *) r->p, (size_t) len);
+    /* jansson checks UTF-8 byte by byte; ASCII needs no check */
+    *out = s_ascii (r->p, (size_t) len) ? json_stringn_nocheck ((const char *) r->p, (size_t) len)
+                                        : json_stringn ((const char *) r->p, (size_t) len);
     if (!*out)
         return s_fail (r, BUS_EINVAL, "string is not valid UTF-8");
     r->p += len;
@@ -130,8 +148,8 @@ s_map (s_reader_t *r, uint64_t count, json_t **out, int depth)
             rc = s_fail (r, BUS_EINVAL, "duplicate map key");
         if (rc == 0)
             rc = s_value (r, &val, depth + 1);
-        if (rc == 0)
-            json_object_set_new (obj, json_string_value (key), val);
+        if (rc == 0)        /* the key is valid UTF-8 (a string value) without NUL */
+            json_object_set_new_nocheck (obj, json_string_value (key), val);
         json_decref (key);
     }
     if (rc) {
