@@ -284,6 +284,16 @@ s_traceparent_valid (const char *s, size_t len)
 
 /* --- messages ------------------------------------------------------------- */
 
+/*  snprintf (dst, cap, "%s", src) without the printf machinery: copy at
+    most cap - 1 bytes and terminate. */
+static void
+s_copy (char *dst, size_t cap, const char *src)
+{
+    size_t n = strnlen (src, cap - 1);
+    memcpy (dst, src, n);
+    dst [n] = 0;
+}
+
 proto_msg_t *
 proto_msg_new (proto_kind_t kind, const char *type)
 {
@@ -293,7 +303,7 @@ proto_msg_new (proto_kind_t kind, const char *type)
     self->v = PROTO_VERSION;
     self->kind = kind;
     if (type) {
-        snprintf (self->type, sizeof self->type, "%s", type);
+        s_copy (self->type, sizeof self->type, type);
         self->spec = proto_type_find (type);
     }
     proto_ulid (self->id);
@@ -646,9 +656,9 @@ s_reply (const char *type, const char *corr, const char *traceparent)
     proto_msg_t *rep = proto_msg_new (PROTO_KIND_REPLY, type);
     if (!rep)
         return NULL;
-    snprintf (rep->corr, sizeof rep->corr, "%s", corr ? corr : "");
+    s_copy (rep->corr, sizeof rep->corr, corr ? corr : "");
     if (traceparent)
-        snprintf (rep->traceparent, sizeof rep->traceparent, "%s", traceparent);
+        s_copy (rep->traceparent, sizeof rep->traceparent, traceparent);
     return rep;
 }
 
@@ -681,8 +691,8 @@ proto_reply_error (proto_msg_t *req, const char *code, const char *message)
 {
     proto_msg_t *rep = proto_reply_error_id (req->id, code, message);
     if (rep) {
-        snprintf (rep->type, sizeof rep->type, "%s", req->type);
-        snprintf (rep->traceparent, sizeof rep->traceparent, "%s", req->traceparent);
+        s_copy (rep->type, sizeof rep->type, req->type);
+        s_copy (rep->traceparent, sizeof rep->traceparent, req->traceparent);
     }
     return rep;
 }
