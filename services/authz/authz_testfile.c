@@ -799,7 +799,7 @@ s_tuple_file (authz_testfile_t *self, const char *dir, const char *ref, const ch
               json_t *out)
 {
     char *text = NULL;
-    size_t len = 0;
+    size_t len = 0, before = json_array_size (out);
     int rc = s_read_ref (self, dir, ref, where, &text, &len);
     json_t *list = NULL;
     char msg [256] = "";
@@ -845,7 +845,7 @@ s_tuple_file (authz_testfile_t *self, const char *dir, const char *ref, const ch
         if (rc == 0)
             json_array_append (out, t);
     }
-    if (rc == 0 && json_array_size (out) == 0)
+    if (rc == 0 && json_array_size (out) == before)
         rc = s_error (self, where, "'%s' holds no tuples", ref);
     json_decref (list);
     free (text);

@@ -270,6 +270,8 @@ test_store_errors (void **state)
         { "tuple_file: missing.csv\ntests: []\n", "/tuple_file", "cannot read 'missing.csv'" },
         { "tuple_file: bad.csv\ntests: []\n", "/tuple_file", "invalid header 'who'" },
         { "tuple_file: bad.txt\ntests: []\n", "/tuple_file", "unsupported tuple file format" },
+        { "tuples: [{user: \"user:a\", relation: member, object: \"group:g\"}]\n"
+          "tests: [{tuple_file: empty.yaml}]\n", "/tests/0/tuple_file", "holds no tuples" },
         { "tuple_files: [bad.json]\ntests: []\n", "bad.json[0]", "required property 'object'" },
         { "tests: [{check: [{user: \"user:a\", users: [\"user:b\"], object: \"doc:1\", assertions: {viewer: true}}]}]\n",
           "/tests/0/check/0", "cannot contain both 'user' and 'users'" },
@@ -292,6 +294,7 @@ test_store_errors (void **state)
     assert_int_equal (symlink ("../outside.fga", link), 0);
     s_write (dir, "bad.csv", "who,relation\nuser,viewer\n");
     s_write (dir, "bad.txt", "x");
+    s_write (dir, "empty.yaml", "[]\n");
     s_write (dir, "bad.json", "[{\"user\": \"user:a\", \"relation\": \"viewer\"}]");
     authz_testfile_t *runner = NULL;
     assert_int_equal (authz_testfile_new (&runner, NULL), 0);
