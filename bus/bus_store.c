@@ -2,7 +2,9 @@
 
     One MDB_env per process, opened with MDB_NOTLS (a read transaction may
     be used from any thread, one thread at a time) and without MDB_NOSYNC
-    (mdb_txn_commit fsyncs). Named databases are opened once, at open, in
+    (mdb_txn_commit fsyncs). A read transaction keeps one cursor per
+    database it scanned and can be reset and renewed, so a process that
+    serves many short reads allocates nothing per read. Named databases are opened once, at open, in
     one write transaction; their handles are indexes into the caller's list.
 
     LMDB return codes stop here: s_map() turns them into BUS_E* codes and
@@ -49,7 +51,14 @@ struct bus_txn_t {
     bus_store_t *store;
     MDB_txn *txn;
     bool write;
+    bool reset;                         /* read txn between reset and renew */
     int error;                          /* sticky: first failed put/del */
+    //  Read transactions keep one cursor per database for their whole life
+    //  (across reset/renew): a scan takes it unless a scan of the same db
+    //  is already running in a callback (busy), and renews it after a
+    //  renew of the transaction (stale).
+    uint64_t busy, stale;               /* bit i: database i */
+    MDB_cursor *cursors [S_MAX_DBS];
 };
 
 
@@ -286,6 +295,19 @@ bus_txn_begin (bus_store_t *self, bool write)
 }
 
 
+/*  Close the cursors a read transaction kept (a write transaction keeps
+    none: LMDB frees its cursors with it). */
+static void
+s_cursors_close (bus_txn_t *self)
+{
+    for (int i = 0; i < self->store->ndbs; i++)
+        if (self->cursors [i]) {
+            mdb_cursor_close (self->cursors [i]);
+            self->cursors [i] = NULL;
+        }
+}
+
+
 /*  Commit, or abort when the sticky error is set (returning it). The
     transaction is freed and *txn_p nulled in every case. */
 int
@@ -296,6 +318,7 @@ bus_txn_commit (bus_txn_t **txn_p)
     if (!self)
         return BUS_EINVAL;
     int rc = self->error;
+    s_cursors_close (self);
     if (rc)
         mdb_txn_abort (self->txn);
     else
@@ -314,9 +337,52 @@ bus_txn_abort (bus_txn_t **txn_p)
     bus_txn_t *self = *txn_p;
     if (!self)
         return;
+    s_cursors_close (self);
     mdb_txn_abort (self->txn);
     free (self);
     *txn_p = NULL;
+}
+
+
+/*  Release a read transaction's snapshot, keeping the handle, its reader
+    slot and its cursors for bus_txn_renew. */
+int
+bus_txn_reset (bus_txn_t *self)
+{
+    assert (self);
+    if (self->write)
+        return BUS_EINVAL;
+    if (!self->reset) {
+        mdb_txn_reset (self->txn);
+        self->reset = true;
+    }
+    return 0;
+}
+
+
+/*  Take a new snapshot (the latest commit) for a reset read transaction;
+    its cursors are renewed lazily, at their next use. */
+int
+bus_txn_renew (bus_txn_t *self)
+{
+    assert (self);
+    if (self->write || !self->reset)
+        return BUS_EINVAL;
+    int rc = s_map (mdb_txn_renew (self->txn), "renew");
+    if (rc == 0) {
+        self->reset = false;
+        self->stale = ~(uint64_t) 0;
+    }
+    return rc;
+}
+
+
+/*  The id of the committed state a read transaction sees, or 0. */
+uint64_t
+bus_txn_snapshot (bus_txn_t *self)
+{
+    assert (self);
+    return self->write || self->reset? 0: (uint64_t) mdb_txn_id (self->txn);
 }
 
 
@@ -339,8 +405,51 @@ s_dbi (bus_txn_t *self, int db, MDB_dbi *dbi)
         bus_error ("store: no database with index %d", db);
         return BUS_EINVAL;
     }
+    if (self->reset) {
+        bus_error ("store: read transaction used while reset");
+        return BUS_EINVAL;
+    }
     *dbi = self->store->dbis [db];
     return 0;
+}
+
+
+/*  A cursor on database db for one scan: a read transaction's own cursor
+    (opened once, renewed after a renew) unless a scan of db is already
+    running, else a new one. Give it back with s_cursor_put. */
+static int
+s_cursor_get (bus_txn_t *self, int db, MDB_cursor **cursor)
+{
+    MDB_dbi dbi;
+    int rc = s_dbi (self, db, &dbi);
+    if (rc)
+        return rc;
+    uint64_t bit = (uint64_t) 1 << db;
+    if (self->write || (self->busy & bit))
+        return s_map (mdb_cursor_open (self->txn, dbi, cursor), "cursor open");
+    if (!self->cursors [db])
+        rc = s_map (mdb_cursor_open (self->txn, dbi, &self->cursors [db]), "cursor open");
+    else
+    if (self->stale & bit)
+        rc = s_map (mdb_cursor_renew (self->txn, self->cursors [db]), "cursor renew");
+    if (rc)
+        return rc;
+    self->stale &= ~bit;
+    self->busy |= bit;
+    *cursor = self->cursors [db];
+    return 0;
+}
+
+
+/*  Give back a cursor from s_cursor_get: the transaction's own is kept,
+    another one closed. */
+static void
+s_cursor_put (bus_txn_t *self, int db, MDB_cursor *cursor)
+{
+    if (cursor == self->cursors [db])
+        self->busy &= ~((uint64_t) 1 << db);
+    else
+        mdb_cursor_close (cursor);
 }
 
 
@@ -450,13 +559,11 @@ s_scan (bus_txn_t *self, int db, const void *from, size_t from_len,
     assert (self && fn);
     if (self->error)
         return self->error;
-    MDB_dbi dbi;
     MDB_cursor *cursor = NULL;
-    int rc = s_dbi (self, db, &dbi);
-    if (rc == 0)
-        rc = s_map (mdb_cursor_open (self->txn, dbi, &cursor), "cursor open");
+    int rc = s_cursor_get (self, db, &cursor);
     if (rc)
         return rc;
+    MDB_dbi dbi = self->store->dbis [db];
     MDB_val k = { from_len, (void *) from }, v;
     MDB_val end = { to_len, (void *) to };
     int mrc = from && from_len? mdb_cursor_get (cursor, &k, &v, MDB_SET_RANGE)
@@ -477,7 +584,7 @@ s_scan (bus_txn_t *self, int db, const void *from, size_t from_len,
     if (mrc != MDB_NOTFOUND)
         rc = s_map (mrc, "scan");
 done:
-    mdb_cursor_close (cursor);
+    s_cursor_put (self, db, cursor);
     return rc;
 }
 
@@ -512,11 +619,8 @@ bus_txn_last (bus_txn_t *self, int db, const void **key, size_t *key_len,
     assert (self && key && key_len && val && val_len);
     if (self->error)
         return self->error;
-    MDB_dbi dbi;
     MDB_cursor *cursor = NULL;
-    int rc = s_dbi (self, db, &dbi);
-    if (rc == 0)
-        rc = s_map (mdb_cursor_open (self->txn, dbi, &cursor), "cursor open");
+    int rc = s_cursor_get (self, db, &cursor);
     if (rc)
         return rc;
     MDB_val k, v;
@@ -527,7 +631,7 @@ bus_txn_last (bus_txn_t *self, int db, const void **key, size_t *key_len,
         *val = v.mv_data;
         *val_len = v.mv_size;
     }
-    mdb_cursor_close (cursor);
+    s_cursor_put (self, db, cursor);
     return rc;
 }
 

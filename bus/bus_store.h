@@ -8,7 +8,16 @@
     durable. Only one write transaction is open at a time (LMDB's rule).
 
     Ownership: values returned by bus_txn_get() and cursors point into the
-    map and are valid only until the end of the transaction.
+    map and are valid only until the end of the transaction (or its
+    bus_txn_reset).
+
+    Reads: a read transaction keeps one LMDB cursor per database it has
+    scanned (reused by every later scan of that database, and by a nested
+    scan only when no scan of the database is running), and can be reset
+    and renewed: a reader that keeps one transaction and calls
+    bus_txn_renew / bus_txn_reset around each request does no allocation
+    and no reader-slot search per request. A transaction (read or write)
+    is used by one thread at a time.
 */
 #ifndef BUS_STORE_H
 #define BUS_STORE_H
@@ -48,6 +57,26 @@ int bus_txn_commit (bus_txn_t **txn_p) __attribute__((warn_unused_result));
 /*  Abort and free; accepts NULL; nulls *txn_p. Read transactions end
     with abort. */
 void bus_txn_abort (bus_txn_t **txn_p);
+
+/*  Reset a read transaction: release its snapshot (writers may reuse the
+    pages it pinned) but keep its handle, reader slot and cursors, so that
+    bus_txn_renew starts the next read without allocating. Every value
+    and key read through it becomes invalid; until renewed, reads on it
+    fail with BUS_EINVAL. Resetting a reset transaction is a no-op.
+    Returns 0, or BUS_EINVAL for a write transaction. */
+int bus_txn_reset (bus_txn_t *self);
+
+/*  Renew a reset read transaction on the latest committed state. Returns
+    0, BUS_EINVAL (a write transaction, or not reset), BUS_EFULL, BUS_EIO;
+    after a failure the transaction is still reset: abort it (and begin a
+    new one, which also adopts a map grown by another process). */
+int bus_txn_renew (bus_txn_t *self) __attribute__((warn_unused_result));
+
+/*  The id of the committed state a read transaction sees: it grows with
+    every commit to the environment (from any process), so two reads with
+    the same id saw the same data. 0 for a write transaction (its view is
+    not a committed state) and for a reset one. */
+uint64_t bus_txn_snapshot (bus_txn_t *self);
 
 /*  The sticky error so far (0 if none). */
 int bus_txn_error (bus_txn_t *self);

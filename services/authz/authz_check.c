@@ -560,7 +560,7 @@ s_query_begin (s_query_t *q, authz_store_t *store, const authz_model_t *model,
         q->n_ctx = extra->n_tuples;
         q->context = extra->context;
     }
-    q->txn = bus_txn_begin (authz_store_bus (store), false);
+    q->txn = authz_store_read_begin (store);
     return q->txn? 0: authz_error_set (err, AUTHZ_EINTERNAL, "cannot read the store");
 }
 
@@ -598,7 +598,7 @@ authz_check (authz_store_t *store, const authz_model_t *model, const char *objec
             rc = 0;
         }
     }
-    bus_txn_abort (&q.txn);
+    authz_store_read_end (q.store, &q.txn);
     return rc;
 }
 
@@ -673,7 +673,7 @@ authz_list_objects (authz_store_t *store, const authz_model_t *model, const char
     }
     if (rc == 0 && first_err)
         rc = first_err;
-    bus_txn_abort (&q.txn);
+    authz_store_read_end (q.store, &q.txn);
     json_decref (set);
     if (rc == 0)
         *objects = out;
@@ -1003,7 +1003,7 @@ authz_list_users (authz_store_t *store, const authz_model_t *model, const char *
     bool cycle = false;
     if (rc == 0)
         rc = s_lu_expand (&q, t, object, r, 0, &found, &cycle);
-    bus_txn_abort (&q.txn);
+    authz_store_read_end (q.store, &q.txn);
     json_t *out = json_array ();
     if (rc == 0 && out) {
         s_flist_dedupe (&found);
@@ -1119,7 +1119,7 @@ authz_expand (authz_store_t *store, const authz_model_t *model, const char *obje
         else
             json_decref (root);
     }
-    bus_txn_abort (&q.txn);
+    authz_store_read_end (q.store, &q.txn);
     return rc;
 }
 

@@ -21,6 +21,7 @@ struct authz_store_t {
     authz_model_t *models [AUTHZ_MAX_MODELS_CACHED];
     int n_models;
     int next_evict;
+    bus_txn_t *reader;              /* reset read txn kept for the next read */
 };
 
 /*  Join up to three strings into key, each followed by NUL. Returns the
@@ -136,6 +137,7 @@ authz_store_destroy (authz_store_t **self_p)
     authz_store_t *self = *self_p;
     for (int i = 0; i < self->n_models; i++)
         authz_model_destroy (&self->models [i]);
+    bus_txn_abort (&self->reader);
     if (self->own_bus)
         bus_store_destroy (&self->bus);
     free (self);
@@ -147,6 +149,33 @@ bus_store_t *
 authz_store_bus (authz_store_t *self)
 {
     return self->bus;
+}
+
+/*  A read transaction on the latest commit: the kept one renewed, or a
+    new one when none is kept (first use, another read open, or a failed
+    renew). */
+bus_txn_t *
+authz_store_read_begin (authz_store_t *self)
+{
+    bus_txn_t *txn = self->reader;
+    self->reader = NULL;
+    if (txn && bus_txn_renew (txn) != 0)
+        bus_txn_abort (&txn);
+    return txn? txn: bus_txn_begin (self->bus, false);
+}
+
+/*  End a read from authz_store_read_begin: reset and keep it when no
+    other is kept, else abort it. */
+void
+authz_store_read_end (authz_store_t *self, bus_txn_t **txn_p)
+{
+    if (!*txn_p)
+        return;
+    if (!self->reader && bus_txn_reset (*txn_p) == 0) {
+        self->reader = *txn_p;
+        *txn_p = NULL;
+    }
+    bus_txn_abort (txn_p);
 }
 
 /*  Keep a compiled model in the cache (evicting round-robin when full). */
@@ -214,7 +243,7 @@ authz_store_model (authz_store_t *self, const char *id, const authz_model_t **ou
 {
     *out = NULL;
     char want [AUTHZ_MODEL_ID_LEN + 1] = "";
-    bus_txn_t *txn = bus_txn_begin (self->bus, false);
+    bus_txn_t *txn = authz_store_read_begin (self);
     if (!txn)
         return BUS_EIO;
     int rc = 0;
@@ -253,7 +282,7 @@ authz_store_model (authz_store_t *self, const char *id, const authz_model_t **ou
         *out = m;
     }
 done:
-    bus_txn_abort (&txn);
+    authz_store_read_end (self, &txn);
     return rc;
 }
 
@@ -271,10 +300,10 @@ json_t *
 authz_store_model_ids (authz_store_t *self)
 {
     json_t *ids = json_array ();
-    bus_txn_t *txn = bus_txn_begin (self->bus, false);
+    bus_txn_t *txn = authz_store_read_begin (self);
     if (txn && ids)
         bus_txn_scan (txn, self->db_models, NULL, 0, NULL, 0, s_collect_id, ids);
-    bus_txn_abort (&txn);
+    authz_store_read_end (self, &txn);
     return ids;
 }
 
@@ -807,7 +836,7 @@ authz_store_read (authz_store_t *self, const authz_tuple_t *filter, size_t page_
     if (tok_len && (tok_len < (size_t) pl || memcmp (tok, prefix, (size_t) pl)))
         return authz_error_set (err, AUTHZ_ETOKEN, "Invalid continuation token");
     r.out = json_array ();
-    r.txn = bus_txn_begin (self->bus, false);
+    r.txn = authz_store_read_begin (self);
     int rc = (r.out && r.txn)? 0: BUS_ENOMEM;
     if (rc == 0) {
         //  Scan from the token's key (or the prefix) to the prefix's end
@@ -821,7 +850,7 @@ authz_store_read (authz_store_t *self, const authz_tuple_t *filter, size_t page_
         rc = bus_txn_scan (r.txn, db, tok_len? tok: prefix, tok_len? tok_len: (size_t) pl,
                            el? end: NULL, el, s_read_one, &r);
     }
-    bus_txn_abort (&r.txn);
+    authz_store_read_end (self, &r.txn);
     if (rc == 0) {
         *tuples_out = r.out;
         *token_out = strdup (r.more && r.last_key? r.last_key: "");
@@ -882,13 +911,13 @@ authz_store_read_changes (authz_store_t *self, const char *type, size_t page_siz
     }
     s_changes_t c = { .type = type && *type? type: NULL, .page = page_size,
                       .out = json_array (), .last = from };
-    bus_txn_t *txn = bus_txn_begin (self->bus, false);
+    bus_txn_t *txn = authz_store_read_begin (self);
     int rc = (c.out && txn)? 0: BUS_ENOMEM;
     uint8_t key [8];
     bus_u64_to_key (from + 1, key);
     if (rc == 0)
         rc = bus_txn_scan (txn, self->db_changes, key, 8, NULL, 0, s_change_one, &c);
-    bus_txn_abort (&txn);
+    authz_store_read_end (self, &txn);
     if (rc == 0) {
         char tok [17];
         snprintf (tok, sizeof tok, "%016" PRIx64, c.last);

@@ -14,6 +14,9 @@
     callbacks are C strings pointing straight into the map (valid only
     until the end of the transaction).
 
+    An authz_store_t (its model cache, its kept read transaction) is used
+    by one thread at a time.
+
     Write follows OpenFGA: at most 100 writes+deletes per request, deletes
     applied before writes, a tuple twice in one request is error 2004,
     writing an existing tuple or deleting a missing one is error 2017
@@ -76,6 +79,19 @@ void authz_store_destroy (authz_store_t **self_p);
 
 /*  The environment underneath. */
 bus_store_t *authz_store_bus (authz_store_t *self);
+
+/*  A read transaction on the latest committed state for one request:
+    the store keeps one reset transaction between requests and renews it
+    here (no allocation, no reader-slot search); when it is already in use
+    (a nested read) a new one is begun. End it with authz_store_read_end,
+    not bus_txn_abort (which is also correct, only slower next time).
+    Returns NULL on failure (logged). */
+bus_txn_t *authz_store_read_begin (authz_store_t *self);
+
+/*  End a read from authz_store_read_begin: the transaction is reset and
+    kept for the next read (or aborted when one is kept already). Accepts
+    a NULL *txn_p; nulls it. */
+void authz_store_read_end (authz_store_t *self, bus_txn_t **txn_p);
 
 /*  Compile, then store a model under a new ULID (copied to id_out).
     Returns 0, -2000 (err set), or a BUS_E* code. */
