@@ -13,6 +13,7 @@
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 typedef struct {
@@ -115,6 +116,52 @@ s_token_len (const s_parser_t *p, size_t at)
     return 1;
 }
 
+/*  Offset of the first byte of text (len bytes) that is not part of a
+    well-formed UTF-8 sequence (overlong forms, surrogates and code points
+    over U+10FFFF are not well-formed), or len when there is none. */
+static size_t
+s_utf8_invalid (const char *text, size_t len)
+{
+    const unsigned char *s = (const unsigned char *) text;
+    size_t i = 0;
+    while (i < len) {
+        unsigned c = s [i];
+        size_t n = c < 0x80 ? 1 : c >= 0xC2 && c <= 0xDF ? 2 : c >= 0xE0 && c <= 0xEF ? 3
+                 : c >= 0xF0 && c <= 0xF4 ? 4 : 0;
+        if (n == 0 || i + n > len)
+            return i;
+        unsigned lo = c == 0xE0 ? 0xA0 : c == 0xF0 ? 0x90 : 0x80;
+        unsigned hi = c == 0xED ? 0x9F : c == 0xF4 ? 0x8F : 0xBF;
+        for (size_t k = 1; k < n; k++, lo = 0x80, hi = 0xBF)
+            if (s [i + k] < lo || s [i + k] > hi)
+                return i;
+        i += n;
+    }
+    return len;
+}
+
+/*  A JSON string of the n bytes at text. Messages quote input cut at a
+    buffer's end, maybe inside a UTF-8 sequence: such bytes (every byte
+    from the first bad one on that is not ASCII) become '?' rather than
+    losing the whole error. */
+static json_t *
+s_json_text (const char *text, size_t n)
+{
+    size_t bad = s_utf8_invalid (text, n);
+    if (bad == n)
+        return json_stringn (text, n);
+    char *copy = malloc (n ? n : 1);
+    if (!copy)
+        return NULL;
+    memcpy (copy, text, n);
+    for (size_t i = bad; i < n; i++)
+        if ((unsigned char) copy [i] >= 0x80)
+            copy [i] = '?';
+    json_t *j = json_stringn (copy, n);
+    free (copy);
+    return j;
+}
+
 /*  Append one error: msg (printf format), at the token at offset at of
     length n, with symbol text (NULL = the token's text) and errorType
     (NULL = none). Newlines in the message's quoted token are escaped as
@@ -133,11 +180,11 @@ s_error (s_parser_t *p, size_t at, size_t n, const char *symbol, const char *err
         if (p->s [i] == '\n')
             line++, line_start = i + 1;
     json_t *meta = json_object ();
-    json_object_set_new (meta, "symbol", symbol ? json_string (symbol)
-                                                : json_stringn (p->s + at, at < p->len ? n : 0));
+    json_object_set_new (meta, "symbol", s_json_text (symbol ? symbol : p->s + at,
+                                                      symbol ? strlen (symbol) : at < p->len ? n : 0));
     if (error_type)
         json_object_set_new (meta, "errorType", json_string (error_type));
-    json_t *e = json_pack ("{s:s, s:{s:I, s:I}, s:{s:I, s:I}, s:o}", "msg", msg,
+    json_t *e = json_pack ("{s:o, s:{s:I, s:I}, s:{s:I, s:I}, s:o}", "msg", s_json_text (msg, strlen (msg)),
                            "line", "start", (json_int_t) line, "end", (json_int_t) line,
                            "column", "start", (json_int_t) (at - line_start),
                                      "end", (json_int_t) (at - line_start + n),
@@ -852,6 +899,7 @@ authz_dsl_parse (json_t **model_out, const char *text, json_t **errors_out)
     p.len = strlen (p.s);
     json_t *model = json_object ();
     int rc = 0;
+    size_t bad;
     if (!p.errors || !model)
         rc = BUS_ENOMEM;
     else
@@ -860,6 +908,10 @@ authz_dsl_parse (json_t **model_out, const char *text, json_t **errors_out)
                  p.len, AUTHZ_DSL_MAX_SIZE);
         rc = BUS_ETOOBIG;
     }
+    else
+    if ((bad = s_utf8_invalid (p.s, p.len)) < p.len)
+        rc = s_error (&p, bad, 1, "", NULL, "model text is not valid UTF-8 (byte 0x%02x at offset %zu)",
+                      (unsigned char) p.s [bad], bad);
     else {
         rc = s_main (&p, model);
         if (p.rc)

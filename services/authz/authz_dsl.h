@@ -27,7 +27,8 @@
 
     Limits: input over AUTHZ_DSL_MAX_SIZE bytes, more than AUTHZ_DSL_MAX_TYPES
     types, AUTHZ_DSL_MAX_RELATIONS relations per type or parentheses nested
-    deeper than AUTHZ_DSL_MAX_DEPTH give an error.
+    deeper than AUTHZ_DSL_MAX_DEPTH give an error. Text that is not valid
+    UTF-8 is refused (an error at the first bad byte), never stored cut.
 
     This is syntax only: semantic rules (undefined types and relations,
     entry points, ...) are in authz_validate.h (authz_model_validate_dsl).
