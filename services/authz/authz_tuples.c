@@ -9,6 +9,19 @@
 #include "authz_tuples.h"
 
 #define S_KEY_MAX (3 * AUTHZ_MAX_FIELD + 8)
+#define S_MAX_READS 4               /* open reads tracked for the tuple cache */
+
+/*  One cached tuple set of object#relation (see the header): valid for
+    reads whose snapshot is `snapshot`. data holds object \0 relation \0
+    then, per tuple, user \0 condition \0 context \0. */
+typedef struct {
+    uint64_t snapshot;              /* 0: empty */
+    uint64_t hash;
+    char *data;
+    uint32_t key_len;               /* object \0 relation \0 */
+    uint32_t rel_off;               /* offset of the relation in data */
+    uint32_t n;                     /* tuples */
+} s_slot_t;
 
 const char *const authz_store_db_names [] = {
     "authz_models", "authz_tuples", "authz_users", "authz_changes", NULL
@@ -22,6 +35,11 @@ struct authz_store_t {
     int n_models;
     int next_evict;
     bus_txn_t *reader;              /* reset read txn kept for the next read */
+    bus_txn_t *reads [S_MAX_READS]; /* reads begun here and not ended */
+    int n_reads;
+    s_slot_t *slots;                /* tuple cache, AUTHZ_TUPLE_CACHE_SLOTS */
+    char **dead;                    /* replaced cache data, freed when no */
+    size_t n_dead;                  /* read is open (AUTHZ_TUPLE_CACHE_SLOTS max) */
 };
 
 /*  Join up to three strings into key, each followed by NUL. Returns the
@@ -138,6 +156,12 @@ authz_store_destroy (authz_store_t **self_p)
     for (int i = 0; i < self->n_models; i++)
         authz_model_destroy (&self->models [i]);
     bus_txn_abort (&self->reader);
+    for (size_t i = 0; self->slots && i < AUTHZ_TUPLE_CACHE_SLOTS; i++)
+        free (self->slots [i].data);
+    for (size_t i = 0; i < self->n_dead; i++)
+        free (self->dead [i]);
+    free (self->slots);
+    free (self->dead);
     if (self->own_bus)
         bus_store_destroy (&self->bus);
     free (self);
@@ -161,7 +185,11 @@ authz_store_read_begin (authz_store_t *self)
     self->reader = NULL;
     if (txn && bus_txn_renew (txn) != 0)
         bus_txn_abort (&txn);
-    return txn? txn: bus_txn_begin (self->bus, false);
+    if (!txn)
+        txn = bus_txn_begin (self->bus, false);
+    if (txn && self->n_reads < S_MAX_READS)
+        self->reads [self->n_reads++] = txn;
+    return txn;
 }
 
 /*  End a read from authz_store_read_begin: reset and keep it when no
@@ -171,6 +199,17 @@ authz_store_read_end (authz_store_t *self, bus_txn_t **txn_p)
 {
     if (!*txn_p)
         return;
+    for (int i = 0; i < self->n_reads; i++)
+        if (self->reads [i] == *txn_p) {
+            self->reads [i] = self->reads [--self->n_reads];
+            break;
+        }
+    //  No read open: no tuple handed out from replaced cache data is in use
+    if (self->n_reads == 0) {
+        for (size_t i = 0; i < self->n_dead; i++)
+            free (self->dead [i]);
+        self->n_dead = 0;
+    }
     if (!self->reader && bus_txn_reset (*txn_p) == 0) {
         self->reader = *txn_p;
         *txn_p = NULL;
@@ -475,10 +514,15 @@ s_decode_key (const char *key, size_t len, authz_tuple_t *t)
     return t->user < key + len;
 }
 
-/*  Bridge from bus scans to tuple callbacks over forward keys. */
+/*  Bridge from bus scans to tuple callbacks over forward keys; when
+    seen is set, also remember the first AUTHZ_TUPLE_CACHE_SET + 1 tuples
+    (to cache a small set) and whether fn stopped the scan. */
 typedef struct {
     authz_tuple_fn *fn;
     void *arg;
+    authz_tuple_t *seen;
+    size_t n_seen;
+    bool stopped;
 } s_bridge_t;
 
 /*  Scan callback: decode and forward. */
@@ -490,10 +534,113 @@ s_bridge (const void *key, size_t key_len, const void *val, size_t val_len, void
     if (!s_decode_key (key, key_len, &t))
         return 0;
     s_decode_value (val, val_len, &t, NULL);
-    return b->fn (&t, b->arg);
+    if (b->seen && b->n_seen <= AUTHZ_TUPLE_CACHE_SET)
+        b->seen [b->n_seen] = t;
+    b->n_seen++;
+    int rc = b->fn (&t, b->arg);
+    b->stopped = rc != 0;
+    return rc;
 }
 
-/*  All stored tuples of object#relation. */
+/*  FNV-1a of a cache key. */
+static uint64_t
+s_hash (const char *key, size_t len)
+{
+    uint64_t h = 0xcbf29ce484222325ULL;
+    for (size_t i = 0; i < len; i++)
+        h = (h ^ (uint8_t) key [i]) * 0x100000001b3ULL;
+    return h;
+}
+
+/*  The cache slot for hash (allocating the table on first use), or NULL
+    when out of memory. */
+static s_slot_t *
+s_slot (authz_store_t *self, uint64_t hash)
+{
+    if (!self->slots) {
+        self->slots = calloc (AUTHZ_TUPLE_CACHE_SLOTS, sizeof *self->slots);
+        self->dead = calloc (AUTHZ_TUPLE_CACHE_SLOTS, sizeof *self->dead);
+        if (!self->slots || !self->dead) {
+            free (self->slots);
+            free (self->dead);
+            self->slots = NULL;
+            self->dead = NULL;
+            return NULL;
+        }
+    }
+    return &self->slots [hash & (AUTHZ_TUPLE_CACHE_SLOTS - 1)];
+}
+
+/*  Call fn for each tuple of a cached set; 0 or fn's negative code. */
+static int
+s_cache_replay (const s_slot_t *slot, authz_tuple_fn *fn, void *arg)
+{
+    authz_tuple_t t = { .object = slot->data, .relation = slot->data + slot->rel_off };
+    const char *p = slot->data + slot->key_len;
+    for (uint32_t i = 0; i < slot->n; i++) {
+        t.user = p;
+        p += strlen (p) + 1;
+        t.condition = p;
+        p += strlen (p) + 1;
+        t.context_text = p;
+        p += strlen (p) + 1;
+        int rc = fn (&t, arg);
+        if (rc)
+            return rc < 0? rc: 0;
+    }
+    return 0;
+}
+
+/*  Store the n tuples of key (object \0 relation \0) in slot for
+    snapshot, unless they take more than AUTHZ_TUPLE_CACHE_BYTES. The data
+    replaced goes to the dead list (readers may still hold pointers into
+    it); when that list is full, nothing is cached until no read is open. */
+static void
+s_cache_put (authz_store_t *self, s_slot_t *slot, uint64_t snapshot, uint64_t hash,
+             const char *key, size_t key_len, const authz_tuple_t *tuples, size_t n)
+{
+    size_t size = key_len;
+    for (size_t i = 0; i < n; i++)
+        size += strlen (tuples [i].user) + 3
+              + (tuples [i].condition? strlen (tuples [i].condition): 0)
+              + (tuples [i].context_text? strlen (tuples [i].context_text): 0);
+    if (size > AUTHZ_TUPLE_CACHE_BYTES
+    ||  (slot->data && self->n_dead == AUTHZ_TUPLE_CACHE_SLOTS))
+        return;
+    char *data = malloc (size);
+    if (!data)
+        return;
+    memcpy (data, key, key_len);
+    char *p = data + key_len;
+    for (size_t i = 0; i < n; i++) {
+        const char *parts [3] = { tuples [i].user, tuples [i].condition,
+                                  tuples [i].context_text };
+        for (int k = 0; k < 3; k++) {
+            size_t len = parts [k]? strlen (parts [k]): 0;
+            memcpy (p, parts [k]? parts [k]: "", len + 1);
+            p += len + 1;
+        }
+    }
+    if (slot->data)
+        self->dead [self->n_dead++] = slot->data;
+    *slot = (s_slot_t) { snapshot, hash, data, (uint32_t) key_len,
+                         (uint32_t) strlen (key) + 1, (uint32_t) n };
+}
+
+/*  Was txn begun by authz_store_read_begin and not yet ended? */
+static bool
+s_tracked (authz_store_t *self, bus_txn_t *txn)
+{
+    for (int i = 0; i < self->n_reads; i++)
+        if (self->reads [i] == txn)
+            return true;
+    return false;
+}
+
+/*  All stored tuples of object#relation: from the tuple cache when it
+    holds the set for txn's snapshot, else from LMDB (caching a small set
+    read in full). The cache serves only reads from authz_store_read_begin,
+    so that replaced data is freed only once no such read is open. */
 int
 authz_store_scan_users (authz_store_t *self, bus_txn_t *txn, const char *object,
                         const char *relation, authz_tuple_fn *fn, void *arg)
@@ -502,8 +649,21 @@ authz_store_scan_users (authz_store_t *self, bus_txn_t *txn, const char *object,
     int kl = s_key (key, object, relation, NULL);
     if (kl < 0)
         return 0;
-    s_bridge_t b = { fn, arg };
-    return bus_txn_scan_prefix (txn, self->db_tuples, key, (size_t) kl, s_bridge, &b);
+    uint64_t snapshot = bus_txn_snapshot (txn), hash = 0;
+    s_slot_t *slot = NULL;
+    if (snapshot && s_tracked (self, txn)) {
+        hash = s_hash (key, (size_t) kl);
+        slot = s_slot (self, hash);
+    }
+    if (slot && slot->snapshot == snapshot && slot->hash == hash
+    &&  slot->key_len == (uint32_t) kl && memcmp (slot->data, key, (size_t) kl) == 0)
+        return s_cache_replay (slot, fn, arg);
+    authz_tuple_t seen [AUTHZ_TUPLE_CACHE_SET + 1];
+    s_bridge_t b = { fn, arg, slot? seen: NULL, 0, false };
+    int rc = bus_txn_scan_prefix (txn, self->db_tuples, key, (size_t) kl, s_bridge, &b);
+    if (slot && rc == 0 && !b.stopped && b.n_seen <= AUTHZ_TUPLE_CACHE_SET)
+        s_cache_put (self, slot, snapshot, hash, key, (size_t) kl, seen, b.n_seen);
+    return rc;
 }
 
 /*  All stored tuples of objects of a type. */
@@ -517,7 +677,7 @@ authz_store_scan_type (authz_store_t *self, bus_txn_t *txn, const char *type,
         return 0;
     memcpy (key, type, n);
     key [n] = ':';
-    s_bridge_t b = { fn, arg };
+    s_bridge_t b = { fn, arg, NULL, 0, false };
     return bus_txn_scan_prefix (txn, self->db_tuples, key, n + 1, s_bridge, &b);
 }
 

@@ -14,8 +14,20 @@
     callbacks are C strings pointing straight into the map (valid only
     until the end of the transaction).
 
-    An authz_store_t (its model cache, its kept read transaction) is used
-    by one thread at a time.
+    Tuple cache: the stored tuples of an object#relation read in full by
+    authz_store_scan_users, when there are at most AUTHZ_TUPLE_CACHE_SET
+    of them (none counts), are kept in memory (a direct-mapped table of
+    AUTHZ_TUPLE_CACHE_SLOTS sets, filled on first use, ~0.5 MiB plus the
+    sets) and tagged with the read's snapshot (bus_txn_snapshot, LMDB's
+    last committed transaction id). A later read whose snapshot is the
+    same, i.e. with no commit to the environment in between, from this
+    or any other process, is served from memory; any commit makes every
+    set stale. Only reads from authz_store_read_begin use the cache, and
+    a replaced set is freed only once none of them is open, so tuples
+    handed to scan callbacks stay valid until the read ends.
+
+    An authz_store_t (its model and tuple caches, its kept read
+    transaction) is used by one thread at a time.
 
     Write follows OpenFGA: at most 100 writes+deletes per request, deletes
     applied before writes, a tuple twice in one request is error 2004,
@@ -41,6 +53,11 @@
 #define AUTHZ_READ_PAGE_MAX      100
 #define AUTHZ_CHANGES_PAGE_MAX   100
 #define AUTHZ_MAX_MODELS_CACHED   64
+#ifndef AUTHZ_TUPLE_CACHE_SLOTS
+#define AUTHZ_TUPLE_CACHE_SLOTS 16384  /* tuple sets cached (a power of 2) */
+#endif
+#define AUTHZ_TUPLE_CACHE_SET      7   /* tuples in a cached set, at most */
+#define AUTHZ_TUPLE_CACHE_BYTES 1024   /* bytes of a cached set, at most */
 
 /*  Flags for authz_store_write. */
 #define AUTHZ_WRITE_IGNORE_DUPLICATE 1   /* on_duplicate: "ignore" */
@@ -157,7 +174,9 @@ json_t *authz_tuple_to_json (const authz_tuple_t *t);
 /*  Callback for scans: return 0 to go on, 1 to stop, negative to fail. */
 typedef int (authz_tuple_fn) (const authz_tuple_t *t, void *arg);
 
-/*  Every stored tuple of object#relation (in txn). */
+/*  Every stored tuple of object#relation (in txn; served from the tuple
+    cache when txn came from authz_store_read_begin and no commit happened
+    since the set was cached). Tuples are valid until the end of txn. */
 int authz_store_scan_users (authz_store_t *self, bus_txn_t *txn,
                             const char *object, const char *relation,
                             authz_tuple_fn *fn, void *arg);

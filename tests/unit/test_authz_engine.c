@@ -1,7 +1,7 @@
 /*  test_authz_engine.c — the authz engine's own semantics: Write/Delete
     rules and error codes, Read pagination, ReadChanges continuation,
     contextual tuple limits, the depth limit, cycles, Expand, BatchCheck,
-    and persistence across reopen.
+    persistence across reopen, and the tuple cache seeing every write.
 */
 #include <ftw.h>
 #include <setjmp.h>
@@ -324,6 +324,63 @@ test_persistence (void **state)
     json_decref (ids);
 }
 
+/*  The tuple cache (sets cached per LMDB snapshot) never serves a set
+    from before a write: every check after a write or delete sees it, on
+    direct tuples, usersets and tuple-to-userset hops, including a set
+    that was cached empty. */
+static void
+test_cache_sees_writes (void **state)
+{
+    s_fix_t *f = *state;
+    authz_tuple_t a = s_t ("doc:1", "viewer", "user:anne");
+    authz_tuple_t g = s_t ("group:x", "member", "user:bob");
+    authz_tuple_t gv = s_t ("doc:2", "viewer", "group:x#member");
+    authz_tuple_t p = s_t ("doc:3", "parent", "doc:1");
+    for (int round = 0; round < 3; round++) {
+        //  Empty sets, asked twice (the second from the cache)
+        for (int i = 0; i < 2; i++) {
+            assert_int_equal (s_check (f, "doc:1", "viewer", "user:anne", NULL), 0);
+            assert_int_equal (s_check (f, "doc:2", "viewer", "user:bob", NULL), 0);
+            assert_int_equal (s_check (f, "doc:3", "can_read", "user:anne", NULL), 0);
+        }
+        assert_int_equal (authz_store_write (f->store, f->model, &a, 1, NULL, 0, 0, NULL), 0);
+        assert_int_equal (s_check (f, "doc:1", "viewer", "user:anne", NULL), 1);
+        assert_int_equal (s_check (f, "doc:3", "can_read", "user:anne", NULL), 0);
+        assert_int_equal (authz_store_write (f->store, f->model, &p, 1, NULL, 0, 0, NULL), 0);
+        assert_int_equal (s_check (f, "doc:3", "can_read", "user:anne", NULL), 1);
+        assert_int_equal (authz_store_write (f->store, f->model, &gv, 1, NULL, 0, 0, NULL), 0);
+        assert_int_equal (s_check (f, "doc:2", "viewer", "user:bob", NULL), 0);
+        assert_int_equal (authz_store_write (f->store, f->model, &g, 1, NULL, 0, 0, NULL), 0);
+        for (int i = 0; i < 2; i++) {
+            assert_int_equal (s_check (f, "doc:2", "viewer", "user:bob", NULL), 1);
+            assert_int_equal (s_check (f, "doc:1", "viewer", "user:anne", NULL), 1);
+        }
+        //  Deletes, each seen at once
+        assert_int_equal (authz_store_write (f->store, f->model, NULL, 0, &g, 1, 0, NULL), 0);
+        assert_int_equal (s_check (f, "doc:2", "viewer", "user:bob", NULL), 0);
+        assert_int_equal (authz_store_write (f->store, f->model, NULL, 0, &p, 1, 0, NULL), 0);
+        assert_int_equal (s_check (f, "doc:3", "can_read", "user:anne", NULL), 0);
+        assert_int_equal (authz_store_write (f->store, f->model, NULL, 0, &a, 1, 0, NULL), 0);
+        assert_int_equal (s_check (f, "doc:1", "viewer", "user:anne", NULL), 0);
+        assert_int_equal (authz_store_write (f->store, f->model, NULL, 0, &gv, 1, 0, NULL), 0);
+    }
+    //  A set larger than the cache's limit is read from LMDB every time
+    authz_tuple_t many [AUTHZ_TUPLE_CACHE_SET + 2];
+    char names [AUTHZ_TUPLE_CACHE_SET + 2][32];
+    for (int i = 0; i < AUTHZ_TUPLE_CACHE_SET + 2; i++) {
+        snprintf (names [i], sizeof names [i], "user:m%d", i);
+        many [i] = s_t ("doc:9", "viewer", names [i]);
+    }
+    size_t last = AUTHZ_TUPLE_CACHE_SET + 1;
+    assert_int_equal (authz_store_write (f->store, f->model, many, last, NULL, 0, 0, NULL), 0);
+    assert_int_equal (s_check (f, "doc:9", "viewer", names [last], NULL), 0);
+    assert_int_equal (s_check (f, "doc:9", "viewer", names [0], NULL), 1);
+    assert_int_equal (authz_store_write (f->store, f->model, &many [last], 1, NULL, 0, 0, NULL), 0);
+    assert_int_equal (s_check (f, "doc:9", "viewer", names [last], NULL), 1);
+    assert_int_equal (authz_store_write (f->store, f->model, NULL, 0, many, 1, 0, NULL), 0);
+    assert_int_equal (s_check (f, "doc:9", "viewer", names [0], NULL), 0);
+}
+
 int
 main (void)
 {
@@ -335,6 +392,7 @@ main (void)
         cmocka_unit_test_setup_teardown (test_depth_and_cycles, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown (test_expand_batch, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown (test_persistence, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown (test_cache_sees_writes, s_setup, s_teardown),
     };
     return cmocka_run_group_tests (tests, NULL, NULL);
 }
