@@ -8,14 +8,7 @@
 #include <stdio.h>
 #include <string.h>
 
-typedef struct {
-    const uint8_t *p;
-    const uint8_t *end;
-    const uint8_t *start;
-    int max_depth;
-    char *err;
-    size_t err_len;
-} s_reader_t;
+typedef proto_mpack_reader_t s_reader_t;
 
 static int
 s_fail (s_reader_t *r, int code, const char *why)
@@ -235,6 +228,12 @@ s_value (s_reader_t *r, json_t **out, int depth)
             r->p--;
             return s_fail (r, BUS_EINVAL, "unsupported type (ext or reserved)");
     }
+}
+
+int
+proto_mpack_read_value (proto_mpack_reader_t *r, json_t **out, int depth)
+{
+    return s_value (r, out, depth);
 }
 
 int

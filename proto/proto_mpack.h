@@ -31,6 +31,23 @@ int proto_mpack_decode (json_t **out, const uint8_t *buf, size_t len,
                         int max_depth, char *err, size_t err_len)
     __attribute__((warn_unused_result));
 
+/*  A reader over a buffer, for decoders that walk a known outer layout
+    themselves (the envelope) and hand inner values to
+    proto_mpack_read_value(). */
+typedef struct {
+    const uint8_t *p;
+    const uint8_t *end;
+    const uint8_t *start;
+    int max_depth;
+    char *err;
+    size_t err_len;
+} proto_mpack_reader_t;
+
+/*  Decode one value at r->p (nested at depth) with the same checks as
+    proto_mpack_decode; advances r->p. */
+int proto_mpack_read_value (proto_mpack_reader_t *r, json_t **out, int depth)
+    __attribute__((warn_unused_result));
+
 /*  Encode value; returns 0 with a malloc'd buffer in *out (caller frees),
     or BUS_ENOMEM / BUS_EINVAL (a value jansson cannot hold). */
 int proto_mpack_encode (uint8_t **out, size_t *out_len, json_t *value)

@@ -323,23 +323,54 @@ proto_msg_destroy (proto_msg_t **self_p)
     *self_p = NULL;
 }
 
+/* --- envelope decoding -----------------------------------------------------
+
+   Two readers fill one table of the envelope's fields, and one function
+   checks them, so both give the same answer and the same error text:
+
+   - the fast reader walks the top-level map itself and builds JSON only for
+     `body` and `error` (no allocation per envelope field);
+   - the full reader decodes the whole frame into JSON first (proto_mpack).
+
+   The fast reader handles the common, well-formed frame; at the first thing
+   it does not expect (an unknown or duplicate key, a non-ASCII string, a
+   value of an unexpected type, a decoding error) it gives up and the full
+   reader runs, whose checks and messages are the reference. */
+
+typedef enum { E_ABSENT, E_STR, E_INT, E_BOOL, E_OTHER } s_ekind_t;
+
+typedef struct {
+    s_ekind_t kind;
+    const char *s;          /* E_STR: bytes (not NUL-terminated in the fast reader) */
+    size_t len;
+    int64_t i;              /* E_INT */
+    bool b;                 /* E_BOOL */
+    json_t *json;           /* body / error: the value (borrowed) */
+} s_efield_t;
+
+enum { K_V, K_TYPE, K_ID, K_TS, K_CORR, K_TRACE, K_PUB, K_OK, K_SEQ, K_BODY, K_ERROR, K_FROM, K_COUNT };
+static const char *const s_ekeys [K_COUNT] = {
+    "v", "type", "id", "ts", "corr", "traceparent", "pub", "ok", "seq", "body", "error", "from"
+};
+
 /*  Copy a bounded string field; required says whether absence is an error. */
 static int
-s_get_str (json_t *env, const char *key, char *dst, size_t cap, bool required,
+s_get_str (const s_efield_t *f, int key, char *dst, size_t cap, bool required,
            char *err, size_t err_len)
 {
-    json_t *v = json_object_get (env, key);
-    if (!v) {
+    f += key;
+    if (f->kind == E_ABSENT) {
         if (required)
-            snprintf (err, err_len, "envelope field '%s' missing", key);
+            snprintf (err, err_len, "envelope field '%s' missing", s_ekeys [key]);
         return required ? BUS_EINVAL : 0;
     }
-    if (!json_is_string (v) || json_string_length (v) >= cap
-        || json_string_length (v) != strlen (json_string_value (v))) {
-        snprintf (err, err_len, "envelope field '%s' is not a string of at most %zu bytes", key, cap - 1);
+    if (f->kind != E_STR || f->len >= cap || memchr (f->s, 0, f->len)) {
+        snprintf (err, err_len, "envelope field '%s' is not a string of at most %zu bytes",
+                  s_ekeys [key], cap - 1);
         return BUS_EINVAL;
     }
-    memcpy (dst, json_string_value (v), json_string_length (v) + 1);
+    memcpy (dst, f->s, f->len);
+    dst [f->len] = 0;
     return 0;
 }
 
@@ -356,9 +387,243 @@ s_type_name_valid (const char *s)
     return true;
 }
 
-int
-proto_msg_decode (proto_msg_t **out, const uint8_t *data, size_t len,
-                  size_t max_frame, char *id_out, char *err, size_t err_len)
+/*  Check the captured fields and fill self (the reference rules). */
+static int
+s_env_check (proto_msg_t *self, const s_efield_t *f, char *id_out, char *err, size_t err_len)
+{
+    /* the id first, so an error reply can name the request */
+    int rc = s_get_str (f, K_ID, self->id, sizeof self->id, true, err, err_len);
+    if (rc == 0 && !s_ulid_valid (self->id, strlen (self->id))) {
+        snprintf (err, err_len, "envelope field 'id' is not a ULID");
+        rc = BUS_EINVAL;
+    }
+    if (rc)
+        return rc;
+    if (id_out)
+        memcpy (id_out, self->id, PROTO_ID_LEN + 1);
+    if (f [K_V].kind != E_INT) {
+        snprintf (err, err_len, "envelope field 'v' missing or not an integer");
+        return BUS_EINVAL;
+    }
+    if (f [K_V].i != PROTO_VERSION) {
+        snprintf (err, err_len, "protocol version %lld not supported (this is %d)",
+                  (long long) f [K_V].i, PROTO_VERSION);
+        return BUS_ESTATE;
+    }
+    self->v = PROTO_VERSION;
+    if ((rc = s_get_str (f, K_TYPE, self->type, sizeof self->type, true, err, err_len)))
+        return rc;
+    if (!s_type_name_valid (self->type)) {
+        snprintf (err, err_len, "envelope field 'type' has characters outside [a-z0-9._-]");
+        return BUS_EINVAL;
+    }
+    if (f [K_TS].kind != E_INT || f [K_TS].i < 0) {
+        snprintf (err, err_len, "envelope field 'ts' missing or not a non-negative integer");
+        return BUS_EINVAL;
+    }
+    self->ts = f [K_TS].i;
+    if ((rc = s_get_str (f, K_CORR, self->corr, sizeof self->corr, false, err, err_len))
+    ||  (rc = s_get_str (f, K_PUB, self->pub, sizeof self->pub, false, err, err_len)))
+        return rc;
+    if (self->corr [0] && !s_ulid_valid (self->corr, strlen (self->corr))) {
+        snprintf (err, err_len, "envelope field 'corr' is not a ULID");
+        return BUS_EINVAL;
+    }
+    /* W3C: an invalid traceparent (of any type or length) is ignored */
+    const s_efield_t *tp = &f [K_TRACE];
+    if (tp->kind == E_STR && tp->len == PROTO_TRACEPARENT_LEN && s_traceparent_valid (tp->s, tp->len)) {
+        memcpy (self->traceparent, tp->s, PROTO_TRACEPARENT_LEN);
+        self->traceparent [PROTO_TRACEPARENT_LEN] = 0;
+    }
+    if (f [K_OK].kind != E_ABSENT) {
+        if (f [K_OK].kind != E_BOOL || (f [K_OK].b && !self->corr [0])) {
+            snprintf (err, err_len, "reply needs boolean 'ok', and 'corr' when ok");
+            return BUS_EINVAL;
+        }
+        self->kind = PROTO_KIND_REPLY;
+        self->ok = f [K_OK].b;
+    }
+    else if (f [K_SEQ].kind != E_ABSENT) {
+        if (f [K_SEQ].kind != E_INT || f [K_SEQ].i < 1 || !self->pub [0]) {
+            snprintf (err, err_len, "event needs 'pub' and a positive integer 'seq'");
+            return BUS_EINVAL;
+        }
+        self->kind = PROTO_KIND_EVT;
+        self->seq = (uint64_t) f [K_SEQ].i;
+    }
+    else
+        self->kind = PROTO_KIND_REQ;
+    json_t *body = f [K_BODY].json;
+    if (body && !json_is_object (body)) {
+        snprintf (err, err_len, "envelope field 'body' is not a map");
+        return BUS_EINVAL;
+    }
+    if (self->kind == PROTO_KIND_REPLY && !self->ok) {
+        json_t *e = f [K_ERROR].json;
+        if (!json_is_object (e) || !json_is_string (json_object_get (e, "code"))) {
+            snprintf (err, err_len, "error reply needs 'error' {code, message}");
+            return BUS_EINVAL;
+        }
+        self->error = json_incref (e);
+    }
+    self->body = body ? json_incref (body) : json_object ();
+    self->spec = proto_type_find (self->type);
+    /* 'from' is never taken from the wire */
+    return 0;
+}
+
+/*  The full reader: the whole frame as JSON, then the fields from it. */
+static int
+s_decode_full (proto_msg_t *self, const uint8_t *data, size_t len, char *id_out,
+               char *err, size_t err_len)
+{
+    json_t *env = NULL;
+    int rc = proto_mpack_decode (&env, data, len, PROTO_MAX_DEPTH, err, err_len);
+    if (rc == 0 && !json_is_object (env)) {
+        snprintf (err, err_len, "envelope is not a map");
+        rc = BUS_EINVAL;
+    }
+    if (rc == 0) {
+        s_efield_t f [K_COUNT] = { { 0 } };
+        for (int k = 0; k < K_COUNT; k++) {
+            json_t *v = json_object_get (env, s_ekeys [k]);
+            f [k].json = v;
+            if (!v)
+                f [k].kind = E_ABSENT;
+            else if (json_is_string (v)) {
+                f [k].kind = E_STR;
+                f [k].s = json_string_value (v);
+                f [k].len = json_string_length (v);
+            }
+            else if (json_is_integer (v)) {
+                f [k].kind = E_INT;
+                f [k].i = json_integer_value (v);
+            }
+            else if (json_is_boolean (v)) {
+                f [k].kind = E_BOOL;
+                f [k].b = json_is_true (v);
+            }
+            else
+                f [k].kind = E_OTHER;
+        }
+        rc = s_env_check (self, f, id_out, err, err_len);
+    }
+    json_decref (env);
+    return rc;
+}
+
+/*  Big-endian unsigned of n bytes at p. */
+static uint64_t
+s_be (const uint8_t *p, int n)
+{
+    uint64_t v = 0;
+    for (int i = 0; i < n; i++)
+        v = (v << 8) | p [i];
+    return v;
+}
+
+/*  The fast reader; returns 0, or 1 to hand over to the full reader (the
+    decoded body/error values it made are released). */
+static int
+s_decode_fast (proto_msg_t *self, const uint8_t *data, size_t len, char *id_out,
+               char *err, size_t err_len, int *rc_out)
+{
+    const uint8_t *p = data, *end = data + len;
+    s_efield_t f [K_COUNT] = { { 0 } };
+    uint64_t count;
+    int give_up = 1;
+    if (p >= end)
+        return 1;
+    if ((*p & 0xf0) == 0x80)
+        count = *p++ & 0x0f;
+    else if ((*p == 0xde || *p == 0xdf) && end - p >= (*p == 0xde ? 3 : 5)) {
+        int w = *p == 0xde ? 2 : 4;
+        count = s_be (p + 1, w);
+        p += 1 + w;
+    }
+    else
+        return 1;
+    if (count > K_COUNT)
+        return 1;
+    for (uint64_t n = 0; n < count; n++) {
+        /* key: a short str naming a field we know, seen once */
+        if (p >= end || (*p & 0xe0) != 0xa0)
+            goto done;
+        size_t klen = *p++ & 0x1f;
+        if ((size_t) (end - p) < klen)
+            goto done;
+        int k = 0;
+        while (k < K_COUNT && !(strlen (s_ekeys [k]) == klen && memcmp (s_ekeys [k], p, klen) == 0))
+            k++;
+        if (k == K_COUNT || f [k].kind != E_ABSENT)
+            goto done;
+        p += klen;
+        if (p >= end)
+            goto done;
+        /* value */
+        uint8_t t = *p;
+        if (k == K_BODY || k == K_ERROR) {
+            proto_mpack_reader_t r = { p, end, data, PROTO_MAX_DEPTH, NULL, 0 };
+            if (proto_mpack_read_value (&r, &f [k].json, 1))
+                goto done;
+            f [k].kind = E_OTHER;
+            p = r.p;
+        }
+        else if (t <= 0x7f) {
+            f [k].kind = E_INT;
+            f [k].i = t;
+            p++;
+        }
+        else if (t >= 0xcc && t <= 0xd3) {
+            int w = 1 << ((t - 0xcc) & 3);
+            if (end - p < 1 + w)
+                goto done;
+            uint64_t u = s_be (p + 1, w);
+            if (t <= 0xcf) {
+                if (u > INT64_MAX)
+                    goto done;
+                f [k].i = (int64_t) u;
+            }
+            else
+                f [k].i = w == 8 ? (int64_t) u : (int64_t) (u << (64 - 8 * w)) >> (64 - 8 * w);
+            f [k].kind = E_INT;
+            p += 1 + w;
+        }
+        else if (t == 0xc2 || t == 0xc3) {
+            f [k].kind = E_BOOL;
+            f [k].b = t == 0xc3;
+            p++;
+        }
+        else if ((t & 0xe0) == 0xa0 || t == 0xd9) {
+            size_t slen = t == 0xd9 ? (end - p >= 2 ? p [1] : SIZE_MAX) : (size_t) (t & 0x1f);
+            p += t == 0xd9 ? 2 : 1;
+            if (slen == SIZE_MAX || (size_t) (end - p) < slen)
+                goto done;
+            for (size_t i = 0; i < slen; i++)
+                if (p [i] & 0x80)
+                    goto done;          /* UTF-8 checks are the full reader's */
+            f [k].kind = E_STR;
+            f [k].s = (const char *) p;
+            f [k].len = slen;
+            p += slen;
+        }
+        else
+            goto done;
+    }
+    if (p != end)
+        goto done;
+    give_up = 0;
+    *rc_out = s_env_check (self, f, id_out, err, err_len);
+done:
+    json_decref (f [K_BODY].json);
+    json_decref (f [K_ERROR].json);
+    return give_up;
+}
+
+/*  Both entry points: with fast set, try the fast reader first. */
+static int
+s_decode (proto_msg_t **out, const uint8_t *data, size_t len, size_t max_frame, char *id_out,
+          char *err, size_t err_len, bool fast)
 {
     char scratch [8];
     if (!err) {
@@ -372,119 +637,33 @@ proto_msg_decode (proto_msg_t **out, const uint8_t *data, size_t len,
         snprintf (err, err_len, "frame of %zu bytes exceeds the %zu-byte cap", len, max_frame);
         return BUS_ETOOBIG;
     }
-    json_t *env = NULL;
-    proto_msg_t *self = NULL;
-    int rc = proto_mpack_decode (&env, data, len, PROTO_MAX_DEPTH, err, err_len);
-    if (rc)
-        goto done;
-    if (!json_is_object (env)) {
-        snprintf (err, err_len, "envelope is not a map");
-        rc = BUS_EINVAL;
-        goto done;
+    proto_msg_t *self = calloc (1, sizeof *self);
+    if (!self)
+        return BUS_ENOMEM;
+    int rc = 0;
+    if (!fast || s_decode_fast (self, data, len, id_out, err, err_len, &rc)) {
+        /* start clean: the fast reader may have filled some fields */
+        memset (self, 0, sizeof *self);
+        rc = s_decode_full (self, data, len, id_out, err, err_len);
     }
-    self = calloc (1, sizeof *self);
-    if (!self) {
-        rc = BUS_ENOMEM;
-        goto done;
-    }
-    /* the id first, so an error reply can name the request */
-    rc = s_get_str (env, "id", self->id, sizeof self->id, true, err, err_len);
-    if (rc == 0 && !s_ulid_valid (self->id, strlen (self->id))) {
-        snprintf (err, err_len, "envelope field 'id' is not a ULID");
-        rc = BUS_EINVAL;
-    }
-    if (rc)
-        goto done;
-    if (id_out)
-        memcpy (id_out, self->id, PROTO_ID_LEN + 1);
-
-    json_t *v = json_object_get (env, "v");
-    if (!json_is_integer (v)) {
-        snprintf (err, err_len, "envelope field 'v' missing or not an integer");
-        rc = BUS_EINVAL;
-        goto done;
-    }
-    if (json_integer_value (v) != PROTO_VERSION) {
-        snprintf (err, err_len, "protocol version %lld not supported (this is %d)",
-                  (long long) json_integer_value (v), PROTO_VERSION);
-        rc = BUS_ESTATE;
-        goto done;
-    }
-    self->v = PROTO_VERSION;
-    if ((rc = s_get_str (env, "type", self->type, sizeof self->type, true, err, err_len)))
-        goto done;
-    if (!s_type_name_valid (self->type)) {
-        snprintf (err, err_len, "envelope field 'type' has characters outside [a-z0-9._-]");
-        rc = BUS_EINVAL;
-        goto done;
-    }
-    json_t *ts = json_object_get (env, "ts");
-    if (!json_is_integer (ts) || json_integer_value (ts) < 0) {
-        snprintf (err, err_len, "envelope field 'ts' missing or not a non-negative integer");
-        rc = BUS_EINVAL;
-        goto done;
-    }
-    self->ts = json_integer_value (ts);
-    if ((rc = s_get_str (env, "corr", self->corr, sizeof self->corr, false, err, err_len))
-    ||  (rc = s_get_str (env, "pub", self->pub, sizeof self->pub, false, err, err_len)))
-        goto done;
-    if (self->corr [0] && !s_ulid_valid (self->corr, strlen (self->corr))) {
-        snprintf (err, err_len, "envelope field 'corr' is not a ULID");
-        rc = BUS_EINVAL;
-        goto done;
-    }
-    /* W3C: an invalid traceparent (of any type or length) is ignored */
-    json_t *tp = json_object_get (env, "traceparent");
-    if (json_is_string (tp) && s_traceparent_valid (json_string_value (tp), json_string_length (tp)))
-        memcpy (self->traceparent, json_string_value (tp), PROTO_TRACEPARENT_LEN + 1);
-
-    json_t *ok = json_object_get (env, "ok");
-    json_t *seq = json_object_get (env, "seq");
-    if (ok) {
-        if (!json_is_boolean (ok) || (json_is_true (ok) && !self->corr [0])) {
-            snprintf (err, err_len, "reply needs boolean 'ok', and 'corr' when ok");
-            rc = BUS_EINVAL;
-            goto done;
-        }
-        self->kind = PROTO_KIND_REPLY;
-        self->ok = json_is_true (ok);
-    }
-    else if (seq) {
-        if (!json_is_integer (seq) || json_integer_value (seq) < 1 || !self->pub [0]) {
-            snprintf (err, err_len, "event needs 'pub' and a positive integer 'seq'");
-            rc = BUS_EINVAL;
-            goto done;
-        }
-        self->kind = PROTO_KIND_EVT;
-        self->seq = (uint64_t) json_integer_value (seq);
-    }
-    else
-        self->kind = PROTO_KIND_REQ;
-
-    json_t *body = json_object_get (env, "body");
-    if (body && !json_is_object (body)) {
-        snprintf (err, err_len, "envelope field 'body' is not a map");
-        rc = BUS_EINVAL;
-        goto done;
-    }
-    if (self->kind == PROTO_KIND_REPLY && !self->ok) {
-        json_t *e = json_object_get (env, "error");
-        if (!json_is_object (e) || !json_is_string (json_object_get (e, "code"))) {
-            snprintf (err, err_len, "error reply needs 'error' {code, message}");
-            rc = BUS_EINVAL;
-            goto done;
-        }
-        self->error = json_incref (e);
-    }
-    self->body = body ? json_incref (body) : json_object ();
-    self->spec = proto_type_find (self->type);
-    /* 'from' is never taken from the wire */
-done:
-    json_decref (env);
     if (rc)
         proto_msg_destroy (&self);
     *out = self;
     return rc;
+}
+
+int
+proto_msg_decode (proto_msg_t **out, const uint8_t *data, size_t len,
+                  size_t max_frame, char *id_out, char *err, size_t err_len)
+{
+    return s_decode (out, data, len, max_frame, id_out, err, err_len, true);
+}
+
+int
+proto_msg_decode_reference (proto_msg_t **out, const uint8_t *data, size_t len,
+                            size_t max_frame, char *id_out, char *err, size_t err_len)
+{
+    return s_decode (out, data, len, max_frame, id_out, err, err_len, false);
 }
 
 /*  Check one field's value against its declaration. */

@@ -110,6 +110,14 @@ int proto_msg_decode (proto_msg_t **out, const uint8_t *data, size_t len,
                       size_t max_frame, char *id_out, char *err, size_t err_len)
     __attribute__((warn_unused_result));
 
+/*  The same decode through the reference reader alone (the whole frame as
+    JSON first). proto_msg_decode takes a faster path for well-formed
+    frames; the two must agree on every input, which the envelope fuzz
+    target checks with this. */
+int proto_msg_decode_reference (proto_msg_t **out, const uint8_t *data, size_t len,
+                                size_t max_frame, char *id_out, char *err, size_t err_len)
+    __attribute__((warn_unused_result));
+
 /*  Validate the body against the catalogue entry: required fields present,
     types and bounds. Returns 0 or BUS_EINVAL with err naming the field.
     An unknown type is BUS_ENOTFOUND. */

@@ -2,7 +2,8 @@
     proto_msg_validate.
 
     Any input: decode and validate return without crashing, leaking or
-    reading past the buffer. An accepted envelope: it encodes, the
+    reading past the buffer, and the fast decoder agrees with the reference
+    one (same result, same error text, same fields). An accepted envelope: it encodes, the
     encoding decodes again to the same fields, and replies to it encode.
 */
 #include <stdint.h>
@@ -43,6 +44,13 @@ LLVMFuzzerTestOneInput (const uint8_t *data, size_t size)
     char id [PROTO_ID_LEN + 1] = "";
     proto_msg_t *msg = NULL, *again = NULL;
     int rc = proto_msg_decode (&msg, data, size, 0, id, err, sizeof err);
+    char ref_err [256], ref_id [PROTO_ID_LEN + 1] = "";
+    proto_msg_t *ref = NULL;
+    int ref_rc = proto_msg_decode_reference (&ref, data, size, 0, ref_id, ref_err, sizeof ref_err);
+    if (ref_rc != rc || strcmp (ref_id, id) != 0 || (rc && strcmp (ref_err, err) != 0)
+        || (rc == 0 && !s_same (msg, ref)))
+        abort ();
+    proto_msg_destroy (&ref);
     if (rc) {
         if (msg || strlen (id) > PROTO_ID_LEN)
             abort ();
