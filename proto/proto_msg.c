@@ -85,6 +85,13 @@ static proto_type_t s_types [] = {
 #undef ANYV
 
 static pthread_once_t s_catalog_once = PTHREAD_ONCE_INIT;
+static const proto_type_t *s_by_name [s_msg_count];   /* sorted by type, for bsearch */
+
+static int
+s_type_cmp (const void *a, const void *b)
+{
+    return strcmp ((*(const proto_type_t *const *) a)->type, (*(const proto_type_t *const *) b)->type);
+}
 
 /*  Random bytes for ids come from a per-thread pool refilled from libsodium
     256 bytes at a time: one getrandom(2) per trace, span or ULID was a
@@ -124,6 +131,9 @@ s_catalog_init (void)
             t->first_field = (int) i;
         t->field_count++;
     }
+    for (size_t i = 0; i < s_msg_count; i++)
+        s_by_name [i] = &s_types [i];
+    qsort (s_by_name, s_msg_count, sizeof s_by_name [0], s_type_cmp);
     if (sodium_init () < 0)
         abort ();
     pthread_atfork (NULL, NULL, s_pool_drop);
@@ -133,10 +143,10 @@ const proto_type_t *
 proto_type_find (const char *type)
 {
     pthread_once (&s_catalog_once, s_catalog_init);
-    for (size_t i = 0; i < s_msg_count; i++)
-        if (strcmp (s_types [i].type, type) == 0)
-            return &s_types [i];
-    return NULL;
+    proto_type_t key = { .type = type };
+    const proto_type_t *kp = &key;
+    const proto_type_t **found = bsearch (&kp, s_by_name, s_msg_count, sizeof s_by_name [0], s_type_cmp);
+    return found ? *found : NULL;
 }
 
 size_t
