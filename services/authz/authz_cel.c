@@ -2022,10 +2022,15 @@ s_re_translate (const char *pat, size_t n, char *out, int *cflags)
     size_t i = 0, o = 0;
     //  RE2 bounds counted repetition, nested ones multiplied, by 1000;
     //  POSIX engines expand it, so the bound also caps their program size.
-    //  inner [d]: largest repetition product inside the open group d;
-    //  closed: the product of the group that just closed (0: no group).
+    //  glibc also copies a group once for `+` (x+ is x x*), so a `+` on a
+    //  group counts as a repetition of 2 here (nested ones would double the
+    //  program each). inner [d]: largest repetition product inside the open
+    //  group d; closed: the product of the group that just closed (0: no
+    //  group); quantified: the last item was a quantifier (RE2 refuses a
+    //  second one, as in x** or x{2}+; glibc would stack them).
     long inner [S_MAX_RE_NEST + 1] = {1};
     long closed = 0;
+    bool quantified = false;
     int depth = 0;
     *cflags = REG_EXTENDED | REG_NOSUB;
     if (n >= 4 && !memcmp (pat, "(?i)", 4)) {
@@ -2035,7 +2040,9 @@ s_re_translate (const char *pat, size_t n, char *out, int *cflags)
     while (i < n) {
         char c = pat [i];
         long group = closed;    //  a quantifier here applies to that group
+        bool stacked = quantified;
         closed = 0;
+        quantified = false;
         if (c == 0)
             return "NUL in pattern";
         if (c == '\\') {
@@ -2112,6 +2119,8 @@ s_re_translate (const char *pat, size_t n, char *out, int *cflags)
                 }
             }
             if (a >= 0 && j < n && pat [j] == '}') {
+                if (stacked)
+                    return "invalid nested repetition operator";
                 if (a > S_MAX_REPEAT || b > S_MAX_REPEAT || (b >= 0 && b < a))
                     return "invalid repeat count";
                 long times = (b > a? b: a) * (group? group: 1);
@@ -2123,6 +2132,7 @@ s_re_translate (const char *pat, size_t n, char *out, int *cflags)
                 i = j + 1;
                 if (i < n && pat [i] == '?')
                     i++;
+                quantified = true;
                 continue;
             }
             s_re_put (out, &o, "[{]", 3);
@@ -2136,8 +2146,19 @@ s_re_translate (const char *pat, size_t n, char *out, int *cflags)
         }
         out [o++] = c;
         i++;
-        if ((c == '*' || c == '+' || c == '?') && i < n && pat [i] == '?')
-            i++;
+        if (c == '*' || c == '+' || c == '?') {
+            if (stacked)
+                return "invalid nested repetition operator";
+            if (c == '+' && group) {
+                if (2 * group > S_MAX_REPEAT)
+                    return "bad repetition operator: repetition nested too deeply";
+                if (2 * group > inner [depth])
+                    inner [depth] = 2 * group;
+            }
+            quantified = true;
+            if (i < n && pat [i] == '?')
+                i++;
+        }
     }
     if (depth)
         return "missing )";
