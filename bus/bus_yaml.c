@@ -161,8 +161,16 @@ s_attach (s_frame_t *stack, int depth, json_t **root, json_t *v,
                    ev->start_mark.line + 1, ev->start_mark.column + 1);
             return BUS_EINVAL;
         }
-        top->key = strdup (json_string_value (v));
+        //  jansson keys are C strings: a key with a NUL ("a\0b") would be
+        //  cut short silently (and might then collide with another)
+        bool nul = strlen (json_string_value (v)) != json_string_length (v);
+        top->key = nul ? NULL : strdup (json_string_value (v));
         json_decref (v);
+        if (nul) {
+            s_err (err, err_len, "line %zu column %zu: mapping key contains a NUL character",
+                   ev->start_mark.line + 1, ev->start_mark.column + 1);
+            return BUS_EINVAL;
+        }
         if (!top->key)
             return BUS_ENOMEM;
         if (json_object_get (top->value, top->key)) {

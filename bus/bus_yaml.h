@@ -6,8 +6,8 @@
     integers (decimal, 0x hex, 0o octal; values that overflow int64 stay
     strings), floats (including .inf/.nan, stored as strings because JSON has
     no such numbers). Quoted, literal (|) and folded (>) scalars, and scalars
-    with an explicit tag, are always strings. Mapping keys must be scalars
-    and unique.
+    with an explicit tag, are always strings. Mapping keys must be scalars,
+    unique, and free of NUL characters.
 
     Limits (each gives an error, never a crash): input size BUS_YAML_MAX_SIZE,
     nesting depth BUS_YAML_MAX_DEPTH, node count BUS_YAML_MAX_NODES. Aliases

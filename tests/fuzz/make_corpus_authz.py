@@ -264,6 +264,9 @@ YAML_HOSTILE = {
     "empty.yaml": "",
     "directives.yaml": "%YAML 1.1\n%YAML 1.2\n---\na: 1\n",
     "long_key.yaml": "k" * 2000 + ": v\n",
+    # a key with an escaped NUL was cut at the NUL (and collided with "a")
+    "repro_nul_key.yaml": '{"a\\0b": 1, "a": 2}\n',
+    "nul_value.yaml": 'a: "x\\0y"\nb: ["\\0"]\n',
 }
 
 
