@@ -117,9 +117,11 @@ s_tlist_add (const authz_tuple_t *t, void *arg)
 static int
 s_user_parse (const authz_model_t *m, const char *text, s_user_t *u, authz_error_t *err)
 {
-    memset (u, 0, sizeof *u);
     u->text = text;
+    u->object [0] = '\0';
+    u->type = -1;
     u->relation = -1;
+    u->wildcard = false;
     const char *colon = text? strchr (text, ':'): NULL;
     const char *hash = colon? strchr (colon, '#'): NULL;
     size_t ol = hash? (size_t) (hash - text): (text? strlen (text): 0);
@@ -540,10 +542,20 @@ static int
 s_query_begin (s_query_t *q, authz_store_t *store, const authz_model_t *model,
                const authz_extra_t *extra, authz_error_t *err)
 {
-    memset (q, 0, sizeof *q);
+    //  Field by field: the query is ~2 KiB, mostly buffers set before use
+    //  (the user is the caller's, parsed before or after this)
     q->store = store;
     q->model = model;
+    q->txn = NULL;
+    q->ctx_tuples = NULL;
+    q->n_ctx = 0;
+    q->context = NULL;
     q->err = err;
+    q->path_len = 0;
+    q->filter_type = NULL;
+    q->filter_type_len = 0;
+    q->filter_rel = "";
+    q->cache.valid = false;
     if (extra) {
         if (extra->n_tuples > AUTHZ_MAX_CONTEXTUAL)
             return authz_error_set (err, AUTHZ_EVALIDATION,
@@ -586,10 +598,7 @@ authz_check (authz_store_t *store, const authz_model_t *model, const char *objec
     int rc = s_user_parse (model, user, &q.user, err);
     if (rc)
         return rc;
-    s_user_t u = q.user;
     rc = s_query_begin (&q, store, model, extra, err);
-    q.user = u;
-    q.user.text = user;
     if (rc == 0) {
         bool cycle = false;
         rc = s_check (&q, type, object, rel, 0, &cycle);
