@@ -20,7 +20,8 @@ typedef struct {
     char *data;
     uint32_t key_len;               /* object \0 relation \0 */
     uint32_t rel_off;               /* offset of the relation in data */
-    uint32_t n;                     /* tuples */
+    uint16_t n;                     /* tuples */
+    bool used;                      /* hit since filled or last aged */
 } s_slot_t;
 
 const char *const authz_store_db_names [] = {
@@ -552,10 +553,10 @@ s_hash (const char *key, size_t len)
     return h;
 }
 
-/*  The cache slot for hash (allocating the table on first use), or NULL
+/*  The two slots (ways) for hash, allocating the table on first use; NULL
     when out of memory. */
 static s_slot_t *
-s_slot (authz_store_t *self, uint64_t hash)
+s_ways (authz_store_t *self, uint64_t hash)
 {
     if (!self->slots) {
         self->slots = calloc (AUTHZ_TUPLE_CACHE_SLOTS, sizeof *self->slots);
@@ -568,7 +569,22 @@ s_slot (authz_store_t *self, uint64_t hash)
             return NULL;
         }
     }
-    return &self->slots [hash & (AUTHZ_TUPLE_CACHE_SLOTS - 1)];
+    return &self->slots [(hash & (AUTHZ_TUPLE_CACHE_SLOTS / 2 - 1)) * 2];
+}
+
+/*  The slot to fill among two ways: an empty or stale one, else one not
+    hit since it was filled or last aged (so sets read once, like most
+    objects' own tuples, do not push out sets read again and again), else
+    the first; both are aged. */
+static s_slot_t *
+s_victim (s_slot_t *ways, uint64_t snapshot)
+{
+    for (int k = 0; k < 2; k++)
+        if (ways [k].snapshot != snapshot)
+            return &ways [k];
+    s_slot_t *victim = !ways [0].used? &ways [0]: !ways [1].used? &ways [1]: &ways [0];
+    ways [0].used = ways [1].used = false;
+    return victim;
 }
 
 /*  Call fn for each tuple of a cached set; 0 or fn's negative code. */
@@ -624,7 +640,7 @@ s_cache_put (authz_store_t *self, s_slot_t *slot, uint64_t snapshot, uint64_t ha
     if (slot->data)
         self->dead [self->n_dead++] = slot->data;
     *slot = (s_slot_t) { snapshot, hash, data, (uint32_t) key_len,
-                         (uint32_t) strlen (key) + 1, (uint32_t) n };
+                         (uint32_t) strlen (key) + 1, (uint16_t) n, false };
 }
 
 /*  Was txn begun by authz_store_read_begin and not yet ended? */
@@ -650,19 +666,25 @@ authz_store_scan_users (authz_store_t *self, bus_txn_t *txn, const char *object,
     if (kl < 0)
         return 0;
     uint64_t snapshot = bus_txn_snapshot (txn), hash = 0;
-    s_slot_t *slot = NULL;
+    s_slot_t *ways = NULL;
     if (snapshot && s_tracked (self, txn)) {
         hash = s_hash (key, (size_t) kl);
-        slot = s_slot (self, hash);
+        ways = s_ways (self, hash);
     }
-    if (slot && slot->snapshot == snapshot && slot->hash == hash
-    &&  slot->key_len == (uint32_t) kl && memcmp (slot->data, key, (size_t) kl) == 0)
-        return s_cache_replay (slot, fn, arg);
+    for (int k = 0; ways && k < 2; k++) {
+        s_slot_t *slot = &ways [k];
+        if (slot->snapshot == snapshot && slot->hash == hash
+        &&  slot->key_len == (uint32_t) kl && memcmp (slot->data, key, (size_t) kl) == 0) {
+            slot->used = true;
+            return s_cache_replay (slot, fn, arg);
+        }
+    }
     authz_tuple_t seen [AUTHZ_TUPLE_CACHE_SET + 1];
-    s_bridge_t b = { fn, arg, slot? seen: NULL, 0, false };
+    s_bridge_t b = { fn, arg, ways? seen: NULL, 0, false };
     int rc = bus_txn_scan_prefix (txn, self->db_tuples, key, (size_t) kl, s_bridge, &b);
-    if (slot && rc == 0 && !b.stopped && b.n_seen <= AUTHZ_TUPLE_CACHE_SET)
-        s_cache_put (self, slot, snapshot, hash, key, (size_t) kl, seen, b.n_seen);
+    if (ways && rc == 0 && !b.stopped && b.n_seen <= AUTHZ_TUPLE_CACHE_SET)
+        s_cache_put (self, s_victim (ways, snapshot), snapshot, hash, key, (size_t) kl,
+                     seen, b.n_seen);
     return rc;
 }
 
