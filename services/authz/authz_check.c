@@ -72,6 +72,12 @@ typedef struct {
     size_t filter_type_len;
     const char *filter_rel;     /* ListUsers: "" for none */
     s_cache_t cache;
+    //  One-entry memos of model lookups (see s_type_id, s_ttu_computed)
+    const char *memo_type_name;
+    size_t memo_type_len;
+    int memo_type;
+    const authz_rw_t *memo_rw;
+    int memo_rw_type, memo_rw_rel;
 } s_query_t;
 
 /*  Start an empty list. */
@@ -154,6 +160,37 @@ s_object_type (const authz_model_t *m, const char *object)
     return colon? authz_model_type (m, object, (size_t) (colon - object)): -1;
 }
 
+/*  Type id of the len-byte type name, remembering the last one found
+    (the tuples of one request mostly name the same few types). */
+static int
+s_type_id (s_query_t *q, const char *name, size_t len)
+{
+    if (q->memo_type >= 0 && len == q->memo_type_len
+    &&  memcmp (name, q->memo_type_name, len) == 0)
+        return q->memo_type;
+    int t = authz_model_type (q->model, name, len);
+    if (t >= 0) {
+        q->memo_type = t;
+        q->memo_type_name = authz_model_type_at (q->model, t)->name;
+        q->memo_type_len = len;
+    }
+    return t;
+}
+
+/*  The relation a tuple-to-userset rw computes on user type ut (-1 when
+    that type has none), remembering the last answer (a walk up a
+    hierarchy asks the same rw and type at every hop). */
+static int
+s_ttu_computed (s_query_t *q, const authz_rw_t *rw, int ut)
+{
+    if (q->memo_rw != rw || q->memo_rw_type != ut) {
+        q->memo_rw = rw;
+        q->memo_rw_type = ut;
+        q->memo_rw_rel = authz_model_relation (q->model, ut, rw->computed, strlen (rw->computed));
+    }
+    return q->memo_rw_rel;
+}
+
 /*  Evaluate a tuple's condition: 1 met (or none), 0 not met, -2000 on a
     missing parameter or evaluation error. */
 static int
@@ -204,7 +241,7 @@ s_stored_valid (s_query_t *q, int type, int rel, const authz_tuple_t *t)
     const char *colon = strchr (t->user, ':');
     if (!colon)
         return false;
-    int ut = authz_model_type (q->model, t->user, (size_t) (colon - t->user));
+    int ut = s_type_id (q, t->user, (size_t) (colon - t->user));
     if (ut < 0)
         return false;
     const char *hash = strchr (colon, '#');
@@ -332,7 +369,7 @@ s_read_exact (s_query_t *q, int type, int rel, const char *object, const char *r
     "type:id"), its type id and relation id (-1 when none or unknown).
     Returns false if it does not fit or has no ':'. */
 static bool
-s_split_user (const authz_model_t *m, const char *user, char obj [S_OBJ_MAX],
+s_split_user (s_query_t *q, const char *user, char obj [S_OBJ_MAX],
               int *type, const char **rel)
 {
     const char *hash = strchr (user, '#');
@@ -342,7 +379,8 @@ s_split_user (const authz_model_t *m, const char *user, char obj [S_OBJ_MAX],
     memcpy (obj, user, ol);
     obj [ol] = '\0';
     *rel = hash? hash + 1: NULL;
-    *type = s_object_type (m, obj);
+    const char *colon = memchr (obj, ':', ol);
+    *type = colon? s_type_id (q, obj, (size_t) (colon - obj)): -1;
     return *type >= 0;
 }
 
@@ -397,7 +435,7 @@ s_direct (s_query_t *q, int type, const char *object, const authz_relation_t *re
             char obj [S_OBJ_MAX];
             int ut;
             const char *urel;
-            if (!s_split_user (q->model, l.v [i].user, obj, &ut, &urel) || !urel)
+            if (!s_split_user (q, l.v [i].user, obj, &ut, &urel) || !urel)
                 continue;
             int ur = authz_model_relation (q->model, ut, urel, strlen (urel));
             if (ur < 0)
@@ -434,9 +472,9 @@ s_ttu (s_query_t *q, int type, const char *object, const authz_rw_t *rw, int dep
         char obj [S_OBJ_MAX];
         int ut;
         const char *urel;
-        if (!s_split_user (q->model, l.v [i].user, obj, &ut, &urel) || urel)
+        if (!s_split_user (q, l.v [i].user, obj, &ut, &urel) || urel)
             continue;
-        int cr = authz_model_relation (q->model, ut, rw->computed, strlen (rw->computed));
+        int cr = s_ttu_computed (q, rw, ut);
         if (cr < 0)
             continue;
         int c = s_condition (q, &l.v [i]);
@@ -556,6 +594,8 @@ s_query_begin (s_query_t *q, authz_store_t *store, const authz_model_t *model,
     q->filter_type_len = 0;
     q->filter_rel = "";
     q->cache.valid = false;
+    q->memo_type = -1;
+    q->memo_rw = NULL;
     if (extra) {
         if (extra->n_tuples > AUTHZ_MAX_CONTEXTUAL)
             return authz_error_set (err, AUTHZ_EVALIDATION,
@@ -795,7 +835,7 @@ s_lu_rewrite (s_query_t *q, int type, const char *object, const authz_relation_t
                 char obj [S_OBJ_MAX];
                 int ut;
                 const char *urel;
-                if (!s_split_user (q->model, l.v [i].user, obj, &ut, &urel))
+                if (!s_split_user (q, l.v [i].user, obj, &ut, &urel))
                     continue;
                 const char *tname = l.v [i].user;
                 size_t tlen = (size_t) (strchr (tname, ':') - tname);
@@ -1057,7 +1097,7 @@ s_expand_node (s_query_t *q, int type, const char *object, const authz_relation_
                 char obj [S_OBJ_MAX];
                 int ut;
                 const char *urel;
-                if (!s_split_user (q->model, l.v [i].user, obj, &ut, &urel) || urel
+                if (!s_split_user (q, l.v [i].user, obj, &ut, &urel) || urel
                 ||  authz_model_relation (q->model, ut, rw->computed, strlen (rw->computed)) < 0)
                     continue;
                 char us [2 * S_OBJ_MAX];
