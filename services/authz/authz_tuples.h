@@ -16,15 +16,17 @@
 
     Tuple cache: the stored tuples of an object#relation read in full by
     authz_store_scan_users, when there are at most AUTHZ_TUPLE_CACHE_SET
-    of them (none counts), are kept in memory (a two-way table of
-    AUTHZ_TUPLE_CACHE_SLOTS sets, allocated on first use, ~0.5 MiB plus
-    the sets; a set hit again outlives one read once) and tagged with the read's snapshot (bus_txn_snapshot, LMDB's
-    last committed transaction id). A later read whose snapshot is the
-    same, i.e. with no commit to the environment in between, from this
-    or any other process, is served from memory; any commit makes every
-    set stale. Only reads from authz_store_read_begin use the cache, and
-    a replaced set is freed only once none of them is open, so tuples
-    handed to scan callbacks stay valid until the read ends.
+    of them (none counts), are kept in memory and tagged with the read's
+    snapshot (bus_txn_snapshot, LMDB's last committed transaction id). A
+    later read whose snapshot is the same, i.e. with no commit to the
+    environment in between, from this or any other process, is served
+    from memory; any commit makes every set stale. The table has two ways
+    per hash and AUTHZ_TUPLE_CACHE_SLOTS sets, allocated on first use (2
+    MiB, plus each set: at most AUTHZ_TUPLE_CACHE_BYTES, typically under
+    100); a set hit again outlives sets read once. Only reads from
+    authz_store_read_begin use the cache, and a replaced set is freed
+    only once none of them is open, so tuples handed to scan callbacks
+    stay valid until the read ends.
 
     An authz_store_t (its model and tuple caches, its kept read
     transaction) is used by one thread at a time.
@@ -54,7 +56,7 @@
 #define AUTHZ_CHANGES_PAGE_MAX   100
 #define AUTHZ_MAX_MODELS_CACHED   64
 #ifndef AUTHZ_TUPLE_CACHE_SLOTS
-#define AUTHZ_TUPLE_CACHE_SLOTS 16384  /* tuple sets cached (a power of 2, >= 2) */
+#define AUTHZ_TUPLE_CACHE_SLOTS 65536  /* tuple sets cached (a power of 2, >= 2) */
 #endif
 #define AUTHZ_TUPLE_CACHE_SET      7   /* tuples in a cached set, at most */
 #define AUTHZ_TUPLE_CACHE_BYTES 1024   /* bytes of a cached set, at most */
