@@ -117,7 +117,7 @@ s_value (json_t *type, s_flavour_t flavour, int depth)
     if (!strcmp (tn, "TYPE_NAME_TIMESTAMP"))
         return json_string (edge ? "9999-12-31T23:59:59.999999999Z" : "2023-10-11T10:00:00Z");
     if (!strcmp (tn, "TYPE_NAME_DURATION"))
-        return json_string (edge ? "-315576000000s" : "1h30m");
+        return json_string (edge ? "-87600h0.000000001s" : "1h30m");
     if (!strcmp (tn, "TYPE_NAME_IPADDRESS"))
         return json_string (edge ? "::ffff:10.0.0.1" : "192.168.0.1");
     if (!strcmp (tn, "TYPE_NAME_LIST"))
