@@ -88,8 +88,8 @@ def dsl_seeds():
     seeds = {}
     fgas = [p for p in sorted(glob.glob(os.path.join(LANG, "**", "*.fga"), recursive=True))
             if os.path.getsize(p) < 4096]
-    for i in range(min(36, len(fgas))):
-        path = fgas[i * len(fgas) // min(36, len(fgas))]
+    for i in range(min(24, len(fgas))):
+        path = fgas[i * len(fgas) // min(24, len(fgas))]
         rel = os.path.relpath(path, LANG)[:-len(".fga")].replace("/authorization-model", "")
         seeds[slug(rel.replace("/", "_")) + ".fga"] = read(path)
     models = stage_models(os.path.join(CONF, "consolidated_1_1_tests.yaml"))
@@ -99,7 +99,39 @@ def dsl_seeds():
         seeds["abac_" + slug(name) + ".fga"] = text
     seeds["procurement_model.fga"] = read(os.path.join(ROOT, "ops/examples/procurement/model.fga"))
     seeds.update(DSL_BROKEN)
+    for name, case in validation_cases("dsl-semantic-validation-cases.yaml", "dsl", 7):
+        seeds["semantic_" + slug(name)[:50] + ".fga"] = case
+    # the JSON form (fuzz_dsl.c reads an input starting with '{' as one too)
+    for name in ("08-tuple-to-userset", "97-advanced-entitlements", "102-conditions-data-types"):
+        with open(os.path.join(LANG, "transformer", name, "authorization-model.json")) as f:
+            model = json.load(f)
+        seeds["json_" + name + ".json"] = json.dumps(model, sort_keys=True)
+    seeds["json_camel_case.json"] = camel_case(json.dumps(model, sort_keys=True))
+    seeds["json_loop.json"] = json.dumps({"schema_version": "1.1", "type_definitions": [
+        {"type": "doc", "relations": {"a": {"computedUserset": {"relation": "b"}},
+                                      "b": {"union": {"child": [{"computedUserset": {"relation": "a"}},
+                                                                {"tupleToUserset": {"tupleset": {"relation": "a"},
+                                                                                    "computedUserset": {"relation": "b"}}}]}}}}]})
+    for name, case in validation_cases("json-validation-cases.yaml", "json", 3):
+        seeds["json_invalid_" + slug(name)[:40] + ".json"] = case
     return seeds
+
+
+def validation_cases(fname, key, count):
+    """count cases of a language validation case file, evenly spread: (name, text)."""
+    with open(os.path.join(LANG, fname)) as f:
+        cases = [c for c in yaml.safe_load(f) if c.get(key)]
+    step = max(1, len(cases) // count)
+    return [(c["name"], c[key]) for c in cases[::step][:count]]
+
+
+def camel_case(text):
+    """A JSON model with the camelCase keys other tools emit."""
+    for snake, camel in (("schema_version", "schemaVersion"), ("type_definitions", "typeDefinitions"),
+                         ("directly_related_user_types", "directlyRelatedUserTypes"),
+                         ("type_name", "typeName"), ("generic_types", "genericTypes")):
+        text = text.replace('"%s"' % snake, '"%s"' % camel)
+    return text
 
 
 # ---------------------------------------------------------------- CEL
