@@ -381,6 +381,57 @@ test_cache_sees_writes (void **state)
     assert_int_equal (s_check (f, "doc:9", "viewer", names [0], NULL), 0);
 }
 
+/*  Scan callback: count tuples. */
+static int
+s_count (const authz_tuple_t *t, void *arg)
+{
+    (*(int *) arg)++;
+    return 0;
+}
+
+/*  Tuples of object#relation seen by txn. */
+static int
+s_scan_count (s_fix_t *f, bus_txn_t *txn, const char *object, const char *relation)
+{
+    int n = 0;
+    assert_int_equal (authz_store_scan_users (f->store, txn, object, relation, s_count, &n), 0);
+    return n;
+}
+
+/*  Reads keep their snapshot while the cache moves on: a read open across
+    a write still sees (and is served) the state it began with, a nested
+    read begun after the write sees the write; the kept read transaction
+    is reused after both end. */
+static void
+test_cache_snapshots (void **state)
+{
+    s_fix_t *f = *state;
+    authz_tuple_t a = s_t ("doc:1", "viewer", "user:anne");
+    bus_txn_t *old = authz_store_read_begin (f->store);
+    assert_non_null (old);
+    assert_int_equal (s_scan_count (f, old, "doc:1", "viewer"), 0);
+    assert_int_equal (authz_store_write (f->store, f->model, &a, 1, NULL, 0, 0, NULL), 0);
+    assert_int_equal (s_scan_count (f, old, "doc:1", "viewer"), 0);
+    bus_txn_t *fresh = authz_store_read_begin (f->store);
+    assert_non_null (fresh);
+    assert_ptr_not_equal (fresh, old);
+    assert_true (bus_txn_snapshot (fresh) > bus_txn_snapshot (old));
+    for (int i = 0; i < 2; i++) {
+        assert_int_equal (s_scan_count (f, fresh, "doc:1", "viewer"), 1);
+        assert_int_equal (s_scan_count (f, old, "doc:1", "viewer"), 0);
+    }
+    authz_store_read_end (f->store, &fresh);
+    assert_null (fresh);
+    authz_store_read_end (f->store, &old);
+    assert_null (old);
+    assert_int_equal (s_check (f, "doc:1", "viewer", "user:anne", NULL), 1);
+    //  The kept transaction is renewed on the latest state
+    bus_txn_t *again = authz_store_read_begin (f->store);
+    assert_int_equal (s_scan_count (f, again, "doc:1", "viewer"), 1);
+    authz_store_read_end (f->store, &again);
+    authz_store_read_end (f->store, &again);         /* NULL is fine */
+}
+
 int
 main (void)
 {
@@ -393,6 +444,7 @@ main (void)
         cmocka_unit_test_setup_teardown (test_expand_batch, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown (test_persistence, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown (test_cache_sees_writes, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown (test_cache_snapshots, s_setup, s_teardown),
     };
     return cmocka_run_group_tests (tests, NULL, NULL);
 }
