@@ -436,6 +436,8 @@ s_paced (s_bus_t *bus, const s_query_t *queries, int n_queries, double rate, dou
     int rc = -1;
     if (!sched || !lat || !ids)
         goto done;
+    double cpu0 = s_cpu_now ();
+    int naps = 0;
     double t0 = s_now () + 1e6, give_up = t0 + secs * 1e9 + BUS_TIMEOUT_MS * 1e6;
     for (int i = 0; i < n; i++)
         sched [i] = t0 + i * (1e9 / rate);
@@ -466,9 +468,13 @@ s_paced (s_bus_t *bus, const s_query_t *queries, int n_queries, double rate, dou
             proto_msg_destroy (&reply);
             any = true;
         }
-        if (!any)
+        if (!any) {
             s_nap (sent < n? sched [sent]: now + 20e3);
+            naps++;
+        }
     }
+    fprintf (stderr, "# %s: client thread cpu %.0f%%, %d naps\n", type,
+             (s_cpu_now () - cpu0) / (s_now () - t0) * 100, naps);
     if (got < n || bad) {
         fprintf (stderr, "bench_authz: %s: %d of %d replies, %d not ok\n", type, got, n, bad);
         goto done;
