@@ -35,6 +35,8 @@
 #define S_MAX_ERRMSG       240
 #define S_MAX_REPEAT       1000    /* RE2's repetition bound */
 #define S_MAX_RE_NEST      50      /* groups nested in a pattern */
+#define S_MAX_RE_LOOP_REPEAT 100   /* repetition of a group holding a * or +:
+                                      glibc's compile time grows with the cube */
 
 //  ---------------------------------------------------------------------
 //  Arena: bump allocation in chunks, freed at once, with a byte cap.
@@ -2012,6 +2014,21 @@ s_re_bracket (const char *pat, size_t n, size_t *i, char *out, size_t *o)
     return NULL;
 }
 
+//  Account for a repetition (times copies) of the item just before it in
+//  the product of the open group (*inner): group is the repeated group's
+//  own product (0 for a single atom), looping whether it holds a * or +.
+//  Returns NULL or an error message.
+static const char *
+s_re_repeat (long *inner, long group, bool looping, long times)
+{
+    long total = times * (group? group: 1);
+    if (total > (looping? S_MAX_RE_LOOP_REPEAT: S_MAX_REPEAT))
+        return "bad repetition operator: repetition nested too deeply";
+    if (total > *inner)
+        *inner = total;
+    return NULL;
+}
+
 //  Translate an RE2 pattern to POSIX extended syntax (the subset both
 //  agree on, plus \d \w \s, (?:...), a leading (?i), and lazy
 //  quantifiers, which change no match/no-match answer). out must hold
@@ -2024,13 +2041,18 @@ s_re_translate (const char *pat, size_t n, char *out, int *cflags)
     //  POSIX engines expand it, so the bound also caps their program size.
     //  glibc also copies a group once for `+` (x+ is x x*), so a `+` on a
     //  group counts as a repetition of 2 here (nested ones would double the
-    //  program each). inner [d]: largest repetition product inside the open
-    //  group d; closed: the product of the group that just closed (0: no
-    //  group); quantified: the last item was a quantifier (RE2 refuses a
-    //  second one, as in x** or x{2}+; glibc would stack them).
+    //  program each). Repeating a group that holds a loop (* + {n,}) costs
+    //  glibc far more (its epsilon closures): (()*){1000} takes seconds, so
+    //  such groups repeat at most S_MAX_RE_LOOP_REPEAT times.
+    //  inner [d]: largest repetition product inside the open group d;
+    //  loop [d]: group d holds a loop; closed: the product of the group that
+    //  just closed (0: no group), closed_loop: whether it holds a loop;
+    //  quantified: the last item was a quantifier (RE2 refuses a second
+    //  one, as in x** or x{2}+; glibc would stack them).
     long inner [S_MAX_RE_NEST + 1] = {1};
+    bool loop [S_MAX_RE_NEST + 1] = {false};
     long closed = 0;
-    bool quantified = false;
+    bool closed_loop = false, quantified = false;
     int depth = 0;
     *cflags = REG_EXTENDED | REG_NOSUB;
     if (n >= 4 && !memcmp (pat, "(?i)", 4)) {
@@ -2040,7 +2062,7 @@ s_re_translate (const char *pat, size_t n, char *out, int *cflags)
     while (i < n) {
         char c = pat [i];
         long group = closed;    //  a quantifier here applies to that group
-        bool stacked = quantified;
+        bool looping = closed_loop, stacked = quantified;
         closed = 0;
         quantified = false;
         if (c == 0)
@@ -2079,6 +2101,7 @@ s_re_translate (const char *pat, size_t n, char *out, int *cflags)
             if (depth == S_MAX_RE_NEST)
                 return "groups nested too deeply";
             inner [++depth] = 1;
+            loop [depth] = false;
             out [o++] = '(';
             i++;
             if (i < n && pat [i] == '?') {
@@ -2093,7 +2116,9 @@ s_re_translate (const char *pat, size_t n, char *out, int *cflags)
         if (c == ')') {
             if (depth == 0)
                 return "unexpected )";
-            closed = inner [depth--];
+            closed = inner [depth];
+            closed_loop = loop [depth--];
+            loop [depth] |= closed_loop;
             if (closed > inner [depth])
                 inner [depth] = closed;
             out [o++] = ')';
@@ -2123,11 +2148,10 @@ s_re_translate (const char *pat, size_t n, char *out, int *cflags)
                     return "invalid nested repetition operator";
                 if (a > S_MAX_REPEAT || b > S_MAX_REPEAT || (b >= 0 && b < a))
                     return "invalid repeat count";
-                long times = (b > a? b: a) * (group? group: 1);
-                if (times > S_MAX_REPEAT)
-                    return "bad repetition operator: repetition nested too deeply";
-                if (times > inner [depth])
-                    inner [depth] = times;
+                const char *msg = s_re_repeat (&inner [depth], group, looping, b > a? b: a);
+                if (msg)
+                    return msg;
+                loop [depth] |= b == -2;
                 s_re_put (out, &o, pat + i, j + 1 - i);
                 i = j + 1;
                 if (i < n && pat [i] == '?')
@@ -2149,12 +2173,10 @@ s_re_translate (const char *pat, size_t n, char *out, int *cflags)
         if (c == '*' || c == '+' || c == '?') {
             if (stacked)
                 return "invalid nested repetition operator";
-            if (c == '+' && group) {
-                if (2 * group > S_MAX_REPEAT)
-                    return "bad repetition operator: repetition nested too deeply";
-                if (2 * group > inner [depth])
-                    inner [depth] = 2 * group;
-            }
+            const char *msg = c == '+' && group? s_re_repeat (&inner [depth], group, looping, 2): NULL;
+            if (msg)
+                return msg;
+            loop [depth] |= c != '?';
             quantified = true;
             if (i < n && pat [i] == '?')
                 i++;

@@ -211,10 +211,14 @@ CEL_EDGE = {
     "ctx_wrong_types": "x:int u:uint t:timestamp d:duration ip:ipaddress\n"
                        "x > 0 || u > 0u || t > t || d > d || ip == ip\n---\n"
                        "{\"x\": 1.5, \"u\": -1, \"t\": \"yesterday\", \"d\": \"1 fortnight\", \"ip\": \"999.1.1.1\"}",
-    # fuzz finds: stacked quantifiers and `+` on nested groups made glibc's
-    # regcomp copy the program exponentially (timeouts)
-    "repro_regex_stacked_plus": "\ns.matches('(a*)*b" + "+" * 120 + "')",
-    "repro_regex_nested_plus": "\ns.matches('" + "(" * 24 + "x" + ")+" * 24 + "')",
+    # fuzz finds (timeouts in glibc's regcomp, which matches() literals go
+    # through at compile time): stacked quantifiers and + on nested groups
+    # copied the program exponentially; repeated groups holding a loop made
+    # its epsilon closures slow
+    "repro_regex_blowups": "\ns.matches('(a*)*b" + "+" * 120 + "')"
+                           " || s.matches('" + "(" * 24 + "x" + ")+" * 24 + "')"
+                           " || s.matches('" + "(" * 9 + "()+" + ")+" * 9 + "')"
+                           " || s.matches('(()*){1000}')",
     "ctx_deep": "a:any\na != null\n---\n" + "{\"a\": " + "[" * 500 + "]" * 500 + "}",
 }
 
