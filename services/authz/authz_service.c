@@ -21,10 +21,27 @@
 #define S_POLICY_KEY "current"
 
 typedef struct {
+    bus_service_t *svc;
     authz_store_t *store;
     authz_policy_t *policy;
     int policy_db;
+    const char *traceparent;      /* of the request whose write is committing */
 } s_authz_t;
+
+/*  The store's commit: the event describing the change goes into the
+    outbox in the same transaction, and is published once it is durable. */
+static int
+s_commit (bus_txn_t **txn_p, json_t *change, void *arg)
+{
+    s_authz_t *self = arg;
+    const char *type = json_object_get (change, "writes") ? "authz.tuples.written" : "authz.model.written";
+    int rc = bus_event_append (self->svc, *txn_p, type, json_incref (change), self->traceparent);
+    if (rc) {
+        bus_txn_abort (txn_p);
+        return rc;
+    }
+    return bus_service_commit (self->svc, txn_p);
+}
 
 /*  The engine's databases (authz_store_db_names; authz_store_new checks
     they are all here) and the policy's. */
@@ -175,14 +192,9 @@ s_model_write (bus_service_t *svc, bus_request_t *req, void *arg)
     json_decref (errors);
     char id [AUTHZ_MODEL_ID_LEN + 1];
     authz_error_t err = { 0 };
+    self->traceparent = bus_request_traceparent (req);
     rc = authz_store_write_model (self->store, model, id, &err);
-    if (rc)
-        s_fail (req, rc, &err);
-    else {
-        bus_service_emit (svc, "authz.model.written", json_pack ("{s:s}", "authorization_model_id", id),
-                          bus_request_traceparent (req));
-        bus_reply_ok (req, json_pack ("{s:s}", "authorization_model_id", id));
-    }
+    s_finish (req, rc, &err, rc ? NULL : json_pack ("{s:s}", "authorization_model_id", id));
     json_decref (model);
 }
 
@@ -244,17 +256,10 @@ s_write (bus_service_t *svc, bus_request_t *req, void *arg)
         rc = authz_error_set (&err, AUTHZ_EVALIDATION, "on_duplicate and on_missing take \"error\" or \"ignore\"");
     int flags = (dup && !strcmp (dup, "ignore") ? AUTHZ_WRITE_IGNORE_DUPLICATE : 0)
               | (miss && !strcmp (miss, "ignore") ? AUTHZ_DELETE_IGNORE_MISSING : 0);
+    self->traceparent = bus_request_traceparent (req);
     if (rc == 0)
         rc = authz_store_write (self->store, model, writes, nw, deletes, nd, flags, &err);
-    if (rc) {
-        s_fail (req, rc, &err);
-        return;
-    }
-    bus_service_emit (svc, "authz.tuples.written",
-                      json_pack ("{s:I, s:I, s:s}", "writes", (json_int_t) nw, "deletes", (json_int_t) nd,
-                                 "authorization_model_id", authz_model_id (model)),
-                      bus_request_traceparent (req));
-    bus_reply_ok (req, json_object ());
+    s_finish (req, rc, &err, rc ? NULL : json_object ());
 }
 
 static void
@@ -547,8 +552,11 @@ s_start (bus_service_t *svc, void **state)
     if (!self)
         return BUS_ENOMEM;
     *state = self;
+    self->svc = svc;
     self->policy_db = bus_store_db (bus_service_store (svc), "authz_policy");
     int rc = authz_store_new (&self->store, bus_service_store (svc));
+    if (rc == 0)
+        authz_store_set_commit (self->store, s_commit, self);
     if (rc == 0)
         rc = s_policy_boot (self, svc);
     if (rc)

@@ -41,7 +41,27 @@ struct authz_store_t {
     s_slot_t *slots;                /* tuple cache, AUTHZ_TUPLE_CACHE_SLOTS */
     char **dead;                    /* replaced cache data, freed when no */
     size_t n_dead;                  /* read is open (AUTHZ_TUPLE_CACHE_SLOTS max) */
+    authz_commit_fn *commit;        /* NULL: bus_txn_commit */
+    void *commit_arg;
 };
+
+void
+authz_store_set_commit (authz_store_t *self, authz_commit_fn *fn, void *arg)
+{
+    self->commit = fn;
+    self->commit_arg = arg;
+}
+
+/*  Commit a write transaction through the configured commit function;
+    change (stolen) describes it. */
+static int
+s_commit (authz_store_t *self, bus_txn_t **txn_p, json_t *change)
+{
+    int rc = self->commit ? self->commit (txn_p, change, self->commit_arg) : bus_txn_commit (txn_p);
+    bus_txn_abort (txn_p);          /* in case the function did not consume it */
+    json_decref (change);
+    return rc;
+}
 
 /*  Join up to three strings into key, each followed by NUL. Returns the
     key length, or -1 when a part is too long. */
@@ -259,7 +279,7 @@ authz_store_write_model (authz_store_t *self, json_t *model,
     char id [AUTHZ_MODEL_ID_LEN + 1];
     s_ulid (id, last);
     bus_txn_put (txn, self->db_models, id, AUTHZ_MODEL_ID_LEN, text, strlen (text));
-    rc = bus_txn_commit (&txn);
+    rc = s_commit (self, &txn, json_pack ("{s:s}", "authorization_model_id", id));
     if (rc == 0) {
         authz_model_t *final = NULL;
         //  Recompile with the id (cheap; keeps the model immutable)
@@ -887,7 +907,8 @@ authz_store_write (authz_store_t *self, const authz_model_t *model,
         free (val);
     }
     if (rc == 0)
-        rc = bus_txn_commit (&txn);
+        rc = s_commit (self, &txn, json_pack ("{s:s, s:I, s:I}", "authorization_model_id", authz_model_id (model),
+                                              "writes", (json_int_t) n_writes, "deletes", (json_int_t) n_deletes));
     bus_txn_abort (&txn);
     return rc;
 }

@@ -173,6 +173,17 @@ int authz_tuple_from_json (authz_tuple_t *t, json_t *js, authz_error_t *err);
 /*  A new API tuple key JSON for t. */
 json_t *authz_tuple_to_json (const authz_tuple_t *t);
 
+/*  How the store commits its writes (authz_store_write_model and
+    authz_store_write). By default with bus_txn_commit; a service sets its
+    own to append the event describing the change to its outbox in the SAME
+    transaction, then commit and publish (bus_service_commit). change
+    describes the write: {"authorization_model_id"} for a model,
+    {"authorization_model_id", "writes", "deletes"} for tuples (borrowed).
+    The function must consume *txn_p (commit or abort) and return the
+    commit's result. */
+typedef int (authz_commit_fn) (bus_txn_t **txn_p, json_t *change, void *arg);
+void authz_store_set_commit (authz_store_t *self, authz_commit_fn *fn, void *arg);
+
 /*  Callback for scans: return 0 to go on, 1 to stop, negative to fail. */
 typedef int (authz_tuple_fn) (const authz_tuple_t *t, void *arg);
 
