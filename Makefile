@@ -120,6 +120,7 @@ demo: deps
 # libFuzzer targets: the runtime library instrumented for coverage and
 # sanitizers, each target linked against it alone.
 fuzz:
+	@rm -rf build-fuzz        # objects do not record their flags: build afresh
 	@$(MAKE) --no-print-directory CC=clang BUILD=build-fuzz SANITIZER=fuzzer-no-link,address,undefined build-fuzz/lib/libsanctum.a build-fuzz/lib/libauthz.a
 	@mkdir -p build-fuzz/fuzz
 	@for f in $(FUZZ_SRC); do n=$$(basename $$f .c); \
