@@ -265,6 +265,12 @@ bus_client_recv (bus_client_t *self, int timeout_ms, proto_msg_t **reply)
     }
 }
 
+zsock_t *
+bus_client_sock (bus_client_t *self)
+{
+    return self->sock;
+}
+
 size_t
 bus_client_inflight (bus_client_t *self)
 {

@@ -55,6 +55,11 @@ int bus_client_send_raw (bus_client_t *self, const void *data, size_t len);
     ids (raw sends) are returned too. */
 int bus_client_recv (bus_client_t *self, int timeout_ms, proto_msg_t **reply);
 
+/*  The DEALER socket, for a poller that waits on several things (its
+    zsock_fd with ZMQ_EVENTS). Valid until the next call that may reconnect
+    (a retry reopens the socket): fetch it again after each receive. */
+zsock_t *bus_client_sock (bus_client_t *self);
+
 /*  Requests in flight. */
 size_t bus_client_inflight (bus_client_t *self);
 

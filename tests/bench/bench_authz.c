@@ -44,6 +44,8 @@
 #include <netinet/in.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <poll.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -410,14 +412,21 @@ s_reply_good (const proto_msg_t *reply, bool check)
     return reply->ok && (!check || json_is_boolean (json_object_get (reply->body, "allowed")));
 }
 
-/*  Sleep until t (CLOCK_MONOTONIC ns) or for at most 20 us. */
+/*  Wait until t (CLOCK_MONOTONIC ns) or until a reply may be waiting on
+    the client's socket, whichever comes first: blocking in ppoll on the
+    socket's descriptor leaves the CPU to the service while idle. */
 static void
-s_nap (double t)
+s_wait (bus_client_t *client, double t)
 {
-    double now = s_now ();
-    double ns = t - now < 20e3? t - now: 20e3;
-    if (ns > 0)
-        nanosleep (&(struct timespec) { 0, (long) ns }, NULL);
+    zsock_t *sock = bus_client_sock (client);
+    if (zsock_events (sock) & ZMQ_POLLIN)
+        return;                         /* ZMQ_FD is edge-triggered: check first */
+    double ns = t - s_now ();
+    if (ns <= 0)
+        return;
+    struct pollfd pfd = { zsock_fd (sock), POLLIN, 0 };
+    struct timespec ts = { (time_t) (ns / 1e9), (long) fmod (ns, 1e9) };
+    ppoll (&pfd, 1, &ts, NULL);
 }
 
 /*  Open-loop paced run of type (authz.check over queries, or health when
@@ -469,7 +478,7 @@ s_paced (s_bus_t *bus, const s_query_t *queries, int n_queries, double rate, dou
             any = true;
         }
         if (!any) {
-            s_nap (sent < n? sched [sent]: now + 20e3);
+            s_wait (bus->client, sent < n? sched [sent]: now + 1e6);
             naps++;
         }
     }
