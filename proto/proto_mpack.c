@@ -24,15 +24,6 @@ s_left (s_reader_t *r)
     return (size_t) (r->end - r->p);
 }
 
-/*  Read an n-byte big-endian unsigned integer; the caller checked bounds. */
-static uint64_t
-s_be (const uint8_t *p, int n)
-{
-    uint64_t v = 0;
-    for (int i = 0; i < n; i++)
-        v = (v << 8) | p [i];
-    return v;
-}
 
 /*  Take n bytes of a length/count field. */
 static int
@@ -40,7 +31,7 @@ s_take_be (s_reader_t *r, int n, uint64_t *v)
 {
     if (s_left (r) < (size_t) n)
         return s_fail (r, BUS_EINVAL, "truncated length");
-    *v = s_be (r->p, n);
+    *v = proto_mpack_be (r->p, n);
     r->p += n;
     return 0;
 }
@@ -183,7 +174,7 @@ s_value (s_reader_t *r, json_t **out, int depth)
         case 0xca: {
             if (s_left (r) < 4)
                 return s_fail (r, BUS_EINVAL, "truncated float32");
-            uint32_t bits = (uint32_t) s_be (r->p, 4);
+            uint32_t bits = (uint32_t) proto_mpack_be (r->p, 4);
             float f;
             memcpy (&f, &bits, 4);
             r->p += 4;
@@ -192,7 +183,7 @@ s_value (s_reader_t *r, json_t **out, int depth)
         case 0xcb: {
             if (s_left (r) < 8)
                 return s_fail (r, BUS_EINVAL, "truncated float64");
-            uint64_t bits = s_be (r->p, 8);
+            uint64_t bits = proto_mpack_be (r->p, 8);
             double d;
             memcpy (&d, &bits, 8);
             r->p += 8;

@@ -24,6 +24,17 @@
 
 #define PROTO_MPACK_MAX_DEPTH 32
 
+/*  The n-byte (1..8) big-endian unsigned integer at p; bounds are the
+    caller's to check. */
+static inline uint64_t
+proto_mpack_be (const uint8_t *p, int n)
+{
+    uint64_t v = 0;
+    for (int i = 0; i < n; i++)
+        v = (v << 8) | p [i];
+    return v;
+}
+
 /*  Decode exactly one value filling buf. Returns 0 and a new reference in
     *out, or BUS_EINVAL (malformed), BUS_EDEPTH, BUS_ENOMEM; err names the
     reason and byte offset. */

@@ -522,15 +522,6 @@ s_decode_full (proto_msg_t *self, const uint8_t *data, size_t len, char *id_out,
     return rc;
 }
 
-/*  Big-endian unsigned of n bytes at p. */
-static uint64_t
-s_be (const uint8_t *p, int n)
-{
-    uint64_t v = 0;
-    for (int i = 0; i < n; i++)
-        v = (v << 8) | p [i];
-    return v;
-}
 
 /*  The fast reader; returns 0, or 1 to hand over to the full reader (the
     decoded body/error values it made are released). */
@@ -548,7 +539,7 @@ s_decode_fast (proto_msg_t *self, const uint8_t *data, size_t len, char *id_out,
         count = *p++ & 0x0f;
     else if ((*p == 0xde || *p == 0xdf) && end - p >= (*p == 0xde ? 3 : 5)) {
         int w = *p == 0xde ? 2 : 4;
-        count = s_be (p + 1, w);
+        count = proto_mpack_be (p + 1, w);
         p += 1 + w;
     }
     else
@@ -588,7 +579,7 @@ s_decode_fast (proto_msg_t *self, const uint8_t *data, size_t len, char *id_out,
             int w = 1 << ((t - 0xcc) & 3);
             if (end - p < 1 + w)
                 goto done;
-            uint64_t u = s_be (p + 1, w);
+            uint64_t u = proto_mpack_be (p + 1, w);
             if (t <= 0xcf) {
                 if (u > INT64_MAX)
                     goto done;
