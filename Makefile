@@ -57,6 +57,10 @@ BENCH_BIN := $(BENCH_SRC:tests/bench/%.c=$(BUILD)/bench/%)
 
 ALL_LIBS := $(SVC_LIBS) $(CORE_LIB)
 
+# Helpers shared by unit tests, fuzz replayers and benches (not daemons)
+SUPPORT_SRC := $(wildcard tests/support/*.c)
+SUPPORT_LIB := $(BUILD)/lib/libtestsupport.a
+
 .PHONY: all deps test unit-test bench demo fuzz install clean
 all: $(CORE_LIB) $(SVC_BINS) $(CTL_BIN)
 
@@ -84,18 +88,22 @@ $(CTL_BIN): $(CTL_OBJ) $(call svc_lib,authz) $(CORE_LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $(CTL_OBJ) $(call svc_lib,authz) $(CORE_LIB) $(LDLIBS)
 
-$(BUILD)/tests/test_%: $(BUILD)/obj/tests/unit/test_%.o $(ALL_LIBS)
+$(SUPPORT_LIB): $(SUPPORT_SRC:%.c=$(BUILD)/obj/%.o)
 	@mkdir -p $(dir $@)
-	$(CC) $(LDFLAGS) -o $@ $< $(ALL_LIBS) $(LDLIBS) -lcmocka
+	rm -f $@; ar rcs $@ $^
+
+$(BUILD)/tests/test_%: $(BUILD)/obj/tests/unit/test_%.o $(SUPPORT_LIB) $(ALL_LIBS)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $< $(SUPPORT_LIB) $(ALL_LIBS) $(LDLIBS) -lcmocka
 
 # Fuzz targets: replayed over their corpus under plain gcc (and sanitizers)
-$(BUILD)/tests/replay_%: $(BUILD)/obj/tests/fuzz/%.o $(BUILD)/obj/tests/fuzz/replay_main.o $(ALL_LIBS)
+$(BUILD)/tests/replay_%: $(BUILD)/obj/tests/fuzz/%.o $(BUILD)/obj/tests/fuzz/replay_main.o $(SUPPORT_LIB) $(ALL_LIBS)
 	@mkdir -p $(dir $@)
-	$(CC) $(LDFLAGS) -o $@ $< $(BUILD)/obj/tests/fuzz/replay_main.o $(ALL_LIBS) $(LDLIBS)
+	$(CC) $(LDFLAGS) -o $@ $< $(BUILD)/obj/tests/fuzz/replay_main.o $(SUPPORT_LIB) $(ALL_LIBS) $(LDLIBS)
 
-$(BUILD)/bench/bench_%: $(BUILD)/obj/tests/bench/bench_%.o $(ALL_LIBS)
+$(BUILD)/bench/bench_%: $(BUILD)/obj/tests/bench/bench_%.o $(SUPPORT_LIB) $(ALL_LIBS)
 	@mkdir -p $(dir $@)
-	$(CC) $(LDFLAGS) -o $@ $< $(ALL_LIBS) $(LDLIBS)
+	$(CC) $(LDFLAGS) -o $@ $< $(SUPPORT_LIB) $(ALL_LIBS) $(LDLIBS)
 
 deps:
 	@sh ops/deps.sh

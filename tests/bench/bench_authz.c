@@ -38,22 +38,15 @@
     measurement ran (BENCH_STRICT=1: 2 when a target was missed), 1 on
     error.
 */
-#include <arpa/inet.h>
-#include <ftw.h>
 #include <lmdb.h>
-#include <netinet/in.h>
-#include <pthread.h>
-#include <stdatomic.h>
 #include <poll.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
-#include <sys/socket.h>
 #include <sys/stat.h>
 #include <time.h>
-#include <unistd.h>
 #include "bus_client.h"
 #include "bus_error.h"
 #include "bus_config.h"
@@ -62,6 +55,7 @@
 #include "bus_service.h"
 #include "../../services/authz/authz_check.h"
 #include "../../services/authz/authz_service.h"
+#include "../support/test_service.h"
 
 #define N_USERS   10000
 #define N_TUPLES  100000
@@ -100,13 +94,6 @@ s_now (void)
     struct timespec ts;
     clock_gettime (CLOCK_MONOTONIC, &ts);
     return (double) ts.tv_sec * 1e9 + (double) ts.tv_nsec;
-}
-
-/*  nftw callback: remove one entry. */
-static int
-s_rm (const char *path, const struct stat *sb, int flag, struct FTW *ftw)
-{
-    return remove (path);
 }
 
 /*  CPU time of this thread in nanoseconds (the machine may be shared:
@@ -269,65 +256,18 @@ s_raw_lmdb (const char *dir, int n)
 /* --- (2) over the bus ---------------------------------------------------- */
 
 typedef struct {
-    bus_config_t *config;
-    bus_service_t *service;
-    void *state;                    /* authz_daemon's */
+    test_service_t *env;            /* config, keys, the service thread */
     zcert_t *client_cert;
     bus_client_t *client;
-    pthread_t thread;
-    bool running;
-    atomic_bool stop;
 } s_bus_t;
-
-/*  A free TCP port on loopback (the kernel's pick, released at once). */
-static int
-s_free_port (void)
-{
-    int fd = socket (AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in addr = { .sin_family = AF_INET, .sin_addr.s_addr = htonl (INADDR_LOOPBACK) };
-    socklen_t len = sizeof addr;
-    int port = -1;
-    if (fd >= 0 && bind (fd, (struct sockaddr *) &addr, sizeof addr) == 0
-    &&  getsockname (fd, (struct sockaddr *) &addr, &len) == 0)
-        port = ntohs (addr.sin_port);
-    if (fd >= 0)
-        close (fd);
-    return port;
-}
-
-/*  Reactor timer: leave the loop when the bench says so. */
-static int
-s_on_stop (zloop_t *loop, int timer_id, void *arg)
-{
-    s_bus_t *self = arg;
-    return atomic_load (&self->stop)? -1: 0;
-}
-
-/*  The service thread: the reactor until stopped. */
-static void *
-s_service_thread (void *arg)
-{
-    s_bus_t *self = arg;
-    pthread_setname_np (pthread_self (), "authz-service");
-    bus_service_run (self->service);
-    return NULL;
-}
 
 /*  Stop the service thread, then free everything. */
 static void
 s_bus_stop (s_bus_t *self)
 {
-    if (self->running) {
-        atomic_store (&self->stop, true);
-        pthread_join (self->thread, NULL);
-        self->running = false;
-    }
     bus_client_destroy (&self->client);
-    if (self->service)
-        authz_daemon.stop (self->service, &self->state);
-    bus_service_destroy (&self->service);
+    test_service_destroy (&self->env);
     zcert_destroy (&self->client_cert);
-    bus_config_destroy (&self->config);
 }
 
 /*  Config under root (data in root/var, keys in root/keys), keys and
@@ -336,58 +276,26 @@ s_bus_stop (s_bus_t *self)
 static int
 s_bus_start (s_bus_t *self, const char *root)
 {
-    char err [256] = "", path [300], rpc [64], pub [64];
-    zcert_t *server_cert = NULL;
+    char err [256] = "";
     int rc = -1;
-    snprintf (rpc, sizeof rpc, "tcp://127.0.0.1:%d", s_free_port ());
-    snprintf (pub, sizeof pub, "tcp://127.0.0.1:%d", s_free_port ());
-    if (bus_config_load (&self->config, NULL, err, sizeof err))
+    self->env = test_service_new ("authz", root, "map_size_mb = 1024\n", err, sizeof err);
+    if (!self->env)
         goto done;
-    const char *sets [][3] = {
-        { "sanctum", "data_dir", "var" }, { "sanctum", "keys_dir", "keys" },
-        { "sanctum", "allow_dir", "keys/allow" }, { "sanctum", "map_size_mb", NULL },
-        { "authz", "rpc", rpc }, { "authz", "pub", pub },
-    };
-    for (size_t i = 0; i < sizeof sets / sizeof sets [0]; i++) {
-        if (sets [i][2] && strncmp (sets [i][2], "tcp:", 4))
-            snprintf (path, sizeof path, "%s/%s", root, sets [i][2]);
-        else
-            snprintf (path, sizeof path, "%s", sets [i][2]? sets [i][2]: "1024");
-        if (bus_config_set (self->config, sets [i][0], sets [i][1], path, err, sizeof err))
-            goto done;
-    }
-    const char *keys_dir = bus_config_str (self->config, "sanctum", "keys_dir");
-    server_cert = bus_keys_load (keys_dir, "authz", true);
-    self->client_cert = bus_keys_load (keys_dir, "bench", true);
-    if (!server_cert || !self->client_cert
-    ||  bus_allow_add (bus_config_str (self->config, "sanctum", "allow_dir"), "bench",
-                       zcert_public_txt (self->client_cert), "ops:bench")) {
-        snprintf (err, sizeof err, "cannot make the keys under %s", keys_dir);
+    self->client_cert = test_service_cert (self->env, "bench", "ops:bench");
+    if (!self->client_cert) {
+        snprintf (err, sizeof err, "cannot make the keys under %s", root);
         goto done;
     }
-    self->service = bus_service_new (self->config, "authz", "bench", authz_daemon.db_names,
-                                     err, sizeof err);
-    if (!self->service)
+    if (test_service_start (self->env, &authz_daemon, "bench", 0, err, sizeof err))
         goto done;
-    if (authz_daemon.start (self->service, &self->state)) {
-        snprintf (err, sizeof err, "authz_daemon.start failed");
-        goto done;
-    }
-    zloop_timer (bus_service_loop (self->service), 20, 0, s_on_stop, self);
-    if (pthread_create (&self->thread, NULL, s_service_thread, self)) {
-        snprintf (err, sizeof err, "cannot start the service thread");
-        goto done;
-    }
-    self->running = true;
-    self->client = bus_client_new (rpc, zcert_public_txt (server_cert), self->client_cert,
-                                   BUS_TIMEOUT_MS, 0);
+    self->client = bus_client_new (test_service_rpc (self->env), test_service_server_key (self->env),
+                                   self->client_cert, BUS_TIMEOUT_MS, 0);
     if (!self->client) {
         snprintf (err, sizeof err, "cannot create the client");
         goto done;
     }
     rc = 0;
 done:
-    zcert_destroy (&server_cert);
     if (rc)
         fprintf (stderr, "bench_authz: bus setup: %s\n", err);
     return rc;
@@ -578,7 +486,7 @@ s_warmup (s_bus_t *bus, const s_query_t *queries, int n_queries, int n)
 int
 main (int argc, char **argv)
 {
-    char tmp [] = "/tmp/bench-authz-XXXXXX";
+    char tmp [64];
     const char *root = NULL;
     int n_checks = N_CHECKS;
     double bus_secs = BUS_SECONDS, rate = BUS_RATE;
@@ -602,8 +510,10 @@ main (int argc, char **argv)
             return 1;
         }
     }
-    if (!root && !(root = mkdtemp (tmp)))
+    if (!root && test_service_tmpdir (tmp, sizeof tmp, "bench-authz"))
         return 1;
+    if (!root)
+        root = tmp;
     bus_log_init ("bench", "warn");
     prctl (PR_SET_TIMERSLACK, 1UL);         /* short naps while pacing */
     char dir [300];
@@ -614,7 +524,7 @@ main (int argc, char **argv)
     int rc = 1;
     authz_store_t *store = NULL;
     const authz_model_t *model = NULL;
-    s_bus_t bus = { .running = false };
+    s_bus_t bus = { .env = NULL };
     static int requester [N_TUPLES];
     s_query_t *queries = calloc ((size_t) n_checks, sizeof *queries);
     double *lat = calloc ((size_t) n_checks, sizeof *lat);
@@ -715,6 +625,6 @@ done:
     free (queries);
     free (lat);
     if (root == tmp)
-        nftw (root, s_rm, 16, FTW_DEPTH | FTW_PHYS);
+        test_service_rmtree (root);
     return rc;
 }

@@ -29,16 +29,12 @@
 #include "bus_keys.h"
 #include "bus_log.h"
 #include "bus_service.h"
+#include "../support/test_service.h"
 
-#include <arpa/inet.h>
-#include <ftw.h>
-#include <netinet/in.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <sys/resource.h>
-#include <sys/socket.h>
 #include <time.h>
-#include <unistd.h>
 
 #define S_PAD_LEN       200       /* request body payload, bytes */
 #define S_INFLIGHT      64        /* requests in flight for throughput */
@@ -87,29 +83,6 @@ s_cmp_double (const void *a, const void *b)
 {
     double x = *(const double *) a, y = *(const double *) b;
     return x < y ? -1 : x > y;
-}
-
-/*  A free TCP port on loopback (the kernel's pick; released for the caller
-    to bind at once). */
-static int
-s_free_port (void)
-{
-    int fd = socket (AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in addr = { .sin_family = AF_INET, .sin_addr.s_addr = htonl (INADDR_LOOPBACK) };
-    socklen_t len = sizeof addr;
-    int port = -1;
-    if (fd >= 0 && bind (fd, (struct sockaddr *) &addr, sizeof addr) == 0
-    &&  getsockname (fd, (struct sockaddr *) &addr, &len) == 0)
-        port = ntohs (addr.sin_port);
-    if (fd >= 0)
-        close (fd);
-    return port;
-}
-
-static int
-s_rm_one (const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-    return remove (path);
 }
 
 /*  Round trips one at a time (after a warm-up), then throughput with
@@ -170,15 +143,10 @@ done:
 /* --- (a) Sanctum's bus ---------------------------------------------------- */
 
 typedef struct {
-    char dir [64];
-    bus_config_t *config;
-    bus_service_t *service;
+    test_service_t *env;       /* temp dir, config, keys, the service thread */
     zcert_t *client_cert;
     bus_client_t *client;
     json_t *body;
-    pthread_t thread;
-    bool running;
-    atomic_bool stop;
     size_t frame_len;          /* encoded request size, for the baseline */
 } s_bus_t;
 
@@ -190,21 +158,14 @@ s_handle_pad (bus_service_t *svc, bus_request_t *req, void *arg)
     bus_reply_ok (req, pad ? json_pack ("{s:O}", "pad", pad) : NULL);
 }
 
-/*  Reactor timer: leave the loop when the bench says so. */
+/*  The bench service's start: the pad handler on health. */
 static int
-s_on_stop (zloop_t *loop, int timer_id, void *arg)
+s_pad_start (bus_service_t *svc, void **state)
 {
-    s_bus_t *self = arg;
-    return atomic_load (&self->stop) ? -1 : 0;
+    return bus_service_handle (svc, "health", s_handle_pad, NULL);
 }
 
-static void *
-s_service_thread (void *arg)
-{
-    s_bus_t *self = arg;
-    bus_service_run (self->service);
-    return NULL;
-}
+static const bus_daemon_t s_pad_daemon = { "authz", NULL, s_pad_start, NULL };
 
 static int
 s_bus_send (void *arg)
@@ -225,79 +186,35 @@ s_bus_recv (void *arg)
     return rc;
 }
 
+/*  Close the client, stop the service, remove the directory. */
 static void
 s_bus_stop (s_bus_t *self)
 {
-    if (self->running) {
-        atomic_store (&self->stop, true);
-        pthread_join (self->thread, NULL);
-        self->running = false;
-    }
     bus_client_destroy (&self->client);
-    bus_service_destroy (&self->service);
+    test_service_destroy (&self->env);
     zcert_destroy (&self->client_cert);
-    bus_config_destroy (&self->config);
     json_decref (self->body);
     self->body = NULL;
-    if (self->dir [0])
-        nftw (self->dir, s_rm_one, 16, FTW_DEPTH | FTW_PHYS);
-    self->dir [0] = 0;
 }
 
 /*  Config, keys, the service thread and a client. */
 static int
 s_bus_start (s_bus_t *self)
 {
-    char err [256] = "", path [256], rpc [64], pub [64];
-    zcert_t *server_cert = NULL;
+    char err [256] = "";
     int rc = -1;
-    snprintf (self->dir, sizeof self->dir, "/tmp/sanctum-bench-XXXXXX");
-    if (!mkdtemp (self->dir)) {
-        self->dir [0] = 0;
-        snprintf (err, sizeof err, "mkdtemp failed");
+    self->env = test_service_new ("authz", NULL, "map_size_mb = 64\n", err, sizeof err);
+    if (!self->env)
+        goto done;
+    self->client_cert = test_service_cert (self->env, "bench", "ops:bench");
+    if (!self->client_cert) {
+        snprintf (err, sizeof err, "cannot make the keys under %s", test_service_dir (self->env));
         goto done;
     }
-    snprintf (rpc, sizeof rpc, "tcp://127.0.0.1:%d", s_free_port ());
-    snprintf (pub, sizeof pub, "tcp://127.0.0.1:%d", s_free_port ());
-    if (bus_config_load (&self->config, NULL, err, sizeof err))
+    if (test_service_start (self->env, &s_pad_daemon, "bench", 0, err, sizeof err))
         goto done;
-    const char *sets [][3] = {
-        { "sanctum", "data_dir", "var" }, { "sanctum", "keys_dir", "keys" },
-        { "sanctum", "allow_dir", "keys/allow" }, { "sanctum", "map_size_mb", NULL },
-        { "authz", "rpc", rpc }, { "authz", "pub", pub },
-    };
-    for (size_t i = 0; i < sizeof sets / sizeof sets [0]; i++) {
-        if (sets [i][2] && strncmp (sets [i][2], "tcp:", 4))
-            snprintf (path, sizeof path, "%s/%s", self->dir, sets [i][2]);
-        else
-            snprintf (path, sizeof path, "%s", sets [i][2] ? sets [i][2] : "64");
-        if (bus_config_set (self->config, sets [i][0], sets [i][1], path, err, sizeof err))
-            goto done;
-    }
-    const char *keys_dir = bus_config_str (self->config, "sanctum", "keys_dir");
-    server_cert = bus_keys_load (keys_dir, "authz", true);
-    self->client_cert = bus_keys_load (keys_dir, "bench", true);
-    if (!server_cert || !self->client_cert
-    ||  bus_allow_add (bus_config_str (self->config, "sanctum", "allow_dir"), "bench",
-                       zcert_public_txt (self->client_cert), "ops:bench")) {
-        snprintf (err, sizeof err, "cannot make the keys under %s", keys_dir);
-        goto done;
-    }
-    self->service = bus_service_new (self->config, "authz", "bench", NULL, err, sizeof err);
-    if (!self->service)
-        goto done;
-    if (bus_service_handle (self->service, "health", s_handle_pad, NULL)) {
-        snprintf (err, sizeof err, "cannot register the health handler");
-        goto done;
-    }
-    zloop_timer (bus_service_loop (self->service), 20, 0, s_on_stop, self);
-    if (pthread_create (&self->thread, NULL, s_service_thread, self)) {
-        snprintf (err, sizeof err, "cannot start the service thread");
-        goto done;
-    }
-    self->running = true;
-    self->client = bus_client_new (rpc, zcert_public_txt (server_cert), self->client_cert,
-                                   S_TIMEOUT_MS, 0);
+    self->client = bus_client_new (test_service_rpc (self->env), test_service_server_key (self->env),
+                                   self->client_cert, S_TIMEOUT_MS, 0);
     char pad [S_PAD_LEN + 1];
     memset (pad, 'x', S_PAD_LEN);
     pad [S_PAD_LEN] = 0;
@@ -323,7 +240,6 @@ s_bus_start (s_bus_t *self)
     }
     rc = 0;
 done:
-    zcert_destroy (&server_cert);
     if (rc)
         fprintf (stderr, "bench_bus: bus setup: %s\n", err);
     return rc;
@@ -471,7 +387,7 @@ main (int argc, char **argv)
         }
     }
     bus_log_init ("bench", "warn");
-    s_bus_t bus = { .running = false };
+    s_bus_t bus = { .env = NULL };
     s_raw_t raw = { .running = false };
     int rc = 1;
     if (s_bus_start (&bus) || s_raw_start (&raw, bus.frame_len))

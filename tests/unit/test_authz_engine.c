@@ -3,7 +3,6 @@
     contextual tuple limits, the depth limit, cycles, Expand, BatchCheck,
     persistence across reopen, and the tuple cache seeing every write.
 */
-#include <ftw.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -14,6 +13,7 @@
 #include <cmocka.h>
 #include <jansson.h>
 #include "../../services/authz/authz_check.h"
+#include "../support/test_service.h"
 
 static const char *s_model_json =
     "{\"schema_version\":\"1.1\",\"type_definitions\":["
@@ -35,20 +35,12 @@ typedef struct {
     const authz_model_t *model;
 } s_fix_t;
 
-/*  nftw callback: remove one entry. */
-static int
-s_rm (const char *path, const struct stat *sb, int flag, struct FTW *ftw)
-{
-    return remove (path);
-}
-
 /*  Fresh store with the test model. */
 static int
 s_setup (void **state)
 {
     s_fix_t *f = calloc (1, sizeof *f);
-    strcpy (f->dir, "/tmp/authz-engine-XXXXXX");
-    assert_non_null (mkdtemp (f->dir));
+    assert_int_equal (test_service_tmpdir (f->dir, sizeof f->dir, "authz-engine"), 0);
     assert_int_equal (authz_store_open (&f->store, f->dir, 64 << 20), 0);
     json_t *m = json_loads (s_model_json, 0, NULL);
     char id [AUTHZ_MODEL_ID_LEN + 1];
@@ -65,7 +57,7 @@ s_teardown (void **state)
 {
     s_fix_t *f = *state;
     authz_store_destroy (&f->store);
-    nftw (f->dir, s_rm, 16, FTW_DEPTH | FTW_PHYS);
+    test_service_rmtree (f->dir);
     free (f);
     return 0;
 }

@@ -9,10 +9,6 @@
     that needs to touch the service's store directly stops that thread and
     drives the service from the test thread instead.
 */
-#include <arpa/inet.h>
-#include <ftw.h>
-#include <netinet/in.h>
-#include <pthread.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -20,8 +16,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
-#include <unistd.h>
 #include <cmocka.h>
 
 #include "bus_client.h"
@@ -33,66 +27,23 @@
 #include "bus_store.h"
 #include "proto_mpack.h"
 #include "proto_msg.h"
+#include "../support/test_service.h"
 
 #define S_MAX_FRAME 4096
 
 typedef struct {
-    char dir [64];
-    char keys_dir [128];
-    char allow_dir [128];
-    char rpc [64];
-    char pub [64];
+    test_service_t *env;          /* temp dir, config, keys, the service thread */
+    const char *rpc;
+    const char *pub;
+    const char *server_key;
     bus_config_t *config;
     zcert_t *ops;                 /* ops:test */
     zcert_t *ext;                 /* ext:gw */
     zcert_t *stranger;            /* not allowed */
-    char server_key [BUS_KEY_Z85_LEN + 1];
     bus_client_t *client;         /* ops:test, from the config */
-    /* the service thread */
-    pthread_t thread;
-    pthread_mutex_t lock;
-    pthread_cond_t cond;
-    bool created;                 /* bus_service_new was tried */
-    int delay_ms;
-    bus_service_t *svc;
 } fixture_t;
 
 static fixture_t s_fx;
-
-/* --- the environment ---------------------------------------------------------- */
-
-/*  A free TCP port on loopback: bind port 0 and read it back. */
-static int
-s_free_port (void)
-{
-    int fd = socket (AF_INET, SOCK_STREAM, 0);
-    assert_true (fd >= 0);
-    struct sockaddr_in addr = { .sin_family = AF_INET, .sin_port = 0 };
-    addr.sin_addr.s_addr = htonl (INADDR_LOOPBACK);
-    assert_int_equal (bind (fd, (struct sockaddr *) &addr, sizeof addr), 0);
-    socklen_t len = sizeof addr;
-    assert_int_equal (getsockname (fd, (struct sockaddr *) &addr, &len), 0);
-    close (fd);
-    return ntohs (addr.sin_port);
-}
-
-/*  Load or make a client cert and allow it as principal (unless NULL). */
-static zcert_t *
-s_client_cert (const char *name, const char *principal)
-{
-    zcert_t *cert = bus_keys_load (s_fx.keys_dir, name, true);
-    assert_non_null (cert);
-    if (principal)
-        assert_int_equal (bus_allow_add (s_fx.allow_dir, name, zcert_public_txt (cert), principal), 0);
-    return cert;
-}
-
-/*  nftw callback: remove one entry. */
-static int
-s_rm (const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-    return remove (path);
-}
 
 /* --- the service thread ------------------------------------------------------- */
 
@@ -131,93 +82,53 @@ s_test_handler (bus_service_t *svc, bus_request_t *req, void *arg)
     }
 }
 
-/*  Create the service (after delay_ms), tell the starter, run it. */
-static void *
-s_service_thread (void *arg)
+/*  The test service's start: the test handler on authz.read. */
+static int
+s_test_start (bus_service_t *svc, void **state)
 {
-    fixture_t *fx = arg;
-    if (fx->delay_ms)
-        zclock_sleep (fx->delay_ms);
-    char err [256] = "";
-    bus_service_t *svc = bus_service_new (fx->config, "authz", "test-1", NULL, err, sizeof err);
-    if (!svc)
-        fprintf (stderr, "bus_service_new: %s\n", err);
-    else if (bus_service_handle (svc, "authz.read", s_test_handler, NULL))
-        bus_service_destroy (&svc);
-    pthread_mutex_lock (&fx->lock);
-    fx->svc = svc;
-    fx->created = true;
-    pthread_cond_signal (&fx->cond);
-    pthread_mutex_unlock (&fx->lock);
-    if (svc)
-        bus_service_run (svc);
-    return NULL;
+    return bus_service_handle (svc, "authz.read", s_test_handler, NULL);
 }
 
-/*  Start the service thread; with wait, return once the service exists. */
+static const bus_daemon_t s_test_daemon = { "authz", NULL, s_test_start, NULL };
+
+/*  Start the service thread; with no delay, return once the service exists. */
 static void
-s_service_start (int delay_ms, bool wait)
+s_service_start (int delay_ms)
 {
-    s_fx.created = false;
-    s_fx.svc = NULL;
-    s_fx.delay_ms = delay_ms;
-    assert_int_equal (pthread_create (&s_fx.thread, NULL, s_service_thread, &s_fx), 0);
-    if (!wait)
-        return;
-    pthread_mutex_lock (&s_fx.lock);
-    while (!s_fx.created)
-        pthread_cond_wait (&s_fx.cond, &s_fx.lock);
-    pthread_mutex_unlock (&s_fx.lock);
-    assert_non_null (s_fx.svc);
+    char err [256] = "";
+    int rc = test_service_start (s_fx.env, &s_test_daemon, "test-1", delay_ms, err, sizeof err);
+    if (rc)
+        fprintf (stderr, "test_service_start: %s\n", err);
+    assert_int_equal (rc, 0);
 }
 
-/*  Stop the service thread and destroy the service. */
+/*  Stop the service thread (the service is destroyed on it). */
 static void
 s_service_stop (void)
 {
-    pthread_mutex_lock (&s_fx.lock);
-    while (!s_fx.created)
-        pthread_cond_wait (&s_fx.cond, &s_fx.lock);
-    bus_service_t *svc = s_fx.svc;
-    pthread_mutex_unlock (&s_fx.lock);
-    if (svc)
-        bus_service_stop (svc);
-    pthread_join (s_fx.thread, NULL);
-    bus_service_destroy (&s_fx.svc);
-    assert_null (s_fx.svc);
+    test_service_stop (s_fx.env);
 }
 
 /*  Temp dir, config file, keys, allow-list, a running service, a client. */
 static int
 s_setup (void **state)
 {
-    strcpy (s_fx.dir, "/tmp/test_bus.XXXXXX");
-    assert_non_null (mkdtemp (s_fx.dir));
-    snprintf (s_fx.keys_dir, sizeof s_fx.keys_dir, "%s/keys", s_fx.dir);
-    snprintf (s_fx.allow_dir, sizeof s_fx.allow_dir, "%s/keys/allow", s_fx.dir);
-    snprintf (s_fx.rpc, sizeof s_fx.rpc, "tcp://127.0.0.1:%d", s_free_port ());
-    snprintf (s_fx.pub, sizeof s_fx.pub, "tcp://127.0.0.1:%d", s_free_port ());
-    char path [128];
-    snprintf (path, sizeof path, "%s/sanctum.conf", s_fx.dir);
-    FILE *f = fopen (path, "w");
-    assert_non_null (f);
-    fprintf (f, "[sanctum]\ndata_dir = %s/data\nkeys_dir = %s\nallow_dir = %s\n"
-                "max_frame = %d\nrpc_timeout_ms = 1000\nrpc_retries = 2\nmap_size_mb = 16\n\n"
-                "[authz]\nrpc = %s\npub = %s\n",
-             s_fx.dir, s_fx.keys_dir, s_fx.allow_dir, S_MAX_FRAME, s_fx.rpc, s_fx.pub);
-    fclose (f);
-    char err [256];
-    assert_int_equal (bus_config_load (&s_fx.config, path, err, sizeof err), 0);
-
-    zcert_t *svc_cert = s_client_cert ("authz", "svc:authz");
-    snprintf (s_fx.server_key, sizeof s_fx.server_key, "%s", zcert_public_txt (svc_cert));
-    zcert_destroy (&svc_cert);
-    s_fx.ops = s_client_cert ("ops-test", "ops:test");
-    s_fx.ext = s_client_cert ("ext-gw", "ext:gw");
-    s_fx.stranger = s_client_cert ("stranger", NULL);
-    pthread_mutex_init (&s_fx.lock, NULL);
-    pthread_cond_init (&s_fx.cond, NULL);
-    s_service_start (0, true);
+    char err [256] = "", lines [128];
+    snprintf (lines, sizeof lines, "max_frame = %d\nrpc_timeout_ms = 1000\nrpc_retries = 2\n"
+                                   "map_size_mb = 16\n", S_MAX_FRAME);
+    s_fx.env = test_service_new ("authz", NULL, lines, err, sizeof err);
+    if (!s_fx.env)
+        fprintf (stderr, "test_service_new: %s\n", err);
+    assert_non_null (s_fx.env);
+    s_fx.rpc = test_service_rpc (s_fx.env);
+    s_fx.pub = test_service_pub (s_fx.env);
+    s_fx.server_key = test_service_server_key (s_fx.env);
+    s_fx.config = test_service_config (s_fx.env);
+    s_fx.ops = test_service_cert (s_fx.env, "ops-test", "ops:test");
+    s_fx.ext = test_service_cert (s_fx.env, "ext-gw", "ext:gw");
+    s_fx.stranger = test_service_cert (s_fx.env, "stranger", NULL);
+    assert_true (s_fx.ops && s_fx.ext && s_fx.stranger);
+    s_service_start (0);
     s_fx.client = bus_client_for (s_fx.config, "authz", s_fx.ops);
     assert_non_null (s_fx.client);
     *state = &s_fx;
@@ -232,10 +143,7 @@ s_teardown (void **state)
     zcert_destroy (&s_fx.ops);
     zcert_destroy (&s_fx.ext);
     zcert_destroy (&s_fx.stranger);
-    bus_config_destroy (&s_fx.config);
-    pthread_cond_destroy (&s_fx.cond);
-    pthread_mutex_destroy (&s_fx.lock);
-    nftw (s_fx.dir, s_rm, 16, FTW_DEPTH | FTW_PHYS);
+    test_service_destroy (&s_fx.env);
     return 0;
 }
 
@@ -634,7 +542,7 @@ test_client_retries (void **state)
     s_service_stop ();
     bus_client_t *client = bus_client_new (s_fx.rpc, s_fx.server_key, s_fx.ops, 200, 6);
     int64_t t0 = zclock_mono ();
-    s_service_start (500, false);
+    s_service_start (500);
     proto_msg_t *reply = NULL;
     assert_int_equal (bus_client_call (client, "health", NULL, NULL, &reply), 0);
     assert_true (reply->ok);
@@ -736,7 +644,7 @@ test_outbox_restart (void **state)
     int64_t last = s_last_seq ();
     assert_true (last >= 1);
     s_service_stop ();
-    s_service_start (0, true);
+    s_service_start (0);
     s_expect (s_fx.client, "echo", NULL, "ok");
     json_t *r = s_replay (last + 1, 0, 0);
     json_t *events = json_object_get (r, "events");
@@ -824,7 +732,7 @@ test_failed_commit (void **state)
 
     bus_sub_destroy (&sub);
     bus_service_destroy (&svc);
-    s_service_start (0, true);
+    s_service_start (0);
     s_expect (s_fx.client, "health", NULL, "ok");
 }
 
@@ -845,8 +753,6 @@ main (void)
         cmocka_unit_test (test_outbox_restart),
         cmocka_unit_test (test_failed_commit),
     };
-    int failed = cmocka_run_group_tests (tests, s_setup, s_teardown);
-    int total = (int) (sizeof tests / sizeof tests [0]);
-    printf ("%d passed, %d failed\n", total - failed, failed);
-    return failed ? 1 : 0;
+    return test_service_summary ((int) (sizeof tests / sizeof tests [0]),
+                                 cmocka_run_group_tests (tests, s_setup, s_teardown));
 }

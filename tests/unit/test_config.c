@@ -19,6 +19,7 @@
 
 #include "bus_config.h"
 #include "bus_error.h"
+#include "../support/test_service.h"
 
 enum { T_STR, T_INT, T_BOOL };
 
@@ -70,21 +71,19 @@ s_clear_env (void)
 static int
 s_setup (void **state)
 {
-    strcpy (s_dir, "/tmp/test_config.XXXXXX");
-    assert_non_null (mkdtemp (s_dir));
+    assert_int_equal (test_service_tmpdir (s_dir, sizeof s_dir, "test_config"), 0);
     snprintf (s_path, sizeof s_path, "%s/sanctum.ini", s_dir);
     s_clear_env ();
     return 0;
 }
 
 
-/*  Teardown: remove the file and the directory. */
+/*  Teardown: remove the directory and what is in it. */
 static int
 s_teardown (void **state)
 {
     s_clear_env ();
-    unlink (s_path);
-    rmdir (s_dir);
+    test_service_rmtree (s_dir);
     return 0;
 }
 

@@ -21,6 +21,7 @@
 #include "bus_service.h"
 #include "proto_mpack.h"
 #include "proto_msg.h"
+#include "../support/test_service.h"
 
 #define BYTES(...) ((const uint8_t []) { __VA_ARGS__ }), sizeof ((const uint8_t []) { __VA_ARGS__ })
 
@@ -951,8 +952,6 @@ main (void)
         cmocka_unit_test (test_ulid_order),
         cmocka_unit_test (test_principal_class),
     };
-    int failed = cmocka_run_group_tests (tests, NULL, NULL);
-    int total = (int) (sizeof tests / sizeof tests [0]);
-    printf ("%d passed, %d failed\n", total - failed, failed);
-    return failed ? 1 : 0;
+    return test_service_summary ((int) (sizeof tests / sizeof tests [0]),
+                                 cmocka_run_group_tests (tests, NULL, NULL));
 }

@@ -2,7 +2,6 @@
 
     Each test works in its own mkdtemp directory, removed afterwards.
 */
-#include <ftw.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -19,6 +18,7 @@
 #include "bus_error.h"
 #include "bus_log.h"
 #include "bus_store.h"
+#include "../support/test_service.h"
 
 static const char *const s_dbs [] = { "alpha", "beta", NULL };
 
@@ -28,22 +28,13 @@ typedef struct {
 } fixture_t;
 
 
-/*  nftw callback: remove one entry. */
-static int
-s_rm (const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-    return remove (path);
-}
-
-
 /*  Make a temporary directory and open a store in <tmp>/db. */
 static int
 s_setup (void **state)
 {
     fixture_t *fx = calloc (1, sizeof *fx);
     assert_non_null (fx);
-    strcpy (fx->dir, "/tmp/test_store.XXXXXX");
-    assert_non_null (mkdtemp (fx->dir));
+    assert_int_equal (test_service_tmpdir (fx->dir, sizeof fx->dir, "test_store"), 0);
     char path [128];
     snprintf (path, sizeof path, "%s/db", fx->dir);
     assert_int_equal (bus_store_open (&fx->store, path, 0, s_dbs), 0);
@@ -59,7 +50,7 @@ s_teardown (void **state)
     fixture_t *fx = *state;
     bus_store_destroy (&fx->store);
     assert_null (fx->store);
-    nftw (fx->dir, s_rm, 16, FTW_DEPTH | FTW_PHYS);
+    test_service_rmtree (fx->dir);
     free (fx);
     return 0;
 }
@@ -570,8 +561,6 @@ main (void)
         cmocka_unit_test_setup_teardown (test_map_full, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown (test_read_txn_threads, s_setup, s_teardown),
     };
-    int failed = cmocka_run_group_tests (tests, NULL, NULL);
-    int total = (int) (sizeof tests / sizeof tests [0]);
-    printf ("%d passed, %d failed\n", total - failed, failed);
-    return failed? 1: 0;
+    return test_service_summary ((int) (sizeof tests / sizeof tests [0]),
+                                 cmocka_run_group_tests (tests, NULL, NULL));
 }
