@@ -33,7 +33,7 @@
 typedef struct test_service_t test_service_t;
 
 /*  Make the environment for the service of section ("authz") under root,
-    or under a fresh /tmp/<section>-test.XXXXXX when root is NULL.
+    or under a fresh /tmp/sanctum-<section>.XXXXXX when root is NULL.
     sanctum_lines are extra "key = value" lines of [sanctum] (may be NULL),
     e.g. "max_frame = 4096\nmap_size_mb = 16\n". Returns NULL with err set
     on failure. */
