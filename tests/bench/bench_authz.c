@@ -451,6 +451,137 @@ s_server_time (s_bus_t *bus)
     proto_msg_destroy (&reply);
 }
 
+/* --- the same pace through raw libzmq ----------------------------------------
+
+   A ROUTER echoing every frame, CURVE on, in a libzmq context of its own,
+   and a DEALER paced exactly as s_paced paces the bus: the floor that the
+   transport and this machine set for an open-loop tail, measured in the
+   same run. (Raw libzmq without a ZAP handler accepts any CURVE client;
+   that changes the handshake only, not the cost per message.) */
+
+typedef struct {
+    void *ctx;
+    void *router;
+    pthread_t thread;
+    char endpoint [64];
+    char server_public [41];
+} s_raw_t;
+
+static void *
+s_raw_echo (void *arg)
+{
+    s_raw_t *raw = arg;
+    while (true) {
+        zmq_msg_t id, body;
+        zmq_msg_init (&id);
+        zmq_msg_init (&body);
+        if (zmq_msg_recv (&id, raw->router, 0) < 0 || zmq_msg_recv (&body, raw->router, 0) < 0) {
+            zmq_msg_close (&id);
+            zmq_msg_close (&body);
+            break;                          /* context terminated */
+        }
+        zmq_msg_send (&id, raw->router, ZMQ_SNDMORE);
+        zmq_msg_send (&body, raw->router, 0);
+    }
+    zmq_close (raw->router);
+    return NULL;
+}
+
+static int
+s_raw_start (s_raw_t *raw)
+{
+    char secret [41];
+    int one = 1, port = test_service_free_port ();
+    raw->ctx = zmq_ctx_new ();
+    raw->router = raw->ctx ? zmq_socket (raw->ctx, ZMQ_ROUTER) : NULL;
+    snprintf (raw->endpoint, sizeof raw->endpoint, "tcp://127.0.0.1:%d", port);
+    if (!raw->router || zmq_curve_keypair (raw->server_public, secret)
+    ||  zmq_setsockopt (raw->router, ZMQ_CURVE_SERVER, &one, sizeof one)
+    ||  zmq_setsockopt (raw->router, ZMQ_CURVE_SECRETKEY, secret, 40)
+    ||  zmq_bind (raw->router, raw->endpoint)
+    ||  pthread_create (&raw->thread, NULL, s_raw_echo, raw))
+        return -1;
+    return 0;
+}
+
+static void
+s_raw_stop (s_raw_t *raw)
+{
+    if (raw->ctx) {
+        zmq_ctx_shutdown (raw->ctx);
+        pthread_join (raw->thread, NULL);
+        zmq_ctx_term (raw->ctx);
+        raw->ctx = NULL;
+    }
+}
+
+/*  n frames of frame_len bytes at rate through raw libzmq; p50/p99 (from
+    the scheduled time) to out. Returns 0 or -1. */
+static int
+s_raw_paced (s_raw_t *raw, double rate, double secs, size_t frame_len, double out [2])
+{
+    int n = (int) (rate * secs), sent = 0, got = 0, rc = -1;
+    double *sched = calloc ((size_t) n, sizeof *sched), *lat = calloc ((size_t) n, sizeof *lat);
+    char *frame = calloc (1, frame_len < sizeof (int) ? sizeof (int) : frame_len);
+    void *dealer = zmq_socket (raw->ctx, ZMQ_DEALER);
+    char public [41], secret [41];
+    if (!sched || !lat || !frame || !dealer || zmq_curve_keypair (public, secret)
+    ||  zmq_setsockopt (dealer, ZMQ_CURVE_SERVERKEY, raw->server_public, 40)
+    ||  zmq_setsockopt (dealer, ZMQ_CURVE_PUBLICKEY, public, 40)
+    ||  zmq_setsockopt (dealer, ZMQ_CURVE_SECRETKEY, secret, 40)
+    ||  zmq_connect (dealer, raw->endpoint))
+        goto done;
+    for (int i = 0; i < 200; i++)          /* handshake and warm-up */
+        if (zmq_send (dealer, frame, frame_len, 0) < 0 || zmq_recv (dealer, frame, frame_len, 0) < 0)
+            goto done;
+    int fd;
+    size_t fd_len = sizeof fd;
+    zmq_getsockopt (dealer, ZMQ_FD, &fd, &fd_len);
+    double t0 = s_now () + 1e6, give_up = t0 + secs * 1e9 + BUS_TIMEOUT_MS * 1e6;
+    for (int i = 0; i < n; i++)
+        sched [i] = t0 + i * (1e9 / rate);
+    while (got < n && s_now () < give_up) {
+        double now = s_now ();
+        for (; sent < n && sched [sent] <= now; sent++) {
+            memcpy (frame, &sent, sizeof sent);
+            zmq_send (dealer, frame, frame_len, 0);
+        }
+        bool any = false;
+        while (zmq_recv (dealer, frame, frame_len, ZMQ_DONTWAIT) >= (int) sizeof (int)) {
+            int k;
+            memcpy (&k, frame, sizeof k);
+            if (k >= 0 && k < n)
+                lat [got++] = (s_now () - sched [k]) / 1e3;
+            any = true;
+        }
+        int events;
+        size_t ev_len = sizeof events;
+        zmq_getsockopt (dealer, ZMQ_EVENTS, &events, &ev_len);
+        double ns = (sent < n ? sched [sent] : now + 1e6) - s_now ();
+        if (!any && !(events & ZMQ_POLLIN) && ns > 0) {
+            struct pollfd pfd = { fd, POLLIN, 0 };
+            struct timespec ts = { (time_t) (ns / 1e9), (long) fmod (ns, 1e9) };
+            ppoll (&pfd, 1, &ts, NULL);
+        }
+    }
+    if (got == n) {
+        qsort (lat, (size_t) n, sizeof *lat, s_cmp);
+        out [0] = lat [n / 2];
+        out [1] = lat [(int) (n * 0.99)];
+        rc = 0;
+    }
+done:
+    if (dealer) {
+        int zero = 0;
+        zmq_setsockopt (dealer, ZMQ_LINGER, &zero, sizeof zero);
+        zmq_close (dealer);
+    }
+    free (sched);
+    free (lat);
+    free (frame);
+    return rc;
+}
+
 /*  Median of n values (sorts them). */
 static double
 s_median (double *v, int n)
@@ -573,14 +704,26 @@ main (int argc, char **argv)
         if (s_bus_start (&bus, root)
         ||  s_warmup (&bus, queries + n_checks / 2, n_checks / 2, BUS_WARMUP))
             goto done;
-        //  Rounds of check then echo; each figure is the median of the rounds
+        //  Rounds of check, echo and raw libzmq; each figure is the median of the rounds
         double fig [2][5][BUS_ROUNDS];      /* check/echo, figure, round */
+        double raw_fig [2][BUS_ROUNDS], raw_lat [2] = { 0 };
+        s_raw_t raw = { 0 };
+        if (s_raw_start (&raw)) {
+            fprintf (stderr, "bench_authz: raw libzmq baseline did not start\n");
+            s_raw_stop (&raw);
+            goto done;
+        }
         for (int r = 0; r < BUS_ROUNDS; r++) {
             const s_query_t *round_q = queries + r * (n_checks / BUS_ROUNDS);
             if (s_paced (&bus, round_q, n_checks / BUS_ROUNDS, rate, bus_secs / BUS_ROUNDS,
                          check_lat)
-            ||  s_paced (&bus, NULL, 0, rate, bus_secs / BUS_ROUNDS, echo_lat))
+            ||  s_paced (&bus, NULL, 0, rate, bus_secs / BUS_ROUNDS, echo_lat)
+            ||  s_raw_paced (&raw, rate, bus_secs / BUS_ROUNDS, 339, raw_lat)) {
+                s_raw_stop (&raw);
                 goto done;
+            }
+            raw_fig [0][r] = raw_lat [0];
+            raw_fig [1][r] = raw_lat [1];
             for (int m = 0; m < 5; m++) {
                 fig [0][m][r] = check_lat [m];
                 fig [1][m][r] = echo_lat [m];
@@ -588,15 +731,22 @@ main (int argc, char **argv)
             fprintf (stderr, "# round %d: check p50 %.1f p99 %.1f us, echo p50 %.1f p99 %.1f us\n",
                      r + 1, check_lat [0], check_lat [1], echo_lat [0], echo_lat [1]);
         }
+        s_raw_stop (&raw);
         for (int m = 0; m < 5; m++) {
             check_lat [m] = s_median (fig [0][m], BUS_ROUNDS);
             echo_lat [m] = s_median (fig [1][m], BUS_ROUNDS);
         }
+        raw_lat [0] = s_median (raw_fig [0], BUS_ROUNDS);
+        raw_lat [1] = s_median (raw_fig [1], BUS_ROUNDS);
         printf ("bench authz_bus_check_p50 %.1f us baseline %.1f ratio %.2f\n",
                 check_lat [0], echo_lat [0], check_lat [0] / echo_lat [0]);
         printf ("bench authz_bus_check_p99 %.1f us baseline %.1f ratio %.2f\n",
                 check_lat [1], echo_lat [1], check_lat [1] / echo_lat [1]);
         printf ("bench authz_bus_rate %.0f req/s\n", rate);
+        printf ("bench raw_zmq_paced_p50 %.1f us\n", raw_lat [0]);
+        printf ("bench raw_zmq_paced_p99 %.1f us\n", raw_lat [1]);
+        printf ("bench authz_bus_check_p99_vs_raw_zmq %.1f us baseline %.1f ratio %.2f\n",
+                check_lat [1], raw_lat [1], check_lat [1] / raw_lat [1]);
         /* diagnostics: the same latencies from the moment each request left,
            and how late the load generator's own wake-ups sent them (the
            target stays on the strict figures above) */
