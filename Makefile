@@ -138,7 +138,9 @@ fuzz:
 install: all
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib/systemd/system $(DESTDIR)$(PREFIX)/share/sanctum
 	install -m 0755 $(SVC_BINS) $(CTL_BIN) $(DESTDIR)$(PREFIX)/bin/
-	install -m 0644 ops/systemd/*.service ops/systemd/*.target $(DESTDIR)$(PREFIX)/lib/systemd/system/ 2>/dev/null || true
+	for u in ops/systemd/*.service ops/systemd/*.target; do \
+	  sed 's|/usr/local/bin/|$(PREFIX)/bin/|g' $$u > $(DESTDIR)$(PREFIX)/lib/systemd/system/$$(basename $$u) || exit 1; \
+	  chmod 0644 $(DESTDIR)$(PREFIX)/lib/systemd/system/$$(basename $$u); done
 	cp -r ops/examples $(DESTDIR)$(PREFIX)/share/sanctum/
 
 clean:
