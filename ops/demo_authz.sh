@@ -12,8 +12,8 @@ echo "== authz: the procurement model, its tuples and the po.write policy =="
 echo "agent:po-drafter is owned by user:erin; erin's manager carol may approve up to \$50,000,"
 echo "carol's manager victor (VP Finance) up to \$1,000,000; po.write is automatic below \$10,000."
 for amount in 520000 5000 2000000; do
-    printf '\npo.write of $%s by agent:po-drafter on erp:acme -> ' "$amount"
-    "$CTL" authz decide agent:po-drafter po.write erp:acme --context "{\"amount\": $amount}"
+    printf '\npo.write of $%s by agent:po-drafter on cost_center:engineering -> ' "$amount"
+    "$CTL" authz decide agent:po-drafter po.write cost_center:engineering --context "{\"amount\": $amount}"
     rc=$?
     [ $rc -eq 0 ] || [ $rc -eq 3 ] || exit 1
 done

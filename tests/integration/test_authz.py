@@ -36,37 +36,37 @@ def load_procurement(c):
 
 @test
 def no_policy_is_unavailable_not_a_guess(c):
-    rc, out = inject(c, "authz.decide", {"principal": "agent:x", "action": "po.write", "resource": "erp:acme"})
+    rc, out = inject(c, "authz.decide", {"principal": "agent:x", "action": "po.write", "resource": "cost_center:engineering"})
     assert rc == 1 and out["error"]["code"] in ("unavailable", "not_found"), out
 
 
 @test
 def procurement_decisions(c):
     load_procurement(c)
-    d = ok(c, "authz", "decide", "agent:po-drafter", "po.write", "erp:acme", "--context", '{"amount": 520000}')
+    d = ok(c, "authz", "decide", "agent:po-drafter", "po.write", "cost_center:engineering", "--context", '{"amount": 520000}')
     assert d["decision"] == "approval_required", d
     assert [(e["user"], e["limit"]) for e in d["chain"]] == [("user:carol", 50000), ("user:victor", 1000000)], d
     assert all(e["escalate_after"] == 900 for e in d["chain"])
-    d = ok(c, "authz", "decide", "agent:po-drafter", "po.write", "erp:acme", "--context", '{"amount": 5000}')
+    d = ok(c, "authz", "decide", "agent:po-drafter", "po.write", "cost_center:engineering", "--context", '{"amount": 5000}')
     assert d == {"decision": "allow"}, d
-    r = c.ctl("--json", "authz", "decide", "agent:po-drafter", "po.write", "erp:acme", "--context",
+    r = c.ctl("--json", "authz", "decide", "agent:po-drafter", "po.write", "cost_center:engineering", "--context",
               '{"amount": 2000000}')
     assert r.returncode == 3 and json.loads(r.stdout)["reason"] == "no approver with authority", r.stdout
     # $50,000 exactly is within carol's limit: the chain stops at her
-    d = ok(c, "authz", "decide", "agent:po-drafter", "po.write", "erp:acme", "--context", '{"amount": 50000}')
+    d = ok(c, "authz", "decide", "agent:po-drafter", "po.write", "cost_center:engineering", "--context", '{"amount": 50000}')
     assert [e["user"] for e in d["chain"]] == ["user:carol"], d
     rc, out = inject(c, "authz.approvers", {"principal": "agent:po-drafter", "action": "po.write",
-                                            "resource": "erp:acme", "context": {"amount": 520000}})
+                                            "resource": "cost_center:engineering", "context": {"amount": 520000}})
     assert rc == 0 and [e["user"] for e in out["body"]["chain"]] == ["user:carol", "user:victor"], out
 
 
 @test
 def denials_say_why(c):
-    r = c.ctl("--json", "authz", "decide", "agent:rogue", "po.write", "erp:acme", "--context", '{"amount": 5}')
+    r = c.ctl("--json", "authz", "decide", "agent:rogue", "po.write", "cost_center:engineering", "--context", '{"amount": 5}')
     assert r.returncode == 3 and "not writer" in json.loads(r.stdout)["reason"], r.stdout
-    r = c.ctl("--json", "authz", "decide", "agent:po-drafter", "wire.transfer", "erp:acme")
+    r = c.ctl("--json", "authz", "decide", "agent:po-drafter", "wire.transfer", "cost_center:engineering")
     assert r.returncode == 3 and "no policy" in json.loads(r.stdout)["reason"], r.stdout
-    r = c.ctl("--json", "authz", "decide", "agent:po-drafter", "po.write", "erp:acme", "--context",
+    r = c.ctl("--json", "authz", "decide", "agent:po-drafter", "po.write", "cost_center:engineering", "--context",
               '{"amount": "lots"}')
     assert r.returncode == 3 and "amount" in json.loads(r.stdout)["reason"], r.stdout
 
@@ -82,40 +82,40 @@ def decisions_are_events(c):
 
 @test
 def openfga_queries_over_the_bus(c):
-    rc, out = inject(c, "authz.list_objects", {"user": "agent:po-drafter", "relation": "writer", "type": "erp"})
-    assert rc == 0 and out["body"]["objects"] == ["erp:acme"], out
+    rc, out = inject(c, "authz.list_objects", {"user": "agent:po-drafter", "relation": "writer", "type": "cost_center"})
+    assert rc == 0 and out["body"]["objects"] == ["cost_center:engineering"], out
     rc, out = inject(c, "authz.list_users", {"object": {"type": "user", "id": "erin"}, "relation": "manager",
                                              "user_filters": [{"type": "user"}]})
     assert rc == 0 and out["body"]["users"] == ["user:carol"], out
-    rc, out = inject(c, "authz.expand", {"tuple_key": {"object": "erp:acme", "relation": "writer"}})
+    rc, out = inject(c, "authz.expand", {"tuple_key": {"object": "cost_center:engineering", "relation": "writer"}})
     assert rc == 0 and "root" in out["body"]["tree"], out
-    rc, out = inject(c, "authz.read", {"tuple": {"object": "erp:acme", "relation": "approver"}})
+    rc, out = inject(c, "authz.read", {"tuple": {"object": "cost_center:engineering", "relation": "approver"}})
     assert rc == 0 and len(out["body"]["tuples"]) == 2, out
     rc, out = inject(c, "authz.read_changes", {"page_size": 100})
-    assert rc == 0 and len(out["body"]["changes"]) == 6 and out["body"]["continuation_token"], out
+    assert rc == 0 and len(out["body"]["changes"]) == 7 and out["body"]["continuation_token"], out
     rc, out = inject(c, "authz.batch_check", {"checks": [
-        {"tuple_key": {"user": "user:victor", "relation": "approver", "object": "erp:acme"},
+        {"tuple_key": {"user": "user:victor", "relation": "approver", "object": "cost_center:engineering"},
          "context": {"amount": 10}, "correlation_id": "a"},
-        {"tuple_key": {"user": "user:erin", "relation": "approver", "object": "erp:acme"},
+        {"tuple_key": {"user": "user:erin", "relation": "approver", "object": "cost_center:engineering"},
          "context": {"amount": 10}, "correlation_id": "b"}]})
     assert rc == 0 and out["body"]["result"]["a"]["allowed"] is True and out["body"]["result"]["b"]["allowed"] is False, out
     # contextual tuples count for one request only
-    rc, out = inject(c, "authz.check", {"tuple_key": {"user": "agent:temp", "relation": "writer", "object": "erp:acme"},
+    rc, out = inject(c, "authz.check", {"tuple_key": {"user": "agent:temp", "relation": "writer", "object": "cost_center:engineering"},
                                         "contextual_tuples": [{"user": "agent:temp", "relation": "writer",
-                                                               "object": "erp:acme"}]})
+                                                               "object": "cost_center:engineering"}]})
     assert rc == 0 and out["body"]["allowed"] is True, out
-    rc = c.ctl("authz", "check", "agent:temp", "writer", "erp:acme").returncode
+    rc = c.ctl("authz", "check", "agent:temp", "writer", "cost_center:engineering").returncode
     assert rc == 3, rc
 
 
 @test
 def external_client_may_check(c):
     cl = c.client("authz")
-    r = cl.call("authz.check", {"tuple_key": {"user": "agent:po-drafter", "relation": "writer", "object": "erp:acme"}})
+    r = cl.call("authz.check", {"tuple_key": {"user": "agent:po-drafter", "relation": "writer", "object": "cost_center:engineering"}})
     assert r["ok"] and r["body"]["allowed"] is True, r
-    r = cl.call("authz.write", {"writes": [{"user": "agent:evil", "relation": "writer", "object": "erp:acme"}]})
+    r = cl.call("authz.write", {"writes": [{"user": "agent:evil", "relation": "writer", "object": "cost_center:engineering"}]})
     assert r["error"]["code"] == "forbidden", r  # only operators write tuples
-    r = cl.call("authz.decide", {"principal": "agent:po-drafter", "action": "po.write", "resource": "erp:acme"})
+    r = cl.call("authz.decide", {"principal": "agent:po-drafter", "action": "po.write", "resource": "cost_center:engineering"})
     assert r["error"]["code"] == "forbidden", r
     cl.close()
 
@@ -138,22 +138,22 @@ def bad_models_are_refused_with_positions(c):
     rc, out = inject(c, "authz.model.write", {"model": 42})
     assert rc == 1 and out["error"]["code"] == "invalid", out
     # the latest model is still the procurement one
-    d = ok(c, "authz", "decide", "agent:po-drafter", "po.write", "erp:acme", "--context", '{"amount": 5000}')
+    d = ok(c, "authz", "decide", "agent:po-drafter", "po.write", "cost_center:engineering", "--context", '{"amount": 5000}')
     assert d["decision"] == "allow", d
 
 
 @test
 def bad_tuples_write_nothing(c):
-    good = {"user": "agent:new", "relation": "writer", "object": "erp:acme"}
-    for bad, code in [({"user": "user:x", "relation": "nosuch", "object": "erp:acme"}, 2000),
-                      ({"user": "user:x", "relation": "writer", "object": "erp:acme"}, 2000),  # user not allowed
-                      ({"user": "user:x", "relation": "approver", "object": "erp:acme"}, 2000),  # needs condition
-                      ({"user": "user:x", "relation": "approver", "object": "erp:acme",
+    good = {"user": "agent:new", "relation": "writer", "object": "cost_center:engineering"}
+    for bad, code in [({"user": "user:x", "relation": "nosuch", "object": "cost_center:engineering"}, 2000),
+                      ({"user": "user:x", "relation": "writer", "object": "cost_center:engineering"}, 2000),  # user not allowed
+                      ({"user": "user:x", "relation": "approver", "object": "cost_center:engineering"}, 2000),  # needs condition
+                      ({"user": "user:x", "relation": "approver", "object": "cost_center:engineering",
                         "condition": {"name": "nosuch"}}, 2000),
                       ({"user": "user:x", "relation": "manager", "object": "nosuchtype:1"}, 2000)]:
         rc, out = inject(c, "authz.write", {"writes": [good, bad]})
         assert rc == 1 and fga(out) == code, (bad, out)
-    rc = c.ctl("authz", "check", "agent:new", "writer", "erp:acme").returncode
+    rc = c.ctl("authz", "check", "agent:new", "writer", "cost_center:engineering").returncode
     assert rc == 3, "a rejected write left a tuple behind"
     rc, out = inject(c, "authz.write", {"writes": [good, good]})
     assert fga(out) == 2004, out
@@ -176,20 +176,20 @@ def bad_tuples_write_nothing(c):
 @test
 def bad_queries(c):
     rc, out = inject(c, "authz.check", {"tuple_key": {"user": "user:victor", "relation": "approver",
-                                                      "object": "erp:acme"}})
+                                                      "object": "cost_center:engineering"}})
     assert rc == 1 and fga(out) == 2000, out  # the condition needs `amount`
     rc, out = inject(c, "authz.check", {"tuple_key": {"user": "user:victor", "relation": "approver",
-                                                      "object": "erp:acme"}, "context": {"amount": "abc"}})
+                                                      "object": "cost_center:engineering"}, "context": {"amount": "abc"}})
     assert rc == 1 and fga(out) == 2000, out
-    rc, out = inject(c, "authz.check", {"tuple_key": {"user": "user:x", "relation": "nosuch", "object": "erp:acme"}})
+    rc, out = inject(c, "authz.check", {"tuple_key": {"user": "user:x", "relation": "nosuch", "object": "cost_center:engineering"}})
     assert rc == 1 and fga(out) == 2000, out
-    ct = [{"user": "agent:a%d" % i, "relation": "writer", "object": "erp:acme"} for i in range(101)]
-    rc, out = inject(c, "authz.check", {"tuple_key": {"user": "agent:a1", "relation": "writer", "object": "erp:acme"},
+    ct = [{"user": "agent:a%d" % i, "relation": "writer", "object": "cost_center:engineering"} for i in range(101)]
+    rc, out = inject(c, "authz.check", {"tuple_key": {"user": "agent:a1", "relation": "writer", "object": "cost_center:engineering"},
                                         "contextual_tuples": ct})
     assert rc == 1 and out["error"]["code"] == "invalid", out
-    rc, out = inject(c, "authz.check", {"tuple_key": {"user": "agent:a1", "relation": "writer", "object": "erp:acme"},
+    rc, out = inject(c, "authz.check", {"tuple_key": {"user": "agent:a1", "relation": "writer", "object": "cost_center:engineering"},
                                         "contextual_tuples": [{"user": "user:x", "relation": "writer",
-                                                               "object": "erp:acme"}]})
+                                                               "object": "cost_center:engineering"}]})
     assert rc == 1 and fga(out) == 2027, out
     rc, out = inject(c, "authz.list_objects", {"user": "user:x", "relation": "viewer", "type": "nosuch"})
     assert rc == 1 and fga(out) in (2021, 2000), out
@@ -214,7 +214,7 @@ def state_survives_a_crash(c):
     c.stop("authz", sig=signal.SIGKILL)
     c.start("authz")
     c.wait_healthy(["authz"])
-    d = ok(c, "authz", "decide", "agent:po-drafter", "po.write", "erp:acme", "--context", '{"amount": 520000}')
+    d = ok(c, "authz", "decide", "agent:po-drafter", "po.write", "cost_center:engineering", "--context", '{"amount": 520000}')
     assert [e["user"] for e in d["chain"]] == ["user:carol", "user:victor"], d
 
 
