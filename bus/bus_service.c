@@ -266,11 +266,8 @@ s_dedupe_trim (bus_service_t *self)
     int64_t now = zclock_mono ();
     for (const char *key = zlistx_first (self->dedupe_order); key; key = zlistx_first (self->dedupe_order)) {
         s_dedupe_t *d = zhashx_lookup (self->dedupe, key);
-        bool keep = d && d->expires_ms > now && zhashx_size (self->dedupe) <= S_DEDUPE_MAX;
-        if (keep && !d->reply)
-            break;                  /* still in progress: keep it and what follows */
-        if (keep)
-            break;
+        if (d && d->expires_ms > now && zhashx_size (self->dedupe) <= S_DEDUPE_MAX)
+            break;                  /* the oldest is still wanted: so is what follows */
         zhashx_delete (self->dedupe, key);
         zlistx_delete (self->dedupe_order, NULL);
     }
@@ -308,9 +305,10 @@ s_answer (bus_request_t *req, proto_msg_t **rep_p)
         d->expires_ms = zclock_mono () + S_DEDUPE_TTL_MS;
     }
     s_send_reply (self, &req->routing, data, len);
-    char name [PROTO_TYPE_MAX + 16];
-    snprintf (name, sizeof name, "%s", req->msg->type);
-    bus_stats_latency (self->stats, name, proto_now_us () - req->start_us);
+    /* per catalogue type only: a client must not mint histogram names */
+    bus_stats_latency (self->stats, req->msg->spec && req->msg->spec->kind == PROTO_KIND_REQ
+                                    ? req->msg->spec->type : "(unknown)",
+                       proto_now_us () - req->start_us);
     bus_stats_count (self->stats, rep->ok ? "requests_ok" : "requests_error", 1);
     free (data);
     proto_msg_destroy (rep_p);
@@ -421,18 +419,21 @@ s_on_message (bus_service_t *self, zmsg_t *routing)
     const char *principal = bus_allow_principal (self->allow, user_id);
     char id [PROTO_ID_LEN + 1] = "";
     char err [256];
-    /* decoded even when over the cap (libzmq's hard cap bounds it), so the
-       too_large reply can name the request */
+    /* over the cap: not decoded, only its id looked for, so the refusal
+       can name the request */
     size_t size = zframe_size (frame);
     proto_msg_t *msg = NULL;
-    int rc = proto_msg_decode (&msg, zframe_data (frame), size, SIZE_MAX, id, err, sizeof err);
-    zframe_destroy (&frame);
-    if (principal && size > self->max_frame) {
-        bus_warn ("frame of %zu bytes from %s over the cap", size, principal);
-        proto_msg_destroy (&msg);
-        s_reject (self, &routing, id, PROTO_ERR_TOO_LARGE, "frame exceeds the size cap");
+    int rc = 0;
+    if (size > self->max_frame) {
+        proto_msg_peek_id (zframe_data (frame), size, id);
+        zframe_destroy (&frame);
+        bus_warn ("frame of %zu bytes from %s over the cap", size, principal ? principal : "an unknown key");
+        s_reject (self, &routing, id, principal ? PROTO_ERR_TOO_LARGE : PROTO_ERR_FORBIDDEN,
+                  principal ? "frame exceeds the size cap" : "unknown client key");
         return;
     }
+    rc = proto_msg_decode (&msg, zframe_data (frame), size, SIZE_MAX, id, err, sizeof err);
+    zframe_destroy (&frame);
     if (!principal) {
         bus_warn ("message from unknown key %s refused", user_id && *user_id ? user_id : "(none)");
         proto_msg_destroy (&msg);
@@ -526,13 +527,43 @@ s_on_request (zloop_t *loop, zsock_t *router, void *arg)
 
 /* --- events --------------------------------------------------------------- */
 
+/*  True if value nests deeper than max levels below it. */
+static bool
+s_too_deep (json_t *value, int max)
+{
+    if (!json_is_object (value) && !json_is_array (value))
+        return false;
+    if (max <= 0)
+        return true;
+    const char *key;
+    json_t *item;
+    size_t i;
+    if (json_is_object (value)) {
+        json_object_foreach (value, key, item)
+            if (s_too_deep (item, max - 1))
+                return true;
+    }
+    else
+        json_array_foreach (value, i, item)
+            if (s_too_deep (item, max - 1))
+                return true;
+    return false;
+}
+
 int
 bus_event_append (bus_service_t *self, bus_txn_t *txn, const char *type, json_t *body,
                   const char *traceparent)
 {
+    if (body && s_too_deep (body, BUS_EVENT_MAX_DEPTH)) {
+        bus_error ("event %s refused: body nested deeper than %d", type, BUS_EVENT_MAX_DEPTH);
+        json_decref (body);
+        bus_txn_fail (txn, BUS_EDEPTH);
+        return BUS_EDEPTH;
+    }
     proto_msg_t *evt = proto_msg_new (PROTO_KIND_EVT, type);
     if (!evt) {
         json_decref (body);
+        bus_txn_fail (txn, BUS_ENOMEM);
         return BUS_ENOMEM;
     }
     evt->body = body ? body : json_object ();
@@ -550,8 +581,11 @@ bus_event_append (bus_service_t *self, bus_txn_t *txn, const char *type, json_t 
     if (rc == 0) {
         uint8_t key [8];
         bus_u64_to_key (evt->seq, key);
-        rc = bus_txn_put (txn, self->outbox_db, key, 8, data, len);
+        /* never over an existing event: a reused sequence is a bug */
+        rc = bus_txn_put_new (txn, self->outbox_db, key, 8, data, len);
     }
+    if (rc)
+        bus_txn_fail (txn, rc);
     if (rc == 0) {
         zchunk_t *chunk = zchunk_new (NULL, len + strlen (type) + 1);
         zchunk_append (chunk, type, strlen (type) + 1);   /* topic, NUL, envelope */
@@ -601,6 +635,18 @@ bus_service_commit (bus_service_t *self, bus_txn_t **txn_p)
     return rc;
 }
 
+void
+bus_service_abort (bus_service_t *self, bus_txn_t **txn_p)
+{
+    bus_txn_abort (txn_p);
+    zchunk_t *chunk;
+    while ((chunk = zlistx_detach (self->pending, NULL)))
+        zchunk_destroy (&chunk);
+    if (self->pending_first_seq)
+        self->next_seq = self->pending_first_seq;
+    self->pending_first_seq = 0;
+}
+
 int
 bus_service_emit (bus_service_t *self, const char *type, json_t *body, const char *traceparent)
 {
@@ -611,13 +657,7 @@ bus_service_emit (bus_service_t *self, const char *type, json_t *body, const cha
     }
     int rc = bus_event_append (self, txn, type, body, traceparent);
     if (rc) {
-        bus_txn_abort (&txn);
-        zchunk_t *chunk;
-        while ((chunk = zlistx_detach (self->pending, NULL)))
-            zchunk_destroy (&chunk);
-        if (self->pending_first_seq)
-            self->next_seq = self->pending_first_seq;
-        self->pending_first_seq = 0;
+        bus_service_abort (self, &txn);
         return rc;
     }
     return bus_service_commit (self, &txn);

@@ -85,7 +85,11 @@ const char *bus_service_section_of (bus_service_t *self);   /* "authz" */
 /*  Append an event to the outbox in txn (a write transaction of this
     service's store). body is stolen. The event is published by
     bus_service_commit() after the transaction commits. traceparent may be
-    NULL (a new trace). Returns 0 or a store error (sticky in txn). */
+    NULL (a new trace). A body nested deeper than BUS_EVENT_MAX_DEPTH is
+    refused (a replayed event must still decode within PROTO_MAX_DEPTH).
+    Returns 0 or an error, which is also made sticky in txn: a transaction
+    whose event could not be recorded cannot commit. */
+#define BUS_EVENT_MAX_DEPTH (PROTO_MAX_DEPTH - 5)
 int bus_event_append (bus_service_t *self, bus_txn_t *txn, const char *type,
                       json_t *body, const char *traceparent);
 
@@ -93,6 +97,11 @@ int bus_event_append (bus_service_t *self, bus_txn_t *txn, const char *type,
     it, on failure forget them. Returns the commit result. */
 int bus_service_commit (bus_service_t *self, bus_txn_t **txn_p)
     __attribute__((warn_unused_result));
+
+/*  Abort txn (consumed) and forget the events appended in it; their
+    sequence numbers are handed out again. Use instead of bus_txn_abort
+    for a transaction that may hold events. */
+void bus_service_abort (bus_service_t *self, bus_txn_t **txn_p);
 
 /*  Emit one event in its own transaction. */
 int bus_service_emit (bus_service_t *self, const char *type, json_t *body,

@@ -386,6 +386,15 @@ bus_txn_snapshot (bus_txn_t *self)
 }
 
 
+/*  Poison a write transaction from outside. */
+void
+bus_txn_fail (bus_txn_t *self, int code)
+{
+    assert (self && code < 0);
+    if (!self->error)
+        self->error = code;
+}
+
 /*  The sticky error so far, 0 if none. */
 int
 bus_txn_error (bus_txn_t *self)

@@ -81,6 +81,11 @@ uint64_t bus_txn_snapshot (bus_txn_t *self);
 /*  The sticky error so far (0 if none). */
 int bus_txn_error (bus_txn_t *self);
 
+/*  Set the sticky error (when none is set yet), so that the transaction
+    cannot commit: for callers whose own part of the transaction failed
+    outside the store (an event that could not be encoded). code < 0. */
+void bus_txn_fail (bus_txn_t *self, int code);
+
 /*  Put (overwrite). On failure sets the sticky error; once set, later puts
     and dels are no-ops. Returns the sticky error. */
 int bus_txn_put (bus_txn_t *self, int db, const void *key, size_t key_len,

@@ -222,6 +222,63 @@ s_value (s_reader_t *r, json_t **out, int depth)
 }
 
 int
+proto_mpack_skip (proto_mpack_reader_t *r, int depth)
+{
+    if (s_left (r) < 1)
+        return s_fail (r, BUS_EINVAL, "truncated value");
+    uint8_t t = *r->p++;
+    uint64_t n = 0, items = 0;
+    int rc;
+    if (t <= 0x7f || t >= 0xe0 || t == 0xc0 || t == 0xc2 || t == 0xc3)
+        return 0;
+    if ((t & 0xf0) == 0x80 || (t & 0xf0) == 0x90)
+        items = (uint64_t) (t & 0x0f) * ((t & 0xf0) == 0x80 ? 2 : 1);
+    else if ((t & 0xe0) == 0xa0)
+        n = t & 0x1f;
+    else switch (t) {
+        case 0xc4: case 0xc5: case 0xc6:
+            if ((rc = s_take_be (r, 1 << (t - 0xc4), &n)))
+                return rc;
+            break;
+        case 0xd9: case 0xda: case 0xdb:
+            if ((rc = s_take_be (r, 1 << (t - 0xd9), &n)))
+                return rc;
+            break;
+        case 0xca: n = 4; break;
+        case 0xcb: n = 8; break;
+        case 0xcc: case 0xcd: case 0xce: case 0xcf: n = 1u << (t - 0xcc); break;
+        case 0xd0: case 0xd1: case 0xd2: case 0xd3: n = 1u << (t - 0xd0); break;
+        case 0xdc: case 0xdd:
+            if ((rc = s_take_be (r, 2 << (t - 0xdc), &items)))
+                return rc;
+            break;
+        case 0xde: case 0xdf:
+            if ((rc = s_take_be (r, 2 << (t - 0xde), &items)))
+                return rc;
+            if (items > UINT64_MAX / 2)
+                return s_fail (r, BUS_EINVAL, "map count exceeds bytes left");
+            items *= 2;
+            break;
+        default:
+            r->p--;
+            return s_fail (r, BUS_EINVAL, "unsupported type (ext or reserved)");
+    }
+    if (n > s_left (r))
+        return s_fail (r, BUS_EINVAL, "value longer than frame");
+    r->p += n;
+    if (items == 0)
+        return 0;
+    if (depth >= r->max_depth)
+        return s_fail (r, BUS_EDEPTH, "nesting too deep");
+    if (items > s_left (r))
+        return s_fail (r, BUS_EINVAL, "container count exceeds bytes left");
+    for (uint64_t i = 0; i < items; i++)
+        if ((rc = proto_mpack_skip (r, depth + 1)))
+            return rc;
+    return 0;
+}
+
+int
 proto_mpack_read_value (proto_mpack_reader_t *r, json_t **out, int depth)
 {
     return s_value (r, out, depth);

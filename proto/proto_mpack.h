@@ -59,6 +59,13 @@ typedef struct {
 int proto_mpack_read_value (proto_mpack_reader_t *r, json_t **out, int depth)
     __attribute__((warn_unused_result));
 
+/*  Step over one value at r->p without building it: structure, sizes and
+    nesting are checked, nothing is allocated (strings are not checked for
+    UTF-8). For readers that want one field of a frame they will not
+    decode (the id of an oversized request). */
+int proto_mpack_skip (proto_mpack_reader_t *r, int depth)
+    __attribute__((warn_unused_result));
+
 /*  Encode value; returns 0 with a malloc'd buffer in *out (caller frees),
     or BUS_ENOMEM / BUS_EINVAL (a value jansson cannot hold). */
 int proto_mpack_encode (uint8_t **out, size_t *out_len, json_t *value)

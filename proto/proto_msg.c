@@ -621,6 +621,40 @@ done:
     return give_up;
 }
 
+int
+proto_msg_peek_id (const uint8_t *data, size_t len, char id_out [PROTO_ID_LEN + 1])
+{
+    proto_mpack_reader_t r = { data, data + len, data, PROTO_MAX_DEPTH, NULL, 0 };
+    uint64_t count;
+    id_out [0] = 0;
+    if (len < 1)
+        return BUS_EINVAL;
+    if ((*r.p & 0xf0) == 0x80)
+        count = *r.p++ & 0x0f;
+    else if ((*r.p == 0xde || *r.p == 0xdf) && len >= (*r.p == 0xde ? 3u : 5u)) {
+        int w = *r.p == 0xde ? 2 : 4;
+        count = proto_mpack_be (r.p + 1, w);
+        r.p += 1 + w;
+    }
+    else
+        return BUS_EINVAL;
+    for (uint64_t i = 0; i < count; i++) {
+        /* "id" as a fixstr key, then a 26-byte fixstr ULID */
+        if (r.end - r.p >= 3 + PROTO_ID_LEN + 1 && memcmp (r.p, "\xa2id", 3) == 0
+            && r.p [3] == (0xa0 | PROTO_ID_LEN)) {
+            const char *id = (const char *) r.p + 4;
+            if (!s_ulid_valid (id, PROTO_ID_LEN))
+                return BUS_EINVAL;
+            memcpy (id_out, id, PROTO_ID_LEN);
+            id_out [PROTO_ID_LEN] = 0;
+            return 0;
+        }
+        if (proto_mpack_skip (&r, 1) || proto_mpack_skip (&r, 1))
+            return BUS_EINVAL;
+    }
+    return BUS_EINVAL;
+}
+
 /*  Both entry points: with fast set, try the fast reader first. */
 static int
 s_decode (proto_msg_t **out, const uint8_t *data, size_t len, size_t max_frame, char *id_out,

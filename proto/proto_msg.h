@@ -110,6 +110,11 @@ int proto_msg_decode (proto_msg_t **out, const uint8_t *data, size_t len,
                       size_t max_frame, char *id_out, char *err, size_t err_len)
     __attribute__((warn_unused_result));
 
+/*  The request id of a frame without decoding it (nothing allocated): for
+    answering a frame refused before decoding (too large). Returns 0 with
+    id_out set, or BUS_EINVAL when no well-formed `id` is found. */
+int proto_msg_peek_id (const uint8_t *data, size_t len, char id_out [PROTO_ID_LEN + 1]);
+
 /*  The same decode through the reference reader alone (the whole frame as
     JSON first). proto_msg_decode takes a faster path for well-formed
     frames; the two must agree on every input, which the envelope fuzz

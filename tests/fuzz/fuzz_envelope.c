@@ -43,6 +43,9 @@ LLVMFuzzerTestOneInput (const uint8_t *data, size_t size)
     char err [256];
     char id [PROTO_ID_LEN + 1] = "";
     proto_msg_t *msg = NULL, *again = NULL;
+    char peeked [PROTO_ID_LEN + 1];
+    if (proto_msg_peek_id (data, size, peeked) == 0 && strlen (peeked) != PROTO_ID_LEN)
+        abort ();                       /* the id of a refused frame: never allocates, never overruns */
     int rc = proto_msg_decode (&msg, data, size, 0, id, err, sizeof err);
     char ref_err [256], ref_id [PROTO_ID_LEN + 1] = "";
     proto_msg_t *ref = NULL;
