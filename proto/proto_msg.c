@@ -776,6 +776,9 @@ proto_msg_validate (proto_msg_t *self, char *err, size_t err_len)
                 snprintf (err, err_len, "field '%s' is required", f->name);
                 return BUS_EINVAL;
             }
+            /* nil means absent (PROTOCOL.md): handlers see it so */
+            if (v)
+                json_object_del (self->body, f->name);
             continue;
         }
         int rc = s_field_check (f, v, err, err_len);

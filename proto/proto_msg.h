@@ -124,7 +124,8 @@ int proto_msg_decode_reference (proto_msg_t **out, const uint8_t *data, size_t l
     __attribute__((warn_unused_result));
 
 /*  Validate the body against the catalogue entry: required fields present,
-    types and bounds. Returns 0 or BUS_EINVAL with err naming the field.
+    types and bounds. A declared field set to nil is removed from the body
+    (nil means absent). Returns 0 or BUS_EINVAL with err naming the field.
     An unknown type is BUS_ENOTFOUND. */
 int proto_msg_validate (proto_msg_t *self, char *err, size_t err_len);
 

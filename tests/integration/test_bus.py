@@ -187,6 +187,8 @@ def replay_ranges(c):
     r = cl.call("events.replay", {"from_seq": 2, "to_seq": 3})
     assert [e["seq"] for e in r["body"]["events"]] == [2, 3], r
     assert code(cl.call("events.replay", {"from_seq": 0})) == "invalid"
+    r = cl.call("events.replay", {"from_seq": 1, "limit": None, "to_seq": None})  # nil means absent
+    assert r["ok"] and len(r["body"]["events"]) >= 3 and "next_seq" not in r["body"], r
     assert code(cl.call("events.replay", {})) == "invalid"
     cl.close()
 
