@@ -3,6 +3,7 @@
 #include "bus_error.h"
 
 #include <math.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -26,6 +27,20 @@ struct authz_policy_t {
     size_t n_rules;
 };
 
+/*  The fields a rule may have: anything else is a mistake worth refusing. */
+static bool
+s_known_field (const char *key)
+{
+    static const char *const fields [] = {
+        "permit_relation", "amount_field", "automatic_below", "owner_relation", "hierarchy_relation",
+        "approval_relation", "limit_parameter", "escalate_after_s", "max_levels", NULL
+    };
+    for (size_t i = 0; fields [i]; i++)
+        if (strcmp (fields [i], key) == 0)
+            return true;
+    return false;
+}
+
 /*  A required non-empty string field of a rule, copied. */
 static int
 s_str (json_t *rule, const char *action, const char *field, char **out, char *err, size_t err_len)
@@ -44,8 +59,10 @@ authz_policy_new (authz_policy_t **out, json_t *policy, char *err, size_t err_le
 {
     *out = NULL;
     json_t *actions = json_object_get (policy, "actions");
-    if (!json_is_object (policy) || !json_is_object (actions) || json_object_size (actions) == 0) {
-        snprintf (err, err_len, "policy must be an object with a non-empty 'actions' object");
+    if (!json_is_object (policy) || !json_is_object (actions) || json_object_size (actions) == 0
+        || json_object_size (policy) != 1 || json_object_size (actions) > AUTHZ_POLICY_MAX_ACTIONS) {
+        snprintf (err, err_len, "policy must be an object with one member, 'actions', an object of 1 to %d actions",
+                  AUTHZ_POLICY_MAX_ACTIONS);
         return BUS_EINVAL;
     }
     authz_policy_t *self = calloc (1, sizeof *self);
@@ -65,6 +82,17 @@ authz_policy_new (authz_policy_t **out, json_t *policy, char *err, size_t err_le
             rc = BUS_EINVAL;
             break;
         }
+        const char *key;
+        json_t *value;
+        json_object_foreach (rule, key, value) {
+            if (!s_known_field (key)) {
+                snprintf (err, err_len, "policy action '%s': unknown field '%.60s'", action, key);
+                rc = BUS_EINVAL;
+                break;
+            }
+        }
+        if (rc)
+            break;
         if ((rc = s_str (rule, action, "permit_relation", &r->permit_relation, err, err_len))
         ||  (rc = s_str (rule, action, "amount_field", &r->amount_field, err, err_len))
         ||  (rc = s_str (rule, action, "owner_relation", &r->owner_relation, err, err_len))

@@ -30,11 +30,13 @@
 
 #define AUTHZ_POLICY_MAX_LEVELS 32
 #define AUTHZ_POLICY_MAX_BYTES  (1024 * 1024)
+#define AUTHZ_POLICY_MAX_ACTIONS 256
 
 typedef struct authz_policy_t authz_policy_t;
 
-/*  Parse and check a policy (JSON object). Returns 0 and *out, or
-    BUS_EINVAL with a message naming the action and field in err. */
+/*  Parse and check a policy (JSON object): exactly the fields above, an
+    unknown one is refused. Returns 0 and *out, or BUS_EINVAL with a
+    message naming the action and field in err. */
 int authz_policy_new (authz_policy_t **out, json_t *policy, char *err, size_t err_len)
     __attribute__((warn_unused_result));
 

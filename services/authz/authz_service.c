@@ -194,6 +194,7 @@ s_model_write (bus_service_t *svc, bus_request_t *req, void *arg)
     authz_error_t err = { 0 };
     self->traceparent = bus_request_traceparent (req);
     rc = authz_store_write_model (self->store, model, id, &err);
+    self->traceparent = NULL;
     s_finish (req, rc, &err, rc ? NULL : json_pack ("{s:s}", "authorization_model_id", id));
     json_decref (model);
 }
@@ -259,6 +260,7 @@ s_write (bus_service_t *svc, bus_request_t *req, void *arg)
     self->traceparent = bus_request_traceparent (req);
     if (rc == 0)
         rc = authz_store_write (self->store, model, writes, nw, deletes, nd, flags, &err);
+    self->traceparent = NULL;
     s_finish (req, rc, &err, rc ? NULL : json_object ());
 }
 
@@ -442,7 +444,12 @@ s_decide_common (bus_service_t *svc, bus_request_t *req, s_authz_t *self, bool c
     json_t *event = json_pack ("{s:s, s:s, s:s, s:O}", "principal", s_field (body, "principal"),
                                "action", s_field (body, "action"), "resource", s_field (body, "resource"),
                                "decision", decision);
-    bus_service_emit (svc, "authz.decided", event, bus_request_traceparent (req));
+    /* a decision nobody can audit is not given */
+    if (bus_service_emit (svc, "authz.decided", event, bus_request_traceparent (req))) {
+        json_decref (decision);
+        bus_reply_error (req, PROTO_ERR_UNAVAILABLE, "cannot record the decision");
+        return;
+    }
     bus_reply_ok (req, decision);
 }
 
@@ -476,6 +483,7 @@ s_policy_store (s_authz_t *self, bus_service_t *svc, json_t *policy, const char 
         return BUS_EIO;
     }
     bus_txn_put (txn, self->policy_db, S_POLICY_KEY, strlen (S_POLICY_KEY), text, strlen (text));
+    /* an event that cannot be appended fails the transaction (sticky) */
     bus_event_append (svc, txn, "authz.policy.written",
                       json_pack ("{s:o}", "actions", json_deep_copy (json_object_get (policy, "actions"))),
                       traceparent);

@@ -195,6 +195,11 @@ def bad_queries(c):
     assert rc == 1 and fga(out) in (2021, 2000), out
     rc, out = inject(c, "authz.policy.write", {"policy": {"actions": {"x": {"permit_relation": 1}}}})
     assert rc == 1 and out["error"]["code"] == "invalid", out
+    with open(os.path.join(EX, "policy.json")) as f:
+        policy = json.load(f)
+    policy["actions"]["po.write"]["note"] = [[[[[[[[[["typo"]]]]]]]]]]
+    rc, out = inject(c, "authz.policy.write", {"policy": policy})
+    assert rc == 1 and "unknown field 'note'" in out["error"]["message"], out
     rc, out = inject(c, "health", {})
     assert rc == 0
 
