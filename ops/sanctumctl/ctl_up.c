@@ -64,7 +64,10 @@ s_spawn (ctl_t *ctl, s_child_t *child)
 {
     pid_t pid = fork ();
     if (pid == 0) {
-        signal (SIGINT, SIG_IGN);      /* Ctrl-C goes to the supervisor, which stops us in order */
+        /* a group of our own: a terminal's Ctrl-C reaches the supervisor
+           only, which stops the daemons in order (CZMQ installs its own
+           SIGINT handler after exec, so ignoring SIGINT would not last) */
+        setpgid (0, 0);
         prctl (PR_SET_PDEATHSIG, SIGTERM);  /* and if the supervisor dies, we stop too */
         if (ctl->config_path)
             execlp (child->path, child->path, "--config", ctl->config_path, (char *) NULL);
@@ -73,6 +76,8 @@ s_spawn (ctl_t *ctl, s_child_t *child)
         fprintf (stderr, "sanctumctl up: cannot run %s: %s\n", child->path, strerror (errno));
         _exit (127);
     }
+    if (pid > 0)
+        setpgid (pid, pid);            /* also here: no race with the child */
     child->pid = pid;
     child->started_ms = zclock_mono ();
     if (pid < 0)
@@ -85,6 +90,7 @@ s_stop_child (s_child_t *child)
 {
     if (child->pid <= 0)
         return;
+    fprintf (stderr, "sanctumctl up: stopping %s\n", child->name);
     kill (child->pid, SIGTERM);
     int64_t until = zclock_mono () + S_STOP_GRACE_MS;
     while (zclock_mono () < until) {

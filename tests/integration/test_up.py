@@ -40,7 +40,7 @@ def up_first_start_supervises_and_stops():
     env["SANCTUM_TELEMETRY_HTTP"] = "127.0.0.1:%d" % next(ports)
     env["SANCTUM_SANDBOX_HTTP"] = "127.0.0.1:%d" % next(ports)
     log = open(os.path.join(work, "up.log"), "w")
-    up = subprocess.Popen([CTL, "up"], cwd=work, env=env, stdout=log, stderr=log)
+    up = subprocess.Popen([CTL, "up"], cwd=work, env=env, stdout=log, stderr=log, start_new_session=True)
     try:
         deadline = time.monotonic() + 20
         rc = None
@@ -65,7 +65,7 @@ def up_first_start_supervises_and_stops():
                 break
             time.sleep(0.2)
         assert victim not in daemons_of(up.pid) and "sanctum-authz" in daemons_of(up.pid).values()
-        up.send_signal(signal.SIGINT)
+        os.killpg(up.pid, signal.SIGINT)  # as a terminal's Ctrl-C: the whole foreground group
         assert up.wait(20) == 0
         for pid in kids:
             try:
@@ -75,6 +75,10 @@ def up_first_start_supervises_and_stops():
                 pass
         text = open(log.name).read()
         assert "all stopped" in text and "restarting" in text, text[-2000:]
+        # the supervisor alone got the signal and stopped them in reverse start order
+        order = [l.split("stopping ")[1] for l in text.splitlines() if "sanctumctl up: stopping " in l]
+        assert order == ["orchestrator", "sandbox", "telemetry", "ciba-broker", "vault-broker", "auditor",
+                         "authz"], order
     finally:
         if up.poll() is None:
             up.kill()
