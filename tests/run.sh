@@ -49,6 +49,7 @@ run_one () {
 }
 
 for suite in $SUITES; do
+    before=$((total_pass + total_fail))
     case $suite in
     unit)
         for t in "$BUILD"/tests/test_*; do
@@ -67,7 +68,14 @@ for suite in $SUITES; do
         for t in tests/integration/test_*.sh; do
             [ -f "$t" ] && run_one "integration/$(basename "$t" .sh)" env BUILD="$BUILD" sh "$t"
         done ;;
+    *)
+        echo "unknown suite '$suite'" ;;
     esac
+    # a suite that found nothing to run has failed
+    if [ $((total_pass + total_fail)) -eq "$before" ]; then
+        echo "FAIL suite '$suite' ran no test under $BUILD"
+        total_fail=$((total_fail + 1))
+    fi
 done
 echo "$total_pass passed, $total_fail failed"
 [ "$total_fail" -eq 0 ]
