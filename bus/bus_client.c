@@ -1,5 +1,7 @@
 /*  bus_client.c — DEALER client with retries, and SUB client. */
 #include "bus_client.h"
+
+#include <errno.h>
 #include "bus_error.h"
 #include "bus_keys.h"
 #include "bus_log.h"
@@ -21,6 +23,7 @@ struct bus_client_t {
     int timeout_ms;
     int retries;
     zhashx_t *inflight;      /* id -> s_pending_t */
+    zlistx_t *timeouts;      /* proto_msg_t*: timeout replies not yet returned */
     int64_t next_deadline_ms; /* no deadline in flight is earlier; 0 = unknown */
     size_t max_frame;
 };
@@ -71,6 +74,7 @@ bus_client_new (const char *endpoint, const char *server_key, zcert_t *cert,
     self->max_frame = 64 * 1024 * 1024;
     self->inflight = zhashx_new ();
     zhashx_set_destructor (self->inflight, s_pending_free);
+    self->timeouts = zlistx_new ();
     if (!self->endpoint || s_connect (self)) {
         bus_client_destroy (&self);
         return NULL;
@@ -99,6 +103,12 @@ bus_client_destroy (bus_client_t **self_p)
     bus_client_t *self = *self_p;
     zsock_destroy (&self->sock);
     zhashx_destroy (&self->inflight);
+    if (self->timeouts) {
+        proto_msg_t *msg;
+        while ((msg = zlistx_detach (self->timeouts, NULL)))
+            proto_msg_destroy (&msg);
+        zlistx_destroy (&self->timeouts);
+    }
     free (self->endpoint);
     free (self);
     *self_p = NULL;
@@ -107,8 +117,15 @@ bus_client_destroy (bus_client_t **self_p)
 int
 bus_client_send_raw (bus_client_t *self, const void *data, size_t len)
 {
+    /* never block: a DEALER whose only peer refused our key has no pipe
+       left, and a blocking send would hang the caller for good */
     zframe_t *frame = zframe_new (data, len);
-    return frame && zframe_send (&frame, self->sock, 0) == 0 ? 0 : BUS_EIO;
+    if (!frame)
+        return BUS_ENOMEM;
+    if (zframe_send (&frame, self->sock, ZFRAME_DONTWAIT) == 0)
+        return 0;
+    zframe_destroy (&frame);
+    return zmq_errno () == EAGAIN ? BUS_EFULL : BUS_EIO;
 }
 
 int
@@ -139,7 +156,11 @@ bus_client_send (bus_client_t *self, const char *type, json_t *body, const char 
             zhashx_update (self->inflight, p->id, p);
             if (p->deadline_ms < self->next_deadline_ms)
                 self->next_deadline_ms = p->deadline_ms;
+            /* not queued now (no peer yet, or the queue full): it stays in
+               flight and goes again when its deadline passes */
             rc = bus_client_send_raw (self, data, len);
+            if (rc == BUS_EFULL)
+                rc = 0;
             if (id_out)
                 memcpy (id_out, req->id, PROTO_ID_LEN + 1);
         }
@@ -149,11 +170,12 @@ bus_client_send (bus_client_t *self, const char *type, json_t *body, const char 
     return rc;
 }
 
-/*  Resend or fail requests whose deadline passed; returns the first request
-    out of retries as a timeout reply in *failed, if any. The requests in
+/*  Fail requests out of retries (each becomes a timeout reply queued for
+    bus_client_recv) and, if any other request's deadline passed, reopen
+    the socket and send everything still in flight again. The requests in
     flight are scanned only once the earliest known deadline has come. */
 static void
-s_check_deadlines (bus_client_t *self, proto_msg_t **failed)
+s_check_deadlines (bus_client_t *self)
 {
     int64_t now = zclock_mono ();
     if (now < self->next_deadline_ms)
@@ -169,33 +191,34 @@ s_check_deadlines (bus_client_t *self, proto_msg_t **failed)
     self->next_deadline_ms = expired ? 0 : earliest;
     if (!expired)
         return;
-    /* Lazy Pirate: a fresh socket, then everything in flight again */
-    s_connect (self);
     zlistx_t *dead = zlistx_new ();
-    for (s_pending_t *p = zhashx_first (self->inflight); p; p = zhashx_next (self->inflight)) {
-        if (p->deadline_ms <= now && p->attempts > self->retries) {
+    for (s_pending_t *p = zhashx_first (self->inflight); p; p = zhashx_next (self->inflight))
+        if (p->deadline_ms <= now && p->attempts > self->retries)
             zlistx_add_end (dead, p->id);
-            continue;
+    for (const char *id = zlistx_first (dead); id; id = zlistx_next (dead)) {
+        s_pending_t *p = zhashx_lookup (self->inflight, id);
+        char message [160];
+        snprintf (message, sizeof message, "no reply to %s from %s after %d attempts",
+                  p->type, self->endpoint, p->attempts);
+        proto_msg_t *failed = proto_reply_error_id (p->id, PROTO_ERR_TIMEOUT, message);
+        if (failed) {
+            snprintf (failed->type, sizeof failed->type, "%s", p->type);
+            zlistx_add_end (self->timeouts, failed);
         }
+        zhashx_delete (self->inflight, id);
+    }
+    zlistx_destroy (&dead);
+    /* Lazy Pirate: a deadline passed, so the connection is suspect (a peer
+       that refused our key is never retried by libzmq): a fresh socket,
+       then everything still in flight again */
+    s_connect (self);
+    for (s_pending_t *p = zhashx_first (self->inflight); p; p = zhashx_next (self->inflight)) {
         if (p->deadline_ms <= now) {
             p->attempts++;
             p->deadline_ms = now + self->timeout_ms;
         }
         bus_client_send_raw (self, zchunk_data (p->frame), zchunk_size (p->frame));
     }
-    for (const char *id = zlistx_first (dead); id; id = zlistx_next (dead)) {
-        if (!*failed) {
-            s_pending_t *p = zhashx_lookup (self->inflight, id);
-            char message [160];
-            snprintf (message, sizeof message, "no reply to %s from %s after %d attempts",
-                      p->type, self->endpoint, p->attempts);
-            *failed = proto_reply_error_id (id, PROTO_ERR_TIMEOUT, message);
-            if (*failed)
-                snprintf ((*failed)->type, sizeof (*failed)->type, "%s", p->type);
-            zhashx_delete (self->inflight, id);
-        }
-    }
-    zlistx_destroy (&dead);
 }
 
 /*  The earliest deadline in flight, ms from now (or -1). */
@@ -217,8 +240,8 @@ bus_client_recv (bus_client_t *self, int timeout_ms, proto_msg_t **reply)
     *reply = NULL;
     int64_t until = zclock_mono () + (timeout_ms < 0 ? 0 : timeout_ms);
     while (true) {
-        s_check_deadlines (self, reply);
-        if (*reply)
+        s_check_deadlines (self);
+        if ((*reply = zlistx_detach (self->timeouts, NULL)))
             return 0;
         int64_t wait = until - zclock_mono ();
         int64_t next = s_next_deadline (self);
@@ -274,7 +297,7 @@ bus_client_sock (bus_client_t *self)
 size_t
 bus_client_inflight (bus_client_t *self)
 {
-    return zhashx_size (self->inflight);
+    return zhashx_size (self->inflight) + zlistx_size (self->timeouts);
 }
 
 int

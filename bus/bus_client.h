@@ -44,8 +44,9 @@ int bus_client_call (bus_client_t *self, const char *type, json_t *body,
 int bus_client_send (bus_client_t *self, const char *type, json_t *body,
                      const char *traceparent, char id_out [PROTO_ID_LEN + 1]);
 
-/*  Send a raw frame as-is (tests and `sanctumctl inject --raw`): no
-    tracking, no retries. */
+/*  Send a raw frame as-is (tests): no tracking, no retries. Never blocks:
+    BUS_EFULL when the frame cannot be queued now (no connected peer, or
+    the high-water mark reached). */
 int bus_client_send_raw (bus_client_t *self, const void *data, size_t len);
 
 /*  Wait up to timeout_ms for the next reply to any request in flight,

@@ -370,6 +370,26 @@ test_unknown_key (void **state)
     assert_int_equal (bus_client_recv (stranger, 200, &reply), BUS_ETIMEOUT);
     free (data);
     bus_client_destroy (&stranger);
+
+    /* several requests time out together: each comes back as its own
+       timeout reply, and no send ever blocks on the refused connection */
+    stranger = bus_client_new (s_fx.rpc, s_fx.server_key, s_fx.stranger, 200, 0);
+    char ids [3][PROTO_ID_LEN + 1];
+    for (int i = 0; i < 3; i++)
+        assert_int_equal (bus_client_send (stranger, "health", NULL, NULL, ids [i]), 0);
+    zclock_sleep (300);
+    for (int i = 0; i < 3; i++)
+        assert_int_equal (bus_client_send (stranger, "health", NULL, NULL, NULL), 0);
+    int timeouts = 0;
+    while (bus_client_recv (stranger, 1000, &reply) == 0) {
+        assert_false (reply->ok);
+        assert_string_equal (s_code (reply), PROTO_ERR_TIMEOUT);
+        proto_msg_destroy (&reply);
+        timeouts++;
+    }
+    assert_int_equal (timeouts, 6);
+    assert_int_equal (bus_client_inflight (stranger), 0);
+    bus_client_destroy (&stranger);
     /* the service is unharmed */
     s_expect (s_fx.client, "health", NULL, "ok");
 }
