@@ -45,9 +45,25 @@ s_mkdirs (const char *dir, mode_t mode)
     return rc;
 }
 
+bool
+bus_key_name_valid (const char *name)
+{
+    size_t len = name ? strlen (name) : 0;
+    if (len == 0 || len > 64 || name [0] == '.')
+        return false;
+    for (const char *c = name; *c; c++)
+        if (!isalnum ((unsigned char) *c) && !strchr ("._-", *c))
+            return false;
+    return true;
+}
+
 zcert_t *
 bus_keys_load (const char *keys_dir, const char *name, bool create)
 {
+    if (!bus_key_name_valid (name)) {
+        bus_error ("'%s' is not a key name", name ? name : "");
+        return NULL;
+    }
     char *path = s_path (keys_dir, name, ".key");
     char *secret = s_path (keys_dir, name, ".key_secret");
     zcert_t *cert = NULL;
@@ -162,8 +178,7 @@ int
 bus_allow_add (const char *allow_dir, const char *name, const char *public_z85,
                const char *principal)
 {
-    if (!s_z85_valid (public_z85) || !bus_principal_valid (principal)
-        || !name || !*name || strlen (name) > 64 || strchr (name, '/') || name [0] == '.')
+    if (!s_z85_valid (public_z85) || !bus_principal_valid (principal) || !bus_key_name_valid (name))
         return BUS_EINVAL;
     if (s_mkdirs (allow_dir, 0700))
         return BUS_EIO;

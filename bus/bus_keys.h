@@ -23,8 +23,12 @@
 
 typedef struct bus_allow_t bus_allow_t;
 
+/*  A key file name: 1-64 of [A-Za-z0-9._-], not starting with '.'. */
+bool bus_key_name_valid (const char *name);
+
 /*  Load (or, when create is true and absent, generate and save) the cert
-    <keys_dir>/<name>. Returns NULL on failure (logged). */
+    <keys_dir>/<name>; name must be bus_key_name_valid. Returns NULL on
+    failure (logged). */
 zcert_t *bus_keys_load (const char *keys_dir, const char *name, bool create);
 
 /*  Public key (Z85) of <keys_dir>/<name>.key into out; 0 or BUS_ENOTFOUND. */

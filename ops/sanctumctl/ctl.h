@@ -42,6 +42,10 @@ bus_client_t *ctl_client (ctl_t *ctl, const char *service);
 /*  Print a JSON value (pretty unless compact), followed by a newline. */
 void ctl_print_json (json_t *value, bool compact);
 
+/*  Success of a command with nothing else to say: the text for people,
+    {"ok": true} with --json. */
+void ctl_print_done (ctl_t *ctl, const char *text);
+
 /*  Exit code for an error reply: CTL_DENIED for forbidden, else CTL_ERROR. */
 int ctl_error_exit (proto_msg_t *reply);
 

@@ -136,7 +136,7 @@ s_write (ctl_t *ctl, bool del)
         if (!json_is_array (tuples)) {
             fprintf (stderr, "sanctumctl: %s: a JSON list of tuple keys expected (%s)\n", ctl->argv [2], jerr.text);
             json_decref (tuples);
-            return CTL_USAGE;
+            return CTL_ERROR;
         }
     }
     else {
@@ -164,8 +164,8 @@ s_write (ctl_t *ctl, bool del)
         json_object_set_new (body, del ? "on_missing" : "on_duplicate", json_string (on_conflict));
     int rc = s_call (ctl, "authz.write", body, NULL, false);
     json_decref (body);
-    if (rc == CTL_OK && !ctl->json)
-        printf ("%s\n", del ? "deleted" : "written");
+    if (rc == CTL_OK)
+        ctl_print_done (ctl, del ? "deleted" : "written");
     return rc;
 }
 
@@ -211,13 +211,13 @@ s_policy (ctl_t *ctl)
     if (!json_is_object (policy)) {
         fprintf (stderr, "sanctumctl: %s:%d: %s\n", ctl->argv [2], jerr.line, jerr.text);
         json_decref (policy);
-        return CTL_USAGE;
+        return CTL_ERROR;
     }
     json_t *body = json_pack ("{s:o}", "policy", policy);
     int rc = s_call (ctl, "authz.policy.write", body, NULL, false);
     json_decref (body);
-    if (rc == CTL_OK && !ctl->json)
-        printf ("policy loaded\n");
+    if (rc == CTL_OK)
+        ctl_print_done (ctl, "policy loaded");
     return rc;
 }
 

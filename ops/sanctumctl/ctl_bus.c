@@ -28,9 +28,10 @@ ctl_cmd_health (ctl_t *ctl)
         if (rc == 0 && reply->ok)
             entry = json_incref (reply->body);
         else {
+            const char *why = rc ? bus_strerror (rc)
+                            : json_string_value (json_object_get (reply->error, "message"));
             entry = json_pack ("{s:s, s:s}", "state", rc == 0 ? "error" : "unreachable",
-                               "error", rc == 0 ? json_string_value (json_object_get (reply->error, "message"))
-                                                : bus_strerror (rc));
+                               "error", why ? why : "(no message)");
         }
         if (!streq (json_string_value (json_object_get (entry, "state")) ?: "", "ok"))
             all_ok = false;
@@ -176,12 +177,11 @@ s_tap_replay (ctl_t *ctl, s_tap_src_t *src, uint64_t from, uint64_t to, const ch
         json_array_foreach (json_object_get (reply->body, "events"), i, env)
             if (*left != 0)
                 s_tap_print (ctl, src, env, topics, left);
+        /* next_seq: more in the range; none: the range is done */
         json_t *next = json_object_get (reply->body, "next_seq");
-        from = next ? (uint64_t) json_integer_value (next) : to + 1;
-        if (!next)
-            from = UINT64_MAX;
+        from = json_is_integer (next) ? (uint64_t) json_integer_value (next) : 0;
         proto_msg_destroy (&reply);
-        if (from == UINT64_MAX)
+        if (from == 0)
             break;
     }
 }

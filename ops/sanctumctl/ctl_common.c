@@ -50,6 +50,16 @@ ctl_print_json (json_t *value, bool compact)
     fflush (stdout);
 }
 
+void
+ctl_print_done (ctl_t *ctl, const char *text)
+{
+    if (ctl->json)
+        puts ("{\"ok\": true}");
+    else
+        puts (text);
+    fflush (stdout);
+}
+
 int
 ctl_error_exit (proto_msg_t *reply)
 {
@@ -66,6 +76,6 @@ ctl_print_error (ctl_t *ctl, proto_msg_t *reply)
         json_decref (out);
     }
     else
-        fprintf (stderr, "error %s: %s\n", json_string_value (json_object_get (reply->error, "code")),
-                 json_string_value (json_object_get (reply->error, "message")));
+        fprintf (stderr, "error %s: %s\n", json_string_value (json_object_get (reply->error, "code")) ?: "?",
+                 json_string_value (json_object_get (reply->error, "message")) ?: "(no message)");
 }

@@ -63,6 +63,10 @@ ctl_cmd_keygen (ctl_t *ctl)
         fprintf (stderr, "sanctumctl: '%s' is not a principal (svc:|ops:|ext:|user: then [A-Za-z0-9._@-])\n", principal);
         return CTL_USAGE;
     }
+    if (!bus_key_name_valid (name)) {
+        fprintf (stderr, "sanctumctl: '%s' is not a key name (1-64 of [A-Za-z0-9._-], not starting with '.')\n", name);
+        return CTL_USAGE;
+    }
     return s_keygen (ctl, name, principal, false);
 }
 
@@ -112,7 +116,7 @@ int
 ctl_cmd_init (ctl_t *ctl)
 {
     int rc = ctl_init_local (ctl);
-    if (rc == CTL_OK && !ctl->json)
-        printf ("config and keys ready under %s\n", bus_config_str (ctl->config, "sanctum", "keys_dir"));
+    if (rc == CTL_OK)
+        ctl_print_done (ctl, "config and keys ready");
     return rc;
 }
