@@ -243,15 +243,34 @@ def stats_count_requests(c):
 
 
 @test
-def no_secret_in_logs(c):
+def no_secret_in_logs_or_events(c):
     logs = c.read_logs()
+    # every event every service ever published, as text
+    cl = None
+    events = ""
+    for service in SERVICES:
+        cl = c.client(service, key_name="pysvc", principal="svc:test-harness")
+        frm = 1
+        while frm:
+            r = cl.call("events.replay", {"from_seq": frm})
+            assert r and r["ok"], r
+            events += json.dumps(r["body"]["events"])
+            frm = r["body"].get("next_seq")
+        cl.close()
+    assert "service.started" in events
+    secrets = 0
     for name in os.listdir(c.keys):
         if name.endswith(".key_secret"):
             with open(os.path.join(c.keys, name)) as f:
                 for line in f:
                     if "secret-key" in line:
                         secret = line.split('"')[1]
+                        secrets += 1
                         assert secret not in logs, name
+                        assert secret not in events, name
+    assert secrets >= len(SERVICES)
+    for line in logs.splitlines():
+        json.loads(line)  # every log line is one JSON object
     for line in logs.splitlines():
         json.loads(line)  # every log line is one JSON object
 
