@@ -233,11 +233,17 @@ proto_ulid (char out [PROTO_ID_LEN + 1])
 static bool
 s_ulid_valid (const char *s, size_t len)
 {
-    if (len != PROTO_ID_LEN || s [0] > '7')
+    /* Crockford's upper-case alphabet: digits, and letters but I L O U */
+    static const uint32_t letters = ~((1u << ('I' - 'A')) | (1u << ('L' - 'A')) | (1u << ('O' - 'A'))
+                                      | (1u << ('U' - 'A')));
+    if (len != PROTO_ID_LEN || s [0] < '0' || s [0] > '7')
         return false;
-    for (size_t i = 0; i < len; i++)
-        if (!strchr (s_crockford, s [i]) || s [i] == 0)
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char) s [i];
+        bool ok = (c >= '0' && c <= '9') || (c >= 'A' && c <= 'Z' && (letters >> (c - 'A')) & 1);
+        if (!ok)
             return false;
+    }
     return true;
 }
 
