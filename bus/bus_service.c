@@ -456,8 +456,11 @@ s_on_message (bus_service_t *self, zmsg_t *routing)
     req->routing = routing;
     req->msg = msg;
     req->start_us = start;
-    snprintf (req->principal, sizeof req->principal, "%s", principal);
-    snprintf (msg->from, sizeof msg->from, "%s", principal);
+    /* principals are at most 100 bytes (bus_principal_valid): they fit */
+    size_t plen = strnlen (principal, PROTO_PRINCIPAL_MAX);
+    memcpy (req->principal, principal, plen);
+    req->principal [plen] = 0;
+    memcpy (msg->from, req->principal, plen + 1);
     if (!msg->traceparent [0])
         proto_traceparent_new (msg->traceparent);
     char trace [33];
@@ -466,7 +469,9 @@ s_on_message (bus_service_t *self, zmsg_t *routing)
     bus_log_set_trace (trace);
 
     /* a retried request id: answer from the cache, or wait for the reply */
-    snprintf (req->dedupe_key, sizeof req->dedupe_key, "%s/%s", principal, msg->id);
+    memcpy (req->dedupe_key, req->principal, plen);
+    req->dedupe_key [plen] = '/';
+    memcpy (req->dedupe_key + plen + 1, msg->id, PROTO_ID_LEN + 1);
     s_dedupe_t *seen = zhashx_lookup (self->dedupe, req->dedupe_key);
     if (seen) {
         bus_stats_count (self->stats, "requests_duplicate", 1);
