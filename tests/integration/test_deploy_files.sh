@@ -7,6 +7,8 @@
 
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$ROOT" || exit 1
+# Debian's python3 (with python3-yaml from ops/deps.sh), not another on PATH
+PY=/usr/bin/python3; [ -x "$PY" ] || PY=python3
 DAEMONS="orchestrator authz ciba-broker vault-broker auditor telemetry sandbox"
 TMP=$(mktemp -d)
 trap 'rm -rf "$TMP"' EXIT
@@ -145,7 +147,7 @@ fi
 
 # ---- docker-compose.yml
 compose_ok () {
-    python3 - "$DAEMONS" <<'EOF'
+    $PY - "$DAEMONS" <<'EOF'
 import sys, yaml
 daemons = sys.argv[1].split()
 sec = {"ciba-broker": "CIBA", "vault-broker": "VAULT"}
@@ -194,7 +196,7 @@ print("\n".join(errs))
 sys.exit(1 if errs else 0)
 EOF
 }
-if python3 -c 'import yaml' 2>/dev/null; then
+if $PY -c 'import yaml' 2>/dev/null; then
     check "compose_services" compose_ok
 else
     skip "compose_services" "no python3 PyYAML"
