@@ -14,6 +14,7 @@ TMP=$(mktemp -d)
 trap 'rm -rf "$TMP"' EXIT
 PASSED=0
 FAILED=0
+SKIPPED=0
 
 # Record one result: check NAME COMMAND... (the command's output is shown on failure)
 check () {
@@ -27,7 +28,7 @@ check () {
 
 # A check skipped for want of a tool counts as passed and says so.
 skip () {
-    echo "ok $1 # skip $2"; PASSED=$((PASSED + 1))
+    echo "skip $1: $2"; SKIPPED=$((SKIPPED + 1))
 }
 
 # ---- config keys: SECTION|KEY|DEFAULT per line, from the .def
@@ -233,5 +234,5 @@ dockerfile_ok () {
 }
 check "dockerfile" dockerfile_ok
 
-echo "$PASSED passed, $FAILED failed"
+echo "$PASSED passed, $FAILED failed, $SKIPPED skipped"
 [ "$FAILED" -eq 0 ]
