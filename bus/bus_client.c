@@ -54,6 +54,7 @@ s_connect (bus_client_t *self)
     zsock_set_linger (self->sock, 0);
     zsock_set_sndhwm (self->sock, 100000);
     zsock_set_rcvhwm (self->sock, 100000);
+    zsock_set_rcvtimeo (self->sock, 0);       /* receives never block: see bus_client_recv */
     bus_keys_apply_client (self->sock, self->cert, self->server_key);
     return zsock_connect (self->sock, "%s", self->endpoint) == 0 ? 0 : BUS_EINVAL;
 }
@@ -249,15 +250,23 @@ bus_client_recv (bus_client_t *self, int timeout_ms, proto_msg_t **reply)
             wait = next;
         if (wait < 0)
             wait = 0;
-        /* a reply already queued needs no poll (a system call) */
-        zmq_pollitem_t item = { zsock_resolve (self->sock), 0, ZMQ_POLLIN, 0 };
-        int rc = zsock_events (self->sock) & ZMQ_POLLIN ? 1 : zmq_poll (&item, 1, (long) wait);
-        if (rc < 0)
+        /* a reply already queued is taken without a system call: the
+           socket's receive timeout is 0, and libzmq's non-blocking receive
+           checks its mailbox only now and then (ZMQ_EVENTS, by contrast,
+           polls it on every call) */
+        zframe_t *frame = zframe_recv (self->sock);
+        int rc = frame ? 1 : 0;
+        if (!frame && zmq_errno () != EAGAIN)
             return BUS_EINTR;
-        if (rc > 0) {
-            zframe_t *frame = zframe_recv (self->sock);
-            if (!frame)
+        if (!frame && wait > 0) {
+            zmq_pollitem_t item = { zsock_resolve (self->sock), 0, ZMQ_POLLIN, 0 };
+            rc = zmq_poll (&item, 1, (long) wait);
+            if (rc < 0)
                 return BUS_EINTR;
+            if (rc > 0 && !(frame = zframe_recv (self->sock)))
+                rc = 0;
+        }
+        if (rc > 0) {
             proto_msg_t *msg = NULL;
             char err [160];
             int drc = proto_msg_decode (&msg, zframe_data (frame), zframe_size (frame),
