@@ -71,6 +71,7 @@ struct bus_request_t {
     char principal [PROTO_PRINCIPAL_MAX + 1];
     char dedupe_key [PROTO_PRINCIPAL_MAX + PROTO_ID_LEN + 2];
     int64_t start_us;
+    zchunk_t *reply;              /* the reply sent while s_on_message ran, to remember */
     bool deferred;
     bool answered;
     bool in_handler;              /* s_on_message frees it after the handler */
@@ -256,6 +257,7 @@ s_request_free (bus_request_t **req_p)
         return;
     zmsg_destroy (&req->routing);
     proto_msg_destroy (&req->msg);
+    zchunk_destroy (&req->reply);
     free (req);
     *req_p = NULL;
 }
@@ -299,13 +301,19 @@ s_answer (bus_request_t *req, proto_msg_t **rep_p)
             return;
         }
     }
-    s_dedupe_t *d = zhashx_lookup (self->dedupe, req->dedupe_key);
-    if (d) {
-        zchunk_destroy (&d->reply);
-        d->reply = zchunk_new (data, len);
-        d->expires_ms = zclock_mono () + S_DEDUPE_TTL_MS;
-    }
     s_send_reply (self, &req->routing, data, len);
+    /* remembered for retries once the reply has left: by s_on_message when
+       it is still running, else in the entry it left for a deferred reply */
+    if (req->in_handler)
+        req->reply = zchunk_new (data, len);
+    else {
+        s_dedupe_t *d = zhashx_lookup (self->dedupe, req->dedupe_key);
+        if (d) {
+            zchunk_destroy (&d->reply);
+            d->reply = zchunk_new (data, len);
+            d->expires_ms = zclock_mono () + S_DEDUPE_TTL_MS;
+        }
+    }
     /* per catalogue type only: a client must not mint histogram names */
     bus_stats_latency (self->stats, req->msg->spec && req->msg->spec->kind == PROTO_KIND_REQ
                                     ? req->msg->spec->type : "(unknown)",
@@ -483,33 +491,38 @@ s_on_message (bus_service_t *self, zmsg_t *routing)
         bus_log_set_trace (NULL);
         return;
     }
-    s_dedupe_t *d = calloc (1, sizeof *d);
-    if (d) {
-        d->expires_ms = zclock_mono () + S_DEDUPE_TTL_MS;
-        zhashx_insert (self->dedupe, req->dedupe_key, d);
-        zlistx_add_end (self->dedupe_order, strdup (req->dedupe_key));
-        s_dedupe_trim (self);
-    }
+    /* the request outlives a reply made below, so that s_on_message can
+       check that there was one and remember it */
+    req->in_handler = true;
     if (s_admit (self, req) == 0) {
         s_handler_t *h = zhashx_lookup (self->handlers, msg->type);
         if (!h)
             bus_reply_error (req, PROTO_ERR_NOT_IMPLEMENTED,
                              "'%s' is not implemented yet by %s", msg->type, bus_service_name (self->section));
         else {
-            /* the request outlives a reply made inside the handler, so
-               that it can be checked here */
-            req->in_handler = true;
             h->fn (self, req, h->arg);
-            req->in_handler = false;
-            if (req->answered)
-                s_request_free (&req);
-            else if (!req->deferred) {
+            if (!req->answered && !req->deferred) {
                 /* a handler that neither answered nor deferred is a bug */
                 bus_error ("handler for %s returned without a reply", msg->type);
                 bus_reply_error (req, PROTO_ERR_INTERNAL, "no reply produced");
             }
         }
     }
+    req->in_handler = false;
+    /* Remember the id after the reply has left (this thread runs nothing
+       in between, so no retry can slip past): a retry gets the same reply,
+       a retry of a deferred request waits for it. */
+    s_dedupe_t *d = calloc (1, sizeof *d);
+    if (d) {
+        d->reply = req->reply;
+        req->reply = NULL;
+        d->expires_ms = zclock_mono () + S_DEDUPE_TTL_MS;
+        zhashx_insert (self->dedupe, req->dedupe_key, d);
+        zlistx_add_end (self->dedupe_order, strdup (req->dedupe_key));
+        s_dedupe_trim (self);
+    }
+    if (req->answered)
+        s_request_free (&req);
     bus_log_set_trace (NULL);
 }
 

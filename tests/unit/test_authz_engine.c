@@ -316,6 +316,30 @@ test_persistence (void **state)
     json_decref (ids);
 }
 
+/*  The latest model follows every model write, also once more models
+    were written than the store keeps compiled, and asking for an older
+    model by id does not change which is the latest. */
+static void
+test_latest_model (void **state)
+{
+    s_fix_t *f = *state;
+    char first [AUTHZ_MODEL_ID_LEN + 1], id [AUTHZ_MODEL_ID_LEN + 1];
+    snprintf (first, sizeof first, "%s", authz_model_id (f->model));
+    json_t *m = json_loads (s_model_json, 0, NULL);
+    const authz_model_t *got = NULL;
+    for (int i = 0; i < AUTHZ_MAX_MODELS_CACHED + 3; i++) {
+        assert_int_equal (authz_store_write_model (f->store, m, id, NULL), 0);
+        assert_int_equal (authz_store_model (f->store, NULL, &got, NULL), 0);
+        assert_string_equal (authz_model_id (got), id);
+        assert_int_equal (authz_store_model (f->store, first, &got, NULL), 0);
+        assert_string_equal (authz_model_id (got), first);
+        assert_int_equal (authz_store_model (f->store, "", &got, NULL), 0);
+        assert_string_equal (authz_model_id (got), id);
+    }
+    json_decref (m);
+    f->model = got;
+}
+
 /*  The tuple cache (sets cached per LMDB snapshot) never serves a set
     from before a write: every check after a write or delete sees it, on
     direct tuples, usersets and tuple-to-userset hops, including a set
@@ -434,6 +458,7 @@ main (void)
         cmocka_unit_test_setup_teardown (test_contextual, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown (test_depth_and_cycles, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown (test_expand_batch, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown (test_latest_model, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown (test_persistence, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown (test_cache_sees_writes, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown (test_cache_snapshots, s_setup, s_teardown),

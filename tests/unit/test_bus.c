@@ -517,6 +517,46 @@ test_dedupe (void **state)
     json_decref (r);
 }
 
+/*  A deferred request retried while parked runs once and gets no second
+    reply; once it is answered, a retry gets the remembered reply. The
+    same for a request deferred and answered inside its handler. */
+static void
+test_dedupe_deferred (void **state)
+{
+    char parked [PROTO_ID_LEN + 1], at_once [PROTO_ID_LEN + 1];
+    size_t len, len2;
+    uint8_t *data = s_frame ("authz.read", json_pack ("{s:i}", "page_size", 5), parked, &len);
+    bus_client_t *raw = bus_client_new (s_fx.rpc, s_fx.server_key, s_fx.ops, 1000, 0);
+    assert_int_equal (bus_client_send_raw (raw, data, len), 0);
+    assert_int_equal (bus_client_send_raw (raw, data, len), 0);
+    proto_msg_t *reply = NULL;
+    assert_int_equal (bus_client_recv (raw, 300, &reply), BUS_ETIMEOUT);
+    proto_msg_t *other = s_call (s_fx.client, "authz.read", json_pack ("{s:i}", "page_size", 6));
+    assert_true (other->ok);
+    proto_msg_destroy (&other);
+    reply = NULL;
+    assert_int_equal (bus_client_recv (raw, 2000, &reply), 0);
+    assert_string_equal (reply->corr, parked);
+    assert_int_equal (json_integer_value (json_object_get (reply->body, "mode")), 5);
+    proto_msg_t *again = NULL;
+    assert_int_equal (bus_client_recv (raw, 200, &again), BUS_ETIMEOUT);   /* one reply, not two */
+    again = s_raw (raw, data, len);
+    assert_string_equal (again->id, reply->id);                          /* the remembered frame */
+    proto_msg_destroy (&again);
+    proto_msg_destroy (&reply);
+
+    uint8_t *data2 = s_frame ("authz.read", json_pack ("{s:i}", "page_size", 2), at_once, &len2);
+    reply = s_raw (raw, data2, len2);
+    again = s_raw (raw, data2, len2);
+    assert_string_equal (reply->corr, at_once);
+    assert_string_equal (again->id, reply->id);
+    proto_msg_destroy (&again);
+    proto_msg_destroy (&reply);
+    bus_client_destroy (&raw);
+    free (data);
+    free (data2);
+}
+
 /*  Handlers: answered at once, deferred and answered at once or later,
     forgotten (an internal error reply), answered twice (the second is
     dropped). Each answer reaches its own request. */
@@ -768,6 +808,7 @@ main (void)
         cmocka_unit_test (test_malformed_frames),
         cmocka_unit_test (test_dedupe),
         cmocka_unit_test (test_handlers),
+        cmocka_unit_test (test_dedupe_deferred),
         cmocka_unit_test (test_client_retries),
         cmocka_unit_test (test_replay),
         cmocka_unit_test (test_outbox_restart),
