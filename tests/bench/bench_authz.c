@@ -821,6 +821,14 @@ main (int argc, char **argv)
                 s_samples_free (&acc [k]);
             goto done;
         }
+        for (int k = 0; k < 3; k++) {
+            static const char *kn [3] = { "check", "health", "raw libzmq" };
+            fprintf (stderr, "# %-10s p50 %.0f p90 %.0f p95 %.0f p98 %.0f p99 %.0f p99.5 %.0f p99.9 %.0f us\n", kn [k],
+                     s_quantile (acc [k].lat, acc [k].n, 0.50), s_quantile (acc [k].lat, acc [k].n, 0.90),
+                     s_quantile (acc [k].lat, acc [k].n, 0.95), s_quantile (acc [k].lat, acc [k].n, 0.98),
+                     s_quantile (acc [k].lat, acc [k].n, 0.99), s_quantile (acc [k].lat, acc [k].n, 0.995),
+                     s_quantile (acc [k].lat, acc [k].n, 0.999));
+        }
         double p [3][2], sent [2][2], lag99 = s_quantile (acc [0].lag, acc [0].n, 0.99);
         for (int k = 0; k < 3; k++) {
             p [k][0] = s_quantile (acc [k].lat, acc [k].n, 0.50);
