@@ -15,29 +15,33 @@
         get, like one request) on the same environment, measured in the
         same run. Also checks per CPU-second of the thread (the machine may
         be shared).
-    (2) Over the bus: an authz bus_service (authz_daemon's handlers,
-        temporary config and CURVE keys, ephemeral TCP loopback ports) on
-        its own thread serves the same environment; one bus_client sends
+    (2) Over the bus: the sanctum-authz daemon (build/bin, beside this
+        binary's directory), a process of its own as deployed, on a
+        temporary config and CURVE keys, ephemeral TCP loopback ports,
+        serving the same environment (--thread: authz_daemon's handlers
+        on a thread of this process instead, sharing CZMQ's context and
+        so one libzmq I/O thread with the client); one bus_client sends
         authz.check at a paced 10,000 requests/s, open loop: each request
         leaves at its scheduled time and its latency runs from that time
         to its reply (so a stall counts against every request it delays).
         Beside it, in the same run: `health` (the bus's own echo, no
         authz work) through the same service, and raw libzmq (a DEALER and
-        an echoing ROUTER with CURVE, each in a context of its own as two
-        processes would be) paced the same way. The three take turns in
-        100-ms slices for 3 s each, the order rotating, so that the noise
-        of a shared VM (stalls of 1-4 ms that delay dozens of requests)
-        falls on all three alike; each p50/p99 is over all of a kind's
-        30,000 requests. Diagnostics on stderr: context switches and CPU
-        time (all threads) per request of each kind, page faults. The
-        client sleeps in ppoll on its socket's descriptor between sends,
-        so a reply is seen as it arrives.
+        an echoing ROUTER with CURVE, in the same shape: the echo in a
+        child process, or with --thread on a thread sharing the DEALER's
+        context) paced the same way. The three take turns in 100-ms
+        slices for 3 s each, the order rotating, so that the noise of a
+        shared VM (stalls of 1-4 ms that delay dozens of requests) falls
+        on all three alike; each p50/p99 is over all of a kind's 30,000
+        requests. Diagnostics on stderr: quantiles p50..p99.9 of each
+        kind, context switches, CPU time and page faults of this process
+        per request. The client sleeps in ppoll on its socket's
+        descriptor between sends, so a reply is seen as it arrives.
 
     Prints `bench NAME value UNIT [baseline VALUE ratio R]` lines, then
     `bench authz_targets met` or `bench authz_targets missed: <which>`
     (targets: >= 200,000 checks/s in process, bus p99 <= 300 us).
 
-    Usage: bench_authz [--quick] [--no-bus] [--dir DIR] [--rate N] (N
+    Usage: bench_authz [--quick] [--no-bus] [--thread] [--dir DIR] [--rate N] (N
     requests/s instead of 10,000; the targets stay). --dir keeps the
     data under DIR (the environment is DIR/var/authz) and reuses it on
     the next run, to profile the check phase alone. Exit 0 when the
@@ -52,7 +56,13 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <errno.h>
+#include <libgen.h>
+#include <limits.h>
+#include <signal.h>
+#include <unistd.h>
 #include <sys/resource.h>
+#include <sys/wait.h>
 #include <sys/stat.h>
 #include <time.h>
 #include "bus_client.h"
@@ -264,24 +274,67 @@ s_raw_lmdb (const char *dir, int n)
 
 /* --- (2) over the bus ---------------------------------------------------- */
 
+static bool s_in_thread;            /* --thread: the service on a thread of this process */
+
 typedef struct {
-    test_service_t *env;            /* config, keys, the service thread */
+    test_service_t *env;            /* config, keys (and the service thread) */
+    pid_t daemon;                   /* the sanctum-authz process, or 0 */
     zcert_t *client_cert;
     bus_client_t *client;
 } s_bus_t;
 
-/*  Stop the service thread, then free everything. */
+/*  Stop the service, then free everything. */
 static void
 s_bus_stop (s_bus_t *self)
 {
     bus_client_destroy (&self->client);
+    if (self->daemon > 0) {
+        kill (self->daemon, SIGTERM);
+        waitpid (self->daemon, NULL, 0);
+        self->daemon = 0;
+    }
     test_service_destroy (&self->env);
     zcert_destroy (&self->client_cert);
 }
 
+/*  Run build/bin/sanctum-authz (beside this binary's directory) on the
+    environment's config, as its own process. Returns 0 or -1. */
+static int
+s_daemon_start (s_bus_t *self, char *err, size_t err_len)
+{
+    char exe [PATH_MAX], path [PATH_MAX + 32], conf [PATH_MAX];
+    ssize_t n = readlink ("/proc/self/exe", exe, sizeof exe - 1);
+    if (n <= 0) {
+        snprintf (err, err_len, "cannot find this binary");
+        return -1;
+    }
+    exe [n] = 0;
+    snprintf (path, sizeof path, "%s/../bin/sanctum-authz", dirname (exe));
+    snprintf (conf, sizeof conf, "%s/sanctum.conf", test_service_dir (self->env));
+    if (access (path, X_OK)) {
+        snprintf (err, err_len, "no sanctum-authz beside %.160s (make builds it)", exe);
+        return -1;
+    }
+    fflush (NULL);
+    self->daemon = fork ();
+    if (self->daemon == 0) {
+        prctl (PR_SET_PDEATHSIG, SIGTERM);
+        setenv ("SANCTUM_SANCTUM_LOG_LEVEL", "warn", 1);
+        execl (path, path, "--config", conf, (char *) NULL);
+        _exit (127);
+    }
+    if (self->daemon < 0) {
+        snprintf (err, err_len, "fork: %s", strerror (errno));
+        self->daemon = 0;
+        return -1;
+    }
+    return 0;
+}
+
 /*  Config under root (data in root/var, keys in root/keys), keys and
-    allow-list, the authz service with authz_daemon's handlers on its own
-    thread, and a client as ops:bench. Returns 0 or -1. */
+    allow-list, the authz service (the daemon, or with --thread its
+    handlers on a thread of this process), and a client as ops:bench,
+    once the service answers. Returns 0 or -1. */
 static int
 s_bus_start (s_bus_t *self, const char *root)
 {
@@ -295,7 +348,8 @@ s_bus_start (s_bus_t *self, const char *root)
         snprintf (err, sizeof err, "cannot make the keys under %s", root);
         goto done;
     }
-    if (test_service_start (self->env, &authz_daemon, "bench", 0, err, sizeof err))
+    if (s_in_thread? test_service_start (self->env, &authz_daemon, "bench", 0, err, sizeof err)
+                   : s_daemon_start (self, err, sizeof err))
         goto done;
     self->client = bus_client_new (test_service_rpc (self->env), test_service_server_key (self->env),
                                    self->client_cert, BUS_TIMEOUT_MS, 0);
@@ -303,6 +357,13 @@ s_bus_start (s_bus_t *self, const char *root)
         snprintf (err, sizeof err, "cannot create the client");
         goto done;
     }
+    proto_msg_t *reply = NULL;             /* up and answering (a daemon binds when ready) */
+    if (bus_client_call (self->client, "health", NULL, NULL, &reply) || !reply->ok) {
+        snprintf (err, sizeof err, "the service does not answer");
+        proto_msg_destroy (&reply);
+        goto done;
+    }
+    proto_msg_destroy (&reply);
     rc = 0;
 done:
     if (rc)
@@ -532,65 +593,111 @@ s_server_time (s_bus_t *bus)
 /* --- the same pace through raw libzmq ----------------------------------------
 
    A ROUTER echoing every frame, CURVE on, and a DEALER paced exactly as
-   s_paced paces the bus, each in a libzmq context of its own (so with an
-   I/O thread of its own, as two processes would be): the floor that the
-   transport and this machine set for an open-loop tail, measured in the
-   same run. (Raw libzmq without a ZAP handler accepts any CURVE client;
-   that changes the handshake only, not the cost per message.) */
+   s_paced paces the bus, in the shape the bus has in the same run: with
+   the service as a process of its own, the echo runs in a child process
+   (and the DEALER in a context of its own here); with the service on a
+   thread of this process, where the service and the client share CZMQ's
+   context and so one I/O thread, the echo runs on a thread and both
+   sockets share one context. That is the floor the transport and this
+   machine set for an open-loop tail, measured in the same run. (Raw
+   libzmq without a ZAP handler accepts any CURVE client; that changes the
+   handshake only, not the cost per message.) */
 
 typedef struct {
-    void *ctx, *client_ctx;
+    void *ctx;                      /* thread shape: the one context */
+    void *client_ctx;               /* process shape: the DEALER's context */
     void *router, *dealer;
     pthread_t thread;
     bool running;
+    pid_t child;                    /* process shape: the echo process */
     char endpoint [64];
     char server_public [41];
 } s_raw_t;
+
+/*  Echo every frame set on router until its context ends. */
+static void
+s_raw_echo_loop (void *router)
+{
+    while (true) {
+        zmq_msg_t id, body;
+        zmq_msg_init (&id);
+        zmq_msg_init (&body);
+        if (zmq_msg_recv (&id, router, 0) < 0 || zmq_msg_recv (&body, router, 0) < 0) {
+            zmq_msg_close (&id);
+            zmq_msg_close (&body);
+            break;                          /* context terminated */
+        }
+        zmq_msg_send (&id, router, ZMQ_SNDMORE);
+        zmq_msg_send (&body, router, 0);
+    }
+}
 
 static void *
 s_raw_echo (void *arg)
 {
     s_raw_t *raw = arg;
-    while (true) {
-        zmq_msg_t id, body;
-        zmq_msg_init (&id);
-        zmq_msg_init (&body);
-        if (zmq_msg_recv (&id, raw->router, 0) < 0 || zmq_msg_recv (&body, raw->router, 0) < 0) {
-            zmq_msg_close (&id);
-            zmq_msg_close (&body);
-            break;                          /* context terminated */
-        }
-        zmq_msg_send (&id, raw->router, ZMQ_SNDMORE);
-        zmq_msg_send (&body, raw->router, 0);
-    }
+    s_raw_echo_loop (raw->router);
     zmq_close (raw->router);
     return NULL;
 }
 
-/*  Start the echo and connect the dealer (handshake and warm-up: 200
-    round trips of frame_len bytes). Returns 0 or -1. */
+/*  A CURVE server ROUTER in ctx bound to endpoint, or NULL. */
+static void *
+s_raw_router (void *ctx, const char *endpoint, const char *secret)
+{
+    int one = 1;
+    void *router = ctx? zmq_socket (ctx, ZMQ_ROUTER): NULL;
+    if (router && (zmq_setsockopt (router, ZMQ_CURVE_SERVER, &one, sizeof one)
+               ||  zmq_setsockopt (router, ZMQ_CURVE_SECRETKEY, secret, 40)
+               ||  zmq_bind (router, endpoint))) {
+        zmq_close (router);
+        router = NULL;
+    }
+    return router;
+}
+
+/*  Start the echo (in a child process when own_process) and connect the
+    dealer (handshake and warm-up: 200 round trips of frame_len bytes).
+    Returns 0 or -1. */
 static int
-s_raw_start (s_raw_t *raw, size_t frame_len)
+s_raw_start (s_raw_t *raw, size_t frame_len, bool own_process)
 {
     char secret [41], public [41], frame [512] = "";
-    int one = 1, port = test_service_free_port ();
-    raw->ctx = zmq_ctx_new ();
-    raw->client_ctx = zmq_ctx_new ();
-    raw->router = raw->ctx ? zmq_socket (raw->ctx, ZMQ_ROUTER) : NULL;
-    snprintf (raw->endpoint, sizeof raw->endpoint, "tcp://127.0.0.1:%d", port);
-    if (!raw->router || !raw->client_ctx || frame_len > sizeof frame
-    ||  zmq_curve_keypair (raw->server_public, secret)
-    ||  zmq_setsockopt (raw->router, ZMQ_CURVE_SERVER, &one, sizeof one)
-    ||  zmq_setsockopt (raw->router, ZMQ_CURVE_SECRETKEY, secret, 40)
-    ||  zmq_bind (raw->router, raw->endpoint)
-    ||  pthread_create (&raw->thread, NULL, s_raw_echo, raw))
+    int timeout = 5000;
+    snprintf (raw->endpoint, sizeof raw->endpoint, "tcp://127.0.0.1:%d", test_service_free_port ());
+    if (frame_len > sizeof frame || zmq_curve_keypair (raw->server_public, secret))
         return -1;
-    raw->running = true;
-    raw->dealer = zmq_socket (raw->client_ctx, ZMQ_DEALER);
+    if (own_process) {
+        fflush (NULL);
+        raw->child = fork ();
+        if (raw->child == 0) {
+            /* a context of its own; the parent's is never touched here */
+            prctl (PR_SET_PDEATHSIG, SIGKILL);
+            void *router = s_raw_router (zmq_ctx_new (), raw->endpoint, secret);
+            if (router)
+                s_raw_echo_loop (router);
+            _exit (router? 0: 1);
+        }
+        if (raw->child < 0) {
+            raw->child = 0;
+            return -1;
+        }
+        raw->client_ctx = zmq_ctx_new ();
+    }
+    else {
+        raw->ctx = zmq_ctx_new ();
+        raw->router = s_raw_router (raw->ctx, raw->endpoint, secret);
+        if (!raw->router || pthread_create (&raw->thread, NULL, s_raw_echo, raw))
+            return -1;
+        raw->running = true;
+    }
+    void *ctx = own_process? raw->client_ctx: raw->ctx;
+    raw->dealer = ctx? zmq_socket (ctx, ZMQ_DEALER): NULL;
     if (!raw->dealer || zmq_curve_keypair (public, secret)
     ||  zmq_setsockopt (raw->dealer, ZMQ_CURVE_SERVERKEY, raw->server_public, 40)
     ||  zmq_setsockopt (raw->dealer, ZMQ_CURVE_PUBLICKEY, public, 40)
     ||  zmq_setsockopt (raw->dealer, ZMQ_CURVE_SECRETKEY, secret, 40)
+    ||  zmq_setsockopt (raw->dealer, ZMQ_RCVTIMEO, &timeout, sizeof timeout)
     ||  zmq_connect (raw->dealer, raw->endpoint))
         return -1;
     for (int i = 0; i < 200; i++)
@@ -608,6 +715,11 @@ s_raw_stop (s_raw_t *raw)
         zmq_setsockopt (raw->dealer, ZMQ_LINGER, &zero, sizeof zero);
         zmq_close (raw->dealer);
         raw->dealer = NULL;
+    }
+    if (raw->child > 0) {
+        kill (raw->child, SIGKILL);
+        waitpid (raw->child, NULL, 0);
+        raw->child = 0;
     }
     if (raw->client_ctx) {
         zmq_ctx_term (raw->client_ctx);
@@ -716,13 +828,16 @@ main (int argc, char **argv)
         if (strcmp (argv [i], "--no-bus") == 0)
             with_bus = false;
         else
+        if (strcmp (argv [i], "--thread") == 0)
+            s_in_thread = true;
+        else
         if (strcmp (argv [i], "--dir") == 0 && i + 1 < argc)
             root = argv [++i];
         else
         if (strcmp (argv [i], "--rate") == 0 && i + 1 < argc && atof (argv [i + 1]) >= 1)
             rate = atof (argv [++i]);
         else {
-            fprintf (stderr, "usage: bench_authz [--quick] [--no-bus] [--dir DIR] [--rate N]\n");
+            fprintf (stderr, "usage: bench_authz [--quick] [--no-bus] [--thread] [--dir DIR] [--rate N]\n");
             return 1;
         }
     }
@@ -790,7 +905,7 @@ main (int argc, char **argv)
         if (s_bus_start (&bus, root)
         ||  s_warmup (&bus, queries + n_checks / 2, n_checks / 2, BUS_WARMUP))
             goto done;
-        if (s_raw_start (&raw, RAW_FRAME)) {
+        if (s_raw_start (&raw, RAW_FRAME, !s_in_thread)) {
             fprintf (stderr, "bench_authz: raw libzmq baseline did not start\n");
             s_raw_stop (&raw);
             goto done;
@@ -841,15 +956,17 @@ main (int argc, char **argv)
         fprintf (stderr, "# %d requests of each kind in %d slices of %.0f ms; client thread cpu "
                  "%.0f%% (check), %.0f%% (health)\n", acc [0].n, slices, BUS_SLICE * 1e3,
                  cpu [0] / (bus_secs * 1e9) * 100, cpu [1] / (bus_secs * 1e9) * 100);
-        fprintf (stderr, "# context switches per request: check %.1f, health %.1f, raw libzmq %.1f\n",
-                 switches [0] / acc [0].n, switches [1] / acc [1].n, switches [2] / acc [2].n);
-        fprintf (stderr, "# cpu per request (all threads, client and service): check %.1f us, "
-                 "health %.1f us, raw libzmq %.1f us\n", proc_cpu [0] / acc [0].n,
+        const char *side = s_in_thread? "client and service side": "client side";
+        fprintf (stderr, "# context switches per request, %s: check %.1f, health %.1f, raw libzmq %.1f\n",
+                 side, switches [0] / acc [0].n, switches [1] / acc [1].n, switches [2] / acc [2].n);
+        fprintf (stderr, "# cpu per request, %s (all its threads): check %.1f us, "
+                 "health %.1f us, raw libzmq %.1f us\n", side, proc_cpu [0] / acc [0].n,
                  proc_cpu [1] / acc [1].n, proc_cpu [2] / acc [2].n);
-        fprintf (stderr, "# faults: check %.0f minor %.0f major, health %.0f/%.0f, raw %.0f/%.0f\n",
-                 minf [0], majf [0], minf [1], majf [1], minf [2], majf [2]);
+        fprintf (stderr, "# faults, %s: check %.0f minor %.0f major, health %.0f/%.0f, raw %.0f/%.0f\n",
+                 side, minf [0], majf [0], minf [1], majf [1], minf [2], majf [2]);
         check_p99 = p [0][1];
-        printf ("bench authz_bus_rate %.0f req/s\n", rate);
+        printf ("bench authz_bus_rate %.0f req/s (service %s)\n", rate,
+                s_in_thread? "on a thread of the client's process": "as its own process");
         printf ("bench authz_bus_check_p50 %.1f us baseline %.1f ratio %.2f\n",
                 p [0][0], p [2][0], p [0][0] / p [2][0]);
         printf ("bench authz_bus_check_p99 %.1f us baseline %.1f ratio %.2f\n",
