@@ -356,12 +356,21 @@ proto_mpack_pack (struct msgpack_packer *pk, json_t *value)
     return s_pack (pk, value);
 }
 
+void
+proto_mpack_sbuffer_init (msgpack_sbuffer *sbuf)
+{
+    msgpack_sbuffer_init (sbuf);
+    sbuf->data = malloc (PROTO_MPACK_INITIAL);
+    if (sbuf->data)
+        sbuf->alloc = PROTO_MPACK_INITIAL;
+}
+
 int
 proto_mpack_encode (uint8_t **out, size_t *out_len, json_t *value)
 {
     msgpack_sbuffer sbuf;
     msgpack_packer pk;
-    msgpack_sbuffer_init (&sbuf);
+    proto_mpack_sbuffer_init (&sbuf);
     msgpack_packer_init (&pk, &sbuf, msgpack_sbuffer_write);
     int rc = s_pack (&pk, value);
     if (rc) {

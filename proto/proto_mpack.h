@@ -78,4 +78,12 @@ struct msgpack_packer;
 int proto_mpack_pack (struct msgpack_packer *pk, json_t *value)
     __attribute__((warn_unused_result));
 
+/*  msgpack_sbuffer_init with room for a typical frame already allocated
+    (msgpack-c's first write would allocate 8 KiB: a heap allocation too
+    large for malloc's per-thread cache, on every message); it grows by
+    doubling as usual, and starts empty if the allocation fails. */
+#define PROTO_MPACK_INITIAL 512
+struct msgpack_sbuffer;
+void proto_mpack_sbuffer_init (struct msgpack_sbuffer *sbuf);
+
 #endif

@@ -839,7 +839,7 @@ proto_msg_encode (proto_msg_t *self, uint8_t **out, size_t *out_len)
                    + reply + error + 2 * event + (self->body != NULL);
     msgpack_sbuffer sbuf;
     msgpack_packer pk;
-    msgpack_sbuffer_init (&sbuf);
+    proto_mpack_sbuffer_init (&sbuf);
     msgpack_packer_init (&pk, &sbuf, msgpack_sbuffer_write);
     bool ok = msgpack_pack_map (&pk, members) == 0
            && s_pack_str (&pk, "v", NULL) && msgpack_pack_int64 (&pk, self->v) == 0
