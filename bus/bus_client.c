@@ -7,6 +7,8 @@
 #include "bus_log.h"
 #include "bus_service.h"
 
+#define S_MAX_FRAME (64UL << 20)    /* libzmq's cap; bus_sub_for: the config's */
+
 typedef struct {
     char id [PROTO_ID_LEN + 1];
     char type [PROTO_TYPE_MAX + 1];
@@ -30,6 +32,7 @@ struct bus_client_t {
 
 struct bus_sub_t {
     zsock_t *sock;
+    size_t max_frame;             /* larger events are skipped, not decoded */
 };
 
 static void
@@ -72,7 +75,7 @@ bus_client_new (const char *endpoint, const char *server_key, zcert_t *cert,
     self->cert = cert;
     self->timeout_ms = timeout_ms > 0 ? timeout_ms : 2500;
     self->retries = retries >= 0 ? retries : 3;
-    self->max_frame = 64 * 1024 * 1024;
+    self->max_frame = S_MAX_FRAME;
     self->inflight = zhashx_new ();
     zhashx_set_destructor (self->inflight, s_pending_free);
     self->timeouts = zlistx_new ();
@@ -352,6 +355,7 @@ bus_sub_new (const char *endpoint, const char *server_key, zcert_t *cert, const 
         free (self);
         return NULL;
     }
+    self->max_frame = S_MAX_FRAME;
     zsock_set_rcvhwm (self->sock, 100000);
     bus_keys_apply_client (self->sock, cert, server_key);
     if (!topics || !topics [0])
@@ -374,7 +378,10 @@ bus_sub_for (bus_config_t *config, const char *service, zcert_t *cert, const cha
     if (!section || bus_keys_public (bus_config_str (config, "sanctum", "keys_dir"),
                                      bus_service_name (service), key))
         return NULL;
-    return bus_sub_new (bus_config_str (config, section, "pub"), key, cert, topics);
+    bus_sub_t *self = bus_sub_new (bus_config_str (config, section, "pub"), key, cert, topics);
+    if (self)                       /* no service publishes more than it accepts */
+        bus_sub_set_max_frame (self, (size_t) bus_config_int (config, "sanctum", "max_frame"));
+    return self;
 }
 
 void
@@ -385,6 +392,12 @@ bus_sub_destroy (bus_sub_t **self_p)
     zsock_destroy (&(*self_p)->sock);
     free (*self_p);
     *self_p = NULL;
+}
+
+void
+bus_sub_set_max_frame (bus_sub_t *self, size_t max_frame)
+{
+    self->max_frame = max_frame;
 }
 
 zsock_t *
@@ -408,9 +421,11 @@ bus_sub_recv (bus_sub_t *self, int timeout_ms, proto_msg_t **event)
         return BUS_EINTR;
     zframe_t *body = zmsg_size (msg) == 2 ? zmsg_last (msg) : NULL;
     char err [160];
-    int drc = body ? proto_msg_decode (event, zframe_data (body), zframe_size (body), SIZE_MAX,
+    int drc = body ? proto_msg_decode (event, zframe_data (body), zframe_size (body), self->max_frame,
                                        NULL, err, sizeof err)
                    : BUS_EINVAL;
+    if (drc)
+        bus_warn ("event skipped: %s", body ? err : "not a [topic, event] frame pair");
     zmsg_destroy (&msg);
     if (drc == 0 && (*event)->kind != PROTO_KIND_EVT) {
         proto_msg_destroy (event);

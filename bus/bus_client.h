@@ -65,15 +65,21 @@ zsock_t *bus_client_sock (bus_client_t *self);
 size_t bus_client_inflight (bus_client_t *self);
 
 /*  Subscriber of a service's PUB, filtered by topic prefixes (NULL or an
-    empty list = all). */
+    empty list = all). Events larger than [sanctum] max_frame (bus_sub_for;
+    64 MiB for bus_sub_new) are skipped without being decoded: no service
+    publishes one, and events.replay can still fetch what was skipped. */
 bus_sub_t *bus_sub_new (const char *endpoint, const char *server_key, zcert_t *cert,
                         const char *const *topics);
 bus_sub_t *bus_sub_for (bus_config_t *config, const char *service, zcert_t *cert,
                         const char *const *topics);
 void bus_sub_destroy (bus_sub_t **self_p);
 
+/*  The largest event this subscriber decodes, in bytes. */
+void bus_sub_set_max_frame (bus_sub_t *self, size_t max_frame);
+
 /*  Next event, waiting up to timeout_ms: 0 with *event, BUS_ETIMEOUT, or
-    BUS_EINVAL for a frame that did not decode (counted, skipped). */
+    BUS_EINVAL for a frame that did not decode or is over the cap (logged,
+    skipped). */
 int bus_sub_recv (bus_sub_t *self, int timeout_ms, proto_msg_t **event);
 
 zsock_t *bus_sub_sock (bus_sub_t *self);

@@ -51,7 +51,8 @@ static bus_request_t *s_parked;   /* a deferred request (service thread only) */
 
 /*  A test handler on authz.read; body.page_size picks what it does:
     1 answer, 2 defer then answer at once, 3 forget to answer, 4 answer
-    twice, 5 defer and park, 6 answer the parked request and then this. */
+    twice, 5 defer and park, 6 answer the parked request and then this,
+    7 publish an echo.seen event padded to 3000 bytes, then answer. */
 static void
 s_test_handler (bus_service_t *svc, bus_request_t *req, void *arg)
 {
@@ -71,6 +72,15 @@ s_test_handler (bus_service_t *svc, bus_request_t *req, void *arg)
             bus_request_defer (req);
             s_parked = req;
             break;
+        case 7: {
+            char pad [3001];
+            memset (pad, 'p', 3000);
+            pad [3000] = 0;
+            int rc = bus_service_emit (svc, "echo.seen", json_pack ("{s:s, s:s, s:s}", "request",
+                                       bus_request_msg (req)->id, "from", "big", "pad", pad), NULL);
+            bus_reply_ok (req, json_pack ("{s:I, s:i}", "mode", mode, "emitted", rc));
+            break;
+        }
         case 6:
             if (s_parked)
                 bus_reply_ok (s_parked, json_pack ("{s:i}", "mode", 5));
@@ -517,6 +527,44 @@ test_dedupe (void **state)
     json_decref (r);
 }
 
+/*  A subscriber skips an event over its size cap without decoding it, and
+    receives the next one. */
+static void
+test_sub_cap (void **state)
+{
+    bus_sub_t *sub = bus_sub_new (s_fx.pub, s_fx.server_key, s_fx.ops,
+                                  (const char *const []) { "echo.", NULL });
+    assert_non_null (sub);
+    bus_sub_set_max_frame (sub, 1024);
+    proto_msg_t *evt = NULL;
+    /* a SUB joins late: echo until one event gets through */
+    for (int i = 0; i < 40 && !evt; i++) {
+        proto_msg_destroy (&evt);
+        proto_msg_t *reply = s_call (s_fx.client, "echo", NULL);
+        proto_msg_destroy (&reply);
+        evt = s_next_event (sub, "echo.seen", 100);
+    }
+    assert_non_null (evt);
+    proto_msg_destroy (&evt);
+    while ((evt = s_next_event (sub, "echo.seen", 100)))
+        proto_msg_destroy (&evt);
+
+    proto_msg_t *reply = s_call (s_fx.client, "authz.read", json_pack ("{s:i}", "page_size", 7));
+    assert_int_equal (json_integer_value (json_object_get (reply->body, "emitted")), 0);
+    proto_msg_destroy (&reply);
+    assert_int_equal (bus_sub_recv (sub, 2000, &evt), BUS_EINVAL);      /* the big one, skipped */
+    assert_null (evt);
+    char id [PROTO_ID_LEN + 1];
+    assert_int_equal (bus_client_send (s_fx.client, "echo", NULL, NULL, id), 0);
+    assert_int_equal (bus_client_recv (s_fx.client, 2000, &reply), 0);
+    proto_msg_destroy (&reply);
+    evt = s_next_event (sub, "echo.seen", 2000);
+    assert_non_null (evt);
+    assert_string_equal (json_string_value (json_object_get (evt->body, "request")), id);
+    proto_msg_destroy (&evt);
+    bus_sub_destroy (&sub);
+}
+
 /*  A deferred request retried while parked runs once and gets no second
     reply; once it is answered, a retry gets the remembered reply. The
     same for a request deferred and answered inside its handler. */
@@ -809,6 +857,7 @@ main (void)
         cmocka_unit_test (test_dedupe),
         cmocka_unit_test (test_handlers),
         cmocka_unit_test (test_dedupe_deferred),
+        cmocka_unit_test (test_sub_cap),
         cmocka_unit_test (test_client_retries),
         cmocka_unit_test (test_replay),
         cmocka_unit_test (test_outbox_restart),
