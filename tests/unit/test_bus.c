@@ -285,6 +285,23 @@ test_health (void **state)
     bus_client_destroy (&ext);
 }
 
+/*  A SUB joins late: echo until one echo.seen gets through to sub, then
+    drain, so that the next event sub sees is the next one published. */
+static void
+s_sub_joined (bus_sub_t *sub)
+{
+    proto_msg_t *evt = NULL;
+    for (int i = 0; i < 40 && !evt; i++) {
+        proto_msg_t *reply = s_call (s_fx.client, "echo", NULL);
+        proto_msg_destroy (&reply);
+        evt = s_next_event (sub, "echo.seen", 100);
+    }
+    assert_non_null (evt);
+    proto_msg_destroy (&evt);
+    while ((evt = s_next_event (sub, "echo.seen", 100)))
+        proto_msg_destroy (&evt);
+}
+
 /*  echo answers with data and the caller's principal, and publishes an
     echo.seen event naming the request. */
 static void
@@ -293,29 +310,24 @@ test_echo_and_event (void **state)
     bus_sub_t *sub = bus_sub_new (s_fx.pub, s_fx.server_key, s_fx.ops,
                                   (const char *const []) { "echo.", NULL });
     assert_non_null (sub);
-    proto_msg_t *evt = NULL;
+    s_sub_joined (sub);
     char id [PROTO_ID_LEN + 1];
-    /* a SUB joins late: echo until one event gets through */
-    for (int i = 0; i < 40 && !evt; i++) {
-        json_t *body = json_pack ("{s:{s:i}}", "data", "n", i);
-        assert_int_equal (bus_client_send (s_fx.client, "echo", body, NULL, id), 0);
-        json_decref (body);
-        proto_msg_t *reply = NULL;
-        assert_int_equal (bus_client_recv (s_fx.client, 2000, &reply), 0);
-        assert_string_equal (reply->corr, id);
-        assert_true (reply->ok);
-        assert_int_equal (json_integer_value (json_object_get (json_object_get (reply->body, "data"), "n")), i);
-        assert_string_equal (json_string_value (json_object_get (reply->body, "from")), "ops:test");
-        proto_msg_destroy (&reply);
-        evt = s_next_event (sub, "echo.seen", 100);
-    }
-    assert_non_null (evt);
-    /* drain, then one more round trip whose event must be the next one */
-    proto_msg_destroy (&evt);
-    while ((evt = s_next_event (sub, "echo.seen", 100)))
-        proto_msg_destroy (&evt);
-    assert_int_equal (bus_client_send (s_fx.client, "echo", NULL, NULL, id), 0);
+    json_t *body = json_pack ("{s:{s:i}}", "data", "n", 7);
+    assert_int_equal (bus_client_send (s_fx.client, "echo", body, NULL, id), 0);
+    json_decref (body);
     proto_msg_t *reply = NULL;
+    assert_int_equal (bus_client_recv (s_fx.client, 2000, &reply), 0);
+    assert_string_equal (reply->corr, id);
+    assert_true (reply->ok);
+    assert_int_equal (json_integer_value (json_object_get (json_object_get (reply->body, "data"), "n")), 7);
+    assert_string_equal (json_string_value (json_object_get (reply->body, "from")), "ops:test");
+    proto_msg_destroy (&reply);
+    proto_msg_t *evt = s_next_event (sub, "echo.seen", 2000);
+    assert_non_null (evt);
+    assert_string_equal (json_string_value (json_object_get (evt->body, "request")), id);
+    proto_msg_destroy (&evt);
+    /* and one more round trip whose event must be the next one */
+    assert_int_equal (bus_client_send (s_fx.client, "echo", NULL, NULL, id), 0);
     assert_int_equal (bus_client_recv (s_fx.client, 2000, &reply), 0);
     proto_msg_destroy (&reply);
     evt = s_next_event (sub, "echo.seen", 2000);
@@ -536,19 +548,8 @@ test_sub_cap (void **state)
                                   (const char *const []) { "echo.", NULL });
     assert_non_null (sub);
     bus_sub_set_max_frame (sub, 1024);
+    s_sub_joined (sub);
     proto_msg_t *evt = NULL;
-    /* a SUB joins late: echo until one event gets through */
-    for (int i = 0; i < 40 && !evt; i++) {
-        proto_msg_destroy (&evt);
-        proto_msg_t *reply = s_call (s_fx.client, "echo", NULL);
-        proto_msg_destroy (&reply);
-        evt = s_next_event (sub, "echo.seen", 100);
-    }
-    assert_non_null (evt);
-    proto_msg_destroy (&evt);
-    while ((evt = s_next_event (sub, "echo.seen", 100)))
-        proto_msg_destroy (&evt);
-
     proto_msg_t *reply = s_call (s_fx.client, "authz.read", json_pack ("{s:i}", "page_size", 7));
     assert_int_equal (json_integer_value (json_object_get (reply->body, "emitted")), 0);
     proto_msg_destroy (&reply);
