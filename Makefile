@@ -109,7 +109,7 @@ deps:
 	@sh ops/deps.sh
 
 test: deps
-	@$(MAKE) --no-print-directory all $(UNIT_BIN) $(FUZZ_REPLAY)
+	@$(MAKE) --no-print-directory all $(UNIT_BIN) $(FUZZ_REPLAY) $(BENCH_BIN)
 	@BUILD=$(BUILD) sh tests/run.sh
 
 # unit tests and fuzz corpora only (CI runs this under SANITIZER=address,undefined)

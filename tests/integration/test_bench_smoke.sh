@@ -1,0 +1,60 @@
+#!/bin/sh
+# test_bench_smoke.sh — the benchmarks still run: bench_bus and bench_authz
+# --quick (bench_authz with the sanctum-authz daemon as its own process and
+# again with --thread) complete and print every figure the README quotes.
+# Figures are not judged here (CI timings are noise); `make bench` does.
+# Prints `ok NAME` / `not ok NAME` lines, then `N passed, N failed`;
+# exits 1 when anything failed.
+
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+cd "$ROOT" || exit 1
+BUILD=${BUILD:-build}
+TMP=$(mktemp -d)
+trap 'rm -rf "$TMP"' EXIT
+PASSED=0
+FAILED=0
+
+# Record one result: result NAME STATUS [DETAIL]
+result () {
+    if [ "$2" -eq 0 ]; then
+        echo "ok $1"; PASSED=$((PASSED + 1))
+    else
+        echo "not ok $1${3:+ # $3}"; FAILED=$((FAILED + 1))
+    fi
+}
+
+# Does output file $1 have a line `bench NAME <number>` for each NAME after it?
+has_figures () {
+    out=$1; shift
+    for name in "$@"; do
+        grep -Eq "^bench $name [0-9.]+ " "$out" || { echo "missing: $name"; return 1; }
+    done
+}
+
+"$BUILD/bench/bench_bus" --quick >"$TMP/bus" 2>"$TMP/bus.err"
+result "bench_bus_runs" $? "$(tail -n 3 "$TMP/bus.err" | tr '\n' ' ')"
+has_figures "$TMP/bus" bus_rtt_p50 bus_rtt_p99 bus_throughput_64 >"$TMP/why"
+result "bench_bus_figures" $? "$(cat "$TMP/why")"
+
+for shape in process thread; do
+    flag=""
+    [ "$shape" = thread ] && flag=--thread
+    "$BUILD/bench/bench_authz" --quick $flag >"$TMP/authz" 2>"$TMP/authz.err"
+    result "bench_authz_runs_$shape" $? "$(tail -n 3 "$TMP/authz.err" | tr '\n' ' ')"
+    has_figures "$TMP/authz" authz_check_throughput authz_check_p99 lmdb_raw_get \
+        authz_bus_check_p50 authz_bus_check_p99 bus_health_p99 raw_zmq_paced_p99 \
+        authz_bus_check_in_service_p99 >"$TMP/why"
+    result "bench_authz_figures_$shape" $? "$(cat "$TMP/why")"
+    grep -Eq "^bench authz_targets (met|missed)" "$TMP/authz"
+    result "bench_authz_verdict_$shape" $?
+    grep -q "service as its own process" "$TMP/authz"
+    [ $? -eq $([ "$shape" = process ] && echo 0 || echo 1) ]
+    result "bench_authz_shape_$shape" $?
+done
+# the daemon the process shape started is gone with the bench
+sleep 0.2
+! pgrep -f "$BUILD/bench/../bin/sanctum-authz" >/dev/null
+result "bench_authz_daemon_stopped" $?
+
+echo "$PASSED passed, $FAILED failed"
+[ "$FAILED" -eq 0 ]
