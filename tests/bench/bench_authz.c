@@ -135,6 +135,14 @@ s_cmp (const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
+/*  q-quantile of v [0..n) (sorts v). */
+static double
+s_quantile (double *v, int n, double q)
+{
+    qsort (v, (size_t) n, sizeof *v, s_cmp);
+    return n? v [(int) (n * q)]: 0;
+}
+
 /*  Build the hierarchy: level sizes grow by ~5.3x to reach N_USERS. */
 static void
 s_hierarchy (void)
@@ -236,9 +244,10 @@ s_queries (s_query_t *queries, int n, const int *requester)
 
 /*  Raw LMDB: random forward-key point reads, one read txn per get, on a
     second environment handle of dir (the store must be closed). Returns
-    gets per second, or 0 on failure. */
+    gets per second, or 0 on failure; then times n / 10 more gets one by
+    one: their p50 and p99 (us) to lat [0], lat [1]. */
 static double
-s_raw_lmdb (const char *dir, int n)
+s_raw_lmdb (const char *dir, int n, double lat [2])
 {
     MDB_env *env = NULL;
     MDB_txn *txn = NULL;
@@ -266,6 +275,23 @@ s_raw_lmdb (const char *dir, int n)
         mdb_txn_abort (txn);
     }
     double rate = n / ((s_now () - r0) / 1e9);
+    int timed = n / 10 > 0? n / 10: 1;
+    double *each = calloc ((size_t) timed, sizeof *each);
+    for (int i = 0; each && i < timed; i++) {
+        int u = 1 + rand () % (N_USERS - 1);
+        char key [80];
+        int kl = snprintf (key, sizeof key, "user:%d%cmanager%cuser:%d", u, 0, 0, s_manager [u]);
+        MDB_val k = { (size_t) kl + 1, key }, v;
+        double t0 = s_now ();
+        mdb_txn_begin (env, NULL, MDB_RDONLY, &txn);
+        found += mdb_get (txn, dbi, &k, &v) == 0;
+        mdb_txn_abort (txn);
+        each [i] = (s_now () - t0) / 1e3;
+    }
+    lat [0] = each? s_quantile (each, timed, 0.50): 0;
+    lat [1] = each? s_quantile (each, timed, 0.99): 0;
+    free (each);
+    n += timed;
     mdb_env_close (env);
     if (found != n) {
         fprintf (stderr, "raw lmdb found %d of %d\n", found, n);
@@ -276,8 +302,8 @@ s_raw_lmdb (const char *dir, int n)
 
 /* --- (2) over the bus ---------------------------------------------------- */
 
-static bool s_in_thread;
-static FILE *s_samples_file;        /* --samples FILE: every request, as it is seen */            /* --thread: the service on a thread of this process */
+static bool s_in_thread;            /* --thread: the service on a thread of this process */
+static FILE *s_samples_file;        /* --samples FILE: every request, as it is seen */
 
 typedef struct {
     test_service_t *env;            /* config, keys (and the service thread) */
@@ -497,13 +523,6 @@ s_faults (bool major)
     return major? ru.ru_majflt: ru.ru_minflt;
 }
 
-/*  q-quantile of v [0..n) (sorts v). */
-static double
-s_quantile (double *v, int n, double q)
-{
-    qsort (v, (size_t) n, sizeof *v, s_cmp);
-    return n? v [(int) (n * q)]: 0;
-}
 
 /*  Open-loop paced slice of type (authz.check over queries from *next, or
     health when queries is NULL): request i leaves at t0 + i / rate; its
@@ -899,7 +918,8 @@ main (int argc, char **argv)
     qsort (lat, (size_t) n_checks, sizeof *lat, s_cmp);
     authz_store_destroy (&store);
 
-    double raw_rate = s_raw_lmdb (dir, n_checks);
+    double raw_lat [2] = { 0 };
+    double raw_rate = s_raw_lmdb (dir, n_checks, raw_lat);
     if (raw_rate <= 0)
         goto done;
     printf ("bench authz_check_allowed_fraction %.3f ratio\n", (double) allowed_count / n_checks);
@@ -909,6 +929,8 @@ main (int argc, char **argv)
     printf ("bench authz_check_p50 %.2f us\n", lat [n_checks / 2] / 1e3);
     printf ("bench authz_check_p99 %.2f us\n", lat [n_checks * 99 / 100] / 1e3);
     printf ("bench lmdb_raw_get %.0f gets/s\n", raw_rate);
+    printf ("bench lmdb_raw_get_p50 %.2f us\n", raw_lat [0]);
+    printf ("bench lmdb_raw_get_p99 %.2f us\n", raw_lat [1]);
     fflush (stdout);
 
     //  (2) over the bus, on the same environment
