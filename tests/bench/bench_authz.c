@@ -948,20 +948,24 @@ main (int argc, char **argv)
             goto done;
         }
         //  Short slices of check, health and raw libzmq in turn (the order
-        //  rotating), so that the machine's noise falls on all three alike
-        int per_kind = (int) (rate * bus_secs) + 1, next = 0;
+        //  rotating), so that the machine's noise falls on all three alike;
+        //  at a low --rate, slices long enough for 20 requests each
+        double slice = rate * BUS_SLICE >= 20? BUS_SLICE: 20 / rate;
+        int slices = (int) (bus_secs / slice + 0.5), ok = 0, next = 0;
+        if (slices < 1)
+            slices = 1;
+        int per_kind = slices * (int) (rate * slice) + 1;
         s_samples_t acc [3];                /* check, health, raw */
         double cpu [3] = { 0 }, switches [3] = { 0 }, proc_cpu [3] = { 0 }, minf [3] = { 0 }, majf [3] = { 0 };
-        int slices = (int) (bus_secs / BUS_SLICE + 0.5), ok = 0;
         for (int k = 0; k < 3; k++)
             ok |= s_samples_init (&acc [k], per_kind, (const char *[]) { "check", "health", "raw" } [k]);
         for (int i = 0; ok == 0 && i < slices; i++)
             for (int j = 0; ok == 0 && j < 3; j++) {
                 int k = (i + j) % 3;
                 double sw0 = s_ctxsw (), cpu0 = s_process_cpu_us (), mi0 = s_faults (false), ma0 = s_faults (true);
-                ok = k == 0? s_paced (&bus, queries, n_checks, &next, rate, BUS_SLICE, &acc [0], &cpu [0])
-                   : k == 1? s_paced (&bus, NULL, 0, &next, rate, BUS_SLICE, &acc [1], &cpu [1])
-                   :         s_raw_paced (&raw, rate, BUS_SLICE, RAW_FRAME, &acc [2]);
+                ok = k == 0? s_paced (&bus, queries, n_checks, &next, rate, slice, &acc [0], &cpu [0])
+                   : k == 1? s_paced (&bus, NULL, 0, &next, rate, slice, &acc [1], &cpu [1])
+                   :         s_raw_paced (&raw, rate, slice, RAW_FRAME, &acc [2]);
                 switches [k] += s_ctxsw () - sw0;
                 proc_cpu [k] += s_process_cpu_us () - cpu0;
                 minf [k] += s_faults (false) - mi0;
@@ -991,7 +995,7 @@ main (int argc, char **argv)
             sent [k][1] = s_quantile (acc [k].lat_sent, acc [k].n, 0.99);
         }
         fprintf (stderr, "# %d requests of each kind in %d slices of %.0f ms; client thread cpu "
-                 "%.0f%% (check), %.0f%% (health)\n", acc [0].n, slices, BUS_SLICE * 1e3,
+                 "%.0f%% (check), %.0f%% (health)\n", acc [0].n, slices, slice * 1e3,
                  cpu [0] / (bus_secs * 1e9) * 100, cpu [1] / (bus_secs * 1e9) * 100);
         const char *side = s_in_thread? "client and service side": "client side";
         fprintf (stderr, "# context switches per request, %s: check %.1f, health %.1f, raw libzmq %.1f\n",
