@@ -14,6 +14,7 @@
 struct bus_allow_t {
     char *dir;
     zhashx_t *principals;      /* Z85 public key -> principal (strdup'd) */
+    bool revoked;              /* a key left, or changed principal, since asked */
     int64_t last_scan_ms;
     struct timespec dir_mtime;    /* of the directory at the last scan */
 };
@@ -254,12 +255,29 @@ bus_allow_refresh (bus_allow_t *self)
 {
     self->dir_mtime = s_dir_mtime (self->dir);
     zhashx_t *fresh = s_scan (self->dir);
+    if (fresh && self->principals) {
+        const char *principal;
+        for (principal = zhashx_first (self->principals); principal;
+             principal = zhashx_next (self->principals)) {
+            const char *now = zhashx_lookup (fresh, zhashx_cursor (self->principals));
+            if (!now || strcmp (now, principal))
+                self->revoked = true;
+        }
+    }
     if (fresh) {
         zhashx_destroy (&self->principals);
         self->principals = fresh;
     }
     self->last_scan_ms = zclock_mono ();
     return self->principals ? (int) zhashx_size (self->principals) : 0;
+}
+
+bool
+bus_allow_revoked (bus_allow_t *self)
+{
+    bool revoked = self->revoked;
+    self->revoked = false;
+    return revoked;
 }
 
 const char *

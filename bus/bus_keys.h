@@ -61,6 +61,11 @@ const char *bus_allow_principal (bus_allow_t *self, const char *user_id);
 /*  Rescan the directory now. Returns the number of principals. */
 int bus_allow_refresh (bus_allow_t *self);
 
+/*  Has a key left the list, or changed principal, in a rescan since the
+    last call? (Clears the answer.) Connections already open with such a
+    key must then be closed: zauth checks keys at the handshake only. */
+bool bus_allow_revoked (bus_allow_t *self);
+
 /*  Start the process's zauth actor with CURVE against allow_dir (one per
     process; every zsock CURVE server in the process is covered). */
 zactor_t *bus_auth_start (const char *allow_dir, bool verbose);

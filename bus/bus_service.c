@@ -11,7 +11,7 @@
 #define S_DEDUPE_MAX      20000     /* remembered replies */
 #define S_DEDUPE_TTL_MS   120000    /* how long a reply is kept for retries */
 #define S_REPLAY_MAX      1000      /* events in one events.replay reply */
-#define S_ALLOW_REFRESH_MS 5000
+#define S_REBIND_TRIES  100        /* x 10 ms: the old listener closes asynchronously */
 #define S_BATCH_MAX       64        /* requests handled per reactor wake-up */
 
 const bus_service_id_t bus_services [] = {
@@ -49,6 +49,8 @@ struct bus_service_t {
     bus_allow_t *allow;
     zsock_t *router;
     zsock_t *pub;
+    char *pub_endpoint;           /* as bound (ZMQ_LAST_ENDPOINT), for unbinding */
+    bool pub_unbound;             /* a rebind failed: retried on the next tick */
     zloop_t *loop;
     zhashx_t *handlers;           /* type -> s_handler_t */
     zhashx_t *dedupe;             /* "principal/id" -> s_dedupe_t */
@@ -684,11 +686,39 @@ bus_service_emit (bus_service_t *self, const char *type, json_t *body, const cha
 
 /* --- timers --------------------------------------------------------------- */
 
+/*  A key left the allow-list: zauth checks keys at the handshake only, so
+    close every subscription by binding the PUB afresh. Subscribers still
+    allowed reconnect within libzmq's reconnect interval (and find what
+    they missed with events.replay); the others are refused by zauth. */
+static void
+s_pub_rebind (bus_service_t *self)
+{
+    const char *pub = bus_config_str (self->config, self->section, "pub");
+    if (!self->pub_unbound && self->pub_endpoint)
+        zsock_unbind (self->pub, "%s", self->pub_endpoint);
+    int rc = -1;
+    for (int i = 0; i < S_REBIND_TRIES && (rc = zsock_bind (self->pub, "%s", pub)) < 0
+                    && zmq_errno () == EADDRINUSE; i++)
+        zclock_sleep (10);
+    self->pub_unbound = rc < 0;
+    if (self->pub_unbound) {
+        bus_error ("cannot bind %s again: %s (retried on the next allow-list scan)", pub,
+                   zmq_strerror (zmq_errno ()));
+        return;
+    }
+    free (self->pub_endpoint);
+    self->pub_endpoint = zsock_last_endpoint (self->pub);
+    bus_stats_count (self->stats, "subscriptions_closed", 1);
+    bus_info ("a key left the allow-list: subscriptions to %s closed", pub);
+}
+
 static int
 s_on_tick (zloop_t *loop, int timer_id, void *arg)
 {
     bus_service_t *self = arg;
     bus_allow_refresh (self->allow);
+    if (bus_allow_revoked (self->allow) || self->pub_unbound)
+        s_pub_rebind (self);
     s_dedupe_trim (self);
     return 0;
 }
@@ -801,9 +831,11 @@ bus_service_new (bus_config_t *config, const char *section, const char *version,
         snprintf (err, err_len, "cannot bind %s: %s", pub, zmq_strerror (zmq_errno ()));
         goto fail;
     }
+    self->pub_endpoint = zsock_last_endpoint (self->pub);
     self->loop = zloop_new ();
     zloop_reader (self->loop, self->router, s_on_request, self);
-    zloop_timer (self->loop, S_ALLOW_REFRESH_MS, 0, s_on_tick, self);
+    zloop_timer (self->loop, (size_t) bus_config_int (config, "sanctum", "allow_refresh_ms"), 0,
+                 s_on_tick, self);
     zloop_timer (self->loop, 100, 0, s_on_stop_check, self);
     uint64_t wd = bus_notify_watchdog_usec ();
     long wd_ms = bus_config_int (config, "sanctum", "watchdog_ms");
@@ -835,6 +867,7 @@ bus_service_destroy (bus_service_t **self_p)
     zloop_destroy (&self->loop);
     zsock_destroy (&self->router);
     zsock_destroy (&self->pub);
+    free (self->pub_endpoint);
     zactor_destroy (&self->auth);
     bus_allow_destroy (&self->allow);
     zcert_destroy (&self->cert);

@@ -125,7 +125,7 @@ s_setup (void **state)
 {
     char err [256] = "", lines [128];
     snprintf (lines, sizeof lines, "max_frame = %d\nrpc_timeout_ms = 1000\nrpc_retries = 2\n"
-                                   "map_size_mb = 16\n", S_MAX_FRAME);
+                                   "map_size_mb = 16\nallow_refresh_ms = 200\n", S_MAX_FRAME);
     s_fx.env = test_service_new ("authz", NULL, lines, err, sizeof err);
     if (!s_fx.env)
         fprintf (stderr, "test_service_new: %s\n", err);
@@ -566,6 +566,47 @@ test_sub_cap (void **state)
     bus_sub_destroy (&sub);
 }
 
+/*  A key removed from the allow-list loses its subscription at the next
+    rescan (the PUB is bound afresh and zauth refuses the key when it
+    reconnects), while a subscriber still allowed resumes. */
+static void
+test_revoked_subscriber (void **state)
+{
+    const char *const topics [] = { "echo.", NULL };
+    zcert_t *cert = test_service_cert (s_fx.env, "leaving", "svc:leaving");
+    assert_non_null (cert);
+    bus_sub_t *kept = bus_sub_new (s_fx.pub, s_fx.server_key, s_fx.ops, topics);
+    bus_sub_t *leaving = bus_sub_new (s_fx.pub, s_fx.server_key, cert, topics);
+    assert_true (kept && leaving);
+    s_sub_joined (leaving);
+    s_sub_joined (kept);
+
+    char path [512];
+    snprintf (path, sizeof path, "%s/keys/allow/leaving.key", test_service_dir (s_fx.env));
+    assert_int_equal (unlink (path), 0);
+    zclock_sleep (400);                                 /* two rescans */
+    s_sub_joined (kept);                                /* reconnected */
+    proto_msg_t *evt;
+    while ((evt = s_next_event (leaving, "echo.seen", 100)))
+        proto_msg_destroy (&evt);                      /* from before the revocation */
+    for (int i = 0; i < 3; i++) {
+        proto_msg_t *reply = s_call (s_fx.client, "echo", NULL);
+        proto_msg_destroy (&reply);
+        evt = s_next_event (kept, "echo.seen", 2000);
+        assert_non_null (evt);
+        proto_msg_destroy (&evt);
+    }
+    evt = s_next_event (leaving, "echo.seen", 500);
+    assert_null (evt);
+    proto_msg_t *stats = s_call (s_fx.client, "stats", NULL);
+    assert_true (json_integer_value (json_object_get (json_object_get (stats->body, "counters"),
+                                                      "subscriptions_closed")) >= 1);
+    proto_msg_destroy (&stats);
+    bus_sub_destroy (&kept);
+    bus_sub_destroy (&leaving);
+    zcert_destroy (&cert);
+}
+
 /*  A deferred request retried while parked runs once and gets no second
     reply; once it is answered, a retry gets the remembered reply. The
     same for a request deferred and answered inside its handler. */
@@ -859,6 +900,7 @@ main (void)
         cmocka_unit_test (test_handlers),
         cmocka_unit_test (test_dedupe_deferred),
         cmocka_unit_test (test_sub_cap),
+        cmocka_unit_test (test_revoked_subscriber),
         cmocka_unit_test (test_client_retries),
         cmocka_unit_test (test_replay),
         cmocka_unit_test (test_outbox_restart),
