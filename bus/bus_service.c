@@ -694,10 +694,12 @@ static void
 s_pub_rebind (bus_service_t *self)
 {
     const char *pub = bus_config_str (self->config, self->section, "pub");
+    /* right after the unbind, wait for libzmq to close the old listener;
+       a later retry (the port taken meanwhile) tries once per scan */
+    int tries = self->pub_unbound? 1: S_REBIND_TRIES, rc = -1;
     if (!self->pub_unbound && self->pub_endpoint)
         zsock_unbind (self->pub, "%s", self->pub_endpoint);
-    int rc = -1;
-    for (int i = 0; i < S_REBIND_TRIES && (rc = zsock_bind (self->pub, "%s", pub)) < 0
+    for (int i = 0; i < tries && (rc = zsock_bind (self->pub, "%s", pub)) < 0
                     && zmq_errno () == EADDRINUSE; i++)
         zclock_sleep (10);
     self->pub_unbound = rc < 0;
