@@ -677,6 +677,258 @@ s_target (const authz_model_t *model, const char *type, size_t type_len,
     return 0;
 }
 
+/* --- ListObjects candidates: the rewrites walked backwards ------------------
+
+   A superset of the objects of type T on which the user may have relation
+   R, found from the user outwards instead of by trying every object of T:
+   for each (type, relation) that R's rewrite reaches, the set of objects
+   the user may reach it on, grown from the user's own tuples (found in the
+   reverse index) through computed relations, usersets and tuple-to-userset
+   hops until nothing new appears. An intersection is followed through its
+   first operand only and an exclusion through its base, and conditions are
+   not evaluated: each candidate is then decided by Check, so the answer is
+   exact, and the walk only has to miss nothing. Past S_REV_MAX_PAIRS
+   relations or S_REV_MAX_MEMBERS objects the caller tries every object. */
+
+#define S_REV_MAX_PAIRS     256
+#define S_REV_MAX_MEMBERS   200000
+
+typedef enum { S_EDGE_COMPUTED, S_EDGE_USERSET, S_EDGE_TTU } s_edge_kind_t;
+
+/*  Membership of pair `from` implies membership of pair `to`: directly
+    (computed), through tuples to#rel@<from type>:<m>#<from rel> (userset),
+    or through tuples to#rel@<from type>:<m> (tuple-to-userset, rel the
+    tupleset). */
+typedef struct {
+    s_edge_kind_t kind;
+    int from, to, rel;
+} s_edge_t;
+
+typedef struct {
+    int type, rel;
+    bool this;              /* the rewrite reads direct tuples */
+    json_t *members;        /* object -> true */
+} s_pair_t;
+
+typedef struct {
+    s_query_t *q;
+    s_pair_t pairs [S_REV_MAX_PAIRS];
+    int n_pairs;
+    s_edge_t *edges;
+    int n_edges, cap_edges;
+    char **queue;           /* objects to propagate, with their pair */
+    int *queue_pair;
+    size_t n_queue, cap_queue;
+    size_t n_members;
+    bool overflow;
+} s_rev_t;
+
+static int s_rev_pair (s_rev_t *rv, int type, int rel);
+
+static int
+s_rev_edge (s_rev_t *rv, s_edge_kind_t kind, int from, int to, int rel)
+{
+    if (from < 0)
+        return from;
+    if (rv->n_edges == rv->cap_edges) {
+        int cap = rv->cap_edges? rv->cap_edges * 2: 16;
+        s_edge_t *e = realloc (rv->edges, (size_t) cap * sizeof *e);
+        if (!e)
+            return BUS_ENOMEM;
+        rv->edges = e;
+        rv->cap_edges = cap;
+    }
+    rv->edges [rv->n_edges++] = (s_edge_t) { kind, from, to, rel };
+    return 0;
+}
+
+/*  The edges into pair `to` from one node of its rewrite. */
+static int
+s_rev_walk (s_rev_t *rv, int to, const authz_rw_t *rw)
+{
+    const authz_model_t *m = rv->q->model;
+    int type = rv->pairs [to].type, rel = rv->pairs [to].rel, rc = 0;
+    switch (rw->kind) {
+        case AUTHZ_RW_THIS: {
+            rv->pairs [to].this = true;
+            const authz_relation_t *r = authz_model_relation_at (m, type, rel);
+            for (int i = 0; rc == 0 && r && i < r->n_allowed; i++)
+                if (r->allowed [i].relation >= 0)
+                    rc = s_rev_edge (rv, S_EDGE_USERSET, s_rev_pair (rv, r->allowed [i].type,
+                                                                   r->allowed [i].relation), to, rel);
+            return rc;
+        }
+        case AUTHZ_RW_COMPUTED:
+            return s_rev_edge (rv, S_EDGE_COMPUTED, s_rev_pair (rv, type, rw->relation), to, rel);
+        case AUTHZ_RW_TTU: {
+            const authz_relation_t *ts = authz_model_relation_at (m, type, rw->relation);
+            for (int i = 0; rc == 0 && ts && i < ts->n_allowed; i++) {
+                const authz_allowed_t *a = &ts->allowed [i];
+                int c = a->relation < 0 && !a->wildcard
+                      ? authz_model_relation (m, a->type, rw->computed, strlen (rw->computed)): -1;
+                if (c >= 0)
+                    rc = s_rev_edge (rv, S_EDGE_TTU, s_rev_pair (rv, a->type, c), to, rw->relation);
+            }
+            return rc;
+        }
+        case AUTHZ_RW_UNION:
+            for (int i = 0; rc == 0 && i < rw->n_children; i++)
+                rc = s_rev_walk (rv, to, rw->children [i]);
+            return rc;
+        case AUTHZ_RW_INTERSECTION:
+        case AUTHZ_RW_DIFFERENCE:       /* a superset: the first operand, the base */
+            return rw->n_children > 0? s_rev_walk (rv, to, rw->children [0]): 0;
+    }
+    return 0;
+}
+
+/*  The index of pair (type, rel), collecting it and what reaches it on
+    first sight; negative on failure or overflow. */
+static int
+s_rev_pair (s_rev_t *rv, int type, int rel)
+{
+    for (int i = 0; i < rv->n_pairs; i++)
+        if (rv->pairs [i].type == type && rv->pairs [i].rel == rel)
+            return i;
+    const authz_relation_t *r = authz_model_relation_at (rv->q->model, type, rel);
+    if (!r || !r->rewrite)
+        return BUS_EINVAL;
+    if (rv->n_pairs == S_REV_MAX_PAIRS) {
+        rv->overflow = true;
+        return BUS_ETOOBIG;
+    }
+    int i = rv->n_pairs++;
+    rv->pairs [i] = (s_pair_t) { type, rel, false, json_object () };
+    if (!rv->pairs [i].members)
+        return BUS_ENOMEM;
+    int rc = s_rev_walk (rv, i, r->rewrite);
+    return rc? rc: i;
+}
+
+/*  object joins pair p (once); queued to propagate. */
+static int
+s_rev_add (s_rev_t *rv, int p, const char *object)
+{
+    json_t *set = rv->pairs [p].members;
+    if (json_object_get (set, object))
+        return 0;
+    if (++rv->n_members > S_REV_MAX_MEMBERS) {
+        rv->overflow = true;
+        return BUS_ETOOBIG;
+    }
+    if (json_object_set_new (set, object, json_true ()))
+        return BUS_ENOMEM;
+    if (rv->n_queue == rv->cap_queue) {
+        size_t cap = rv->cap_queue? rv->cap_queue * 2: 64;
+        char **q = realloc (rv->queue, cap * sizeof *q);
+        int *qp = q? realloc (rv->queue_pair, cap * sizeof *qp): NULL;
+        if (q)
+            rv->queue = q;
+        if (!q || !qp)
+            return BUS_ENOMEM;
+        rv->queue_pair = qp;
+        rv->cap_queue = cap;
+    }
+    rv->queue [rv->n_queue] = strdup (object);
+    if (!rv->queue [rv->n_queue])
+        return BUS_ENOMEM;
+    rv->queue_pair [rv->n_queue++] = p;
+    return 0;
+}
+
+typedef struct {
+    s_rev_t *rv;
+    int pair;
+} s_rev_into_t;
+
+static int
+s_rev_found (const authz_tuple_t *t, void *arg)
+{
+    s_rev_into_t *into = arg;
+    return s_rev_add (into->rv, into->pair, t->object);
+}
+
+/*  Objects of pair p's type with tuples #rel@user, stored and contextual,
+    join pair p. */
+static int
+s_rev_scan (s_rev_t *rv, int p, int rel, const char *user)
+{
+    s_query_t *q = rv->q;
+    const authz_type_t *t = authz_model_type_at (q->model, rv->pairs [p].type);
+    const authz_relation_t *r = authz_model_relation_at (q->model, rv->pairs [p].type, rel);
+    s_rev_into_t into = { rv, p };
+    size_t tl = strlen (t->name);
+    for (size_t i = 0; i < q->n_ctx; i++) {
+        const authz_tuple_t *c = &q->ctx_tuples [i];
+        if (strcmp (c->user, user) == 0 && strcmp (c->relation, r->name) == 0
+        &&  strncmp (c->object, t->name, tl) == 0 && c->object [tl] == ':') {
+            int rc = s_rev_add (rv, p, c->object);
+            if (rc)
+                return rc;
+        }
+    }
+    return authz_store_scan_objects (q->store, q->txn, user, t->name, r->name, s_rev_found, &into);
+}
+
+/*  Pair `target`'s candidates: seed every pair reading direct tuples with
+    the user's own (and its type's wildcard's), then propagate. */
+static int
+s_rev_run (s_rev_t *rv)
+{
+    s_query_t *q = rv->q;
+    const s_user_t *u = &q->user;
+    char wildcard [S_OBJ_MAX + 2];
+    const authz_type_t *ut = authz_model_type_at (q->model, u->type);
+    snprintf (wildcard, sizeof wildcard, "%s:*", ut->name);
+    int rc = 0;
+    for (int p = 0; rc == 0 && p < rv->n_pairs; p++) {
+        if (!rv->pairs [p].this)
+            continue;
+        rc = s_rev_scan (rv, p, rv->pairs [p].rel, u->text);
+        if (rc == 0 && u->relation < 0 && !u->wildcard)
+            rc = s_rev_scan (rv, p, rv->pairs [p].rel, wildcard);
+    }
+    /* a userset user type:id#rel is in its own set */
+    for (int p = 0; rc == 0 && u->relation >= 0 && p < rv->n_pairs; p++)
+        if (rv->pairs [p].type == u->type && rv->pairs [p].rel == u->relation)
+            rc = s_rev_add (rv, p, u->object);
+    for (size_t next = 0; rc == 0 && next < rv->n_queue; next++) {
+        int from = rv->queue_pair [next];
+        const char *m = rv->queue [next];
+        const authz_type_t *ft = authz_model_type_at (q->model, rv->pairs [from].type);
+        for (int e = 0; rc == 0 && e < rv->n_edges; e++) {
+            const s_edge_t *edge = &rv->edges [e];
+            if (edge->from != from)
+                continue;
+            if (edge->kind == S_EDGE_COMPUTED)
+                rc = s_rev_add (rv, edge->to, m);
+            else {
+                char user [2 * S_OBJ_MAX + 2];
+                const authz_relation_t *fr = authz_model_relation_at (q->model, ft->id,
+                                                                      rv->pairs [from].rel);
+                if (edge->kind == S_EDGE_USERSET)
+                    snprintf (user, sizeof user, "%s#%s", m, fr->name);
+                else
+                    snprintf (user, sizeof user, "%s", m);
+                rc = s_rev_scan (rv, edge->to, edge->rel, user);
+            }
+        }
+    }
+    return rc;
+}
+
+static void
+s_rev_free (s_rev_t *rv)
+{
+    for (int i = 0; i < rv->n_pairs; i++)
+        json_decref (rv->pairs [i].members);
+    for (size_t i = 0; i < rv->n_queue; i++)
+        free (rv->queue [i]);
+    free (rv->queue);
+    free (rv->queue_pair);
+    free (rv->edges);
+}
+
 /*  ListObjects; see the header. */
 int
 authz_list_objects (authz_store_t *store, const authz_model_t *model, const char *type,
@@ -694,17 +946,33 @@ authz_list_objects (authz_store_t *store, const authz_model_t *model, const char
         return rc;
     rc = s_query_begin (&q, store, model, extra, err);
     q.user = u;
-    json_t *set = json_object ();
+    json_t *set = NULL;
     json_t *out = json_array ();
-    if (rc == 0 && (!set || !out))
+    if (rc == 0 && !out)
         rc = BUS_ENOMEM;
-    size_t tl = strlen (type);
-    for (size_t i = 0; rc == 0 && i < q.n_ctx; i++)
-        if (strncmp (q.ctx_tuples [i].object, type, tl) == 0
-        &&  q.ctx_tuples [i].object [tl] == ':')
-            rc = s_collect_object (&q.ctx_tuples [i], set);
-    if (rc == 0)
-        rc = authz_store_scan_type (store, q.txn, type, s_collect_object, set);
+    //  The candidates: from the user outwards, or (past the walk's limits)
+    //  every object of the type
+    s_rev_t rv = { .q = &q };
+    if (rc == 0) {
+        int target = s_rev_pair (&rv, t, r);
+        int wrc = target < 0? target: s_rev_run (&rv);
+        if (wrc == 0)
+            set = json_incref (rv.pairs [target].members);
+        else
+        if (!rv.overflow)
+            rc = wrc;
+    }
+    s_rev_free (&rv);
+    if (rc == 0 && !set) {
+        set = json_object ();
+        size_t tl = strlen (type);
+        for (size_t i = 0; set && rc == 0 && i < q.n_ctx; i++)
+            if (strncmp (q.ctx_tuples [i].object, type, tl) == 0
+            &&  q.ctx_tuples [i].object [tl] == ':')
+                rc = s_collect_object (&q.ctx_tuples [i], set);
+        if (rc == 0)
+            rc = set? authz_store_scan_type (store, q.txn, type, s_collect_object, set): BUS_ENOMEM;
+    }
     const char *obj;
     json_t *v;
     int first_err = 0;

@@ -60,7 +60,10 @@ int authz_expand (authz_store_t *store, const authz_model_t *model,
                   const authz_extra_t *extra, json_t **tree, authz_error_t *err);
 
 /*  Objects of type to which user has relation: *objects is a new JSON
-    array of "type:id" strings (unordered, at most 1000). Returns 0,
+    array of "type:id" strings (unordered, at most 1000). The candidates
+    come from walking the rewrites backwards from the user (the reverse
+    index), each decided by Check; a relation that reaches too much for
+    that walk falls back to trying every object of the type. Returns 0,
     -2000, -2002, -2021 unknown type, -2022 unknown relation, -2027. */
 int authz_list_objects (authz_store_t *store, const authz_model_t *model,
                         const char *type, const char *relation, const char *user,

@@ -754,6 +754,43 @@ authz_store_scan_type (authz_store_t *self, bus_txn_t *txn, const char *type,
     return bus_txn_scan_prefix (txn, self->db_tuples, key, n + 1, s_bridge, &b);
 }
 
+typedef struct {
+    const char *relation;
+    authz_tuple_fn *fn;
+    void *arg;
+} s_reverse_t;
+
+/*  A reverse-index key user \0 object \0 relation \0: the tuple, when
+    its relation is the one wanted. */
+static int
+s_reverse_one (const void *key, size_t key_len, const void *val, size_t val_len, void *arg)
+{
+    s_reverse_t *r = arg;
+    const char *user = key, *end = (const char *) key + key_len;
+    const char *object = memchr (user, 0, key_len);
+    const char *relation = object? memchr (object + 1, 0, (size_t) (end - object - 1)): NULL;
+    if (!relation || relation + 1 >= end || end [-1] != 0 || strcmp (relation + 1, r->relation))
+        return 0;
+    authz_tuple_t t = { .object = object + 1, .relation = relation + 1, .user = user };
+    return r->fn (&t, r->arg);
+}
+
+/*  Stored tuples type:*#relation@user, by the reverse index. */
+int
+authz_store_scan_objects (authz_store_t *self, bus_txn_t *txn, const char *user,
+                          const char *type, const char *relation, authz_tuple_fn *fn, void *arg)
+{
+    char prefix [S_KEY_MAX];
+    size_t ul = strlen (user), tl = strlen (type);
+    if (ul > AUTHZ_MAX_FIELD || tl > AUTHZ_MAX_FIELD)
+        return 0;
+    memcpy (prefix, user, ul + 1);
+    memcpy (prefix + ul + 1, type, tl);
+    prefix [ul + 1 + tl] = ':';
+    s_reverse_t r = { relation, fn, arg };
+    return bus_txn_scan_prefix (txn, self->db_users, prefix, ul + tl + 2, s_reverse_one, &r);
+}
+
 /*  One stored tuple. */
 int
 authz_store_get (authz_store_t *self, bus_txn_t *txn, const char *object,

@@ -198,6 +198,13 @@ int authz_store_scan_users (authz_store_t *self, bus_txn_t *txn,
 int authz_store_scan_type (authz_store_t *self, bus_txn_t *txn,
                            const char *type, authz_tuple_fn *fn, void *arg);
 
+/*  Every stored tuple <type>:<id>#relation@user (exactly that user
+    string), by the reverse index: object, relation and user are set;
+    condition and context are not (they are not in that index). */
+int authz_store_scan_objects (authz_store_t *self, bus_txn_t *txn, const char *user,
+                              const char *type, const char *relation,
+                              authz_tuple_fn *fn, void *arg);
+
 /*  The stored tuple object#relation@user: 0 and *out (strings into the
     map), or BUS_ENOTFOUND. */
 int authz_store_get (authz_store_t *self, bus_txn_t *txn, const char *object,

@@ -83,6 +83,7 @@
 #define N_LEVELS  6
 #define BUS_RATE      10000.0   /* requests per second, paced (--rate) */
 #define BUS_SECONDS   3.0       /* of checks (and as long of echoes) */
+#define LIST_QUERIES  200       /* ListObjects calls timed */
 #define BUS_SLICE     0.02      /* s: check, health and raw take turns */
 #define RAW_FRAME     339       /* bytes: the size of a check request */
 #define BUS_WARMUP    2000      /* closed-loop checks before measuring */
@@ -298,6 +299,32 @@ s_raw_lmdb (const char *dir, int n, double lat [2])
         return 0;
     }
     return rate;
+}
+
+/*  ListObjects of the orders a user may approve, for LIST_QUERIES users at
+    random (most approve a few orders, those high in the hierarchy up to
+    the 1,000 a reply holds): p50 and p99 in us to lat. Returns 0 or -1. */
+static int
+s_list_objects (authz_store_t *store, const authz_model_t *model, double lat [2])
+{
+    double v [LIST_QUERIES];
+    for (int i = 0; i < LIST_QUERIES; i++) {
+        char user [32];
+        snprintf (user, sizeof user, "user:%d", i < 5? i: rand () % N_USERS);
+        json_t *objects = NULL;
+        authz_error_t err = { 0 };
+        double t0 = s_now ();
+        if (authz_list_objects (store, model, "purchase_order", "approver", user, NULL,
+                                &objects, &err)) {
+            fprintf (stderr, "list objects failed: %s\n", err.message);
+            return -1;
+        }
+        v [i] = (s_now () - t0) / 1e3;
+        json_decref (objects);
+    }
+    lat [0] = s_quantile (v, LIST_QUERIES, 0.50);
+    lat [1] = s_quantile (v, LIST_QUERIES, 0.99);
+    return 0;
 }
 
 /* --- (2) over the bus ---------------------------------------------------- */
@@ -916,6 +943,9 @@ main (int argc, char **argv)
     double check_rate = n_checks / ((s_now () - total0) / 1e9);
     double cpu_rate = n_checks / ((s_cpu_now () - cpu0) / 1e9);
     qsort (lat, (size_t) n_checks, sizeof *lat, s_cmp);
+    double list_lat [2];
+    if (s_list_objects (store, model, list_lat))
+        goto done;
     authz_store_destroy (&store);
 
     double raw_lat [2] = { 0 };
@@ -928,6 +958,9 @@ main (int argc, char **argv)
     printf ("bench authz_check_throughput_cpu %.0f checks/cpu-s\n", cpu_rate);
     printf ("bench authz_check_p50 %.2f us\n", lat [n_checks / 2] / 1e3);
     printf ("bench authz_check_p99 %.2f us\n", lat [n_checks * 99 / 100] / 1e3);
+    printf ("bench authz_list_objects_p50 %.0f us (approver of 90,001 orders, users at random)\n",
+            list_lat [0]);
+    printf ("bench authz_list_objects_p99 %.0f us\n", list_lat [1]);
     printf ("bench lmdb_raw_get %.0f gets/s\n", raw_rate);
     printf ("bench lmdb_raw_get_p50 %.2f us\n", raw_lat [0]);
     printf ("bench lmdb_raw_get_p99 %.2f us\n", raw_lat [1]);

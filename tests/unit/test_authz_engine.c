@@ -316,6 +316,72 @@ test_persistence (void **state)
     json_decref (ids);
 }
 
+/*  ListObjects finds objects through usersets and tuple-to-userset hops
+    from the user outwards, with contextual tuples; and when a relation
+    reaches more relations than that walk follows, it tries every object
+    of the type instead and answers the same. */
+static void
+test_list_objects_walk (void **state)
+{
+    s_fix_t *f = *state;
+    authz_tuple_t w [] = {
+        s_t ("group:g", "member", "user:anne"), s_t ("doc:1", "viewer", "group:g#member"),
+        s_t ("doc:2", "parent", "doc:1"), s_t ("doc:3", "viewer", "user:bob"),
+    };
+    assert_int_equal (authz_store_write (f->store, f->model, w, 4, NULL, 0, 0, NULL), 0);
+    json_t *objects = NULL;
+    assert_int_equal (authz_list_objects (f->store, f->model, "doc", "can_read", "user:anne",
+                                          NULL, &objects, NULL), 0);
+    assert_int_equal (json_array_size (objects), 2);
+    for (size_t i = 0; i < 2; i++) {
+        const char *o = json_string_value (json_array_get (objects, i));
+        assert_true (o && (!strcmp (o, "doc:1") || !strcmp (o, "doc:2")));
+    }
+    json_decref (objects);
+    //  a contextual tuple puts doc:3 under doc:1 for this request only
+    authz_tuple_t ctx = s_t ("doc:3", "parent", "doc:1");
+    authz_extra_t extra = { .tuples = &ctx, .n_tuples = 1 };
+    assert_int_equal (authz_list_objects (f->store, f->model, "doc", "can_read", "user:anne",
+                                          &extra, &objects, NULL), 0);
+    assert_int_equal (json_array_size (objects), 3);
+    json_decref (objects);
+
+    //  r0 = r1 or ... or r299 (five unions of 60: a union takes at most 64
+    //  operands), each direct: 300 relations, past the walk
+    json_t *rel = json_object (), *meta = json_object (), *child = json_array (), *part = NULL;
+    char name [16];
+    for (int i = 1; i < 300; i++) {
+        snprintf (name, sizeof name, "r%d", i);
+        json_object_set_new (rel, name, json_pack ("{s:{}}", "this"));
+        json_object_set_new (meta, name, json_pack ("{s:[{s:s}]}", "directly_related_user_types",
+                                                    "type", "user"));
+        if (!part || json_array_size (part) == 60) {
+            part = json_array ();
+            json_array_append_new (child, json_pack ("{s:{s:o}}", "union", "child", part));
+        }
+        json_array_append_new (part, json_pack ("{s:{s:s}}", "computedUserset", "relation", name));
+    }
+    json_object_set_new (rel, "r0", json_pack ("{s:{s:o}}", "union", "child", child));
+    json_t *m = json_pack ("{s:s, s:[{s:s}, {s:s, s:o, s:{s:o}}]}", "schema_version", "1.1",
+                           "type_definitions", "type", "user", "type", "doc", "relations", rel,
+                           "metadata", "relations", meta);
+    char id [AUTHZ_MODEL_ID_LEN + 1];
+    authz_error_t err = { 0 };
+    int rc = authz_store_write_model (f->store, m, id, &err);
+    if (rc)
+        fprintf (stderr, "model: %s\n", err.message);
+    assert_int_equal (rc, 0);
+    json_decref (m);
+    assert_int_equal (authz_store_model (f->store, NULL, &f->model, NULL), 0);
+    authz_tuple_t wide [] = { s_t ("doc:7", "r299", "user:x"), s_t ("doc:8", "r5", "user:y") };
+    assert_int_equal (authz_store_write (f->store, f->model, wide, 2, NULL, 0, 0, NULL), 0);
+    assert_int_equal (authz_list_objects (f->store, f->model, "doc", "r0", "user:x",
+                                          NULL, &objects, NULL), 0);
+    assert_int_equal (json_array_size (objects), 1);
+    assert_string_equal (json_string_value (json_array_get (objects, 0)), "doc:7");
+    json_decref (objects);
+}
+
 /*  The latest model follows every model write, also once more models
     were written than the store keeps compiled, and asking for an older
     model by id does not change which is the latest. */
@@ -458,6 +524,7 @@ main (void)
         cmocka_unit_test_setup_teardown (test_contextual, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown (test_depth_and_cycles, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown (test_expand_batch, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown (test_list_objects_walk, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown (test_latest_model, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown (test_persistence, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown (test_cache_sees_writes, s_setup, s_teardown),
