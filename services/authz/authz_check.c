@@ -688,7 +688,8 @@ s_target (const authz_model_t *model, const char *type, size_t type_len,
    first operand only and an exclusion through its base, and conditions are
    not evaluated: each candidate is then decided by Check, so the answer is
    exact, and the walk only has to miss nothing. Past S_REV_MAX_PAIRS
-   relations or S_REV_MAX_MEMBERS objects the caller tries every object. */
+   relations or S_REV_MAX_MEMBERS objects (or on anything it cannot walk)
+   the caller tries every object. */
 
 #define S_REV_MAX_PAIRS     256
 #define S_REV_MAX_MEMBERS   200000
@@ -720,7 +721,6 @@ typedef struct {
     int *queue_pair;
     size_t n_queue, cap_queue;
     size_t n_members;
-    bool overflow;
 } s_rev_t;
 
 static int s_rev_pair (s_rev_t *rv, int type, int rel);
@@ -793,10 +793,8 @@ s_rev_pair (s_rev_t *rv, int type, int rel)
     const authz_relation_t *r = authz_model_relation_at (rv->q->model, type, rel);
     if (!r || !r->rewrite)
         return BUS_EINVAL;
-    if (rv->n_pairs == S_REV_MAX_PAIRS) {
-        rv->overflow = true;
+    if (rv->n_pairs == S_REV_MAX_PAIRS)
         return BUS_ETOOBIG;
-    }
     int i = rv->n_pairs++;
     rv->pairs [i] = (s_pair_t) { type, rel, false, json_object () };
     if (!rv->pairs [i].members)
@@ -812,10 +810,8 @@ s_rev_add (s_rev_t *rv, int p, const char *object)
     json_t *set = rv->pairs [p].members;
     if (json_object_get (set, object))
         return 0;
-    if (++rv->n_members > S_REV_MAX_MEMBERS) {
-        rv->overflow = true;
+    if (++rv->n_members > S_REV_MAX_MEMBERS)
         return BUS_ETOOBIG;
-    }
     if (json_object_set_new (set, object, json_true ()))
         return BUS_ENOMEM;
     if (rv->n_queue == rv->cap_queue) {
@@ -959,8 +955,8 @@ authz_list_objects (authz_store_t *store, const authz_model_t *model, const char
         if (wrc == 0)
             set = json_incref (rv.pairs [target].members);
         else
-        if (!rv.overflow)
-            rc = wrc;
+        if (wrc == BUS_ENOMEM)
+            rc = wrc;               /* anything else: the walk gave up, try every object */
     }
     s_rev_free (&rv);
     if (rc == 0 && !set) {
