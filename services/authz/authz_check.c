@@ -866,10 +866,27 @@ s_rev_scan (s_rev_t *rv, int p, int rel, const char *user)
     return authz_store_scan_objects (q->store, q->txn, user, t->name, r->name, s_rev_found, &into);
 }
 
-/*  Pair `target`'s candidates: seed every pair reading direct tuples with
-    the user's own (and its type's wildcard's), then propagate. */
+/*  Decide candidate object of pair p by Check: appended to out when the
+    user has the relation; the first error to *first_err. */
+static void
+s_rev_decide (s_rev_t *rv, int p, const char *object, json_t *out, int *first_err)
+{
+    bool cycle = false;
+    rv->q->path_len = 0;
+    int c = s_check (rv->q, rv->pairs [p].type, object, rv->pairs [p].rel, 0, &cycle);
+    if (c == 1)
+        json_array_append_new (out, json_string (object));
+    else
+    if (c < 0 && !*first_err)
+        *first_err = c;
+}
+
+/*  Pair `target`'s objects into out: seed every pair reading direct tuples
+    with the user's own (and its type's wildcard's), then propagate,
+    deciding each candidate of target as it comes, until out is full or
+    nothing new appears. */
 static int
-s_rev_run (s_rev_t *rv)
+s_rev_run (s_rev_t *rv, int target, json_t *out, int *first_err)
 {
     s_query_t *q = rv->q;
     const s_user_t *u = &q->user;
@@ -891,6 +908,11 @@ s_rev_run (s_rev_t *rv)
     for (size_t next = 0; rc == 0 && next < rv->n_queue; next++) {
         int from = rv->queue_pair [next];
         const char *m = rv->queue [next];
+        if (from == target) {
+            s_rev_decide (rv, from, m, out, first_err);
+            if (json_array_size (out) >= AUTHZ_MAX_LIST_RESULTS)
+                break;
+        }
         const authz_type_t *ft = authz_model_type_at (q->model, rv->pairs [from].type);
         for (int e = 0; rc == 0 && e < rv->n_edges; e++) {
             const s_edge_t *edge = &rv->edges [e];
@@ -944,22 +966,27 @@ authz_list_objects (authz_store_t *store, const authz_model_t *model, const char
     q.user = u;
     json_t *set = NULL;
     json_t *out = json_array ();
+    int first_err = 0;
     if (rc == 0 && !out)
         rc = BUS_ENOMEM;
-    //  The candidates: from the user outwards, or (past the walk's limits)
-    //  every object of the type
+    //  From the user outwards, or (past the walk's limits) every object of
+    //  the type
     s_rev_t rv = { .q = &q };
+    bool walked = false;
     if (rc == 0) {
         int target = s_rev_pair (&rv, t, r);
-        int wrc = target < 0? target: s_rev_run (&rv);
-        if (wrc == 0)
-            set = json_incref (rv.pairs [target].members);
-        else
+        int wrc = target < 0? target: s_rev_run (&rv, target, out, &first_err);
+        walked = wrc == 0;
         if (wrc == BUS_ENOMEM)
-            rc = wrc;               /* anything else: the walk gave up, try every object */
+            rc = wrc;
+        else
+        if (!walked) {              /* the walk gave up: start again, every object */
+            json_array_clear (out);
+            first_err = 0;
+        }
     }
     s_rev_free (&rv);
-    if (rc == 0 && !set) {
+    if (rc == 0 && !walked) {
         set = json_object ();
         size_t tl = strlen (type);
         for (size_t i = 0; set && rc == 0 && i < q.n_ctx; i++)
@@ -971,7 +998,6 @@ authz_list_objects (authz_store_t *store, const authz_model_t *model, const char
     }
     const char *obj;
     json_t *v;
-    int first_err = 0;
     json_object_foreach (set, obj, v) {
         if (rc || json_array_size (out) >= AUTHZ_MAX_LIST_RESULTS)
             break;
