@@ -6,22 +6,8 @@
 # Prints `ok NAME` / `not ok NAME` lines, then `N passed, N failed`;
 # exits 1 when anything failed.
 
-ROOT=$(cd "$(dirname "$0")/../.." && pwd)
-cd "$ROOT" || exit 1
+. "$(dirname "$0")/results.sh"
 BUILD=${BUILD:-build}
-TMP=$(mktemp -d)
-trap 'rm -rf "$TMP"' EXIT
-PASSED=0
-FAILED=0
-
-# Record one result: result NAME STATUS [DETAIL]
-result () {
-    if [ "$2" -eq 0 ]; then
-        echo "ok $1"; PASSED=$((PASSED + 1))
-    else
-        echo "not ok $1${3:+ # $3}"; FAILED=$((FAILED + 1))
-    fi
-}
 
 # Does output file $1 have a line `bench NAME <number>` for each NAME after it?
 has_figures () {
@@ -56,5 +42,4 @@ sleep 0.2
 ! pgrep -f "$BUILD/bench/../bin/sanctum-authz" >/dev/null
 result "bench_authz_daemon_stopped" $?
 
-echo "$PASSED passed, $FAILED failed"
-[ "$FAILED" -eq 0 ]
+results_done

@@ -7,24 +7,10 @@
 # Prints `ok NAME` / `not ok NAME` lines, then `N passed, N failed`;
 # exits 1 when anything failed.
 
-ROOT=$(cd "$(dirname "$0")/../.." && pwd)
-cd "$ROOT" || exit 1
+. "$(dirname "$0")/results.sh"
 DOC=proto/PROTOCOL.md
 DEF=proto/proto_catalog.def
 HDR=proto/proto_msg.h
-TMP=$(mktemp -d)
-trap 'rm -rf "$TMP"' EXIT
-PASSED=0
-FAILED=0
-
-# Record one result: result NAME STATUS [DETAIL]
-result () {
-    if [ "$2" -eq 0 ]; then
-        echo "ok $1"; PASSED=$((PASSED + 1))
-    else
-        echo "not ok $1${3:+ # $3}"; FAILED=$((FAILED + 1))
-    fi
-}
 
 # Is `WORD` (in backticks) in the document?
 in_doc () {
@@ -56,5 +42,4 @@ while read -r h; do
     grep -qxF "$h" "$TMP/types"; result "heading $h in catalogue" $? "no such type in $DEF"
 done <"$TMP/headings"
 
-echo "$PASSED passed, $FAILED failed"
-[ "$FAILED" -eq 0 ]
+results_done
