@@ -50,7 +50,8 @@ struct bus_service_t {
     zsock_t *router;
     zsock_t *pub;
     char *pub_endpoint;           /* as bound (ZMQ_LAST_ENDPOINT), for unbinding */
-    bool pub_unbound;             /* a rebind failed: retried on the next tick */
+    bool pub_unbound;             /* unbound to close subscriptions, not yet bound again */
+    int rebind_tries;             /* binds tried since (S_REBIND_TRIES + 1: given up on the timer) */
     zloop_t *loop;
     zhashx_t *handlers;           /* type -> s_handler_t */
     zhashx_t *dedupe;             /* "principal/id" -> s_dedupe_t */
@@ -686,6 +687,44 @@ bus_service_emit (bus_service_t *self, const char *type, json_t *body, const cha
 
 /* --- timers --------------------------------------------------------------- */
 
+static void s_pub_bind_again (bus_service_t *self);
+
+static int
+s_on_rebind (zloop_t *loop, int timer_id, void *arg)
+{
+    bus_service_t *self = arg;
+    if (self->pub_unbound)
+        s_pub_bind_again (self);
+    return 0;
+}
+
+/*  Bind the unbound PUB again. libzmq closes the old listener
+    asynchronously, so a port still in use is retried every 10 ms on a
+    timer (the reactor never waits) up to S_REBIND_TRIES times; after that
+    (the port taken meanwhile) once per allow-list scan. */
+static void
+s_pub_bind_again (bus_service_t *self)
+{
+    const char *pub = bus_config_str (self->config, self->section, "pub");
+    if (zsock_bind (self->pub, "%s", pub) >= 0) {
+        self->pub_unbound = false;
+        self->rebind_tries = 0;
+        free (self->pub_endpoint);
+        self->pub_endpoint = zsock_last_endpoint (self->pub);
+        bus_stats_count (self->stats, "subscriptions_closed", 1);
+        bus_info ("a key left the allow-list: subscriptions to %s closed", pub);
+        return;
+    }
+    if (zmq_errno () == EADDRINUSE && ++self->rebind_tries < S_REBIND_TRIES) {
+        zloop_timer (self->loop, 10, 1, s_on_rebind, self);
+        return;
+    }
+    if (self->rebind_tries <= S_REBIND_TRIES)
+        bus_error ("cannot bind %s again: %s (retried on each allow-list scan)", pub,
+                   zmq_strerror (zmq_errno ()));
+    self->rebind_tries = S_REBIND_TRIES + 1;
+}
+
 /*  A key left the allow-list: zauth checks keys at the handshake only, so
     close every subscription by binding the PUB afresh. Subscribers still
     allowed reconnect within libzmq's reconnect interval (and find what
@@ -693,25 +732,11 @@ bus_service_emit (bus_service_t *self, const char *type, json_t *body, const cha
 static void
 s_pub_rebind (bus_service_t *self)
 {
-    const char *pub = bus_config_str (self->config, self->section, "pub");
-    /* right after the unbind, wait for libzmq to close the old listener;
-       a later retry (the port taken meanwhile) tries once per scan */
-    int tries = self->pub_unbound? 1: S_REBIND_TRIES, rc = -1;
-    if (!self->pub_unbound && self->pub_endpoint)
+    if (self->pub_endpoint)
         zsock_unbind (self->pub, "%s", self->pub_endpoint);
-    for (int i = 0; i < tries && (rc = zsock_bind (self->pub, "%s", pub)) < 0
-                    && zmq_errno () == EADDRINUSE; i++)
-        zclock_sleep (10);
-    self->pub_unbound = rc < 0;
-    if (self->pub_unbound) {
-        bus_error ("cannot bind %s again: %s (retried on the next allow-list scan)", pub,
-                   zmq_strerror (zmq_errno ()));
-        return;
-    }
-    free (self->pub_endpoint);
-    self->pub_endpoint = zsock_last_endpoint (self->pub);
-    bus_stats_count (self->stats, "subscriptions_closed", 1);
-    bus_info ("a key left the allow-list: subscriptions to %s closed", pub);
+    self->pub_unbound = true;
+    self->rebind_tries = 0;
+    s_pub_bind_again (self);
 }
 
 static int
@@ -719,8 +744,11 @@ s_on_tick (zloop_t *loop, int timer_id, void *arg)
 {
     bus_service_t *self = arg;
     bus_allow_refresh (self->allow);
-    if (bus_allow_revoked (self->allow) || self->pub_unbound)
+    if (bus_allow_revoked (self->allow) && !self->pub_unbound)
         s_pub_rebind (self);
+    else
+    if (self->pub_unbound && self->rebind_tries > S_REBIND_TRIES)
+        s_pub_bind_again (self);        /* the timer's tries ran out */
     s_dedupe_trim (self);
     return 0;
 }
