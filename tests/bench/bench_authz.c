@@ -243,6 +243,15 @@ s_queries (s_query_t *queries, int n, const int *requester)
     }
 }
 
+/*  The stored key of a random user's manager tuple, in key. */
+static MDB_val
+s_raw_key (char *key, size_t size)
+{
+    int u = 1 + rand () % (N_USERS - 1);
+    int kl = snprintf (key, size, "user:%d%cmanager%cuser:%d", u, 0, 0, s_manager [u]);
+    return (MDB_val) { (size_t) kl + 1, key };
+}
+
 /*  Raw LMDB: random forward-key point reads, one read txn per get, on a
     second environment handle of dir (the store must be closed). Returns
     gets per second, or 0 on failure; then times n / 10 more gets one by
@@ -267,10 +276,8 @@ s_raw_lmdb (const char *dir, int n, double lat [2])
     int found = 0;
     double r0 = s_now ();
     for (int i = 0; i < n; i++) {
-        int u = 1 + rand () % (N_USERS - 1);
         char key [80];
-        int kl = snprintf (key, sizeof key, "user:%d%cmanager%cuser:%d", u, 0, 0, s_manager [u]);
-        MDB_val k = { (size_t) kl + 1, key }, v;
+        MDB_val k = s_raw_key (key, sizeof key), v;
         mdb_txn_begin (env, NULL, MDB_RDONLY, &txn);
         found += mdb_get (txn, dbi, &k, &v) == 0;
         mdb_txn_abort (txn);
@@ -279,10 +286,8 @@ s_raw_lmdb (const char *dir, int n, double lat [2])
     int timed = n / 10 > 0? n / 10: 1;
     double *each = calloc ((size_t) timed, sizeof *each);
     for (int i = 0; each && i < timed; i++) {
-        int u = 1 + rand () % (N_USERS - 1);
         char key [80];
-        int kl = snprintf (key, sizeof key, "user:%d%cmanager%cuser:%d", u, 0, 0, s_manager [u]);
-        MDB_val k = { (size_t) kl + 1, key }, v;
+        MDB_val k = s_raw_key (key, sizeof key), v;
         double t0 = s_now ();
         mdb_txn_begin (env, NULL, MDB_RDONLY, &txn);
         found += mdb_get (txn, dbi, &k, &v) == 0;
