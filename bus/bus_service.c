@@ -13,6 +13,8 @@
 #define S_REPLAY_MAX      1000      /* events in one events.replay reply */
 #define S_REBIND_TRIES  100        /* x 10 ms: the old listener closes asynchronously */
 #define S_BATCH_MAX       64        /* requests handled per reactor wake-up */
+#define S_TRIM_MS         1000      /* how often the outbox is trimmed */
+#define S_TRIM_BATCH      8192      /* events deleted per trim, at most */
 
 const bus_service_id_t bus_services [] = {
     { "orchestrator", "orchestrator" },
@@ -62,6 +64,11 @@ struct bus_service_t {
     uint64_t published_seq;       /* last sequence published */
     zlistx_t *pending;            /* zchunk_t* events appended, not yet committed */
     uint64_t pending_first_seq;
+    uint64_t outbox_first_seq;    /* oldest event stored, 0 while none is */
+    uint64_t outbox_acked;        /* from_seq of the last events.replay by acked_by */
+    uint64_t outbox_keep;         /* see s_outbox_trim */
+    uint64_t outbox_max;
+    char acked_by [PROTO_PRINCIPAL_MAX + 1];
     int64_t started_us;
     pid_t pid;                    /* for health, without a system call per request */
     bool stopping;
@@ -116,19 +123,27 @@ s_handler_free (void **item)
     *item = NULL;
 }
 
+/*  The oldest event the outbox holds (last_seq + 1 while it holds none). */
+static uint64_t
+s_first_seq (bus_service_t *self)
+{
+    return self->outbox_first_seq ? self->outbox_first_seq : self->published_seq + 1;
+}
+
 /* --- built-in handlers ---------------------------------------------------- */
 
 static void
 s_handle_health (bus_service_t *self, bus_request_t *req, void *arg)
 {
-    bus_reply_ok (req, json_pack ("{s:s, s:s, s:s, s:s, s:I, s:i, s:I}",
+    bus_reply_ok (req, json_pack ("{s:s, s:s, s:s, s:s, s:I, s:i, s:I, s:I}",
                                   "service", bus_service_name (self->section),
                                   "principal", self->principal,
                                   "state", self->stopping ? "stopping" : "ok",
                                   "version", self->version,
                                   "uptime_s", (json_int_t) ((proto_now_us () - self->started_us) / 1000000),
                                   "pid", (int) self->pid,
-                                  "last_seq", (json_int_t) self->published_seq));
+                                  "last_seq", (json_int_t) self->published_seq,
+                                  "first_seq", (json_int_t) s_first_seq (self)));
 }
 
 static void
@@ -181,6 +196,10 @@ s_handle_replay (bus_service_t *self, bus_request_t *req, void *arg)
 {
     json_t *body = bus_request_body (req);
     uint64_t from = (uint64_t) json_integer_value (json_object_get (body, "from_seq"));
+    /* the subscriber that stores events elsewhere asks from the first it
+       lacks: everything before is safe to trim */
+    if (*self->acked_by && streq (bus_request_principal (req), self->acked_by))
+        self->outbox_acked = from;
     json_t *to = json_object_get (body, "to_seq");
     json_t *limit = json_object_get (body, "limit");
     s_replay_t r = { json_array (), to ? (uint64_t) json_integer_value (to) : UINT64_MAX,
@@ -196,8 +215,10 @@ s_handle_replay (bus_service_t *self, bus_request_t *req, void *arg)
         bus_reply_error (req, PROTO_ERR_INTERNAL, "outbox read failed: %s", bus_strerror (rc));
         return;
     }
-    json_t *reply = json_pack ("{s:o, s:s, s:I}", "events", r.events, "pub", self->principal,
-                               "last_seq", (json_int_t) self->published_seq);
+    /* first_seq: events before it were trimmed (s_outbox_trim) */
+    json_t *reply = json_pack ("{s:o, s:s, s:I, s:I}", "events", r.events, "pub", self->principal,
+                               "last_seq", (json_int_t) self->published_seq,
+                               "first_seq", (json_int_t) s_first_seq (self));
     if (r.next)
         json_object_set_new (reply, "next_seq", json_integer ((json_int_t) r.next));
     bus_reply_ok (req, reply);
@@ -639,6 +660,8 @@ int
 bus_service_commit (bus_service_t *self, bus_txn_t **txn_p)
 {
     int rc = bus_txn_commit (txn_p);
+    if (rc == 0 && self->pending_first_seq && !self->outbox_first_seq)
+        self->outbox_first_seq = self->pending_first_seq;
     zchunk_t *chunk;
     while ((chunk = zlistx_detach (self->pending, NULL))) {
         if (rc == 0) {
@@ -753,6 +776,65 @@ s_on_tick (zloop_t *loop, int timer_id, void *arg)
     return 0;
 }
 
+/*  Trim the outbox from the front, at most S_TRIM_BATCH events a call.
+    Trimmed: what outbox_acked_by has stored (it replayed from a later
+    seq) beyond the newest outbox_keep events; and, stored or not, beyond
+    the newest outbox_max, so that the store never fills with events (an
+    error when acked_by has not stored them: they now exist nowhere; a
+    replay says so with first_seq). The newest event always stays: it
+    carries the sequence across restarts. */
+static void
+s_outbox_trim (bus_service_t *self)
+{
+    uint64_t first = self->outbox_first_seq, last = self->published_seq;
+    if (!first || last < first)
+        return;
+    uint64_t stored = last - first + 1;
+    uint64_t below = first;                     /* trim [first, below) */
+    if (stored > self->outbox_keep) {
+        uint64_t keep_from = last - self->outbox_keep + 1;
+        below = MAX (first, MIN (self->outbox_acked, keep_from));
+    }
+    uint64_t acked_below = below;
+    if (stored > self->outbox_max)
+        below = MAX (below, last - self->outbox_max + 1);
+    below = MIN (below, first + S_TRIM_BATCH);
+    if (below <= first)
+        return;
+    bus_txn_t *txn = bus_txn_begin (self->store, true);
+    int rc = txn ? 0 : BUS_EIO;
+    for (uint64_t seq = first; rc == 0 && seq < below; seq++) {
+        uint8_t key [8];
+        bus_u64_to_key (seq, key);
+        rc = bus_txn_del (txn, self->outbox_db, key, 8);
+        if (rc == BUS_ENOTFOUND)
+            rc = 0;
+    }
+    if (rc)
+        bus_txn_abort (&txn);
+    else
+        rc = bus_txn_commit (&txn);
+    if (rc) {
+        bus_error ("outbox trim failed: %s", bus_strerror (rc));
+        return;
+    }
+    self->outbox_first_seq = below;
+    bus_stats_count (self->stats, "events_trimmed", below - first);
+    if (below > acked_below && *self->acked_by) {
+        bus_stats_count (self->stats, "events_trimmed_unacknowledged", below - acked_below);
+        bus_error ("outbox over outbox_max (%llu events): events %llu..%llu trimmed before %s stored them",
+                   (unsigned long long) self->outbox_max, (unsigned long long) acked_below,
+                   (unsigned long long) below - 1, self->acked_by);
+    }
+}
+
+static int
+s_on_trim (zloop_t *loop, int timer_id, void *arg)
+{
+    s_outbox_trim ((bus_service_t *) arg);
+    return 0;
+}
+
 static int
 s_on_watchdog (zloop_t *loop, int timer_id, void *arg)
 {
@@ -821,7 +903,12 @@ bus_service_new (bus_config_t *config, const char *section, const char *version,
     size_t key_len, val_len;
     if (txn && bus_txn_last (txn, self->outbox_db, &key, &key_len, &val, &val_len) == 0 && key_len == 8)
         self->next_seq = bus_key_to_u64 (key) + 1;
+    if (txn && bus_txn_first (txn, self->outbox_db, &key, &key_len, &val, &val_len) == 0 && key_len == 8)
+        self->outbox_first_seq = bus_key_to_u64 (key);
     bus_txn_abort (&txn);
+    self->outbox_keep = (uint64_t) bus_config_int (config, "sanctum", "outbox_keep");
+    self->outbox_max = (uint64_t) bus_config_int (config, "sanctum", "outbox_max");
+    snprintf (self->acked_by, sizeof self->acked_by, "%s", bus_config_str (config, "sanctum", "outbox_acked_by"));
     self->published_seq = self->next_seq - 1;
 
     /* keys, authentication, sockets */
@@ -867,6 +954,7 @@ bus_service_new (bus_config_t *config, const char *section, const char *version,
     zloop_timer (self->loop, (size_t) bus_config_int (config, "sanctum", "allow_refresh_ms"), 0,
                  s_on_tick, self);
     zloop_timer (self->loop, 100, 0, s_on_stop_check, self);
+    zloop_timer (self->loop, S_TRIM_MS, 0, s_on_trim, self);
     uint64_t wd = bus_notify_watchdog_usec ();
     long wd_ms = bus_config_int (config, "sanctum", "watchdog_ms");
     if (wd_ms == 0 && wd)

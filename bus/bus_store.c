@@ -621,9 +621,10 @@ bus_txn_scan_prefix (bus_txn_t *self, int db, const void *prefix,
 
 /*  Last key and its value (pointing into the map), or BUS_ENOTFOUND when
     the database is empty. */
-int
-bus_txn_last (bus_txn_t *self, int db, const void **key, size_t *key_len,
-              const void **val, size_t *val_len)
+/*  The first or last entry of db (MDB_FIRST / MDB_LAST). */
+static int
+s_txn_edge (bus_txn_t *self, int db, MDB_cursor_op op, const void **key, size_t *key_len,
+            const void **val, size_t *val_len)
 {
     assert (self && key && key_len && val && val_len);
     if (self->error)
@@ -633,7 +634,7 @@ bus_txn_last (bus_txn_t *self, int db, const void **key, size_t *key_len,
     if (rc)
         return rc;
     MDB_val k, v;
-    rc = s_map (mdb_cursor_get (cursor, &k, &v, MDB_LAST), "last");
+    rc = s_map (mdb_cursor_get (cursor, &k, &v, op), op == MDB_FIRST ? "first" : "last");
     if (rc == 0) {
         *key = k.mv_data;
         *key_len = k.mv_size;
@@ -644,6 +645,19 @@ bus_txn_last (bus_txn_t *self, int db, const void **key, size_t *key_len,
     return rc;
 }
 
+int
+bus_txn_first (bus_txn_t *self, int db, const void **key, size_t *key_len,
+               const void **val, size_t *val_len)
+{
+    return s_txn_edge (self, db, MDB_FIRST, key, key_len, val, val_len);
+}
+
+int
+bus_txn_last (bus_txn_t *self, int db, const void **key, size_t *key_len,
+              const void **val, size_t *val_len)
+{
+    return s_txn_edge (self, db, MDB_LAST, key, key_len, val, val_len);
+}
 
 /*  Store v big-endian in out, so that numeric order is key order. */
 void

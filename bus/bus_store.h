@@ -118,8 +118,10 @@ int bus_txn_scan_prefix (bus_txn_t *self, int db,
                          const void *prefix, size_t prefix_len,
                          bus_scan_fn *fn, void *arg);
 
-/*  Last key in the db (for sequence counters): 0 with pointers into the
-    map, or BUS_ENOTFOUND when empty. */
+/*  First / last key in the db (for sequence counters): 0 with pointers
+    into the map, or BUS_ENOTFOUND when empty. */
+int bus_txn_first (bus_txn_t *self, int db, const void **key, size_t *key_len,
+                   const void **val, size_t *val_len);
 int bus_txn_last (bus_txn_t *self, int db, const void **key, size_t *key_len,
                   const void **val, size_t *val_len);
 

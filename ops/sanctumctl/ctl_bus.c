@@ -172,6 +172,13 @@ s_tap_replay (ctl_t *ctl, s_tap_src_t *src, uint64_t from, uint64_t to, const ch
             proto_msg_destroy (&reply);
             return;
         }
+        /* first_seq: the publisher no longer keeps anything older */
+        json_t *first = json_object_get (reply->body, "first_seq");
+        uint64_t kept = json_is_integer (first) ? (uint64_t) json_integer_value (first) : 0;
+        if (kept > from)
+            fprintf (stderr, "sanctumctl: %s no longer keeps events %llu..%llu (trimmed from its outbox)\n",
+                     src->service, (unsigned long long) from,
+                     (unsigned long long) MIN (kept - 1, to));
         size_t i;
         json_t *env;
         json_array_foreach (json_object_get (reply->body, "events"), i, env)

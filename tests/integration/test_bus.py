@@ -303,6 +303,37 @@ def sd_notify_ready(c):
 
 
 @test
+def bounded_outbox_says_what_it_no_longer_keeps(c):
+    # sandbox with an outbox of at most 3 events and no auditor to wait for
+    c.stop("sandbox")
+    c.start("sandbox", env={"SANCTUM_SANCTUM_OUTBOX_MAX": "3", "SANCTUM_SANCTUM_OUTBOX_KEEP": "3"})
+    try:
+        c.wait_healthy(["sandbox"])
+        cl = c.client("sandbox")
+        ids = [cl.call("echo", {"data": i})["corr"] for i in range(6)]
+        cl.close()
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            rc, out = c.ctl_json("health", "sandbox")
+            h = out["services"]["sandbox"]
+            if h["last_seq"] - h["first_seq"] + 1 == 3:
+                break
+            time.sleep(0.1)
+        assert h["last_seq"] - h["first_seq"] + 1 == 3, h
+        r = c.ctl("--json", "tap", "--replay", "--service", "sandbox", "--timeout-ms", "1000")
+        seqs = [json.loads(line)["seq"] for line in r.stdout.splitlines()]
+        assert seqs == list(range(h["first_seq"], h["last_seq"] + 1)), (seqs, h)
+        assert ("no longer keeps events 1..%d" % (h["first_seq"] - 1)) in r.stderr, r.stderr
+        got = [json.loads(line)["body"].get("request") for line in r.stdout.splitlines()]
+        assert got == ids[-3:], (got, ids)
+        assert "trimmed before svc:auditor stored them" in open(c.logs["sandbox"]).read()
+    finally:
+        c.stop("sandbox")
+        c.start("sandbox")
+        c.wait_healthy(["sandbox"])
+
+
+@test
 def bad_config_is_a_clear_error(c):
     bad = os.path.join(c.dir, "bad.conf")
     with open(bad, "w") as f:
