@@ -269,7 +269,14 @@ s_read (bus_service_t *svc, bus_request_t *req, void *arg)
 {
     s_authz_t *self = arg;
     json_t *body = bus_request_body (req);
-    json_t *key = json_object_get (body, "tuple");
+    /* tuple_key, as OpenFGA's Read names it; tuple, this API's first name */
+    json_t *key = json_object_get (body, "tuple_key"), *older = json_object_get (body, "tuple");
+    if (key && older) {
+        s_invalid (req, "give the filter as tuple_key or as tuple, not both");
+        return;
+    }
+    if (!key)
+        key = older;
     authz_tuple_t filter = { .object = s_field (key, "object"), .relation = s_field (key, "relation"),
                              .user = s_field (key, "user") };
     json_t *tuples = NULL;
