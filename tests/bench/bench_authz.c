@@ -15,6 +15,13 @@
         get, like one request) on the same environment, measured in the
         same run. Also checks per CPU-second of the thread (the machine may
         be shared).
+    (1b) Decisions: the shipped procurement example (ops/examples/
+        procurement: its model and policy) at the same scale, in a store
+        of its own: the same users and hierarchy, every manager an
+        approver of 10 cost centres with limits by level, agents owned by
+        users and writers of a centre, to 100,000 tuples;
+        authz_policy_decide (po.write) in a loop: decisions/s, p50/p99
+        and the mix of allow / deny / approval_required.
     (2) Over the bus: the sanctum-authz daemon (build/bin, beside this
         binary's directory), a process of its own as deployed, on a
         temporary config and CURVE keys, ephemeral TCP loopback ports,
@@ -74,6 +81,8 @@
 #include "bus_log.h"
 #include "bus_service.h"
 #include "../../services/authz/authz_check.h"
+#include "../../services/authz/authz_dsl.h"
+#include "../../services/authz/authz_policy.h"
 #include "../../services/authz/authz_service.h"
 #include "../support/test_service.h"
 
@@ -330,6 +339,184 @@ s_list_objects (authz_store_t *store, const authz_model_t *model, double lat [2]
     lat [0] = s_quantile (v, LIST_QUERIES, 0.50);
     lat [1] = s_quantile (v, LIST_QUERIES, 0.99);
     return 0;
+}
+
+/* --- (1b) decisions on the shipped procurement example --------------------- */
+
+#define N_CENTRES      10       /* cost centres */
+#define N_DECIDES   20000       /* authz_policy_decide calls timed (--quick: a tenth) */
+
+/*  ops/examples/procurement/<name>, from this binary's directory
+    (build/bench) or the working directory. */
+static void
+s_example_path (char *out, size_t size, const char *name)
+{
+    char exe [PATH_MAX];
+    ssize_t n = readlink ("/proc/self/exe", exe, sizeof exe - 1);
+    exe [n > 0? n: 0] = 0;
+    snprintf (out, size, "%s/../../ops/examples/procurement/%s", n > 0? dirname (exe): ".", name);
+    if (access (out, R_OK))
+        snprintf (out, size, "ops/examples/procurement/%s", name);
+}
+
+/*  Depth of user u in the hierarchy (the root is 0). */
+static int
+s_level (int u)
+{
+    int level = 0;
+    while (s_manager [u] >= 0) {
+        u = s_manager [u];
+        level++;
+    }
+    return level;
+}
+
+/*  The shipped model and policy (ops/examples/procurement) at the scale
+    of (1): the same 10,000 users and their manager tuples; every manager
+    an approver of each of 10 cost centres, limits by level (the root
+    10,000,000, then 1,000,000, 250,000, 50,000, 10,000); agents, each
+    owned by a random user and writer of one random centre, to 100,000
+    tuples. authz_policy_decide for a random agent, 9 in 10 on its own
+    centre, amounts from $5,000 to $20,000,000: decisions per second,
+    p50/p99 (us), and the mix. Returns 0 or -1. */
+static int
+s_decisions (const char *root, int n_decides, double out [3], int mix [3])
+{
+    static const double limits [N_LEVELS - 1] = { 1e7, 1e6, 250000, 50000, 10000 };
+    static const double amounts [] = { 5000, 40000, 520000, 2000000, 20000000 };
+    char path [PATH_MAX + 64], dir [PATH_MAX], perr [256] = "";
+    authz_store_t *store = NULL;
+    authz_policy_t *policy = NULL;
+    const authz_model_t *model = NULL;
+    authz_error_t err = { 0 };
+    json_t *mj = NULL, *errors = NULL;
+    double *lat = calloc ((size_t) n_decides, sizeof *lat);
+    int *centre = NULL, n_agents = 0, rc = -1;
+    snprintf (dir, sizeof dir, "%s/var/decide", root);
+    mkdir (dir, 0700);
+    s_example_path (path, sizeof path, "model.fga");
+    char *text = NULL;
+    FILE *f = fopen (path, "r");
+    size_t len = 0;
+    if (f && getdelim (&text, &len, 0, f) > 0 && authz_dsl_parse (&mj, text, &errors))
+        json_decref (mj), mj = NULL;
+    if (f)
+        fclose (f);
+    free (text);
+    s_example_path (path, sizeof path, "policy.json");
+    if (!lat || !mj || authz_policy_load (&policy, path, perr, sizeof perr)
+    ||  authz_store_open (&store, dir, 1UL << 30)) {
+        fprintf (stderr, "decide setup failed: %s (%s)\n", path, perr);
+        goto done;
+    }
+    char id [AUTHZ_MODEL_ID_LEN + 1];
+    bool loaded = authz_store_model (store, NULL, &model, NULL) == 0;
+    if (!loaded && (authz_store_write_model (store, mj, id, &err) || authz_store_model (store, id, &model, &err))) {
+        fprintf (stderr, "decide model: %s\n", err.message);
+        goto done;
+    }
+    int approvers = 0;
+    static bool is_manager [N_USERS];
+    for (int u = 1; u < N_USERS; u++)
+        is_manager [s_manager [u]] = true;
+    for (int u = 0; u < N_USERS; u++)
+        approvers += is_manager [u] * N_CENTRES;
+    n_agents = (N_TUPLES - (N_USERS - 1) - approvers) / 2;
+    centre = calloc ((size_t) n_agents, sizeof *centre);
+    if (!centre)
+        goto done;
+    srand (7);
+    static char strs [100][3][32];
+    authz_tuple_t batch [100];
+    json_t *ctx [100] = { NULL };
+    int n = 0, total = (N_USERS - 1) + approvers + 2 * n_agents;
+    for (int i = 0, u = 1, a = 0, m = 0, c = 0; i < total; i++) {
+        authz_tuple_t *t = &batch [n];
+        *t = (authz_tuple_t) { strs [n][0], strs [n][1], strs [n][2], NULL, NULL, NULL };
+        if (u < N_USERS) {                  /* manager tuples */
+            snprintf (strs [n][0], 32, "user:%d", u);
+            snprintf (strs [n][1], 32, "manager");
+            snprintf (strs [n][2], 32, "user:%d", s_manager [u++]);
+        }
+        else
+        if (m < N_USERS) {                  /* approvers: manager m of centre c */
+            while (m < N_USERS && !is_manager [m])
+                m++;
+            snprintf (strs [n][0], 32, "cost_center:%d", c);
+            snprintf (strs [n][1], 32, "approver");
+            snprintf (strs [n][2], 32, "user:%d", m);
+            t->condition = "within_limit";
+            t->context = ctx [n] = json_pack ("{s:f}", "limit", limits [s_level (m)]);
+            if (++c == N_CENTRES) {
+                c = 0;
+                m++;
+            }
+        }
+        else {                              /* agents: owner, then writer */
+            int k = a / 2;
+            if (a % 2 == 0) {
+                centre [k] = rand () % N_CENTRES;
+                snprintf (strs [n][0], 32, "agent:%d", k);
+                snprintf (strs [n][1], 32, "owner");
+                snprintf (strs [n][2], 32, "user:%d", 1 + rand () % (N_USERS - 1));
+            }
+            else {
+                snprintf (strs [n][0], 32, "cost_center:%d", centre [k]);
+                snprintf (strs [n][1], 32, "writer");
+                snprintf (strs [n][2], 32, "agent:%d", k);
+            }
+            a++;
+        }
+        if (++n == 100 || i == total - 1) {
+            int wrc = loaded? 0: authz_store_write (store, model, batch, (size_t) n, NULL, 0, 0, &err);
+            for (int j = 0; j < n; j++) {
+                json_decref (ctx [j]);
+                ctx [j] = NULL;
+            }
+            n = 0;
+            if (wrc) {
+                fprintf (stderr, "decide tuples: %s\n", err.message);
+                goto done;
+            }
+        }
+    }
+    //  the decisions, built before timing
+    static char principals [N_DECIDES][24], resources [N_DECIDES][24];
+    static json_t *contexts [N_DECIDES];
+    for (int i = 0; i < n_decides; i++) {
+        int k = rand () % n_agents;
+        snprintf (principals [i], 24, "agent:%d", k);
+        snprintf (resources [i], 24, "cost_center:%d", rand () % 10? centre [k]: (centre [k] + 1) % N_CENTRES);
+        contexts [i] = json_pack ("{s:f}", "amount", amounts [rand () % 5]);
+    }
+    double t0 = s_now ();
+    for (int i = 0; i < n_decides; i++) {
+        json_t *decision = NULL;
+        double d0 = s_now ();
+        if (authz_policy_decide (policy, store, model, principals [i], "po.write", resources [i],
+                                 contexts [i], &decision, &err)) {
+            fprintf (stderr, "decide failed: %s\n", err.message);
+            goto done;
+        }
+        lat [i] = (s_now () - d0) / 1e3;
+        const char *what = json_string_value (json_object_get (decision, "decision"));
+        mix [strcmp (what, "allow") == 0? 0: strcmp (what, "deny") == 0? 1: 2]++;
+        json_decref (decision);
+    }
+    out [0] = n_decides / ((s_now () - t0) / 1e9);
+    out [1] = s_quantile (lat, n_decides, 0.50);
+    out [2] = s_quantile (lat, n_decides, 0.99);
+    for (int i = 0; i < n_decides; i++)
+        json_decref (contexts [i]);
+    rc = 0;
+done:
+    json_decref (mj);
+    json_decref (errors);
+    free (lat);
+    free (centre);
+    authz_policy_destroy (&policy);
+    authz_store_destroy (&store);
+    return rc;
 }
 
 /* --- (2) over the bus ---------------------------------------------------- */
@@ -969,6 +1156,15 @@ main (int argc, char **argv)
     printf ("bench lmdb_raw_get %.0f gets/s\n", raw_rate);
     printf ("bench lmdb_raw_get_p50 %.2f us\n", raw_lat [0]);
     printf ("bench lmdb_raw_get_p99 %.2f us\n", raw_lat [1]);
+    double dec [3];
+    int mix [3] = { 0 };
+    if (s_decisions (root, n_checks / (N_CHECKS / N_DECIDES), dec, mix))
+        goto done;
+    printf ("bench authz_decide_throughput %.0f decisions/s baseline %.0f ratio %.3f "
+            "(ops/examples/procurement at 100,000 tuples)\n", dec [0], raw_rate, dec [0] / raw_rate);
+    printf ("bench authz_decide_p50 %.2f us\n", dec [1]);
+    printf ("bench authz_decide_p99 %.2f us\n", dec [2]);
+    printf ("bench authz_decide_mix %d allow %d deny %d approval_required\n", mix [0], mix [1], mix [2]);
     fflush (stdout);
 
     //  (2) over the bus, on the same environment
