@@ -15,6 +15,7 @@
 #define S_BATCH_MAX       64        /* requests handled per reactor wake-up */
 #define S_TRIM_MS         1000      /* how often the outbox is trimmed */
 #define S_TRIM_BATCH      8192      /* events deleted per trim, at most */
+#define S_UNKNOWN_LOGGED  256       /* distinct (sender, type, field) logged */
 
 const bus_service_id_t bus_services [] = {
     { "orchestrator", "orchestrator" },
@@ -58,6 +59,7 @@ struct bus_service_t {
     zhashx_t *handlers;           /* type -> s_handler_t */
     zhashx_t *dedupe;             /* "principal/id" -> s_dedupe_t */
     zlistx_t *dedupe_order;       /* keys, oldest first */
+    zhashx_t *unknown_logged;     /* "principal type field" already logged */
     bus_stats_t *stats;
     size_t max_frame;
     uint64_t next_seq;            /* next event sequence to assign */
@@ -434,6 +436,31 @@ s_admit (bus_service_t *self, bus_request_t *req)
     return 0;
 }
 
+/*  A request carries a body member its type does not declare: ignored
+    (PROTOCOL.md 9), but counted, and logged once per sender, type and
+    field (up to S_UNKNOWN_LOGGED of them; then only counted), so that a
+    misspelt optional field shows instead of silently doing nothing. */
+static void
+s_unknown_field (bus_service_t *self, bus_request_t *req, const char *field)
+{
+    bus_stats_count (self->stats, "requests_unknown_fields", 1);
+    size_t n = zhashx_size (self->unknown_logged);
+    if (n > S_UNKNOWN_LOGGED)
+        return;
+    char key [PROTO_PRINCIPAL_MAX + PROTO_TYPE_MAX + 72];
+    snprintf (key, sizeof key, "%s %s %.64s", req->principal, req->msg->type, field);
+    if (zhashx_lookup (self->unknown_logged, key))
+        return;
+    zhashx_insert (self->unknown_logged, key, (void *) 1);
+    if (n == S_UNKNOWN_LOGGED)
+        bus_warn ("more requests with unknown fields: counted in requests_unknown_fields, not logged");
+    else
+        bus_log_fields (BUS_LOG_WARN, json_pack ("{s:s, s:s, s:s}", "type", req->msg->type,
+                                                 "request", req->msg->id, "peer", req->principal),
+                        "unknown field '%.64s' in %s ignored (not in the catalogue: misspelt, "
+                        "or from a newer client)", field, req->msg->type);
+}
+
 /*  One frame set from the ROUTER (consumed). */
 static void
 s_on_message (bus_service_t *self, zmsg_t *routing)
@@ -519,6 +546,9 @@ s_on_message (bus_service_t *self, zmsg_t *routing)
        check that there was one and remember it */
     req->in_handler = true;
     if (s_admit (self, req) == 0) {
+        const char *unknown = proto_msg_unknown_field (msg);
+        if (unknown)
+            s_unknown_field (self, req, unknown);
         s_handler_t *h = zhashx_lookup (self->handlers, msg->type);
         if (!h)
             bus_reply_error (req, PROTO_ERR_NOT_IMPLEMENTED,
@@ -876,6 +906,7 @@ bus_service_new (bus_config_t *config, const char *section, const char *version,
     self->dedupe = zhashx_new ();
     zhashx_set_destructor (self->dedupe, s_dedupe_free);
     self->dedupe_order = zlistx_new ();
+    self->unknown_logged = zhashx_new ();
     zlistx_set_destructor (self->dedupe_order, (zlistx_destructor_fn *) zstr_free);
     self->pending = zlistx_new ();
     self->stats = bus_stats_new ();
@@ -991,6 +1022,7 @@ bus_service_destroy (bus_service_t **self_p)
     zcert_destroy (&self->cert);
     zhashx_destroy (&self->handlers);
     zhashx_destroy (&self->dedupe);
+    zhashx_destroy (&self->unknown_logged);
     zlistx_destroy (&self->dedupe_order);
     if (self->pending) {
         zchunk_t *chunk;

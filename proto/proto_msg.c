@@ -794,6 +794,24 @@ proto_msg_validate (proto_msg_t *self, char *err, size_t err_len)
     return 0;
 }
 
+const char *
+proto_msg_unknown_field (const proto_msg_t *self)
+{
+    if (!self->spec || !json_is_object (self->body))
+        return NULL;
+    const char *key;
+    json_t *value;
+    json_object_foreach (self->body, key, value) {
+        int i = 0;
+        while (i < self->spec->field_count
+           &&  strcmp (s_fields [self->spec->first_field + i].name, key))
+            i++;
+        if (i == self->spec->field_count)
+            return key;
+    }
+    return NULL;
+}
+
 json_t *
 proto_msg_to_json (proto_msg_t *self)
 {

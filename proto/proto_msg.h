@@ -129,6 +129,12 @@ int proto_msg_decode_reference (proto_msg_t **out, const uint8_t *data, size_t l
     An unknown type is BUS_ENOTFOUND. */
 int proto_msg_validate (proto_msg_t *self, char *err, size_t err_len);
 
+/*  The first body member the catalogue does not declare for this type,
+    or NULL (none, no body, or an unknown type). Receivers ignore such
+    members (PROTOCOL.md 9); the bus counts and logs them, so that a
+    misspelt optional field is seen rather than silently dropped. */
+const char *proto_msg_unknown_field (const proto_msg_t *self);
+
 /*  Encode to a malloc'd MessagePack frame (caller frees). */
 int proto_msg_encode (proto_msg_t *self, uint8_t **out, size_t *out_len)
     __attribute__((warn_unused_result));

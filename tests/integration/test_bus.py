@@ -115,6 +115,29 @@ def catalogue_errors(c):
 
 
 @test
+def unknown_body_field_is_counted_and_logged_once(c):
+    # a misspelt optional field is ignored (PROTOCOL.md 9) but not silently
+    def unknown():
+        rc, out = c.ctl_json("inject", "stats", "{}", "--service", "authz")
+        assert rc == 0, out
+        return out["body"]["counters"].get("requests_unknown_fields", 0)
+
+    before = unknown()
+    cl = c.client("authz")
+    for _ in range(3):
+        r = cl.call("echo", {"data": 1, "dtaa_misspelt": 2})
+        assert r["ok"] and r["body"]["data"] == 1, r
+    assert cl.call("echo", {"data": 1})["ok"]
+    cl.close()
+    assert unknown() == before + 3
+    with open(c.logs["authz"], errors="replace") as f:
+        lines = [json.loads(line) for line in f if "dtaa_misspelt" in line]
+    assert len(lines) == 1, lines
+    assert lines[0]["level"] == "warn" and lines[0]["type"] == "echo", lines
+    assert lines[0]["peer"] == "ext:erp-gateway", lines
+
+
+@test
 def not_implemented_is_plain(c):
     cl = c.client("vault-broker", key_name="pysvc", principal="svc:test-harness")
     r = cl.call("vault.lease", {"run": "0" * 26, "node": "n", "connection": "sheets", "scopes": ["a"]})
