@@ -16,6 +16,7 @@
 #define S_TRIM_MS         1000      /* how often the outbox is trimmed */
 #define S_TRIM_BATCH      8192      /* events deleted per trim, at most */
 #define S_UNKNOWN_LOGGED  256       /* distinct (sender, type, field) logged */
+#define S_WORK_QUEUE_MAX  256       /* requests waiting for a worker thread, at most */
 
 const bus_service_id_t bus_services [] = {
     { "orchestrator", "orchestrator" },
@@ -60,6 +61,7 @@ struct bus_service_t {
     zhashx_t *dedupe;             /* "principal/id" -> s_dedupe_t */
     zlistx_t *dedupe_order;       /* keys, oldest first */
     zhashx_t *unknown_logged;     /* "principal type field" already logged */
+    bus_workers_t *workers;       /* for bus_request_offload, or NULL */
     bus_stats_t *stats;
     size_t max_frame;
     uint64_t next_seq;            /* next event sequence to assign */
@@ -436,6 +438,16 @@ s_admit (bus_service_t *self, bus_request_t *req)
     return 0;
 }
 
+/*  Log lines of this thread carry msg's trace id from now on. */
+static void
+s_log_trace (const proto_msg_t *msg)
+{
+    char trace [33];
+    memcpy (trace, msg->traceparent + 3, 32);
+    trace [32] = 0;
+    bus_log_set_trace (trace);
+}
+
 /*  A request carries a body member its type does not declare: ignored
     (PROTOCOL.md 9), but counted, and logged once per sender, type and
     field (up to S_UNKNOWN_LOGGED of them; then only counted), so that a
@@ -523,10 +535,7 @@ s_on_message (bus_service_t *self, zmsg_t *routing)
     memcpy (msg->from, req->principal, plen + 1);
     if (!msg->traceparent [0])
         proto_traceparent_new (msg->traceparent);
-    char trace [33];
-    memcpy (trace, msg->traceparent + 3, 32);
-    trace [32] = 0;
-    bus_log_set_trace (trace);
+    s_log_trace (msg);
 
     /* a retried request id: answer from the cache, or wait for the reply */
     memcpy (req->dedupe_key, req->principal, plen);
@@ -595,6 +604,89 @@ s_on_request (zloop_t *loop, zsock_t *router, void *arg)
             return zsys_interrupted ? -1 : 0;
         s_on_message (self, routing);
     }
+    return 0;
+}
+
+/* --- work off the reactor ------------------------------------------------ */
+
+typedef struct {
+    bus_request_t *req;
+    bus_work_fn *fn;
+    void *job;
+    bus_outcome_t out;
+} s_offload_t;
+
+void
+bus_reply_outcome (bus_request_t *req, bus_outcome_t *out)
+{
+    if (out->code)
+        bus_reply_error_with (req, out->code, out->extra, "%s", out->message);
+    else {
+        json_decref (out->extra);
+        bus_reply_ok (req, out->body);
+    }
+    out->body = out->extra = NULL;
+}
+
+/*  On a worker thread: the request's work, in its trace. The request is
+    not touched by the reactor until the job is reported done. */
+static void
+s_offload_run (void *state, void *arg)
+{
+    s_offload_t *o = arg;
+    s_log_trace (o->req->msg);
+    o->fn (state, o->req->msg->body, o->job, &o->out);
+    bus_log_set_trace (NULL);
+}
+
+/*  On the reactor: answer with the outcome (or, for work the workers
+    never started because the service stopped, unavailable). */
+static void
+s_offload_done (void *arg, bool ran, void *svc)
+{
+    s_offload_t *o = arg;
+    s_log_trace (o->req->msg);
+    if (ran)
+        bus_reply_outcome (o->req, &o->out);
+    else
+        bus_reply_error (o->req, PROTO_ERR_UNAVAILABLE, "the service stopped before it could answer");
+    bus_log_set_trace (NULL);
+    free (o->job);
+    free (o);
+}
+
+int
+bus_service_workers (bus_service_t *self, int n, bus_worker_init_fn *init,
+                     bus_worker_fini_fn *fini, void *arg)
+{
+    if (self->workers || n < 1)
+        return BUS_EINVAL;
+    self->workers = bus_workers_new (self->loop, n, S_WORK_QUEUE_MAX, init, fini, arg,
+                                     s_offload_done, self);
+    return self->workers ? 0 : BUS_EIO;
+}
+
+int
+bus_request_offload (bus_request_t *req, bus_work_fn *fn, void *job)
+{
+    bus_service_t *self = req->svc;
+    if (!self->workers)
+        return BUS_ESTATE;
+    s_offload_t *o = calloc (1, sizeof *o);
+    if (o)
+        *o = (s_offload_t) { req, fn, job, { NULL } };
+    /* from here the job belongs to a worker thread until reported done */
+    int rc = o ? bus_workers_submit (self->workers, s_offload_run, o) : BUS_ENOMEM;
+    if (rc) {
+        free (o);
+        free (job);
+        bus_stats_count (self->stats, "requests_refused_busy", 1);
+        bus_reply_error (req, PROTO_ERR_UNAVAILABLE, "busy: %zu requests are waiting for a worker; retry later",
+                         bus_workers_pending (self->workers));
+        return rc;
+    }
+    bus_request_defer (req);
+    bus_stats_count (self->stats, "requests_offloaded", 1);
     return 0;
 }
 
@@ -1013,6 +1105,7 @@ bus_service_destroy (bus_service_t **self_p)
     if (!self_p || !*self_p)
         return;
     bus_service_t *self = *self_p;
+    bus_workers_destroy (&self->workers);     /* answers use the router */
     zloop_destroy (&self->loop);
     zsock_destroy (&self->router);
     zsock_destroy (&self->pub);
@@ -1064,6 +1157,7 @@ bus_service_run (bus_service_t *self)
     bus_notify (status);
     zloop_start (self->loop);
     self->stopping = true;
+    bus_workers_destroy (&self->workers);     /* their work is answered */
     bus_notify ("STOPPING=1");
     bus_service_emit (self, "service.stopping", json_object (), NULL);
     bus_info ("%s stopping", self->principal);

@@ -28,6 +28,7 @@
 #include "bus_config.h"
 #include "bus_stats.h"
 #include "bus_store.h"
+#include "bus_worker.h"
 #include "proto_msg.h"
 
 typedef struct bus_service_t bus_service_t;
@@ -129,5 +130,39 @@ void bus_reply_error_with (bus_request_t *req, const char *code, json_t *extra,
 /*  Keep the request after the handler returns, to answer later; the reply
     functions free it then. */
 void bus_request_defer (bus_request_t *req);
+
+/*  How to answer a request, worked out away from it (on a worker thread). */
+typedef struct {
+    const char *code;           /* NULL: ok, with body; else a PROTO_ERR_* code */
+    json_t *body;               /* ok: the reply body (NULL = {}) */
+    json_t *extra;              /* error: members beside code and message, or NULL */
+    char message [512];         /* error: the message */
+} bus_outcome_t;
+
+/*  Answer with an outcome; its body and extra are stolen. */
+void bus_reply_outcome (bus_request_t *req, bus_outcome_t *out);
+
+/*  Work on a request on a worker thread: state is that thread's own (see
+    bus_service_workers), body the request's (read it; the reactor leaves
+    the request alone meanwhile), job the handler's. Fills out, which
+    starts zeroed. Must not call any other function of this header. */
+typedef void (bus_work_fn) (void *state, json_t *body, void *job, bus_outcome_t *out);
+
+/*  Start n (1..64) worker threads for bus_request_offload, the state of
+    each made on it by init (arg) and freed there by fini, e.g. read
+    handles of its own on the store. Once, before bus_service_run. The
+    threads stop when the reactor does, after finishing the work they
+    started. Returns 0 or an error. */
+int bus_service_workers (bus_service_t *self, int n, bus_worker_init_fn *init,
+                         bus_worker_fini_fn *fini, void *arg);
+
+/*  Hand a long request (one that would hold up every request behind it on
+    the reactor) to a worker thread: fn runs there and the reactor then
+    answers with its outcome. job (malloc'd, or NULL) is freed with free()
+    once answered. Returns 0 (the request is deferred); BUS_ESTATE when
+    the service has no workers (nothing done: the caller keeps the request
+    and job); else, when S_WORK_QUEUE_MAX requests already wait, the
+    request has been answered `unavailable` and job freed. */
+int bus_request_offload (bus_request_t *req, bus_work_fn *fn, void *job);
 
 #endif

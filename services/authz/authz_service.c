@@ -49,51 +49,78 @@ static const char *const s_dbs [] = {
     "authz_models", "authz_tuples", "authz_users", "authz_changes", "authz_policy", NULL
 };
 
+/*  An engine error as an answer: a bus code, OpenFGA's code beside it. */
+static void
+s_fail_outcome (bus_outcome_t *out, int rc, authz_error_t *err)
+{
+    int fga = err->code ? err->code : rc < -1000 ? -rc : AUTHZ_EINTERNAL;
+    out->code = PROTO_ERR_INVALID;
+    switch (fga) {
+        case AUTHZ_EMODEL_NOT_FOUND: case AUTHZ_ELATEST_NOT_FOUND:
+        case AUTHZ_ETYPE_NOT_FOUND: case AUTHZ_EREL_NOT_FOUND:
+            out->code = PROTO_ERR_NOT_FOUND; break;
+        case AUTHZ_EWRITE_FAILED:
+            out->code = PROTO_ERR_CONFLICT; break;
+        case AUTHZ_ETOO_COMPLEX:
+            out->code = PROTO_ERR_TOO_COMPLEX; break;
+        case AUTHZ_EINTERNAL:
+            out->code = PROTO_ERR_UNAVAILABLE; break;
+        default:
+            break;
+    }
+    snprintf (out->message, sizeof out->message, "%s", err->code ? err->message : bus_strerror (rc));
+    out->extra = json_pack ("{s:i, s:s}", "fga_code", fga, "fga_name", authz_strerror (fga));
+}
+
 /*  Reply with an engine error. */
 static void
 s_fail (bus_request_t *req, int rc, authz_error_t *err)
 {
-    int fga = err->code ? err->code : rc < -1000 ? -rc : AUTHZ_EINTERNAL;
-    const char *code = PROTO_ERR_INVALID;
-    switch (fga) {
-        case AUTHZ_EMODEL_NOT_FOUND: case AUTHZ_ELATEST_NOT_FOUND:
-        case AUTHZ_ETYPE_NOT_FOUND: case AUTHZ_EREL_NOT_FOUND:
-            code = PROTO_ERR_NOT_FOUND; break;
-        case AUTHZ_EWRITE_FAILED:
-            code = PROTO_ERR_CONFLICT; break;
-        case AUTHZ_ETOO_COMPLEX:
-            code = PROTO_ERR_TOO_COMPLEX; break;
-        case AUTHZ_EINTERNAL:
-            code = PROTO_ERR_UNAVAILABLE; break;
-        default:
-            break;
-    }
-    const char *message = err->code ? err->message : bus_strerror (rc);
-    bus_reply_error_with (req, code, json_pack ("{s:i, s:s}", "fga_code", fga, "fga_name", authz_strerror (fga)),
-                          "%s", message);
+    bus_outcome_t out = { NULL };
+    s_fail_outcome (&out, rc, err);
+    bus_reply_outcome (req, &out);
 }
 
-/*  Answer a query: the engine's error, or body (stolen; built by the
-    caller from results that exist only when rc is 0). */
+/*  The answer to a query: the engine's error, or body (stolen; built by
+    the caller from results that exist only when rc is 0). */
 static void
-s_finish (bus_request_t *req, int rc, authz_error_t *err, json_t *body)
+s_finish_outcome (bus_outcome_t *out, int rc, authz_error_t *err, json_t *body)
 {
     if (rc) {
         json_decref (body);
-        s_fail (req, rc, err);
+        s_fail_outcome (out, rc, err);
     }
-    else if (!body)
-        bus_reply_error (req, PROTO_ERR_INTERNAL, "reply could not be built");
+    else if (!body) {
+        out->code = PROTO_ERR_INTERNAL;
+        snprintf (out->message, sizeof out->message, "reply could not be built");
+    }
     else
-        bus_reply_ok (req, body);
+        out->body = body;
+}
+
+static void
+s_finish (bus_request_t *req, int rc, authz_error_t *err, json_t *body)
+{
+    bus_outcome_t out = { NULL };
+    s_finish_outcome (&out, rc, err, body);
+    bus_reply_outcome (req, &out);
 }
 
 /*  A request whose shape the catalogue cannot express is wrong. */
 static void
+s_invalid_outcome (bus_outcome_t *out, const char *message)
+{
+    out->code = PROTO_ERR_INVALID;
+    out->extra = json_pack ("{s:i}", "fga_code", AUTHZ_EVALIDATION);
+    snprintf (out->message, sizeof out->message, "%s", message);
+}
+
+static void
 s_invalid (bus_request_t *req, const char *message)
 {
-    bus_reply_error_with (req, PROTO_ERR_INVALID, json_pack ("{s:i}", "fga_code", AUTHZ_EVALIDATION),
-                          "%s", message);
+    bus_outcome_t out = { NULL };
+    s_invalid_outcome (&out, message);
+    bus_reply_outcome (req, &out);
 }
 
 /*  The model named by the request's model_id, or the latest. */
@@ -112,9 +139,10 @@ s_model (s_authz_t *self, bus_request_t *req)
 }
 
 /*  Contextual tuples of a request (a list of tuple keys, or OpenFGA's
-    {tuple_keys: [...]}) into extra; tuples must hold AUTHZ_MAX_CONTEXTUAL. */
+    {tuple_keys: [...]}) into extra; tuples must hold AUTHZ_MAX_CONTEXTUAL.
+    Returns 0, or -1 with the answer in out. */
 static int
-s_extra (bus_request_t *req, json_t *body, authz_extra_t *extra, authz_tuple_t *tuples)
+s_extra (json_t *body, authz_extra_t *extra, authz_tuple_t *tuples, bus_outcome_t *out)
 {
     authz_error_t err = { 0 };
     json_t *ct = json_object_get (body, "contextual_tuples");
@@ -126,7 +154,8 @@ s_extra (bus_request_t *req, json_t *body, authz_extra_t *extra, authz_tuple_t *
     extra->tuples = tuples;
     extra->n_tuples = 0;
     if (extra->context && !json_is_object (extra->context)) {
-        bus_reply_error (req, PROTO_ERR_INVALID, "context must be a map");
+        out->code = PROTO_ERR_INVALID;
+        snprintf (out->message, sizeof out->message, "context must be a map");
         return -1;
     }
     if (!ct || json_is_null (ct))
@@ -134,7 +163,7 @@ s_extra (bus_request_t *req, json_t *body, authz_extra_t *extra, authz_tuple_t *
     if (!json_is_array (ct) || json_array_size (ct) > AUTHZ_MAX_CONTEXTUAL) {
         authz_error_set (&err, AUTHZ_EINVALID_TUPLE, "contextual tuples must be a list of at most %d tuple keys",
                          AUTHZ_MAX_CONTEXTUAL);
-        s_fail (req, -AUTHZ_EINVALID_TUPLE, &err);
+        s_fail_outcome (out, -AUTHZ_EINVALID_TUPLE, &err);
         return -1;
     }
     size_t i;
@@ -143,7 +172,7 @@ s_extra (bus_request_t *req, json_t *body, authz_extra_t *extra, authz_tuple_t *
         int rc = authz_tuple_from_json (&tuples [i], t, &err);
         if (rc) {
             err.code = AUTHZ_EINVALID_TUPLE;
-            s_fail (req, -AUTHZ_EINVALID_TUPLE, &err);
+            s_fail_outcome (out, -AUTHZ_EINVALID_TUPLE, &err);
             return -1;
         }
     }
@@ -306,100 +335,151 @@ s_read_changes (bus_service_t *svc, bus_request_t *req, void *arg)
 
 /* --- queries -------------------------------------------------------------- */
 
+/*  A query's work on a model, with the store of the thread it runs on
+    (the reactor's, or a worker's): the answer goes to out. */
+typedef void (s_query_fn) (authz_store_t *store, const authz_model_t *model, json_t *body,
+                           bus_outcome_t *out);
+
+/*  A query handed to a worker: what to run, on which model (resolved on
+    the reactor, so that the latest model is the one the reactor knows). */
+typedef struct {
+    s_query_fn *fn;
+    char model_id [AUTHZ_MODEL_ID_LEN + 1];
+} s_job_t;
+
+/*  On a worker thread: its own store (state) resolves the model by id. */
 static void
-s_check (bus_service_t *svc, bus_request_t *req, void *arg)
+s_query_work (void *state, json_t *body, void *arg, bus_outcome_t *out)
 {
-    s_authz_t *self = arg;
-    json_t *body = bus_request_body (req);
-    json_t *key = json_object_get (body, "tuple_key");
+    s_job_t *job = arg;
+    authz_store_t *store = state;
+    authz_error_t err = { 0 };
+    const authz_model_t *model = NULL;
+    int rc = store ? authz_store_model (store, job->model_id, &model, &err) : BUS_ENOMEM;
+    if (rc)
+        s_fail_outcome (out, rc, &err);
+    else
+        job->fn (store, model, body, out);
+}
+
+/*  Worker threads' state: a store of their own on the service's
+    environment (read handles and caches are per thread). */
+static void *
+s_worker_init (void *arg)
+{
+    authz_store_t *store = NULL;
+    if (authz_store_new (&store, arg))
+        bus_error ("query worker: cannot open the store");
+    return store;
+}
+
+static void
+s_worker_fini (void *state, void *arg)
+{
+    authz_store_t *store = state;
+    authz_store_destroy (&store);
+}
+
+/*  Run a query: on a worker thread when long (long ones would hold up
+    every request behind them) and the service has workers, else here. */
+static void
+s_query (s_authz_t *self, bus_request_t *req, s_query_fn *fn, bool long_running)
+{
     const authz_model_t *model = s_model (self, req);
+    if (!model)
+        return;
+    if (long_running) {
+        s_job_t *job = malloc (sizeof *job);
+        if (job) {
+            job->fn = fn;
+            snprintf (job->model_id, sizeof job->model_id, "%s", authz_model_id (model));
+            if (bus_request_offload (req, s_query_work, job) != BUS_ESTATE)
+                return;                 /* deferred, or refused and answered */
+            free (job);
+        }
+    }
+    bus_outcome_t out = { NULL };
+    fn (self->store, model, bus_request_body (req), &out);
+    bus_reply_outcome (req, &out);
+}
+
+static void
+s_check_query (authz_store_t *store, const authz_model_t *model, json_t *body, bus_outcome_t *out)
+{
+    json_t *key = json_object_get (body, "tuple_key");
     authz_tuple_t ctx [AUTHZ_MAX_CONTEXTUAL];
     authz_extra_t extra;
-    if (!model || s_extra (req, body, &extra, ctx))
+    if (s_extra (body, &extra, ctx, out))
         return;
     const char *object = s_field (key, "object"), *relation = s_field (key, "relation"),
                *user = s_field (key, "user");
     if (!object || !relation || !user) {
-        s_invalid (req, "tuple_key needs object, relation and user strings");
+        s_invalid_outcome (out, "tuple_key needs object, relation and user strings");
         return;
     }
     bool allowed = false;
     authz_error_t err = { 0 };
-    int rc = authz_check (self->store, model, object, relation, user, &extra, &allowed, &err);
-    s_finish (req, rc, &err, rc ? NULL : json_pack ("{s:b}", "allowed", allowed));
+    int rc = authz_check (store, model, object, relation, user, &extra, &allowed, &err);
+    s_finish_outcome (out, rc, &err, rc ? NULL : json_pack ("{s:b}", "allowed", allowed));
 }
 
 static void
-s_batch_check (bus_service_t *svc, bus_request_t *req, void *arg)
+s_batch_check_query (authz_store_t *store, const authz_model_t *model, json_t *body, bus_outcome_t *out)
 {
-    s_authz_t *self = arg;
-    const authz_model_t *model = s_model (self, req);
-    if (!model)
-        return;
     json_t *result = NULL;
     authz_error_t err = { 0 };
-    int rc = authz_batch_check (self->store, model, json_object_get (bus_request_body (req), "checks"),
-                                &result, &err);
-    s_finish (req, rc, &err, rc ? NULL : json_pack ("{s:o}", "result", result));
+    int rc = authz_batch_check (store, model, json_object_get (body, "checks"), &result, &err);
+    s_finish_outcome (out, rc, &err, rc ? NULL : json_pack ("{s:o}", "result", result));
 }
 
 static void
-s_expand (bus_service_t *svc, bus_request_t *req, void *arg)
+s_expand_query (authz_store_t *store, const authz_model_t *model, json_t *body, bus_outcome_t *out)
 {
-    s_authz_t *self = arg;
-    json_t *body = bus_request_body (req);
     json_t *key = json_object_get (body, "tuple_key");
-    const authz_model_t *model = s_model (self, req);
     authz_tuple_t ctx [AUTHZ_MAX_CONTEXTUAL];
     authz_extra_t extra;
-    if (!model || s_extra (req, body, &extra, ctx))
+    if (s_extra (body, &extra, ctx, out))
         return;
     if (!s_field (key, "object") || !s_field (key, "relation")) {
-        s_invalid (req, "tuple_key needs object and relation strings");
+        s_invalid_outcome (out, "tuple_key needs object and relation strings");
         return;
     }
     json_t *tree = NULL;
     authz_error_t err = { 0 };
-    int rc = authz_expand (self->store, model, s_field (key, "object"), s_field (key, "relation"),
+    int rc = authz_expand (store, model, s_field (key, "object"), s_field (key, "relation"),
                            &extra, &tree, &err);
-    s_finish (req, rc, &err, rc ? NULL : json_pack ("{s:o}", "tree", tree));
+    s_finish_outcome (out, rc, &err, rc ? NULL : json_pack ("{s:o}", "tree", tree));
 }
 
 static void
-s_list_objects (bus_service_t *svc, bus_request_t *req, void *arg)
+s_list_objects_query (authz_store_t *store, const authz_model_t *model, json_t *body, bus_outcome_t *out)
 {
-    s_authz_t *self = arg;
-    json_t *body = bus_request_body (req);
-    const authz_model_t *model = s_model (self, req);
     authz_tuple_t ctx [AUTHZ_MAX_CONTEXTUAL];
     authz_extra_t extra;
-    if (!model || s_extra (req, body, &extra, ctx))
+    if (s_extra (body, &extra, ctx, out))
         return;
     json_t *objects = NULL;
     authz_error_t err = { 0 };
-    int rc = authz_list_objects (self->store, model, s_field (body, "type"), s_field (body, "relation"),
+    int rc = authz_list_objects (store, model, s_field (body, "type"), s_field (body, "relation"),
                                  s_field (body, "user"), &extra, &objects, &err);
-    s_finish (req, rc, &err, rc ? NULL : json_pack ("{s:o}", "objects", objects));
+    s_finish_outcome (out, rc, &err, rc ? NULL : json_pack ("{s:o}", "objects", objects));
 }
 
 /*  list_users: object {type, id}, user_filters [{type, relation?}] as in
     OpenFGA's API; users come back as "type:id", "type:*" or
     "type:id#relation" strings. */
 static void
-s_list_users (bus_service_t *svc, bus_request_t *req, void *arg)
+s_list_users_query (authz_store_t *store, const authz_model_t *model, json_t *body, bus_outcome_t *out)
 {
-    s_authz_t *self = arg;
-    json_t *body = bus_request_body (req);
     json_t *obj = json_object_get (body, "object");
     json_t *filter = json_array_get (json_object_get (body, "user_filters"), 0);
-    const authz_model_t *model = s_model (self, req);
     authz_tuple_t ctx [AUTHZ_MAX_CONTEXTUAL];
     authz_extra_t extra;
-    if (!model || s_extra (req, body, &extra, ctx))
+    if (s_extra (body, &extra, ctx, out))
         return;
     const char *type = s_field (obj, "type"), *id = s_field (obj, "id"), *ftype = s_field (filter, "type");
     if (!type || !id || !ftype) {
-        s_invalid (req, "object needs type and id, user_filters[0] needs type");
+        s_invalid_outcome (out, "object needs type and id, user_filters[0] needs type");
         return;
     }
     char object [2 * AUTHZ_MAX_FIELD + 2], ufilter [2 * AUTHZ_MAX_FIELD + 2];
@@ -408,9 +488,41 @@ s_list_users (bus_service_t *svc, bus_request_t *req, void *arg)
     snprintf (ufilter, sizeof ufilter, "%s%s%s", ftype, frel ? "#" : "", frel ? frel : "");
     json_t *users = NULL;
     authz_error_t err = { 0 };
-    int rc = authz_list_users (self->store, model, object, s_field (body, "relation"), ufilter, &extra,
+    int rc = authz_list_users (store, model, object, s_field (body, "relation"), ufilter, &extra,
                                &users, &err);
-    s_finish (req, rc, &err, rc ? NULL : json_pack ("{s:o}", "users", users));
+    s_finish_outcome (out, rc, &err, rc ? NULL : json_pack ("{s:o}", "users", users));
+}
+
+/*  Check and BatchCheck are short and run here; Expand, ListObjects and
+    ListUsers may walk thousands of tuples and run on a worker thread. */
+static void
+s_check (bus_service_t *svc, bus_request_t *req, void *arg)
+{
+    s_query (arg, req, s_check_query, false);
+}
+
+static void
+s_batch_check (bus_service_t *svc, bus_request_t *req, void *arg)
+{
+    s_query (arg, req, s_batch_check_query, false);
+}
+
+static void
+s_expand (bus_service_t *svc, bus_request_t *req, void *arg)
+{
+    s_query (arg, req, s_expand_query, true);
+}
+
+static void
+s_list_objects (bus_service_t *svc, bus_request_t *req, void *arg)
+{
+    s_query (arg, req, s_list_objects_query, true);
+}
+
+static void
+s_list_users (bus_service_t *svc, bus_request_t *req, void *arg)
+{
+    s_query (arg, req, s_list_users_query, true);
 }
 
 /* --- decisions ------------------------------------------------------------ */
@@ -574,6 +686,9 @@ s_start (bus_service_t *svc, void **state)
         authz_store_set_commit (self->store, s_commit, self);
     if (rc == 0)
         rc = s_policy_boot (self, svc);
+    int threads = (int) bus_config_int (bus_service_config (svc), "authz", "query_threads");
+    if (rc == 0 && threads > 0)
+        rc = bus_service_workers (svc, threads, s_worker_init, s_worker_fini, bus_service_store (svc));
     if (rc)
         return rc;
     static const struct { const char *type; bus_handler_fn *fn; } handlers [] = {

@@ -43,6 +43,12 @@
         kind, context switches, CPU time and page faults of this process
         per request. The client sleeps in ppoll on its socket's
         descriptor between sends, so a reply is seen as it arrives.
+    (2b) Checks beside long ListObjects: the same paced checks for 2 s
+        while a second client (a thread of its own) asks every 50 ms for
+        the orders the root manager may approve (the longest ListObjects
+        of the data); then the same with the service restarted with
+        query_threads = 0 (ListObjects on the reactor, the baseline):
+        check p50/p99 of each, and the ListObjects' own p50.
 
     Prints `bench NAME value UNIT [baseline VALUE ratio R]` lines, then
     `bench authz_targets met` or `bench authz_targets missed: <which>`
@@ -58,6 +64,8 @@
     error.
 */
 #include <dirent.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <lmdb.h>
 #include <poll.h>
 #include <math.h>
@@ -99,6 +107,7 @@
 #define BUS_TIMEOUT_MS 10000    /* a reply later than this is a failure */
 #define TARGET_RATE   200000.0  /* in-process checks/s */
 #define TARGET_P99_US 300.0     /* bus check p99 */
+#define LIST_EVERY_MS    50     /* (2b): a long ListObjects this often */
 
 static const char *s_model =
     "{\"schema_version\":\"1.1\",\"type_definitions\":["
@@ -1032,6 +1041,75 @@ done:
     return rc;
 }
 
+/* --- (2b) checks beside long ListObjects ----------------------------------- */
+
+/*  A second client asking, every LIST_EVERY_MS, for the orders the root
+    manager may approve (the longest ListObjects of the data: it walks
+    the whole hierarchy), on a thread of its own. */
+typedef struct {
+    s_bus_t *bus;
+    atomic_bool stop;
+    int done, failed;
+    double *ms;                     /* each one's latency, ms */
+    int cap;
+} s_lister_t;
+
+static void *
+s_lister (void *arg)
+{
+    s_lister_t *l = arg;
+    bus_client_t *client = bus_client_new (test_service_rpc (l->bus->env), test_service_server_key (l->bus->env),
+                                           l->bus->client_cert, BUS_TIMEOUT_MS, 0);
+    json_t *body = json_pack ("{s:s, s:s, s:s}", "user", "user:0", "relation", "approver",
+                              "type", "purchase_order");
+    while (client && !atomic_load (&l->stop)) {
+        proto_msg_t *reply = NULL;
+        double t0 = s_now ();
+        int rc = bus_client_call (client, "authz.list_objects", body, NULL, &reply);
+        if (rc || !reply->ok)
+            l->failed++;
+        else
+        if (l->done < l->cap)
+            l->ms [l->done++] = (s_now () - t0) / 1e6;
+        proto_msg_destroy (&reply);
+        usleep (LIST_EVERY_MS * 1000);
+    }
+    l->failed += !client;
+    json_decref (body);
+    bus_client_destroy (&client);
+    return NULL;
+}
+
+/*  Checks paced at rate for secs (in slices of `slice`) while the lister
+    runs: their latencies to acc, the ListObjects' p50 (ms) to list_p50.
+    Returns 0 or -1. */
+static int
+s_beside_lists (s_bus_t *bus, const s_query_t *queries, int n_queries, int *next, double rate,
+                double secs, double slice, s_samples_t *acc, double *list_p50)
+{
+    s_lister_t l = { .bus = bus, .cap = 10000 };
+    atomic_init (&l.stop, false);
+    l.ms = calloc ((size_t) l.cap, sizeof *l.ms);
+    pthread_t thread;
+    if (!l.ms || pthread_create (&thread, NULL, s_lister, &l)) {
+        free (l.ms);
+        return -1;
+    }
+    double cpu = 0;
+    int rc = 0;
+    for (double t = 0; rc == 0 && t < secs; t += slice)
+        rc = s_paced (bus, queries, n_queries, next, rate, slice, acc, &cpu);
+    atomic_store (&l.stop, true);
+    pthread_join (thread, NULL);
+    if (l.failed || l.done == 0) {
+        fprintf (stderr, "bench_authz: ListObjects beside the checks: %d done, %d failed\n", l.done, l.failed);
+        rc = -1;
+    }
+    *list_p50 = l.done? s_quantile (l.ms, l.done, 0.5): 0;
+    free (l.ms);
+    return rc;
+}
+
 /*  Closed-loop warm-up: n checks one at a time. Returns 0 or -1. */
 static int
 s_warmup (s_bus_t *bus, const s_query_t *queries, int n_queries, int n)
@@ -1263,6 +1341,39 @@ main (int argc, char **argv)
         for (int k = 0; k < 3; k++)
             s_samples_free (&acc [k]);
         s_server_time (&bus);
+
+        //  (2b) The same checks while a second client asks for a long
+        //  ListObjects every LIST_EVERY_MS: with the service's query
+        //  thread (as configured by default), then with ListObjects on the
+        //  reactor (query_threads = 0), the service restarted in between
+        double mixed_secs = bus_secs * 2 / 3, p_mixed [2][2], list_ms [2];
+        for (int v = 0; ok == 0 && v < 2; v++) {
+            s_samples_t m;
+            if (s_samples_init (&m, (int) (rate * (mixed_secs + slice)) + 1, "check_beside_lists")) {
+                ok = -1;
+                break;
+            }
+            if (v == 1) {
+                s_bus_stop (&bus);
+                setenv ("SANCTUM_AUTHZ_QUERY_THREADS", "0", 1);
+                ok = s_bus_start (&bus, root) || s_warmup (&bus, queries, n_checks, BUS_WARMUP);
+                unsetenv ("SANCTUM_AUTHZ_QUERY_THREADS");
+            }
+            if (ok == 0)
+                ok = s_beside_lists (&bus, queries, n_checks, &next, rate, mixed_secs, slice, &m, &list_ms [v]);
+            p_mixed [v][0] = s_quantile (m.lat, m.n, 0.50);
+            p_mixed [v][1] = s_quantile (m.lat, m.n, 0.99);
+            s_samples_free (&m);
+        }
+        if (ok)
+            goto done;
+        printf ("bench authz_bus_check_p50_beside_list_objects %.1f us baseline %.1f ratio %.2f "
+                "(baseline: ListObjects on the reactor)\n", p_mixed [0][0], p_mixed [1][0],
+                p_mixed [0][0] / p_mixed [1][0]);
+        printf ("bench authz_bus_check_p99_beside_list_objects %.1f us baseline %.1f ratio %.2f\n",
+                p_mixed [0][1], p_mixed [1][1], p_mixed [0][1] / p_mixed [1][1]);
+        printf ("bench authz_bus_list_objects_p50 %.1f ms (approver of 90,001 orders, every %d ms) "
+                "baseline %.1f\n", list_ms [0], LIST_EVERY_MS, list_ms [1]);
     }
     char missed [80] = "";
     if (check_rate < TARGET_RATE)

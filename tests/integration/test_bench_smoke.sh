@@ -30,7 +30,8 @@ for shape in process thread; do
     has_figures "$TMP/authz" authz_check_throughput authz_check_p99 lmdb_raw_get \
         authz_bus_check_p50 authz_bus_check_p99 bus_health_p99 raw_zmq_paced_p99 \
         authz_bus_check_in_service_p99 authz_list_objects_p50 authz_list_objects_p99 \
-        authz_decide_throughput authz_decide_p50 authz_decide_p99 >"$TMP/why"
+        authz_decide_throughput authz_decide_p50 authz_decide_p99 \
+        authz_bus_check_p99_beside_list_objects authz_bus_list_objects_p50 >"$TMP/why"
     result "bench_authz_figures_$shape" $? "$(cat "$TMP/why")"
     # the example's data gives every kind of decision
     grep -Eq "^bench authz_decide_mix [1-9][0-9]* allow [1-9][0-9]* deny [1-9][0-9]* approval_required" "$TMP/authz"

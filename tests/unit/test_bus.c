@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <pthread.h>
 #include <cmocka.h>
 
 #include "bus_client.h"
@@ -49,10 +50,45 @@ static fixture_t s_fx;
 
 static bus_request_t *s_parked;   /* a deferred request (service thread only) */
 
+static pthread_mutex_t s_work_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t s_work_cond = PTHREAD_COND_INITIALIZER;
+static bool s_work_hold;          /* mode 8 work waits while set */
+static pthread_t s_service_thread;
+
+static void
+s_work_release (void)
+{
+    pthread_mutex_lock (&s_work_lock);
+    s_work_hold = false;
+    pthread_cond_broadcast (&s_work_cond);
+    pthread_mutex_unlock (&s_work_lock);
+}
+
+/*  Work of modes 8 and 9, on a worker thread. */
+static void
+s_test_work (void *state, json_t *body, void *job, bus_outcome_t *out)
+{
+    json_int_t mode = json_integer_value (json_object_get (body, "page_size"));
+    if (mode == 9) {
+        out->code = PROTO_ERR_CONFLICT;
+        out->extra = json_pack ("{s:s}", "job", (char *) job);
+        snprintf (out->message, sizeof out->message, "refused on a worker");
+        return;
+    }
+    pthread_mutex_lock (&s_work_lock);
+    while (s_work_hold)
+        pthread_cond_wait (&s_work_cond, &s_work_lock);
+    pthread_mutex_unlock (&s_work_lock);
+    out->body = json_pack ("{s:I, s:b, s:s}", "mode", mode, "on_worker",
+                           !pthread_equal (pthread_self (), s_service_thread), "job", (char *) job);
+}
+
 /*  A test handler on authz.read; body.page_size picks what it does:
     1 answer, 2 defer then answer at once, 3 forget to answer, 4 answer
     twice, 5 defer and park, 6 answer the parked request and then this,
-    7 publish an echo.seen event padded to 3000 bytes, then answer. */
+    7 publish an echo.seen event padded to 3000 bytes, then answer, 8
+    answer from a worker thread once s_work_hold is clear, 9 answer an
+    error from a worker thread. */
 static void
 s_test_handler (bus_service_t *svc, bus_request_t *req, void *arg)
 {
@@ -81,6 +117,11 @@ s_test_handler (bus_service_t *svc, bus_request_t *req, void *arg)
             bus_reply_ok (req, json_pack ("{s:I, s:i}", "mode", mode, "emitted", rc));
             break;
         }
+        case 8:
+        case 9:
+            s_service_thread = pthread_self ();
+            bus_request_offload (req, s_test_work, strdup ("the job"));   /* busy: answered */
+            break;
         case 6:
             if (s_parked)
                 bus_reply_ok (s_parked, json_pack ("{s:i}", "mode", 5));
@@ -96,7 +137,8 @@ s_test_handler (bus_service_t *svc, bus_request_t *req, void *arg)
 static int
 s_test_start (bus_service_t *svc, void **state)
 {
-    return bus_service_handle (svc, "authz.read", s_test_handler, NULL);
+    int rc = bus_service_workers (svc, 1, NULL, NULL, NULL);
+    return rc ? rc : bus_service_handle (svc, "authz.read", s_test_handler, NULL);
 }
 
 static const bus_daemon_t s_test_daemon = { "authz", NULL, s_test_start, NULL };
@@ -647,6 +689,49 @@ test_dedupe_deferred (void **state)
     free (data2);
 }
 
+/*  Work handed to a worker thread is answered from there, ok or error;
+    past S_WORK_QUEUE_MAX (256) requests waiting, a request is refused
+    `unavailable` at once, and the others are all answered later. */
+static void
+test_offload (void **state)
+{
+    proto_msg_t *reply = s_call (s_fx.client, "authz.read", json_pack ("{s:i}", "page_size", 8));
+    assert_true (reply->ok);
+    assert_int_equal (json_integer_value (json_object_get (reply->body, "mode")), 8);
+    assert_true (json_is_true (json_object_get (reply->body, "on_worker")));
+    assert_string_equal (json_string_value (json_object_get (reply->body, "job")), "the job");
+    proto_msg_destroy (&reply);
+    reply = s_call (s_fx.client, "authz.read", json_pack ("{s:i}", "page_size", 9));
+    assert_string_equal (s_code (reply), PROTO_ERR_CONFLICT);
+    assert_string_equal (json_string_value (json_object_get (reply->error, "message")), "refused on a worker");
+    assert_string_equal (json_string_value (json_object_get (reply->error, "job")), "the job");
+    proto_msg_destroy (&reply);
+
+    pthread_mutex_lock (&s_work_lock);
+    s_work_hold = true;
+    pthread_mutex_unlock (&s_work_lock);
+    bus_client_t *many = bus_client_new (s_fx.rpc, s_fx.server_key, s_fx.ops, 1000, 0);
+    enum { N = 1 + 256 + 1 };           /* one running, 256 waiting, one too many */
+    json_t *body = json_pack ("{s:i}", "page_size", 8);
+    for (int i = 0; i < N; i++)
+        assert_int_equal (bus_client_send (many, "authz.read", body, NULL, NULL), 0);
+    json_decref (body);
+    reply = NULL;
+    assert_int_equal (bus_client_recv (many, 3000, &reply), 0);
+    assert_string_equal (s_code (reply), PROTO_ERR_UNAVAILABLE);
+    assert_non_null (strstr (json_string_value (json_object_get (reply->error, "message")), "busy"));
+    proto_msg_destroy (&reply);
+    assert_int_equal (bus_client_recv (many, 200, &reply), BUS_ETIMEOUT);    /* the rest wait */
+    s_work_release ();
+    for (int i = 0; i < N - 1; i++) {
+        reply = NULL;
+        assert_int_equal (bus_client_recv (many, 5000, &reply), 0);
+        assert_true (reply->ok);
+        proto_msg_destroy (&reply);
+    }
+    bus_client_destroy (&many);
+}
+
 /*  Handlers: answered at once, deferred and answered at once or later,
     forgotten (an internal error reply), answered twice (the second is
     dropped). Each answer reaches its own request. */
@@ -898,6 +983,7 @@ main (void)
         cmocka_unit_test (test_malformed_frames),
         cmocka_unit_test (test_dedupe),
         cmocka_unit_test (test_handlers),
+        cmocka_unit_test (test_offload),
         cmocka_unit_test (test_dedupe_deferred),
         cmocka_unit_test (test_sub_cap),
         cmocka_unit_test (test_revoked_subscriber),
