@@ -674,7 +674,7 @@ bus_request_offload (bus_request_t *req, bus_work_fn *fn, void *job)
         return BUS_ESTATE;
     s_offload_t *o = calloc (1, sizeof *o);
     if (o)
-        *o = (s_offload_t) { req, fn, job, { NULL } };
+        *o = (s_offload_t) { .req = req, .fn = fn, .job = job };
     /* from here the job belongs to a worker thread until reported done */
     int rc = o ? bus_workers_submit (self->workers, s_offload_run, o) : BUS_ENOMEM;
     if (rc) {

@@ -76,7 +76,7 @@ s_fail_outcome (bus_outcome_t *out, int rc, authz_error_t *err)
 static void
 s_fail (bus_request_t *req, int rc, authz_error_t *err)
 {
-    bus_outcome_t out = { NULL };
+    bus_outcome_t out = { .code = NULL };
     s_fail_outcome (&out, rc, err);
     bus_reply_outcome (req, &out);
 }
@@ -101,7 +101,7 @@ s_finish_outcome (bus_outcome_t *out, int rc, authz_error_t *err, json_t *body)
 static void
 s_finish (bus_request_t *req, int rc, authz_error_t *err, json_t *body)
 {
-    bus_outcome_t out = { NULL };
+    bus_outcome_t out = { .code = NULL };
     s_finish_outcome (&out, rc, err, body);
     bus_reply_outcome (req, &out);
 }
@@ -118,7 +118,7 @@ s_invalid_outcome (bus_outcome_t *out, const char *message)
 static void
 s_invalid (bus_request_t *req, const char *message)
 {
-    bus_outcome_t out = { NULL };
+    bus_outcome_t out = { .code = NULL };
     s_invalid_outcome (&out, message);
     bus_reply_outcome (req, &out);
 }
@@ -398,7 +398,7 @@ s_query (s_authz_t *self, bus_request_t *req, s_query_fn *fn, bool long_running)
             free (job);
         }
     }
-    bus_outcome_t out = { NULL };
+    bus_outcome_t out = { .code = NULL };
     fn (self->store, model, bus_request_body (req), &out);
     bus_reply_outcome (req, &out);
 }
