@@ -89,6 +89,7 @@ struct bus_request_t {
     bool deferred;
     bool answered;
     bool in_handler;              /* s_on_message frees it after the handler */
+    bool remember;                /* its reply is kept for retries (not a safe type) */
 };
 
 const char *
@@ -332,9 +333,10 @@ s_answer (bus_request_t *req, proto_msg_t **rep_p)
     s_send_reply (self, &req->routing, data, len);
     /* remembered for retries once the reply has left: by s_on_message when
        it is still running, else in the entry it left for a deferred reply */
-    if (req->in_handler)
+    if (req->remember && req->in_handler)
         req->reply = zchunk_new (data, len);
-    else {
+    else
+    if (req->remember) {
         s_dedupe_t *d = zhashx_lookup (self->dedupe, req->dedupe_key);
         if (d) {
             zchunk_destroy (&d->reply);
@@ -537,11 +539,14 @@ s_on_message (bus_service_t *self, zmsg_t *routing)
         proto_traceparent_new (msg->traceparent);
     s_log_trace (msg);
 
-    /* a retried request id: answer from the cache, or wait for the reply */
+    /* a retried request id: answer from the cache, or wait for the reply;
+       a request without effects (a safe type: a read) is not remembered,
+       its retry simply runs again */
     memcpy (req->dedupe_key, req->principal, plen);
     req->dedupe_key [plen] = '/';
     memcpy (req->dedupe_key + plen + 1, msg->id, PROTO_ID_LEN + 1);
-    s_dedupe_t *seen = zhashx_lookup (self->dedupe, req->dedupe_key);
+    req->remember = !msg->spec || !msg->spec->safe;
+    s_dedupe_t *seen = req->remember ? zhashx_lookup (self->dedupe, req->dedupe_key) : NULL;
     if (seen) {
         bus_stats_count (self->stats, "requests_duplicate", 1);
         if (seen->reply)
@@ -575,7 +580,7 @@ s_on_message (bus_service_t *self, zmsg_t *routing)
     /* Remember the id after the reply has left (this thread runs nothing
        in between, so no retry can slip past): a retry gets the same reply,
        a retry of a deferred request waits for it. */
-    s_dedupe_t *d = calloc (1, sizeof *d);
+    s_dedupe_t *d = req->remember ? calloc (1, sizeof *d) : NULL;
     if (d) {
         d->reply = req->reply;
         req->reply = NULL;

@@ -44,9 +44,11 @@ typedef struct {
 enum {
 #define PROTO_MSG(id, type, kind, owner, senders) s_msg_##id,
 #define PROTO_FIELD(id, name, type, presence, min, max)
+#define PROTO_SAFE(id)
 #include "proto_catalog.def"
 #undef PROTO_MSG
 #undef PROTO_FIELD
+#undef PROTO_SAFE
     s_msg_count
 };
 
@@ -54,17 +56,32 @@ static const s_field_t s_fields [] = {
 #define PROTO_MSG(id, type, kind, owner, senders)
 #define PROTO_FIELD(id, name, type, presence, min, max) \
     { s_msg_##id, #name, type, presence, (int64_t) (min), (int64_t) (max) },
+#define PROTO_SAFE(id)
 #include "proto_catalog.def"
 #undef PROTO_MSG
 #undef PROTO_FIELD
+#undef PROTO_SAFE
 };
 
 static proto_type_t s_types [] = {
-#define PROTO_MSG(id, type, kind, owner, senders) { type, kind, #owner, senders, -1, 0 },
+#define PROTO_MSG(id, type, kind, owner, senders) { type, kind, #owner, senders, -1, 0, false },
 #define PROTO_FIELD(id, name, type, presence, min, max)
+#define PROTO_SAFE(id)
 #include "proto_catalog.def"
 #undef PROTO_MSG
 #undef PROTO_FIELD
+#undef PROTO_SAFE
+};
+
+/*  Requests without effects (6.2: not remembered for retries). */
+static const int s_safe [] = {
+#define PROTO_MSG(id, type, kind, owner, senders)
+#define PROTO_FIELD(id, name, type, presence, min, max)
+#define PROTO_SAFE(id) s_msg_##id,
+#include "proto_catalog.def"
+#undef PROTO_MSG
+#undef PROTO_FIELD
+#undef PROTO_SAFE
 };
 
 #undef REQ
@@ -130,6 +147,10 @@ s_catalog_init (void)
         if (t->first_field < 0)
             t->first_field = (int) i;
         t->field_count++;
+    }
+    for (size_t i = 0; i < sizeof s_safe / sizeof s_safe [0]; i++) {
+        assert (s_types [s_safe [i]].kind == PROTO_KIND_REQ);
+        s_types [s_safe [i]].safe = true;
     }
     for (size_t i = 0; i < s_msg_count; i++)
         s_by_name [i] = &s_types [i];

@@ -64,6 +64,7 @@ typedef struct {
     unsigned senders;       /* PROTO_P_* mask */
     int first_field;        /* index into the field table */
     int field_count;
+    bool safe;              /* a request without effects: a retry runs it again */
 } proto_type_t;
 
 /*  A decoded message. Strings are copied out of the frame; body/error are

@@ -42,4 +42,15 @@ while read -r h; do
     grep -qxF "$h" "$TMP/types"; result "heading $h in catalogue" $? "no such type in $DEF"
 done <"$TMP/headings"
 
+# ---- safe requests: PROTO_SAFE (ident) names a type whose retries are
+# answered afresh; 6.2 lists exactly those (from "Safe requests:" to the
+# first full stop)
+sed -n '/Safe requests:/,/\.$/p' "$DOC" | tr -s ' \n' '  ' | grep -o '`[^`]*`' | tr -d '`' | sort >"$TMP/safe_doc"
+for id in $(sed -n 's/^PROTO_SAFE[[:space:]]*([[:space:]]*\([a-z_]*\)[[:space:]]*).*/\1/p' "$DEF"); do
+    sed -n "s/^PROTO_MSG[[:space:]]*($id,[[:space:]]*\"\([^\"]*\)\".*/\1/p" "$DEF"
+done | sort >"$TMP/safe_def"
+[ -s "$TMP/safe_def" ] && cmp -s "$TMP/safe_def" "$TMP/safe_doc"
+result "safe_types_listed ($(wc -l <"$TMP/safe_def") in the catalogue)" $? \
+    "6.2 lists: $(tr '\n' ' ' <"$TMP/safe_doc"); the catalogue: $(tr '\n' ' ' <"$TMP/safe_def")"
+
 results_done

@@ -880,6 +880,22 @@ test_unknown_field (void **state)
     json_decref (tk);
 }
 
+/*  Reads are safe (not remembered for retries); requests with effects and
+    events are not. */
+static void
+test_safe_types (void **state)
+{
+    const char *safe [] = { "health", "stats", "authz.check", "authz.list_objects", "authz.read",
+                            "authz.approvers", "audit.head" };
+    const char *not_safe [] = { "echo", "authz.write", "authz.model.write", "authz.decide",
+                                "authz.policy.write", "audit.append", "vault.lease", "run.start",
+                                "authz.decided" };
+    for (size_t i = 0; i < sizeof safe / sizeof safe [0]; i++)
+        assert_true (proto_type_find (safe [i])->safe);
+    for (size_t i = 0; i < sizeof not_safe / sizeof not_safe [0]; i++)
+        assert_false (proto_type_find (not_safe [i])->safe);
+}
+
 /*  vault.lease: ttl <= 600, run exactly 26 characters, 1..32 scopes. */
 static void
 test_validate_vault_lease (void **state)
@@ -983,6 +999,7 @@ main (void)
         cmocka_unit_test (test_envelope_from_ignored),
         cmocka_unit_test (test_catalog_entries),
         cmocka_unit_test (test_unknown_field),
+        cmocka_unit_test (test_safe_types),
         cmocka_unit_test (test_validate_replay),
         cmocka_unit_test (test_validate_authz_check),
         cmocka_unit_test (test_validate_vault_lease),
