@@ -5,6 +5,7 @@
 #include "bus_log.h"
 #include "bus_notify.h"
 
+#include <pthread.h>
 #include <stdarg.h>
 #include <unistd.h>
 
@@ -64,10 +65,10 @@ struct bus_service_t {
     bus_workers_t *workers;       /* for bus_request_offload, or NULL */
     bus_stats_t *stats;
     size_t max_frame;
-    uint64_t next_seq;            /* next event sequence to assign */
     uint64_t published_seq;       /* last sequence published */
-    zlistx_t *pending;            /* zchunk_t* events appended, not yet committed */
-    uint64_t pending_first_seq;
+    pthread_mutex_t committed_lock;
+    zlistx_t *committed;          /* s_txn_events_t of commits not yet published */
+    pthread_t reactor;            /* the thread that runs the reactor (and publishes) */
     uint64_t outbox_first_seq;    /* oldest event stored, 0 while none is */
     uint64_t outbox_acked;        /* from_seq of the last events.replay by acked_by */
     uint64_t outbox_keep;         /* see s_outbox_trim */
@@ -720,6 +721,56 @@ s_too_deep (json_t *value, int max)
     return false;
 }
 
+/*  The events of one write transaction: numbered from the store inside
+    it (the last stored seq + 1), so that whichever thread commits next,
+    the reactor or a worker, continues the sequence, and a transaction
+    that fails leaves nothing to hand back. */
+typedef struct {
+    uint64_t first_seq, next_seq;
+    zlistx_t *chunks;             /* zchunk_t: topic \0 envelope, in seq order */
+} s_txn_events_t;
+
+static void
+s_txn_events_free (void *arg)
+{
+    s_txn_events_t *events = arg;
+    if (events) {
+        zlistx_destroy (&events->chunks);
+        free (events);
+    }
+}
+
+static void
+s_committed_free (void **item)
+{
+    s_txn_events_free (*item);
+    *item = NULL;
+}
+
+/*  txn's events, made on its first event; NULL when out of memory. */
+static s_txn_events_t *
+s_txn_events (bus_service_t *self, bus_txn_t *txn)
+{
+    s_txn_events_t *events = bus_txn_data (txn);
+    if (events)
+        return events;
+    events = calloc (1, sizeof *events);
+    if (events)
+        events->chunks = zlistx_new ();
+    if (!events || !events->chunks) {
+        s_txn_events_free (events);
+        return NULL;
+    }
+    zlistx_set_destructor (events->chunks, (zlistx_destructor_fn *) zchunk_destroy);
+    const void *key, *val;
+    size_t key_len, val_len;
+    uint64_t last = bus_txn_last (txn, self->outbox_db, &key, &key_len, &val, &val_len) == 0 && key_len == 8
+                  ? bus_key_to_u64 (key) : 0;
+    events->first_seq = events->next_seq = last + 1;
+    bus_txn_set_data (txn, events, s_txn_events_free);
+    return events;
+}
+
 int
 bus_event_append (bus_service_t *self, bus_txn_t *txn, const char *type, json_t *body,
                   const char *traceparent)
@@ -737,9 +788,13 @@ bus_event_append (bus_service_t *self, bus_txn_t *txn, const char *type, json_t 
         return BUS_ENOMEM;
     }
     evt->body = body ? body : json_object ();
-    if (zlistx_size (self->pending) == 0)
-        self->pending_first_seq = self->next_seq;
-    evt->seq = self->next_seq;
+    s_txn_events_t *events = s_txn_events (self, txn);
+    if (!events) {
+        proto_msg_destroy (&evt);
+        bus_txn_fail (txn, BUS_ENOMEM);
+        return BUS_ENOMEM;
+    }
+    evt->seq = events->next_seq;
     snprintf (evt->pub, sizeof evt->pub, "%s", self->principal);
     if (traceparent && *traceparent)
         proto_traceparent_child (evt->traceparent, traceparent);
@@ -760,8 +815,8 @@ bus_event_append (bus_service_t *self, bus_txn_t *txn, const char *type, json_t 
         zchunk_t *chunk = zchunk_new (NULL, len + strlen (type) + 1);
         zchunk_append (chunk, type, strlen (type) + 1);   /* topic, NUL, envelope */
         zchunk_append (chunk, data, len);
-        zlistx_add_end (self->pending, chunk);
-        self->next_seq++;
+        zlistx_add_end (events->chunks, chunk);
+        events->next_seq++;
     }
     free (data);
     proto_msg_destroy (&evt);
@@ -783,40 +838,58 @@ s_publish (bus_service_t *self, zchunk_t *chunk)
     bus_stats_count (self->stats, "events_published", 1);
 }
 
+/*  On the reactor: publish the committed events that continue the
+    sequence, in order. A commit on a worker thread can land in the queue
+    after a later one made here; the later one waits for it. */
+static void
+s_publish_ready (bus_service_t *self)
+{
+    while (true) {
+        s_txn_events_t *next = NULL;
+        pthread_mutex_lock (&self->committed_lock);
+        for (s_txn_events_t *e = zlistx_first (self->committed); e; e = zlistx_next (self->committed))
+            if (e->first_seq == self->published_seq + 1) {
+                next = e;
+                zlistx_detach_cur (self->committed);
+                break;
+            }
+        pthread_mutex_unlock (&self->committed_lock);
+        if (!next)
+            return;
+        if (!self->outbox_first_seq)
+            self->outbox_first_seq = next->first_seq;
+        for (zchunk_t *chunk = zlistx_first (next->chunks); chunk; chunk = zlistx_next (next->chunks))
+            s_publish (self, chunk);
+        self->published_seq = next->next_seq - 1;
+        s_txn_events_free (next);
+    }
+}
+
 int
 bus_service_commit (bus_service_t *self, bus_txn_t **txn_p)
 {
+    s_txn_events_t *events = *txn_p ? bus_txn_data (*txn_p) : NULL;
+    if (events)
+        bus_txn_set_data (*txn_p, NULL, NULL);      /* ours now */
     int rc = bus_txn_commit (txn_p);
-    if (rc == 0 && self->pending_first_seq && !self->outbox_first_seq)
-        self->outbox_first_seq = self->pending_first_seq;
-    zchunk_t *chunk;
-    while ((chunk = zlistx_detach (self->pending, NULL))) {
-        if (rc == 0) {
-            s_publish (self, chunk);
-            self->published_seq++;
-        }
-        zchunk_destroy (&chunk);
-    }
-    if (rc) {
-        /* nothing was stored: hand the sequence numbers out again */
-        if (self->pending_first_seq)
-            self->next_seq = self->pending_first_seq;
+    if (rc)
         bus_error ("commit failed: %s", bus_strerror (rc));
+    if (rc == 0 && events && zlistx_size (events->chunks)) {
+        pthread_mutex_lock (&self->committed_lock);
+        zlistx_add_end (self->committed, events);
+        pthread_mutex_unlock (&self->committed_lock);
+        events = NULL;
     }
-    self->pending_first_seq = 0;
+    s_txn_events_free (events);
+    if (pthread_equal (pthread_self (), self->reactor))
+        s_publish_ready (self);
     return rc;
 }
 
 void
 bus_service_abort (bus_service_t *self, bus_txn_t **txn_p)
 {
-    bus_txn_abort (txn_p);
-    zchunk_t *chunk;
-    while ((chunk = zlistx_detach (self->pending, NULL)))
-        zchunk_destroy (&chunk);
-    if (self->pending_first_seq)
-        self->next_seq = self->pending_first_seq;
-    self->pending_first_seq = 0;
+    bus_txn_abort (txn_p);          /* its events go with it */
 }
 
 int
@@ -1005,9 +1078,11 @@ bus_service_new (bus_config_t *config, const char *section, const char *version,
     self->dedupe_order = zlistx_new ();
     self->unknown_logged = zhashx_new ();
     zlistx_set_destructor (self->dedupe_order, (zlistx_destructor_fn *) zstr_free);
-    self->pending = zlistx_new ();
+    pthread_mutex_init (&self->committed_lock, NULL);
+    self->committed = zlistx_new ();
+    zlistx_set_destructor (self->committed, (zlistx_destructor_fn *) s_committed_free);
+    self->reactor = pthread_self ();
     self->stats = bus_stats_new ();
-    self->next_seq = 1;
 
     /* the store, with the outbox */
     size_t n = 0;
@@ -1030,14 +1105,13 @@ bus_service_new (bus_config_t *config, const char *section, const char *version,
     const void *key, *val;
     size_t key_len, val_len;
     if (txn && bus_txn_last (txn, self->outbox_db, &key, &key_len, &val, &val_len) == 0 && key_len == 8)
-        self->next_seq = bus_key_to_u64 (key) + 1;
+        self->published_seq = bus_key_to_u64 (key);
     if (txn && bus_txn_first (txn, self->outbox_db, &key, &key_len, &val, &val_len) == 0 && key_len == 8)
         self->outbox_first_seq = bus_key_to_u64 (key);
     bus_txn_abort (&txn);
     self->outbox_keep = (uint64_t) bus_config_int (config, "sanctum", "outbox_keep");
     self->outbox_max = (uint64_t) bus_config_int (config, "sanctum", "outbox_max");
     snprintf (self->acked_by, sizeof self->acked_by, "%s", bus_config_str (config, "sanctum", "outbox_acked_by"));
-    self->published_seq = self->next_seq - 1;
 
     /* keys, authentication, sockets */
     const char *keys_dir = bus_config_str (config, "sanctum", "keys_dir");
@@ -1122,11 +1196,9 @@ bus_service_destroy (bus_service_t **self_p)
     zhashx_destroy (&self->dedupe);
     zhashx_destroy (&self->unknown_logged);
     zlistx_destroy (&self->dedupe_order);
-    if (self->pending) {
-        zchunk_t *chunk;
-        while ((chunk = zlistx_detach (self->pending, NULL)))
-            zchunk_destroy (&chunk);
-        zlistx_destroy (&self->pending);
+    if (self->committed) {
+        zlistx_destroy (&self->committed);
+        pthread_mutex_destroy (&self->committed_lock);
     }
     bus_stats_destroy (&self->stats);
     bus_store_destroy (&self->store);

@@ -59,6 +59,8 @@ struct bus_txn_t {
     //  renew of the transaction (stale).
     uint64_t busy, stale;               /* bit i: database i */
     MDB_cursor *cursors [S_MAX_DBS];
+    void *data;                         /* the caller's (bus_txn_set_data) */
+    void (*data_free) (void *data);
 };
 
 
@@ -323,6 +325,8 @@ bus_txn_commit (bus_txn_t **txn_p)
         mdb_txn_abort (self->txn);
     else
         rc = s_map (mdb_txn_commit (self->txn), "commit");
+    if (self->data_free)
+        self->data_free (self->data);
     free (self);
     *txn_p = NULL;
     return rc;
@@ -339,8 +343,23 @@ bus_txn_abort (bus_txn_t **txn_p)
         return;
     s_cursors_close (self);
     mdb_txn_abort (self->txn);
+    if (self->data_free)
+        self->data_free (self->data);
     free (self);
     *txn_p = NULL;
+}
+
+void
+bus_txn_set_data (bus_txn_t *self, void *data, void (*data_free) (void *data))
+{
+    self->data = data;
+    self->data_free = data_free;
+}
+
+void *
+bus_txn_data (bus_txn_t *self)
+{
+    return self->data;
 }
 
 

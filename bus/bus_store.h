@@ -78,6 +78,12 @@ int bus_txn_renew (bus_txn_t *self) __attribute__((warn_unused_result));
     not a committed state) and for a reset one. */
 uint64_t bus_txn_snapshot (bus_txn_t *self);
 
+/*  The caller's data for this transaction (e.g. the events it carries),
+    freed by data_free (may be NULL) when the transaction ends, commit or
+    abort, unless set to NULL before. */
+void bus_txn_set_data (bus_txn_t *self, void *data, void (*data_free) (void *data));
+void *bus_txn_data (bus_txn_t *self);
+
 /*  The sticky error so far (0 if none). */
 int bus_txn_error (bus_txn_t *self);
 
