@@ -63,6 +63,7 @@ struct bus_service_t {
     zlistx_t *dedupe_order;       /* keys, oldest first */
     zhashx_t *unknown_logged;     /* "principal type field" already logged */
     bus_workers_t *workers;       /* for bus_request_offload, or NULL */
+    bus_workers_t *writer;        /* for bus_request_offload_write, or NULL */
     bus_stats_t *stats;
     size_t max_frame;
     uint64_t published_seq;       /* last sequence published */
@@ -615,6 +616,8 @@ s_on_request (zloop_t *loop, zsock_t *router, void *arg)
 
 /* --- work off the reactor ------------------------------------------------ */
 
+static void s_publish_ready (bus_service_t *self);
+
 typedef struct {
     bus_request_t *req;
     bus_work_fn *fn;
@@ -651,6 +654,7 @@ static void
 s_offload_done (void *arg, bool ran, void *svc)
 {
     s_offload_t *o = arg;
+    s_publish_ready (svc);          /* events the work committed go first */
     s_log_trace (o->req->msg);
     if (ran)
         bus_reply_outcome (o->req, &o->out);
@@ -673,22 +677,45 @@ bus_service_workers (bus_service_t *self, int n, bus_worker_init_fn *init,
 }
 
 int
+bus_service_writer (bus_service_t *self, bus_worker_init_fn *init, bus_worker_fini_fn *fini, void *arg)
+{
+    if (self->writer)
+        return BUS_EINVAL;
+    self->writer = bus_workers_new (self->loop, 1, S_WORK_QUEUE_MAX, init, fini, arg, s_offload_done, self);
+    return self->writer ? 0 : BUS_EIO;
+}
+
+static int s_offload (bus_workers_t *pool, bus_request_t *req, bus_work_fn *fn, void *job);
+
+int
 bus_request_offload (bus_request_t *req, bus_work_fn *fn, void *job)
 {
+    return s_offload (req->svc->workers, req, fn, job);
+}
+
+int
+bus_request_offload_write (bus_request_t *req, bus_work_fn *fn, void *job)
+{
+    return s_offload (req->svc->writer, req, fn, job);
+}
+
+static int
+s_offload (bus_workers_t *pool, bus_request_t *req, bus_work_fn *fn, void *job)
+{
     bus_service_t *self = req->svc;
-    if (!self->workers)
+    if (!pool)
         return BUS_ESTATE;
     s_offload_t *o = calloc (1, sizeof *o);
     if (o)
         *o = (s_offload_t) { .req = req, .fn = fn, .job = job };
     /* from here the job belongs to a worker thread until reported done */
-    int rc = o ? bus_workers_submit (self->workers, s_offload_run, o) : BUS_ENOMEM;
+    int rc = o ? bus_workers_submit (pool, s_offload_run, o) : BUS_ENOMEM;
     if (rc) {
         free (o);
         free (job);
         bus_stats_count (self->stats, "requests_refused_busy", 1);
         bus_reply_error (req, PROTO_ERR_UNAVAILABLE, "busy: %zu requests are waiting for a worker; retry later",
-                         bus_workers_pending (self->workers));
+                         bus_workers_pending (pool));
         return rc;
     }
     bus_request_defer (req);
@@ -1185,6 +1212,7 @@ bus_service_destroy (bus_service_t **self_p)
         return;
     bus_service_t *self = *self_p;
     bus_workers_destroy (&self->workers);     /* answers use the router */
+    bus_workers_destroy (&self->writer);
     zloop_destroy (&self->loop);
     zsock_destroy (&self->router);
     zsock_destroy (&self->pub);
@@ -1225,6 +1253,7 @@ bus_service_handle (bus_service_t *self, const char *type, bus_handler_fn *fn, v
 int
 bus_service_run (bus_service_t *self)
 {
+    self->reactor = pthread_self ();        /* publishes; commits elsewhere queue */
     bus_service_emit (self, "service.started", json_pack ("{s:s}", "version", self->version), NULL);
     bus_info ("%s %s serving on %s, events on %s", self->principal, self->version,
               bus_config_str (self->config, self->section, "rpc"),
@@ -1235,6 +1264,7 @@ bus_service_run (bus_service_t *self)
     zloop_start (self->loop);
     self->stopping = true;
     bus_workers_destroy (&self->workers);     /* their work is answered */
+    bus_workers_destroy (&self->writer);
     bus_notify ("STOPPING=1");
     bus_service_emit (self, "service.stopping", json_object (), NULL);
     bus_info ("%s stopping", self->principal);

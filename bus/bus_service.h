@@ -145,7 +145,9 @@ void bus_reply_outcome (bus_request_t *req, bus_outcome_t *out);
 /*  Work on a request on a worker thread: state is that thread's own (see
     bus_service_workers), body the request's (read it; the reactor leaves
     the request alone meanwhile), job the handler's. Fills out, which
-    starts zeroed. Must not call any other function of this header. */
+    starts zeroed. Must not call any other function of this header, but
+    for bus_event_append, bus_service_commit, bus_service_abort and
+    bus_service_emit on the writer (bus_request_offload_write). */
 typedef void (bus_work_fn) (void *state, json_t *body, void *job, bus_outcome_t *out);
 
 /*  Start n (1..64) worker threads for bus_request_offload, the state of
@@ -164,5 +166,18 @@ int bus_service_workers (bus_service_t *self, int n, bus_worker_init_fn *init,
     and job); else, when S_WORK_QUEUE_MAX requests already wait, the
     request has been answered `unavailable` and job freed. */
 int bus_request_offload (bus_request_t *req, bus_work_fn *fn, void *job);
+
+/*  Start the service's writer: one thread for requests that write (its
+    state from init (arg), made and freed on it). Its commits (with
+    bus_service_commit, events included) take the fsync off the reactor;
+    their events are published, in sequence, before the reply. Once,
+    before bus_service_run. Returns 0 or an error. */
+int bus_service_writer (bus_service_t *self, bus_worker_init_fn *init,
+                        bus_worker_fini_fn *fini, void *arg);
+
+/*  As bus_request_offload, on the writer (write requests run there one
+    after another, in the order they came). BUS_ESTATE when the service
+    has no writer. */
+int bus_request_offload_write (bus_request_t *req, bus_work_fn *fn, void *job);
 
 #endif

@@ -20,20 +20,32 @@
 
 #define S_POLICY_KEY "current"
 
+/*  How a store commits: for this service, in the trace of this request. */
 typedef struct {
+    bus_service_t *svc;
+    const char *traceparent;      /* of the request whose write is committing */
+} s_committer_t;
+
+typedef struct {
+    s_committer_t committer;      /* for store's commits, on the reactor */
     bus_service_t *svc;
     authz_store_t *store;
     authz_policy_t *policy;
     int policy_db;
-    const char *traceparent;      /* of the request whose write is committing */
 } s_authz_t;
+
+/*  The writer thread's state: a store of its own, committing on it. */
+typedef struct {
+    s_committer_t committer;
+    authz_store_t *store;
+} s_writer_t;
 
 /*  The store's commit: the event describing the change goes into the
     outbox in the same transaction, and is published once it is durable. */
 static int
 s_commit (bus_txn_t **txn_p, json_t *change, void *arg)
 {
-    s_authz_t *self = arg;
+    s_committer_t *self = arg;
     const char *type = json_object_get (change, "writes") ? "authz.tuples.written" : "authz.model.written";
     int rc = bus_event_append (self->svc, *txn_p, type, json_incref (change), self->traceparent);
     if (rc) {
@@ -221,9 +233,9 @@ s_model_write (bus_service_t *svc, bus_request_t *req, void *arg)
     json_decref (errors);
     char id [AUTHZ_MODEL_ID_LEN + 1];
     authz_error_t err = { 0 };
-    self->traceparent = bus_request_traceparent (req);
+    self->committer.traceparent = bus_request_traceparent (req);
     rc = authz_store_write_model (self->store, model, id, &err);
-    self->traceparent = NULL;
+    self->committer.traceparent = NULL;
     s_finish (req, rc, &err, rc ? NULL : json_pack ("{s:s}", "authorization_model_id", id));
     json_decref (model);
 }
@@ -261,14 +273,12 @@ s_tuples (json_t *list, authz_tuple_t *out, size_t *n, authz_error_t *err)
     return 0;
 }
 
+/*  authz.write on store (the writer's, or the reactor's), committing
+    through committer in the request's trace. */
 static void
-s_write (bus_service_t *svc, bus_request_t *req, void *arg)
+s_write_tuples (authz_store_t *store, s_committer_t *committer, const authz_model_t *model, json_t *body,
+                const char *traceparent, bus_outcome_t *out)
 {
-    s_authz_t *self = arg;
-    json_t *body = bus_request_body (req);
-    const authz_model_t *model = s_model (self, req);
-    if (!model)
-        return;
     authz_tuple_t writes [AUTHZ_MAX_WRITE_TUPLES], deletes [AUTHZ_MAX_WRITE_TUPLES];
     size_t nw = 0, nd = 0;
     authz_error_t err = { 0 };
@@ -286,11 +296,88 @@ s_write (bus_service_t *svc, bus_request_t *req, void *arg)
         rc = authz_error_set (&err, AUTHZ_EVALIDATION, "on_duplicate and on_missing take \"error\" or \"ignore\"");
     int flags = (dup && !strcmp (dup, "ignore") ? AUTHZ_WRITE_IGNORE_DUPLICATE : 0)
               | (miss && !strcmp (miss, "ignore") ? AUTHZ_DELETE_IGNORE_MISSING : 0);
-    self->traceparent = bus_request_traceparent (req);
+    committer->traceparent = traceparent;
     if (rc == 0)
-        rc = authz_store_write (self->store, model, writes, nw, deletes, nd, flags, &err);
-    self->traceparent = NULL;
-    s_finish (req, rc, &err, rc ? NULL : json_object ());
+        rc = authz_store_write (store, model, writes, nw, deletes, nd, flags, &err);
+    committer->traceparent = NULL;
+    s_finish_outcome (out, rc, &err, rc ? NULL : json_object ());
+}
+
+/*  A write handed to the writer thread: the model (resolved on the
+    reactor) by id, and the request's trace. */
+typedef struct {
+    char model_id [AUTHZ_MODEL_ID_LEN + 1];
+    char traceparent [PROTO_TRACEPARENT_LEN + 1];
+} s_write_job_t;
+
+/*  On a worker or the writer: the model (resolved on the reactor) by id,
+    from that thread's store (NULL when it has none); NULL with the answer
+    in out when it cannot be had. */
+static const authz_model_t *
+s_model_by_id (authz_store_t *store, const char *id, bus_outcome_t *out)
+{
+    authz_error_t err = { 0 };
+    const authz_model_t *model = NULL;
+    int rc = store ? authz_store_model (store, id, &model, &err) : BUS_ENOMEM;
+    if (rc)
+        s_fail_outcome (out, rc, &err);
+    return rc ? NULL : model;
+}
+
+static void
+s_write_work (void *state, json_t *body, void *arg, bus_outcome_t *out)
+{
+    s_writer_t *writer = state;
+    s_write_job_t *job = arg;
+    const authz_model_t *model = s_model_by_id (writer ? writer->store : NULL, job->model_id, out);
+    if (model)
+        s_write_tuples (writer->store, &writer->committer, model, body, job->traceparent, out);
+}
+
+static void *
+s_writer_init (void *arg)
+{
+    s_writer_t *writer = calloc (1, sizeof *writer);
+    if (writer && authz_store_new (&writer->store, bus_service_store (arg)) == 0) {
+        writer->committer.svc = arg;
+        authz_store_set_commit (writer->store, s_commit, &writer->committer);
+        return writer;
+    }
+    bus_error ("writer: cannot open the store");
+    free (writer);
+    return NULL;
+}
+
+static void
+s_writer_fini (void *state, void *arg)
+{
+    s_writer_t *writer = state;
+    if (writer)
+        authz_store_destroy (&writer->store);
+    free (writer);
+}
+
+/*  On the writer thread when there is one (its commit, two fsyncs, then
+    holds up nothing here), else here. */
+static void
+s_write (bus_service_t *svc, bus_request_t *req, void *arg)
+{
+    s_authz_t *self = arg;
+    const authz_model_t *model = s_model (self, req);
+    if (!model)
+        return;
+    s_write_job_t *job = malloc (sizeof *job);
+    if (job) {
+        snprintf (job->model_id, sizeof job->model_id, "%s", authz_model_id (model));
+        snprintf (job->traceparent, sizeof job->traceparent, "%s", bus_request_traceparent (req));
+        if (bus_request_offload_write (req, s_write_work, job) != BUS_ESTATE)
+            return;                     /* deferred, or refused and answered */
+        free (job);
+    }
+    bus_outcome_t out = { .code = NULL };
+    s_write_tuples (self->store, &self->committer, model, bus_request_body (req),
+                    bus_request_traceparent (req), &out);
+    bus_reply_outcome (req, &out);
 }
 
 static void
@@ -352,14 +439,9 @@ static void
 s_query_work (void *state, json_t *body, void *arg, bus_outcome_t *out)
 {
     s_job_t *job = arg;
-    authz_store_t *store = state;
-    authz_error_t err = { 0 };
-    const authz_model_t *model = NULL;
-    int rc = store ? authz_store_model (store, job->model_id, &model, &err) : BUS_ENOMEM;
-    if (rc)
-        s_fail_outcome (out, rc, &err);
-    else
-        job->fn (store, model, body, out);
+    const authz_model_t *model = s_model_by_id (state, job->model_id, out);
+    if (model)
+        job->fn (state, model, body, out);
 }
 
 /*  Worker threads' state: a store of their own on the service's
@@ -680,15 +762,18 @@ s_start (bus_service_t *svc, void **state)
         return BUS_ENOMEM;
     *state = self;
     self->svc = svc;
+    self->committer.svc = svc;
     self->policy_db = bus_store_db (bus_service_store (svc), "authz_policy");
     int rc = authz_store_new (&self->store, bus_service_store (svc));
     if (rc == 0)
-        authz_store_set_commit (self->store, s_commit, self);
+        authz_store_set_commit (self->store, s_commit, &self->committer);
     if (rc == 0)
         rc = s_policy_boot (self, svc);
     int threads = (int) bus_config_int (bus_service_config (svc), "authz", "query_threads");
     if (rc == 0 && threads > 0)
         rc = bus_service_workers (svc, threads, s_worker_init, s_worker_fini, bus_service_store (svc));
+    if (rc == 0 && bus_config_bool (bus_service_config (svc), "authz", "writer_thread"))
+        rc = bus_service_writer (svc, s_writer_init, s_writer_fini, svc);
     if (rc)
         return rc;
     static const struct { const char *type; bus_handler_fn *fn; } handlers [] = {

@@ -49,6 +49,11 @@
         of the data); then the same with the service restarted with
         query_threads = 0 (ListObjects on the reactor, the baseline):
         check p50/p99 of each, and the ListObjects' own p50.
+    (2c) Checks beside writes: the same while the second client writes
+        back to back (one tuple written, then deleted: each a commit,
+        two fsyncs), with the writer thread (as configured by default)
+        and then with writer_thread = false (commits on the reactor, the
+        baseline): check p50/p99 of each, and writes per second.
 
     Prints `bench NAME value UNIT [baseline VALUE ratio R]` lines, then
     `bench authz_targets met` or `bench authz_targets missed: <which>`
@@ -1043,11 +1048,14 @@ done:
 
 /* --- (2b) checks beside long ListObjects ----------------------------------- */
 
-/*  A second client asking, every LIST_EVERY_MS, for the orders the root
-    manager may approve (the longest ListObjects of the data: it walks
-    the whole hierarchy), on a thread of its own. */
+/*  A second client, on a thread of its own: either asking, every
+    LIST_EVERY_MS, for the orders the root manager may approve (the
+    longest ListObjects of the data: it walks the whole hierarchy), or
+    writing back to back (a tuple written, then deleted: each a commit,
+    and the data as it was). */
 typedef struct {
     s_bus_t *bus;
+    bool writes;
     atomic_bool stop;
     int done, failed;
     double *ms;                     /* each one's latency, ms */
@@ -1062,32 +1070,48 @@ s_lister (void *arg)
                                            l->bus->client_cert, BUS_TIMEOUT_MS, 0);
     json_t *body = json_pack ("{s:s, s:s, s:s}", "user", "user:0", "relation", "approver",
                               "type", "purchase_order");
+    json_t *tuple = json_pack ("[{s:s, s:s, s:s}]", "object", "purchase_order:bench-write",
+                               "relation", "requester", "user", "user:9999");
+    json_t *write = json_pack ("{s:O}", "writes", tuple), *undo = json_pack ("{s:O}", "deletes", tuple);
     while (client && !atomic_load (&l->stop)) {
         proto_msg_t *reply = NULL;
         double t0 = s_now ();
-        int rc = bus_client_call (client, "authz.list_objects", body, NULL, &reply);
+        int rc = l->writes
+               ? bus_client_call (client, "authz.write", l->done % 2 ? undo : write, NULL, &reply)
+               : bus_client_call (client, "authz.list_objects", body, NULL, &reply);
         if (rc || !reply->ok)
             l->failed++;
         else
         if (l->done < l->cap)
             l->ms [l->done++] = (s_now () - t0) / 1e6;
         proto_msg_destroy (&reply);
-        usleep (LIST_EVERY_MS * 1000);
+        if (!l->writes)
+            usleep (LIST_EVERY_MS * 1000);
+    }
+    if (l->writes && l->done % 2) {             /* leave the data as it was */
+        proto_msg_t *reply = NULL;
+        if (bus_client_call (client, "authz.write", undo, NULL, &reply) || !reply->ok)
+            l->failed++;
+        proto_msg_destroy (&reply);
     }
     l->failed += !client;
+    json_decref (tuple);
+    json_decref (write);
+    json_decref (undo);
     json_decref (body);
     bus_client_destroy (&client);
     return NULL;
 }
 
-/*  Checks paced at rate for secs (in slices of `slice`) while the lister
-    runs: their latencies to acc, the ListObjects' p50 (ms) to list_p50.
-    Returns 0 or -1. */
+/*  Checks paced at rate for secs (in slices of `slice`) while the second
+    client runs (writes or ListObjects): their latencies to acc, the
+    second client's p50 (ms) to other_p50 and its requests per second to
+    other_rate. Returns 0 or -1. */
 static int
-s_beside_lists (s_bus_t *bus, const s_query_t *queries, int n_queries, int *next, double rate,
-                double secs, double slice, s_samples_t *acc, double *list_p50)
+s_beside (s_bus_t *bus, bool writes, const s_query_t *queries, int n_queries, int *next, double rate,
+          double secs, double slice, s_samples_t *acc, double *other_p50, double *other_rate)
 {
-    s_lister_t l = { .bus = bus, .cap = 10000 };
+    s_lister_t l = { .bus = bus, .writes = writes, .cap = 100000 };
     atomic_init (&l.stop, false);
     l.ms = calloc ((size_t) l.cap, sizeof *l.ms);
     pthread_t thread;
@@ -1095,17 +1119,19 @@ s_beside_lists (s_bus_t *bus, const s_query_t *queries, int n_queries, int *next
         free (l.ms);
         return -1;
     }
-    double cpu = 0;
+    double cpu = 0, t0 = s_now ();
     int rc = 0;
     for (double t = 0; rc == 0 && t < secs; t += slice)
         rc = s_paced (bus, queries, n_queries, next, rate, slice, acc, &cpu);
     atomic_store (&l.stop, true);
     pthread_join (thread, NULL);
     if (l.failed || l.done == 0) {
-        fprintf (stderr, "bench_authz: ListObjects beside the checks: %d done, %d failed\n", l.done, l.failed);
+        fprintf (stderr, "bench_authz: %s beside the checks: %d done, %d failed\n",
+                 writes? "writes": "ListObjects", l.done, l.failed);
         rc = -1;
     }
-    *list_p50 = l.done? s_quantile (l.ms, l.done, 0.5): 0;
+    *other_rate = l.done / ((s_now () - t0) / 1e9);
+    *other_p50 = l.done? s_quantile (l.ms, l.done, 0.5): 0;
     free (l.ms);
     return rc;
 }
@@ -1343,37 +1369,55 @@ main (int argc, char **argv)
         s_server_time (&bus);
 
         //  (2b) The same checks while a second client asks for a long
-        //  ListObjects every LIST_EVERY_MS: with the service's query
-        //  thread (as configured by default), then with ListObjects on the
-        //  reactor (query_threads = 0), the service restarted in between
-        double mixed_secs = bus_secs * 2 / 3, p_mixed [2][2], list_ms [2];
-        for (int v = 0; ok == 0 && v < 2; v++) {
-            s_samples_t m;
-            if (s_samples_init (&m, (int) (rate * (mixed_secs + slice)) + 1, "check_beside_lists")) {
-                ok = -1;
-                break;
+        //  ListObjects every LIST_EVERY_MS, (2c) while it writes back to
+        //  back: each with the service as configured by default (query
+        //  and writer threads), then as baseline with that work on the
+        //  reactor (query_threads = 0, writer_thread = false), the
+        //  service restarted in between
+        static const struct {
+            bool writes;
+            const char *name, *knob, *off, *what;
+        } beside [2] = {
+            { false, "list_objects", "SANCTUM_AUTHZ_QUERY_THREADS", "0", "ListObjects on the reactor" },
+            { true, "writes", "SANCTUM_AUTHZ_WRITER_THREAD", "false", "writes committed on the reactor" },
+        };
+        double mixed_secs = bus_secs * 2 / 3;
+        for (int b = 0; ok == 0 && b < 2; b++) {
+            double p_mixed [2][2], other_ms [2], other_rate [2];
+            for (int v = 0; ok == 0 && v < 2; v++) {
+                s_samples_t m;
+                if (s_samples_init (&m, (int) (rate * (mixed_secs + slice)) + 1, "check_beside")) {
+                    ok = -1;
+                    break;
+                }
+                if (v == 1 || b == 1) {         /* restart: as configured (v 0), or the baseline */
+                    s_bus_stop (&bus);
+                    if (v == 1)
+                        setenv (beside [b].knob, beside [b].off, 1);
+                    ok = s_bus_start (&bus, root) || s_warmup (&bus, queries, n_checks, BUS_WARMUP);
+                    unsetenv (beside [b].knob);
+                }
+                if (ok == 0)
+                    ok = s_beside (&bus, beside [b].writes, queries, n_checks, &next, rate, mixed_secs, slice, &m,
+                                   &other_ms [v], &other_rate [v]);
+                p_mixed [v][0] = s_quantile (m.lat, m.n, 0.50);
+                p_mixed [v][1] = s_quantile (m.lat, m.n, 0.99);
+                s_samples_free (&m);
             }
-            if (v == 1) {
-                s_bus_stop (&bus);
-                setenv ("SANCTUM_AUTHZ_QUERY_THREADS", "0", 1);
-                ok = s_bus_start (&bus, root) || s_warmup (&bus, queries, n_checks, BUS_WARMUP);
-                unsetenv ("SANCTUM_AUTHZ_QUERY_THREADS");
-            }
-            if (ok == 0)
-                ok = s_beside_lists (&bus, queries, n_checks, &next, rate, mixed_secs, slice, &m, &list_ms [v]);
-            p_mixed [v][0] = s_quantile (m.lat, m.n, 0.50);
-            p_mixed [v][1] = s_quantile (m.lat, m.n, 0.99);
-            s_samples_free (&m);
+            if (ok)
+                goto done;
+            printf ("bench authz_bus_check_p50_beside_%s %.1f us baseline %.1f ratio %.2f (baseline: %s)\n",
+                    beside [b].name, p_mixed [0][0], p_mixed [1][0], p_mixed [0][0] / p_mixed [1][0],
+                    beside [b].what);
+            printf ("bench authz_bus_check_p99_beside_%s %.1f us baseline %.1f ratio %.2f\n", beside [b].name,
+                    p_mixed [0][1], p_mixed [1][1], p_mixed [0][1] / p_mixed [1][1]);
+            if (beside [b].writes)
+                printf ("bench authz_bus_writes_beside_checks %.0f writes/s (one tuple, back to back; p50 %.2f ms) "
+                        "baseline %.0f\n", other_rate [0], other_ms [0], other_rate [1]);
+            else
+                printf ("bench authz_bus_list_objects_p50 %.1f ms (approver of 90,001 orders, every %d ms) "
+                        "baseline %.1f\n", other_ms [0], LIST_EVERY_MS, other_ms [1]);
         }
-        if (ok)
-            goto done;
-        printf ("bench authz_bus_check_p50_beside_list_objects %.1f us baseline %.1f ratio %.2f "
-                "(baseline: ListObjects on the reactor)\n", p_mixed [0][0], p_mixed [1][0],
-                p_mixed [0][0] / p_mixed [1][0]);
-        printf ("bench authz_bus_check_p99_beside_list_objects %.1f us baseline %.1f ratio %.2f\n",
-                p_mixed [0][1], p_mixed [1][1], p_mixed [0][1] / p_mixed [1][1]);
-        printf ("bench authz_bus_list_objects_p50 %.1f ms (approver of 90,001 orders, every %d ms) "
-                "baseline %.1f\n", list_ms [0], LIST_EVERY_MS, list_ms [1]);
     }
     char missed [80] = "";
     if (check_rate < TARGET_RATE)
