@@ -622,8 +622,19 @@ typedef struct {
     bus_request_t *req;
     bus_work_fn *fn;
     void *job;
+    void (*job_free) (void *job);
     bus_outcome_t out;
 } s_offload_t;
+
+/*  Free a job as its owner said (free() by default). */
+static void
+s_job_free (void *job, void (*job_free) (void *job))
+{
+    if (job_free)
+        job_free (job);
+    else
+        free (job);
+}
 
 void
 bus_reply_outcome (bus_request_t *req, bus_outcome_t *out)
@@ -661,7 +672,7 @@ s_offload_done (void *arg, bool ran, void *svc)
     else
         bus_reply_error (o->req, PROTO_ERR_UNAVAILABLE, "the service stopped before it could answer");
     bus_log_set_trace (NULL);
-    free (o->job);
+    s_job_free (o->job, o->job_free);
     free (o);
 }
 
@@ -685,34 +696,35 @@ bus_service_writer (bus_service_t *self, bus_worker_init_fn *init, bus_worker_fi
     return self->writer ? 0 : BUS_EIO;
 }
 
-static int s_offload (bus_workers_t *pool, bus_request_t *req, bus_work_fn *fn, void *job);
+static int s_offload (bus_workers_t *pool, bus_request_t *req, bus_work_fn *fn, void *job,
+                      void (*job_free) (void *job));
 
 int
 bus_request_offload (bus_request_t *req, bus_work_fn *fn, void *job)
 {
-    return s_offload (req->svc->workers, req, fn, job);
+    return s_offload (req->svc->workers, req, fn, job, NULL);
 }
 
 int
-bus_request_offload_write (bus_request_t *req, bus_work_fn *fn, void *job)
+bus_request_offload_write (bus_request_t *req, bus_work_fn *fn, void *job, void (*job_free) (void *job))
 {
-    return s_offload (req->svc->writer, req, fn, job);
+    return s_offload (req->svc->writer, req, fn, job, job_free);
 }
 
 static int
-s_offload (bus_workers_t *pool, bus_request_t *req, bus_work_fn *fn, void *job)
+s_offload (bus_workers_t *pool, bus_request_t *req, bus_work_fn *fn, void *job, void (*job_free) (void *job))
 {
     bus_service_t *self = req->svc;
     if (!pool)
         return BUS_ESTATE;
     s_offload_t *o = calloc (1, sizeof *o);
     if (o)
-        *o = (s_offload_t) { .req = req, .fn = fn, .job = job };
+        *o = (s_offload_t) { .req = req, .fn = fn, .job = job, .job_free = job_free };
     /* from here the job belongs to a worker thread until reported done */
     int rc = o ? bus_workers_submit (pool, s_offload_run, o) : BUS_ENOMEM;
     if (rc) {
         free (o);
-        free (job);
+        s_job_free (job, job_free);
         bus_stats_count (self->stats, "requests_refused_busy", 1);
         bus_reply_error (req, PROTO_ERR_UNAVAILABLE, "busy: %zu requests are waiting for a worker; retry later",
                          bus_workers_pending (pool));

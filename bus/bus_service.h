@@ -176,8 +176,10 @@ int bus_service_writer (bus_service_t *self, bus_worker_init_fn *init,
                         bus_worker_fini_fn *fini, void *arg);
 
 /*  As bus_request_offload, on the writer (write requests run there one
-    after another, in the order they came). BUS_ESTATE when the service
-    has no writer. */
-int bus_request_offload_write (bus_request_t *req, bus_work_fn *fn, void *job);
+    after another, in the order they came), job freed by job_free (NULL:
+    free()), whether it ran or not. BUS_ESTATE when the service has no
+    writer (nothing done: the caller keeps the request and job). */
+int bus_request_offload_write (bus_request_t *req, bus_work_fn *fn, void *job,
+                               void (*job_free) (void *job));
 
 #endif

@@ -370,7 +370,7 @@ s_write (bus_service_t *svc, bus_request_t *req, void *arg)
     if (job) {
         snprintf (job->model_id, sizeof job->model_id, "%s", authz_model_id (model));
         snprintf (job->traceparent, sizeof job->traceparent, "%s", bus_request_traceparent (req));
-        if (bus_request_offload_write (req, s_write_work, job) != BUS_ESTATE)
+        if (bus_request_offload_write (req, s_write_work, job, NULL) != BUS_ESTATE)
             return;                     /* deferred, or refused and answered */
         free (job);
     }
@@ -609,6 +609,41 @@ s_list_users (bus_service_t *svc, bus_request_t *req, void *arg)
 
 /* --- decisions ------------------------------------------------------------ */
 
+/*  A decision to record (authz.decided) before it is given. */
+typedef struct {
+    json_t *event, *decision;
+    char traceparent [PROTO_TRACEPARENT_LEN + 1];
+} s_decided_t;
+
+static void
+s_decided_free (void *arg)
+{
+    s_decided_t *job = arg;
+    json_decref (job->event);
+    json_decref (job->decision);
+    free (job);
+}
+
+/*  Record the decision, then give it: a decision nobody can audit is not
+    given. state: the committer of the thread it runs on (the writer's
+    state starts with one, as the service's does). */
+static void
+s_decided_work (void *state, json_t *body, void *arg, bus_outcome_t *out)
+{
+    s_committer_t *committer = state;
+    s_decided_t *job = arg;
+    int rc = committer ? bus_service_emit (committer->svc, "authz.decided", job->event, job->traceparent)
+                       : BUS_ENOMEM;
+    job->event = NULL;                  /* taken by bus_service_emit */
+    if (rc) {
+        out->code = PROTO_ERR_UNAVAILABLE;
+        snprintf (out->message, sizeof out->message, "cannot record the decision");
+        return;
+    }
+    out->body = job->decision;
+    job->decision = NULL;
+}
+
 /*  authz.decide, and authz.approvers (the chain alone) when arg says so. */
 static void
 s_decide_common (bus_service_t *svc, bus_request_t *req, s_authz_t *self, bool chain_only)
@@ -642,16 +677,25 @@ s_decide_common (bus_service_t *svc, bus_request_t *req, s_authz_t *self, bool c
         bus_reply_ok (req, out);
         return;
     }
-    json_t *event = json_pack ("{s:s, s:s, s:s, s:O}", "principal", s_field (body, "principal"),
-                               "action", s_field (body, "action"), "resource", s_field (body, "resource"),
-                               "decision", decision);
-    /* a decision nobody can audit is not given */
-    if (bus_service_emit (svc, "authz.decided", event, bus_request_traceparent (req))) {
+    s_decided_t *job = calloc (1, sizeof *job);
+    if (!job) {
         json_decref (decision);
         bus_reply_error (req, PROTO_ERR_UNAVAILABLE, "cannot record the decision");
         return;
     }
-    bus_reply_ok (req, decision);
+    job->event = json_pack ("{s:s, s:s, s:s, s:O}", "principal", s_field (body, "principal"),
+                            "action", s_field (body, "action"), "resource", s_field (body, "resource"),
+                            "decision", decision);
+    job->decision = decision;
+    snprintf (job->traceparent, sizeof job->traceparent, "%s", bus_request_traceparent (req));
+    /* recorded (a commit: two fsyncs) on the writer thread when there is
+       one, so that it holds up nothing here */
+    if (bus_request_offload_write (req, s_decided_work, job, s_decided_free) != BUS_ESTATE)
+        return;
+    bus_outcome_t out = { .code = NULL };
+    s_decided_work (&self->committer, NULL, job, &out);
+    s_decided_free (job);
+    bus_reply_outcome (req, &out);
 }
 
 static void

@@ -145,7 +145,7 @@ s_test_handler (bus_service_t *svc, bus_request_t *req, void *arg)
             break;
         }
         case 10:
-            bus_request_offload_write (req, s_test_write, NULL);
+            bus_request_offload_write (req, s_test_write, NULL, NULL);
             break;
         case 8:
         case 9:
