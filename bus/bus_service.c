@@ -6,6 +6,7 @@
 #include "bus_notify.h"
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdarg.h>
 #include <unistd.h>
 
@@ -18,6 +19,7 @@
 #define S_TRIM_BATCH      8192      /* events deleted per trim, at most */
 #define S_UNKNOWN_LOGGED  256       /* distinct (sender, type, field) logged */
 #define S_WORK_QUEUE_MAX  256       /* requests waiting for a worker thread, at most */
+#define S_GROUP_MAX       64        /* writes committed together by the writer, at most */
 
 const bus_service_id_t bus_services [] = {
     { "orchestrator", "orchestrator" },
@@ -64,6 +66,8 @@ struct bus_service_t {
     zhashx_t *unknown_logged;     /* "principal type field" already logged */
     bus_workers_t *workers;       /* for bus_request_offload, or NULL */
     bus_workers_t *writer;        /* for bus_request_offload_write, or NULL */
+    atomic_uint_fast64_t write_groups;    /* commits of the writer's groups */
+    atomic_uint_fast64_t writes_grouped;  /* writes committed in them */
     bus_stats_t *stats;
     size_t max_frame;
     uint64_t published_seq;       /* last sequence published */
@@ -157,6 +161,12 @@ static void
 s_handle_stats (bus_service_t *self, bus_request_t *req, void *arg)
 {
     json_t *body = bus_stats_json (self->stats);
+    json_t *counters = json_object_get (body, "counters");
+    if (self->writer && counters) {
+        json_object_set_new (counters, "write_groups", json_integer ((json_int_t) atomic_load (&self->write_groups)));
+        json_object_set_new (counters, "writes_grouped",
+                             json_integer ((json_int_t) atomic_load (&self->writes_grouped)));
+    }
     json_object_set_new (body, "service", json_string (bus_service_name (self->section)));
     json_object_set_new (body, "uptime_s",
                          json_integer ((json_int_t) ((proto_now_us () - self->started_us) / 1000000)));
@@ -687,12 +697,55 @@ bus_service_workers (bus_service_t *self, int n, bus_worker_init_fn *init,
     return self->workers ? 0 : BUS_EIO;
 }
 
+/*  Group commit: when the writer takes several writes at once, the write
+    transactions they begin are nested in one group, committed (one
+    fsync) after the last of them. */
+static void
+s_group_begin (void *state, void **jobs, size_t n, void *arg)
+{
+    bus_service_t *self = arg;
+    if (n > 1)
+        bus_txn_group (bus_txn_begin (self->store, true));
+}
+
+/*  The group could not be stored: what its writes answered is untrue. */
+static void
+s_group_failed (void **jobs, size_t n, int rc)
+{
+    for (size_t i = 0; i < n; i++) {
+        bus_outcome_t *out = &((s_offload_t *) jobs [i])->out;
+        if (out->code)
+            continue;                   /* an error stays an error */
+        json_decref (out->body);
+        out->body = NULL;
+        out->code = PROTO_ERR_UNAVAILABLE;
+        snprintf (out->message, sizeof out->message, "the write could not be stored: %s", bus_strerror (rc));
+    }
+}
+
+static void
+s_group_end (void *state, void **jobs, size_t n, void *arg)
+{
+    bus_service_t *self = arg;
+    bus_txn_t *group = bus_txn_group_current ();
+    if (!group)
+        return;                         /* one write, or no group could begin: each committed alone */
+    bus_txn_group (NULL);
+    int rc = bus_service_commit (self, &group);
+    if (rc)
+        s_group_failed (jobs, n, rc);
+    atomic_fetch_add (&self->write_groups, 1);
+    atomic_fetch_add (&self->writes_grouped, n);
+}
+
 int
 bus_service_writer (bus_service_t *self, bus_worker_init_fn *init, bus_worker_fini_fn *fini, void *arg)
 {
     if (self->writer)
         return BUS_EINVAL;
     self->writer = bus_workers_new (self->loop, 1, S_WORK_QUEUE_MAX, init, fini, arg, s_offload_done, self);
+    if (self->writer)
+        bus_workers_batch (self->writer, S_GROUP_MAX, s_group_begin, s_group_end, self);
     return self->writer ? 0 : BUS_EIO;
 }
 
@@ -904,13 +957,38 @@ s_publish_ready (bus_service_t *self)
     }
 }
 
+/*  A nested transaction committed into its group: its events join the
+    group's, to be published when the group is durable. */
+static void
+s_events_join (bus_txn_t *group, s_txn_events_t *events)
+{
+    s_txn_events_t *all = bus_txn_data (group);
+    if (!all) {
+        bus_txn_set_data (group, events, s_txn_events_free);
+        return;
+    }
+    zchunk_t *chunk;
+    while ((chunk = zlistx_detach (events->chunks, NULL)))
+        zlistx_add_end (all->chunks, chunk);
+    all->next_seq = events->next_seq;
+    s_txn_events_free (events);
+}
+
 int
 bus_service_commit (bus_service_t *self, bus_txn_t **txn_p)
 {
     s_txn_events_t *events = *txn_p ? bus_txn_data (*txn_p) : NULL;
+    bus_txn_t *group = *txn_p ? bus_txn_parent (*txn_p) : NULL;
     if (events)
         bus_txn_set_data (*txn_p, NULL, NULL);      /* ours now */
     int rc = bus_txn_commit (txn_p);
+    if (group) {                                    /* durable with the group */
+        if (rc == 0 && events)
+            s_events_join (group, events);
+        else
+            s_txn_events_free (events);
+        return rc;
+    }
     if (rc)
         bus_error ("commit failed: %s", bus_strerror (rc));
     if (rc == 0 && events && zlistx_size (events->chunks)) {

@@ -61,7 +61,12 @@ struct bus_txn_t {
     MDB_cursor *cursors [S_MAX_DBS];
     void *data;                         /* the caller's (bus_txn_set_data) */
     void (*data_free) (void *data);
+    bus_txn_t *parent;                  /* the group it is nested in, or NULL */
 };
+
+/*  This thread's group (bus_txn_group): the write transactions it begins
+    meanwhile are nested in it. */
+static __thread bus_txn_t *s_group;
 
 
 /*  Map an LMDB (or errno) return code to a BUS_E* code, logging every code
@@ -275,16 +280,17 @@ bus_txn_begin (bus_store_t *self, bool write)
         return NULL;
     }
     unsigned flags = write? 0: MDB_RDONLY;
-    int rc = mdb_txn_begin (self->env, NULL, flags, &txn->txn);
+    bus_txn_t *parent = write && s_group && s_group->store == self? s_group: NULL;
+    int rc = mdb_txn_begin (self->env, parent? parent->txn: NULL, flags, &txn->txn);
     if (rc == MDB_READERS_FULL) {
         int dead = 0;
         mdb_reader_check (self->env, &dead);
-        rc = mdb_txn_begin (self->env, NULL, flags, &txn->txn);
+        rc = mdb_txn_begin (self->env, parent? parent->txn: NULL, flags, &txn->txn);
     }
     else
     if (rc == MDB_MAP_RESIZED) {
         mdb_env_set_mapsize (self->env, 0);
-        rc = mdb_txn_begin (self->env, NULL, flags, &txn->txn);
+        rc = mdb_txn_begin (self->env, parent? parent->txn: NULL, flags, &txn->txn);
     }
     if (rc) {
         s_map (rc, write? "begin write": "begin read");
@@ -293,7 +299,27 @@ bus_txn_begin (bus_store_t *self, bool write)
     }
     txn->store = self;
     txn->write = write;
+    txn->parent = parent;
     return txn;
+}
+
+void
+bus_txn_group (bus_txn_t *group)
+{
+    assert (!group || group->write);
+    s_group = group;
+}
+
+bus_txn_t *
+bus_txn_group_current (void)
+{
+    return s_group;
+}
+
+bus_txn_t *
+bus_txn_parent (bus_txn_t *self)
+{
+    return self->parent;
 }
 
 

@@ -84,6 +84,17 @@ uint64_t bus_txn_snapshot (bus_txn_t *self);
 void bus_txn_set_data (bus_txn_t *self, void *data, void (*data_free) (void *data));
 void *bus_txn_data (bus_txn_t *self);
 
+/*  Group commit: while group (a write transaction) is this thread's
+    group, every write transaction the thread begins on the same store is
+    nested in it: its commit merges into the group (no fsync) and its abort
+    undoes only itself; the group's own commit makes them all durable with
+    one fsync, and the group is used for nothing else meanwhile. NULL ends
+    the grouping (then commit or abort the group). */
+void bus_txn_group (bus_txn_t *group);
+bus_txn_t *bus_txn_group_current (void);
+/*  The group a write transaction is nested in, or NULL. */
+bus_txn_t *bus_txn_parent (bus_txn_t *self);
+
 /*  The sticky error so far (0 if none). */
 int bus_txn_error (bus_txn_t *self);
 

@@ -22,6 +22,7 @@
 #include <unistd.h>
 
 #define S_THREADS_MAX 64
+#define S_BATCH_MAX   64     /* jobs a thread takes at once, at most */
 #define S_NICE        10     /* the threads' nice value (the reactor's is 0) */
 
 typedef struct s_job_t {
@@ -50,6 +51,9 @@ struct bus_workers_t {
     void *arg;
     bus_worker_done_fn *on_done;
     void *done_arg;
+    size_t batch_max;               /* jobs taken at once (1 unless batched) */
+    bus_worker_batch_fn *batch_begin, *batch_end;
+    void *batch_arg;
     pthread_t threads [S_THREADS_MAX];
     int n_threads;
 };
@@ -102,12 +106,27 @@ s_thread (void *arg)
             pthread_cond_wait (&self->wake, &self->lock);
         if (self->stopping)
             break;
-        s_job_t *j = s_pop (&self->todo);
+        s_job_t *batch [S_BATCH_MAX];
+        void *jobs [S_BATCH_MAX];
+        size_t n = 0;
+        while (n < self->batch_max && self->todo.head) {
+            batch [n] = s_pop (&self->todo);
+            jobs [n] = batch [n]->job;
+            n++;
+        }
+        bus_worker_batch_fn *begin = self->batch_begin, *end = self->batch_end;
+        void *batch_arg = self->batch_arg;
         pthread_mutex_unlock (&self->lock);
-        j->run (state, j->job);
+        if (begin)
+            begin (state, jobs, n, batch_arg);
+        for (size_t i = 0; i < n; i++)
+            batch [i]->run (state, batch [i]->job);
+        if (end)
+            end (state, jobs, n, batch_arg);
         pthread_mutex_lock (&self->lock);
         bool first = !self->done.head;
-        s_push (&self->done, j);
+        for (size_t i = 0; i < n; i++)
+            s_push (&self->done, batch [i]);
         if (first) {
             uint64_t one = 1;
             while (write (self->poll.fd, &one, sizeof one) < 0 && errno == EINTR)
@@ -167,6 +186,7 @@ bus_workers_new (zloop_t *loop, int n, size_t queue_max,
     self->arg = arg;
     self->on_done = done;
     self->done_arg = done_arg;
+    self->batch_max = 1;
     pthread_mutex_init (&self->lock, NULL);
     pthread_cond_init (&self->wake, NULL);
     self->poll = (zmq_pollitem_t) { NULL, eventfd (0, EFD_NONBLOCK | EFD_CLOEXEC), ZMQ_POLLIN, 0 };
@@ -213,6 +233,18 @@ bus_workers_submit (bus_workers_t *self, bus_worker_run_fn *run, void *job)
     }
     self->pending++;
     return 0;
+}
+
+void
+bus_workers_batch (bus_workers_t *self, size_t max, bus_worker_batch_fn *begin,
+                   bus_worker_batch_fn *end, void *arg)
+{
+    pthread_mutex_lock (&self->lock);
+    self->batch_max = max < 1 ? 1 : max > S_BATCH_MAX ? S_BATCH_MAX : max;
+    self->batch_begin = begin;
+    self->batch_end = end;
+    self->batch_arg = arg;
+    pthread_mutex_unlock (&self->lock);
 }
 
 size_t

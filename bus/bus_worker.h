@@ -40,6 +40,15 @@ bus_workers_t *bus_workers_new (zloop_t *loop, int n, size_t queue_max,
     waiting (the job is not taken). */
 int bus_workers_submit (bus_workers_t *self, bus_worker_run_fn *run, void *job);
 
+/*  Batches: a thread takes up to max (1..64) queued jobs at once; begin
+    runs before them and end after them (on the thread, with its state,
+    the jobs and arg; either may be NULL), and only then are they reported
+    done: a writer groups the commits of a batch this way. Set before the
+    first submit. */
+typedef void (bus_worker_batch_fn) (void *state, void **jobs, size_t n, void *arg);
+void bus_workers_batch (bus_workers_t *self, size_t max, bus_worker_batch_fn *begin,
+                        bus_worker_batch_fn *end, void *arg);
+
 /*  Jobs submitted and not yet done. */
 size_t bus_workers_pending (bus_workers_t *self);
 

@@ -54,6 +54,11 @@
         two fsyncs), with the writer thread (as configured by default)
         and then with writer_thread = false (commits on the reactor, the
         baseline): check p50/p99 of each, and writes per second.
+    (2d) Concurrent writes: WRITES_IN_FLIGHT writes in flight at once
+        (each slot writes its own tuple, then deletes it, and so on) for
+        1 s: writes per second with the writer thread, which commits the
+        writes it finds queued together (one fsync), and with
+        writer_thread = false (one commit each, on the reactor).
 
     Prints `bench NAME value UNIT [baseline VALUE ratio R]` lines, then
     `bench authz_targets met` or `bench authz_targets missed: <which>`
@@ -113,6 +118,7 @@
 #define TARGET_RATE   200000.0  /* in-process checks/s */
 #define TARGET_P99_US 300.0     /* bus check p99 */
 #define LIST_EVERY_MS    50     /* (2b): a long ListObjects this often */
+#define WRITES_IN_FLIGHT 32     /* (2d) */
 
 static const char *s_model =
     "{\"schema_version\":\"1.1\",\"type_definitions\":["
@@ -1136,6 +1142,61 @@ s_beside (s_bus_t *bus, bool writes, const s_query_t *queries, int n_queries, in
     return rc;
 }
 
+/* --- (2d) concurrent writes ------------------------------------------------- */
+
+/*  WRITES_IN_FLIGHT slots, each writing its own tuple then deleting it, a
+    slot's next request leaving when its last is answered, for secs: writes
+    per second, or -1 on a failed write. */
+static double
+s_concurrent_writes (s_bus_t *bus, double secs)
+{
+    json_t *bodies [WRITES_IN_FLIGHT][2];
+    char ids [WRITES_IN_FLIGHT][PROTO_ID_LEN + 1];
+    int state [WRITES_IN_FLIGHT];                 /* 0: next is the write, 1: the delete */
+    for (int k = 0; k < WRITES_IN_FLIGHT; k++) {
+        char object [64];
+        snprintf (object, sizeof object, "purchase_order:bench-concurrent-%d", k);
+        json_t *tuple = json_pack ("[{s:s, s:s, s:s}]", "object", object, "relation", "requester",
+                                   "user", "user:9999");
+        bodies [k][0] = json_pack ("{s:O}", "writes", tuple);
+        bodies [k][1] = json_pack ("{s:o}", "deletes", tuple);
+        state [k] = 0;
+    }
+    int done = 0, failed = 0, in_flight = 0;
+    double t0 = s_now (), until = t0 + secs * 1e9;
+    for (int k = 0; k < WRITES_IN_FLIGHT; k++)
+        in_flight += bus_client_send (bus->client, "authz.write", bodies [k][0], NULL, ids [k]) == 0;
+    while (in_flight > 0 && !failed) {
+        proto_msg_t *reply = NULL;
+        if (bus_client_recv (bus->client, BUS_TIMEOUT_MS, &reply)) {
+            failed++;
+            break;
+        }
+        int k = 0;
+        while (k < WRITES_IN_FLIGHT && strcmp (ids [k], reply->corr))
+            k++;
+        if (k < WRITES_IN_FLIGHT) {
+            in_flight--;
+            failed += !reply->ok;
+            done++;
+            state [k] ^= 1;
+            /* a slot left written is deleted even past the time */
+            if (s_now () < until || state [k] == 1)
+                in_flight += bus_client_send (bus->client, "authz.write", bodies [k][state [k]],
+                                              NULL, ids [k]) == 0;
+        }
+        proto_msg_destroy (&reply);
+    }
+    double rate = done / ((s_now () - t0) / 1e9);
+    for (int k = 0; k < WRITES_IN_FLIGHT; k++) {
+        json_decref (bodies [k][0]);
+        json_decref (bodies [k][1]);
+    }
+    if (failed)
+        fprintf (stderr, "bench_authz: concurrent writes: %d failed\n", failed);
+    return failed? -1: rate;
+}
+
 /*  Closed-loop warm-up: n checks one at a time. Returns 0 or -1. */
 static int
 s_warmup (s_bus_t *bus, const s_query_t *queries, int n_queries, int n)
@@ -1418,6 +1479,24 @@ main (int argc, char **argv)
                 printf ("bench authz_bus_list_objects_p50 %.1f ms (approver of 90,001 orders, every %d ms) "
                         "baseline %.1f\n", other_ms [0], LIST_EVERY_MS, other_ms [1]);
         }
+        //  (2d) Writes WRITES_IN_FLIGHT at a time: the writer thread
+        //  (default; the service restarted as configured), then the
+        //  baseline, writer_thread = false
+        double writes_rate [2] = { 0 };
+        for (int v = 0; ok == 0 && v < 2; v++) {
+            s_bus_stop (&bus);
+            if (v == 1)
+                setenv ("SANCTUM_AUTHZ_WRITER_THREAD", "false", 1);
+            ok = s_bus_start (&bus, root);
+            unsetenv ("SANCTUM_AUTHZ_WRITER_THREAD");
+            if (ok == 0 && (writes_rate [v] = s_concurrent_writes (&bus, bus_secs / 3)) < 0)
+                ok = -1;
+        }
+        if (ok)
+            goto done;
+        printf ("bench authz_bus_writes_concurrent %.0f writes/s (%d in flight) baseline %.0f ratio %.2f "
+                "(baseline: one commit each, on the reactor)\n", writes_rate [0], WRITES_IN_FLIGHT,
+                writes_rate [1], writes_rate [0] / writes_rate [1]);
     }
     char missed [80] = "";
     if (check_rate < TARGET_RATE)

@@ -32,7 +32,7 @@ for shape in process thread; do
         authz_bus_check_in_service_p99 authz_list_objects_p50 authz_list_objects_p99 \
         authz_decide_throughput authz_decide_p50 authz_decide_p99 \
         authz_bus_check_p99_beside_list_objects authz_bus_list_objects_p50 \
-        authz_bus_check_p99_beside_writes authz_bus_writes_beside_checks >"$TMP/why"
+        authz_bus_check_p99_beside_writes authz_bus_writes_beside_checks authz_bus_writes_concurrent >"$TMP/why"
     result "bench_authz_figures_$shape" $? "$(cat "$TMP/why")"
     # the example's data gives every kind of decision
     grep -Eq "^bench authz_decide_mix [1-9][0-9]* allow [1-9][0-9]* deny [1-9][0-9]* approval_required" "$TMP/authz"

@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <pthread.h>
+#include <unistd.h>
 #include <cmocka.h>
 
 #include "bus_client.h"
@@ -65,6 +66,18 @@ s_work_release (void)
     pthread_mutex_unlock (&s_work_lock);
 }
 
+/*  On a worker thread: say it started, and wait while s_work_hold. */
+static void
+s_work_wait (void)
+{
+    pthread_mutex_lock (&s_work_lock);
+    s_work_started++;
+    pthread_cond_broadcast (&s_work_cond);
+    while (s_work_hold)
+        pthread_cond_wait (&s_work_cond, &s_work_lock);
+    pthread_mutex_unlock (&s_work_lock);
+}
+
 /*  Work of modes 8 and 9, on a worker thread. */
 static void
 s_test_work (void *state, json_t *body, void *job, bus_outcome_t *out)
@@ -76,12 +89,7 @@ s_test_work (void *state, json_t *body, void *job, bus_outcome_t *out)
         snprintf (out->message, sizeof out->message, "refused on a worker");
         return;
     }
-    pthread_mutex_lock (&s_work_lock);
-    s_work_started++;
-    pthread_cond_broadcast (&s_work_cond);
-    while (s_work_hold)
-        pthread_cond_wait (&s_work_cond, &s_work_lock);
-    pthread_mutex_unlock (&s_work_lock);
+    s_work_wait ();
     out->body = json_pack ("{s:I, s:b, s:s}", "mode", mode, "on_worker",
                            !pthread_equal (pthread_self (), s_service_thread), "job", (char *) job);
 }
@@ -102,6 +110,25 @@ s_test_write (void *state, json_t *body, void *job, bus_outcome_t *out)
         out->body = json_pack ("{s:i}", "emitted", 30);
 }
 
+/*  Modes 11, 12, 13, on the writer thread. */
+static void
+s_test_write_one (void *state, json_t *body, void *job, bus_outcome_t *out)
+{
+    json_int_t mode = json_integer_value (json_object_get (body, "mode"));
+    if (mode == 11)
+        s_work_wait ();
+    int rc = bus_service_emit (state, "echo.seen", json_pack ("{s:s, s:I}", "request", "writer", "mode", mode),
+                               NULL);
+    if (mode == 13 && bus_txn_group_current ())
+        bus_txn_fail (bus_txn_group_current (), BUS_EIO);
+    if (rc) {
+        out->code = PROTO_ERR_UNAVAILABLE;
+        snprintf (out->message, sizeof out->message, "emit failed");
+    }
+    else
+        out->body = json_pack ("{s:I}", "mode", mode);
+}
+
 static void *
 s_writer_state (void *arg)
 {
@@ -115,7 +142,9 @@ s_writer_state (void *arg)
     7 publish an echo.seen event padded to 3000 bytes, then answer, 8
     answer from a worker thread once s_work_hold is clear, 9 answer an
     error from a worker thread, 10 on the writer thread publish 30
-    echo.seen events (each its own commit), then answer. */
+    echo.seen events (each its own commit), then answer, 11 on the writer
+    wait while s_work_hold, then publish one, 12 on the writer publish
+    one, 13 on the writer publish one and spoil the group it is in. */
 static void
 s_test_handler (bus_service_t *svc, bus_request_t *req, void *arg)
 {
@@ -146,6 +175,11 @@ s_test_handler (bus_service_t *svc, bus_request_t *req, void *arg)
         }
         case 10:
             bus_request_offload_write (req, s_test_write, NULL, NULL);
+            break;
+        case 11:
+        case 12:
+        case 13:
+            bus_request_offload_write (req, s_test_write_one, NULL, NULL);
             break;
         case 8:
         case 9:
@@ -775,6 +809,95 @@ test_writer_events_in_order (void **state)
     bus_sub_destroy (&sub);
 }
 
+/*  A counter of stats. */
+static json_int_t
+s_counter (const char *name)
+{
+    proto_msg_t *stats = s_call (s_fx.client, "stats", NULL);
+    json_int_t n = json_integer_value (json_object_get (json_object_get (stats->body, "counters"), name));
+    proto_msg_destroy (&stats);
+    return n;
+}
+
+/*  Hold the writer with a mode 11 request on client held, send the
+    modes (a 0-terminated list) on client many, release the writer;
+    returns the replies' codes in send order ("ok" or the error code)
+    in codes, the held request's last. */
+static void
+s_writer_batch (const int *modes, const char **codes)
+{
+    bus_client_t *held = bus_client_new (s_fx.rpc, s_fx.server_key, s_fx.ops, 10000, 0);
+    bus_client_t *many = bus_client_new (s_fx.rpc, s_fx.server_key, s_fx.ops, 10000, 0);
+    pthread_mutex_lock (&s_work_lock);
+    s_work_hold = true;
+    int started = s_work_started;
+    pthread_mutex_unlock (&s_work_lock);
+    json_t *body = json_pack ("{s:i}", "mode", 11);
+    assert_int_equal (bus_client_send (held, "authz.write", body, NULL, NULL), 0);
+    json_decref (body);
+    pthread_mutex_lock (&s_work_lock);
+    while (s_work_started == started)   /* the writer holds it */
+        pthread_cond_wait (&s_work_cond, &s_work_lock);
+    pthread_mutex_unlock (&s_work_lock);
+    char ids [16][PROTO_ID_LEN + 1];
+    int n = 0;
+    for (; modes [n]; n++) {
+        body = json_pack ("{s:i}", "mode", modes [n]);
+        assert_int_equal (bus_client_send (many, "authz.write", body, NULL, ids [n]), 0);
+        json_decref (body);
+    }
+    usleep (200 * 1000);                /* all queued behind the held one */
+    s_work_release ();
+    for (int got = 0; got < n; got++) {
+        proto_msg_t *reply = NULL;
+        assert_int_equal (bus_client_recv (many, 5000, &reply), 0);
+        for (int i = 0; i < n; i++)
+            if (streq (reply->corr, ids [i]))
+                codes [i] = reply->ok ? "ok"
+                          : streq (s_code (reply), PROTO_ERR_UNAVAILABLE) ? PROTO_ERR_UNAVAILABLE : "other";
+        proto_msg_destroy (&reply);
+    }
+    proto_msg_t *reply = NULL;
+    assert_int_equal (bus_client_recv (held, 5000, &reply), 0);
+    codes [n] = reply->ok ? "ok" : "not ok";
+    proto_msg_destroy (&reply);
+    bus_client_destroy (&held);
+    bus_client_destroy (&many);
+}
+
+/*  Group commit: writes queued behind a running one are committed
+    together (one group), their events in sequence; a group that cannot
+    be stored turns every answer in it into unavailable, publishes none
+    of its events, and the sequence goes on without a gap. */
+static void
+test_group_commit (void **state)
+{
+    json_int_t groups = s_counter ("write_groups"), grouped = s_counter ("writes_grouped");
+    int64_t last = s_last_seq ();
+    const char *codes [16];
+    s_writer_batch ((const int []) { 12, 12, 12, 12, 12, 12, 12, 12, 12, 12, 0 }, codes);
+    for (int i = 0; i < 11; i++)
+        assert_string_equal (codes [i], "ok");
+    assert_int_equal (s_counter ("write_groups"), groups + 1);
+    assert_int_equal (s_counter ("writes_grouped"), grouped + 10);
+    assert_int_equal (s_last_seq (), last + 11);
+
+    last = s_last_seq ();
+    s_writer_batch ((const int []) { 12, 12, 13, 12, 0 }, codes);
+    for (int i = 0; i < 4; i++)
+        assert_string_equal (codes [i], PROTO_ERR_UNAVAILABLE);
+    assert_string_equal (codes [4], "ok");                      /* the held one, alone */
+    assert_int_equal (s_last_seq (), last + 1);
+    s_expect (s_fx.client, "authz.write", json_pack ("{s:i}", "mode", 12), "ok");
+    assert_int_equal (s_last_seq (), last + 2);
+    json_t *r = s_replay (last + 1, 0, 0), *evt;
+    size_t i;
+    json_array_foreach (json_object_get (r, "events"), i, evt)
+        assert_int_equal (json_integer_value (json_object_get (evt, "seq")), last + 1 + (int64_t) i);
+    assert_int_equal (json_array_size (json_object_get (r, "events")), 2);
+    json_decref (r);
+}
+
 /*  A request with effects is remembered: its retry gets the very reply
     frame again; a safe one (a read) is answered afresh each time, and
     never counted as a duplicate. */
@@ -1116,6 +1239,7 @@ main (void)
         cmocka_unit_test (test_offload),
         cmocka_unit_test (test_safe_not_remembered),
         cmocka_unit_test (test_writer_events_in_order),
+        cmocka_unit_test (test_group_commit),
         cmocka_unit_test (test_dedupe_deferred),
         cmocka_unit_test (test_sub_cap),
         cmocka_unit_test (test_revoked_subscriber),
