@@ -8,6 +8,7 @@
 #include "bus_service.h"
 
 #define S_MAX_FRAME (64UL << 20)    /* libzmq's cap; bus_sub_for: the config's */
+#define S_READY_MAX 10000            /* replies set aside by bus_client_call, unread */
 
 typedef struct {
     char id [PROTO_ID_LEN + 1];
@@ -25,7 +26,8 @@ struct bus_client_t {
     int timeout_ms;
     int retries;
     zhashx_t *inflight;      /* id -> s_pending_t */
-    zlistx_t *timeouts;      /* proto_msg_t*: timeout replies not yet returned */
+    zlistx_t *ready;         /* proto_msg_t*: replies to return before reading the socket:
+                                timeouts, and replies bus_client_call set aside */
     int64_t next_deadline_ms; /* no deadline in flight is earlier; 0 = unknown */
     size_t max_frame;
 };
@@ -78,7 +80,7 @@ bus_client_new (const char *endpoint, const char *server_key, zcert_t *cert,
     self->max_frame = S_MAX_FRAME;
     self->inflight = zhashx_new ();
     zhashx_set_destructor (self->inflight, s_pending_free);
-    self->timeouts = zlistx_new ();
+    self->ready = zlistx_new ();
     if (!self->endpoint || s_connect (self)) {
         bus_client_destroy (&self);
         return NULL;
@@ -107,11 +109,11 @@ bus_client_destroy (bus_client_t **self_p)
     bus_client_t *self = *self_p;
     zsock_destroy (&self->sock);
     zhashx_destroy (&self->inflight);
-    if (self->timeouts) {
+    if (self->ready) {
         proto_msg_t *msg;
-        while ((msg = zlistx_detach (self->timeouts, NULL)))
+        while ((msg = zlistx_detach (self->ready, NULL)))
             proto_msg_destroy (&msg);
-        zlistx_destroy (&self->timeouts);
+        zlistx_destroy (&self->ready);
     }
     free (self->endpoint);
     free (self);
@@ -207,7 +209,7 @@ s_check_deadlines (bus_client_t *self)
         proto_msg_t *failed = proto_reply_error_id (p->id, PROTO_ERR_TIMEOUT, message);
         if (failed) {
             snprintf (failed->type, sizeof failed->type, "%s", p->type);
-            zlistx_add_end (self->timeouts, failed);
+            zlistx_add_end (self->ready, failed);
         }
         zhashx_delete (self->inflight, id);
     }
@@ -245,7 +247,7 @@ bus_client_recv (bus_client_t *self, int timeout_ms, proto_msg_t **reply)
     int64_t until = zclock_mono () + (timeout_ms < 0 ? 0 : timeout_ms);
     while (true) {
         s_check_deadlines (self);
-        if ((*reply = zlistx_detach (self->timeouts, NULL)))
+        if ((*reply = zlistx_detach (self->ready, NULL)))
             return 0;
         int64_t wait = until - zclock_mono ();
         int64_t next = s_next_deadline (self);
@@ -309,7 +311,7 @@ bus_client_sock (bus_client_t *self)
 size_t
 bus_client_inflight (bus_client_t *self)
 {
-    return zhashx_size (self->inflight) + zlistx_size (self->timeouts);
+    return zhashx_size (self->inflight) + zlistx_size (self->ready);
 }
 
 int
@@ -323,25 +325,46 @@ bus_client_call (bus_client_t *self, const char *type, json_t *body, const char 
         return rc;
     int64_t budget = (int64_t) self->timeout_ms * (self->retries + 1) + 1000;
     int64_t until = zclock_mono () + budget;
+    /* replies to other requests in flight are set aside, and handed to
+       bus_client_recv afterwards, in the order they came */
+    zlistx_t *aside = zlistx_new ();
+    if (!aside) {
+        zhashx_delete (self->inflight, id);
+        return BUS_ENOMEM;
+    }
+    rc = BUS_ETIMEOUT;
     while (zclock_mono () < until) {
         proto_msg_t *msg = NULL;
-        rc = bus_client_recv (self, (int) (until - zclock_mono ()), &msg);
-        if (rc)
+        int rrc = bus_client_recv (self, (int) (until - zclock_mono ()), &msg);
+        if (rrc) {
+            rc = rrc;
             break;
+        }
         if (streq (msg->corr, id)) {
             if (!msg->ok && msg->error
                 && streq (json_string_value (json_object_get (msg->error, "code")), PROTO_ERR_TIMEOUT)
-                && !msg->body) {
+                && !msg->body)
                 proto_msg_destroy (&msg);
-                return BUS_ETIMEOUT;
-            }
-            *reply = msg;
-            return 0;
+            else
+                *reply = msg;
+            rc = *reply ? 0 : BUS_ETIMEOUT;
+            break;
         }
-        proto_msg_destroy (&msg);
+        zlistx_add_end (aside, msg);
     }
-    zhashx_delete (self->inflight, id);
-    return rc ? rc : BUS_ETIMEOUT;
+    if (rc)
+        zhashx_delete (self->inflight, id);
+    proto_msg_t *msg;
+    while ((msg = zlistx_detach (aside, NULL))) {
+        if (zlistx_size (self->ready) < S_READY_MAX)
+            zlistx_add_end (self->ready, msg);
+        else {
+            bus_warn ("client: %d replies set aside and not read; dropping one (%s)", S_READY_MAX, msg->corr);
+            proto_msg_destroy (&msg);
+        }
+    }
+    zlistx_destroy (&aside);
+    return rc;
 }
 
 /* --- subscriber ----------------------------------------------------------- */

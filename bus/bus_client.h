@@ -35,7 +35,9 @@ void bus_client_destroy (bus_client_t **self_p);
 /*  Send a request and wait for its reply (all retries). Returns 0 with the
     reply in *reply (ok or error: check (*reply)->ok), or BUS_ETIMEOUT when
     every attempt went unanswered, or BUS_ENOMEM/BUS_EINVAL. body is
-    borrowed. traceparent may be NULL. */
+    borrowed. traceparent may be NULL. Replies to other requests in flight
+    (bus_client_send) that come meanwhile are kept, in order, for
+    bus_client_recv. */
 int bus_client_call (bus_client_t *self, const char *type, json_t *body,
                      const char *traceparent, proto_msg_t **reply)
     __attribute__((warn_unused_result));

@@ -809,6 +809,25 @@ test_writer_events_in_order (void **state)
     bus_sub_destroy (&sub);
 }
 
+/*  A call on a client with another request in flight keeps that
+    request's reply (which comes first) for bus_client_recv. */
+static void
+test_call_keeps_other_replies (void **state)
+{
+    char first [PROTO_ID_LEN + 1];
+    json_t *body = json_pack ("{s:s}", "data", "first");
+    assert_int_equal (bus_client_send (s_fx.client, "echo", body, NULL, first), 0);
+    json_decref (body);
+    proto_msg_t *reply = s_call (s_fx.client, "echo", json_pack ("{s:s}", "data", "second"));
+    assert_string_equal (json_string_value (json_object_get (reply->body, "data")), "second");
+    proto_msg_destroy (&reply);
+    assert_int_equal (bus_client_recv (s_fx.client, 2000, &reply), 0);
+    assert_string_equal (reply->corr, first);
+    assert_string_equal (json_string_value (json_object_get (reply->body, "data")), "first");
+    proto_msg_destroy (&reply);
+    assert_int_equal (bus_client_inflight (s_fx.client), 0);
+}
+
 /*  A counter of stats. */
 static json_int_t
 s_counter (const char *name)
@@ -1240,6 +1259,7 @@ main (void)
         cmocka_unit_test (test_safe_not_remembered),
         cmocka_unit_test (test_writer_events_in_order),
         cmocka_unit_test (test_group_commit),
+        cmocka_unit_test (test_call_keeps_other_replies),
         cmocka_unit_test (test_dedupe_deferred),
         cmocka_unit_test (test_sub_cap),
         cmocka_unit_test (test_revoked_subscriber),
