@@ -219,7 +219,10 @@ s_handle_replay (bus_service_t *self, bus_request_t *req, void *arg)
         self->outbox_acked = from;
     json_t *to = json_object_get (body, "to_seq");
     json_t *limit = json_object_get (body, "limit");
-    s_replay_t r = { json_array (), to ? (uint64_t) json_integer_value (to) : UINT64_MAX,
+    /* published events only: one a writer thread has just committed is
+       replayed once the reactor has published it, never before */
+    uint64_t to_seq = to ? (uint64_t) json_integer_value (to) : UINT64_MAX;
+    s_replay_t r = { json_array (), MIN (to_seq, self->published_seq),
                      limit ? (size_t) json_integer_value (limit) : S_REPLAY_MAX, 0,
                      self->max_frame / 2, 0, 0 };
     uint8_t from_key [8];
