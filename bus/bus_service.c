@@ -82,6 +82,7 @@ struct bus_service_t {
     int64_t started_us;
     pid_t pid;                    /* for health, without a system call per request */
     bool stopping;
+    bool trim_pending;            /* a trim is with the writer */
 };
 
 struct bus_request_t {
@@ -630,6 +631,7 @@ s_on_request (zloop_t *loop, zsock_t *router, void *arg)
 /* --- work off the reactor ------------------------------------------------ */
 
 static void s_publish_ready (bus_service_t *self);
+static void s_trim_done (bus_service_t *self, void *job, bool ran, bool stored);
 
 typedef struct {
     bus_request_t *req;
@@ -667,8 +669,9 @@ static void
 s_offload_run (void *state, void *arg)
 {
     s_offload_t *o = arg;
-    s_log_trace (o->req->msg);
-    o->fn (state, o->req->msg->body, o->job, &o->out);
+    if (o->req)
+        s_log_trace (o->req->msg);
+    o->fn (state, o->req ? o->req->msg->body : NULL, o->job, &o->out);
     bus_log_set_trace (NULL);
 }
 
@@ -679,6 +682,12 @@ s_offload_done (void *arg, bool ran, void *svc)
 {
     s_offload_t *o = arg;
     s_publish_ready (svc);          /* events the work committed go first */
+    if (!o->req) {                  /* the service's own work: a trim */
+        s_trim_done (svc, o->job, ran, !o->out.code);
+        free (o->job);
+        free (o);
+        return;
+    }
     s_log_trace (o->req->msg);
     if (ran)
         bus_reply_outcome (o->req, &o->out);
@@ -1103,24 +1112,11 @@ s_on_tick (zloop_t *loop, int timer_id, void *arg)
     error when acked_by has not stored them: they now exist nowhere; a
     replay says so with first_seq). The newest event always stays: it
     carries the sequence across restarts. */
-static void
-s_outbox_trim (bus_service_t *self)
+/*  Delete events [first, below) from the outbox, in a transaction of
+    its own (nested in the writer's group when it runs there). */
+static int
+s_trim_delete (bus_service_t *self, uint64_t first, uint64_t below)
 {
-    uint64_t first = self->outbox_first_seq, last = self->published_seq;
-    if (!first || last < first)
-        return;
-    uint64_t stored = last - first + 1;
-    uint64_t below = first;                     /* trim [first, below) */
-    if (stored > self->outbox_keep) {
-        uint64_t keep_from = last - self->outbox_keep + 1;
-        below = MAX (first, MIN (self->outbox_acked, keep_from));
-    }
-    uint64_t acked_below = below;
-    if (stored > self->outbox_max)
-        below = MAX (below, last - self->outbox_max + 1);
-    below = MIN (below, first + S_TRIM_BATCH);
-    if (below <= first)
-        return;
     bus_txn_t *txn = bus_txn_begin (self->store, true);
     int rc = txn ? 0 : BUS_EIO;
     for (uint64_t seq = first; rc == 0 && seq < below; seq++) {
@@ -1134,6 +1130,13 @@ s_outbox_trim (bus_service_t *self)
         bus_txn_abort (&txn);
     else
         rc = bus_txn_commit (&txn);
+    return rc;
+}
+
+/*  On the reactor: a trim of [first, below) done (rc 0) or not. */
+static void
+s_trim_applied (bus_service_t *self, uint64_t first, uint64_t below, uint64_t acked_below, int rc)
+{
     if (rc) {
         bus_error ("outbox trim failed: %s", bus_strerror (rc));
         return;
@@ -1146,6 +1149,77 @@ s_outbox_trim (bus_service_t *self)
                    (unsigned long long) self->outbox_max, (unsigned long long) acked_below,
                    (unsigned long long) below - 1, self->acked_by);
     }
+}
+
+/*  A trim handed to the writer (its range decided on the reactor). */
+typedef struct {
+    bus_service_t *svc;
+    uint64_t first, below, acked_below;
+    int rc;
+} s_trim_t;
+
+static void
+s_trim_work (void *state, json_t *body, void *job, bus_outcome_t *out)
+{
+    s_trim_t *trim = job;
+    trim->rc = s_trim_delete (trim->svc, trim->first, trim->below);
+}
+
+/*  On the reactor: the writer's trim is over (not ran: the service
+    stopped first; not stored: it ran in a group that could not be
+    stored). */
+static void
+s_trim_done (bus_service_t *self, void *job, bool ran, bool stored)
+{
+    s_trim_t *trim = job;
+    self->trim_pending = false;
+    if (ran)
+        s_trim_applied (self, trim->first, trim->below, trim->acked_below, stored ? trim->rc : BUS_EIO);
+}
+
+/*  Trim the outbox from the front, at most S_TRIM_BATCH events a call.
+    Trimmed: what outbox_acked_by has stored (it replayed from a later
+    seq) beyond the newest outbox_keep events; and, stored or not, beyond
+    the newest outbox_max, so that the store never fills with events (an
+    error when acked_by has not stored them: they now exist nowhere; a
+    replay says so with first_seq). The newest event always stays: it
+    carries the sequence across restarts. With a writer thread, the
+    deletion runs there, so that the reactor never waits for the write
+    lock a writer group holds. */
+static void
+s_outbox_trim (bus_service_t *self)
+{
+    uint64_t first = self->outbox_first_seq, last = self->published_seq;
+    if (!first || last < first || self->trim_pending)
+        return;
+    uint64_t stored = last - first + 1;
+    uint64_t below = first;                     /* trim [first, below) */
+    if (stored > self->outbox_keep) {
+        uint64_t keep_from = last - self->outbox_keep + 1;
+        below = MAX (first, MIN (self->outbox_acked, keep_from));
+    }
+    uint64_t acked_below = below;
+    if (stored > self->outbox_max)
+        below = MAX (below, last - self->outbox_max + 1);
+    below = MIN (below, first + S_TRIM_BATCH);
+    if (below <= first)
+        return;
+    if (self->writer) {
+        s_trim_t *trim = calloc (1, sizeof *trim);
+        s_offload_t *o = calloc (1, sizeof *o);
+        if (trim && o) {
+            *trim = (s_trim_t) { self, first, below, acked_below, 0 };
+            *o = (s_offload_t) { .fn = s_trim_work, .job = trim };
+            if (bus_workers_submit (self->writer, s_offload_run, o) == 0) {
+                self->trim_pending = true;
+                return;
+            }
+        }
+        free (trim);
+        free (o);
+        return;                                 /* the writer is busy: next time */
+    }
+    s_trim_applied (self, first, below, acked_below, s_trim_delete (self, first, below));
 }
 
 static int

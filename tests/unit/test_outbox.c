@@ -6,11 +6,14 @@
     The service (svc:authz, no handlers of its own: echo emits the events)
     runs on a thread; outbox_keep = 3, outbox_max = 8, acknowledged by
     svc:auditor, a client of this test. ops:test replays too, and does not
-    count. Trimming runs once a second, so each step waits for it.
+    count. Trimming runs once a second, so each step waits for it. Every
+    test runs twice: with the trim on the reactor, then with a writer
+    thread, which the trim's deletions are handed to.
 */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -34,13 +37,23 @@ typedef struct {
 
 static fixture_t s_fx;
 
+static bool s_with_writer;        /* the second run of the tests */
+
+static int
+s_writer_start (bus_service_t *svc, void **state)
+{
+    return bus_service_writer (svc, NULL, NULL, NULL);
+}
+
 static const bus_daemon_t s_daemon = { "authz", NULL, NULL, NULL };
+static const bus_daemon_t s_daemon_writer = { "authz", NULL, s_writer_start, NULL };
 
 static void
 s_start (void)
 {
     char err [256] = "";
-    int rc = test_service_start (s_fx.env, &s_daemon, "test-1", 0, err, sizeof err);
+    int rc = test_service_start (s_fx.env, s_with_writer ? &s_daemon_writer : &s_daemon, "test-1", 0,
+                                 err, sizeof err);
     if (rc)
         fprintf (stderr, "test_service_start: %s\n", err);
     assert_int_equal (rc, 0);
@@ -209,6 +222,8 @@ main (void)
         cmocka_unit_test (test_trim_at_cap),
         cmocka_unit_test (test_trim_keeps_newest),
     };
-    return test_service_summary ((int) (sizeof tests / sizeof tests [0]),
-                                 cmocka_run_group_tests (tests, s_setup, s_teardown));
+    int failed = cmocka_run_group_tests_name ("trim on the reactor", tests, s_setup, s_teardown);
+    s_with_writer = true;
+    failed += cmocka_run_group_tests_name ("trim on the writer", tests, s_setup, s_teardown);
+    return test_service_summary (2 * (int) (sizeof tests / sizeof tests [0]), failed);
 }
