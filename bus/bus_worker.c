@@ -40,9 +40,9 @@ struct bus_workers_t {
     zloop_t *loop;
     zmq_pollitem_t poll;            /* the eventfd, on loop */
     bool polling;
-    pthread_mutex_t lock;           /* guards todo, done, stopping */
+    pthread_mutex_t lock;           /* guards queued, done, stopping */
     pthread_cond_t wake;            /* a job queued, or stopping */
-    s_queue_t todo, done;
+    s_queue_t queued, done;
     bool stopping;
     size_t queue_max;
     size_t pending;                 /* submitted, not yet reported (reactor only) */
@@ -102,15 +102,15 @@ s_thread (void *arg)
     void *state = self->init ? self->init (self->arg) : NULL;
     pthread_mutex_lock (&self->lock);
     while (true) {
-        while (!self->todo.head && !self->stopping)
+        while (!self->queued.head && !self->stopping)
             pthread_cond_wait (&self->wake, &self->lock);
         if (self->stopping)
             break;
         s_job_t *batch [S_BATCH_MAX];
         void *jobs [S_BATCH_MAX];
         size_t n = 0;
-        while (n < self->batch_max && self->todo.head) {
-            batch [n] = s_pop (&self->todo);
+        while (n < self->batch_max && self->queued.head) {
+            batch [n] = s_pop (&self->queued);
             jobs [n] = batch [n]->job;
             n++;
         }
@@ -221,9 +221,9 @@ bus_workers_submit (bus_workers_t *self, bus_worker_run_fn *run, void *job)
         return BUS_ENOMEM;
     *j = (s_job_t) { run, job, NULL };
     pthread_mutex_lock (&self->lock);
-    bool full = self->todo.n >= self->queue_max;
+    bool full = self->queued.n >= self->queue_max;
     if (!full) {
-        s_push (&self->todo, j);
+        s_push (&self->queued, j);
         pthread_cond_signal (&self->wake);
     }
     pthread_mutex_unlock (&self->lock);
@@ -268,7 +268,7 @@ bus_workers_destroy (bus_workers_t **self_p)
     if (self->polling)
         zloop_poller_end (self->loop, &self->poll);
     s_report (self, s_take_all (&self->done), true);
-    s_report (self, s_take_all (&self->todo), false);
+    s_report (self, s_take_all (&self->queued), false);
     if (self->poll.fd >= 0)
         close (self->poll.fd);
     pthread_cond_destroy (&self->wake);

@@ -346,3 +346,14 @@ test_service_summary (int total, int failed)
     printf ("%d passed, %d failed\n", total - failed, failed);
     return failed ? 1 : 0;
 }
+
+int64_t
+test_service_counter (bus_client_t *client, const char *name)
+{
+    proto_msg_t *reply = NULL;
+    int64_t value = -1;
+    if (bus_client_call (client, "stats", NULL, NULL, &reply) == 0 && reply->ok)
+        value = json_integer_value (json_object_get (json_object_get (reply->body, "counters"), name));
+    proto_msg_destroy (&reply);
+    return value;
+}

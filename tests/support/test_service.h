@@ -26,6 +26,9 @@
 #include <czmq.h>
 #include <stddef.h>
 
+#include <stdint.h>
+
+#include "bus_client.h"
 #include "bus_config.h"
 #include "bus_daemon.h"
 #include "bus_keys.h"
@@ -83,6 +86,10 @@ void test_service_rmtree (const char *dir);
 /*  A free TCP port on loopback (the kernel's pick, released for the caller
     to bind at once), or -1. */
 int test_service_free_port (void);
+
+/*  A counter of the service's `stats`, asked through client: its value
+    (0 when it was never counted), or -1 when stats did not answer ok. */
+int64_t test_service_counter (bus_client_t *client, const char *name);
 
 /*  Print the "N passed, N failed" line a test program ends with; returns
     its exit status (0 when none failed, else 1). */

@@ -66,6 +66,25 @@ s_work_release (void)
     pthread_mutex_unlock (&s_work_lock);
 }
 
+/*  Hold the work of the next request: send an authz.write of mode on
+    client and return once its work has begun (and waits, until
+    s_work_release). */
+static void
+s_send_held (bus_client_t *client, int mode)
+{
+    pthread_mutex_lock (&s_work_lock);
+    s_work_hold = true;
+    int started = s_work_started;
+    pthread_mutex_unlock (&s_work_lock);
+    json_t *body = json_pack ("{s:i}", "mode", mode);
+    assert_int_equal (bus_client_send (client, "authz.write", body, NULL, NULL), 0);
+    json_decref (body);
+    pthread_mutex_lock (&s_work_lock);
+    while (s_work_started == started)
+        pthread_cond_wait (&s_work_cond, &s_work_lock);
+    pthread_mutex_unlock (&s_work_lock);
+}
+
 /*  On a worker thread: say it started, and wait while s_work_hold. */
 static void
 s_work_wait (void)
@@ -821,17 +840,7 @@ test_replay_published_only (void **state)
 {
     int64_t last = s_last_seq ();
     bus_client_t *writer = bus_client_new (s_fx.rpc, s_fx.server_key, s_fx.ops, 10000, 0);
-    pthread_mutex_lock (&s_work_lock);
-    s_work_hold = true;
-    int started = s_work_started;
-    pthread_mutex_unlock (&s_work_lock);
-    json_t *body = json_pack ("{s:i}", "mode", 14);
-    assert_int_equal (bus_client_send (writer, "authz.write", body, NULL, NULL), 0);
-    json_decref (body);
-    pthread_mutex_lock (&s_work_lock);
-    while (s_work_started == started)   /* committed, and held before reporting */
-        pthread_cond_wait (&s_work_cond, &s_work_lock);
-    pthread_mutex_unlock (&s_work_lock);
+    s_send_held (writer, 14);           /* committed, and held before reporting */
     json_t *r = s_replay (last + 1, 0, 0);
     size_t held_events = json_array_size (json_object_get (r, "events"));
     json_int_t held_last = json_integer_value (json_object_get (r, "last_seq"));
@@ -870,12 +879,11 @@ test_call_keeps_other_replies (void **state)
 }
 
 /*  A counter of stats. */
-static json_int_t
+static int64_t
 s_counter (const char *name)
 {
-    proto_msg_t *stats = s_call (s_fx.client, "stats", NULL);
-    json_int_t n = json_integer_value (json_object_get (json_object_get (stats->body, "counters"), name));
-    proto_msg_destroy (&stats);
+    int64_t n = test_service_counter (s_fx.client, name);
+    assert_true (n >= 0);
     return n;
 }
 
@@ -888,21 +896,11 @@ s_writer_batch (const int *modes, const char **codes)
 {
     bus_client_t *held = bus_client_new (s_fx.rpc, s_fx.server_key, s_fx.ops, 10000, 0);
     bus_client_t *many = bus_client_new (s_fx.rpc, s_fx.server_key, s_fx.ops, 10000, 0);
-    pthread_mutex_lock (&s_work_lock);
-    s_work_hold = true;
-    int started = s_work_started;
-    pthread_mutex_unlock (&s_work_lock);
-    json_t *body = json_pack ("{s:i}", "mode", 11);
-    assert_int_equal (bus_client_send (held, "authz.write", body, NULL, NULL), 0);
-    json_decref (body);
-    pthread_mutex_lock (&s_work_lock);
-    while (s_work_started == started)   /* the writer holds it */
-        pthread_cond_wait (&s_work_cond, &s_work_lock);
-    pthread_mutex_unlock (&s_work_lock);
+    s_send_held (held, 11);
     char ids [16][PROTO_ID_LEN + 1];
     int n = 0;
     for (; modes [n]; n++) {
-        body = json_pack ("{s:i}", "mode", modes [n]);
+        json_t *body = json_pack ("{s:i}", "mode", modes [n]);
         assert_int_equal (bus_client_send (many, "authz.write", body, NULL, ids [n]), 0);
         json_decref (body);
     }
@@ -966,10 +964,7 @@ test_safe_not_remembered (void **state)
 {
     bus_client_t *raw = bus_client_new (s_fx.rpc, s_fx.server_key, s_fx.ops, 1000, 0);
     size_t len;
-    proto_msg_t *stats = s_call (s_fx.client, "stats", NULL);
-    json_int_t dups = json_integer_value (json_object_get (json_object_get (stats->body, "counters"),
-                                                           "requests_duplicate"));
-    proto_msg_destroy (&stats);
+    int64_t dups = s_counter ("requests_duplicate");
 
     uint8_t *health = s_frame ("health", NULL, NULL, &len);
     proto_msg_t *first = s_raw (raw, health, len), *again = s_raw (raw, health, len);
@@ -989,10 +984,7 @@ test_safe_not_remembered (void **state)
     proto_msg_destroy (&again);
     free (write);
 
-    stats = s_call (s_fx.client, "stats", NULL);
-    assert_int_equal (json_integer_value (json_object_get (json_object_get (stats->body, "counters"),
-                                                           "requests_duplicate")), dups + 1);
-    proto_msg_destroy (&stats);
+    assert_int_equal (s_counter ("requests_duplicate"), dups + 1);
     bus_client_destroy (&raw);
 }
 
@@ -1014,18 +1006,10 @@ test_offload (void **state)
     assert_string_equal (json_string_value (json_object_get (reply->error, "job")), "the job");
     proto_msg_destroy (&reply);
 
-    pthread_mutex_lock (&s_work_lock);
-    s_work_hold = true;
-    pthread_mutex_unlock (&s_work_lock);
     bus_client_t *many = bus_client_new (s_fx.rpc, s_fx.server_key, s_fx.ops, 30000, 0);
     enum { N = 1 + 256 + 1 };           /* one running, 256 waiting, one too many */
+    s_send_held (many, 8);              /* the worker holds the first */
     json_t *body = json_pack ("{s:i}", "mode", 8);
-    assert_int_equal (bus_client_send (many, "authz.write", body, NULL, NULL), 0);
-    pthread_mutex_lock (&s_work_lock);
-    int started = s_work_started;
-    while (s_work_started == started)  /* the worker holds the first */
-        pthread_cond_wait (&s_work_cond, &s_work_lock);
-    pthread_mutex_unlock (&s_work_lock);
     for (int i = 1; i < N; i++)
         assert_int_equal (bus_client_send (many, "authz.write", body, NULL, NULL), 0);
     json_decref (body);
