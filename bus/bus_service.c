@@ -533,7 +533,7 @@ s_on_message (bus_service_t *self, zmsg_t *routing)
     if (rc) {
         bus_log_fields (BUS_LOG_WARN, json_pack ("{s:s, s:s}", "peer", principal, "request", id),
                         "malformed request: %s", err);
-        s_reject (self, &routing, id, rc == BUS_ESTATE ? PROTO_ERR_VERSION : PROTO_ERR_MALFORMED, err);
+        s_reject (self, &routing, id, rc == PROTO_ESTATE ? PROTO_ERR_VERSION : PROTO_ERR_MALFORMED, err);
         return;
     }
     bus_request_t *req = calloc (1, sizeof *req);

@@ -1,6 +1,6 @@
 /*  proto_mpack.c — bounded MessagePack decoder and msgpack-c based encoder. */
 #include "proto_mpack.h"
-#include "bus_error.h"
+#include "proto_error.h"
 
 #include <msgpack.h>
 #include <stdbool.h>
@@ -30,7 +30,7 @@ static int
 s_take_be (s_reader_t *r, int n, uint64_t *v)
 {
     if (s_left (r) < (size_t) n)
-        return s_fail (r, BUS_EINVAL, "truncated length");
+        return s_fail (r, PROTO_EINVAL, "truncated length");
     *v = proto_mpack_be (r->p, n);
     r->p += n;
     return 0;
@@ -58,12 +58,12 @@ static int
 s_string (s_reader_t *r, uint64_t len, json_t **out)
 {
     if (len > s_left (r))
-        return s_fail (r, BUS_EINVAL, "string longer than frame");
+        return s_fail (r, PROTO_EINVAL, "string longer than frame");
     /* jansson checks UTF-8 byte by byte; ASCII needs no check */
     *out = s_ascii (r->p, (size_t) len) ? json_stringn_nocheck ((const char *) r->p, (size_t) len)
                                         : json_stringn ((const char *) r->p, (size_t) len);
     if (!*out)
-        return s_fail (r, BUS_EINVAL, "string is not valid UTF-8");
+        return s_fail (r, PROTO_EINVAL, "string is not valid UTF-8");
     r->p += len;
     return 0;
 }
@@ -72,28 +72,28 @@ static int
 s_binary (s_reader_t *r, uint64_t len, json_t **out)
 {
     if (len > s_left (r))
-        return s_fail (r, BUS_EINVAL, "bin longer than frame");
+        return s_fail (r, PROTO_EINVAL, "bin longer than frame");
     size_t b64_len = sodium_base64_ENCODED_LEN (len, sodium_base64_VARIANT_URLSAFE_NO_PADDING);
     char *b64 = malloc (b64_len);
     if (!b64)
-        return BUS_ENOMEM;
+        return PROTO_ENOMEM;
     sodium_bin2base64 (b64, b64_len, r->p, (size_t) len, sodium_base64_VARIANT_URLSAFE_NO_PADDING);
     *out = json_string (b64);
     free (b64);
     r->p += len;
-    return *out ? 0 : BUS_ENOMEM;
+    return *out ? 0 : PROTO_ENOMEM;
 }
 
 static int
 s_array (s_reader_t *r, uint64_t count, json_t **out, int depth)
 {
     if (depth >= r->max_depth)
-        return s_fail (r, BUS_EDEPTH, "nesting too deep");
+        return s_fail (r, PROTO_EDEPTH, "nesting too deep");
     if (count > s_left (r))
-        return s_fail (r, BUS_EINVAL, "array count exceeds bytes left");
+        return s_fail (r, PROTO_EINVAL, "array count exceeds bytes left");
     json_t *arr = json_array ();
     if (!arr)
-        return BUS_ENOMEM;
+        return PROTO_ENOMEM;
     for (uint64_t i = 0; i < count; i++) {
         json_t *item = NULL;
         int rc = s_value (r, &item, depth + 1);
@@ -111,12 +111,12 @@ static int
 s_map (s_reader_t *r, uint64_t count, json_t **out, int depth)
 {
     if (depth >= r->max_depth)
-        return s_fail (r, BUS_EDEPTH, "nesting too deep");
+        return s_fail (r, PROTO_EDEPTH, "nesting too deep");
     if (count > s_left (r) / 2)
-        return s_fail (r, BUS_EINVAL, "map count exceeds bytes left");
+        return s_fail (r, PROTO_EINVAL, "map count exceeds bytes left");
     json_t *obj = json_object ();
     if (!obj)
-        return BUS_ENOMEM;
+        return PROTO_ENOMEM;
     int rc = 0;
     for (uint64_t i = 0; i < count && rc == 0; i++) {
         json_t *key = NULL, *val = NULL;
@@ -124,12 +124,12 @@ s_map (s_reader_t *r, uint64_t count, json_t **out, int depth)
         bool is_str = s_left (r) > 0 && ((*r->p & 0xe0) == 0xa0 || (*r->p >= 0xd9 && *r->p <= 0xdb));
         rc = s_value (r, &key, depth + 1);
         if (rc == 0 && (!is_str || !json_is_string (key)))
-            rc = s_fail (r, BUS_EINVAL, "map key is not a string");
+            rc = s_fail (r, PROTO_EINVAL, "map key is not a string");
         if (rc == 0 && (json_string_length (key) == 0
                         || memchr (json_string_value (key), 0, json_string_length (key))))
-            rc = s_fail (r, BUS_EINVAL, "map key is empty or holds NUL");
+            rc = s_fail (r, PROTO_EINVAL, "map key is empty or holds NUL");
         if (rc == 0 && json_object_get (obj, json_string_value (key)))
-            rc = s_fail (r, BUS_EINVAL, "duplicate map key");
+            rc = s_fail (r, PROTO_EINVAL, "duplicate map key");
         if (rc == 0)
             rc = s_value (r, &val, depth + 1);
         if (rc == 0)        /* the key is valid UTF-8 (a string value) without NUL */
@@ -149,14 +149,14 @@ static int
 s_value (s_reader_t *r, json_t **out, int depth)
 {
     if (s_left (r) < 1)
-        return s_fail (r, BUS_EINVAL, "truncated value");
+        return s_fail (r, PROTO_EINVAL, "truncated value");
     uint8_t t = *r->p++;
     uint64_t n;
     int rc;
     if (t <= 0x7f)
-        return (*out = json_integer (t)) ? 0 : BUS_ENOMEM;
+        return (*out = json_integer (t)) ? 0 : PROTO_ENOMEM;
     if (t >= 0xe0)
-        return (*out = json_integer ((int8_t) t)) ? 0 : BUS_ENOMEM;
+        return (*out = json_integer ((int8_t) t)) ? 0 : PROTO_ENOMEM;
     if ((t & 0xf0) == 0x80)
         return s_map (r, t & 0x0f, out, depth);
     if ((t & 0xf0) == 0x90)
@@ -173,35 +173,35 @@ s_value (s_reader_t *r, json_t **out, int depth)
             return s_binary (r, n, out);
         case 0xca: {
             if (s_left (r) < 4)
-                return s_fail (r, BUS_EINVAL, "truncated float32");
+                return s_fail (r, PROTO_EINVAL, "truncated float32");
             uint32_t bits = (uint32_t) proto_mpack_be (r->p, 4);
             float f;
             memcpy (&f, &bits, 4);
             r->p += 4;
-            return (*out = json_real (f)) ? 0 : s_fail (r, BUS_EINVAL, "float is not finite");
+            return (*out = json_real (f)) ? 0 : s_fail (r, PROTO_EINVAL, "float is not finite");
         }
         case 0xcb: {
             if (s_left (r) < 8)
-                return s_fail (r, BUS_EINVAL, "truncated float64");
+                return s_fail (r, PROTO_EINVAL, "truncated float64");
             uint64_t bits = proto_mpack_be (r->p, 8);
             double d;
             memcpy (&d, &bits, 8);
             r->p += 8;
-            return (*out = json_real (d)) ? 0 : s_fail (r, BUS_EINVAL, "float is not finite");
+            return (*out = json_real (d)) ? 0 : s_fail (r, PROTO_EINVAL, "float is not finite");
         }
         case 0xcc: case 0xcd: case 0xce: case 0xcf:
             if ((rc = s_take_be (r, 1 << (t - 0xcc), &n)))
                 return rc;
             if (n > INT64_MAX)
-                return s_fail (r, BUS_EINVAL, "unsigned integer above INT64_MAX");
-            return (*out = json_integer ((json_int_t) n)) ? 0 : BUS_ENOMEM;
+                return s_fail (r, PROTO_EINVAL, "unsigned integer above INT64_MAX");
+            return (*out = json_integer ((json_int_t) n)) ? 0 : PROTO_ENOMEM;
         case 0xd0: case 0xd1: case 0xd2: case 0xd3: {
             int width = 1 << (t - 0xd0);
             if ((rc = s_take_be (r, width, &n)))
                 return rc;
             int64_t v = width == 8 ? (int64_t) n
                       : (int64_t) (n << (64 - 8 * width)) >> (64 - 8 * width);
-            return (*out = json_integer (v)) ? 0 : BUS_ENOMEM;
+            return (*out = json_integer (v)) ? 0 : PROTO_ENOMEM;
         }
         case 0xd9: case 0xda: case 0xdb:
             if ((rc = s_take_be (r, 1 << (t - 0xd9), &n)))
@@ -217,7 +217,7 @@ s_value (s_reader_t *r, json_t **out, int depth)
             return s_map (r, n, out, depth);
         default:
             r->p--;
-            return s_fail (r, BUS_EINVAL, "unsupported type (ext or reserved)");
+            return s_fail (r, PROTO_EINVAL, "unsupported type (ext or reserved)");
     }
 }
 
@@ -225,7 +225,7 @@ int
 proto_mpack_skip (proto_mpack_reader_t *r, int depth)
 {
     if (s_left (r) < 1)
-        return s_fail (r, BUS_EINVAL, "truncated value");
+        return s_fail (r, PROTO_EINVAL, "truncated value");
     uint8_t t = *r->p++;
     uint64_t n = 0, items = 0;
     int rc;
@@ -256,22 +256,22 @@ proto_mpack_skip (proto_mpack_reader_t *r, int depth)
             if ((rc = s_take_be (r, 2 << (t - 0xde), &items)))
                 return rc;
             if (items > UINT64_MAX / 2)
-                return s_fail (r, BUS_EINVAL, "map count exceeds bytes left");
+                return s_fail (r, PROTO_EINVAL, "map count exceeds bytes left");
             items *= 2;
             break;
         default:
             r->p--;
-            return s_fail (r, BUS_EINVAL, "unsupported type (ext or reserved)");
+            return s_fail (r, PROTO_EINVAL, "unsupported type (ext or reserved)");
     }
     if (n > s_left (r))
-        return s_fail (r, BUS_EINVAL, "value longer than frame");
+        return s_fail (r, PROTO_EINVAL, "value longer than frame");
     r->p += n;
     if (items == 0)
         return 0;
     if (depth >= r->max_depth)
-        return s_fail (r, BUS_EDEPTH, "nesting too deep");
+        return s_fail (r, PROTO_EDEPTH, "nesting too deep");
     if (items > s_left (r))
-        return s_fail (r, BUS_EINVAL, "container count exceeds bytes left");
+        return s_fail (r, PROTO_EINVAL, "container count exceeds bytes left");
     for (uint64_t i = 0; i < items; i++)
         if ((rc = proto_mpack_skip (r, depth + 1)))
             return rc;
@@ -297,7 +297,7 @@ proto_mpack_decode (json_t **out, const uint8_t *buf, size_t len,
     int rc = s_value (&r, &value, 0);
     if (rc == 0 && r.p != r.end) {
         json_decref (value);
-        return s_fail (&r, BUS_EINVAL, "trailing bytes after value");
+        return s_fail (&r, PROTO_EINVAL, "trailing bytes after value");
     }
     if (rc == 0)
         *out = value;
@@ -313,11 +313,11 @@ s_pack (msgpack_packer *pk, json_t *v)
             const char *key;
             json_t *item;
             if (msgpack_pack_map (pk, json_object_size (v)))
-                return BUS_ENOMEM;
+                return PROTO_ENOMEM;
             json_object_foreach (v, key, item) {
                 size_t klen = strlen (key);
                 if (msgpack_pack_str (pk, klen) || msgpack_pack_str_body (pk, key, klen))
-                    return BUS_ENOMEM;
+                    return PROTO_ENOMEM;
                 int rc = s_pack (pk, item);
                 if (rc)
                     return rc;
@@ -328,7 +328,7 @@ s_pack (msgpack_packer *pk, json_t *v)
             size_t i;
             json_t *item;
             if (msgpack_pack_array (pk, json_array_size (v)))
-                return BUS_ENOMEM;
+                return PROTO_ENOMEM;
             json_array_foreach (v, i, item) {
                 int rc = s_pack (pk, item);
                 if (rc)
@@ -339,15 +339,15 @@ s_pack (msgpack_packer *pk, json_t *v)
         case JSON_STRING: {
             size_t len = json_string_length (v);
             return msgpack_pack_str (pk, len) || msgpack_pack_str_body (pk, json_string_value (v), len)
-                   ? BUS_ENOMEM : 0;
+                   ? PROTO_ENOMEM : 0;
         }
-        case JSON_INTEGER: return msgpack_pack_int64 (pk, json_integer_value (v)) ? BUS_ENOMEM : 0;
-        case JSON_REAL:    return msgpack_pack_double (pk, json_real_value (v)) ? BUS_ENOMEM : 0;
-        case JSON_TRUE:    return msgpack_pack_true (pk) ? BUS_ENOMEM : 0;
-        case JSON_FALSE:   return msgpack_pack_false (pk) ? BUS_ENOMEM : 0;
-        case JSON_NULL:    return msgpack_pack_nil (pk) ? BUS_ENOMEM : 0;
+        case JSON_INTEGER: return msgpack_pack_int64 (pk, json_integer_value (v)) ? PROTO_ENOMEM : 0;
+        case JSON_REAL:    return msgpack_pack_double (pk, json_real_value (v)) ? PROTO_ENOMEM : 0;
+        case JSON_TRUE:    return msgpack_pack_true (pk) ? PROTO_ENOMEM : 0;
+        case JSON_FALSE:   return msgpack_pack_false (pk) ? PROTO_ENOMEM : 0;
+        case JSON_NULL:    return msgpack_pack_nil (pk) ? PROTO_ENOMEM : 0;
     }
-    return BUS_EINVAL;
+    return PROTO_EINVAL;
 }
 
 int

@@ -22,6 +22,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "proto_error.h"
+
 #define PROTO_MPACK_MAX_DEPTH 32
 
 /*  The n-byte (1..8) big-endian unsigned integer at p; bounds are the
@@ -36,7 +38,7 @@ proto_mpack_be (const uint8_t *p, int n)
 }
 
 /*  Decode exactly one value filling buf. Returns 0 and a new reference in
-    *out, or BUS_EINVAL (malformed), BUS_EDEPTH, BUS_ENOMEM; err names the
+    *out, or PROTO_EINVAL (malformed), PROTO_EDEPTH, PROTO_ENOMEM; err names the
     reason and byte offset. */
 int proto_mpack_decode (json_t **out, const uint8_t *buf, size_t len,
                         int max_depth, char *err, size_t err_len)
@@ -67,13 +69,13 @@ int proto_mpack_skip (proto_mpack_reader_t *r, int depth)
     __attribute__((warn_unused_result));
 
 /*  Encode value; returns 0 with a malloc'd buffer in *out (caller frees),
-    or BUS_ENOMEM / BUS_EINVAL (a value jansson cannot hold). */
+    or PROTO_ENOMEM / PROTO_EINVAL (a value jansson cannot hold). */
 int proto_mpack_encode (uint8_t **out, size_t *out_len, json_t *value)
     __attribute__((warn_unused_result));
 
 /*  Append value to a msgpack-c packer, as proto_mpack_encode writes it (for
     writers that lay out the outer map themselves: the envelope encoder).
-    Returns 0, BUS_ENOMEM or BUS_EINVAL. */
+    Returns 0, PROTO_ENOMEM or PROTO_EINVAL. */
 struct msgpack_packer;
 int proto_mpack_pack (struct msgpack_packer *pk, json_t *value)
     __attribute__((warn_unused_result));

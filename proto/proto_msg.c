@@ -1,7 +1,7 @@
 /*  proto_msg.c — envelope codec, catalogue and body validation. */
 #include "proto_msg.h"
 #include "proto_mpack.h"
-#include "bus_error.h"
+#include "proto_error.h"
 
 #include <assert.h>
 #include <ctype.h>
@@ -399,12 +399,12 @@ s_get_str (const s_efield_t *f, int key, char *dst, size_t cap, bool required,
     if (f->kind == E_ABSENT) {
         if (required)
             snprintf (err, err_len, "envelope field '%s' missing", s_ekeys [key]);
-        return required ? BUS_EINVAL : 0;
+        return required ? PROTO_EINVAL : 0;
     }
     if (f->kind != E_STR || f->len >= cap || memchr (f->s, 0, f->len)) {
         snprintf (err, err_len, "envelope field '%s' is not a string of at most %zu bytes",
                   s_ekeys [key], cap - 1);
-        return BUS_EINVAL;
+        return PROTO_EINVAL;
     }
     memcpy (dst, f->s, f->len);
     dst [f->len] = 0;
@@ -432,7 +432,7 @@ s_env_check (proto_msg_t *self, const s_efield_t *f, char *id_out, char *err, si
     int rc = s_get_str (f, K_ID, self->id, sizeof self->id, true, err, err_len);
     if (rc == 0 && !s_ulid_valid (self->id, strlen (self->id))) {
         snprintf (err, err_len, "envelope field 'id' is not a ULID");
-        rc = BUS_EINVAL;
+        rc = PROTO_EINVAL;
     }
     if (rc)
         return rc;
@@ -440,23 +440,23 @@ s_env_check (proto_msg_t *self, const s_efield_t *f, char *id_out, char *err, si
         memcpy (id_out, self->id, PROTO_ID_LEN + 1);
     if (f [K_V].kind != E_INT) {
         snprintf (err, err_len, "envelope field 'v' missing or not an integer");
-        return BUS_EINVAL;
+        return PROTO_EINVAL;
     }
     if (f [K_V].i != PROTO_VERSION) {
         snprintf (err, err_len, "protocol version %lld not supported (this is %d)",
                   (long long) f [K_V].i, PROTO_VERSION);
-        return BUS_ESTATE;
+        return PROTO_ESTATE;
     }
     self->v = PROTO_VERSION;
     if ((rc = s_get_str (f, K_TYPE, self->type, sizeof self->type, true, err, err_len)))
         return rc;
     if (!s_type_name_valid (self->type)) {
         snprintf (err, err_len, "envelope field 'type' has characters outside [a-z0-9._-]");
-        return BUS_EINVAL;
+        return PROTO_EINVAL;
     }
     if (f [K_TS].kind != E_INT || f [K_TS].i < 0) {
         snprintf (err, err_len, "envelope field 'ts' missing or not a non-negative integer");
-        return BUS_EINVAL;
+        return PROTO_EINVAL;
     }
     self->ts = f [K_TS].i;
     if ((rc = s_get_str (f, K_CORR, self->corr, sizeof self->corr, false, err, err_len))
@@ -464,7 +464,7 @@ s_env_check (proto_msg_t *self, const s_efield_t *f, char *id_out, char *err, si
         return rc;
     if (self->corr [0] && !s_ulid_valid (self->corr, strlen (self->corr))) {
         snprintf (err, err_len, "envelope field 'corr' is not a ULID");
-        return BUS_EINVAL;
+        return PROTO_EINVAL;
     }
     /* W3C: an invalid traceparent (of any type or length) is ignored */
     const s_efield_t *tp = &f [K_TRACE];
@@ -475,7 +475,7 @@ s_env_check (proto_msg_t *self, const s_efield_t *f, char *id_out, char *err, si
     if (f [K_OK].kind != E_ABSENT) {
         if (f [K_OK].kind != E_BOOL || (f [K_OK].b && !self->corr [0])) {
             snprintf (err, err_len, "reply needs boolean 'ok', and 'corr' when ok");
-            return BUS_EINVAL;
+            return PROTO_EINVAL;
         }
         self->kind = PROTO_KIND_REPLY;
         self->ok = f [K_OK].b;
@@ -483,7 +483,7 @@ s_env_check (proto_msg_t *self, const s_efield_t *f, char *id_out, char *err, si
     else if (f [K_SEQ].kind != E_ABSENT) {
         if (f [K_SEQ].kind != E_INT || f [K_SEQ].i < 1 || !self->pub [0]) {
             snprintf (err, err_len, "event needs 'pub' and a positive integer 'seq'");
-            return BUS_EINVAL;
+            return PROTO_EINVAL;
         }
         self->kind = PROTO_KIND_EVT;
         self->seq = (uint64_t) f [K_SEQ].i;
@@ -493,13 +493,13 @@ s_env_check (proto_msg_t *self, const s_efield_t *f, char *id_out, char *err, si
     json_t *body = f [K_BODY].json;
     if (body && !json_is_object (body)) {
         snprintf (err, err_len, "envelope field 'body' is not a map");
-        return BUS_EINVAL;
+        return PROTO_EINVAL;
     }
     if (self->kind == PROTO_KIND_REPLY && !self->ok) {
         json_t *e = f [K_ERROR].json;
         if (!json_is_object (e) || !json_is_string (json_object_get (e, "code"))) {
             snprintf (err, err_len, "error reply needs 'error' {code, message}");
-            return BUS_EINVAL;
+            return PROTO_EINVAL;
         }
         self->error = json_incref (e);
     }
@@ -518,7 +518,7 @@ s_decode_full (proto_msg_t *self, const uint8_t *data, size_t len, char *id_out,
     int rc = proto_mpack_decode (&env, data, len, PROTO_MAX_DEPTH, err, err_len);
     if (rc == 0 && !json_is_object (env)) {
         snprintf (err, err_len, "envelope is not a map");
-        rc = BUS_EINVAL;
+        rc = PROTO_EINVAL;
     }
     if (rc == 0) {
         s_efield_t f [K_COUNT] = { { 0 } };
@@ -655,7 +655,7 @@ proto_msg_peek_id (const uint8_t *data, size_t len, char id_out [PROTO_ID_LEN + 
     uint64_t count;
     id_out [0] = 0;
     if (len < 1)
-        return BUS_EINVAL;
+        return PROTO_EINVAL;
     if ((*r.p & 0xf0) == 0x80)
         count = *r.p++ & 0x0f;
     else if ((*r.p == 0xde || *r.p == 0xdf) && len >= (*r.p == 0xde ? 3u : 5u)) {
@@ -664,22 +664,22 @@ proto_msg_peek_id (const uint8_t *data, size_t len, char id_out [PROTO_ID_LEN + 
         r.p += 1 + w;
     }
     else
-        return BUS_EINVAL;
+        return PROTO_EINVAL;
     for (uint64_t i = 0; i < count; i++) {
         /* "id" as a fixstr key, then a 26-byte fixstr ULID */
         if (r.end - r.p >= 3 + PROTO_ID_LEN + 1 && memcmp (r.p, "\xa2id", 3) == 0
             && r.p [3] == (0xa0 | PROTO_ID_LEN)) {
             const char *id = (const char *) r.p + 4;
             if (!s_ulid_valid (id, PROTO_ID_LEN))
-                return BUS_EINVAL;
+                return PROTO_EINVAL;
             memcpy (id_out, id, PROTO_ID_LEN);
             id_out [PROTO_ID_LEN] = 0;
             return 0;
         }
         if (proto_mpack_skip (&r, 1) || proto_mpack_skip (&r, 1))
-            return BUS_EINVAL;
+            return PROTO_EINVAL;
     }
-    return BUS_EINVAL;
+    return PROTO_EINVAL;
 }
 
 /*  Both entry points: with fast set, try the fast reader first. */
@@ -697,11 +697,11 @@ s_decode (proto_msg_t **out, const uint8_t *data, size_t len, size_t max_frame, 
         max_frame = PROTO_MAX_FRAME;
     if (len > max_frame) {
         snprintf (err, err_len, "frame of %zu bytes exceeds the %zu-byte cap", len, max_frame);
-        return BUS_ETOOBIG;
+        return PROTO_ETOOBIG;
     }
     proto_msg_t *self = calloc (1, sizeof *self);
     if (!self)
-        return BUS_ENOMEM;
+        return PROTO_ENOMEM;
     int rc = 0;
     if (!fast || s_decode_fast (self, data, len, id_out, err, err_len, &rc)) {
         /* start clean: the fast reader may have filled some fields */
@@ -741,11 +741,11 @@ s_field_check (const s_field_t *f, json_t *v, char *err, size_t err_len)
             if (n < f->min || n > f->max) {
                 snprintf (err, err_len, "field '%s' length %lld outside [%lld, %lld]", f->name,
                           (long long) n, (long long) f->min, (long long) f->max);
-                return BUS_EINVAL;
+                return PROTO_EINVAL;
             }
             if (strlen (json_string_value (v)) != (size_t) n) {
                 snprintf (err, err_len, "field '%s' holds a NUL byte", f->name);
-                return BUS_EINVAL;
+                return PROTO_EINVAL;
             }
             return 0;
         case F_INT:
@@ -756,11 +756,11 @@ s_field_check (const s_field_t *f, json_t *v, char *err, size_t err_len)
             if (n < f->min || n > f->max || (f->type == F_UINT && n < 0)) {
                 snprintf (err, err_len, "field '%s' value %lld outside [%lld, %lld]", f->name,
                           (long long) n, (long long) f->min, (long long) f->max);
-                return BUS_EINVAL;
+                return PROTO_EINVAL;
             }
             return 0;
         case F_NUM:
-            return json_is_number (v) ? 0 : (snprintf (err, err_len, "field '%s' is not a number", f->name), BUS_EINVAL);
+            return json_is_number (v) ? 0 : (snprintf (err, err_len, "field '%s' is not a number", f->name), PROTO_EINVAL);
         case F_BOOL:
             if (!json_is_boolean (v))
                 goto type;
@@ -773,7 +773,7 @@ s_field_check (const s_field_t *f, json_t *v, char *err, size_t err_len)
             if (n < f->min || n > f->max) {
                 snprintf (err, err_len, "field '%s' has %lld entries, allowed [%lld, %lld]", f->name,
                           (long long) n, (long long) f->min, (long long) f->max);
-                return BUS_EINVAL;
+                return PROTO_EINVAL;
             }
             return 0;
         case F_ANYV:
@@ -785,7 +785,7 @@ type:
                                         "map", "list", "number", "value" };
         snprintf (err, err_len, "field '%s' must be a %s", f->name, names [f->type]);
     }
-    return BUS_EINVAL;
+    return PROTO_EINVAL;
 }
 
 int
@@ -793,7 +793,7 @@ proto_msg_validate (proto_msg_t *self, char *err, size_t err_len)
 {
     if (!self->spec) {
         snprintf (err, err_len, "unknown message type '%s'", self->type);
-        return BUS_ENOTFOUND;
+        return PROTO_ENOTFOUND;
     }
     for (int i = 0; i < self->spec->field_count; i++) {
         const s_field_t *f = &s_fields [self->spec->first_field + i];
@@ -801,7 +801,7 @@ proto_msg_validate (proto_msg_t *self, char *err, size_t err_len)
         if (!v || json_is_null (v)) {
             if (f->required) {
                 snprintf (err, err_len, "field '%s' is required", f->name);
-                return BUS_EINVAL;
+                return PROTO_EINVAL;
             }
             /* nil means absent (PROTOCOL.md): handlers see it so */
             if (v)
@@ -891,13 +891,13 @@ proto_msg_encode (proto_msg_t *self, uint8_t **out, size_t *out_len)
                           && (self->ok ? msgpack_pack_true (&pk) : msgpack_pack_false (&pk)) == 0))
            && (!event || (s_pack_str (&pk, "pub", self->pub) && s_pack_str (&pk, "seq", NULL)
                           && msgpack_pack_int64 (&pk, (int64_t) self->seq) == 0));
-    int rc = ok ? 0 : BUS_ENOMEM;
+    int rc = ok ? 0 : PROTO_ENOMEM;
     if (rc == 0 && error && !s_pack_str (&pk, "error", NULL))
-        rc = BUS_ENOMEM;
+        rc = PROTO_ENOMEM;
     if (rc == 0 && error)
         rc = proto_mpack_pack (&pk, self->error);
     if (rc == 0 && self->body && !s_pack_str (&pk, "body", NULL))
-        rc = BUS_ENOMEM;
+        rc = PROTO_ENOMEM;
     if (rc == 0 && self->body)
         rc = proto_mpack_pack (&pk, self->body);
     if (rc) {

@@ -24,6 +24,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "proto_error.h"
+
 #define PROTO_VERSION        1
 #define PROTO_MAX_FRAME      (1024 * 1024)   /* default frame cap, bytes */
 #define PROTO_MAX_DEPTH      16              /* nesting limit of an envelope */
@@ -104,7 +106,7 @@ void proto_msg_destroy (proto_msg_t **self_p);
 /*  Decode a frame into a message. Checks: size <= max_frame, MessagePack
     well-formed (proto_mpack), envelope fields present with the right types
     and bounds, version supported. Does NOT check the body schema.
-    Returns 0, or BUS_ETOOBIG / BUS_EINVAL / BUS_EDEPTH with err set. When
+    Returns 0, or PROTO_ETOOBIG / PROTO_EINVAL / PROTO_EDEPTH with err set. When
     the id could be read even though decoding failed, *id_out (if given)
     receives it so that an error reply can still be correlated. */
 int proto_msg_decode (proto_msg_t **out, const uint8_t *data, size_t len,
@@ -113,7 +115,7 @@ int proto_msg_decode (proto_msg_t **out, const uint8_t *data, size_t len,
 
 /*  The request id of a frame without decoding it (nothing allocated): for
     answering a frame refused before decoding (too large). Returns 0 with
-    id_out set, or BUS_EINVAL when no well-formed `id` is found. */
+    id_out set, or PROTO_EINVAL when no well-formed `id` is found. */
 int proto_msg_peek_id (const uint8_t *data, size_t len, char id_out [PROTO_ID_LEN + 1]);
 
 /*  The same decode through the reference reader alone (the whole frame as
@@ -126,8 +128,8 @@ int proto_msg_decode_reference (proto_msg_t **out, const uint8_t *data, size_t l
 
 /*  Validate the body against the catalogue entry: required fields present,
     types and bounds. A declared field set to nil is removed from the body
-    (nil means absent). Returns 0 or BUS_EINVAL with err naming the field.
-    An unknown type is BUS_ENOTFOUND. */
+    (nil means absent). Returns 0 or PROTO_EINVAL with err naming the field.
+    An unknown type is PROTO_ENOTFOUND. */
 int proto_msg_validate (proto_msg_t *self, char *err, size_t err_len);
 
 /*  The first body member the catalogue does not declare for this type,

@@ -36,7 +36,7 @@ s_decode (const uint8_t *buf, size_t len, json_t **out)
     int rc = proto_mpack_decode (out, buf, len, 0, err, sizeof err);
     if (rc) {
         assert_null (*out);
-        if (rc == BUS_EINVAL || rc == BUS_EDEPTH)
+        if (rc == PROTO_EINVAL || rc == PROTO_EDEPTH)
             assert_non_null (strstr (err, "at byte"));
     }
     else
@@ -304,9 +304,9 @@ test_mpack_truncated (void **state)
     for (size_t cut = 0; cut < len; cut++) {
         uint8_t *copy = malloc (cut ? cut : 1);        /* exact size: ASan sees any overread */
         memcpy (copy, data, cut);
-        s_refused (BUS_EINVAL, copy, cut);
+        s_refused (PROTO_EINVAL, copy, cut);
         proto_msg_t *msg = NULL;
-        assert_int_equal (proto_msg_decode (&msg, copy, cut, 0, NULL, NULL, 0), BUS_EINVAL);
+        assert_int_equal (proto_msg_decode (&msg, copy, cut, 0, NULL, NULL, 0), PROTO_EINVAL);
         assert_null (msg);
         free (copy);
     }
@@ -353,7 +353,7 @@ test_mpack_declared_sizes (void **state)
         int rc = proto_mpack_decode (&v, cases [i].buf, cases [i].len, 0, NULL, 0);
         clock_gettime (CLOCK_MONOTONIC, &t1);
         json_set_alloc_funcs (old_malloc, old_free);
-        assert_int_equal (rc, BUS_EINVAL);
+        assert_int_equal (rc, PROTO_EINVAL);
         assert_null (v);
         /* the top-level container is refused before it is made */
         if (i < 4)
@@ -369,11 +369,11 @@ test_mpack_declared_sizes (void **state)
     json_t *v = s_accepted (buf, len);
     assert_int_equal (json_array_size (v), 65535);
     json_decref (v);
-    s_refused (BUS_EINVAL, buf, len - 1);
+    s_refused (PROTO_EINVAL, buf, len - 1);
     free (buf);
 }
 
-/*  10,000 nested arrays or maps stop at the depth limit with BUS_EDEPTH;
+/*  10,000 nested arrays or maps stop at the depth limit with PROTO_EDEPTH;
     the limit is the number of containers allowed. */
 static void
 test_mpack_depth (void **state)
@@ -382,19 +382,19 @@ test_mpack_depth (void **state)
     uint8_t *buf = malloc (DEEP * 3 + 1);
     memset (buf, 0x91, DEEP);
     buf [DEEP] = 0xc0;
-    s_refused (BUS_EDEPTH, buf, DEEP + 1);
+    s_refused (PROTO_EDEPTH, buf, DEEP + 1);
     proto_msg_t *msg = NULL;
-    assert_int_equal (proto_msg_decode (&msg, buf, DEEP + 1, 0, NULL, NULL, 0), BUS_EDEPTH);
+    assert_int_equal (proto_msg_decode (&msg, buf, DEEP + 1, 0, NULL, NULL, 0), PROTO_EDEPTH);
     for (int i = 0; i < DEEP; i++)
         memcpy (buf + 3 * i, "\x81\xa1k", 3);
     buf [3 * DEEP] = 0xc0;
-    s_refused (BUS_EDEPTH, buf, 3 * DEEP + 1);
+    s_refused (PROTO_EDEPTH, buf, 3 * DEEP + 1);
 
     json_t *v = NULL;
     assert_int_equal (proto_mpack_decode (&v, BYTES (0x91, 0x91, 0x91, 0x91, 0xc0), 4, NULL, 0), 0);
     json_decref (v);
     assert_int_equal (proto_mpack_decode (&v, BYTES (0x91, 0x91, 0x91, 0x91, 0x91, 0xc0), 4, NULL, 0),
-                      BUS_EDEPTH);
+                      PROTO_EDEPTH);
     assert_null (v);
     memset (buf, 0x91, PROTO_MPACK_MAX_DEPTH);
     buf [PROTO_MPACK_MAX_DEPTH] = 0xc0;
@@ -406,15 +406,15 @@ test_mpack_depth (void **state)
 static void
 test_mpack_map_keys (void **state)
 {
-    s_refused (BUS_EINVAL, BYTES (0x82, 0xa1, 'a', 0x01, 0xa1, 'a', 0x02));     /* duplicate */
-    s_refused (BUS_EINVAL, BYTES (0x82, 0xa1, 'a', 0x01, 0xd9, 0x01, 'a', 0x02)); /* same key, str8 */
-    s_refused (BUS_EINVAL, BYTES (0x81, 0x01, 0x02));                            /* integer key */
-    s_refused (BUS_EINVAL, BYTES (0x81, 0xc0, 0x02));                            /* nil key */
-    s_refused (BUS_EINVAL, BYTES (0x81, 0x90, 0x02));                            /* array key */
-    s_refused (BUS_EINVAL, BYTES (0x81, 0x80, 0x02));                            /* map key */
-    s_refused (BUS_EINVAL, BYTES (0x81, 0xc4, 0x01, 'a', 0x02));                 /* bin key */
-    s_refused (BUS_EINVAL, BYTES (0x81, 0xa0, 0x02));                            /* empty key */
-    s_refused (BUS_EINVAL, BYTES (0x81, 0xa3, 'a', 0x00, 'b', 0x02));            /* NUL in key */
+    s_refused (PROTO_EINVAL, BYTES (0x82, 0xa1, 'a', 0x01, 0xa1, 'a', 0x02));     /* duplicate */
+    s_refused (PROTO_EINVAL, BYTES (0x82, 0xa1, 'a', 0x01, 0xd9, 0x01, 'a', 0x02)); /* same key, str8 */
+    s_refused (PROTO_EINVAL, BYTES (0x81, 0x01, 0x02));                            /* integer key */
+    s_refused (PROTO_EINVAL, BYTES (0x81, 0xc0, 0x02));                            /* nil key */
+    s_refused (PROTO_EINVAL, BYTES (0x81, 0x90, 0x02));                            /* array key */
+    s_refused (PROTO_EINVAL, BYTES (0x81, 0x80, 0x02));                            /* map key */
+    s_refused (PROTO_EINVAL, BYTES (0x81, 0xc4, 0x01, 'a', 0x02));                 /* bin key */
+    s_refused (PROTO_EINVAL, BYTES (0x81, 0xa0, 0x02));                            /* empty key */
+    s_refused (PROTO_EINVAL, BYTES (0x81, 0xa3, 'a', 0x00, 'b', 0x02));            /* NUL in key */
     json_t *v = s_accepted (BYTES (0x82, 0xa1, 'a', 0x01, 0xa1, 'b', 0x02));
     assert_int_equal (json_object_size (v), 2);
     json_decref (v);
@@ -424,14 +424,14 @@ test_mpack_map_keys (void **state)
 static void
 test_mpack_utf8 (void **state)
 {
-    s_refused (BUS_EINVAL, BYTES (0xa2, 0xc3, 0x28));                 /* bad continuation */
-    s_refused (BUS_EINVAL, BYTES (0xa2, 0xc0, 0x80));                 /* overlong NUL */
-    s_refused (BUS_EINVAL, BYTES (0xa3, 0xed, 0xa0, 0x80));           /* UTF-16 surrogate */
-    s_refused (BUS_EINVAL, BYTES (0xa1, 0xff));
-    s_refused (BUS_EINVAL, BYTES (0xa4, 0xf4, 0x90, 0x80, 0x80));     /* above U+10FFFF */
-    s_refused (BUS_EINVAL, BYTES (0xa1, 0xe2));                       /* cut sequence */
-    s_refused (BUS_EINVAL, BYTES (0x81, 0xa1, 0xff, 0x01));           /* as a key */
-    s_refused (BUS_EINVAL, BYTES (0x91, 0xd9, 0x01, 0x80));
+    s_refused (PROTO_EINVAL, BYTES (0xa2, 0xc3, 0x28));                 /* bad continuation */
+    s_refused (PROTO_EINVAL, BYTES (0xa2, 0xc0, 0x80));                 /* overlong NUL */
+    s_refused (PROTO_EINVAL, BYTES (0xa3, 0xed, 0xa0, 0x80));           /* UTF-16 surrogate */
+    s_refused (PROTO_EINVAL, BYTES (0xa1, 0xff));
+    s_refused (PROTO_EINVAL, BYTES (0xa4, 0xf4, 0x90, 0x80, 0x80));     /* above U+10FFFF */
+    s_refused (PROTO_EINVAL, BYTES (0xa1, 0xe2));                       /* cut sequence */
+    s_refused (PROTO_EINVAL, BYTES (0x81, 0xa1, 0xff, 0x01));           /* as a key */
+    s_refused (PROTO_EINVAL, BYTES (0x91, 0xd9, 0x01, 0x80));
     json_t *v = s_accepted (BYTES (0xa3, 0xe2, 0x82, 0xac));
     assert_string_equal (json_string_value (v), "\xe2\x82\xac");
     json_decref (v);
@@ -442,25 +442,25 @@ test_mpack_utf8 (void **state)
 static void
 test_mpack_refused_values (void **state)
 {
-    s_refused (BUS_EINVAL, BYTES (0xd4, 0x01, 0x00));                 /* fixext 1 */
-    s_refused (BUS_EINVAL, BYTES (0xd5, 0x01, 0x00, 0x00));           /* fixext 2 */
-    s_refused (BUS_EINVAL, BYTES (0xd6, 0x01, 0, 0, 0, 0));           /* fixext 4 */
-    s_refused (BUS_EINVAL, BYTES (0xd7, 0xff, 0, 0, 0, 0, 0, 0, 0, 0)); /* timestamp ext */
-    s_refused (BUS_EINVAL, BYTES (0xd8, 0x01, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0));
-    s_refused (BUS_EINVAL, BYTES (0xc7, 0x01, 0x01, 0x00));           /* ext 8 */
-    s_refused (BUS_EINVAL, BYTES (0xc8, 0x00, 0x01, 0x01, 0x00));     /* ext 16 */
-    s_refused (BUS_EINVAL, BYTES (0xc9, 0x00, 0x00, 0x00, 0x01, 0x01, 0x00));
-    s_refused (BUS_EINVAL, BYTES (0x91, 0xd4, 0x01, 0x00));           /* nested */
-    s_refused (BUS_EINVAL, BYTES (0xc1));
-    s_refused (BUS_EINVAL, BYTES (0xcf, 0x80, 0, 0, 0, 0, 0, 0, 0));
-    s_refused (BUS_EINVAL, BYTES (0xcf, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff));
-    s_refused (BUS_EINVAL, BYTES (0xcb, 0x7f, 0xf8, 0, 0, 0, 0, 0, 0));  /* NaN */
-    s_refused (BUS_EINVAL, BYTES (0xcb, 0xff, 0xf0, 0, 0, 0, 0, 0, 0));  /* -inf */
-    s_refused (BUS_EINVAL, BYTES (0xca, 0x7f, 0xc0, 0x00, 0x00));        /* float32 NaN */
-    s_refused (BUS_EINVAL, BYTES (0xca, 0x7f, 0x80, 0x00, 0x00));        /* float32 +inf */
-    s_refused (BUS_EINVAL, BYTES (0x91, 0xcb, 0x7f, 0xf0, 0, 0, 0, 0, 0, 0));
-    s_refused (BUS_EINVAL, BYTES (0xc0, 0xc0));                          /* trailing */
-    s_refused (BUS_EINVAL, BYTES (0x80, 0x00));
+    s_refused (PROTO_EINVAL, BYTES (0xd4, 0x01, 0x00));                 /* fixext 1 */
+    s_refused (PROTO_EINVAL, BYTES (0xd5, 0x01, 0x00, 0x00));           /* fixext 2 */
+    s_refused (PROTO_EINVAL, BYTES (0xd6, 0x01, 0, 0, 0, 0));           /* fixext 4 */
+    s_refused (PROTO_EINVAL, BYTES (0xd7, 0xff, 0, 0, 0, 0, 0, 0, 0, 0)); /* timestamp ext */
+    s_refused (PROTO_EINVAL, BYTES (0xd8, 0x01, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0));
+    s_refused (PROTO_EINVAL, BYTES (0xc7, 0x01, 0x01, 0x00));           /* ext 8 */
+    s_refused (PROTO_EINVAL, BYTES (0xc8, 0x00, 0x01, 0x01, 0x00));     /* ext 16 */
+    s_refused (PROTO_EINVAL, BYTES (0xc9, 0x00, 0x00, 0x00, 0x01, 0x01, 0x00));
+    s_refused (PROTO_EINVAL, BYTES (0x91, 0xd4, 0x01, 0x00));           /* nested */
+    s_refused (PROTO_EINVAL, BYTES (0xc1));
+    s_refused (PROTO_EINVAL, BYTES (0xcf, 0x80, 0, 0, 0, 0, 0, 0, 0));
+    s_refused (PROTO_EINVAL, BYTES (0xcf, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff));
+    s_refused (PROTO_EINVAL, BYTES (0xcb, 0x7f, 0xf8, 0, 0, 0, 0, 0, 0));  /* NaN */
+    s_refused (PROTO_EINVAL, BYTES (0xcb, 0xff, 0xf0, 0, 0, 0, 0, 0, 0));  /* -inf */
+    s_refused (PROTO_EINVAL, BYTES (0xca, 0x7f, 0xc0, 0x00, 0x00));        /* float32 NaN */
+    s_refused (PROTO_EINVAL, BYTES (0xca, 0x7f, 0x80, 0x00, 0x00));        /* float32 +inf */
+    s_refused (PROTO_EINVAL, BYTES (0x91, 0xcb, 0x7f, 0xf0, 0, 0, 0, 0, 0, 0));
+    s_refused (PROTO_EINVAL, BYTES (0xc0, 0xc0));                          /* trailing */
+    s_refused (PROTO_EINVAL, BYTES (0x80, 0x00));
 }
 
 /*  An empty buffer, and a valid envelope followed by one byte. */
@@ -468,7 +468,7 @@ static void
 test_mpack_empty_and_trailing (void **state)
 {
     json_t *v = NULL;
-    assert_int_equal (proto_mpack_decode (&v, (const uint8_t *) "", 0, 0, NULL, 0), BUS_EINVAL);
+    assert_int_equal (proto_mpack_decode (&v, (const uint8_t *) "", 0, 0, NULL, 0), PROTO_EINVAL);
     assert_null (v);
     json_t *env = s_envelope ("health", NULL);
     size_t len;
@@ -477,9 +477,9 @@ test_mpack_empty_and_trailing (void **state)
     uint8_t *longer = malloc (len + 1);
     memcpy (longer, data, len);
     longer [len] = 0xc0;
-    s_refused (BUS_EINVAL, longer, len + 1);
+    s_refused (PROTO_EINVAL, longer, len + 1);
     proto_msg_t *msg = NULL;
-    assert_int_equal (proto_msg_decode (&msg, longer, len + 1, 0, NULL, NULL, 0), BUS_EINVAL);
+    assert_int_equal (proto_msg_decode (&msg, longer, len + 1, 0, NULL, NULL, 0), PROTO_EINVAL);
     free (longer);
     free (data);
 }
@@ -573,29 +573,29 @@ s_env_with (const char *key, json_t *value)
 }
 
 /*  Missing or ill-typed v/type/id/ts, bad ULIDs, a non-map envelope or
-    body: each refused with BUS_EINVAL. */
+    body: each refused with PROTO_EINVAL. */
 static void
 test_envelope_fields (void **state)
 {
-    s_env_refused (BUS_EINVAL, s_env_with ("v", NULL));
-    s_env_refused (BUS_EINVAL, s_env_with ("v", json_string ("1")));
-    s_env_refused (BUS_EINVAL, s_env_with ("v", json_real (1.0)));
-    s_env_refused (BUS_EINVAL, s_env_with ("type", NULL));
-    s_env_refused (BUS_EINVAL, s_env_with ("type", json_integer (3)));
-    s_env_refused (BUS_EINVAL, s_env_with ("type", json_string ("")));
-    s_env_refused (BUS_EINVAL, s_env_with ("type", json_string ("Health")));
-    s_env_refused (BUS_EINVAL, s_env_with ("type", json_string ("health check")));
-    s_env_refused (BUS_EINVAL, s_env_with ("type", json_stringn ("he\0lth", 6)));
-    s_env_refused (BUS_EINVAL, s_env_with ("type", s_str_of (PROTO_TYPE_MAX + 1, 'a')));
-    s_env_refused (BUS_EINVAL, s_env_with ("id", NULL));
-    s_env_refused (BUS_EINVAL, s_env_with ("id", json_integer (1)));
-    s_env_refused (BUS_EINVAL, s_env_with ("ts", NULL));
-    s_env_refused (BUS_EINVAL, s_env_with ("ts", json_integer (-1)));
-    s_env_refused (BUS_EINVAL, s_env_with ("ts", json_string ("now")));
-    s_env_refused (BUS_EINVAL, s_env_with ("body", json_array ()));
-    s_env_refused (BUS_EINVAL, s_env_with ("body", json_string ("{}")));
-    s_env_refused (BUS_EINVAL, s_env_with ("corr", json_string ("not-a-ulid")));
-    s_env_refused (BUS_EINVAL, s_env_with ("pub", json_integer (1)));
+    s_env_refused (PROTO_EINVAL, s_env_with ("v", NULL));
+    s_env_refused (PROTO_EINVAL, s_env_with ("v", json_string ("1")));
+    s_env_refused (PROTO_EINVAL, s_env_with ("v", json_real (1.0)));
+    s_env_refused (PROTO_EINVAL, s_env_with ("type", NULL));
+    s_env_refused (PROTO_EINVAL, s_env_with ("type", json_integer (3)));
+    s_env_refused (PROTO_EINVAL, s_env_with ("type", json_string ("")));
+    s_env_refused (PROTO_EINVAL, s_env_with ("type", json_string ("Health")));
+    s_env_refused (PROTO_EINVAL, s_env_with ("type", json_string ("health check")));
+    s_env_refused (PROTO_EINVAL, s_env_with ("type", json_stringn ("he\0lth", 6)));
+    s_env_refused (PROTO_EINVAL, s_env_with ("type", s_str_of (PROTO_TYPE_MAX + 1, 'a')));
+    s_env_refused (PROTO_EINVAL, s_env_with ("id", NULL));
+    s_env_refused (PROTO_EINVAL, s_env_with ("id", json_integer (1)));
+    s_env_refused (PROTO_EINVAL, s_env_with ("ts", NULL));
+    s_env_refused (PROTO_EINVAL, s_env_with ("ts", json_integer (-1)));
+    s_env_refused (PROTO_EINVAL, s_env_with ("ts", json_string ("now")));
+    s_env_refused (PROTO_EINVAL, s_env_with ("body", json_array ()));
+    s_env_refused (PROTO_EINVAL, s_env_with ("body", json_string ("{}")));
+    s_env_refused (PROTO_EINVAL, s_env_with ("corr", json_string ("not-a-ulid")));
+    s_env_refused (PROTO_EINVAL, s_env_with ("pub", json_integer (1)));
     static const char *bad_ids [] = {
         "01ARZ3NDEKTSV4RRFFQ69G5FA",        /* 25 */
         "01ARZ3NDEKTSV4RRFFQ69G5FAVV",      /* 27 */
@@ -606,9 +606,9 @@ test_envelope_fields (void **state)
         "",
     };
     for (size_t i = 0; i < sizeof bad_ids / sizeof bad_ids [0]; i++)
-        s_env_refused (BUS_EINVAL, s_env_with ("id", json_string (bad_ids [i])));
+        s_env_refused (PROTO_EINVAL, s_env_with ("id", json_string (bad_ids [i])));
     json_t *nul_id = json_stringn ("01ARZ3NDEKTSV4RRFFQ69G5F\0V", 26);
-    s_env_refused (BUS_EINVAL, s_env_with ("id", nul_id));
+    s_env_refused (PROTO_EINVAL, s_env_with ("id", nul_id));
 
     /* not a map at all */
     size_t len;
@@ -616,20 +616,20 @@ test_envelope_fields (void **state)
     uint8_t *data = s_encode (arr, &len);
     json_decref (arr);
     proto_msg_t *msg = NULL;
-    assert_int_equal (proto_msg_decode (&msg, data, len, 0, NULL, NULL, 0), BUS_EINVAL);
+    assert_int_equal (proto_msg_decode (&msg, data, len, 0, NULL, NULL, 0), PROTO_EINVAL);
     free (data);
 
     /* replies and events need their fields */
-    s_env_refused (BUS_EINVAL, s_env_with ("ok", json_true ()));                 /* no corr */
-    s_env_refused (BUS_EINVAL, s_env_with ("ok", json_integer (1)));
-    s_env_refused (BUS_EINVAL, s_env_with ("ok", json_false ()));                /* no error */
-    s_env_refused (BUS_EINVAL, s_env_with ("seq", json_integer (1)));            /* no pub */
+    s_env_refused (PROTO_EINVAL, s_env_with ("ok", json_true ()));                 /* no corr */
+    s_env_refused (PROTO_EINVAL, s_env_with ("ok", json_integer (1)));
+    s_env_refused (PROTO_EINVAL, s_env_with ("ok", json_false ()));                /* no error */
+    s_env_refused (PROTO_EINVAL, s_env_with ("seq", json_integer (1)));            /* no pub */
     json_t *evt = s_env_with ("pub", json_string ("svc:authz"));
     json_object_set_new (evt, "seq", json_integer (0));
-    s_env_refused (BUS_EINVAL, evt);
+    s_env_refused (PROTO_EINVAL, evt);
     json_t *err_rep = s_env_with ("ok", json_false ());
     json_object_set_new (err_rep, "error", json_pack ("{s:i}", "code", 3));
-    s_env_refused (BUS_EINVAL, err_rep);
+    s_env_refused (PROTO_EINVAL, err_rep);
 
     /* a missing body is an empty map */
     assert_int_equal (s_msg_decode (s_env_with ("body", NULL), &msg, NULL), 0);
@@ -640,11 +640,11 @@ test_envelope_fields (void **state)
     assert_int_equal (s_msg_decode (unknown, &msg, NULL), 0);
     assert_null (msg->spec);
     char err [128];
-    assert_int_equal (proto_msg_validate (msg, err, sizeof err), BUS_ENOTFOUND);
+    assert_int_equal (proto_msg_validate (msg, err, sizeof err), PROTO_ENOTFOUND);
     proto_msg_destroy (&msg);
 }
 
-/*  A known version other than ours is BUS_ESTATE; the id is still handed
+/*  A known version other than ours is PROTO_ESTATE; the id is still handed
     back so that the error reply can be correlated. */
 static void
 test_envelope_version (void **state)
@@ -654,18 +654,18 @@ test_envelope_version (void **state)
     snprintf (want, sizeof want, "%s", json_string_value (json_object_get (env, "id")));
     char id [PROTO_ID_LEN + 1] = "";
     proto_msg_t *msg = NULL;
-    assert_int_equal (s_msg_decode (env, &msg, id), BUS_ESTATE);
+    assert_int_equal (s_msg_decode (env, &msg, id), PROTO_ESTATE);
     assert_string_equal (id, want);
-    s_env_refused (BUS_ESTATE, s_env_with ("v", json_integer (0)));
+    s_env_refused (PROTO_ESTATE, s_env_with ("v", json_integer (0)));
     /* the id comes back for other failures after it too */
     env = s_env_with ("type", NULL);
     snprintf (want, sizeof want, "%s", json_string_value (json_object_get (env, "id")));
     id [0] = 0;
-    assert_int_equal (s_msg_decode (env, &msg, id), BUS_EINVAL);
+    assert_int_equal (s_msg_decode (env, &msg, id), PROTO_EINVAL);
     assert_string_equal (id, want);
 }
 
-/*  Over max_frame is BUS_ETOOBIG before any parsing; 0 means the default. */
+/*  Over max_frame is PROTO_ETOOBIG before any parsing; 0 means the default. */
 static void
 test_envelope_too_big (void **state)
 {
@@ -675,19 +675,19 @@ test_envelope_too_big (void **state)
     json_decref (env);
     proto_msg_t *msg = NULL;
     char err [128] = "";
-    assert_int_equal (proto_msg_decode (&msg, data, len, 1024, NULL, err, sizeof err), BUS_ETOOBIG);
+    assert_int_equal (proto_msg_decode (&msg, data, len, 1024, NULL, err, sizeof err), PROTO_ETOOBIG);
     assert_null (msg);
     assert_non_null (strstr (err, "cap"));
     assert_int_equal (proto_msg_decode (&msg, data, len, len, NULL, err, sizeof err), 0);
     proto_msg_destroy (&msg);
-    assert_int_equal (proto_msg_decode (&msg, data, len, len - 1, NULL, err, sizeof err), BUS_ETOOBIG);
+    assert_int_equal (proto_msg_decode (&msg, data, len, len - 1, NULL, err, sizeof err), PROTO_ETOOBIG);
     free (data);
     /* the default cap: garbage past it is refused unread */
     size_t huge = PROTO_MAX_FRAME + 1;
     uint8_t *junk = malloc (huge);
     memset (junk, 0xc1, huge);
-    assert_int_equal (proto_msg_decode (&msg, junk, huge, 0, NULL, NULL, 0), BUS_ETOOBIG);
-    assert_int_equal (proto_msg_decode (&msg, junk, PROTO_MAX_FRAME, 0, NULL, NULL, 0), BUS_EINVAL);
+    assert_int_equal (proto_msg_decode (&msg, junk, huge, 0, NULL, NULL, 0), PROTO_ETOOBIG);
+    assert_int_equal (proto_msg_decode (&msg, junk, PROTO_MAX_FRAME, 0, NULL, NULL, 0), PROTO_EINVAL);
     free (junk);
 }
 
@@ -799,18 +799,18 @@ test_validate_replay (void **state)
     assert_int_equal (s_validate ("events.replay", json_pack ("{s:i}", "from_seq", 1)), 0);
     assert_int_equal (s_validate ("events.replay", json_pack ("{s:i, s:i, s:i}", "from_seq", 5,
                                                               "to_seq", 9, "limit", 1000)), 0);
-    assert_int_equal (s_validate ("events.replay", json_object ()), BUS_EINVAL);
-    assert_int_equal (s_validate ("events.replay", json_pack ("{s:n}", "from_seq")), BUS_EINVAL);
-    assert_int_equal (s_validate ("events.replay", json_pack ("{s:i}", "from_seq", 0)), BUS_EINVAL);
-    assert_int_equal (s_validate ("events.replay", json_pack ("{s:i}", "from_seq", -3)), BUS_EINVAL);
-    assert_int_equal (s_validate ("events.replay", json_pack ("{s:s}", "from_seq", "1")), BUS_EINVAL);
-    assert_int_equal (s_validate ("events.replay", json_pack ("{s:f}", "from_seq", 1.0)), BUS_EINVAL);
+    assert_int_equal (s_validate ("events.replay", json_object ()), PROTO_EINVAL);
+    assert_int_equal (s_validate ("events.replay", json_pack ("{s:n}", "from_seq")), PROTO_EINVAL);
+    assert_int_equal (s_validate ("events.replay", json_pack ("{s:i}", "from_seq", 0)), PROTO_EINVAL);
+    assert_int_equal (s_validate ("events.replay", json_pack ("{s:i}", "from_seq", -3)), PROTO_EINVAL);
+    assert_int_equal (s_validate ("events.replay", json_pack ("{s:s}", "from_seq", "1")), PROTO_EINVAL);
+    assert_int_equal (s_validate ("events.replay", json_pack ("{s:f}", "from_seq", 1.0)), PROTO_EINVAL);
     assert_int_equal (s_validate ("events.replay", json_pack ("{s:i, s:i}", "from_seq", 1, "limit", 1001)),
-                      BUS_EINVAL);
+                      PROTO_EINVAL);
     assert_int_equal (s_validate ("events.replay", json_pack ("{s:i, s:i}", "from_seq", 1, "limit", 0)),
-                      BUS_EINVAL);
+                      PROTO_EINVAL);
     assert_int_equal (s_validate ("events.replay", json_pack ("{s:i, s:i}", "from_seq", 1, "to_seq", 0)),
-                      BUS_EINVAL);
+                      PROTO_EINVAL);
     assert_int_equal (s_validate ("events.replay", json_pack ("{s:i, s:n}", "from_seq", 1, "to_seq")), 0);
     assert_int_equal (s_validate ("events.replay", json_pack ("{s:I, s:s}", "from_seq", (json_int_t) INT64_MAX,
                                                               "unknown", "ignored")), 0);
@@ -826,21 +826,21 @@ test_validate_authz_check (void **state)
     assert_int_equal (s_validate ("authz.check", json_pack ("{s:O, s:{}, s:o, s:s}", "tuple_key", tk,
                                                             "context", "contextual_tuples", s_list_of (100),
                                                             "model_id", "01ARZ3NDEKTSV4RRFFQ69G5FAV")), 0);
-    assert_int_equal (s_validate ("authz.check", json_object ()), BUS_EINVAL);
+    assert_int_equal (s_validate ("authz.check", json_object ()), PROTO_EINVAL);
     assert_int_equal (s_validate ("authz.check", json_pack ("{s:{s:s, s:s}}", "tuple_key", "user", "u",
-                                                            "object", "o")), BUS_EINVAL);
+                                                            "object", "o")), PROTO_EINVAL);
     assert_int_equal (s_validate ("authz.check", json_pack ("{s:[s, s, s]}", "tuple_key", "a", "b", "c")),
-                      BUS_EINVAL);
+                      PROTO_EINVAL);
     assert_int_equal (s_validate ("authz.check", json_pack ("{s:O, s:[]}", "tuple_key", tk, "context")),
-                      BUS_EINVAL);
+                      PROTO_EINVAL);
     assert_int_equal (s_validate ("authz.check", json_pack ("{s:O, s:o}", "tuple_key", tk,
-                                                            "contextual_tuples", s_list_of (101))), BUS_EINVAL);
+                                                            "contextual_tuples", s_list_of (101))), PROTO_EINVAL);
     assert_int_equal (s_validate ("authz.check", json_pack ("{s:O, s:s}", "tuple_key", tk, "model_id", "")),
-                      BUS_EINVAL);
+                      PROTO_EINVAL);
     assert_int_equal (s_validate ("authz.check", json_pack ("{s:O, s:o}", "tuple_key", tk,
-                                                            "model_id", s_str_of (65, 'm'))), BUS_EINVAL);
+                                                            "model_id", s_str_of (65, 'm'))), PROTO_EINVAL);
     assert_int_equal (s_validate ("authz.check", json_pack ("{s:O, s:s#}", "tuple_key", tk,
-                                                            "model_id", "ab\0cd", 5)), BUS_EINVAL);
+                                                            "model_id", "ab\0cd", 5)), PROTO_EINVAL);
     json_decref (tk);
 }
 
@@ -906,20 +906,20 @@ test_validate_vault_lease (void **state)
                "scopes", scopes, "ttl", (json_int_t) (ttl))
     assert_int_equal (s_validate ("vault.lease", LEASE (600, run, s_list_of (1))), 0);
     assert_int_equal (s_validate ("vault.lease", LEASE (1, run, s_list_of (32))), 0);
-    assert_int_equal (s_validate ("vault.lease", LEASE (601, run, s_list_of (1))), BUS_EINVAL);
-    assert_int_equal (s_validate ("vault.lease", LEASE (0, run, s_list_of (1))), BUS_EINVAL);
-    assert_int_equal (s_validate ("vault.lease", LEASE (-600, run, s_list_of (1))), BUS_EINVAL);
-    assert_int_equal (s_validate ("vault.lease", LEASE (86400, run, s_list_of (1))), BUS_EINVAL);
-    assert_int_equal (s_validate ("vault.lease", LEASE (60, "short", s_list_of (1))), BUS_EINVAL);
-    assert_int_equal (s_validate ("vault.lease", LEASE (60, run, s_list_of (0))), BUS_EINVAL);
-    assert_int_equal (s_validate ("vault.lease", LEASE (60, run, s_list_of (33))), BUS_EINVAL);
-    assert_int_equal (s_validate ("vault.lease", LEASE (60, run, json_string ("read"))), BUS_EINVAL);
+    assert_int_equal (s_validate ("vault.lease", LEASE (601, run, s_list_of (1))), PROTO_EINVAL);
+    assert_int_equal (s_validate ("vault.lease", LEASE (0, run, s_list_of (1))), PROTO_EINVAL);
+    assert_int_equal (s_validate ("vault.lease", LEASE (-600, run, s_list_of (1))), PROTO_EINVAL);
+    assert_int_equal (s_validate ("vault.lease", LEASE (86400, run, s_list_of (1))), PROTO_EINVAL);
+    assert_int_equal (s_validate ("vault.lease", LEASE (60, "short", s_list_of (1))), PROTO_EINVAL);
+    assert_int_equal (s_validate ("vault.lease", LEASE (60, run, s_list_of (0))), PROTO_EINVAL);
+    assert_int_equal (s_validate ("vault.lease", LEASE (60, run, s_list_of (33))), PROTO_EINVAL);
+    assert_int_equal (s_validate ("vault.lease", LEASE (60, run, json_string ("read"))), PROTO_EINVAL);
 #undef LEASE
     /* ttl is optional */
     assert_int_equal (s_validate ("vault.lease", json_pack ("{s:s, s:s, s:s, s:[s]}", "run", run, "node", "n",
                                                             "connection", "c", "scopes", "read")), 0);
     assert_int_equal (s_validate ("vault.lease", json_pack ("{s:s, s:s, s:[s]}", "run", run, "node", "n",
-                                                            "scopes", "read")), BUS_EINVAL);
+                                                            "scopes", "read")), PROTO_EINVAL);
     /* a type without fields accepts any body */
     assert_int_equal (s_validate ("health", json_pack ("{s:i}", "x", 1)), 0);
 }
