@@ -7,6 +7,7 @@
 #include <ctype.h>
 #include <msgpack.h>
 #include <pthread.h>
+#include <stdarg.h>
 #include <sodium.h>
 #include <stdio.h>
 #include <string.h>
@@ -695,19 +696,29 @@ s_decode (proto_msg_t **out, const uint8_t *data, size_t len, size_t max_frame, 
     *out = NULL;
     if (max_frame == 0)
         max_frame = PROTO_MAX_FRAME;
+    if (id_out)
+        id_out [0] = 0;
+    proto_msg_t *self = NULL;
+    int rc = 0;
     if (len > max_frame) {
         snprintf (err, err_len, "frame of %zu bytes exceeds the %zu-byte cap", len, max_frame);
-        return PROTO_ETOOBIG;
+        rc = PROTO_ETOOBIG;
+        goto done;
     }
-    proto_msg_t *self = calloc (1, sizeof *self);
+    self = calloc (1, sizeof *self);
     if (!self)
         return PROTO_ENOMEM;
-    int rc = 0;
     if (!fast || s_decode_fast (self, data, len, id_out, err, err_len, &rc)) {
         /* start clean: the fast reader may have filled some fields */
         memset (self, 0, sizeof *self);
         rc = s_decode_full (self, data, len, id_out, err, err_len);
     }
+done:
+    /* a frame refused before its envelope was checked (a value the decoder
+       refuses anywhere in it, trailing bytes, over the cap): its id may
+       still be readable, and then the refusal names the request */
+    if (rc && id_out && !id_out [0] && proto_msg_peek_id (data, len, id_out) != 0)
+        id_out [0] = 0;
     if (rc)
         proto_msg_destroy (&self);
     *out = self;
@@ -788,6 +799,133 @@ type:
     return PROTO_EINVAL;
 }
 
+/*  The path of a value inside a body ("writes[0].object"), built as the
+    NUL walk descends: len bytes used of buf (cap bytes, always NUL
+    terminated; a path longer than the buffer is cut, never overrun). */
+typedef struct {
+    char buf [160];
+    size_t len;
+} s_path_t;
+
+/*  Cut an incomplete UTF-8 sequence off the end of buf [0, *len) (left by
+    a cut at a byte count), so that the path stays valid text. */
+static void
+s_utf8_trim (char *buf, size_t *len)
+{
+    size_t i = *len, back = 0;
+    while (i > 0 && back < 4 && ((unsigned char) buf [i - 1] & 0xc0) == 0x80) {
+        i--;
+        back++;
+    }
+    if (i == 0 || ((unsigned char) buf [i - 1] & 0x80) == 0)
+        return;                         /* ASCII (or nothing) before the tail */
+    unsigned char lead = (unsigned char) buf [i - 1];
+    size_t want = lead >= 0xf0 ? 4 : lead >= 0xe0 ? 3 : 2;
+    if (back + 1 < want) {
+        *len = i - 1;
+        buf [*len] = 0;
+    }
+}
+
+/*  Append to the path; returns the old length, to restore on the way up. */
+static size_t
+s_path_push (s_path_t *path, const char *fmt, ...) __attribute__((format (printf, 2, 3)));
+
+static size_t
+s_path_push (s_path_t *path, const char *fmt, ...)
+{
+    size_t old = path->len;
+    if (path->len < sizeof path->buf - 1) {
+        va_list args;
+        va_start (args, fmt);
+        int n = vsnprintf (path->buf + path->len, sizeof path->buf - path->len, fmt, args);
+        va_end (args);
+        if (n > 0)
+            path->len += (size_t) n;
+        if (path->len > sizeof path->buf - 1) {
+            path->len = sizeof path->buf - 1;
+            s_utf8_trim (path->buf, &path->len);
+        }
+    }
+    return old;
+}
+
+static void
+s_path_pop (s_path_t *path, size_t old)
+{
+    path->len = old;
+    path->buf [old] = 0;
+}
+
+/*  Refuse a NUL byte in any string and any map key of v, at any depth
+    (PROTOCOL.md 10): handlers and engines read strings as C strings, so
+    "user:a\0b" would become "user:a" further on. Bin values arrive as
+    base64url text and never hold one. Returns 0 or PROTO_EINVAL with err
+    naming the path of the first offending string or key. */
+static int
+s_nul_walk (json_t *v, s_path_t *path, int depth, char *err, size_t err_len)
+{
+    if (depth > PROTO_MPACK_MAX_DEPTH) {
+        snprintf (err, err_len, "field '%s' is nested too deep", path->buf);
+        return PROTO_EINVAL;
+    }
+    if (json_is_string (v)) {
+        if (memchr (json_string_value (v), 0, json_string_length (v))) {
+            snprintf (err, err_len, "field '%s' holds a NUL byte", path->buf);
+            return PROTO_EINVAL;
+        }
+        return 0;
+    }
+    if (json_is_array (v)) {
+        size_t i;
+        json_t *item;
+        json_array_foreach (v, i, item) {
+            if (!json_is_string (item) && !json_is_array (item) && !json_is_object (item))
+                continue;
+            size_t old = s_path_push (path, "[%zu]", i);
+            int rc = s_nul_walk (item, path, depth + 1, err, err_len);
+            s_path_pop (path, old);
+            if (rc)
+                return rc;
+        }
+        return 0;
+    }
+    if (json_is_object (v)) {
+        const char *key;
+        size_t key_len;
+        json_t *item;
+        json_object_keylen_foreach (v, key, key_len, item) {
+            /* the key as printable text: a NUL shows as \0, at most 64 bytes */
+            char shown [2 * 64 + 1];
+            size_t n = 0;
+            for (size_t i = 0; i < key_len && i < 64; i++) {
+                if (key [i])
+                    shown [n++] = key [i];
+                else {
+                    shown [n++] = '\\';
+                    shown [n++] = '0';
+                }
+            }
+            shown [n] = 0;
+            if (key_len > 64)
+                s_utf8_trim (shown, &n);
+            size_t old = s_path_push (path, "%s%s", path->len ? "." : "", shown);
+            int rc = 0;
+            if (memchr (key, 0, key_len)) {
+                snprintf (err, err_len, "key '%s' holds a NUL byte", path->buf);
+                rc = PROTO_EINVAL;
+            }
+            else
+            if (json_is_string (item) || json_is_array (item) || json_is_object (item))
+                rc = s_nul_walk (item, path, depth + 1, err, err_len);
+            s_path_pop (path, old);
+            if (rc)
+                return rc;
+        }
+    }
+    return 0;
+}
+
 int
 proto_msg_validate (proto_msg_t *self, char *err, size_t err_len)
 {
@@ -812,7 +950,9 @@ proto_msg_validate (proto_msg_t *self, char *err, size_t err_len)
         if (rc)
             return rc;
     }
-    return 0;
+    /* every string and key of the body, declared or not, opaque or not */
+    s_path_t path = { "", 0 };
+    return self->body ? s_nul_walk (self->body, &path, 0, err, err_len) : 0;
 }
 
 const char *

@@ -128,8 +128,11 @@ int proto_msg_decode_reference (proto_msg_t **out, const uint8_t *data, size_t l
 
 /*  Validate the body against the catalogue entry: required fields present,
     types and bounds. A declared field set to nil is removed from the body
-    (nil means absent). Returns 0 or PROTO_EINVAL with err naming the field.
-    An unknown type is PROTO_ENOTFOUND. */
+    (nil means absent). Then the whole body, declared fields or not, ANYV
+    ones included: no string and no map key at any depth may hold a NUL
+    byte (consumers read them as C strings). Returns 0 or PROTO_EINVAL with
+    err naming the field by its path ("field 'writes[0].object' holds a NUL
+    byte"). An unknown type is PROTO_ENOTFOUND. */
 int proto_msg_validate (proto_msg_t *self, char *err, size_t err_len);
 
 /*  The first body member the catalogue does not declare for this type,

@@ -15,6 +15,8 @@
 #include <string.h>
 #include <time.h>
 #include <cmocka.h>
+#include <math.h>
+#include <msgpack.h>
 
 #include "bus_error.h"
 #include "bus_log.h"
@@ -665,6 +667,118 @@ test_envelope_version (void **state)
     assert_string_equal (id, want);
 }
 
+/*  A request frame packed by hand: {v, type, id, ts, body: {key: <value>}}
+    where pack_value writes the value (anything msgpack-c can write, also
+    what our decoder refuses); body_first puts the body before the id.
+    Returns a malloc'd frame with extra trailing bytes appended. */
+typedef void (s_pack_fn) (msgpack_packer *pk);
+
+static uint8_t *
+s_frame_with (const char *type, const char *id, const char *key, s_pack_fn *pack_value,
+              bool body_first, const char *trailing, size_t *len)
+{
+    msgpack_sbuffer sbuf;
+    msgpack_packer pk;
+    msgpack_sbuffer_init (&sbuf);
+    msgpack_packer_init (&pk, &sbuf, msgpack_sbuffer_write);
+#define S_STR(s) (msgpack_pack_str (&pk, strlen (s)), msgpack_pack_str_body (&pk, s, strlen (s)))
+    msgpack_pack_map (&pk, 5);
+    if (body_first) {
+        S_STR ("body");
+        msgpack_pack_map (&pk, 1);
+        S_STR (key);
+        pack_value (&pk);
+    }
+    S_STR ("v");
+    msgpack_pack_int (&pk, 1);
+    S_STR ("type");
+    S_STR (type);
+    S_STR ("id");
+    S_STR (id);
+    S_STR ("ts");
+    msgpack_pack_int64 (&pk, 1);
+    if (!body_first) {
+        S_STR ("body");
+        msgpack_pack_map (&pk, 1);
+        S_STR (key);
+        pack_value (&pk);
+    }
+#undef S_STR
+    if (trailing)
+        msgpack_sbuffer_write (&sbuf, trailing, strlen (trailing));
+    *len = sbuf.size;
+    return (uint8_t *) msgpack_sbuffer_release (&sbuf);
+}
+
+static void s_pack_2p63 (msgpack_packer *pk) { msgpack_pack_uint64 (pk, (uint64_t) 1 << 63); }
+static void s_pack_nan (msgpack_packer *pk) { msgpack_pack_double (pk, NAN); }
+static void s_pack_one (msgpack_packer *pk) { msgpack_pack_int (pk, 1); }
+static void s_pack_ext (msgpack_packer *pk) { msgpack_pack_ext (pk, 1, 5); msgpack_pack_ext_body (pk, "x", 1); }
+static void s_pack_bad_utf8 (msgpack_packer *pk) { msgpack_pack_str (pk, 2); msgpack_pack_str_body (pk, "\xc3\x28", 2); }
+
+/*  A frame whose id is readable but whose body does not decode: an integer
+    above 2^63-1 (events.replay from_seq = 2^63), a NaN, trailing bytes, an
+    ext value, bad UTF-8, the bad value before or after the id, over the
+    size cap: refused, and the id handed back so that the refusal carries
+    corr; by both readers. A frame whose id is not a ULID gets none. */
+static void
+test_envelope_id_of_undecodable (void **state)
+{
+    char id [PROTO_ID_LEN + 1];
+    proto_ulid (id);
+    struct {
+        const char *key;
+        s_pack_fn *pack;
+        bool body_first;
+        const char *trailing;
+        int rc;
+    } cases [] = {
+        { "from_seq", s_pack_2p63, false, NULL, PROTO_EINVAL },
+        { "from_seq", s_pack_2p63, true, NULL, PROTO_EINVAL },
+        { "from_seq", s_pack_nan, false, NULL, PROTO_EINVAL },
+        { "from_seq", s_pack_nan, true, NULL, PROTO_EINVAL },
+        { "from_seq", s_pack_one, false, "\xc0", PROTO_EINVAL },
+        { "from_seq", s_pack_one, true, "junk", PROTO_EINVAL },
+        { "from_seq", s_pack_ext, false, NULL, PROTO_EINVAL },
+        { "from_seq", s_pack_bad_utf8, true, NULL, PROTO_EINVAL },
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases [0]; i++) {
+        size_t len;
+        uint8_t *data = s_frame_with ("events.replay", id, cases [i].key, cases [i].pack,
+                                      cases [i].body_first, cases [i].trailing, &len);
+        for (int reference = 0; reference < 2; reference++) {
+            char got [PROTO_ID_LEN + 1] = "unset", err [256] = "";
+            proto_msg_t *msg = NULL;
+            int rc = reference ? proto_msg_decode_reference (&msg, data, len, 0, got, err, sizeof err)
+                               : proto_msg_decode (&msg, data, len, 0, got, err, sizeof err);
+            if (rc != cases [i].rc || strcmp (got, id))
+                fail_msg ("case %zu (%s): rc %d, id '%s', err '%s'", i, reference ? "reference" : "fast",
+                          rc, got, err);
+            assert_null (msg);
+        }
+        /* over the cap: refused unread, the id still found */
+        char got [PROTO_ID_LEN + 1] = "unset";
+        proto_msg_t *msg = NULL;
+        assert_int_equal (proto_msg_decode (&msg, data, len, len - 1, got, NULL, 0), PROTO_ETOOBIG);
+        assert_string_equal (got, id);
+        free (data);
+    }
+    /* no readable id: nothing handed back */
+    size_t len;
+    uint8_t *data = s_frame_with ("events.replay", "not-a-ulid", "from_seq", s_pack_2p63, false, NULL, &len);
+    char got [PROTO_ID_LEN + 1] = "unset";
+    proto_msg_t *msg = NULL;
+    assert_int_equal (proto_msg_decode (&msg, data, len, 0, got, NULL, 0), PROTO_EINVAL);
+    assert_string_equal (got, "");
+    free (data);
+    /* a valid frame of the same shape decodes */
+    data = s_frame_with ("events.replay", id, "from_seq", s_pack_one, false, NULL, &len);
+    assert_int_equal (proto_msg_decode (&msg, data, len, 0, got, NULL, 0), 0);
+    assert_string_equal (got, id);
+    proto_msg_destroy (&msg);
+    free (data);
+}
+
 /*  Over max_frame is PROTO_ETOOBIG before any parsing; 0 means the default. */
 static void
 test_envelope_too_big (void **state)
@@ -896,6 +1010,199 @@ test_safe_types (void **state)
         assert_false (proto_type_find (not_safe [i])->safe);
 }
 
+/*  Validate body (stolen) as a message of type, with the error text in
+    err (empty when valid); returns the result. */
+static int
+s_validate_err (const char *type, json_t *body, char *err, size_t err_len)
+{
+    proto_msg_t *msg = proto_msg_new (PROTO_KIND_REQ, type);
+    assert_non_null (msg);
+    msg->body = body;
+    err [0] = 0;
+    int rc = proto_msg_validate (msg, err, err_len);
+    proto_msg_destroy (&msg);
+    return rc;
+}
+
+/*  Expect body (stolen) of type to be refused, the error naming path. */
+static void
+s_nul_refused (const char *type, json_t *body, const char *path)
+{
+    char err [256], want [200];
+    assert_non_null (body);
+    assert_int_equal (s_validate_err (type, body, err, sizeof err), PROTO_EINVAL);
+    snprintf (want, sizeof want, "'%s' holds a NUL byte", path);
+    if (!strstr (err, want))
+        fail_msg ("%s: error '%s' does not name '%s'", type, err, path);
+}
+
+/*  A string value with a NUL inside (new reference). */
+static json_t *
+s_nul_str (const char *before, const char *after)
+{
+    char buf [256];
+    size_t a = strlen (before), b = strlen (after);
+    memcpy (buf, before, a);
+    buf [a] = 0;
+    memcpy (buf + a + 1, after, b);
+    return json_stringn (buf, a + 1 + b);
+}
+
+/*  A tuple key map whose member field holds value (stolen). */
+static json_t *
+s_tk_with (const char *field, json_t *value)
+{
+    json_t *tk = json_pack ("{s:s, s:s, s:s}", "user", "user:anne", "relation", "reader",
+                            "object", "doc:1");
+    json_object_set_new (tk, field, value);
+    return tk;
+}
+
+/*  A NUL anywhere in a request body is refused, the error naming the
+    field by its path: a top-level string, a map member, a list item, a
+    map in a list in a map, a condition inside a contextual tuple, a map
+    key; in declared fields, ANYV (opaque) fields and undeclared ones. The
+    same strings without the NUL are accepted. */
+static void
+test_validate_nul_nested (void **state)
+{
+    /* depth 1: a declared STR field */
+    s_nul_refused ("authz.check", json_pack ("{s:o, s:o}", "tuple_key", s_tk_with ("user", json_string ("user:a")),
+                                             "model_id", s_nul_str ("01ARZ3ND", "x")), "model_id");
+    /* depth 2: a member of a MAP field (the check bypass of issue 16) */
+    s_nul_refused ("authz.check", json_pack ("{s:o}", "tuple_key",
+                                             s_tk_with ("object", s_nul_str ("cost_center:engineering", "../other"))),
+                   "tuple_key.object");
+    s_nul_refused ("authz.read", json_pack ("{s:o}", "tuple_key", s_tk_with ("user", s_nul_str ("user:a", "b"))),
+                   "tuple_key.user");
+    s_nul_refused ("authz.expand", json_pack ("{s:{s:o, s:s}}", "tuple_key", "object", s_nul_str ("doc:1", "x"),
+                                              "relation", "reader"), "tuple_key.object");
+    s_nul_refused ("authz.list_users", json_pack ("{s:{s:s, s:o}, s:s, s:[{s:s}]}", "object", "type", "doc",
+                                                  "id", s_nul_str ("1", "2"), "relation", "reader",
+                                                  "user_filters", "type", "user"), "object.id");
+    /* depth 3: a map in a LIST field */
+    s_nul_refused ("authz.write", json_pack ("{s:[o]}", "writes", s_tk_with ("object", s_nul_str ("user:a", "b"))),
+                   "writes[0].object");
+    s_nul_refused ("authz.write", json_pack ("{s:[o, o]}", "deletes", s_tk_with ("object", json_string ("doc:2")),
+                                             s_tk_with ("relation", s_nul_str ("reader", ""))),
+                   "deletes[1].relation");
+    s_nul_refused ("authz.check", json_pack ("{s:o, s:[o]}", "tuple_key", s_tk_with ("user", json_string ("user:b")),
+                                             "contextual_tuples", s_tk_with ("user", s_nul_str ("user:a", "b"))),
+                   "contextual_tuples[0].user");
+    /* depth 4: a tuple's condition, checks[i].tuple_key */
+    s_nul_refused ("authz.write", json_pack ("{s:[o]}", "writes",
+                                             s_tk_with ("condition", json_pack ("{s:o}", "name",
+                                                                                s_nul_str ("within", "")))),
+                   "writes[0].condition.name");
+    s_nul_refused ("authz.batch_check", json_pack ("{s:[{s:o, s:s}, {s:o, s:s}]}", "checks",
+                                                   "tuple_key", s_tk_with ("user", json_string ("user:ok")),
+                                                   "correlation_id", "a",
+                                                   "tuple_key", s_tk_with ("object", s_nul_str ("doc:1", "x")),
+                                                   "correlation_id", "b"),
+                   "checks[1].tuple_key.object");
+    s_nul_refused ("authz.list_objects", json_pack ("{s:s, s:s, s:s, s:[o]}", "user", "user:anne",
+                                                    "relation", "reader", "type", "doc", "contextual_tuples",
+                                                    s_tk_with ("condition", json_pack ("{s:s, s:{s:o}}", "name", "c",
+                                                                                       "context", "k",
+                                                                                       s_nul_str ("", "v")))),
+                   "contextual_tuples[0].condition.context.k");
+    /* depth 5 and 6: a condition inside a contextual tuple of a check */
+    s_nul_refused ("authz.batch_check", json_pack ("{s:[{s:o, s:s, s:[o]}]}", "checks",
+                                                   "tuple_key", s_tk_with ("user", json_string ("user:ok")),
+                                                   "correlation_id", "a", "contextual_tuples",
+                                                   s_tk_with ("condition", json_pack ("{s:o}", "name",
+                                                                                      s_nul_str ("within", "x")))),
+                   "checks[0].contextual_tuples[0].condition.name");
+    s_nul_refused ("authz.check", json_pack ("{s:o, s:{s:[s, o]}}", "tuple_key", s_tk_with ("user", json_string ("u:a")),
+                                             "context", "xs", "ok", s_nul_str ("x", "y")),
+                   "context.xs[1]");
+    /* a list of strings */
+    s_nul_refused ("vault.lease", json_pack ("{s:s, s:s, s:s, s:[s, o]}", "run", "01ARZ3NDEKTSV4RRFFQ69G5FAV",
+                                             "node", "n", "connection", "c", "scopes", "read",
+                                             s_nul_str ("write", "")), "scopes[1]");
+    /* ANYV fields are not exempt, nor are undeclared members */
+    s_nul_refused ("echo", json_pack ("{s:o}", "data", s_nul_str ("a", "b")), "data");
+    s_nul_refused ("echo", json_pack ("{s:{s:[o]}}", "data", "x", s_nul_str ("", "")), "data.x[0]");
+    s_nul_refused ("authz.model.write", json_pack ("{s:{s:[{s:o}]}}", "model", "type_definitions", "type",
+                                                   s_nul_str ("user", "x")), "model.type_definitions[0].type");
+    s_nul_refused ("health", json_pack ("{s:o}", "whatever", s_nul_str ("a", "b")), "whatever");
+    /* a map key with a NUL (jansson can hold one; the decoder refuses it
+       on the wire, this is the validator's own guard) */
+    json_t *ctx = json_object ();
+    json_object_setn_new (ctx, "a\0b", 3, json_integer (1));
+    char err [256];
+    assert_int_equal (s_validate_err ("authz.check", json_pack ("{s:o, s:o}", "tuple_key", s_tk_with ("user", json_string ("u:a")),
+                                                                "context", ctx), err, sizeof err), PROTO_EINVAL);
+    assert_non_null (strstr (err, "key 'context.a\\0b' holds a NUL byte"));
+    /* the same bodies without the NUL pass, non-ASCII text included */
+    assert_int_equal (s_validate_err ("authz.batch_check", json_pack ("{s:[{s:o, s:s, s:[o], s:{s:[s]}}]}", "checks",
+                                                                      "tuple_key", s_tk_with ("user", json_string ("user:ok")),
+                                                                      "correlation_id", "a", "contextual_tuples",
+                                                                      s_tk_with ("condition", json_pack ("{s:s}", "name", "w")),
+                                                                      "context", "xs", "caf\xc3\xa9"),
+                                      err, sizeof err), 0);
+    assert_int_equal (s_validate_err ("echo", json_pack ("{s:{s:[s, i, n, b, f]}}", "data", "x", "\xe2\x82\xac", 1, 1, 2.5),
+                                      err, sizeof err), 0);
+}
+
+/*  The walk is bounded: nesting deeper than the decoder allows is refused
+    rather than recursed into; a path longer than the error buffer is cut
+    at a character boundary, never overrun. */
+static void
+test_validate_nul_limits (void **state)
+{
+    char err [256];
+    json_t *deep = json_string ("leaf");
+    for (int i = 0; i < 40; i++) {
+        json_t *outer = json_array ();
+        json_array_append_new (outer, deep);
+        deep = outer;
+    }
+    assert_int_equal (s_validate_err ("echo", json_pack ("{s:o}", "data", deep), err, sizeof err), PROTO_EINVAL);
+    assert_non_null (strstr (err, "nested too deep"));
+    /* ten levels of 64-byte keys of 2-byte characters: the path is cut */
+    char key [129];
+    for (int i = 0; i < 64; i++)
+        memcpy (key + 2 * i, "\xc3\xa9", 2);
+    key [128] = 0;
+    json_t *v = s_nul_str ("x", "y");
+    for (int i = 0; i < 10; i++) {
+        json_t *outer = json_object ();
+        json_object_set_new (outer, key, v);
+        v = outer;
+    }
+    assert_int_equal (s_validate_err ("echo", json_pack ("{s:o}", "data", v), err, sizeof err), PROTO_EINVAL);
+    assert_non_null (strstr (err, "holds a NUL byte"));
+    assert_non_null (strstr (err, "field 'data."));
+    json_t *check = json_string (err);            /* valid UTF-8, or jansson refuses it */
+    assert_non_null (check);
+    json_decref (check);
+}
+
+/*  A frame decoded off the wire keeps a nested NUL (the decoder accepts
+    it: NUL is valid UTF-8) and the validator refuses it, through both the
+    fast and the reference reader. */
+static void
+test_validate_nul_decoded (void **state)
+{
+    json_t *env = s_envelope ("authz.write", json_pack ("{s:[o]}", "writes",
+                                                        s_tk_with ("object", s_nul_str ("user:a", "b"))));
+    size_t len;
+    uint8_t *data = s_encode (env, &len);
+    json_decref (env);
+    for (int reference = 0; reference < 2; reference++) {
+        proto_msg_t *msg = NULL;
+        char err [256] = "";
+        int rc = reference ? proto_msg_decode_reference (&msg, data, len, 0, NULL, err, sizeof err)
+                           : proto_msg_decode (&msg, data, len, 0, NULL, err, sizeof err);
+        assert_int_equal (rc, 0);
+        assert_int_equal (proto_msg_validate (msg, err, sizeof err), PROTO_EINVAL);
+        assert_non_null (strstr (err, "'writes[0].object' holds a NUL byte"));
+        proto_msg_destroy (&msg);
+    }
+    free (data);
+}
+
 /*  vault.lease: ttl <= 600, run exactly 26 characters, 1..32 scopes. */
 static void
 test_validate_vault_lease (void **state)
@@ -995,6 +1302,7 @@ main (void)
         cmocka_unit_test (test_envelope_fields),
         cmocka_unit_test (test_envelope_version),
         cmocka_unit_test (test_envelope_too_big),
+        cmocka_unit_test (test_envelope_id_of_undecodable),
         cmocka_unit_test (test_envelope_traceparent),
         cmocka_unit_test (test_envelope_from_ignored),
         cmocka_unit_test (test_catalog_entries),
@@ -1003,6 +1311,9 @@ main (void)
         cmocka_unit_test (test_validate_replay),
         cmocka_unit_test (test_validate_authz_check),
         cmocka_unit_test (test_validate_vault_lease),
+        cmocka_unit_test (test_validate_nul_nested),
+        cmocka_unit_test (test_validate_nul_limits),
+        cmocka_unit_test (test_validate_nul_decoded),
         cmocka_unit_test (test_ulid_order),
         cmocka_unit_test (test_principal_class),
     };
