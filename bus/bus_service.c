@@ -1323,9 +1323,12 @@ bus_service_new (bus_config_t *config, const char *section, const char *version,
         snprintf (err, err_len, "cannot create sockets or the authenticator");
         goto fail;
     }
-    /* libzmq drops the connection past this hard cap; below it, frames over
-       max_frame get a too_large reply instead of silence */
-    zsock_set_maxmsgsize (self->router, (int64_t) self->max_frame * 2 + 65536);
+    /* Frames over max_frame up to the hard cap (2 x max_frame + 64 KiB) get
+       a too_large reply; past libzmq's limit it drops the connection. That
+       limit counts the frame as CURVE carries it, 33 bytes more (command
+       name, nonce, MAC, flags): set 1 KiB above the cap, every frame up to
+       cap + 991 bytes is answered (PROTOCOL.md 8). */
+    zsock_set_maxmsgsize (self->router, (int64_t) self->max_frame * 2 + 65536 + 1024);
     zsock_set_rcvhwm (self->router, 100000);
     zsock_set_rcvtimeo (self->router, 0);     /* see s_on_request */
     zsock_set_sndhwm (self->router, 100000);
