@@ -501,8 +501,27 @@ s_check_query (authz_store_t *store, const authz_model_t *model, json_t *body, b
     }
     bool allowed = false;
     authz_error_t err = { 0 };
-    int rc = authz_check (store, model, object, relation, user, &extra, &allowed, &err);
+    int rc = authz_tuple_check_limits (object, relation, user, false, AUTHZ_EVALIDATION, &err);
+    if (rc == 0)
+        rc = authz_check (store, model, object, relation, user, &extra, &allowed, &err);
     s_finish_outcome (out, rc, &err, rc ? NULL : json_pack ("{s:b}", "allowed", allowed));
+}
+
+/*  The identifier limits of every check's tuple key, before any is run:
+    a request with one id too long is refused as a whole. */
+static int
+s_batch_limits (json_t *checks, authz_error_t *err)
+{
+    size_t i;
+    json_t *item;
+    json_array_foreach (checks, i, item) {
+        json_t *key = json_object_get (item, "tuple_key");
+        authz_error_t e = { 0 };
+        if (authz_tuple_check_limits (s_field (key, "object"), s_field (key, "relation"),
+                                      s_field (key, "user"), false, AUTHZ_EVALIDATION, &e))
+            return authz_error_set (err, AUTHZ_EVALIDATION, "checks[%zu]: %s", i, e.message);
+    }
+    return 0;
 }
 
 static void
@@ -510,7 +529,9 @@ s_batch_check_query (authz_store_t *store, const authz_model_t *model, json_t *b
 {
     json_t *result = NULL;
     authz_error_t err = { 0 };
-    int rc = authz_batch_check (store, model, json_object_get (body, "checks"), &result, &err);
+    int rc = s_batch_limits (json_object_get (body, "checks"), &err);
+    if (rc == 0)
+        rc = authz_batch_check (store, model, json_object_get (body, "checks"), &result, &err);
     s_finish_outcome (out, rc, &err, rc ? NULL : json_pack ("{s:o}", "result", result));
 }
 
@@ -528,7 +549,10 @@ s_expand_query (authz_store_t *store, const authz_model_t *model, json_t *body, 
     }
     json_t *tree = NULL;
     authz_error_t err = { 0 };
-    int rc = authz_expand (store, model, s_field (key, "object"), s_field (key, "relation"),
+    int rc = authz_tuple_check_limits (s_field (key, "object"), s_field (key, "relation"), NULL, false,
+                                       AUTHZ_EVALIDATION, &err);
+    if (rc == 0)
+        rc = authz_expand (store, model, s_field (key, "object"), s_field (key, "relation"),
                            &extra, &tree, &err);
     s_finish_outcome (out, rc, &err, rc ? NULL : json_pack ("{s:o}", "tree", tree));
 }
@@ -564,14 +588,27 @@ s_list_users_query (authz_store_t *store, const authz_model_t *model, json_t *bo
         s_invalid_outcome (out, "object needs type and id, user_filters[0] needs type");
         return;
     }
-    char object [2 * AUTHZ_MAX_FIELD + 2], ufilter [2 * AUTHZ_MAX_FIELD + 2];
-    snprintf (object, sizeof object, "%s:%s", type, id);
     const char *frel = s_field (filter, "relation");
-    snprintf (ufilter, sizeof ufilter, "%s%s%s", ftype, frel ? "#" : "", frel ? frel : "");
     json_t *users = NULL;
     authz_error_t err = { 0 };
-    int rc = authz_list_users (store, model, object, s_field (body, "relation"), ufilter, &extra,
+    /* within the limits both joined strings fit their buffers: never cut */
+    size_t tl = strlen (type), il = strlen (id), fl = strlen (ftype);
+    int rc = 0;
+    if (tl > AUTHZ_MAX_TYPE || fl > AUTHZ_MAX_TYPE)
+        rc = authz_error_set (&err, AUTHZ_EVALIDATION, "a type name is %zu bytes, at most %d",
+                              tl > fl ? tl : fl, AUTHZ_MAX_TYPE);
+    else if (tl + 1 + il > AUTHZ_MAX_OBJECT)
+        rc = authz_error_set (&err, AUTHZ_EVALIDATION, "the object (type:id) is %zu bytes, at most %d",
+                              tl + 1 + il, AUTHZ_MAX_OBJECT);
+    else
+        rc = authz_tuple_check_limits (NULL, frel, NULL, false, AUTHZ_EVALIDATION, &err);
+    char object [2 * AUTHZ_MAX_FIELD + 2], ufilter [2 * AUTHZ_MAX_FIELD + 2];
+    if (rc == 0) {
+        snprintf (object, sizeof object, "%s:%s", type, id);
+        snprintf (ufilter, sizeof ufilter, "%s%s%s", ftype, frel ? "#" : "", frel ? frel : "");
+        rc = authz_list_users (store, model, object, s_field (body, "relation"), ufilter, &extra,
                                &users, &err);
+    }
     s_finish_outcome (out, rc, &err, rc ? NULL : json_pack ("{s:o}", "users", users));
 }
 

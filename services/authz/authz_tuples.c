@@ -69,7 +69,9 @@ s_commit (authz_store_t *self, bus_txn_t **txn_p, json_t *change)
 }
 
 /*  Join up to three strings into key, each followed by NUL. Returns the
-    key length, or -1 when a part is too long. */
+    key length, or -1 when a part is too long or the key would pass
+    LMDB's limit (no stored key can be that long: the lookup finds
+    nothing). */
 static int
 s_key (char *key, const char *a, const char *b, const char *c)
 {
@@ -77,7 +79,7 @@ s_key (char *key, const char *a, const char *b, const char *c)
     size_t len = 0;
     for (int i = 0; i < 3 && parts [i]; i++) {
         size_t n = strlen (parts [i]);
-        if (n > AUTHZ_MAX_FIELD)
+        if (n > AUTHZ_MAX_FIELD || len + n + 1 > AUTHZ_STORE_KEY_MAX)
             return -1;
         memcpy (key + len, parts [i], n + 1);
         len += n + 1;
@@ -402,6 +404,28 @@ s_name_ok (const char *s, size_t len)
     return true;
 }
 
+/*  Identifier limits; see the header. */
+int
+authz_tuple_check_limits (const char *object, const char *relation, const char *user,
+                          bool whole_key, int code, authz_error_t *err)
+{
+    size_t ol = object? strlen (object): 0, rl = relation? strlen (relation): 0;
+    size_t ul = user? strlen (user): 0;
+    if (ol > AUTHZ_MAX_OBJECT)
+        return authz_error_set (err, code, "the 'object' field is %zu bytes, at most %d", ol,
+                                AUTHZ_MAX_OBJECT);
+    if (rl > AUTHZ_MAX_RELATION)
+        return authz_error_set (err, code, "the 'relation' field is %zu bytes, at most %d", rl,
+                                AUTHZ_MAX_RELATION);
+    if (ul > AUTHZ_MAX_USER)
+        return authz_error_set (err, code, "the 'user' field is %zu bytes, at most %d", ul,
+                                AUTHZ_MAX_USER);
+    if (whole_key && ol + rl + ul > AUTHZ_MAX_TUPLE_KEY)
+        return authz_error_set (err, code, "object, relation and user together are %zu bytes, "
+                                "at most %d (the store's key limit)", ol + rl + ul, AUTHZ_MAX_TUPLE_KEY);
+    return 0;
+}
+
 /*  Validate a tuple against the model; see the header. */
 int
 authz_tuple_validate (const authz_model_t *m, const authz_tuple_t *t, int code,
@@ -409,6 +433,9 @@ authz_tuple_validate (const authz_model_t *m, const authz_tuple_t *t, int code,
 {
     const char *o = t->object? t->object: "", *r = t->relation? t->relation: "";
     const char *u = t->user? t->user: "";
+    int lrc = authz_tuple_check_limits (o, r, u, true, code, err);
+    if (lrc)
+        return lrc;
 #define S_INVALID(...) do { \
         char reason [160]; snprintf (reason, sizeof reason, __VA_ARGS__); \
         return authz_error_set (err, code, "Invalid tuple '%.150s#%.60s@%.150s'. Reason: %s", \
@@ -746,7 +773,7 @@ authz_store_scan_type (authz_store_t *self, bus_txn_t *txn, const char *type,
 {
     char key [AUTHZ_MAX_FIELD + 2];
     size_t n = strlen (type);
-    if (n > AUTHZ_MAX_FIELD)
+    if (n > AUTHZ_MAX_FIELD || n + 1 > AUTHZ_STORE_KEY_MAX)
         return 0;
     memcpy (key, type, n);
     key [n] = ':';
@@ -782,8 +809,8 @@ authz_store_scan_objects (authz_store_t *self, bus_txn_t *txn, const char *user,
 {
     char prefix [S_KEY_MAX];
     size_t ul = strlen (user), tl = strlen (type);
-    if (ul > AUTHZ_MAX_FIELD || tl > AUTHZ_MAX_FIELD)
-        return 0;
+    if (ul > AUTHZ_MAX_FIELD || tl > AUTHZ_MAX_FIELD || ul + tl + 2 > AUTHZ_STORE_KEY_MAX)
+        return 0;                       /* longer than any stored key: none */
     memcpy (prefix, user, ul + 1);
     memcpy (prefix + ul + 1, type, tl);
     prefix [ul + 1 + tl] = ':';
@@ -888,6 +915,10 @@ authz_store_write (authz_store_t *self, const authz_model_t *model,
         if (!a->object || !a->relation || !a->user)
             return authz_error_set (err, AUTHZ_EVALIDATION,
                                     "tuple key needs object, relation and user");
+        int lrc = authz_tuple_check_limits (a->object, a->relation, a->user, true,
+                                            AUTHZ_EVALIDATION, err);
+        if (lrc)
+            return lrc;
         for (size_t j = 0; j < i; j++) {
             const authz_tuple_t *b = j < n_deletes? &deletes [j]: &writes [j - n_deletes];
             if (s_same_key (a, b))
@@ -1066,10 +1097,14 @@ authz_store_read (authz_store_t *self, const authz_tuple_t *filter, size_t page_
     if (page_size > AUTHZ_READ_PAGE_MAX)
         return authz_error_set (err, AUTHZ_EVALIDATION,
                                 "invalid ReadRequest.PageSize: value must be inside range [1, 100]");
+    int lrc = authz_tuple_check_limits (filter->object, filter->relation, filter->user, false,
+                                        AUTHZ_EVALIDATION, err);
+    if (lrc)
+        return lrc;
     char tok [S_KEY_MAX];
     size_t tok_len = 0;
     if (token && *token
-    &&  (strlen (token) > 2 * S_KEY_MAX
+    &&  (strlen (token) > 2 * AUTHZ_STORE_KEY_MAX
       || sodium_hex2bin ((unsigned char *) tok, sizeof tok, token, strlen (token),
                          NULL, &tok_len, NULL) != 0 || tok_len == 0))
         return authz_error_set (err, AUTHZ_ETOKEN, "Invalid continuation token");
@@ -1102,8 +1137,18 @@ authz_store_read (authz_store_t *self, const authz_tuple_t *filter, size_t page_
         else
             memcpy (prefix, obj, (size_t) pl);
     }
-    if (pl < 0)
-        return authz_error_set (err, AUTHZ_EVALIDATION, "filter too long");
+    if (pl < 0 || pl > AUTHZ_STORE_KEY_MAX) {
+        /* longer than any stored key: nothing matches */
+        *tuples_out = json_array ();
+        *token_out = strdup ("");
+        if (*tuples_out && *token_out)
+            return 0;
+        json_decref (*tuples_out);
+        free (*token_out);
+        *tuples_out = NULL;
+        *token_out = NULL;
+        return BUS_ENOMEM;
+    }
     if (tok_len && (tok_len < (size_t) pl || memcmp (tok, prefix, (size_t) pl)))
         return authz_error_set (err, AUTHZ_ETOKEN, "Invalid continuation token");
     r.out = json_array ();

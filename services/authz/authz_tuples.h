@@ -49,7 +49,22 @@
 
 #define AUTHZ_MAX_WRITE_TUPLES   100   /* writes + deletes per Write */
 #define AUTHZ_MAX_CONTEXTUAL     100   /* contextual tuples per request */
-#define AUTHZ_MAX_FIELD          512   /* object, relation or user length */
+#define AUTHZ_MAX_FIELD          512   /* object, relation or user length: buffers */
+
+/*  Identifier limits, in bytes (PROTOCOL.md 10.3). Per field, OpenFGA's
+    (its TupleKey: object 256, relation 50, user 512; a type name 254).
+    A tuple is stored under object \0 relation \0 user \0 (and the reverse
+    index under user \0 object \0 relation \0), and LMDB caps a key at 511
+    bytes: a written or contextual tuple's three fields together hold at
+    most AUTHZ_MAX_TUPLE_KEY bytes. A query may name longer ones (a check
+    of a 512-byte user can be true through a wildcard); a store lookup
+    whose key could not fit finds nothing, never reaches LMDB. */
+#define AUTHZ_MAX_OBJECT         256   /* "type:id" */
+#define AUTHZ_MAX_RELATION        50
+#define AUTHZ_MAX_USER           512   /* "type:id", "type:*" or "type:id#relation" */
+#define AUTHZ_MAX_TYPE           254
+#define AUTHZ_STORE_KEY_MAX      511   /* LMDB's default mdb_env_get_maxkeysize */
+#define AUTHZ_MAX_TUPLE_KEY      (AUTHZ_STORE_KEY_MAX - 3)   /* 508 */
 #define AUTHZ_MAX_CONTEXT_BYTES 8192   /* a tuple's condition context as JSON */
 #define AUTHZ_READ_PAGE_DEFAULT   50
 #define AUTHZ_READ_PAGE_MAX      100
@@ -156,9 +171,18 @@ int authz_store_read_changes (authz_store_t *self, const char *type,
                               json_t **changes_out, char **token_out,
                               authz_error_t *err);
 
-/*  Validate t against model as OpenFGA validates a tuple for writing.
-    Returns 0 or -code with err set (code given by the caller: 2000 for
-    Write, 2027 for contextual tuples). */
+/*  Check identifiers against the limits above: object, relation and user
+    each within its own (NULL: absent, as in a read filter), and with
+    whole_key the three together within AUTHZ_MAX_TUPLE_KEY. Returns 0 or
+    -code with err naming the field and its length (the ids themselves,
+    which may be long, are not repeated). */
+int authz_tuple_check_limits (const char *object, const char *relation, const char *user,
+                              bool whole_key, int code, authz_error_t *err);
+
+/*  Validate t against model as OpenFGA validates a tuple for writing,
+    identifier limits included (whole key). Returns 0 or -code with err
+    set (code given by the caller: 2000 for Write, 2027 for contextual
+    tuples). */
 int authz_tuple_validate (const authz_model_t *model, const authz_tuple_t *t,
                           int code, authz_error_t *err);
 
