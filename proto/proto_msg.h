@@ -106,9 +106,13 @@ void proto_msg_destroy (proto_msg_t **self_p);
 /*  Decode a frame into a message. Checks: size <= max_frame, MessagePack
     well-formed (proto_mpack), envelope fields present with the right types
     and bounds, version supported. Does NOT check the body schema.
-    Returns 0, or PROTO_ETOOBIG / PROTO_EINVAL / PROTO_EDEPTH with err set. When
-    the id could be read even though decoding failed, *id_out (if given)
-    receives it so that an error reply can still be correlated. */
+    Returns 0, or PROTO_ETOOBIG / PROTO_EINVAL / PROTO_EDEPTH / PROTO_ESTATE
+    (a version other than ours) with err set. id_out (if given) receives
+    the request id whenever it can be read, also when decoding failed: from
+    the envelope, or, for a frame refused before its envelope was checked
+    (a value refused anywhere in it, trailing bytes, over max_frame), as
+    proto_msg_peek_id finds it; "" when it cannot be read. So an error
+    reply can still be correlated. */
 int proto_msg_decode (proto_msg_t **out, const uint8_t *data, size_t len,
                       size_t max_frame, char *id_out, char *err, size_t err_len)
     __attribute__((warn_unused_result));
