@@ -206,6 +206,9 @@ def undecodable_body_is_answered_with_corr(c):
     frames.append((env["id"], msgpack.packb(env, use_bin_type=True) + b"\xc0"))   # trailing bytes
     env = sc.envelope("events.replay", {"from_seq": 1})
     frames.append((env["id"], msgpack.packb(env, use_bin_type=True) + b"junk"))
+    # a map key with a NUL is refused by the decoder (11.1), also nested
+    env = sc.envelope("authz.check", {"tuple_key": tk(), "context": {"a" + NUL + "b": 1}})
+    frames.append((env["id"], msgpack.packb(env, use_bin_type=True)))
     for id_, frame in frames:
         c.ops.send_raw(frame)
         reply = c.ops.recv()
