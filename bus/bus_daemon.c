@@ -26,6 +26,7 @@ struct bus_daemon_run_t {
     s_timer_t *timers;
 };
 
+/*  $SANCTUM_CONFIG, else ./var/sanctum.conf when readable, else NULL. */
 const char *
 bus_default_config_path (void)
 {
@@ -35,6 +36,7 @@ bus_default_config_path (void)
     return access ("./var/sanctum.conf", R_OK) == 0 ? "./var/sanctum.conf" : NULL;
 }
 
+/*  The usage text. */
 static void
 s_usage (FILE *out, const char *prog)
 {
@@ -163,6 +165,8 @@ bus_daemon_stop (bus_daemon_run_t **self_p)
     *self_p = NULL;
 }
 
+/*  Arguments, config, logging, then the service and the daemon on it for
+    as long as the reactor runs. */
 int
 bus_daemon_main (int argc, char **argv, const bus_daemon_t *daemon)
 {

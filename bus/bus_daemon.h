@@ -24,8 +24,8 @@
     until SIGTERM/SIGINT, stops the daemon (bus_daemon_stop), then tears
     down. Exit codes: 0 clean stop, 1 start-up failure, 2 usage.
 
-    Threads: everything here runs on the service's reactor thread, the one
-    that made the service: start, every timer callback, stop.
+    Threads: a daemon's start, its timer callbacks and its stop all run on
+    the thread that runs its service's reactor (the one that made it).
 */
 #ifndef BUS_DAEMON_H
 #define BUS_DAEMON_H
@@ -46,7 +46,7 @@ typedef void (bus_timer_fn) (bus_service_t *svc, void *state);
     once at start; a key missing from bus_config_keys.def is a programmer
     mistake and asserts), else interval_ms; either must be > 0. */
 typedef struct {
-    const char *name;             /* for logs: "escalation" */
+    const char *name;             /* for logs and errors: "escalation" */
     int interval_ms;
     const char *interval_key;     /* "escalation_scan_ms", or NULL */
     bus_timer_fn *fn;
@@ -75,6 +75,8 @@ typedef struct {
           callback, the limits) — bus/bus_http.h. */
 } bus_daemon_t;
 
+/*  The whole main() of a daemon (see the top of this file). Returns the
+    process's exit code. */
 int bus_daemon_main (int argc, char **argv, const bus_daemon_t *daemon);
 
 /*  A daemon started on a service: its state and its timers. */
@@ -83,10 +85,10 @@ typedef struct bus_daemon_run_t bus_daemon_run_t;
 /*  Start daemon on svc (made for daemon->section), on the thread that
     will run svc's reactor, before bus_service_run: daemon->start, then
     every timer on the service's zloop. Returns the running daemon, or
-    NULL with err set (nothing left running: when a timer cannot be set,
-    daemon->stop has been called). Errors: a timer without fn or with a
-    bad interval (not > 0, or a key that is not an INT of the section),
-    start refusing, out of memory. */
+    NULL with err set, nothing left running (when a timer cannot be set,
+    daemon->stop has been called). Errors: start refusing; a timer whose
+    interval is not > 0 (err names the timer, and the section, key and
+    value when it came from the config); out of memory. */
 bus_daemon_run_t *bus_daemon_start (const bus_daemon_t *daemon, bus_service_t *svc,
                                     char *err, size_t err_len);
 
