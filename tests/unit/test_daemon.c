@@ -227,8 +227,8 @@ test_timers_fire_on_reactor (void **unused)
     assert_int_equal (atomic_load (&s_seen.after_stop), 0);
 }
 
-/*  The interval from the config key is the one used: at 100 ms the keyed
-    timer fires too, far less often than the 5 ms one. */
+/*  At 100 ms from its config key the keyed timer fires too (that the key,
+    not interval_ms, sets its pace is test_timers_fire_on_reactor's). */
 static void
 test_timer_interval_from_config (void **unused)
 {
@@ -240,8 +240,6 @@ test_timer_interval_from_config (void **unused)
     assert_true (s_wait_for (&live->keyed, 2));
     assert_int_equal (test_service_stop (s_env), 0);
     assert_true (atomic_load (&s_seen.keyed) >= 2);
-    /* a 1 ms timer would have fired more than the 5 ms one */
-    assert_true (atomic_load (&s_seen.keyed) < atomic_load (&s_seen.fast));
     assert_int_equal (atomic_load (&s_seen.after_stop), 0);
 }
 
