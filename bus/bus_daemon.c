@@ -126,7 +126,7 @@ s_timers_stop (bus_daemon_run_t *self)
     self->ntimers = 0;
 }
 
-/*  start, then the timers; on a timer's failure, undo both. */
+/*  start, then the timers; on a failure of either, stop. */
 bus_daemon_run_t *
 bus_daemon_start (const bus_daemon_t *daemon, bus_service_t *svc, char *err, size_t err_len)
 {
@@ -140,9 +140,9 @@ bus_daemon_start (const bus_daemon_t *daemon, bus_service_t *svc, char *err, siz
     self->svc = svc;
     if (daemon->start && daemon->start (svc, &self->state)) {
         snprintf (err, err_len, "the %s service's start failed", daemon->section);
-        free (self);
-        return NULL;
+        bus_daemon_stop (&self);
     }
+    else
     if (s_timers_start (self, err, err_len))
         bus_daemon_stop (&self);
     /* the daemon's followers (bus_follow.h) and HTTP listener (bus_http.h)

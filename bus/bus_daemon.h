@@ -59,10 +59,12 @@ typedef struct {
     /*  Register handlers and make the service's state, on the reactor
         thread before the reactor runs; *state is passed back to the timers
         and to stop (it may stay NULL). Returns 0, or nonzero to refuse to
-        start (stop is not called then: start cleans up after itself). */
+        start: stop is called all the same, to free what start left in
+        *state. */
     int (*start) (bus_service_t *svc, void **state);
     /*  Free the state, after the reactor has stopped and every timer with
-        it. Called only when start returned 0 (or there was no start). */
+        it; also after a start that failed, so it must take a state that
+        start made only in part (or NULL). Called once per start. */
     void (*stop) (bus_service_t *svc, void **state);
     /*  Periodic timers, terminated by an entry whose fn is NULL ({ 0 }),
         or NULL for none. Started after start, stopped before stop. */
@@ -85,8 +87,8 @@ typedef struct bus_daemon_run_t bus_daemon_run_t;
 /*  Start daemon on svc (made for daemon->section), on the thread that
     will run svc's reactor, before bus_service_run: daemon->start, then
     every timer on the service's zloop. Returns the running daemon, or
-    NULL with err set, nothing left running (when a timer cannot be set,
-    daemon->stop has been called). Errors: start refusing; a timer whose
+    NULL with err set, nothing left running (daemon->stop has been called
+    when there is one). Errors: start refusing; a timer whose
     interval is not > 0 (err names the timer, and the section, key and
     value when it came from the config); out of memory. */
 bus_daemon_run_t *bus_daemon_start (const bus_daemon_t *daemon, bus_service_t *svc,

@@ -82,15 +82,13 @@ static int
 s_start (bus_service_t *svc, void **state)
 {
     atomic_fetch_add (&s_starts, 1);
-    if (s_refuse_start)
-        return -1;
     s_state_t *self = calloc (1, sizeof *self);
     if (!self)
         return -1;
     self->reactor = pthread_self ();
     s_live = self;
     *state = self;
-    return 0;
+    return s_refuse_start ? -1 : 0;     /* refused: stop frees the state */
 }
 
 /*  Copy the counts out for the test, then free the state. */
@@ -245,7 +243,7 @@ test_timer_interval_from_config (void **unused)
 
 /*  A timer with no interval: the daemon does not start, with an error
     naming the timer, and its start's state is freed by its stop; a
-    refusing start: an error, and stop is not called. */
+    refusing start: an error, and stop frees what it left. */
 static void
 test_bad_timer_and_refused_start (void **unused)
 {
@@ -262,7 +260,8 @@ test_bad_timer_and_refused_start (void **unused)
     assert_int_not_equal (test_service_start (s_env, &s_daemon, "test-1", 0, err, sizeof err), 0);
     assert_non_null (strstr (err, "start failed"));
     assert_int_equal (atomic_load (&s_starts), 1);
-    assert_int_equal (atomic_load (&s_stops), 0);
+    assert_int_equal (atomic_load (&s_stops), 1);
+    assert_null (s_live);
 }
 
 /*  An interval key whose value is 0 is refused with the key in the message. */
