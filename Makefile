@@ -37,8 +37,12 @@ CORE_SRC := $(wildcard proto/*.c) $(wildcard bus/*.c)
 CORE_OBJ := $(CORE_SRC:%.c=$(BUILD)/obj/%.o)
 CORE_LIB := $(BUILD)/lib/libsanctum.a
 
-# One library per service (all but main.c), one binary per service
-SERVICES := orchestrator authz ciba-broker vault-broker auditor telemetry sandbox
+# One library per service (all but main.c), one binary per service; the
+# services are the names of bus/bus_services.def, the one list of them
+SERVICES := ${shell sed -n 's/^BUS_SERVICE *( *"\([a-z0-9-]*\)".*/\1/p' bus/bus_services.def}
+ifeq ($(SERVICES),)
+  $(error no service read from bus/bus_services.def)
+endif
 svc_src   = $(filter-out services/$(1)/main.c,$(wildcard services/$(1)/*.c))
 svc_lib   = $(BUILD)/lib/lib$(1).a
 SVC_LIBS := $(foreach s,$(SERVICES),$(call svc_lib,$(s)))

@@ -21,17 +21,6 @@
 #define S_WORK_QUEUE_MAX  256       /* requests waiting for a worker thread, at most */
 #define S_GROUP_MAX       64        /* writes committed together by the writer, at most */
 
-const bus_service_id_t bus_services [] = {
-    { "orchestrator", "orchestrator" },
-    { "authz",        "authz" },
-    { "ciba",         "ciba-broker" },
-    { "vault",        "vault-broker" },
-    { "auditor",      "auditor" },
-    { "telemetry",    "telemetry" },
-    { "sandbox",      "sandbox" },
-    { NULL, NULL }
-};
-
 typedef struct {
     bus_handler_fn *fn;
     void *arg;
@@ -98,24 +87,6 @@ struct bus_request_t {
     bool in_handler;              /* s_on_message frees it after the handler */
     bool remember;                /* its reply is kept for retries (not a safe type) */
 };
-
-const char *
-bus_service_section (const char *name_or_section)
-{
-    for (const bus_service_id_t *s = bus_services; s->name; s++)
-        if (streq (s->name, name_or_section) || streq (s->section, name_or_section))
-            return s->section;
-    return NULL;
-}
-
-const char *
-bus_service_name (const char *name_or_section)
-{
-    for (const bus_service_id_t *s = bus_services; s->name; s++)
-        if (streq (s->name, name_or_section) || streq (s->section, name_or_section))
-            return s->name;
-    return NULL;
-}
 
 static void
 s_dedupe_free (void **item)

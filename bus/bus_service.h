@@ -26,6 +26,7 @@
 #include <stdbool.h>
 
 #include "bus_config.h"
+#include "bus_services.h"
 #include "bus_stats.h"
 #include "bus_store.h"
 #include "bus_worker.h"
@@ -38,19 +39,8 @@ typedef struct bus_request_t bus_request_t;
     bus_reply_error) or later after bus_request_defer(). */
 typedef void (bus_handler_fn) (bus_service_t *svc, bus_request_t *req, void *arg);
 
-/*  The well-known services: section is the config section ("ciba"), name
-    the binary / key / principal name ("ciba-broker"). */
-typedef struct {
-    const char *section;
-    const char *name;
-} bus_service_id_t;
-
-extern const bus_service_id_t bus_services [];   /* terminated by {NULL, NULL} */
-
-/*  Section for a name or section ("ciba-broker" or "ciba" -> "ciba"), or NULL. */
-const char *bus_service_section (const char *name_or_section);
-/*  Name for a section or name ("ciba" -> "ciba-broker"), or NULL. */
-const char *bus_service_name (const char *name_or_section);
+/*  The well-known services (bus_services[], bus_service_section, ...)
+    are in bus_services.h. */
 
 /*  Create the service `section` (a config section, e.g. "authz") with the
     given version string and the NULL-terminated names of its own LMDB

@@ -1,7 +1,8 @@
 /*  ctl_up.c — `sanctumctl up`: every daemon under one small supervisor.
 
     Creates config and keys on first start (ctl_init_local), starts the
-    daemons in dependency order (the binaries beside sanctumctl, or on
+    daemons in the order of bus/bus_services.def, where everything the
+    orchestrator calls comes first (the binaries beside sanctumctl, or on
     PATH), restarts one that exits with exponential backoff (1 s doubling
     to 30 s, reset after a minute of good running), and on SIGINT/SIGTERM
     stops them in reverse order: SIGTERM, then SIGKILL after 5 s.
@@ -20,11 +21,6 @@
 #define S_BACKOFF_MAX_MS   30000
 #define S_HEALTHY_AFTER_MS 60000
 #define S_STOP_GRACE_MS    5000
-
-/* dependency order: everything the orchestrator calls comes first */
-static const char *s_order [] = {
-    "authz", "auditor", "vault-broker", "ciba-broker", "telemetry", "sandbox", "orchestrator", NULL
-};
 
 typedef struct {
     const char *name;
@@ -132,10 +128,10 @@ ctl_cmd_up (ctl_t *ctl)
     sigaction (SIGINT, &sa, NULL);
     sigaction (SIGTERM, &sa, NULL);
 
-    s_child_t children [8] = { { 0 } };
+    s_child_t children [BUS_SERVICES_COUNT] = { { 0 } };
     size_t n = 0;
-    for (; s_order [n]; n++) {
-        children [n].name = s_order [n];
+    for (; bus_services [n].name; n++) {
+        children [n].name = bus_services [n].name;
         children [n].backoff_ms = 1000;
         s_find_binary (&children [n]);
         s_spawn (ctl, &children [n]);

@@ -9,4 +9,7 @@
 
 static const char *const s_dbs [] = { "entries", "cursors", NULL };
 
-const bus_daemon_t audit_daemon = { "auditor", s_dbs, NULL, NULL };
+const bus_daemon_t audit_daemon = {
+    .section = "auditor",
+    .db_names = s_dbs,
+};

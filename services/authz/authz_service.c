@@ -891,4 +891,9 @@ s_stop (bus_service_t *svc, void **state)
     *state = NULL;
 }
 
-const bus_daemon_t authz_daemon = { "authz", s_dbs, s_start, s_stop };
+const bus_daemon_t authz_daemon = {
+    .section = "authz",
+    .db_names = s_dbs,
+    .start = s_start,
+    .stop = s_stop,
+};

@@ -9,4 +9,7 @@
 
 static const char *const s_dbs [] = { "requests", "devices", NULL };
 
-const bus_daemon_t ciba_daemon = { "ciba", s_dbs, NULL, NULL };
+const bus_daemon_t ciba_daemon = {
+    .section = "ciba",
+    .db_names = s_dbs,
+};

@@ -9,4 +9,7 @@
 
 static const char *const s_dbs [] = { "runs", "checkpoints", NULL };
 
-const bus_daemon_t orch_daemon = { "orchestrator", s_dbs, NULL, NULL };
+const bus_daemon_t orch_daemon = {
+    .section = "orchestrator",
+    .db_names = s_dbs,
+};

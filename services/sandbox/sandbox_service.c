@@ -9,4 +9,7 @@
 
 static const char *const s_dbs [] = { "records", NULL };
 
-const bus_daemon_t sandbox_daemon = { "sandbox", s_dbs, NULL, NULL };
+const bus_daemon_t sandbox_daemon = {
+    .section = "sandbox",
+    .db_names = s_dbs,
+};

@@ -9,4 +9,7 @@
 
 static const char *const s_dbs [] = { "cursors", NULL };
 
-const bus_daemon_t tele_daemon = { "telemetry", s_dbs, NULL, NULL };
+const bus_daemon_t tele_daemon = {
+    .section = "telemetry",
+    .db_names = s_dbs,
+};

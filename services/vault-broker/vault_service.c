@@ -9,4 +9,7 @@
 
 static const char *const s_dbs [] = { "connections", "leases", NULL };
 
-const bus_daemon_t vault_daemon = { "vault", s_dbs, NULL, NULL };
+const bus_daemon_t vault_daemon = {
+    .section = "vault",
+    .db_names = s_dbs,
+};

@@ -165,7 +165,7 @@ s_pad_start (bus_service_t *svc, void **state)
     return bus_service_handle (svc, "health", s_handle_pad, NULL);
 }
 
-static const bus_daemon_t s_pad_daemon = { "authz", NULL, s_pad_start, NULL };
+static const bus_daemon_t s_pad_daemon = { .section = "authz", .start = s_pad_start };
 
 static int
 s_bus_send (void *arg)

@@ -18,10 +18,11 @@ ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 BIN = os.path.join(ROOT, os.environ.get("BUILD", "build"), "bin")
 sys.path.insert(0, os.path.join(ROOT, "ops", "python"))
 import sanctum_client  # noqa: E402
-SERVICES = {  # key/binary name -> config section
-    "orchestrator": "orchestrator", "authz": "authz", "ciba-broker": "ciba",
-    "vault-broker": "vault", "auditor": "auditor", "telemetry": "telemetry", "sandbox": "sandbox",
-}
+import sanctum_services  # noqa: E402
+# key/binary name -> config section, in start order (bus/bus_services.def)
+SERVICES = {s.name: s.section for s in sanctum_services.SERVICES}
+# sections with an HTTP listen address (bus/bus_config_keys.def)
+HTTP_SECTIONS = sanctum_services.sections_with("http")
 
 
 def free_ports(n):
@@ -44,7 +45,7 @@ class Cluster:
         self.procs = {}
         self.logs = {}
         self.services = list(services or SERVICES)
-        ports = iter(free_ports(2 * len(SERVICES) + 2))
+        ports = iter(free_ports(2 * len(SERVICES) + len(HTTP_SECTIONS)))
         self.endpoints = {}
         lines = ["[sanctum]", "data_dir = %s/data" % self.dir, "keys_dir = %s" % self.keys,
                  "allow_dir = %s/allow" % self.keys, "log_level = info",
@@ -53,7 +54,7 @@ class Cluster:
             rpc, pub = "tcp://127.0.0.1:%d" % next(ports), "tcp://127.0.0.1:%d" % next(ports)
             self.endpoints[name] = (rpc, pub)
             lines += ["", "[%s]" % section, "rpc = %s" % rpc, "pub = %s" % pub]
-            if section in ("telemetry", "sandbox"):
+            if section in HTTP_SECTIONS:
                 lines.append("http = 127.0.0.1:%d" % next(ports))
         with open(self.conf, "w") as f:
             f.write("\n".join(lines) + "\n" + extra_config)

@@ -1,7 +1,8 @@
 #!/bin/sh
 # test_deploy_files.sh — check the deployment files without running anything:
 # docker-compose.yml, ops/Dockerfile, ops/systemd/*, ops/examples/*.conf
-# against each other and against bus/bus_config_keys.def.
+# against each other, against bus/bus_config_keys.def and against the one
+# list of services, bus/bus_services.def (names, sections, order, summaries).
 # Prints `ok NAME` / `not ok NAME` lines, then `N passed, N failed`;
 # exits 1 when anything failed.
 
@@ -9,7 +10,11 @@ ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$ROOT" || exit 1
 # Debian's python3 (with python3-yaml from ops/deps.sh), not another on PATH
 PY=/usr/bin/python3; [ -x "$PY" ] || PY=python3
-DAEMONS="orchestrator authz ciba-broker vault-broker auditor telemetry sandbox"
+# the services' names, in start order, from the one list (as the Makefile reads it)
+DAEMONS=$(sed -n 's/^BUS_SERVICE *( *"\([a-z0-9-]*\)".*/\1/p' bus/bus_services.def | tr '\n' ' ')
+# NAME|SECTION|AFTER|SUMMARY per service
+SERVICE_ROWS=$(sed -n 's/^BUS_SERVICE *( *"\([a-z0-9-]*\)", *\([a-z0-9_]*\), *[a-z0-9_]*, *\([A-Z]*\), *"\([^"]*\)" *).*/\1|\2|\3|\4/p' \
+    bus/bus_services.def)
 TMP=$(mktemp -d)
 trap 'rm -rf "$TMP"' EXIT
 PASSED=0
@@ -30,6 +35,32 @@ check () {
 skip () {
     echo "skip $1: $2"; SKIPPED=$((SKIPPED + 1))
 }
+
+# ---- the one list of services, and the source tree beside it
+services_list_ok () {
+    n=$(grep -c '^BUS_SERVICE' bus/bus_services.def)
+    rows=$(printf '%s\n' "$SERVICE_ROWS" | grep -c .)
+    words=$(echo $DAEMONS | wc -w)
+    [ "$n" -gt 0 ] && [ "$rows" -eq "$n" ] && [ "$words" -eq "$n" ] \
+        || { echo "bus_services.def: $n entries, parsed $rows rows and $words names"; return 1; }
+    dup=$(printf '%s\n' "$SERVICE_ROWS" | cut -d'|' -f1 | sort | uniq -d; \
+          printf '%s\n' "$SERVICE_ROWS" | cut -d'|' -f2 | sort | uniq -d)
+    [ -z "$dup" ] || { echo "bus_services.def: names or sections twice: $dup"; return 1; }
+}
+check "services_list_parses" services_list_ok
+
+# services/<name>/main.c for every service, and no other directory there
+services_dirs_ok () {
+    rc=0
+    for n in $DAEMONS; do
+        [ -f "services/$n/main.c" ] || { echo "services/$n/main.c missing"; rc=1; }
+    done
+    have=$(cd services && ls -d */ | tr -d / | sort | tr '\n' ' ')
+    want=$(printf '%s\n' $DAEMONS | sort | tr '\n' ' ')
+    [ "$have" = "$want" ] || { echo "services/ holds: $have; bus_services.def lists: $want"; rc=1; }
+    return $rc
+}
+check "services_dirs" services_dirs_ok
 
 # ---- config keys: SECTION|KEY|DEFAULT per line, from the .def
 sed -n 's/^BUS_CONFIG_KEY *( *\([a-z_]*\), *\([a-z_]*\), *[A-Z]*, *"\([^"]*\)".*/\1|\2|\3/p' \
@@ -94,10 +125,11 @@ CapabilityBoundingSet=
 ReadOnlyPaths=/etc/sanctum"
 
 unit_ok () {
-    n=$1; f=ops/systemd/sanctum-$n.service
+    n=$1; summary=$2; f=ops/systemd/sanctum-$n.service
     [ -f "$f" ] || { echo "$f missing"; return 1; }
     rc=0
-    printf '%s\n' "Type=notify" "NotifyAccess=main" "WatchdogSec=30s" "Restart=on-failure" \
+    printf '%s\n' "Description=Sanctum $n ($summary)" \
+        "Type=notify" "NotifyAccess=main" "WatchdogSec=30s" "Restart=on-failure" \
         "ExecStart=/usr/local/bin/sanctum-$n --config /etc/sanctum/sanctum.conf" \
         "StateDirectory=sanctum/$n" "PartOf=sanctum.target" "WantedBy=sanctum.target" \
         "LoadCredential=$n.key_secret:/etc/sanctum/keys/$n.key_secret" "$HARDENING" \
@@ -107,22 +139,52 @@ unit_ok () {
     done <"$TMP/lines"
     grep -q '^RestartSec=[0-9]' "$f" || { echo "$f: no RestartSec="; rc=1; }
     grep -q '^User=' "$f" || { echo "$f: no User="; rc=1; }
+    # every daemon's public cert (a client needs the server's), and no other
+    for m in $DAEMONS; do
+        grep -qxF "LoadCredential=$m.key:/etc/sanctum/keys/$m.key" "$f" \
+            || { echo "$f: no LoadCredential of $m.key"; rc=1; }
+    done
+    certs=$(grep -c '^LoadCredential=[^:]*\.key:' "$f"); want=$(echo $DAEMONS | wc -w)
+    [ "$certs" -eq "$want" ] || { echo "$f: $certs public certs loaded, want $want"; rc=1; }
     grep '^Wants=' ops/systemd/sanctum.target | grep -qw "sanctum-$n.service" \
         || { echo "sanctum.target does not want sanctum-$n.service"; rc=1; }
     return $rc
 }
-for n in $DAEMONS; do check "unit_$n" unit_ok "$n"; done
+printf '%s\n' "$SERVICE_ROWS" >"$TMP/rows"
+while IFS='|' read -r n sec after summary; do
+    check "unit_$n" unit_ok "$n" "$summary"
+done <"$TMP/rows"
 
-orchestrator_last () {
+# exactly one unit per service, and the target wants exactly those
+units_match_list () {
+    have=$(cd ops/systemd && ls sanctum-*.service | sed 's/^sanctum-//; s/\.service$//' | sort | tr '\n' ' ')
+    want=$(printf '%s\n' $DAEMONS | sort | tr '\n' ' ')
+    [ "$have" = "$want" ] || { echo "ops/systemd has units for: $have; bus_services.def lists: $want"; return 1; }
+    wants=$(sed -n 's/^Wants=//p' ops/systemd/sanctum.target | tr ' ' '\n' | grep . | sort | tr '\n' ' ')
+    want=$(printf 'sanctum-%s.service\n' $DAEMONS | sort | tr '\n' ' ')
+    [ "$wants" = "$want" ] || { echo "sanctum.target Wants=$wants; want $want"; return 1; }
+}
+check "units_match_services_list" units_match_list
+
+# A service marked OTHERS in bus_services.def starts last: its unit is
+# After= and Wants= every other unit, and every other unit is Before= it.
+units_order () {
     rc=0
-    for n in $DAEMONS; do
-        [ "$n" = orchestrator ] && continue
-        grep '^After=' ops/systemd/sanctum-orchestrator.service | grep -qw "sanctum-$n.service" \
-            || { echo "orchestrator not After= sanctum-$n.service"; rc=1; }
-    done
+    while IFS='|' read -r o sec after summary; do
+        [ "$after" = OTHERS ] || continue
+        for n in $DAEMONS; do
+            [ "$n" = "$o" ] && continue
+            for k in After Wants; do
+                grep "^$k=" "ops/systemd/sanctum-$o.service" | grep -qw "sanctum-$n.service" \
+                    || { echo "$o not $k= sanctum-$n.service"; rc=1; }
+            done
+            grep -qxF "Before=sanctum-$o.service" "ops/systemd/sanctum-$n.service" \
+                || { echo "$n not Before= sanctum-$o.service"; rc=1; }
+        done
+    done <"$TMP/rows"
     return $rc
 }
-check "unit_order_orchestrator_last" orchestrator_last
+check "unit_order_after_others" units_order
 
 # systemd-analyze verify: ExecStart must exist, so verify copies whose binary
 # paths point at stubs; any diagnostic at all is a failure.
@@ -148,10 +210,13 @@ fi
 
 # ---- docker-compose.yml
 compose_ok () {
-    $PY - "$DAEMONS" <<'EOF'
+    PYTHONPATH=ops/python $PY - <<'EOF'
 import sys, yaml
-daemons = sys.argv[1].split()
-sec = {"ciba-broker": "CIBA", "vault-broker": "VAULT"}
+import sanctum_services as ss
+daemons = [s.name for s in ss.SERVICES]
+sec = {s.name: s.section.upper() for s in ss.SERVICES}
+# the default port of each section's rpc, pub and http (bus_config_keys.def)
+port = {(s, k): d.rsplit(":", 1)[1] for s, k, _, d in ss.config_keys() if k in ("rpc", "pub", "http")}
 d = yaml.safe_load(open("docker-compose.yml"))
 errs = []
 svcs = d.get("services") or {}
@@ -159,8 +224,15 @@ if sorted(svcs) != sorted(daemons):
     errs.append("services %s, want %s" % (sorted(svcs), sorted(daemons)))
 vols = d.get("volumes") or {}
 secrets = d.get("secrets") or {}
+configs = d.get("configs") or {}
+if sorted(vols) != sorted("%s-data" % n for n in daemons):
+    errs.append("volumes %s, want one <name>-data per service" % sorted(vols))
+for n in daemons:
+    if "%s_pub" % n.replace("-", "_") not in configs:
+        errs.append("no config %s_pub (the public cert %s.key)" % (n.replace("-", "_"), n))
 for n in daemons:
     s = svcs.get(n) or {}
+    section = ss.by_name[n].section
     cmd = s.get("command")
     if cmd != ["sanctum-%s" % n, "--config", "/etc/sanctum/sanctum.conf"]:
         errs.append("%s: command %r" % (n, cmd))
@@ -175,22 +247,32 @@ for n in daemons:
     if not any(t.endswith(":/etc/sanctum/keys/%s.key_secret" % n) and t.split(":")[0] in secrets
                for t in tg):
         errs.append("%s: no secret for %s.key_secret" % (n, n))
+    mounted = {x.get("target") for x in s.get("configs") or []}
+    for m in daemons:
+        if "/etc/sanctum/keys/%s.key" % m not in mounted:
+            errs.append("%s: %s.key not mounted" % (n, m))
     env = s.get("environment") or {}
-    pre = "SANCTUM_%s_" % sec.get(n, n.upper())
+    pre = "SANCTUM_%s_" % sec[n]
     for k in ("RPC", "PUB"):
         v = str(env.get(pre + k, ""))
-        if not v.startswith("tcp://*:"):
-            errs.append("%s: %s%s = %r, want a tcp://*:PORT bind" % (n, pre, k, v))
+        want = "tcp://*:%s" % port.get((section, k.lower()))
+        if v != want:
+            errs.append("%s: %s%s = %r, want the bind %s" % (n, pre, k, v, want))
     for m in daemons:
         if m == n:
             continue
-        v = str(env.get("SANCTUM_%s_RPC" % sec.get(m, m.upper()), ""))
-        if not v.startswith("tcp://%s:" % m):
-            errs.append("%s: connects to %s at %r" % (n, m, v))
-dep = svcs.get("orchestrator", {}).get("depends_on") or {}
-for n in daemons:
-    if n != "orchestrator" and (dep.get(n) or {}).get("condition") != "service_healthy":
-        errs.append("orchestrator: no depends_on %s service_healthy" % n)
+        msec = ss.by_name[m].section
+        for k in ("RPC", "PUB"):
+            v = str(env.get("SANCTUM_%s_%s" % (sec[m], k), ""))
+            if v != "tcp://%s:%s" % (m, port.get((msec, k.lower()))):
+                errs.append("%s: connects to %s's %s at %r" % (n, m, k, v))
+    dep = s.get("depends_on") or {}
+    for m in daemons:
+        want = ss.by_name[n].after_others and m != n
+        if want and (dep.get(m) or {}).get("condition") != "service_healthy":
+            errs.append("%s: no depends_on %s service_healthy" % (n, m))
+        if not want and m in dep:
+            errs.append("%s: depends_on %s, which bus_services.def does not ask for" % (n, m))
 if not any(str(p).endswith(":7180") for p in svcs.get("telemetry", {}).get("ports") or []):
     errs.append("telemetry: port 7180 not published")
 print("\n".join(errs))
@@ -230,6 +312,11 @@ dockerfile_ok () {
              libjansson4 libinih1 libyaml-0-2; do
         grep -qw -- "$p" "$f" || { echo "$f: runtime package $p missing"; rc=1; }
     done
+    # the runtime image makes a data directory per service (a named volume
+    # mounted there takes its owner from it)
+    have=$(sed -n 's/.*for s in \([a-z -]*\); do.*/\1/p' "$f" | tr ' ' '\n' | grep . | sort | tr '\n' ' ')
+    want=$(printf '%s\n' $DAEMONS | sort | tr '\n' ' ')
+    [ "$have" = "$want" ] || { echo "$f: data directories for: $have; bus_services.def lists: $want"; rc=1; }
     return $rc
 }
 check "dockerfile" dockerfile_ok

@@ -10,7 +10,7 @@ import shutil
 import time
 
 sys.path.insert(0, os.path.dirname(__file__))
-from cluster import BIN, SERVICES, free_ports  # noqa: E402
+from cluster import BIN, HTTP_SECTIONS, SERVICES, free_ports  # noqa: E402
 from harness import run, test  # noqa: E402
 
 CTL = os.path.join(BIN, "sanctumctl")
@@ -33,12 +33,12 @@ def up_first_start_supervises_and_stops():
     work = tempfile.mkdtemp(prefix="sanctum-up-")
     env = dict(os.environ)
     # ephemeral ports through the env overrides: the generated config keeps defaults
-    ports = iter(free_ports(2 * len(SERVICES) + 2))
+    ports = iter(free_ports(2 * len(SERVICES) + len(HTTP_SECTIONS)))
     for name, section in SERVICES.items():
         env["SANCTUM_%s_RPC" % section.upper()] = "tcp://127.0.0.1:%d" % next(ports)
         env["SANCTUM_%s_PUB" % section.upper()] = "tcp://127.0.0.1:%d" % next(ports)
-    env["SANCTUM_TELEMETRY_HTTP"] = "127.0.0.1:%d" % next(ports)
-    env["SANCTUM_SANDBOX_HTTP"] = "127.0.0.1:%d" % next(ports)
+    for section in HTTP_SECTIONS:
+        env["SANCTUM_%s_HTTP" % section.upper()] = "127.0.0.1:%d" % next(ports)
     log = open(os.path.join(work, "up.log"), "w")
     up = subprocess.Popen([CTL, "up"], cwd=work, env=env, stdout=log, stderr=log, start_new_session=True)
     try:
@@ -76,9 +76,9 @@ def up_first_start_supervises_and_stops():
         text = open(log.name).read()
         assert "all stopped" in text and "restarting" in text, text[-2000:]
         # the supervisor alone got the signal and stopped them in reverse start order
+        # (bus/bus_services.def's order, which SERVICES keeps), the orchestrator first
         order = [l.split("stopping ")[1] for l in text.splitlines() if "sanctumctl up: stopping " in l]
-        assert order == ["orchestrator", "sandbox", "telemetry", "ciba-broker", "vault-broker", "auditor",
-                         "authz"], order
+        assert order == list(reversed(list(SERVICES))) and order[0] == "orchestrator", order
     finally:
         if up.poll() is None:
             up.kill()

@@ -211,8 +211,9 @@ s_created (test_service_t *self, int rc, const char *err)
     pthread_mutex_unlock (&self->lock);
 }
 
-/*  Create the service (after delay_ms), start the daemon, tell the starter,
-    run the reactor until stopped, then stop the daemon and destroy. */
+/*  Create the service (after delay_ms), start the daemon (its start and
+    timers, as bus_daemon_main does), tell the starter, run the reactor
+    until stopped, then stop the daemon and destroy. */
 static void *
 s_service_thread (void *arg)
 {
@@ -224,26 +225,24 @@ s_service_thread (void *arg)
     if (self->delay_ms)
         zclock_sleep (self->delay_ms);
     char err [256] = "";
-    void *state = NULL;
     int rc = BUS_EINVAL;
     s_wait_ports (self);
+    bus_daemon_run_t *run = NULL;
     bus_service_t *svc = bus_service_new (self->config, daemon->section, self->version,
                                           daemon->db_names, err, sizeof err);
-    if (svc && daemon->start && daemon->start (svc, &state))
-        snprintf (err, sizeof err, "%s: the daemon's start failed", daemon->section);
-    else
-    if (svc && zloop_timer (bus_service_loop (svc), S_STOP_POLL_MS, 0, s_on_stop, self) == -1)
+    if (svc)
+        run = bus_daemon_start (daemon, svc, err, sizeof err);
+    if (run && zloop_timer (bus_service_loop (svc), S_STOP_POLL_MS, 0, s_on_stop, self) == -1)
         snprintf (err, sizeof err, "cannot set the stop timer");
     else
-    if (svc)
+    if (run)
         rc = 0;
     if (rc && self->delay_ms)
         fprintf (stderr, "test_service: %s\n", err);
     s_created (self, rc, err);
     if (rc == 0)
         bus_service_run (svc);
-    if (svc && daemon->stop)
-        daemon->stop (svc, &state);
+    bus_daemon_stop (&run);
     bus_service_destroy (&svc);
     return NULL;
 }

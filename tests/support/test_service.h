@@ -60,9 +60,10 @@ const char *test_service_server_key (test_service_t *self);  /* Z85, the service
 zcert_t *test_service_cert (test_service_t *self, const char *name, const char *principal);
 
 /*  Run the service on its own thread: bus_service_new (config,
-    daemon->section, version, daemon->db_names), then daemon->start when
-    not NULL, then the reactor; daemon->stop (when not NULL) runs on that
-    thread after the reactor returns, before the service is destroyed.
+    daemon->section, version, daemon->db_names), then bus_daemon_start
+    (daemon->start, the daemon's timers), then the reactor;
+    bus_daemon_stop (the timers, daemon->stop) runs on that thread after
+    the reactor returns, before the service is destroyed.
     delay_ms 0: wait until the service exists and return 0, or an error
     with err set (the thread is then already gone). delay_ms > 0: return at
     once; the thread sleeps delay_ms before creating the service, and a

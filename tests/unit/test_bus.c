@@ -230,7 +230,7 @@ s_test_start (bus_service_t *svc, void **state)
     return rc ? rc : bus_service_handle (svc, "authz.write", s_test_handler, NULL);
 }
 
-static const bus_daemon_t s_test_daemon = { "authz", NULL, s_test_start, NULL };
+static const bus_daemon_t s_test_daemon = { .section = "authz", .start = s_test_start };
 
 /*  Start the service thread; with no delay, return once the service exists. */
 static void

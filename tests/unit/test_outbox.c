@@ -45,8 +45,8 @@ s_writer_start (bus_service_t *svc, void **state)
     return bus_service_writer (svc, NULL, NULL, NULL);
 }
 
-static const bus_daemon_t s_daemon = { "authz", NULL, NULL, NULL };
-static const bus_daemon_t s_daemon_writer = { "authz", NULL, s_writer_start, NULL };
+static const bus_daemon_t s_daemon = { .section = "authz" };
+static const bus_daemon_t s_daemon_writer = { .section = "authz", .start = s_writer_start };
 
 static void
 s_start (void)
