@@ -21,8 +21,15 @@ ctl_load (ctl_t *ctl, bool no_cert)
         return CTL_OK;
     ctl->cert = bus_keys_load (bus_config_str (ctl->config, "sanctum", "keys_dir"), ctl->key_name, false);
     if (!ctl->cert) {
-        fprintf (stderr, "sanctumctl: no client key %s/%s.key_secret (run `sanctumctl init` or `sanctumctl keygen`)\n",
-                 bus_config_str (ctl->config, "sanctum", "keys_dir"), ctl->key_name);
+        if (ctl->config_path)
+            fprintf (stderr, "sanctumctl: no client key %s/%s.key_secret (keys_dir of %s; relative paths "
+                             "there are relative to its folder); run `sanctumctl init` or `sanctumctl keygen`\n",
+                     bus_config_str (ctl->config, "sanctum", "keys_dir"), ctl->key_name, ctl->config_path);
+        else
+            fprintf (stderr, "sanctumctl: no client key %s/%s.key_secret (no config file: no --config, no "
+                             "$SANCTUM_CONFIG, no ./var/sanctum.conf here); run `sanctumctl init`, or pass "
+                             "--config DIR/var/sanctum.conf\n",
+                     bus_config_str (ctl->config, "sanctum", "keys_dir"), ctl->key_name);
         return CTL_ERROR;
     }
     return CTL_OK;
