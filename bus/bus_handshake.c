@@ -2,6 +2,9 @@
 #include "bus_handshake.h"
 #include "bus_error.h"
 
+#include <inttypes.h>
+#include <stdatomic.h>
+
 #define S_WATCH_MAX     4          /* sockets one service watches */
 #define S_LOG_LINES     5          /* lines per socket and reason ... */
 #define S_LOG_WINDOW_MS 10000      /* ... per window */
@@ -26,8 +29,12 @@ struct bus_handshake_t {
 zsock_t *
 bus_monitor_start (zsock_t *sock, int mask, const char *tag)
 {
+    /* a socket made after another is destroyed may get its address, and
+       the old monitor's endpoint may still be bound: a counter, too */
+    static atomic_uint_fast64_t serial;
     char endpoint [128];
-    snprintf (endpoint, sizeof endpoint, "inproc://sanctum-monitor-%s-%p", tag, (void *) sock);
+    snprintf (endpoint, sizeof endpoint, "inproc://sanctum-monitor-%s-%p-%" PRIu64, tag, (void *) sock,
+              (uint64_t) atomic_fetch_add (&serial, 1));
     if (zmq_socket_monitor (zsock_resolve (sock), endpoint, mask))
         return NULL;
     zsock_t *pair = zsock_new (ZMQ_PAIR);

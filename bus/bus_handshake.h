@@ -52,7 +52,7 @@ void bus_handshake_flush (bus_handshake_t *self);
 /*  Start a monitor of sock for the events in mask, and return the PAIR
     socket that receives them (caller destroys it, after
     zmq_socket_monitor (sock, NULL, 0)); NULL on failure. tag makes the
-    inproc endpoint unique with sock's address. */
+    inproc endpoint unique, with sock's address and a counter. */
 zsock_t *bus_monitor_start (zsock_t *sock, int mask, const char *tag);
 
 /*  Read one monitor event from pair (non-blocking when dontwait):
