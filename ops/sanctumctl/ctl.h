@@ -39,6 +39,14 @@ int ctl_load (ctl_t *ctl, bool no_cert);
     returns NULL when the service's public key is unknown. */
 bus_client_t *ctl_client (ctl_t *ctl, const char *service);
 
+/*  Say on stderr why a call to service failed with crc: for BUS_EAUTH,
+    which key the service refused (ours, or the server key we use) and the
+    file it came from, e.g. "sanctumctl: authz refused our key K (from
+    /x/var/keys/sanctumctl.key): ..."; else bus_strerror. into (may be
+    NULL, size len) gets a short form for a table or JSON. */
+void ctl_print_call_error (ctl_t *ctl, const char *service, bus_client_t *client, int crc,
+                           char *into, size_t len);
+
 /*  Print a JSON value (pretty unless compact), followed by a newline. */
 void ctl_print_json (json_t *value, bool compact);
 

@@ -46,6 +46,40 @@ ctl_client (ctl_t *ctl, const char *service)
 }
 
 void
+ctl_print_call_error (ctl_t *ctl, const char *service, bus_client_t *client, int crc, char *into, size_t len)
+{
+    const char *keys_dir = bus_config_str (ctl->config, "sanctum", "keys_dir");
+    const char *config = ctl->config_path ? ctl->config_path : "none (built-in defaults, relative to this folder)";
+    const char *text = NULL;
+    int why = crc == BUS_EAUTH && client ? bus_client_auth_error (client, &text) : 0;
+    char line [1024];
+    if (why == BUS_CLIENT_REFUSED) {
+        snprintf (line, sizeof line, "%s refused our key %s (from %s/%s.key): it is not in %s's allow-list; "
+                  "is this the configuration of the Sanctum you mean? (config: %s)",
+                  service, zcert_public_txt (ctl->cert), keys_dir, ctl->key_name, service, config);
+        if (into)
+            snprintf (into, len, "%s refused our key %s (from %s/%s.key)", service, zcert_public_txt (ctl->cert),
+                      keys_dir, ctl->key_name);
+    }
+    else
+    if (why == BUS_CLIENT_MISMATCH) {
+        snprintf (line, sizeof line, "%s at %s did not accept the CURVE handshake: the server key we use for it, "
+                  "%s (from %s/%s.key), is not the key of the server there; is this the configuration of the "
+                  "Sanctum you mean? (config: %s)",
+                  service, bus_client_endpoint (client), bus_client_server_key (client), keys_dir, service, config);
+        if (into)
+            snprintf (into, len, "%s's key %s (from %s/%s.key) is not the server's", service,
+                      bus_client_server_key (client), keys_dir, service);
+    }
+    else {
+        snprintf (line, sizeof line, "%s: %s", service, bus_strerror (crc));
+        if (into)
+            snprintf (into, len, "%s", bus_strerror (crc));
+    }
+    fprintf (stderr, "sanctumctl: %s\n", line);
+}
+
+void
 ctl_print_json (json_t *value, bool compact)
 {
     char *text = json_dumps (value, (compact ? JSON_COMPACT : JSON_INDENT (2)) | JSON_SORT_KEYS
