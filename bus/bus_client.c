@@ -77,7 +77,7 @@ s_connect (bus_client_t *self)
     if (!self->sock)
         return BUS_ENOMEM;
     /* without a monitor the client still works, failing by deadlines */
-    self->monitor = NULL;
+    self->monitor = bus_monitor_start (self->sock, S_MONITOR_EVENTS, "client");
     zsock_set_linger (self->sock, 0);
     zsock_set_sndhwm (self->sock, 100000);
     zsock_set_rcvhwm (self->sock, 100000);
