@@ -43,7 +43,7 @@ bus_handshake_t *bus_handshake_new (zloop_t *loop, bus_stats_t *stats);
 void bus_handshake_destroy (bus_handshake_t **self_p);
 
 /*  Watch sock (borrowed, must outlive the watcher), named name ("rpc",
-    "pub") in log lines. Returns 0 or BUS_EIO. */
+    "pub") in log lines. Returns 0, BUS_EFULL (past 4 sockets) or BUS_EIO. */
 int bus_handshake_watch (bus_handshake_t *self, zsock_t *sock, const char *name);
 
 /*  Write the pending "suppressed" summaries (call once a second). */
