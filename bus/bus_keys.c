@@ -4,7 +4,6 @@
 #include "bus_log.h"
 
 #include <ctype.h>
-#include <stdatomic.h>
 #include <dirent.h>
 #include <errno.h>
 #include <stdio.h>
@@ -303,7 +302,6 @@ bus_allow_principal (bus_allow_t *self, const char *user_id)
 #define S_REFUSED_KEYS      1024    /* keys tracked at once */
 
 static bus_log_limit_t *s_refused_limit;
-static atomic_uint_fast64_t s_refused;
 static char s_zap_address [64];     /* of the ZAP request zauth is deciding */
 
 /*  A line of CZMQ's log (see bus_log_capture_zsys): zauth's (VERBOSE) are
@@ -332,7 +330,6 @@ s_zauth_line (const char *text)
         key += strlen ("- denied (CURVE) client_key=");
         char z85 [BUS_KEY_Z85_LEN + 1];
         snprintf (z85, sizeof z85, "%s", key);
-        atomic_fetch_add (&s_refused, 1);
         const char *from = s_zap_address [0] ? s_zap_address : "(unknown)";
         bus_log_limited (s_refused_limit, z85, "handshake_refused", BUS_LOG_WARN,
                          json_pack ("{s:s, s:s, s:s}", "peer_key", z85, "peer_address", from,
@@ -361,12 +358,6 @@ bus_auth_start (const char *allow_dir, bool verbose)
     zstr_sendx (auth, "CURVE", allow_dir, NULL);
     zsock_wait (auth);
     return auth;
-}
-
-uint64_t
-bus_auth_refused (void)
-{
-    return atomic_load (&s_refused);
 }
 
 void

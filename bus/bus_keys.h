@@ -77,9 +77,6 @@ bool bus_allow_revoked (bus_allow_t *self);
     careful: a PLAIN request's line would carry its password). */
 zactor_t *bus_auth_start (const char *allow_dir, bool verbose);
 
-/*  Keys zauth refused in this process so far (any thread). */
-uint64_t bus_auth_refused (void);
-
 /*  Write the pending "suppressed" summaries of refused-key lines (call
     about once a second). */
 void bus_auth_flush (void);

@@ -1,8 +1,10 @@
 /*  ctl.h — what sanctumctl's commands share.
 
     Every command takes --config FILE (default $SANCTUM_CONFIG, else
-    ./var/sanctum.conf), --json, and --key NAME (the client certificate in
-    keys_dir, default "sanctumctl"). Exit codes: 0 success, 1 error, 2 bad
+    ./var/sanctum.conf; relative paths in it are relative to its folder),
+    --json, and --key NAME (the client certificate in keys_dir, default
+    "sanctumctl"). A key a service refuses at the handshake is reported at
+    once (ctl_print_call_error), not retried. Exit codes: 0 success, 1 error, 2 bad
     usage, 3 a denial or a failed verification.
 */
 #ifndef CTL_H
