@@ -3,12 +3,16 @@
 
 #include <errno.h>
 #include "bus_error.h"
+#include "bus_handshake.h"
 #include "bus_keys.h"
 #include "bus_log.h"
 #include "bus_service.h"
 
 #define S_MAX_FRAME (64UL << 20)    /* libzmq's cap; bus_sub_for: the config's */
 #define S_READY_MAX 10000            /* replies set aside by bus_client_call, unread */
+#define S_HANDSHAKE_TRIES 3          /* failed handshakes in a row that fail the requests */
+#define S_MONITOR_EVENTS (ZMQ_EVENT_HANDSHAKE_SUCCEEDED | ZMQ_EVENT_HANDSHAKE_FAILED_AUTH \
+                          | ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL | ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL)
 
 typedef struct {
     char id [PROTO_ID_LEN + 1];
@@ -23,6 +27,10 @@ struct bus_client_t {
     char server_key [BUS_KEY_Z85_LEN + 1];
     zcert_t *cert;
     zsock_t *sock;
+    zsock_t *monitor;        /* the DEALER's handshake events, or NULL */
+    int handshake_failures;  /* in a row, since the last success */
+    int auth_error;          /* BUS_CLIENT_REFUSED / _MISMATCH, or 0 */
+    char auth_text [512];
     int timeout_ms;
     int retries;
     zhashx_t *inflight;      /* id -> s_pending_t */
@@ -48,14 +56,28 @@ s_pending_free (void **item)
     }
 }
 
-/*  (Re)create the DEALER and connect it. */
+/*  Stop watching the DEALER's handshakes. */
+static void
+s_monitor_stop (bus_client_t *self)
+{
+    if (self->monitor && self->sock)
+        zmq_socket_monitor (zsock_resolve (self->sock), NULL, 0);
+    zsock_destroy (&self->monitor);
+}
+
+/*  (Re)create the DEALER and connect it, its handshakes watched. */
 static int
 s_connect (bus_client_t *self)
 {
+    s_monitor_stop (self);
     zsock_destroy (&self->sock);
+    self->handshake_failures = 0;
+    self->auth_error = 0;
     self->sock = zsock_new (ZMQ_DEALER);
     if (!self->sock)
         return BUS_ENOMEM;
+    /* without a monitor the client still works, failing by deadlines */
+    self->monitor = bus_monitor_start (self->sock, S_MONITOR_EVENTS, "client");
     zsock_set_linger (self->sock, 0);
     zsock_set_sndhwm (self->sock, 100000);
     zsock_set_rcvhwm (self->sock, 100000);
@@ -107,6 +129,7 @@ bus_client_destroy (bus_client_t **self_p)
     if (!self_p || !*self_p)
         return;
     bus_client_t *self = *self_p;
+    s_monitor_stop (self);
     zsock_destroy (&self->sock);
     zhashx_destroy (&self->inflight);
     if (self->ready) {
@@ -138,6 +161,10 @@ int
 bus_client_send (bus_client_t *self, const char *type, json_t *body, const char *traceparent,
                  char id_out [PROTO_ID_LEN + 1])
 {
+    /* refused before: a fresh socket, a fresh handshake (the key may have
+       been allowed since) */
+    if (self->auth_error && s_connect (self))
+        return BUS_ENOMEM;
     proto_msg_t *req = proto_msg_new (PROTO_KIND_REQ, type);
     if (!req)
         return BUS_ENOMEM;
@@ -174,6 +201,68 @@ bus_client_send (bus_client_t *self, const char *type, json_t *body, const char 
     free (data);
     proto_msg_destroy (&req);
     return rc;
+}
+
+/*  Read the DEALER's handshake events. Returns BUS_EAUTH when the server
+    refused our key or the handshake failed S_HANDSHAKE_TRIES times in a
+    row: every request in flight is dropped then (libzmq does not retry a
+    refused key, and a wrong server key fails every retry alike). */
+static int
+s_check_handshake (bus_client_t *self)
+{
+    if (self->auth_error)
+        return BUS_EAUTH;
+    uint16_t event;
+    uint32_t value;
+    char addr [256];
+    while (self->monitor && bus_monitor_read (self->monitor, &event, &value, addr, sizeof addr) == 0) {
+        const char *our_key = self->cert ? zcert_public_txt (self->cert) : "?";
+        if (event == ZMQ_EVENT_HANDSHAKE_SUCCEEDED)
+            self->handshake_failures = 0;
+        else
+        if (event == ZMQ_EVENT_HANDSHAKE_FAILED_AUTH) {
+            self->auth_error = BUS_CLIENT_REFUSED;
+            snprintf (self->auth_text, sizeof self->auth_text,
+                      "the server at %s refused our key %s (not in its allow-list; ZAP status %u)",
+                      self->endpoint, our_key, value);
+        }
+        else
+        if (++self->handshake_failures >= S_HANDSHAKE_TRIES && !self->auth_error) {
+            self->auth_error = BUS_CLIENT_MISMATCH;
+            snprintf (self->auth_text, sizeof self->auth_text,
+                      "the CURVE handshake with %s failed %d times in a row (%s): the server key we use, "
+                      "%s, is not the key of the server there (or it is not a CURVE server)",
+                      self->endpoint, self->handshake_failures,
+                      event == ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL ? bus_handshake_protocol_text (value)
+                                                                  : "the server closed the connection",
+                      self->server_key);
+        }
+    }
+    if (!self->auth_error)
+        return 0;
+    zhashx_purge (self->inflight);
+    self->next_deadline_ms = 0;
+    return BUS_EAUTH;
+}
+
+int
+bus_client_auth_error (bus_client_t *self, const char **text)
+{
+    if (text)
+        *text = self->auth_error ? self->auth_text : "";
+    return self->auth_error;
+}
+
+const char *
+bus_client_endpoint (bus_client_t *self)
+{
+    return self->endpoint;
+}
+
+const char *
+bus_client_server_key (bus_client_t *self)
+{
+    return self->server_key;
 }
 
 /*  Fail requests out of retries (each becomes a timeout reply queued for
@@ -246,6 +335,10 @@ bus_client_recv (bus_client_t *self, int timeout_ms, proto_msg_t **reply)
     *reply = NULL;
     int64_t until = zclock_mono () + (timeout_ms < 0 ? 0 : timeout_ms);
     while (true) {
+        if ((*reply = zlistx_detach (self->ready, NULL)))
+            return 0;
+        if (s_check_handshake (self))
+            return BUS_EAUTH;
         s_check_deadlines (self);
         if ((*reply = zlistx_detach (self->ready, NULL)))
             return 0;
@@ -264,10 +357,15 @@ bus_client_recv (bus_client_t *self, int timeout_ms, proto_msg_t **reply)
         if (!frame && zmq_errno () != EAGAIN)
             return BUS_EINTR;
         if (!frame && wait > 0) {
-            zmq_pollitem_t item = { zsock_resolve (self->sock), 0, ZMQ_POLLIN, 0 };
-            rc = zmq_poll (&item, 1, (long) wait);
+            zmq_pollitem_t items [2] = {
+                { zsock_resolve (self->sock), 0, ZMQ_POLLIN, 0 },
+                { self->monitor ? zsock_resolve (self->monitor) : NULL, 0, ZMQ_POLLIN, 0 }
+            };
+            rc = zmq_poll (items, self->monitor ? 2 : 1, (long) wait);
             if (rc < 0)
                 return BUS_EINTR;
+            if (rc > 0 && !(items [0].revents & ZMQ_POLLIN))
+                continue;           /* a handshake event: read at the top */
             if (rc > 0 && !(frame = zframe_recv (self->sock)))
                 rc = 0;
         }

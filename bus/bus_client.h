@@ -8,6 +8,16 @@
     and every request still in flight is sent again with the SAME id, which
     the server answers from its dedupe cache if it had already done the work.
     Many requests can be in flight at once (bus_client_send/recv).
+
+    The handshake is watched (libzmq's socket monitor): when the server
+    refuses our key (ZMQ_EVENT_HANDSHAKE_FAILED_AUTH: it is not in the
+    server's allow-list), or the handshake fails S_HANDSHAKE_TRIES times in
+    a row (ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL / _NO_DETAIL: the server key
+    we use is not the server's, or the peer is not a CURVE server), every
+    request in flight fails at once with BUS_EAUTH instead of being retried
+    until its deadlines pass; bus_client_auth_error says which. The next
+    send starts afresh (a fresh socket, a new handshake), so a key allowed
+    meanwhile works.
 */
 #ifndef BUS_CLIENT_H
 #define BUS_CLIENT_H
@@ -34,7 +44,8 @@ void bus_client_destroy (bus_client_t **self_p);
 
 /*  Send a request and wait for its reply (all retries). Returns 0 with the
     reply in *reply (ok or error: check (*reply)->ok), or BUS_ETIMEOUT when
-    every attempt went unanswered, or BUS_ENOMEM/BUS_EINVAL. body is
+    every attempt went unanswered, BUS_EAUTH when the handshake failed (see
+    bus_client_auth_error), or BUS_ENOMEM/BUS_EINVAL. body is
     borrowed. traceparent may be NULL. Replies to other requests in flight
     (bus_client_send) that come meanwhile are kept, in order, for
     bus_client_recv. */
@@ -54,7 +65,8 @@ int bus_client_send_raw (bus_client_t *self, const void *data, size_t len);
 /*  Wait up to timeout_ms for the next reply to any request in flight,
     retrying expired ones. A request out of retries comes back as an error
     reply with code "timeout". Returns 0 with *reply, or BUS_ETIMEOUT when
-    nothing arrived in time, or BUS_EINTR. With raw_ok, replies to untracked
+    nothing arrived in time, or BUS_EINTR, or BUS_EAUTH when the handshake
+    failed: every request in flight is then dropped (none will be answered). With raw_ok, replies to untracked
     ids (raw sends) are returned too. */
 int bus_client_recv (bus_client_t *self, int timeout_ms, proto_msg_t **reply);
 
@@ -65,6 +77,21 @@ zsock_t *bus_client_sock (bus_client_t *self);
 
 /*  Requests in flight. */
 size_t bus_client_inflight (bus_client_t *self);
+
+/*  Why the client last failed with BUS_EAUTH (until the next send):
+    BUS_CLIENT_REFUSED, the server's authenticator refused our public key
+    (not in its allow-list); BUS_CLIENT_MISMATCH, the handshake failed again
+    and again (the server's public key we use is not the key of the server
+    at that endpoint, or the peer is not a CURVE server); 0 when it has
+    not. text (may be NULL) gets a sentence for people, naming the endpoint
+    and the key concerned; valid until the next call on the client. */
+#define BUS_CLIENT_REFUSED  1
+#define BUS_CLIENT_MISMATCH 2
+int bus_client_auth_error (bus_client_t *self, const char **text);
+
+/*  The endpoint and the server public key (Z85) the client uses. */
+const char *bus_client_endpoint (bus_client_t *self);
+const char *bus_client_server_key (bus_client_t *self);
 
 /*  Subscriber of a service's PUB, filtered by topic prefixes (NULL or an
     empty list = all). Events larger than [sanctum] max_frame (bus_sub_for;

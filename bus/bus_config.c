@@ -11,6 +11,13 @@
     in the handler), rejects lines longer than inih's buffer (inih would
     silently split them) and rejects indented continuation lines (inih
     would silently replace the previous value).
+
+    PATH values written in a file that are relative are made absolute
+    against the file's folder as they are read, so that a config works
+    from any working directory (`sanctumctl --config DIR/var/sanctum.conf`
+    run elsewhere); defaults and environment values stay relative to the
+    working directory. bus_config_write_file writes them back relative to
+    the new file's folder when they lie under it.
 */
 #include <assert.h>
 #include <ctype.h>
@@ -23,6 +30,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "bus_config.h"
 #include "bus_error.h"
@@ -32,7 +40,7 @@
 #define S_ENV_MAX     128                   /* longest env variable name */
 #define S_WHERE_MAX   512                   /* origin text in messages */
 
-enum { s_type_STR, s_type_INT, s_type_BOOL };
+enum { s_type_STR, s_type_INT, s_type_BOOL, s_type_PATH };
 
 typedef struct {
     const char *section;
@@ -62,6 +70,7 @@ typedef struct {
     const char *path;
     FILE *file;
     int line;                           /* number of the line just read */
+    char *dir;                          /* the file's folder, absolute */
     int rc;                             /* first error, 0 if none */
     char *err;
     size_t err_len;
@@ -182,6 +191,34 @@ s_assign (bus_config_t *self, int idx, const char *value, const char *where,
 }
 
 
+/*  A relative PATH value read from a file: made absolute against dir (the
+    file's folder), "./" prefixes dropped ("." alone is dir itself). The
+    result may be longer than S_VALUE_MAX: it is never read back from a
+    file as it is (bus_config_write_file makes it relative again). */
+static int
+s_resolve (bus_config_t *self, int idx, const char *dir, const char *where, char *err, size_t err_len)
+{
+    const char *value = self->str [idx];
+    if (!value [0] || value [0] == '/' || !dir)
+        return 0;
+    while (value [0] == '.' && value [1] == '/') {
+        value += 2;
+        while (*value == '/')
+            value++;
+    }
+    char *path = NULL;
+    int rc = value [0] == 0 || strcmp (value, ".") == 0
+           ? asprintf (&path, "%s", dir) : asprintf (&path, "%s/%s", strcmp (dir, "/") ? dir : "", value);
+    if (rc < 0) {
+        s_fail (err, err_len, "%s: out of memory", where);
+        return BUS_ENOMEM;
+    }
+    free (self->str [idx]);
+    self->str [idx] = path;
+    return 0;
+}
+
+
 /*  inih line reader: fgets plus line counting and two checks (line too
     long for inih's buffer, indented continuation line). On a check
     failure it records the error and returns NULL, which inih takes for the
@@ -234,7 +271,25 @@ s_handle (void *arg, const char *section, const char *key, const char *value)
     char where [S_WHERE_MAX];
     snprintf (where, sizeof where, "%s:%d", ctx->path, ctx->line);
     ctx->rc = s_assign (ctx->self, idx, value, where, ctx->err, ctx->err_len);
+    if (ctx->rc == 0 && s_keys [idx].type == s_type_PATH)
+        ctx->rc = s_resolve (ctx->self, idx, ctx->dir, where, ctx->err, ctx->err_len);
     return ctx->rc == 0;
+}
+
+
+/*  The folder of the file at path, absolute (symbolic links resolved), or
+    NULL with errno set; caller frees. */
+static char *
+s_folder (const char *path)
+{
+    char *copy = strdup (path);
+    if (!copy)
+        return NULL;
+    char *slash = strrchr (copy, '/');
+    const char *dir = !slash ? "." : slash == copy ? "/" : (*slash = 0, copy);
+    char *real = realpath (dir, NULL);
+    free (copy);
+    return real;
 }
 
 
@@ -244,12 +299,17 @@ s_handle (void *arg, const char *section, const char *key, const char *value)
 static int
 s_load_file (bus_config_t *self, const char *path, char *err, size_t err_len)
 {
-    s_parse_t ctx = { self, path, NULL, 0, 0, err, err_len };
+    s_parse_t ctx = { self, path, NULL, 0, NULL, 0, err, err_len };
     struct stat st;
     int rc = 0;
     ctx.file = fopen (path, "r");
     if (!ctx.file) {
         rc = s_fail (err, err_len, "%s: cannot open: %s", path, strerror (errno));
+        goto done;
+    }
+    ctx.dir = s_folder (path);
+    if (!ctx.dir) {
+        rc = s_fail (err, err_len, "%s: cannot resolve its folder: %s", path, strerror (errno));
         goto done;
     }
     if (fstat (fileno (ctx.file), &st) != 0 || !S_ISREG (st.st_mode)
@@ -271,6 +331,7 @@ s_load_file (bus_config_t *self, const char *path, char *err, size_t err_len)
 done:
     if (ctx.file)
         fclose (ctx.file);
+    free (ctx.dir);
     return rc;
 }
 
@@ -406,12 +467,98 @@ bus_config_set (bus_config_t *self, const char *section, const char *key,
 /*  Write every key, grouped by section in table order, each preceded by
     its help (and bounds or accepted values) as a comment. Returns 0 or
     BUS_EIO. */
+static int s_write (bus_config_t *self, FILE *out, const char *dir);
+
 int
 bus_config_write (bus_config_t *self, FILE *out)
 {
+    return s_write (self, out, NULL);
+}
+
+
+/*  An absolute, lexically clean form of path (relative: against the
+    working directory; "." and empty components dropped); caller frees. */
+static char *
+s_absolute (const char *path)
+{
+    char *cwd = path [0] == '/' ? NULL : getcwd (NULL, 0);
+    char *joined = NULL;
+    if (path [0] != '/' && !cwd)
+        return NULL;
+    if (asprintf (&joined, "%s/%s", cwd ? cwd : "", path) < 0)
+        joined = NULL;
+    free (cwd);
+    if (!joined)
+        return NULL;
+    char *out = joined, *w = joined;
+    for (char *r = joined; *r;) {
+        while (*r == '/')
+            r++;
+        char *end = r + strcspn (r, "/");
+        size_t len = (size_t) (end - r);
+        if (len && !(len == 1 && r [0] == '.')) {
+            *w++ = '/';
+            memmove (w, r, len);
+            w += len;
+        }
+        r = end;
+    }
+    if (w == joined)
+        *w++ = '/';
+    *w = 0;
+    return out;
+}
+
+
+/*  Write the config to the file at path (created or replaced, mode 0644
+    under the caller's umask), PATH values relative to the file's folder
+    when they lie under it (so that the folder can move), else absolute:
+    loaded again, from any working directory, it names the same paths.
+    The folder must exist. Returns 0, BUS_EIO or BUS_ENOMEM. */
+int
+bus_config_write_file (bus_config_t *self, const char *path)
+{
+    assert (self && path);
+    char *dir = s_folder (path);
+    if (!dir)
+        return BUS_EIO;
+    FILE *out = fopen (path, "w");
+    int rc = out ? s_write (self, out, dir) : BUS_EIO;
+    if (out && fclose (out) && rc == 0)
+        rc = BUS_EIO;
+    free (dir);
+    return rc;
+}
+
+
+/*  A PATH value as written into a file in dir: relative to dir when under
+    it ("." for dir itself), else absolute; into buf. */
+static const char *
+s_path_for (const char *value, const char *dir, char *buf, size_t size)
+{
+    char *abs = value [0] ? s_absolute (value) : NULL;
+    if (!abs)
+        return value;
+    size_t dlen = strlen (dir);
+    if (strcmp (abs, dir) == 0)
+        snprintf (buf, size, ".");
+    else
+    if (strncmp (abs, dir, dlen) == 0 && (abs [dlen] == '/' || dlen == 1))
+        snprintf (buf, size, "%s", abs + (dlen == 1 ? 1 : dlen + 1));
+    else
+        snprintf (buf, size, "%s", abs);
+    free (abs);
+    return buf;
+}
+
+
+static int
+s_write (bus_config_t *self, FILE *out, const char *dir)
+{
     assert (self && out);
     fprintf (out, "# Sanctum configuration. Each value can be overridden by the "
-                  "environment\n# variable SANCTUM_<SECTION>_<KEY> (upper case).\n");
+                  "environment\n# variable SANCTUM_<SECTION>_<KEY> (upper case). A relative "
+                  "path is relative\n# to the folder of this file.\n");
     for (size_t i = 0; i < S_NKEYS; i++) {
         bool first = true;          /* first key of its section? */
         for (size_t j = 0; j < i && first; j++)
@@ -429,7 +576,10 @@ bus_config_write (bus_config_t *self, FILE *out)
             else
             if (k->type == s_type_BOOL)
                 fprintf (out, " (true | false)");
-            fprintf (out, "\n%s = %s\n", k->key, self->str [j]);
+            char buf [4096];
+            const char *value = k->type == s_type_PATH && dir
+                              ? s_path_for (self->str [j], dir, buf, sizeof buf) : self->str [j];
+            fprintf (out, "\n%s = %s\n", k->key, value);
         }
     }
     return fflush (out) == 0 && !ferror (out)? 0: BUS_EIO;

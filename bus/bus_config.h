@@ -11,6 +11,13 @@
     leading/trailing blanks or " ;" (so that bus_config_write output always
     reloads to the same values). Indented continuation lines are rejected.
     INT values are decimal; BOOL accepts true/false, yes/no, on/off, 1/0.
+
+    Paths (keys of type PATH: data_dir, keys_dir, allow_dir, authz policy):
+    a relative path written in a config file is relative to that file's
+    folder, and is made absolute as the file is read, so the same file
+    works from any working directory. The built-in defaults ("./var", ...)
+    and environment values stay relative to the working directory; so does
+    the default of a path key a file leaves out.
 */
 #ifndef BUS_CONFIG_H
 #define BUS_CONFIG_H
@@ -40,8 +47,15 @@ bool bus_config_bool (bus_config_t *self, const char *section, const char *key);
 int bus_config_set (bus_config_t *self, const char *section, const char *key,
                     const char *value, char *err, size_t err_len);
 
-/*  Write the effective config as an INI file (every key, with help comments). */
+/*  Write the effective config as an INI file (every key, with help
+    comments), paths as they are. */
 int bus_config_write (bus_config_t *self, FILE *out);
+
+/*  Write the config to the file at path (created or replaced; its folder
+    must exist), paths relative to that folder when they lie under it,
+    else absolute, so that loading the file gives the same paths from any
+    working directory. Returns 0, BUS_EIO or BUS_ENOMEM. */
+int bus_config_write_file (bus_config_t *self, const char *path);
 
 /*  Path of the service's data directory: <data_dir>/<service>; caller frees. */
 char *bus_config_data_dir (bus_config_t *self, const char *service);

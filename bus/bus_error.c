@@ -21,6 +21,7 @@ bus_strerror (int code)
         case BUS_EREMOTE:   return "remote error";
         case BUS_ECRYPTO:   return "cryptographic failure";
         case BUS_EINTR:     return "interrupted";
+        case BUS_EAUTH:     return "refused at the CURVE handshake";
         default:            return "unknown error";
     }
 }

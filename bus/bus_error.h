@@ -30,6 +30,7 @@
 #define BUS_EREMOTE    -13               /* the peer answered with an error reply */
 #define BUS_ECRYPTO    -14               /* a cryptographic operation failed */
 #define BUS_EINTR      -15               /* interrupted (SIGINT/SIGTERM) */
+#define BUS_EAUTH      -16               /* the peer refused our CURVE key, or the handshake failed */
 
 /*  Text for an error code (BUS_E* and PROTO_E*); never NULL. */
 const char *bus_strerror (int code);

@@ -295,20 +295,76 @@ bus_allow_principal (bus_allow_t *self, const char *user_id)
     return p;
 }
 
+/* --- refused handshakes, from zauth's own lines ---------------------------- */
+
+#define S_REFUSED_LINES     1       /* lines per refused key ... */
+#define S_REFUSED_WINDOW_MS 10000   /* ... per window */
+#define S_REFUSED_KEYS      1024    /* keys tracked at once */
+
+static bus_log_limit_t *s_refused_limit;
+static char s_zap_address [64];     /* of the ZAP request zauth is deciding */
+
+/*  A line of CZMQ's log (see bus_log_capture_zsys): zauth's (VERBOSE) are
+    claimed. A refused CURVE key becomes one rate-limited warning naming
+    the key and the address of the ZAP request just before it (zauth
+    handles one request at a time, on its own thread, which is the thread
+    that runs this); every other zauth line is dropped, allowed handshakes
+    included, and so is any PLAIN line (it would carry a password). */
+static bool
+s_zauth_line (const char *text)
+{
+    if (strncmp (text, "zauth: ", 7) != 0)
+        return false;
+    const char *addr = strstr (text, "ZAP request mechanism=");
+    if (addr && (addr = strstr (addr, " ipaddress="))) {
+        addr += strlen (" ipaddress=");
+        size_t len = strcspn (addr, " ");
+        if (len >= sizeof s_zap_address)
+            len = sizeof s_zap_address - 1;
+        memcpy (s_zap_address, addr, len);
+        s_zap_address [len] = 0;
+        return true;
+    }
+    const char *key = strstr (text, "- denied (CURVE) client_key=");
+    if (key) {
+        key += strlen ("- denied (CURVE) client_key=");
+        char z85 [BUS_KEY_Z85_LEN + 1];
+        snprintf (z85, sizeof z85, "%s", key);
+        const char *from = s_zap_address [0] ? s_zap_address : "(unknown)";
+        bus_log_limited (s_refused_limit, z85, "handshake_refused", BUS_LOG_WARN,
+                         json_pack ("{s:s, s:s, s:s}", "peer_key", z85, "peer_address", from,
+                                    "reason", "handshake_refused"),
+                         "CURVE handshake refused: client key %s from %s is not in the allow-list",
+                         z85, from);
+        s_zap_address [0] = 0;
+    }
+    return true;
+}
+
 zactor_t *
 bus_auth_start (const char *allow_dir, bool verbose)
 {
     s_mkdirs (allow_dir, 0700);
+    /* zauth names refused keys only in VERBOSE mode, through CZMQ's log:
+       its lines are taken here instead of going to stdout */
+    if (!s_refused_limit)
+        s_refused_limit = bus_log_limit_new (S_REFUSED_LINES, S_REFUSED_WINDOW_MS, S_REFUSED_KEYS);
+    bus_log_capture_zsys (verbose ? NULL : s_zauth_line);
     zactor_t *auth = zactor_new (zauth, NULL);
     if (!auth)
         return NULL;
-    if (verbose) {
-        zstr_sendx (auth, "VERBOSE", NULL);
-        zsock_wait (auth);
-    }
+    zstr_sendx (auth, "VERBOSE", NULL);
+    zsock_wait (auth);
     zstr_sendx (auth, "CURVE", allow_dir, NULL);
     zsock_wait (auth);
     return auth;
+}
+
+void
+bus_auth_flush (void)
+{
+    if (s_refused_limit)
+        bus_log_limit_flush (s_refused_limit);
 }
 
 void

@@ -67,8 +67,19 @@ int bus_allow_refresh (bus_allow_t *self);
 bool bus_allow_revoked (bus_allow_t *self);
 
 /*  Start the process's zauth actor with CURVE against allow_dir (one per
-    process; every zsock CURVE server in the process is covered). */
+    process; every zsock CURVE server in the process is covered). zauth
+    runs VERBOSE and CZMQ's log goes through bus_log (bus_log_capture_zsys):
+    each key zauth refuses becomes a warning "CURVE handshake refused:
+    client key K from ADDRESS is not in the allow-list" (fields peer_key,
+    peer_address, reason "handshake_refused"), at most 1 line per key per
+    10 s, then a count of the lines left out; zauth's other lines are
+    dropped. With verbose, every zauth line is logged instead (debugging;
+    careful: a PLAIN request's line would carry its password). */
 zactor_t *bus_auth_start (const char *allow_dir, bool verbose);
+
+/*  Write the pending "suppressed" summaries of refused-key lines (call
+    about once a second). */
+void bus_auth_flush (void);
 
 /*  Make sock a CURVE server with cert, ZAP domain "sanctum". */
 void bus_keys_apply_server (zsock_t *sock, zcert_t *cert);

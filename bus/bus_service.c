@@ -1,6 +1,7 @@
 /*  bus_service.c — reactor, request dispatch, dedupe, outbox, built-ins. */
 #include "bus_service.h"
 #include "bus_error.h"
+#include "bus_handshake.h"
 #include "bus_keys.h"
 #include "bus_log.h"
 #include "bus_notify.h"
@@ -20,6 +21,9 @@
 #define S_UNKNOWN_LOGGED  256       /* distinct (sender, type, field) logged */
 #define S_WORK_QUEUE_MAX  256       /* requests waiting for a worker thread, at most */
 #define S_GROUP_MAX       64        /* writes committed together by the writer, at most */
+#define S_REFUSAL_LINES   10        /* refusal lines per (peer, reason) ... */
+#define S_REFUSAL_WINDOW_MS 10000   /* ... per window; then counted */
+#define S_REFUSAL_KEYS    1024      /* (peer, reason) pairs tracked */
 
 typedef struct {
     bus_handler_fn *fn;
@@ -58,6 +62,9 @@ struct bus_service_t {
     atomic_uint_fast64_t write_groups;    /* commits of the writer's groups */
     atomic_uint_fast64_t writes_grouped;  /* writes committed in them */
     bus_stats_t *stats;
+    bus_log_limit_t *refusals;    /* refused requests' log lines, rate-limited */
+    uint64_t refusals_counted;    /* of its suppressed lines, in stats so far */
+    bus_handshake_t *handshakes;  /* monitors of the ROUTER and PUB */
     size_t max_frame;
     uint64_t published_seq;       /* last sequence published */
     pthread_mutex_t committed_lock;
@@ -366,10 +373,10 @@ s_reply_error_v (bus_request_t *req, const char *code, json_t *extra, const char
 {
     char message [512];
     vsnprintf (message, sizeof message, fmt, args);
-    bus_log_fields (BUS_LOG_INFO, json_pack ("{s:s, s:s, s:s, s:s}", "type", req->msg->type,
-                                             "request", req->msg->id, "peer", req->principal,
-                                             "code", code),
-                    "request refused: %s", message);
+    bus_log_limited (req->svc->refusals, req->principal, code, BUS_LOG_INFO,
+                     json_pack ("{s:s, s:s, s:s, s:s}", "type", req->msg->type, "request", req->msg->id,
+                                "peer", req->principal, "code", code),
+                     "request refused: %s", message);
     proto_msg_t *rep = proto_reply_error (req->msg, code, message);
     if (rep && extra)
         json_object_update_missing (rep->error, extra);
@@ -488,7 +495,10 @@ s_on_message (bus_service_t *self, zmsg_t *routing)
     if (size > self->max_frame) {
         proto_msg_peek_id (zframe_data (frame), size, id);
         zframe_destroy (&frame);
-        bus_warn ("frame of %zu bytes from %s over the cap", size, principal ? principal : "an unknown key");
+        bus_log_limited (self->refusals, principal ? principal : user_id, PROTO_ERR_TOO_LARGE, BUS_LOG_WARN,
+                         json_pack ("{s:s, s:s}", "peer", principal ? principal : "(unknown key)",
+                                    "code", PROTO_ERR_TOO_LARGE),
+                         "frame of %zu bytes from %s over the cap", size, principal ? principal : "an unknown key");
         s_reject (self, &routing, id, principal ? PROTO_ERR_TOO_LARGE : PROTO_ERR_FORBIDDEN,
                   principal ? "frame exceeds the size cap" : "unknown client key");
         return;
@@ -496,14 +506,19 @@ s_on_message (bus_service_t *self, zmsg_t *routing)
     rc = proto_msg_decode (&msg, zframe_data (frame), size, SIZE_MAX, id, err, sizeof err);
     zframe_destroy (&frame);
     if (!principal) {
-        bus_warn ("message from unknown key %s refused", user_id && *user_id ? user_id : "(none)");
+        bus_log_limited (self->refusals, user_id, "unknown_key", BUS_LOG_WARN,
+                         json_pack ("{s:s, s:s}", "peer_key", user_id && *user_id ? user_id : "(none)",
+                                    "code", PROTO_ERR_FORBIDDEN),
+                         "message from unknown key %s refused", user_id && *user_id ? user_id : "(none)");
         proto_msg_destroy (&msg);
         s_reject (self, &routing, id, PROTO_ERR_FORBIDDEN, "unknown client key");
         return;
     }
     if (rc) {
-        bus_log_fields (BUS_LOG_WARN, json_pack ("{s:s, s:s}", "peer", principal, "request", id),
-                        "malformed request: %s", err);
+        bus_log_limited (self->refusals, principal, PROTO_ERR_MALFORMED, BUS_LOG_WARN,
+                         json_pack ("{s:s, s:s, s:s}", "peer", principal, "request", id,
+                                    "code", PROTO_ERR_MALFORMED),
+                         "malformed request: %s", err);
         s_reject (self, &routing, id, rc == PROTO_ESTATE ? PROTO_ERR_VERSION : PROTO_ERR_MALFORMED, err);
         return;
     }
@@ -1214,6 +1229,22 @@ s_on_stop_check (zloop_t *loop, int timer_id, void *arg)
     return self->stopping ? -1 : 0;
 }
 
+/*  Once a second: the rate-limited log lines' pending counts, and how many
+    lines were left out, in stats. */
+static int
+s_on_log_flush (zloop_t *loop, int timer_id, void *arg)
+{
+    bus_service_t *self = arg;
+    bus_log_limit_flush (self->refusals);
+    bus_handshake_flush (self->handshakes);
+    bus_auth_flush ();
+    uint64_t suppressed = bus_log_limit_suppressed (self->refusals);
+    if (suppressed > self->refusals_counted)
+        bus_stats_count (self->stats, "log_lines_suppressed", suppressed - self->refusals_counted);
+    self->refusals_counted = suppressed;
+    return 0;
+}
+
 /* --- life cycle ----------------------------------------------------------- */
 
 bus_service_t *
@@ -1248,6 +1279,7 @@ bus_service_new (bus_config_t *config, const char *section, const char *version,
     zlistx_set_destructor (self->committed, (zlistx_destructor_fn *) s_committed_free);
     self->reactor = pthread_self ();
     self->stats = bus_stats_new ();
+    self->refusals = bus_log_limit_new (S_REFUSAL_LINES, S_REFUSAL_WINDOW_MS, S_REFUSAL_KEYS);
 
     /* the store, with the outbox */
     size_t n = 0;
@@ -1321,6 +1353,14 @@ bus_service_new (bus_config_t *config, const char *section, const char *version,
     self->pub_endpoint = zsock_last_endpoint (self->pub);
     self->loop = zloop_new ();
     zloop_reader (self->loop, self->router, s_on_request, self);
+    /* refused and failed handshakes: counted, and logged (rate-limited) */
+    self->handshakes = bus_handshake_new (self->loop, self->stats);
+    if (!self->refusals || !self->handshakes || bus_handshake_watch (self->handshakes, self->router, "rpc")
+        || bus_handshake_watch (self->handshakes, self->pub, "pub")) {
+        snprintf (err, err_len, "cannot watch the handshakes");
+        goto fail;
+    }
+    zloop_timer (self->loop, 1000, 0, s_on_log_flush, self);
     zloop_timer (self->loop, (size_t) bus_config_int (config, "sanctum", "allow_refresh_ms"), 0,
                  s_on_tick, self);
     zloop_timer (self->loop, 100, 0, s_on_stop_check, self);
@@ -1354,6 +1394,7 @@ bus_service_destroy (bus_service_t **self_p)
     bus_service_t *self = *self_p;
     bus_workers_destroy (&self->workers);     /* answers use the router */
     bus_workers_destroy (&self->writer);
+    bus_handshake_destroy (&self->handshakes);      /* before its loop and the sockets it watches */
     zloop_destroy (&self->loop);
     zsock_destroy (&self->router);
     zsock_destroy (&self->pub);
@@ -1370,6 +1411,9 @@ bus_service_destroy (bus_service_t **self_p)
         pthread_mutex_destroy (&self->committed_lock);
     }
     bus_stats_destroy (&self->stats);
+    if (self->refusals)
+        bus_log_limit_flush (self->refusals);
+    bus_log_limit_destroy (&self->refusals);
     bus_store_destroy (&self->store);
     free (self);
     *self_p = NULL;

@@ -1,8 +1,10 @@
 /*  ctl.h — what sanctumctl's commands share.
 
     Every command takes --config FILE (default $SANCTUM_CONFIG, else
-    ./var/sanctum.conf), --json, and --key NAME (the client certificate in
-    keys_dir, default "sanctumctl"). Exit codes: 0 success, 1 error, 2 bad
+    ./var/sanctum.conf; relative paths in it are relative to its folder),
+    --json, and --key NAME (the client certificate in keys_dir, default
+    "sanctumctl"). A key a service refuses at the handshake is reported at
+    once (ctl_print_call_error), not retried. Exit codes: 0 success, 1 error, 2 bad
     usage, 3 a denial or a failed verification.
 */
 #ifndef CTL_H
@@ -38,6 +40,14 @@ int ctl_load (ctl_t *ctl, bool no_cert);
 /*  A client for a service, with the user's cert; prints an error and
     returns NULL when the service's public key is unknown. */
 bus_client_t *ctl_client (ctl_t *ctl, const char *service);
+
+/*  Say on stderr why a call to service failed with crc: for BUS_EAUTH,
+    which key the service refused (ours, or the server key we use) and the
+    file it came from, e.g. "sanctumctl: authz refused our key K (from
+    /x/var/keys/sanctumctl.key): ..."; else bus_strerror. into (may be
+    NULL, size len) gets a short form for a table or JSON. */
+void ctl_print_call_error (ctl_t *ctl, const char *service, bus_client_t *client, int crc,
+                           char *into, size_t len);
 
 /*  Print a JSON value (pretty unless compact), followed by a newline. */
 void ctl_print_json (json_t *value, bool compact);

@@ -43,7 +43,7 @@ s_call (ctl_t *ctl, const char *type, json_t *body, proto_msg_t **reply_out, boo
     if (client) {
         int crc = bus_client_call (client, type, body, NULL, &reply);
         if (crc)
-            fprintf (stderr, "sanctumctl: authz: %s\n", bus_strerror (crc));
+            ctl_print_call_error (ctl, "authz", client, crc, NULL, 0);
         else if (!reply->ok) {
             ctl_print_error (ctl, reply);
             json_t *errors = json_object_get (reply->error, "errors");

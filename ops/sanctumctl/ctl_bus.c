@@ -27,6 +27,13 @@ ctl_cmd_health (ctl_t *ctl)
         json_t *entry;
         if (rc == 0 && reply->ok)
             entry = json_incref (reply->body);
+        else
+        if (rc == BUS_EAUTH) {
+            /* said at once, with the key and where it came from */
+            char why [512];
+            ctl_print_call_error (ctl, s->name, client, rc, why, sizeof why);
+            entry = json_pack ("{s:s, s:s}", "state", "refused", "error", why);
+        }
         else {
             const char *why = rc ? bus_strerror (rc)
                             : json_string_value (json_object_get (reply->error, "message"));
@@ -94,7 +101,7 @@ ctl_cmd_inject (ctl_t *ctl)
     if (client) {
         int crc = bus_client_call (client, type, body, NULL, &reply);
         if (crc)
-            fprintf (stderr, "sanctumctl: %s: %s\n", service, bus_strerror (crc));
+            ctl_print_call_error (ctl, service, client, crc, NULL, 0);
         else if (reply->ok) {
             json_t *out = ctl->json ? proto_msg_to_json (reply) : json_incref (reply->body);
             ctl_print_json (out, false);
@@ -167,6 +174,8 @@ s_tap_replay (ctl_t *ctl, s_tap_src_t *src, uint64_t from, uint64_t to, const ch
         proto_msg_t *reply = NULL;
         int rc = bus_client_call (src->client, "events.replay", body, NULL, &reply);
         json_decref (body);
+        if (rc == BUS_EAUTH)
+            ctl_print_call_error (ctl, src->service, src->client, rc, NULL, 0);
         if (rc || !reply->ok) {
             fprintf (stderr, "sanctumctl: replay from %s failed\n", src->service);
             proto_msg_destroy (&reply);

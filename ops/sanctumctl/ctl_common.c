@@ -21,8 +21,15 @@ ctl_load (ctl_t *ctl, bool no_cert)
         return CTL_OK;
     ctl->cert = bus_keys_load (bus_config_str (ctl->config, "sanctum", "keys_dir"), ctl->key_name, false);
     if (!ctl->cert) {
-        fprintf (stderr, "sanctumctl: no client key %s/%s.key_secret (run `sanctumctl init` or `sanctumctl keygen`)\n",
-                 bus_config_str (ctl->config, "sanctum", "keys_dir"), ctl->key_name);
+        if (ctl->config_path)
+            fprintf (stderr, "sanctumctl: no client key %s/%s.key_secret (keys_dir of %s; relative paths "
+                             "there are relative to its folder); run `sanctumctl init` or `sanctumctl keygen`\n",
+                     bus_config_str (ctl->config, "sanctum", "keys_dir"), ctl->key_name, ctl->config_path);
+        else
+            fprintf (stderr, "sanctumctl: no client key %s/%s.key_secret (no config file: no --config, no "
+                             "$SANCTUM_CONFIG, no ./var/sanctum.conf here); run `sanctumctl init`, or pass "
+                             "--config DIR/var/sanctum.conf\n",
+                     bus_config_str (ctl->config, "sanctum", "keys_dir"), ctl->key_name);
         return CTL_ERROR;
     }
     return CTL_OK;
@@ -36,6 +43,40 @@ ctl_client (ctl_t *ctl, const char *service)
         fprintf (stderr, "sanctumctl: unknown service '%s' or no public key for it in %s\n", service,
                  bus_config_str (ctl->config, "sanctum", "keys_dir"));
     return client;
+}
+
+void
+ctl_print_call_error (ctl_t *ctl, const char *service, bus_client_t *client, int crc, char *into, size_t len)
+{
+    const char *keys_dir = bus_config_str (ctl->config, "sanctum", "keys_dir");
+    const char *config = ctl->config_path ? ctl->config_path : "none (built-in defaults, relative to this folder)";
+    const char *text = NULL;
+    int why = crc == BUS_EAUTH && client ? bus_client_auth_error (client, &text) : 0;
+    char line [1024];
+    if (why == BUS_CLIENT_REFUSED) {
+        snprintf (line, sizeof line, "%s refused our key %s (from %s/%s.key): it is not in %s's allow-list; "
+                  "is this the configuration of the Sanctum you mean? (config: %s)",
+                  service, zcert_public_txt (ctl->cert), keys_dir, ctl->key_name, service, config);
+        if (into)
+            snprintf (into, len, "%s refused our key %s (from %s/%s.key)", service, zcert_public_txt (ctl->cert),
+                      keys_dir, ctl->key_name);
+    }
+    else
+    if (why == BUS_CLIENT_MISMATCH) {
+        snprintf (line, sizeof line, "%s at %s did not accept the CURVE handshake: the server key we use for it, "
+                  "%s (from %s/%s.key), is not the key of the server there; is this the configuration of the "
+                  "Sanctum you mean? (config: %s)",
+                  service, bus_client_endpoint (client), bus_client_server_key (client), keys_dir, service, config);
+        if (into)
+            snprintf (into, len, "%s's key %s (from %s/%s.key) is not the server's", service,
+                      bus_client_server_key (client), keys_dir, service);
+    }
+    else {
+        snprintf (line, sizeof line, "%s: %s", service, bus_strerror (crc));
+        if (into)
+            snprintf (into, len, "%s", bus_strerror (crc));
+    }
+    fprintf (stderr, "sanctumctl: %s\n", line);
 }
 
 void

@@ -93,14 +93,11 @@ ctl_init_local (ctl_t *ctl)
         char *dir = strdup (path);
         s_mkdirs (dirname (dir));
         free (dir);
-        FILE *f = fopen (path, "w");
-        if (!f || bus_config_write (ctl->config, f)) {
+        /* paths relative to the file's folder, as it will be read */
+        if (bus_config_write_file (ctl->config, path)) {
             fprintf (stderr, "sanctumctl: cannot write %s: %s\n", path, strerror (errno));
-            if (f)
-                fclose (f);
             return CTL_ERROR;
         }
-        fclose (f);
         fprintf (stderr, "sanctumctl: wrote %s\n", path);
     }
     for (const bus_service_id_t *s = bus_services; s->name; s++) {

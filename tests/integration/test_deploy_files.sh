@@ -91,6 +91,13 @@ conf_complete () {
                 sanctum.keys_dir)  def=/etc/sanctum/keys ;;
                 sanctum.allow_dir) def=/etc/sanctum/keys/allow ;;
             esac
+        else
+            # the local example sits in ./var: its paths are relative to it
+            case "$sec.$key" in
+                sanctum.data_dir)  def=. ;;
+                sanctum.keys_dir)  def=keys ;;
+                sanctum.allow_dir) def=keys/allow ;;
+            esac
         fi
         grep -qxF "$sec|$key|$def" "$TMP/flat" || { echo "$file: [$sec] $key = $def missing"; rc=1; }
     done <"$TMP/keys"

@@ -6,6 +6,8 @@
     rpc_retries, authz.rpc/policy) are the runtime's own.
 */
 #include <ctype.h>
+#include <limits.h>
+#include <sys/stat.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -21,7 +23,7 @@
 #include "bus_error.h"
 #include "../support/test_service.h"
 
-enum { T_STR, T_INT, T_BOOL };
+enum { T_STR, T_INT, T_BOOL, T_PATH };
 
 typedef struct {
     const char *section, *key;
@@ -132,7 +134,7 @@ test_defaults (void **state)
             assert_int_equal (bus_config_int (cfg, k->section, k->key),
                               strtol (k->def, NULL, 10));
         else
-        if (k->type == T_STR)
+        if (k->type == T_STR || k->type == T_PATH)
             assert_string_equal (bus_config_str (cfg, k->section, k->key), k->def);
     }
     char *dir = bus_config_data_dir (cfg, "authz");
@@ -203,7 +205,7 @@ test_env_overrides_win (void **state)
     for (size_t i = 0; i < NKEYS; i++) {
         char name [128];
         s_env_name (&s_keys [i], name, sizeof name);
-        if (s_keys [i].type == T_STR)
+        if (s_keys [i].type == T_STR || s_keys [i].type == T_PATH)
             setenv (name, "from-env", 1);
         else
         if (s_keys [i].type == T_INT) {
@@ -217,7 +219,7 @@ test_env_overrides_win (void **state)
     assert_int_equal (bus_config_load (&cfg, NULL, err, sizeof err), 0);
     for (size_t i = 0; i < NKEYS; i++) {
         const key_t_ *k = &s_keys [i];
-        if (k->type == T_STR)
+        if (k->type == T_STR || k->type == T_PATH)
             assert_string_equal (bus_config_str (cfg, k->section, k->key), "from-env");
         else
         if (k->type == T_INT)
@@ -340,7 +342,16 @@ test_write_reload_round_trip (void **state)
     char longest [161];             /* the longest STR value still reloads */
     memset (longest, 'v', sizeof longest - 1);
     longest [sizeof longest - 1] = 0;
-    assert_int_equal (bus_config_set (cfg, "sanctum", "data_dir", longest, err, sizeof err), 0);
+    assert_int_equal (bus_config_set (cfg, "telemetry", "http", longest, err, sizeof err), 0);
+    /* paths absolute: a relative one would reload relative to the file
+       (test_write_file_paths) */
+    for (size_t i = 0; i < NKEYS; i++)
+        if (s_keys [i].type == T_PATH && s_keys [i].def [0]) {
+            char abs [64];
+            snprintf (abs, sizeof abs, "/srv/%s", s_keys [i].key);
+            assert_int_equal (bus_config_set (cfg, s_keys [i].section, s_keys [i].key, abs,
+                                              err, sizeof err), 0);
+        }
 
     char *text = NULL;
     size_t len = 0;
@@ -367,6 +378,107 @@ test_write_reload_round_trip (void **state)
 }
 
 
+/*  Relative paths in a file are relative to its folder, whatever the
+    working directory; absolute ones and the environment's are kept. */
+static void
+test_paths_relative_to_file (void **state)
+{
+    char sub [160], conf [200], real [PATH_MAX], expect [PATH_MAX + 64], cwd [PATH_MAX];
+    snprintf (sub, sizeof sub, "%s/sub", s_dir);
+    assert_int_equal (mkdir (sub, 0700), 0);
+    snprintf (conf, sizeof conf, "%s/sanctum.conf", sub);
+    FILE *f = fopen (conf, "w");
+    assert_non_null (f);
+    fputs ("[sanctum]\ndata_dir = .\nkeys_dir = keys\nallow_dir = ././keys/allow\n"
+           "[authz]\npolicy = ../policy.json\n", f);
+    fclose (f);
+    assert_non_null (realpath (sub, real));
+    assert_non_null (getcwd (cwd, sizeof cwd));
+    /* from elsewhere, by an absolute path, then from s_dir by a relative one */
+    const char *from [] = { "/", s_dir };
+    const char *path [] = { conf, "sub/sanctum.conf" };
+    for (int i = 0; i < 2; i++) {
+        assert_int_equal (chdir (from [i]), 0);
+        bus_config_t *cfg = NULL;
+        char err [256] = "";
+        assert_int_equal (bus_config_load (&cfg, path [i], err, sizeof err), 0);
+        assert_string_equal (bus_config_str (cfg, "sanctum", "data_dir"), real);
+        snprintf (expect, sizeof expect, "%s/keys", real);
+        assert_string_equal (bus_config_str (cfg, "sanctum", "keys_dir"), expect);
+        snprintf (expect, sizeof expect, "%s/keys/allow", real);
+        assert_string_equal (bus_config_str (cfg, "sanctum", "allow_dir"), expect);
+        snprintf (expect, sizeof expect, "%s/../policy.json", real);
+        assert_string_equal (bus_config_str (cfg, "authz", "policy"), expect);
+        char *dir = bus_config_data_dir (cfg, "authz");
+        snprintf (expect, sizeof expect, "%s/authz", real);
+        assert_string_equal (dir, expect);
+        free (dir);
+        bus_config_destroy (&cfg);
+    }
+    /* absolute paths and the environment's are left alone; a default too */
+    f = fopen (conf, "w");
+    fputs ("[sanctum]\nkeys_dir = /etc/sanctum/keys\n", f);
+    fclose (f);
+    setenv ("SANCTUM_SANCTUM_ALLOW_DIR", "./from/env", 1);
+    bus_config_t *cfg = NULL;
+    char err [256] = "";
+    assert_int_equal (bus_config_load (&cfg, conf, err, sizeof err), 0);
+    assert_string_equal (bus_config_str (cfg, "sanctum", "keys_dir"), "/etc/sanctum/keys");
+    assert_string_equal (bus_config_str (cfg, "sanctum", "allow_dir"), "./from/env");
+    assert_string_equal (bus_config_str (cfg, "sanctum", "data_dir"), "./var");
+    bus_config_destroy (&cfg);
+    s_clear_env ();
+    assert_int_equal (chdir (cwd), 0);
+}
+
+
+/*  bus_config_write_file writes paths relative to the new file's folder
+    when under it: `sanctumctl init` in DIR makes DIR/var/sanctum.conf
+    that works from anywhere, and the folder can move. */
+static void
+test_write_file_paths (void **state)
+{
+    char cwd [PATH_MAX], var [160], conf [200], real [PATH_MAX], expect [PATH_MAX + 64];
+    assert_non_null (getcwd (cwd, sizeof cwd));
+    assert_int_equal (chdir (s_dir), 0);
+    snprintf (var, sizeof var, "%s/var", s_dir);
+    assert_int_equal (mkdir (var, 0700), 0);
+    snprintf (conf, sizeof conf, "%s/sanctum.conf", var);
+    bus_config_t *cfg = NULL;
+    char err [256] = "";
+    assert_int_equal (bus_config_load (&cfg, NULL, err, sizeof err), 0);    /* ./var, ./var/keys ... */
+    assert_int_equal (bus_config_set (cfg, "authz", "policy", "/etc/policy.json", err, sizeof err), 0);
+    assert_int_equal (bus_config_write_file (cfg, "var/sanctum.conf"), 0);
+    bus_config_destroy (&cfg);
+    char text [16384] = "";
+    FILE *f = fopen (conf, "r");
+    assert_non_null (f);
+    size_t n = fread (text, 1, sizeof text - 1, f);
+    text [n] = 0;
+    fclose (f);
+    assert_non_null (strstr (text, "\ndata_dir = .\n"));
+    assert_non_null (strstr (text, "\nkeys_dir = keys\n"));
+    assert_non_null (strstr (text, "\nallow_dir = keys/allow\n"));
+    assert_non_null (strstr (text, "\npolicy = /etc/policy.json\n"));
+    /* read from elsewhere: the same folders */
+    assert_int_equal (chdir ("/"), 0);
+    assert_int_equal (bus_config_load (&cfg, conf, err, sizeof err), 0);
+    assert_non_null (realpath (var, real));
+    assert_string_equal (bus_config_str (cfg, "sanctum", "data_dir"), real);
+    snprintf (expect, sizeof expect, "%s/keys/allow", real);
+    assert_string_equal (bus_config_str (cfg, "sanctum", "allow_dir"), expect);
+    /* a path outside the folder is written absolute */
+    assert_int_equal (bus_config_set (cfg, "sanctum", "keys_dir", "/srv/keys", err, sizeof err), 0);
+    assert_int_equal (bus_config_write_file (cfg, conf), 0);
+    bus_config_destroy (&cfg);
+    assert_int_equal (bus_config_load (&cfg, conf, err, sizeof err), 0);
+    assert_string_equal (bus_config_str (cfg, "sanctum", "keys_dir"), "/srv/keys");
+    assert_string_equal (bus_config_str (cfg, "sanctum", "data_dir"), real);
+    bus_config_destroy (&cfg);
+    assert_int_equal (chdir (cwd), 0);
+}
+
+
 int
 main (void)
 {
@@ -378,6 +490,8 @@ main (void)
         cmocka_unit_test_setup_teardown (test_out_of_bounds, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown (test_bool_keys, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown (test_write_reload_round_trip, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown (test_paths_relative_to_file, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown (test_write_file_paths, s_setup, s_teardown),
     };
     int failed = cmocka_run_group_tests (tests, NULL, NULL);
     int total = (int) (sizeof tests / sizeof tests [0]);

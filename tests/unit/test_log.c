@@ -16,6 +16,7 @@
 #include <unistd.h>
 #include <cmocka.h>
 #include <jansson.h>
+#include <czmq.h>
 
 #include "bus_log.h"
 
@@ -312,6 +313,186 @@ test_threads_whole_lines (void **state)
 }
 
 
+/* --- rate-limited lines ----------------------------------------------------- */
+
+static int64_t s_clock_ms = 1000000;
+
+static int64_t
+s_fake_clock (void)
+{
+    return s_clock_ms;
+}
+
+
+/*  Number of captured lines whose msg contains text. */
+static int
+s_count_msg (json_t **lines, int n, const char *text)
+{
+    int count = 0;
+    for (int i = 0; i < n; i++)
+        if (strstr (s_get (lines [i], "msg"), text))
+            count++;
+    return count;
+}
+
+
+/*  A flood from one key writes `lines` lines per window; the first line
+    after the window says how many were left out, with thousands
+    separators and a "suppressed" field; other keys are not held back. */
+static void
+test_limit_window (void **state)
+{
+    bus_log_init ("svc", "info");
+    bus_log_limit_t *limit = bus_log_limit_new (5, 10000, 16);
+    assert_non_null (limit);
+    bus_log_limit_set_clock (limit, s_fake_clock);
+    s_capture_begin ();
+    int written = 0;
+    for (int i = 0; i < 1239; i++)
+        written += bus_log_limited (limit, "ext:flood", "forbidden", BUS_LOG_INFO,
+                                    json_pack ("{s:i}", "i", i), "request refused: %d", i);
+    /* the same peer with another reason, another peer with the same one */
+    written += bus_log_limited (limit, "ext:flood", "invalid", BUS_LOG_INFO, NULL, "other reason");
+    written += bus_log_limited (limit, "ext:calm", "forbidden", BUS_LOG_INFO, NULL, "other peer");
+    s_clock_ms += 10000;            /* the window is over */
+    written += bus_log_limited (limit, "ext:flood", "forbidden", BUS_LOG_INFO, NULL, "request refused: again");
+    written += bus_log_limited (limit, "ext:flood", "forbidden", BUS_LOG_INFO, NULL, "request refused: and again");
+    static json_t *lines [64];
+    int n = s_lines (s_capture_end (), lines, 64);
+    assert_int_equal (written, 5 + 2 + 2);
+    assert_int_equal (n, 9);
+    assert_string_equal (s_get (lines [0], "msg"), "request refused: 0");
+    assert_string_equal (s_get (lines [4], "msg"), "request refused: 4");
+    assert_string_equal (s_get (lines [5], "msg"), "other reason");
+    assert_string_equal (s_get (lines [6], "msg"), "other peer");
+    assert_string_equal (s_get (lines [7], "msg"), "request refused: again (1,234 similar lines suppressed)");
+    assert_int_equal (json_integer_value (json_object_get (lines [7], "suppressed")), 1234);
+    assert_string_equal (s_get (lines [8], "msg"), "request refused: and again");
+    assert_null (json_object_get (lines [8], "suppressed"));
+    assert_int_equal (bus_log_limit_suppressed (limit), 1234);
+    s_free_lines (lines, n);
+    bus_log_limit_destroy (&limit);
+    bus_log_limit_destroy (&limit);     /* NULL is fine */
+}
+
+
+/*  A flood that stops is still reported: flush writes the count (with the
+    first line left out) once the window is over, and only once. */
+static void
+test_limit_flush (void **state)
+{
+    bus_log_init ("svc", "info");
+    bus_log_limit_t *limit = bus_log_limit_new (2, 1000, 16);
+    bus_log_limit_set_clock (limit, s_fake_clock);
+    s_capture_begin ();
+    for (int i = 0; i < 12; i++)
+        bus_log_limited (limit, "KEY", "handshake_refused", BUS_LOG_WARN, NULL, "refused %d", i);
+    assert_int_equal (bus_log_limit_flush (limit), 0);     /* the window is still open */
+    s_clock_ms += 1000;
+    assert_int_equal (bus_log_limit_flush (limit), 1);
+    assert_int_equal (bus_log_limit_flush (limit), 0);
+    bus_log_limited (limit, "KEY", "handshake_refused", BUS_LOG_WARN, NULL, "refused later");
+    static json_t *lines [16];
+    int n = s_lines (s_capture_end (), lines, 16);
+    assert_int_equal (n, 4);
+    assert_string_equal (s_get (lines [2], "msg"), "refused 2 (10 similar lines suppressed)");
+    assert_string_equal (s_get (lines [2], "level"), "warn");
+    assert_string_equal (s_get (lines [2], "limited"), "KEY");
+    assert_int_equal (json_integer_value (json_object_get (lines [2], "suppressed")), 10);
+    assert_string_equal (s_get (lines [3], "msg"), "refused later");
+    s_free_lines (lines, n);
+    /* idle keys are forgotten after another window */
+    assert_int_equal (bus_log_limit_keys (limit), 1);
+    s_clock_ms += 2000;
+    bus_log_limit_flush (limit);
+    assert_int_equal (bus_log_limit_keys (limit), 0);
+    bus_log_limit_destroy (&limit);
+}
+
+
+/*  Memory is bounded: many distinct peers in one window use at most
+    max_keys slots, and the peers that find no slot share one overflow
+    key, so that distinct keys cannot flood the log either. */
+static void
+test_limit_bounded_keys (void **state)
+{
+    bus_log_init ("svc", "info");
+    bus_log_limit_t *limit = bus_log_limit_new (3, 1000, 4);
+    bus_log_limit_set_clock (limit, s_fake_clock);
+    s_capture_begin ();
+    int written = 0;
+    for (int i = 0; i < 1000; i++) {
+        char who [32];
+        snprintf (who, sizeof who, "peer-%d", i);
+        written += bus_log_limited (limit, who, "forbidden", BUS_LOG_INFO, NULL, "from %s", who);
+    }
+    assert_true (bus_log_limit_keys (limit) <= 4);
+    s_clock_ms += 1000;
+    bus_log_limit_flush (limit);
+    static json_t *lines [64];
+    int n = s_lines (s_capture_end (), lines, 64);
+    assert_int_equal (written, 4 + 3);          /* one line for each of 4 keys, 3 for the rest */
+    assert_int_equal (s_count_msg (lines, n, "(993 similar lines suppressed)"), 1);
+    s_free_lines (lines, n);
+    /* after the window, the slots are taken by new peers again */
+    s_capture_begin ();
+    assert_true (bus_log_limited (limit, "peer-new", "forbidden", BUS_LOG_INFO, NULL, "new"));
+    n = s_lines (s_capture_end (), lines, 64);
+    assert_int_equal (n, 1);
+    s_free_lines (lines, n);
+    bus_log_limit_destroy (&limit);
+}
+
+
+/*  Lines below the level are neither written nor counted. */
+static void
+test_limit_level (void **state)
+{
+    bus_log_init ("svc", "warn");
+    bus_log_limit_t *limit = bus_log_limit_new (1, 1000, 4);
+    s_capture_begin ();
+    for (int i = 0; i < 10; i++)
+        bus_log_limited (limit, "p", "r", BUS_LOG_INFO, json_object (), "quiet");
+    json_t *lines [4];
+    int n = s_lines (s_capture_end (), lines, 4);
+    assert_int_equal (n, 0);
+    assert_int_equal (bus_log_limit_suppressed (limit), 0);
+    bus_log_limit_destroy (&limit);
+    bus_log_init ("svc", "debug");
+}
+
+
+/*  CZMQ's own lines come out as JSON lines at their level; a filter can
+    claim some (they are then not written). */
+static bool
+s_claim (const char *text)
+{
+    return strncmp (text, "claimed", 7) == 0;
+}
+
+static void
+test_zsys_captured (void **state)
+{
+    bus_log_init ("svc", "debug");
+    bus_log_capture_zsys (s_claim);
+    s_capture_begin ();
+    zsys_warning ("careful: %d", 7);
+    zsys_error ("broken");
+    zsys_info ("claimed line");
+    zsys_debug ("details");
+    json_t *lines [8];
+    int n = s_lines (s_capture_end (), lines, 8);
+    assert_int_equal (n, 3);
+    assert_string_equal (s_get (lines [0], "msg"), "careful: 7");
+    assert_string_equal (s_get (lines [0], "level"), "warn");
+    assert_string_equal (s_get (lines [0], "from"), "czmq");
+    assert_string_equal (s_get (lines [1], "level"), "error");
+    assert_string_equal (s_get (lines [2], "msg"), "details");
+    assert_string_equal (s_get (lines [2], "level"), "debug");
+    s_free_lines (lines, n);
+}
+
+
 int
 main (void)
 {
@@ -322,6 +503,11 @@ main (void)
         cmocka_unit_test_teardown (test_fields_merged, s_teardown),
         cmocka_unit_test_teardown (test_escaping, s_teardown),
         cmocka_unit_test_teardown (test_threads_whole_lines, s_teardown),
+        cmocka_unit_test_teardown (test_limit_window, s_teardown),
+        cmocka_unit_test_teardown (test_limit_flush, s_teardown),
+        cmocka_unit_test_teardown (test_limit_bounded_keys, s_teardown),
+        cmocka_unit_test_teardown (test_limit_level, s_teardown),
+        cmocka_unit_test_teardown (test_zsys_captured, s_teardown),
     };
     int failed = cmocka_run_group_tests (tests, NULL, NULL);
     int total = (int) (sizeof tests / sizeof tests [0]);
