@@ -12,6 +12,10 @@
     dispatches is error 2002, a condition whose parameters are missing is
     error 2000 when it decides the answer. Stored tuples the model no
     longer allows are ignored.
+
+    Check and BatchCheck are authz_check.c; ListObjects, ListUsers and
+    Expand authz_list.c; the query state and tuple reading they share
+    authz_query.c (authz_query.h, private to them).
 */
 #ifndef AUTHZ_CHECK_H
 #define AUTHZ_CHECK_H
