@@ -199,7 +199,8 @@ s_precompile (authz_cel_t *self, cel_node_t *n)
     if (!re)
         return AUTHZ_CEL_ELIMIT;
     char msg [CEL_MAX_ERRMSG];
-    if (cel_re_compile (n->args [1]->lit.s.p, n->args [1]->lit.s.n, re, msg, sizeof msg)) {
+    if (cel_re_compile (n->args [1]->lit.s.p, n->args [1]->lit.s.n, re, &n->re_info, NULL, 0,
+                        msg, sizeof msg)) {
         free (re);              //  cel-go reports a bad pattern when evaluating
         return 0;
     }
@@ -291,14 +292,23 @@ int
 authz_cel_eval (const authz_cel_t *self, json_t *context,
                 json_t **missing, char *err, size_t err_len)
 {
-    return cel_run (self, context, false, missing, err, err_len);
+    authz_cel_run_t run = {.context = context};
+    return cel_run (self, &run, missing, err, err_len);
 }
 
 int
 authz_cel_eval_partial (const authz_cel_t *self, json_t *context,
                         json_t **missing, char *err, size_t err_len)
 {
-    return cel_run (self, context, true, missing, err, err_len);
+    authz_cel_run_t run = {.context = context, .partial = true};
+    return cel_run (self, &run, missing, err, err_len);
+}
+
+int
+authz_cel_run (const authz_cel_t *self, authz_cel_run_t *run,
+               json_t **missing, char *err, size_t err_len)
+{
+    return cel_run (self, run, missing, err, err_len);
 }
 
 const char *
@@ -317,6 +327,7 @@ authz_cel_strerror (int code)
         case AUTHZ_CEL_EEVAL: return "evaluation error";
         case AUTHZ_CEL_ELIMIT: return "limit exceeded";
         case AUTHZ_CEL_ENOTBOOL: return "not a bool";
+        case AUTHZ_CEL_EBUDGET: return "cost budget spent";
         default: return code >= 0? "ok": "unknown error";
     }
 }

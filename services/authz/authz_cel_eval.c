@@ -60,8 +60,13 @@ bool
 cel_charge (cel_eval_t *ev, uint64_t units)
 {
     ev->cost += units;
-    if (ev->cost > AUTHZ_CEL_MAX_COST) {
-        cel_vlimit (ev, "evaluation cost limit exceeded");
+    if (ev->cost > ev->limit) {
+        if (ev->limit < AUTHZ_CEL_MAX_COST) {
+            cel_vlimit (ev, "the request's cost budget is spent");
+            ev->abort_val.code = AUTHZ_CEL_EBUDGET;
+        }
+        else
+            cel_vlimit (ev, "evaluation cost limit exceeded");
         return false;
     }
     return !ev->abort;
@@ -509,9 +514,11 @@ s_from_json (s_conv_t *cv, const cel_type_t *t, json_t *j, cel_val_t *out, int d
 
 //  parameters over failing at once.
 int
-cel_run (const authz_cel_t *self, json_t *context, bool partial,
-       json_t **missing, char *err, size_t err_len)
+cel_run (const authz_cel_t *self, authz_cel_run_t *run,
+         json_t **missing, char *err, size_t err_len)
 {
+    json_t *context = run->context, *fallback = run->fallback;
+    bool partial = run->partial;
     assert (self);
     int rc = 0;
     json_t *absent = NULL;
@@ -521,12 +528,14 @@ cel_run (const authz_cel_t *self, json_t *context, bool partial,
         err [0] = 0;
     cel_eval_t ev = {.cel = self};
     ev.arena.limit = AUTHZ_CEL_MAX_EVAL_MEMORY;
-    if (context && !json_is_object (context)) {
+    ev.limit = run->allowance && run->allowance < AUTHZ_CEL_MAX_COST? run->allowance: AUTHZ_CEL_MAX_COST;
+    run->spent = 0;
+    if ((context && !json_is_object (context)) || (fallback && !json_is_object (fallback))) {
         cel_errf (err, err_len, "context must be a JSON object");
         rc = AUTHZ_CEL_ETYPE;
         goto done;
     }
-    if (self->nparams == 0 && json_object_size (context) > 0) {
+    if (self->nparams == 0 && json_object_size (context) + json_object_size (fallback) > 0) {
         cel_errf (err, err_len, "no parameters defined for the condition");
         rc = AUTHZ_CEL_ETYPE;
         goto done;
@@ -540,6 +549,8 @@ cel_run (const authz_cel_t *self, json_t *context, bool partial,
     s_conv_t cv = {.ev = &ev, .budget = AUTHZ_CEL_MAX_CONTEXT_VALUES, .err = err, .err_len = err_len};
     for (size_t i = 0; i < self->nparams; i++) {
         json_t *j = context? json_object_get (context, self->params [i].name): NULL;
+        if (!j && fallback)
+            j = json_object_get (fallback, self->params [i].name);
         if (!j) {
             ev.params [i].k = V_UNKNOWN;
             if (!absent)
@@ -560,6 +571,8 @@ cel_run (const authz_cel_t *self, json_t *context, bool partial,
         rc = AUTHZ_CEL_EMISSING;
         goto done;
     }
+    //  the conversion costs a unit a value
+    cel_charge (&ev, AUTHZ_CEL_MAX_CONTEXT_VALUES - cv.budget);
     cel_val_t v = s_eval (&ev, self->root);
     if (ev.abort)
         v = ev.abort_val;
@@ -588,5 +601,8 @@ done:
     }
     json_decref (absent);
     cel_arena_free (&ev.arena);
+    //  a charge refused did no work: what was spent is at most the limit
+    //  and the unit that passed it
+    run->spent = ev.cost > ev.limit? ev.limit + 1: ev.cost;
     return rc;
 }

@@ -542,7 +542,7 @@ s_re_repeat (long *inner, long group, bool looping, long times)
 //  quantifiers, which change no match/no-match answer). out must hold
 //  16 * n + 16 bytes. Returns NULL or an error message.
 static const char *
-s_re_translate (const char *pat, size_t n, char *out, int *cflags)
+s_re_translate (const char *pat, size_t n, char *out, int *cflags, cel_re_info_t *info)
 {
     size_t i = 0, o = 0;
     //  RE2 bounds counted repetition, nested ones multiplied, by 1000;
@@ -562,11 +562,18 @@ s_re_translate (const char *pat, size_t n, char *out, int *cflags)
     long closed = 0;
     bool closed_loop = false, quantified = false;
     int depth = 0;
+    //  size [d]: the program size of open group d so far, counted
+    //  repetitions expanded as glibc expands them (x{3} is x x x, x+ on a
+    //  group is x x*); last: the size of the last item, which a quantifier
+    //  multiplies. The total is bounded (compile time and memory follow it).
+    long size [S_MAX_RE_NEST + 1] = {0};
+    long last = 0;
     *cflags = REG_EXTENDED | REG_NOSUB;
     if (n >= 4 && !memcmp (pat, "(?i)", 4)) {
         *cflags |= REG_ICASE;
         i = 4;
     }
+    info->anchored = i < n && pat [i] == '^' && !memchr (pat, '|', n);
     while (i < n) {
         char c = pat [i];
         long group = closed;    //  a quantifier here applies to that group
@@ -597,12 +604,16 @@ s_re_translate (const char *pat, size_t n, char *out, int *cflags)
             }
             else
                 return "unsupported escape sequence";
+            size [depth]++;
+            last = 1;
             continue;
         }
         if (c == '[') {
             const char *msg = s_re_bracket (pat, n, &i, out, &o);
             if (msg)
                 return msg;
+            size [depth]++;
+            last = 1;
             continue;
         }
         if (c == '(') {
@@ -610,6 +621,7 @@ s_re_translate (const char *pat, size_t n, char *out, int *cflags)
                 return "groups nested too deeply";
             inner [++depth] = 1;
             loop [depth] = false;
+            size [depth] = 0;
             out [o++] = '(';
             i++;
             if (i < n && pat [i] == '?') {
@@ -629,6 +641,8 @@ s_re_translate (const char *pat, size_t n, char *out, int *cflags)
             loop [depth] |= closed_loop;
             if (closed > inner [depth])
                 inner [depth] = closed;
+            last = size [depth + 1];
+            size [depth] += last;
             out [o++] = ')';
             i++;
             continue;
@@ -660,6 +674,11 @@ s_re_translate (const char *pat, size_t n, char *out, int *cflags)
                 if (msg)
                     return msg;
                 loop [depth] |= b == -2;
+                long times = b > a? b: a > 0? a: 1;
+                size [depth] += last * (times - 1);
+                last *= times;
+                if (size [depth] > AUTHZ_CEL_MAX_REGEX_PROGRAM)
+                    return "regular expression too complex";
                 s_re_put (out, &o, pat + i, j + 1 - i);
                 i = j + 1;
                 if (i < n && pat [i] == '?')
@@ -668,11 +687,15 @@ s_re_translate (const char *pat, size_t n, char *out, int *cflags)
                 continue;
             }
             s_re_put (out, &o, "[{]", 3);
+            size [depth]++;
+            last = 1;
             i++;
             continue;
         }
         if (c == '}') {
             s_re_put (out, &o, "[}]", 3);
+            size [depth]++;
+            last = 1;
             i++;
             continue;
         }
@@ -686,20 +709,45 @@ s_re_translate (const char *pat, size_t n, char *out, int *cflags)
                 return msg;
             loop [depth] |= c != '?';
             quantified = true;
+            if (c == '+' && group) {
+                size [depth] += last;
+                last *= 2;
+                if (size [depth] > AUTHZ_CEL_MAX_REGEX_PROGRAM)
+                    return "regular expression too complex";
+            }
             if (i < n && pat [i] == '?')
                 i++;
+        }
+        else {
+            size [depth]++;
+            last = 1;
         }
     }
     if (depth)
         return "missing )";
+    if (size [0] > AUTHZ_CEL_MAX_REGEX_PROGRAM)
+        return "regular expression too complex";
     out [o] = 0;
+    info->len = o;
+    info->program = (size_t) size [0];
     return NULL;
+}
+
+//  Charge a match of a subject of n bytes (see authz_cel.h): a search
+//  from every start position, or from the first for an anchored pattern.
+static bool
+s_re_charge (cel_eval_t *ev, const cel_re_info_t *info, size_t n)
+{
+    uint64_t m = info->len + 1;
+    uint64_t steps = info->anchored? (uint64_t) (n + 1) * m: (uint64_t) n * (n + 1) / 2 * m;
+    return cel_charge (ev, steps / AUTHZ_CEL_REGEX_STEP_DIV);
 }
 
 //  Compile an RE2-style pattern into re. Returns NULL or an error message
 //  (in msg, of msg_len bytes).
 const char *
-cel_re_compile (const char *pat, size_t n, regex_t *re, char *msg, size_t msg_len)
+cel_re_compile (const char *pat, size_t n, regex_t *re, cel_re_info_t *info,
+                cel_eval_t *ev, size_t subject, char *msg, size_t msg_len)
 {
     if (n > AUTHZ_CEL_MAX_REGEX_LEN) {
         snprintf (msg, msg_len, "regular expression longer than %d bytes", AUTHZ_CEL_MAX_REGEX_LEN);
@@ -711,9 +759,15 @@ cel_re_compile (const char *pat, size_t n, regex_t *re, char *msg, size_t msg_le
         return msg;
     }
     int cflags = 0;
-    const char *bad = s_re_translate (pat, n, buf, &cflags);
+    const char *bad = s_re_translate (pat, n, buf, &cflags, info);
     if (bad)
         snprintf (msg, msg_len, "error parsing regexp: %s", bad);
+    else
+    if (ev && (!cel_charge (ev, (uint64_t) info->program * AUTHZ_CEL_REGEX_COMPILE_UNIT)
+           ||  !s_re_charge (ev, info, subject))) {
+        snprintf (msg, msg_len, "cost limit");
+        bad = msg;
+    }
     else {
         int rc = regcomp (re, buf, cflags);
         if (rc) {
@@ -1192,11 +1246,13 @@ s_matches (cel_eval_t *ev, const cel_node_t *n, const cel_val_t *s, const cel_va
     if (!cel_charge (ev, 1 + (s->s.n + pat->s.n) / 16))
         return ev->abort_val;
     if (n->re)
-        return cel_vbool (s_re_match (n->re, s->s.p, s->s.n));
+        return s_re_charge (ev, &n->re_info, s->s.n)
+             ? cel_vbool (s_re_match (n->re, s->s.p, s->s.n)): ev->abort_val;
     regex_t re;
+    cel_re_info_t info;
     char msg [CEL_MAX_ERRMSG];
-    if (cel_re_compile (pat->s.p, pat->s.n, &re, msg, sizeof msg))
-        return cel_verr (ev, AUTHZ_CEL_EEVAL, "%s", msg);
+    if (cel_re_compile (pat->s.p, pat->s.n, &re, &info, ev, s->s.n, msg, sizeof msg))
+        return ev->abort? ev->abort_val: cel_verr (ev, AUTHZ_CEL_EEVAL, "%s", msg);
     bool m = s_re_match (&re, s->s.p, s->s.n);
     regfree (&re);
     return cel_vbool (m);

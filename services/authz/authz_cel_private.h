@@ -143,6 +143,13 @@ typedef enum {
 
 typedef enum { M_ALL, M_EXISTS, M_EXISTS_ONE, M_MAP, M_MAP_FILTER, M_FILTER } cel_macro_t;
 
+/*  What the cost of a pattern depends on (see authz_cel.h). */
+typedef struct {
+    size_t len;                 //  bytes of the translated (POSIX) pattern
+    size_t program;             //  size with counted repetitions expanded
+    bool anchored;              //  starts with ^ and has no alternation
+} cel_re_info_t;
+
 typedef struct cel_node cel_node_t;
 struct cel_node {
     uint8_t kind;               //  cel_node_kind_t
@@ -158,6 +165,7 @@ struct cel_node {
     cel_val_t lit;                //  N_LIT
     const cel_type_t *type;       //  set by the checker
     regex_t *re;                //  F_MATCHES with a constant pattern that compiled
+    cel_re_info_t re_info;      //  its cost
 };
 
 typedef struct {
@@ -183,6 +191,7 @@ typedef struct {
     const authz_cel_t *cel;
     cel_arena_t arena;
     uint64_t cost;
+    uint64_t limit;             //  cost allowed: AUTHZ_CEL_MAX_COST or less
     bool abort;                 //  a limit was hit: the whole evaluation fails
     cel_val_t abort_val;
     cel_val_t *params;
@@ -233,9 +242,14 @@ void cel_type_str (const cel_type_t *t, char *buf, size_t len);
 bool cel_parse_rfc3339 (const char *s, size_t n, cel_val_t *out);
 bool cel_parse_duration (const char *s, size_t n, int64_t *out);
 bool cel_parse_ip (const char *s, size_t n, cel_ip_t *ip, cel_arena_t *a);
-/*  authz_cel_lib.c: compile an RE2-style pattern into re. Returns NULL or
-    an error message (in msg, of msg_len bytes). */
-const char *cel_re_compile (const char *pat, size_t n, regex_t *re, char *msg, size_t msg_len);
+/*  authz_cel_lib.c: compile an RE2-style pattern into re, its cost into
+    info. With ev, the compilation and a match of a subject of that many
+    bytes are charged to it first (translation is linear; glibc's
+    compilation follows the expanded size). Returns NULL
+    or an error message (in msg, of msg_len bytes); with ev aborted, the
+    charge failed. */
+const char *cel_re_compile (const char *pat, size_t n, regex_t *re, cel_re_info_t *info,
+                            cel_eval_t *ev, size_t subject, char *msg, size_t msg_len);
 /*  authz_cel_lib.c: index of key in map m (CEL's heterogeneous key
     equality) or -1. */
 ssize_t cel_map_find (cel_eval_t *ev, const cel_map_t *m, const cel_val_t *key);
@@ -259,9 +273,9 @@ cel_val_t cel_nooverload (cel_eval_t *ev, int fn);
 /*  authz_cel_eval.c: a string (k K_STRING) or bytes value of n bytes
     copied from p. */
 cel_val_t cel_vstr (cel_eval_t *ev, int k, const char *p, size_t n);
-/*  authz_cel_eval.c: evaluate self with context, for authz_cel_eval
-    (partial false) and authz_cel_eval_partial (true); see authz_cel.h. */
-int cel_run (const authz_cel_t *self, json_t *context, bool partial,
+/*  authz_cel_eval.c: one evaluation, for authz_cel_run, authz_cel_eval
+    and authz_cel_eval_partial; see authz_cel.h. */
+int cel_run (const authz_cel_t *self, authz_cel_run_t *run,
              json_t **missing, char *err, size_t err_len);
 
 #endif

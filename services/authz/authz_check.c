@@ -186,7 +186,9 @@ s_rewrite (authz_query_t *q, int type, const char *object, const authz_relation_
 int
 authz_query_resolve (authz_query_t *q, int type, const char *object, int rel, int depth, bool *cycle)
 {
-    if (depth >= AUTHZ_RESOLVE_DEPTH)
+    if (q->budget->over)
+        return authz_query_spend (q, 0, 0);
+    if (depth >= q->max_depth)
         return authz_error_set (q->err, AUTHZ_ETOO_COMPLEX,
                                 "Authorization Model resolution required too many rewrite rules to be resolved. Try simplifying your authorization model.");
     const authz_user_t *u = &q->user;
@@ -233,6 +235,8 @@ authz_check (authz_store_t *store, const authz_model_t *model, const char *objec
     if (rc == 0) {
         bool cycle = false;
         rc = authz_query_resolve (&q, type, object, rel, 0, &cycle);
+        if (q.budget->over)             /* whatever was found meanwhile */
+            rc = authz_query_spend (&q, 0, 0);
         if (rc >= 0) {
             *allowed = rc == 1;
             rc = 0;
@@ -245,9 +249,12 @@ authz_check (authz_store_t *store, const authz_model_t *model, const char *objec
 /*  BatchCheck; see the header. */
 int
 authz_batch_check (authz_store_t *store, const authz_model_t *model, json_t *checks,
-                   json_t **result, authz_error_t *err)
+                   authz_budget_t *budget, json_t **result, authz_error_t *err)
 {
     *result = NULL;
+    authz_budget_t own = { 0 };
+    if (!budget)
+        budget = &own;
     size_t n = json_array_size (checks);
     if (!json_is_array (checks) || n == 0)
         return authz_error_set (err, AUTHZ_EVALIDATION, "checks must be a non-empty array");
@@ -282,12 +289,16 @@ authz_batch_check (authz_store_t *store, const authz_model_t *model, json_t *che
                 nc++;
         json_t *tk = json_object_get (item, "tuple_key");
         bool allowed = false;
-        authz_extra_t extra = { ctx, nc, json_object_get (item, "context") };
+        authz_extra_t extra = { ctx, nc, json_object_get (item, "context"), budget };
         if (crc == 0)
             crc = authz_check (store, model, json_string_value (json_object_get (tk, "object")),
                                json_string_value (json_object_get (tk, "relation")),
                                json_string_value (json_object_get (tk, "user")),
                                &extra, &allowed, &e);
+        if (budget->over) {             /* the request's budget: all of it fails */
+            rc = authz_error_set (err, AUTHZ_ETOO_COMPLEX, "%s", e.message);
+            break;
+        }
         json_t *res = crc? json_pack ("{s{siss}}", "error", "code", e.code? e.code: -crc,
                                       "message", e.message)
                          : json_pack ("{sb}", "allowed", allowed);

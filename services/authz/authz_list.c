@@ -14,12 +14,22 @@
 #include "bus_error.h"
 #include "authz_query.h"
 
-/*  Collect distinct objects of a type (scan callback; arg is a JSON
-    object used as a set). */
+/*  Distinct objects of a type, each tuple read spent from the query's
+    budget. */
+typedef struct {
+    authz_query_t *q;
+    json_t *set;                /* object -> true */
+} s_collect_t;
+
+/*  Collect t's object (scan callback; arg an s_collect_t). */
 static int
 s_collect_object (const authz_tuple_t *t, void *arg)
 {
-    return json_object_set_new ((json_t *) arg, t->object, json_true ())? BUS_ENOMEM: 0;
+    s_collect_t *c = arg;
+    int rc = authz_query_spend (c->q, 0, 1);
+    if (rc)
+        return rc;
+    return json_object_set_new (c->set, t->object, json_true ())? BUS_ENOMEM: 0;
 }
 
 /*  Validate a ListObjects/ListUsers target: type (2021) and relation
@@ -204,7 +214,8 @@ static int
 s_rev_found (const authz_tuple_t *t, void *arg)
 {
     s_rev_into_t *into = arg;
-    return s_rev_add (into->rv, into->pair, t->object);
+    int rc = authz_query_spend (into->rv->q, 0, 1);
+    return rc? rc: s_rev_add (into->rv, into->pair, t->object);
 }
 
 /*  Objects of pair p's type with tuples #rel@user, stored and contextual,
@@ -340,8 +351,8 @@ authz_list_objects (authz_store_t *store, const authz_model_t *model, const char
         int target = s_rev_pair (&rv, t, r);
         int wrc = target < 0? target: s_rev_run (&rv, target, out, &first_err);
         walked = wrc == 0;
-        if (wrc == BUS_ENOMEM)
-            rc = wrc;
+        if (wrc == BUS_ENOMEM || q.budget->over)
+            rc = q.budget->over? authz_query_spend (&q, 0, 0): wrc;
         else
         if (!walked) {              /* the walk gave up: start again, every object */
             json_array_clear (out);
@@ -351,13 +362,14 @@ authz_list_objects (authz_store_t *store, const authz_model_t *model, const char
     s_rev_free (&rv);
     if (rc == 0 && !walked) {
         set = json_object ();
+        s_collect_t collect = { &q, set };
         size_t tl = strlen (type);
         for (size_t i = 0; set && rc == 0 && i < q.n_ctx; i++)
             if (strncmp (q.ctx_tuples [i].object, type, tl) == 0
             &&  q.ctx_tuples [i].object [tl] == ':')
-                rc = s_collect_object (&q.ctx_tuples [i], set);
+                rc = s_collect_object (&q.ctx_tuples [i], &collect);
         if (rc == 0)
-            rc = set? authz_store_scan_type (store, q.txn, type, s_collect_object, set): BUS_ENOMEM;
+            rc = set? authz_store_scan_type (store, q.txn, type, s_collect_object, &collect): BUS_ENOMEM;
     }
     const char *obj;
     json_t *v;
@@ -375,6 +387,8 @@ authz_list_objects (authz_store_t *store, const authz_model_t *model, const char
     }
     if (rc == 0 && first_err)
         rc = first_err;
+    if (q.budget->over)                 /* whatever was found meanwhile */
+        rc = authz_query_spend (&q, 0, 0);
     authz_query_end (&q);
     json_decref (set);
     if (rc == 0)
@@ -638,7 +652,9 @@ static int
 s_lu_expand (authz_query_t *q, int type, const char *object, int rel, int depth,
              s_flist_t *out, bool *cycle)
 {
-    if (depth >= AUTHZ_RESOLVE_DEPTH)
+    if (q->budget->over)
+        return authz_query_spend (q, 0, 0);
+    if (depth >= q->max_depth)
         return authz_error_set (q->err, AUTHZ_ETOO_COMPLEX,
                                 "Authorization Model resolution required too many rewrite rules to be resolved. Try simplifying your authorization model.");
     for (int i = 0; i < q->path_len; i++)
@@ -702,6 +718,8 @@ authz_list_users (authz_store_t *store, const authz_model_t *model, const char *
     bool cycle = false;
     if (rc == 0)
         rc = s_lu_expand (&q, t, object, r, 0, &found, &cycle);
+    if (q.budget->over)
+        rc = authz_query_spend (&q, 0, 0);
     authz_query_end (&q);
     json_t *out = json_array ();
     if (rc == 0 && out) {

@@ -125,7 +125,8 @@ authz_query_ttu_computed (authz_query_t *q, const authz_rw_t *rw, int ut)
 }
 
 /*  Evaluate a tuple's condition: 1 met (or none), 0 not met, -2000 on a
-    missing parameter or evaluation error. */
+    missing parameter or evaluation error, -2002 over the request's budget
+    or the expression's own limits. */
 int
 authz_query_condition (authz_query_t *q, const authz_tuple_t *t)
 {
@@ -136,17 +137,28 @@ authz_query_condition (authz_query_t *q, const authz_tuple_t *t)
     if (!c || !c->cel)
         return authz_error_set (q->err, AUTHZ_EVALIDATION,
                                 "condition '%s' was not found", t->condition);
-    json_t *ctx = q->context? json_copy (q->context): json_object ();
+    //  The tuple's context over the request's, looked up (not merged) by
+    //  the evaluation; a stored one is parsed, charged by its length
     json_t *tctx = t->context? json_incref (t->context): NULL;
-    if (!tctx && t->context_text && *t->context_text)
+    size_t text_len = !tctx && t->context_text? strlen (t->context_text): 0;
+    int rc = authz_query_spend (q, 1 + text_len / 16, 0);
+    if (rc)
+        return rc;
+    if (text_len)
         tctx = json_loads (t->context_text, 0, NULL);
-    if (tctx)
-        json_object_update (ctx, tctx);
-    json_decref (tctx);
+    authz_budget_t *b = q->budget;
+    authz_cel_run_t run = {.context = tctx, .fallback = q->context,
+                           .allowance = b->max_cost > b->cost? b->max_cost - b->cost: 1};
     char msg [160] = "";
     json_t *missing = NULL;
-    int rc = authz_cel_eval (c->cel, ctx, &missing, msg, sizeof msg);
-    json_decref (ctx);
+    rc = authz_cel_run (c->cel, &run, &missing, msg, sizeof msg);
+    json_decref (tctx);
+    int spent = authz_query_spend (q, run.spent, 0);
+    if (rc == AUTHZ_CEL_EBUDGET || (rc < 0 && spent)) {
+        json_decref (missing);
+        b->over = true;                 /* the allowance was what was left */
+        return spent? spent: authz_query_spend (q, 0, 0);
+    }
     if (rc < 0) {
         if (rc == AUTHZ_CEL_EMISSING) {
             char *names = missing? json_dumps (missing, JSON_COMPACT): NULL;
@@ -154,6 +166,16 @@ authz_query_condition (authz_query_t *q, const authz_tuple_t *t)
                              "failed to evaluate relationship condition '%s': context is missing parameters '%s'",
                              t->condition, names? names: "");
             free (names);
+        }
+        else
+        if (rc == AUTHZ_CEL_ELIMIT) {
+            //  over the expression's own cost or memory limit: the work
+            //  asked for is too much, as the request's budget would be
+            authz_error_set (q->err, AUTHZ_ETOO_COMPLEX,
+                             "failed to evaluate relationship condition '%s': %s",
+                             t->condition, msg);
+            json_decref (missing);
+            return -AUTHZ_ETOO_COMPLEX;
         }
         else
             authz_error_set (q->err, AUTHZ_EVALIDATION,
@@ -234,31 +256,31 @@ int
 authz_query_read (authz_query_t *q, int type, int rel, const char *object, const char *relation,
         authz_tlist_t *out)
 {
-    for (size_t i = 0; i < q->n_ctx; i++) {
+    //  One read, then each tuple it yields, from the request's budget
+    size_t before = out->n;
+    int rc = authz_query_spend (q, 0, 1);
+    for (size_t i = 0; rc == 0 && i < q->n_ctx; i++) {
         const authz_tuple_t *t = &q->ctx_tuples [i];
-        if (strcmp (t->object, object) == 0 && strcmp (t->relation, relation) == 0) {
-            int rc = authz_tlist_add (t, out);
-            if (rc)
-                return rc;
-        }
+        if (strcmp (t->object, object) == 0 && strcmp (t->relation, relation) == 0)
+            rc = authz_tlist_add (t, out);
     }
+    if (rc)
+        return rc;
     if (s_cache_fill (q, type, rel, object, relation)) {
-        for (size_t i = 0; i < q->cache.tuples.n; i++) {
-            int rc = authz_tlist_add (&q->cache.tuples.v [i], out);
-            if (rc)
-                return rc;
-        }
-        return 0;
+        for (size_t i = 0; rc == 0 && i < q->cache.tuples.n; i++)
+            rc = authz_tlist_add (&q->cache.tuples.v [i], out);
     }
-    size_t first = out->n;
-    int rc = authz_store_scan_users (q->store, q->txn, object, relation, authz_tlist_add, out);
-    //  Drop stored tuples the model does not allow
-    size_t keep = first;
-    for (size_t i = first; rc == 0 && i < out->n; i++)
-        if (s_stored_valid (q, type, rel, &out->v [i]))
-            out->v [keep++] = out->v [i];
-    out->n = keep;
-    return rc;
+    else {
+        size_t first = out->n;
+        rc = authz_store_scan_users (q->store, q->txn, object, relation, authz_tlist_add, out);
+        //  Drop stored tuples the model does not allow
+        size_t keep = first;
+        for (size_t i = first; rc == 0 && i < out->n; i++)
+            if (s_stored_valid (q, type, rel, &out->v [i]))
+                out->v [keep++] = out->v [i];
+        out->n = keep;
+    }
+    return rc? rc: authz_query_spend (q, 0, out->n - before);
 }
 
 /*  Does object#relation@user exist with its condition met? 1, 0 or error. */
@@ -266,7 +288,9 @@ int
 authz_query_read_exact (authz_query_t *q, int type, int rel, const char *object, const char *relation,
               const char *user)
 {
-    int result = 0;
+    int result = authz_query_spend (q, 0, 1);
+    if (result)
+        return result;
     for (size_t i = 0; i < q->n_ctx; i++) {
         const authz_tuple_t *t = &q->ctx_tuples [i];
         if (strcmp (t->object, object) == 0 && strcmp (t->relation, relation) == 0
@@ -339,6 +363,14 @@ authz_query_begin (authz_query_t *q, authz_store_t *store, const authz_model_t *
     q->cache.valid = false;
     q->memo_type = -1;
     q->memo_rw = NULL;
+    q->own_budget = (authz_budget_t) { 0 };
+    q->budget = extra && extra->budget? extra->budget: &q->own_budget;
+    if (!q->budget->max_cost)
+        q->budget->max_cost = AUTHZ_BUDGET_COST;
+    if (!q->budget->max_tuples)
+        q->budget->max_tuples = AUTHZ_BUDGET_TUPLES;
+    q->max_depth = q->budget->max_depth > 0 && q->budget->max_depth < AUTHZ_RESOLVE_DEPTH?
+                   q->budget->max_depth: AUTHZ_RESOLVE_DEPTH;
     if (extra) {
         if (extra->n_tuples > AUTHZ_MAX_CONTEXTUAL)
             return authz_error_set (err, AUTHZ_EVALIDATION,
@@ -357,6 +389,27 @@ authz_query_begin (authz_query_t *q, authz_store_t *store, const authz_model_t *
     }
     q->txn = authz_store_read_begin (store);
     return q->txn? 0: authz_error_set (err, AUTHZ_EINTERNAL, "cannot read the store");
+}
+
+/*  Spend from the request's budget; see the header. */
+int
+authz_query_spend (authz_query_t *q, uint64_t cost, uint64_t tuples)
+{
+    authz_budget_t *b = q->budget;
+    if (!b->over) {                     /* once over, nothing more is done */
+        b->cost += cost;
+        b->tuples += tuples;
+        b->over = b->cost > b->max_cost || b->tuples > b->max_tuples;
+    }
+    if (!b->over)
+        return 0;
+    if (b->tuples > b->max_tuples)
+        return authz_error_set (q->err, AUTHZ_ETOO_COMPLEX,
+                                "request over its budget: more than %llu tuples read",
+                                (unsigned long long) b->max_tuples);
+    return authz_error_set (q->err, AUTHZ_ETOO_COMPLEX,
+                            "request over its budget: condition evaluation cost over %llu",
+                            (unsigned long long) b->max_cost);
 }
 
 /*  End the read transaction; see the header. */

@@ -71,6 +71,9 @@ typedef struct {
     size_t filter_type_len;
     const char *filter_rel;     /* ListUsers: "" for none */
     authz_qcache_t cache;
+    authz_budget_t *budget;     /* the request's (extra's, or own_budget) */
+    authz_budget_t own_budget;
+    int max_depth;
     /* One-entry memos of model lookups (see authz_query.c) */
     const char *memo_type_name;
     size_t memo_type_len;
@@ -100,6 +103,10 @@ int authz_query_begin (authz_query_t *q, authz_store_t *store, const authz_model
 /*  End the read transaction (no-op when none). */
 void authz_query_end (authz_query_t *q);
 
+/*  Spend cost CEL units and tuples reads from the request's budget.
+    Returns 0, or -2002 (err set) once over, and from then on. */
+int authz_query_spend (authz_query_t *q, uint64_t cost, uint64_t tuples);
+
 /*  Type id of the object string's type, or -1. */
 int authz_query_object_type (const authz_model_t *m, const char *object);
 /*  The relation a tuple-to-userset rw computes on user type ut (-1 when
@@ -107,7 +114,9 @@ int authz_query_object_type (const authz_model_t *m, const char *object);
 int authz_query_ttu_computed (authz_query_t *q, const authz_rw_t *rw, int ut);
 
 /*  Evaluate t's condition with the request context: 1 met (or none), 0
-    not met, -2000 on a missing parameter or an evaluation error. */
+    not met, -2000 on a missing parameter or an evaluation error, -2002
+    over the request's budget (sticky) or the expression's own limits
+    (AUTHZ_CEL_ELIMIT: that evaluation only). */
 int authz_query_condition (authz_query_t *q, const authz_tuple_t *t);
 
 /*  Append the tuples of object#relation (rel its id on type) to out:

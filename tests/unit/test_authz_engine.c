@@ -216,7 +216,7 @@ test_contextual (void **state)
     s_fix_t *f = *state;
     authz_tuple_t ctx [101];
     ctx [0] = s_t ("doc:1", "viewer", "user:anne");
-    authz_extra_t x = { ctx, 1, NULL };
+    authz_extra_t x = { ctx, 1, NULL, NULL };
     assert_int_equal (s_check (f, "doc:1", "viewer", "user:anne", &x), 1);
     assert_int_equal (s_check (f, "doc:1", "viewer", "user:anne", NULL), 0);
     ctx [0] = s_t ("doc:1", "viewer", "doc:3");
@@ -282,7 +282,7 @@ test_expand_batch (void **state)
                                  "{\"tuple_key\":{\"object\":\"doc:1\",\"relation\":\"nope\","
                                  "\"user\":\"user:anne\"},\"correlation_id\":\"b\"}]", 0, NULL);
     json_t *res = NULL;
-    assert_int_equal (authz_batch_check (f->store, f->model, checks, &res, NULL), 0);
+    assert_int_equal (authz_batch_check (f->store, f->model, checks, NULL, &res, NULL), 0);
     assert_true (json_is_true (json_object_get (json_object_get (res, "a"), "allowed")));
     assert_non_null (json_object_get (json_object_get (res, "b"), "error"));
     json_decref (res);
