@@ -16,8 +16,7 @@
 #include <cmocka.h>
 #include <jansson.h>
 #include "../../services/authz/authz_check.h"
-#include "../../services/authz/authz_dsl.h"
-#include "../support/test_service.h"
+#include "../support/test_authz.h"
 
 /*  doc#viewer through folders whose parent tuples carry an expensive
     condition (the issue's xs.all(x, xs.all(y, x+y<n))); owner grants
@@ -45,7 +44,7 @@ static const char *s_model_dsl =
     "}\n";
 
 typedef struct {
-    char dir [64];
+    test_authz_t *az;
     authz_store_t *store;
     const authz_model_t *model;
     char names [100][16];
@@ -56,15 +55,9 @@ static int
 s_setup (void **state)
 {
     s_fix_t *f = calloc (1, sizeof *f);
-    assert_int_equal (test_service_tmpdir (f->dir, sizeof f->dir, "authz-budget"), 0);
-    assert_int_equal (authz_store_open (&f->store, f->dir, 64 << 20), 0);
-    json_t *m = NULL, *errors = NULL;
-    assert_int_equal (authz_dsl_parse (&m, s_model_dsl, &errors), 0);
-    json_decref (errors);
-    char id [AUTHZ_MODEL_ID_LEN + 1];
-    assert_int_equal (authz_store_write_model (f->store, m, id, NULL), 0);
-    json_decref (m);
-    assert_int_equal (authz_store_model (f->store, NULL, &f->model, NULL), 0);
+    assert_int_equal (test_authz_new (&f->az, "authz-budget", s_model_dsl), 0);
+    f->store = f->az->store;
+    f->model = f->az->model;
     *state = f;
     return 0;
 }
@@ -73,8 +66,7 @@ static int
 s_teardown (void **state)
 {
     s_fix_t *f = *state;
-    authz_store_destroy (&f->store);
-    test_service_rmtree (f->dir);
+    test_authz_destroy (&f->az);
     free (f);
     return 0;
 }

@@ -20,9 +20,8 @@
 #include <cmocka.h>
 #include <jansson.h>
 #include "../../services/authz/authz_check.h"
-#include "../../services/authz/authz_dsl.h"
 #include "../../services/authz/authz_policy.h"
-#include "../support/test_service.h"
+#include "../support/test_authz.h"
 
 /*  The repository root: $SANCTUM_ROOT, else the current directory (make
     runs the tests from the root). */
@@ -65,26 +64,14 @@ static const char *s_model_dsl =
     "  x < 1\n"
     "}\n";
 
-typedef struct {
-    char dir [64];
-    authz_store_t *store;
-    const authz_model_t *model;
-} s_fix_t;
+typedef test_authz_t s_fix_t;
 
 /*  A fresh store with the DSL model text. */
 static s_fix_t *
 s_fix_new (const char *dsl)
 {
-    s_fix_t *f = calloc (1, sizeof *f);
-    assert_int_equal (test_service_tmpdir (f->dir, sizeof f->dir, "authz-edges"), 0);
-    assert_int_equal (authz_store_open (&f->store, f->dir, 64 << 20), 0);
-    json_t *m = NULL, *errors = NULL;
-    assert_int_equal (authz_dsl_parse (&m, dsl, &errors), 0);
-    json_decref (errors);
-    char id [AUTHZ_MODEL_ID_LEN + 1];
-    assert_int_equal (authz_store_write_model (f->store, m, id, NULL), 0);
-    json_decref (m);
-    assert_int_equal (authz_store_model (f->store, NULL, &f->model, NULL), 0);
+    s_fix_t *f = NULL;
+    assert_int_equal (test_authz_new (&f, "authz-edges", dsl), 0);
     return f;
 }
 
@@ -99,9 +86,7 @@ static int
 s_teardown (void **state)
 {
     s_fix_t *f = *state;
-    authz_store_destroy (&f->store);
-    test_service_rmtree (f->dir);
-    free (f);
+    test_authz_destroy (&f);
     return 0;
 }
 
