@@ -427,6 +427,27 @@ s_call (s_parser_t *p, int fn, size_t pos, uint32_t n, cel_node_t *a, cel_node_t
     return c;
 }
 
+//  Append e to the arena array *v of *n nodes (room for *cap), doubling
+//  it as it fills. False (the error recorded at pos) when out of memory.
+static bool
+s_push (s_parser_t *p, cel_node_t ***v, size_t *n, size_t *cap, cel_node_t *e, size_t pos)
+{
+    if (*n == *cap) {
+        size_t ncap = *cap? *cap * 2: 4;
+        cel_node_t **nv = cel_alloc (&p->cel->arena, ncap * sizeof *nv);
+        if (!nv) {
+            s_perr (p, AUTHZ_CEL_ELIMIT, pos, "out of memory");
+            return false;
+        }
+        if (*n)
+            memcpy (nv, *v, *n * sizeof *nv);
+        *v = nv;
+        *cap = ncap;
+    }
+    (*v) [(*n)++] = e;
+    return true;
+}
+
 //  Parse a comma-separated list of expressions up to close (the opening
 //  token has been consumed); stores up to max in out, sets *count.
 //  allow_trailing: a trailing comma before close is accepted.
@@ -439,19 +460,8 @@ s_parse_exprs (s_parser_t *p, s_tok_kind_t close, cel_node_t ***out, uint32_t *c
         cel_node_t *e = s_parse_expr (p);
         if (!e)
             return false;
-        if (n == cap) {
-            size_t ncap = cap? cap * 2: 4;
-            cel_node_t **nv = cel_alloc (&p->cel->arena, ncap * sizeof *nv);
-            if (!nv) {
-                s_perr (p, AUTHZ_CEL_ELIMIT, p->tok.pos, "out of memory");
-                return false;
-            }
-            if (n)
-                memcpy (nv, v, n * sizeof *nv);
-            v = nv;
-            cap = ncap;
-        }
-        v [n++] = e;
+        if (!s_push (p, &v, &n, &cap, e, p->tok.pos))
+            return false;
         if (!s_accept (p, TK_COMMA))
             break;
         if (p->tok.k == close && !allow_trailing) {
@@ -615,20 +625,11 @@ s_parse_primary (s_parser_t *p)
                 cel_node_t *v = s_parse_expr (p);
                 if (!v)
                     return NULL;
-                if (n->nargs + 2 > cap) {
-                    size_t ncap = cap? cap * 2: 8;
-                    cel_node_t **nv = cel_alloc (&p->cel->arena, ncap * sizeof *nv);
-                    if (!nv) {
-                        s_perr (p, AUTHZ_CEL_ELIMIT, t.pos, "out of memory");
-                        return NULL;
-                    }
-                    if (n->nargs)
-                        memcpy (nv, n->args, n->nargs * sizeof *nv);
-                    n->args = nv;
-                    cap = ncap;
-                }
-                n->args [n->nargs++] = k;
-                n->args [n->nargs++] = v;
+                size_t count = n->nargs;
+                if (!s_push (p, &n->args, &count, &cap, k, t.pos)
+                ||  !s_push (p, &n->args, &count, &cap, v, t.pos))
+                    return NULL;
+                n->nargs = (uint32_t) count;
                 if (!s_accept (p, TK_COMMA))
                     break;
             }
@@ -777,22 +778,12 @@ s_parse_logic (s_parser_t *p, bool is_or)
     if (!first || p->tok.k != op)
         return first;
     cel_node_t *n = s_node (p, is_or? N_OR: N_AND, p->tok.pos, 0);
-    size_t cap = 0;
+    size_t cap = 0, count = 0;
     cel_node_t *e = first;
     while (n && e) {
-        if (n->nargs == cap) {
-            size_t ncap = cap? cap * 2: 4;
-            cel_node_t **nv = cel_alloc (&p->cel->arena, ncap * sizeof *nv);
-            if (!nv) {
-                s_perr (p, AUTHZ_CEL_ELIMIT, n->pos, "out of memory");
-                return NULL;
-            }
-            if (n->nargs)
-                memcpy (nv, n->args, n->nargs * sizeof *nv);
-            n->args = nv;
-            cap = ncap;
-        }
-        n->args [n->nargs++] = e;
+        if (!s_push (p, &n->args, &count, &cap, e, n->pos))
+            return NULL;
+        n->nargs = (uint32_t) count;
         if (!s_accept (p, op))
             break;
         e = is_or? s_parse_logic (p, false): s_parse_binary (p, 2);
