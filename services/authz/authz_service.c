@@ -7,6 +7,13 @@
     the reply's error as `fga_code`, beside a bus error code:
     2000/2004/2027/2033 invalid, 2001/2020/2021/2022 not_found, 2017
     conflict, 2002 too_complex, storage failures unavailable.
+
+    Every query spends one budget ([authz] request_cost, request_tuples,
+    resolve_depth; authz_budget_t). Expand, ListObjects, ListUsers and
+    BatchCheck run on the query threads; a Check runs on the reactor
+    within reactor_cost/reactor_tuples and starts again on a query thread
+    past them (or at once, with offload_conditions conditional contextual
+    tuples), so that no request holds the reactor for long.
 */
 #include "authz_service.h"
 #include "authz_check.h"
