@@ -12,6 +12,10 @@
     dispatches is error 2002, a condition whose parameters are missing is
     error 2000 when it decides the answer. Stored tuples the model no
     longer allows are ignored.
+
+    Check and BatchCheck are authz_check.c; ListObjects, ListUsers and
+    Expand authz_list.c; the query state and tuple reading they share
+    authz_query.c (authz_query.h, private to them).
 */
 #ifndef AUTHZ_CHECK_H
 #define AUTHZ_CHECK_H
@@ -19,6 +23,7 @@
 #include <jansson.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 #include "authz_error.h"
 #include "authz_model.h"
 #include "authz_tuples.h"
@@ -28,11 +33,33 @@
 #define AUTHZ_MAX_LIST_RESULTS 1000  /* ListObjects / ListUsers results */
 #define AUTHZ_MAX_USER_FILTERS 1     /* OpenFGA accepts exactly one */
 
-/*  Per-request extras: contextual tuples and the condition context. */
+#define AUTHZ_BUDGET_COST    10000000  /* CEL cost units a request may spend
+                                          (authz_cel.h: about 10 ns a unit) */
+#define AUTHZ_BUDGET_TUPLES  1000000   /* tuples a request may read */
+
+/*  What one request may spend, summed over everything it does (every
+    check of a BatchCheck, every candidate of a ListObjects): CEL cost
+    units over every condition evaluated (the context's conversion, the
+    comprehension steps, the regular expressions, the strings built and
+    scanned), tuples read (stored and contextual, one at least per read),
+    and the resolution depth. Past a limit the request fails with 2002
+    (resolution too complex), whatever it had found so far: the answer
+    must not depend on where it stopped. Zero limits take the defaults. */
+typedef struct {
+    uint64_t max_cost;          /* 0: AUTHZ_BUDGET_COST */
+    uint64_t max_tuples;        /* 0: AUTHZ_BUDGET_TUPLES */
+    int max_depth;              /* 0 (or more than AUTHZ_RESOLVE_DEPTH): that */
+    uint64_t cost, tuples;      /* spent so far (the engine adds to them) */
+    bool over;                  /* a limit was passed (sticky) */
+} authz_budget_t;
+
+/*  Per-request extras: contextual tuples, the condition context, and the
+    budget (NULL: a fresh default budget for each call). */
 typedef struct {
     const authz_tuple_t *tuples;
     size_t n_tuples;
     json_t *context;            /* JSON object or NULL, borrowed */
+    authz_budget_t *budget;     /* borrowed; spent by the call */
 } authz_extra_t;
 
 /*  Is user related to object by relation? Sets *allowed. Returns 0,
@@ -46,10 +73,13 @@ int authz_check (authz_store_t *store, const authz_model_t *model,
 /*  BatchCheck: checks is a JSON array of {tuple_key {object, relation,
     user}, contextual_tuples? {tuple_keys [...]} | [...], context?,
     correlation_id}. *result is a new object {correlation_id: {allowed} |
-    {error {code, message}}}. Returns 0, -2000 (bad shape, duplicate or
-    missing correlation id, more than 50 checks). */
+    {error {code, message}}}. Every check spends the one budget (NULL: a
+    default one for the batch). Returns 0, -2000 (bad shape, duplicate or
+    missing correlation id, more than 50 checks), -2002 when the budget
+    ran out (the whole batch fails). */
 int authz_batch_check (authz_store_t *store, const authz_model_t *model,
-                       json_t *checks, json_t **result, authz_error_t *err);
+                       json_t *checks, authz_budget_t *budget, json_t **result,
+                       authz_error_t *err);
 
 /*  Expand object#relation one level into OpenFGA's userset tree JSON:
     {"root": node}, node = {name, leaf {users {users [..]} | computed

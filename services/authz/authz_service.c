@@ -7,6 +7,13 @@
     the reply's error as `fga_code`, beside a bus error code:
     2000/2004/2027/2033 invalid, 2001/2020/2021/2022 not_found, 2017
     conflict, 2002 too_complex, storage failures unavailable.
+
+    Every query spends one budget ([authz] request_cost, request_tuples,
+    resolve_depth; authz_budget_t). Expand, ListObjects, ListUsers and
+    BatchCheck run on the query threads; a Check runs on the reactor
+    within reactor_cost/reactor_tuples and starts again on a query thread
+    past them (or at once, with offload_conditions conditional contextual
+    tuples), so that no request holds the reactor for long.
 */
 #include "authz_service.h"
 #include "authz_check.h"
@@ -16,9 +23,14 @@
 #include "bus_error.h"
 #include "bus_log.h"
 
+#include <errno.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #define S_POLICY_KEY "current"
+#define S_WORKER_NICE 10
 
 /*  How a store commits: for this service, in the trace of this request. */
 typedef struct {
@@ -32,6 +44,10 @@ typedef struct {
     authz_store_t *store;
     authz_policy_t *policy;
     int policy_db;
+    authz_budget_t budget;        /* a request's limits ([authz] request_*) */
+    authz_budget_t reactor;       /* a Check's on the reactor (reactor_*) */
+    long offload_conditions;      /* conditional contextual tuples that send
+                                     a Check to a query thread at once */
 } s_authz_t;
 
 /*  The writer thread's state: a store of its own, committing on it. */
@@ -151,11 +167,14 @@ s_model (s_authz_t *self, bus_request_t *req)
 }
 
 /*  Contextual tuples of a request (a list of tuple keys, or OpenFGA's
-    {tuple_keys: [...]}) into extra; tuples must hold AUTHZ_MAX_CONTEXTUAL.
-    Returns 0, or -1 with the answer in out. */
+    {tuple_keys: [...]}) into extra, with the request's budget; tuples
+    must hold AUTHZ_MAX_CONTEXTUAL. Returns 0, or -1 with the answer in
+    out. */
 static int
-s_extra (json_t *body, authz_extra_t *extra, authz_tuple_t *tuples, bus_outcome_t *out)
+s_extra (json_t *body, authz_extra_t *extra, authz_tuple_t *tuples, authz_budget_t *budget,
+         bus_outcome_t *out)
 {
+    extra->budget = budget;
     authz_error_t err = { 0 };
     json_t *ct = json_object_get (body, "contextual_tuples");
     if (json_is_object (ct))
@@ -423,15 +442,18 @@ s_read_changes (bus_service_t *svc, bus_request_t *req, void *arg)
 /* --- queries -------------------------------------------------------------- */
 
 /*  A query's work on a model, with the store of the thread it runs on
-    (the reactor's, or a worker's): the answer goes to out. */
+    (the reactor's, or a worker's) and the request's budget (spent): the
+    answer goes to out. */
 typedef void (s_query_fn) (authz_store_t *store, const authz_model_t *model, json_t *body,
-                           bus_outcome_t *out);
+                           authz_budget_t *budget, bus_outcome_t *out);
 
 /*  A query handed to a worker: what to run, on which model (resolved on
-    the reactor, so that the latest model is the one the reactor knows). */
+    the reactor, so that the latest model is the one the reactor knows),
+    within which limits. */
 typedef struct {
     s_query_fn *fn;
     char model_id [AUTHZ_MODEL_ID_LEN + 1];
+    authz_budget_t budget;
 } s_job_t;
 
 /*  On a worker thread: its own store (state) resolves the model by id. */
@@ -441,14 +463,19 @@ s_query_work (void *state, json_t *body, void *arg, bus_outcome_t *out)
     s_job_t *job = arg;
     const authz_model_t *model = s_model_by_id (state, job->model_id, out);
     if (model)
-        job->fn (state, model, body, out);
+        job->fn (state, model, body, &job->budget, out);
 }
 
 /*  Worker threads' state: a store of their own on the service's
-    environment (read handles and caches are per thread). */
+    environment (read handles and caches are per thread). A worker runs
+    at a lower priority (nice +S_WORKER_NICE, this thread only, as Linux
+    allows): on a busy machine the reactor, which answers everything
+    else, gets the CPU before a long query does. */
 static void *
 s_worker_init (void *arg)
 {
+    if (setpriority (PRIO_PROCESS, (id_t) syscall (SYS_gettid), S_WORKER_NICE))
+        bus_warn ("query worker: cannot lower its priority: %s", strerror (errno));
     authz_store_t *store = NULL;
     if (authz_store_new (&store, arg))
         bus_error ("query worker: cannot open the store");
@@ -462,36 +489,87 @@ s_worker_fini (void *state, void *arg)
     authz_store_destroy (&store);
 }
 
-/*  Run a query: on a worker thread when long (long ones would hold up
-    every request behind them) and the service has workers, else here. */
+/*  Hand a query to a worker thread with the request's whole budget: true
+    when it is (deferred, or refused and answered), false when the service
+    has no workers or no memory (the caller runs it). */
+static bool
+s_offload (s_authz_t *self, bus_request_t *req, const authz_model_t *model, s_query_fn *fn)
+{
+    s_job_t *job = malloc (sizeof *job);
+    if (!job)
+        return false;
+    job->fn = fn;
+    job->budget = self->budget;
+    snprintf (job->model_id, sizeof job->model_id, "%s", authz_model_id (model));
+    if (bus_request_offload (req, s_query_work, job) != BUS_ESTATE)
+        return true;
+    free (job);
+    return false;
+}
+
+/*  Contextual tuples of a request that carry a condition: what makes a
+    Check's cost unknown before it runs (each may evaluate an expression
+    of the model's with a context of the client's). */
+static size_t
+s_conditional (json_t *body)
+{
+    json_t *ct = json_object_get (body, "contextual_tuples");
+    if (json_is_object (ct))
+        ct = json_object_get (ct, "tuple_keys");
+    size_t i, n = 0;
+    json_t *t;
+    json_array_foreach (ct, i, t)
+        n += json_object_get (t, "condition") != NULL;
+    return n;
+}
+
+/*  How a query runs (see s_query). */
+typedef enum {
+    S_SHORT,                      /* Check: on the reactor within its share */
+    S_LONG                        /* on a worker thread when there are any */
+} s_span_t;
+
+/*  Run a query. A long one (Expand, ListObjects, ListUsers, BatchCheck:
+    each would hold up every request behind it) goes to a worker thread
+    when the service has workers. A Check runs here within the reactor's
+    share of the budget, unless its contextual tuples make it look costly;
+    past that share it starts again on a worker with the whole budget
+    (the work done here is lost, and bounded). Without workers, everything
+    runs here with the whole budget. */
 static void
-s_query (s_authz_t *self, bus_request_t *req, s_query_fn *fn, bool long_running)
+s_query (s_authz_t *self, bus_request_t *req, s_query_fn *fn, s_span_t span)
 {
     const authz_model_t *model = s_model (self, req);
     if (!model)
         return;
-    if (long_running) {
-        s_job_t *job = malloc (sizeof *job);
-        if (job) {
-            job->fn = fn;
-            snprintf (job->model_id, sizeof job->model_id, "%s", authz_model_id (model));
-            if (bus_request_offload (req, s_query_work, job) != BUS_ESTATE)
-                return;                 /* deferred, or refused and answered */
-            free (job);
-        }
-    }
+    json_t *body = bus_request_body (req);
+    if ((span == S_LONG || s_conditional (body) >= (size_t) self->offload_conditions)
+    &&  s_offload (self, req, model, fn))
+        return;
     bus_outcome_t out = { .code = NULL };
-    fn (self->store, model, bus_request_body (req), &out);
+    authz_budget_t budget = span == S_SHORT? self->reactor: self->budget;
+    fn (self->store, model, body, &budget, &out);
+    if (span == S_SHORT && budget.over && (budget.max_cost < self->budget.max_cost
+                                           || budget.max_tuples < self->budget.max_tuples)) {
+        json_decref (out.body);
+        json_decref (out.extra);
+        out = (bus_outcome_t) { .code = NULL };
+        if (s_offload (self, req, model, fn))
+            return;
+        budget = self->budget;
+        fn (self->store, model, body, &budget, &out);
+    }
     bus_reply_outcome (req, &out);
 }
 
 static void
-s_check_query (authz_store_t *store, const authz_model_t *model, json_t *body, bus_outcome_t *out)
+s_check_query (authz_store_t *store, const authz_model_t *model, json_t *body,
+               authz_budget_t *budget, bus_outcome_t *out)
 {
     json_t *key = json_object_get (body, "tuple_key");
     authz_tuple_t ctx [AUTHZ_MAX_CONTEXTUAL];
     authz_extra_t extra;
-    if (s_extra (body, &extra, ctx, out))
+    if (s_extra (body, &extra, ctx, budget, out))
         return;
     const char *object = s_field (key, "object"), *relation = s_field (key, "relation"),
                *user = s_field (key, "user");
@@ -525,23 +603,25 @@ s_batch_limits (json_t *checks, authz_error_t *err)
 }
 
 static void
-s_batch_check_query (authz_store_t *store, const authz_model_t *model, json_t *body, bus_outcome_t *out)
+s_batch_check_query (authz_store_t *store, const authz_model_t *model, json_t *body,
+                     authz_budget_t *budget, bus_outcome_t *out)
 {
     json_t *result = NULL;
     authz_error_t err = { 0 };
     int rc = s_batch_limits (json_object_get (body, "checks"), &err);
     if (rc == 0)
-        rc = authz_batch_check (store, model, json_object_get (body, "checks"), &result, &err);
+        rc = authz_batch_check (store, model, json_object_get (body, "checks"), budget, &result, &err);
     s_finish_outcome (out, rc, &err, rc ? NULL : json_pack ("{s:o}", "result", result));
 }
 
 static void
-s_expand_query (authz_store_t *store, const authz_model_t *model, json_t *body, bus_outcome_t *out)
+s_expand_query (authz_store_t *store, const authz_model_t *model, json_t *body,
+                authz_budget_t *budget, bus_outcome_t *out)
 {
     json_t *key = json_object_get (body, "tuple_key");
     authz_tuple_t ctx [AUTHZ_MAX_CONTEXTUAL];
     authz_extra_t extra;
-    if (s_extra (body, &extra, ctx, out))
+    if (s_extra (body, &extra, ctx, budget, out))
         return;
     if (!s_field (key, "object") || !s_field (key, "relation")) {
         s_invalid_outcome (out, "tuple_key needs object and relation strings");
@@ -558,11 +638,12 @@ s_expand_query (authz_store_t *store, const authz_model_t *model, json_t *body, 
 }
 
 static void
-s_list_objects_query (authz_store_t *store, const authz_model_t *model, json_t *body, bus_outcome_t *out)
+s_list_objects_query (authz_store_t *store, const authz_model_t *model, json_t *body,
+                      authz_budget_t *budget, bus_outcome_t *out)
 {
     authz_tuple_t ctx [AUTHZ_MAX_CONTEXTUAL];
     authz_extra_t extra;
-    if (s_extra (body, &extra, ctx, out))
+    if (s_extra (body, &extra, ctx, budget, out))
         return;
     json_t *objects = NULL;
     authz_error_t err = { 0 };
@@ -575,13 +656,14 @@ s_list_objects_query (authz_store_t *store, const authz_model_t *model, json_t *
     OpenFGA's API; users come back as "type:id", "type:*" or
     "type:id#relation" strings. */
 static void
-s_list_users_query (authz_store_t *store, const authz_model_t *model, json_t *body, bus_outcome_t *out)
+s_list_users_query (authz_store_t *store, const authz_model_t *model, json_t *body,
+                    authz_budget_t *budget, bus_outcome_t *out)
 {
     json_t *obj = json_object_get (body, "object");
     json_t *filter = json_array_get (json_object_get (body, "user_filters"), 0);
     authz_tuple_t ctx [AUTHZ_MAX_CONTEXTUAL];
     authz_extra_t extra;
-    if (s_extra (body, &extra, ctx, out))
+    if (s_extra (body, &extra, ctx, budget, out))
         return;
     const char *type = s_field (obj, "type"), *id = s_field (obj, "id"), *ftype = s_field (filter, "type");
     if (!type || !id || !ftype) {
@@ -612,36 +694,37 @@ s_list_users_query (authz_store_t *store, const authz_model_t *model, json_t *bo
     s_finish_outcome (out, rc, &err, rc ? NULL : json_pack ("{s:o}", "users", users));
 }
 
-/*  Check and BatchCheck are short and run here; Expand, ListObjects and
-    ListUsers may walk thousands of tuples and run on a worker thread. */
+/*  A Check is short and runs here (within the reactor's share); a
+    BatchCheck (up to 50 checks), Expand, ListObjects and ListUsers may
+    walk thousands of tuples and run on a worker thread. */
 static void
 s_check (bus_service_t *svc, bus_request_t *req, void *arg)
 {
-    s_query (arg, req, s_check_query, false);
+    s_query (arg, req, s_check_query, S_SHORT);
 }
 
 static void
 s_batch_check (bus_service_t *svc, bus_request_t *req, void *arg)
 {
-    s_query (arg, req, s_batch_check_query, false);
+    s_query (arg, req, s_batch_check_query, S_LONG);
 }
 
 static void
 s_expand (bus_service_t *svc, bus_request_t *req, void *arg)
 {
-    s_query (arg, req, s_expand_query, true);
+    s_query (arg, req, s_expand_query, S_LONG);
 }
 
 static void
 s_list_objects (bus_service_t *svc, bus_request_t *req, void *arg)
 {
-    s_query (arg, req, s_list_objects_query, true);
+    s_query (arg, req, s_list_objects_query, S_LONG);
 }
 
 static void
 s_list_users (bus_service_t *svc, bus_request_t *req, void *arg)
 {
-    s_query (arg, req, s_list_users_query, true);
+    s_query (arg, req, s_list_users_query, S_LONG);
 }
 
 /* --- decisions ------------------------------------------------------------ */
@@ -850,7 +933,20 @@ s_start (bus_service_t *svc, void **state)
         authz_store_set_commit (self->store, s_commit, &self->committer);
     if (rc == 0)
         rc = s_policy_boot (self, svc);
-    int threads = (int) bus_config_int (bus_service_config (svc), "authz", "query_threads");
+    bus_config_t *cfg = bus_service_config (svc);
+    self->budget = (authz_budget_t) {
+        .max_cost = (uint64_t) bus_config_int (cfg, "authz", "request_cost"),
+        .max_tuples = (uint64_t) bus_config_int (cfg, "authz", "request_tuples"),
+        .max_depth = (int) bus_config_int (cfg, "authz", "resolve_depth") };
+    self->reactor = self->budget;
+    uint64_t rc_cost = (uint64_t) bus_config_int (cfg, "authz", "reactor_cost");
+    uint64_t rc_tuples = (uint64_t) bus_config_int (cfg, "authz", "reactor_tuples");
+    /* 0 would mean "the default" to the engine: at least one unit */
+    self->reactor.max_cost = rc_cost < self->budget.max_cost? (rc_cost? rc_cost: 1): self->budget.max_cost;
+    self->reactor.max_tuples = rc_tuples < self->budget.max_tuples? (rc_tuples? rc_tuples: 1)
+                                                                  : self->budget.max_tuples;
+    self->offload_conditions = bus_config_int (cfg, "authz", "offload_conditions");
+    int threads = (int) bus_config_int (cfg, "authz", "query_threads");
     if (rc == 0 && threads > 0)
         rc = bus_service_workers (svc, threads, s_worker_init, s_worker_fini, bus_service_store (svc));
     if (rc == 0 && bus_config_bool (bus_service_config (svc), "authz", "writer_thread"))

@@ -271,7 +271,7 @@ s_assert (s_run_t *run, const s_query_t *q)
     int rc = s_ctx_tuples (q->tuples, ctx, &nc, AUTHZ_MAX_CONTEXTUAL, &err);
     if (rc == 0)
         rc = s_ctx_tuples (run->pass_tuples, ctx, &nc, 2 * AUTHZ_MAX_CONTEXTUAL, &err);
-    authz_extra_t extra = { ctx, nc, q->context };
+    authz_extra_t extra = { ctx, nc, q->context, NULL };
     bool allowed = false;
     json_t *result = NULL;
     if (rc == 0 && q->kind == AUTHZ_TESTFILE_CHECK)

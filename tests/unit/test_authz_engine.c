@@ -13,6 +13,7 @@
 #include <cmocka.h>
 #include <jansson.h>
 #include "../../services/authz/authz_check.h"
+#include "../support/test_authz.h"
 #include "../support/test_service.h"
 
 static const char *s_model_json =
@@ -29,24 +30,14 @@ static const char *s_model_json =
        "[{\"type\":\"user\"},{\"type\":\"group\",\"relation\":\"member\"}]},"
        "\"parent\":{\"directly_related_user_types\":[{\"type\":\"doc\"}]}}}}]}";
 
-typedef struct {
-    char dir [64];
-    authz_store_t *store;
-    const authz_model_t *model;
-} s_fix_t;
+typedef test_authz_t s_fix_t;
 
 /*  Fresh store with the test model. */
 static int
 s_setup (void **state)
 {
-    s_fix_t *f = calloc (1, sizeof *f);
-    assert_int_equal (test_service_tmpdir (f->dir, sizeof f->dir, "authz-engine"), 0);
-    assert_int_equal (authz_store_open (&f->store, f->dir, 64 << 20), 0);
-    json_t *m = json_loads (s_model_json, 0, NULL);
-    char id [AUTHZ_MODEL_ID_LEN + 1];
-    assert_int_equal (authz_store_write_model (f->store, m, id, NULL), 0);
-    json_decref (m);
-    assert_int_equal (authz_store_model (f->store, NULL, &f->model, NULL), 0);
+    s_fix_t *f = NULL;
+    assert_int_equal (test_authz_new (&f, "authz-engine", s_model_json), 0);
     *state = f;
     return 0;
 }
@@ -56,9 +47,7 @@ static int
 s_teardown (void **state)
 {
     s_fix_t *f = *state;
-    authz_store_destroy (&f->store);
-    test_service_rmtree (f->dir);
-    free (f);
+    test_authz_destroy (&f);
     return 0;
 }
 
@@ -216,7 +205,7 @@ test_contextual (void **state)
     s_fix_t *f = *state;
     authz_tuple_t ctx [101];
     ctx [0] = s_t ("doc:1", "viewer", "user:anne");
-    authz_extra_t x = { ctx, 1, NULL };
+    authz_extra_t x = { ctx, 1, NULL, NULL };
     assert_int_equal (s_check (f, "doc:1", "viewer", "user:anne", &x), 1);
     assert_int_equal (s_check (f, "doc:1", "viewer", "user:anne", NULL), 0);
     ctx [0] = s_t ("doc:1", "viewer", "doc:3");
@@ -282,7 +271,7 @@ test_expand_batch (void **state)
                                  "{\"tuple_key\":{\"object\":\"doc:1\",\"relation\":\"nope\","
                                  "\"user\":\"user:anne\"},\"correlation_id\":\"b\"}]", 0, NULL);
     json_t *res = NULL;
-    assert_int_equal (authz_batch_check (f->store, f->model, checks, &res, NULL), 0);
+    assert_int_equal (authz_batch_check (f->store, f->model, checks, NULL, &res, NULL), 0);
     assert_true (json_is_true (json_object_get (json_object_get (res, "a"), "allowed")));
     assert_non_null (json_object_get (json_object_get (res, "b"), "error"));
     json_decref (res);
