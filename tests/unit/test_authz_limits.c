@@ -196,7 +196,7 @@ test_limits_queries (void **state)
     s_id (o, "doc:", 256);
     s_id (u, "user:", 512);
     authz_tuple_t ctx = { o, "viewer", u, NULL, NULL, NULL };
-    authz_extra_t extra = { &ctx, 1, NULL };
+    authz_extra_t extra = { .tuples = &ctx, .n_tuples = 1 };
     bool allowed = true;
     assert_int_equal (authz_check (f->store, f->model, "doc:1", "viewer", "user:a", &extra, &allowed, &err), -2027);
     assert_int_equal (err.code, 2027);
