@@ -278,6 +278,18 @@ s_on_replay (bus_calls_t *calls, proto_msg_t *reply, void *arg)
     }
     if (!src->principal [0])
         snprintf (src->principal, sizeof src->principal, "%s", pub);
+    /* seq never goes back, across restarts too (PROTOCOL.md 6.3): a
+       publisher behind the mark lost its store; its new events below the
+       mark would be taken for duplicates, so say it loudly */
+    json_t *last = json_object_get (reply->body, "last_seq");
+    if (json_is_integer (last) && (uint64_t) json_integer_value (last) < src->mark) {
+        bus_log_fields (BUS_LOG_ERROR, json_pack ("{s:s, s:s, s:I, s:I}", "follower", self->name, "source", src->name,
+                                                  "last_seq", json_integer_value (last), "mark", (json_int_t) src->mark),
+                        "follower %s: %s's last_seq %lld is below the mark %llu (its outbox was reset?): "
+                        "its events up to the mark are dropped as seen", self->name, src->name,
+                        (long long) json_integer_value (last), (unsigned long long) src->mark);
+        s_count (self, "follow_publisher_behind", 1);
+    }
     uint64_t first_seq = (uint64_t) json_integer_value (first), skip_to = 0;
     if (first_seq > src->mark + 1) {
         s_lost (src, pub, src->mark + 1, first_seq - 1);

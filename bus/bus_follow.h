@@ -22,6 +22,11 @@
         counter follow_events_lost, and the loss callback — never skipped
         in silence. The mark then moves past them.
 
+    A publisher's seq never goes back (PROTOCOL.md 6.3); one whose
+    last_seq is below the mark (its store was reset) is logged as an error
+    and counted (follow_publisher_behind) at every replay: its events up
+    to the mark are taken for duplicates.
+
     The SUB subscribes to every type (seq counts all of a publisher's
     events, so a filtered SUB would see a gap at every other type); topics
     filter what reaches the callback, and the mark moves over the rest.
@@ -42,7 +47,9 @@
     Memory mode (opts.store NULL): marks live in memory (telemetry, tap);
     the callback gets txn NULL. opts.from_now starts each source at the
     publisher's last_seq (asked with `health`) instead of replaying all it
-    keeps.
+    keeps. A memory-mode follower must not use the publishers'
+    outbox_acked_by principal: its replays would tell them it has stored
+    what it has not.
 
     Thread: everything runs on the thread of the zloop (the reactor),
     callbacks included. Ownership: cert, store and svc are borrowed and
@@ -96,7 +103,8 @@ typedef struct {
     bool from_now;                  /* memory mode: start at each publisher's last_seq */
     int replay_ms;                  /* the replay timer; 0: 1000 */
     bus_stats_t *stats;             /* counters follow_applied, follow_replays, follow_gaps,
-                                       follow_events_lost; may be NULL */
+                                       follow_events_lost, follow_apply_failed,
+                                       follow_publisher_behind; may be NULL */
 } bus_follow_opts_t;
 
 /*  A follower on loop, authenticating to the publishers with cert (an
