@@ -1,8 +1,8 @@
 /*  test_follow.c — event followers (bus_follow.h) against a real
     publisher process.
 
-    The publisher is this binary run as `test_follow --publisher DIR N B MS`:
-    the authz service on the config DIR/sanctum.conf whose timer emits
+    The publisher is this binary run as `test_follow --publisher DIR N B MS
+    [SECTION]`: the authz (or SECTION's) service on the config DIR/sanctum.conf whose timer emits
     echo.seen events, B per transaction every MS ms, until N are stored; its
     count of emitted events commits with them, so after a SIGKILL and a
     restart it goes on where its store says and stops at exactly N. The
@@ -81,10 +81,12 @@ s_on_event (bus_follow_t *follow, bus_txn_t *txn, proto_msg_t *event, void *arg)
         s_memory_count++;
         return 0;
     }
-    if (event->seq <= s_get (txn, "last"))
+    char last [PROTO_PRINCIPAL_MAX + 8];
+    snprintf (last, sizeof last, "last/%s", event->pub);    /* each publisher's order */
+    if (event->seq <= s_get (txn, last))
         s_order_errors++;
     s_put (txn, "count", s_get (txn, "count") + 1);
-    s_put (txn, "last", event->seq);
+    s_put (txn, last, event->seq);
     return bus_txn_error (txn);
 }
 
@@ -159,7 +161,7 @@ s_pub_tick (zloop_t *loop, int timer_id, void *arg)
 }
 
 static int
-s_publisher_main (const char *dir, uint64_t n, int batch, int ms)
+s_publisher_main (const char *dir, uint64_t n, int batch, int ms, const char *section)
 {
     char path [PATH_MAX], err [256] = "";
     snprintf (path, sizeof path, "%s/sanctum.conf", dir);
@@ -171,7 +173,7 @@ s_publisher_main (const char *dir, uint64_t n, int batch, int ms)
     bus_log_init ("publisher", "warn");
     static const char *const dbs [] = { "records", NULL };
     s_pub_t p = { NULL, n, batch };
-    p.svc = bus_service_new (config, "authz", "pub-1", dbs, err, sizeof err);
+    p.svc = bus_service_new (config, section, "pub-1", dbs, err, sizeof err);
     if (!p.svc) {
         fprintf (stderr, "publisher: %s\n", err);
         return 1;
@@ -529,6 +531,38 @@ test_trimmed_gap (void **state)
     assert_int_equal (s_order_errors, 0);
 }
 
+/*  Two publishers at once (authz and sandbox, each its own process,
+    config and keys): one follower, each publisher's events in its own seq
+    order, every one counted once. */
+static void
+test_two_publishers (void **state)
+{
+    s_env ("outbox_keep = 100\n");
+    char err [256] = "";
+    test_service_t *env2 = test_service_new ("sandbox", NULL, "map_size_mb = 256\n", err, sizeof err);
+    assert_non_null (env2);
+    /* the follower's key is svc:auditor there too */
+    assert_int_equal (bus_allow_add (bus_config_str (test_service_config (env2), "sanctum", "allow_dir"), "auditor",
+                                     zcert_public_txt (s_fx.auditor), "svc:auditor"), 0);
+    s_store_open ();
+    s_fx.follow = s_follower (s_fx.loop, test_service_config (s_fx.env), s_fx.auditor, s_store);
+    assert_non_null (s_fx.follow);
+    assert_int_equal (bus_follow_add (s_fx.follow, "sandbox", "svc:sandbox", test_service_pub (env2),
+                                      test_service_rpc (env2), test_service_server_key (env2), 500, 3), 0);
+    s_publisher_start (20000, 20, 1);
+    char *args [] = { "--publisher", (char *) test_service_dir (env2), "20000", "20", "1", "sandbox", NULL };
+    pid_t second = s_spawn ("publisher2", args);
+    s_run_until (40000, 60000);
+    kill (second, SIGTERM);
+    waitpid (second, NULL, 0);
+    assert_int_equal (s_stored_count (s_store, "count"), 40000);
+    assert_int_equal (bus_follow_mark (s_fx.follow, "authz"), 20001);
+    assert_int_equal (bus_follow_mark (s_fx.follow, "sandbox"), 20001);
+    assert_int_equal (bus_follow_lost (s_fx.follow), 0);
+    assert_int_equal (s_order_errors, 0);
+    test_service_destroy (&env2);
+}
+
 /*  Memory mode: from the start (every kept event), and from now (only
     what comes after). */
 static void
@@ -582,8 +616,9 @@ test_memory_mode (void **state)
 int
 main (int argc, char **argv)
 {
-    if (argc == 6 && streq (argv [1], "--publisher"))
-        return s_publisher_main (argv [2], strtoull (argv [3], NULL, 10), atoi (argv [4]), atoi (argv [5]));
+    if ((argc == 6 || argc == 7) && streq (argv [1], "--publisher"))
+        return s_publisher_main (argv [2], strtoull (argv [3], NULL, 10), atoi (argv [4]), atoi (argv [5]),
+                                 argc == 7 ? argv [6] : "authz");
     if (argc == 5 && streq (argv [1], "--follower"))
         return s_follower_main (argv [2], argv [3], strtoull (argv [4], NULL, 10));
     bus_log_init ("test_follow", "error");
@@ -592,6 +627,7 @@ main (int argc, char **argv)
         cmocka_unit_test_teardown (test_publisher_restarted, s_teardown),
         cmocka_unit_test_teardown (test_follower_killed, s_teardown),
         cmocka_unit_test_teardown (test_trimmed_gap, s_teardown),
+        cmocka_unit_test_teardown (test_two_publishers, s_teardown),
         cmocka_unit_test_teardown (test_memory_mode, s_teardown),
     };
     int failed = cmocka_run_group_tests (tests, NULL, NULL);
