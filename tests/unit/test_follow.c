@@ -563,6 +563,89 @@ test_two_publishers (void **state)
     test_service_destroy (&env2);
 }
 
+/* --- a follower of a service (bus_follow_for) --------------------------------- */
+
+static bus_follow_t *s_svc_follow;      /* the follower service's thread only */
+
+/*  The follower service's callback: count (as s_on_event), and emit an
+    event of its own in the same transaction. */
+static int
+s_on_event_emit (bus_follow_t *follow, bus_txn_t *txn, proto_msg_t *event, void *arg)
+{
+    int rc = s_on_event (follow, txn, event, arg);
+    return rc ? rc : bus_event_append (arg, txn, "echo.seen",
+                                       json_pack ("{s:s, s:s, s:I}", "request", "followed", "from", event->pub,
+                                                  "seq", (json_int_t) event->seq), NULL);
+}
+
+static int
+s_svc_start (bus_service_t *svc, void **state)
+{
+    bus_follow_opts_t opts = { .name = "audit", .topics = s_topics, .fn = s_on_event_emit, .arg = svc,
+                               .replay_ms = 200 };
+    s_count_db = bus_store_db (bus_service_store (svc), "count");
+    s_svc_follow = bus_follow_for (svc, &opts, false);
+    return s_svc_follow ? bus_follow_add_service (s_svc_follow, bus_service_config (svc), "authz") : BUS_ENOMEM;
+}
+
+static void
+s_svc_stop (bus_service_t *svc, void **state)
+{
+    bus_follow_destroy (&s_svc_follow);
+}
+
+static const bus_daemon_t s_svc_daemon = { "auditor", s_follower_dbs, s_svc_start, s_svc_stop };
+
+/*  A service that follows another (bus_follow_for, on its reactor, in its
+    store, the publisher named by its config): every event it applies
+    also emits one of its own in the same transaction, published by the
+    commit. */
+static void
+test_service_follower (void **state)
+{
+    s_env ("");
+    char err [256] = "", lines [512], path [PATH_MAX];
+    snprintf (lines, sizeof lines, "map_size_mb = 64\n[authz]\nrpc = %s\npub = %s\n",
+              test_service_rpc (s_fx.env), test_service_pub (s_fx.env));
+    test_service_t *env2 = test_service_new ("auditor", NULL, lines, err, sizeof err);
+    if (!env2)
+        fprintf (stderr, "test_service_new: %s\n", err);
+    assert_non_null (env2);
+    /* the follower service knows the publisher's key; the publisher allows the follower's */
+    snprintf (path, sizeof path, "%s/authz.key", bus_config_str (test_service_config (s_fx.env), "sanctum", "keys_dir"));
+    zcert_t *cert = zcert_load (path);
+    assert_non_null (cert);
+    snprintf (path, sizeof path, "%s/authz.key", bus_config_str (test_service_config (env2), "sanctum", "keys_dir"));
+    assert_int_equal (zcert_save_public (cert, path), 0);
+    zcert_destroy (&cert);
+    assert_int_equal (bus_allow_add (bus_config_str (test_service_config (s_fx.env), "sanctum", "allow_dir"),
+                                     "auditor2", test_service_server_key (env2), "svc:auditor"), 0);
+    s_publisher_start (2000, 50, 1);
+    assert_int_equal (test_service_start (env2, &s_svc_daemon, "follower-1", 0, err, sizeof err), 0);
+    /* its own events: service.started, then one per event followed */
+    zcert_t *ops = test_service_cert (env2, "ops-test", "ops:test");
+    int64_t last = -1;
+    for (int64_t until = zclock_mono () + 30000; zclock_mono () < until && last < 2001; zclock_sleep (50)) {
+        bus_client_t *client = bus_client_new (test_service_rpc (env2), test_service_server_key (env2), ops, 300, 0);
+        proto_msg_t *reply = NULL;
+        if (client && bus_client_call (client, "health", NULL, NULL, &reply) == 0 && reply->ok)
+            last = json_integer_value (json_object_get (reply->body, "last_seq"));
+        proto_msg_destroy (&reply);
+        bus_client_destroy (&client);
+    }
+    assert_int_equal (last, 2001);
+    assert_int_equal (test_service_stop (env2), 0);
+    /* its store: the counter and the mark */
+    snprintf (path, sizeof path, "%s/var/auditor", test_service_dir (env2));
+    assert_int_equal (bus_store_open (&s_store, path, 64UL << 20, s_follower_dbs), 0);
+    s_count_db = bus_store_db (s_store, "count");
+    assert_int_equal (s_stored_count (s_store, "count"), 2000);
+    assert_int_equal (s_order_errors, 0);
+    zcert_destroy (&ops);
+    bus_store_destroy (&s_store);
+    test_service_destroy (&env2);
+}
+
 /*  Memory mode: from the start (every kept event), and from now (only
     what comes after). */
 static void
@@ -629,6 +712,7 @@ main (int argc, char **argv)
         cmocka_unit_test_teardown (test_trimmed_gap, s_teardown),
         cmocka_unit_test_teardown (test_two_publishers, s_teardown),
         cmocka_unit_test_teardown (test_memory_mode, s_teardown),
+        cmocka_unit_test_teardown (test_service_follower, s_teardown),
     };
     int failed = cmocka_run_group_tests (tests, NULL, NULL);
     return test_service_summary ((int) (sizeof tests / sizeof tests [0]), failed);
