@@ -335,6 +335,13 @@ s_on_replay (bus_calls_t *calls, proto_msg_t *reply, void *arg)
     if (rc)
         return;
     bool more = json_is_integer (json_object_get (reply->body, "next_seq")) || hole_at;
+    /* back to the live stream as soon as what is held goes on from the
+       mark: paging through a burst the SUB delivers is slower */
+    proto_msg_t *head;
+    while ((head = zlistx_first (src->held)) && head->seq <= src->mark)
+        zlistx_delete (src->held, zlistx_cursor (src->held));
+    if (head && head->seq == src->mark + 1)
+        more = false;
     if (more && (!to || src->mark < to))
         s_replay (src, to);
     else
