@@ -337,17 +337,12 @@ bus_calls_for (bus_service_t *svc, const char *service)
                    bus_config_str (config, "sanctum", "keys_dir"));
         return NULL;
     }
-    bus_calls_t *self = bus_calls_new (bus_service_loop (svc), bus_service_name (service),
-                                       bus_config_str (config, section, "rpc"), key,
-                                       bus_service_cert (svc),
-                                       (int) bus_config_int (config, "sanctum", "rpc_timeout_ms"),
-                                       (int) bus_config_int (config, "sanctum", "rpc_retries"),
-                                       bus_service_stats (svc));
-    if (self) {
-        self->max_frame = (size_t) bus_config_int (config, "sanctum", "max_frame");
-        zsock_set_maxmsgsize (self->sock, (int64_t) self->max_frame);
-    }
-    return self;
+    /* replies are decoded up to 64 MiB, as bus_client does: a reply may
+       be larger than the requests the config's max_frame bounds */
+    return bus_calls_new (bus_service_loop (svc), bus_service_name (service),
+                          bus_config_str (config, section, "rpc"), key, bus_service_cert (svc),
+                          (int) bus_config_int (config, "sanctum", "rpc_timeout_ms"),
+                          (int) bus_config_int (config, "sanctum", "rpc_retries"), bus_service_stats (svc));
 }
 
 void

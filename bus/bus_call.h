@@ -112,8 +112,8 @@ bus_calls_t *bus_calls_new (zloop_t *loop, const char *name, const char *endpoin
 
 /*  Calls from the service svc to the peer service ("authz", "ciba-broker"
     or its section "ciba") as the config names it: its rpc endpoint, its
-    public key from keys_dir, [sanctum] rpc_timeout_ms and rpc_retries,
-    max_frame for replies; svc's own cert, reactor and stats. Returns NULL
+    public key from keys_dir, [sanctum] rpc_timeout_ms and rpc_retries;
+    svc's own cert, reactor and stats. Returns NULL
     when the service is unknown or its key cannot be read (logged). */
 bus_calls_t *bus_calls_for (bus_service_t *svc, const char *service);
 
