@@ -1,5 +1,6 @@
 /*  ctl_bus.c — health, inject, tap: talking to the bus directly. */
 #include "ctl.h"
+#include "bus_follow.h"
 #include "bus_service.h"
 
 #include <stdio.h>
@@ -127,88 +128,67 @@ ctl_cmd_inject (ctl_t *ctl)
 
 /* --- tap ------------------------------------------------------------------ */
 
+/*  tap prints what a memory-mode follower (bus_follow.h) applies: every
+    event once, in each publisher's seq order, gaps filled by replay, and
+    events a publisher trimmed reported as lost. */
 typedef struct {
-    const char *service;
-    bus_sub_t *sub;
-    bus_client_t *client;
-    uint64_t last_seq;          /* last sequence printed from this publisher */
-} s_tap_src_t;
+    ctl_t *ctl;
+    long left;                  /* events still to print; < 0: no limit */
+} s_tap_t;
 
-/*  Print one event if it is the next of its publisher; returns 1 if printed. */
 static int
-s_tap_print (ctl_t *ctl, s_tap_src_t *src, json_t *env, const char *const *topics, long *left)
+s_tap_event (bus_follow_t *follow, bus_txn_t *txn, proto_msg_t *event, void *arg)
 {
-    uint64_t seq = (uint64_t) json_integer_value (json_object_get (env, "seq"));
-    if (seq <= src->last_seq)
+    s_tap_t *tap = arg;
+    if (tap->left == 0)
         return 0;
-    src->last_seq = seq;
-    const char *type = json_string_value (json_object_get (env, "type"));
-    bool match = !topics [0];
-    for (size_t i = 0; topics [i] && !match; i++)
-        match = type && strncmp (type, topics [i], strlen (topics [i])) == 0;
-    if (!match)
-        return 0;
-    if (ctl->json)
+    if (tap->ctl->json) {
+        json_t *env = proto_msg_to_json (event);
         ctl_print_json (env, true);
+        json_decref (env);
+    }
     else {
-        char *body = json_dumps (json_object_get (env, "body"), JSON_COMPACT | JSON_SORT_KEYS);
-        printf ("%s #%llu %s %s\n", json_string_value (json_object_get (env, "pub")),
-                (unsigned long long) seq, type, body ? body : "{}");
+        char *body = json_dumps (event->body, JSON_COMPACT | JSON_SORT_KEYS);
+        printf ("%s #%llu %s %s\n", event->pub, (unsigned long long) event->seq, event->type,
+                body ? body : "{}");
         free (body);
     }
     fflush (stdout);
-    if (*left > 0)
-        (*left)--;
-    return 1;
+    if (tap->left > 0)
+        tap->left--;
+    return 0;
 }
 
-/*  Fetch [from, to] from the publisher with events.replay and print them. */
 static void
-s_tap_replay (ctl_t *ctl, s_tap_src_t *src, uint64_t from, uint64_t to, const char *const *topics,
-              long *left)
+s_tap_loss (bus_follow_t *follow, const char *source, const char *pub, uint64_t from, uint64_t to, void *arg)
 {
-    while (from <= to && *left != 0) {
-        json_t *body = json_pack ("{s:I}", "from_seq", (json_int_t) from);
-        if (to != UINT64_MAX)
-            json_object_set_new (body, "to_seq", json_integer ((json_int_t) to));
-        proto_msg_t *reply = NULL;
-        int rc = bus_client_call (src->client, "events.replay", body, NULL, &reply);
-        json_decref (body);
-        if (rc == BUS_EAUTH)
-            ctl_print_call_error (ctl, src->service, src->client, rc, NULL, 0);
-        if (rc || !reply->ok) {
-            fprintf (stderr, "sanctumctl: replay from %s failed\n", src->service);
-            proto_msg_destroy (&reply);
-            return;
-        }
-        /* first_seq: the publisher no longer keeps anything older */
-        json_t *first = json_object_get (reply->body, "first_seq");
-        uint64_t kept = json_is_integer (first) ? (uint64_t) json_integer_value (first) : 0;
-        if (kept > from)
-            fprintf (stderr, "sanctumctl: %s no longer keeps events %llu..%llu (trimmed from its outbox)\n",
-                     src->service, (unsigned long long) from,
-                     (unsigned long long) MIN (kept - 1, to));
-        size_t i;
-        json_t *env;
-        json_array_foreach (json_object_get (reply->body, "events"), i, env)
-            if (*left != 0)
-                s_tap_print (ctl, src, env, topics, left);
-        /* next_seq: more in the range; none: the range is done */
-        json_t *next = json_object_get (reply->body, "next_seq");
-        from = json_is_integer (next) ? (uint64_t) json_integer_value (next) : 0;
-        proto_msg_destroy (&reply);
-        if (from == 0)
-            break;
-    }
+    fprintf (stderr, "sanctumctl: %s no longer keeps events %llu..%llu (trimmed from its outbox)\n",
+             source, (unsigned long long) from, (unsigned long long) to);
 }
 
+typedef struct {
+    s_tap_t *tap;
+    int64_t until;
+} s_tap_wait_t;
+
+static int
+s_tap_check (zloop_t *loop, int timer_id, void *arg)
+{
+    s_tap_wait_t *w = arg;
+    return w->tap->left == 0 || zclock_mono () >= w->until ? -1 : 0;
+}
+
+/*  tap [TOPIC]... [--service S] [--replay] [--count N] [--timeout-ms MS]:
+    live events of every service (or S) whose type starts with a TOPIC;
+    with --replay, what the outboxes still keep first. */
 int
 ctl_cmd_tap (ctl_t *ctl)
 {
     const char **topics = calloc ((size_t) ctl->argc + 1, sizeof *topics);
     const char *only = NULL;
     bool replay = false;
-    long left = -1, timeout_ms = -1;
+    long timeout_ms = -1;
+    s_tap_t tap = { ctl, -1 };
     size_t ntopics = 0;
     for (int i = 0; i < ctl->argc; i++) {
         if (streq (ctl->argv [i], "--service") && i + 1 < ctl->argc)
@@ -216,7 +196,7 @@ ctl_cmd_tap (ctl_t *ctl)
         else if (streq (ctl->argv [i], "--replay"))
             replay = true;
         else if (streq (ctl->argv [i], "--count") && i + 1 < ctl->argc)
-            left = atol (ctl->argv [++i]);
+            tap.left = atol (ctl->argv [++i]);
         else if (streq (ctl->argv [i], "--timeout-ms") && i + 1 < ctl->argc)
             timeout_ms = atol (ctl->argv [++i]);
         else
@@ -227,58 +207,26 @@ ctl_cmd_tap (ctl_t *ctl)
         free (topics);
         return CTL_USAGE;
     }
-    s_tap_src_t srcs [16] = { { 0 } };
-    size_t nsrc = 0;
-    zpoller_t *poller = NULL;
-    for (const bus_service_id_t *s = bus_services; s->name; s++) {
+    zloop_t *loop = zloop_new ();
+    bus_follow_opts_t opts = { .name = "tap", .topics = topics, .fn = s_tap_event, .loss = s_tap_loss,
+                               .arg = &tap, .from_now = !replay };
+    bus_follow_t *follow = loop ? bus_follow_new (loop, ctl->cert, &opts) : NULL;
+    size_t sources = 0;
+    for (const bus_service_id_t *s = bus_services; follow && s->name; s++) {
         if (only && !streq (bus_service_name (only), s->name))
             continue;
-        s_tap_src_t *src = &srcs [nsrc];
-        src->service = s->name;
-        src->sub = bus_sub_for (ctl->config, s->name, ctl->cert, NULL);
-        src->client = ctl_client (ctl, s->name);
-        if (!src->sub || !src->client) {
-            bus_sub_destroy (&src->sub);
-            bus_client_destroy (&src->client);
-            continue;
-        }
-        if (!poller)
-            poller = zpoller_new (bus_sub_sock (src->sub), NULL);
-        else
-            zpoller_add (poller, bus_sub_sock (src->sub));
-        nsrc++;
+        if (bus_follow_add_service (follow, ctl->config, s->name) == 0)
+            sources++;
     }
-    /* late joiner: what was published before we subscribed */
-    zclock_sleep (100);
-    for (size_t i = 0; i < nsrc && replay; i++)
-        s_tap_replay (ctl, &srcs [i], 1, UINT64_MAX, topics, &left);
-    int64_t until = timeout_ms >= 0 ? zclock_mono () + timeout_ms : INT64_MAX;
-    while (left != 0 && !zsys_interrupted && zclock_mono () < until && poller) {
-        long wait = until == INT64_MAX ? 500 : (long) (until - zclock_mono ());
-        zsock_t *ready = zpoller_wait (poller, wait > 500 ? 500 : (int) wait);
-        if (!ready)
-            continue;
-        for (size_t i = 0; i < nsrc; i++) {
-            if (bus_sub_sock (srcs [i].sub) != ready)
-                continue;
-            proto_msg_t *evt = NULL;
-            if (bus_sub_recv (srcs [i].sub, 0, &evt) != 0)
-                break;
-            /* a gap: fetch what we missed before printing this one */
-            if (replay && evt->seq > srcs [i].last_seq + 1)
-                s_tap_replay (ctl, &srcs [i], srcs [i].last_seq + 1, evt->seq - 1, topics, &left);
-            json_t *env = proto_msg_to_json (evt);
-            if (left != 0)
-                s_tap_print (ctl, &srcs [i], env, topics, &left);
-            json_decref (env);
-            proto_msg_destroy (&evt);
-        }
+    if (follow && sources) {
+        s_tap_wait_t wait = { &tap, timeout_ms >= 0 ? zclock_mono () + timeout_ms : INT64_MAX };
+        zloop_timer (loop, 20, 0, s_tap_check, &wait);
+        zloop_start (loop);
     }
-    zpoller_destroy (&poller);
-    for (size_t i = 0; i < nsrc; i++) {
-        bus_sub_destroy (&srcs [i].sub);
-        bus_client_destroy (&srcs [i].client);
-    }
+    else
+        fprintf (stderr, "sanctumctl: no service to tap\n");
+    bus_follow_destroy (&follow);
+    zloop_destroy (&loop);
     free (topics);
-    return left > 0 ? CTL_ERROR : CTL_OK;
+    return sources && tap.left <= 0 ? CTL_OK : CTL_ERROR;
 }

@@ -1,5 +1,5 @@
 #!/bin/sh
-# Run every benchmark binary in $BUILD/bench (bench_bus, bench_authz, ...),
+# Run every benchmark binary in $BUILD/bench (bench_bus, bench_kit, bench_authz, ...),
 # print their output, and exit non-zero if any of them fails or none exists.
 # Extra arguments (e.g. --quick) are passed to every benchmark.
 BUILD=${BUILD:-build}

@@ -1,7 +1,8 @@
 #!/bin/sh
-# test_bench_smoke.sh — the benchmarks still run: bench_bus and bench_authz
-# --quick (bench_authz with the sanctum-authz daemon as its own process and
-# again with --thread) complete and print every figure the README quotes.
+# test_bench_smoke.sh — the benchmarks still run: bench_bus, bench_kit and
+# bench_authz --quick (bench_authz with the sanctum-authz daemon as its own
+# process and again with --thread) complete and print every figure the
+# README quotes.
 # Figures are not judged here (CI timings are noise); `make bench` does.
 # Prints `ok NAME` / `not ok NAME` lines, then `N passed, N failed`;
 # exits 1 when anything failed.
@@ -21,6 +22,13 @@ has_figures () {
 result "bench_bus_runs" $? "$(tail -n 3 "$TMP/bus.err" | tr '\n' ' ')"
 has_figures "$TMP/bus" bus_rtt_p50 bus_rtt_p99 bus_throughput_64 >"$TMP/why"
 result "bench_bus_figures" $? "$(cat "$TMP/why")"
+
+"$BUILD/bench/bench_kit" --quick >"$TMP/kit" 2>"$TMP/kit.err"
+result "bench_kit_runs" $? "$(tail -n 3 "$TMP/kit.err" | tr '\n' ' ')"
+has_figures "$TMP/kit" kit_call_p50 kit_call_p99 kit_call_throughput_64 kit_follow_durable >"$TMP/why"
+result "bench_kit_figures" $? "$(cat "$TMP/why")"
+grep -Eq "^bench kit_targets (met|missed)" "$TMP/kit"
+result "bench_kit_verdict" $?
 
 for shape in process thread; do
     flag=""
