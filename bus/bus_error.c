@@ -21,6 +21,9 @@ bus_strerror (int code)
         case BUS_EREMOTE:   return "remote error";
         case BUS_ECRYPTO:   return "cryptographic failure";
         case BUS_EINTR:     return "interrupted";
+        case BUS_EREFUSED:  return "peer unreachable";
+        case BUS_ETLS:      return "tls failure";
+        case BUS_EPROTO:    return "protocol violation by the peer";
         default:            return "unknown error";
     }
 }

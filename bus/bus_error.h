@@ -23,6 +23,9 @@
 #define BUS_EREMOTE   -13   /* the peer answered with an error reply */
 #define BUS_ECRYPTO   -14   /* a cryptographic operation failed */
 #define BUS_EINTR     -15   /* interrupted (SIGINT/SIGTERM) */
+#define BUS_EREFUSED  -16   /* peer unreachable: connection refused, no route, name not resolved */
+#define BUS_ETLS      -17   /* TLS handshake or certificate verification failed */
+#define BUS_EPROTO    -18   /* the peer broke the protocol (not HTTP, cut mid-response) */
 
 /*  Text for an error code; never NULL. */
 const char *bus_strerror (int code);
