@@ -18,6 +18,8 @@
 #include <stdbool.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
 
 #define S_DEFAULT_TIMEOUT_MS   30000
 #define S_DEFAULT_MAX_RESPONSE (8u << 20)
@@ -27,6 +29,8 @@ struct bus_http_client_t {
     zloop_t *loop;
     CURLM *multi;
     int timer_id;               /* the zloop timer for curl's timeout, or -1 */
+    int kick_fd;                /* eventfd: curl's timeout is 0, "at the next poll" */
+    bool kicked;
     char *ca_file;              /* NULL: the system's */
     int timeout_ms;
     size_t max_response;
@@ -368,9 +372,29 @@ s_socket_cb (CURL *easy, curl_socket_t s, int what, void *userp, void *socketp)
     return 0;
 }
 
+/*  zloop: the eventfd s_timer_cb wrote to for a zero timeout. */
+static int
+s_kick_ready (zloop_t *loop, zmq_pollitem_t *item, void *arg)
+{
+    bus_http_client_t *self = arg;
+    uint64_t count;
+    if (read (self->kick_fd, &count, sizeof count) < 0) {
+        /* already drained */
+    }
+    if (!self->kicked)
+        return 0;                       /* curl changed its mind since */
+    self->kicked = false;
+    int running;
+    curl_multi_socket_action (self->multi, CURL_SOCKET_TIMEOUT, 0, &running);
+    s_collect (self);
+    return 0;
+}
+
 /*  CURLMOPT_TIMERFUNCTION: call curl back in timeout_ms (-1: never). A
-    zero timeout also goes through the zloop: curl must not be called from
-    inside this callback. */
+    zero timeout goes through an eventfd the zloop polls: curl must not be
+    called from inside this callback, and a zero-delay zloop timer made
+    from a timer handler fires again in the same pass, so a chain of them
+    would keep the zloop from polling. */
 static int
 s_timer_cb (CURLM *multi, long timeout_ms, void *userp)
 {
@@ -379,7 +403,15 @@ s_timer_cb (CURLM *multi, long timeout_ms, void *userp)
         zloop_timer_end (self->loop, self->timer_id);
         self->timer_id = -1;
     }
-    if (timeout_ms >= 0) {
+    self->kicked = false;
+    if (timeout_ms == 0) {
+        uint64_t one = 1;
+        if (write (self->kick_fd, &one, sizeof one) != sizeof one)
+            return -1;
+        self->kicked = true;
+    }
+    else
+    if (timeout_ms > 0) {
         self->timer_id = zloop_timer (self->loop, (size_t) timeout_ms, 1, s_timer_fired, self);
         if (self->timer_id < 0)
             return -1;
@@ -414,7 +446,16 @@ bus_http_client_new (zloop_t *loop, const bus_http_client_opts_t *opts)
         goto done;
     self->loop = loop;
     self->timer_id = -1;
+    self->kick_fd = eventfd (0, EFD_NONBLOCK | EFD_CLOEXEC);
     self->next_id = 1;
+    zmq_pollitem_t kick = { NULL, self->kick_fd, ZMQ_POLLIN, 0 };
+    if (self->kick_fd < 0 || zloop_poller (loop, &kick, s_kick_ready, self)) {
+        bus_error ("http client: cannot make or poll an eventfd");
+        if (self->kick_fd >= 0)
+            close (self->kick_fd);
+        self->kick_fd = -1;
+        goto done;
+    }
     self->timeout_ms = opts ? opts->timeout_ms : S_DEFAULT_TIMEOUT_MS;
     self->max_response = opts ? opts->max_response : S_DEFAULT_MAX_RESPONSE;
     if (opts && opts->ca_file && *opts->ca_file) {
@@ -466,6 +507,11 @@ bus_http_client_destroy (bus_http_client_t **self_p)
         curl_multi_cleanup (self->multi);   /* closes cached connections: sockets removed */
     if (self->timer_id >= 0)
         zloop_timer_end (self->loop, self->timer_id);
+    if (self->kick_fd >= 0) {
+        zmq_pollitem_t kick = { NULL, self->kick_fd, ZMQ_POLLIN, 0 };
+        zloop_poller_end (self->loop, &kick);
+        close (self->kick_fd);
+    }
     free (self->ca_file);
     free (self);
     *self_p = NULL;

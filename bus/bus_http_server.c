@@ -23,6 +23,9 @@
 #include <stdbool.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+#include <errno.h>
 #include <sys/socket.h>
 
 #define S_DEFAULT_MAX_BODY       (1u << 20)
@@ -92,7 +95,10 @@ struct bus_http_server_t {
     bool polled;
     int run_timer;              /* one-shot: MHD_get_timeout, or -1 */
     int sweep_timer;
+    int kick_fd;                /* eventfd: "run MHD at the next poll" */
+    bool kicked;
     bool in_run, run_again;
+    bool closed_in_run;         /* a connection closed during MHD_run */
     bool stopping;
     int port;
     size_t max_body;
@@ -107,6 +113,7 @@ struct bus_http_server_t {
 };
 
 static void s_run (bus_http_server_t *self);
+static void s_schedule (bus_http_server_t *self);
 
 /*  MHD's log lines, at debug (a client's mistakes are not ours to shout). */
 static void
@@ -142,30 +149,57 @@ s_arm (bus_http_server_t *self, long long delay_ms)
     self->run_timer = zloop_timer (self->loop, (size_t) delay_ms, 1, s_run_timer_fired, self);
 }
 
-/*  Run MHD now-ish: at once from the zloop (not from inside MHD_run). */
+/*  Run MHD at the next turn of the zloop, after it has polled: through
+    an eventfd, not a zero-delay timer, which zloop would fire again in
+    the same pass (a chain of them would never let it poll). */
 static void
 s_schedule (bus_http_server_t *self)
 {
     if (self->in_run)
         self->run_again = true;
     else
-        s_arm (self, 0);
+    if (!self->kicked) {
+        uint64_t one = 1;
+        if (write (self->kick_fd, &one, sizeof one) == sizeof one)
+            self->kicked = true;
+    }
 }
 
-/*  MHD_run, then arm the timer MHD asks for. */
+/*  zloop: the eventfd s_schedule wrote to. */
+static int
+s_kick_ready (zloop_t *loop, zmq_pollitem_t *item, void *arg)
+{
+    bus_http_server_t *self = arg;
+    uint64_t count;
+    if (read (self->kick_fd, &count, sizeof count) < 0) {
+        /* nothing to read: already drained */
+    }
+    self->kicked = false;
+    s_run (self);
+    return 0;
+}
+
+/*  MHD_run, then arm the timer MHD asks for. A connection closed in the
+    run calls for another: MHD re-arms a listening socket it stopped
+    polling at the connection cap only at the start of a run. */
 static void
 s_run (bus_http_server_t *self)
 {
     self->in_run = true;
     self->run_again = false;
+    self->closed_in_run = false;
     MHD_run (self->mhd);
     self->in_run = false;
     MHD_UNSIGNED_LONG_LONG timeout;
-    if (self->run_again)
-        s_arm (self, 0);
+    if (self->run_again || self->closed_in_run)
+        s_schedule (self);
     else
-    if (MHD_get_timeout (self->mhd, &timeout) == MHD_YES)
-        s_arm (self, (long long) timeout);
+    if (MHD_get_timeout (self->mhd, &timeout) == MHD_YES) {
+        if (timeout == 0)
+            s_schedule (self);
+        else
+            s_arm (self, (long long) timeout);
+    }
     else
     if (self->run_timer >= 0) {
         zloop_timer_end (self->loop, self->run_timer);
@@ -233,6 +267,7 @@ s_notify_connection (void *cls, struct MHD_Connection *connection, void **socket
     }
     else
     if (toe == MHD_CONNECTION_NOTIFY_CLOSED) {
+        self->closed_in_run = true;
         s_conn_t *c = *socket_context;
         if (!c)
             return;
@@ -555,6 +590,18 @@ bus_http_server_new (zloop_t *loop, const bus_http_server_opts_t *opts,
     self->loop = loop;
     self->run_timer = -1;
     self->sweep_timer = -1;
+    self->kick_fd = eventfd (0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (self->kick_fd < 0) {
+        snprintf (err, err_len, "http server: eventfd: %s", strerror (errno));
+        goto done;
+    }
+    zmq_pollitem_t kick = { NULL, self->kick_fd, ZMQ_POLLIN, 0 };
+    if (zloop_poller (loop, &kick, s_kick_ready, self)) {
+        close (self->kick_fd);
+        self->kick_fd = -1;
+        snprintf (err, err_len, "http server: cannot poll its eventfd");
+        goto done;
+    }
     self->max_body = opts->max_body ? opts->max_body : S_DEFAULT_MAX_BODY;
     self->max_headers = opts->max_headers ? opts->max_headers : S_DEFAULT_MAX_HEADERS;
     self->request_timeout_ms = opts->request_timeout_ms ? opts->request_timeout_ms : S_DEFAULT_REQUEST_MS;
@@ -637,6 +684,11 @@ bus_http_server_destroy (bus_http_server_t **self_p)
     if (self->polled) {
         zmq_pollitem_t item = { NULL, self->epoll_fd, ZMQ_POLLIN, 0 };
         zloop_poller_end (self->loop, &item);
+    }
+    if (self->kick_fd >= 0) {
+        zmq_pollitem_t kick = { NULL, self->kick_fd, ZMQ_POLLIN, 0 };
+        zloop_poller_end (self->loop, &kick);
+        close (self->kick_fd);
     }
     if (self->run_timer >= 0)
         zloop_timer_end (self->loop, self->run_timer);
