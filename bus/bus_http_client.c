@@ -1,8 +1,8 @@
 /*  bus_http_client.c — libcurl's multi interface on a zloop.
 
-    curl tells us which sockets to watch (s_socket_cb: one zloop poller per
-    socket, replaced when the events change) and when to call it back
-    (s_timer_cb: one zloop timer, replaced each time). Readiness and the
+    curl tells us which sockets to watch (s_socket_cb: an epoll set of our
+    own, polled by the zloop as one descriptor) and when to call it back
+    (s_timer_cb: one zloop timer, replaced each time; an eventfd for "now"). Readiness and the
     timer both end in curl_multi_socket_action, after which finished
     transfers are collected (s_collect) and their callbacks run: never
     inside a curl callback, so a callback may start or cancel requests.
@@ -18,25 +18,32 @@
 #include <stdbool.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
 
 #define S_DEFAULT_TIMEOUT_MS   30000
 #define S_DEFAULT_MAX_RESPONSE (8u << 20)
 #define S_MAX_METHOD           16
+#define S_EASY_POOL            256      /* idle easy handles kept for reuse */
 
 struct bus_http_client_t {
     zloop_t *loop;
     CURLM *multi;
     int timer_id;               /* the zloop timer for curl's timeout, or -1 */
     int kick_fd;                /* eventfd: curl's timeout is 0, "at the next poll" */
-    bool kicked;
+    bool kicked;                /* curl's timeout is 0: call it back */
+    bool kick_written;          /* ... and kick_fd says so */
+    bool in_handler;            /* inside s_drive: it calls curl back itself */
+    int epoll_fd;               /* curl's sockets; the zloop polls this one descriptor */
     char *ca_file;              /* NULL: the system's */
     int timeout_ms;
     size_t max_response;
     zhashx_t *pending;          /* id (uint64_t *) -> s_req_t */
     uint64_t next_id;
     bool collecting;            /* inside s_collect */
+    CURL *pool [S_EASY_POOL];   /* easy handles reset for reuse */
+    size_t pool_size;
 };
 
 /*  One request in flight. */
@@ -56,12 +63,6 @@ typedef struct {
     size_t header_count, header_cap, header_bytes;
     char errbuf [CURL_ERROR_SIZE];
 } s_req_t;
-
-/*  A socket curl asked us to watch (curl_multi_assign'd to it). */
-typedef struct {
-    curl_socket_t fd;
-    bool polled;
-} s_sock_t;
 
 static pthread_once_t s_curl_once = PTHREAD_ONCE_INIT;
 static CURLcode s_curl_init_rc;
@@ -94,14 +95,23 @@ s_id_cmp (const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
-/*  Free a request's own memory (its easy handle must be out of the multi). */
+/*  Free a request's own memory (its easy handle must be out of the
+    multi); the handle goes back to the client's pool when there is room
+    (reset: no option of this request survives into the next). */
 static void
 s_req_free (s_req_t *req)
 {
     if (!req)
         return;
-    if (req->easy)
-        curl_easy_cleanup (req->easy);
+    if (req->easy) {
+        bus_http_client_t *client = req->client;
+        if (client && client->pool_size < S_EASY_POOL) {
+            curl_easy_reset (req->easy);
+            client->pool [client->pool_size++] = req->easy;
+        }
+        else
+            curl_easy_cleanup (req->easy);
+    }
     curl_slist_free_all (req->req_headers);
     for (size_t i = 0; i < req->header_count; i++) {
         free ((char *) req->headers [i].name);
@@ -308,21 +318,57 @@ s_collect (bus_http_client_t *self)
     self->collecting = false;
 }
 
-/*  zloop: a socket curl watches is ready. */
+/*  Ask the zloop to call curl back at its next turn. */
 static int
-s_socket_ready (zloop_t *loop, zmq_pollitem_t *item, void *arg)
+s_kick (bus_http_client_t *self)
+{
+    if (!self->kick_written) {
+        uint64_t one = 1;
+        if (write (self->kick_fd, &one, sizeof one) != sizeof one)
+            return -1;
+        self->kick_written = true;
+    }
+    return 0;
+}
+
+/*  Tell curl about socket fd (or its timeout: CURL_SOCKET_TIMEOUT), run
+    the finished requests' callbacks, and serve the zero timeouts that
+    asked for (requests those callbacks started) a few times over before
+    leaving the rest to the next turn of the zloop. */
+static void
+s_drive (bus_http_client_t *self, curl_socket_t fd, int flags)
+{
+    int running;
+    self->in_handler = true;
+    curl_multi_socket_action (self->multi, fd, flags, &running);
+    s_collect (self);
+    for (int round = 0; round < 4 && self->kicked; round++) {
+        self->kicked = false;
+        curl_multi_socket_action (self->multi, CURL_SOCKET_TIMEOUT, 0, &running);
+        s_collect (self);
+    }
+    self->in_handler = false;
+    if (self->kicked)
+        s_kick (self);
+}
+
+/*  zloop: one of curl's sockets is ready (the epoll descriptor is). */
+static int
+s_epoll_ready (zloop_t *loop, zmq_pollitem_t *item, void *arg)
 {
     bus_http_client_t *self = arg;
-    int flags = 0;
-    if (item->revents & ZMQ_POLLIN)
-        flags |= CURL_CSELECT_IN;
-    if (item->revents & ZMQ_POLLOUT)
-        flags |= CURL_CSELECT_OUT;
-    if (item->revents & ZMQ_POLLERR)
-        flags |= CURL_CSELECT_ERR;
-    int running;
-    curl_multi_socket_action (self->multi, item->fd, flags, &running);
-    s_collect (self);
+    struct epoll_event events [64];
+    int n = epoll_wait (self->epoll_fd, events, 64, 0);
+    for (int i = 0; i < n; i++) {
+        int flags = 0;
+        if (events [i].events & EPOLLIN)
+            flags |= CURL_CSELECT_IN;
+        if (events [i].events & EPOLLOUT)
+            flags |= CURL_CSELECT_OUT;
+        if (events [i].events & (EPOLLERR | EPOLLHUP))
+            flags |= CURL_CSELECT_ERR;
+        s_drive (self, events [i].data.fd, flags);
+    }
     return 0;
 }
 
@@ -333,46 +379,38 @@ s_timer_fired (zloop_t *loop, int timer_id, void *arg)
     bus_http_client_t *self = arg;
     if (timer_id == self->timer_id)
         self->timer_id = -1;            /* a one-shot: zloop drops it */
-    int running;
-    curl_multi_socket_action (self->multi, CURL_SOCKET_TIMEOUT, 0, &running);
-    s_collect (self);
+    self->kicked = false;
+    s_drive (self, CURL_SOCKET_TIMEOUT, 0);
     return 0;
 }
 
-/*  CURLMOPT_SOCKETFUNCTION: watch socket s for what (or stop). A change of
-    events replaces the socket's zloop poller. */
+/*  CURLMOPT_SOCKETFUNCTION: watch socket s for what (or stop). curl's
+    sockets live in an epoll set of our own, whose one descriptor the zloop
+    polls: a change of events is an epoll_ctl, not a zloop poller replaced
+    (which makes zloop rebuild its poll set and stop handling the other
+    ready sockets of that pass). socketp marks a socket already added. */
 static int
 s_socket_cb (CURL *easy, curl_socket_t s, int what, void *userp, void *socketp)
 {
     bus_http_client_t *self = userp;
-    s_sock_t *sock = socketp;
-    zmq_pollitem_t item = { NULL, s, 0, 0 };
-    if (sock && sock->polled) {
-        zloop_poller_end (self->loop, &item);
-        sock->polled = false;
-    }
     if (what == CURL_POLL_REMOVE) {
-        curl_multi_assign (self->multi, s, NULL);
-        free (sock);
+        epoll_ctl (self->epoll_fd, EPOLL_CTL_DEL, s, NULL);
         return 0;
     }
-    if (!sock) {
-        sock = calloc (1, sizeof *sock);
-        if (!sock)
-            return -1;
-        sock->fd = s;
-        curl_multi_assign (self->multi, s, sock);
-    }
-    item.events = (short) (((what & CURL_POLL_IN) ? ZMQ_POLLIN : 0)
-                         | ((what & CURL_POLL_OUT) ? ZMQ_POLLOUT : 0));
-    if (zloop_poller (self->loop, &item, s_socket_ready, self))
+    struct epoll_event event = { .data.fd = s };
+    if (what & CURL_POLL_IN)
+        event.events |= EPOLLIN;
+    if (what & CURL_POLL_OUT)
+        event.events |= EPOLLOUT;
+    if (socketp)
+        return epoll_ctl (self->epoll_fd, EPOLL_CTL_MOD, s, &event) ? -1 : 0;
+    if (epoll_ctl (self->epoll_fd, EPOLL_CTL_ADD, s, &event))
         return -1;
-    zloop_poller_set_tolerant (self->loop, &item);   /* errors go to curl */
-    sock->polled = true;
+    curl_multi_assign (self->multi, s, self);
     return 0;
 }
 
-/*  zloop: the eventfd s_timer_cb wrote to for a zero timeout. */
+/*  zloop: the eventfd s_kick wrote to. */
 static int
 s_kick_ready (zloop_t *loop, zmq_pollitem_t *item, void *arg)
 {
@@ -381,20 +419,20 @@ s_kick_ready (zloop_t *loop, zmq_pollitem_t *item, void *arg)
     if (read (self->kick_fd, &count, sizeof count) < 0) {
         /* already drained */
     }
-    if (!self->kicked)
-        return 0;                       /* curl changed its mind since */
-    self->kicked = false;
-    int running;
-    curl_multi_socket_action (self->multi, CURL_SOCKET_TIMEOUT, 0, &running);
-    s_collect (self);
+    self->kick_written = false;
+    if (self->kicked) {
+        self->kicked = false;
+        s_drive (self, CURL_SOCKET_TIMEOUT, 0);
+    }
     return 0;
 }
 
 /*  CURLMOPT_TIMERFUNCTION: call curl back in timeout_ms (-1: never). A
-    zero timeout goes through an eventfd the zloop polls: curl must not be
-    called from inside this callback, and a zero-delay zloop timer made
-    from a timer handler fires again in the same pass, so a chain of them
-    would keep the zloop from polling. */
+    zero timeout is served by s_drive when curl asks from inside it, else
+    through an eventfd the zloop polls: curl must not be called from inside
+    this callback, and a zero-delay zloop timer made from a timer handler
+    fires again in the same pass, so a chain of them would keep the zloop
+    from polling. */
 static int
 s_timer_cb (CURLM *multi, long timeout_ms, void *userp)
 {
@@ -403,14 +441,9 @@ s_timer_cb (CURLM *multi, long timeout_ms, void *userp)
         zloop_timer_end (self->loop, self->timer_id);
         self->timer_id = -1;
     }
-    self->kicked = false;
-    if (timeout_ms == 0) {
-        uint64_t one = 1;
-        if (write (self->kick_fd, &one, sizeof one) != sizeof one)
-            return -1;
-        self->kicked = true;
-    }
-    else
+    self->kicked = timeout_ms == 0;
+    if (self->kicked && !self->in_handler)
+        return s_kick (self);
     if (timeout_ms > 0) {
         self->timer_id = zloop_timer (self->loop, (size_t) timeout_ms, 1, s_timer_fired, self);
         if (self->timer_id < 0)
@@ -447,6 +480,7 @@ bus_http_client_new (zloop_t *loop, const bus_http_client_opts_t *opts)
     self->loop = loop;
     self->timer_id = -1;
     self->kick_fd = eventfd (0, EFD_NONBLOCK | EFD_CLOEXEC);
+    self->epoll_fd = epoll_create1 (EPOLL_CLOEXEC);
     self->next_id = 1;
     zmq_pollitem_t kick = { NULL, self->kick_fd, ZMQ_POLLIN, 0 };
     if (self->kick_fd < 0 || zloop_poller (loop, &kick, s_kick_ready, self)) {
@@ -454,6 +488,14 @@ bus_http_client_new (zloop_t *loop, const bus_http_client_opts_t *opts)
         if (self->kick_fd >= 0)
             close (self->kick_fd);
         self->kick_fd = -1;
+        goto done;
+    }
+    zmq_pollitem_t sockets = { NULL, self->epoll_fd, ZMQ_POLLIN, 0 };
+    if (self->epoll_fd < 0 || zloop_poller (loop, &sockets, s_epoll_ready, self)) {
+        bus_error ("http client: cannot make or poll an epoll descriptor");
+        if (self->epoll_fd >= 0)
+            close (self->epoll_fd);
+        self->epoll_fd = -1;
         goto done;
     }
     self->timeout_ms = opts ? opts->timeout_ms : S_DEFAULT_TIMEOUT_MS;
@@ -505,12 +547,19 @@ bus_http_client_destroy (bus_http_client_t **self_p)
     }
     if (self->multi)
         curl_multi_cleanup (self->multi);   /* closes cached connections: sockets removed */
+    while (self->pool_size)
+        curl_easy_cleanup (self->pool [--self->pool_size]);
     if (self->timer_id >= 0)
         zloop_timer_end (self->loop, self->timer_id);
     if (self->kick_fd >= 0) {
         zmq_pollitem_t kick = { NULL, self->kick_fd, ZMQ_POLLIN, 0 };
         zloop_poller_end (self->loop, &kick);
         close (self->kick_fd);
+    }
+    if (self->epoll_fd >= 0) {
+        zmq_pollitem_t sockets = { NULL, self->epoll_fd, ZMQ_POLLIN, 0 };
+        zloop_poller_end (self->loop, &sockets);
+        close (self->epoll_fd);
     }
     free (self->ca_file);
     free (self);
@@ -563,7 +612,10 @@ bus_http_client_send (bus_http_client_t *self, const bus_http_request_t *request
 
     rc = BUS_ENOMEM;
     req = calloc (1, sizeof *req);
-    if (!req || !(req->easy = curl_easy_init ()))
+    if (!req)
+        goto done;
+    req->easy = self->pool_size ? self->pool [--self->pool_size] : curl_easy_init ();
+    if (!req->easy)
         goto done;
     req->client = self;
     req->done = done;

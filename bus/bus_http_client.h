@@ -8,8 +8,9 @@
 
     Threads: everything here runs on the thread that runs the zloop, and
     must be called only from it (handlers, timers, other callbacks). The
-    sockets curl opens are registered with the zloop (zloop_poller) and its
-    timeout with a zloop timer; curl_multi_socket_action runs on readiness.
+    sockets curl opens go into an epoll set whose one descriptor the zloop
+    polls, and curl's timeout into a zloop timer (an eventfd when it is 0);
+    curl_multi_socket_action runs on readiness and on expiry.
     Nothing blocks the reactor: connects, TLS and transfers are non-blocking,
     and names resolve on curl's resolver thread (Debian's libcurl is built
     with the threaded resolver; bus_http_client_new logs a warning when the

@@ -16,7 +16,8 @@
     No target is set (the issue asks for the comparison); a ratio near 1
     says the zloop plumbing costs little beside curl itself.
 
-    Usage: bench_http [--quick]. Exit 0 when the measurement ran, 1 on
+    Usage: bench_http [--quick]. BENCH_HTTP_ONLY=client (or baseline)
+    measures one side alone, for profiling (its ratio is then meaningless). Exit 0 when the measurement ran, 1 on
     error (a request failed, the server did not start).
 */
 #include "bus_error.h"
@@ -26,6 +27,7 @@
 
 #include <curl/curl.h>
 #include <signal.h>
+#include <sys/resource.h>
 #include <sys/prctl.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -269,14 +271,26 @@ main (int argc, char **argv)
     snprintf (url, sizeof url, "http://127.0.0.1:%d/bench", port);
 
     double fig [2][S_ROUNDS];
+    const char *only = getenv ("BENCH_HTTP_ONLY");   /* "client" | "baseline", for profiling */
     for (int r = 0; r < plan.rounds; r++)
         for (int k = 0; k < 2; k++) {
             int s = (r + k) % 2;        /* alternate who goes first */
+            if (only && strcmp (only, s == 0 ? "client" : "baseline")) {
+                fig [s][r] = 1;
+                continue;
+            }
+            struct rusage ru0, ru1;
+            getrusage (RUSAGE_SELF, &ru0);
+            double t0 = s_now_s ();
             double rate = s == 0 ? s_measure_bus (url, &plan) : s_measure_raw (url, &plan);
             if (rate < 0)
                 goto done;
+            getrusage (RUSAGE_SELF, &ru1);
+            double cpu = (double) (ru1.ru_utime.tv_sec - ru0.ru_utime.tv_sec + ru1.ru_stime.tv_sec - ru0.ru_stime.tv_sec) * 1e6
+                       + (double) (ru1.ru_utime.tv_usec - ru0.ru_utime.tv_usec + ru1.ru_stime.tv_usec - ru0.ru_stime.tv_usec);
             fig [s][r] = rate;
-            fprintf (stderr, "# round %d %s: %.0f req/s\n", r + 1, s == 0 ? "bus_http_client" : "curl_multi+poll", rate);
+            fprintf (stderr, "# round %d %s: %.0f req/s, client CPU %.1f us per request\n", r + 1,
+                     s == 0 ? "bus_http_client" : "curl_multi+poll", rate, cpu / (rate * (s_now_s () - t0)));
         }
     qsort (fig [0], (size_t) plan.rounds, sizeof (double), s_cmp_double);
     qsort (fig [1], (size_t) plan.rounds, sizeof (double), s_cmp_double);
