@@ -282,7 +282,8 @@ s_notify_connection (void *cls, struct MHD_Connection *connection, void **socket
     }
 }
 
-/*  Queue a short canned response that also closes the connection. */
+/*  Queue a short canned response; a refusal (4xx but 404/405, 5xx) also
+    closes the connection, whose unread rest cannot be trusted. */
 static enum MHD_Result
 s_queue_canned (struct MHD_Connection *conn, unsigned int status, const char *text)
 {
@@ -290,7 +291,8 @@ s_queue_canned (struct MHD_Connection *conn, unsigned int status, const char *te
                                                                      MHD_RESPMEM_PERSISTENT);
     if (!response)
         return MHD_NO;
-    MHD_add_response_header (response, MHD_HTTP_HEADER_CONNECTION, "close");
+    if (status != 404 && status != 405)
+        MHD_add_response_header (response, MHD_HTTP_HEADER_CONNECTION, "close");
     MHD_add_response_header (response, MHD_HTTP_HEADER_CONTENT_TYPE, "text/plain");
     enum MHD_Result rc = MHD_queue_response (conn, status, response);
     MHD_destroy_response (response);
@@ -809,6 +811,8 @@ bus_http_respond (bus_http_exchange_t *ex, int status, const char *content_type,
 {
     if (ex->state != S_HANDLING && ex->state != S_DEFERRED)
         return BUS_ESTATE;
+    if (status < 100 || status > 599 || (content_type && strpbrk (content_type, "\r\n")))
+        return BUS_EINVAL;
     int rc = 0;
     struct MHD_Response *response = MHD_create_response_from_buffer (len, (void *) (body ? body : ""),
                                                                      MHD_RESPMEM_MUST_COPY);
@@ -849,6 +853,8 @@ bus_http_stream_open (bus_http_exchange_t *ex, int status, const char *content_t
 {
     if (ex->state != S_HANDLING && ex->state != S_DEFERRED)
         return BUS_ESTATE;
+    if (status < 100 || status > 599 || (content_type && strpbrk (content_type, "\r\n")))
+        return BUS_EINVAL;
     struct MHD_Response *response = MHD_create_response_from_callback (MHD_SIZE_UNKNOWN, S_STREAM_BLOCK,
                                                                        s_stream_read, ex, NULL);
     if (!response)

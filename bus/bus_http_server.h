@@ -121,8 +121,10 @@ int bus_http_header_add (bus_http_exchange_t *ex, const char *name, const char *
 
 /*  Answer with status and body (copied; may be NULL with len 0). The
     exchange is over for its owner when this returns. Returns 0, or
-    BUS_ESTATE when it was already answered or is a stream (nothing sent),
-    BUS_ENOMEM (a 500 goes out instead). */
+    BUS_ESTATE when it was already answered or is a stream, BUS_EINVAL (a
+    status outside 100..599, a line break in content_type) (nothing sent
+    either way: the exchange is still the owner's), BUS_ENOMEM (a 500 goes
+    out instead). */
 int bus_http_respond (bus_http_exchange_t *ex, int status, const char *content_type,
                       const void *body, size_t len);
 
@@ -131,8 +133,8 @@ int bus_http_respond (bus_http_exchange_t *ex, int status, const char *content_t
 void bus_http_defer (bus_http_exchange_t *ex, bus_http_gone_fn *gone, void *arg);
 
 /*  Start a streamed response (chunked, no length): the status and headers
-    go now, the body as it is written. Returns 0 or BUS_ESTATE (already
-    answered). */
+    go now, the body as it is written. Returns 0, BUS_ESTATE (already
+    answered), BUS_EINVAL (as for bus_http_respond) or BUS_ENOMEM. */
 int bus_http_stream_open (bus_http_exchange_t *ex, int status, const char *content_type,
                           bus_http_gone_fn *gone, void *arg);
 

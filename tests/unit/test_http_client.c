@@ -34,7 +34,8 @@ typedef enum {
     RAW_HUGE_DECLARED,          /* Content-Length: 10 MiB */
     RAW_HUGE_CHUNKED,           /* chunks until the client hangs up */
     RAW_GARBAGE,                /* not HTTP */
-    RAW_CLOSED                  /* 10 bytes of a declared 1000, then close */
+    RAW_CLOSED,                 /* 10 bytes of a declared 1000, then close */
+    RAW_MANY_HEADERS            /* 500 header fields */
 } s_raw_mode_t;
 
 static int s_raw_listen = -1;
@@ -117,6 +118,15 @@ s_raw_main (void *arg)
                 break;
             case RAW_CLOSED:
                 s_send_str (fd, "HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n0123456789");
+                break;
+            case RAW_MANY_HEADERS:
+                s_send_str (fd, "HTTP/1.1 200 OK\r\n");
+                for (int i = 0; i < 500; i++) {
+                    char line [64];
+                    snprintf (line, sizeof line, "X-Header-%d: %d\r\n", i, i);
+                    s_send_str (fd, line);
+                }
+                s_send_str (fd, "Content-Length: 2\r\n\r\nok");
                 break;
         }
         close (fd);
@@ -386,6 +396,15 @@ test_huge_response_over_cap (void **state)
     s_run (&env, one, 1, 10000);
     assert_int_equal (fits.error, 0);
     assert_int_equal (fits.body_len, 4u << 20);
+
+    /*  too many response headers */
+    atomic_store (&s_raw_mode, RAW_MANY_HEADERS);
+    s_result_t headers = { 0 };
+    s_send (&env, url, &headers, 0);
+    one [0] = &headers;
+    s_run (&env, one, 1, 10000);
+    assert_int_equal (headers.calls, 1);
+    assert_int_equal (headers.error, BUS_ETOOBIG);
     s_env_fini (&env);
 }
 
@@ -539,6 +558,23 @@ test_cancel (void **state)
     assert_int_equal (by_id.calls, 0);
 }
 
+/*  The defaults from the config: [sanctum] http_*. */
+static void
+test_opts_from_config (void **state)
+{
+    bus_config_t *config = NULL;
+    char err [256];
+    assert_int_equal (bus_config_load (&config, NULL, err, sizeof err), 0);
+    bus_http_client_opts_t opts;
+    bus_http_client_opts_from_config (&opts, config);
+    assert_string_equal (opts.ca_file, "");
+    assert_int_equal (opts.timeout_ms, 30000);
+    assert_int_equal (opts.max_response, 8388608);
+    assert_int_equal (bus_config_set (config, "sanctum", "http_max_response", "100", err, sizeof err),
+                      BUS_ECONFIG);     /* under the bound */
+    bus_config_destroy (&config);
+}
+
 /*  Bad requests are refused at send, with no callback. */
 static void
 test_bad_requests (void **state)
@@ -597,6 +633,7 @@ main (void)
         cmocka_unit_test (test_tls_untrusted_then_trusted),
         cmocka_unit_test (test_cancel),
         cmocka_unit_test (test_bad_requests),
+        cmocka_unit_test (test_opts_from_config),
     };
     return cmocka_run_group_tests (tests, s_setup, s_teardown);
 }

@@ -64,6 +64,9 @@ typedef struct {
 static void
 s_hello (bus_http_exchange_t *ex, void *arg)
 {
+    S_CHECK_EQ (bus_http_respond (ex, 1000, "text/plain", "bad", 3), BUS_EINVAL);
+    S_CHECK_EQ (bus_http_respond (ex, 200, "text/plain\r\nX-Evil: 1", "bad", 3), BUS_EINVAL);
+    S_CHECK_EQ (bus_http_header_add (ex, "X-Bad", "a\r\nX-Evil: 1"), BUS_EINVAL);
     S_CHECK_EQ (bus_http_respond (ex, 200, "text/plain", "hello\n", 6), 0);
     S_CHECK_EQ (bus_http_respond (ex, 200, "text/plain", "again", 5), BUS_ESTATE);
 }
