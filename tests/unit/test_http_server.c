@@ -611,8 +611,8 @@ test_too_many_from_one_address (void **state)
     s_srv_stop (srv);
 }
 
-/*  Destroying the server answers a deferred request 503 and tells its
-    owner (gone). */
+/*  Destroying the server answers a deferred request 503, ends a stream,
+    and tells both owners (gone). */
 static void
 test_stop_with_deferred (void **state)
 {
@@ -621,17 +621,24 @@ test_stop_with_deferred (void **state)
     int fd = s_connect (srv->port);
     const char *req = "GET /never HTTP/1.1\r\nHost: t\r\n\r\n";
     s_send_all (fd, req, strlen (req));
+    int stream = s_connect (srv->port);
+    req = "GET /forever/y HTTP/1.1\r\nHost: t\r\n\r\n";
+    s_send_all (stream, req, strlen (req));
     int64_t until = s_now_ms () + 2000;
-    while (atomic_load (&srv->active) != 1 && s_now_ms () < until)
+    while (atomic_load (&srv->active) != 2 && s_now_ms () < until)
         usleep (5000);
-    assert_int_equal (atomic_load (&srv->active), 1);
-    assert_int_equal (s_srv_stop (srv), 1);
+    assert_int_equal (atomic_load (&srv->active), 2);
+    assert_int_equal (s_srv_stop (srv), 2);
     bool closed;
     char *r = s_read_all (fd, 2000, &closed);
     assert_true (closed);
     assert_true (s_status (r) == 503 || r [0] == 0);
     free (r);
     close (fd);
+    r = s_read_all (stream, 2000, &closed);
+    assert_true (closed);
+    free (r);
+    close (stream);
 }
 
 /*  Bad options and addresses are refused. */
