@@ -903,13 +903,18 @@ bus_http_stream_write (bus_http_exchange_t *ex, const void *data, size_t len)
 }
 
 int
-bus_http_sse_send (bus_http_exchange_t *ex, const char *event, const char *data)
+bus_http_sse_send (bus_http_exchange_t *ex, const char *id, const char *event, const char *data)
 {
-    if ((event && strpbrk (event, "\r\n")) || !data)
+    if ((id && strpbrk (id, "\r\n")) || (event && strpbrk (event, "\r\n")) || !data)
         return BUS_EINVAL;
     zchunk_t *text = zchunk_new (NULL, strlen (data) + 64);
     if (!text)
         return BUS_ENOMEM;
+    if (id) {
+        zchunk_extend (text, "id: ", 4);
+        zchunk_extend (text, id, strlen (id));
+        zchunk_extend (text, "\n", 1);
+    }
     if (event) {
         zchunk_extend (text, "event: ", 7);
         zchunk_extend (text, event, strlen (event));

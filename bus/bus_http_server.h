@@ -143,10 +143,13 @@ int bus_http_stream_open (bus_http_exchange_t *ex, int status, const char *conte
     may drop this data or close the stream), BUS_ESTATE (not a stream). */
 int bus_http_stream_write (bus_http_exchange_t *ex, const void *data, size_t len);
 
-/*  Queue one server-sent event: "event: <event>\n" (when event is not
-    NULL), one "data: " line per line of data, and a blank line. Same
-    returns as bus_http_stream_write. */
-int bus_http_sse_send (bus_http_exchange_t *ex, const char *event, const char *data);
+/*  Queue one server-sent event: "id: <id>\n" (when id is not NULL: the
+    browser sends the last one back as Last-Event-ID when it reconnects),
+    "event: <event>\n" (when event is not NULL), one "data: " line per
+    line of data, and a blank line. BUS_EINVAL for a line break in id or
+    event; else the returns of bus_http_stream_write. */
+int bus_http_sse_send (bus_http_exchange_t *ex, const char *id, const char *event,
+                       const char *data);
 
 /*  End a stream once what is queued has gone. ex is invalid afterwards
     (gone is not called). */

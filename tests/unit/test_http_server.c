@@ -50,6 +50,7 @@ typedef struct {
     atomic_int ticks;
     atomic_int gone;            /* gone callbacks seen */
     atomic_int active;          /* bus_http_server_active, as of the last tick */
+    atomic_int full;            /* stream writes refused BUS_EFULL */
 } s_srv_t;
 
 /*  A deferred request waiting for its timer. */
@@ -135,9 +136,11 @@ static int
 s_event_fired (zloop_t *loop, int timer_id, void *arg)
 {
     s_pending_t *p = arg;
-    char data [64];
+    char data [64], id [16];
     snprintf (data, sizeof data, "%d\nline two", ++p->sent);
-    int rc = bus_http_sse_send (p->ex, "tick", data);
+    snprintf (id, sizeof id, "%d", p->sent);
+    S_CHECK_EQ (bus_http_sse_send (p->ex, "1\n2", "tick", data), BUS_EINVAL);
+    int rc = bus_http_sse_send (p->ex, id, "tick", data);
     S_CHECK (rc == 0 || rc == BUS_EFULL);
     if (p->limit && p->sent == p->limit) {
         zloop_timer_end (loop, p->timer_id);
@@ -159,6 +162,30 @@ s_events (bus_http_exchange_t *ex, void *arg)
     S_CHECK_EQ (bus_http_stream_open (ex, 200, "text/event-stream", s_gone, p), 0);
     S_CHECK_EQ (bus_http_stream_write (ex, ": hi\n\n", 6), 0);
     p->timer_id = zloop_timer (srv->loop, 20, 0, s_event_fired, p);
+}
+
+static int
+s_flood_fired (zloop_t *loop, int timer_id, void *arg)
+{
+    s_pending_t *p = arg;
+    static char block [65536];
+    int rc = bus_http_stream_write (p->ex, block, sizeof block);
+    S_CHECK (rc == 0 || rc == BUS_EFULL);
+    if (rc == BUS_EFULL)
+        atomic_fetch_add (&p->srv->full, 1);
+    return 0;
+}
+
+/*  A stream written as fast as a timer can: 64 KiB every 5 ms. */
+static void
+s_flood (bus_http_exchange_t *ex, void *arg)
+{
+    s_srv_t *srv = arg;
+    s_pending_t *p = calloc (1, sizeof *p);
+    p->srv = srv;
+    p->ex = ex;
+    S_CHECK_EQ (bus_http_stream_open (ex, 200, "application/octet-stream", s_gone, p), 0);
+    p->timer_id = zloop_timer (srv->loop, 5, 0, s_flood_fired, p);
 }
 
 static int
@@ -184,6 +211,7 @@ s_srv_main (void *arg)
         bus_http_server_route (srv->server, "GET", "/never", s_never, srv);
         bus_http_server_route (srv->server, "GET", "/events", s_events, srv);
         bus_http_server_route (srv->server, "GET", "/forever/*", s_events, srv);
+        bus_http_server_route (srv->server, "GET", "/flood", s_flood, srv);
         srv->port = bus_http_server_port (srv->server);
         zloop_timer (srv->loop, 10, 0, s_tick, srv);
     }
@@ -402,8 +430,8 @@ test_sse_stream (void **state)
     assert_non_null (strstr (r, "Content-Type: text/event-stream"));
     assert_non_null (strstr (r, "Transfer-Encoding: chunked"));
     assert_non_null (strstr (r, ": hi\n\n"));
-    assert_non_null (strstr (r, "event: tick\ndata: 1\ndata: line two\n\n"));
-    assert_non_null (strstr (r, "event: tick\ndata: 3\ndata: line two\n\n"));
+    assert_non_null (strstr (r, "id: 1\nevent: tick\ndata: 1\ndata: line two\n\n"));
+    assert_non_null (strstr (r, "id: 3\nevent: tick\ndata: 3\ndata: line two\n\n"));
     assert_null (strstr (r, "data: 4"));
     assert_non_null (strstr (r, "\r\n0\r\n\r\n"));  /* the last chunk: ended cleanly */
     free (r);
@@ -431,6 +459,25 @@ test_stream_client_gone (void **state)
     while (atomic_load (&srv->active) != 0 && s_now_ms () < until)
         usleep (5000);
     assert_int_equal (atomic_load (&srv->active), 0);
+    s_srv_stop (srv);
+}
+
+/*  A stream to a client that does not read: once max_stream_buffer bytes
+    wait, writes are refused (BUS_EFULL) instead of growing memory. */
+static void
+test_stream_buffer_bounded (void **state)
+{
+    bus_http_server_opts_t opts = { .max_stream_buffer = 256 << 10 };
+    s_srv_t *srv = s_srv_start (&opts);
+    int fd = s_connect (srv->port);
+    int small = 4096;
+    setsockopt (fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
+    const char *req = "GET /flood HTTP/1.1\r\nHost: t\r\n\r\n";
+    s_send_all (fd, req, strlen (req));
+    assert_true (s_wait_for (&srv->full, 1, 10000));
+    assert_true (s_hello_ok (srv->port));
+    close (fd);
+    assert_true (s_wait_for (&srv->gone, 1, 3000));
     s_srv_stop (srv);
 }
 
@@ -679,6 +726,7 @@ main (void)
         cmocka_unit_test (test_deferred_answer),
         cmocka_unit_test (test_sse_stream),
         cmocka_unit_test (test_stream_client_gone),
+        cmocka_unit_test (test_stream_buffer_bounded),
         cmocka_unit_test (test_slow_client_bounded),
         cmocka_unit_test (test_oversized_request),
         cmocka_unit_test (test_too_many_connections),
