@@ -28,17 +28,20 @@
     on a stream, at the next write. Strings from the accessors belong to
     the exchange.
 
-    Bounds (each refused request gets its status and the connection is
-    closed; each is also logged at debug with the peer's address):
+    Bounds (a refused request gets its status where one is due and its
+    connection is closed; refusals are logged at debug, MHD's own and ours,
+    ours naming the peer's address):
       - max_body: a declared Content-Length over it gets 413 before any of
         the body is read; a chunked body growing past it closes the
         connection;
       - max_header_bytes: MHD's memory per connection (request line and
         headers must fit; MHD answers 431 or 413 otherwise);
       - max_headers: more header fields get 431;
-      - max_connections in total and max_per_ip from one address: further
-        connections are accepted and closed at once (streams and deferred
-        exchanges count: they hold their connection);
+      - max_connections in total: past it MHD stops accepting, so further
+        connections wait in the kernel's backlog, unserved and costing
+        nothing, until one closes; max_per_ip from one address: further
+        ones are accepted and closed at once. Streams and deferred
+        exchanges count: they hold their connection;
       - request_timeout_ms: a request (line, headers and body) must arrive
         within this of the connection opening or the previous response
         ending, however slowly its bytes trickle in (a sweep shuts the
