@@ -22,6 +22,9 @@ bus_strerror (int code)
         case BUS_ECRYPTO:   return "cryptographic failure";
         case BUS_EINTR:     return "interrupted";
         case BUS_EAUTH:     return "refused at the CURVE handshake";
+        case BUS_EREFUSED:  return "peer unreachable";
+        case BUS_ETLS:      return "tls failure";
+        case BUS_EPROTO:    return "protocol violation by the peer";
         default:            return "unknown error";
     }
 }

@@ -31,6 +31,9 @@
 #define BUS_ECRYPTO    -14               /* a cryptographic operation failed */
 #define BUS_EINTR      -15               /* interrupted (SIGINT/SIGTERM) */
 #define BUS_EAUTH      -16               /* the peer refused our CURVE key, or the handshake failed */
+#define BUS_EREFUSED   -17               /* peer unreachable: connection refused, no route, name not resolved */
+#define BUS_ETLS       -18               /* TLS handshake or certificate verification failed */
+#define BUS_EPROTO     -19               /* the peer broke the protocol (not HTTP, cut mid-response) */
 
 /*  Text for an error code (BUS_E* and PROTO_E*); never NULL. */
 const char *bus_strerror (int code);

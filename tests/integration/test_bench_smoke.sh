@@ -1,8 +1,8 @@
 #!/bin/sh
-# test_bench_smoke.sh — the benchmarks still run: bench_bus, bench_kit and
+# test_bench_smoke.sh — the benchmarks still run: bench_bus, bench_kit,
 # bench_authz --quick (bench_authz with the sanctum-authz daemon as its own
-# process and again with --thread) complete and print every figure the
-# README quotes.
+# process and again with --thread) and bench_http complete and print every
+# figure the README quotes.
 # Figures are not judged here (CI timings are noise); `make bench` does.
 # Prints `ok NAME` / `not ok NAME` lines, then `N passed, N failed`;
 # exits 1 when anything failed.
@@ -51,6 +51,11 @@ for shape in process thread; do
     [ $? -eq $([ "$shape" = process ] && echo 0 || echo 1) ]
     result "bench_authz_shape_$shape" $?
 done
+"$BUILD/bench/bench_http" --quick >"$TMP/http" 2>"$TMP/http.err"
+result "bench_http_runs" $? "$(tail -n 3 "$TMP/http.err" | tr '\n' ' ')"
+has_figures "$TMP/http" http_client_throughput_64 >"$TMP/why"
+result "bench_http_figures" $? "$(cat "$TMP/why")"
+
 # the daemon the process shape started is gone with the bench
 sleep 0.2
 ! pgrep -f "$BUILD/bench/../bin/sanctum-authz" >/dev/null
