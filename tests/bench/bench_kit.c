@@ -117,7 +117,7 @@ s_service_start (bus_service_t *svc, void **state)
     return rc ? rc : bus_service_handle (svc, "echo", s_handle_burst, NULL);
 }
 
-static const bus_daemon_t s_daemon = { "authz", NULL, s_service_start, NULL };
+static const bus_daemon_t s_daemon = { .section = "authz", .start = s_service_start };
 
 typedef struct {
     test_service_t *env;

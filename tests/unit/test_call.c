@@ -163,7 +163,7 @@ s_peer_stop (bus_service_t *svc, void **state)
     zhashx_destroy (&s_runs);
 }
 
-static const bus_daemon_t s_peer_daemon = { "authz", NULL, s_peer_start, s_peer_stop };
+static const bus_daemon_t s_peer_daemon = { .section = "authz", .start = s_peer_start, .stop = s_peer_stop };
 
 /* --- the caller (the test thread) ------------------------------------------ */
 

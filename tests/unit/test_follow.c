@@ -594,7 +594,7 @@ s_svc_stop (bus_service_t *svc, void **state)
     bus_follow_destroy (&s_svc_follow);
 }
 
-static const bus_daemon_t s_svc_daemon = { "auditor", s_follower_dbs, s_svc_start, s_svc_stop };
+static const bus_daemon_t s_svc_daemon = { .section = "auditor", .db_names = s_follower_dbs, .start = s_svc_start, .stop = s_svc_stop };
 
 /*  A service that follows another (bus_follow_for, on its reactor, in its
     store, the publisher named by its config): every event it applies

@@ -59,7 +59,7 @@ s_stop (bus_service_t *svc, void **state)
     *state = NULL;
 }
 
-static const bus_daemon_t s_daemon = { "telemetry", NULL, s_start, s_stop };
+static const bus_daemon_t s_daemon = { .section = "telemetry", .start = s_start, .stop = s_stop };
 
 static struct {
     test_service_t *env;
