@@ -9,6 +9,8 @@
 
 . "$(dirname "$0")/results.sh"
 BUILD=${BUILD:-build}
+# absolute, so that the daemon bench_authz starts is told from other trees' (pgrep below)
+BUILD=$(cd "$BUILD" && pwd)
 
 # Does output file $1 have a line `bench NAME <number>` for each NAME after it?
 has_figures () {
