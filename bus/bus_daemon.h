@@ -3,7 +3,8 @@
 
     A service module declares one constant bus_daemon_t with designated
     initialisers (its name, its databases, start and stop, its timers) and
-    its main.c hands it to bus_daemon_main():
+    its main.c hands it to bus_daemon_main() (followers and an HTTP
+    listener are declared the same way: bus_follower_t, bus_listener_t):
 
         static const bus_timer_t s_timers [] = {
             { .name = "escalation", .interval_key = "escalation_scan_ms", .fn = s_escalate },
@@ -30,6 +31,8 @@
 #ifndef BUS_DAEMON_H
 #define BUS_DAEMON_H
 
+#include "bus_follow.h"
+#include "bus_http_server.h"
 #include "bus_service.h"
 
 #define SANCTUM_VERSION "0.1.0"
@@ -52,6 +55,54 @@ typedef struct {
     bus_timer_fn *fn;
 } bus_timer_t;
 
+/*  An event callback of a declared follower, on the reactor: as
+    bus_follow_fn (bus_follow.h), with the service and the daemon's state.
+    txn is the service's write transaction in which the follower's mark
+    commits too (durable), or NULL (memory). Return 0 when applied, or a
+    negative BUS_E* error for a failure that may pass (the batch is rolled
+    back and comes again by replay). */
+typedef int (bus_event_fn) (bus_service_t *svc, void *state, bus_txn_t *txn, proto_msg_t *event);
+
+/*  Events lost: a publisher trimmed from_seq..to_seq before the follower
+    stored them (bus_follow_loss_fn). */
+typedef void (bus_loss_fn) (bus_service_t *svc, void *state, const char *source,
+                            const char *pub, uint64_t from_seq, uint64_t to_seq);
+
+/*  An event follower a service declares (bus_follow.h says what it
+    guarantees). Durable unless memory is set: the events are applied in
+    write transactions of the service's own store, in which the follower's
+    marks commit too, so the service must list BUS_FOLLOW_DB among its
+    db_names. */
+typedef struct {
+    const char *name;               /* the follower's name: its marks' keys, its logs */
+    const char *const *publishers;  /* services to follow (bus_services.def names),
+                                       NULL-terminated; NULL: every service but this one */
+    const char *const *topics;      /* type prefixes that reach fn; NULL: every type */
+    bus_event_fn *fn;
+    bus_loss_fn *loss;              /* may be NULL: a loss is still logged and counted */
+    bool memory;                    /* marks in memory only (telemetry) */
+    bool from_now;                  /* memory: start at each publisher's last event */
+} bus_follower_t;
+
+/*  An HTTP request handler of a declared listener, on the reactor: as
+    bus_http_handler_fn (bus_http_server.h), with the service and the
+    daemon's state. */
+typedef void (bus_route_fn) (bus_service_t *svc, void *state, bus_http_exchange_t *ex);
+
+typedef struct {
+    const char *method;             /* "GET"; NULL: any */
+    const char *path;               /* "/api/events", or a prefix ending in '*' */
+    bus_route_fn *fn;
+} bus_route_t;
+
+/*  An HTTP listener a service declares (bus_http_server.h: libmicrohttpd
+    on the reactor, with caps on size, headers, connections and time). */
+typedef struct {
+    const char *address_key;        /* the key of the service's section holding
+                                       "host:port"; NULL: "http" */
+    const bus_route_t *routes;      /* terminated by { 0 }; earlier routes win */
+} bus_listener_t;
+
 /*  What a service declares. Only section is required. */
 typedef struct {
     const char *section;          /* config section, e.g. "ciba" (bus_services.def) */
@@ -69,12 +120,12 @@ typedef struct {
     /*  Periodic timers, terminated by an entry whose fn is NULL ({ 0 }),
         or NULL for none. Started after start, stopped before stop. */
     const bus_timer_t *timers;
-    /*  Still to come, in this struct, started after the timers and stopped
-        before them (in bus_daemon_start / bus_daemon_stop):
-        - the event followers the service declares (topics, publishers,
-          durable or in memory, the callback) — bus/bus_follow.h;
-        - its HTTP listener (the config key of its address, the request
-          callback, the limits) — bus/bus_http.h. */
+    /*  Event followers, terminated by an entry whose fn is NULL, or NULL
+        for none. Started after the timers, stopped before them. */
+    const bus_follower_t *followers;
+    /*  The HTTP listener, or NULL for none. Started after the followers,
+        stopped first. */
+    const bus_listener_t *http;
 } bus_daemon_t;
 
 /*  The whole main() of a daemon (see the top of this file). Returns the
@@ -86,18 +137,29 @@ typedef struct bus_daemon_run_t bus_daemon_run_t;
 
 /*  Start daemon on svc (made for daemon->section), on the thread that
     will run svc's reactor, before bus_service_run: daemon->start, then
-    every timer on the service's zloop. Returns the running daemon, or
-    NULL with err set, nothing left running (daemon->stop has been called
-    when there is one). Errors: start refusing; a timer whose
-    interval is not > 0 (err names the timer, and the section, key and
-    value when it came from the config); out of memory. */
+    every timer on the service's zloop, then its followers (each following
+    its publishers as the config names them), then its HTTP listener.
+    Returns the running daemon, or NULL with err set, nothing left running
+    (daemon->stop has been called when there is one). Errors: start
+    refusing; a timer whose interval is not > 0 (err names the timer, and
+    the section, key and value when it came from the config); a follower
+    that cannot be made (no BUS_FOLLOW_DB for a durable one, a publisher
+    unknown or without a key); a listener whose address is missing, bad or
+    taken; out of memory. */
 bus_daemon_run_t *bus_daemon_start (const bus_daemon_t *daemon, bus_service_t *svc,
                                     char *err, size_t err_len);
 
 /*  Stop a started daemon, on the reactor thread once bus_service_run has
-    returned (or before it ran): its timers are cancelled, then
-    daemon->stop runs. Accepts NULL; nulls the pointer. */
+    returned (or before it ran): its HTTP listener closes (open exchanges
+    get their gone callbacks), its followers stop, its timers are
+    cancelled, then daemon->stop runs. Accepts NULL; nulls the pointer. */
 void bus_daemon_stop (bus_daemon_run_t **self_p);
+
+/*  The running daemon's follower named name, or NULL; its listener, or
+    NULL (for tests, stats and the port bound when the address asked for
+    port 0). */
+bus_follow_t *bus_daemon_follower (bus_daemon_run_t *self, const char *name);
+bus_http_server_t *bus_daemon_listener (bus_daemon_run_t *self);
 
 /*  The config path the daemons and sanctumctl use when none is given. */
 const char *bus_default_config_path (void);
