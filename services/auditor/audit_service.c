@@ -12,6 +12,16 @@
 #include <sodium.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+
+/*  Microseconds since the epoch. */
+static int64_t
+s_now_us (void)
+{
+    struct timespec ts;
+    clock_gettime (CLOCK_REALTIME, &ts);
+    return (int64_t) ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
 
 typedef struct {
     bus_service_t *svc;
@@ -113,7 +123,7 @@ s_append (bus_service_t *svc, bus_request_t *req, void *arg)
     }
     snprintf (job->principal, sizeof job->principal, "%s", bus_request_principal (req));
     snprintf (job->id, sizeof job->id, "%s", msg->id);
-    job->ts = (int64_t) zclock_time () * 1000;
+    job->ts = s_now_us ();
     json_t *stored = json_pack ("{s:s, s:s, s:s, s:I, s:O}", "kind", "append", "from", job->principal,
                                 "id", job->id, "ts", (json_int_t) job->ts,
                                 "entry", json_object_get (bus_request_body (req), "entry"));
@@ -194,7 +204,7 @@ s_head (bus_service_t *svc, bus_request_t *req, void *arg)
     bus_txn_t *txn = s_read_begin (self, req, &have);
     if (!txn)
         return;
-    audit_head_t head = { .size = s_uint (req, "size", have), .time = (int64_t) zclock_time () * 1000 };
+    audit_head_t head = { .size = s_uint (req, "size", have), .time = s_now_us () };
     if (head.size > have) {
         bus_txn_abort (&txn);
         bus_reply_error (req, PROTO_ERR_INVALID, "size %llu is beyond the log's %llu entries",

@@ -209,11 +209,46 @@ test_key_files (void **state)
     test_service_rmtree (dir);
 }
 
+/*  --emit FILE: write a JWS made here, its JWKS, and its HMAC tag and key
+    as the request tests/js/verify.mjs reads, for the jose check in
+    tests/integration/test_audit_jose.sh. Fresh random keys each time. */
+static int
+s_emit (const char *path)
+{
+    uint8_t seed [32], hmac [32];
+    randombytes_buf (seed, sizeof seed);
+    randombytes_buf (hmac, sizeof hmac);
+    audit_keys_t *keys = NULL;
+    if (audit_keys_from_seed (&keys, seed, hmac))
+        return 1;
+    json_t *payload = json_pack ("{s:s, s:s, s:[{s:s, s:s}], s:{s:I, s:s}, s:s}",
+                                 "run", "01JB3M8Q5X9ZJ2G4T6V8W0Y2A4", "workflow", "procurement",
+                                 "steps", "node", "draft", "decision", "allow",
+                                 "head", "size", (json_int_t) 42, "root", "00ff",
+                                 "note", "caf\xc3\xa9 \xf0\x9f\x98\x80 \"quoted\"\n");
+    char *jws = NULL, tag [65], key_hex [65];
+    int rc = payload ? audit_jws_sign (keys, payload, &jws) : BUS_ENOMEM;
+    if (rc == 0)
+        rc = audit_hmac_payload (keys, payload, tag);
+    sodium_bin2hex (key_hex, sizeof key_hex, hmac, sizeof hmac);
+    json_t *out = rc ? NULL : json_pack ("{s:o, s:s, s:s, s:s, s:O}", "jwks", audit_keys_jwks (keys),
+                                         "jws", jws, "hmac_key", key_hex, "hmac", tag, "payload", payload);
+    if (!out || json_dump_file (out, path, JSON_COMPACT))
+        rc = BUS_EIO;
+    json_decref (out);
+    json_decref (payload);
+    free (jws);
+    audit_keys_destroy (&keys);
+    return rc ? 1 : 0;
+}
+
 int
-main (void)
+main (int argc, char **argv)
 {
     if (sodium_init () < 0)
         return 1;
+    if (argc == 3 && strcmp (argv [1], "--emit") == 0)
+        return s_emit (argv [2]);
     const struct CMUnitTest tests [] = {
         cmocka_unit_test (test_rfc8037_key_and_jws),
         cmocka_unit_test (test_jws_round_trip_and_tampering),
