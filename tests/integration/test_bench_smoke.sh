@@ -1,7 +1,8 @@
 #!/bin/sh
-# test_bench_smoke.sh — the benchmarks still run: bench_bus and bench_authz
-# --quick (bench_authz with the sanctum-authz daemon as its own process and
-# again with --thread) complete and print every figure the README quotes.
+# test_bench_smoke.sh — the benchmarks still run: bench_bus, bench_authz
+# and bench_audit --quick (bench_authz with the sanctum-authz daemon as its
+# own process and again with --thread) complete and print every figure the
+# README quotes.
 # Figures are not judged here (CI timings are noise); `make bench` does.
 # Prints `ok NAME` / `not ok NAME` lines, then `N passed, N failed`;
 # exits 1 when anything failed.
@@ -43,6 +44,14 @@ for shape in process thread; do
     [ $? -eq $([ "$shape" = process ] && echo 0 || echo 1) ]
     result "bench_authz_shape_$shape" $?
 done
+"$BUILD/bench/bench_audit" --quick >"$TMP/audit" 2>"$TMP/audit.err"
+result "bench_audit_runs" $? "$(tail -n 3 "$TMP/audit.err" | tr '\n' ' ')"
+has_figures "$TMP/audit" audit_bus_appends audit_appends_per_fsync audit_inclusion_100k_p50 \
+    audit_inclusion_100k_p99 audit_consistency_p50 audit_root_p50 >"$TMP/why"
+result "bench_audit_figures" $? "$(cat "$TMP/why")"
+grep -Eq "^bench audit_targets (met|missed)" "$TMP/audit"
+result "bench_audit_verdict" $?
+
 # the daemon the process shape started is gone with the bench
 sleep 0.2
 ! pgrep -f "$BUILD/bench/../bin/sanctum-authz" >/dev/null
