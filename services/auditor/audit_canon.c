@@ -252,7 +252,8 @@ s_value (s_buf_t *b, const json_t *v, int depth)
             json_t *member;
             json_object_foreach ((json_t *) v, key, member)
                 keys [i++] = key;
-            qsort (keys, n, sizeof *keys, s_key_cmp);
+            if (n > 1)
+                qsort (keys, n, sizeof *keys, s_key_cmp);
             s_put (b, "{", 1);
             for (i = 0; i < n; i++) {
                 if (i)
