@@ -83,10 +83,11 @@ endef
 $(foreach s,$(SERVICES),$(eval $(call SVC_RULES,$(s))))
 
 # sanctumctl links the authz engine for `authz test` (an embedded engine on a
-# temporary store, as `fga model test` does); every other command uses the bus.
-$(CTL_BIN): $(CTL_OBJ) $(call svc_lib,authz) $(CORE_LIB)
+# temporary store, as `fga model test` does) and the auditor's verifiers for
+# `audit` (proofs and signatures checked locally); the rest uses the bus.
+$(CTL_BIN): $(CTL_OBJ) $(call svc_lib,authz) $(call svc_lib,auditor) $(CORE_LIB)
 	@mkdir -p $(dir $@)
-	$(CC) $(LDFLAGS) -o $@ $(CTL_OBJ) $(call svc_lib,authz) $(CORE_LIB) $(LDLIBS)
+	$(CC) $(LDFLAGS) -o $@ $(CTL_OBJ) $(call svc_lib,authz) $(call svc_lib,auditor) $(CORE_LIB) $(LDLIBS)
 
 $(SUPPORT_LIB): $(SUPPORT_SRC:%.c=$(BUILD)/obj/%.o)
 	@mkdir -p $(dir $@)

@@ -361,6 +361,38 @@ def bad_input_gets_clear_errors(x):
 
 
 @test
+def sanctumctl_audit_checks_heads_and_proofs(x):
+    r = x.c.ctl("audit", "jwks")
+    assert r.returncode == 0, r.stderr
+    jwks_file = os.path.join(x.c.dir, "auditor.jwks")
+    with open(jwks_file, "w") as f:
+        f.write(r.stdout)
+    r = x.c.ctl("audit", "head")
+    assert r.returncode == 0 and "Ed25519 signature" in r.stdout and r.stdout.endswith("verified\n"), r.stdout
+    assert "key came from the auditor itself" in r.stdout, r.stdout
+    r = x.c.ctl("--json", "audit", "proof", "5", "--size", "17", "--jwks", jwks_file)
+    out = json.loads(r.stdout)
+    assert r.returncode == 0 and out["verified"] and out["head"]["size"] == 17, r.stdout
+    assert len(out["checks"]) == 4 and all(c["ok"] for c in out["checks"]), out["checks"]
+    r = x.c.ctl("audit", "consistency", "10", "--jwks", jwks_file)
+    assert r.returncode == 0 and "is a prefix of the signed tree of %d" % len(LEAVES) in r.stdout, r.stdout
+    r = x.c.ctl("audit", "consistency", "10", "200", "--jwks", jwks_file)
+    assert r.returncode == 0 and "prefix of the signed tree of 200 " in r.stdout, r.stdout
+    # a JWKS holding another key under the auditor's kid: the signature fails, exit 3, saying so
+    other = json.loads(open(jwks_file).read())
+    other["keys"][0]["x"] = "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"
+    with open(jwks_file + ".other", "w") as f:
+        json.dump(other, f)
+    r = x.c.ctl("audit", "head", "--jwks", jwks_file + ".other")
+    assert r.returncode == 3 and "FAILED" in r.stdout and "NOT VERIFIED" in r.stdout, r.stdout
+    # usage and errors
+    assert x.c.ctl("audit", "proof").returncode == 2
+    assert x.c.ctl("audit", "bogus").returncode == 2
+    r = x.c.ctl("audit", "proof", str(10 ** 6))
+    assert r.returncode == 1 and "not_found: no entry 1000000" in r.stderr, (r.stdout, r.stderr)
+
+
+@test
 def an_entry_changed_in_the_store_fails_its_proof(x):
     """Change one byte of a stored entry behind the auditor's back (mdb_dump,
     edit, mdb_load): the entry now read no longer hashes to its leaf, and its
@@ -389,6 +421,9 @@ def an_entry_changed_in_the_store_fails_its_proof(x):
     path = [h(e) for e in p["path"]]
     assert not verify_inclusion(victim, head["size"], leaf_hash(entry), path, h(head["root"]))
     assert verify_inclusion(victim, head["size"], LEAVES[victim], path, h(head["root"]))   # the original still does
+    r = x.c.ctl("audit", "proof", str(victim))
+    assert r.returncode == 3 and "FAILED entry %d: its bytes hash to the leaf" % victim in r.stdout, r.stdout
+    assert x.c.ctl("audit", "proof", str(victim + 1)).returncode == 0
 
 
 def setup():
