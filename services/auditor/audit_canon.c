@@ -106,6 +106,12 @@ s_number (s_buf_t *b, double v)
         s_fail (b, BUS_EINVAL, "NaN and infinities have no JSON form");
         return;
     }
+    if (fabs (v) > (double) AUDIT_CANON_INT_MAX) {
+        /* past 2^53 a number is no longer exact, and past 2^63 its
+           integer-looking form reads back nowhere (jansson refuses it) */
+        s_fail (b, BUS_EINVAL, "number %g is beyond +-(2^53 - 1), which JSON numbers hold exactly", v);
+        return;
+    }
     if (v == 0) {
         s_puts (b, "0");            /* -0 too */
         return;

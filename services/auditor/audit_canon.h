@@ -9,9 +9,10 @@
         as UTF-16 code units (JCS 3.2.3);
       - strings as UTF-8 with only `"` `\` and the control characters
         escaped: \b \t \n \f \r short, the others as \u00xx (lowercase);
-      - integers in decimal, within ±(2^53 − 1) (beyond it a JCS number is
-        not exact: refused); other numbers in ECMAScript's shortest
-        round-trip form (JCS 3.2.2.3), -0 as 0;
+      - numbers within ±(2^53 − 1) (beyond it a JCS number is not exact,
+        and its form may not read back: refused): integers in decimal,
+        others in ECMAScript's shortest round-trip form (JCS 3.2.2.3, so
+        never with an exponent above), -0 as 0;
       - true, false, null.
     Nesting is limited to AUDIT_CANON_DEPTH levels.
 */
@@ -26,7 +27,7 @@
 
 /*  The canonical form of value into a malloc'd buffer *out (NUL-terminated,
     *len bytes without the NUL; caller frees). Returns 0, BUS_EINVAL (an
-    integer out of range, a NaN or infinity; err says which), BUS_EDEPTH,
+    number out of range, a NaN or infinity; err says which), BUS_EDEPTH,
     BUS_ENOMEM. err may be NULL. */
 int audit_canon (const json_t *value, char **out, size_t *len, char *err, size_t err_len)
     __attribute__((warn_unused_result));
