@@ -54,7 +54,9 @@ result "bench_audit_verdict" $?
 
 # the daemon the process shape started is gone with the bench
 sleep 0.2
-! pgrep -f "$BUILD/bench/../bin/sanctum-authz" >/dev/null
+# (this checkout's binary only: other checkouts on the machine may be running theirs)
+case "$BUILD" in /*) bin="$BUILD" ;; *) bin="$ROOT/$BUILD" ;; esac
+! pgrep -f "$bin/bench/../bin/sanctum-authz" >/dev/null
 result "bench_authz_daemon_stopped" $?
 
 results_done
