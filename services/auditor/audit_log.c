@@ -204,6 +204,26 @@ audit_log_append_event (audit_log_t *self, bus_txn_t *txn, const char *pub, uint
 }
 
 int
+audit_log_append_event_msg (audit_log_t *self, bus_txn_t *txn, const proto_msg_t *event, uint64_t *index)
+{
+    if (!event || !*event->pub || event->seq == 0 || event->seq > (uint64_t) AUDIT_CANON_INT_MAX)
+        return BUS_EINVAL;
+    json_t *entry = json_pack ("{s:s, s:s, s:I, s:s, s:s, s:I, s:O}", "kind", "event", "pub", event->pub,
+                               "seq", (json_int_t) event->seq, "type", event->type, "id", event->id,
+                               "ts", (json_int_t) event->ts, "body", event->body ? event->body : json_null ());
+    if (entry && *event->traceparent)
+        json_object_set_new (entry, "traceparent", json_string (event->traceparent));
+    char *text = NULL;
+    size_t len = 0;
+    int rc = entry ? audit_canon (entry, &text, &len, NULL, 0) : BUS_ENOMEM;
+    json_decref (entry);
+    if (rc == 0)
+        rc = audit_log_append_event (self, txn, event->pub, event->seq, text, len, index);
+    free (text);
+    return rc == BUS_EDEPTH ? BUS_EINVAL : rc;
+}
+
+int
 audit_log_append_gap (audit_log_t *self, bus_txn_t *txn, const char *pub, uint64_t from_seq,
                       uint64_t to_seq, int64_t ts, uint64_t *index)
 {

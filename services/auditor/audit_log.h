@@ -39,6 +39,7 @@
 
 #include "audit_merkle.h"
 #include "bus_store.h"
+#include "proto_msg.h"
 
 #define AUDIT_ENTRY_MAX   (64 * 1024)   /* bytes of one entry */
 #define AUDIT_PUB_MAX     128           /* bytes of a publisher's name */
@@ -73,6 +74,18 @@ int audit_log_append_request (audit_log_t *self, bus_txn_t *txn, const char *pri
     with the stored index when (pub, seq) is already in the log. */
 int audit_log_append_event (audit_log_t *self, bus_txn_t *txn, const char *pub, uint64_t seq,
                             const void *entry, size_t len, uint64_t *index);
+
+/*  Append an event as the follower receives it (an envelope with pub and
+    seq), once: the entry is the canonical JSON of
+      {"kind":"event","pub":P,"seq":N,"type":T,"id":ID,"ts":TS,
+       "traceparent":TP,"body":BODY}
+    (traceparent omitted when empty). BUS_EEXIST with the stored index
+    when (pub, seq) is already in the log; BUS_EINVAL when the envelope
+    has no pub or seq, or its body has no canonical form (a number past
+    ±(2^53 − 1)). Sensitive fields: none are marked in the catalogue yet;
+    once they are, the caller replaces them (audit_hmac_redact) first. */
+int audit_log_append_event_msg (audit_log_t *self, bus_txn_t *txn, const proto_msg_t *event,
+                                uint64_t *index);
 
 /*  Record that publisher pub lost events from_seq..to_seq (it trimmed them
     before they were stored): appends the entry

@@ -414,6 +414,43 @@ test_events_requests_gaps_once (void **state)
     bus_txn_abort (&txn);
 }
 
+/*  An event envelope as the follower will store it: canonical, once. */
+static void
+test_event_msg (void **state)
+{
+    fixture_t *fx = *state;
+    proto_msg_t *ev = proto_msg_new (PROTO_KIND_EVT, "authz.decided");
+    snprintf (ev->pub, sizeof ev->pub, "svc:authz");
+    snprintf (ev->id, sizeof ev->id, "01JB3M8Q5X9ZJ2G4T6V8W0Y2A4");
+    ev->seq = 7;
+    ev->ts = 1796400000000001;
+    ev->body = json_pack ("{s:s, s:{s:i}}", "principal", "agent:x", "decision", "n", 1);
+    bus_txn_t *txn = bus_txn_begin (fx->store, true);
+    uint64_t index = 99, again = 99;
+    assert_int_equal (audit_log_append_event_msg (fx->log, txn, ev, &index), 0);
+    assert_int_equal (index, 0);
+    assert_int_equal (audit_log_append_event_msg (fx->log, txn, ev, &again), BUS_EEXIST);
+    assert_int_equal (again, 0);
+    const void *entry;
+    size_t len;
+    assert_int_equal (audit_log_entry (fx->log, txn, 0, &entry, &len), 0);
+    const char *want = "{\"body\":{\"decision\":{\"n\":1},\"principal\":\"agent:x\"},\"id\":\"01JB3M8Q5X9ZJ2G4T6V8W0Y2A4\","
+                       "\"kind\":\"event\",\"pub\":\"svc:authz\",\"seq\":7,\"ts\":1796400000000001,\"type\":\"authz.decided\"}";
+    assert_int_equal (len, strlen (want));
+    assert_memory_equal (entry, want, len);
+    /* no pub, no seq, a body without a canonical form: refused */
+    ev->seq = 8;
+    json_object_set_new (ev->body, "big", json_integer (9007199254740992LL));
+    assert_int_equal (audit_log_append_event_msg (fx->log, txn, ev, &index), BUS_EINVAL);
+    ev->seq = 0;
+    assert_int_equal (audit_log_append_event_msg (fx->log, txn, ev, &index), BUS_EINVAL);
+    ev->pub [0] = 0;
+    ev->seq = 9;
+    assert_int_equal (audit_log_append_event_msg (fx->log, txn, ev, &index), BUS_EINVAL);
+    assert_int_equal (bus_txn_commit (&txn), 0);
+    proto_msg_destroy (&ev);
+}
+
 /*  Sizes and indexes outside the log, empty and oversized entries. */
 static void
 test_limits (void **state)
@@ -563,6 +600,7 @@ main (void)
         cmocka_unit_test_setup_teardown (test_vector_consistency, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown (test_every_proof_up_to_all_sizes, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown (test_events_requests_gaps_once, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown (test_event_msg, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown (test_limits, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown (test_reopen, s_setup, s_teardown),
         cmocka_unit_test (test_missing_databases),
