@@ -55,14 +55,11 @@ s_outcome_error (bus_outcome_t *out, const char *code, int rc, const char *what)
     snprintf (out->message, sizeof out->message, "%s: %s", what, bus_strerror (rc));
 }
 
-/*  The reply to an append stored (or found stored) at index. */
+/*  The reply to an append stored at index with leaf hash leaf. */
 static json_t *
-s_append_reply (s_auditor_t *self, bus_txn_t *txn, uint64_t index, int64_t ts)
+s_append_reply (uint64_t index, int64_t ts, const audit_hash_t leaf)
 {
-    audit_hash_t leaf;
     char hex [2 * AUDIT_HASH_LEN + 1];
-    if (audit_log_leaf (self->log, txn, index, leaf))
-        return NULL;
     audit_hash_hex (hex, leaf);
     return json_pack ("{s:I, s:I, s:s}", "index", (json_int_t) index, "ts", (json_int_t) ts, "leaf_hash", hex);
 }
@@ -82,8 +79,11 @@ s_append_work (void *state, json_t *body, void *arg, bus_outcome_t *out)
     }
     uint64_t index = 0;
     int64_t ts = job->ts;
+    audit_hash_t leaf;
     int rc = audit_log_append_request (self->log, txn, job->principal, job->id, job->entry, job->len, &index);
-    if (rc == BUS_EEXIST) {
+    if (rc == 0)
+        audit_leaf_hash (leaf, job->entry, job->len);
+    else if (rc == BUS_EEXIST) {
         /* a retry of a request stored before (this process or an earlier
            one): the first answer again, with the time it was stored */
         const void *stored;
@@ -92,9 +92,9 @@ s_append_work (void *state, json_t *body, void *arg, bus_outcome_t *out)
                       ? json_loadb (stored, len, 0, NULL) : NULL;
         ts = json_integer_value (json_object_get (first, "ts"));
         json_decref (first);
-        rc = 0;
+        rc = audit_log_leaf (self->log, txn, index, leaf);
     }
-    json_t *reply = rc ? NULL : s_append_reply (self, txn, index, ts);
+    json_t *reply = rc ? NULL : s_append_reply (index, ts, leaf);
     if (rc == 0 && !reply)
         rc = BUS_ESTATE;
     if (rc == 0)
