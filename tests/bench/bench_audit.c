@@ -8,7 +8,9 @@
         the writer groups the appends that wait together into one commit.
         Baseline, in the same run and on the same file system: raw LMDB
         (no bus, no tree), one fsync'd commit per event (a 120-byte put
-        under a u64 key).
+        under a u64 key). Then one client appending one at a time: the
+        latency a step that must be audited first waits, beside one raw
+        LMDB commit.
     (b) Proofs: a log of S_PROOF_ENTRIES entries (--quick: a tenth),
         built in large transactions, then inclusion proofs of random leaves
         in the whole tree, each in a renewed read transaction, p50 and
@@ -47,6 +49,7 @@
 #define S_TIMEOUT_MS       20000
 #define S_PROOF_ENTRIES    1000000
 #define S_PROOFS           20000
+#define S_LATENCY_N        400       /* one-at-a-time appends timed */
 #define S_TARGET_RATE      50000.0
 #define S_TARGET_PROOF_US  50.0
 
@@ -134,9 +137,10 @@ s_counter (test_service_t *env, zcert_t *cert, const char *name)
 }
 
 /*  Appends per second from S_CLIENTS clients for secs; the mean group
-    into *per_commit. -1 on failure. */
+    into *per_commit; then S_LATENCY_N appends one at a time from one
+    client, their latencies (µs, sorted) into latency. -1 on failure. */
 static double
-s_bus_appends (double secs, double *per_commit)
+s_bus_appends (double secs, double *per_commit, double latency [])
 {
     char err [256] = "";
     double rate = -1;
@@ -166,6 +170,21 @@ s_bus_appends (double secs, double *per_commit)
     double took = s_now () - t0;
     long groups = s_counter (env, cert, "write_groups") - g0, grouped = s_counter (env, cert, "writes_grouped") - w0;
     *per_commit = groups > 0 ? (double) grouped / groups : 1;
+    /* one append at a time: what a step that must be audited first waits */
+    bus_client_t *client = bus_client_new (test_service_rpc (env), test_service_server_key (env), cert,
+                                           S_TIMEOUT_MS, 0);
+    json_t *body = json_pack ("{s:{s:s}}", "entry", "kind", "step.intent");
+    for (int i = 0; client && i < S_LATENCY_N; i++) {
+        proto_msg_t *reply = NULL;
+        double a = s_now ();
+        if (bus_client_call (client, "audit.append", body, NULL, &reply) || !reply->ok)
+            failed++;
+        latency [i] = (s_now () - a) * 1e6;
+        proto_msg_destroy (&reply);
+    }
+    json_decref (body);
+    bus_client_destroy (&client);
+    qsort (latency, S_LATENCY_N, sizeof *latency, s_cmp_double);
     if (failed)
         fprintf (stderr, "bench_audit: %ld appends failed\n", failed);
     else
@@ -176,9 +195,10 @@ done:
     return rate;
 }
 
-/*  Raw LMDB: one commit (fsync) per 120-byte event, for secs. */
+/*  Raw LMDB: one commit (fsync) per 120-byte event, for secs; the
+    latencies of the first S_LATENCY_N commits (µs, sorted) into latency. */
 static double
-s_raw_lmdb (double secs)
+s_raw_lmdb (double secs, double latency [])
 {
     char dir [64];
     if (test_service_tmpdir (dir, sizeof dir, "bench-audit-raw"))
@@ -199,11 +219,17 @@ s_raw_lmdb (double secs)
         uint8_t key [8];
         bus_u64_to_key ((uint64_t) n, key);
         MDB_val k = { sizeof key, key }, v = { sizeof value, value };
+        double a = s_now ();
         if (mdb_txn_begin (env, NULL, 0, &txn) || mdb_put (txn, dbi, &k, &v, 0) || mdb_txn_commit (txn))
             goto done;
+        if (n < S_LATENCY_N)
+            latency [n] = (s_now () - a) * 1e6;
         n++;
     }
     rate = n / (s_now () - t0);
+    if (n < S_LATENCY_N)
+        goto done;
+    qsort (latency, S_LATENCY_N, sizeof *latency, s_cmp_double);
 done:
     mdb_env_close (env);
     test_service_rmtree (dir);
@@ -357,9 +383,9 @@ main (int argc, char **argv)
     bus_log_init ("bench", "warn");
     double secs = quick ? 0.5 : 3.0;
     char missed [64] = "";
-    double per_commit = 0;
-    double rate = s_bus_appends (secs, &per_commit);
-    double raw = s_raw_lmdb (quick ? 0.5 : 2.0);
+    double per_commit = 0, lat [S_LATENCY_N], raw_lat [S_LATENCY_N];
+    double rate = s_bus_appends (secs, &per_commit, lat);
+    double raw = s_raw_lmdb (quick ? 0.5 : 2.0, raw_lat);
     if (rate < 0 || raw < 0) {
         fprintf (stderr, "bench_audit: the append measurement failed\n");
         return 1;
@@ -368,6 +394,11 @@ main (int argc, char **argv)
             "%.1f appends per fsync; baseline: raw LMDB, one fsync'd commit per event)\n",
             rate, raw, rate / raw, S_CLIENTS, S_IN_FLIGHT, per_commit);
     printf ("bench audit_appends_per_fsync %.1f appends\n", per_commit);
+    printf ("bench audit_append_p50 %.0f us baseline %.0f ratio %.2f (one at a time over the bus, durable; "
+            "baseline: one raw LMDB commit)\n", lat [S_LATENCY_N / 2], raw_lat [S_LATENCY_N / 2],
+            lat [S_LATENCY_N / 2] / raw_lat [S_LATENCY_N / 2]);
+    printf ("bench audit_append_p99 %.0f us baseline %.0f ratio %.2f\n", lat [S_LATENCY_N * 99 / 100],
+            raw_lat [S_LATENCY_N * 99 / 100], lat [S_LATENCY_N * 99 / 100] / raw_lat [S_LATENCY_N * 99 / 100]);
     if (rate < S_TARGET_RATE)
         strcat (missed, " appends");
     int prc = s_proofs (quick ? S_PROOF_ENTRIES / 10 : S_PROOF_ENTRIES, quick ? S_PROOFS / 10 : S_PROOFS, quick);
