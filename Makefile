@@ -24,7 +24,7 @@ LIBS_PKG   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 
 CFLAGS  ?= -O2 -g
 CFLAGS  += -std=gnu11 -Wall -Wextra -Werror -Wno-unused-parameter -fno-strict-aliasing \
-           -D_GNU_SOURCE -Iproto -Ibus -Iservices/authz $(CFLAGS_PKG)
+           -D_GNU_SOURCE -Iproto -Ibus -Iservices/authz -Iservices/auditor $(CFLAGS_PKG)
 LDLIBS  += $(LIBS_PKG) -lpthread -lm
 ifneq ($(SANITIZER),)
   CFLAGS  += -fsanitize=$(SANITIZER) -fno-omit-frame-pointer -fno-sanitize-recover=all
@@ -87,10 +87,11 @@ endef
 $(foreach s,$(SERVICES),$(eval $(call SVC_RULES,$(s))))
 
 # sanctumctl links the authz engine for `authz test` (an embedded engine on a
-# temporary store, as `fga model test` does); every other command uses the bus.
-$(CTL_BIN): $(CTL_OBJ) $(call svc_lib,authz) $(CORE_LIB)
+# temporary store, as `fga model test` does) and the auditor's verifiers for
+# `audit` (proofs and signatures checked locally); the rest uses the bus.
+$(CTL_BIN): $(CTL_OBJ) $(call svc_lib,authz) $(call svc_lib,auditor) $(CORE_LIB)
 	@mkdir -p $(dir $@)
-	$(CC) $(LDFLAGS) -o $@ $(CTL_OBJ) $(call svc_lib,authz) $(CORE_LIB) $(LDLIBS)
+	$(CC) $(LDFLAGS) -o $@ $(CTL_OBJ) $(call svc_lib,authz) $(call svc_lib,auditor) $(CORE_LIB) $(LDLIBS)
 
 $(SUPPORT_LIB): $(SUPPORT_SRC:%.c=$(BUILD)/obj/%.o)
 	@mkdir -p $(dir $@)
@@ -133,10 +134,10 @@ demo: deps
 # sanitizers, each target linked against it alone.
 fuzz:
 	@rm -rf build-fuzz        # objects do not record their flags: build afresh
-	@$(MAKE) --no-print-directory CC=clang BUILD=build-fuzz SANITIZER=fuzzer-no-link,address,undefined build-fuzz/lib/libsanctum.a build-fuzz/lib/libauthz.a
+	@$(MAKE) --no-print-directory CC=clang BUILD=build-fuzz SANITIZER=fuzzer-no-link,address,undefined build-fuzz/lib/libsanctum.a build-fuzz/lib/libauthz.a build-fuzz/lib/libauditor.a
 	@mkdir -p build-fuzz/fuzz
 	@for f in $(FUZZ_SRC); do n=$$(basename $$f .c); \
-	  clang $(filter-out -O2,$(CFLAGS)) -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all -o build-fuzz/fuzz/$$n $$f build-fuzz/lib/libauthz.a build-fuzz/lib/libsanctum.a $(LDLIBS) || exit 1; \
+	  clang $(filter-out -O2,$(CFLAGS)) -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all -o build-fuzz/fuzz/$$n $$f build-fuzz/lib/libauthz.a build-fuzz/lib/libauditor.a build-fuzz/lib/libsanctum.a $(LDLIBS) || exit 1; \
 	  echo "built build-fuzz/fuzz/$$n (run: build-fuzz/fuzz/$$n tests/fuzz/corpus/$${n#fuzz_})"; done
 
 install: all

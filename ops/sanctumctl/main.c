@@ -20,6 +20,8 @@ static const s_command_t s_commands [] = {
     { "tap",    ctl_cmd_tap,    false, "tap [TOPIC]... [--service S] [--replay] [--count N] [--timeout-ms T]  print live events" },
     { "authz",  ctl_cmd_authz,  false, "authz model write FILE | write|delete USER RELATION OBJECT | check USER RELATION OBJECT\n"
                                        "        | policy write FILE | decide PRINCIPAL ACTION RESOURCE [--context JSON] | test FILE" },
+    { "audit",  ctl_cmd_audit,  false, "audit head | proof INDEX [--size N] | consistency OLD [NEW] [--jwks FILE]  the signed\n"
+                                       "        tree head and proofs, checked here | jwks" },
     { NULL, NULL, false, NULL }
 };
 

@@ -1,15 +1,404 @@
-/*  audit_service.c — the auditor daemon's handlers.
-
-    Built so far: the bus runtime's health, stats, events.replay and echo.
-    Not built yet: the auditor requests of the catalogue (proto/proto_catalog.def,
-    owner "auditor"); until they land, the runtime answers each with a
-    not_implemented error, never a made-up answer.
-*/
+/*  audit_service.c — the auditor's handlers: audit_log and audit_sign on
+    the bus (audit_service.h). Errors: a size or index beyond the log is
+    `invalid`, an entry that cannot be made canonical `invalid`, a storage
+    failure `unavailable`. */
 #include "audit_service.h"
+#include "audit_canon.h"
+#include "audit_log.h"
+#include "audit_sign.h"
+#include "bus_error.h"
+#include "bus_log.h"
 
-static const char *const s_dbs [] = { "entries", "cursors", NULL };
+#include <sodium.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+/*  Microseconds since the epoch. */
+static int64_t
+s_now_us (void)
+{
+    struct timespec ts;
+    clock_gettime (CLOCK_REALTIME, &ts);
+    return (int64_t) ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+typedef struct {
+    bus_service_t *svc;
+    audit_log_t *log;
+    audit_keys_t *keys;
+} s_auditor_t;
+
+/*  An append on its way to the writer: the entry's canonical bytes and who
+    sent it under which request id. */
+typedef struct {
+    char principal [PROTO_PRINCIPAL_MAX + 1];
+    char id [PROTO_ID_LEN + 1];
+    int64_t ts;
+    size_t len;
+    char *entry;
+} s_append_job_t;
+
+static void
+s_append_job_free (void *arg)
+{
+    s_append_job_t *job = arg;
+    if (job)
+        free (job->entry);
+    free (job);
+}
+
+static void
+s_outcome_error (bus_outcome_t *out, const char *code, int rc, const char *what)
+{
+    out->code = code;
+    snprintf (out->message, sizeof out->message, "%s: %s", what, bus_strerror (rc));
+}
+
+/*  The reply to an append stored at index with leaf hash leaf. */
+static json_t *
+s_append_reply (uint64_t index, int64_t ts, const audit_hash_t leaf)
+{
+    char hex [2 * AUDIT_HASH_LEN + 1];
+    audit_hash_hex (hex, leaf);
+    return json_pack ("{s:I, s:I, s:s}", "index", (json_int_t) index, "ts", (json_int_t) ts, "leaf_hash", hex);
+}
+
+/*  On the writer (or the reactor without one): append in a transaction of
+    its own, nested in the writer's group when several appends came
+    together; the reply goes out after the group's commit (its fsync). */
+static void
+s_append_work (void *state, json_t *body, void *arg, bus_outcome_t *out)
+{
+    s_auditor_t *self = state;
+    s_append_job_t *job = arg;
+    bus_txn_t *txn = self ? bus_txn_begin (bus_service_store (self->svc), true) : NULL;
+    if (!txn) {
+        s_outcome_error (out, PROTO_ERR_UNAVAILABLE, BUS_EIO, "cannot store the entry");
+        return;
+    }
+    uint64_t index = 0;
+    int64_t ts = job->ts;
+    audit_hash_t leaf;
+    int rc = audit_log_append_request (self->log, txn, job->principal, job->id, job->entry, job->len, &index);
+    if (rc == 0)
+        audit_leaf_hash (leaf, job->entry, job->len);
+    else if (rc == BUS_EEXIST) {
+        /* a retry of a request stored before (this process or an earlier
+           one): the first answer again, with the time it was stored */
+        const void *stored;
+        size_t len;
+        json_t *first = audit_log_entry (self->log, txn, index, &stored, &len) == 0
+                      ? json_loadb (stored, len, 0, NULL) : NULL;
+        ts = json_integer_value (json_object_get (first, "ts"));
+        json_decref (first);
+        rc = audit_log_leaf (self->log, txn, index, leaf);
+    }
+    json_t *reply = rc ? NULL : s_append_reply (index, ts, leaf);
+    if (rc == 0 && !reply)
+        rc = BUS_ESTATE;
+    if (rc == 0)
+        rc = bus_service_commit (self->svc, &txn);
+    else
+        bus_service_abort (self->svc, &txn);
+    if (rc) {
+        json_decref (reply);
+        s_outcome_error (out, PROTO_ERR_UNAVAILABLE, rc, "cannot store the entry");
+        return;
+    }
+    out->body = reply;
+}
+
+/*  audit.append {entry}: stored as the canonical JSON of
+    {"kind":"append","from":P,"id":REQUEST,"ts":µs,"entry":ENTRY}. */
+static void
+s_append (bus_service_t *svc, bus_request_t *req, void *arg)
+{
+    s_auditor_t *self = arg;
+    proto_msg_t *msg = bus_request_msg (req);
+    s_append_job_t *job = calloc (1, sizeof *job);
+    if (!job) {
+        bus_reply_error (req, PROTO_ERR_UNAVAILABLE, "out of memory");
+        return;
+    }
+    snprintf (job->principal, sizeof job->principal, "%s", bus_request_principal (req));
+    snprintf (job->id, sizeof job->id, "%s", msg->id);
+    job->ts = s_now_us ();
+    json_t *stored = json_pack ("{s:s, s:s, s:s, s:I, s:O}", "kind", "append", "from", job->principal,
+                                "id", job->id, "ts", (json_int_t) job->ts,
+                                "entry", json_object_get (bus_request_body (req), "entry"));
+    char err [200] = "";
+    int rc = stored ? audit_canon (stored, &job->entry, &job->len, err, sizeof err) : BUS_ENOMEM;
+    json_decref (stored);
+    if (rc == 0 && job->len > AUDIT_ENTRY_MAX) {
+        rc = BUS_ETOOBIG;
+        snprintf (err, sizeof err, "the entry is %zu bytes stored; at most %d", job->len, AUDIT_ENTRY_MAX);
+    }
+    if (rc) {
+        s_append_job_free (job);
+        bus_reply_error (req, rc == BUS_ENOMEM ? PROTO_ERR_UNAVAILABLE : PROTO_ERR_INVALID,
+                         "entry: %s", *err ? err : bus_strerror (rc));
+        return;
+    }
+    if (bus_request_offload_write (req, s_append_work, job, s_append_job_free) != BUS_ESTATE)
+        return;                         /* deferred, or refused and answered */
+    bus_outcome_t out = { .code = NULL };
+    s_append_work (self, NULL, job, &out);
+    s_append_job_free (job);
+    bus_reply_outcome (req, &out);
+}
+
+/*  An unsigned integer field of the body, or dflt when absent. */
+static uint64_t
+s_uint (bus_request_t *req, const char *name, uint64_t dflt)
+{
+    json_t *v = json_object_get (bus_request_body (req), name);
+    return json_is_integer (v) ? (uint64_t) json_integer_value (v) : dflt;
+}
+
+/*  A read transaction and the log's size, or an answer and NULL. */
+static bus_txn_t *
+s_read_begin (s_auditor_t *self, bus_request_t *req, uint64_t *size)
+{
+    bus_txn_t *txn = bus_txn_begin (bus_service_store (self->svc), false);
+    int rc = txn ? audit_log_size (self->log, txn, size) : BUS_EIO;
+    if (rc) {
+        bus_txn_abort (&txn);
+        bus_reply_error (req, PROTO_ERR_UNAVAILABLE, "cannot read the log: %s", bus_strerror (rc));
+    }
+    return txn;
+}
+
+/*  Answer a failed read: bad sizes are the caller's, the rest the store's. */
+static void
+s_read_failed (bus_request_t *req, int rc, const char *what)
+{
+    bus_reply_error (req, rc == BUS_EINVAL ? PROTO_ERR_INVALID : PROTO_ERR_UNAVAILABLE, "%s: %s", what,
+                     bus_strerror (rc));
+}
+
+static json_t *
+s_hex (const audit_hash_t h)
+{
+    char hex [2 * AUDIT_HASH_LEN + 1];
+    audit_hash_hex (hex, h);
+    return json_string (hex);
+}
+
+static json_t *
+s_path_json (audit_hash_t *path, size_t n)
+{
+    json_t *list = json_array ();
+    for (size_t i = 0; list && i < n; i++)
+        json_array_append_new (list, s_hex (path [i]));
+    return list;
+}
+
+/*  audit.head {size?}: the signed head of the log now, or of an earlier
+    size (the log had that root at that size, and still proves it). */
+static void
+s_head (bus_service_t *svc, bus_request_t *req, void *arg)
+{
+    s_auditor_t *self = arg;
+    uint64_t have;
+    bus_txn_t *txn = s_read_begin (self, req, &have);
+    if (!txn)
+        return;
+    audit_head_t head = { .size = s_uint (req, "size", have), .time = s_now_us () };
+    if (head.size > have) {
+        bus_txn_abort (&txn);
+        bus_reply_error (req, PROTO_ERR_INVALID, "size %llu is beyond the log's %llu entries",
+                         (unsigned long long) head.size, (unsigned long long) have);
+        return;
+    }
+    int rc = audit_log_root (self->log, txn, head.size, head.root);
+    bus_txn_abort (&txn);
+    if (rc == 0)
+        rc = audit_head_sign (self->keys, &head);
+    if (rc) {
+        s_read_failed (req, rc, "cannot make the tree head");
+        return;
+    }
+    char text [AUDIT_HEAD_TEXT_MAX], sig [sodium_base64_ENCODED_LEN (AUDIT_SIG_LEN, sodium_base64_VARIANT_URLSAFE_NO_PADDING)];
+    audit_head_text (&head, text, sizeof text);
+    sodium_bin2base64 (sig, sizeof sig, head.signature, AUDIT_SIG_LEN, sodium_base64_VARIANT_URLSAFE_NO_PADDING);
+    bus_reply_ok (req, json_pack ("{s:s, s:I, s:o, s:I, s:s, s:s, s:s}", "origin", head.origin,
+                                  "size", (json_int_t) head.size, "root", s_hex (head.root),
+                                  "time", (json_int_t) head.time, "kid", audit_keys_kid (self->keys),
+                                  "signature", sig, "signed", text));
+}
+
+/*  audit.inclusion {index, size?}. */
+static void
+s_inclusion (bus_service_t *svc, bus_request_t *req, void *arg)
+{
+    s_auditor_t *self = arg;
+    uint64_t have;
+    bus_txn_t *txn = s_read_begin (self, req, &have);
+    if (!txn)
+        return;
+    uint64_t index = s_uint (req, "index", 0), size = s_uint (req, "size", have);
+    if (size > have || index >= size) {
+        bus_txn_abort (&txn);
+        bus_reply_error (req, PROTO_ERR_INVALID, "index %llu of a tree of %llu: the log has %llu entries",
+                         (unsigned long long) index, (unsigned long long) size, (unsigned long long) have);
+        return;
+    }
+    audit_hash_t path [AUDIT_PROOF_MAX], leaf, root;
+    size_t n = 0;
+    int rc = audit_log_inclusion (self->log, txn, index, size, path, &n);
+    if (rc == 0)
+        rc = audit_log_leaf (self->log, txn, index, leaf);
+    if (rc == 0)
+        rc = audit_log_root (self->log, txn, size, root);
+    bus_txn_abort (&txn);
+    if (rc) {
+        s_read_failed (req, rc, "cannot prove inclusion");
+        return;
+    }
+    bus_reply_ok (req, json_pack ("{s:I, s:I, s:o, s:o, s:o}", "index", (json_int_t) index,
+                                  "size", (json_int_t) size, "leaf_hash", s_hex (leaf), "root", s_hex (root),
+                                  "path", s_path_json (path, n)));
+}
+
+/*  audit.consistency {old_size, new_size?}. */
+static void
+s_consistency (bus_service_t *svc, bus_request_t *req, void *arg)
+{
+    s_auditor_t *self = arg;
+    uint64_t have;
+    bus_txn_t *txn = s_read_begin (self, req, &have);
+    if (!txn)
+        return;
+    uint64_t old_size = s_uint (req, "old_size", 0), new_size = s_uint (req, "new_size", have);
+    if (old_size == 0 || old_size > new_size || new_size > have) {
+        bus_txn_abort (&txn);
+        bus_reply_error (req, PROTO_ERR_INVALID,
+                         "sizes %llu to %llu: need 1 <= old_size <= new_size <= %llu (the log's size)",
+                         (unsigned long long) old_size, (unsigned long long) new_size,
+                         (unsigned long long) have);
+        return;
+    }
+    audit_hash_t path [AUDIT_PROOF_MAX], old_root, new_root;
+    size_t n = 0;
+    int rc = audit_log_consistency (self->log, txn, old_size, new_size, path, &n);
+    if (rc == 0)
+        rc = audit_log_root (self->log, txn, old_size, old_root);
+    if (rc == 0)
+        rc = audit_log_root (self->log, txn, new_size, new_root);
+    bus_txn_abort (&txn);
+    if (rc) {
+        s_read_failed (req, rc, "cannot prove consistency");
+        return;
+    }
+    bus_reply_ok (req, json_pack ("{s:I, s:I, s:o, s:o, s:o}", "old_size", (json_int_t) old_size,
+                                  "new_size", (json_int_t) new_size, "old_root", s_hex (old_root),
+                                  "new_root", s_hex (new_root), "path", s_path_json (path, n)));
+}
+
+/*  audit.entry {index}: the stored bytes, as text (canonical JSON). */
+static void
+s_entry (bus_service_t *svc, bus_request_t *req, void *arg)
+{
+    s_auditor_t *self = arg;
+    uint64_t have;
+    bus_txn_t *txn = s_read_begin (self, req, &have);
+    if (!txn)
+        return;
+    uint64_t index = s_uint (req, "index", 0);
+    const void *entry;
+    size_t len;
+    audit_hash_t leaf;
+    int rc = index < have ? audit_log_entry (self->log, txn, index, &entry, &len) : BUS_ENOTFOUND;
+    if (rc == 0)
+        rc = audit_log_leaf (self->log, txn, index, leaf);
+    if (rc == BUS_ENOTFOUND)
+        bus_reply_error (req, PROTO_ERR_NOT_FOUND, "no entry %llu: the log has %llu",
+                         (unsigned long long) index, (unsigned long long) have);
+    else if (rc)
+        s_read_failed (req, rc, "cannot read the entry");
+    else
+        bus_reply_ok (req, json_pack ("{s:I, s:s%, s:o}", "index", (json_int_t) index, "entry",
+                                      (const char *) entry, len, "leaf_hash", s_hex (leaf)));
+    bus_txn_abort (&txn);
+}
+
+/*  audit.jwks: the public key verifiers need. */
+static void
+s_jwks (bus_service_t *svc, bus_request_t *req, void *arg)
+{
+    s_auditor_t *self = arg;
+    bus_reply_ok (req, audit_keys_jwks (self->keys));
+}
+
+/*  The writer's state is the service's own: the log holds database
+    handles only, and every call brings its transaction. */
+static void *
+s_writer_init (void *arg)
+{
+    return arg;
+}
+
+static int
+s_start (bus_service_t *svc, void **state)
+{
+    s_auditor_t *self = calloc (1, sizeof *self);
+    if (!self)
+        return BUS_ENOMEM;
+    *state = self;
+    self->svc = svc;
+    char err [512] = "";
+    char *dir = bus_config_data_dir (bus_service_config (svc), "auditor");
+    char keys [4096];
+    snprintf (keys, sizeof keys, "%s/keys", dir ? dir : ".");
+    free (dir);
+    int rc = audit_log_new (&self->log, bus_service_store (svc));
+    if (rc == 0 && (rc = audit_keys_load (&self->keys, keys, err, sizeof err)) != 0)
+        bus_error ("auditor keys: %s", err);
+    if (rc == 0)
+        rc = bus_service_writer (svc, s_writer_init, NULL, self);
+    if (rc)
+        return rc;
+    uint64_t size = 0;
+    bus_txn_t *txn = bus_txn_begin (bus_service_store (svc), false);
+    if (txn)
+        audit_log_size (self->log, txn, &size);
+    bus_txn_abort (&txn);
+    bus_info ("audit log: %llu entries, key %s", (unsigned long long) size, audit_keys_kid (self->keys));
+    static const struct { const char *type; bus_handler_fn *fn; } handlers [] = {
+        { "audit.append",      s_append },
+        { "audit.entry",       s_entry },
+        { "audit.head",        s_head },
+        { "audit.inclusion",   s_inclusion },
+        { "audit.consistency", s_consistency },
+        { "audit.jwks",        s_jwks },
+    };
+    for (size_t i = 0; i < sizeof handlers / sizeof handlers [0]; i++)
+        if (bus_service_handle (svc, handlers [i].type, handlers [i].fn, self))
+            return BUS_EINVAL;
+    return 0;
+}
+
+static void
+s_stop (bus_service_t *svc, void **state)
+{
+    s_auditor_t *self = *state;
+    if (!self)
+        return;
+    audit_log_destroy (&self->log);
+    audit_keys_destroy (&self->keys);
+    free (self);
+    *state = NULL;
+}
+
+/*  The log's databases (audit_log_db_names, which audit_log_new checks). */
+static const char *const s_dbs [] = {
+    "audit_entries", "audit_nodes", "audit_events", "audit_requests", NULL
+};
 
 const bus_daemon_t audit_daemon = {
     .section = "auditor",
     .db_names = s_dbs,
+    .start = s_start,
+    .stop = s_stop,
 };

@@ -1,6 +1,6 @@
 #!/bin/sh
 # test_bench_smoke.sh — the benchmarks still run: bench_bus, bench_kit,
-# bench_authz --quick (bench_authz with the sanctum-authz daemon as its own
+# bench_audit, bench_authz --quick (bench_authz with the sanctum-authz daemon as its own
 # process and again with --thread) and bench_http complete and print every
 # figure the README quotes.
 # Figures are not judged here (CI timings are noise); `make bench` does.
@@ -57,9 +57,17 @@ done
 result "bench_http_runs" $? "$(tail -n 3 "$TMP/http.err" | tr '\n' ' ')"
 has_figures "$TMP/http" http_client_throughput_64 >"$TMP/why"
 result "bench_http_figures" $? "$(cat "$TMP/why")"
+"$BUILD/bench/bench_audit" --quick >"$TMP/audit" 2>"$TMP/audit.err"
+result "bench_audit_runs" $? "$(tail -n 3 "$TMP/audit.err" | tr '\n' ' ')"
+has_figures "$TMP/audit" audit_bus_appends audit_appends_per_fsync audit_append_p50 audit_append_p99 audit_inclusion_100k_p50 \
+    audit_inclusion_100k_p99 audit_consistency_p50 audit_root_p50 >"$TMP/why"
+result "bench_audit_figures" $? "$(cat "$TMP/why")"
+grep -Eq "^bench audit_targets (met|missed)" "$TMP/audit"
+result "bench_audit_verdict" $?
 
 # the daemon the process shape started is gone with the bench
 sleep 0.2
+# (this checkout's binary only: other checkouts on the machine may be running theirs)
 ! pgrep -f "$BUILD/bench/../bin/sanctum-authz" >/dev/null
 result "bench_authz_daemon_stopped" $?
 

@@ -1,0 +1,416 @@
+/*  bench_audit.c — the auditor's durable appends and its proofs.
+
+    (a) Durable appends over the bus: the auditor service (temporary
+        config, keys and data dir, ephemeral ports) on a thread of this
+        process; S_CLIENTS client threads, each its own bus_client with
+        S_IN_FLIGHT audit.append requests in flight (a ~120-byte entry),
+        for a fixed time. Every reply comes after its entry is fsync'd;
+        the writer groups the appends that wait together into one commit.
+        Baseline, in the same run and on the same file system: raw LMDB
+        (no bus, no tree), one fsync'd commit per event (a 120-byte put
+        under a u64 key). Then one client appending one at a time: the
+        latency a step that must be audited first waits, beside one raw
+        LMDB commit.
+    (b) Proofs: a log of S_PROOF_ENTRIES entries (--quick: a tenth),
+        built in large transactions, then inclusion proofs of random leaves
+        in the whole tree, each in a renewed read transaction, p50 and
+        mean; consistency proofs and roots likewise. Baseline: as many
+        random raw LMDB gets (bus_txn_get of stored subtree hashes) as an
+        inclusion path has hashes — the reads a proof cannot avoid.
+
+    Output, one line per figure:
+        bench NAME VALUE UNIT [baseline B ratio R]
+    then `bench audit_targets met` or `bench audit_targets missed: <which>`.
+    Targets: >= 50,000 durable appends/s from 8 clients; an inclusion proof
+    at 1,000,000 entries <= 50 us.
+
+    Usage: bench_audit [--quick]. Exit 0 when the measurement ran (targets
+    met or not; with BENCH_STRICT=1 a missed target exits 2), 1 on error.
+*/
+#include "audit_log.h"
+#include "audit_merkle.h"
+#include "audit_service.h"
+#include "bus_client.h"
+#include "bus_error.h"
+#include "bus_log.h"
+#include "bus_store.h"
+#include "../support/test_service.h"
+
+#include <lmdb.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define S_CLIENTS          8
+#define S_IN_FLIGHT        32        /* 8 x 32: within the writer's queue of 256 (bus_service.c) */
+#define S_TIMEOUT_MS       20000
+#define S_PROOF_ENTRIES    1000000
+#define S_PROOFS           20000
+#define S_LATENCY_N        400       /* one-at-a-time appends timed */
+#define S_TARGET_RATE      50000.0
+#define S_TARGET_PROOF_US  50.0
+
+static double
+s_now (void)
+{
+    struct timespec ts;
+    clock_gettime (CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+static int
+s_cmp_double (const void *a, const void *b)
+{
+    double x = *(const double *) a, y = *(const double *) b;
+    return x < y ? -1 : x > y;
+}
+
+/* --- (a) appends over the bus ------------------------------------------- */
+
+typedef struct {
+    test_service_t *env;
+    zcert_t *cert;
+    double secs;
+    int index;
+    long done, failed;
+} s_client_t;
+
+static void *
+s_client_run (void *arg)
+{
+    s_client_t *self = arg;
+    bus_client_t *client = bus_client_new (test_service_rpc (self->env), test_service_server_key (self->env),
+                                           self->cert, S_TIMEOUT_MS, 0);
+    if (!client) {
+        self->failed = 1;
+        return NULL;
+    }
+    long sent = 0;
+    int in_flight = 0;
+    double until = s_now () + self->secs;
+    json_t *body = json_pack ("{s:{s:s, s:s, s:i, s:s, s:i}}", "entry", "kind", "step.intent",
+                              "run", "01JB3M8Q5X9ZJ2G4T6V8W0Y2A4", "client", self->index,
+                              "tool", "sheets.append", "n", 0);
+    json_t *entry = json_object_get (body, "entry");
+    for (; in_flight < S_IN_FLIGHT; in_flight++, sent++) {
+        json_object_set_new (entry, "n", json_integer (sent));
+        if (bus_client_send (client, "audit.append", body, NULL, NULL))
+            break;
+    }
+    while (in_flight > 0) {
+        proto_msg_t *reply = NULL;
+        if (bus_client_recv (client, S_TIMEOUT_MS, &reply)) {
+            self->failed++;
+            break;
+        }
+        in_flight--;
+        if (reply->ok)
+            self->done++;
+        else if (self->failed++ == 0) {
+            char *e = json_dumps (reply->error, JSON_COMPACT);
+            fprintf (stderr, "bench_audit: client %d: %s\n", self->index, e ? e : "?");
+            free (e);
+        }
+        proto_msg_destroy (&reply);
+        if (s_now () < until) {
+            json_object_set_new (entry, "n", json_integer (sent++));
+            in_flight += bus_client_send (client, "audit.append", body, NULL, NULL) == 0;
+        }
+    }
+    json_decref (body);
+    bus_client_destroy (&client);
+    return NULL;
+}
+
+/*  A counter of the auditor's stats. */
+static long
+s_counter (test_service_t *env, zcert_t *cert, const char *name)
+{
+    bus_client_t *client = bus_client_new (test_service_rpc (env), test_service_server_key (env), cert,
+                                           S_TIMEOUT_MS, 0);
+    long v = client ? (long) test_service_counter (client, name) : -1;
+    bus_client_destroy (&client);
+    return v;
+}
+
+/*  Appends per second from S_CLIENTS clients for secs; the mean group
+    into *per_commit; then S_LATENCY_N appends one at a time from one
+    client, their latencies (µs, sorted) into latency. -1 on failure. */
+static double
+s_bus_appends (double secs, double *per_commit, double latency [])
+{
+    char err [256] = "";
+    double rate = -1;
+    test_service_t *env = test_service_new ("auditor", NULL, "map_size_mb = 4096\n", err, sizeof err);
+    zcert_t *cert = env ? test_service_cert (env, "bench", "svc:orchestrator") : NULL;
+    if (!cert || test_service_start (env, &audit_daemon, "bench", 0, err, sizeof err)) {
+        fprintf (stderr, "bench_audit: cannot start the auditor: %s\n", err);
+        goto done;
+    }
+    /* warm up: connect, a few appends */
+    s_client_t warm = { .env = env, .cert = cert, .secs = 0.1, .index = 99 };
+    s_client_run (&warm);
+    long g0 = s_counter (env, cert, "write_groups"), w0 = s_counter (env, cert, "writes_grouped");
+    s_client_t clients [S_CLIENTS];
+    pthread_t threads [S_CLIENTS];
+    double t0 = s_now ();
+    for (int i = 0; i < S_CLIENTS; i++) {
+        clients [i] = (s_client_t) { .env = env, .cert = cert, .secs = secs, .index = i };
+        pthread_create (&threads [i], NULL, s_client_run, &clients [i]);
+    }
+    long done = 0, failed = warm.failed;
+    for (int i = 0; i < S_CLIENTS; i++) {
+        pthread_join (threads [i], NULL);
+        done += clients [i].done;
+        failed += clients [i].failed;
+    }
+    double took = s_now () - t0;
+    long groups = s_counter (env, cert, "write_groups") - g0, grouped = s_counter (env, cert, "writes_grouped") - w0;
+    *per_commit = groups > 0 ? (double) grouped / groups : 1;
+    /* one append at a time: what a step that must be audited first waits */
+    bus_client_t *client = bus_client_new (test_service_rpc (env), test_service_server_key (env), cert,
+                                           S_TIMEOUT_MS, 0);
+    json_t *body = json_pack ("{s:{s:s}}", "entry", "kind", "step.intent");
+    for (int i = 0; client && i < S_LATENCY_N; i++) {
+        proto_msg_t *reply = NULL;
+        double a = s_now ();
+        if (bus_client_call (client, "audit.append", body, NULL, &reply) || !reply->ok)
+            failed++;
+        latency [i] = (s_now () - a) * 1e6;
+        proto_msg_destroy (&reply);
+    }
+    json_decref (body);
+    bus_client_destroy (&client);
+    qsort (latency, S_LATENCY_N, sizeof *latency, s_cmp_double);
+    if (failed)
+        fprintf (stderr, "bench_audit: %ld appends failed\n", failed);
+    else
+        rate = done / took;
+done:
+    zcert_destroy (&cert);
+    test_service_destroy (&env);
+    return rate;
+}
+
+/*  Raw LMDB: one commit (fsync) per 120-byte event, for secs; the
+    latencies of the first S_LATENCY_N commits (µs, sorted) into latency. */
+static double
+s_raw_lmdb (double secs, double latency [])
+{
+    char dir [64];
+    if (test_service_tmpdir (dir, sizeof dir, "bench-audit-raw"))
+        return -1;
+    MDB_env *env = NULL;
+    MDB_dbi dbi;
+    MDB_txn *txn = NULL;
+    double rate = -1;
+    if (mdb_env_create (&env) || mdb_env_set_mapsize (env, (size_t) 1 << 30) || mdb_env_open (env, dir, 0, 0600))
+        goto done;
+    if (mdb_txn_begin (env, NULL, 0, &txn) || mdb_dbi_open (txn, NULL, 0, &dbi) || mdb_txn_commit (txn))
+        goto done;
+    char value [120];
+    memset (value, 'e', sizeof value);
+    long n = 0;
+    double t0 = s_now (), until = t0 + secs;
+    while (s_now () < until) {
+        uint8_t key [8];
+        bus_u64_to_key ((uint64_t) n, key);
+        MDB_val k = { sizeof key, key }, v = { sizeof value, value };
+        double a = s_now ();
+        if (mdb_txn_begin (env, NULL, 0, &txn) || mdb_put (txn, dbi, &k, &v, 0) || mdb_txn_commit (txn))
+            goto done;
+        if (n < S_LATENCY_N)
+            latency [n] = (s_now () - a) * 1e6;
+        n++;
+    }
+    rate = n / (s_now () - t0);
+    if (n < S_LATENCY_N)
+        goto done;
+    qsort (latency, S_LATENCY_N, sizeof *latency, s_cmp_double);
+done:
+    mdb_env_close (env);
+    test_service_rmtree (dir);
+    return rate;
+}
+
+/* --- (b) proofs at scale ------------------------------------------------ */
+
+static int
+s_proofs (uint64_t entries, int proofs, int quick)
+{
+    char dir [64], path [128];
+    if (test_service_tmpdir (dir, sizeof dir, "bench-audit-proofs"))
+        return -1;
+    snprintf (path, sizeof path, "%s/db", dir);
+    bus_store_t *store = NULL;
+    audit_log_t *log = NULL;
+    int rc = bus_store_open (&store, path, (size_t) 4 << 30, audit_log_db_names);
+    if (rc == 0)
+        rc = audit_log_new (&log, store);
+    double t0 = s_now ();
+    for (uint64_t i = 0; rc == 0 && i < entries; ) {
+        bus_txn_t *txn = bus_txn_begin (store, true);
+        for (int k = 0; rc == 0 && k < 50000 && i < entries; k++, i++) {
+            char entry [160];
+            int len = snprintf (entry, sizeof entry,
+                                "{\"entry\":{\"n\":%llu,\"tool\":\"sheets.append\"},\"from\":\"svc:orchestrator\","
+                                "\"id\":\"01JB3M8Q5X9ZJ2G4T6V8W0Y2A4\",\"kind\":\"append\",\"ts\":1796400000000000}",
+                                (unsigned long long) i);
+            uint64_t index;
+            rc = txn ? audit_log_append (log, txn, entry, (size_t) len, &index) : BUS_EIO;
+        }
+        int crc = bus_txn_commit (&txn);
+        rc = rc ? rc : crc;
+    }
+    double build = s_now () - t0;
+    if (rc) {
+        fprintf (stderr, "bench_audit: building the log: %s\n", bus_strerror (rc));
+        goto done;
+    }
+    printf ("bench audit_build_rate %.0f entries/s (%llu entries in transactions of 50,000)\n",
+            entries / build, (unsigned long long) entries);
+
+    double *lat = calloc ((size_t) proofs, sizeof *lat), *base = calloc ((size_t) proofs, sizeof *base);
+    double *cons = calloc ((size_t) proofs, sizeof *cons), *roots = calloc ((size_t) proofs, sizeof *roots);
+    bus_txn_t *txn = bus_txn_begin (store, false);
+    int nodes = bus_store_db (store, "audit_nodes");
+    unsigned seed = 6962;
+    size_t path_len_sum = 0;
+    audit_hash_t root;
+    rc = txn && lat && base && cons && roots ? audit_log_root (log, txn, entries, root) : BUS_ENOMEM;
+    for (int i = 0; rc == 0 && i < proofs; i++) {
+        uint64_t m = ((uint64_t) rand_r (&seed) << 31 ^ (uint64_t) rand_r (&seed)) % entries;
+        audit_hash_t p [AUDIT_PROOF_MAX], leaf;
+        size_t len = 0;
+        bus_txn_reset (txn);
+        double a = s_now ();
+        rc = bus_txn_renew (txn);
+        if (rc == 0)
+            rc = audit_log_inclusion (log, txn, m, entries, p, &len);
+        double b = s_now ();
+        lat [i] = (b - a) * 1e6;
+        path_len_sum += len;
+        if (rc == 0)
+            rc = audit_log_leaf (log, txn, m, leaf);
+        if (rc == 0 && (i % 97 == 0) && audit_verify_inclusion (m, entries, leaf, p, len, root))
+            rc = BUS_ECRYPTO;           /* what is timed is also right */
+        /* the baseline: len random gets of stored hashes */
+        bus_txn_reset (txn);
+        a = s_now ();
+        if (rc == 0)
+            rc = bus_txn_renew (txn);
+        for (size_t k = 0; rc == 0 && k < len; k++) {
+            uint8_t key [9];
+            key [0] = 0;
+            bus_u64_to_key (((uint64_t) rand_r (&seed) << 31 ^ (uint64_t) rand_r (&seed)) % entries, key + 1);
+            const void *val;
+            size_t vlen;
+            rc = bus_txn_get (txn, nodes, key, sizeof key, &val, &vlen);
+        }
+        base [i] = (s_now () - a) * 1e6;
+        /* a consistency proof from a random older size, and a root */
+        uint64_t old = 1 + ((uint64_t) rand_r (&seed) << 31 ^ (uint64_t) rand_r (&seed)) % entries;
+        bus_txn_reset (txn);
+        a = s_now ();
+        if (rc == 0)
+            rc = bus_txn_renew (txn);
+        if (rc == 0)
+            rc = audit_log_consistency (log, txn, old, entries, p, &len);
+        cons [i] = (s_now () - a) * 1e6;
+        bus_txn_reset (txn);
+        a = s_now ();
+        audit_hash_t r;
+        if (rc == 0)
+            rc = bus_txn_renew (txn);
+        if (rc == 0)
+            rc = audit_log_root (log, txn, old, r);
+        roots [i] = (s_now () - a) * 1e6;
+    }
+    bus_txn_abort (&txn);
+    if (rc == 0) {
+        double mean = 0, bmean = 0;
+        for (int i = 0; i < proofs; i++) {
+            mean += lat [i];
+            bmean += base [i];
+        }
+        mean /= proofs;
+        bmean /= proofs;
+        qsort (lat, (size_t) proofs, sizeof *lat, s_cmp_double);
+        qsort (base, (size_t) proofs, sizeof *base, s_cmp_double);
+        qsort (cons, (size_t) proofs, sizeof *cons, s_cmp_double);
+        qsort (roots, (size_t) proofs, sizeof *roots, s_cmp_double);
+        const char *at = quick ? "inclusion_100k" : "inclusion_1m";
+        printf ("bench audit_%s_p50 %.2f us baseline %.2f ratio %.2f (%d proofs of %.1f hashes; baseline: as many raw gets)\n",
+                at, lat [proofs / 2], base [proofs / 2], lat [proofs / 2] / base [proofs / 2], proofs,
+                (double) path_len_sum / proofs);
+        printf ("bench audit_%s_p99 %.2f us baseline %.2f ratio %.2f\n", at, lat [proofs * 99 / 100],
+                base [proofs * 99 / 100], lat [proofs * 99 / 100] / base [proofs * 99 / 100]);
+        printf ("bench audit_%s_mean %.2f us baseline %.2f ratio %.2f\n", at, mean, bmean, mean / bmean);
+        printf ("bench audit_consistency_p50 %.2f us (from a random older size to %llu)\n", cons [proofs / 2],
+                (unsigned long long) entries);
+        printf ("bench audit_root_p50 %.2f us (a random size up to %llu)\n", roots [proofs / 2],
+                (unsigned long long) entries);
+        rc = lat [proofs / 2] <= S_TARGET_PROOF_US ? 0 : 1;
+    }
+    else
+        fprintf (stderr, "bench_audit: proofs: %s\n", bus_strerror (rc));
+    free (lat);
+    free (base);
+    free (cons);
+    free (roots);
+done:
+    audit_log_destroy (&log);
+    bus_store_destroy (&store);
+    test_service_rmtree (dir);
+    return rc;
+}
+
+int
+main (int argc, char **argv)
+{
+    int quick = 0;
+    for (int i = 1; i < argc; i++) {
+        if (strcmp (argv [i], "--quick") == 0)
+            quick = 1;
+        else {
+            fprintf (stderr, "usage: bench_audit [--quick]\n");
+            return 1;
+        }
+    }
+    bus_log_init ("bench", "warn");
+    double secs = quick ? 0.5 : 3.0;
+    char missed [64] = "";
+    double per_commit = 0, lat [S_LATENCY_N], raw_lat [S_LATENCY_N];
+    double rate = s_bus_appends (secs, &per_commit, lat);
+    double raw = s_raw_lmdb (quick ? 0.5 : 2.0, raw_lat);
+    if (rate < 0 || raw < 0) {
+        fprintf (stderr, "bench_audit: the append measurement failed\n");
+        return 1;
+    }
+    printf ("bench audit_bus_appends %.0f events/s baseline %.0f ratio %.2f (%d clients x %d in flight, "
+            "%.1f appends per fsync; baseline: raw LMDB, one fsync'd commit per event)\n",
+            rate, raw, rate / raw, S_CLIENTS, S_IN_FLIGHT, per_commit);
+    printf ("bench audit_appends_per_fsync %.1f appends\n", per_commit);
+    printf ("bench audit_append_p50 %.0f us baseline %.0f ratio %.2f (one at a time over the bus, durable; "
+            "baseline: one raw LMDB commit)\n", lat [S_LATENCY_N / 2], raw_lat [S_LATENCY_N / 2],
+            lat [S_LATENCY_N / 2] / raw_lat [S_LATENCY_N / 2]);
+    printf ("bench audit_append_p99 %.0f us baseline %.0f ratio %.2f\n", lat [S_LATENCY_N * 99 / 100],
+            raw_lat [S_LATENCY_N * 99 / 100], lat [S_LATENCY_N * 99 / 100] / raw_lat [S_LATENCY_N * 99 / 100]);
+    if (rate < S_TARGET_RATE)
+        strcat (missed, " appends");
+    int prc = s_proofs (quick ? S_PROOF_ENTRIES / 10 : S_PROOF_ENTRIES, quick ? S_PROOFS / 10 : S_PROOFS, quick);
+    if (prc < 0)
+        return 1;
+    if (prc > 0)
+        strcat (missed, " inclusion");
+    if (*missed)
+        printf ("bench audit_targets missed:%s\n", missed);
+    else
+        printf ("bench audit_targets met%s\n", quick ? " (--quick: proofs at 100,000 entries)" : "");
+    if (*missed && getenv ("BENCH_STRICT") && strcmp (getenv ("BENCH_STRICT"), "1") == 0)
+        return 2;
+    return 0;
+}
