@@ -435,8 +435,8 @@ s_trim_work (void *state, json_t *body, void *job, bus_outcome_t *out)
 /*  On the reactor: the writer's trim is over (not ran: the service
     stopped first; not stored: it ran in a group that could not be
     stored). */
-void
-bus_outbox_trim_done (bus_service_t *self, void *job, bool ran, bool stored)
+static void
+s_trim_done (bus_service_t *self, void *job, bool ran, bool stored)
 {
     s_trim_t *trim = job;
     self->trim_pending = false;
@@ -476,7 +476,7 @@ s_outbox_trim (bus_service_t *self)
         bus_offload_t *o = calloc (1, sizeof *o);
         if (trim && o) {
             *trim = (s_trim_t) { self, first, below, acked_below, 0 };
-            *o = (bus_offload_t) { .fn = s_trim_work, .job = trim };
+            *o = (bus_offload_t) { .fn = s_trim_work, .job = trim, .done = s_trim_done };
             if (bus_workers_submit (self->writer, bus_offload_run, o) == 0) {
                 self->trim_pending = true;
                 return;

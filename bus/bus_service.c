@@ -7,8 +7,9 @@
 
 #include <stdarg.h>
 
-#define S_DEDUPE_MAX      20000     /* remembered replies */
-#define S_DEDUPE_TTL_MS   120000    /* how long a reply is kept for retries */
+#define S_SNDHWM_MIN      256       /* replies queued per connection, at least (see bus_service_new) */
+#define S_EXPIRE_MS       1000      /* how often recorded outcomes past their time are deleted */
+#define S_EXPIRE_BATCH    4096      /* recorded outcomes deleted per transaction, at most */
 #define S_BATCH_MAX       64        /* requests handled per reactor wake-up */
 #define S_UNKNOWN_LOGGED  256       /* distinct (sender, type, field) logged */
 #define S_WORK_QUEUE_MAX  256       /* requests waiting for a worker thread, at most */
@@ -30,16 +31,6 @@ typedef struct {
     void *arg;
 } s_handler_t;
 
-/*  A remembered reply: the encoded frame, or NULL while the request is
-    still being worked on (a deferred reply). */
-typedef struct {
-    zchunk_t *reply;
-    int64_t expires_ms;
-} s_dedupe_t;
-
-
-
-
 const char *
 bus_service_section (const char *name_or_section)
 {
@@ -56,17 +47,6 @@ bus_service_name (const char *name_or_section)
         if (streq (s->name, name_or_section) || streq (s->section, name_or_section))
             return s->name;
     return NULL;
-}
-
-static void
-s_dedupe_free (void **item)
-{
-    s_dedupe_t *d = (s_dedupe_t *) *item;
-    if (d) {
-        zchunk_destroy (&d->reply);
-        free (d);
-        *item = NULL;
-    }
 }
 
 static void
@@ -103,6 +83,11 @@ s_handle_stats (bus_service_t *self, bus_request_t *req, void *arg)
         json_object_set_new (counters, "writes_grouped",
                              json_integer ((json_int_t) atomic_load (&self->writes_grouped)));
     }
+    if (counters) {
+        json_object_set_new (counters, "dedupe_entries", json_integer ((json_int_t) bus_dedupe_size (self->dedupe, NULL)));
+        json_object_set_new (counters, "dedupe_bytes", json_integer ((json_int_t) bus_dedupe_bytes (self->dedupe, NULL)));
+        json_object_set_new (counters, "dedupe_evicted", json_integer ((json_int_t) bus_dedupe_evicted (self->dedupe)));
+    }
     json_object_set_new (body, "service", json_string (bus_service_name (self->section)));
     json_object_set_new (body, "uptime_s",
                          json_integer ((json_int_t) ((proto_now_us () - self->started_us) / 1000000)));
@@ -117,14 +102,19 @@ static void
 s_handle_echo (bus_service_t *self, bus_request_t *req, void *arg)
 {
     json_t *data = json_object_get (bus_request_body (req), "data");
-    int rc = bus_service_emit (self, "echo.seen",
-                               json_pack ("{s:s, s:s}", "request", req->msg->id, "from", req->principal),
-                               req->msg->traceparent);
+    bus_txn_t *txn = bus_txn_begin (self->store, true);
+    int rc = txn ? bus_event_append (self, txn, "echo.seen",
+                                     json_pack ("{s:s, s:s}", "request", req->msg->id, "from", req->principal),
+                                     req->msg->traceparent)
+                 : BUS_EIO;
     if (rc) {
+        bus_service_abort (self, &txn);
         bus_reply_error (req, PROTO_ERR_UNAVAILABLE, "cannot record the event: %s", bus_strerror (rc));
         return;
     }
-    bus_reply_ok (req, json_pack ("{s:O?, s:s}", "data", data, "from", req->principal));
+    /* the event and the answer commit together: a retry gets this answer */
+    bus_outcome_t out = { .body = json_pack ("{s:O?, s:s}", "data", data, "from", req->principal) };
+    bus_request_commit (req, &txn, &out);
 }
 
 /* --- replies -------------------------------------------------------------- */
@@ -167,24 +157,11 @@ s_request_free (bus_request_t **req_p)
         return;
     zmsg_destroy (&req->routing);
     proto_msg_destroy (&req->msg);
-    zchunk_destroy (&req->reply);
+    free (req->reply);
     free (req);
     *req_p = NULL;
 }
 
-/*  Drop dedupe entries past their time or over the cap. */
-static void
-s_dedupe_trim (bus_service_t *self)
-{
-    int64_t now = zclock_mono ();
-    for (const char *key = zlistx_first (self->dedupe_order); key; key = zlistx_first (self->dedupe_order)) {
-        s_dedupe_t *d = zhashx_lookup (self->dedupe, key);
-        if (d && d->expires_ms > now && zhashx_size (self->dedupe) <= S_DEDUPE_MAX)
-            break;                  /* the oldest is still wanted: so is what follows */
-        zhashx_delete (self->dedupe, key);
-        zlistx_delete (self->dedupe_order, NULL);
-    }
-}
 
 /*  Encode and send the reply, remember it for retries, free the request. */
 static void
@@ -214,17 +191,14 @@ s_answer (bus_request_t *req, proto_msg_t **rep_p)
     s_send_reply (self, &req->routing, data, len);
     /* remembered for retries once the reply has left: by s_on_message when
        it is still running, else in the entry it left for a deferred reply */
-    if (req->remember && req->in_handler)
-        req->reply = zchunk_new (data, len);
-    else
-    if (req->remember) {
-        s_dedupe_t *d = zhashx_lookup (self->dedupe, req->dedupe_key);
-        if (d) {
-            zchunk_destroy (&d->reply);
-            d->reply = zchunk_new (data, len);
-            d->expires_ms = zclock_mono () + S_DEDUPE_TTL_MS;
-        }
+    if (req->remember && req->in_handler) {
+        req->reply = data;
+        req->reply_len = len;
+        data = NULL;
     }
+    else
+    if (req->remember)
+        bus_dedupe_reply (self->dedupe, req->principal, req->msg->id, data, len, zclock_mono ());
     /* per catalogue type only: a client must not mint histogram names */
     bus_stats_latency (self->stats, req->msg->spec && req->msg->spec->kind == PROTO_KIND_REQ
                                     ? req->msg->spec->type : "(unknown)",
@@ -356,6 +330,105 @@ s_unknown_field (bus_service_t *self, bus_request_t *req, const char *field)
                         "or from a newer client)", field, req->msg->type);
 }
 
+/*  After the handler: remember the id once the reply has left (this
+    thread runs nothing in between, so no retry can slip past): a retry
+    gets the same reply, a retry of a deferred request waits for it. Frees
+    the request when it was answered. */
+static void
+s_remember (bus_service_t *self, bus_request_t *req)
+{
+    req->in_handler = false;
+    if (req->remember
+        && bus_dedupe_put (self->dedupe, req->principal, req->msg->id, req->hash, req->reply,
+                           req->reply_len, zclock_mono ()))
+        bus_stats_count (self->stats, "requests_not_remembered", 1);
+    if (req->answered)
+        s_request_free (&req);
+}
+
+/*  The reply a recorded outcome ({"body"} or {"error"}) gives. */
+static proto_msg_t *
+s_outcome_reply (bus_request_t *req, json_t *outcome)
+{
+    json_t *body = json_object_get (outcome, "body");
+    if (body)
+        return proto_reply_ok (req->msg, json_incref (body));
+    json_t *error = json_object_get (outcome, "error");
+    const char *code = json_string_value (json_object_get (error, "code"));
+    const char *message = json_string_value (json_object_get (error, "message"));
+    proto_msg_t *rep = proto_reply_error (req->msg, code ? code : PROTO_ERR_INTERNAL, message ? message : "");
+    if (rep && json_is_object (error))
+        json_object_update_missing (rep->error, error);
+    return rep;
+}
+
+/*  The durable record of req, looked up in the reader (renewed for it). */
+static bus_dedupe_found_t
+s_recall (bus_service_t *self, bus_request_t *req, json_t **outcome)
+{
+    if (self->dedupe_reader && bus_txn_renew (self->dedupe_reader))
+        bus_txn_abort (&self->dedupe_reader);
+    if (!self->dedupe_reader)
+        self->dedupe_reader = bus_txn_begin (self->store, false);
+    if (!self->dedupe_reader)
+        return BUS_DEDUPE_NONE;     /* logged; the request runs */
+    bus_dedupe_found_t found = bus_dedupe_recall (self->dedupe_reader, self->dedupe_db, req->principal,
+                                                  req->msg->id, req->hash, outcome);
+    bus_txn_reset (self->dedupe_reader);
+    return found;
+}
+
+/*  A request with effects whose id was seen: answered (or left waiting
+    for the first copy's reply) and freed; true. False: a new request. */
+static bool
+s_seen (bus_service_t *self, bus_request_t *req)
+{
+    bus_dedupe_hash (req->hash, req->msg->type, req->msg->body);
+    const uint8_t *data = NULL;
+    size_t len = 0;
+    json_t *outcome = NULL;
+    bus_dedupe_found_t found = bus_dedupe_lookup (self->dedupe, req->principal, req->msg->id, req->hash,
+                                                  &data, &len);
+    if (found == BUS_DEDUPE_NONE) {
+        found = s_recall (self, req, &outcome);
+        if (found == BUS_DEDUPE_REPLY)
+            bus_stats_count (self->stats, "requests_duplicate_recorded", 1);
+    }
+    if (found == BUS_DEDUPE_NONE)
+        return false;
+    if (found == BUS_DEDUPE_CONFLICT) {
+        /* not remembered: the first request's answer stays */
+        req->remember = false;
+        bus_stats_count (self->stats, "requests_id_reused", 1);
+        bus_reply_error (req, PROTO_ERR_CONFLICT, "request id %s was already used by %s for a different "
+                         "request (another type or body): a new request needs a new id", req->msg->id,
+                         req->principal);
+        return true;
+    }
+    bus_stats_count (self->stats, "requests_duplicate", 1);
+    if (outcome) {
+        /* answered as the first time, and remembered in memory again */
+        req->in_handler = true;
+        json_t *large = json_object_get (outcome, "large");
+        if (large)
+            bus_reply_error (req, PROTO_ERR_CONFLICT, "request id %s was done already; its reply (%lld bytes) "
+                             "was too large to keep for retries: read the state to see its effect",
+                             req->msg->id, (long long) json_integer_value (large));
+        else {
+            proto_msg_t *rep = s_outcome_reply (req, outcome);
+            s_answer (req, &rep);
+        }
+        json_decref (outcome);
+        s_remember (self, req);
+        return true;
+    }
+    if (found == BUS_DEDUPE_REPLY)
+        s_send_reply (self, &req->routing, data, len);
+    req->answered = true;
+    s_request_free (&req);
+    return true;
+}
+
 /*  One frame set from the ROUTER (consumed). */
 static void
 s_on_message (bus_service_t *self, zmsg_t *routing)
@@ -420,20 +493,11 @@ s_on_message (bus_service_t *self, zmsg_t *routing)
         proto_traceparent_new (msg->traceparent);
     s_log_trace (msg);
 
-    /* a retried request id: answer from the cache, or wait for the reply;
-       a request without effects (a safe type: a read) is not remembered,
-       its retry simply runs again */
-    memcpy (req->dedupe_key, req->principal, plen);
-    req->dedupe_key [plen] = '/';
-    memcpy (req->dedupe_key + plen + 1, msg->id, PROTO_ID_LEN + 1);
+    /* a retried request id: answer from memory or from the durable
+       record, or wait for the reply; a request without effects (a safe
+       type: a read) is not remembered, its retry simply runs again */
     req->remember = !msg->spec || !msg->spec->safe;
-    s_dedupe_t *seen = req->remember ? zhashx_lookup (self->dedupe, req->dedupe_key) : NULL;
-    if (seen) {
-        bus_stats_count (self->stats, "requests_duplicate", 1);
-        if (seen->reply)
-            s_send_reply (self, &req->routing, zchunk_data (seen->reply), zchunk_size (seen->reply));
-        req->answered = true;
-        s_request_free (&req);
+    if (req->remember && s_seen (self, req)) {
         bus_log_set_trace (NULL);
         return;
     }
@@ -457,21 +521,7 @@ s_on_message (bus_service_t *self, zmsg_t *routing)
             }
         }
     }
-    req->in_handler = false;
-    /* Remember the id after the reply has left (this thread runs nothing
-       in between, so no retry can slip past): a retry gets the same reply,
-       a retry of a deferred request waits for it. */
-    s_dedupe_t *d = req->remember ? calloc (1, sizeof *d) : NULL;
-    if (d) {
-        d->reply = req->reply;
-        req->reply = NULL;
-        d->expires_ms = zclock_mono () + S_DEDUPE_TTL_MS;
-        zhashx_insert (self->dedupe, req->dedupe_key, d);
-        zlistx_add_end (self->dedupe_order, strdup (req->dedupe_key));
-        s_dedupe_trim (self);
-    }
-    if (req->answered)
-        s_request_free (&req);
+    s_remember (self, req);
     bus_log_set_trace (NULL);
 }
 
@@ -538,8 +588,8 @@ s_offload_done (void *arg, bool ran, void *svc)
 {
     bus_offload_t *o = arg;
     bus_outbox_publish_ready (svc);          /* events the work committed go first */
-    if (!o->req) {                  /* the service's own work: a trim */
-        bus_outbox_trim_done (svc, o->job, ran, !o->out.code);
+    if (!o->req) {                  /* the service's own work: a trim, an expiry */
+        o->done (svc, o->job, ran, !o->out.code);
         free (o->job);
         free (o);
         return;
@@ -567,13 +617,15 @@ bus_service_workers (bus_service_t *self, int n, bus_worker_init_fn *init,
 
 /*  Group commit: when the writer takes several writes at once, the write
     transactions they begin are nested in one group, committed (one
-    fsync) after the last of them. */
+    fsync) after the last of them, with the outcome of each request
+    (s_write_run). */
 static void
 s_group_begin (void *state, void **jobs, size_t n, void *arg)
 {
     bus_service_t *self = arg;
-    if (n > 1)
-        bus_txn_group (bus_txn_begin (self->store, true));
+    /* one write too: its outcome is recorded in the group after it, so
+       that the write and its outcome commit together */
+    bus_txn_group (bus_txn_begin (self->store, true));
 }
 
 /*  The group could not be stored: what its writes answered is untrue. */
@@ -597,13 +649,70 @@ s_group_end (void *state, void **jobs, size_t n, void *arg)
     bus_service_t *self = arg;
     bus_txn_t *group = bus_txn_group_current ();
     if (!group)
-        return;                         /* one write, or no group could begin: each committed alone */
+        return;                         /* no group could begin: each write committed alone */
     bus_txn_group (NULL);
     int rc = bus_service_commit (self, &group);
     if (rc)
         s_group_failed (jobs, n, rc);
-    atomic_fetch_add (&self->write_groups, 1);
-    atomic_fetch_add (&self->writes_grouped, n);
+    size_t writes = 0;                  /* requests: not the service's own work */
+    for (size_t i = 0; i < n; i++)
+        writes += ((bus_offload_t *) jobs [i])->req != NULL;
+    if (writes > 1) {                   /* counted: groups of several writes */
+        atomic_fetch_add (&self->write_groups, 1);
+        atomic_fetch_add (&self->writes_grouped, writes);
+    }
+}
+
+/*  True if an outcome is recorded durably: not an unavailable or internal
+    error, which says that nothing was done (a retry may do it). */
+static bool
+s_recordable (const bus_outcome_t *out)
+{
+    return !out->code || (strcmp (out->code, PROTO_ERR_UNAVAILABLE) && strcmp (out->code, PROTO_ERR_INTERNAL));
+}
+
+/*  An outcome as recorded: {"body"} or {"error": {code, message, extra}}. */
+static json_t *
+s_outcome_json (const bus_outcome_t *out)
+{
+    if (!out->code)
+        return json_pack ("{s:O}", "body", out->body ? out->body : json_object ());
+    json_t *error = json_pack ("{s:s, s:s}", "code", out->code, "message", out->message);
+    if (error && out->extra)
+        json_object_update_missing (error, out->extra);
+    return json_pack ("{s:o}", "error", error);
+}
+
+/*  Record req's outcome in txn (any thread: req is read only). */
+static int
+s_record (bus_service_t *self, bus_request_t *req, bus_txn_t *txn, const bus_outcome_t *out)
+{
+    json_t *outcome = s_outcome_json (out);
+    int rc = outcome ? bus_dedupe_record (txn, self->dedupe_db, self->dedupe_time_db, req->principal,
+                                          req->msg->id, req->hash, outcome, self->dedupe_record_max,
+                                          proto_now_us () + self->dedupe_retention_us)
+                     : BUS_ENOMEM;
+    json_decref (outcome);
+    return rc;
+}
+
+/*  On the writer: a write's work, then its outcome recorded in the
+    group, so that both are durable together or neither is (a group that
+    cannot be stored answers every write unavailable, s_group_failed). */
+static void
+s_write_run (void *state, void *arg)
+{
+    bus_offload_t *o = arg;
+    bus_offload_run (state, arg);
+    bus_request_t *req = o->req;
+    if (!req || !req->remember || req->recorded || !s_recordable (&o->out) || !bus_txn_group_current ())
+        return;
+    bus_service_t *self = req->svc;
+    bus_txn_t *txn = bus_txn_begin (self->store, true);
+    int rc = txn ? s_record (self, req, txn, &o->out) : BUS_EIO;
+    rc = txn ? (rc ? (bus_txn_abort (&txn), rc) : bus_txn_commit (&txn)) : rc;
+    if (rc)
+        bus_error ("outcome of %s %s not recorded: %s", req->msg->type, req->msg->id, bus_strerror (rc));
 }
 
 int
@@ -632,6 +741,37 @@ bus_request_offload_write (bus_request_t *req, bus_work_fn *fn, void *job, void 
     return s_offload (req->svc->writer, req, fn, job, job_free);
 }
 
+int
+bus_request_record (bus_request_t *req, bus_txn_t *txn, const bus_outcome_t *out)
+{
+    if (!req->remember || !s_recordable (out))
+        return 0;
+    int rc = s_record (req->svc, req, txn, out);
+    if (rc == 0)
+        req->recorded = true;
+    return rc;
+}
+
+int
+bus_request_commit (bus_request_t *req, bus_txn_t **txn_p, bus_outcome_t *out)
+{
+    bus_service_t *self = req->svc;
+    int rc = bus_request_record (req, *txn_p, out);
+    if (rc)
+        bus_service_abort (self, txn_p);
+    else
+        rc = bus_service_commit (self, txn_p);
+    if (rc) {
+        json_decref (out->body);
+        json_decref (out->extra);
+        out->body = out->extra = NULL;
+        bus_reply_error (req, PROTO_ERR_UNAVAILABLE, "the write could not be stored: %s", bus_strerror (rc));
+    }
+    else
+        bus_reply_outcome (req, out);
+    return rc;
+}
+
 static int
 s_offload (bus_workers_t *pool, bus_request_t *req, bus_work_fn *fn, void *job, void (*job_free) (void *job))
 {
@@ -642,7 +782,7 @@ s_offload (bus_workers_t *pool, bus_request_t *req, bus_work_fn *fn, void *job, 
     if (o)
         *o = (bus_offload_t) { .req = req, .fn = fn, .job = job, .job_free = job_free };
     /* from here the job belongs to a worker thread until reported done */
-    int rc = o ? bus_workers_submit (pool, bus_offload_run, o) : BUS_ENOMEM;
+    int rc = o ? bus_workers_submit (pool, pool == self->writer ? s_write_run : bus_offload_run, o) : BUS_ENOMEM;
     if (rc) {
         free (o);
         s_job_free (job, job_free);
@@ -664,10 +804,104 @@ s_on_tick (zloop_t *loop, int timer_id, void *arg)
     bus_service_t *self = arg;
     bus_allow_refresh (self->allow);
     bus_outbox_tick (self);
-    s_dedupe_trim (self);
+    bus_dedupe_trim (self->dedupe, zclock_mono ());
     return 0;
 }
 
+
+/*  Delete recorded outcomes past their time, at most max, in a
+    transaction of its own (nested in the writer's group when it runs
+    there). Returns the number deleted or an error. */
+static int
+s_expire (bus_service_t *self, size_t max)
+{
+    bus_txn_t *txn = bus_txn_begin (self->store, true);
+    if (!txn)
+        return BUS_EIO;
+    int n = bus_dedupe_expire (txn, self->dedupe_db, self->dedupe_time_db, proto_now_us (), max, NULL);
+    if (n < 0) {
+        bus_txn_abort (&txn);
+        return n;
+    }
+    int rc = bus_txn_commit (&txn);
+    return rc ? rc : n;
+}
+
+typedef struct {
+    bus_service_t *svc;
+    int rc;
+} s_expire_job_t;
+
+static void
+s_expire_work (void *state, json_t *body, void *job, bus_outcome_t *out)
+{
+    s_expire_job_t *x = job;
+    x->rc = s_expire (x->svc, S_EXPIRE_BATCH);
+}
+
+/*  On the reactor: the writer's expiry is over. */
+static void
+s_expire_done (bus_service_t *self, void *job, bool ran, bool stored)
+{
+    s_expire_job_t *x = job;
+    self->dedupe_expire_pending = false;
+    if (ran && stored && x->rc > 0)
+        bus_stats_count (self->stats, "outcomes_expired", (uint64_t) x->rc);
+    else
+    if (ran && (x->rc < 0 || !stored))
+        bus_error ("expiring recorded outcomes failed: %s", bus_strerror (x->rc < 0 ? x->rc : BUS_EIO));
+}
+
+/*  True if the oldest recorded outcome's time is over (a read). */
+static bool
+s_expiry_due (bus_service_t *self)
+{
+    if (self->dedupe_reader && bus_txn_renew (self->dedupe_reader))
+        bus_txn_abort (&self->dedupe_reader);
+    if (!self->dedupe_reader)
+        self->dedupe_reader = bus_txn_begin (self->store, false);
+    if (!self->dedupe_reader)
+        return false;
+    const void *key, *val;
+    size_t key_len, val_len;
+    bool due = bus_txn_first (self->dedupe_reader, self->dedupe_time_db, &key, &key_len, &val, &val_len) == 0
+               && key_len >= 8 && (int64_t) bus_key_to_u64 (key) < proto_now_us ();
+    bus_txn_reset (self->dedupe_reader);
+    return due;
+}
+
+/*  The expiry timer: recorded outcomes past dedupe_retention_s go, in
+    bounded batches: on the writer when there is one (the reactor never
+    waits for the write lock its group holds), else here in small ones. */
+static int
+s_on_expire (zloop_t *loop, int timer_id, void *arg)
+{
+    bus_service_t *self = arg;
+    if (self->dedupe_expire_pending || !s_expiry_due (self))
+        return 0;
+    if (self->writer) {
+        s_expire_job_t *x = calloc (1, sizeof *x);
+        bus_offload_t *o = calloc (1, sizeof *o);
+        if (x && o) {
+            x->svc = self;
+            *o = (bus_offload_t) { .fn = s_expire_work, .job = x, .done = s_expire_done };
+            if (bus_workers_submit (self->writer, bus_offload_run, o) == 0) {
+                self->dedupe_expire_pending = true;
+                return 0;
+            }
+        }
+        free (x);
+        free (o);
+        return 0;                   /* the writer is busy: next time */
+    }
+    int n = s_expire (self, S_EXPIRE_BATCH / 8);
+    if (n > 0)
+        bus_stats_count (self->stats, "outcomes_expired", (uint64_t) n);
+    else
+    if (n < 0)
+        bus_error ("expiring recorded outcomes failed: %s", bus_strerror (n));
+    return 0;
+}
 
 static int
 s_on_watchdog (zloop_t *loop, int timer_id, void *arg)
@@ -707,11 +941,17 @@ bus_service_new (bus_config_t *config, const char *section, const char *version,
     self->max_frame = (size_t) bus_config_int (config, "sanctum", "max_frame");
     self->handlers = zhashx_new ();
     zhashx_set_destructor (self->handlers, s_handler_free);
-    self->dedupe = zhashx_new ();
-    zhashx_set_destructor (self->dedupe, s_dedupe_free);
-    self->dedupe_order = zlistx_new ();
+    bus_dedupe_limits_t limits = {
+        .max_bytes = (size_t) bus_config_int (config, "sanctum", "dedupe_memory_kb") << 10,
+        .max_entries = (size_t) bus_config_int (config, "sanctum", "dedupe_entries"),
+        .principal_bytes = (size_t) bus_config_int (config, "sanctum", "dedupe_principal_kb") << 10,
+        .principal_entries = (size_t) bus_config_int (config, "sanctum", "dedupe_principal_entries"),
+        .ttl_ms = bus_config_int (config, "sanctum", "dedupe_ttl_ms")
+    };
+    self->dedupe = bus_dedupe_new (&limits);
+    self->dedupe_retention_us = (int64_t) bus_config_int (config, "sanctum", "dedupe_retention_s") * 1000000;
+    self->dedupe_record_max = (size_t) bus_config_int (config, "sanctum", "dedupe_record_max");
     self->unknown_logged = zhashx_new ();
-    zlistx_set_destructor (self->dedupe_order, (zlistx_destructor_fn *) zstr_free);
     self->reactor = pthread_self ();
     self->stats = bus_stats_new ();
 
@@ -719,10 +959,12 @@ bus_service_new (bus_config_t *config, const char *section, const char *version,
     size_t n = 0;
     while (db_names && db_names [n])
         n++;
-    dbs = calloc (n + 2, sizeof *dbs);
+    dbs = calloc (n + 4, sizeof *dbs);
     for (size_t i = 0; i < n; i++)
         dbs [i] = db_names [i];
     dbs [n] = "outbox";
+    dbs [n + 1] = BUS_DEDUPE_DB;
+    dbs [n + 2] = BUS_DEDUPE_TIME_DB;
     data_dir = bus_config_data_dir (config, name);
     int rc = data_dir ? bus_store_open (&self->store, data_dir,
                                         (size_t) bus_config_int (config, "sanctum", "map_size_mb") << 20,
@@ -731,7 +973,9 @@ bus_service_new (bus_config_t *config, const char *section, const char *version,
         snprintf (err, err_len, "cannot open store %s: %s", data_dir, bus_strerror (rc));
         goto fail;
     }
-    if (bus_outbox_open (self)) {
+    self->dedupe_db = bus_store_db (self->store, BUS_DEDUPE_DB);
+    self->dedupe_time_db = bus_store_db (self->store, BUS_DEDUPE_TIME_DB);
+    if (!self->dedupe || bus_outbox_open (self)) {
         snprintf (err, err_len, "out of memory");
         goto fail;
     }
@@ -755,9 +999,18 @@ bus_service_new (bus_config_t *config, const char *section, const char *version,
     /* libzmq drops the connection past this hard cap; below it, frames over
        max_frame get a too_large reply instead of silence */
     zsock_set_maxmsgsize (self->router, (int64_t) self->max_frame * 2 + 65536);
-    zsock_set_rcvhwm (self->router, 100000);
+    /* what one connection can hold queued, in bytes: the high-water marks
+       count messages, so they are set to that many frames of the largest
+       size. Incoming, a full queue only stops reading the connection;
+       outgoing, it drops replies (a client that stops reading collects
+       them from the dedupe memory on its retry), so that side keeps room
+       for S_SNDHWM_MIN replies, the bursts of a client with many requests
+       in flight */
+    size_t queue_bytes = (size_t) bus_config_int (config, "sanctum", "queue_kb") << 10;
+    size_t frames = MIN (100000, queue_bytes / self->max_frame);
+    zsock_set_rcvhwm (self->router, (int) MAX (16, frames));
     zsock_set_rcvtimeo (self->router, 0);     /* see s_on_request */
-    zsock_set_sndhwm (self->router, 100000);
+    zsock_set_sndhwm (self->router, (int) MAX (S_SNDHWM_MIN, frames));
     zsock_set_sndhwm (self->pub, 100000);
     zsock_set_linger (self->router, 0);
     zsock_set_linger (self->pub, 200);
@@ -780,6 +1033,7 @@ bus_service_new (bus_config_t *config, const char *section, const char *version,
                  s_on_tick, self);
     zloop_timer (self->loop, 100, 0, s_on_stop_check, self);
     zloop_timer (self->loop, BUS_OUTBOX_TRIM_MS, 0, bus_outbox_on_trim, self);
+    zloop_timer (self->loop, S_EXPIRE_MS, 0, s_on_expire, self);
     uint64_t wd = bus_notify_watchdog_usec ();
     long wd_ms = bus_config_int (config, "sanctum", "watchdog_ms");
     if (wd_ms == 0 && wd)
@@ -817,9 +1071,9 @@ bus_service_destroy (bus_service_t **self_p)
     bus_allow_destroy (&self->allow);
     zcert_destroy (&self->cert);
     zhashx_destroy (&self->handlers);
-    zhashx_destroy (&self->dedupe);
+    bus_txn_abort (&self->dedupe_reader);
+    bus_dedupe_destroy (&self->dedupe);
     zhashx_destroy (&self->unknown_logged);
-    zlistx_destroy (&self->dedupe_order);
     bus_outbox_close (self);
     bus_stats_destroy (&self->stats);
     bus_store_destroy (&self->store);

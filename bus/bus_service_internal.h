@@ -10,6 +10,7 @@
 #define BUS_SERVICE_INTERNAL_H
 
 #include "bus_service.h"
+#include "bus_dedupe.h"
 #include "bus_keys.h"
 
 #include <pthread.h>
@@ -36,8 +37,12 @@ struct bus_service_t {
     int rebind_tries;             /* binds tried since (BUS_OUTBOX_REBIND_TRIES + 1: given up on the timer) */
     zloop_t *loop;
     zhashx_t *handlers;           /* type -> handler and its argument */
-    zhashx_t *dedupe;             /* "principal/id" -> remembered reply */
-    zlistx_t *dedupe_order;       /* keys, oldest first */
+    bus_dedupe_t *dedupe;         /* replies remembered in memory for retries */
+    int dedupe_db, dedupe_time_db;    /* outcomes recorded durably, and their time index */
+    bus_txn_t *dedupe_reader;     /* read transaction (reset between lookups) */
+    int64_t dedupe_retention_us;  /* how long an outcome is kept durably */
+    size_t dedupe_record_max;     /* largest outcome recorded with its reply */
+    bool dedupe_expire_pending;   /* an expiry is with the writer */
     zhashx_t *unknown_logged;     /* "principal type field" already logged */
     bus_workers_t *workers;       /* for bus_request_offload, or NULL */
     bus_workers_t *writer;        /* for bus_request_offload_write, or NULL */
@@ -65,13 +70,15 @@ struct bus_request_t {
     zmsg_t *routing;              /* the routing frames, to send the reply */
     proto_msg_t *msg;
     char principal [PROTO_PRINCIPAL_MAX + 1];
-    char dedupe_key [PROTO_PRINCIPAL_MAX + PROTO_ID_LEN + 2];
+    uint8_t hash [BUS_DEDUPE_HASH_LEN];   /* of type and body, when remembered */
     int64_t start_us;
-    zchunk_t *reply;              /* the reply sent while s_on_message ran, to remember */
+    uint8_t *reply;               /* the reply sent while s_on_message ran, to remember */
+    size_t reply_len;
     bool deferred;
     bool answered;
     bool in_handler;              /* s_on_message frees it after the handler */
     bool remember;                /* its reply is kept for retries (not a safe type) */
+    bool recorded;                /* its outcome is in a write transaction (bus_request_record) */
 };
 
 /*  Work handed to a worker or the writer: a request's (req set), or the
@@ -82,6 +89,8 @@ typedef struct {
     void *job;
     void (*job_free) (void *job);
     bus_outcome_t out;
+    /* the service's own work (req NULL): over, on the reactor */
+    void (*done) (bus_service_t *self, void *job, bool ran, bool stored);
 } bus_offload_t;
 
 /*  On a worker thread: run an offloaded job (bus_service.c). */
@@ -105,8 +114,6 @@ void bus_outbox_handle_replay (bus_service_t *self, bus_request_t *req, void *ar
 /*  Publish the committed events that continue the sequence, in order. */
 void bus_outbox_publish_ready (bus_service_t *self);
 
-/*  The writer's trim job is over (see bus_outbox.c). */
-void bus_outbox_trim_done (bus_service_t *self, void *job, bool ran, bool stored);
 
 /*  The trim timer (every BUS_OUTBOX_TRIM_MS; arg is the service). */
 int bus_outbox_on_trim (zloop_t *loop, int timer_id, void *arg);
