@@ -709,10 +709,19 @@ s_decide_common (bus_service_t *svc, bus_request_t *req, s_authz_t *self, bool c
        one, so that it holds up nothing here */
     if (bus_request_offload_write (req, s_decided_work, job, s_decided_free) != BUS_ESTATE)
         return;
-    bus_outcome_t out = { .code = NULL };
-    s_decided_work (&self->committer, NULL, job, &out);
+    /* here: the event and the answer commit together (bus_request_commit) */
+    bus_txn_t *txn = bus_txn_begin (bus_service_store (svc), true);
+    rc = txn ? bus_event_append (svc, txn, "authz.decided", json_incref (job->event), job->traceparent)
+               : BUS_EIO;
+    if (rc) {
+        bus_service_abort (svc, &txn);
+        s_decided_free (job);
+        bus_reply_error (req, PROTO_ERR_UNAVAILABLE, "cannot record the decision");
+        return;
+    }
+    bus_outcome_t out = { .body = json_incref (job->decision) };
     s_decided_free (job);
-    bus_reply_outcome (req, &out);
+    bus_request_commit (req, &txn, &out);
 }
 
 static void
