@@ -162,7 +162,6 @@ s_request_free (bus_request_t **req_p)
     *req_p = NULL;
 }
 
-
 /*  Encode and send the reply, remember it for retries, free the request. */
 static void
 s_answer (bus_request_t *req, proto_msg_t **rep_p)
@@ -362,15 +361,23 @@ s_outcome_reply (bus_request_t *req, json_t *outcome)
     return rep;
 }
 
-/*  The durable record of req, looked up in the reader (renewed for it). */
+/*  The reactor's read transaction on the recorded outcomes, on the
+    latest state (reset it after use), or NULL (logged). */
+static bus_txn_t *
+s_reader (bus_service_t *self)
+{
+    if (self->dedupe_reader && bus_txn_renew (self->dedupe_reader))
+        bus_txn_abort (&self->dedupe_reader);      /* not reset (new), or failed: begin afresh */
+    if (!self->dedupe_reader)
+        self->dedupe_reader = bus_txn_begin (self->store, false);
+    return self->dedupe_reader;
+}
+
+/*  The durable record of req. */
 static bus_dedupe_found_t
 s_recall (bus_service_t *self, bus_request_t *req, json_t **outcome)
 {
-    if (self->dedupe_reader && bus_txn_renew (self->dedupe_reader))
-        bus_txn_abort (&self->dedupe_reader);
-    if (!self->dedupe_reader)
-        self->dedupe_reader = bus_txn_begin (self->store, false);
-    if (!self->dedupe_reader)
+    if (!s_reader (self))
         return BUS_DEDUPE_NONE;     /* logged; the request runs */
     bus_dedupe_found_t found = bus_dedupe_recall (self->dedupe_reader, self->dedupe_db, req->principal,
                                                   req->msg->id, req->hash, outcome);
@@ -676,7 +683,7 @@ static json_t *
 s_outcome_json (const bus_outcome_t *out)
 {
     if (!out->code)
-        return json_pack ("{s:O}", "body", out->body ? out->body : json_object ());
+        return out->body ? json_pack ("{s:O}", "body", out->body) : json_pack ("{s:{}}", "body");
     json_t *error = json_pack ("{s:s, s:s}", "code", out->code, "message", out->message);
     if (error && out->extra)
         json_object_update_missing (error, out->extra);
@@ -708,9 +715,12 @@ s_write_run (void *state, void *arg)
     if (!req || !req->remember || req->recorded || !s_recordable (&o->out) || !bus_txn_group_current ())
         return;
     bus_service_t *self = req->svc;
-    bus_txn_t *txn = bus_txn_begin (self->store, true);
+    bus_txn_t *txn = bus_txn_begin (self->store, true);    /* nested in the group */
     int rc = txn ? s_record (self, req, txn, &o->out) : BUS_EIO;
-    rc = txn ? (rc ? (bus_txn_abort (&txn), rc) : bus_txn_commit (&txn)) : rc;
+    if (rc)
+        bus_txn_abort (&txn);
+    else
+        rc = bus_txn_commit (&txn);
     if (rc)
         bus_error ("outcome of %s %s not recorded: %s", req->msg->type, req->msg->id, bus_strerror (rc));
 }
@@ -808,7 +818,6 @@ s_on_tick (zloop_t *loop, int timer_id, void *arg)
     return 0;
 }
 
-
 /*  Delete recorded outcomes past their time, at most max, in a
     transaction of its own (nested in the writer's group when it runs
     there). Returns the number deleted or an error. */
@@ -856,11 +865,7 @@ s_expire_done (bus_service_t *self, void *job, bool ran, bool stored)
 static bool
 s_expiry_due (bus_service_t *self)
 {
-    if (self->dedupe_reader && bus_txn_renew (self->dedupe_reader))
-        bus_txn_abort (&self->dedupe_reader);
-    if (!self->dedupe_reader)
-        self->dedupe_reader = bus_txn_begin (self->store, false);
-    if (!self->dedupe_reader)
+    if (!s_reader (self))
         return false;
     const void *key, *val;
     size_t key_len, val_len;
