@@ -320,13 +320,58 @@ s_time_key (uint8_t out [8 + S_KEY_MAX], int64_t expires_us, const char *key, si
     return 8 + key_len;
 }
 
+/*  The bytes of usage key (a principal, or "*") in txn. */
+static uint64_t
+s_usage_get (bus_txn_t *txn, int usage_db, const char *who)
+{
+    const void *val;
+    size_t val_len;
+    if (bus_txn_get (txn, usage_db, who, strlen (who), &val, &val_len) || val_len != 8)
+        return 0;
+    return bus_key_to_u64 (val);
+}
+
+/*  Add delta (may be negative) to the usage of who and of everyone. */
+static int
+s_usage_add (bus_txn_t *txn, int usage_db, const char *who, int64_t delta)
+{
+    static const char *const all = "*";
+    const char *keys [2] = { who, all };
+    int rc = 0;
+    for (int i = 0; rc == 0 && i < 2; i++) {
+        uint64_t now = s_usage_get (txn, usage_db, keys [i]);
+        uint64_t next = delta < 0 && (uint64_t) -delta > now ? 0 : (uint64_t) ((int64_t) now + delta);
+        uint8_t val [8];
+        bus_u64_to_key (next, val);
+        rc = next ? bus_txn_put (txn, usage_db, keys [i], strlen (keys [i]), val, 8)
+                  : bus_txn_del (txn, usage_db, keys [i], strlen (keys [i]));
+        if (rc == BUS_ENOTFOUND)
+            rc = 0;
+    }
+    return rc;
+}
+
+/*  What a record costs against the quotas: its value, its key twice
+    (the record and the time index), the time key's expiry. */
+static size_t
+s_cost (size_t key_len, size_t val_len)
+{
+    return val_len + 2 * key_len + 8;
+}
+
+uint64_t
+bus_dedupe_usage (bus_txn_t *txn, const bus_dedupe_store_t *store, const char *principal)
+{
+    return s_usage_get (txn, store->usage_db, principal ? principal : "*");
+}
+
 int
-bus_dedupe_record (bus_txn_t *txn, int db, int time_db, const char *principal, const char *id,
-                   const uint8_t hash [BUS_DEDUPE_HASH_LEN], json_t *outcome, size_t max_len,
+bus_dedupe_record (bus_txn_t *txn, const bus_dedupe_store_t *store, const char *principal,
+                   const char *id, const uint8_t hash [BUS_DEDUPE_HASH_LEN], json_t *outcome,
                    int64_t expires_us)
 {
     char key [S_KEY_MAX];
-    if (!s_key (key, principal, id)) {
+    if (!s_key (key, principal, id) || streq (principal, "*")) {
         bus_txn_fail (txn, BUS_EINVAL);
         return BUS_EINVAL;
     }
@@ -337,7 +382,7 @@ bus_dedupe_record (bus_txn_t *txn, int db, int time_db, const char *principal, c
         return BUS_ENOMEM;
     }
     size_t text_len = strlen (text);
-    if (text_len > max_len) {
+    if (text_len > store->record_max) {
         free (text);
         text = NULL;
         if (asprintf (&text, "{\"large\":%zu}", text_len) < 0) {
@@ -345,6 +390,17 @@ bus_dedupe_record (bus_txn_t *txn, int db, int time_db, const char *principal, c
             return BUS_ENOMEM;
         }
         text_len = strlen (text);
+    }
+    /* the quotas, counting off a record this one replaces */
+    size_t cost = s_cost (key_len, S_RECORD_HEAD + text_len), old_cost = 0;
+    const void *old;
+    size_t old_len;
+    if (bus_txn_get (txn, store->db, key, key_len, &old, &old_len) == 0)
+        old_cost = s_cost (key_len, old_len);
+    if (s_usage_get (txn, store->usage_db, principal) + cost - old_cost > store->principal_bytes
+        || s_usage_get (txn, store->usage_db, "*") + cost - old_cost > store->total_bytes) {
+        free (text);
+        return BUS_EFULL;
     }
     uint8_t *val = malloc (S_RECORD_HEAD + text_len);
     if (!val) {
@@ -359,10 +415,13 @@ bus_dedupe_record (bus_txn_t *txn, int db, int time_db, const char *principal, c
     free (text);
     uint8_t tkey [8 + S_KEY_MAX];
     size_t tkey_len = s_time_key (tkey, expires_us, key, key_len);
-    bus_txn_put (txn, db, key, key_len, val, S_RECORD_HEAD + text_len);
-    int rc = bus_txn_put (txn, time_db, tkey, tkey_len, "", 0);
+    bus_txn_put (txn, store->db, key, key_len, val, S_RECORD_HEAD + text_len);
+    bus_txn_put (txn, store->time_db, tkey, tkey_len, "", 0);
     free (val);
-    return rc;
+    int rc = s_usage_add (txn, store->usage_db, principal, (int64_t) cost - (int64_t) old_cost);
+    if (rc)
+        bus_txn_fail (txn, rc);
+    return bus_txn_error (txn);
 }
 
 bus_dedupe_found_t
@@ -413,8 +472,9 @@ s_expire_one (const void *key, size_t key_len, const void *val, size_t val_len, 
 }
 
 int
-bus_dedupe_expire (bus_txn_t *txn, int db, int time_db, int64_t now_us, size_t max, bool *more)
+bus_dedupe_expire (bus_txn_t *txn, const bus_dedupe_store_t *store, int64_t now_us, size_t max, bool *more)
 {
+    int db = store->db, time_db = store->time_db;
     s_expire_t x = { now_us, max, zlistx_new (), false };
     if (!x.keys)
         return BUS_ENOMEM;
@@ -430,9 +490,17 @@ bus_dedupe_expire (bus_txn_t *txn, int db, int time_db, int64_t now_us, size_t m
         if (bus_txn_get (txn, db, tkey + 8, tkey_len - 8, &val, &val_len) == 0
             && val_len >= S_RECORD_HEAD
             && memcmp ((const uint8_t *) val + 1 + BUS_DEDUPE_HASH_LEN, tkey, 8) == 0) {
+            /* its bytes off its principal's (the key up to the last '/') */
+            size_t cost = s_cost (tkey_len - 8, val_len);
+            char principal [S_KEY_MAX];
+            size_t plen = tkey_len - 8 < S_KEY_MAX ? tkey_len - 8 : 0;
+            while (plen > 0 && tkey [8 + plen - 1] != '/')
+                plen--;
+            memcpy (principal, tkey + 8, plen ? plen - 1 : 0);
+            principal [plen ? plen - 1 : 0] = 0;
             rc = bus_txn_del (txn, db, tkey + 8, tkey_len - 8);
-            if (rc == BUS_ENOTFOUND)
-                rc = 0;
+            if (rc == 0 && *principal)
+                rc = s_usage_add (txn, store->usage_db, principal, -(int64_t) cost);
         }
         if (rc == 0) {
             rc = bus_txn_del (txn, time_db, tkey, tkey_len);

@@ -21,8 +21,13 @@
       both commit or neither does; keyed by (principal, id), with the hash
       of (type, body) so that a reused id with another body is told apart;
       kept for dedupe_retention_s, then deleted in the background through
-      a time index (bounded batches). Two databases of the service's store:
-      BUS_DEDUPE_DB and BUS_DEDUPE_TIME_DB.
+      a time index (bounded batches). The bytes they take are counted per
+      principal and in all, in the same transactions, and bounded: a
+      principal over its quota has its outcomes remembered in memory only
+      until its records expire, so that one client's flood cannot fill the
+      store, nor keep another's outcomes from being recorded. Three
+      databases of the service's store: BUS_DEDUPE_DB, BUS_DEDUPE_TIME_DB
+      and BUS_DEDUPE_USAGE_DB.
 
     The request hash is BLAKE2b-256 over the type, a NUL, and the body
     serialised as compact JSON with sorted keys (so the order of a map's
@@ -45,6 +50,7 @@
 #define BUS_DEDUPE_HASH_LEN   32
 #define BUS_DEDUPE_DB         "dedupe"          /* principal/id -> outcome */
 #define BUS_DEDUPE_TIME_DB    "dedupe_time"     /* expiry (u64 BE, us) principal/id -> "" */
+#define BUS_DEDUPE_USAGE_DB   "dedupe_usage"    /* principal, or "*" for all -> bytes (u64 BE) */
 
 typedef struct bus_dedupe_t bus_dedupe_t;
 
@@ -106,16 +112,28 @@ uint64_t bus_dedupe_evicted (bus_dedupe_t *self);
 
 /* --- durable -------------------------------------------------------------- */
 
-/*  Record in txn (a write transaction; db and time_db the indexes of
-    BUS_DEDUPE_DB and BUS_DEDUPE_TIME_DB) the outcome of (principal, id):
+/*  Where and how much: the indexes of the three databases in the store,
+    the longest outcome recorded with its reply, and the quotas. */
+typedef struct {
+    int db, time_db, usage_db;
+    size_t record_max;            /* longer outcomes are recorded without their reply */
+    uint64_t principal_bytes;     /* one principal's records, at most */
+    uint64_t total_bytes;         /* everyone's */
+} bus_dedupe_store_t;
+
+/*  Record in txn (a write transaction) the outcome of (principal, id):
     outcome is {"body": ...} or {"error": {...}} (borrowed), kept until
-    expires_us. An outcome whose JSON is longer than max_len is recorded
-    without it (only that the request was done, and its size). Overwrites
-    an earlier record of the same key. Returns 0 or the store's error
-    (then sticky in txn). */
-int bus_dedupe_record (bus_txn_t *txn, int db, int time_db, const char *principal, const char *id,
-                       const uint8_t hash [BUS_DEDUPE_HASH_LEN], json_t *outcome, size_t max_len,
+    expires_us. An outcome whose JSON is longer than record_max is
+    recorded without it (only that the request was done, and its size).
+    Overwrites an earlier record of the same key. Returns 0; BUS_EFULL
+    when the principal's or everyone's quota would be passed (nothing
+    recorded; not sticky); or the store's error (then sticky in txn). */
+int bus_dedupe_record (bus_txn_t *txn, const bus_dedupe_store_t *store, const char *principal,
+                       const char *id, const uint8_t hash [BUS_DEDUPE_HASH_LEN], json_t *outcome,
                        int64_t expires_us);
+
+/*  Bytes of records held by principal (NULL: by everyone), in txn. */
+uint64_t bus_dedupe_usage (bus_txn_t *txn, const bus_dedupe_store_t *store, const char *principal);
 
 /*  The recorded outcome of (principal, id) in txn (read or write).
     Returns BUS_DEDUPE_NONE, BUS_DEDUPE_CONFLICT (recorded with another
@@ -127,8 +145,10 @@ bus_dedupe_found_t bus_dedupe_recall (bus_txn_t *txn, int db, const char *princi
                                       const uint8_t hash [BUS_DEDUPE_HASH_LEN], json_t **outcome);
 
 /*  Delete in txn (a write transaction) up to max records whose time
-    ended before now_us, oldest first. Returns the number deleted (>= 0)
-    or an error. *more is set when more may be due. */
-int bus_dedupe_expire (bus_txn_t *txn, int db, int time_db, int64_t now_us, size_t max, bool *more);
+    ended before now_us, oldest first, and count their bytes off. Returns
+    the number deleted (>= 0) or an error. *more is set when more may be
+    due. */
+int bus_dedupe_expire (bus_txn_t *txn, const bus_dedupe_store_t *store, int64_t now_us, size_t max,
+                       bool *more);
 
 #endif

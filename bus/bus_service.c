@@ -87,6 +87,8 @@ s_handle_stats (bus_service_t *self, bus_request_t *req, void *arg)
         json_object_set_new (counters, "dedupe_entries", json_integer ((json_int_t) bus_dedupe_size (self->dedupe, NULL)));
         json_object_set_new (counters, "dedupe_bytes", json_integer ((json_int_t) bus_dedupe_bytes (self->dedupe, NULL)));
         json_object_set_new (counters, "dedupe_evicted", json_integer ((json_int_t) bus_dedupe_evicted (self->dedupe)));
+        json_object_set_new (counters, "outcomes_not_recorded",
+                             json_integer ((json_int_t) atomic_load (&self->outcomes_unrecorded)));
     }
     json_object_set_new (body, "service", json_string (bus_service_name (self->section)));
     json_object_set_new (body, "uptime_s",
@@ -379,7 +381,7 @@ s_recall (bus_service_t *self, bus_request_t *req, json_t **outcome)
 {
     if (!s_reader (self))
         return BUS_DEDUPE_NONE;     /* logged; the request runs */
-    bus_dedupe_found_t found = bus_dedupe_recall (self->dedupe_reader, self->dedupe_db, req->principal,
+    bus_dedupe_found_t found = bus_dedupe_recall (self->dedupe_reader, self->dedupe_store.db, req->principal,
                                                   req->msg->id, req->hash, outcome);
     bus_txn_reset (self->dedupe_reader);
     return found;
@@ -690,16 +692,21 @@ s_outcome_json (const bus_outcome_t *out)
     return json_pack ("{s:o}", "error", error);
 }
 
-/*  Record req's outcome in txn (any thread: req is read only). */
+/*  Record req's outcome in txn (any thread: req is read only). Over a
+    quota, nothing is recorded (counted: the retry guarantee then holds
+    in memory only); 0 all the same. */
 static int
 s_record (bus_service_t *self, bus_request_t *req, bus_txn_t *txn, const bus_outcome_t *out)
 {
     json_t *outcome = s_outcome_json (out);
-    int rc = outcome ? bus_dedupe_record (txn, self->dedupe_db, self->dedupe_time_db, req->principal,
-                                          req->msg->id, req->hash, outcome, self->dedupe_record_max,
-                                          proto_now_us () + self->dedupe_retention_us)
+    int rc = outcome ? bus_dedupe_record (txn, &self->dedupe_store, req->principal, req->msg->id, req->hash,
+                                          outcome, proto_now_us () + self->dedupe_retention_us)
                      : BUS_ENOMEM;
     json_decref (outcome);
+    if (rc == BUS_EFULL) {
+        atomic_fetch_add (&self->outcomes_unrecorded, 1);
+        rc = 0;
+    }
     return rc;
 }
 
@@ -827,7 +834,7 @@ s_expire (bus_service_t *self, size_t max)
     bus_txn_t *txn = bus_txn_begin (self->store, true);
     if (!txn)
         return BUS_EIO;
-    int n = bus_dedupe_expire (txn, self->dedupe_db, self->dedupe_time_db, proto_now_us (), max, NULL);
+    int n = bus_dedupe_expire (txn, &self->dedupe_store, proto_now_us (), max, NULL);
     if (n < 0) {
         bus_txn_abort (&txn);
         return n;
@@ -869,7 +876,7 @@ s_expiry_due (bus_service_t *self)
         return false;
     const void *key, *val;
     size_t key_len, val_len;
-    bool due = bus_txn_first (self->dedupe_reader, self->dedupe_time_db, &key, &key_len, &val, &val_len) == 0
+    bool due = bus_txn_first (self->dedupe_reader, self->dedupe_store.time_db, &key, &key_len, &val, &val_len) == 0
                && key_len >= 8 && (int64_t) bus_key_to_u64 (key) < proto_now_us ();
     bus_txn_reset (self->dedupe_reader);
     return due;
@@ -955,7 +962,9 @@ bus_service_new (bus_config_t *config, const char *section, const char *version,
     };
     self->dedupe = bus_dedupe_new (&limits);
     self->dedupe_retention_us = (int64_t) bus_config_int (config, "sanctum", "dedupe_retention_s") * 1000000;
-    self->dedupe_record_max = (size_t) bus_config_int (config, "sanctum", "dedupe_record_max");
+    self->dedupe_store.record_max = (size_t) bus_config_int (config, "sanctum", "dedupe_record_max");
+    self->dedupe_store.principal_bytes = (uint64_t) bus_config_int (config, "sanctum", "dedupe_store_principal_kb") << 10;
+    self->dedupe_store.total_bytes = (uint64_t) bus_config_int (config, "sanctum", "dedupe_store_kb") << 10;
     self->unknown_logged = zhashx_new ();
     self->reactor = pthread_self ();
     self->stats = bus_stats_new ();
@@ -964,12 +973,13 @@ bus_service_new (bus_config_t *config, const char *section, const char *version,
     size_t n = 0;
     while (db_names && db_names [n])
         n++;
-    dbs = calloc (n + 4, sizeof *dbs);
+    dbs = calloc (n + 5, sizeof *dbs);
     for (size_t i = 0; i < n; i++)
         dbs [i] = db_names [i];
     dbs [n] = "outbox";
     dbs [n + 1] = BUS_DEDUPE_DB;
     dbs [n + 2] = BUS_DEDUPE_TIME_DB;
+    dbs [n + 3] = BUS_DEDUPE_USAGE_DB;
     data_dir = bus_config_data_dir (config, name);
     int rc = data_dir ? bus_store_open (&self->store, data_dir,
                                         (size_t) bus_config_int (config, "sanctum", "map_size_mb") << 20,
@@ -978,8 +988,9 @@ bus_service_new (bus_config_t *config, const char *section, const char *version,
         snprintf (err, err_len, "cannot open store %s: %s", data_dir, bus_strerror (rc));
         goto fail;
     }
-    self->dedupe_db = bus_store_db (self->store, BUS_DEDUPE_DB);
-    self->dedupe_time_db = bus_store_db (self->store, BUS_DEDUPE_TIME_DB);
+    self->dedupe_store.db = bus_store_db (self->store, BUS_DEDUPE_DB);
+    self->dedupe_store.time_db = bus_store_db (self->store, BUS_DEDUPE_TIME_DB);
+    self->dedupe_store.usage_db = bus_store_db (self->store, BUS_DEDUPE_USAGE_DB);
     if (!self->dedupe || bus_outbox_open (self)) {
         snprintf (err, err_len, "out of memory");
         goto fail;

@@ -23,7 +23,8 @@
     answer; while the first copy is being worked on, no answer of its own;
     the same id with another type or body gets `conflict`. Outcomes
     `unavailable` and `internal` are not recorded durably: they say that
-    nothing was done. A handler that answers a request with effects
+    nothing was done; nor are those of a principal over its quota of
+    records (dedupe_store_principal_kb), until its oldest expire. A handler that answers a request with effects
     without recording it (plain bus_reply_*) is remembered in memory only:
     its effect must then be idempotent on its own. Exactly-once steps
     (the orchestrator's) rely on this contract.

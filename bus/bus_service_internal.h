@@ -38,10 +38,10 @@ struct bus_service_t {
     zloop_t *loop;
     zhashx_t *handlers;           /* type -> handler and its argument */
     bus_dedupe_t *dedupe;         /* replies remembered in memory for retries */
-    int dedupe_db, dedupe_time_db;    /* outcomes recorded durably, and their time index */
+    bus_dedupe_store_t dedupe_store;  /* outcomes recorded durably: databases, quotas */
     bus_txn_t *dedupe_reader;     /* read transaction (reset between lookups) */
     int64_t dedupe_retention_us;  /* how long an outcome is kept durably */
-    size_t dedupe_record_max;     /* largest outcome recorded with its reply */
+    atomic_uint_fast64_t outcomes_unrecorded;     /* over a quota: in memory only */
     bool dedupe_expire_pending;   /* an expiry is with the writer */
     zhashx_t *unknown_logged;     /* "principal type field" already logged */
     bus_workers_t *workers;       /* for bus_request_offload, or NULL */

@@ -152,17 +152,21 @@ test_whole_bound_takes_from_heaviest (void **state)
 typedef struct {
     char dir [256];
     bus_store_t *store;
-    int db, time_db;
+    bus_dedupe_store_t d;
 } s_store_t;
 
 static void
-s_store_open (s_store_t *s)
+s_store_open (s_store_t *s, size_t record_max, uint64_t principal_bytes, uint64_t total_bytes)
 {
-    static const char *const dbs [] = { BUS_DEDUPE_DB, BUS_DEDUPE_TIME_DB, NULL };
+    static const char *const dbs [] = { BUS_DEDUPE_DB, BUS_DEDUPE_TIME_DB, BUS_DEDUPE_USAGE_DB, NULL };
     assert_int_equal (test_service_tmpdir (s->dir, sizeof s->dir, "test_dedupe"), 0);
     assert_int_equal (bus_store_open (&s->store, s->dir, 16 << 20, dbs), 0);
-    s->db = bus_store_db (s->store, BUS_DEDUPE_DB);
-    s->time_db = bus_store_db (s->store, BUS_DEDUPE_TIME_DB);
+    s->d = (bus_dedupe_store_t) {
+        .db = bus_store_db (s->store, BUS_DEDUPE_DB),
+        .time_db = bus_store_db (s->store, BUS_DEDUPE_TIME_DB),
+        .usage_db = bus_store_db (s->store, BUS_DEDUPE_USAGE_DB),
+        .record_max = record_max, .principal_bytes = principal_bytes, .total_bytes = total_bytes
+    };
 }
 
 static void
@@ -176,7 +180,7 @@ static void
 test_durable (void **state)
 {
     s_store_t s;
-    s_store_open (&s);
+    s_store_open (&s, 4096, 1 << 20, 1 << 20);
     uint8_t h [BUS_DEDUPE_HASH_LEN] = { 5 }, other [BUS_DEDUPE_HASH_LEN] = { 6 };
     json_t *ok = json_pack ("{s:{s:s}}", "body", "authorization_model_id", "01M9");
     json_t *err = json_pack ("{s:{s:s, s:s, s:i}}", "error", "code", "conflict", "message", "exists", "fga_code", 2017);
@@ -187,52 +191,105 @@ test_durable (void **state)
     free (pad);
 
     bus_txn_t *txn = bus_txn_begin (s.store, true);
-    assert_int_equal (bus_dedupe_record (txn, s.db, s.time_db, "ops:a", s_id (1), h, ok, 4096, 1000), 0);
-    assert_int_equal (bus_dedupe_record (txn, s.db, s.time_db, "ops:a", s_id (2), h, err, 4096, 5000), 0);
-    assert_int_equal (bus_dedupe_record (txn, s.db, s.time_db, "ops:a", s_id (3), h, big, 4096, 2000), 0);
+    assert_int_equal (bus_dedupe_record (txn, &s.d, "ops:a", s_id (1), h, ok, 1000), 0);
+    assert_int_equal (bus_dedupe_record (txn, &s.d, "ops:a", s_id (2), h, err, 5000), 0);
+    assert_int_equal (bus_dedupe_record (txn, &s.d, "ops:a", s_id (3), h, big, 2000), 0);
     assert_int_equal (bus_txn_commit (&txn), 0);
 
     /* an aborted transaction records nothing */
     txn = bus_txn_begin (s.store, true);
-    assert_int_equal (bus_dedupe_record (txn, s.db, s.time_db, "ops:a", s_id (4), h, ok, 4096, 1000), 0);
+    assert_int_equal (bus_dedupe_record (txn, &s.d, "ops:a", s_id (4), h, ok, 1000), 0);
     bus_txn_abort (&txn);
 
     txn = bus_txn_begin (s.store, false);
     json_t *out = NULL;
-    assert_int_equal (bus_dedupe_recall (txn, s.db, "ops:a", s_id (1), h, &out), BUS_DEDUPE_REPLY);
+    assert_int_equal (bus_dedupe_recall (txn, s.d.db, "ops:a", s_id (1), h, &out), BUS_DEDUPE_REPLY);
     assert_true (json_equal (out, ok));
     json_decref (out);
-    assert_int_equal (bus_dedupe_recall (txn, s.db, "ops:a", s_id (2), h, &out), BUS_DEDUPE_REPLY);
+    assert_int_equal (bus_dedupe_recall (txn, s.d.db, "ops:a", s_id (2), h, &out), BUS_DEDUPE_REPLY);
     assert_true (json_equal (out, err));
     json_decref (out);
-    assert_int_equal (bus_dedupe_recall (txn, s.db, "ops:a", s_id (3), h, &out), BUS_DEDUPE_REPLY);
+    assert_int_equal (bus_dedupe_recall (txn, s.d.db, "ops:a", s_id (3), h, &out), BUS_DEDUPE_REPLY);
     assert_true (json_integer_value (json_object_get (out, "large")) > 4096);
     assert_null (json_object_get (out, "body"));
     json_decref (out);
-    assert_int_equal (bus_dedupe_recall (txn, s.db, "ops:a", s_id (1), other, &out), BUS_DEDUPE_CONFLICT);
-    assert_int_equal (bus_dedupe_recall (txn, s.db, "ops:b", s_id (1), h, &out), BUS_DEDUPE_NONE);
-    assert_int_equal (bus_dedupe_recall (txn, s.db, "ops:a", s_id (4), h, &out), BUS_DEDUPE_NONE);
+    assert_int_equal (bus_dedupe_recall (txn, s.d.db, "ops:a", s_id (1), other, &out), BUS_DEDUPE_CONFLICT);
+    assert_int_equal (bus_dedupe_recall (txn, s.d.db, "ops:b", s_id (1), h, &out), BUS_DEDUPE_NONE);
+    assert_int_equal (bus_dedupe_recall (txn, s.d.db, "ops:a", s_id (4), h, &out), BUS_DEDUPE_NONE);
     bus_txn_abort (&txn);
 
     /* expiry: oldest first, in batches, the rest kept */
     bool more = false;
     txn = bus_txn_begin (s.store, true);
-    assert_int_equal (bus_dedupe_expire (txn, s.db, s.time_db, 4000, 1, &more), 1);
+    assert_int_equal (bus_dedupe_expire (txn, &s.d, 4000, 1, &more), 1);
     assert_true (more);
-    assert_int_equal (bus_dedupe_expire (txn, s.db, s.time_db, 4000, 10, &more), 1);
+    assert_int_equal (bus_dedupe_expire (txn, &s.d, 4000, 10, &more), 1);
     assert_false (more);
-    assert_int_equal (bus_dedupe_expire (txn, s.db, s.time_db, 4000, 10, &more), 0);
+    assert_int_equal (bus_dedupe_expire (txn, &s.d, 4000, 10, &more), 0);
     assert_int_equal (bus_txn_commit (&txn), 0);
     txn = bus_txn_begin (s.store, false);
-    assert_int_equal (bus_dedupe_recall (txn, s.db, "ops:a", s_id (1), h, &out), BUS_DEDUPE_NONE);
-    assert_int_equal (bus_dedupe_recall (txn, s.db, "ops:a", s_id (3), h, &out), BUS_DEDUPE_NONE);
-    assert_int_equal (bus_dedupe_recall (txn, s.db, "ops:a", s_id (2), h, &out), BUS_DEDUPE_REPLY);
+    assert_int_equal (bus_dedupe_recall (txn, s.d.db, "ops:a", s_id (1), h, &out), BUS_DEDUPE_NONE);
+    assert_int_equal (bus_dedupe_recall (txn, s.d.db, "ops:a", s_id (3), h, &out), BUS_DEDUPE_NONE);
+    assert_int_equal (bus_dedupe_recall (txn, s.d.db, "ops:a", s_id (2), h, &out), BUS_DEDUPE_REPLY);
     json_decref (out);
     bus_txn_abort (&txn);
+
+    /* what is left is counted; expiring it all counts it off */
+    txn = bus_txn_begin (s.store, true);
+    uint64_t left = bus_dedupe_usage (txn, &s.d, "ops:a");
+    assert_true (left > 0 && left < 1024);
+    assert_int_equal (bus_dedupe_usage (txn, &s.d, NULL), left);
+    assert_int_equal (bus_dedupe_expire (txn, &s.d, 10000, 10, &more), 1);
+    assert_int_equal (bus_dedupe_usage (txn, &s.d, "ops:a"), 0);
+    assert_int_equal (bus_dedupe_usage (txn, &s.d, NULL), 0);
+    assert_int_equal (bus_txn_commit (&txn), 0);
 
     json_decref (ok);
     json_decref (err);
     json_decref (big);
+    s_store_close (&s);
+}
+
+/*  One principal's flood of recorded outcomes stops at its quota (not
+    recorded: BUS_EFULL, not sticky) while another's are still recorded;
+    the whole stops at everyone's quota; expiry makes room again. */
+static void
+test_durable_quota (void **state)
+{
+    s_store_t s;
+    s_store_open (&s, 4096, 64 << 10, 96 << 10);
+    uint8_t h [BUS_DEDUPE_HASH_LEN] = { 9 };
+    json_t *ok = json_pack ("{s:{s:s}}", "body", "pad", "0123456789012345678901234567890123456789");
+    bus_txn_t *txn = bus_txn_begin (s.store, true);
+    int recorded = 0, refused = 0;
+    for (int i = 0; i < 2000; i++) {
+        int rc = bus_dedupe_record (txn, &s.d, "ext:flood", s_id (i), h, ok, 1000 + i);
+        assert_true (rc == 0 || rc == BUS_EFULL);
+        recorded += rc == 0;
+        refused += rc == BUS_EFULL;
+    }
+    assert_true (recorded > 100 && refused > 0);
+    assert_true (bus_dedupe_usage (txn, &s.d, "ext:flood") <= (64 << 10));
+    assert_int_equal (bus_txn_error (txn), 0);
+    /* the operator still gets its outcomes recorded */
+    assert_int_equal (bus_dedupe_record (txn, &s.d, "ops:operator", s_id (1), h, ok, 1000), 0);
+    /* another flood fills the rest, up to everyone's quota */
+    int second = 0;
+    for (int i = 0; i < 2000; i++)
+        second += bus_dedupe_record (txn, &s.d, "ext:other", s_id (i), h, ok, 1000) == 0;
+    assert_true (second > 0);
+    assert_true (bus_dedupe_usage (txn, &s.d, NULL) <= (96 << 10));
+    assert_int_equal (bus_dedupe_record (txn, &s.d, "ops:operator", s_id (2), h, ok, 1000), BUS_EFULL);
+    assert_int_equal (bus_txn_commit (&txn), 0);
+    /* expiry makes room */
+    bool more = true;
+    txn = bus_txn_begin (s.store, true);
+    while (more)
+        assert_true (bus_dedupe_expire (txn, &s.d, 1000 + 2000, 500, &more) >= 0);
+    assert_int_equal (bus_dedupe_usage (txn, &s.d, NULL), 0);
+    assert_int_equal (bus_dedupe_record (txn, &s.d, "ext:flood", s_id (5000), h, ok, 9000), 0);
+    assert_int_equal (bus_txn_commit (&txn), 0);
+    json_decref (ok);
     s_store_close (&s);
 }
 
@@ -245,6 +302,7 @@ main (void)
         cmocka_unit_test (test_flood_keeps_others),
         cmocka_unit_test (test_whole_bound_takes_from_heaviest),
         cmocka_unit_test (test_durable),
+        cmocka_unit_test (test_durable_quota),
     };
     return test_service_summary ((int) (sizeof tests / sizeof tests [0]),
                                  cmocka_run_group_tests (tests, NULL, NULL));
