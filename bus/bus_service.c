@@ -1,23 +1,18 @@
-/*  bus_service.c — reactor, request dispatch, dedupe, outbox, built-ins. */
-#include "bus_service.h"
+/*  bus_service.c — reactor, request dispatch, dedupe, work off the
+    reactor, built-ins. The outbox is in bus_outbox.c. */
+#include "bus_service_internal.h"
 #include "bus_error.h"
 #include "bus_handshake.h"
 #include "bus_keys.h"
 #include "bus_log.h"
 #include "bus_notify.h"
 
-#include <pthread.h>
-#include <stdatomic.h>
 #include <stdarg.h>
-#include <unistd.h>
 
-#define S_DEDUPE_MAX      20000     /* remembered replies */
-#define S_DEDUPE_TTL_MS   120000    /* how long a reply is kept for retries */
-#define S_REPLAY_MAX      1000      /* events in one events.replay reply */
-#define S_REBIND_TRIES  100        /* x 10 ms: the old listener closes asynchronously */
+#define S_SNDHWM_MIN      256       /* replies queued per connection, at least (see bus_service_new) */
+#define S_EXPIRE_MS       1000      /* how often recorded outcomes past their time are deleted */
+#define S_EXPIRE_BATCH    4096      /* recorded outcomes deleted per transaction, at most */
 #define S_BATCH_MAX       64        /* requests handled per reactor wake-up */
-#define S_TRIM_MS         1000      /* how often the outbox is trimmed */
-#define S_TRIM_BATCH      8192      /* events deleted per trim, at most */
 #define S_UNKNOWN_LOGGED  256       /* distinct (sender, type, field) logged */
 #define S_WORK_QUEUE_MAX  256       /* requests waiting for a worker thread, at most */
 #define S_GROUP_MAX       64        /* writes committed together by the writer, at most */
@@ -30,81 +25,6 @@ typedef struct {
     void *arg;
 } s_handler_t;
 
-/*  A remembered reply: the encoded frame, or NULL while the request is
-    still being worked on (a deferred reply). */
-typedef struct {
-    zchunk_t *reply;
-    int64_t expires_ms;
-} s_dedupe_t;
-
-struct bus_service_t {
-    bus_config_t *config;
-    char section [32];
-    char principal [64];
-    char version [32];
-    bus_store_t *store;
-    int outbox_db;
-    zcert_t *cert;
-    zactor_t *auth;
-    bus_allow_t *allow;
-    zsock_t *router;
-    zsock_t *pub;
-    char *pub_endpoint;           /* as bound (ZMQ_LAST_ENDPOINT), for unbinding */
-    bool pub_unbound;             /* unbound to close subscriptions, not yet bound again */
-    int rebind_tries;             /* binds tried since (S_REBIND_TRIES + 1: given up on the timer) */
-    zloop_t *loop;
-    zhashx_t *handlers;           /* type -> s_handler_t */
-    zhashx_t *dedupe;             /* "principal/id" -> s_dedupe_t */
-    zlistx_t *dedupe_order;       /* keys, oldest first */
-    zhashx_t *unknown_logged;     /* "principal type field" already logged */
-    bus_workers_t *workers;       /* for bus_request_offload, or NULL */
-    bus_workers_t *writer;        /* for bus_request_offload_write, or NULL */
-    atomic_uint_fast64_t write_groups;    /* commits of the writer's groups */
-    atomic_uint_fast64_t writes_grouped;  /* writes committed in them */
-    bus_stats_t *stats;
-    bus_log_limit_t *refusals;    /* refused requests' log lines, rate-limited */
-    uint64_t refusals_counted;    /* of its suppressed lines, in stats so far */
-    bus_handshake_t *handshakes;  /* monitors of the ROUTER and PUB */
-    size_t max_frame;
-    uint64_t published_seq;       /* last sequence published */
-    pthread_mutex_t committed_lock;
-    zlistx_t *committed;          /* s_txn_events_t of commits not yet published */
-    pthread_t reactor;            /* the thread that runs the reactor (and publishes) */
-    uint64_t outbox_first_seq;    /* oldest event stored, 0 while none is */
-    uint64_t outbox_acked;        /* from_seq of the last events.replay by acked_by */
-    uint64_t outbox_keep;         /* see s_outbox_trim */
-    uint64_t outbox_max;
-    char acked_by [PROTO_PRINCIPAL_MAX + 1];
-    int64_t started_us;
-    pid_t pid;                    /* for health, without a system call per request */
-    bool stopping;
-    bool trim_pending;            /* a trim is with the writer */
-};
-
-struct bus_request_t {
-    bus_service_t *svc;
-    zmsg_t *routing;              /* the routing frames, to send the reply */
-    proto_msg_t *msg;
-    char principal [PROTO_PRINCIPAL_MAX + 1];
-    char dedupe_key [PROTO_PRINCIPAL_MAX + PROTO_ID_LEN + 2];
-    int64_t start_us;
-    zchunk_t *reply;              /* the reply sent while s_on_message ran, to remember */
-    bool deferred;
-    bool answered;
-    bool in_handler;              /* s_on_message frees it after the handler */
-    bool remember;                /* its reply is kept for retries (not a safe type) */
-};
-
-static void
-s_dedupe_free (void **item)
-{
-    s_dedupe_t *d = (s_dedupe_t *) *item;
-    if (d) {
-        zchunk_destroy (&d->reply);
-        free (d);
-        *item = NULL;
-    }
-}
 
 static void
 s_handler_free (void **item)
@@ -113,12 +33,6 @@ s_handler_free (void **item)
     *item = NULL;
 }
 
-/*  The oldest event the outbox holds (last_seq + 1 while it holds none). */
-static uint64_t
-s_first_seq (bus_service_t *self)
-{
-    return self->outbox_first_seq ? self->outbox_first_seq : self->published_seq + 1;
-}
 
 /* --- built-in handlers ---------------------------------------------------- */
 
@@ -133,7 +47,7 @@ s_handle_health (bus_service_t *self, bus_request_t *req, void *arg)
                                   "uptime_s", (json_int_t) ((proto_now_us () - self->started_us) / 1000000),
                                   "pid", (int) self->pid,
                                   "last_seq", (json_int_t) self->published_seq,
-                                  "first_seq", (json_int_t) s_first_seq (self)));
+                                  "first_seq", (json_int_t) bus_outbox_first_seq (self)));
 }
 
 static void
@@ -146,82 +60,19 @@ s_handle_stats (bus_service_t *self, bus_request_t *req, void *arg)
         json_object_set_new (counters, "writes_grouped",
                              json_integer ((json_int_t) atomic_load (&self->writes_grouped)));
     }
+    if (counters) {
+        json_object_set_new (counters, "dedupe_entries", json_integer ((json_int_t) bus_dedupe_size (self->dedupe, NULL)));
+        json_object_set_new (counters, "dedupe_bytes", json_integer ((json_int_t) bus_dedupe_bytes (self->dedupe, NULL)));
+        json_object_set_new (counters, "dedupe_evicted", json_integer ((json_int_t) bus_dedupe_evicted (self->dedupe)));
+        json_object_set_new (counters, "outcomes_not_recorded",
+                             json_integer ((json_int_t) atomic_load (&self->outcomes_unrecorded)));
+    }
     json_object_set_new (body, "service", json_string (bus_service_name (self->section)));
     json_object_set_new (body, "uptime_s",
                          json_integer ((json_int_t) ((proto_now_us () - self->started_us) / 1000000)));
     bus_reply_ok (req, body);
 }
 
-typedef struct {
-    json_t *events;
-    uint64_t to_seq;
-    size_t limit;
-    size_t bytes;               /* encoded size gathered so far */
-    size_t max_bytes;           /* keep the reply well under the frame cap */
-    uint64_t next;
-    int rc;
-} s_replay_t;
-
-static int
-s_replay_one (const void *key, size_t key_len, const void *val, size_t val_len, void *arg)
-{
-    s_replay_t *r = arg;
-    uint64_t seq = bus_key_to_u64 (key);
-    if (seq > r->to_seq)
-        return 1;
-    if (json_array_size (r->events) >= r->limit
-        || (json_array_size (r->events) > 0 && r->bytes + val_len > r->max_bytes)) {
-        r->next = seq;
-        return 1;
-    }
-    r->bytes += val_len;
-    proto_msg_t *evt = NULL;
-    if (proto_msg_decode (&evt, val, val_len, SIZE_MAX, NULL, NULL, 0) == 0) {
-        json_array_append_new (r->events, proto_msg_to_json (evt));
-        proto_msg_destroy (&evt);
-    }
-    else
-        bus_error ("outbox entry %llu does not decode", (unsigned long long) seq);
-    return 0;
-}
-
-/*  events.replay {from_seq, to_seq?, limit?} -> {events: [...], last_seq,
-    next_seq?}: the stored events of this publisher in order. */
-static void
-s_handle_replay (bus_service_t *self, bus_request_t *req, void *arg)
-{
-    json_t *body = bus_request_body (req);
-    uint64_t from = (uint64_t) json_integer_value (json_object_get (body, "from_seq"));
-    /* the subscriber that stores events elsewhere asks from the first it
-       lacks: everything before is safe to trim */
-    if (*self->acked_by && streq (bus_request_principal (req), self->acked_by))
-        self->outbox_acked = from;
-    json_t *to = json_object_get (body, "to_seq");
-    json_t *limit = json_object_get (body, "limit");
-    /* published events only: one a writer thread has just committed is
-       replayed once the reactor has published it, never before */
-    uint64_t to_seq = to ? (uint64_t) json_integer_value (to) : UINT64_MAX;
-    s_replay_t r = { json_array (), MIN (to_seq, self->published_seq),
-                     limit ? (size_t) json_integer_value (limit) : S_REPLAY_MAX, 0,
-                     self->max_frame / 2, 0, 0 };
-    uint8_t from_key [8];
-    bus_u64_to_key (from, from_key);
-    bus_txn_t *txn = bus_txn_begin (self->store, false);
-    int rc = txn ? bus_txn_scan (txn, self->outbox_db, from_key, 8, NULL, 0, s_replay_one, &r) : BUS_EIO;
-    bus_txn_abort (&txn);
-    if (rc) {
-        json_decref (r.events);
-        bus_reply_error (req, PROTO_ERR_INTERNAL, "outbox read failed: %s", bus_strerror (rc));
-        return;
-    }
-    /* first_seq: events before it were trimmed (s_outbox_trim) */
-    json_t *reply = json_pack ("{s:o, s:s, s:I, s:I}", "events", r.events, "pub", self->principal,
-                               "last_seq", (json_int_t) self->published_seq,
-                               "first_seq", (json_int_t) s_first_seq (self));
-    if (r.next)
-        json_object_set_new (reply, "next_seq", json_integer ((json_int_t) r.next));
-    bus_reply_ok (req, reply);
-}
 
 /*  echo {data?} -> {data, from}: a diagnostic round trip that also emits an
     echo.seen event through the outbox, so a client can see a request cause
@@ -230,14 +81,19 @@ static void
 s_handle_echo (bus_service_t *self, bus_request_t *req, void *arg)
 {
     json_t *data = json_object_get (bus_request_body (req), "data");
-    int rc = bus_service_emit (self, "echo.seen",
-                               json_pack ("{s:s, s:s}", "request", req->msg->id, "from", req->principal),
-                               req->msg->traceparent);
+    bus_txn_t *txn = bus_txn_begin (self->store, true);
+    int rc = txn ? bus_event_append (self, txn, "echo.seen",
+                                     json_pack ("{s:s, s:s}", "request", req->msg->id, "from", req->principal),
+                                     req->msg->traceparent)
+                 : BUS_EIO;
     if (rc) {
+        bus_service_abort (self, &txn);
         bus_reply_error (req, PROTO_ERR_UNAVAILABLE, "cannot record the event: %s", bus_strerror (rc));
         return;
     }
-    bus_reply_ok (req, json_pack ("{s:O?, s:s}", "data", data, "from", req->principal));
+    /* the event and the answer commit together: a retry gets this answer */
+    bus_outcome_t out = { .body = json_pack ("{s:O?, s:s}", "data", data, "from", req->principal) };
+    bus_request_commit (req, &txn, &out);
 }
 
 /* --- replies -------------------------------------------------------------- */
@@ -280,23 +136,9 @@ s_request_free (bus_request_t **req_p)
         return;
     zmsg_destroy (&req->routing);
     proto_msg_destroy (&req->msg);
-    zchunk_destroy (&req->reply);
+    free (req->reply);
     free (req);
     *req_p = NULL;
-}
-
-/*  Drop dedupe entries past their time or over the cap. */
-static void
-s_dedupe_trim (bus_service_t *self)
-{
-    int64_t now = zclock_mono ();
-    for (const char *key = zlistx_first (self->dedupe_order); key; key = zlistx_first (self->dedupe_order)) {
-        s_dedupe_t *d = zhashx_lookup (self->dedupe, key);
-        if (d && d->expires_ms > now && zhashx_size (self->dedupe) <= S_DEDUPE_MAX)
-            break;                  /* the oldest is still wanted: so is what follows */
-        zhashx_delete (self->dedupe, key);
-        zlistx_delete (self->dedupe_order, NULL);
-    }
 }
 
 /*  Encode and send the reply, remember it for retries, free the request. */
@@ -327,17 +169,14 @@ s_answer (bus_request_t *req, proto_msg_t **rep_p)
     s_send_reply (self, &req->routing, data, len);
     /* remembered for retries once the reply has left: by s_on_message when
        it is still running, else in the entry it left for a deferred reply */
-    if (req->remember && req->in_handler)
-        req->reply = zchunk_new (data, len);
-    else
-    if (req->remember) {
-        s_dedupe_t *d = zhashx_lookup (self->dedupe, req->dedupe_key);
-        if (d) {
-            zchunk_destroy (&d->reply);
-            d->reply = zchunk_new (data, len);
-            d->expires_ms = zclock_mono () + S_DEDUPE_TTL_MS;
-        }
+    if (req->remember && req->in_handler) {
+        req->reply = data;
+        req->reply_len = len;
+        data = NULL;
     }
+    else
+    if (req->remember)
+        bus_dedupe_reply (self->dedupe, req->principal, req->msg->id, data, len, zclock_mono ());
     /* per catalogue type only: a client must not mint histogram names */
     bus_stats_latency (self->stats, req->msg->spec && req->msg->spec->kind == PROTO_KIND_REQ
                                     ? req->msg->spec->type : "(unknown)",
@@ -469,6 +308,113 @@ s_unknown_field (bus_service_t *self, bus_request_t *req, const char *field)
                         "or from a newer client)", field, req->msg->type);
 }
 
+/*  After the handler: remember the id once the reply has left (this
+    thread runs nothing in between, so no retry can slip past): a retry
+    gets the same reply, a retry of a deferred request waits for it. Frees
+    the request when it was answered. */
+static void
+s_remember (bus_service_t *self, bus_request_t *req)
+{
+    req->in_handler = false;
+    if (req->remember
+        && bus_dedupe_put (self->dedupe, req->principal, req->msg->id, req->hash, req->reply,
+                           req->reply_len, zclock_mono ()))
+        bus_stats_count (self->stats, "requests_not_remembered", 1);
+    if (req->answered)
+        s_request_free (&req);
+}
+
+/*  The reply a recorded outcome ({"body"} or {"error"}) gives. */
+static proto_msg_t *
+s_outcome_reply (bus_request_t *req, json_t *outcome)
+{
+    json_t *body = json_object_get (outcome, "body");
+    if (body)
+        return proto_reply_ok (req->msg, json_incref (body));
+    json_t *error = json_object_get (outcome, "error");
+    const char *code = json_string_value (json_object_get (error, "code"));
+    const char *message = json_string_value (json_object_get (error, "message"));
+    proto_msg_t *rep = proto_reply_error (req->msg, code ? code : PROTO_ERR_INTERNAL, message ? message : "");
+    if (rep && json_is_object (error))
+        json_object_update_missing (rep->error, error);
+    return rep;
+}
+
+/*  The reactor's read transaction on the recorded outcomes, on the
+    latest state (reset it after use), or NULL (logged). */
+static bus_txn_t *
+s_reader (bus_service_t *self)
+{
+    if (self->dedupe_reader && bus_txn_renew (self->dedupe_reader))
+        bus_txn_abort (&self->dedupe_reader);      /* not reset (new), or failed: begin afresh */
+    if (!self->dedupe_reader)
+        self->dedupe_reader = bus_txn_begin (self->store, false);
+    return self->dedupe_reader;
+}
+
+/*  The durable record of req. */
+static bus_dedupe_found_t
+s_recall (bus_service_t *self, bus_request_t *req, json_t **outcome)
+{
+    if (!s_reader (self))
+        return BUS_DEDUPE_NONE;     /* logged; the request runs */
+    bus_dedupe_found_t found = bus_dedupe_recall (self->dedupe_reader, self->dedupe_store.db, req->principal,
+                                                  req->msg->id, req->hash, outcome);
+    bus_txn_reset (self->dedupe_reader);
+    return found;
+}
+
+/*  A request with effects whose id was seen: answered (or left waiting
+    for the first copy's reply) and freed; true. False: a new request. */
+static bool
+s_seen (bus_service_t *self, bus_request_t *req)
+{
+    bus_dedupe_hash (req->hash, req->msg->type, req->msg->body);
+    const uint8_t *data = NULL;
+    size_t len = 0;
+    json_t *outcome = NULL;
+    bus_dedupe_found_t found = bus_dedupe_lookup (self->dedupe, req->principal, req->msg->id, req->hash,
+                                                  &data, &len);
+    if (found == BUS_DEDUPE_NONE) {
+        found = s_recall (self, req, &outcome);
+        if (found == BUS_DEDUPE_REPLY)
+            bus_stats_count (self->stats, "requests_duplicate_recorded", 1);
+    }
+    if (found == BUS_DEDUPE_NONE)
+        return false;
+    if (found == BUS_DEDUPE_CONFLICT) {
+        /* not remembered: the first request's answer stays */
+        req->remember = false;
+        bus_stats_count (self->stats, "requests_id_reused", 1);
+        bus_reply_error (req, PROTO_ERR_CONFLICT, "request id %s was already used by %s for a different "
+                         "request (another type or body): a new request needs a new id", req->msg->id,
+                         req->principal);
+        return true;
+    }
+    bus_stats_count (self->stats, "requests_duplicate", 1);
+    if (outcome) {
+        /* answered as the first time, and remembered in memory again */
+        req->in_handler = true;
+        json_t *large = json_object_get (outcome, "large");
+        if (large)
+            bus_reply_error (req, PROTO_ERR_CONFLICT, "request id %s was done already; its reply (%lld bytes) "
+                             "was too large to keep for retries: read the state to see its effect",
+                             req->msg->id, (long long) json_integer_value (large));
+        else {
+            proto_msg_t *rep = s_outcome_reply (req, outcome);
+            s_answer (req, &rep);
+        }
+        json_decref (outcome);
+        s_remember (self, req);
+        return true;
+    }
+    if (found == BUS_DEDUPE_REPLY)
+        s_send_reply (self, &req->routing, data, len);
+    req->answered = true;
+    s_request_free (&req);
+    return true;
+}
+
 /*  One frame set from the ROUTER (consumed). */
 static void
 s_on_message (bus_service_t *self, zmsg_t *routing)
@@ -541,20 +487,11 @@ s_on_message (bus_service_t *self, zmsg_t *routing)
         proto_traceparent_new (msg->traceparent);
     s_log_trace (msg);
 
-    /* a retried request id: answer from the cache, or wait for the reply;
-       a request without effects (a safe type: a read) is not remembered,
-       its retry simply runs again */
-    memcpy (req->dedupe_key, req->principal, plen);
-    req->dedupe_key [plen] = '/';
-    memcpy (req->dedupe_key + plen + 1, msg->id, PROTO_ID_LEN + 1);
+    /* a retried request id: answer from memory or from the durable
+       record, or wait for the reply; a request without effects (a safe
+       type: a read) is not remembered, its retry simply runs again */
     req->remember = !msg->spec || !msg->spec->safe;
-    s_dedupe_t *seen = req->remember ? zhashx_lookup (self->dedupe, req->dedupe_key) : NULL;
-    if (seen) {
-        bus_stats_count (self->stats, "requests_duplicate", 1);
-        if (seen->reply)
-            s_send_reply (self, &req->routing, zchunk_data (seen->reply), zchunk_size (seen->reply));
-        req->answered = true;
-        s_request_free (&req);
+    if (req->remember && s_seen (self, req)) {
         bus_log_set_trace (NULL);
         return;
     }
@@ -578,21 +515,7 @@ s_on_message (bus_service_t *self, zmsg_t *routing)
             }
         }
     }
-    req->in_handler = false;
-    /* Remember the id after the reply has left (this thread runs nothing
-       in between, so no retry can slip past): a retry gets the same reply,
-       a retry of a deferred request waits for it. */
-    s_dedupe_t *d = req->remember ? calloc (1, sizeof *d) : NULL;
-    if (d) {
-        d->reply = req->reply;
-        req->reply = NULL;
-        d->expires_ms = zclock_mono () + S_DEDUPE_TTL_MS;
-        zhashx_insert (self->dedupe, req->dedupe_key, d);
-        zlistx_add_end (self->dedupe_order, strdup (req->dedupe_key));
-        s_dedupe_trim (self);
-    }
-    if (req->answered)
-        s_request_free (&req);
+    s_remember (self, req);
     bus_log_set_trace (NULL);
 }
 
@@ -616,16 +539,7 @@ s_on_request (zloop_t *loop, zsock_t *router, void *arg)
 
 /* --- work off the reactor ------------------------------------------------ */
 
-static void s_publish_ready (bus_service_t *self);
-static void s_trim_done (bus_service_t *self, void *job, bool ran, bool stored);
 
-typedef struct {
-    bus_request_t *req;
-    bus_work_fn *fn;
-    void *job;
-    void (*job_free) (void *job);
-    bus_outcome_t out;
-} s_offload_t;
 
 /*  Free a job as its owner said (free() by default). */
 static void
@@ -651,10 +565,10 @@ bus_reply_outcome (bus_request_t *req, bus_outcome_t *out)
 
 /*  On a worker thread: the request's work, in its trace. The request is
     not touched by the reactor until the job is reported done. */
-static void
-s_offload_run (void *state, void *arg)
+void
+bus_offload_run (void *state, void *arg)
 {
-    s_offload_t *o = arg;
+    bus_offload_t *o = arg;
     if (o->req)
         s_log_trace (o->req->msg);
     o->fn (state, o->req ? o->req->msg->body : NULL, o->job, &o->out);
@@ -666,10 +580,10 @@ s_offload_run (void *state, void *arg)
 static void
 s_offload_done (void *arg, bool ran, void *svc)
 {
-    s_offload_t *o = arg;
-    s_publish_ready (svc);          /* events the work committed go first */
-    if (!o->req) {                  /* the service's own work: a trim */
-        s_trim_done (svc, o->job, ran, !o->out.code);
+    bus_offload_t *o = arg;
+    bus_outbox_publish_ready (svc);          /* events the work committed go first */
+    if (!o->req) {                  /* the service's own work: a trim, an expiry */
+        o->done (svc, o->job, ran, !o->out.code);
         free (o->job);
         free (o);
         return;
@@ -697,13 +611,15 @@ bus_service_workers (bus_service_t *self, int n, bus_worker_init_fn *init,
 
 /*  Group commit: when the writer takes several writes at once, the write
     transactions they begin are nested in one group, committed (one
-    fsync) after the last of them. */
+    fsync) after the last of them, with the outcome of each request
+    (s_write_run). */
 static void
 s_group_begin (void *state, void **jobs, size_t n, void *arg)
 {
     bus_service_t *self = arg;
-    if (n > 1)
-        bus_txn_group (bus_txn_begin (self->store, true));
+    /* one write too: its outcome is recorded in the group after it, so
+       that the write and its outcome commit together */
+    bus_txn_group (bus_txn_begin (self->store, true));
 }
 
 /*  The group could not be stored: what its writes answered is untrue. */
@@ -711,7 +627,7 @@ static void
 s_group_failed (void **jobs, size_t n, int rc)
 {
     for (size_t i = 0; i < n; i++) {
-        bus_outcome_t *out = &((s_offload_t *) jobs [i])->out;
+        bus_outcome_t *out = &((bus_offload_t *) jobs [i])->out;
         if (out->code)
             continue;                   /* an error stays an error */
         json_decref (out->body);
@@ -727,13 +643,78 @@ s_group_end (void *state, void **jobs, size_t n, void *arg)
     bus_service_t *self = arg;
     bus_txn_t *group = bus_txn_group_current ();
     if (!group)
-        return;                         /* one write, or no group could begin: each committed alone */
+        return;                         /* no group could begin: each write committed alone */
     bus_txn_group (NULL);
     int rc = bus_service_commit (self, &group);
     if (rc)
         s_group_failed (jobs, n, rc);
-    atomic_fetch_add (&self->write_groups, 1);
-    atomic_fetch_add (&self->writes_grouped, n);
+    size_t writes = 0;                  /* requests: not the service's own work */
+    for (size_t i = 0; i < n; i++)
+        writes += ((bus_offload_t *) jobs [i])->req != NULL;
+    if (writes > 1) {                   /* counted: groups of several writes */
+        atomic_fetch_add (&self->write_groups, 1);
+        atomic_fetch_add (&self->writes_grouped, writes);
+    }
+}
+
+/*  True if an outcome is recorded durably: not an unavailable or internal
+    error, which says that nothing was done (a retry may do it). */
+static bool
+s_recordable (const bus_outcome_t *out)
+{
+    return !out->code || (strcmp (out->code, PROTO_ERR_UNAVAILABLE) && strcmp (out->code, PROTO_ERR_INTERNAL));
+}
+
+/*  An outcome as recorded: {"body"} or {"error": {code, message, extra}}. */
+static json_t *
+s_outcome_json (const bus_outcome_t *out)
+{
+    if (!out->code)
+        return out->body ? json_pack ("{s:O}", "body", out->body) : json_pack ("{s:{}}", "body");
+    json_t *error = json_pack ("{s:s, s:s}", "code", out->code, "message", out->message);
+    if (error && out->extra)
+        json_object_update_missing (error, out->extra);
+    return json_pack ("{s:o}", "error", error);
+}
+
+/*  Record req's outcome in txn (any thread: req is read only). Over a
+    quota, nothing is recorded (counted: the retry guarantee then holds
+    in memory only); 0 all the same. */
+static int
+s_record (bus_service_t *self, bus_request_t *req, bus_txn_t *txn, const bus_outcome_t *out)
+{
+    json_t *outcome = s_outcome_json (out);
+    int rc = outcome ? bus_dedupe_record (txn, &self->dedupe_store, req->principal, req->msg->id, req->hash,
+                                          outcome, proto_now_us () + self->dedupe_retention_us)
+                     : BUS_ENOMEM;
+    json_decref (outcome);
+    if (rc == BUS_EFULL) {
+        atomic_fetch_add (&self->outcomes_unrecorded, 1);
+        rc = 0;
+    }
+    return rc;
+}
+
+/*  On the writer: a write's work, then its outcome recorded in the
+    group, so that both are durable together or neither is (a group that
+    cannot be stored answers every write unavailable, s_group_failed). */
+static void
+s_write_run (void *state, void *arg)
+{
+    bus_offload_t *o = arg;
+    bus_offload_run (state, arg);
+    bus_request_t *req = o->req;
+    if (!req || !req->remember || req->recorded || !s_recordable (&o->out) || !bus_txn_group_current ())
+        return;
+    bus_service_t *self = req->svc;
+    bus_txn_t *txn = bus_txn_begin (self->store, true);    /* nested in the group */
+    int rc = txn ? s_record (self, req, txn, &o->out) : BUS_EIO;
+    if (rc)
+        bus_txn_abort (&txn);
+    else
+        rc = bus_txn_commit (&txn);
+    if (rc)
+        bus_error ("outcome of %s %s not recorded: %s", req->msg->type, req->msg->id, bus_strerror (rc));
 }
 
 int
@@ -762,17 +743,48 @@ bus_request_offload_write (bus_request_t *req, bus_work_fn *fn, void *job, void 
     return s_offload (req->svc->writer, req, fn, job, job_free);
 }
 
+int
+bus_request_record (bus_request_t *req, bus_txn_t *txn, const bus_outcome_t *out)
+{
+    if (!req->remember || !s_recordable (out))
+        return 0;
+    int rc = s_record (req->svc, req, txn, out);
+    if (rc == 0)
+        req->recorded = true;
+    return rc;
+}
+
+int
+bus_request_commit (bus_request_t *req, bus_txn_t **txn_p, bus_outcome_t *out)
+{
+    bus_service_t *self = req->svc;
+    int rc = bus_request_record (req, *txn_p, out);
+    if (rc)
+        bus_service_abort (self, txn_p);
+    else
+        rc = bus_service_commit (self, txn_p);
+    if (rc) {
+        json_decref (out->body);
+        json_decref (out->extra);
+        out->body = out->extra = NULL;
+        bus_reply_error (req, PROTO_ERR_UNAVAILABLE, "the write could not be stored: %s", bus_strerror (rc));
+    }
+    else
+        bus_reply_outcome (req, out);
+    return rc;
+}
+
 static int
 s_offload (bus_workers_t *pool, bus_request_t *req, bus_work_fn *fn, void *job, void (*job_free) (void *job))
 {
     bus_service_t *self = req->svc;
     if (!pool)
         return BUS_ESTATE;
-    s_offload_t *o = calloc (1, sizeof *o);
+    bus_offload_t *o = calloc (1, sizeof *o);
     if (o)
-        *o = (s_offload_t) { .req = req, .fn = fn, .job = job, .job_free = job_free };
+        *o = (bus_offload_t) { .req = req, .fn = fn, .job = job, .job_free = job_free };
     /* from here the job belongs to a worker thread until reported done */
-    int rc = o ? bus_workers_submit (pool, s_offload_run, o) : BUS_ENOMEM;
+    int rc = o ? bus_workers_submit (pool, pool == self->writer ? s_write_run : bus_offload_run, o) : BUS_ENOMEM;
     if (rc) {
         free (o);
         s_job_free (job, job_free);
@@ -786,432 +798,105 @@ s_offload (bus_workers_t *pool, bus_request_t *req, bus_work_fn *fn, void *job, 
     return 0;
 }
 
-/* --- events --------------------------------------------------------------- */
 
-/*  True if value nests deeper than max levels below it. */
-static bool
-s_too_deep (json_t *value, int max)
-{
-    if (!json_is_object (value) && !json_is_array (value))
-        return false;
-    if (max <= 0)
-        return true;
-    const char *key;
-    json_t *item;
-    size_t i;
-    if (json_is_object (value)) {
-        json_object_foreach (value, key, item)
-            if (s_too_deep (item, max - 1))
-                return true;
-    }
-    else
-        json_array_foreach (value, i, item)
-            if (s_too_deep (item, max - 1))
-                return true;
-    return false;
-}
-
-/*  The events of one write transaction: numbered from the store inside
-    it (the last stored seq + 1), so that whichever thread commits next,
-    the reactor or a worker, continues the sequence, and a transaction
-    that fails leaves nothing to hand back. */
-typedef struct {
-    uint64_t first_seq, next_seq;
-    zlistx_t *chunks;             /* zchunk_t: topic \0 envelope, in seq order */
-} s_txn_events_t;
-
-static void
-s_txn_events_free (void *arg)
-{
-    s_txn_events_t *events = arg;
-    if (events) {
-        zlistx_destroy (&events->chunks);
-        free (events);
-    }
-}
-
-static void
-s_committed_free (void **item)
-{
-    s_txn_events_free (*item);
-    *item = NULL;
-}
-
-/*  txn's events, made on its first event; NULL when out of memory. */
-static s_txn_events_t *
-s_txn_events (bus_service_t *self, bus_txn_t *txn)
-{
-    s_txn_events_t *events = bus_txn_data (txn);
-    if (events)
-        return events;
-    events = calloc (1, sizeof *events);
-    if (events)
-        events->chunks = zlistx_new ();
-    if (!events || !events->chunks) {
-        s_txn_events_free (events);
-        return NULL;
-    }
-    zlistx_set_destructor (events->chunks, (zlistx_destructor_fn *) zchunk_destroy);
-    const void *key, *val;
-    size_t key_len, val_len;
-    uint64_t last = bus_txn_last (txn, self->outbox_db, &key, &key_len, &val, &val_len) == 0 && key_len == 8
-                  ? bus_key_to_u64 (key) : 0;
-    events->first_seq = events->next_seq = last + 1;
-    bus_txn_set_data (txn, events, s_txn_events_free);
-    return events;
-}
-
-int
-bus_event_append (bus_service_t *self, bus_txn_t *txn, const char *type, json_t *body,
-                  const char *traceparent)
-{
-    if (body && s_too_deep (body, BUS_EVENT_MAX_DEPTH)) {
-        bus_error ("event %s refused: body nested deeper than %d", type, BUS_EVENT_MAX_DEPTH);
-        json_decref (body);
-        bus_txn_fail (txn, BUS_EDEPTH);
-        return BUS_EDEPTH;
-    }
-    proto_msg_t *evt = proto_msg_new (PROTO_KIND_EVT, type);
-    if (!evt) {
-        json_decref (body);
-        bus_txn_fail (txn, BUS_ENOMEM);
-        return BUS_ENOMEM;
-    }
-    evt->body = body ? body : json_object ();
-    s_txn_events_t *events = s_txn_events (self, txn);
-    if (!events) {
-        proto_msg_destroy (&evt);
-        bus_txn_fail (txn, BUS_ENOMEM);
-        return BUS_ENOMEM;
-    }
-    evt->seq = events->next_seq;
-    snprintf (evt->pub, sizeof evt->pub, "%s", self->principal);
-    if (traceparent && *traceparent)
-        proto_traceparent_child (evt->traceparent, traceparent);
-    else
-        proto_traceparent_new (evt->traceparent);
-    uint8_t *data = NULL;
-    size_t len = 0;
-    int rc = proto_msg_encode (evt, &data, &len);
-    if (rc == 0) {
-        uint8_t key [8];
-        bus_u64_to_key (evt->seq, key);
-        /* never over an existing event: a reused sequence is a bug */
-        rc = bus_txn_put_new (txn, self->outbox_db, key, 8, data, len);
-    }
-    if (rc)
-        bus_txn_fail (txn, rc);
-    if (rc == 0) {
-        zchunk_t *chunk = zchunk_new (NULL, len + strlen (type) + 1);
-        zchunk_append (chunk, type, strlen (type) + 1);   /* topic, NUL, envelope */
-        zchunk_append (chunk, data, len);
-        zlistx_add_end (events->chunks, chunk);
-        events->next_seq++;
-    }
-    free (data);
-    proto_msg_destroy (&evt);
-    return rc;
-}
-
-/*  Publish one stored event: [topic][envelope]. */
-static void
-s_publish (bus_service_t *self, zchunk_t *chunk)
-{
-    const char *topic = (const char *) zchunk_data (chunk);
-    size_t topic_len = strlen (topic);
-    zmsg_t *msg = zmsg_new ();
-    zmsg_addmem (msg, topic, topic_len);
-    zmsg_addmem (msg, zchunk_data (chunk) + topic_len + 1, zchunk_size (chunk) - topic_len - 1);
-    if (zmsg_send (&msg, self->pub))
-        bus_stats_count (self->stats, "events_publish_failed", 1);
-    zmsg_destroy (&msg);
-    bus_stats_count (self->stats, "events_published", 1);
-}
-
-/*  On the reactor: publish the committed events that continue the
-    sequence, in order. A commit on a worker thread can land in the queue
-    after a later one made here; the later one waits for it. */
-static void
-s_publish_ready (bus_service_t *self)
-{
-    while (true) {
-        s_txn_events_t *next = NULL;
-        pthread_mutex_lock (&self->committed_lock);
-        for (s_txn_events_t *e = zlistx_first (self->committed); e; e = zlistx_next (self->committed))
-            if (e->first_seq == self->published_seq + 1) {
-                next = e;
-                zlistx_detach_cur (self->committed);
-                break;
-            }
-        pthread_mutex_unlock (&self->committed_lock);
-        if (!next)
-            return;
-        if (!self->outbox_first_seq)
-            self->outbox_first_seq = next->first_seq;
-        for (zchunk_t *chunk = zlistx_first (next->chunks); chunk; chunk = zlistx_next (next->chunks))
-            s_publish (self, chunk);
-        self->published_seq = next->next_seq - 1;
-        s_txn_events_free (next);
-    }
-}
-
-/*  A nested transaction committed into its group: its events join the
-    group's, to be published when the group is durable. */
-static void
-s_events_join (bus_txn_t *group, s_txn_events_t *events)
-{
-    s_txn_events_t *all = bus_txn_data (group);
-    if (!all) {
-        bus_txn_set_data (group, events, s_txn_events_free);
-        return;
-    }
-    zchunk_t *chunk;
-    while ((chunk = zlistx_detach (events->chunks, NULL)))
-        zlistx_add_end (all->chunks, chunk);
-    all->next_seq = events->next_seq;
-    s_txn_events_free (events);
-}
-
-int
-bus_service_commit (bus_service_t *self, bus_txn_t **txn_p)
-{
-    s_txn_events_t *events = *txn_p ? bus_txn_data (*txn_p) : NULL;
-    bus_txn_t *group = *txn_p ? bus_txn_parent (*txn_p) : NULL;
-    if (events)
-        bus_txn_set_data (*txn_p, NULL, NULL);      /* ours now */
-    int rc = bus_txn_commit (txn_p);
-    if (group) {                                    /* durable with the group */
-        if (rc == 0 && events)
-            s_events_join (group, events);
-        else
-            s_txn_events_free (events);
-        return rc;
-    }
-    if (rc)
-        bus_error ("commit failed: %s", bus_strerror (rc));
-    if (rc == 0 && events && zlistx_size (events->chunks)) {
-        pthread_mutex_lock (&self->committed_lock);
-        zlistx_add_end (self->committed, events);
-        pthread_mutex_unlock (&self->committed_lock);
-        events = NULL;
-    }
-    s_txn_events_free (events);
-    if (pthread_equal (pthread_self (), self->reactor))
-        s_publish_ready (self);
-    return rc;
-}
-
-void
-bus_service_abort (bus_service_t *self, bus_txn_t **txn_p)
-{
-    bus_txn_abort (txn_p);          /* its events go with it */
-}
-
-int
-bus_service_emit (bus_service_t *self, const char *type, json_t *body, const char *traceparent)
-{
-    bus_txn_t *txn = bus_txn_begin (self->store, true);
-    if (!txn) {
-        json_decref (body);
-        return BUS_EIO;
-    }
-    int rc = bus_event_append (self, txn, type, body, traceparent);
-    if (rc) {
-        bus_service_abort (self, &txn);
-        return rc;
-    }
-    return bus_service_commit (self, &txn);
-}
-
-/* --- timers --------------------------------------------------------------- */
-
-static void s_pub_bind_again (bus_service_t *self);
-
-static int
-s_on_rebind (zloop_t *loop, int timer_id, void *arg)
-{
-    bus_service_t *self = arg;
-    if (self->pub_unbound)
-        s_pub_bind_again (self);
-    return 0;
-}
-
-/*  Bind the unbound PUB again. libzmq closes the old listener
-    asynchronously, so a port still in use is retried every 10 ms on a
-    timer (the reactor never waits) up to S_REBIND_TRIES times; after that
-    (the port taken meanwhile) once per allow-list scan. */
-static void
-s_pub_bind_again (bus_service_t *self)
-{
-    const char *pub = bus_config_str (self->config, self->section, "pub");
-    if (zsock_bind (self->pub, "%s", pub) >= 0) {
-        self->pub_unbound = false;
-        self->rebind_tries = 0;
-        free (self->pub_endpoint);
-        self->pub_endpoint = zsock_last_endpoint (self->pub);
-        bus_stats_count (self->stats, "subscriptions_closed", 1);
-        bus_info ("a key left the allow-list: subscriptions to %s closed", pub);
-        return;
-    }
-    if (zmq_errno () == EADDRINUSE && ++self->rebind_tries < S_REBIND_TRIES) {
-        zloop_timer (self->loop, 10, 1, s_on_rebind, self);
-        return;
-    }
-    if (self->rebind_tries <= S_REBIND_TRIES)
-        bus_error ("cannot bind %s again: %s (retried on each allow-list scan)", pub,
-                   zmq_strerror (zmq_errno ()));
-    self->rebind_tries = S_REBIND_TRIES + 1;
-}
-
-/*  A key left the allow-list: zauth checks keys at the handshake only, so
-    close every subscription by binding the PUB afresh. Subscribers still
-    allowed reconnect within libzmq's reconnect interval (and find what
-    they missed with events.replay); the others are refused by zauth. */
-static void
-s_pub_rebind (bus_service_t *self)
-{
-    if (self->pub_endpoint)
-        zsock_unbind (self->pub, "%s", self->pub_endpoint);
-    self->pub_unbound = true;
-    self->rebind_tries = 0;
-    s_pub_bind_again (self);
-}
 
 static int
 s_on_tick (zloop_t *loop, int timer_id, void *arg)
 {
     bus_service_t *self = arg;
     bus_allow_refresh (self->allow);
-    if (bus_allow_revoked (self->allow) && !self->pub_unbound)
-        s_pub_rebind (self);
-    else
-    if (self->pub_unbound && self->rebind_tries > S_REBIND_TRIES)
-        s_pub_bind_again (self);        /* the timer's tries ran out */
-    s_dedupe_trim (self);
+    bus_outbox_tick (self);
+    bus_dedupe_trim (self->dedupe, zclock_mono ());
     return 0;
 }
 
-/*  Trim the outbox from the front, at most S_TRIM_BATCH events a call.
-    Trimmed: what outbox_acked_by has stored (it replayed from a later
-    seq) beyond the newest outbox_keep events; and, stored or not, beyond
-    the newest outbox_max, so that the store never fills with events (an
-    error when acked_by has not stored them: they now exist nowhere; a
-    replay says so with first_seq). The newest event always stays: it
-    carries the sequence across restarts. */
-/*  Delete events [first, below) from the outbox, in a transaction of
-    its own (nested in the writer's group when it runs there). */
+/*  Delete recorded outcomes past their time, at most max, in a
+    transaction of its own (nested in the writer's group when it runs
+    there). Returns the number deleted or an error. */
 static int
-s_trim_delete (bus_service_t *self, uint64_t first, uint64_t below)
+s_expire (bus_service_t *self, size_t max)
 {
     bus_txn_t *txn = bus_txn_begin (self->store, true);
-    int rc = txn ? 0 : BUS_EIO;
-    for (uint64_t seq = first; rc == 0 && seq < below; seq++) {
-        uint8_t key [8];
-        bus_u64_to_key (seq, key);
-        rc = bus_txn_del (txn, self->outbox_db, key, 8);
-        if (rc == BUS_ENOTFOUND)
-            rc = 0;
-    }
-    if (rc)
+    if (!txn)
+        return BUS_EIO;
+    int n = bus_dedupe_expire (txn, &self->dedupe_store, proto_now_us (), max, NULL);
+    if (n < 0) {
         bus_txn_abort (&txn);
-    else
-        rc = bus_txn_commit (&txn);
-    return rc;
+        return n;
+    }
+    int rc = bus_txn_commit (&txn);
+    return rc ? rc : n;
 }
 
-/*  On the reactor: a trim of [first, below) done (rc 0) or not. */
-static void
-s_trim_applied (bus_service_t *self, uint64_t first, uint64_t below, uint64_t acked_below, int rc)
-{
-    if (rc) {
-        bus_error ("outbox trim failed: %s", bus_strerror (rc));
-        return;
-    }
-    self->outbox_first_seq = below;
-    bus_stats_count (self->stats, "events_trimmed", below - first);
-    if (below > acked_below && *self->acked_by) {
-        bus_stats_count (self->stats, "events_trimmed_unacknowledged", below - acked_below);
-        bus_error ("outbox over outbox_max (%llu events): events %llu..%llu trimmed before %s stored them",
-                   (unsigned long long) self->outbox_max, (unsigned long long) acked_below,
-                   (unsigned long long) below - 1, self->acked_by);
-    }
-}
-
-/*  A trim handed to the writer (its range decided on the reactor). */
 typedef struct {
     bus_service_t *svc;
-    uint64_t first, below, acked_below;
     int rc;
-} s_trim_t;
+} s_expire_job_t;
 
 static void
-s_trim_work (void *state, json_t *body, void *job, bus_outcome_t *out)
+s_expire_work (void *state, json_t *body, void *job, bus_outcome_t *out)
 {
-    s_trim_t *trim = job;
-    trim->rc = s_trim_delete (trim->svc, trim->first, trim->below);
+    s_expire_job_t *x = job;
+    x->rc = s_expire (x->svc, S_EXPIRE_BATCH);
 }
 
-/*  On the reactor: the writer's trim is over (not ran: the service
-    stopped first; not stored: it ran in a group that could not be
-    stored). */
+/*  On the reactor: the writer's expiry is over. */
 static void
-s_trim_done (bus_service_t *self, void *job, bool ran, bool stored)
+s_expire_done (bus_service_t *self, void *job, bool ran, bool stored)
 {
-    s_trim_t *trim = job;
-    self->trim_pending = false;
-    if (ran)
-        s_trim_applied (self, trim->first, trim->below, trim->acked_below, stored ? trim->rc : BUS_EIO);
+    s_expire_job_t *x = job;
+    self->dedupe_expire_pending = false;
+    if (ran && stored && x->rc > 0)
+        bus_stats_count (self->stats, "outcomes_expired", (uint64_t) x->rc);
+    else
+    if (ran && (x->rc < 0 || !stored))
+        bus_error ("expiring recorded outcomes failed: %s", bus_strerror (x->rc < 0 ? x->rc : BUS_EIO));
 }
 
-/*  Trim the outbox from the front, at most S_TRIM_BATCH events a call.
-    Trimmed: what outbox_acked_by has stored (it replayed from a later
-    seq) beyond the newest outbox_keep events; and, stored or not, beyond
-    the newest outbox_max, so that the store never fills with events (an
-    error when acked_by has not stored them: they now exist nowhere; a
-    replay says so with first_seq). The newest event always stays: it
-    carries the sequence across restarts. With a writer thread, the
-    deletion runs there, so that the reactor never waits for the write
-    lock a writer group holds. */
-static void
-s_outbox_trim (bus_service_t *self)
+/*  True if the oldest recorded outcome's time is over (a read). */
+static bool
+s_expiry_due (bus_service_t *self)
 {
-    uint64_t first = self->outbox_first_seq, last = self->published_seq;
-    if (!first || last < first || self->trim_pending)
-        return;
-    uint64_t stored = last - first + 1;
-    uint64_t below = first;                     /* trim [first, below) */
-    if (stored > self->outbox_keep) {
-        uint64_t keep_from = last - self->outbox_keep + 1;
-        below = MAX (first, MIN (self->outbox_acked, keep_from));
-    }
-    uint64_t acked_below = below;
-    if (stored > self->outbox_max)
-        below = MAX (below, last - self->outbox_max + 1);
-    below = MIN (below, first + S_TRIM_BATCH);
-    if (below <= first)
-        return;
+    if (!s_reader (self))
+        return false;
+    const void *key, *val;
+    size_t key_len, val_len;
+    bool due = bus_txn_first (self->dedupe_reader, self->dedupe_store.time_db, &key, &key_len, &val, &val_len) == 0
+               && key_len >= 8 && (int64_t) bus_key_to_u64 (key) < proto_now_us ();
+    bus_txn_reset (self->dedupe_reader);
+    return due;
+}
+
+/*  The expiry timer: recorded outcomes past dedupe_retention_s go, in
+    bounded batches: on the writer when there is one (the reactor never
+    waits for the write lock its group holds), else here in small ones. */
+static int
+s_on_expire (zloop_t *loop, int timer_id, void *arg)
+{
+    bus_service_t *self = arg;
+    if (self->dedupe_expire_pending || !s_expiry_due (self))
+        return 0;
     if (self->writer) {
-        s_trim_t *trim = calloc (1, sizeof *trim);
-        s_offload_t *o = calloc (1, sizeof *o);
-        if (trim && o) {
-            *trim = (s_trim_t) { self, first, below, acked_below, 0 };
-            *o = (s_offload_t) { .fn = s_trim_work, .job = trim };
-            if (bus_workers_submit (self->writer, s_offload_run, o) == 0) {
-                self->trim_pending = true;
-                return;
+        s_expire_job_t *x = calloc (1, sizeof *x);
+        bus_offload_t *o = calloc (1, sizeof *o);
+        if (x && o) {
+            x->svc = self;
+            *o = (bus_offload_t) { .fn = s_expire_work, .job = x, .done = s_expire_done };
+            if (bus_workers_submit (self->writer, bus_offload_run, o) == 0) {
+                self->dedupe_expire_pending = true;
+                return 0;
             }
         }
-        free (trim);
+        free (x);
         free (o);
-        return;                                 /* the writer is busy: next time */
+        return 0;                   /* the writer is busy: next time */
     }
-    s_trim_applied (self, first, below, acked_below, s_trim_delete (self, first, below));
-}
-
-static int
-s_on_trim (zloop_t *loop, int timer_id, void *arg)
-{
-    s_outbox_trim ((bus_service_t *) arg);
+    int n = s_expire (self, S_EXPIRE_BATCH / 8);
+    if (n > 0)
+        bus_stats_count (self->stats, "outcomes_expired", (uint64_t) n);
+    else
+    if (n < 0)
+        bus_error ("expiring recorded outcomes failed: %s", bus_strerror (n));
     return 0;
 }
 
@@ -1269,14 +954,19 @@ bus_service_new (bus_config_t *config, const char *section, const char *version,
     self->max_frame = (size_t) bus_config_int (config, "sanctum", "max_frame");
     self->handlers = zhashx_new ();
     zhashx_set_destructor (self->handlers, s_handler_free);
-    self->dedupe = zhashx_new ();
-    zhashx_set_destructor (self->dedupe, s_dedupe_free);
-    self->dedupe_order = zlistx_new ();
+    bus_dedupe_limits_t limits = {
+        .max_bytes = (size_t) bus_config_int (config, "sanctum", "dedupe_memory_kb") << 10,
+        .max_entries = (size_t) bus_config_int (config, "sanctum", "dedupe_entries"),
+        .principal_bytes = (size_t) bus_config_int (config, "sanctum", "dedupe_principal_kb") << 10,
+        .principal_entries = (size_t) bus_config_int (config, "sanctum", "dedupe_principal_entries"),
+        .ttl_ms = bus_config_int (config, "sanctum", "dedupe_ttl_ms")
+    };
+    self->dedupe = bus_dedupe_new (&limits);
+    self->dedupe_retention_us = (int64_t) bus_config_int (config, "sanctum", "dedupe_retention_s") * 1000000;
+    self->dedupe_store.record_max = (size_t) bus_config_int (config, "sanctum", "dedupe_record_max");
+    self->dedupe_store.principal_bytes = (uint64_t) bus_config_int (config, "sanctum", "dedupe_store_principal_kb") << 10;
+    self->dedupe_store.total_bytes = (uint64_t) bus_config_int (config, "sanctum", "dedupe_store_kb") << 10;
     self->unknown_logged = zhashx_new ();
-    zlistx_set_destructor (self->dedupe_order, (zlistx_destructor_fn *) zstr_free);
-    pthread_mutex_init (&self->committed_lock, NULL);
-    self->committed = zlistx_new ();
-    zlistx_set_destructor (self->committed, (zlistx_destructor_fn *) s_committed_free);
     self->reactor = pthread_self ();
     self->stats = bus_stats_new ();
     self->refusals = bus_log_limit_new (S_REFUSAL_LINES, S_REFUSAL_WINDOW_MS, S_REFUSAL_KEYS);
@@ -1285,10 +975,13 @@ bus_service_new (bus_config_t *config, const char *section, const char *version,
     size_t n = 0;
     while (db_names && db_names [n])
         n++;
-    dbs = calloc (n + 2, sizeof *dbs);
+    dbs = calloc (n + 5, sizeof *dbs);
     for (size_t i = 0; i < n; i++)
         dbs [i] = db_names [i];
     dbs [n] = "outbox";
+    dbs [n + 1] = BUS_DEDUPE_DB;
+    dbs [n + 2] = BUS_DEDUPE_TIME_DB;
+    dbs [n + 3] = BUS_DEDUPE_USAGE_DB;
     data_dir = bus_config_data_dir (config, name);
     int rc = data_dir ? bus_store_open (&self->store, data_dir,
                                         (size_t) bus_config_int (config, "sanctum", "map_size_mb") << 20,
@@ -1297,18 +990,13 @@ bus_service_new (bus_config_t *config, const char *section, const char *version,
         snprintf (err, err_len, "cannot open store %s: %s", data_dir, bus_strerror (rc));
         goto fail;
     }
-    self->outbox_db = bus_store_db (self->store, "outbox");
-    bus_txn_t *txn = bus_txn_begin (self->store, false);
-    const void *key, *val;
-    size_t key_len, val_len;
-    if (txn && bus_txn_last (txn, self->outbox_db, &key, &key_len, &val, &val_len) == 0 && key_len == 8)
-        self->published_seq = bus_key_to_u64 (key);
-    if (txn && bus_txn_first (txn, self->outbox_db, &key, &key_len, &val, &val_len) == 0 && key_len == 8)
-        self->outbox_first_seq = bus_key_to_u64 (key);
-    bus_txn_abort (&txn);
-    self->outbox_keep = (uint64_t) bus_config_int (config, "sanctum", "outbox_keep");
-    self->outbox_max = (uint64_t) bus_config_int (config, "sanctum", "outbox_max");
-    snprintf (self->acked_by, sizeof self->acked_by, "%s", bus_config_str (config, "sanctum", "outbox_acked_by"));
+    self->dedupe_store.db = bus_store_db (self->store, BUS_DEDUPE_DB);
+    self->dedupe_store.time_db = bus_store_db (self->store, BUS_DEDUPE_TIME_DB);
+    self->dedupe_store.usage_db = bus_store_db (self->store, BUS_DEDUPE_USAGE_DB);
+    if (!self->dedupe || bus_outbox_open (self)) {
+        snprintf (err, err_len, "out of memory");
+        goto fail;
+    }
 
     /* keys, authentication, sockets */
     const char *keys_dir = bus_config_str (config, "sanctum", "keys_dir");
@@ -1332,9 +1020,18 @@ bus_service_new (bus_config_t *config, const char *section, const char *version,
        name, nonce, MAC, flags): set 1 KiB above the cap, every frame up to
        cap + 991 bytes is answered (PROTOCOL.md 8). */
     zsock_set_maxmsgsize (self->router, (int64_t) self->max_frame * 2 + 65536 + 1024);
-    zsock_set_rcvhwm (self->router, 100000);
+    /* what one connection can hold queued, in bytes: the high-water marks
+       count messages, so they are set to that many frames of the largest
+       size. Incoming, a full queue only stops reading the connection;
+       outgoing, it drops replies (a client that stops reading collects
+       them from the dedupe memory on its retry), so that side keeps room
+       for S_SNDHWM_MIN replies, the bursts of a client with many requests
+       in flight */
+    size_t queue_bytes = (size_t) bus_config_int (config, "sanctum", "queue_kb") << 10;
+    size_t frames = MIN (100000, queue_bytes / self->max_frame);
+    zsock_set_rcvhwm (self->router, (int) MAX (16, frames));
     zsock_set_rcvtimeo (self->router, 0);     /* see s_on_request */
-    zsock_set_sndhwm (self->router, 100000);
+    zsock_set_sndhwm (self->router, (int) MAX (S_SNDHWM_MIN, frames));
     zsock_set_sndhwm (self->pub, 100000);
     zsock_set_linger (self->router, 0);
     zsock_set_linger (self->pub, 200);
@@ -1364,7 +1061,8 @@ bus_service_new (bus_config_t *config, const char *section, const char *version,
     zloop_timer (self->loop, (size_t) bus_config_int (config, "sanctum", "allow_refresh_ms"), 0,
                  s_on_tick, self);
     zloop_timer (self->loop, 100, 0, s_on_stop_check, self);
-    zloop_timer (self->loop, S_TRIM_MS, 0, s_on_trim, self);
+    zloop_timer (self->loop, BUS_OUTBOX_TRIM_MS, 0, bus_outbox_on_trim, self);
+    zloop_timer (self->loop, S_EXPIRE_MS, 0, s_on_expire, self);
     uint64_t wd = bus_notify_watchdog_usec ();
     long wd_ms = bus_config_int (config, "sanctum", "watchdog_ms");
     if (wd_ms == 0 && wd)
@@ -1374,7 +1072,7 @@ bus_service_new (bus_config_t *config, const char *section, const char *version,
 
     bus_service_handle (self, "health", s_handle_health, NULL);
     bus_service_handle (self, "stats", s_handle_stats, NULL);
-    bus_service_handle (self, "events.replay", s_handle_replay, NULL);
+    bus_service_handle (self, "events.replay", bus_outbox_handle_replay, NULL);
     bus_service_handle (self, "echo", s_handle_echo, NULL);
     free (data_dir);
     free (dbs);
@@ -1403,13 +1101,10 @@ bus_service_destroy (bus_service_t **self_p)
     bus_allow_destroy (&self->allow);
     zcert_destroy (&self->cert);
     zhashx_destroy (&self->handlers);
-    zhashx_destroy (&self->dedupe);
+    bus_txn_abort (&self->dedupe_reader);
+    bus_dedupe_destroy (&self->dedupe);
     zhashx_destroy (&self->unknown_logged);
-    zlistx_destroy (&self->dedupe_order);
-    if (self->committed) {
-        zlistx_destroy (&self->committed);
-        pthread_mutex_destroy (&self->committed_lock);
-    }
+    bus_outbox_close (self);
     bus_stats_destroy (&self->stats);
     if (self->refusals)
         bus_log_limit_flush (self->refusals);

@@ -5,10 +5,29 @@
     the principal map, and a zloop reactor that runs it all on one thread.
 
     Requests: [routing...][envelope]. The runtime decodes (hostile-input
-    safe), maps the client's CURVE key to a principal, checks the type
-    against the catalogue (owner, permitted senders, body schema), answers
-    retried request ids from a dedupe cache, and dispatches to the handler
+    safe), maps the client's CURVE key to a principal, answers retried
+    request ids (below), checks the type against the catalogue (owner,
+    permitted senders, body schema), and dispatches to the handler
     registered for the type. Built in: health, stats, events.replay, echo.
+
+    Retries (PROTOCOL.md 6.2; bus_dedupe.h): for a request with effects
+    (a type not PROTO_SAFE), the runtime keeps, per (principal, id), the
+    hash of its type and body and its answer: in memory (the encoded
+    reply, for dedupe_ttl_ms, bounded in bytes per principal), and durably
+    (its outcome, for dedupe_retention_s) when the outcome was recorded in
+    the transaction of its effect. That happens by itself for work on the
+    writer (bus_request_offload_write: each outcome joins the writer's
+    group, which commits effects and outcomes together), and on the
+    reactor through bus_request_commit (or bus_request_record before
+    bus_service_commit). A retry, even after a restart, gets the first
+    answer; while the first copy is being worked on, no answer of its own;
+    the same id with another type or body gets `conflict`. Outcomes
+    `unavailable` and `internal` are not recorded durably: they say that
+    nothing was done; nor are those of a principal over its quota of
+    records (dedupe_store_principal_kb), until its oldest expire. A handler that answers a request with effects
+    without recording it (plain bus_reply_*) is remembered in memory only:
+    its effect must then be idempotent on its own. Exactly-once steps
+    (the orchestrator's) rely on this contract.
 
     Events: bus_event_append() writes an event to the outbox in the caller's
     write transaction, so the event and the state change it describes commit
@@ -140,6 +159,22 @@ void bus_reply_outcome (bus_request_t *req, bus_outcome_t *out);
     bus_service_emit on the writer (bus_request_offload_write). */
 typedef void (bus_work_fn) (void *state, json_t *body, void *job, bus_outcome_t *out);
 
+/*  Record req's outcome (a copy of out; nothing is stolen) in txn, a
+    write transaction of this service's store, to commit with the effect
+    it describes: a retry of req's id then gets this answer even after a
+    restart (see the top of this file). A no-op for a safe type or an
+    outcome `unavailable` / `internal`. Then commit with
+    bus_service_commit and answer with the same outcome. Reactor only.
+    Returns 0 or an error (then sticky in txn). */
+int bus_request_record (bus_request_t *req, bus_txn_t *txn, const bus_outcome_t *out);
+
+/*  Record out in *txn_p (bus_request_record), commit it (consumed;
+    its events are published), then answer: with out when the commit
+    succeeded, else `unavailable` (out's body and extra are stolen either
+    way). The way for a handler on the reactor to answer a request whose
+    effect is in txn. Reactor only. Returns the commit's result. */
+int bus_request_commit (bus_request_t *req, bus_txn_t **txn_p, bus_outcome_t *out);
+
 /*  Start n (1..64) worker threads for bus_request_offload, the state of
     each made on it by init (arg) and freed there by fini, e.g. read
     handles of its own on the store. Once, before bus_service_run. The
@@ -160,8 +195,12 @@ int bus_request_offload (bus_request_t *req, bus_work_fn *fn, void *job);
 /*  Start the service's writer: one thread for requests that write (its
     state from init (arg), made and freed on it). Its commits (with
     bus_service_commit, events included) take the fsync off the reactor;
-    their events are published, in sequence, before the reply. Once,
-    before bus_service_run. Returns 0 or an error. */
+    their events are published, in sequence, before the reply. The writer
+    runs the writes it finds queued as one group transaction: each write's
+    commit nests in it, then its outcome is recorded in it, and the group
+    commits once (one fsync); a group that cannot be stored answers each
+    of its writes `unavailable` and records nothing. Once, before
+    bus_service_run. Returns 0 or an error. */
 int bus_service_writer (bus_service_t *self, bus_worker_init_fn *init,
                         bus_worker_fini_fn *fini, void *arg);
 

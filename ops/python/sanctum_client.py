@@ -47,9 +47,13 @@ def server_key(keys_dir, service):
 
 
 class SanctumClient:
-    def __init__(self, endpoint, server_public, public, secret, timeout_ms=2000):
+    def __init__(self, endpoint, server_public, public, secret, timeout_ms=2000, rcvhwm=None, rcvbuf=None):
         self.ctx = zmq.Context.instance()
         self.sock = self.ctx.socket(zmq.DEALER)
+        if rcvhwm is not None:          # tests: a client that barely reads
+            self.sock.rcvhwm = rcvhwm
+        if rcvbuf is not None:
+            self.sock.rcvbuf = rcvbuf
         self.sock.curve_publickey = public
         self.sock.curve_secretkey = secret
         self.sock.curve_serverkey = server_public
@@ -59,6 +63,28 @@ class SanctumClient:
 
     def send_raw(self, frame):
         self.sock.send(frame)
+
+    @staticmethod
+    def frame(type_, body=None, request_id=None):
+        """(id, encoded request frame): a request to send, and to send again
+        unchanged as its retry (PROTOCOL.md 6.2), with send_raw / call_raw."""
+        env = envelope(type_, body or {})
+        if request_id:
+            env["id"] = request_id
+        return env["id"], msgpack.packb(env, use_bin_type=True)
+
+    def call_raw(self, frame, request_id, timeout_ms=None):
+        """Send an encoded request (a retry: the same frame again) and
+        return the reply whose corr is request_id, or None on timeout."""
+        self.sock.send(frame)
+        deadline = time.monotonic() + (timeout_ms or self.timeout_ms) / 1000
+        while time.monotonic() < deadline:
+            reply = self.recv(int((deadline - time.monotonic()) * 1000) + 1)
+            if reply is None:
+                return None
+            if reply.get("corr") == request_id:
+                return reply
+        return None
 
     def recv(self, timeout_ms=None):
         """The next reply envelope, or None on timeout."""

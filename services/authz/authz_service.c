@@ -36,6 +36,7 @@
 typedef struct {
     bus_service_t *svc;
     const char *traceparent;      /* of the request whose write is committing */
+    bus_request_t *req;           /* on the reactor: that request, whose outcome commits with it */
 } s_committer_t;
 
 typedef struct {
@@ -57,15 +58,27 @@ typedef struct {
 } s_writer_t;
 
 /*  The store's commit: the event describing the change goes into the
-    outbox in the same transaction, and is published once it is durable. */
+    outbox in the same transaction, and is published once it is durable.
+    On the reactor, the request's answer (what a successful write
+    answers: {} for tuples, the model's id for a model) is recorded in it
+    too, so that a retry after a crash gets it (bus_request_record); on
+    the writer the runtime records it. */
 static int
 s_commit (bus_txn_t **txn_p, json_t *change, void *arg)
 {
     s_committer_t *self = arg;
-    const char *type = json_object_get (change, "writes") ? "authz.tuples.written" : "authz.model.written";
-    int rc = bus_event_append (self->svc, *txn_p, type, json_incref (change), self->traceparent);
+    bool tuples = json_object_get (change, "writes") != NULL;
+    int rc = bus_event_append (self->svc, *txn_p, tuples ? "authz.tuples.written" : "authz.model.written",
+                               json_incref (change), self->traceparent);
+    if (rc == 0 && self->req) {
+        bus_outcome_t out = { .body = tuples ? json_object ()
+                                             : json_pack ("{s:O}", "authorization_model_id",
+                                                          json_object_get (change, "authorization_model_id")) };
+        rc = out.body ? bus_request_record (self->req, *txn_p, &out) : BUS_ENOMEM;
+        json_decref (out.body);
+    }
     if (rc) {
-        bus_txn_abort (txn_p);
+        bus_service_abort (self->svc, txn_p);
         return rc;
     }
     return bus_service_commit (self->svc, txn_p);
@@ -253,8 +266,10 @@ s_model_write (bus_service_t *svc, bus_request_t *req, void *arg)
     char id [AUTHZ_MODEL_ID_LEN + 1];
     authz_error_t err = { 0 };
     self->committer.traceparent = bus_request_traceparent (req);
+    self->committer.req = req;
     rc = authz_store_write_model (self->store, model, id, &err);
     self->committer.traceparent = NULL;
+    self->committer.req = NULL;
     s_finish (req, rc, &err, rc ? NULL : json_pack ("{s:s}", "authorization_model_id", id));
     json_decref (model);
 }
@@ -394,8 +409,10 @@ s_write (bus_service_t *svc, bus_request_t *req, void *arg)
         free (job);
     }
     bus_outcome_t out = { .code = NULL };
+    self->committer.req = req;
     s_write_tuples (self->store, &self->committer, model, bus_request_body (req),
                     bus_request_traceparent (req), &out);
+    self->committer.req = NULL;
     bus_reply_outcome (req, &out);
 }
 
@@ -812,10 +829,19 @@ s_decide_common (bus_service_t *svc, bus_request_t *req, s_authz_t *self, bool c
        one, so that it holds up nothing here */
     if (bus_request_offload_write (req, s_decided_work, job, s_decided_free) != BUS_ESTATE)
         return;
-    bus_outcome_t out = { .code = NULL };
-    s_decided_work (&self->committer, NULL, job, &out);
+    /* here: the event and the answer commit together (bus_request_commit) */
+    bus_txn_t *txn = bus_txn_begin (bus_service_store (svc), true);
+    rc = txn ? bus_event_append (svc, txn, "authz.decided", json_incref (job->event), job->traceparent)
+               : BUS_EIO;
+    if (rc) {
+        bus_service_abort (svc, &txn);
+        s_decided_free (job);
+        bus_reply_error (req, PROTO_ERR_UNAVAILABLE, "cannot record the decision");
+        return;
+    }
+    bus_outcome_t out = { .body = json_incref (job->decision) };
     s_decided_free (job);
-    bus_reply_outcome (req, &out);
+    bus_request_commit (req, &txn, &out);
 }
 
 static void
@@ -832,8 +858,8 @@ s_approvers (bus_service_t *svc, bus_request_t *req, void *arg)
 
 /*  Store a policy and use it from now on (it survives restarts). */
 static int
-s_policy_store (s_authz_t *self, bus_service_t *svc, json_t *policy, const char *traceparent,
-                char *err, size_t err_len)
+s_policy_store (s_authz_t *self, bus_service_t *svc, bus_request_t *req, json_t *policy,
+                const char *traceparent, char *err, size_t err_len)
 {
     authz_policy_t *fresh = NULL;
     int rc = authz_policy_new (&fresh, policy, err, err_len);
@@ -853,6 +879,12 @@ s_policy_store (s_authz_t *self, bus_service_t *svc, json_t *policy, const char 
                       json_pack ("{s:o}", "actions", json_deep_copy (json_object_get (policy, "actions"))),
                       traceparent);
     free (text);
+    /* with the request's answer, when a request wrote it (not at boot) */
+    if (req) {
+        bus_outcome_t out = { .body = json_object () };
+        bus_request_record (req, txn, &out);
+        json_decref (out.body);
+    }
     rc = bus_service_commit (svc, &txn);
     if (rc) {
         authz_policy_destroy (&fresh);
@@ -868,7 +900,7 @@ static void
 s_policy_write (bus_service_t *svc, bus_request_t *req, void *arg)
 {
     char err [256];
-    int rc = s_policy_store (arg, svc, json_object_get (bus_request_body (req), "policy"),
+    int rc = s_policy_store (arg, svc, req, json_object_get (bus_request_body (req), "policy"),
                              bus_request_traceparent (req), err, sizeof err);
     if (rc)
         bus_reply_error (req, rc == BUS_EINVAL ? PROTO_ERR_INVALID : PROTO_ERR_UNAVAILABLE, "%s", err);
@@ -911,7 +943,7 @@ s_policy_boot (s_authz_t *self, bus_service_t *svc)
         bus_error ("%s", err);
         return BUS_ECONFIG;
     }
-    int rc = s_policy_store (self, svc, authz_policy_json (from_file), NULL, err, sizeof err);
+    int rc = s_policy_store (self, svc, NULL, authz_policy_json (from_file), NULL, err, sizeof err);
     authz_policy_destroy (&from_file);
     if (rc)
         bus_error ("%s", err);

@@ -1212,6 +1212,92 @@ test_outbox_restart (void **state)
     assert_int_equal (s_last_seq (), last + 3);
 }
 
+/*  The outcome of a request with effects is recorded with its effect: a
+    retry after a restart gets the first answer and does not do the work
+    again (no new event); a reused id with another body is refused
+    conflict; the writes of a group that could not be stored record
+    nothing (their retry after the restart runs them); so does an outcome
+    "unavailable" from the reactor. */
+static void
+test_outcome_survives_restart (void **state)
+{
+    bus_client_t *raw = bus_client_new (s_fx.rpc, s_fx.server_key, s_fx.ops, 2000, 0);
+    size_t wlen, elen, olen, alen, blen;
+    char wid [PROTO_ID_LEN + 1];
+    uint8_t *write = s_frame ("authz.write", json_pack ("{s:i}", "mode", 12), wid, &wlen);
+    uint8_t *echo = s_frame ("echo", json_pack ("{s:{s:s}}", "data", "po", "PO-1"), NULL, &elen);
+    proto_msg_t *w1 = s_raw (raw, write, wlen), *e1 = s_raw (raw, echo, elen);
+    assert_string_equal (s_code (w1), "ok");
+    assert_string_equal (s_code (e1), "ok");
+
+    /* a group spoilt by its second write: both answered unavailable */
+    bus_client_t *held = bus_client_new (s_fx.rpc, s_fx.server_key, s_fx.ops, 10000, 0);
+    char aid [PROTO_ID_LEN + 1], bid [PROTO_ID_LEN + 1];
+    uint8_t *a = s_frame ("authz.write", json_pack ("{s:i}", "mode", 12), aid, &alen);
+    uint8_t *b = s_frame ("authz.write", json_pack ("{s:i}", "mode", 13), bid, &blen);
+    s_send_held (held, 11);
+    assert_int_equal (bus_client_send_raw (raw, a, alen), 0);
+    assert_int_equal (bus_client_send_raw (raw, b, blen), 0);
+    usleep (200 * 1000);
+    s_work_release ();
+    for (int i = 0; i < 2; i++) {
+        proto_msg_t *reply = NULL;
+        assert_int_equal (bus_client_recv (raw, 5000, &reply), 0);
+        assert_string_equal (s_code (reply), PROTO_ERR_UNAVAILABLE);
+        proto_msg_destroy (&reply);
+    }
+    proto_msg_t *reply = NULL;
+    assert_int_equal (bus_client_recv (held, 5000, &reply), 0);
+    proto_msg_destroy (&reply);
+    bus_client_destroy (&held);
+
+    /* the same id, another body: conflict, before and after the restart */
+    uint8_t *other = NULL;
+    {
+        proto_msg_t *req = proto_msg_new (PROTO_KIND_REQ, "authz.write");
+        memcpy (req->id, wid, PROTO_ID_LEN + 1);
+        req->body = json_pack ("{s:i}", "mode", 1);
+        assert_int_equal (proto_msg_encode (req, &other, &olen), 0);
+        proto_msg_destroy (&req);
+    }
+    reply = s_raw (raw, other, olen);
+    assert_string_equal (s_code (reply), PROTO_ERR_CONFLICT);
+    assert_non_null (strstr (json_string_value (json_object_get (reply->error, "message")), "different request"));
+    proto_msg_destroy (&reply);
+
+    s_service_stop ();
+    s_service_start (0);
+    int64_t last = s_last_seq ();
+    int64_t recalled = s_counter ("requests_duplicate_recorded");
+    proto_msg_t *w2 = s_raw (raw, write, wlen), *e2 = s_raw (raw, echo, elen);
+    assert_string_equal (s_code (w2), "ok");
+    assert_string_equal (w2->corr, wid);
+    assert_true (json_equal (w1->body, w2->body));
+    assert_string_equal (s_code (e2), "ok");
+    assert_true (json_equal (e1->body, e2->body));
+    assert_int_equal (s_last_seq (), last);                    /* no work done again */
+    assert_int_equal (s_counter ("requests_duplicate_recorded"), recalled + 2);
+    reply = s_raw (raw, other, olen);
+    assert_string_equal (s_code (reply), PROTO_ERR_CONFLICT);
+    proto_msg_destroy (&reply);
+    /* the spoilt group's write recorded nothing: it runs now */
+    reply = s_raw (raw, a, alen);
+    assert_string_equal (s_code (reply), "ok");
+    proto_msg_destroy (&reply);
+    assert_int_equal (s_last_seq (), last + 1);
+
+    proto_msg_destroy (&w1);
+    proto_msg_destroy (&w2);
+    proto_msg_destroy (&e1);
+    proto_msg_destroy (&e2);
+    free (write);
+    free (echo);
+    free (other);
+    free (a);
+    free (b);
+    bus_client_destroy (&raw);
+}
+
 /*  A failed commit publishes nothing and hands its seq numbers out again.
     The service is driven from this thread (its reactor is not running). */
 static void
@@ -1312,6 +1398,7 @@ main (void)
         cmocka_unit_test (test_revoked_subscriber),
         cmocka_unit_test (test_client_retries),
         cmocka_unit_test (test_replay),
+        cmocka_unit_test (test_outcome_survives_restart),
         cmocka_unit_test (test_outbox_restart),
         cmocka_unit_test (test_failed_commit),
     };
