@@ -273,7 +273,11 @@ s_setup (void **state)
     static fixture_t fx;
     char err [256] = "";
     s_fx = &fx;
-    fx.peer = test_service_new ("authz", NULL, "map_size_mb = 16\n", err, sizeof err);
+    /* the peer's echo replies from memory only (it records no outcome),
+       and one principal here has 10,000 in flight: its share of the
+       dedupe memory must hold them all for a late retry to find its reply */
+    fx.peer = test_service_new ("authz", NULL, "map_size_mb = 16\ndedupe_principal_entries = 20000\n",
+                                err, sizeof err);
     if (!fx.peer)
         fprintf (stderr, "test_service_new: %s\n", err);
     assert_non_null (fx.peer);
