@@ -1131,6 +1131,19 @@ bus_service_handle (bus_service_t *self, const char *type, bus_handler_fn *fn, v
 }
 
 int
+bus_service_handle_all (bus_service_t *self, const bus_handler_entry_t *table, size_t n, void *arg)
+{
+    for (size_t i = 0; i < n; i++) {
+        int rc = bus_service_handle (self, table [i].type, table [i].fn, arg);
+        if (rc) {
+            bus_error ("cannot register the handler of %s: %s", table [i].type, bus_strerror (rc));
+            return rc;
+        }
+    }
+    return 0;
+}
+
+int
 bus_service_run (bus_service_t *self)
 {
     self->reactor = pthread_self ();        /* publishes; commits elsewhere queue */

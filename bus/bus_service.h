@@ -75,6 +75,16 @@ void bus_service_destroy (bus_service_t **self_p);
     owned by this service or by ANY). Returns 0 or BUS_EINVAL. */
 int bus_service_handle (bus_service_t *self, const char *type, bus_handler_fn *fn, void *arg);
 
+/*  One entry of a service's handler table. */
+typedef struct {
+    const char *type;
+    bus_handler_fn *fn;
+} bus_handler_entry_t;
+
+/*  Register the n handlers of table, each with arg. Returns 0, or the
+    error of the first entry refused (logged with its type). */
+int bus_service_handle_all (bus_service_t *self, const bus_handler_entry_t *table, size_t n, void *arg);
+
 /*  Run the reactor until SIGINT/SIGTERM or bus_service_stop(). Sends
     READY=1 to systemd, publishes service.started / service.stopping.
     Returns 0 on a clean stop. */

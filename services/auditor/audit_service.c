@@ -365,7 +365,7 @@ s_start (bus_service_t *svc, void **state)
         audit_log_size (self->log, txn, &size);
     bus_txn_abort (&txn);
     bus_info ("audit log: %llu entries, key %s", (unsigned long long) size, audit_keys_kid (self->keys));
-    static const struct { const char *type; bus_handler_fn *fn; } handlers [] = {
+    static const bus_handler_entry_t handlers [] = {
         { "audit.append",      s_append },
         { "audit.entry",       s_entry },
         { "audit.head",        s_head },
@@ -373,10 +373,7 @@ s_start (bus_service_t *svc, void **state)
         { "audit.consistency", s_consistency },
         { "audit.jwks",        s_jwks },
     };
-    for (size_t i = 0; i < sizeof handlers / sizeof handlers [0]; i++)
-        if (bus_service_handle (svc, handlers [i].type, handlers [i].fn, self))
-            return BUS_EINVAL;
-    return 0;
+    return bus_service_handle_all (svc, handlers, sizeof handlers / sizeof handlers [0], self);
 }
 
 static void

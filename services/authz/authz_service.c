@@ -985,7 +985,7 @@ s_start (bus_service_t *svc, void **state)
         rc = bus_service_writer (svc, s_writer_init, s_writer_fini, svc);
     if (rc)
         return rc;
-    static const struct { const char *type; bus_handler_fn *fn; } handlers [] = {
+    static const bus_handler_entry_t handlers [] = {
         { "authz.model.write",  s_model_write },
         { "authz.model.read",   s_model_read },
         { "authz.write",        s_write },
@@ -1001,10 +1001,7 @@ s_start (bus_service_t *svc, void **state)
         { "authz.policy.write", s_policy_write },
         { "authz.policy.read",  s_policy_read },
     };
-    for (size_t i = 0; i < sizeof handlers / sizeof handlers [0]; i++)
-        if (bus_service_handle (svc, handlers [i].type, handlers [i].fn, self))
-            return BUS_EINVAL;
-    return 0;
+    return bus_service_handle_all (svc, handlers, sizeof handlers / sizeof handlers [0], self);
 }
 
 static void

@@ -35,6 +35,7 @@
 #include "bus_log.h"
 #include "bus_store.h"
 #include "../support/test_service.h"
+#include "../support/bench_util.h"
 
 #include <lmdb.h>
 #include <pthread.h>
@@ -61,12 +62,6 @@ s_now (void)
     return ts.tv_sec + ts.tv_nsec / 1e9;
 }
 
-static int
-s_cmp_double (const void *a, const void *b)
-{
-    double x = *(const double *) a, y = *(const double *) b;
-    return x < y ? -1 : x > y;
-}
 
 /* --- (a) appends over the bus ------------------------------------------- */
 
@@ -184,7 +179,7 @@ s_bus_appends (double secs, double *per_commit, double latency [])
     }
     json_decref (body);
     bus_client_destroy (&client);
-    qsort (latency, S_LATENCY_N, sizeof *latency, s_cmp_double);
+    qsort (latency, S_LATENCY_N, sizeof *latency, bench_cmp_double);
     if (failed)
         fprintf (stderr, "bench_audit: %ld appends failed\n", failed);
     else
@@ -229,7 +224,7 @@ s_raw_lmdb (double secs, double latency [])
     rate = n / (s_now () - t0);
     if (n < S_LATENCY_N)
         goto done;
-    qsort (latency, S_LATENCY_N, sizeof *latency, s_cmp_double);
+    qsort (latency, S_LATENCY_N, sizeof *latency, bench_cmp_double);
 done:
     mdb_env_close (env);
     test_service_rmtree (dir);
@@ -338,10 +333,10 @@ s_proofs (uint64_t entries, int proofs, int quick)
         }
         mean /= proofs;
         bmean /= proofs;
-        qsort (lat, (size_t) proofs, sizeof *lat, s_cmp_double);
-        qsort (base, (size_t) proofs, sizeof *base, s_cmp_double);
-        qsort (cons, (size_t) proofs, sizeof *cons, s_cmp_double);
-        qsort (roots, (size_t) proofs, sizeof *roots, s_cmp_double);
+        qsort (lat, (size_t) proofs, sizeof *lat, bench_cmp_double);
+        qsort (base, (size_t) proofs, sizeof *base, bench_cmp_double);
+        qsort (cons, (size_t) proofs, sizeof *cons, bench_cmp_double);
+        qsort (roots, (size_t) proofs, sizeof *roots, bench_cmp_double);
         const char *at = quick ? "inclusion_100k" : "inclusion_1m";
         printf ("bench audit_%s_p50 %.2f us baseline %.2f ratio %.2f (%d proofs of %.1f hashes; baseline: as many raw gets)\n",
                 at, lat [proofs / 2], base [proofs / 2], lat [proofs / 2] / base [proofs / 2], proofs,

@@ -103,6 +103,7 @@
 #include "../../services/authz/authz_policy.h"
 #include "../../services/authz/authz_service.h"
 #include "../support/test_service.h"
+#include "../support/bench_util.h"
 
 #define N_USERS   10000
 #define N_TUPLES  100000
@@ -157,21 +158,7 @@ s_cpu_now (void)
     return (double) ts.tv_sec * 1e9 + (double) ts.tv_nsec;
 }
 
-/*  qsort comparator for latencies. */
-static int
-s_cmp (const void *a, const void *b)
-{
-    double x = *(const double *) a, y = *(const double *) b;
-    return (x > y) - (x < y);
-}
 
-/*  q-quantile of v [0..n) (sorts v). */
-static double
-s_quantile (double *v, int n, double q)
-{
-    qsort (v, (size_t) n, sizeof *v, s_cmp);
-    return n? v [(int) (n * q)]: 0;
-}
 
 /*  Build the hierarchy: level sizes grow by ~5.3x to reach N_USERS. */
 static void
@@ -323,8 +310,8 @@ s_raw_lmdb (const char *dir, int n, double lat [2])
         mdb_txn_abort (txn);
         each [i] = (s_now () - t0) / 1e3;
     }
-    lat [0] = each? s_quantile (each, timed, 0.50): 0;
-    lat [1] = each? s_quantile (each, timed, 0.99): 0;
+    lat [0] = each? bench_quantile (each, timed, 0.50): 0;
+    lat [1] = each? bench_quantile (each, timed, 0.99): 0;
     free (each);
     n += timed;
     mdb_env_close (env);
@@ -356,8 +343,8 @@ s_list_objects (authz_store_t *store, const authz_model_t *model, double lat [2]
         v [i] = (s_now () - t0) / 1e3;
         json_decref (objects);
     }
-    lat [0] = s_quantile (v, LIST_QUERIES, 0.50);
-    lat [1] = s_quantile (v, LIST_QUERIES, 0.99);
+    lat [0] = bench_quantile (v, LIST_QUERIES, 0.50);
+    lat [1] = bench_quantile (v, LIST_QUERIES, 0.99);
     return 0;
 }
 
@@ -524,8 +511,8 @@ s_decisions (const char *root, int n_decides, double out [3], int mix [3])
         json_decref (decision);
     }
     out [0] = n_decides / ((s_now () - t0) / 1e9);
-    out [1] = s_quantile (lat, n_decides, 0.50);
-    out [2] = s_quantile (lat, n_decides, 0.99);
+    out [1] = bench_quantile (lat, n_decides, 0.50);
+    out [2] = bench_quantile (lat, n_decides, 0.99);
     for (int i = 0; i < n_decides; i++)
         json_decref (contexts [i]);
     rc = 0;
@@ -1137,7 +1124,7 @@ s_beside (s_bus_t *bus, bool writes, const s_query_t *queries, int n_queries, in
         rc = -1;
     }
     *other_rate = l.done / ((s_now () - t0) / 1e9);
-    *other_p50 = l.done? s_quantile (l.ms, l.done, 0.5): 0;
+    *other_p50 = l.done? bench_quantile (l.ms, l.done, 0.5): 0;
     free (l.ms);
     return rc;
 }
@@ -1299,7 +1286,7 @@ main (int argc, char **argv)
     }
     double check_rate = n_checks / ((s_now () - total0) / 1e9);
     double cpu_rate = n_checks / ((s_cpu_now () - cpu0) / 1e9);
-    qsort (lat, (size_t) n_checks, sizeof *lat, s_cmp);
+    qsort (lat, (size_t) n_checks, sizeof *lat, bench_cmp_double);
     double list_lat [2];
     if (s_list_objects (store, model, list_lat))
         goto done;
@@ -1379,19 +1366,19 @@ main (int argc, char **argv)
         for (int k = 0; k < 3; k++) {
             static const char *kn [3] = { "check", "health", "raw libzmq" };
             fprintf (stderr, "# %-10s p50 %.0f p90 %.0f p95 %.0f p98 %.0f p99 %.0f p99.5 %.0f p99.9 %.0f us\n", kn [k],
-                     s_quantile (acc [k].lat, acc [k].n, 0.50), s_quantile (acc [k].lat, acc [k].n, 0.90),
-                     s_quantile (acc [k].lat, acc [k].n, 0.95), s_quantile (acc [k].lat, acc [k].n, 0.98),
-                     s_quantile (acc [k].lat, acc [k].n, 0.99), s_quantile (acc [k].lat, acc [k].n, 0.995),
-                     s_quantile (acc [k].lat, acc [k].n, 0.999));
+                     bench_quantile (acc [k].lat, acc [k].n, 0.50), bench_quantile (acc [k].lat, acc [k].n, 0.90),
+                     bench_quantile (acc [k].lat, acc [k].n, 0.95), bench_quantile (acc [k].lat, acc [k].n, 0.98),
+                     bench_quantile (acc [k].lat, acc [k].n, 0.99), bench_quantile (acc [k].lat, acc [k].n, 0.995),
+                     bench_quantile (acc [k].lat, acc [k].n, 0.999));
         }
-        double p [3][2], sent [2][2], lag99 = s_quantile (acc [0].lag, acc [0].n, 0.99);
+        double p [3][2], sent [2][2], lag99 = bench_quantile (acc [0].lag, acc [0].n, 0.99);
         for (int k = 0; k < 3; k++) {
-            p [k][0] = s_quantile (acc [k].lat, acc [k].n, 0.50);
-            p [k][1] = s_quantile (acc [k].lat, acc [k].n, 0.99);
+            p [k][0] = bench_quantile (acc [k].lat, acc [k].n, 0.50);
+            p [k][1] = bench_quantile (acc [k].lat, acc [k].n, 0.99);
         }
         for (int k = 0; k < 2; k++) {
-            sent [k][0] = s_quantile (acc [k].lat_sent, acc [k].n, 0.50);
-            sent [k][1] = s_quantile (acc [k].lat_sent, acc [k].n, 0.99);
+            sent [k][0] = bench_quantile (acc [k].lat_sent, acc [k].n, 0.50);
+            sent [k][1] = bench_quantile (acc [k].lat_sent, acc [k].n, 0.99);
         }
         fprintf (stderr, "# %d requests of each kind in %d slices of %.0f ms; client thread cpu "
                  "%.0f%% (check), %.0f%% (health)\n", acc [0].n, slices, slice * 1e3,
@@ -1461,8 +1448,8 @@ main (int argc, char **argv)
                 if (ok == 0)
                     ok = s_beside (&bus, beside [b].writes, queries, n_checks, &next, rate, mixed_secs, slice, &m,
                                    &other_ms [v], &other_rate [v]);
-                p_mixed [v][0] = s_quantile (m.lat, m.n, 0.50);
-                p_mixed [v][1] = s_quantile (m.lat, m.n, 0.99);
+                p_mixed [v][0] = bench_quantile (m.lat, m.n, 0.50);
+                p_mixed [v][1] = bench_quantile (m.lat, m.n, 0.99);
                 s_samples_free (&m);
             }
             if (ok)

@@ -30,6 +30,7 @@
 #include "bus_log.h"
 #include "bus_service.h"
 #include "../support/test_service.h"
+#include "../support/bench_util.h"
 
 #include <pthread.h>
 #include <stdatomic.h>
@@ -63,13 +64,6 @@ typedef struct {
     double p50, p99, tput;
 } s_figures_t;
 
-static double
-s_now_s (void)
-{
-    struct timespec ts;
-    clock_gettime (CLOCK_MONOTONIC, &ts);
-    return (double) ts.tv_sec + (double) ts.tv_nsec / 1e9;
-}
 
 /*  Microseconds between two rusage times. */
 static double
@@ -78,12 +72,6 @@ s_cpu_us (const struct timeval *from, const struct timeval *to)
     return (double) (to->tv_sec - from->tv_sec) * 1e6 + (double) (to->tv_usec - from->tv_usec);
 }
 
-static int
-s_cmp_double (const void *a, const void *b)
-{
-    double x = *(const double *) a, y = *(const double *) b;
-    return x < y ? -1 : x > y;
-}
 
 /*  Round trips one at a time (after a warm-up), then throughput with
     S_INFLIGHT in flight. Returns 0 or -1 when a request failed. */
@@ -98,19 +86,19 @@ s_measure (s_side_t *side, const s_plan_t *plan, s_figures_t *out)
         if (side->send (side->arg) || side->recv (side->arg))
             goto done;
     for (int i = 0; i < plan->rtt_count; i++) {
-        double t0 = s_now_s ();
+        double t0 = bench_now_s ();
         if (side->send (side->arg) || side->recv (side->arg))
             goto done;
-        samples [i] = (s_now_s () - t0) * 1e6;
+        samples [i] = (bench_now_s () - t0) * 1e6;
     }
-    qsort (samples, (size_t) plan->rtt_count, sizeof *samples, s_cmp_double);
+    qsort (samples, (size_t) plan->rtt_count, sizeof *samples, bench_cmp_double);
     out->p50 = samples [plan->rtt_count / 2];
     out->p99 = samples [(int) ((double) plan->rtt_count * 0.99)];
 
     struct rusage ru0, ru1;
     getrusage (RUSAGE_SELF, &ru0);
     int sent = 0, got = 0, limit = plan->tput_count;
-    double t0 = s_now_s (), until = t0 + plan->tput_max_s;
+    double t0 = bench_now_s (), until = t0 + plan->tput_max_s;
     for (; sent < S_INFLIGHT && sent < limit; sent++)
         if (side->send (side->arg))
             goto done;
@@ -118,7 +106,7 @@ s_measure (s_side_t *side, const s_plan_t *plan, s_figures_t *out)
         if (side->recv (side->arg))
             goto done;
         got++;
-        if ((got & 255) == 0 && s_now_s () >= until)
+        if ((got & 255) == 0 && bench_now_s () >= until)
             limit = sent;                   /* time is up: drain what is in flight */
         if (sent < limit) {
             if (side->send (side->arg))
@@ -126,7 +114,7 @@ s_measure (s_side_t *side, const s_plan_t *plan, s_figures_t *out)
             sent++;
         }
     }
-    out->tput = got / (s_now_s () - t0);
+    out->tput = got / (bench_now_s () - t0);
     getrusage (RUSAGE_SELF, &ru1);
     if (getenv ("BENCH_RUSAGE"))
         fprintf (stderr, "# %s throughput run: %.1f us user + %.1f us sys CPU per request (all threads)\n",
@@ -364,12 +352,6 @@ fail:
 
 /* --- main ----------------------------------------------------------------- */
 
-static double
-s_median (double *v, int n)
-{
-    qsort (v, (size_t) n, sizeof *v, s_cmp_double);
-    return v [n / 2];
-}
 
 int
 main (int argc, char **argv)
@@ -419,7 +401,7 @@ main (int argc, char **argv)
     double med [2][3];
     for (int s = 0; s < 2; s++)
         for (int m = 0; m < 3; m++)
-            med [s][m] = s_median (fig [s][m], S_ROUNDS);
+            med [s][m] = bench_median (fig [s][m], S_ROUNDS);
     printf ("bench bus_frame_bytes %zu B\n", bus.frame_len);
     printf ("bench bus_rtt_p50 %.1f us baseline %.1f ratio %.2f\n", med [0][0], med [1][0], med [0][0] / med [1][0]);
     printf ("bench bus_rtt_p99 %.1f us baseline %.1f ratio %.2f\n", med [0][1], med [1][1], med [0][1] / med [1][1]);

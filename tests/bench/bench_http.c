@@ -24,6 +24,7 @@
 #include "bus_http_client.h"
 #include "bus_http_server.h"
 #include "bus_log.h"
+#include "../support/bench_util.h"
 
 #include <curl/curl.h>
 #include <signal.h>
@@ -43,20 +44,7 @@ typedef struct {
     int rounds;
 } s_plan_t;
 
-static double
-s_now_s (void)
-{
-    struct timespec ts;
-    clock_gettime (CLOCK_MONOTONIC, &ts);
-    return (double) ts.tv_sec + (double) ts.tv_nsec / 1e9;
-}
 
-static int
-s_cmp_double (const void *a, const void *b)
-{
-    double x = *(const double *) a, y = *(const double *) b;
-    return x < y ? -1 : x > y;
-}
 
 /* --- the server, in a child process --------------------------------------- */
 
@@ -122,7 +110,7 @@ s_bus_done (const bus_http_response_t *response, void *arg)
             fprintf (stderr, "bench_http: client: %s (%d) status %d\n", response->reason,
                      response->error, response->status);
     }
-    if ((run->done & 255) == 0 && s_now_s () >= run->until)
+    if ((run->done & 255) == 0 && bench_now_s () >= run->until)
         run->limit = run->sent;         /* time is up: drain what is in flight */
     if (run->sent < run->limit && !run->failed) {
         if (s_bus_send (run))
@@ -148,8 +136,8 @@ s_measure_bus (const char *url, const s_plan_t *plan)
     if (!client)
         goto done;
     s_bus_run_t run = { .client = client, .loop = loop, .url = url, .limit = plan->count };
-    run.until = s_now_s () + plan->max_s;
-    double t0 = s_now_s ();
+    run.until = bench_now_s () + plan->max_s;
+    double t0 = bench_now_s ();
     for (int i = 0; i < S_INFLIGHT && run.sent < run.limit; i++)
         if (s_bus_send (&run))
             goto done;
@@ -157,7 +145,7 @@ s_measure_bus (const char *url, const s_plan_t *plan)
     zloop_start (loop);
     zloop_timer_end (loop, check);
     if (!run.failed && run.done == run.sent)
-        rate = run.done / (s_now_s () - t0);
+        rate = run.done / (bench_now_s () - t0);
 done:
     bus_http_client_destroy (&client);
     zloop_destroy (&loop);
@@ -183,7 +171,7 @@ s_measure_raw (const char *url, const s_plan_t *plan)
     size_t got [S_INFLIGHT] = { 0 };
     double rate = -1;
     int sent = 0, done = 0, limit = plan->count, failed = 0;
-    double t0 = s_now_s (), until = t0 + plan->max_s;
+    double t0 = bench_now_s (), until = t0 + plan->max_s;
     for (int i = 0; i < S_INFLIGHT && sent < limit; i++) {
         easy [i] = curl_easy_init ();
         curl_easy_setopt (easy [i], CURLOPT_URL, url);
@@ -213,7 +201,7 @@ s_measure_raw (const char *url, const s_plan_t *plan)
             done++;
             *count = 0;
             curl_multi_remove_handle (multi, e);
-            if ((done & 255) == 0 && s_now_s () >= until)
+            if ((done & 255) == 0 && bench_now_s () >= until)
                 limit = sent;
             if (sent < limit && !failed) {
                 curl_multi_add_handle (multi, e);
@@ -224,7 +212,7 @@ s_measure_raw (const char *url, const s_plan_t *plan)
             curl_multi_poll (multi, NULL, 0, 1000, NULL);
     }
     if (!failed)
-        rate = done / (s_now_s () - t0);
+        rate = done / (bench_now_s () - t0);
     else
         fprintf (stderr, "bench_http: baseline: %d requests failed\n", failed);
     for (int i = 0; i < S_INFLIGHT; i++)
@@ -281,7 +269,7 @@ main (int argc, char **argv)
             }
             struct rusage ru0, ru1;
             getrusage (RUSAGE_SELF, &ru0);
-            double t0 = s_now_s ();
+            double t0 = bench_now_s ();
             double rate = s == 0 ? s_measure_bus (url, &plan) : s_measure_raw (url, &plan);
             if (rate < 0)
                 goto done;
@@ -290,10 +278,10 @@ main (int argc, char **argv)
                        + (double) (ru1.ru_utime.tv_usec - ru0.ru_utime.tv_usec + ru1.ru_stime.tv_usec - ru0.ru_stime.tv_usec);
             fig [s][r] = rate;
             fprintf (stderr, "# round %d %s: %.0f req/s, client CPU %.1f us per request\n", r + 1,
-                     s == 0 ? "bus_http_client" : "curl_multi+poll", rate, cpu / (rate * (s_now_s () - t0)));
+                     s == 0 ? "bus_http_client" : "curl_multi+poll", rate, cpu / (rate * (bench_now_s () - t0)));
         }
-    qsort (fig [0], (size_t) plan.rounds, sizeof (double), s_cmp_double);
-    qsort (fig [1], (size_t) plan.rounds, sizeof (double), s_cmp_double);
+    qsort (fig [0], (size_t) plan.rounds, sizeof (double), bench_cmp_double);
+    qsort (fig [1], (size_t) plan.rounds, sizeof (double), bench_cmp_double);
     double bus = fig [0][plan.rounds / 2], raw = fig [1][plan.rounds / 2];
     printf ("bench http_client_throughput_%d %.0f req/s baseline %.0f ratio %.2f\n",
             S_INFLIGHT, bus, raw, bus / raw);

@@ -35,6 +35,7 @@
 #include "bus_service.h"
 #include "bus_store.h"
 #include "../support/test_service.h"
+#include "../support/bench_util.h"
 
 #include <time.h>
 
@@ -55,27 +56,8 @@ typedef struct {
 
 static s_plan_t s_plan;
 
-static double
-s_now_s (void)
-{
-    struct timespec ts;
-    clock_gettime (CLOCK_MONOTONIC, &ts);
-    return (double) ts.tv_sec + (double) ts.tv_nsec / 1e9;
-}
 
-static int
-s_cmp_double (const void *a, const void *b)
-{
-    double x = *(const double *) a, y = *(const double *) b;
-    return x < y ? -1 : x > y;
-}
 
-static double
-s_median (double *v, int n)
-{
-    qsort (v, (size_t) n, sizeof *v, s_cmp_double);
-    return v [n / 2];
-}
 
 /* --- the service ----------------------------------------------------------- */
 
@@ -154,9 +136,9 @@ s_kit_on_reply (bus_calls_t *calls, proto_msg_t *reply, void *arg)
     if (!reply->ok || json_string_length (json_object_get (reply->body, "pad")) != S_PAD_LEN)
         s_b.failed = true;
     if (s_b.samples)
-        s_b.samples [s_b.got] = (s_now_s () - s_b.t_sent) * 1e6;
+        s_b.samples [s_b.got] = (bench_now_s () - s_b.t_sent) * 1e6;
     s_b.got++;
-    s_b.t_last = s_now_s ();
+    s_b.t_last = bench_now_s ();
     if (s_b.sent < s_b.limit)
         s_kit_send ();
 }
@@ -164,7 +146,7 @@ s_kit_on_reply (bus_calls_t *calls, proto_msg_t *reply, void *arg)
 static void
 s_kit_send (void)
 {
-    s_b.t_sent = s_now_s ();
+    s_b.t_sent = bench_now_s ();
     if (bus_calls_send (s_b.calls, "stats", json_incref (s_b.body), NULL, s_kit_on_reply, NULL, NULL))
         s_b.failed = true;
     s_b.sent++;
@@ -201,11 +183,11 @@ s_kit_measure (double out [3])
         free (samples);
         return -1;
     }
-    qsort (samples, (size_t) s_plan.rtt_count, sizeof *samples, s_cmp_double);
+    qsort (samples, (size_t) s_plan.rtt_count, sizeof *samples, bench_cmp_double);
     out [0] = samples [s_plan.rtt_count / 2];
     out [1] = samples [(int) ((double) s_plan.rtt_count * 0.99)];
     free (samples);
-    double t0 = s_now_s ();
+    double t0 = bench_now_s ();
     if (s_kit_run (s_plan.tput_count, S_INFLIGHT, NULL))
         return -1;
     out [2] = s_plan.tput_count / (s_b.t_last - t0);
@@ -223,20 +205,20 @@ s_client_measure (double out [3])
         return -1;
     for (int i = 0; i < s_plan.warmup + s_plan.rtt_count; i++) {
         proto_msg_t *reply = NULL;
-        double t0 = s_now_s ();
+        double t0 = bench_now_s ();
         if (bus_client_call (s_b.client, "stats", s_b.body, NULL, &reply) || !reply->ok) {
             proto_msg_destroy (&reply);
             goto done;
         }
         proto_msg_destroy (&reply);
         if (i >= s_plan.warmup)
-            samples [i - s_plan.warmup] = (s_now_s () - t0) * 1e6;
+            samples [i - s_plan.warmup] = (bench_now_s () - t0) * 1e6;
     }
-    qsort (samples, (size_t) s_plan.rtt_count, sizeof *samples, s_cmp_double);
+    qsort (samples, (size_t) s_plan.rtt_count, sizeof *samples, bench_cmp_double);
     out [0] = samples [s_plan.rtt_count / 2];
     out [1] = samples [(int) ((double) s_plan.rtt_count * 0.99)];
     int sent = 0, got = 0;
-    double t0 = s_now_s ();
+    double t0 = bench_now_s ();
     for (; sent < S_INFLIGHT; sent++)
         if (bus_client_send (s_b.client, "stats", s_b.body, NULL, NULL))
             goto done;
@@ -254,7 +236,7 @@ s_client_measure (double out [3])
             sent++;
         }
     }
-    out [2] = got / (s_now_s () - t0);
+    out [2] = got / (bench_now_s () - t0);
     rc = 0;
 done:
     free (samples);
@@ -334,7 +316,7 @@ s_follow_measure (void)
     zloop_start (s_b.follow_loop);
     zloop_timer_end (s_b.follow_loop, t);
     zloop_timer_end (s_b.follow_loop, g);
-    double t0 = s_now_s ();
+    double t0 = bench_now_s ();
     int64_t last = s_burst ();
     if (last < 0)
         return -1;
@@ -344,7 +326,7 @@ s_follow_measure (void)
     zloop_start (s_b.follow_loop);
     zloop_timer_end (s_b.follow_loop, t);
     zloop_timer_end (s_b.follow_loop, g);
-    double took = s_now_s () - t0;
+    double took = bench_now_s () - t0;
     if (s_burst_done () || bus_follow_mark (s_b.follow, "authz") < s_b.target_mark)
         return -1;
     return s_plan.events / took;
@@ -364,7 +346,7 @@ s_sub_measure (void)
     double rate = -1;
     if (zsock_connect (sub, "%s", test_service_pub (s_b.env)) == 0) {
         zclock_sleep (300);                     /* connected and subscribed */
-        double t0 = s_now_s ();
+        double t0 = bench_now_s ();
         int got = 0;
         if (s_burst () >= 0) {
             while (got < s_plan.events) {
@@ -374,7 +356,7 @@ s_sub_measure (void)
                 zmsg_destroy (&msg);
                 got++;
             }
-            double took = s_now_s () - t0;
+            double took = bench_now_s () - t0;
             if (s_burst_done () == 0 && got == s_plan.events)
                 rate = got / took;
         }
@@ -501,8 +483,8 @@ main (int argc, char **argv)
     double med [2][3], fmed [2];
     for (int s = 0; s < 2; s++) {
         for (int m = 0; m < 3; m++)
-            med [s][m] = s_median (call [s][m], S_ROUNDS);
-        fmed [s] = s_median (follow [s], S_ROUNDS);
+            med [s][m] = bench_median (call [s][m], S_ROUNDS);
+        fmed [s] = bench_median (follow [s], S_ROUNDS);
     }
     printf ("bench kit_call_p50 %.1f us baseline %.1f ratio %.2f\n", med [0][0], med [1][0], med [0][0] / med [1][0]);
     printf ("bench kit_call_p99 %.1f us baseline %.1f ratio %.2f\n", med [0][1], med [1][1], med [0][1] / med [1][1]);

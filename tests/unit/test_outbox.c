@@ -63,7 +63,7 @@ static int
 s_setup (void **state)
 {
     char err [256] = "", lines [160];
-    snprintf (lines, sizeof lines, "map_size_mb = 16\nrpc_timeout_ms = 2000\nrpc_retries = 0\n"
+    snprintf (lines, sizeof lines, "map_size_mb = 16\nrpc_timeout_ms = 5000\nrpc_retries = 0\n"
                                    "outbox_keep = %d\noutbox_max = %d\noutbox_acked_by = svc:auditor\n",
               S_KEEP, S_MAX);
     s_fx.env = test_service_new ("authz", NULL, lines, err, sizeof err);
