@@ -17,6 +17,7 @@
 */
 #include "authz_service.h"
 #include "authz_check.h"
+#include "authz_http.h"
 #include "authz_policy.h"
 #include "authz_tuples.h"
 #include "authz_validate.h"
@@ -49,6 +50,7 @@ typedef struct {
     authz_budget_t reactor;       /* a Check's on the reactor (reactor_*) */
     long offload_conditions;      /* conditional contextual tuples that send
                                      a Check to a query thread at once */
+    authz_http_t *http;           /* OpenFGA's HTTP API (authz_http.h) */
 } s_authz_t;
 
 /*  The writer thread's state: a store of its own, committing on it. */
@@ -965,6 +967,12 @@ s_start (bus_service_t *svc, void **state)
         authz_store_set_commit (self->store, s_commit, &self->committer);
     if (rc == 0)
         rc = s_policy_boot (self, svc);
+    if (rc == 0) {
+        char err [256];
+        rc = authz_http_new (&self->http, svc, self->policy_db, err, sizeof err);
+        if (rc)
+            bus_error ("%s", err);
+    }
     bus_config_t *cfg = bus_service_config (svc);
     self->budget = (authz_budget_t) {
         .max_cost = (uint64_t) bus_config_int (cfg, "authz", "request_cost"),
@@ -1013,15 +1021,34 @@ s_stop (bus_service_t *svc, void **state)
     s_authz_t *self = *state;
     if (!self)
         return;
+    authz_http_destroy (&self->http);
     authz_policy_destroy (&self->policy);
     authz_store_destroy (&self->store);
     free (self);
     *state = NULL;
 }
 
+/*  OpenFGA's HTTP API: every path under /stores, through the adapter. */
+static void
+s_http (bus_service_t *svc, void *state, bus_http_exchange_t *ex)
+{
+    authz_http_handle (((s_authz_t *) state)->http, ex);
+}
+
+static const bus_route_t s_routes [] = {
+    { .method = NULL, .path = "/stores*", .fn = s_http },
+    { 0 }
+};
+
+static const bus_listener_t s_listener = {
+    .address_key = "http",
+    .routes = s_routes,
+};
+
 const bus_daemon_t authz_daemon = {
     .section = "authz",
     .db_names = s_dbs,
     .start = s_start,
     .stop = s_stop,
+    .http = &s_listener,
 };
