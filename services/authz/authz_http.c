@@ -38,7 +38,8 @@ typedef enum {
     S_USERS,                           /* "type:id" strings -> user objects */
     S_MODEL_ID,                        /* 201 {authorization_model_id} */
     S_MODEL,                           /* {authorization_model: {id, ...}} */
-    S_EMPTY                            /* {} */
+    S_EMPTY,                           /* {} */
+    S_STREAM                           /* objects as {"result": {"object"}} lines */
 } s_shape_t;
 
 /*  One HTTP request on its way through the service. */
@@ -175,6 +176,35 @@ s_shape (s_shape_t shape, json_t *body)
     }
 }
 
+/*  StreamedListObjects' answer: one {"result": {"object": ...}} line per
+    object, as OpenFGA streams them. The objects come from the same
+    ListObjects (its whole answer, then streamed): the shape is OpenFGA's,
+    the first object does not come sooner. */
+static void
+s_stream_objects (bus_http_exchange_t *ex, json_t *body)
+{
+    if (bus_http_stream_open (ex, 200, "application/json", NULL, NULL)) {
+        s_error (ex, 500, "internal_error", "the stream could not be opened");
+        return;
+    }
+    size_t i;
+    json_t *obj;
+    json_array_foreach (json_object_get (body, "objects"), i, obj) {
+        json_t *line = json_pack ("{s:{s:O}}", "result", "object", obj);
+        char *text = line ? json_dumps (line, JSON_COMPACT) : NULL;
+        json_decref (line);
+        int rc = text ? bus_http_stream_write (ex, text, strlen (text)) : BUS_ENOMEM;
+        if (rc == 0)
+            rc = bus_http_stream_write (ex, "\n", 1);
+        free (text);
+        if (rc) {
+            bus_warn ("streamed list-objects cut after %zu objects: %s", i, bus_strerror (rc));
+            break;
+        }
+    }
+    bus_http_stream_close (ex);
+}
+
 /*  The service's answer to a call: to the client when it is still
     there; the call is freed unless the handler is still running (it
     then sees done and frees it). */
@@ -189,6 +219,9 @@ s_on_reply (proto_msg_t *reply, void *arg)
         else
         if (!reply->ok)
             s_bus_error (call->ex, reply->error);
+        else
+        if (call->shape == S_STREAM)
+            s_stream_objects (call->ex, reply->body);
         else
             s_respond (call->ex, call->shape == S_MODEL_ID ? 201 : 200, s_shape (call->shape, reply->body));
         call->ex = NULL;
@@ -512,15 +545,12 @@ authz_http_handle (authz_http_t *self, bus_http_exchange_t *ex)
         s_error (ex, 501, "unimplemented", "assertions are not implemented");
         return;
     }
-    if (streq (op, "streamed-list-objects") && post) {
-        s_error (ex, 501, "unimplemented", "the streamed ListObjects is not implemented (POST list-objects)");
-        return;
-    }
     static const struct { const char *op; const char *type; s_shape_t shape; } posts [] = {
         { "check",                "authz.check",        S_CHECK },
         { "batch-check",          "authz.batch_check",  S_BATCH },
         { "expand",               "authz.expand",       S_AS_IS },
         { "list-objects",         "authz.list_objects", S_AS_IS },
+        { "streamed-list-objects", "authz.list_objects", S_STREAM },
         { "list-users",           "authz.list_users",   S_USERS },
         { "write",                "authz.write",        S_EMPTY },
         { "read",                 "authz.read",         S_AS_IS },

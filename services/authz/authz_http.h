@@ -16,8 +16,10 @@
     Stores: one. authz keeps one store (its models, tuples and changelog);
     its OpenFGA identity (a ULID, a name, times) is made at first start
     and kept. Any other store id gets 404 store_id_not_found; creating and
-    deleting stores, assertions and the streamed ListObjects answer 501
-    (`unimplemented`).
+    deleting stores answer 501 (`unimplemented`).
+
+    StreamedListObjects streams ListObjects' whole answer, in OpenFGA's
+    shape (one {"result": {"object"}} line each), once it is complete.
 
     Threads: the reactor's, all of it (routes, answers).
 */

@@ -126,6 +126,13 @@ await test("list_objects", async () => {
     eq(out.objects, ["cost_center:engineering"], "objects");
 });
 
+await test("streamed_list_objects", async () => {
+    const got = [];
+    for await (const r of fga.streamedListObjects({ user: "agent:po-drafter", relation: "writer", type: "cost_center" }))
+        got.push(r.object);
+    eq(got, ["cost_center:engineering"], "streamed objects");
+});
+
 await test("list_users", async () => {
     const out = await fga.listUsers({ object: { type: "cost_center", id: "engineering" }, relation: "approver",
                                       user_filters: [{ type: "user" }], context: { amount: 100000 } });
