@@ -39,7 +39,8 @@ typedef enum {
     S_MODEL_ID,                        /* 201 {authorization_model_id} */
     S_MODEL,                           /* {authorization_model: {id, ...}} */
     S_EMPTY,                           /* {} */
-    S_STREAM                           /* objects as {"result": {"object"}} lines */
+    S_STREAM,                          /* objects as {"result": {"object"}} lines */
+    S_NO_CONTENT                       /* 204, no body */
 } s_shape_t;
 
 /*  One HTTP request on its way through the service. */
@@ -222,6 +223,9 @@ s_on_reply (proto_msg_t *reply, void *arg)
         else
         if (call->shape == S_STREAM)
             s_stream_objects (call->ex, reply->body);
+        else
+        if (call->shape == S_NO_CONTENT)
+            bus_http_respond (call->ex, 204, "application/json", NULL, 0);
         else
             s_respond (call->ex, call->shape == S_MODEL_ID ? 201 : 200, s_shape (call->shape, reply->body));
         call->ex = NULL;
@@ -489,7 +493,7 @@ authz_http_handle (authz_http_t *self, bus_http_exchange_t *ex)
         s_error (ex, 404, "undefined_endpoint", "no such endpoint");
         return;
     }
-    bool get = streq (method, "GET"), post = streq (method, "POST");
+    bool get = streq (method, "GET"), post = streq (method, "POST"), put = streq (method, "PUT");
     if (!*store) {                      /* /stores */
         if (get)
             s_respond (ex, 200, json_pack ("{s:[O], s:s}", "stores", self->store, "continuation_token", ""));
@@ -541,8 +545,8 @@ authz_http_handle (authz_http_t *self, bus_http_exchange_t *ex)
             s_models_list (self, ex, principal);
         return;
     }
-    if (streq (op, "assertions") && *arg && (get || streq (method, "PUT"))) {
-        s_error (ex, 501, "unimplemented", "assertions are not implemented");
+    if (streq (op, "assertions") && *arg && get) {
+        s_call (self, ex, principal, "authz.assertions.read", json_pack ("{s:s}", "model_id", arg), S_AS_IS);
         return;
     }
     static const struct { const char *op; const char *type; s_shape_t shape; } posts [] = {
@@ -560,11 +564,16 @@ authz_http_handle (authz_http_t *self, bus_http_exchange_t *ex)
     for (i = 0; i < sizeof posts / sizeof posts [0]; i++)
         if (streq (op, posts [i].op))
             break;
-    if (i == sizeof posts / sizeof posts [0] || *arg) {
+    bool assertions = streq (op, "assertions") && *arg;
+    if (assertions && !put) {
+        s_error (ex, 405, "undefined_endpoint", "method not allowed");
+        return;
+    }
+    if (!assertions && (i == sizeof posts / sizeof posts [0] || *arg)) {
         s_error (ex, 404, "undefined_endpoint", "no such endpoint");
         return;
     }
-    if (!post) {
+    if (!post && !assertions) {
         s_error (ex, 405, "undefined_endpoint", "method not allowed");
         return;
     }
@@ -578,6 +587,13 @@ authz_http_handle (authz_http_t *self, bus_http_exchange_t *ex)
         return;
     }
     json_t *body = NULL;
+    if (assertions) {
+        json_t *list = json_object_get (given, "assertions");
+        body = json_pack ("{s:s, s:O}", "model_id", arg, "assertions", list ? list : json_null ());
+        json_decref (given);
+        s_call (self, ex, principal, "authz.assertions.write", body, S_NO_CONTENT);
+        return;
+    }
     if (streq (op, "authorization-models")) {
         body = json_pack ("{s:O}", "model", given);
     }

@@ -16,7 +16,7 @@
     Stores: one. authz keeps one store (its models, tuples and changelog);
     its OpenFGA identity (a ULID, a name, times) is made at first start
     and kept. Any other store id gets 404 store_id_not_found; creating and
-    deleting stores answer 501 (`unimplemented`).
+    deleting stores answer 501 (`unimplemented`). Assertions: authz.assertions.write/read.
 
     StreamedListObjects streams ListObjects' whole answer, in OpenFGA's
     shape (one {"result": {"object"}} line each), once it is complete.

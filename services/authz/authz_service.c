@@ -2,7 +2,8 @@
 
     Serves OpenFGA's API as bus requests (authz.model.write/read, write,
     read, read_changes, check, batch_check, expand, list_objects,
-    list_users) and Sanctum's decisions (authz.decide, authz.approvers,
+    list_users, assertions.write/read), and over HTTP in OpenFGA's shapes
+    through authz_http.c (the same handlers), and Sanctum's decisions (authz.decide, authz.approvers,
     authz.policy.write/read). Engine errors keep OpenFGA's numeric code in
     the reply's error as `fga_code`, beside a bus error code:
     2000/2004/2027/2033 invalid, 2001/2020/2021/2022 not_found, 2017
@@ -920,6 +921,113 @@ s_policy_read (bus_service_t *svc, bus_request_t *req, void *arg)
         bus_reply_ok (req, json_pack ("{s:O}", "policy", authz_policy_json (self->policy)));
 }
 
+/* --- assertions ----------------------------------------------------------- */
+
+/*  OpenFGA's assertions (tests kept beside a model), per model, in the
+    policy database under "assertions/<model id>". */
+static void
+s_assertions_key (char *key, size_t len, const char *model_id)
+{
+    snprintf (key, len, "assertions/%s", model_id);
+}
+
+/*  One assertion's shape: {tuple_key: {object, relation, user},
+    expectation: bool, contextual_tuples?: [tuple key], context?: map};
+    0 or an engine error in err. */
+static int
+s_assertion_valid (const authz_model_t *model, json_t *a, size_t i, authz_error_t *err)
+{
+    json_t *key = json_object_get (a, "tuple_key"), *ct = json_object_get (a, "contextual_tuples");
+    json_t *context = json_object_get (a, "context");
+    authz_error_t e = { 0 };
+    authz_tuple_t t;
+    if (!json_is_object (a) || !json_is_boolean (json_object_get (a, "expectation")))
+        return authz_error_set (err, AUTHZ_EVALIDATION, "assertions[%zu]: needs tuple_key and a boolean expectation", i);
+    if (!s_field (key, "object") || !s_field (key, "relation") || !s_field (key, "user")
+    ||  authz_tuple_check_limits (s_field (key, "object"), s_field (key, "relation"), s_field (key, "user"),
+                                  false, AUTHZ_EVALIDATION, &e))
+        return authz_error_set (err, AUTHZ_EVALIDATION, "assertions[%zu].tuple_key: %s", i,
+                                e.code ? e.message : "needs object, relation and user strings");
+    /* the object's type and the relation are the model's (as OpenFGA
+       checks an assertion's tuple key) */
+    const char *object = s_field (key, "object"), *colon = strchr (object, ':');
+    int type = colon && colon > object && colon [1] ? authz_model_type (model, object, (size_t) (colon - object)) : -1;
+    const char *rel = s_field (key, "relation");
+    if (type < 0 || authz_model_relation (model, type, rel, strlen (rel)) < 0 || !strchr (s_field (key, "user"), ':'))
+        return authz_error_set (err, AUTHZ_EVALIDATION,
+                                "assertions[%zu].tuple_key: '%s#%s@%s' is not a tuple key of the model", i,
+                                object, rel, s_field (key, "user"));
+    if (ct && !json_is_null (ct) && (!json_is_array (ct) || json_array_size (ct) > AUTHZ_MAX_CONTEXTUAL))
+        return authz_error_set (err, AUTHZ_EVALIDATION, "assertions[%zu].contextual_tuples: a list of at most %d",
+                                i, AUTHZ_MAX_CONTEXTUAL);
+    size_t k;
+    json_t *c;
+    json_array_foreach (ct, k, c)
+        if (authz_tuple_from_json (&t, c, &e))
+            return authz_error_set (err, AUTHZ_EVALIDATION, "assertions[%zu].contextual_tuples[%zu]: %s", i, k,
+                                    e.message);
+    if (context && !json_is_null (context) && !json_is_object (context))
+        return authz_error_set (err, AUTHZ_EVALIDATION, "assertions[%zu].context must be a map", i);
+    return 0;
+}
+
+static void
+s_assertions_write (bus_service_t *svc, bus_request_t *req, void *arg)
+{
+    s_authz_t *self = arg;
+    json_t *body = bus_request_body (req);
+    const authz_model_t *model = s_model (self, req);
+    if (!model)
+        return;
+    json_t *list = json_object_get (body, "assertions");
+    authz_error_t err = { 0 };
+    size_t i;
+    json_t *a;
+    json_array_foreach (list, i, a)
+        if (s_assertion_valid (model, a, i, &err)) {
+            s_fail (req, -err.code, &err);
+            return;
+        }
+    char key [AUTHZ_MODEL_ID_LEN + 16];
+    s_assertions_key (key, sizeof key, authz_model_id (model));
+    char *text = json_dumps (list, JSON_COMPACT);
+    bus_txn_t *txn = text ? bus_txn_begin (bus_service_store (svc), true) : NULL;
+    int rc = txn ? bus_txn_put (txn, self->policy_db, key, strlen (key), text, strlen (text)) : BUS_EIO;
+    free (text);
+    if (rc) {
+        bus_service_abort (svc, &txn);
+        bus_reply_error (req, PROTO_ERR_UNAVAILABLE, "the assertions could not be stored: %s", bus_strerror (rc));
+        return;
+    }
+    bus_outcome_t out = { .body = json_object () };
+    bus_request_commit (req, &txn, &out);
+}
+
+static void
+s_assertions_read (bus_service_t *svc, bus_request_t *req, void *arg)
+{
+    s_authz_t *self = arg;
+    const authz_model_t *model = s_model (self, req);
+    if (!model)
+        return;
+    char key [AUTHZ_MODEL_ID_LEN + 16];
+    s_assertions_key (key, sizeof key, authz_model_id (model));
+    bus_txn_t *txn = bus_txn_begin (bus_service_store (svc), false);
+    const void *val;
+    size_t len;
+    json_t *list = NULL;
+    int rc = txn ? bus_txn_get (txn, self->policy_db, key, strlen (key), &val, &len) : BUS_EIO;
+    if (rc == 0)
+        list = json_loadb (val, len, 0, NULL);
+    bus_txn_abort (&txn);
+    if (rc && rc != BUS_ENOTFOUND) {
+        bus_reply_error (req, PROTO_ERR_UNAVAILABLE, "the assertions could not be read: %s", bus_strerror (rc));
+        return;
+    }
+    bus_reply_ok (req, json_pack ("{s:s, s:o}", "authorization_model_id", authz_model_id (model),
+                                  "assertions", list ? list : json_array ()));
+}
+
 /* --- life cycle ----------------------------------------------------------- */
 
 /*  The stored policy, then the config's policy file (which replaces it). */
@@ -1008,6 +1116,8 @@ s_start (bus_service_t *svc, void **state)
         { "authz.approvers",    s_approvers },
         { "authz.policy.write", s_policy_write },
         { "authz.policy.read",  s_policy_read },
+        { "authz.assertions.write", s_assertions_write },
+        { "authz.assertions.read",  s_assertions_read },
     };
     for (size_t i = 0; i < sizeof handlers / sizeof handlers [0]; i++)
         if (bus_service_handle (svc, handlers [i].type, handlers [i].fn, self))

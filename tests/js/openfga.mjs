@@ -162,8 +162,23 @@ await test("read_changes_with_continuation", async () => {
     eq(pages >= 2, true, "more than one page");
 });
 
-await test("assertions_are_not_implemented", async () => {
-    await fails(() => fga.readAssertions({ authorizationModelId: modelId }), FgaApiError, 501, "unimplemented");
+await test("assertions", async () => {
+    eq((await fga.readAssertions({ authorizationModelId: modelId })).assertions, [], "none yet");
+    await fga.writeAssertions([
+        { user: "user:erin", relation: "member", object: "cost_center:engineering", expectation: true },
+        { user: "user:mallory", relation: "member", object: "cost_center:engineering", expectation: false },
+    ], { authorizationModelId: modelId });
+    const out = await fga.readAssertions({ authorizationModelId: modelId });
+    eq(out.authorization_model_id, modelId, "model id");
+    eq(out.assertions.map((a) => [a.tuple_key.user, a.expectation]), [["user:erin", true], ["user:mallory", false]],
+       "assertions");
+    // a model that does not exist
+    await fails(() => fga.readAssertions({ authorizationModelId: "01ARZ3NDEKTSV4RRFFQ69G5FAV" }),
+                FgaApiValidationError, 400, "authorization_model_not_found");
+    // the SDK's assertion of a tuple key with no object: refused, nothing replaced
+    await fails(() => fga.writeAssertions([{ user: "user:erin", relation: "member", object: "", expectation: true }],
+                                          { authorizationModelId: modelId }), FgaApiValidationError, 400);
+    eq((await fga.readAssertions({ authorizationModelId: modelId })).assertions.length, 2, "kept");
 });
 
 await test("error_bad_model", async () => {
