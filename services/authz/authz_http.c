@@ -18,7 +18,6 @@
 #include <stdio.h>
 #include <string.h>
 
-#define S_STORE_KEY    "fga_store"     /* the store's identity, in the policy database */
 #define S_KEY_MIN      16              /* bytes of a pre-shared key, at least */
 #define S_HASH_HEX     (2 * crypto_generichash_BYTES + 1)
 #define S_MODELS_PAGE  50              /* authorization-models page size, default and most */
@@ -89,6 +88,10 @@ s_bus_error (bus_http_exchange_t *ex, json_t *error)
         message = "";
     if (fga >= 2000 && fga < 3000) {
         s_error (ex, 400, authz_strerror ((int) fga), message);
+        return;
+    }
+    if (fga == AUTHZ_ESTORE_NOT_FOUND) {
+        s_error (ex, 404, authz_strerror ((int) fga), message);
         return;
     }
     static const struct { const char *bus; int status; const char *fga; } map [] = {
@@ -244,9 +247,11 @@ s_on_gone (bus_http_exchange_t *ex, void *arg)
 
 /*  Run type with body (stolen) as principal; the answer goes to ex. */
 static void
-s_call (authz_http_t *self, bus_http_exchange_t *ex, const char *principal, const char *type,
-        json_t *body, s_shape_t shape)
+s_call (authz_http_t *self, bus_http_exchange_t *ex, const char *principal, const char *store,
+        const char *type, json_t *body, s_shape_t shape)
 {
+    if (body)                           /* the path's store: the service checks it */
+        json_object_set_new (body, "store_id", json_string (store));
     s_call_t *call = calloc (1, sizeof *call);
     if (!call || !body) {
         free (call);
@@ -287,9 +292,11 @@ s_on_now (proto_msg_t *reply, void *arg)
 }
 
 static json_t *
-s_call_now (authz_http_t *self, const char *principal, const char *type, json_t *body)
+s_call_now (authz_http_t *self, const char *principal, const char *store, const char *type, json_t *body)
 {
     s_now_t now = { NULL };
+    if (body)
+        json_object_set_new (body, "store_id", json_string (store));
     if (bus_service_local (self->svc, principal, type, body, s_on_now, &now))
         return NULL;
     return now.result;                  /* a deferred answer is not for here: asserted by callers' types */
@@ -370,7 +377,7 @@ s_query_uint (bus_http_exchange_t *ex, json_t *body, const char *name)
     page_size (at most S_MODELS_PAGE) after continuation_token (the id
     the page starts at). */
 static void
-s_models_list (authz_http_t *self, bus_http_exchange_t *ex, const char *principal)
+s_models_list (authz_http_t *self, bus_http_exchange_t *ex, const char *principal, const char *store)
 {
     const char *ps = bus_http_query (ex, "page_size"), *token = bus_http_query (ex, "continuation_token");
     long page = ps && *ps ? strtol (ps, NULL, 10) : S_MODELS_PAGE;
@@ -378,7 +385,7 @@ s_models_list (authz_http_t *self, bus_http_exchange_t *ex, const char *principa
         s_error (ex, 400, "validation_error", "page_size must be 1..50");
         return;
     }
-    json_t *latest = s_call_now (self, principal, "authz.model.read", json_object ());
+    json_t *latest = s_call_now (self, principal, store, "authz.model.read", json_object ());
     if (!latest) {
         s_error (ex, 500, "internal_error", "the models could not be read");
         return;
@@ -409,7 +416,7 @@ s_models_list (authz_http_t *self, bus_http_exchange_t *ex, const char *principa
         }
     }
     for (i = start; i < json_array_size (ids) && i < start + (size_t) page; i++) {
-        json_t *one = s_call_now (self, principal, "authz.model.read",
+        json_t *one = s_call_now (self, principal, store, "authz.model.read",
                                   json_pack ("{s:O}", "model_id", json_array_get (ids, i)));
         json_t *body = json_object_get (one, "body");
         if (json_is_true (json_object_get (one, "ok")) && body) {
@@ -505,11 +512,11 @@ authz_http_handle (authz_http_t *self, bus_http_exchange_t *ex)
             s_error (ex, 405, "undefined_endpoint", "method not allowed");
         return;
     }
-    if (!streq (store, self->store_id)) {
-        s_error (ex, 404, "store_id_not_found", "store_id_not_found");
-        return;
-    }
     if (!*op) {                         /* /stores/{id} */
+        if (!streq (store, self->store_id)) {
+            s_error (ex, 404, "store_id_not_found", "store_id_not_found");
+            return;
+        }
         if (get)
             s_respond (ex, 200, json_incref (self->store));
         else
@@ -535,18 +542,18 @@ authz_http_handle (authz_http_t *self, bus_http_exchange_t *ex)
             json_decref (body);
             return;
         }
-        s_call (self, ex, principal, "authz.read_changes", body, S_AS_IS);
+        s_call (self, ex, principal, store, "authz.read_changes", body, S_AS_IS);
         return;
     }
     if (streq (op, "authorization-models") && get) {
         if (*arg)
-            s_call (self, ex, principal, "authz.model.read", json_pack ("{s:s}", "model_id", arg), S_MODEL);
+            s_call (self, ex, principal, store, "authz.model.read", json_pack ("{s:s}", "model_id", arg), S_MODEL);
         else
-            s_models_list (self, ex, principal);
+            s_models_list (self, ex, principal, store);
         return;
     }
     if (streq (op, "assertions") && *arg && get) {
-        s_call (self, ex, principal, "authz.assertions.read", json_pack ("{s:s}", "model_id", arg), S_AS_IS);
+        s_call (self, ex, principal, store, "authz.assertions.read", json_pack ("{s:s}", "model_id", arg), S_AS_IS);
         return;
     }
     static const struct { const char *op; const char *type; s_shape_t shape; } posts [] = {
@@ -591,7 +598,7 @@ authz_http_handle (authz_http_t *self, bus_http_exchange_t *ex)
         json_t *list = json_object_get (given, "assertions");
         body = json_pack ("{s:s, s:O}", "model_id", arg, "assertions", list ? list : json_null ());
         json_decref (given);
-        s_call (self, ex, principal, "authz.assertions.write", body, S_NO_CONTENT);
+        s_call (self, ex, principal, store, "authz.assertions.write", body, S_NO_CONTENT);
         return;
     }
     if (streq (op, "authorization-models")) {
@@ -603,7 +610,7 @@ authz_http_handle (authz_http_t *self, bus_http_exchange_t *ex)
     else
         body = s_common (given);
     json_decref (given);
-    s_call (self, ex, principal, posts [i].type, body, posts [i].shape);
+    s_call (self, ex, principal, store, posts [i].type, body, posts [i].shape);
 }
 
 /* --- life cycle ----------------------------------------------------------- */
@@ -652,44 +659,6 @@ s_keys_load (authz_http_t *self, const char *path, char *err, size_t err_len)
     return rc;
 }
 
-/*  The store's identity, from the database or made now and stored. */
-static int
-s_store_load (authz_http_t *self, int db)
-{
-    bus_store_t *st = bus_service_store (self->svc);
-    bus_txn_t *txn = bus_txn_begin (st, false);
-    const void *val;
-    size_t len;
-    if (txn && bus_txn_get (txn, db, S_STORE_KEY, strlen (S_STORE_KEY), &val, &len) == 0)
-        self->store = json_loadb (val, len, 0, NULL);
-    bus_txn_abort (&txn);
-    if (json_is_string (json_object_get (self->store, "id"))
-    &&  strlen (json_string_value (json_object_get (self->store, "id"))) == PROTO_ID_LEN) {
-        snprintf (self->store_id, sizeof self->store_id, "%s", json_string_value (json_object_get (self->store, "id")));
-        return 0;
-    }
-    json_decref (self->store);
-    char id [PROTO_ID_LEN + 1], now [32];
-    proto_ulid (id);
-    time_t t = time (NULL);
-    struct tm tm;
-    gmtime_r (&t, &tm);
-    strftime (now, sizeof now, "%Y-%m-%dT%H:%M:%SZ", &tm);
-    self->store = json_pack ("{s:s, s:s, s:s, s:s}", "id", id, "name", "default", "created_at", now,
-                             "updated_at", now);
-    char *text = self->store ? json_dumps (self->store, JSON_COMPACT) : NULL;
-    txn = text ? bus_txn_begin (st, true) : NULL;
-    int rc = txn ? bus_txn_put (txn, db, S_STORE_KEY, strlen (S_STORE_KEY), text, strlen (text)) : BUS_ENOMEM;
-    free (text);
-    if (rc == 0)
-        rc = bus_txn_commit (&txn);
-    else
-        bus_txn_abort (&txn);
-    if (rc == 0)
-        snprintf (self->store_id, sizeof self->store_id, "%s", id);
-    return rc;
-}
-
 static void
 s_free_str (void **item)
 {
@@ -698,7 +667,7 @@ s_free_str (void **item)
 }
 
 int
-authz_http_new (authz_http_t **out, bus_service_t *svc, int db, char *err, size_t err_len)
+authz_http_new (authz_http_t **out, bus_service_t *svc, json_t *store, char *err, size_t err_len)
 {
     *out = NULL;
     authz_http_t *self = calloc (1, sizeof *self);
@@ -709,9 +678,9 @@ authz_http_new (authz_http_t **out, bus_service_t *svc, int db, char *err, size_
     }
     self->svc = svc;
     zhashx_set_destructor (self->keys, s_free_str);
+    self->store = json_incref (store);
+    snprintf (self->store_id, sizeof self->store_id, "%s", json_string_value (json_object_get (store, "id")) ?: "");
     int rc = s_keys_load (self, bus_config_str (bus_service_config (svc), "authz", "http_keys"), err, err_len);
-    if (rc == 0 && (rc = s_store_load (self, db)))
-        snprintf (err, err_len, "the store's identity cannot be stored: %s", bus_strerror (rc));
     if (rc) {
         authz_http_destroy (&self);
         return rc;

@@ -15,7 +15,9 @@
 
     Stores: one. authz keeps one store (its models, tuples and changelog);
     its OpenFGA identity (a ULID, a name, times) is made at first start
-    and kept. Any other store id gets 404 store_id_not_found; creating and
+    and kept (authz_service.c). Each request names the path's store to the
+    bus request (store_id), which the service checks: any other store id
+    gets 404 store_id_not_found; creating and
     deleting stores answer 501 (`unimplemented`). Assertions: authz.assertions.write/read.
 
     StreamedListObjects streams ListObjects' whole answer, in OpenFGA's
@@ -30,11 +32,11 @@
 
 typedef struct authz_http_t authz_http_t;
 
-/*  Make the adapter for svc: read the key file, load (or make and store,
-    in the database db of svc's store) the store's identity. Returns 0
-    with *out set, or BUS_ECONFIG (key file unreadable or a key shorter
-    than 16 bytes; err says which line) / BUS_EIO / BUS_ENOMEM. */
-int authz_http_new (authz_http_t **out, bus_service_t *svc, int db, char *err, size_t err_len);
+/*  Make the adapter for svc, serving the store store ({id, name,
+    created_at, updated_at}; a reference is kept): read the key file.
+    Returns 0 with *out set, or BUS_ECONFIG (key file unreadable or a key
+    shorter than 16 bytes; err says which line) / BUS_ENOMEM. */
+int authz_http_new (authz_http_t **out, bus_service_t *svc, json_t *store, char *err, size_t err_len);
 
 /*  Free; accepts NULL, nulls the pointer. */
 void authz_http_destroy (authz_http_t **self_p);

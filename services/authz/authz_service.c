@@ -6,7 +6,7 @@
     through authz_http.c (the same handlers), and Sanctum's decisions (authz.decide, authz.approvers,
     authz.policy.write/read). Engine errors keep OpenFGA's numeric code in
     the reply's error as `fga_code`, beside a bus error code:
-    2000/2004/2027/2033 invalid, 2001/2020/2021/2022 not_found, 2017
+    2000/2004/2027/2033 invalid, 2001/2020/2021/2022/5002 not_found, 2017
     conflict, 2002 too_complex, storage failures unavailable.
 
     Every query spends one budget ([authz] request_cost, request_tuples,
@@ -32,6 +32,7 @@
 #include <unistd.h>
 
 #define S_POLICY_KEY "current"
+#define S_STORE_KEY "fga_store"   /* the store's identity, in the policy database */
 #define S_WORKER_NICE 10
 
 /*  How a store commits: for this service, in the trace of this request. */
@@ -52,7 +53,16 @@ typedef struct {
     long offload_conditions;      /* conditional contextual tuples that send
                                      a Check to a query thread at once */
     authz_http_t *http;           /* OpenFGA's HTTP API (authz_http.h) */
+    json_t *fga_store;            /* the store's identity: {id, name, created_at, updated_at} */
+    char store_id [PROTO_ID_LEN + 1];
+    struct s_guard_t *guards;     /* the handlers, behind the store_id check */
 } s_authz_t;
+
+/*  A handler behind the store check (s_guarded). */
+typedef struct s_guard_t {
+    s_authz_t *self;
+    bus_handler_fn *fn;
+} s_guard_t;
 
 /*  The writer thread's state: a store of its own, committing on it. */
 typedef struct {
@@ -101,7 +111,7 @@ s_fail_outcome (bus_outcome_t *out, int rc, authz_error_t *err)
     out->code = PROTO_ERR_INVALID;
     switch (fga) {
         case AUTHZ_EMODEL_NOT_FOUND: case AUTHZ_ELATEST_NOT_FOUND:
-        case AUTHZ_ETYPE_NOT_FOUND: case AUTHZ_EREL_NOT_FOUND:
+        case AUTHZ_ETYPE_NOT_FOUND: case AUTHZ_EREL_NOT_FOUND: case AUTHZ_ESTORE_NOT_FOUND:
             out->code = PROTO_ERR_NOT_FOUND; break;
         case AUTHZ_EWRITE_FAILED:
             out->code = PROTO_ERR_CONFLICT; break;
@@ -1030,6 +1040,65 @@ s_assertions_read (bus_service_t *svc, bus_request_t *req, void *arg)
 
 /* --- life cycle ----------------------------------------------------------- */
 
+/*  Every request may name its store (store_id); this authz keeps one,
+    and a request naming another is not_found (OpenFGA's 5002
+    store_id_not_found), before its handler runs. */
+static void
+s_guarded (bus_service_t *svc, bus_request_t *req, void *arg)
+{
+    s_guard_t *g = arg;
+    const char *store = s_field (bus_request_body (req), "store_id");
+    if (store && strcmp (store, g->self->store_id)) {
+        authz_error_t err = { 0 };
+        authz_error_set (&err, AUTHZ_ESTORE_NOT_FOUND, "store %s not found", store);
+        s_fail (req, -AUTHZ_ESTORE_NOT_FOUND, &err);
+        return;
+    }
+    g->fn (svc, req, g->self);
+}
+
+/*  The store's OpenFGA identity ({id, name, created_at, updated_at}),
+    from the policy database, or made now (a ULID) and stored: what
+    store_id names in a request, and what OpenFGA's HTTP API lists. */
+static int
+s_store_load (s_authz_t *self, int db)
+{
+    bus_store_t *st = bus_service_store (self->svc);
+    bus_txn_t *txn = bus_txn_begin (st, false);
+    const void *val;
+    size_t len;
+    if (txn && bus_txn_get (txn, db, S_STORE_KEY, strlen (S_STORE_KEY), &val, &len) == 0)
+        self->fga_store = json_loadb (val, len, 0, NULL);
+    bus_txn_abort (&txn);
+    if (json_is_string (json_object_get (self->fga_store, "id"))
+    &&  strlen (json_string_value (json_object_get (self->fga_store, "id"))) == PROTO_ID_LEN) {
+        snprintf (self->store_id, sizeof self->store_id, "%s",
+                  json_string_value (json_object_get (self->fga_store, "id")));
+        return 0;
+    }
+    json_decref (self->fga_store);
+    char id [PROTO_ID_LEN + 1], now [32];
+    proto_ulid (id);
+    time_t t = time (NULL);
+    struct tm tm;
+    gmtime_r (&t, &tm);
+    strftime (now, sizeof now, "%Y-%m-%dT%H:%M:%SZ", &tm);
+    self->fga_store = json_pack ("{s:s, s:s, s:s, s:s}", "id", id, "name", "default", "created_at", now,
+                             "updated_at", now);
+    char *text = self->fga_store ? json_dumps (self->fga_store, JSON_COMPACT) : NULL;
+    txn = text ? bus_txn_begin (st, true) : NULL;
+    int rc = txn ? bus_txn_put (txn, db, S_STORE_KEY, strlen (S_STORE_KEY), text, strlen (text)) : BUS_ENOMEM;
+    free (text);
+    if (rc == 0)
+        rc = bus_txn_commit (&txn);
+    else
+        bus_txn_abort (&txn);
+    if (rc == 0)
+        snprintf (self->store_id, sizeof self->store_id, "%s", id);
+    return rc;
+}
+
+
 /*  The stored policy, then the config's policy file (which replaces it). */
 static int
 s_policy_boot (s_authz_t *self, bus_service_t *svc)
@@ -1075,9 +1144,11 @@ s_start (bus_service_t *svc, void **state)
         authz_store_set_commit (self->store, s_commit, &self->committer);
     if (rc == 0)
         rc = s_policy_boot (self, svc);
+    if (rc == 0 && (rc = s_store_load (self, self->policy_db)))
+        bus_error ("the store's identity cannot be stored: %s", bus_strerror (rc));
     if (rc == 0) {
         char err [256];
-        rc = authz_http_new (&self->http, svc, self->policy_db, err, sizeof err);
+        rc = authz_http_new (&self->http, svc, self->fga_store, err, sizeof err);
         if (rc)
             bus_error ("%s", err);
     }
@@ -1119,9 +1190,15 @@ s_start (bus_service_t *svc, void **state)
         { "authz.assertions.write", s_assertions_write },
         { "authz.assertions.read",  s_assertions_read },
     };
-    for (size_t i = 0; i < sizeof handlers / sizeof handlers [0]; i++)
-        if (bus_service_handle (svc, handlers [i].type, handlers [i].fn, self))
+    size_t n = sizeof handlers / sizeof handlers [0];
+    self->guards = calloc (n, sizeof *self->guards);
+    if (!self->guards)
+        return BUS_ENOMEM;
+    for (size_t i = 0; i < n; i++) {
+        self->guards [i] = (s_guard_t) { .self = self, .fn = handlers [i].fn };
+        if (bus_service_handle (svc, handlers [i].type, s_guarded, &self->guards [i]))
             return BUS_EINVAL;
+    }
     return 0;
 }
 
@@ -1132,6 +1209,8 @@ s_stop (bus_service_t *svc, void **state)
     if (!self)
         return;
     authz_http_destroy (&self->http);
+    json_decref (self->fga_store);
+    free (self->guards);
     authz_policy_destroy (&self->policy);
     authz_store_destroy (&self->store);
     free (self);

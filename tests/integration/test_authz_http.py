@@ -131,6 +131,16 @@ def same_answer_over_http_and_bus(c):
     assert st == 400 and rc != 0, (st, h, rc, b)
     assert h["message"] == b["error"]["message"], (h, b)
     assert h["code"] == b["error"]["fga_name"], (h, b)
+    # the store: named over the bus too, another store is not found
+    key = {"tuple_key": {"user": "user:erin", "relation": "member", "object": "cost_center:engineering"}}
+    rc, b = inject(c, "authz.check", dict(key, store_id=sid))
+    assert rc == 0 and b == {"allowed": True}, b
+    rc, b = inject(c, "authz.check", dict(key, store_id="01ARZ3NDEKTSV4RRFFQ69G5FAV"))
+    assert rc != 0 and b["error"]["code"] == "not_found" and b["error"]["fga_code"] == 5002, b
+    st, h = http(c, "POST", "/stores/01ARZ3NDEKTSV4RRFFQ69G5FAV/check", key)
+    assert st == 404 and h["code"] == "store_id_not_found" and h["message"] == b["error"]["message"], (st, h)
+    st, h = http(c, "POST", "/stores/short/check", key)
+    assert st == 400 and h["code"] == "validation_error", (st, h)
     # the catalogue's limits apply to both: a tuple_key with one member
     st, h = http(c, "POST", "/stores/%s/check" % sid, {"tuple_key": {"user": "user:erin"}})
     rc, b = inject(c, "authz.check", {"tuple_key": {"user": "user:erin"}})
