@@ -15,6 +15,7 @@
 #include "bus_log.h"
 
 #include <sodium.h>
+#include <sys/stat.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -276,16 +277,24 @@ s_call (authz_http_t *self, bus_http_exchange_t *ex, const char *principal, cons
 }
 
 /*  Run a request that the service answers at once (a model read, on the
-    reactor) and return its reply's body or error (new reference, {"ok":
-    bool, "body" | "error"}), or NULL. */
+    reactor) and return its reply ({"ok": true, "body"} or {"ok": false,
+    "error"}; new reference), or NULL (no memory, or an answer that did
+    not come at once: it is dropped when it comes). */
 typedef struct {
     json_t *result;
+    bool done;                          /* answered */
+    bool abandoned;                     /* the caller stopped waiting: free on answer */
 } s_now_t;
 
 static void
 s_on_now (proto_msg_t *reply, void *arg)
 {
     s_now_t *now = arg;
+    if (now->abandoned) {
+        free (now);
+        return;
+    }
+    now->done = true;
     if (reply)
         now->result = reply->ok ? json_pack ("{s:b, s:O}", "ok", 1, "body", reply->body)
                                 : json_pack ("{s:b, s:O}", "ok", 0, "error", reply->error);
@@ -294,12 +303,22 @@ s_on_now (proto_msg_t *reply, void *arg)
 static json_t *
 s_call_now (authz_http_t *self, const char *principal, const char *store, const char *type, json_t *body)
 {
-    s_now_t now = { NULL };
+    s_now_t *now = calloc (1, sizeof *now);
     if (body)
         json_object_set_new (body, "store_id", json_string (store));
-    if (bus_service_local (self->svc, principal, type, body, s_on_now, &now))
+    if (!now || bus_service_local (self->svc, principal, type, body, s_on_now, now)) {
+        if (!now)
+            json_decref (body);
+        free (now);
         return NULL;
-    return now.result;                  /* a deferred answer is not for here: asserted by callers' types */
+    }
+    if (!now->done) {
+        now->abandoned = true;
+        return NULL;
+    }
+    json_t *result = now->result;
+    free (now);
+    return result;
 }
 
 /* --- translations --------------------------------------------------------- */
@@ -332,6 +351,7 @@ s_common (json_t *given)
         json_object_set (body, "model_id", mid);
     json_object_del (body, "authorization_model_id");
     json_object_del (body, "consistency");
+    json_object_del (body, "trace");        /* Check's: no resolution trace is kept */
     s_unwrap_tuples (body, "contextual_tuples");
     return body;
 }
@@ -626,6 +646,10 @@ s_keys_load (authz_http_t *self, const char *path, char *err, size_t err_len)
         snprintf (err, err_len, "[authz] http_keys: cannot read %s", path);
         return BUS_ECONFIG;
     }
+    struct stat st;
+    if (fstat (fileno (f), &st) == 0 && (st.st_mode & 077))
+        bus_warn ("[authz] http_keys: %s may be read by others than its owner (mode %03o)", path,
+                  (unsigned) (st.st_mode & 0777));
     char line [1024];
     int n = 0, rc = 0;
     while (rc == 0 && fgets (line, sizeof line, f)) {
