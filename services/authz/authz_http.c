@@ -662,7 +662,14 @@ s_keys_load (authz_http_t *self, const char *path, char *err, size_t err_len)
         snprintf (name, sizeof name, "key%d", n);
         if (sp) {
             *sp = 0;
-            snprintf (name, sizeof name, "%.60s", s);
+            if (strlen (s) > 60 || strspn (s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
+                                   != strlen (s)) {
+                snprintf (err, err_len, "[authz] http_keys: %s line %d: a name is 1..60 of A-Z a-z 0-9 . _ -",
+                          path, n);
+                rc = BUS_ECONFIG;
+                break;
+            }
+            snprintf (name, sizeof name, "%s", s);
             key = sp + 1 + strspn (sp + 1, " \t");
         }
         if (strlen (key) < S_KEY_MIN || strpbrk (key, " \t")) {

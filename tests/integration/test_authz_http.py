@@ -69,6 +69,27 @@ def the_store_keeps_its_id_across_restarts(c):
 
 
 @test
+def a_bad_key_file_refuses_to_start(c):
+    path = os.path.join(c.dir, "fga_keys")
+    good = open(path).read()
+    try:
+        for bad, why in (("short\n", "a key is one word of at least 16 bytes"),
+                         ("bad:name %s\n" % KEY, "a name is 1..60 of")):
+            c.stop("authz")
+            with open(path, "w") as f:
+                f.write(bad)
+            p = c.start("authz")
+            assert p.wait(10) == 1, bad
+            assert why in open(c.logs["authz"]).read(), bad
+    finally:
+        with open(path, "w") as f:
+            f.write(good)
+        c.start("authz")
+        c.wait_healthy(["authz"])
+    assert http(c, "GET", "/stores")[0] == 200
+
+
+@test
 def openfga_js_sdk(c):
     if not shutil.which("node"):
         print("# skip: node is not installed")
