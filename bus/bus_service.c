@@ -155,6 +155,16 @@ s_answer (bus_request_t *req, proto_msg_t **rep_p)
         return;
     }
     req->answered = true;
+    if (req->local_done) {          /* bus_service_local: handed over, not sent */
+        req->local_done (rep, req->local_arg);
+        bus_stats_latency (self->stats, req->msg->spec ? req->msg->spec->type : "(unknown)",
+                           proto_now_us () - req->start_us);
+        bus_stats_count (self->stats, rep && rep->ok ? "requests_ok" : "requests_error", 1);
+        proto_msg_destroy (rep_p);
+        if (!req->in_handler)
+            s_request_free (&req);
+        return;
+    }
     if (!rep || proto_msg_encode (rep, &data, &len)) {
         proto_msg_destroy (rep_p);
         rep = proto_reply_error (req->msg, PROTO_ERR_INTERNAL, "reply could not be encoded");
@@ -415,6 +425,8 @@ s_seen (bus_service_t *self, bus_request_t *req)
     return true;
 }
 
+static void s_dispatch (bus_service_t *self, bus_request_t *req);
+
 /*  One frame set from the ROUTER (consumed). */
 static void
 s_on_message (bus_service_t *self, zmsg_t *routing)
@@ -495,6 +507,16 @@ s_on_message (bus_service_t *self, zmsg_t *routing)
         bus_log_set_trace (NULL);
         return;
     }
+    s_dispatch (self, req);
+    bus_log_set_trace (NULL);
+}
+
+/*  Admit req and run its handler; then remember it (s_remember), which
+    frees it when it was answered. */
+static void
+s_dispatch (bus_service_t *self, bus_request_t *req)
+{
+    proto_msg_t *msg = req->msg;
     /* the request outlives a reply made below, so that s_on_message can
        check that there was one and remember it */
     req->in_handler = true;
@@ -516,7 +538,41 @@ s_on_message (bus_service_t *self, zmsg_t *routing)
         }
     }
     s_remember (self, req);
+}
+
+int
+bus_service_local (bus_service_t *self, const char *principal, const char *type, json_t *body,
+                   bus_local_done_fn *done, void *arg)
+{
+    size_t plen = principal ? strlen (principal) : 0;
+    proto_msg_t *msg = plen && plen <= PROTO_PRINCIPAL_MAX && strlen (type) <= PROTO_TYPE_MAX
+                     ? proto_msg_new (PROTO_KIND_REQ, type) : NULL;
+    bus_request_t *req = msg ? calloc (1, sizeof *req) : NULL;
+    if (!req) {
+        json_decref (body);
+        proto_msg_destroy (&msg);
+        return msg || !plen ? BUS_ENOMEM : BUS_EINVAL;
+    }
+    bus_stats_count (self->stats, "requests_local", 1);
+    msg->spec = proto_type_find (type);
+    msg->body = body ? body : json_object ();
+    msg->ts = proto_now_us ();
+    proto_ulid (msg->id);
+    proto_traceparent_new (msg->traceparent);
+    memcpy (msg->from, principal, plen + 1);
+    req->svc = self;
+    req->msg = msg;
+    req->start_us = proto_now_us ();
+    memcpy (req->principal, principal, plen + 1);
+    req->local_done = done;
+    req->local_arg = arg;
+    /* no id of the client's to retry with: nothing to remember (an
+       effect stands on its own, as a bus request's not remembered) */
+    req->remember = false;
+    s_log_trace (msg);
+    s_dispatch (self, req);
     bus_log_set_trace (NULL);
+    return 0;
 }
 
 /*  The ROUTER is readable: handle what is queued, up to S_BATCH_MAX

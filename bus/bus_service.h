@@ -146,6 +146,24 @@ void bus_reply_error_with (bus_request_t *req, const char *code, json_t *extra,
                            const char *fmt, ...)
     __attribute__((format (printf, 4, 5)));
 
+/*  The answer to a local request (bus_service_local), on the reactor:
+    reply is the reply message (ok with body, or error {code, message,
+    ...}; borrowed, valid during the call), or NULL when none could be
+    made (out of memory). */
+typedef void (bus_local_done_fn) (proto_msg_t *reply, void *arg);
+
+/*  A request made inside the service, e.g. by its HTTP listener: type
+    and body (stolen; NULL = {}) from principal (its class checked
+    against the catalogue's senders like a bus client's), admitted,
+    validated and handled exactly as one from the ROUTER, but for
+    retries: it has no client id, so nothing is remembered. done gets the
+    answer, before this returns for a handler that answers at once, later
+    for a deferred one (e.g. offloaded), and exactly once either way.
+    Reactor only. Returns 0 (done will be called) or BUS_EINVAL (a
+    principal or type too long) / BUS_ENOMEM (done will not be called). */
+int bus_service_local (bus_service_t *self, const char *principal, const char *type, json_t *body,
+                       bus_local_done_fn *done, void *arg);
+
 /*  Keep the request after the handler returns, to answer later; the reply
     functions free it then. */
 void bus_request_defer (bus_request_t *req);

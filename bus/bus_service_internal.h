@@ -84,6 +84,8 @@ struct bus_request_t {
     bool in_handler;              /* s_on_message frees it after the handler */
     bool remember;                /* its reply is kept for retries (not a safe type) */
     bool recorded;                /* its outcome is in a write transaction (bus_request_record) */
+    bus_local_done_fn *local_done;    /* a local request's (bus_service_local): no routing */
+    void *local_arg;
 };
 
 /*  Work handed to a worker or the writer: a request's (req set), or the

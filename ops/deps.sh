@@ -11,11 +11,12 @@ PKGS="build-essential pkg-config clang libclang-rt-14-dev \
 command -v node >/dev/null 2>&1 || PKGS="$PKGS nodejs"
 command -v npm >/dev/null 2>&1 || PKGS="$PKGS npm"
 
-# tests/js/node_modules (the jose package) from its lock file, when missing.
-# Not fatal: without the registry, test_audit_jose.sh skips and says so.
+# tests/js/node_modules (jose, @openfga/sdk) from its lock file, when either
+# is missing. Not fatal: without the registry, test_audit_jose.sh and
+# test_authz_http.py skip their JS part and say so.
 js_deps () {
     js="$(dirname "$0")/../tests/js"
-    [ -d "$js/node_modules/jose" ] && return 0
+    [ -d "$js/node_modules/jose" ] && [ -d "$js/node_modules/@openfga/sdk" ] && return 0
     command -v npm >/dev/null 2>&1 || return 0
     echo "deps: npm ci in tests/js"
     (cd "$js" && npm ci --no-audit --no-fund >/dev/null 2>&1) \

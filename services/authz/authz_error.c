@@ -48,6 +48,7 @@ authz_strerror (int code)
         case AUTHZ_EEXCEEDED_ITEMS: return "exceeded_entity_limit";
         case AUTHZ_EDUP_CONTEXTUAL: return "duplicate_contextual_tuple";
         case AUTHZ_EINTERNAL: return "internal_error";
+        case AUTHZ_ESTORE_NOT_FOUND: return "store_id_not_found";
         default: return "unknown_error";
     }
 }

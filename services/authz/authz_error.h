@@ -25,6 +25,7 @@
 #define AUTHZ_EEXCEEDED_ITEMS   2033  /* too many items in a request */
 #define AUTHZ_EDUP_CONTEXTUAL   2039  /* duplicate contextual tuple */
 #define AUTHZ_EINTERNAL         4000  /* internal error (storage) */
+#define AUTHZ_ESTORE_NOT_FOUND  5002  /* no such store (OpenFGA's NotFoundErrorCode) */
 
 #define AUTHZ_ERRMSG_MAX 256
 

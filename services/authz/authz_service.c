@@ -2,10 +2,11 @@
 
     Serves OpenFGA's API as bus requests (authz.model.write/read, write,
     read, read_changes, check, batch_check, expand, list_objects,
-    list_users) and Sanctum's decisions (authz.decide, authz.approvers,
+    list_users, assertions.write/read), and over HTTP in OpenFGA's shapes
+    through authz_http.c (the same handlers), and Sanctum's decisions (authz.decide, authz.approvers,
     authz.policy.write/read). Engine errors keep OpenFGA's numeric code in
     the reply's error as `fga_code`, beside a bus error code:
-    2000/2004/2027/2033 invalid, 2001/2020/2021/2022 not_found, 2017
+    2000/2004/2027/2033 invalid, 2001/2020/2021/2022/5002 not_found, 2017
     conflict, 2002 too_complex, storage failures unavailable.
 
     Every query spends one budget ([authz] request_cost, request_tuples,
@@ -17,6 +18,7 @@
 */
 #include "authz_service.h"
 #include "authz_check.h"
+#include "authz_http.h"
 #include "authz_policy.h"
 #include "authz_tuples.h"
 #include "authz_validate.h"
@@ -30,6 +32,7 @@
 #include <unistd.h>
 
 #define S_POLICY_KEY "current"
+#define S_STORE_KEY "fga_store"   /* the store's identity, in the policy database */
 #define S_WORKER_NICE 10
 
 /*  How a store commits: for this service, in the trace of this request. */
@@ -49,7 +52,17 @@ typedef struct {
     authz_budget_t reactor;       /* a Check's on the reactor (reactor_*) */
     long offload_conditions;      /* conditional contextual tuples that send
                                      a Check to a query thread at once */
+    authz_http_t *http;           /* OpenFGA's HTTP API (authz_http.h) */
+    json_t *fga_store;            /* the store's identity: {id, name, created_at, updated_at} */
+    char store_id [PROTO_ID_LEN + 1];
+    struct s_guard_t *guards;     /* the handlers, behind the store_id check */
 } s_authz_t;
+
+/*  A handler behind the store check (s_guarded). */
+typedef struct s_guard_t {
+    s_authz_t *self;
+    bus_handler_fn *fn;
+} s_guard_t;
 
 /*  The writer thread's state: a store of its own, committing on it. */
 typedef struct {
@@ -98,7 +111,7 @@ s_fail_outcome (bus_outcome_t *out, int rc, authz_error_t *err)
     out->code = PROTO_ERR_INVALID;
     switch (fga) {
         case AUTHZ_EMODEL_NOT_FOUND: case AUTHZ_ELATEST_NOT_FOUND:
-        case AUTHZ_ETYPE_NOT_FOUND: case AUTHZ_EREL_NOT_FOUND:
+        case AUTHZ_ETYPE_NOT_FOUND: case AUTHZ_EREL_NOT_FOUND: case AUTHZ_ESTORE_NOT_FOUND:
             out->code = PROTO_ERR_NOT_FOUND; break;
         case AUTHZ_EWRITE_FAILED:
             out->code = PROTO_ERR_CONFLICT; break;
@@ -918,7 +931,173 @@ s_policy_read (bus_service_t *svc, bus_request_t *req, void *arg)
         bus_reply_ok (req, json_pack ("{s:O}", "policy", authz_policy_json (self->policy)));
 }
 
+/* --- assertions ----------------------------------------------------------- */
+
+/*  OpenFGA's assertions (tests kept beside a model), per model, in the
+    policy database under "assertions/<model id>". */
+static void
+s_assertions_key (char *key, size_t len, const char *model_id)
+{
+    snprintf (key, len, "assertions/%s", model_id);
+}
+
+/*  One assertion's shape: {tuple_key: {object, relation, user},
+    expectation: bool, contextual_tuples?: [tuple key], context?: map};
+    0 or an engine error in err. */
+static int
+s_assertion_valid (const authz_model_t *model, json_t *a, size_t i, authz_error_t *err)
+{
+    json_t *key = json_object_get (a, "tuple_key"), *ct = json_object_get (a, "contextual_tuples");
+    json_t *context = json_object_get (a, "context");
+    authz_error_t e = { 0 };
+    authz_tuple_t t;
+    if (!json_is_object (a) || !json_is_boolean (json_object_get (a, "expectation")))
+        return authz_error_set (err, AUTHZ_EVALIDATION, "assertions[%zu]: needs tuple_key and a boolean expectation", i);
+    if (!s_field (key, "object") || !s_field (key, "relation") || !s_field (key, "user")
+    ||  authz_tuple_check_limits (s_field (key, "object"), s_field (key, "relation"), s_field (key, "user"),
+                                  false, AUTHZ_EVALIDATION, &e))
+        return authz_error_set (err, AUTHZ_EVALIDATION, "assertions[%zu].tuple_key: %s", i,
+                                e.code ? e.message : "needs object, relation and user strings");
+    /* the object's type and the relation are the model's (as OpenFGA
+       checks an assertion's tuple key) */
+    const char *object = s_field (key, "object"), *colon = strchr (object, ':');
+    int type = colon && colon > object && colon [1] ? authz_model_type (model, object, (size_t) (colon - object)) : -1;
+    const char *rel = s_field (key, "relation");
+    if (type < 0 || authz_model_relation (model, type, rel, strlen (rel)) < 0 || !strchr (s_field (key, "user"), ':'))
+        return authz_error_set (err, AUTHZ_EVALIDATION,
+                                "assertions[%zu].tuple_key: '%s#%s@%s' is not a tuple key of the model", i,
+                                object, rel, s_field (key, "user"));
+    if (ct && !json_is_null (ct) && (!json_is_array (ct) || json_array_size (ct) > AUTHZ_MAX_CONTEXTUAL))
+        return authz_error_set (err, AUTHZ_EVALIDATION, "assertions[%zu].contextual_tuples: a list of at most %d",
+                                i, AUTHZ_MAX_CONTEXTUAL);
+    size_t k;
+    json_t *c;
+    json_array_foreach (ct, k, c)
+        if (authz_tuple_from_json (&t, c, &e))
+            return authz_error_set (err, AUTHZ_EVALIDATION, "assertions[%zu].contextual_tuples[%zu]: %s", i, k,
+                                    e.message);
+    if (context && !json_is_null (context) && !json_is_object (context))
+        return authz_error_set (err, AUTHZ_EVALIDATION, "assertions[%zu].context must be a map", i);
+    return 0;
+}
+
+static void
+s_assertions_write (bus_service_t *svc, bus_request_t *req, void *arg)
+{
+    s_authz_t *self = arg;
+    json_t *body = bus_request_body (req);
+    const authz_model_t *model = s_model (self, req);
+    if (!model)
+        return;
+    json_t *list = json_object_get (body, "assertions");
+    authz_error_t err = { 0 };
+    size_t i;
+    json_t *a;
+    json_array_foreach (list, i, a)
+        if (s_assertion_valid (model, a, i, &err)) {
+            s_fail (req, -err.code, &err);
+            return;
+        }
+    char key [AUTHZ_MODEL_ID_LEN + 16];
+    s_assertions_key (key, sizeof key, authz_model_id (model));
+    char *text = json_dumps (list, JSON_COMPACT);
+    bus_txn_t *txn = text ? bus_txn_begin (bus_service_store (svc), true) : NULL;
+    int rc = txn ? bus_txn_put (txn, self->policy_db, key, strlen (key), text, strlen (text)) : BUS_EIO;
+    free (text);
+    if (rc) {
+        bus_service_abort (svc, &txn);
+        bus_reply_error (req, PROTO_ERR_UNAVAILABLE, "the assertions could not be stored: %s", bus_strerror (rc));
+        return;
+    }
+    bus_outcome_t out = { .body = json_object () };
+    bus_request_commit (req, &txn, &out);
+}
+
+static void
+s_assertions_read (bus_service_t *svc, bus_request_t *req, void *arg)
+{
+    s_authz_t *self = arg;
+    const authz_model_t *model = s_model (self, req);
+    if (!model)
+        return;
+    char key [AUTHZ_MODEL_ID_LEN + 16];
+    s_assertions_key (key, sizeof key, authz_model_id (model));
+    bus_txn_t *txn = bus_txn_begin (bus_service_store (svc), false);
+    const void *val;
+    size_t len;
+    json_t *list = NULL;
+    int rc = txn ? bus_txn_get (txn, self->policy_db, key, strlen (key), &val, &len) : BUS_EIO;
+    if (rc == 0)
+        list = json_loadb (val, len, 0, NULL);
+    bus_txn_abort (&txn);
+    if (rc && rc != BUS_ENOTFOUND) {
+        bus_reply_error (req, PROTO_ERR_UNAVAILABLE, "the assertions could not be read: %s", bus_strerror (rc));
+        return;
+    }
+    bus_reply_ok (req, json_pack ("{s:s, s:o}", "authorization_model_id", authz_model_id (model),
+                                  "assertions", list ? list : json_array ()));
+}
+
 /* --- life cycle ----------------------------------------------------------- */
+
+/*  Every request may name its store (store_id); this authz keeps one,
+    and a request naming another is not_found (OpenFGA's 5002
+    store_id_not_found), before its handler runs. */
+static void
+s_guarded (bus_service_t *svc, bus_request_t *req, void *arg)
+{
+    s_guard_t *g = arg;
+    const char *store = s_field (bus_request_body (req), "store_id");
+    if (store && strcmp (store, g->self->store_id)) {
+        authz_error_t err = { 0 };
+        authz_error_set (&err, AUTHZ_ESTORE_NOT_FOUND, "store %s not found", store);
+        s_fail (req, -AUTHZ_ESTORE_NOT_FOUND, &err);
+        return;
+    }
+    g->fn (svc, req, g->self);
+}
+
+/*  The store's OpenFGA identity ({id, name, created_at, updated_at}),
+    from the policy database, or made now (a ULID) and stored: what
+    store_id names in a request, and what OpenFGA's HTTP API lists. */
+static int
+s_store_load (s_authz_t *self, int db)
+{
+    bus_store_t *st = bus_service_store (self->svc);
+    bus_txn_t *txn = bus_txn_begin (st, false);
+    const void *val;
+    size_t len;
+    if (txn && bus_txn_get (txn, db, S_STORE_KEY, strlen (S_STORE_KEY), &val, &len) == 0)
+        self->fga_store = json_loadb (val, len, 0, NULL);
+    bus_txn_abort (&txn);
+    if (json_is_string (json_object_get (self->fga_store, "id"))
+    &&  strlen (json_string_value (json_object_get (self->fga_store, "id"))) == PROTO_ID_LEN) {
+        snprintf (self->store_id, sizeof self->store_id, "%s",
+                  json_string_value (json_object_get (self->fga_store, "id")));
+        return 0;
+    }
+    json_decref (self->fga_store);
+    char id [PROTO_ID_LEN + 1], now [32];
+    proto_ulid (id);
+    time_t t = time (NULL);
+    struct tm tm;
+    gmtime_r (&t, &tm);
+    strftime (now, sizeof now, "%Y-%m-%dT%H:%M:%SZ", &tm);
+    self->fga_store = json_pack ("{s:s, s:s, s:s, s:s}", "id", id, "name", "default", "created_at", now,
+                             "updated_at", now);
+    char *text = self->fga_store ? json_dumps (self->fga_store, JSON_COMPACT) : NULL;
+    txn = text ? bus_txn_begin (st, true) : NULL;
+    int rc = txn ? bus_txn_put (txn, db, S_STORE_KEY, strlen (S_STORE_KEY), text, strlen (text)) : BUS_ENOMEM;
+    free (text);
+    if (rc == 0)
+        rc = bus_txn_commit (&txn);
+    else
+        bus_txn_abort (&txn);
+    if (rc == 0)
+        snprintf (self->store_id, sizeof self->store_id, "%s", id);
+    return rc;
+}
+
 
 /*  The stored policy, then the config's policy file (which replaces it). */
 static int
@@ -965,6 +1144,14 @@ s_start (bus_service_t *svc, void **state)
         authz_store_set_commit (self->store, s_commit, &self->committer);
     if (rc == 0)
         rc = s_policy_boot (self, svc);
+    if (rc == 0 && (rc = s_store_load (self, self->policy_db)))
+        bus_error ("the store's identity cannot be stored: %s", bus_strerror (rc));
+    if (rc == 0) {
+        char err [256];
+        rc = authz_http_new (&self->http, svc, self->fga_store, err, sizeof err);
+        if (rc)
+            bus_error ("%s", err);
+    }
     bus_config_t *cfg = bus_service_config (svc);
     self->budget = (authz_budget_t) {
         .max_cost = (uint64_t) bus_config_int (cfg, "authz", "request_cost"),
@@ -1000,8 +1187,19 @@ s_start (bus_service_t *svc, void **state)
         { "authz.approvers",    s_approvers },
         { "authz.policy.write", s_policy_write },
         { "authz.policy.read",  s_policy_read },
+        { "authz.assertions.write", s_assertions_write },
+        { "authz.assertions.read",  s_assertions_read },
     };
-    return bus_service_handle_all (svc, handlers, sizeof handlers / sizeof handlers [0], self);
+    size_t n = sizeof handlers / sizeof handlers [0];
+    self->guards = calloc (n, sizeof *self->guards);
+    if (!self->guards)
+        return BUS_ENOMEM;
+    for (size_t i = 0; i < n; i++) {
+        self->guards [i] = (s_guard_t) { .self = self, .fn = handlers [i].fn };
+        if (bus_service_handle (svc, handlers [i].type, s_guarded, &self->guards [i]))
+            return BUS_EINVAL;
+    }
+    return 0;
 }
 
 static void
@@ -1010,15 +1208,36 @@ s_stop (bus_service_t *svc, void **state)
     s_authz_t *self = *state;
     if (!self)
         return;
+    authz_http_destroy (&self->http);
+    json_decref (self->fga_store);
+    free (self->guards);
     authz_policy_destroy (&self->policy);
     authz_store_destroy (&self->store);
     free (self);
     *state = NULL;
 }
 
+/*  OpenFGA's HTTP API: every path under /stores, through the adapter. */
+static void
+s_http (bus_service_t *svc, void *state, bus_http_exchange_t *ex)
+{
+    authz_http_handle (((s_authz_t *) state)->http, ex);
+}
+
+static const bus_route_t s_routes [] = {
+    { .method = NULL, .path = "/stores*", .fn = s_http },
+    { 0 }
+};
+
+static const bus_listener_t s_listener = {
+    .address_key = "http",
+    .routes = s_routes,
+};
+
 const bus_daemon_t authz_daemon = {
     .section = "authz",
     .db_names = s_dbs,
     .start = s_start,
     .stop = s_stop,
+    .http = &s_listener,
 };

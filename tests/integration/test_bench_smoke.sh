@@ -1,6 +1,6 @@
 #!/bin/sh
 # test_bench_smoke.sh — the benchmarks still run: bench_bus, bench_kit,
-# bench_audit, bench_authz --quick (bench_authz with the sanctum-authz daemon as its own
+# bench_audit, bench_authz_http (Check over HTTP beside the bus), bench_authz --quick (bench_authz with the sanctum-authz daemon as its own
 # process and again with --thread) and bench_http complete and print every
 # figure the README quotes.
 # Figures are not judged here (CI timings are noise); `make bench` does.
@@ -57,6 +57,10 @@ done
 result "bench_http_runs" $? "$(tail -n 3 "$TMP/http.err" | tr '\n' ' ')"
 has_figures "$TMP/http" http_client_throughput_64 >"$TMP/why"
 result "bench_http_figures" $? "$(cat "$TMP/why")"
+"$BUILD/bench/bench_authz_http" --quick >"$TMP/authz_http" 2>"$TMP/authz_http.err"
+result "bench_authz_http_runs" $? "$(tail -n 3 "$TMP/authz_http.err" | tr '\n' ' ')"
+has_figures "$TMP/authz_http" authz_http_check_throughput_64 >"$TMP/why"
+result "bench_authz_http_figures" $? "$(cat "$TMP/why")"
 "$BUILD/bench/bench_audit" --quick >"$TMP/audit" 2>"$TMP/audit.err"
 result "bench_audit_runs" $? "$(tail -n 3 "$TMP/audit.err" | tr '\n' ' ')"
 has_figures "$TMP/audit" audit_bus_appends audit_appends_per_fsync audit_append_p50 audit_append_p99 audit_inclusion_100k_p50 \

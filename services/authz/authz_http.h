@@ -1,0 +1,47 @@
+/*  authz_http.h — OpenFGA's HTTP API (v1) on authz's HTTP listener: a
+    thin adapter over the bus handlers.
+
+    Each HTTP request is translated into the body of the bus request that
+    does the same thing (authz.check, authz.write, ...), handled by the
+    service exactly as one from the bus (bus_service_local: the same
+    catalogue validation, handlers, limits and error codes), and the
+    answer translated into OpenFGA's JSON shape, status code and error
+    body ({code, message}, code being OpenFGA's error name).
+
+    Authentication: pre-shared keys ([authz] http_keys, a file: one key a
+    line, "KEY" or "NAME KEY"); a request without `Authorization: Bearer
+    KEY` naming one of them gets 401. A key's requests come from the
+    principal "ops:fga-NAME" (or "ops:fga-keyN", N its line).
+
+    Stores: one. authz keeps one store (its models, tuples and changelog);
+    its OpenFGA identity (a ULID, a name, times) is made at first start
+    and kept (authz_service.c). Each request names the path's store to the
+    bus request (store_id), which the service checks: any other store id
+    gets 404 store_id_not_found; creating and
+    deleting stores answer 501 (`unimplemented`). Assertions: authz.assertions.write/read.
+
+    StreamedListObjects streams ListObjects' whole answer, in OpenFGA's
+    shape (one {"result": {"object"}} line each), once it is complete.
+
+    Threads: the reactor's, all of it (routes, answers).
+*/
+#ifndef AUTHZ_HTTP_H
+#define AUTHZ_HTTP_H
+
+#include "bus_daemon.h"
+
+typedef struct authz_http_t authz_http_t;
+
+/*  Make the adapter for svc, serving the store store ({id, name,
+    created_at, updated_at}; a reference is kept): read the key file.
+    Returns 0 with *out set, or BUS_ECONFIG (key file unreadable or a key
+    shorter than 16 bytes; err says which line) / BUS_ENOMEM. */
+int authz_http_new (authz_http_t **out, bus_service_t *svc, json_t *store, char *err, size_t err_len);
+
+/*  Free; accepts NULL, nulls the pointer. */
+void authz_http_destroy (authz_http_t **self_p);
+
+/*  Answer one HTTP request (a route's handler; now or deferred). */
+void authz_http_handle (authz_http_t *self, bus_http_exchange_t *ex);
+
+#endif
