@@ -409,6 +409,11 @@ s_start (bus_service_t *svc, void **state)
         bus_error ("auditor keys: %s", err);
     if (rc == 0)
         rc = bus_service_writer (svc, s_writer_init, NULL, self);
+    /* appends from many clients: a larger group than the default 64 shares
+       each fsync among more of them ([auditor] write_group_max) */
+    if (rc == 0)
+        rc = bus_service_writer_group (svc, (size_t) bus_config_int (bus_service_config (svc), "auditor",
+                                                                      "write_group_max"));
     if (rc)
         return rc;
     uint64_t size = 0;
