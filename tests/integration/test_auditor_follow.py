@@ -276,6 +276,14 @@ def publisher_killed_and_restarted_loses_nothing(x):
     started = [e for e in x.log.entries() if e["kind"] == "event" and e["pub"] == "svc:authz"
                and e["type"] == "service.started"]
     assert len(started) == 2 and started[0]["seq"] < started[1]["seq"], started
+    # a clean stop: its service.stopping is in the log too, once
+    assert x.c.stop("telemetry") == 0
+    x.c.start("telemetry")
+    x.c.wait_healthy(["telemetry"])
+    cov, gaps = caught_up(x.log, x.c, PUBLISHERS)
+    assert not gaps, gaps
+    life = [(e["type"], e["seq"]) for e in x.log.entries() if e["kind"] == "event" and e["pub"] == "svc:telemetry"]
+    assert [t for t, _ in life] == ["service.started", "service.stopping", "service.started"], life
     x.log.verify_root()
 
 
