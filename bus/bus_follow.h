@@ -20,7 +20,9 @@
       - events the publisher no longer keeps (below the reply's first_seq:
         trimmed from its outbox) are a loss: an error in the log, the
         counter follow_events_lost, and the loss callback — never skipped
-        in silence. The mark then moves past them.
+        in silence. The mark then moves past them; in durable mode
+        record_loss writes the loss in that same transaction (the
+        auditor's gap entry).
 
     A publisher's seq never goes back (PROTOCOL.md 6.3); one whose
     last_seq is below the mark (its store was reset) is logged as an error
