@@ -65,7 +65,7 @@ while read -r id field; do
     echo "$t.$field" >>"$TMP/sens_def"
 done <"$TMP/sens_pairs"
 sort -o "$TMP/sens_def" "$TMP/sens_def"
-sed -n '/^Sensitive fields:/,/\.$/p' "$DOC" | tr -s ' \n' '  ' | grep -o '`[^`]*`' | tr -d '`' | sort >"$TMP/sens_doc"
+awk '/^Sensitive fields:/ { on = 1 } on { print; if (/\.$/) exit }' "$DOC" | tr -s ' \n' '  ' | grep -o '`[^`]*`' | tr -d '`' | sort >"$TMP/sens_doc"
 grep -q '^Sensitive fields:' "$DOC" && cmp -s "$TMP/sens_def" "$TMP/sens_doc"
 result "sensitive_fields_listed ($(wc -l <"$TMP/sens_def") in the catalogue)" $? \
     "6.5 lists: $(tr '\n' ' ' <"$TMP/sens_doc"); the catalogue: $(tr '\n' ' ' <"$TMP/sens_def")"
