@@ -163,6 +163,14 @@ s_on_loss (bus_follow_t *follow, const char *source, const char *pub,
         f->def->loss (f->run->svc, f->run->state, source, pub, from_seq, to_seq);
 }
 
+static int
+s_on_record_loss (bus_follow_t *follow, bus_txn_t *txn, const char *source, const char *pub,
+                  uint64_t from_seq, uint64_t to_seq, void *arg)
+{
+    s_follower_t *f = arg;
+    return f->def->record_loss (f->run->svc, f->run->state, txn, source, pub, from_seq, to_seq);
+}
+
 /*  Make one declared follower and add its publishers. Returns 0, or an
     error with err set. */
 static int
@@ -171,6 +179,7 @@ s_follower_start (bus_daemon_run_t *self, s_follower_t *f, char *err, size_t err
     const bus_follower_t *def = f->def;
     bus_follow_opts_t opts = {
         .name = def->name, .topics = def->topics, .fn = s_on_event, .loss = s_on_loss,
+        .record_loss = def->record_loss ? s_on_record_loss : NULL,
         .arg = f, .from_now = def->from_now,
     };
     f->follow = bus_follow_for (self->svc, &opts, def->memory);

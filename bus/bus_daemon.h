@@ -68,6 +68,13 @@ typedef int (bus_event_fn) (bus_service_t *svc, void *state, bus_txn_t *txn, pro
 typedef void (bus_loss_fn) (bus_service_t *svc, void *state, const char *source,
                             const char *pub, uint64_t from_seq, uint64_t to_seq);
 
+/*  Durable followers: record the loss of from_seq..to_seq in txn, the
+    transaction in which the follower's mark moves past them
+    (bus_follow_record_loss_fn). Return 0, or a negative BUS_E* error (the
+    transaction is rolled back; the loss comes again). */
+typedef int (bus_record_loss_fn) (bus_service_t *svc, void *state, bus_txn_t *txn, const char *source,
+                                  const char *pub, uint64_t from_seq, uint64_t to_seq);
+
 /*  An event follower a service declares (bus_follow.h says what it
     guarantees). Durable unless memory is set: the events are applied in
     write transactions of the service's own store, in which the follower's
@@ -80,6 +87,7 @@ typedef struct {
     const char *const *topics;      /* type prefixes that reach fn; NULL: every type */
     bus_event_fn *fn;
     bus_loss_fn *loss;              /* may be NULL: a loss is still logged and counted */
+    bus_record_loss_fn *record_loss;/* durable: the loss recorded with the mark; may be NULL */
     bool memory;                    /* marks in memory only (telemetry) */
     bool from_now;                  /* memory: start at each publisher's last event */
 } bus_follower_t;

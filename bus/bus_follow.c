@@ -46,6 +46,7 @@ struct bus_follow_t {
     char *topics [S_TOPICS_MAX + 1];
     bus_follow_fn *fn;
     bus_follow_loss_fn *loss;
+    bus_follow_record_loss_fn *record_loss;
     void *arg;
     bus_store_t *store;             /* durable mode, or NULL */
     int db;
@@ -93,14 +94,23 @@ s_matches (bus_follow_t *self, const char *type)
 
 /* --- applying ------------------------------------------------------------ */
 
+/*  A loss s_on_replay reported, to be recorded with the mark. */
+typedef struct {
+    const char *pub;
+    uint64_t from, to;
+} s_loss_t;
+
 /*  Apply a contiguous run of events (events [i].seq = mark + 1 + i, past
-    skip_to when that is above the mark: a loss already reported) and
-    move the mark past them, in one write transaction in durable mode.
+    skip_to when that is above the mark: a loss already reported; the
+    nlost losses in lost, in seq order, are recorded first by
+    record_loss) and move the mark past them, in one write transaction in
+    durable mode.
     Returns 0, or the error that stopped it: the callback's, or the
     store's; in durable mode nothing of the run then happened (the mark
     stays), in memory mode the events before the failing one did. */
 static int
-s_apply (s_source_t *src, proto_msg_t **events, size_t n, uint64_t skip_to)
+s_apply (s_source_t *src, proto_msg_t **events, size_t n, uint64_t skip_to,
+         const s_loss_t *lost, size_t nlost)
 {
     bus_follow_t *self = src->follow;
     uint64_t mark = skip_to > src->mark ? skip_to : src->mark;
@@ -121,6 +131,9 @@ s_apply (s_source_t *src, proto_msg_t **events, size_t n, uint64_t skip_to)
         bus_txn_t *txn = bus_txn_begin (self->store, true);
         if (!txn)
             rc = BUS_EIO;
+        for (size_t i = 0; rc == 0 && self->record_loss && i < nlost; i++)
+            rc = self->record_loss (self, txn, src->name, lost [i].pub, lost [i].from, lost [i].to,
+                                    self->arg);
         for (; rc == 0 && done < n; done++) {
             if (s_matches (self, events [done]->type))
                 rc = self->fn (self, txn, events [done], self->arg);
@@ -200,7 +213,7 @@ s_drain (s_source_t *src)
         expected++;
     }
     if (n)
-        s_apply (src, run, n, 0);
+        s_apply (src, run, n, 0, NULL, 0);
     for (size_t i = 0; i < n; i++)
         proto_msg_destroy (&run [i]);
     free (run);
@@ -291,8 +304,11 @@ s_on_replay (bus_calls_t *calls, proto_msg_t *reply, void *arg)
         s_count (self, "follow_publisher_behind", 1);
     }
     uint64_t first_seq = (uint64_t) json_integer_value (first), skip_to = 0;
+    s_loss_t lost [2];
+    size_t nlost = 0;
     if (first_seq > src->mark + 1) {
         s_lost (src, pub, src->mark + 1, first_seq - 1);
+        lost [nlost++] = (s_loss_t) { pub, src->mark + 1, first_seq - 1 };
         skip_to = first_seq - 1;
     }
     size_t count = json_array_size (events), n = 0, i;
@@ -326,9 +342,10 @@ s_on_replay (bus_calls_t *calls, proto_msg_t *reply, void *arg)
        follower would ask for it for ever */
     if (hole_at && n == 0 && hole_at > expected) {
         s_lost (src, pub, expected, hole_at - 1);
+        lost [nlost++] = (s_loss_t) { pub, expected, hole_at - 1 };
         skip_to = hole_at - 1;
     }
-    int rc = (n || skip_to) ? s_apply (src, run, n, skip_to) : 0;
+    int rc = (n || skip_to) ? s_apply (src, run, n, skip_to, lost, nlost) : 0;
     for (i = 0; i < n; i++)
         proto_msg_destroy (&run [i]);
     free (run);
@@ -460,7 +477,7 @@ s_on_event (zloop_t *loop, zsock_t *sock, void *arg)
         }
     }
     if (n)
-        s_apply (src, run, n, 0);
+        s_apply (src, run, n, 0, NULL, 0);
     for (size_t i = 0; i < n; i++)
         proto_msg_destroy (&run [i]);
     if (ahead || zlistx_size (src->held))
@@ -536,6 +553,7 @@ bus_follow_new (zloop_t *loop, zcert_t *cert, const bus_follow_opts_t *opts)
     snprintf (self->name, sizeof self->name, "%s", opts->name);
     self->fn = opts->fn;
     self->loss = opts->loss;
+    self->record_loss = opts->record_loss;
     self->arg = opts->arg;
     self->store = opts->store;
     self->from_now = opts->from_now && !opts->store;

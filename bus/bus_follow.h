@@ -20,7 +20,9 @@
       - events the publisher no longer keeps (below the reply's first_seq:
         trimmed from its outbox) are a loss: an error in the log, the
         counter follow_events_lost, and the loss callback — never skipped
-        in silence. The mark then moves past them.
+        in silence. The mark then moves past them; in durable mode
+        record_loss writes the loss in that same transaction (the
+        auditor's gap entry).
 
     A publisher's seq never goes back (PROTOCOL.md 6.3); one whose
     last_seq is below the mark (its store was reset) is logged as an error
@@ -92,12 +94,23 @@ typedef int (bus_follow_fn) (bus_follow_t *follow, bus_txn_t *txn, proto_msg_t *
 typedef void (bus_follow_loss_fn) (bus_follow_t *follow, const char *source, const char *pub,
                                    uint64_t from_seq, uint64_t to_seq, void *arg);
 
+/*  Durable mode: record the loss of events from_seq..to_seq of source
+    (publisher pub) in txn, the write transaction in which the mark moves
+    past them (before the events that follow them in it), so the record
+    and the mark commit together. Called after the loss callback; return
+    0, or a negative BUS_E* error: the transaction is aborted, and the
+    loss is reported and recorded again after replay_ms. */
+typedef int (bus_follow_record_loss_fn) (bus_follow_t *follow, bus_txn_t *txn, const char *source,
+                                         const char *pub, uint64_t from_seq, uint64_t to_seq,
+                                         void *arg);
+
 typedef struct {
     const char *name;               /* the follower's name (1..64 bytes): its marks' keys, its logs */
     const char *const *topics;      /* type prefixes that reach fn; NULL or empty: every type */
     bus_follow_fn *fn;              /* required */
     bus_follow_loss_fn *loss;       /* may be NULL (the loss is still logged and counted) */
-    void *arg;                      /* for fn and loss */
+    bus_follow_record_loss_fn *record_loss;  /* durable mode; may be NULL */
+    void *arg;                      /* for fn, loss and record_loss */
     bus_store_t *store;             /* durable mode: the marks' store; NULL: memory mode */
     const char *db;                 /* durable: the marks' db among the store's; NULL: BUS_FOLLOW_DB */
     bool from_now;                  /* memory mode: start at each publisher's last_seq */

@@ -784,6 +784,15 @@ bus_service_writer (bus_service_t *self, bus_worker_init_fn *init, bus_worker_fi
     return self->writer ? 0 : BUS_EIO;
 }
 
+int
+bus_service_writer_group (bus_service_t *self, size_t max)
+{
+    if (!self->writer || max < 1 || max > BUS_WRITE_GROUP_MAX)
+        return BUS_EINVAL;
+    bus_workers_batch (self->writer, max, s_group_begin, s_group_end, self);
+    return 0;
+}
+
 static int s_offload (bus_workers_t *pool, bus_request_t *req, bus_work_fn *fn, void *job,
                       void (*job_free) (void *job));
 

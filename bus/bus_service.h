@@ -232,6 +232,17 @@ int bus_request_offload (bus_request_t *req, bus_work_fn *fn, void *job);
 int bus_service_writer (bus_service_t *self, bus_worker_init_fn *init,
                         bus_worker_fini_fn *fini, void *arg);
 
+/*  At most max writes (1..BUS_WRITE_GROUP_MAX; default 64) in one of the
+    writer's groups (one fsync). A larger group shares each fsync among
+    more writes when many wait (the auditor's appends), but holds LMDB's
+    write lock longer: a write on the reactor (an outbox trim, a follower's
+    commit) waits for the whole group. A per-service choice, from the
+    service's own config (e.g. [auditor] write_group_max). After
+    bus_service_writer. Returns 0, or BUS_EINVAL (no writer, max out of
+    range). */
+#define BUS_WRITE_GROUP_MAX 1024
+int bus_service_writer_group (bus_service_t *self, size_t max);
+
 /*  As bus_request_offload, on the writer (write requests run there one
     after another, in the order they came), job freed by job_free (NULL:
     free()), whether it ran or not. BUS_ESTATE when the service has no

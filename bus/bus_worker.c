@@ -22,7 +22,7 @@
 #include <unistd.h>
 
 #define S_THREADS_MAX 64
-#define S_BATCH_MAX   64     /* jobs a thread takes at once, at most */
+#define S_BATCH_MAX   1024   /* jobs a thread takes at once, at most (BUS_WRITE_GROUP_MAX) */
 #define S_NICE        10     /* the threads' nice value (the reactor's is 0) */
 
 typedef struct s_job_t {

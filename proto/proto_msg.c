@@ -46,10 +46,12 @@ enum {
 #define PROTO_MSG(id, type, kind, owner, senders) s_msg_##id,
 #define PROTO_FIELD(id, name, type, presence, min, max)
 #define PROTO_SAFE(id)
+#define PROTO_SENSITIVE(id, name)
 #include "proto_catalog.def"
 #undef PROTO_MSG
 #undef PROTO_FIELD
 #undef PROTO_SAFE
+#undef PROTO_SENSITIVE
     s_msg_count
 };
 
@@ -58,20 +60,24 @@ static const s_field_t s_fields [] = {
 #define PROTO_FIELD(id, name, type, presence, min, max) \
     { s_msg_##id, #name, type, presence, (int64_t) (min), (int64_t) (max) },
 #define PROTO_SAFE(id)
+#define PROTO_SENSITIVE(id, name)
 #include "proto_catalog.def"
 #undef PROTO_MSG
 #undef PROTO_FIELD
 #undef PROTO_SAFE
+#undef PROTO_SENSITIVE
 };
 
 static proto_type_t s_types [] = {
 #define PROTO_MSG(id, type, kind, owner, senders) { type, kind, #owner, senders, -1, 0, false },
 #define PROTO_FIELD(id, name, type, presence, min, max)
 #define PROTO_SAFE(id)
+#define PROTO_SENSITIVE(id, name)
 #include "proto_catalog.def"
 #undef PROTO_MSG
 #undef PROTO_FIELD
 #undef PROTO_SAFE
+#undef PROTO_SENSITIVE
 };
 
 /*  Requests without effects (6.2: not remembered for retries). */
@@ -79,10 +85,33 @@ static const int s_safe [] = {
 #define PROTO_MSG(id, type, kind, owner, senders)
 #define PROTO_FIELD(id, name, type, presence, min, max)
 #define PROTO_SAFE(id) s_msg_##id,
+#define PROTO_SENSITIVE(id, name)
 #include "proto_catalog.def"
 #undef PROTO_MSG
 #undef PROTO_FIELD
 #undef PROTO_SAFE
+#undef PROTO_SENSITIVE
+};
+
+/*  Fields whose values the auditor never stores in the clear (PROTOCOL.md
+    "Sensitive fields"). The empty first entry keeps the array non-empty
+    while the catalogue marks none. */
+typedef struct {
+    int msg;
+    const char *name;
+} s_sensitive_t;
+
+static const s_sensitive_t s_sensitive [] = {
+    { -1, NULL },
+#define PROTO_MSG(id, type, kind, owner, senders)
+#define PROTO_FIELD(id, name, type, presence, min, max)
+#define PROTO_SAFE(id)
+#define PROTO_SENSITIVE(id, name) { s_msg_##id, #name },
+#include "proto_catalog.def"
+#undef PROTO_MSG
+#undef PROTO_FIELD
+#undef PROTO_SAFE
+#undef PROTO_SENSITIVE
 };
 
 #undef REQ
@@ -1097,4 +1126,15 @@ proto_reply_error (proto_msg_t *req, const char *code, const char *message)
         s_copy (rep->traceparent, sizeof rep->traceparent, req->traceparent);
     }
     return rep;
+}
+
+bool
+proto_field_sensitive (const char *type, const char *field)
+{
+    if (!type || !field)
+        return false;
+    for (size_t i = 1; i < sizeof s_sensitive / sizeof s_sensitive [0]; i++)
+        if (strcmp (s_types [s_sensitive [i].msg].type, type) == 0 && strcmp (s_sensitive [i].name, field) == 0)
+            return true;
+    return false;
 }

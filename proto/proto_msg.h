@@ -95,6 +95,12 @@ const proto_type_t *proto_type_find (const char *type);
 size_t proto_type_count (void);
 const proto_type_t *proto_type_at (size_t index);
 
+/*  Whether the catalogue marks the top-level body field of messages of
+    type sensitive (PROTO_SENSITIVE): the auditor stores its value as
+    "hmac-sha256:<hex>", never in the clear. False for an unknown type or
+    field, and for NULL. Thread-safe (a constant table). */
+bool proto_field_sensitive (const char *type, const char *field);
+
 /*  Principal class bit of a principal string ("svc:authz" -> PROTO_P_SVC),
     0 if the form is not recognised. */
 unsigned proto_principal_class (const char *principal);

@@ -82,8 +82,8 @@ int audit_log_append_event (audit_log_t *self, bus_txn_t *txn, const char *pub, 
     (traceparent omitted when empty). BUS_EEXIST with the stored index
     when (pub, seq) is already in the log; BUS_EINVAL when the envelope
     has no pub or seq, or its body has no canonical form (a number past
-    ±(2^53 − 1)). Sensitive fields: none are marked in the catalogue yet;
-    once they are, the caller replaces them (audit_hmac_redact) first. */
+    ±(2^53 − 1)). Sensitive fields (PROTO_SENSITIVE): the caller replaces
+    them first (audit_redact_fields; the auditor's follower does). */
 int audit_log_append_event_msg (audit_log_t *self, bus_txn_t *txn, const proto_msg_t *event,
                                 uint64_t *index);
 

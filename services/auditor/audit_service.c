@@ -331,6 +331,58 @@ s_jwks (bus_service_t *svc, bus_request_t *req, void *arg)
     bus_reply_ok (req, audit_keys_jwks (self->keys));
 }
 
+/* --- the follower ----------------------------------------------------- */
+
+/*  An event that cannot have an entry (too large stored, a number without
+    a canonical form) is recorded as a gap of its one seq, or it would come
+    back for ever. */
+static int
+s_unstorable (s_auditor_t *self, bus_txn_t *txn, proto_msg_t *event, int why)
+{
+    bus_log_fields (BUS_LOG_ERROR, json_pack ("{s:s, s:I, s:s}", "pub", event->pub,
+                                              "seq", (json_int_t) event->seq, "type", event->type),
+                    "auditor: event %llu (%s) of %s cannot be stored (%s): recorded as a gap",
+                    (unsigned long long) event->seq, event->type, event->pub, bus_strerror (why));
+    uint64_t index;
+    int rc = audit_log_append_gap (self->log, txn, event->pub, event->seq, event->seq, s_now_us (), &index);
+    return rc == BUS_EEXIST ? 0 : rc;
+}
+
+/*  Each event of every other service, once, in the follower's transaction
+    (its mark commits with it); sensitive fields (PROTOCOL.md 6.5) replaced
+    by their HMAC first. */
+static int
+s_on_event (bus_service_t *svc, void *state, bus_txn_t *txn, proto_msg_t *event)
+{
+    s_auditor_t *self = state;
+    int rc = audit_redact_fields (self->keys, event->type, event->body, proto_field_sensitive);
+    uint64_t index = 0;
+    if (rc >= 0)
+        rc = audit_log_append_event_msg (self->log, txn, event, &index);
+    if (rc == 0 || rc == BUS_EEXIST)
+        return 0;
+    if (rc == BUS_EINVAL || rc == BUS_ETOOBIG || rc == BUS_EDEPTH)
+        return s_unstorable (self, txn, event, rc);
+    return rc;                          /* the store's: the batch comes again */
+}
+
+/*  Events a publisher trimmed before they were stored: a gap entry, in the
+    transaction that moves the mark past them. */
+static int
+s_on_loss (bus_service_t *svc, void *state, bus_txn_t *txn, const char *source, const char *pub,
+           uint64_t from_seq, uint64_t to_seq)
+{
+    s_auditor_t *self = state;
+    uint64_t index;
+    int rc = audit_log_append_gap (self->log, txn, pub, from_seq, to_seq, s_now_us (), &index);
+    return rc == BUS_EEXIST ? 0 : rc;
+}
+
+static const bus_follower_t s_followers [] = {
+    { .name = "audit", .publishers = NULL, .fn = s_on_event, .record_loss = s_on_loss },
+    { 0 }
+};
+
 /*  The writer's state is the service's own: the log holds database
     handles only, and every call brings its transaction. */
 static void *
@@ -357,6 +409,11 @@ s_start (bus_service_t *svc, void **state)
         bus_error ("auditor keys: %s", err);
     if (rc == 0)
         rc = bus_service_writer (svc, s_writer_init, NULL, self);
+    /* appends from many clients: a larger group than the default 64 shares
+       each fsync among more of them ([auditor] write_group_max) */
+    if (rc == 0)
+        rc = bus_service_writer_group (svc, (size_t) bus_config_int (bus_service_config (svc), "auditor",
+                                                                      "write_group_max"));
     if (rc)
         return rc;
     uint64_t size = 0;
@@ -388,9 +445,10 @@ s_stop (bus_service_t *svc, void **state)
     *state = NULL;
 }
 
-/*  The log's databases (audit_log_db_names, which audit_log_new checks). */
+/*  The log's databases (audit_log_db_names, which audit_log_new checks)
+    and the follower's marks. */
 static const char *const s_dbs [] = {
-    "audit_entries", "audit_nodes", "audit_events", "audit_requests", NULL
+    "audit_entries", "audit_nodes", "audit_events", "audit_requests", BUS_FOLLOW_DB, NULL
 };
 
 const bus_daemon_t audit_daemon = {
@@ -398,4 +456,5 @@ const bus_daemon_t audit_daemon = {
     .db_names = s_dbs,
     .start = s_start,
     .stop = s_stop,
+    .followers = s_followers,
 };

@@ -7,9 +7,15 @@
     specifies each. The log itself is audit_log.h (it knows nothing of the
     bus), the keys and signatures audit_sign.h.
 
-    Not built yet: following every publisher into the log (the service
-    kit's durable followers; audit_log_append_event is the call they will
-    make), run receipts (audit.receipt answers not_implemented), the gantt.
+    It follows every other service (a durable follower, "audit"): each
+    event is stored once (audit_log_append_event_msg, its sensitive fields
+    replaced by their HMAC) in the follower's transaction, with its mark;
+    events a publisher trimmed first become a gap entry in the same
+    transaction. As the publishers' outbox_acked_by it replays from its
+    committed mark + 1 only, so they trim only what it has stored.
+
+    Not built yet: run receipts (audit.receipt answers not_implemented),
+    the gantt.
 */
 #ifndef AUDIT_SERVICE_H
 #define AUDIT_SERVICE_H

@@ -347,3 +347,35 @@ audit_hmac_redact (audit_keys_t *self, char out [12 + 2 * AUDIT_HASH_LEN + 1], c
     memcpy (out, "hmac-sha256:", 12);
     audit_hmac_hex (self, out + 12, value, strlen (value));
 }
+
+int
+audit_redact_fields (audit_keys_t *self, const char *type, json_t *body, audit_sensitive_fn *is_sensitive)
+{
+    if (!json_is_object (body) || !is_sensitive)
+        return 0;
+    int n = 0;
+    const char *field;
+    json_t *value;
+    json_object_foreach (body, field, value) {
+        if (!is_sensitive (type, field))
+            continue;
+        char out [12 + 2 * AUDIT_HASH_LEN + 1];
+        memcpy (out, "hmac-sha256:", 12);
+        if (json_is_string (value))
+            audit_hmac_hex (self, out + 12, json_string_value (value), json_string_length (value));
+        else {
+            char *text = NULL;
+            size_t len = 0;
+            int rc = audit_canon (value, &text, &len, NULL, 0);
+            if (rc)
+                return rc;
+            audit_hmac_hex (self, out + 12, text, len);
+            free (text);
+        }
+        json_t *tag = json_string (out);
+        if (!tag || json_object_set_new (body, field, tag))
+            return BUS_ENOMEM;
+        n++;
+    }
+    return n;
+}

@@ -30,6 +30,7 @@
 #define AUDIT_SIGN_H
 
 #include <jansson.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -109,5 +110,18 @@ int audit_hmac_payload (audit_keys_t *self, const json_t *payload, char out [2 *
 /*  A sensitive value as the log stores it: "hmac-sha256:<hex>" (Vault's
     audit-device habit), into out. */
 void audit_hmac_redact (audit_keys_t *self, char out [12 + 2 * AUDIT_HASH_LEN + 1], const char *value);
+
+/*  Whether field of the body of messages of type is sensitive
+    (proto_field_sensitive, or a test's own). */
+typedef bool (audit_sensitive_fn) (const char *type, const char *field);
+
+/*  Replace, in body (a JSON object; anything else is left alone), every
+    top-level member that is_sensitive marks for type by its
+    "hmac-sha256:<hex>": the HMAC of a string's bytes, of any other
+    value's canonical JSON (audit_canon). Returns the number of members
+    replaced, or a negative error (BUS_ENOMEM; an audit_canon error for a
+    value without a canonical form, body then partly replaced). */
+int audit_redact_fields (audit_keys_t *self, const char *type, json_t *body,
+                         audit_sensitive_fn *is_sensitive);
 
 #endif

@@ -11,6 +11,18 @@
         under a u64 key). Then one client appending one at a time: the
         latency a step that must be audited first waits, beside one raw
         LMDB commit.
+    (c) The follower's lag: a publisher (a bus service on a thread of
+        this process) emits S_LAG_RATE events/s (those due every
+        millisecond in one transaction, each carrying its time); a
+        durable follower as the auditor's (svc:auditor, the publisher's
+        outbox_acked_by; each event stored by audit_log_append_event_msg
+        in the follower's transaction, with its mark) on another thread; a
+        third thread polls the committed mark (every ~100 us) and takes,
+        for each event newly under it, now - its time: p50/p99 of the lag
+        from the publisher appending it (before its own commit) to the
+        auditor having it durably stored. Baseline: a plain CURVE SUB on
+        the same PUB, its receive time - the event's time (the
+        publisher's commit and the transport: what any subscriber waits).
     (b) Proofs: a log of S_PROOF_ENTRIES entries (--quick: a tenth),
         built in large transactions, then inclusion proofs of random leaves
         in the whole tree, each in a renewed read transaction, p50 and
@@ -32,7 +44,10 @@
 #include "audit_service.h"
 #include "bus_client.h"
 #include "bus_error.h"
+#include "bus_follow.h"
+#include "bus_keys.h"
 #include "bus_log.h"
+#include "bus_services.h"
 #include "bus_store.h"
 #include "../support/test_service.h"
 #include "../support/bench_util.h"
@@ -53,6 +68,7 @@
 #define S_LATENCY_N        400       /* one-at-a-time appends timed */
 #define S_TARGET_RATE      50000.0
 #define S_TARGET_PROOF_US  50.0
+#define S_LAG_RATE         10000     /* events/s the publisher of (c) emits */
 
 static double
 s_now (void)
@@ -141,6 +157,12 @@ s_bus_appends (double secs, double *per_commit, double latency [])
     double rate = -1;
     test_service_t *env = test_service_new ("auditor", NULL, "map_size_mb = 4096\n", err, sizeof err);
     zcert_t *cert = env ? test_service_cert (env, "bench", "svc:orchestrator") : NULL;
+    /* the auditor follows every other service: it needs their keys (none
+       of them runs here; its follower keeps asking, off the appends' path) */
+    for (const bus_service_id_t *id = bus_services; cert && id->name; id++) {
+        zcert_t *other = strcmp (id->name, "auditor") ? test_service_cert (env, id->name, NULL) : NULL;
+        zcert_destroy (&other);
+    }
     if (!cert || test_service_start (env, &audit_daemon, "bench", 0, err, sizeof err)) {
         fprintf (stderr, "bench_audit: cannot start the auditor: %s\n", err);
         goto done;
@@ -229,6 +251,249 @@ done:
     mdb_env_close (env);
     test_service_rmtree (dir);
     return rate;
+}
+
+/* --- (c) the follower's lag ----------------------------------------------- */
+
+static double s_lag_t0;                 /* when the publisher started (s_now) */
+static atomic_long s_lag_published;
+static atomic_int s_lag_stop;
+static _Atomic double *s_lag_time;      /* by seq: the event's time (s_now) */
+static long s_lag_cap;
+
+/*  An event's time: s_now () when the publisher appended it. */
+static double
+s_event_time (proto_msg_t *event)
+{
+    return json_real_value (json_object_get (event->body, "t"));
+}
+
+/*  The publisher's timer (every ms): the events due by now, in one
+    transaction. */
+static void
+s_lag_tick (bus_service_t *svc, void *state)
+{
+    if (atomic_load (&s_lag_stop))
+        return;
+    long due = (long) ((s_now () - s_lag_t0) * S_LAG_RATE), n = atomic_load (&s_lag_published);
+    if (due <= n || n >= s_lag_cap - 1)
+        return;
+    if (due > s_lag_cap - 1)
+        due = s_lag_cap - 1;
+    bus_txn_t *txn = bus_txn_begin (bus_service_store (svc), true);
+    for (long i = n; txn && i < due; i++)
+        bus_event_append (svc, txn, "echo.seen", json_pack ("{s:f, s:i}", "t", s_now (), "n", (int) i), NULL);
+    if (txn && bus_service_commit (svc, &txn) == 0)
+        atomic_store (&s_lag_published, due);
+}
+
+static const bus_timer_t s_lag_timers [] = {
+    { .name = "publish", .interval_ms = 1, .fn = s_lag_tick },
+    { 0 }
+};
+
+static const bus_daemon_t s_lag_daemon = {
+    .section = "authz",
+    .timers = s_lag_timers,
+};
+
+typedef struct {
+    test_service_t *env;
+    zcert_t *cert;
+    bus_store_t *store;
+    audit_log_t *log;
+    int marks_db;
+    double *lag;                        /* follower: by seq, 0 until stored */
+    double *raw;                        /* plain SUB: by seq */
+    long stored, failed;
+} s_lag_t;
+
+/*  The follower's callback: the auditor's own work, in its transaction. */
+static int
+s_lag_event (bus_follow_t *follow, bus_txn_t *txn, proto_msg_t *event, void *arg)
+{
+    s_lag_t *self = arg;
+    if (event->seq < (uint64_t) s_lag_cap)
+        atomic_store (&s_lag_time [event->seq], s_event_time (event));
+    uint64_t index;
+    int rc = audit_log_append_event_msg (self->log, txn, event, &index);
+    return rc == BUS_EEXIST ? 0 : rc;
+}
+
+static int
+s_lag_stop_check (zloop_t *loop, int timer_id, void *arg)
+{
+    return atomic_load (&s_lag_stop) ? -1 : 0;
+}
+
+/*  The follower, on a thread and zloop of its own. */
+static void *
+s_lag_follower_run (void *arg)
+{
+    s_lag_t *self = arg;
+    zloop_t *loop = zloop_new ();
+    bus_follow_opts_t opts = { .name = "audit", .fn = s_lag_event, .arg = self, .store = self->store,
+                               .replay_ms = 1000 };
+    bus_follow_t *follow = loop ? bus_follow_new (loop, self->cert, &opts) : NULL;
+    if (!follow || bus_follow_add (follow, "authz", "svc:authz", test_service_pub (self->env),
+                                   test_service_rpc (self->env), test_service_server_key (self->env),
+                                   2000, 3)) {
+        self->failed = 1;
+        atomic_store (&s_lag_stop, 1);
+    }
+    else {
+        zloop_timer (loop, 50, 0, s_lag_stop_check, NULL);
+        zloop_start (loop);
+    }
+    bus_follow_destroy (&follow);
+    zloop_destroy (&loop);
+    return NULL;
+}
+
+/*  Poll the committed mark: each event newly under it is stored now. */
+static void *
+s_lag_poll_run (void *arg)
+{
+    s_lag_t *self = arg;
+    uint64_t seen = 0;
+    while (!atomic_load (&s_lag_stop)) {
+        bus_txn_t *txn = bus_txn_begin (self->store, false);
+        const void *val;
+        size_t len;
+        uint64_t mark = seen;
+        if (txn && bus_txn_get (txn, self->marks_db, "audit/authz", 11, &val, &len) == 0 && len == 8)
+            mark = bus_key_to_u64 (val);
+        bus_txn_abort (&txn);
+        double now = s_now ();
+        for (uint64_t q = seen + 1; q <= mark && q < (uint64_t) s_lag_cap; q++) {
+            double t = atomic_load (&s_lag_time [q]);
+            if (t > 0)
+                self->lag [q] = (now - t) * 1e6;
+        }
+        seen = mark > seen ? mark : seen;
+        struct timespec ts = { 0, 100000 };
+        nanosleep (&ts, NULL);
+    }
+    return NULL;
+}
+
+/*  The baseline: a plain CURVE SUB on the publisher's PUB. */
+static void *
+s_lag_sub_run (void *arg)
+{
+    s_lag_t *self = arg;
+    zsock_t *sub = zsock_new (ZMQ_SUB);
+    if (!sub)
+        return NULL;
+    zsock_set_rcvhwm (sub, 100000);
+    zsock_set_rcvtimeo (sub, 50);
+    bus_keys_apply_client (sub, self->cert, test_service_server_key (self->env));
+    zsock_set_subscribe (sub, "");
+    zsock_connect (sub, "%s", test_service_pub (self->env));
+    while (!atomic_load (&s_lag_stop)) {
+        zmsg_t *msg = zmsg_recv (sub);
+        if (!msg)
+            continue;
+        double now = s_now ();
+        zframe_t *topic = zmsg_first (msg), *frame = topic ? zmsg_next (msg) : NULL;
+        proto_msg_t *evt = NULL;
+        if (frame && proto_msg_decode (&evt, zframe_data (frame), zframe_size (frame), 1 << 20, NULL, NULL, 0) == 0
+            && evt->seq < (uint64_t) s_lag_cap)
+            self->raw [evt->seq] = (now - s_event_time (evt)) * 1e6;
+        proto_msg_destroy (&evt);
+        zmsg_destroy (&msg);
+    }
+    zsock_destroy (&sub);
+    return NULL;
+}
+
+/*  The lags (µs) of the events both measured, sorted, into out [0..n). */
+static long
+s_lag_collect (const double *lag, long cap, double *out)
+{
+    long n = 0;
+    for (long q = 2; q < cap; q++)      /* seq 1 is service.started */
+        if (lag [q] > 0)
+            out [n++] = lag [q];
+    qsort (out, (size_t) n, sizeof *out, s_cmp_double);
+    return n;
+}
+
+/*  (c): follower and plain SUB lag behind a publisher at S_LAG_RATE for
+    secs; prints the lines. Returns 0 or -1. */
+static int
+s_follow_lag (double secs)
+{
+    char err [256] = "", dir [64] = "", path [128];
+    int rc = -1;
+    s_lag_t self = { 0 };
+    s_lag_cap = (long) (S_LAG_RATE * secs) + 16;
+    s_lag_time = calloc ((size_t) s_lag_cap, sizeof *s_lag_time);
+    self.lag = calloc ((size_t) s_lag_cap, sizeof *self.lag);
+    self.raw = calloc ((size_t) s_lag_cap, sizeof *self.raw);
+    double *sorted = calloc ((size_t) s_lag_cap, sizeof *sorted);
+    atomic_store (&s_lag_stop, 0);
+    atomic_store (&s_lag_published, 0);
+    self.env = test_service_new ("authz", NULL, "map_size_mb = 1024\n", err, sizeof err);
+    self.cert = self.env ? test_service_cert (self.env, "auditor", "svc:auditor") : NULL;
+    const char *dbs [8] = { 0 };
+    size_t k = 0;
+    for (; audit_log_db_names [k]; k++)
+        dbs [k] = audit_log_db_names [k];
+    dbs [k] = BUS_FOLLOW_DB;
+    if (!s_lag_time || !self.lag || !self.raw || !sorted || !self.cert
+        || test_service_tmpdir (dir, sizeof dir, "bench-audit-follow"))
+        goto done;
+    snprintf (path, sizeof path, "%s/db", dir);
+    if (bus_store_open (&self.store, path, (size_t) 1 << 30, dbs) || audit_log_new (&self.log, self.store))
+        goto done;
+    self.marks_db = bus_store_db (self.store, BUS_FOLLOW_DB);
+    s_lag_t0 = s_now () + 1e6;          /* nothing due until the follower is there */
+    if (test_service_start (self.env, &s_lag_daemon, "bench", 0, err, sizeof err)) {
+        fprintf (stderr, "bench_audit: cannot start the publisher: %s\n", err);
+        goto done;
+    }
+    pthread_t follower, poller, sub;
+    pthread_create (&follower, NULL, s_lag_follower_run, &self);
+    pthread_create (&poller, NULL, s_lag_poll_run, &self);
+    pthread_create (&sub, NULL, s_lag_sub_run, &self);
+    zclock_sleep (500);                 /* connected, service.started applied */
+    s_lag_t0 = s_now ();
+    zclock_sleep ((int) (secs * 1000));
+    long published = atomic_load (&s_lag_published);
+    zclock_sleep (500);                 /* the tail */
+    atomic_store (&s_lag_stop, 1);
+    pthread_join (follower, NULL);
+    pthread_join (poller, NULL);
+    pthread_join (sub, NULL);
+    test_service_stop (self.env);
+    long nf = s_lag_collect (self.lag, s_lag_cap, sorted);
+    double f50 = nf ? sorted [nf / 2] : 0, f99 = nf ? sorted [nf * 99 / 100] : 0;
+    long nr = s_lag_collect (self.raw, s_lag_cap, sorted);
+    double r50 = nr ? sorted [nr / 2] : 0, r99 = nr ? sorted [nr * 99 / 100] : 0;
+    if (self.failed || nf < published * 9 / 10 || nr == 0) {
+        fprintf (stderr, "bench_audit: follower lag: %ld of %ld events stored, %ld seen by the SUB\n",
+                 nf, published, nr);
+        goto done;
+    }
+    printf ("bench audit_follow_lag_p50 %.0f us baseline %.0f ratio %.2f (%ld events at %d/s, "
+            "appended to durably stored by the auditor's follower; baseline: a plain SUB's receive)\n",
+            f50, r50, f50 / r50, published, S_LAG_RATE);
+    printf ("bench audit_follow_lag_p99 %.0f us baseline %.0f ratio %.2f\n", f99, r99, f99 / r99);
+    rc = 0;
+done:
+    audit_log_destroy (&self.log);
+    bus_store_destroy (&self.store);
+    if (*dir)
+        test_service_rmtree (dir);
+    zcert_destroy (&self.cert);
+    test_service_destroy (&self.env);
+    free (s_lag_time);
+    free (self.lag);
+    free (self.raw);
+    free (sorted);
+    s_lag_time = NULL;
+    return rc;
 }
 
 /* --- (b) proofs at scale ------------------------------------------------ */
@@ -396,6 +661,8 @@ main (int argc, char **argv)
             raw_lat [S_LATENCY_N * 99 / 100], lat [S_LATENCY_N * 99 / 100] / raw_lat [S_LATENCY_N * 99 / 100]);
     if (rate < S_TARGET_RATE)
         strcat (missed, " appends");
+    if (s_follow_lag (quick ? 1.0 : 3.0))
+        return 1;
     int prc = s_proofs (quick ? S_PROOF_ENTRIES / 10 : S_PROOF_ENTRIES, quick ? S_PROOFS / 10 : S_PROOFS, quick);
     if (prc < 0)
         return 1;

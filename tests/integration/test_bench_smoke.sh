@@ -63,7 +63,8 @@ has_figures "$TMP/authz_http" authz_http_check_throughput_64 >"$TMP/why"
 result "bench_authz_http_figures" $? "$(cat "$TMP/why")"
 "$BUILD/bench/bench_audit" --quick >"$TMP/audit" 2>"$TMP/audit.err"
 result "bench_audit_runs" $? "$(tail -n 3 "$TMP/audit.err" | tr '\n' ' ')"
-has_figures "$TMP/audit" audit_bus_appends audit_appends_per_fsync audit_append_p50 audit_append_p99 audit_inclusion_100k_p50 \
+has_figures "$TMP/audit" audit_bus_appends audit_appends_per_fsync audit_append_p50 audit_append_p99 audit_follow_lag_p50 \
+    audit_follow_lag_p99 audit_inclusion_100k_p50 \
     audit_inclusion_100k_p99 audit_consistency_p50 audit_root_p50 >"$TMP/why"
 result "bench_audit_figures" $? "$(cat "$TMP/why")"
 grep -Eq "^bench audit_targets (met|missed)" "$TMP/audit"

@@ -53,4 +53,21 @@ done | sort >"$TMP/safe_def"
 result "safe_types_listed ($(wc -l <"$TMP/safe_def") in the catalogue)" $? \
     "6.2 lists: $(tr '\n' ' ' <"$TMP/safe_doc"); the catalogue: $(tr '\n' ' ' <"$TMP/safe_def")"
 
+# ---- sensitive fields: PROTO_SENSITIVE (ident, field) names a field a
+# PROTO_FIELD declares; 6.5 lists them as `type.field` after "Sensitive
+# fields:" ("none." when the catalogue marks none)
+sed -n 's/^PROTO_SENSITIVE[[:space:]]*([[:space:]]*\([a-z_]*\),[[:space:]]*\([a-z_]*\)[[:space:]]*).*/\1 \2/p' "$DEF" >"$TMP/sens_pairs"
+: >"$TMP/sens_def"
+while read -r id field; do
+    grep -q "^PROTO_FIELD[[:space:]]*($id,[[:space:]]*$field," "$DEF"
+    result "sensitive $id.$field declared" $? "PROTO_SENSITIVE ($id, $field) without its PROTO_FIELD"
+    t=$(sed -n "s/^PROTO_MSG[[:space:]]*($id,[[:space:]]*\"\([^\"]*\)\".*/\1/p" "$DEF")
+    echo "$t.$field" >>"$TMP/sens_def"
+done <"$TMP/sens_pairs"
+sort -o "$TMP/sens_def" "$TMP/sens_def"
+awk '/^Sensitive fields:/ { on = 1 } on { print; if (/\.$/) exit }' "$DOC" | tr -s ' \n' '  ' | grep -o '`[^`]*`' | tr -d '`' | sort >"$TMP/sens_doc"
+grep -q '^Sensitive fields:' "$DOC" && cmp -s "$TMP/sens_def" "$TMP/sens_doc"
+result "sensitive_fields_listed ($(wc -l <"$TMP/sens_def") in the catalogue)" $? \
+    "6.5 lists: $(tr '\n' ' ' <"$TMP/sens_doc"); the catalogue: $(tr '\n' ' ' <"$TMP/sens_def")"
+
 results_done

@@ -170,6 +170,49 @@ test_hmac (void **state)
     audit_keys_destroy (&keys);
 }
 
+/*  A test's own marking: echo.seen's "from" and "extra" are sensitive. */
+static bool
+s_test_sensitive (const char *type, const char *field)
+{
+    return streq (type, "echo.seen") && (streq (field, "from") || streq (field, "extra"));
+}
+
+/*  Sensitive fields become "hmac-sha256:<hex>" (a string's bytes; other
+    values' canonical JSON), the rest stays; the catalogue marks none yet,
+    so proto_field_sensitive leaves a real event alone. */
+static void
+test_redact_fields (void **state)
+{
+    uint8_t key [32] = { 'J', 'e', 'f', 'e' };
+    audit_keys_t *keys = s_rfc_keys (key);
+    json_t *body = json_pack ("{s:s, s:s, s:{s:i, s:i}}", "request", "r1",
+                              "from", "what do ya want for nothing?", "extra", "b", 1, "a", 2);
+    assert_int_equal (audit_redact_fields (keys, "echo.seen", body, s_test_sensitive), 2);
+    assert_string_equal (json_string_value (json_object_get (body, "from")),
+                         "hmac-sha256:5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843");
+    char hex [65], tag [12 + 65];
+    audit_hmac_hex (keys, hex, "{\"a\":2,\"b\":1}", 13);
+    snprintf (tag, sizeof tag, "hmac-sha256:%s", hex);
+    assert_string_equal (json_string_value (json_object_get (body, "extra")), tag);
+    assert_string_equal (json_string_value (json_object_get (body, "request")), "r1");
+    /* another type: nothing marked */
+    json_t *other = json_pack ("{s:s}", "from", "x");
+    assert_int_equal (audit_redact_fields (keys, "service.started", other, s_test_sensitive), 0);
+    assert_string_equal (json_string_value (json_object_get (other, "from")), "x");
+    /* the catalogue: no field marked yet; unknown types and NULL are not */
+    assert_int_equal (audit_redact_fields (keys, "echo.seen", other, proto_field_sensitive), 0);
+    assert_false (proto_field_sensitive ("echo", "data"));
+    assert_false (proto_field_sensitive ("no.such.type", "x"));
+    assert_false (proto_field_sensitive (NULL, NULL));
+    /* not an object: left alone */
+    json_t *list = json_pack ("[s]", "x");
+    assert_int_equal (audit_redact_fields (keys, "echo.seen", list, s_test_sensitive), 0);
+    json_decref (list);
+    json_decref (other);
+    json_decref (body);
+    audit_keys_destroy (&keys);
+}
+
 static void
 test_key_files (void **state)
 {
@@ -254,6 +297,7 @@ main (int argc, char **argv)
         cmocka_unit_test (test_jws_round_trip_and_tampering),
         cmocka_unit_test (test_tree_head),
         cmocka_unit_test (test_hmac),
+        cmocka_unit_test (test_redact_fields),
         cmocka_unit_test (test_key_files),
     };
     return test_service_summary (sizeof tests / sizeof tests [0],
