@@ -415,7 +415,7 @@ s_lag_collect (const double *lag, long cap, double *out)
     for (long q = 2; q < cap; q++)      /* seq 1 is service.started */
         if (lag [q] > 0)
             out [n++] = lag [q];
-    qsort (out, (size_t) n, sizeof *out, s_cmp_double);
+    qsort (out, (size_t) n, sizeof *out, bench_cmp_double);
     return n;
 }
 
