@@ -35,12 +35,16 @@
     after a restart). Everything runs on the reactor: a change is a few
     small LMDB puts and one fsync.
 
-    Not built: the `oidc` backend (backend = oidc refuses to start) and the
-    approvers' webhook.
+    Backend oidc (a CIBA provider, Auth0 first): each level is a
+    bc-authorize at the provider, then token polls honouring interval,
+    slow_down (+5 s) and Retry-After, all on the reactor through
+    bus_http_client; the provider's answers map to distinct level states.
+    Not built: the approvers' webhook (backend local).
 */
 #include "ciba_service.h"
 #include "ciba_decision.h"
 #include "bus_error.h"
+#include "bus_http_client.h"
 #include "bus_log.h"
 
 #include <sodium.h>
@@ -58,7 +62,17 @@ typedef struct {
     int db_approvals, db_levels, db_deadlines, db_devices;
     int64_t default_expiry_s, interval_s, rate_per_min, message_max;
     zhash_t *asked;              /* approver -> s_window_t: when levels were asked of them */
+    /* backend oidc */
+    bool oidc;
+    bool oidc_ready;             /* endpoints known (discovery answered or failed) */
+    bus_http_client_t *http;
+    char *issuer, *iss, *bc_url, *token_url, *client_id, *secret, *audience;
+    bool hint_iss_sub, auth0_charset;
+    int64_t expiry_max_s, default_interval_s;
 } s_ciba_t;
+
+static void s_oidc_send (s_ciba_t *self, json_t *a, size_t i, int64_t now);
+static char *s_auth0_charset (const char *in);
 
 /*  The times (µs) of the last rate_per_min asks of one approver, a ring. */
 typedef struct {
@@ -199,6 +213,9 @@ s_next_deadline (json_t *a)
     int64_t d = lvl ? s_int (lvl, "deadline") : 0;
     if (d > 0 && d < at)
         at = d;
+    int64_t p = lvl && streq (s_str (lvl, "state") ?: "", "pending") ? s_int (lvl, "poll_at") : 0;
+    if (p > 0 && p < at)
+        at = p;
     return at;
 }
 
@@ -277,6 +294,7 @@ s_level_public (json_t *lvl)
 {
     json_t *out = json_deep_copy (lvl);
     json_object_del (out, "deadline");
+    json_object_del (out, "provider_auth_req_id");
     return out;
 }
 
@@ -290,8 +308,10 @@ s_public (json_t *a, int64_t now)
     json_object_del (out, "deadline");
     json_t *levels = json_object_get (out, "levels"), *lvl;
     size_t i;
-    json_array_foreach (levels, i, lvl)
+    json_array_foreach (levels, i, lvl) {
         json_object_del (lvl, "deadline");
+        json_object_del (lvl, "provider_auth_req_id");
+    }
     if (streq (s_str (out, "state") ?: "", "pending") && now >= s_int (out, "expires_at")) {
         s_set_str (out, "state", "expired");
         json_array_foreach (levels, i, lvl)
@@ -396,8 +416,31 @@ s_rate_note (s_ciba_t *self, const char *approver, int64_t now)
 
 /* ---- the chain ---------------------------------------------------------- */
 
+/*  Level i's approver cannot be asked (reason: approver_not_enrolled):
+    the level is passed with ciba.escalated and true returned when a level
+    follows; else the approval ends denied and false is returned. */
+static bool
+s_pass_level (s_ciba_t *self, bus_txn_t *txn, json_t *a, size_t i, const char *reason, int64_t now,
+              const char *tp)
+{
+    json_t *levels = json_object_get (a, "levels");
+    json_t *lvl = json_array_get (levels, i), *next = json_array_get (levels, i + 1);
+    s_set_str (lvl, "state", reason);
+    s_set_int (lvl, "decided_at", now);
+    if (next) {
+        s_level_event (self, txn, "ciba.escalated", a, i,
+                       json_pack ("{s:s, s:s, s:s, s:I}", "reason", reason, "to_approver", s_str (next, "approver"),
+                                  "to_auth_req_id", s_str (next, "auth_req_id"), "to_level", (json_int_t) i + 1), tp);
+        return true;
+    }
+    s_complete (self, txn, a, "denied", reason, now, tp);
+    return false;
+}
+
 /*  Ask level i (and, past approvers without a device, the levels after
-    it); the last level without a device ends the approval denied. */
+    it); the last level without a device ends the approval denied. With
+    the oidc backend every approver is asked of the provider (which says
+    whether it knows them), by bc-authorize sent from here. */
 static void
 s_ask (s_ciba_t *self, bus_txn_t *txn, json_t *a, size_t i, int64_t now, const char *tp)
 {
@@ -407,18 +450,9 @@ s_ask (s_ciba_t *self, bus_txn_t *txn, json_t *a, size_t i, int64_t now, const c
         json_t *lvl = json_array_get (levels, i);
         const char *approver = s_str (lvl, "approver");
         s_set_int (a, "current", (json_int_t) i);
-        if (!s_device_active (self, txn, approver, NULL, NULL)) {
-            s_set_str (lvl, "state", "approver_not_enrolled");
-            s_set_int (lvl, "decided_at", now);
-            if (i + 1 < n) {
-                json_t *next = json_array_get (levels, i + 1);
-                s_level_event (self, txn, "ciba.escalated", a, i,
-                               json_pack ("{s:s, s:s, s:s, s:I}", "reason", "approver_not_enrolled",
-                                          "to_approver", s_str (next, "approver"), "to_auth_req_id",
-                                          s_str (next, "auth_req_id"), "to_level", (json_int_t) i + 1), tp);
+        if (!self->oidc && !s_device_active (self, txn, approver, NULL, NULL)) {
+            if (s_pass_level (self, txn, a, i, "approver_not_enrolled", now, tp))
                 continue;
-            }
-            s_complete (self, txn, a, "denied", "approver_not_enrolled", now, tp);
             return;
         }
         int64_t free_at = 0;
@@ -437,6 +471,8 @@ s_ask (s_ciba_t *self, bus_txn_t *txn, json_t *a, size_t i, int64_t now, const c
                        json_pack ("{s:s, s:s}", "binding_message", s_str (a, "binding_message"),
                                   "authorization_details_sha256", s_str (a, "authorization_details_sha256")),
                        tp);
+        if (self->oidc)
+            s_oidc_send (self, a, i, now);
         return;
     }
 }
@@ -464,16 +500,22 @@ s_tick (s_ciba_t *self, bus_txn_t *txn, json_t *a, int64_t now)
     }
     if (!lvl || !streq (s_str (lvl, "state") ?: "", "pending"))
         return false;
+    bool changed = false;
+    int64_t p = s_int (lvl, "poll_at");
+    if (self->oidc && p > 0 && now >= p && !json_is_true (json_object_get (lvl, "queued"))) {
+        s_oidc_send (self, a, i, now);
+        changed = true;
+    }
     int64_t d = s_int (lvl, "deadline");
     if (d == 0 || now < d)
-        return false;
+        return changed;
     if (json_is_true (json_object_get (lvl, "queued"))) {
         s_ask (self, txn, a, i, now, NULL);
         return true;
     }
     json_t *next = json_array_get (levels, i + 1);
     if (!next)
-        return false;
+        return changed;
     s_set_str (lvl, "state", "escalated");
     s_set_int (lvl, "decided_at", now);
     s_level_event (self, txn, "ciba.escalated", a, i,
@@ -591,7 +633,10 @@ s_authorize (bus_service_t *svc, bus_request_t *req, void *arg)
                          "(RFC 8785): integers beyond 2^53, or nesting past 32 levels");
         return;
     }
-    char *message = s_sanitise (s_str (body, "binding_message"), (size_t) self->message_max, why, sizeof why);
+    char *mapped = self->oidc && self->auth0_charset ? s_auth0_charset (s_str (body, "binding_message")) : NULL;
+    char *message = s_sanitise (mapped ? mapped : s_str (body, "binding_message"), (size_t) self->message_max, why,
+                                sizeof why);
+    free (mapped);
     json_t *levels = message ? s_levels_from (body, why, sizeof why) : NULL;
     if (!levels) {
         free (message);
@@ -730,6 +775,10 @@ s_decide (bus_service_t *svc, bus_request_t *req, void *arg)
     const char *signature = s_str (body, "signature");
     if (!streq (decision, "approve") && !streq (decision, "deny")) {
         bus_reply_error (req, PROTO_ERR_INVALID, "decision must be approve or deny");
+        return;
+    }
+    if (self->oidc) {
+        bus_reply_error (req, PROTO_ERR_CONFLICT, "backend oidc: decisions come from the provider");
         return;
     }
     bus_txn_t *txn = s_write_begin (self, req);
@@ -1040,6 +1089,400 @@ s_device_list (bus_service_t *svc, bus_request_t *req, void *arg)
     bus_reply_ok (req, json_pack ("{s:o}", "devices", out));
 }
 
+/* ---- backend oidc ------------------------------------------------------- */
+
+/*  A request to the provider on its way: which level it is for. */
+typedef struct {
+    s_ciba_t *self;
+    char approval_id [PROTO_ID_LEN + 1];
+    char auth_req_id [48];
+    bool token;                  /* a token poll (else bc-authorize) */
+} s_oidc_job_t;
+
+/*  The provider's name of an approver: what follows the principal class
+    ("user:alice" -> "alice"). */
+static const char *
+s_sub_of (const char *approver)
+{
+    const char *colon = strchr (approver, ':');
+    return colon ? colon + 1 : approver;
+}
+
+/*  The binding message in Auth0's character set: letters, digits, space
+    and + - _ . , : # ("$520,000" becomes "USD 520,000"); other
+    characters become spaces (s_sanitise collapses them). Caller frees. */
+static char *
+s_auth0_charset (const char *in)
+{
+    size_t n = strlen (in);
+    char *out = malloc (4 * n + 1), *o = out;
+    if (!out)
+        return NULL;
+    for (const char *p = in; *p; p++) {
+        unsigned char c = (unsigned char) *p;
+        if (c == '$') {
+            memcpy (o, "USD ", 4);
+            o += 4;
+        }
+        else if (isalnum (c) || strchr (" +-_.,:#", c))
+            *o++ = (char) c;
+        else
+            *o++ = ' ';
+    }
+    *o = 0;
+    return out;
+}
+
+static void s_oidc_done (const bus_http_response_t *response, void *arg);
+
+/*  Send level i's next request to the provider: bc-authorize when it has
+    no provider auth_req_id yet, else a token poll. Until the answer, the
+    level's poll_at is a guard (the request's deadline and a second), so a
+    broker restarted meanwhile asks again. */
+static void
+s_oidc_send (s_ciba_t *self, json_t *a, size_t i, int64_t now)
+{
+    json_t *lvl = json_array_get (json_object_get (a, "levels"), i);
+    int timeout_ms = 10000;
+    s_set_int (lvl, "poll_at", now + (timeout_ms + 1000) * 1000LL);
+    if (!self->oidc_ready) {
+        s_set_int (lvl, "poll_at", now + 200 * 1000LL);       /* the endpoints are not known yet */
+        return;
+    }
+    s_oidc_job_t *job = calloc (1, sizeof *job);
+    if (!job)
+        return;
+    job->self = self;
+    snprintf (job->approval_id, sizeof job->approval_id, "%s", s_str (a, "approval_id"));
+    snprintf (job->auth_req_id, sizeof job->auth_req_id, "%s", s_str (lvl, "auth_req_id"));
+    const char *provider_id = s_str (lvl, "provider_auth_req_id");
+    char *form = NULL, *hint = NULL, *details = NULL, expiry [24];
+    if (provider_id) {
+        job->token = true;
+        const char *pairs [] = { "grant_type", "urn:openid:params:grant-type:ciba", "auth_req_id", provider_id,
+                                 "client_id", self->client_id, "client_secret", self->secret, NULL };
+        form = bus_http_form_encode (pairs);
+    }
+    else {
+        const char *sub = s_sub_of (s_str (lvl, "approver"));
+        if (self->hint_iss_sub) {
+            json_t *h = json_pack ("{s:s, s:s, s:s}", "format", "iss_sub", "iss", self->iss, "sub", sub);
+            hint = h ? json_dumps (h, JSON_COMPACT) : NULL;
+            json_decref (h);
+        }
+        else
+            hint = strdup (sub);
+        int64_t left = (s_int (a, "expires_at") - now) / 1000000;
+        snprintf (expiry, sizeof expiry, "%lld",
+                  (long long) (left < 1 ? 1 : left > self->expiry_max_s ? self->expiry_max_s : left));
+        json_t *ad = json_object_get (a, "authorization_details");
+        details = json_array_size (ad) ? json_dumps (ad, JSON_COMPACT) : NULL;
+        const char *pairs [16] = { "client_id", self->client_id, "client_secret", self->secret, "scope", "openid",
+                                   "login_hint", hint ? hint : "", "binding_message", s_str (a, "binding_message"),
+                                   "requested_expiry", expiry, NULL };
+        int k = 12;
+        if (details) {
+            pairs [k++] = "authorization_details";
+            pairs [k++] = details;
+        }
+        if (*self->audience) {
+            pairs [k++] = "audience";
+            pairs [k++] = self->audience;
+        }
+        pairs [k] = NULL;
+        form = bus_http_form_encode (pairs);
+    }
+    bus_http_request_t req = { .method = "POST", .url = job->token ? self->token_url : self->bc_url,
+                               .content_type = "application/x-www-form-urlencoded", .body = form,
+                               .body_len = form ? strlen (form) : 0, .timeout_ms = timeout_ms };
+    int rc = form ? bus_http_client_send (self->http, &req, s_oidc_done, job, NULL) : BUS_ENOMEM;
+    if (form)
+        sodium_memzero (form, strlen (form));      /* it held the client secret */
+    free (form);
+    free (hint);
+    free (details);
+    if (rc) {
+        bus_warn ("ciba: cannot send to the provider: %s (tried again at the next poll)", bus_strerror (rc));
+        free (job);
+    }
+}
+
+/*  The seconds of a Retry-After header (delta-seconds form), or 0. */
+static int64_t
+s_retry_after (const bus_http_response_t *r)
+{
+    const char *v = bus_http_response_header (r, "Retry-After");
+    char *end = NULL;
+    long long n = v ? strtoll (v, &end, 10) : 0;
+    return v && end && end != v && n > 0 && n < 3600 ? n : 0;
+}
+
+/*  The claims of an ID token (its payload, not its signature: it came
+    straight from the token endpoint over the connection the client
+    authenticated, OpenID Connect Core 3.1.3.7 (6)), or NULL. */
+static json_t *
+s_id_token_claims (const char *jwt)
+{
+    const char *dot1 = jwt ? strchr (jwt, '.') : NULL;
+    const char *dot2 = dot1 ? strchr (dot1 + 1, '.') : NULL;
+    if (!dot2 || dot2 - dot1 - 1 > 16384)
+        return NULL;
+    size_t len = 0;
+    uint8_t buf [12288];
+    if (sodium_base642bin (buf, sizeof buf, dot1 + 1, (size_t) (dot2 - dot1 - 1), NULL, &len, NULL,
+                           sodium_base64_VARIANT_URLSAFE_NO_PADDING))
+        return NULL;
+    return json_loadb ((const char *) buf, len, 0, NULL);
+}
+
+/*  Does the ID token name the approver asked, for us, from our issuer? */
+static const char *
+s_id_token_wrong (s_ciba_t *self, json_t *claims, const char *sub)
+{
+    json_t *aud = json_object_get (claims, "aud");
+    bool aud_ok = json_is_string (aud) ? streq (json_string_value (aud), self->client_id) : false;
+    size_t k;
+    json_t *v;
+    json_array_foreach (aud, k, v)
+        aud_ok = aud_ok || streq (json_string_value (v) ?: "", self->client_id);
+    if (!claims)
+        return "the ID token cannot be read";
+    if (!streq (s_str (claims, "sub") ?: "", sub))
+        return "the ID token's sub is not the approver asked";
+    if (!streq (s_str (claims, "iss") ?: "", self->iss))
+        return "the ID token's iss is not the provider's";
+    if (!aud_ok)
+        return "the ID token's aud is not this client";
+    return NULL;
+}
+
+/*  Level i ended by the provider's word: state (the level's), event, and
+    the approval's outcome. */
+static void
+s_oidc_end (s_ciba_t *self, bus_txn_t *txn, json_t *a, size_t i, const char *state, const char *error,
+            int64_t now)
+{
+    json_t *lvl = json_array_get (json_object_get (a, "levels"), i);
+    s_set_str (lvl, "state", state);
+    s_set_int (lvl, "decided_at", now);
+    s_set_int (lvl, "poll_at", 0);
+    if (error)
+        s_set_str (lvl, "provider_error", error);
+    if (streq (state, "expired")) {
+        s_level_event (self, txn, "ciba.expired", a, i, NULL, NULL);
+        s_complete (self, txn, a, "expired", NULL, now, NULL);
+        return;
+    }
+    s_level_event (self, txn, "ciba.denied", a, i, json_pack ("{s:s, s:s?}", "state", state, "error", error), NULL);
+    s_complete (self, txn, a, "denied", streq (state, "denied") ? NULL : state, now, NULL);
+}
+
+/*  The provider answered a request of level job->auth_req_id: apply it
+    in a transaction of its own (the level may have moved on meanwhile:
+    escalated, cancelled, expired; then the answer is dropped). */
+static void
+s_oidc_done (const bus_http_response_t *r, void *arg)
+{
+    s_oidc_job_t *job = arg;
+    s_ciba_t *self = job->self;
+    int64_t now = proto_now_us ();
+    bus_txn_t *txn = bus_txn_begin (self->store, true);
+    json_t *a = txn ? s_load (self, txn, job->approval_id) : NULL;
+    json_t *levels = json_object_get (a, "levels"), *lvl = NULL, *body = NULL;
+    size_t i = 0, k;
+    json_t *l;
+    json_array_foreach (levels, k, l)
+        if (streq (s_str (l, "auth_req_id") ?: "", job->auth_req_id))
+            lvl = l, i = k;
+    if (!lvl || !streq (s_str (a, "state") ?: "", "pending") || !streq (s_str (lvl, "state") ?: "", "pending")
+        || (size_t) s_int (a, "current") != i) {
+        bus_service_abort (self->svc, &txn);
+        goto done;
+    }
+    body = r->error ? NULL : json_loadb (r->body, r->body_len, 0, NULL);
+    const char *error = s_str (body, "error");
+    int64_t interval = s_int (lvl, "interval") ?: self->default_interval_s;
+    int64_t wait_s = interval;
+    const char *poll = NULL;
+    if (r->error)
+        poll = "network_error";
+    else if (!job->token && r->status == 200 && json_is_string (json_object_get (body, "auth_req_id"))) {
+        s_set_str (lvl, "provider_auth_req_id", s_str (body, "auth_req_id"));
+        if (json_integer_value (json_object_get (body, "interval")) > 0)
+            interval = wait_s = json_integer_value (json_object_get (body, "interval"));
+        s_set_int (lvl, "interval", interval);
+        poll = "authorization_pending";
+    }
+    else if (job->token && r->status == 200 && json_is_string (json_object_get (body, "id_token"))) {
+        json_t *claims = s_id_token_claims (s_str (body, "id_token"));
+        const char *sub = s_sub_of (s_str (lvl, "approver"));
+        const char *wrong = s_id_token_wrong (self, claims, sub);
+        json_decref (claims);
+        if (wrong) {
+            bus_warn ("ciba: approval %s level %zu: %s", job->approval_id, i, wrong);
+            s_oidc_end (self, txn, a, i, "request_rejected", wrong, now);
+        }
+        else {
+            s_set_str (lvl, "state", "approved");
+            s_set_str (lvl, "provider_sub", sub);
+            s_set_int (lvl, "decided_at", now);
+            s_set_int (lvl, "poll_at", 0);
+            s_set_int (lvl, "deadline", 0);
+            s_level_event (self, txn, "ciba.approved", a, i, json_pack ("{s:s, s:s}", "provider", "oidc",
+                                                                         "sub", sub), NULL);
+            if (i + 1 < json_array_size (levels))
+                s_ask (self, txn, a, i + 1, now, NULL);
+            else
+                s_complete (self, txn, a, "approved", NULL, now, NULL);
+        }
+    }
+    else if (r->status == 401 || (error && streq (error, "invalid_client")))
+        s_oidc_end (self, txn, a, i, "invalid_client", "invalid_client", now);
+    else if (!error || r->status >= 500 || r->status == 429)
+        poll = r->status == 429 ? "slow_down" : "provider_error";     /* garbage, an outage: try again */
+    else if (streq (error, "authorization_pending"))
+        poll = "authorization_pending";
+    else if (streq (error, "slow_down")) {
+        interval += 5;                                       /* for this and every later poll */
+        s_set_int (lvl, "interval", interval);
+        wait_s = interval;
+        poll = "slow_down";
+    }
+    else if (streq (error, "access_denied"))
+        s_oidc_end (self, txn, a, i, "denied", error, now);
+    else if (streq (error, "expired_token"))
+        s_oidc_end (self, txn, a, i, "expired", error, now);
+    else if (streq (error, "invalid_grant"))
+        s_oidc_end (self, txn, a, i, "invalid_grant", error, now);
+    else if (!job->token && streq (error, "unknown_user_id")) {
+        if (s_pass_level (self, txn, a, i, "approver_not_enrolled", now, NULL))
+            s_ask (self, txn, a, i + 1, now, NULL);
+    }
+    else
+        s_oidc_end (self, txn, a, i, "request_rejected", error, now);
+    if (poll) {
+        int64_t ra = s_retry_after (r);
+        if (ra > wait_s)
+            wait_s = ra;
+        s_set_str (lvl, "poll", poll);
+        s_set_int (lvl, "poll_at", now + wait_s * 1000000LL);
+    }
+    s_save (self, txn, a);
+    int rc = bus_service_commit (self->svc, &txn);
+    if (rc)
+        bus_warn ("ciba: the provider's answer for approval %s was not stored: %s (asked again)",
+                  job->approval_id, bus_strerror (rc));
+done:
+    json_decref (body);
+    json_decref (a);
+    free (job);
+}
+
+/*  The provider's discovery document answered: its endpoints, else
+    Auth0's paths under the issuer. */
+static void
+s_oidc_discovered (const bus_http_response_t *r, void *arg)
+{
+    s_ciba_t *self = arg;
+    json_t *doc = !r->error && r->status == 200 ? json_loadb (r->body, r->body_len, 0, NULL) : NULL;
+    const char *bc = s_str (doc, "backchannel_authentication_endpoint");
+    const char *token = s_str (doc, "token_endpoint");
+    const char *iss = s_str (doc, "issuer");
+    if (bc && token) {
+        free (self->bc_url);
+        free (self->token_url);
+        self->bc_url = strdup (bc);
+        self->token_url = strdup (token);
+        if (iss) {
+            free (self->iss);
+            self->iss = strdup (iss);
+        }
+        bus_info ("ciba: provider %s: bc-authorize %s, token %s", self->iss, bc, token);
+    }
+    else
+        bus_warn ("ciba: no CIBA endpoints in %s/.well-known/openid-configuration (%s): using %s and %s",
+                  self->issuer, r->error ? r->reason : "no backchannel_authentication_endpoint", self->bc_url,
+                  self->token_url);
+    json_decref (doc);
+    self->oidc_ready = true;
+}
+
+/*  Start the oidc backend: config, secret, the HTTP client, discovery. */
+static int
+s_oidc_start (s_ciba_t *self, bus_config_t *config)
+{
+    const char *issuer = bus_config_str (config, "ciba", "oidc_issuer");
+    const char *secret_file = bus_config_str (config, "ciba", "oidc_client_secret_file");
+    const char *client_id = bus_config_str (config, "ciba", "oidc_client_id");
+    if (!issuer || !*issuer || !client_id || !*client_id || !secret_file || !*secret_file) {
+        bus_error ("ciba: backend oidc needs oidc_issuer, oidc_client_id and oidc_client_secret_file");
+        return BUS_ECONFIG;
+    }
+    FILE *f = fopen (secret_file, "r");
+    char buf [1024] = "";
+    bool read = f && fgets (buf, sizeof buf, f);
+    if (f)
+        fclose (f);
+    buf [strcspn (buf, "\r\n")] = 0;
+    if (!read || !*buf) {
+        bus_error ("ciba: cannot read the client secret from %s", secret_file);
+        return BUS_ECONFIG;
+    }
+    self->secret = strdup (buf);
+    sodium_memzero (buf, sizeof buf);
+    self->issuer = strdup (issuer);
+    size_t n = strlen (self->issuer);
+    while (n > 0 && self->issuer [n - 1] == '/')
+        self->issuer [--n] = 0;
+    /* Auth0's iss (and its iss_sub login hint) ends in a slash */
+    if (asprintf (&self->iss, "%s/", self->issuer) < 0 || asprintf (&self->bc_url, "%s/bc-authorize", self->issuer) < 0
+        || asprintf (&self->token_url, "%s/oauth/token", self->issuer) < 0)
+        return BUS_ENOMEM;
+    self->client_id = strdup (client_id);
+    self->audience = strdup (bus_config_str (config, "ciba", "oidc_audience") ?: "");
+    const char *hint = bus_config_str (config, "ciba", "oidc_login_hint");
+    const char *charset = bus_config_str (config, "ciba", "oidc_binding_charset");
+    if (!streq (hint ?: "", "iss_sub") && !streq (hint ?: "", "plain")) {
+        bus_error ("ciba: oidc_login_hint must be iss_sub or plain");
+        return BUS_ECONFIG;
+    }
+    if (!streq (charset ?: "", "auth0") && !streq (charset ?: "", "any")) {
+        bus_error ("ciba: oidc_binding_charset must be auth0 or any");
+        return BUS_ECONFIG;
+    }
+    self->hint_iss_sub = streq (hint, "iss_sub");
+    self->auth0_charset = streq (charset, "auth0");
+    self->expiry_max_s = bus_config_int (config, "ciba", "oidc_requested_expiry_max");
+    self->default_interval_s = bus_config_int (config, "ciba", "oidc_default_interval_s");
+    bus_http_client_opts_t opts;
+    bus_http_client_opts_from_config (&opts, config);
+    self->http = bus_http_client_new (bus_service_loop (self->svc), &opts);
+    if (!self->http || !self->client_id || !self->audience)
+        return BUS_ENOMEM;
+    char url [2048];
+    snprintf (url, sizeof url, "%s/.well-known/openid-configuration", self->issuer);
+    bus_http_request_t req = { .method = "GET", .url = url, .timeout_ms = 10000 };
+    int rc = bus_http_client_send (self->http, &req, s_oidc_discovered, self, NULL);
+    if (rc)
+        bus_error ("ciba: oidc_issuer %s: %s", self->issuer, bus_strerror (rc));
+    return rc;
+}
+
+static void
+s_oidc_stop (s_ciba_t *self)
+{
+    bus_http_client_destroy (&self->http);
+    if (self->secret)
+        sodium_memzero (self->secret, strlen (self->secret));
+    free (self->secret);
+    free (self->issuer);
+    free (self->iss);
+    free (self->bc_url);
+    free (self->token_url);
+    free (self->client_id);
+    free (self->audience);
+}
+
 /* ---- the timer ---------------------------------------------------------- */
 
 typedef struct {
@@ -1111,10 +1554,11 @@ s_start (bus_service_t *svc, void **state)
     self->asked = zhash_new ();
     bus_config_t *config = bus_service_config (svc);
     const char *backend = bus_config_str (config, "ciba", "backend");
-    if (!streq (backend ?: "", "local")) {
-        bus_error ("ciba: backend '%s' is not built (only local is)", backend ?: "");
+    if (!streq (backend ?: "", "local") && !streq (backend ?: "", "oidc")) {
+        bus_error ("ciba: backend '%s': local or oidc", backend ?: "");
         return BUS_ECONFIG;
     }
+    self->oidc = streq (backend, "oidc");
     self->default_expiry_s = bus_config_int (config, "ciba", "default_expiry_s");
     self->interval_s = bus_config_int (config, "ciba", "poll_interval_s");
     self->rate_per_min = bus_config_int (config, "ciba", "approver_rate_per_min");
@@ -1126,6 +1570,11 @@ s_start (bus_service_t *svc, void **state)
     if (!self->asked || self->db_approvals < 0 || self->db_levels < 0 || self->db_deadlines < 0
         || self->db_devices < 0)
         return BUS_EINVAL;
+    if (self->oidc) {
+        int rc = s_oidc_start (self, config);
+        if (rc)
+            return rc;
+    }
     static const struct { const char *type; bus_handler_fn *fn; } handlers [] = {
         { "ciba.authorize",     s_authorize },
         { "ciba.status",        s_status },
@@ -1149,6 +1598,7 @@ s_stop (bus_service_t *svc, void **state)
     if (!self)
         return;
     zhash_destroy (&self->asked);
+    s_oidc_stop (self);
     free (self);
     *state = NULL;
 }
