@@ -43,6 +43,7 @@
 */
 #include "ciba_service.h"
 #include "ciba_decision.h"
+#include "ciba_internal.h"
 #include "bus_error.h"
 #include "bus_http_client.h"
 #include "bus_log.h"
@@ -56,23 +57,8 @@
 #define S_LIST_DEFAULT 100
 #define S_AUTH_REQ_BYTES 24      /* 192 bits; base64url: 32 characters */
 
-typedef struct {
-    bus_service_t *svc;
-    bus_store_t *store;
-    int db_approvals, db_levels, db_deadlines, db_devices;
-    int64_t default_expiry_s, interval_s, rate_per_min, message_max;
-    zhash_t *asked;              /* approver -> s_window_t: when levels were asked of them */
-    /* backend oidc */
-    bool oidc;
-    bool oidc_ready;             /* endpoints known (discovery answered or failed) */
-    bus_http_client_t *http;
-    char *issuer, *iss, *bc_url, *token_url, *client_id, *secret, *audience;
-    bool hint_iss_sub, auth0_charset;
-    int64_t expiry_max_s, default_interval_s;
-} s_ciba_t;
 
-static void s_oidc_send (s_ciba_t *self, json_t *a, size_t i, int64_t now);
-static char *s_auth0_charset (const char *in);
+
 
 /*  The times (µs) of the last rate_per_min asks of one approver, a ring. */
 typedef struct {
@@ -81,30 +67,6 @@ typedef struct {
 } s_window_t;
 
 /* ---- small helpers ------------------------------------------------------ */
-
-static const char *
-s_str (json_t *obj, const char *key)
-{
-    return json_string_value (json_object_get (obj, key));
-}
-
-static int64_t
-s_int (json_t *obj, const char *key)
-{
-    return json_integer_value (json_object_get (obj, key));
-}
-
-static void
-s_set_int (json_t *obj, const char *key, int64_t v)
-{
-    json_object_set_new (obj, key, json_integer (v));
-}
-
-static void
-s_set_str (json_t *obj, const char *key, const char *v)
-{
-    json_object_set_new (obj, key, json_string (v));
-}
 
 /*  An approver name: "user:NAME" (or another principal class) with a
     short, plain name. */
@@ -167,8 +129,8 @@ s_sanitise (const char *in, size_t max, char *why, size_t why_len)
 
 /*  The approval approval_id as a new JSON object, or NULL (not found or
     unreadable). */
-static json_t *
-s_load (s_ciba_t *self, bus_txn_t *txn, const char *approval_id)
+json_t *
+ciba_load (ciba_t *self, bus_txn_t *txn, const char *approval_id)
 {
     const void *val;
     size_t len;
@@ -179,7 +141,7 @@ s_load (s_ciba_t *self, bus_txn_t *txn, const char *approval_id)
 
 /*  The approval id a level's auth_req_id belongs to, into out. */
 static int
-s_level_owner (s_ciba_t *self, bus_txn_t *txn, const char *auth_req_id, char out [PROTO_ID_LEN + 1])
+s_level_owner (ciba_t *self, bus_txn_t *txn, const char *auth_req_id, char out [PROTO_ID_LEN + 1])
 {
     const void *val;
     size_t len;
@@ -206,14 +168,14 @@ s_deadline_key (uint8_t key [8 + PROTO_ID_LEN], int64_t at, const char *approval
 static int64_t
 s_next_deadline (json_t *a)
 {
-    if (!streq (s_str (a, "state") ?: "", "pending"))
+    if (!streq (ciba_str (a, "state") ?: "", "pending"))
         return 0;
-    int64_t at = s_int (a, "expires_at");
-    json_t *lvl = json_array_get (json_object_get (a, "levels"), (size_t) s_int (a, "current"));
-    int64_t d = lvl ? s_int (lvl, "deadline") : 0;
+    int64_t at = ciba_int (a, "expires_at");
+    json_t *lvl = json_array_get (json_object_get (a, "levels"), (size_t) ciba_int (a, "current"));
+    int64_t d = lvl ? ciba_int (lvl, "deadline") : 0;
     if (d > 0 && d < at)
         at = d;
-    int64_t p = lvl && streq (s_str (lvl, "state") ?: "", "pending") ? s_int (lvl, "poll_at") : 0;
+    int64_t p = lvl && streq (ciba_str (lvl, "state") ?: "", "pending") ? ciba_int (lvl, "poll_at") : 0;
     if (p > 0 && p < at)
         at = p;
     return at;
@@ -221,12 +183,12 @@ s_next_deadline (json_t *a)
 
 /*  Store the approval and move its deadline key. Errors are sticky in
     txn. */
-static int
-s_save (s_ciba_t *self, bus_txn_t *txn, json_t *a)
+int
+ciba_save (ciba_t *self, bus_txn_t *txn, json_t *a)
 {
-    const char *id = s_str (a, "approval_id");
+    const char *id = ciba_str (a, "approval_id");
     uint8_t key [8 + PROTO_ID_LEN];
-    int64_t old = s_int (a, "deadline"), next = s_next_deadline (a);
+    int64_t old = ciba_int (a, "deadline"), next = s_next_deadline (a);
     if (old != next) {
         if (old) {
             s_deadline_key (key, old, id);
@@ -236,7 +198,7 @@ s_save (s_ciba_t *self, bus_txn_t *txn, json_t *a)
             s_deadline_key (key, next, id);
             bus_txn_put (txn, self->db_deadlines, key, sizeof key, "", 0);
         }
-        s_set_int (a, "deadline", next);
+        ciba_set_int (a, "deadline", next);
     }
     char *text = json_dumps (a, JSON_COMPACT);
     if (!text) {
@@ -254,7 +216,7 @@ s_any_active (const void *k, size_t kl, const void *v, size_t vl, void *arg)
 {
     json_t *d = json_loadb (v, vl, 0, NULL);
     bool *any = arg;
-    *any = d && streq (s_str (d, "state") ?: "", "active");
+    *any = d && streq (ciba_str (d, "state") ?: "", "active");
     json_decref (d);
     return *any ? 1 : 0;
 }
@@ -262,7 +224,7 @@ s_any_active (const void *k, size_t kl, const void *v, size_t vl, void *arg)
 /*  Does approver have an active device? The device's record into *out
     when device is given (NULL: any). */
 static bool
-s_device_active (s_ciba_t *self, bus_txn_t *txn, const char *approver, const char *device, json_t **out)
+s_device_active (ciba_t *self, bus_txn_t *txn, const char *approver, const char *device, json_t **out)
 {
     char prefix [600];
     int n = snprintf (prefix, sizeof prefix, "%s\n%s", approver, device ? device : "");
@@ -274,7 +236,7 @@ s_device_active (s_ciba_t *self, bus_txn_t *txn, const char *approver, const cha
         if (bus_txn_get (txn, self->db_devices, prefix, (size_t) n, &val, &len))
             return false;
         json_t *d = json_loadb (val, len, 0, NULL);
-        bool ok = d && streq (s_str (d, "state") ?: "", "active");
+        bool ok = d && streq (ciba_str (d, "state") ?: "", "active");
         if (out)
             *out = d;
         else
@@ -312,29 +274,29 @@ s_public (json_t *a, int64_t now)
         json_object_del (lvl, "deadline");
         json_object_del (lvl, "provider_auth_req_id");
     }
-    if (streq (s_str (out, "state") ?: "", "pending") && now >= s_int (out, "expires_at")) {
-        s_set_str (out, "state", "expired");
+    if (streq (ciba_str (out, "state") ?: "", "pending") && now >= ciba_int (out, "expires_at")) {
+        ciba_set_str (out, "state", "expired");
         json_array_foreach (levels, i, lvl)
-            if (streq (s_str (lvl, "state") ?: "", "pending"))
-                s_set_str (lvl, "state", "expired");
-            else if (streq (s_str (lvl, "state") ?: "", "waiting"))
-                s_set_str (lvl, "state", "cancelled");
+            if (streq (ciba_str (lvl, "state") ?: "", "pending"))
+                ciba_set_str (lvl, "state", "expired");
+            else if (streq (ciba_str (lvl, "state") ?: "", "waiting"))
+                ciba_set_str (lvl, "state", "cancelled");
     }
     return out;
 }
 
 /*  Append a level's event: {approval_id, auth_req_id, approver, level,
     run, node} and the members of extra (stolen, may be NULL). */
-static void
-s_level_event (s_ciba_t *self, bus_txn_t *txn, const char *type, json_t *a, size_t i, json_t *extra,
+void
+ciba_level_event (ciba_t *self, bus_txn_t *txn, const char *type, json_t *a, size_t i, json_t *extra,
                const char *traceparent)
 {
     json_t *lvl = json_array_get (json_object_get (a, "levels"), i);
-    json_t *body = json_pack ("{s:s, s:s, s:s, s:I, s:O, s:O, s:I}", "approval_id", s_str (a, "approval_id"),
-                              "auth_req_id", s_str (lvl, "auth_req_id"), "approver", s_str (lvl, "approver"),
+    json_t *body = json_pack ("{s:s, s:s, s:s, s:I, s:O, s:O, s:I}", "approval_id", ciba_str (a, "approval_id"),
+                              "auth_req_id", ciba_str (lvl, "auth_req_id"), "approver", ciba_str (lvl, "approver"),
                               "level", (json_int_t) i, "run", json_object_get (a, "run"),
                               "node", json_object_get (a, "node"), "expires_at",
-                              (json_int_t) s_int (a, "expires_at"));
+                              (json_int_t) ciba_int (a, "expires_at"));
     if (body && extra)
         json_object_update (body, extra);
     json_decref (extra);
@@ -347,29 +309,29 @@ s_level_event (s_ciba_t *self, bus_txn_t *txn, const char *type, json_t *a, size
 
 /*  The chain has ended with outcome: levels not asked are cancelled,
     approval.completed carries every level's decision. */
-static void
-s_complete (s_ciba_t *self, bus_txn_t *txn, json_t *a, const char *outcome, const char *reason,
+void
+ciba_complete (ciba_t *self, bus_txn_t *txn, json_t *a, const char *outcome, const char *reason,
             int64_t now, const char *tp)
 {
-    s_set_str (a, "state", outcome);
+    ciba_set_str (a, "state", outcome);
     if (reason)
-        s_set_str (a, "reason", reason);
-    s_set_int (a, "completed_at", now);
+        ciba_set_str (a, "reason", reason);
+    ciba_set_int (a, "completed_at", now);
     json_t *levels = json_object_get (a, "levels"), *lvl;
     size_t i;
     json_array_foreach (levels, i, lvl)
-        if (streq (s_str (lvl, "state") ?: "", "waiting"))
-            s_set_str (lvl, "state", "cancelled");
+        if (streq (ciba_str (lvl, "state") ?: "", "waiting"))
+            ciba_set_str (lvl, "state", "cancelled");
     json_t *pub_levels = json_array ();
     json_array_foreach (levels, i, lvl)
         json_array_append_new (pub_levels, s_level_public (lvl));
-    json_t *body = json_pack ("{s:s, s:s, s:o, s:O, s:O, s:s, s:s}", "approval_id", s_str (a, "approval_id"),
+    json_t *body = json_pack ("{s:s, s:s, s:o, s:O, s:O, s:s, s:s}", "approval_id", ciba_str (a, "approval_id"),
                               "outcome", outcome, "levels", pub_levels, "run", json_object_get (a, "run"),
                               "node", json_object_get (a, "node"), "binding_message",
-                              s_str (a, "binding_message"), "authorization_details_sha256",
-                              s_str (a, "authorization_details_sha256"));
+                              ciba_str (a, "binding_message"), "authorization_details_sha256",
+                              ciba_str (a, "authorization_details_sha256"));
     if (body && reason)
-        s_set_str (body, "reason", reason);
+        ciba_set_str (body, "reason", reason);
     if (!body) {
         bus_txn_fail (txn, BUS_ENOMEM);
         return;
@@ -382,7 +344,7 @@ s_complete (s_ciba_t *self, bus_txn_t *txn, json_t *a, const char *outcome, cons
 /*  May a level be asked of approver at now? When not, *free_at is when a
     slot frees. */
 static bool
-s_rate_allows (s_ciba_t *self, const char *approver, int64_t now, int64_t *free_at)
+s_rate_allows (ciba_t *self, const char *approver, int64_t now, int64_t *free_at)
 {
     if (self->rate_per_min <= 0)
         return true;
@@ -397,7 +359,7 @@ s_rate_allows (s_ciba_t *self, const char *approver, int64_t now, int64_t *free_
 }
 
 static void
-s_rate_note (s_ciba_t *self, const char *approver, int64_t now)
+s_rate_note (ciba_t *self, const char *approver, int64_t now)
 {
     if (self->rate_per_min <= 0)
         return;
@@ -419,21 +381,21 @@ s_rate_note (s_ciba_t *self, const char *approver, int64_t now)
 /*  Level i's approver cannot be asked (reason: approver_not_enrolled):
     the level is passed with ciba.escalated and true returned when a level
     follows; else the approval ends denied and false is returned. */
-static bool
-s_pass_level (s_ciba_t *self, bus_txn_t *txn, json_t *a, size_t i, const char *reason, int64_t now,
+bool
+ciba_pass_level (ciba_t *self, bus_txn_t *txn, json_t *a, size_t i, const char *reason, int64_t now,
               const char *tp)
 {
     json_t *levels = json_object_get (a, "levels");
     json_t *lvl = json_array_get (levels, i), *next = json_array_get (levels, i + 1);
-    s_set_str (lvl, "state", reason);
-    s_set_int (lvl, "decided_at", now);
+    ciba_set_str (lvl, "state", reason);
+    ciba_set_int (lvl, "decided_at", now);
     if (next) {
-        s_level_event (self, txn, "ciba.escalated", a, i,
-                       json_pack ("{s:s, s:s, s:s, s:I}", "reason", reason, "to_approver", s_str (next, "approver"),
-                                  "to_auth_req_id", s_str (next, "auth_req_id"), "to_level", (json_int_t) i + 1), tp);
+        ciba_level_event (self, txn, "ciba.escalated", a, i,
+                       json_pack ("{s:s, s:s, s:s, s:I}", "reason", reason, "to_approver", ciba_str (next, "approver"),
+                                  "to_auth_req_id", ciba_str (next, "auth_req_id"), "to_level", (json_int_t) i + 1), tp);
         return true;
     }
-    s_complete (self, txn, a, "denied", reason, now, tp);
+    ciba_complete (self, txn, a, "denied", reason, now, tp);
     return false;
 }
 
@@ -441,38 +403,38 @@ s_pass_level (s_ciba_t *self, bus_txn_t *txn, json_t *a, size_t i, const char *r
     it); the last level without a device ends the approval denied. With
     the oidc backend every approver is asked of the provider (which says
     whether it knows them), by bc-authorize sent from here. */
-static void
-s_ask (s_ciba_t *self, bus_txn_t *txn, json_t *a, size_t i, int64_t now, const char *tp)
+void
+ciba_ask (ciba_t *self, bus_txn_t *txn, json_t *a, size_t i, int64_t now, const char *tp)
 {
     json_t *levels = json_object_get (a, "levels");
     size_t n = json_array_size (levels);
     for (; i < n; i++) {
         json_t *lvl = json_array_get (levels, i);
-        const char *approver = s_str (lvl, "approver");
-        s_set_int (a, "current", (json_int_t) i);
+        const char *approver = ciba_str (lvl, "approver");
+        ciba_set_int (a, "current", (json_int_t) i);
         if (!self->oidc && !s_device_active (self, txn, approver, NULL, NULL)) {
-            if (s_pass_level (self, txn, a, i, "approver_not_enrolled", now, tp))
+            if (ciba_pass_level (self, txn, a, i, "approver_not_enrolled", now, tp))
                 continue;
             return;
         }
         int64_t free_at = 0;
-        s_set_str (lvl, "state", "pending");
+        ciba_set_str (lvl, "state", "pending");
         if (!s_rate_allows (self, approver, now, &free_at)) {
             json_object_set_new (lvl, "queued", json_true ());
-            s_set_int (lvl, "deadline", free_at);
+            ciba_set_int (lvl, "deadline", free_at);
             return;
         }
         json_object_del (lvl, "queued");
         s_rate_note (self, approver, now);
-        s_set_int (lvl, "asked_at", now);
-        int64_t after = s_int (lvl, "escalate_after");
-        s_set_int (lvl, "deadline", after > 0 && i + 1 < n ? now + after * 1000000LL : 0);
-        s_level_event (self, txn, "ciba.requested", a, i,
-                       json_pack ("{s:s, s:s}", "binding_message", s_str (a, "binding_message"),
-                                  "authorization_details_sha256", s_str (a, "authorization_details_sha256")),
+        ciba_set_int (lvl, "asked_at", now);
+        int64_t after = ciba_int (lvl, "escalate_after");
+        ciba_set_int (lvl, "deadline", after > 0 && i + 1 < n ? now + after * 1000000LL : 0);
+        ciba_level_event (self, txn, "ciba.requested", a, i,
+                       json_pack ("{s:s, s:s}", "binding_message", ciba_str (a, "binding_message"),
+                                  "authorization_details_sha256", ciba_str (a, "authorization_details_sha256")),
                        tp);
         if (self->oidc)
-            s_oidc_send (self, a, i, now);
+            ciba_oidc_send (self, a, i, now);
         return;
     }
 }
@@ -480,49 +442,49 @@ s_ask (s_ciba_t *self, bus_txn_t *txn, json_t *a, size_t i, int64_t now, const c
 /*  Look at a pending approval at now: expire it, escalate its level past
     its deadline, or ask its queued level. Returns true when it changed. */
 static bool
-s_tick (s_ciba_t *self, bus_txn_t *txn, json_t *a, int64_t now)
+s_tick (ciba_t *self, bus_txn_t *txn, json_t *a, int64_t now)
 {
-    if (!streq (s_str (a, "state") ?: "", "pending"))
+    if (!streq (ciba_str (a, "state") ?: "", "pending"))
         return false;
-    size_t i = (size_t) s_int (a, "current");
+    size_t i = (size_t) ciba_int (a, "current");
     json_t *levels = json_object_get (a, "levels");
     json_t *lvl = json_array_get (levels, i);
-    if (now >= s_int (a, "expires_at")) {
-        if (lvl && streq (s_str (lvl, "state") ?: "", "pending")) {
+    if (now >= ciba_int (a, "expires_at")) {
+        if (lvl && streq (ciba_str (lvl, "state") ?: "", "pending")) {
             bool asked = !json_is_true (json_object_get (lvl, "queued"));
-            s_set_str (lvl, "state", "expired");
-            s_set_int (lvl, "decided_at", now);
+            ciba_set_str (lvl, "state", "expired");
+            ciba_set_int (lvl, "decided_at", now);
             if (asked)
-                s_level_event (self, txn, "ciba.expired", a, i, NULL, NULL);
+                ciba_level_event (self, txn, "ciba.expired", a, i, NULL, NULL);
         }
-        s_complete (self, txn, a, "expired", NULL, now, NULL);
+        ciba_complete (self, txn, a, "expired", NULL, now, NULL);
         return true;
     }
-    if (!lvl || !streq (s_str (lvl, "state") ?: "", "pending"))
+    if (!lvl || !streq (ciba_str (lvl, "state") ?: "", "pending"))
         return false;
     bool changed = false;
-    int64_t p = s_int (lvl, "poll_at");
+    int64_t p = ciba_int (lvl, "poll_at");
     if (self->oidc && p > 0 && now >= p && !json_is_true (json_object_get (lvl, "queued"))) {
-        s_oidc_send (self, a, i, now);
+        ciba_oidc_send (self, a, i, now);
         changed = true;
     }
-    int64_t d = s_int (lvl, "deadline");
+    int64_t d = ciba_int (lvl, "deadline");
     if (d == 0 || now < d)
         return changed;
     if (json_is_true (json_object_get (lvl, "queued"))) {
-        s_ask (self, txn, a, i, now, NULL);
+        ciba_ask (self, txn, a, i, now, NULL);
         return true;
     }
     json_t *next = json_array_get (levels, i + 1);
     if (!next)
         return changed;
-    s_set_str (lvl, "state", "escalated");
-    s_set_int (lvl, "decided_at", now);
-    s_level_event (self, txn, "ciba.escalated", a, i,
-                   json_pack ("{s:s, s:s, s:s, s:I}", "reason", "timeout", "to_approver", s_str (next, "approver"),
-                              "to_auth_req_id", s_str (next, "auth_req_id"), "to_level", (json_int_t) i + 1),
+    ciba_set_str (lvl, "state", "escalated");
+    ciba_set_int (lvl, "decided_at", now);
+    ciba_level_event (self, txn, "ciba.escalated", a, i,
+                   json_pack ("{s:s, s:s, s:s, s:I}", "reason", "timeout", "to_approver", ciba_str (next, "approver"),
+                              "to_auth_req_id", ciba_str (next, "auth_req_id"), "to_level", (json_int_t) i + 1),
                    NULL);
-    s_ask (self, txn, a, i + 1, now, NULL);
+    ciba_ask (self, txn, a, i + 1, now, NULL);
     return true;
 }
 
@@ -555,7 +517,7 @@ s_commit_error (bus_request_t *req, bus_txn_t **txn, const char *code, const cha
 }
 
 static bus_txn_t *
-s_write_begin (s_ciba_t *self, bus_request_t *req)
+s_write_begin (ciba_t *self, bus_request_t *req)
 {
     bus_txn_t *txn = bus_txn_begin (self->store, true);
     if (!txn)
@@ -569,7 +531,7 @@ static json_t *
 s_levels_from (json_t *body, char *why, size_t why_len)
 {
     json_t *chain = json_object_get (body, "chain");
-    const char *hint = s_str (body, "login_hint");
+    const char *hint = ciba_str (body, "login_hint");
     json_t *levels = json_array ();
     json_t *one = NULL;
     if (chain && hint) {
@@ -615,7 +577,7 @@ fail:
 static void
 s_authorize (bus_service_t *svc, bus_request_t *req, void *arg)
 {
-    s_ciba_t *self = arg;
+    ciba_t *self = arg;
     json_t *body = bus_request_body (req);
     char why [256] = "";
     json_t *details = json_object_get (body, "authorization_details");
@@ -633,8 +595,8 @@ s_authorize (bus_service_t *svc, bus_request_t *req, void *arg)
                          "(RFC 8785): integers beyond 2^53, or nesting past 32 levels");
         return;
     }
-    char *mapped = self->oidc && self->auth0_charset ? s_auth0_charset (s_str (body, "binding_message")) : NULL;
-    char *message = s_sanitise (mapped ? mapped : s_str (body, "binding_message"), (size_t) self->message_max, why,
+    char *mapped = self->oidc && self->auth0_charset ? ciba_oidc_charset (ciba_str (body, "binding_message")) : NULL;
+    char *message = s_sanitise (mapped ? mapped : ciba_str (body, "binding_message"), (size_t) self->message_max, why,
                                 sizeof why);
     free (mapped);
     json_t *levels = message ? s_levels_from (body, why, sizeof why) : NULL;
@@ -668,20 +630,20 @@ s_authorize (bus_service_t *svc, bus_request_t *req, void *arg)
     }
     json_t *lvl;
     json_array_foreach (levels, i, lvl) {
-        const char *id = s_str (lvl, "auth_req_id");
+        const char *id = ciba_str (lvl, "auth_req_id");
         bus_txn_put (txn, self->db_levels, id, strlen (id), approval_id, PROTO_ID_LEN);
     }
-    s_ask (self, txn, a, 0, now, bus_request_traceparent (req));
-    s_save (self, txn, a);
+    ciba_ask (self, txn, a, 0, now, bus_request_traceparent (req));
+    ciba_save (self, txn, a);
     json_t *pub_levels = json_array ();
     json_array_foreach (levels, i, lvl)
-        json_array_append_new (pub_levels, json_pack ("{s:s, s:s, s:s}", "approver", s_str (lvl, "approver"),
-                                                      "auth_req_id", s_str (lvl, "auth_req_id"),
-                                                      "state", s_str (lvl, "state")));
+        json_array_append_new (pub_levels, json_pack ("{s:s, s:s, s:s}", "approver", ciba_str (lvl, "approver"),
+                                                      "auth_req_id", ciba_str (lvl, "auth_req_id"),
+                                                      "state", ciba_str (lvl, "state")));
     json_t *reply = json_pack ("{s:s, s:s, s:o, s:I, s:I, s:I}", "approval_id", approval_id,
-                               "state", s_str (a, "state"), "levels", pub_levels,
+                               "state", ciba_str (a, "state"), "levels", pub_levels,
                                "expires_in", (json_int_t) expires_in, "expires_at",
-                               (json_int_t) s_int (a, "expires_at"), "interval", (json_int_t) self->interval_s);
+                               (json_int_t) ciba_int (a, "expires_at"), "interval", (json_int_t) self->interval_s);
     json_decref (a);
     s_commit_ok (req, &txn, reply);
 }
@@ -690,11 +652,11 @@ s_authorize (bus_service_t *svc, bus_request_t *req, void *arg)
     after answering (not committing: the caller's txn is read-only or
     untouched). */
 static json_t *
-s_find (s_ciba_t *self, bus_txn_t *txn, bus_request_t *req)
+s_find (ciba_t *self, bus_txn_t *txn, bus_request_t *req)
 {
     json_t *body = bus_request_body (req);
-    const char *approval_id = s_str (body, "approval_id");
-    const char *auth_req_id = s_str (body, "auth_req_id");
+    const char *approval_id = ciba_str (body, "approval_id");
+    const char *auth_req_id = ciba_str (body, "auth_req_id");
     char owner [PROTO_ID_LEN + 1];
     if (!approval_id && !auth_req_id) {
         bus_reply_error (req, PROTO_ERR_INVALID, "approval_id or auth_req_id is required");
@@ -707,7 +669,7 @@ s_find (s_ciba_t *self, bus_txn_t *txn, bus_request_t *req)
         }
         approval_id = owner;
     }
-    json_t *a = s_load (self, txn, approval_id);
+    json_t *a = ciba_load (self, txn, approval_id);
     if (!a)
         bus_reply_error (req, PROTO_ERR_NOT_FOUND, "no approval %s", approval_id);
     else if (approval_id == owner || !auth_req_id)
@@ -730,7 +692,7 @@ s_has_approver (json_t *a, const char *who)
     size_t i;
     json_t *lvl;
     json_array_foreach (json_object_get (a, "levels"), i, lvl)
-        if (streq (s_str (lvl, "approver") ?: "", who))
+        if (streq (ciba_str (lvl, "approver") ?: "", who))
             return true;
     return false;
 }
@@ -746,7 +708,7 @@ s_is_user (bus_request_t *req)
 static void
 s_status (bus_service_t *svc, bus_request_t *req, void *arg)
 {
-    s_ciba_t *self = arg;
+    ciba_t *self = arg;
     bus_txn_t *txn = bus_txn_begin (self->store, false);
     if (!txn) {
         bus_reply_error (req, PROTO_ERR_UNAVAILABLE, "cannot open the store");
@@ -767,12 +729,12 @@ s_status (bus_service_t *svc, bus_request_t *req, void *arg)
 static void
 s_decide (bus_service_t *svc, bus_request_t *req, void *arg)
 {
-    s_ciba_t *self = arg;
+    ciba_t *self = arg;
     json_t *body = bus_request_body (req);
-    const char *auth_req_id = s_str (body, "auth_req_id");
-    const char *decision = s_str (body, "decision");
-    const char *device = s_str (body, "device");
-    const char *signature = s_str (body, "signature");
+    const char *auth_req_id = ciba_str (body, "auth_req_id");
+    const char *decision = ciba_str (body, "decision");
+    const char *device = ciba_str (body, "device");
+    const char *signature = ciba_str (body, "signature");
     if (!streq (decision, "approve") && !streq (decision, "deny")) {
         bus_reply_error (req, PROTO_ERR_INVALID, "decision must be approve or deny");
         return;
@@ -794,31 +756,31 @@ s_decide (bus_service_t *svc, bus_request_t *req, void *arg)
     json_t *levels = json_object_get (a, "levels"), *lvl = NULL, *dev = NULL;
     size_t i, at = 0;
     json_array_foreach (levels, i, lvl)
-        if (streq (s_str (lvl, "auth_req_id") ?: "", auth_req_id)) {
+        if (streq (ciba_str (lvl, "auth_req_id") ?: "", auth_req_id)) {
             at = i;
             break;
         }
     lvl = json_array_get (levels, at);
-    const char *approver = s_str (lvl, "approver");
+    const char *approver = ciba_str (lvl, "approver");
     if (s_is_user (req) && !streq (bus_request_principal (req), approver)) {
         s_commit_error (req, &txn, PROTO_ERR_FORBIDDEN, "%s is not the approver of this request",
                         bus_request_principal (req));
         goto done;
     }
-    if (s_tick (self, txn, a, now) && s_save (self, txn, a) == 0 && !streq (s_str (a, "state"), "pending")) {
+    if (s_tick (self, txn, a, now) && ciba_save (self, txn, a) == 0 && !streq (ciba_str (a, "state"), "pending")) {
         /* the deadline had passed: the expiry is stored, the decision refused */
-        s_commit_error (req, &txn, PROTO_ERR_CONFLICT, "the approval is %s", s_str (a, "state"));
+        s_commit_error (req, &txn, PROTO_ERR_CONFLICT, "the approval is %s", ciba_str (a, "state"));
         goto done;
     }
-    if (!streq (s_str (a, "state"), "pending")) {
-        s_commit_error (req, &txn, PROTO_ERR_CONFLICT, "the approval is %s", s_str (a, "state"));
+    if (!streq (ciba_str (a, "state"), "pending")) {
+        s_commit_error (req, &txn, PROTO_ERR_CONFLICT, "the approval is %s", ciba_str (a, "state"));
         goto done;
     }
-    if (!streq (s_str (lvl, "state"), "pending") || json_is_true (json_object_get (lvl, "queued"))) {
+    if (!streq (ciba_str (lvl, "state"), "pending") || json_is_true (json_object_get (lvl, "queued"))) {
         s_commit_error (req, &txn, PROTO_ERR_CONFLICT, "this request (level %zu) is %s: a decision is taken once, "
                         "and only for the level being asked", at,
                         json_is_true (json_object_get (lvl, "queued")) ? "queued, not asked yet"
-                                                                         : s_str (lvl, "state"));
+                                                                         : ciba_str (lvl, "state"));
         goto done;
     }
     if (!s_device_active (self, txn, approver, device, &dev)) {
@@ -826,8 +788,8 @@ s_decide (bus_service_t *svc, bus_request_t *req, void *arg)
                         dev ? "revoked" : "not enrolled for this approver");
         goto done;
     }
-    int vrc = ciba_decision_verify (device, signature, auth_req_id, decision, s_str (a, "binding_message"),
-                                    s_str (a, "authorization_details_sha256"));
+    int vrc = ciba_decision_verify (device, signature, auth_req_id, decision, ciba_str (a, "binding_message"),
+                                    ciba_str (a, "authorization_details_sha256"));
     if (vrc) {
         s_commit_error (req, &txn, PROTO_ERR_FORBIDDEN, "%s", vrc == BUS_ECRYPTO
                         ? "the signature does not verify over this request's decision bytes (PROTOCOL.md 10.4)"
@@ -835,22 +797,22 @@ s_decide (bus_service_t *svc, bus_request_t *req, void *arg)
         goto done;
     }
     bool approve = streq (decision, "approve");
-    s_set_str (lvl, "state", approve ? "approved" : "denied");
-    s_set_str (lvl, "device_key", device);
-    s_set_str (lvl, "signature", signature);
-    s_set_int (lvl, "decided_at", now);
-    s_set_int (lvl, "deadline", 0);
-    s_level_event (self, txn, approve ? "ciba.approved" : "ciba.denied", a, at,
+    ciba_set_str (lvl, "state", approve ? "approved" : "denied");
+    ciba_set_str (lvl, "device_key", device);
+    ciba_set_str (lvl, "signature", signature);
+    ciba_set_int (lvl, "decided_at", now);
+    ciba_set_int (lvl, "deadline", 0);
+    ciba_level_event (self, txn, approve ? "ciba.approved" : "ciba.denied", a, at,
                    json_pack ("{s:s, s:s, s:s, s:s}", "device_key", device, "signature", signature,
-                              "binding_message", s_str (a, "binding_message"), "authorization_details_sha256",
-                              s_str (a, "authorization_details_sha256")), tp);
+                              "binding_message", ciba_str (a, "binding_message"), "authorization_details_sha256",
+                              ciba_str (a, "authorization_details_sha256")), tp);
     if (!approve)
-        s_complete (self, txn, a, "denied", NULL, now, tp);
+        ciba_complete (self, txn, a, "denied", NULL, now, tp);
     else if (at + 1 < json_array_size (levels))
-        s_ask (self, txn, a, at + 1, now, tp);
+        ciba_ask (self, txn, a, at + 1, now, tp);
     else
-        s_complete (self, txn, a, "approved", NULL, now, tp);
-    s_save (self, txn, a);
+        ciba_complete (self, txn, a, "approved", NULL, now, tp);
+    ciba_save (self, txn, a);
     s_commit_ok (req, &txn, s_public (a, now));
 done:
     json_decref (dev);
@@ -861,7 +823,7 @@ done:
 static void
 s_cancel (bus_service_t *svc, bus_request_t *req, void *arg)
 {
-    s_ciba_t *self = arg;
+    ciba_t *self = arg;
     bus_txn_t *txn = s_write_begin (self, req);
     if (!txn)
         return;
@@ -873,23 +835,23 @@ s_cancel (bus_service_t *svc, bus_request_t *req, void *arg)
     int64_t now = proto_now_us ();
     const char *tp = bus_request_traceparent (req);
     if (s_tick (self, txn, a, now))
-        s_save (self, txn, a);
-    if (!streq (s_str (a, "state"), "pending")) {
-        s_commit_error (req, &txn, PROTO_ERR_CONFLICT, "the approval is %s", s_str (a, "state"));
+        ciba_save (self, txn, a);
+    if (!streq (ciba_str (a, "state"), "pending")) {
+        s_commit_error (req, &txn, PROTO_ERR_CONFLICT, "the approval is %s", ciba_str (a, "state"));
         json_decref (a);
         return;
     }
-    size_t i = (size_t) s_int (a, "current");
+    size_t i = (size_t) ciba_int (a, "current");
     json_t *lvl = json_array_get (json_object_get (a, "levels"), i);
-    const char *reason = s_str (bus_request_body (req), "reason");
-    if (lvl && streq (s_str (lvl, "state") ?: "", "pending")) {
-        s_set_str (lvl, "state", "cancelled");
-        s_set_int (lvl, "decided_at", now);
-        s_level_event (self, txn, "ciba.cancelled", a, i,
+    const char *reason = ciba_str (bus_request_body (req), "reason");
+    if (lvl && streq (ciba_str (lvl, "state") ?: "", "pending")) {
+        ciba_set_str (lvl, "state", "cancelled");
+        ciba_set_int (lvl, "decided_at", now);
+        ciba_level_event (self, txn, "ciba.cancelled", a, i,
                        reason ? json_pack ("{s:s}", "reason", reason) : NULL, tp);
     }
-    s_complete (self, txn, a, "cancelled", reason, now, tp);
-    s_save (self, txn, a);
+    ciba_complete (self, txn, a, "cancelled", reason, now, tp);
+    ciba_save (self, txn, a);
     s_commit_ok (req, &txn, s_public (a, now));
     json_decref (a);
 }
@@ -910,8 +872,8 @@ s_list_one (const void *k, size_t kl, const void *v, size_t vl, void *arg)
     json_t *p = a ? s_public (a, q->now) : NULL;
     json_decref (a);
     if (p && (!q->approver || s_has_approver (p, q->approver))
-        && (!q->state || streq (s_str (p, "state") ?: "", q->state))
-        && (!q->run || streq (s_str (p, "run") ?: "", q->run)))
+        && (!q->state || streq (ciba_str (p, "state") ?: "", q->state))
+        && (!q->run || streq (ciba_str (p, "run") ?: "", q->run)))
         json_array_append_new (q->out, p);
     else
         json_decref (p);
@@ -923,12 +885,12 @@ s_list_one (const void *k, size_t kl, const void *v, size_t vl, void *arg)
 static void
 s_list (bus_service_t *svc, bus_request_t *req, void *arg)
 {
-    s_ciba_t *self = arg;
+    ciba_t *self = arg;
     json_t *body = bus_request_body (req);
-    const char *approver = s_is_user (req) ? bus_request_principal (req) : s_str (body, "approver");
-    const char *state = s_str (body, "state");
-    const char *run = s_str (body, "run");
-    size_t limit = json_object_get (body, "limit") ? (size_t) s_int (body, "limit") : S_LIST_DEFAULT;
+    const char *approver = s_is_user (req) ? bus_request_principal (req) : ciba_str (body, "approver");
+    const char *state = ciba_str (body, "state");
+    const char *run = ciba_str (body, "run");
+    size_t limit = json_object_get (body, "limit") ? (size_t) ciba_int (body, "limit") : S_LIST_DEFAULT;
     int64_t now = proto_now_us ();
     json_t *out = json_array ();
     bus_txn_t *txn = bus_txn_begin (self->store, false);
@@ -957,9 +919,9 @@ s_list (bus_service_t *svc, bus_request_t *req, void *arg)
 static void
 s_device_enroll (bus_service_t *svc, bus_request_t *req, void *arg)
 {
-    s_ciba_t *self = arg;
+    ciba_t *self = arg;
     json_t *body = bus_request_body (req);
-    const char *approver = s_str (body, "approver"), *pk = s_str (body, "public_key");
+    const char *approver = ciba_str (body, "approver"), *pk = ciba_str (body, "public_key");
     uint8_t raw [CIBA_PK_LEN];
     if (!s_approver_ok (approver) || ciba_b64_decode (raw, sizeof raw, pk)) {
         bus_reply_error (req, PROTO_ERR_INVALID, "approver must be a principal such as user:alice and "
@@ -976,7 +938,7 @@ s_device_enroll (bus_service_t *svc, bus_request_t *req, void *arg)
     int64_t now = proto_now_us ();
     if (bus_txn_get (txn, self->db_devices, key, (size_t) n, &val, &len) == 0) {
         json_t *d = json_loadb (val, len, 0, NULL);
-        bool active = d && streq (s_str (d, "state") ?: "", "active");
+        bool active = d && streq (ciba_str (d, "state") ?: "", "active");
         json_decref (d);
         if (!active) {
             s_commit_error (req, &txn, PROTO_ERR_CONFLICT, "this key was revoked; enrol a new one");
@@ -1007,7 +969,7 @@ s_collect (const void *k, size_t kl, const void *v, size_t vl, void *arg)
 {
     s_collect_t *c = arg;
     json_t *d = json_loadb (v, vl, 0, NULL);
-    if (d && streq (s_str (d, "state") ?: "", "active") && (!c->exact || kl == c->exact))
+    if (d && streq (ciba_str (d, "state") ?: "", "active") && (!c->exact || kl == c->exact))
         json_array_append (c->found, d);
     json_decref (d);
     return 0;
@@ -1018,9 +980,9 @@ s_collect (const void *k, size_t kl, const void *v, size_t vl, void *arg)
 static void
 s_device_revoke (bus_service_t *svc, bus_request_t *req, void *arg)
 {
-    s_ciba_t *self = arg;
+    ciba_t *self = arg;
     json_t *body = bus_request_body (req);
-    const char *approver = s_str (body, "approver"), *device = s_str (body, "device");
+    const char *approver = ciba_str (body, "approver"), *device = ciba_str (body, "device");
     if (!s_approver_ok (approver)) {
         bus_reply_error (req, PROTO_ERR_INVALID, "approver must be a principal such as user:alice");
         return;
@@ -1037,16 +999,16 @@ s_device_revoke (bus_service_t *svc, bus_request_t *req, void *arg)
     size_t i;
     json_t *d;
     json_array_foreach (found, i, d) {
-        s_set_str (d, "state", "revoked");
-        s_set_int (d, "revoked_at", now);
+        ciba_set_str (d, "state", "revoked");
+        ciba_set_int (d, "revoked_at", now);
         char key [600];
-        int kn = snprintf (key, sizeof key, "%s\n%s", approver, s_str (d, "device"));
+        int kn = snprintf (key, sizeof key, "%s\n%s", approver, ciba_str (d, "device"));
         char *text = json_dumps (d, JSON_COMPACT);
         bus_txn_put (txn, self->db_devices, key, (size_t) kn, text, strlen (text));
         free (text);
-        json_array_append_new (revoked, json_string (s_str (d, "device")));
+        json_array_append_new (revoked, json_string (ciba_str (d, "device")));
         bus_event_append (svc, txn, "ciba.device.revoked", json_pack ("{s:s, s:s}", "approver", approver,
-                                                                       "device", s_str (d, "device")),
+                                                                       "device", ciba_str (d, "device")),
                           bus_request_traceparent (req));
     }
     json_decref (found);
@@ -1073,8 +1035,8 @@ s_device_one (const void *k, size_t kl, const void *v, size_t vl, void *arg)
 static void
 s_device_list (bus_service_t *svc, bus_request_t *req, void *arg)
 {
-    s_ciba_t *self = arg;
-    const char *approver = s_str (bus_request_body (req), "approver");
+    ciba_t *self = arg;
+    const char *approver = ciba_str (bus_request_body (req), "approver");
     char prefix [600];
     int n = approver ? snprintf (prefix, sizeof prefix, "%s\n", approver) : 0;
     json_t *out = json_array ();
@@ -1087,400 +1049,6 @@ s_device_list (bus_service_t *svc, bus_request_t *req, void *arg)
         return;
     }
     bus_reply_ok (req, json_pack ("{s:o}", "devices", out));
-}
-
-/* ---- backend oidc ------------------------------------------------------- */
-
-/*  A request to the provider on its way: which level it is for. */
-typedef struct {
-    s_ciba_t *self;
-    char approval_id [PROTO_ID_LEN + 1];
-    char auth_req_id [48];
-    bool token;                  /* a token poll (else bc-authorize) */
-} s_oidc_job_t;
-
-/*  The provider's name of an approver: what follows the principal class
-    ("user:alice" -> "alice"). */
-static const char *
-s_sub_of (const char *approver)
-{
-    const char *colon = strchr (approver, ':');
-    return colon ? colon + 1 : approver;
-}
-
-/*  The binding message in Auth0's character set: letters, digits, space
-    and + - _ . , : # ("$520,000" becomes "USD 520,000"); other
-    characters become spaces (s_sanitise collapses them). Caller frees. */
-static char *
-s_auth0_charset (const char *in)
-{
-    size_t n = strlen (in);
-    char *out = malloc (4 * n + 1), *o = out;
-    if (!out)
-        return NULL;
-    for (const char *p = in; *p; p++) {
-        unsigned char c = (unsigned char) *p;
-        if (c == '$') {
-            memcpy (o, "USD ", 4);
-            o += 4;
-        }
-        else if (isalnum (c) || strchr (" +-_.,:#", c))
-            *o++ = (char) c;
-        else
-            *o++ = ' ';
-    }
-    *o = 0;
-    return out;
-}
-
-static void s_oidc_done (const bus_http_response_t *response, void *arg);
-
-/*  Send level i's next request to the provider: bc-authorize when it has
-    no provider auth_req_id yet, else a token poll. Until the answer, the
-    level's poll_at is a guard (the request's deadline and a second), so a
-    broker restarted meanwhile asks again. */
-static void
-s_oidc_send (s_ciba_t *self, json_t *a, size_t i, int64_t now)
-{
-    json_t *lvl = json_array_get (json_object_get (a, "levels"), i);
-    int timeout_ms = 10000;
-    s_set_int (lvl, "poll_at", now + (timeout_ms + 1000) * 1000LL);
-    if (!self->oidc_ready) {
-        s_set_int (lvl, "poll_at", now + 200 * 1000LL);       /* the endpoints are not known yet */
-        return;
-    }
-    s_oidc_job_t *job = calloc (1, sizeof *job);
-    if (!job)
-        return;
-    job->self = self;
-    snprintf (job->approval_id, sizeof job->approval_id, "%s", s_str (a, "approval_id"));
-    snprintf (job->auth_req_id, sizeof job->auth_req_id, "%s", s_str (lvl, "auth_req_id"));
-    const char *provider_id = s_str (lvl, "provider_auth_req_id");
-    char *form = NULL, *hint = NULL, *details = NULL, expiry [24];
-    if (provider_id) {
-        job->token = true;
-        const char *pairs [] = { "grant_type", "urn:openid:params:grant-type:ciba", "auth_req_id", provider_id,
-                                 "client_id", self->client_id, "client_secret", self->secret, NULL };
-        form = bus_http_form_encode (pairs);
-    }
-    else {
-        const char *sub = s_sub_of (s_str (lvl, "approver"));
-        if (self->hint_iss_sub) {
-            json_t *h = json_pack ("{s:s, s:s, s:s}", "format", "iss_sub", "iss", self->iss, "sub", sub);
-            hint = h ? json_dumps (h, JSON_COMPACT) : NULL;
-            json_decref (h);
-        }
-        else
-            hint = strdup (sub);
-        int64_t left = (s_int (a, "expires_at") - now) / 1000000;
-        snprintf (expiry, sizeof expiry, "%lld",
-                  (long long) (left < 1 ? 1 : left > self->expiry_max_s ? self->expiry_max_s : left));
-        json_t *ad = json_object_get (a, "authorization_details");
-        details = json_array_size (ad) ? json_dumps (ad, JSON_COMPACT) : NULL;
-        const char *pairs [16] = { "client_id", self->client_id, "client_secret", self->secret, "scope", "openid",
-                                   "login_hint", hint ? hint : "", "binding_message", s_str (a, "binding_message"),
-                                   "requested_expiry", expiry, NULL };
-        int k = 12;
-        if (details) {
-            pairs [k++] = "authorization_details";
-            pairs [k++] = details;
-        }
-        if (*self->audience) {
-            pairs [k++] = "audience";
-            pairs [k++] = self->audience;
-        }
-        pairs [k] = NULL;
-        form = bus_http_form_encode (pairs);
-    }
-    bus_http_request_t req = { .method = "POST", .url = job->token ? self->token_url : self->bc_url,
-                               .content_type = "application/x-www-form-urlencoded", .body = form,
-                               .body_len = form ? strlen (form) : 0, .timeout_ms = timeout_ms };
-    int rc = form ? bus_http_client_send (self->http, &req, s_oidc_done, job, NULL) : BUS_ENOMEM;
-    if (form)
-        sodium_memzero (form, strlen (form));      /* it held the client secret */
-    free (form);
-    free (hint);
-    free (details);
-    if (rc) {
-        bus_warn ("ciba: cannot send to the provider: %s (tried again at the next poll)", bus_strerror (rc));
-        free (job);
-    }
-}
-
-/*  The seconds of a Retry-After header (delta-seconds form), or 0. */
-static int64_t
-s_retry_after (const bus_http_response_t *r)
-{
-    const char *v = bus_http_response_header (r, "Retry-After");
-    char *end = NULL;
-    long long n = v ? strtoll (v, &end, 10) : 0;
-    return v && end && end != v && n > 0 && n < 3600 ? n : 0;
-}
-
-/*  The claims of an ID token (its payload, not its signature: it came
-    straight from the token endpoint over the connection the client
-    authenticated, OpenID Connect Core 3.1.3.7 (6)), or NULL. */
-static json_t *
-s_id_token_claims (const char *jwt)
-{
-    const char *dot1 = jwt ? strchr (jwt, '.') : NULL;
-    const char *dot2 = dot1 ? strchr (dot1 + 1, '.') : NULL;
-    if (!dot2 || dot2 - dot1 - 1 > 16384)
-        return NULL;
-    size_t len = 0;
-    uint8_t buf [12288];
-    if (sodium_base642bin (buf, sizeof buf, dot1 + 1, (size_t) (dot2 - dot1 - 1), NULL, &len, NULL,
-                           sodium_base64_VARIANT_URLSAFE_NO_PADDING))
-        return NULL;
-    return json_loadb ((const char *) buf, len, 0, NULL);
-}
-
-/*  Does the ID token name the approver asked, for us, from our issuer? */
-static const char *
-s_id_token_wrong (s_ciba_t *self, json_t *claims, const char *sub)
-{
-    json_t *aud = json_object_get (claims, "aud");
-    bool aud_ok = json_is_string (aud) ? streq (json_string_value (aud), self->client_id) : false;
-    size_t k;
-    json_t *v;
-    json_array_foreach (aud, k, v)
-        aud_ok = aud_ok || streq (json_string_value (v) ?: "", self->client_id);
-    if (!claims)
-        return "the ID token cannot be read";
-    if (!streq (s_str (claims, "sub") ?: "", sub))
-        return "the ID token's sub is not the approver asked";
-    if (!streq (s_str (claims, "iss") ?: "", self->iss))
-        return "the ID token's iss is not the provider's";
-    if (!aud_ok)
-        return "the ID token's aud is not this client";
-    return NULL;
-}
-
-/*  Level i ended by the provider's word: state (the level's), event, and
-    the approval's outcome. */
-static void
-s_oidc_end (s_ciba_t *self, bus_txn_t *txn, json_t *a, size_t i, const char *state, const char *error,
-            int64_t now)
-{
-    json_t *lvl = json_array_get (json_object_get (a, "levels"), i);
-    s_set_str (lvl, "state", state);
-    s_set_int (lvl, "decided_at", now);
-    s_set_int (lvl, "poll_at", 0);
-    if (error)
-        s_set_str (lvl, "provider_error", error);
-    if (streq (state, "expired")) {
-        s_level_event (self, txn, "ciba.expired", a, i, NULL, NULL);
-        s_complete (self, txn, a, "expired", NULL, now, NULL);
-        return;
-    }
-    s_level_event (self, txn, "ciba.denied", a, i, json_pack ("{s:s, s:s?}", "state", state, "error", error), NULL);
-    s_complete (self, txn, a, "denied", streq (state, "denied") ? NULL : state, now, NULL);
-}
-
-/*  The provider answered a request of level job->auth_req_id: apply it
-    in a transaction of its own (the level may have moved on meanwhile:
-    escalated, cancelled, expired; then the answer is dropped). */
-static void
-s_oidc_done (const bus_http_response_t *r, void *arg)
-{
-    s_oidc_job_t *job = arg;
-    s_ciba_t *self = job->self;
-    int64_t now = proto_now_us ();
-    bus_txn_t *txn = bus_txn_begin (self->store, true);
-    json_t *a = txn ? s_load (self, txn, job->approval_id) : NULL;
-    json_t *levels = json_object_get (a, "levels"), *lvl = NULL, *body = NULL;
-    size_t i = 0, k;
-    json_t *l;
-    json_array_foreach (levels, k, l)
-        if (streq (s_str (l, "auth_req_id") ?: "", job->auth_req_id))
-            lvl = l, i = k;
-    if (!lvl || !streq (s_str (a, "state") ?: "", "pending") || !streq (s_str (lvl, "state") ?: "", "pending")
-        || (size_t) s_int (a, "current") != i) {
-        bus_service_abort (self->svc, &txn);
-        goto done;
-    }
-    body = r->error ? NULL : json_loadb (r->body, r->body_len, 0, NULL);
-    const char *error = s_str (body, "error");
-    int64_t interval = s_int (lvl, "interval") ?: self->default_interval_s;
-    int64_t wait_s = interval;
-    const char *poll = NULL;
-    if (r->error)
-        poll = "network_error";
-    else if (!job->token && r->status == 200 && json_is_string (json_object_get (body, "auth_req_id"))) {
-        s_set_str (lvl, "provider_auth_req_id", s_str (body, "auth_req_id"));
-        if (json_integer_value (json_object_get (body, "interval")) > 0)
-            interval = wait_s = json_integer_value (json_object_get (body, "interval"));
-        s_set_int (lvl, "interval", interval);
-        poll = "authorization_pending";
-    }
-    else if (job->token && r->status == 200 && json_is_string (json_object_get (body, "id_token"))) {
-        json_t *claims = s_id_token_claims (s_str (body, "id_token"));
-        const char *sub = s_sub_of (s_str (lvl, "approver"));
-        const char *wrong = s_id_token_wrong (self, claims, sub);
-        json_decref (claims);
-        if (wrong) {
-            bus_warn ("ciba: approval %s level %zu: %s", job->approval_id, i, wrong);
-            s_oidc_end (self, txn, a, i, "request_rejected", wrong, now);
-        }
-        else {
-            s_set_str (lvl, "state", "approved");
-            s_set_str (lvl, "provider_sub", sub);
-            s_set_int (lvl, "decided_at", now);
-            s_set_int (lvl, "poll_at", 0);
-            s_set_int (lvl, "deadline", 0);
-            s_level_event (self, txn, "ciba.approved", a, i, json_pack ("{s:s, s:s}", "provider", "oidc",
-                                                                         "sub", sub), NULL);
-            if (i + 1 < json_array_size (levels))
-                s_ask (self, txn, a, i + 1, now, NULL);
-            else
-                s_complete (self, txn, a, "approved", NULL, now, NULL);
-        }
-    }
-    else if (r->status == 401 || (error && streq (error, "invalid_client")))
-        s_oidc_end (self, txn, a, i, "invalid_client", "invalid_client", now);
-    else if (!error || r->status >= 500 || r->status == 429)
-        poll = r->status == 429 ? "slow_down" : "provider_error";     /* garbage, an outage: try again */
-    else if (streq (error, "authorization_pending"))
-        poll = "authorization_pending";
-    else if (streq (error, "slow_down")) {
-        interval += 5;                                       /* for this and every later poll */
-        s_set_int (lvl, "interval", interval);
-        wait_s = interval;
-        poll = "slow_down";
-    }
-    else if (streq (error, "access_denied"))
-        s_oidc_end (self, txn, a, i, "denied", error, now);
-    else if (streq (error, "expired_token"))
-        s_oidc_end (self, txn, a, i, "expired", error, now);
-    else if (streq (error, "invalid_grant"))
-        s_oidc_end (self, txn, a, i, "invalid_grant", error, now);
-    else if (!job->token && streq (error, "unknown_user_id")) {
-        if (s_pass_level (self, txn, a, i, "approver_not_enrolled", now, NULL))
-            s_ask (self, txn, a, i + 1, now, NULL);
-    }
-    else
-        s_oidc_end (self, txn, a, i, "request_rejected", error, now);
-    if (poll) {
-        int64_t ra = s_retry_after (r);
-        if (ra > wait_s)
-            wait_s = ra;
-        s_set_str (lvl, "poll", poll);
-        s_set_int (lvl, "poll_at", now + wait_s * 1000000LL);
-    }
-    s_save (self, txn, a);
-    int rc = bus_service_commit (self->svc, &txn);
-    if (rc)
-        bus_warn ("ciba: the provider's answer for approval %s was not stored: %s (asked again)",
-                  job->approval_id, bus_strerror (rc));
-done:
-    json_decref (body);
-    json_decref (a);
-    free (job);
-}
-
-/*  The provider's discovery document answered: its endpoints, else
-    Auth0's paths under the issuer. */
-static void
-s_oidc_discovered (const bus_http_response_t *r, void *arg)
-{
-    s_ciba_t *self = arg;
-    json_t *doc = !r->error && r->status == 200 ? json_loadb (r->body, r->body_len, 0, NULL) : NULL;
-    const char *bc = s_str (doc, "backchannel_authentication_endpoint");
-    const char *token = s_str (doc, "token_endpoint");
-    const char *iss = s_str (doc, "issuer");
-    if (bc && token) {
-        free (self->bc_url);
-        free (self->token_url);
-        self->bc_url = strdup (bc);
-        self->token_url = strdup (token);
-        if (iss) {
-            free (self->iss);
-            self->iss = strdup (iss);
-        }
-        bus_info ("ciba: provider %s: bc-authorize %s, token %s", self->iss, bc, token);
-    }
-    else
-        bus_warn ("ciba: no CIBA endpoints in %s/.well-known/openid-configuration (%s): using %s and %s",
-                  self->issuer, r->error ? r->reason : "no backchannel_authentication_endpoint", self->bc_url,
-                  self->token_url);
-    json_decref (doc);
-    self->oidc_ready = true;
-}
-
-/*  Start the oidc backend: config, secret, the HTTP client, discovery. */
-static int
-s_oidc_start (s_ciba_t *self, bus_config_t *config)
-{
-    const char *issuer = bus_config_str (config, "ciba", "oidc_issuer");
-    const char *secret_file = bus_config_str (config, "ciba", "oidc_client_secret_file");
-    const char *client_id = bus_config_str (config, "ciba", "oidc_client_id");
-    if (!issuer || !*issuer || !client_id || !*client_id || !secret_file || !*secret_file) {
-        bus_error ("ciba: backend oidc needs oidc_issuer, oidc_client_id and oidc_client_secret_file");
-        return BUS_ECONFIG;
-    }
-    FILE *f = fopen (secret_file, "r");
-    char buf [1024] = "";
-    bool read = f && fgets (buf, sizeof buf, f);
-    if (f)
-        fclose (f);
-    buf [strcspn (buf, "\r\n")] = 0;
-    if (!read || !*buf) {
-        bus_error ("ciba: cannot read the client secret from %s", secret_file);
-        return BUS_ECONFIG;
-    }
-    self->secret = strdup (buf);
-    sodium_memzero (buf, sizeof buf);
-    self->issuer = strdup (issuer);
-    size_t n = strlen (self->issuer);
-    while (n > 0 && self->issuer [n - 1] == '/')
-        self->issuer [--n] = 0;
-    /* Auth0's iss (and its iss_sub login hint) ends in a slash */
-    if (asprintf (&self->iss, "%s/", self->issuer) < 0 || asprintf (&self->bc_url, "%s/bc-authorize", self->issuer) < 0
-        || asprintf (&self->token_url, "%s/oauth/token", self->issuer) < 0)
-        return BUS_ENOMEM;
-    self->client_id = strdup (client_id);
-    self->audience = strdup (bus_config_str (config, "ciba", "oidc_audience") ?: "");
-    const char *hint = bus_config_str (config, "ciba", "oidc_login_hint");
-    const char *charset = bus_config_str (config, "ciba", "oidc_binding_charset");
-    if (!streq (hint ?: "", "iss_sub") && !streq (hint ?: "", "plain")) {
-        bus_error ("ciba: oidc_login_hint must be iss_sub or plain");
-        return BUS_ECONFIG;
-    }
-    if (!streq (charset ?: "", "auth0") && !streq (charset ?: "", "any")) {
-        bus_error ("ciba: oidc_binding_charset must be auth0 or any");
-        return BUS_ECONFIG;
-    }
-    self->hint_iss_sub = streq (hint, "iss_sub");
-    self->auth0_charset = streq (charset, "auth0");
-    self->expiry_max_s = bus_config_int (config, "ciba", "oidc_requested_expiry_max");
-    self->default_interval_s = bus_config_int (config, "ciba", "oidc_default_interval_s");
-    bus_http_client_opts_t opts;
-    bus_http_client_opts_from_config (&opts, config);
-    self->http = bus_http_client_new (bus_service_loop (self->svc), &opts);
-    if (!self->http || !self->client_id || !self->audience)
-        return BUS_ENOMEM;
-    char url [2048];
-    snprintf (url, sizeof url, "%s/.well-known/openid-configuration", self->issuer);
-    bus_http_request_t req = { .method = "GET", .url = url, .timeout_ms = 10000 };
-    int rc = bus_http_client_send (self->http, &req, s_oidc_discovered, self, NULL);
-    if (rc)
-        bus_error ("ciba: oidc_issuer %s: %s", self->issuer, bus_strerror (rc));
-    return rc;
-}
-
-static void
-s_oidc_stop (s_ciba_t *self)
-{
-    bus_http_client_destroy (&self->http);
-    if (self->secret)
-        sodium_memzero (self->secret, strlen (self->secret));
-    free (self->secret);
-    free (self->issuer);
-    free (self->iss);
-    free (self->bc_url);
-    free (self->token_url);
-    free (self->client_id);
-    free (self->audience);
 }
 
 /* ---- the timer ---------------------------------------------------------- */
@@ -1509,7 +1077,7 @@ s_due (const void *k, size_t kl, const void *v, size_t vl, void *arg)
 static void
 s_scan (bus_service_t *svc, void *state)
 {
-    s_ciba_t *self = state;
+    ciba_t *self = state;
     int64_t now = proto_now_us ();
     uint8_t to [8];
     bus_u64_to_key ((uint64_t) now + 1, to);
@@ -1519,7 +1087,7 @@ s_scan (bus_service_t *svc, void *state)
     s_due_t due = { .n = 0 };
     int rc = bus_txn_scan (txn, self->db_deadlines, NULL, 0, to, sizeof to, s_due, &due);
     for (size_t i = 0; rc == 0 && i < due.n; i++) {
-        json_t *a = s_load (self, txn, due.ids [i]);
+        json_t *a = ciba_load (self, txn, due.ids [i]);
         if (!a) {
             uint8_t key [8 + PROTO_ID_LEN];
             memcpy (key, due.keys [i], sizeof key);
@@ -1527,7 +1095,7 @@ s_scan (bus_service_t *svc, void *state)
             continue;
         }
         s_tick (self, txn, a, now);
-        s_save (self, txn, a);
+        ciba_save (self, txn, a);
         json_decref (a);
     }
     if (rc == 0 && due.n > 0)
@@ -1545,7 +1113,7 @@ s_start (bus_service_t *svc, void **state)
 {
     if (sodium_init () < 0)
         return BUS_ECRYPTO;
-    s_ciba_t *self = calloc (1, sizeof *self);
+    ciba_t *self = calloc (1, sizeof *self);
     if (!self)
         return BUS_ENOMEM;
     *state = self;
@@ -1571,7 +1139,7 @@ s_start (bus_service_t *svc, void **state)
         || self->db_devices < 0)
         return BUS_EINVAL;
     if (self->oidc) {
-        int rc = s_oidc_start (self, config);
+        int rc = ciba_oidc_start (self, config);
         if (rc)
             return rc;
     }
@@ -1594,11 +1162,11 @@ s_start (bus_service_t *svc, void **state)
 static void
 s_stop (bus_service_t *svc, void **state)
 {
-    s_ciba_t *self = *state;
+    ciba_t *self = *state;
     if (!self)
         return;
     zhash_destroy (&self->asked);
-    s_oidc_stop (self);
+    ciba_oidc_stop (self);
     free (self);
     *state = NULL;
 }
