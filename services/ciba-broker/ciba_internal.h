@@ -26,7 +26,8 @@ typedef struct {
     /* backend oidc */
     bool oidc;
     bool oidc_ready;             /* endpoints known (discovery answered or failed) */
-    bus_http_client_t *http;
+    bus_http_client_t *http;     /* oidc, and the webhook */
+    char *webhook_url;           /* POST each ciba.requested here, or NULL */
     char *issuer, *iss, *bc_url, *token_url, *client_id, *secret, *audience;
     bool hint_iss_sub, auth0_charset;
     int64_t expiry_max_s, default_interval_s;

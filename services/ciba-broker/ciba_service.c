@@ -39,7 +39,9 @@
     bc-authorize at the provider, then token polls honouring interval,
     slow_down (+5 s) and Retry-After, all on the reactor through
     bus_http_client; the provider's answers map to distinct level states.
-    Not built: the approvers' webhook (backend local).
+    That backend is in ciba_oidc.c; what the files share in
+    ciba_internal.h. With webhook_url set, each asked level is also POSTed
+    there as JSON (a phone's ntfy topic, a Slack hook).
 */
 #include "ciba_service.h"
 #include "ciba_decision.h"
@@ -399,6 +401,38 @@ ciba_pass_level (ciba_t *self, bus_txn_t *txn, json_t *a, size_t i, const char *
     return false;
 }
 
+/*  The webhook answered: only failures are said (the approver can still
+    find the request with `sanctumctl approvals`). */
+static void
+s_webhook_done (const bus_http_response_t *r, void *arg)
+{
+    if (r->error || r->status >= 300)
+        bus_warn ("ciba: webhook: %s", r->error ? r->reason : "the endpoint answered an HTTP error");
+}
+
+/*  Tell the approver's phone (ntfy, Slack, anything that takes JSON) that
+    level i is asked: POST {type, approval_id, auth_req_id, approver, level,
+    binding_message, expires_at, run, node}. Sent as the change is made,
+    before its commit: if that fails, the approver finds nothing pending. */
+static void
+s_webhook (ciba_t *self, json_t *a, size_t i)
+{
+    json_t *lvl = json_array_get (json_object_get (a, "levels"), i);
+    json_t *body = json_pack ("{s:s, s:s, s:s, s:s, s:I, s:s, s:I, s:O, s:O}", "type", "ciba.requested",
+                              "approval_id", ciba_str (a, "approval_id"), "auth_req_id",
+                              ciba_str (lvl, "auth_req_id"), "approver", ciba_str (lvl, "approver"),
+                              "level", (json_int_t) i, "binding_message", ciba_str (a, "binding_message"),
+                              "expires_at", (json_int_t) ciba_int (a, "expires_at"),
+                              "run", json_object_get (a, "run"), "node", json_object_get (a, "node"));
+    char *text = body ? json_dumps (body, JSON_COMPACT) : NULL;
+    json_decref (body);
+    bus_http_request_t req = { .method = "POST", .url = self->webhook_url, .content_type = "application/json",
+                               .body = text, .body_len = text ? strlen (text) : 0, .timeout_ms = 10000 };
+    if (!text || bus_http_client_send (self->http, &req, s_webhook_done, NULL, NULL))
+        bus_warn ("ciba: webhook: cannot send");
+    free (text);
+}
+
 /*  Ask level i (and, past approvers without a device, the levels after
     it); the last level without a device ends the approval denied. With
     the oidc backend every approver is asked of the provider (which says
@@ -435,6 +469,8 @@ ciba_ask (ciba_t *self, bus_txn_t *txn, json_t *a, size_t i, int64_t now, const 
                        tp);
         if (self->oidc)
             ciba_oidc_send (self, a, i, now);
+        if (self->webhook_url)
+            s_webhook (self, a, i);
         return;
     }
 }
@@ -1143,6 +1179,21 @@ s_start (bus_service_t *svc, void **state)
         if (rc)
             return rc;
     }
+    const char *hook = bus_config_str (config, "ciba", "webhook_url");
+    if (hook && *hook) {
+        if (strncmp (hook, "http://", 7) && strncmp (hook, "https://", 8)) {
+            bus_error ("ciba: webhook_url must be an http:// or https:// URL");
+            return BUS_ECONFIG;
+        }
+        self->webhook_url = strdup (hook);
+        if (!self->http) {
+            bus_http_client_opts_t opts;
+            bus_http_client_opts_from_config (&opts, config);
+            self->http = bus_http_client_new (bus_service_loop (svc), &opts);
+        }
+        if (!self->webhook_url || !self->http)
+            return BUS_ENOMEM;
+    }
     static const struct { const char *type; bus_handler_fn *fn; } handlers [] = {
         { "ciba.authorize",     s_authorize },
         { "ciba.status",        s_status },
@@ -1167,6 +1218,7 @@ s_stop (bus_service_t *svc, void **state)
         return;
     zhash_destroy (&self->asked);
     ciba_oidc_stop (self);
+    free (self->webhook_url);
     free (self);
     *state = NULL;
 }

@@ -6,7 +6,7 @@ by `sanctumctl approve|deny --as USER` (C, libsodium), by this test (Python's
 `cryptography`, from the bytes PROTOCOL.md 10.4 writes down), and by Node's
 WebCrypto Ed25519 (tests/js/ciba_sign.mjs). Proves: a two-level chain
 approved in order; escalation on timeout; denial mid-chain; expiry; cancel;
-an unenrolled approver passed at once; the broker SIGKILLed with requests
+an unenrolled approver passed at once; the approvers' webhook; the broker SIGKILLed with requests
 pending and restarted (state kept, expiry by its clock across the
 restart); a replayed signature, a signature over another binding message,
 by another user's device, by a revoked device refused; events from the
@@ -20,7 +20,9 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 sys.path.insert(0, os.path.dirname(__file__))
 from cluster import ROOT, Cluster  # noqa: E402
@@ -58,13 +60,30 @@ def code(reply):
     return reply["error"]["code"]
 
 
+class Hook(BaseHTTPRequestHandler):
+    """The approvers' webhook endpoint (an ntfy or Slack stand-in)."""
+    posts = []
+
+    def log_message(self, *a):
+        pass
+
+    def do_POST(self):
+        n = int(self.headers.get("Content-Length", 0))
+        Hook.posts.append((self.path, self.headers.get("Content-Type"), json.loads(self.rfile.read(n))))
+        self.send_response(204)
+        self.end_headers()
+
+
 class Ctx:
     def __init__(self):
+        self.hook = ThreadingHTTPServer(("127.0.0.1", 0), Hook)
+        threading.Thread(target=self.hook.serve_forever, daemon=True).start()
         self.c = Cluster(services=["ciba-broker"])
         with open(self.c.conf) as f:
             text = f.read()
         with open(self.c.conf, "w") as f:
-            f.write(text.replace("[ciba]\n", "[ciba]\nescalation_scan_ms = 50\n", 1))
+            f.write(text.replace("[ciba]\n", "[ciba]\nescalation_scan_ms = 50\nwebhook_url = http://127.0.0.1:%d/hook\n"
+                                 % self.hook.server_address[1], 1))
         self.c.start_all()
         self.svc = self.c.client("ciba-broker", key_name="orch", principal="svc:orchestrator")
         self.ops = self.c.client("ciba-broker", key_name="opsk", principal="ops:test")
@@ -215,6 +234,21 @@ def two_level_chain_approved_in_order(x):
     # seq strictly increasing from the outbox
     seqs = [e["seq"] for e in ev]
     assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
+
+
+@test
+def webhook_wakes_the_approver(x):
+    a = body(x.authorize(chain("dave", "bob")))           # dave has no device: bob is asked
+    auth = a["levels"][1]["auth_req_id"]
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and not [p for p in Hook.posts if p[2]["auth_req_id"] == auth]:
+        time.sleep(0.05)
+    got = [p for p in Hook.posts if p[2]["approval_id"] == a["approval_id"]]
+    assert len(got) == 1, got
+    path, ctype, post = got[0]
+    assert path == "/hook" and ctype == "application/json", got
+    assert post["type"] == "ciba.requested" and post["approver"] == "user:bob" and post["level"] == 1, post
+    assert post["binding_message"] == "Approve PO-7 for USD 520,000" and post["run"] == RUN, post
 
 
 @test
@@ -465,6 +499,7 @@ def teardown(x):
     for s in (x.svc, x.ops, x.sub):
         s.close()
     x.c.close()
+    x.hook.shutdown()
 
 
 if __name__ == "__main__":
