@@ -24,7 +24,7 @@ LIBS_PKG   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 
 CFLAGS  ?= -O2 -g
 CFLAGS  += -std=gnu11 -Wall -Wextra -Werror -Wno-unused-parameter -fno-strict-aliasing \
-           -D_GNU_SOURCE -Iproto -Ibus -Iservices/authz -Iservices/auditor $(CFLAGS_PKG)
+           -D_GNU_SOURCE -Iproto -Ibus -Iservices/authz -Iservices/auditor -Iservices/ciba-broker $(CFLAGS_PKG)
 LDLIBS  += $(LIBS_PKG) -lpthread -lm
 ifneq ($(SANITIZER),)
   CFLAGS  += -fsanitize=$(SANITIZER) -fno-omit-frame-pointer -fno-sanitize-recover=all
@@ -85,13 +85,17 @@ $(BUILD)/bin/sanctum-$(1): $(BUILD)/obj/services/$(1)/main.o $(call svc_lib,$(1)
 	$$(CC) $$(LDFLAGS) -o $$@ $$^ $$(LDLIBS)
 endef
 $(foreach s,$(SERVICES),$(eval $(call SVC_RULES,$(s))))
+# the ciba-broker hashes authorization_details in the auditor's canonical
+# JSON (audit_canon.h, RFC 8785): its library carries that object too (a
+# linker takes the first copy it needs, whatever the order of the libraries)
+$(call svc_lib,ciba-broker): $(BUILD)/obj/services/auditor/audit_canon.o
 
 # sanctumctl links the authz engine for `authz test` (an embedded engine on a
 # temporary store, as `fga model test` does) and the auditor's verifiers for
 # `audit` (proofs and signatures checked locally); the rest uses the bus.
-$(CTL_BIN): $(CTL_OBJ) $(call svc_lib,authz) $(call svc_lib,auditor) $(CORE_LIB)
+$(CTL_BIN): $(CTL_OBJ) $(call svc_lib,authz) $(call svc_lib,auditor) $(call svc_lib,ciba-broker) $(CORE_LIB)
 	@mkdir -p $(dir $@)
-	$(CC) $(LDFLAGS) -o $@ $(CTL_OBJ) $(call svc_lib,authz) $(call svc_lib,auditor) $(CORE_LIB) $(LDLIBS)
+	$(CC) $(LDFLAGS) -o $@ $(CTL_OBJ) $(call svc_lib,authz) $(call svc_lib,auditor) $(call svc_lib,ciba-broker) $(CORE_LIB) $(LDLIBS)
 
 $(SUPPORT_LIB): $(SUPPORT_SRC:%.c=$(BUILD)/obj/%.o)
 	@mkdir -p $(dir $@)

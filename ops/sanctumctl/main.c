@@ -22,6 +22,11 @@ static const s_command_t s_commands [] = {
                                        "        | policy write FILE | decide PRINCIPAL ACTION RESOURCE [--context JSON] | test FILE" },
     { "audit",  ctl_cmd_audit,  false, "audit head | proof INDEX [--size N] | consistency OLD [NEW] [--jwks FILE]  the signed\n"
                                        "        tree head and proofs, checked here | jwks" },
+    { "device", ctl_cmd_device, false, "device enroll USER | list [USER] | revoke USER  approver devices (Ed25519; the secret\n"
+                                       "        under KEYS_DIR/devices, 0600)" },
+    { "approvals", ctl_cmd_approvals, false, "approvals [--as USER]      pending approval requests" },
+    { "approve", ctl_cmd_approve, false, "approve AUTH_REQ_ID --as USER  approve, signing with USER's enrolled device" },
+    { "deny",   ctl_cmd_deny,   false, "deny AUTH_REQ_ID --as USER     deny, signing with USER's enrolled device" },
     { NULL, NULL, false, NULL }
 };
 

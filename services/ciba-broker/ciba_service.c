@@ -1,15 +1,1239 @@
-/*  ciba_service.c — the ciba-broker daemon's handlers.
+/*  ciba_service.c — the ciba-broker daemon: approvals over an approver
+    chain, each level its own CIBA request, decided by signatures of
+    enrolled devices (backend `local`; PROTOCOL.md 10.4).
 
-    Built so far: the bus runtime's health, stats, events.replay and echo.
-    Not built yet: the ciba-broker requests of the catalogue (proto/proto_catalog.def,
-    owner "ciba"); until they land, the runtime answers each with a
-    not_implemented error, never a made-up answer.
+    State (LMDB, one write transaction per change, events in the same
+    transaction through the outbox):
+      approvals   approval_id (ULID) -> the approval, JSON (below)
+      levels      auth_req_id -> approval_id
+      deadlines   8-byte big-endian µs + approval_id -> "" : the next
+                  moment an approval must be looked at (expiry, a level's
+                  escalation, a queued level's slot); one per pending
+                  approval, so the timer scans only what is due
+      devices     approver LF device -> {approver, device, state,
+                  enrolled_at, revoked_at?}
+
+    An approval: {approval_id, state (pending|approved|denied|expired|
+    cancelled), reason?, run, node, binding_message, authorization_details,
+    authorization_details_sha256, requested_by, created_at, expires_at,
+    completed_at?, current (the level asked now), deadline (its key in
+    deadlines, 0: none), levels: [{approver, escalate_after, auth_req_id,
+    state, asked_at?, deadline?, queued?, device_key?, signature?,
+    decided_at?}]}. Times are µs since the epoch, by this broker's clock.
+
+    Level states: waiting (not asked yet), pending (asked; `queued` while
+    the approver's rate limit holds it back), approved, denied, expired,
+    escalated, cancelled, approver_not_enrolled. The chain: the first
+    level is asked; its approval asks the next; a denial ends the approval
+    denied; a level past its escalate_after (when a level follows) is
+    escalated and the next asked; a level whose approver has no active
+    device is passed at once (approver_not_enrolled). The approval expires
+    at expires_at whatever the levels did.
+
+    Requests with effects answer through bus_request_commit: the outcome
+    is recorded in the transaction of the effect (retries get it, even
+    after a restart). Everything runs on the reactor: a change is a few
+    small LMDB puts and one fsync.
+
+    Backend oidc (a CIBA provider, Auth0 first): each level is a
+    bc-authorize at the provider, then token polls honouring interval,
+    slow_down (+5 s) and Retry-After, all on the reactor through
+    bus_http_client; the provider's answers map to distinct level states.
+    That backend is in ciba_oidc.c; what the files share in
+    ciba_internal.h. With webhook_url set, each asked level is also POSTed
+    there as JSON (a phone's ntfy topic, a Slack hook).
 */
 #include "ciba_service.h"
+#include "ciba_decision.h"
+#include "ciba_internal.h"
+#include "bus_error.h"
+#include "bus_http_client.h"
+#include "bus_log.h"
 
-static const char *const s_dbs [] = { "requests", "devices", NULL };
+#include <sodium.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define S_LEVELS_MAX   16
+#define S_SCAN_BATCH   512
+#define S_LIST_DEFAULT 100
+#define S_AUTH_REQ_BYTES 24      /* 192 bits; base64url: 32 characters */
+
+
+
+
+/*  The times (µs) of the last rate_per_min asks of one approver, a ring. */
+typedef struct {
+    size_t next;
+    int64_t at [];
+} s_window_t;
+
+/* ---- small helpers ------------------------------------------------------ */
+
+/*  An approver name: "user:NAME" (or another principal class) with a
+    short, plain name. */
+static bool
+s_approver_ok (const char *a)
+{
+    const char *colon = a ? strchr (a, ':') : NULL;
+    if (!colon || colon == a || !colon [1] || strlen (a) > 256)
+        return false;
+    for (const char *p = a; *p; p++)
+        if (!(isalnum ((unsigned char) *p) || strchr (":._@-+", *p)))
+            return false;
+    return true;
+}
+
+/*  A fresh auth_req_id: 192 random bits, base64url (32 characters of
+    [A-Za-z0-9_-]). */
+static void
+s_auth_req_id (char out [48])
+{
+    uint8_t raw [S_AUTH_REQ_BYTES];
+    randombytes_buf (raw, sizeof raw);
+    sodium_bin2base64 (out, 48, raw, sizeof raw, sodium_base64_VARIANT_URLSAFE_NO_PADDING);
+}
+
+/*  The binding message sanitised: control characters become spaces, runs
+    of spaces one, none at either end. NULL (with why) when empty or longer
+    than max bytes once sanitised. Caller frees. */
+static char *
+s_sanitise (const char *in, size_t max, char *why, size_t why_len)
+{
+    size_t n = strlen (in);
+    char *out = malloc (n + 1);
+    if (!out) {
+        snprintf (why, why_len, "out of memory");
+        return NULL;
+    }
+    size_t o = 0;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char) in [i];
+        if (c < 0x20 || c == 0x7f)
+            c = ' ';
+        if (c == ' ' && (o == 0 || out [o - 1] == ' '))
+            continue;
+        out [o++] = (char) c;
+    }
+    while (o > 0 && out [o - 1] == ' ')
+        o--;
+    out [o] = 0;
+    if (o == 0 || o > max) {
+        snprintf (why, why_len, o ? "binding_message is %zu bytes once sanitised; at most %zu" :
+                                    "binding_message is empty once sanitised", o, max);
+        free (out);
+        return NULL;
+    }
+    return out;
+}
+
+/* ---- store -------------------------------------------------------------- */
+
+/*  The approval approval_id as a new JSON object, or NULL (not found or
+    unreadable). */
+json_t *
+ciba_load (ciba_t *self, bus_txn_t *txn, const char *approval_id)
+{
+    const void *val;
+    size_t len;
+    if (bus_txn_get (txn, self->db_approvals, approval_id, strlen (approval_id), &val, &len))
+        return NULL;
+    return json_loadb (val, len, 0, NULL);
+}
+
+/*  The approval id a level's auth_req_id belongs to, into out. */
+static int
+s_level_owner (ciba_t *self, bus_txn_t *txn, const char *auth_req_id, char out [PROTO_ID_LEN + 1])
+{
+    const void *val;
+    size_t len;
+    int rc = bus_txn_get (txn, self->db_levels, auth_req_id, strlen (auth_req_id), &val, &len);
+    if (rc)
+        return rc;
+    if (len != PROTO_ID_LEN)
+        return BUS_EINVAL;
+    memcpy (out, val, len);
+    out [len] = 0;
+    return 0;
+}
+
+static void
+s_deadline_key (uint8_t key [8 + PROTO_ID_LEN], int64_t at, const char *approval_id)
+{
+    bus_u64_to_key ((uint64_t) at, key);
+    memcpy (key + 8, approval_id, PROTO_ID_LEN);
+}
+
+/*  When the approval must next be looked at: its expiry, its current
+    level's escalation or queue slot, whichever is first; 0 when it has
+    ended. */
+static int64_t
+s_next_deadline (json_t *a)
+{
+    if (!streq (ciba_str (a, "state") ?: "", "pending"))
+        return 0;
+    int64_t at = ciba_int (a, "expires_at");
+    json_t *lvl = json_array_get (json_object_get (a, "levels"), (size_t) ciba_int (a, "current"));
+    int64_t d = lvl ? ciba_int (lvl, "deadline") : 0;
+    if (d > 0 && d < at)
+        at = d;
+    int64_t p = lvl && streq (ciba_str (lvl, "state") ?: "", "pending") ? ciba_int (lvl, "poll_at") : 0;
+    if (p > 0 && p < at)
+        at = p;
+    return at;
+}
+
+/*  Store the approval and move its deadline key. Errors are sticky in
+    txn. */
+int
+ciba_save (ciba_t *self, bus_txn_t *txn, json_t *a)
+{
+    const char *id = ciba_str (a, "approval_id");
+    uint8_t key [8 + PROTO_ID_LEN];
+    int64_t old = ciba_int (a, "deadline"), next = s_next_deadline (a);
+    if (old != next) {
+        if (old) {
+            s_deadline_key (key, old, id);
+            bus_txn_del (txn, self->db_deadlines, key, sizeof key);
+        }
+        if (next) {
+            s_deadline_key (key, next, id);
+            bus_txn_put (txn, self->db_deadlines, key, sizeof key, "", 0);
+        }
+        ciba_set_int (a, "deadline", next);
+    }
+    char *text = json_dumps (a, JSON_COMPACT);
+    if (!text) {
+        bus_txn_fail (txn, BUS_ENOMEM);
+        return BUS_ENOMEM;
+    }
+    int rc = bus_txn_put (txn, self->db_approvals, id, strlen (id), text, strlen (text));
+    free (text);
+    return rc;
+}
+
+/*  Scan callback: stop at the first active device (*arg, a bool). */
+static int
+s_any_active (const void *k, size_t kl, const void *v, size_t vl, void *arg)
+{
+    json_t *d = json_loadb (v, vl, 0, NULL);
+    bool *any = arg;
+    *any = d && streq (ciba_str (d, "state") ?: "", "active");
+    json_decref (d);
+    return *any ? 1 : 0;
+}
+
+/*  Does approver have an active device? The device's record into *out
+    when device is given (NULL: any). */
+static bool
+s_device_active (ciba_t *self, bus_txn_t *txn, const char *approver, const char *device, json_t **out)
+{
+    char prefix [600];
+    int n = snprintf (prefix, sizeof prefix, "%s\n%s", approver, device ? device : "");
+    if (n < 0 || (size_t) n >= sizeof prefix)
+        return false;
+    if (device) {
+        const void *val;
+        size_t len;
+        if (bus_txn_get (txn, self->db_devices, prefix, (size_t) n, &val, &len))
+            return false;
+        json_t *d = json_loadb (val, len, 0, NULL);
+        bool ok = d && streq (ciba_str (d, "state") ?: "", "active");
+        if (out)
+            *out = d;
+        else
+            json_decref (d);
+        return ok;
+    }
+    bool any = false;
+    bus_txn_scan_prefix (txn, self->db_devices, prefix, (size_t) n, s_any_active, &any);
+    return any;
+}
+
+/* ---- events ------------------------------------------------------------- */
+
+/*  The public form of a level (what replies and events carry). */
+static json_t *
+s_level_public (json_t *lvl)
+{
+    json_t *out = json_deep_copy (lvl);
+    json_object_del (out, "deadline");
+    json_object_del (out, "provider_auth_req_id");
+    return out;
+}
+
+/*  The public form of an approval: without its bookkeeping. At now, an
+    approval past its expiry reads expired even before the timer has
+    stored it so. */
+static json_t *
+s_public (json_t *a, int64_t now)
+{
+    json_t *out = json_deep_copy (a);
+    json_object_del (out, "deadline");
+    json_t *levels = json_object_get (out, "levels"), *lvl;
+    size_t i;
+    json_array_foreach (levels, i, lvl) {
+        json_object_del (lvl, "deadline");
+        json_object_del (lvl, "provider_auth_req_id");
+    }
+    if (streq (ciba_str (out, "state") ?: "", "pending") && now >= ciba_int (out, "expires_at")) {
+        ciba_set_str (out, "state", "expired");
+        json_array_foreach (levels, i, lvl)
+            if (streq (ciba_str (lvl, "state") ?: "", "pending"))
+                ciba_set_str (lvl, "state", "expired");
+            else if (streq (ciba_str (lvl, "state") ?: "", "waiting"))
+                ciba_set_str (lvl, "state", "cancelled");
+    }
+    return out;
+}
+
+/*  Append a level's event: {approval_id, auth_req_id, approver, level,
+    run, node} and the members of extra (stolen, may be NULL). */
+void
+ciba_level_event (ciba_t *self, bus_txn_t *txn, const char *type, json_t *a, size_t i, json_t *extra,
+               const char *traceparent)
+{
+    json_t *lvl = json_array_get (json_object_get (a, "levels"), i);
+    json_t *body = json_pack ("{s:s, s:s, s:s, s:I, s:O, s:O, s:I}", "approval_id", ciba_str (a, "approval_id"),
+                              "auth_req_id", ciba_str (lvl, "auth_req_id"), "approver", ciba_str (lvl, "approver"),
+                              "level", (json_int_t) i, "run", json_object_get (a, "run"),
+                              "node", json_object_get (a, "node"), "expires_at",
+                              (json_int_t) ciba_int (a, "expires_at"));
+    if (body && extra)
+        json_object_update (body, extra);
+    json_decref (extra);
+    if (!body) {
+        bus_txn_fail (txn, BUS_ENOMEM);
+        return;
+    }
+    bus_event_append (self->svc, txn, type, body, traceparent);
+}
+
+/*  The chain has ended with outcome: levels not asked are cancelled,
+    approval.completed carries every level's decision. */
+void
+ciba_complete (ciba_t *self, bus_txn_t *txn, json_t *a, const char *outcome, const char *reason,
+            int64_t now, const char *tp)
+{
+    ciba_set_str (a, "state", outcome);
+    if (reason)
+        ciba_set_str (a, "reason", reason);
+    ciba_set_int (a, "completed_at", now);
+    json_t *levels = json_object_get (a, "levels"), *lvl;
+    size_t i;
+    json_array_foreach (levels, i, lvl)
+        if (streq (ciba_str (lvl, "state") ?: "", "waiting"))
+            ciba_set_str (lvl, "state", "cancelled");
+    json_t *pub_levels = json_array ();
+    json_array_foreach (levels, i, lvl)
+        json_array_append_new (pub_levels, s_level_public (lvl));
+    json_t *body = json_pack ("{s:s, s:s, s:o, s:O, s:O, s:s, s:s}", "approval_id", ciba_str (a, "approval_id"),
+                              "outcome", outcome, "levels", pub_levels, "run", json_object_get (a, "run"),
+                              "node", json_object_get (a, "node"), "binding_message",
+                              ciba_str (a, "binding_message"), "authorization_details_sha256",
+                              ciba_str (a, "authorization_details_sha256"));
+    if (body && reason)
+        ciba_set_str (body, "reason", reason);
+    if (!body) {
+        bus_txn_fail (txn, BUS_ENOMEM);
+        return;
+    }
+    bus_event_append (self->svc, txn, "approval.completed", body, tp);
+}
+
+/* ---- the rate limit ----------------------------------------------------- */
+
+/*  May a level be asked of approver at now? When not, *free_at is when a
+    slot frees. */
+static bool
+s_rate_allows (ciba_t *self, const char *approver, int64_t now, int64_t *free_at)
+{
+    if (self->rate_per_min <= 0)
+        return true;
+    s_window_t *w = zhash_lookup (self->asked, approver);
+    if (!w)
+        return true;
+    int64_t oldest = w->at [w->next];          /* the slot the next ask overwrites */
+    if (oldest == 0 || now - oldest >= 60 * 1000000LL)
+        return true;
+    *free_at = oldest + 60 * 1000000LL;
+    return false;
+}
+
+static void
+s_rate_note (ciba_t *self, const char *approver, int64_t now)
+{
+    if (self->rate_per_min <= 0)
+        return;
+    s_window_t *w = zhash_lookup (self->asked, approver);
+    if (!w) {
+        w = calloc (1, sizeof *w + (size_t) self->rate_per_min * sizeof (int64_t));
+        if (!w || zhash_insert (self->asked, approver, w)) {
+            free (w);
+            return;
+        }
+        zhash_freefn (self->asked, approver, free);
+    }
+    w->at [w->next] = now;
+    w->next = (w->next + 1) % (size_t) self->rate_per_min;
+}
+
+/* ---- the chain ---------------------------------------------------------- */
+
+/*  Level i's approver cannot be asked (reason: approver_not_enrolled):
+    the level is passed with ciba.escalated and true returned when a level
+    follows; else the approval ends denied and false is returned. */
+bool
+ciba_pass_level (ciba_t *self, bus_txn_t *txn, json_t *a, size_t i, const char *reason, int64_t now,
+              const char *tp)
+{
+    json_t *levels = json_object_get (a, "levels");
+    json_t *lvl = json_array_get (levels, i), *next = json_array_get (levels, i + 1);
+    ciba_set_str (lvl, "state", reason);
+    ciba_set_int (lvl, "decided_at", now);
+    if (next) {
+        ciba_level_event (self, txn, "ciba.escalated", a, i,
+                       json_pack ("{s:s, s:s, s:s, s:I}", "reason", reason, "to_approver", ciba_str (next, "approver"),
+                                  "to_auth_req_id", ciba_str (next, "auth_req_id"), "to_level", (json_int_t) i + 1), tp);
+        return true;
+    }
+    ciba_complete (self, txn, a, "denied", reason, now, tp);
+    return false;
+}
+
+/*  The webhook answered: only failures are said (the approver can still
+    find the request with `sanctumctl approvals`). */
+static void
+s_webhook_done (const bus_http_response_t *r, void *arg)
+{
+    if (r->error || r->status >= 300)
+        bus_warn ("ciba: webhook: %s", r->error ? r->reason : "the endpoint answered an HTTP error");
+}
+
+/*  Tell the approver's phone (ntfy, Slack, anything that takes JSON) that
+    level i is asked: POST {type, approval_id, auth_req_id, approver, level,
+    binding_message, expires_at, run, node}. Sent as the change is made,
+    before its commit: if that fails, the approver finds nothing pending. */
+static void
+s_webhook (ciba_t *self, json_t *a, size_t i)
+{
+    json_t *lvl = json_array_get (json_object_get (a, "levels"), i);
+    json_t *body = json_pack ("{s:s, s:s, s:s, s:s, s:I, s:s, s:I, s:O, s:O}", "type", "ciba.requested",
+                              "approval_id", ciba_str (a, "approval_id"), "auth_req_id",
+                              ciba_str (lvl, "auth_req_id"), "approver", ciba_str (lvl, "approver"),
+                              "level", (json_int_t) i, "binding_message", ciba_str (a, "binding_message"),
+                              "expires_at", (json_int_t) ciba_int (a, "expires_at"),
+                              "run", json_object_get (a, "run"), "node", json_object_get (a, "node"));
+    char *text = body ? json_dumps (body, JSON_COMPACT) : NULL;
+    json_decref (body);
+    bus_http_request_t req = { .method = "POST", .url = self->webhook_url, .content_type = "application/json",
+                               .body = text, .body_len = text ? strlen (text) : 0, .timeout_ms = 10000 };
+    if (!text || bus_http_client_send (self->http, &req, s_webhook_done, NULL, NULL))
+        bus_warn ("ciba: webhook: cannot send");
+    free (text);
+}
+
+/*  Ask level i (and, past approvers without a device, the levels after
+    it); the last level without a device ends the approval denied. With
+    the oidc backend every approver is asked of the provider (which says
+    whether it knows them), by bc-authorize sent from here. */
+void
+ciba_ask (ciba_t *self, bus_txn_t *txn, json_t *a, size_t i, int64_t now, const char *tp)
+{
+    json_t *levels = json_object_get (a, "levels");
+    size_t n = json_array_size (levels);
+    for (; i < n; i++) {
+        json_t *lvl = json_array_get (levels, i);
+        const char *approver = ciba_str (lvl, "approver");
+        ciba_set_int (a, "current", (json_int_t) i);
+        if (!self->oidc && !s_device_active (self, txn, approver, NULL, NULL)) {
+            if (ciba_pass_level (self, txn, a, i, "approver_not_enrolled", now, tp))
+                continue;
+            return;
+        }
+        int64_t free_at = 0;
+        ciba_set_str (lvl, "state", "pending");
+        if (!s_rate_allows (self, approver, now, &free_at)) {
+            json_object_set_new (lvl, "queued", json_true ());
+            ciba_set_int (lvl, "deadline", free_at);
+            return;
+        }
+        json_object_del (lvl, "queued");
+        s_rate_note (self, approver, now);
+        ciba_set_int (lvl, "asked_at", now);
+        int64_t after = ciba_int (lvl, "escalate_after");
+        ciba_set_int (lvl, "deadline", after > 0 && i + 1 < n ? now + after * 1000000LL : 0);
+        ciba_level_event (self, txn, "ciba.requested", a, i,
+                       json_pack ("{s:s, s:s}", "binding_message", ciba_str (a, "binding_message"),
+                                  "authorization_details_sha256", ciba_str (a, "authorization_details_sha256")),
+                       tp);
+        if (self->oidc)
+            ciba_oidc_send (self, a, i, now);
+        if (self->webhook_url)
+            s_webhook (self, a, i);
+        return;
+    }
+}
+
+/*  Look at a pending approval at now: expire it, escalate its level past
+    its deadline, or ask its queued level. Returns true when it changed. */
+static bool
+s_tick (ciba_t *self, bus_txn_t *txn, json_t *a, int64_t now)
+{
+    if (!streq (ciba_str (a, "state") ?: "", "pending"))
+        return false;
+    size_t i = (size_t) ciba_int (a, "current");
+    json_t *levels = json_object_get (a, "levels");
+    json_t *lvl = json_array_get (levels, i);
+    if (now >= ciba_int (a, "expires_at")) {
+        if (lvl && streq (ciba_str (lvl, "state") ?: "", "pending")) {
+            bool asked = !json_is_true (json_object_get (lvl, "queued"));
+            ciba_set_str (lvl, "state", "expired");
+            ciba_set_int (lvl, "decided_at", now);
+            if (asked)
+                ciba_level_event (self, txn, "ciba.expired", a, i, NULL, NULL);
+        }
+        ciba_complete (self, txn, a, "expired", NULL, now, NULL);
+        return true;
+    }
+    if (!lvl || !streq (ciba_str (lvl, "state") ?: "", "pending"))
+        return false;
+    bool changed = false;
+    int64_t p = ciba_int (lvl, "poll_at");
+    if (self->oidc && p > 0 && now >= p && !json_is_true (json_object_get (lvl, "queued"))) {
+        ciba_oidc_send (self, a, i, now);
+        changed = true;
+    }
+    int64_t d = ciba_int (lvl, "deadline");
+    if (d == 0 || now < d)
+        return changed;
+    if (json_is_true (json_object_get (lvl, "queued"))) {
+        ciba_ask (self, txn, a, i, now, NULL);
+        return true;
+    }
+    json_t *next = json_array_get (levels, i + 1);
+    if (!next)
+        return changed;
+    ciba_set_str (lvl, "state", "escalated");
+    ciba_set_int (lvl, "decided_at", now);
+    ciba_level_event (self, txn, "ciba.escalated", a, i,
+                   json_pack ("{s:s, s:s, s:s, s:I}", "reason", "timeout", "to_approver", ciba_str (next, "approver"),
+                              "to_auth_req_id", ciba_str (next, "auth_req_id"), "to_level", (json_int_t) i + 1),
+                   NULL);
+    ciba_ask (self, txn, a, i + 1, now, NULL);
+    return true;
+}
+
+/* ---- requests ----------------------------------------------------------- */
+
+/*  Answer a request with effects whose change is in *txn: its outcome is
+    recorded with the change. */
+static void
+s_commit_ok (bus_request_t *req, bus_txn_t **txn, json_t *body)
+{
+    bus_outcome_t out = { .body = body };
+    (void) bus_request_commit (req, txn, &out);
+}
+
+static void
+s_commit_error (bus_request_t *req, bus_txn_t **txn, const char *code, const char *fmt, ...)
+    __attribute__((format (printf, 4, 5)));
+
+/*  Answer an error recorded (with whatever *txn changed, e.g. an expiry
+    found on the way). */
+static void
+s_commit_error (bus_request_t *req, bus_txn_t **txn, const char *code, const char *fmt, ...)
+{
+    bus_outcome_t out = { .code = code };
+    va_list ap;
+    va_start (ap, fmt);
+    vsnprintf (out.message, sizeof out.message, fmt, ap);
+    va_end (ap);
+    (void) bus_request_commit (req, txn, &out);
+}
+
+static bus_txn_t *
+s_write_begin (ciba_t *self, bus_request_t *req)
+{
+    bus_txn_t *txn = bus_txn_begin (self->store, true);
+    if (!txn)
+        bus_reply_error (req, PROTO_ERR_UNAVAILABLE, "cannot open the store");
+    return txn;
+}
+
+/*  The chain of a ciba.authorize body, checked and made into levels with
+    fresh auth_req_ids; NULL with why. */
+static json_t *
+s_levels_from (json_t *body, char *why, size_t why_len)
+{
+    json_t *chain = json_object_get (body, "chain");
+    const char *hint = ciba_str (body, "login_hint");
+    json_t *levels = json_array ();
+    json_t *one = NULL;
+    if (chain && hint) {
+        snprintf (why, why_len, "give chain or login_hint, not both");
+        goto fail;
+    }
+    if (!chain && !hint) {
+        snprintf (why, why_len, "chain (or login_hint for a chain of one) is required");
+        goto fail;
+    }
+    if (hint)
+        chain = one = json_pack ("[{s:s}]", "approver", hint);
+    size_t i;
+    json_t *e;
+    json_array_foreach (chain, i, e) {
+        json_t *who = json_object_get (e, "approver") ?: json_object_get (e, "user");
+        json_t *after = json_object_get (e, "escalate_after");
+        if (!json_is_object (e) || !json_is_string (who) || !s_approver_ok (json_string_value (who))) {
+            snprintf (why, why_len, "chain[%zu]: approver must be a principal such as user:alice", i);
+            goto fail;
+        }
+        if (after && (!json_is_integer (after) || json_integer_value (after) < 0
+                      || json_integer_value (after) > 86400)) {
+            snprintf (why, why_len, "chain[%zu]: escalate_after must be 0..86400 seconds", i);
+            goto fail;
+        }
+        char id [48];
+        s_auth_req_id (id);
+        json_array_append_new (levels, json_pack ("{s:O, s:I, s:s, s:s}", "approver", who, "escalate_after",
+                                                  (json_int_t) (after ? json_integer_value (after) : 0),
+                                                  "auth_req_id", id, "state", "waiting"));
+    }
+    json_decref (one);
+    return levels;
+fail:
+    json_decref (one);
+    json_decref (levels);
+    return NULL;
+}
+
+/*  ciba.authorize {chain | login_hint, binding_message,
+    authorization_details?, requested_expiry?, run?, node?}. */
+static void
+s_authorize (bus_service_t *svc, bus_request_t *req, void *arg)
+{
+    ciba_t *self = arg;
+    json_t *body = bus_request_body (req);
+    char why [256] = "";
+    json_t *details = json_object_get (body, "authorization_details");
+    size_t i;
+    json_t *d;
+    json_array_foreach (details, i, d)
+        if (!json_is_object (d) || !json_is_string (json_object_get (d, "type"))) {
+            bus_reply_error (req, PROTO_ERR_INVALID, "authorization_details[%zu] must be an object with a "
+                             "type (RFC 9396)", i);
+            return;
+        }
+    char hash [65];
+    if (ciba_details_sha256 (hash, details)) {
+        bus_reply_error (req, PROTO_ERR_INVALID, "authorization_details has no canonical JSON form "
+                         "(RFC 8785): integers beyond 2^53, or nesting past 32 levels");
+        return;
+    }
+    char *mapped = self->oidc && self->auth0_charset ? ciba_oidc_charset (ciba_str (body, "binding_message")) : NULL;
+    char *message = s_sanitise (mapped ? mapped : ciba_str (body, "binding_message"), (size_t) self->message_max, why,
+                                sizeof why);
+    free (mapped);
+    json_t *levels = message ? s_levels_from (body, why, sizeof why) : NULL;
+    if (!levels) {
+        free (message);
+        bus_reply_error (req, PROTO_ERR_INVALID, "%s", why);
+        return;
+    }
+    int64_t now = proto_now_us ();
+    json_t *expiry = json_object_get (body, "requested_expiry");
+    int64_t expires_in = expiry ? json_integer_value (expiry) : self->default_expiry_s;
+    char approval_id [PROTO_ID_LEN + 1];
+    proto_ulid (approval_id);
+    json_t *a = json_pack ("{s:s, s:s, s:O, s:O, s:s, s:O, s:s, s:s, s:I, s:I, s:I, s:I, s:o}",
+                           "approval_id", approval_id, "state", "pending",
+                           "run", json_object_get (body, "run") ?: json_null (),
+                           "node", json_object_get (body, "node") ?: json_null (),
+                           "binding_message", message,
+                           "authorization_details", details ?: json_null (),
+                           "authorization_details_sha256", hash,
+                           "requested_by", bus_request_principal (req),
+                           "created_at", (json_int_t) now, "expires_at", (json_int_t) (now + expires_in * 1000000LL),
+                           "current", (json_int_t) 0, "deadline", (json_int_t) 0, "levels", levels);
+    free (message);
+    bus_txn_t *txn = a ? s_write_begin (self, req) : NULL;
+    if (!txn) {
+        if (!a)
+            bus_reply_error (req, PROTO_ERR_UNAVAILABLE, "out of memory");
+        json_decref (a);
+        return;
+    }
+    json_t *lvl;
+    json_array_foreach (levels, i, lvl) {
+        const char *id = ciba_str (lvl, "auth_req_id");
+        bus_txn_put (txn, self->db_levels, id, strlen (id), approval_id, PROTO_ID_LEN);
+    }
+    ciba_ask (self, txn, a, 0, now, bus_request_traceparent (req));
+    ciba_save (self, txn, a);
+    json_t *pub_levels = json_array ();
+    json_array_foreach (levels, i, lvl)
+        json_array_append_new (pub_levels, json_pack ("{s:s, s:s, s:s}", "approver", ciba_str (lvl, "approver"),
+                                                      "auth_req_id", ciba_str (lvl, "auth_req_id"),
+                                                      "state", ciba_str (lvl, "state")));
+    json_t *reply = json_pack ("{s:s, s:s, s:o, s:I, s:I, s:I}", "approval_id", approval_id,
+                               "state", ciba_str (a, "state"), "levels", pub_levels,
+                               "expires_in", (json_int_t) expires_in, "expires_at",
+                               (json_int_t) ciba_int (a, "expires_at"), "interval", (json_int_t) self->interval_s);
+    json_decref (a);
+    s_commit_ok (req, &txn, reply);
+}
+
+/*  The approval a body names by approval_id or auth_req_id, in txn; NULL
+    after answering (not committing: the caller's txn is read-only or
+    untouched). */
+static json_t *
+s_find (ciba_t *self, bus_txn_t *txn, bus_request_t *req)
+{
+    json_t *body = bus_request_body (req);
+    const char *approval_id = ciba_str (body, "approval_id");
+    const char *auth_req_id = ciba_str (body, "auth_req_id");
+    char owner [PROTO_ID_LEN + 1];
+    if (!approval_id && !auth_req_id) {
+        bus_reply_error (req, PROTO_ERR_INVALID, "approval_id or auth_req_id is required");
+        return NULL;
+    }
+    if (!approval_id) {
+        if (s_level_owner (self, txn, auth_req_id, owner)) {
+            bus_reply_error (req, PROTO_ERR_NOT_FOUND, "no approval has that auth_req_id");
+            return NULL;
+        }
+        approval_id = owner;
+    }
+    json_t *a = ciba_load (self, txn, approval_id);
+    if (!a)
+        bus_reply_error (req, PROTO_ERR_NOT_FOUND, "no approval %s", approval_id);
+    else if (approval_id == owner || !auth_req_id)
+        return a;
+    else {
+        /* both given: they must agree */
+        if (s_level_owner (self, txn, auth_req_id, owner) || !streq (owner, approval_id)) {
+            bus_reply_error (req, PROTO_ERR_INVALID, "auth_req_id is not a level of approval %s", approval_id);
+            json_decref (a);
+            return NULL;
+        }
+    }
+    return a;
+}
+
+/*  Is the approver principal a level of a? */
+static bool
+s_has_approver (json_t *a, const char *who)
+{
+    size_t i;
+    json_t *lvl;
+    json_array_foreach (json_object_get (a, "levels"), i, lvl)
+        if (streq (ciba_str (lvl, "approver") ?: "", who))
+            return true;
+    return false;
+}
+
+static bool
+s_is_user (bus_request_t *req)
+{
+    return proto_principal_class (bus_request_principal (req)) == PROTO_P_USR;
+}
+
+/*  ciba.status {approval_id | auth_req_id}: an approver (user:) sees only
+    approvals they are a level of. */
+static void
+s_status (bus_service_t *svc, bus_request_t *req, void *arg)
+{
+    ciba_t *self = arg;
+    bus_txn_t *txn = bus_txn_begin (self->store, false);
+    if (!txn) {
+        bus_reply_error (req, PROTO_ERR_UNAVAILABLE, "cannot open the store");
+        return;
+    }
+    json_t *a = s_find (self, txn, req);
+    bus_txn_abort (&txn);
+    if (!a)
+        return;
+    if (s_is_user (req) && !s_has_approver (a, bus_request_principal (req)))
+        bus_reply_error (req, PROTO_ERR_NOT_FOUND, "no such approval for %s", bus_request_principal (req));
+    else
+        bus_reply_ok (req, s_public (a, proto_now_us ()));
+    json_decref (a);
+}
+
+/*  ciba.decide {auth_req_id, decision, signature, device}. */
+static void
+s_decide (bus_service_t *svc, bus_request_t *req, void *arg)
+{
+    ciba_t *self = arg;
+    json_t *body = bus_request_body (req);
+    const char *auth_req_id = ciba_str (body, "auth_req_id");
+    const char *decision = ciba_str (body, "decision");
+    const char *device = ciba_str (body, "device");
+    const char *signature = ciba_str (body, "signature");
+    if (!streq (decision, "approve") && !streq (decision, "deny")) {
+        bus_reply_error (req, PROTO_ERR_INVALID, "decision must be approve or deny");
+        return;
+    }
+    if (self->oidc) {
+        bus_reply_error (req, PROTO_ERR_CONFLICT, "backend oidc: decisions come from the provider");
+        return;
+    }
+    bus_txn_t *txn = s_write_begin (self, req);
+    if (!txn)
+        return;
+    json_t *a = s_find (self, txn, req);
+    if (!a) {
+        bus_txn_abort (&txn);
+        return;
+    }
+    int64_t now = proto_now_us ();
+    const char *tp = bus_request_traceparent (req);
+    json_t *levels = json_object_get (a, "levels"), *lvl = NULL, *dev = NULL;
+    size_t i, at = 0;
+    json_array_foreach (levels, i, lvl)
+        if (streq (ciba_str (lvl, "auth_req_id") ?: "", auth_req_id)) {
+            at = i;
+            break;
+        }
+    lvl = json_array_get (levels, at);
+    const char *approver = ciba_str (lvl, "approver");
+    if (s_is_user (req) && !streq (bus_request_principal (req), approver)) {
+        s_commit_error (req, &txn, PROTO_ERR_FORBIDDEN, "%s is not the approver of this request",
+                        bus_request_principal (req));
+        goto done;
+    }
+    if (s_tick (self, txn, a, now) && ciba_save (self, txn, a) == 0 && !streq (ciba_str (a, "state"), "pending")) {
+        /* the deadline had passed: the expiry is stored, the decision refused */
+        s_commit_error (req, &txn, PROTO_ERR_CONFLICT, "the approval is %s", ciba_str (a, "state"));
+        goto done;
+    }
+    if (!streq (ciba_str (a, "state"), "pending")) {
+        s_commit_error (req, &txn, PROTO_ERR_CONFLICT, "the approval is %s", ciba_str (a, "state"));
+        goto done;
+    }
+    if (!streq (ciba_str (lvl, "state"), "pending") || json_is_true (json_object_get (lvl, "queued"))) {
+        s_commit_error (req, &txn, PROTO_ERR_CONFLICT, "this request (level %zu) is %s: a decision is taken once, "
+                        "and only for the level being asked", at,
+                        json_is_true (json_object_get (lvl, "queued")) ? "queued, not asked yet"
+                                                                         : ciba_str (lvl, "state"));
+        goto done;
+    }
+    if (!s_device_active (self, txn, approver, device, &dev)) {
+        s_commit_error (req, &txn, PROTO_ERR_FORBIDDEN, "device %.43s is %s", device,
+                        dev ? "revoked" : "not enrolled for this approver");
+        goto done;
+    }
+    int vrc = ciba_decision_verify (device, signature, auth_req_id, decision, ciba_str (a, "binding_message"),
+                                    ciba_str (a, "authorization_details_sha256"));
+    if (vrc) {
+        s_commit_error (req, &txn, PROTO_ERR_FORBIDDEN, "%s", vrc == BUS_ECRYPTO
+                        ? "the signature does not verify over this request's decision bytes (PROTOCOL.md 10.4)"
+                        : "the signature is not 64 bytes of base64url");
+        goto done;
+    }
+    bool approve = streq (decision, "approve");
+    ciba_set_str (lvl, "state", approve ? "approved" : "denied");
+    ciba_set_str (lvl, "device_key", device);
+    ciba_set_str (lvl, "signature", signature);
+    ciba_set_int (lvl, "decided_at", now);
+    ciba_set_int (lvl, "deadline", 0);
+    ciba_level_event (self, txn, approve ? "ciba.approved" : "ciba.denied", a, at,
+                   json_pack ("{s:s, s:s, s:s, s:s}", "device_key", device, "signature", signature,
+                              "binding_message", ciba_str (a, "binding_message"), "authorization_details_sha256",
+                              ciba_str (a, "authorization_details_sha256")), tp);
+    if (!approve)
+        ciba_complete (self, txn, a, "denied", NULL, now, tp);
+    else if (at + 1 < json_array_size (levels))
+        ciba_ask (self, txn, a, at + 1, now, tp);
+    else
+        ciba_complete (self, txn, a, "approved", NULL, now, tp);
+    ciba_save (self, txn, a);
+    s_commit_ok (req, &txn, s_public (a, now));
+done:
+    json_decref (dev);
+    json_decref (a);
+}
+
+/*  ciba.cancel {approval_id | auth_req_id, reason?}. */
+static void
+s_cancel (bus_service_t *svc, bus_request_t *req, void *arg)
+{
+    ciba_t *self = arg;
+    bus_txn_t *txn = s_write_begin (self, req);
+    if (!txn)
+        return;
+    json_t *a = s_find (self, txn, req);
+    if (!a) {
+        bus_txn_abort (&txn);
+        return;
+    }
+    int64_t now = proto_now_us ();
+    const char *tp = bus_request_traceparent (req);
+    if (s_tick (self, txn, a, now))
+        ciba_save (self, txn, a);
+    if (!streq (ciba_str (a, "state"), "pending")) {
+        s_commit_error (req, &txn, PROTO_ERR_CONFLICT, "the approval is %s", ciba_str (a, "state"));
+        json_decref (a);
+        return;
+    }
+    size_t i = (size_t) ciba_int (a, "current");
+    json_t *lvl = json_array_get (json_object_get (a, "levels"), i);
+    const char *reason = ciba_str (bus_request_body (req), "reason");
+    if (lvl && streq (ciba_str (lvl, "state") ?: "", "pending")) {
+        ciba_set_str (lvl, "state", "cancelled");
+        ciba_set_int (lvl, "decided_at", now);
+        ciba_level_event (self, txn, "ciba.cancelled", a, i,
+                       reason ? json_pack ("{s:s}", "reason", reason) : NULL, tp);
+    }
+    ciba_complete (self, txn, a, "cancelled", reason, now, tp);
+    ciba_save (self, txn, a);
+    s_commit_ok (req, &txn, s_public (a, now));
+    json_decref (a);
+}
+
+typedef struct {
+    const char *approver, *state, *run;
+    size_t limit;
+    int64_t now;
+    json_t *out;
+} s_list_scan_t;
+
+/*  Scan callback of ciba.list: keep the approvals that match. */
+static int
+s_list_one (const void *k, size_t kl, const void *v, size_t vl, void *arg)
+{
+    s_list_scan_t *q = arg;
+    json_t *a = json_loadb (v, vl, 0, NULL);
+    json_t *p = a ? s_public (a, q->now) : NULL;
+    json_decref (a);
+    if (p && (!q->approver || s_has_approver (p, q->approver))
+        && (!q->state || streq (ciba_str (p, "state") ?: "", q->state))
+        && (!q->run || streq (ciba_str (p, "run") ?: "", q->run)))
+        json_array_append_new (q->out, p);
+    else
+        json_decref (p);
+    return json_array_size (q->out) >= q->limit ? 1 : 0;
+}
+
+/*  ciba.list {approver?, state?, run?, limit?}: approvals oldest first;
+    an approver (user:) sees only their own. */
+static void
+s_list (bus_service_t *svc, bus_request_t *req, void *arg)
+{
+    ciba_t *self = arg;
+    json_t *body = bus_request_body (req);
+    const char *approver = s_is_user (req) ? bus_request_principal (req) : ciba_str (body, "approver");
+    const char *state = ciba_str (body, "state");
+    const char *run = ciba_str (body, "run");
+    size_t limit = json_object_get (body, "limit") ? (size_t) ciba_int (body, "limit") : S_LIST_DEFAULT;
+    int64_t now = proto_now_us ();
+    json_t *out = json_array ();
+    bus_txn_t *txn = bus_txn_begin (self->store, false);
+    if (!txn || !out) {
+        bus_txn_abort (&txn);
+        json_decref (out);
+        bus_reply_error (req, PROTO_ERR_UNAVAILABLE, "cannot open the store");
+        return;
+    }
+    s_list_scan_t scan = { approver, state, run, limit, now, out };
+    int rc = bus_txn_scan (txn, self->db_approvals, NULL, 0, NULL, 0, s_list_one, &scan);
+    bus_txn_abort (&txn);
+    if (rc) {
+        json_decref (out);
+        bus_reply_error (req, PROTO_ERR_UNAVAILABLE, "cannot read the approvals: %s", bus_strerror (rc));
+        return;
+    }
+    bus_reply_ok (req, json_pack ("{s:o}", "approvals", out));
+}
+
+/* ---- devices ------------------------------------------------------------ */
+
+/*  ciba.device.enroll {approver, public_key}: an Ed25519 public key
+    (base64url, 32 bytes) becomes a device of approver; the device is named
+    by its key. A revoked key cannot come back. */
+static void
+s_device_enroll (bus_service_t *svc, bus_request_t *req, void *arg)
+{
+    ciba_t *self = arg;
+    json_t *body = bus_request_body (req);
+    const char *approver = ciba_str (body, "approver"), *pk = ciba_str (body, "public_key");
+    uint8_t raw [CIBA_PK_LEN];
+    if (!s_approver_ok (approver) || ciba_b64_decode (raw, sizeof raw, pk)) {
+        bus_reply_error (req, PROTO_ERR_INVALID, "approver must be a principal such as user:alice and "
+                         "public_key 32 bytes of base64url (an Ed25519 public key)");
+        return;
+    }
+    bus_txn_t *txn = s_write_begin (self, req);
+    if (!txn)
+        return;
+    char key [600];
+    int n = snprintf (key, sizeof key, "%s\n%s", approver, pk);
+    const void *val;
+    size_t len;
+    int64_t now = proto_now_us ();
+    if (bus_txn_get (txn, self->db_devices, key, (size_t) n, &val, &len) == 0) {
+        json_t *d = json_loadb (val, len, 0, NULL);
+        bool active = d && streq (ciba_str (d, "state") ?: "", "active");
+        json_decref (d);
+        if (!active) {
+            s_commit_error (req, &txn, PROTO_ERR_CONFLICT, "this key was revoked; enrol a new one");
+            return;
+        }
+        s_commit_ok (req, &txn, json_pack ("{s:s, s:s, s:s}", "approver", approver, "device", pk,
+                                           "state", "active"));
+        return;
+    }
+    json_t *d = json_pack ("{s:s, s:s, s:s, s:I}", "approver", approver, "device", pk, "state", "active",
+                           "enrolled_at", (json_int_t) now);
+    char *text = json_dumps (d, JSON_COMPACT);
+    bus_txn_put (txn, self->db_devices, key, (size_t) n, text, strlen (text));
+    free (text);
+    bus_event_append (svc, txn, "ciba.device.enrolled", json_pack ("{s:s, s:s}", "approver", approver,
+                                                                    "device", pk), bus_request_traceparent (req));
+    s_commit_ok (req, &txn, d);
+}
+
+typedef struct {
+    json_t *found;
+    size_t exact;            /* key length when one device is named, else 0 */
+} s_collect_t;
+
+/*  Scan callback: the active devices (of the one key when exact). */
+static int
+s_collect (const void *k, size_t kl, const void *v, size_t vl, void *arg)
+{
+    s_collect_t *c = arg;
+    json_t *d = json_loadb (v, vl, 0, NULL);
+    if (d && streq (ciba_str (d, "state") ?: "", "active") && (!c->exact || kl == c->exact))
+        json_array_append (c->found, d);
+    json_decref (d);
+    return 0;
+}
+
+/*  ciba.device.revoke {approver, device?}: one device, or every active
+    device of approver. */
+static void
+s_device_revoke (bus_service_t *svc, bus_request_t *req, void *arg)
+{
+    ciba_t *self = arg;
+    json_t *body = bus_request_body (req);
+    const char *approver = ciba_str (body, "approver"), *device = ciba_str (body, "device");
+    if (!s_approver_ok (approver)) {
+        bus_reply_error (req, PROTO_ERR_INVALID, "approver must be a principal such as user:alice");
+        return;
+    }
+    bus_txn_t *txn = s_write_begin (self, req);
+    if (!txn)
+        return;
+    char prefix [600];
+    int n = snprintf (prefix, sizeof prefix, "%s\n%s", approver, device ? device : "");
+    json_t *found = json_array (), *revoked = json_array ();
+    s_collect_t collect = { found, device ? (size_t) n : 0 };
+    bus_txn_scan_prefix (txn, self->db_devices, prefix, (size_t) n, s_collect, &collect);
+    int64_t now = proto_now_us ();
+    size_t i;
+    json_t *d;
+    json_array_foreach (found, i, d) {
+        ciba_set_str (d, "state", "revoked");
+        ciba_set_int (d, "revoked_at", now);
+        char key [600];
+        int kn = snprintf (key, sizeof key, "%s\n%s", approver, ciba_str (d, "device"));
+        char *text = json_dumps (d, JSON_COMPACT);
+        bus_txn_put (txn, self->db_devices, key, (size_t) kn, text, strlen (text));
+        free (text);
+        json_array_append_new (revoked, json_string (ciba_str (d, "device")));
+        bus_event_append (svc, txn, "ciba.device.revoked", json_pack ("{s:s, s:s}", "approver", approver,
+                                                                       "device", ciba_str (d, "device")),
+                          bus_request_traceparent (req));
+    }
+    json_decref (found);
+    if (json_array_size (revoked) == 0) {
+        json_decref (revoked);
+        s_commit_error (req, &txn, PROTO_ERR_NOT_FOUND, "%s has no active device%s", approver,
+                        device ? " by that key" : "");
+        return;
+    }
+    s_commit_ok (req, &txn, json_pack ("{s:s, s:o}", "approver", approver, "revoked", revoked));
+}
+
+/*  Scan callback of ciba.device.list. */
+static int
+s_device_one (const void *k, size_t kl, const void *v, size_t vl, void *arg)
+{
+    json_t *d = json_loadb (v, vl, 0, NULL);
+    if (d)
+        json_array_append_new (arg, d);
+    return json_array_size (arg) >= 10000 ? 1 : 0;
+}
+
+/*  ciba.device.list {approver?}. */
+static void
+s_device_list (bus_service_t *svc, bus_request_t *req, void *arg)
+{
+    ciba_t *self = arg;
+    const char *approver = ciba_str (bus_request_body (req), "approver");
+    char prefix [600];
+    int n = approver ? snprintf (prefix, sizeof prefix, "%s\n", approver) : 0;
+    json_t *out = json_array ();
+    bus_txn_t *txn = bus_txn_begin (self->store, false);
+    int rc = txn ? bus_txn_scan_prefix (txn, self->db_devices, prefix, (size_t) n, s_device_one, out) : BUS_EIO;
+    bus_txn_abort (&txn);
+    if (rc) {
+        json_decref (out);
+        bus_reply_error (req, PROTO_ERR_UNAVAILABLE, "cannot read the devices: %s", bus_strerror (rc));
+        return;
+    }
+    bus_reply_ok (req, json_pack ("{s:o}", "devices", out));
+}
+
+/* ---- the timer ---------------------------------------------------------- */
+
+typedef struct {
+    size_t n;
+    char ids [S_SCAN_BATCH][PROTO_ID_LEN + 1];
+    uint8_t keys [S_SCAN_BATCH][8 + PROTO_ID_LEN];
+} s_due_t;
+
+/*  Scan callback: the approvals whose deadline has come. */
+static int
+s_due (const void *k, size_t kl, const void *v, size_t vl, void *arg)
+{
+    s_due_t *due = arg;
+    if (kl != 8 + PROTO_ID_LEN)
+        return 0;
+    memcpy (due->keys [due->n], k, kl);
+    memcpy (due->ids [due->n], (const char *) k + 8, PROTO_ID_LEN);
+    due->ids [due->n][PROTO_ID_LEN] = 0;
+    return ++due->n >= S_SCAN_BATCH ? 1 : 0;
+}
+
+/*  Every escalation_scan_ms: the approvals whose deadline has come
+    (expiry, escalation, a queued level's slot), in one transaction. */
+static void
+s_scan (bus_service_t *svc, void *state)
+{
+    ciba_t *self = state;
+    int64_t now = proto_now_us ();
+    uint8_t to [8];
+    bus_u64_to_key ((uint64_t) now + 1, to);
+    bus_txn_t *txn = bus_txn_begin (self->store, true);
+    if (!txn)
+        return;
+    s_due_t due = { .n = 0 };
+    int rc = bus_txn_scan (txn, self->db_deadlines, NULL, 0, to, sizeof to, s_due, &due);
+    for (size_t i = 0; rc == 0 && i < due.n; i++) {
+        json_t *a = ciba_load (self, txn, due.ids [i]);
+        if (!a) {
+            uint8_t key [8 + PROTO_ID_LEN];
+            memcpy (key, due.keys [i], sizeof key);
+            bus_txn_del (txn, self->db_deadlines, key, sizeof key);
+            continue;
+        }
+        s_tick (self, txn, a, now);
+        ciba_save (self, txn, a);
+        json_decref (a);
+    }
+    if (rc == 0 && due.n > 0)
+        rc = bus_service_commit (svc, &txn);
+    else
+        bus_service_abort (svc, &txn);
+    if (rc)
+        bus_warn ("ciba: deadline scan not stored: %s (tried again next scan)", bus_strerror (rc));
+}
+
+/* ---- the daemon --------------------------------------------------------- */
+
+static int
+s_start (bus_service_t *svc, void **state)
+{
+    if (sodium_init () < 0)
+        return BUS_ECRYPTO;
+    ciba_t *self = calloc (1, sizeof *self);
+    if (!self)
+        return BUS_ENOMEM;
+    *state = self;
+    self->svc = svc;
+    self->store = bus_service_store (svc);
+    self->asked = zhash_new ();
+    bus_config_t *config = bus_service_config (svc);
+    const char *backend = bus_config_str (config, "ciba", "backend");
+    if (!streq (backend ?: "", "local") && !streq (backend ?: "", "oidc")) {
+        bus_error ("ciba: backend '%s': local or oidc", backend ?: "");
+        return BUS_ECONFIG;
+    }
+    self->oidc = streq (backend, "oidc");
+    self->default_expiry_s = bus_config_int (config, "ciba", "default_expiry_s");
+    self->interval_s = bus_config_int (config, "ciba", "poll_interval_s");
+    self->rate_per_min = bus_config_int (config, "ciba", "approver_rate_per_min");
+    self->message_max = bus_config_int (config, "ciba", "binding_message_max");
+    self->db_approvals = bus_store_db (self->store, "approvals");
+    self->db_levels = bus_store_db (self->store, "levels");
+    self->db_deadlines = bus_store_db (self->store, "deadlines");
+    self->db_devices = bus_store_db (self->store, "devices");
+    if (!self->asked || self->db_approvals < 0 || self->db_levels < 0 || self->db_deadlines < 0
+        || self->db_devices < 0)
+        return BUS_EINVAL;
+    if (self->oidc) {
+        int rc = ciba_oidc_start (self, config);
+        if (rc)
+            return rc;
+    }
+    const char *hook = bus_config_str (config, "ciba", "webhook_url");
+    if (hook && *hook) {
+        if (strncmp (hook, "http://", 7) && strncmp (hook, "https://", 8)) {
+            bus_error ("ciba: webhook_url must be an http:// or https:// URL");
+            return BUS_ECONFIG;
+        }
+        self->webhook_url = strdup (hook);
+        if (!self->http) {
+            bus_http_client_opts_t opts;
+            bus_http_client_opts_from_config (&opts, config);
+            self->http = bus_http_client_new (bus_service_loop (svc), &opts);
+        }
+        if (!self->webhook_url || !self->http)
+            return BUS_ENOMEM;
+    }
+    static const struct { const char *type; bus_handler_fn *fn; } handlers [] = {
+        { "ciba.authorize",     s_authorize },
+        { "ciba.status",        s_status },
+        { "ciba.decide",        s_decide },
+        { "ciba.cancel",        s_cancel },
+        { "ciba.list",          s_list },
+        { "ciba.device.enroll", s_device_enroll },
+        { "ciba.device.revoke", s_device_revoke },
+        { "ciba.device.list",   s_device_list },
+    };
+    for (size_t i = 0; i < sizeof handlers / sizeof handlers [0]; i++)
+        if (bus_service_handle (svc, handlers [i].type, handlers [i].fn, self))
+            return BUS_EINVAL;
+    return 0;
+}
+
+static void
+s_stop (bus_service_t *svc, void **state)
+{
+    ciba_t *self = *state;
+    if (!self)
+        return;
+    zhash_destroy (&self->asked);
+    ciba_oidc_stop (self);
+    free (self->webhook_url);
+    free (self);
+    *state = NULL;
+}
+
+static const char *const s_dbs [] = { "approvals", "levels", "deadlines", "devices", NULL };
+
+static const bus_timer_t s_timers [] = {
+    { .name = "deadlines", .interval_key = "escalation_scan_ms", .fn = s_scan },
+    { 0 }
+};
 
 const bus_daemon_t ciba_daemon = {
     .section = "ciba",
     .db_names = s_dbs,
+    .start = s_start,
+    .stop = s_stop,
+    .timers = s_timers,
 };

@@ -1,6 +1,6 @@
 #!/bin/sh
 # test_bench_smoke.sh — the benchmarks still run: bench_bus, bench_kit,
-# bench_audit, bench_authz_http (Check over HTTP beside the bus), bench_authz --quick (bench_authz with the sanctum-authz daemon as its own
+# bench_audit, bench_authz_http (Check over HTTP beside the bus), bench_ciba, bench_authz --quick (bench_authz with the sanctum-authz daemon as its own
 # process and again with --thread) and bench_http complete and print every
 # figure the README quotes.
 # Figures are not judged here (CI timings are noise); `make bench` does.
@@ -69,6 +69,13 @@ has_figures "$TMP/audit" audit_bus_appends audit_appends_per_fsync audit_append_
 result "bench_audit_figures" $? "$(cat "$TMP/why")"
 grep -Eq "^bench audit_targets (met|missed)" "$TMP/audit"
 result "bench_audit_verdict" $?
+"$BUILD/bench/bench_ciba" --quick >"$TMP/ciba" 2>"$TMP/ciba.err"
+result "bench_ciba_runs" $? "$(tail -n 3 "$TMP/ciba.err" | tr '\n' ' ')"
+has_figures "$TMP/ciba" ciba_approval_p50 ciba_approval_p99 ciba_authorize_held_rate \
+    ciba_status_p50_with_2000_pending ciba_pending_2000_rss >"$TMP/why"
+result "bench_ciba_figures" $? "$(cat "$TMP/why")"
+grep -Eq "^bench ciba_targets (met|missed)" "$TMP/ciba"
+result "bench_ciba_verdict" $?
 
 # the daemon the process shape started is gone with the bench
 sleep 0.2

@@ -1,0 +1,411 @@
+/*  ciba_oidc.c — the ciba-broker's backend oidc: each level a CIBA
+    request at a provider (Auth0 or any), POST bc-authorize with client
+    authentication (client_secret_post), then token polls with
+    grant_type=urn:openid:params:grant-type:ciba honouring interval,
+    slow_down (+5 s for this and every later poll) and Retry-After. All
+    HTTP on the service's reactor (bus_http_client.h); each answer is
+    applied in a write transaction of its own, to the level it was for
+    (dropped when the level has moved on). The client secret comes from a
+    file and is never logged. PROTOCOL.md 10.4 lists the states.
+*/
+#include "ciba_internal.h"
+#include "bus_error.h"
+#include "bus_log.h"
+
+#include <sodium.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/*  A request to the provider on its way: which level it is for. */
+typedef struct {
+    ciba_t *self;
+    char approval_id [PROTO_ID_LEN + 1];
+    char auth_req_id [48];
+    bool token;                  /* a token poll (else bc-authorize) */
+} s_oidc_job_t;
+
+/*  The provider's name of an approver: what follows the principal class
+    ("user:alice" -> "alice"). */
+static const char *
+s_sub_of (const char *approver)
+{
+    const char *colon = strchr (approver, ':');
+    return colon ? colon + 1 : approver;
+}
+
+/*  The binding message in Auth0's character set: letters, digits, space
+    and + - _ . , : # ("$520,000" becomes "USD 520,000"); other
+    characters become spaces (s_sanitise collapses them). Caller frees. */
+char *
+ciba_oidc_charset (const char *in)
+{
+    size_t n = strlen (in);
+    char *out = malloc (4 * n + 1), *o = out;
+    if (!out)
+        return NULL;
+    for (const char *p = in; *p; p++) {
+        unsigned char c = (unsigned char) *p;
+        if (c == '$') {
+            memcpy (o, "USD ", 4);
+            o += 4;
+        }
+        else if (isalnum (c) || strchr (" +-_.,:#", c))
+            *o++ = (char) c;
+        else
+            *o++ = ' ';
+    }
+    *o = 0;
+    return out;
+}
+
+static void s_oidc_done (const bus_http_response_t *response, void *arg);
+
+/*  Send level i's next request to the provider: bc-authorize when it has
+    no provider auth_req_id yet, else a token poll. Until the answer, the
+    level's poll_at is a guard (the request's deadline and a second), so a
+    broker restarted meanwhile asks again. */
+void
+ciba_oidc_send (ciba_t *self, json_t *a, size_t i, int64_t now)
+{
+    json_t *lvl = json_array_get (json_object_get (a, "levels"), i);
+    int timeout_ms = 10000;
+    ciba_set_int (lvl, "poll_at", now + (timeout_ms + 1000) * 1000LL);
+    if (!self->oidc_ready) {
+        ciba_set_int (lvl, "poll_at", now + 200 * 1000LL);       /* the endpoints are not known yet */
+        return;
+    }
+    s_oidc_job_t *job = calloc (1, sizeof *job);
+    if (!job)
+        return;
+    job->self = self;
+    snprintf (job->approval_id, sizeof job->approval_id, "%s", ciba_str (a, "approval_id"));
+    snprintf (job->auth_req_id, sizeof job->auth_req_id, "%s", ciba_str (lvl, "auth_req_id"));
+    const char *provider_id = ciba_str (lvl, "provider_auth_req_id");
+    char *form = NULL, *hint = NULL, *details = NULL, expiry [24];
+    if (provider_id) {
+        job->token = true;
+        const char *pairs [] = { "grant_type", "urn:openid:params:grant-type:ciba", "auth_req_id", provider_id,
+                                 "client_id", self->client_id, "client_secret", self->secret, NULL };
+        form = bus_http_form_encode (pairs);
+    }
+    else {
+        const char *sub = s_sub_of (ciba_str (lvl, "approver"));
+        if (self->hint_iss_sub) {
+            json_t *h = json_pack ("{s:s, s:s, s:s}", "format", "iss_sub", "iss", self->iss, "sub", sub);
+            hint = h ? json_dumps (h, JSON_COMPACT) : NULL;
+            json_decref (h);
+        }
+        else
+            hint = strdup (sub);
+        int64_t left = (ciba_int (a, "expires_at") - now) / 1000000;
+        snprintf (expiry, sizeof expiry, "%lld",
+                  (long long) (left < 1 ? 1 : left > self->expiry_max_s ? self->expiry_max_s : left));
+        json_t *ad = json_object_get (a, "authorization_details");
+        details = json_array_size (ad) ? json_dumps (ad, JSON_COMPACT) : NULL;
+        const char *pairs [16] = { "client_id", self->client_id, "client_secret", self->secret, "scope", "openid",
+                                   "login_hint", hint ? hint : "", "binding_message", ciba_str (a, "binding_message"),
+                                   "requested_expiry", expiry, NULL };
+        int k = 12;
+        if (details) {
+            pairs [k++] = "authorization_details";
+            pairs [k++] = details;
+        }
+        if (*self->audience) {
+            pairs [k++] = "audience";
+            pairs [k++] = self->audience;
+        }
+        pairs [k] = NULL;
+        form = bus_http_form_encode (pairs);
+    }
+    bus_http_request_t req = { .method = "POST", .url = job->token ? self->token_url : self->bc_url,
+                               .content_type = "application/x-www-form-urlencoded", .body = form,
+                               .body_len = form ? strlen (form) : 0, .timeout_ms = timeout_ms };
+    int rc = form ? bus_http_client_send (self->http, &req, s_oidc_done, job, NULL) : BUS_ENOMEM;
+    if (form)
+        sodium_memzero (form, strlen (form));      /* it held the client secret */
+    free (form);
+    free (hint);
+    free (details);
+    if (rc) {
+        bus_warn ("ciba: cannot send to the provider: %s (tried again at the next poll)", bus_strerror (rc));
+        free (job);
+    }
+}
+
+/*  The seconds of a Retry-After header (delta-seconds form), or 0. */
+static int64_t
+s_retry_after (const bus_http_response_t *r)
+{
+    const char *v = bus_http_response_header (r, "Retry-After");
+    char *end = NULL;
+    long long n = v ? strtoll (v, &end, 10) : 0;
+    return v && end && end != v && n > 0 && n < 3600 ? n : 0;
+}
+
+/*  The claims of an ID token (its payload, not its signature: it came
+    straight from the token endpoint over the connection the client
+    authenticated, OpenID Connect Core 3.1.3.7 (6)), or NULL. */
+static json_t *
+s_id_token_claims (const char *jwt)
+{
+    const char *dot1 = jwt ? strchr (jwt, '.') : NULL;
+    const char *dot2 = dot1 ? strchr (dot1 + 1, '.') : NULL;
+    if (!dot2 || dot2 - dot1 - 1 > 16384)
+        return NULL;
+    size_t len = 0;
+    uint8_t buf [12288];
+    if (sodium_base642bin (buf, sizeof buf, dot1 + 1, (size_t) (dot2 - dot1 - 1), NULL, &len, NULL,
+                           sodium_base64_VARIANT_URLSAFE_NO_PADDING))
+        return NULL;
+    return json_loadb ((const char *) buf, len, 0, NULL);
+}
+
+/*  Does the ID token name the approver asked, for us, from our issuer? */
+static const char *
+s_id_token_wrong (ciba_t *self, json_t *claims, const char *sub)
+{
+    json_t *aud = json_object_get (claims, "aud");
+    bool aud_ok = json_is_string (aud) ? streq (json_string_value (aud), self->client_id) : false;
+    size_t k;
+    json_t *v;
+    json_array_foreach (aud, k, v)
+        aud_ok = aud_ok || streq (json_string_value (v) ?: "", self->client_id);
+    if (!claims)
+        return "the ID token cannot be read";
+    if (!streq (ciba_str (claims, "sub") ?: "", sub))
+        return "the ID token's sub is not the approver asked";
+    if (!streq (ciba_str (claims, "iss") ?: "", self->iss))
+        return "the ID token's iss is not the provider's";
+    if (!aud_ok)
+        return "the ID token's aud is not this client";
+    return NULL;
+}
+
+/*  Level i ended by the provider's word: state (the level's), event, and
+    the approval's outcome. */
+static void
+s_oidc_end (ciba_t *self, bus_txn_t *txn, json_t *a, size_t i, const char *state, const char *error,
+            int64_t now)
+{
+    json_t *lvl = json_array_get (json_object_get (a, "levels"), i);
+    ciba_set_str (lvl, "state", state);
+    ciba_set_int (lvl, "decided_at", now);
+    ciba_set_int (lvl, "poll_at", 0);
+    if (error)
+        ciba_set_str (lvl, "provider_error", error);
+    if (streq (state, "expired")) {
+        ciba_level_event (self, txn, "ciba.expired", a, i, NULL, NULL);
+        ciba_complete (self, txn, a, "expired", NULL, now, NULL);
+        return;
+    }
+    ciba_level_event (self, txn, "ciba.denied", a, i, json_pack ("{s:s, s:s?}", "state", state, "error", error), NULL);
+    ciba_complete (self, txn, a, "denied", streq (state, "denied") ? NULL : state, now, NULL);
+}
+
+/*  The provider answered a request of level job->auth_req_id: apply it
+    in a transaction of its own (the level may have moved on meanwhile:
+    escalated, cancelled, expired; then the answer is dropped). */
+static void
+s_oidc_done (const bus_http_response_t *r, void *arg)
+{
+    s_oidc_job_t *job = arg;
+    ciba_t *self = job->self;
+    int64_t now = proto_now_us ();
+    bus_txn_t *txn = bus_txn_begin (self->store, true);
+    json_t *a = txn ? ciba_load (self, txn, job->approval_id) : NULL;
+    json_t *levels = json_object_get (a, "levels"), *lvl = NULL, *body = NULL;
+    size_t i = 0, k;
+    json_t *l;
+    json_array_foreach (levels, k, l)
+        if (streq (ciba_str (l, "auth_req_id") ?: "", job->auth_req_id))
+            lvl = l, i = k;
+    if (!lvl || !streq (ciba_str (a, "state") ?: "", "pending") || !streq (ciba_str (lvl, "state") ?: "", "pending")
+        || (size_t) ciba_int (a, "current") != i) {
+        bus_service_abort (self->svc, &txn);
+        goto done;
+    }
+    body = r->error ? NULL : json_loadb (r->body, r->body_len, 0, NULL);
+    const char *error = ciba_str (body, "error");
+    int64_t interval = ciba_int (lvl, "interval") ?: self->default_interval_s;
+    int64_t wait_s = interval;
+    const char *poll = NULL;
+    if (r->error)
+        poll = "network_error";
+    else if (!job->token && r->status == 200 && json_is_string (json_object_get (body, "auth_req_id"))) {
+        ciba_set_str (lvl, "provider_auth_req_id", ciba_str (body, "auth_req_id"));
+        if (json_integer_value (json_object_get (body, "interval")) > 0)
+            interval = wait_s = json_integer_value (json_object_get (body, "interval"));
+        ciba_set_int (lvl, "interval", interval);
+        poll = "authorization_pending";
+    }
+    else if (job->token && r->status == 200 && json_is_string (json_object_get (body, "id_token"))) {
+        json_t *claims = s_id_token_claims (ciba_str (body, "id_token"));
+        const char *sub = s_sub_of (ciba_str (lvl, "approver"));
+        const char *wrong = s_id_token_wrong (self, claims, sub);
+        json_decref (claims);
+        if (wrong) {
+            bus_warn ("ciba: approval %s level %zu: %s", job->approval_id, i, wrong);
+            s_oidc_end (self, txn, a, i, "request_rejected", wrong, now);
+        }
+        else {
+            ciba_set_str (lvl, "state", "approved");
+            ciba_set_str (lvl, "provider_sub", sub);
+            ciba_set_int (lvl, "decided_at", now);
+            ciba_set_int (lvl, "poll_at", 0);
+            ciba_set_int (lvl, "deadline", 0);
+            ciba_level_event (self, txn, "ciba.approved", a, i, json_pack ("{s:s, s:s}", "provider", "oidc",
+                                                                         "sub", sub), NULL);
+            if (i + 1 < json_array_size (levels))
+                ciba_ask (self, txn, a, i + 1, now, NULL);
+            else
+                ciba_complete (self, txn, a, "approved", NULL, now, NULL);
+        }
+    }
+    else if (r->status == 401 || (error && streq (error, "invalid_client")))
+        s_oidc_end (self, txn, a, i, "invalid_client", "invalid_client", now);
+    else if (!error || r->status >= 500 || r->status == 429)
+        poll = r->status == 429 ? "slow_down" : "provider_error";     /* garbage, an outage: try again */
+    else if (streq (error, "authorization_pending"))
+        poll = "authorization_pending";
+    else if (streq (error, "slow_down")) {
+        interval += 5;                                       /* for this and every later poll */
+        ciba_set_int (lvl, "interval", interval);
+        wait_s = interval;
+        poll = "slow_down";
+    }
+    else if (streq (error, "access_denied"))
+        s_oidc_end (self, txn, a, i, "denied", error, now);
+    else if (streq (error, "expired_token"))
+        s_oidc_end (self, txn, a, i, "expired", error, now);
+    else if (streq (error, "invalid_grant"))
+        s_oidc_end (self, txn, a, i, "invalid_grant", error, now);
+    else if (!job->token && streq (error, "unknown_user_id")) {
+        if (ciba_pass_level (self, txn, a, i, "approver_not_enrolled", now, NULL))
+            ciba_ask (self, txn, a, i + 1, now, NULL);
+    }
+    else
+        s_oidc_end (self, txn, a, i, "request_rejected", error, now);
+    if (poll) {
+        int64_t ra = s_retry_after (r);
+        if (ra > wait_s)
+            wait_s = ra;
+        ciba_set_str (lvl, "poll", poll);
+        ciba_set_int (lvl, "poll_at", now + wait_s * 1000000LL);
+    }
+    ciba_save (self, txn, a);
+    int rc = bus_service_commit (self->svc, &txn);
+    if (rc)
+        bus_warn ("ciba: the provider's answer for approval %s was not stored: %s (asked again)",
+                  job->approval_id, bus_strerror (rc));
+done:
+    json_decref (body);
+    json_decref (a);
+    free (job);
+}
+
+/*  The provider's discovery document answered: its endpoints, else
+    Auth0's paths under the issuer. */
+static void
+s_oidc_discovered (const bus_http_response_t *r, void *arg)
+{
+    ciba_t *self = arg;
+    json_t *doc = !r->error && r->status == 200 ? json_loadb (r->body, r->body_len, 0, NULL) : NULL;
+    const char *bc = ciba_str (doc, "backchannel_authentication_endpoint");
+    const char *token = ciba_str (doc, "token_endpoint");
+    const char *iss = ciba_str (doc, "issuer");
+    if (bc && token) {
+        free (self->bc_url);
+        free (self->token_url);
+        self->bc_url = strdup (bc);
+        self->token_url = strdup (token);
+        if (iss) {
+            free (self->iss);
+            self->iss = strdup (iss);
+        }
+        bus_info ("ciba: provider %s: bc-authorize %s, token %s", self->iss, bc, token);
+    }
+    else
+        bus_warn ("ciba: no CIBA endpoints in %s/.well-known/openid-configuration (%s): using %s and %s",
+                  self->issuer, r->error ? r->reason : "no backchannel_authentication_endpoint", self->bc_url,
+                  self->token_url);
+    json_decref (doc);
+    self->oidc_ready = true;
+}
+
+/*  Start the oidc backend: config, secret, the HTTP client, discovery. */
+int
+ciba_oidc_start (ciba_t *self, bus_config_t *config)
+{
+    const char *issuer = bus_config_str (config, "ciba", "oidc_issuer");
+    const char *secret_file = bus_config_str (config, "ciba", "oidc_client_secret_file");
+    const char *client_id = bus_config_str (config, "ciba", "oidc_client_id");
+    if (!issuer || !*issuer || !client_id || !*client_id || !secret_file || !*secret_file) {
+        bus_error ("ciba: backend oidc needs oidc_issuer, oidc_client_id and oidc_client_secret_file");
+        return BUS_ECONFIG;
+    }
+    FILE *f = fopen (secret_file, "r");
+    char buf [1024] = "";
+    bool read = f && fgets (buf, sizeof buf, f);
+    if (f)
+        fclose (f);
+    buf [strcspn (buf, "\r\n")] = 0;
+    if (!read || !*buf) {
+        bus_error ("ciba: cannot read the client secret from %s", secret_file);
+        return BUS_ECONFIG;
+    }
+    self->secret = strdup (buf);
+    sodium_memzero (buf, sizeof buf);
+    self->issuer = strdup (issuer);
+    size_t n = strlen (self->issuer);
+    while (n > 0 && self->issuer [n - 1] == '/')
+        self->issuer [--n] = 0;
+    /* Auth0's iss (and its iss_sub login hint) ends in a slash */
+    if (asprintf (&self->iss, "%s/", self->issuer) < 0 || asprintf (&self->bc_url, "%s/bc-authorize", self->issuer) < 0
+        || asprintf (&self->token_url, "%s/oauth/token", self->issuer) < 0)
+        return BUS_ENOMEM;
+    self->client_id = strdup (client_id);
+    self->audience = strdup (bus_config_str (config, "ciba", "oidc_audience") ?: "");
+    const char *hint = bus_config_str (config, "ciba", "oidc_login_hint");
+    const char *charset = bus_config_str (config, "ciba", "oidc_binding_charset");
+    if (!streq (hint ?: "", "iss_sub") && !streq (hint ?: "", "plain")) {
+        bus_error ("ciba: oidc_login_hint must be iss_sub or plain");
+        return BUS_ECONFIG;
+    }
+    if (!streq (charset ?: "", "auth0") && !streq (charset ?: "", "any")) {
+        bus_error ("ciba: oidc_binding_charset must be auth0 or any");
+        return BUS_ECONFIG;
+    }
+    self->hint_iss_sub = streq (hint, "iss_sub");
+    self->auth0_charset = streq (charset, "auth0");
+    self->expiry_max_s = bus_config_int (config, "ciba", "oidc_requested_expiry_max");
+    self->default_interval_s = bus_config_int (config, "ciba", "oidc_default_interval_s");
+    bus_http_client_opts_t opts;
+    bus_http_client_opts_from_config (&opts, config);
+    self->http = bus_http_client_new (bus_service_loop (self->svc), &opts);
+    if (!self->http || !self->client_id || !self->audience)
+        return BUS_ENOMEM;
+    char url [2048];
+    snprintf (url, sizeof url, "%s/.well-known/openid-configuration", self->issuer);
+    bus_http_request_t req = { .method = "GET", .url = url, .timeout_ms = 10000 };
+    int rc = bus_http_client_send (self->http, &req, s_oidc_discovered, self, NULL);
+    if (rc)
+        bus_error ("ciba: oidc_issuer %s: %s", self->issuer, bus_strerror (rc));
+    return rc;
+}
+
+void
+ciba_oidc_stop (ciba_t *self)
+{
+    bus_http_client_destroy (&self->http);
+    if (self->secret)
+        sodium_memzero (self->secret, strlen (self->secret));
+    free (self->secret);
+    free (self->issuer);
+    free (self->iss);
+    free (self->bc_url);
+    free (self->token_url);
+    free (self->client_id);
+    free (self->audience);
+}
+
