@@ -72,6 +72,8 @@ int ctl_cmd_up (ctl_t *ctl);
 int ctl_cmd_authz (ctl_t *ctl);
 int ctl_cmd_authz_test (ctl_t *ctl);
 int ctl_cmd_audit (ctl_t *ctl);
+int ctl_cmd_vault (ctl_t *ctl);
+int ctl_cmd_sandbox (ctl_t *ctl);
 
 /*  Create config and keys under the config's directories when missing:
     the config file at path (if given and absent), a keypair per service

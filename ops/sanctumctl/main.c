@@ -22,6 +22,9 @@ static const s_command_t s_commands [] = {
                                        "        | policy write FILE | decide PRINCIPAL ACTION RESOURCE [--context JSON] | test FILE" },
     { "audit",  ctl_cmd_audit,  false, "audit head | proof INDEX [--size N] | consistency OLD [NEW] [--jwks FILE]  the signed\n"
                                        "        tree head and proofs, checked here | jwks" },
+    { "vault",  ctl_cmd_vault,  false, "vault connect NAME --kind K --scopes S,... [--secret-file F] | disconnect NAME | connections\n"
+                                       "        | leases [--run RUN] | revoke LEASE | revoke --run RUN | rotate-key [master|signing] | jwks" },
+    { "sandbox", ctl_cmd_sandbox, false, "sandbox rows SHEET          the rows the sandbox's Sheets API stored" },
     { NULL, NULL, false, NULL }
 };
 
