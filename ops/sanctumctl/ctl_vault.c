@@ -69,6 +69,8 @@ s_scope_list (const char *text)
 static char *
 s_read_secret (const char *path, size_t *len)
 {
+    if (sodium_init () < 0)
+        return NULL;
     FILE *f = fopen (path, "rb");
     if (!f) {
         fprintf (stderr, "sanctumctl: cannot open %s\n", path);
