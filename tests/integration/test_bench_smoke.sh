@@ -1,6 +1,6 @@
 #!/bin/sh
 # test_bench_smoke.sh — the benchmarks still run: bench_bus, bench_kit,
-# bench_audit, bench_authz --quick (bench_authz with the sanctum-authz daemon as its own
+# bench_audit, bench_vault, bench_authz --quick (bench_authz with the sanctum-authz daemon as its own
 # process and again with --thread) and bench_http complete and print every
 # figure the README quotes.
 # Figures are not judged here (CI timings are noise); `make bench` does.
@@ -64,6 +64,12 @@ has_figures "$TMP/audit" audit_bus_appends audit_appends_per_fsync audit_append_
 result "bench_audit_figures" $? "$(cat "$TMP/why")"
 grep -Eq "^bench audit_targets (met|missed)" "$TMP/audit"
 result "bench_audit_verdict" $?
+"$BUILD/bench/bench_vault" --quick >"$TMP/vault" 2>"$TMP/vault.err"
+result "bench_vault_runs" $? "$(tail -n 3 "$TMP/vault.err" | tr '\n' ' ')"
+has_figures "$TMP/vault" vault_lease_p50 vault_lease_p99 vault_mint_verify >"$TMP/why"
+result "bench_vault_figures" $? "$(cat "$TMP/why")"
+grep -Eq "^bench vault_targets (met|missed)" "$TMP/vault"
+result "bench_vault_verdict" $?
 
 # the daemon the process shape started is gone with the bench
 sleep 0.2
