@@ -5,7 +5,7 @@ set -e
 PKGS="build-essential pkg-config clang libclang-rt-14-dev \
  libzmq3-dev libczmq-dev libmsgpack-dev liblmdb-dev lmdb-utils libsodium-dev \
  libcurl4-openssl-dev libmicrohttpd-dev libjansson-dev libcmocka-dev libinih-dev libyaml-dev \
- python3 python3-zmq python3-msgpack python3-yaml procps openssl"
+ python3 python3-zmq python3-msgpack python3-yaml python3-cryptography procps openssl"
 # Node and npm, for the independent JOSE verifier (tests/js): Debian's,
 # unless a node with its own npm (e.g. NodeSource's) is already there.
 command -v node >/dev/null 2>&1 || PKGS="$PKGS nodejs"
