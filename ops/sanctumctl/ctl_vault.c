@@ -2,6 +2,7 @@
 
       vault connect NAME --kind K --scopes S[,S...] [--secret-file F] [--audience A]
                     [--ttl-cap N] [--approval] [--token-endpoint URL] [--mode local|oauth|auth0]
+                    [--client-id ID] [--client-secret-file F] [--revocation-endpoint URL]
       vault disconnect NAME
       vault connections
       vault leases [--run RUN]        {"leases": [{lease_id, run, node, connection, scopes,
@@ -96,6 +97,7 @@ static int
 s_connect (ctl_t *ctl)
 {
     const char *name = ctl->argc > 1 ? ctl->argv [1] : NULL, *kind = NULL, *scopes = NULL, *file = NULL;
+    const char *cfile = NULL;
     json_t *body = json_object ();
     for (int i = 2; i < ctl->argc; i++) {
         const char *a = ctl->argv [i], *v = i + 1 < ctl->argc ? ctl->argv [i + 1] : NULL;
@@ -113,6 +115,12 @@ s_connect (ctl_t *ctl)
             json_object_set_new (body, "audience", json_string (v)), i++;
         else if (streq (a, "--token-endpoint"))
             json_object_set_new (body, "token_endpoint", json_string (v)), i++;
+        else if (streq (a, "--client-id"))
+            json_object_set_new (body, "client_id", json_string (v)), i++;
+        else if (streq (a, "--revocation-endpoint"))
+            json_object_set_new (body, "revocation_endpoint", json_string (v)), i++;
+        else if (streq (a, "--client-secret-file"))
+            cfile = v, i++;
         else if (streq (a, "--mode"))
             json_object_set_new (body, "mode", json_string (v)), i++;
         else if (streq (a, "--ttl-cap"))
@@ -125,21 +133,21 @@ s_connect (ctl_t *ctl)
     json_object_set_new (body, "name", json_string (name));
     json_object_set_new (body, "kind", json_string (kind));
     json_object_set_new (body, "scopes", s_scope_list (scopes));
-    char *secret = NULL;
-    size_t slen = 0;
-    if (file) {
-        if (!(secret = s_read_secret (file, &slen))) {
-            json_decref (body);
-            return CTL_ERROR;
-        }
-        json_t *s = json_stringn (secret, slen);
-        sodium_free (secret);
+    const char *files [2] = { file, cfile }, *fields [2] = { "secret", "client_secret" };
+    for (int f = 0; f < 2; f++) {
+        if (!files [f])
+            continue;
+        size_t slen = 0;
+        char *secret = s_read_secret (files [f], &slen);
+        json_t *s = secret ? json_stringn (secret, slen) : NULL;
+        if (secret)
+            sodium_free (secret);
         if (!s) {
-            fprintf (stderr, "sanctumctl: %s: the secret must be UTF-8 text\n", file);
+            fprintf (stderr, "sanctumctl: %s: the secret must be UTF-8 text\n", files [f]);
             json_decref (body);
             return CTL_ERROR;
         }
-        json_object_set_new (body, "secret", s);
+        json_object_set_new (body, fields [f], s);
     }
     json_t *out = NULL;
     int rc = s_call (ctl, "vault-broker", "vault.connect", body, &out);
@@ -156,7 +164,8 @@ usage:
     json_decref (body);
     fprintf (stderr, "usage: sanctumctl vault connect NAME --kind google-sheets|gmail|dropbox|oauth|local "
                      "--scopes S[,S...] [--secret-file F] [--audience A] [--ttl-cap N] [--approval] "
-                     "[--token-endpoint URL] [--mode local|oauth|auth0]\n");
+                     "[--token-endpoint URL] [--mode local|oauth|auth0] [--client-id ID] "
+                     "[--client-secret-file F] [--revocation-endpoint URL]\n");
     return CTL_USAGE;
 }
 

@@ -74,6 +74,7 @@ struct s_sandbox_t {
     int64_t cache_ms;
     bool fetching;
     zlist_t *waiters;                 /* s_waiter_t */
+    bus_follow_t *revocations;        /* the vault-broker's token.revoked, durably */
 };
 
 static int64_t
@@ -755,9 +756,9 @@ s_rows (bus_service_t *svc, bus_request_t *req, void *arg)
 
 /*  token.revoked from the vault-broker: its lease's tokens are refused. */
 static int
-s_on_revoked (bus_service_t *svc, void *state, bus_txn_t *txn, proto_msg_t *event)
+s_on_revoked (bus_follow_t *follow, bus_txn_t *txn, proto_msg_t *event, void *arg)
 {
-    s_sandbox_t *self = state;
+    s_sandbox_t *self = arg;
     const char *lease = json_string_value (json_object_get (event->body, "lease_id"));
     if (!lease || !*lease || strlen (lease) > 128)
         return 0;
@@ -837,6 +838,16 @@ s_start (bus_service_t *svc, void **state)
     self->http = bus_http_client_new (bus_service_loop (svc), &opts);
     if (!self->http || !self->waiters)
         return BUS_ENOMEM;
+    /* revocations: followed when the vault-broker is known (its key in
+       keys_dir); a sandbox without one cannot fetch its keys either, so
+       it accepts no token at all */
+    static const char *const topics [] = { "token.revoked", NULL };
+    bus_follow_opts_t fo = { .name = "revocations", .topics = topics, .fn = s_on_revoked, .arg = self };
+    self->revocations = bus_follow_for (svc, &fo, false);
+    if (!self->revocations)
+        return BUS_ENOMEM;
+    if (bus_follow_add_service (self->revocations, config, "vault-broker"))
+        bus_warn ("sandbox: the vault-broker is not known here (no key): its revocations are not followed");
     bus_info ("sandbox: tokens from %s, proofs for %s", self->jwks_url, self->base_url);
     return bus_service_handle (svc, "sandbox.rows", s_rows, self);
 }
@@ -851,6 +862,7 @@ s_stop (bus_service_t *svc, void **state)
     while (self->waiters && (w = zlist_pop (self->waiters)))
         free (w);
     zlist_destroy (&self->waiters);
+    bus_follow_destroy (&self->revocations);
     bus_http_client_destroy (&self->http);
     json_decref (self->jwks);
     free (self);
@@ -858,14 +870,6 @@ s_stop (bus_service_t *svc, void **state)
 }
 
 static const char *const s_dbs [] = { "records", "dpop_jti", "idempotency", "revoked", BUS_FOLLOW_DB, NULL };
-
-static const char *const s_vault_only [] = { "vault-broker", NULL };
-static const char *const s_revoked_topics [] = { "token.revoked", NULL };
-
-static const bus_follower_t s_followers [] = {
-    { .name = "revocations", .publishers = s_vault_only, .topics = s_revoked_topics, .fn = s_on_revoked },
-    { 0 }
-};
 
 static const bus_timer_t s_timers [] = {
     { .name = "dpop-prune", .interval_ms = 10000, .fn = s_prune },
@@ -887,6 +891,5 @@ const bus_daemon_t sandbox_daemon = {
     .start = s_start,
     .stop = s_stop,
     .timers = s_timers,
-    .followers = s_followers,
     .http = &s_listener,
 };

@@ -18,6 +18,7 @@
 #include "vault_crypt.h"
 #include "bus_call.h"
 #include "bus_error.h"
+#include "bus_http_client.h"
 #include "bus_jose.h"
 #include "bus_log.h"
 
@@ -43,7 +44,8 @@ typedef struct {
 typedef struct {
     bus_service_t *svc;
     vault_keyring_t *keyring;
-    int db_conn, db_signing, db_leases, db_exp, db_approvals;
+    int db_conn, db_signing, db_leases, db_exp, db_approvals, db_upstream;
+    bus_http_client_t *http;            /* oauth mode: token and revocation endpoints */
     s_sigkey_t keys [S_SIGKEYS_MAX];
     size_t nkeys;
     uint8_t *mac_key;                    /* sodium_malloc'd: the token HMAC key */
@@ -406,7 +408,10 @@ s_connect (bus_service_t *svc, bus_request_t *req, void *arg)
     const char *mode = json_string_value (json_object_get (body, "mode"));
     const char *audience = json_string_value (json_object_get (body, "audience"));
     const char *endpoint = json_string_value (json_object_get (body, "token_endpoint"));
+    const char *revocation = json_string_value (json_object_get (body, "revocation_endpoint"));
+    const char *client_id = json_string_value (json_object_get (body, "client_id"));
     json_t *secret = json_object_get (body, "secret");
+    json_t *client_secret = json_object_get (body, "client_secret");
     static const char *const kinds [] = { "google-sheets", "gmail", "dropbox", "oauth", "local", NULL };
     bool kind_ok = false;
     for (int i = 0; kind && kinds [i]; i++)
@@ -431,6 +436,11 @@ s_connect (bus_service_t *svc, bus_request_t *req, void *arg)
         bus_reply_error (req, PROTO_ERR_INVALID, "scopes: %s", why);
         goto done;
     }
+    if (!strcmp (mode, "oauth") && (!secret || !endpoint || !client_id)) {
+        bus_reply_error (req, PROTO_ERR_INVALID, "mode oauth needs secret (the refresh token), token_endpoint "
+                         "and client_id");
+        goto done;
+    }
     if (!audience)
         audience = s_default_audience (kind);
     if (!audience) {
@@ -445,14 +455,34 @@ s_connect (bus_service_t *svc, bus_request_t *req, void *arg)
                       "has_secret", secret != NULL, "updated_at", (json_int_t) s_now ());
     if (meta && endpoint)
         json_object_set_new (meta, "token_endpoint", json_string (endpoint));
+    if (meta && revocation)
+        json_object_set_new (meta, "revocation_endpoint", json_string (revocation));
+    if (meta && client_id)
+        json_object_set_new (meta, "client_id", json_string (client_id));
     char key [160];
     snprintf (key, sizeof key, "connection/%s", name);
     bus_txn_t *txn = meta ? bus_txn_begin (bus_service_store (svc), true) : NULL;
-    const char *s = json_string_value (secret);
-    size_t slen = s ? json_string_length (secret) : 0;
-    int rc = txn ? s_put_sealed (self, txn, self->db_conn, key, meta, s, slen) : BUS_ENOMEM;
+    /* the secret part: credential NUL client secret, assembled in sodium memory */
+    const char *s = json_string_value (secret), *cs = json_string_value (client_secret);
+    size_t slen = s ? strnlen (s, json_string_length (secret)) : 0;
+    size_t cslen = cs ? strnlen (cs, json_string_length (client_secret)) : 0;
+    size_t partlen = cs ? slen + 1 + cslen : slen;
+    uint8_t *part = sodium_malloc (partlen + 1);
+    if (part) {
+        if (slen)
+            memcpy (part, s, slen);
+        if (cs) {
+            part [slen] = 0;
+            memcpy (part + slen + 1, cs, cslen);
+        }
+    }
+    int rc = txn && part ? s_put_sealed (self, txn, self->db_conn, key, meta, part, partlen) : BUS_ENOMEM;
+    if (part)
+        sodium_free (part);
     if (s)
-        sodium_memzero ((char *) s, slen);      /* the request's copy: no longer needed */
+        sodium_memzero ((char *) s, json_string_length (secret));   /* the request's copies: no longer needed */
+    if (cs)
+        sodium_memzero ((char *) cs, json_string_length (client_secret));
     json_t *event = json_deep_copy (meta);
     json_object_set_new (event, "key_id", json_integer (vault_keyring_current (self->keyring)));
     if (rc == 0)
@@ -693,6 +723,7 @@ typedef struct {
     s_vault_t *self;
     bus_request_t *req;
     json_t *lease;                  /* lease_id, run, node, connection, scopes, ttl, jkt, approval */
+    json_t *conn;                   /* the connection's metadata */
     char audience [257];
     int64_t cap;
 } s_lease_job_t;
@@ -702,13 +733,16 @@ s_lease_job_free (s_lease_job_t *job)
 {
     if (job) {
         json_decref (job->lease);
+        json_decref (job->conn);
         free (job);
     }
 }
 
-/*  Mint, store (lease, expiry, approval used, event) and answer. */
+/*  Store (lease, expiry, approval used, event) and answer, with a token
+    minted here (upstream NULL: local mode) or the provider's (oauth mode:
+    sealed under "lease/<id>" until the lease ends, then revoked). */
 static void
-s_lease_finish (s_lease_job_t *job)
+s_lease_store (s_lease_job_t *job, const char *upstream, const char *upstream_type)
 {
     s_vault_t *self = job->self;
     bus_request_t *req = job->req;
@@ -730,15 +764,30 @@ s_lease_finish (s_lease_job_t *job)
     json_object_set_new (lease, "state", json_string ("active"));
     json_object_set_new (lease, "audience", json_string (job->audience));
     json_object_set_new (lease, "client_id", json_string (bus_request_principal (req)));
-    char *token = NULL, jti [40], mac [12 + 64 + 1];
-    int rc = s_mint (self, lease, job->audience, bus_request_principal (req), iat, exp, &token, jti);
+    char *token = NULL, jti [40] = "", mac [12 + 64 + 1];
+    int rc = 0;
+    if (upstream) {
+        token = strdup (upstream);
+        rc = token ? 0 : BUS_ENOMEM;
+        json_object_set_new (lease, "upstream", json_true ());
+    }
+    else
+        rc = s_mint (self, lease, job->audience, bus_request_principal (req), iat, exp, &token, jti);
     bus_txn_t *txn = NULL;
     if (rc == 0) {
         s_token_hmac (self, token, mac);
-        json_object_set_new (lease, "jti", json_string (jti));
+        if (*jti)
+            json_object_set_new (lease, "jti", json_string (jti));
         json_object_set_new (lease, "token_hmac", json_string (mac));
         txn = bus_txn_begin (bus_service_store (svc), true);
         rc = txn ? 0 : BUS_EIO;
+    }
+    if (rc == 0 && upstream) {
+        char ukey [S_LEASE_ID_MAX + 8];
+        snprintf (ukey, sizeof ukey, "lease/%s", lease_id);
+        json_t *none = json_object ();
+        rc = s_put_sealed (self, txn, self->db_upstream, ukey, none, token, strlen (token));
+        json_decref (none);
     }
     const char *approval = json_string_value (json_object_get (lease, "approval"));
     if (rc == 0 && approval) {
@@ -765,7 +814,7 @@ s_lease_finish (s_lease_job_t *job)
         goto done;
     }
     bus_outcome_t out = { .body = json_pack ("{s:s, s:s, s:s, s:I, s:I, s:O}", "lease_id", lease_id,
-                                             "token", token, "token_type", "DPoP",
+                                             "token", token, "token_type", upstream ? upstream_type : "DPoP",
                                              "issued_at", (json_int_t) iat, "expires_at", (json_int_t) exp,
                                              "scopes", json_object_get (lease, "scopes")) };
     bus_request_commit (req, &txn, &out);
@@ -774,6 +823,162 @@ done:
         sodium_memzero (token, strlen (token));
     free (token);
     s_lease_job_free (job);
+}
+
+/*  The secrets of a connection: its credential (refresh token) and its
+    client secret, NUL-separated in the sealed record's secret part, in
+    sodium memory (*plain; free with vault_plain_free). */
+static int
+s_conn_secrets (s_vault_t *self, const char *name, json_t **meta, uint8_t **plain,
+                const char **secret, const char **client_secret)
+{
+    char key [160];
+    snprintf (key, sizeof key, "connection/%s", name);
+    size_t off = 0, len = 0;
+    bus_txn_t *txn = bus_txn_begin (bus_service_store (self->svc), false);
+    int rc = txn ? s_get_sealed (self, txn, self->db_conn, key, meta, plain, &off, &len, NULL) : BUS_EIO;
+    bus_txn_abort (&txn);
+    if (rc)
+        return rc;
+    *secret = (const char *) *plain + off;
+    size_t first = strnlen (*secret, len);
+    *client_secret = first < len ? *secret + first + 1 : "";
+    return 0;
+}
+
+/*  Form-encode pairs, send to url, wipe the form. */
+static int
+s_post_form (s_vault_t *self, const char *url, const char *const *pairs, bus_http_done_fn *done, void *arg)
+{
+    char *form = bus_http_form_encode (pairs);
+    if (!form)
+        return BUS_ENOMEM;
+    const char *headers [] = { "Accept: application/json", NULL };
+    bus_http_request_t rq = { .method = "POST", .url = url, .headers = headers,
+                              .content_type = "application/x-www-form-urlencoded",
+                              .body = form, .body_len = strlen (form), .timeout_ms = 10000 };
+    int rc = bus_http_client_send (self->http, &rq, done, arg, NULL);
+    sodium_memzero (form, strlen (form));
+    free (form);
+    return rc;
+}
+
+/*  The provider's answer to the refresh-token grant. */
+static void
+s_on_token (const bus_http_response_t *resp, void *arg)
+{
+    s_lease_job_t *job = arg;
+    bus_request_t *req = job->req;
+    const char *name = json_string_value (json_object_get (job->lease, "connection"));
+    if (resp->error) {
+        bus_reply_error_with (req, PROTO_ERR_UNAVAILABLE, json_pack ("{s:s}", "reason", "network"),
+                              "connection %s: the token endpoint did not answer: %s", name, resp->reason);
+        s_lease_job_free (job);
+        return;
+    }
+    json_t *b = json_loadb (resp->body, resp->body_len, 0, NULL);
+    const char *access = json_string_value (json_object_get (b, "access_token"));
+    const char *type = json_string_value (json_object_get (b, "token_type"));
+    const char *error = json_string_value (json_object_get (b, "error"));
+    if (resp->status == 200 && access && *access && strlen (access) < 8192) {
+        s_lease_store (job, access, type && !strcasecmp (type, "dpop") ? "DPoP" : "Bearer");
+        sodium_memzero ((char *) access, strlen (access));
+    }
+    else if (error && (!strcmp (error, "invalid_grant") || !strcmp (error, "unauthorized_client")
+                       || !strcmp (error, "invalid_client") || !strcmp (error, "invalid_scope"))) {
+        bus_reply_error_with (req, PROTO_ERR_FORBIDDEN, json_pack ("{s:s}", "reason", error),
+                              "connection %s: the provider refused the grant: %s", name, error);
+        s_lease_job_free (job);
+    }
+    else {
+        bus_reply_error_with (req, PROTO_ERR_UNAVAILABLE, json_pack ("{s:s, s:i}", "reason", "provider_error",
+                                                                      "status", resp->status),
+                              "connection %s: the token endpoint answered %d%s%s", name, resp->status,
+                              error ? ": " : " without a token", error ? error : "");
+        s_lease_job_free (job);
+    }
+    json_decref (b);
+}
+
+/*  oauth mode: a refresh-token grant at the connection's token endpoint. */
+static void
+s_oauth_start (s_lease_job_t *job)
+{
+    s_vault_t *self = job->self;
+    const char *name = json_string_value (json_object_get (job->lease, "connection"));
+    json_t *meta = NULL;
+    uint8_t *plain = NULL;
+    const char *secret = NULL, *client_secret = NULL;
+    int rc = s_conn_secrets (self, name, &meta, &plain, &secret, &client_secret);
+    if (rc) {
+        s_reply_sealed_error (job->req, "connection", rc);
+        s_lease_job_free (job);
+        return;
+    }
+    char *scope = s_scope_text (json_object_get (job->lease, "scopes"));
+    const char *client_id = json_string_value (json_object_get (meta, "client_id"));
+    const char *pairs [] = { "grant_type", "refresh_token", "refresh_token", secret, "scope", scope ? scope : "",
+                             "client_id", client_id ? client_id : "",
+                             *client_secret ? "client_secret" : NULL, client_secret, NULL };
+    rc = self->http ? s_post_form (self, json_string_value (json_object_get (meta, "token_endpoint")), pairs,
+                                   s_on_token, job) : BUS_ESTATE;
+    free (scope);
+    vault_plain_free (&plain);
+    json_decref (meta);
+    if (rc) {
+        bus_reply_error_with (job->req, PROTO_ERR_UNAVAILABLE, json_pack ("{s:s}", "reason", "network"),
+                              "connection %s: cannot reach the token endpoint: %s", name, bus_strerror (rc));
+        s_lease_job_free (job);
+    }
+}
+
+static void
+s_lease_finish (s_lease_job_t *job)
+{
+    const char *mode = json_string_value (json_object_get (job->conn, "mode"));
+    if (mode && !strcmp (mode, "oauth"))
+        s_oauth_start (job);
+    else
+        s_lease_store (job, NULL, NULL);
+}
+
+static void
+s_on_revoked_upstream (const bus_http_response_t *resp, void *arg)
+{
+    if (resp->error || resp->status != 200)
+        bus_warn ("vault: an upstream token revocation failed: %s (status %d)",
+                  resp->error ? resp->reason : "refused", resp->status);
+}
+
+/*  A lease with an upstream token ends: the token is forgotten (its sealed
+    record deleted in txn) and revoked at the provider when the connection
+    names a revocation endpoint (RFC 7009). */
+static void
+s_upstream_end (s_vault_t *self, bus_txn_t *txn, json_t *lease)
+{
+    const char *id = json_string_value (json_object_get (lease, "lease_id"));
+    char ukey [S_LEASE_ID_MAX + 8];
+    snprintf (ukey, sizeof ukey, "lease/%s", id);
+    json_t *none = NULL, *meta = NULL;
+    uint8_t *tok = NULL, *plain = NULL;
+    size_t off = 0, len = 0;
+    const char *secret = NULL, *client_secret = NULL;
+    if (s_get_sealed (self, txn, self->db_upstream, ukey, &none, &tok, &off, &len, NULL) == 0
+        && s_conn_secrets (self, json_string_value (json_object_get (lease, "connection")), &meta, &plain,
+                           &secret, &client_secret) == 0) {
+        const char *endpoint = json_string_value (json_object_get (meta, "revocation_endpoint"));
+        const char *client_id = json_string_value (json_object_get (meta, "client_id"));
+        const char *pairs [] = { "token", (const char *) tok + off, "token_type_hint", "access_token",
+                                 "client_id", client_id ? client_id : "",
+                                 *client_secret ? "client_secret" : NULL, client_secret, NULL };
+        if (endpoint && self->http && s_post_form (self, endpoint, pairs, s_on_revoked_upstream, NULL))
+            bus_warn ("vault: cannot send the revocation of lease %s's upstream token", id);
+    }
+    bus_txn_del (txn, self->db_upstream, ukey, strlen (ukey));
+    json_decref (none);
+    json_decref (meta);
+    vault_plain_free (&tok);
+    vault_plain_free (&plain);
 }
 
 /*  The ciba-broker's answer on the approval. */
@@ -844,8 +1049,23 @@ s_lease (bus_service_t *svc, bus_request_t *req, void *arg)
         bus_reply_error (req, PROTO_ERR_INVALID, "scopes: %s", why);
         goto done;
     }
-    uint8_t pk [BUS_JOSE_PK_LEN];
-    int rc = BUS_EINVAL;
+    snprintf (key, sizeof key, "connection/%s", name);
+    bus_txn_t *txn = bus_txn_begin (bus_service_store (svc), false);
+    int rc = txn ? s_get_sealed (self, txn, self->db_conn, key, &meta, NULL, NULL, NULL, NULL) : BUS_EIO;
+    bus_txn_abort (&txn);
+    if (rc) {
+        s_reply_sealed_error (req, "connection", rc);
+        goto done;
+    }
+    const char *mode = json_string_value (json_object_get (meta, "mode"));
+    bool local = !mode || !strcmp (mode, "local");
+    if (!local && strcmp (mode, "oauth")) {
+        bus_reply_error (req, PROTO_ERR_NOT_IMPLEMENTED, "connection %s: mode %s is not built yet (local and "
+                         "oauth are)", name, mode);
+        goto done;
+    }
+    uint8_t pk [BUS_JOSE_PK_LEN] = { 0 };
+    rc = BUS_EINVAL;
     if (node_key && node_key [0] == '{') {
         json_t *jwk = json_loads (node_key, 0, NULL);
         rc = bus_jose_jwk_public (jwk, pk);
@@ -853,24 +1073,10 @@ s_lease (bus_service_t *svc, bus_request_t *req, void *arg)
     }
     else if (node_key)
         rc = bus_b64url_decode_fixed (node_key, pk, sizeof pk);
-    if (rc) {
+    if (rc && (local || node_key)) {
         bus_reply_error (req, PROTO_ERR_INVALID,
                          "node_key: the node's Ed25519 public key (base64url, or its JWK) is required: "
                          "tokens are bound to it (cnf.jkt)");
-        goto done;
-    }
-    snprintf (key, sizeof key, "connection/%s", name);
-    bus_txn_t *txn = bus_txn_begin (bus_service_store (svc), false);
-    rc = txn ? s_get_sealed (self, txn, self->db_conn, key, &meta, NULL, NULL, NULL, NULL) : BUS_EIO;
-    bus_txn_abort (&txn);
-    if (rc) {
-        s_reply_sealed_error (req, "connection", rc);
-        goto done;
-    }
-    const char *mode = json_string_value (json_object_get (meta, "mode"));
-    if (mode && strcmp (mode, "local")) {
-        bus_reply_error (req, PROTO_ERR_NOT_IMPLEMENTED, "connection %s: mode %s is not built yet (local is)",
-                         name, mode);
         goto done;
     }
     const char *missing = NULL;
@@ -906,6 +1112,7 @@ s_lease (bus_service_t *svc, bus_request_t *req, void *arg)
     job->self = self;
     job->req = req;
     job->cap = cap;
+    job->conn = json_incref (meta);
     snprintf (job->audience, sizeof job->audience, "%s", json_string_value (json_object_get (meta, "audience")));
     job->lease = json_pack ("{s:s, s:s, s:s, s:O, s:I, s:s}", "run", run, "node", node, "connection", name,
                             "scopes", scopes, "ttl", ttl, "jkt", jkt);
@@ -917,6 +1124,8 @@ s_lease (bus_service_t *svc, bus_request_t *req, void *arg)
         goto done;
     }
     if (!approval) {
+        if (!local)
+            bus_request_defer (req);    /* answered from the provider's reply */
         s_lease_finish (job);
         goto done;
     }
@@ -1004,6 +1213,12 @@ s_renew (bus_service_t *svc, bus_request_t *req, void *arg)
                               "lease %s is %s", id, old_exp <= now && !strcmp (state, "active") ? "expired" : state);
         goto done;
     }
+    if (json_is_true (json_object_get (lease, "upstream"))) {
+        bus_service_abort (svc, &txn);
+        bus_reply_error (req, PROTO_ERR_NOT_IMPLEMENTED, "lease %s holds a provider's token: renewing one is not "
+                         "built yet (ask for a new lease)", id);
+        goto done;
+    }
     int64_t ttl = json_is_integer (json_object_get (body, "ttl")) ? json_integer_value (json_object_get (body, "ttl"))
                 : json_integer_value (json_object_get (lease, "ttl"));
     int64_t exp = now + ttl < cap_at ? now + ttl : cap_at;
@@ -1069,6 +1284,8 @@ s_lease_end (s_vault_t *self, bus_txn_t *txn, json_t *lease, const char *state, 
     s_exp_key (ekey, &ekey_len, json_integer_value (json_object_get (lease, "expires_at")) * 1000, id);
     bus_txn_del (txn, self->db_exp, ekey, ekey_len);
     bool revoked = !strcmp (state, "revoked");
+    if (json_is_true (json_object_get (lease, "upstream")))
+        s_upstream_end (self, txn, lease);
     json_object_set_new (lease, "state", json_string (state));
     json_object_set_new (lease, revoked ? "revoked_at" : "expired_at", json_integer (s_now ()));
     int rc = s_lease_put (self, txn, lease);
@@ -1335,6 +1552,10 @@ s_start (bus_service_t *svc, void **state)
     self->db_leases = bus_store_db (store, "leases");
     self->db_exp = bus_store_db (store, "lease_exp");
     self->db_approvals = bus_store_db (store, "approvals");
+    self->db_upstream = bus_store_db (store, "upstream");
+    bus_http_client_opts_t hopts;
+    bus_http_client_opts_from_config (&hopts, config);
+    self->http = bus_http_client_new (bus_service_loop (svc), &hopts);
     const char *path = bus_config_str (config, "vault", "master_key");
     char *dir = bus_config_data_dir (config, "vault-broker");
     char fallback [4200];
@@ -1387,6 +1608,7 @@ s_stop (bus_service_t *svc, void **state)
     if (!self)
         return;
     bus_calls_destroy (&self->ciba);
+    bus_http_client_destroy (&self->http);
     for (size_t i = 0; i < self->nkeys; i++)
         sodium_free (self->keys [i].sk);
     if (self->mac_key)
@@ -1396,7 +1618,8 @@ s_stop (bus_service_t *svc, void **state)
     *state = NULL;
 }
 
-static const char *const s_dbs [] = { "connections", "signing", "leases", "lease_exp", "approvals", NULL };
+static const char *const s_dbs [] = { "connections", "signing", "leases", "lease_exp", "approvals", "upstream",
+                                      NULL };
 
 static const bus_timer_t s_timers [] = {
     { .name = "lease-sweep", .interval_key = "sweep_ms", .fn = s_sweep },
