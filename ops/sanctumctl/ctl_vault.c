@@ -3,6 +3,7 @@
       vault connect NAME --kind K --scopes S[,S...] [--secret-file F] [--audience A]
                     [--ttl-cap N] [--approval] [--token-endpoint URL] [--mode local|oauth|auth0]
                     [--client-id ID] [--client-secret-file F] [--revocation-endpoint URL]
+                    [--auth0-connection C] [--login-hint H]
       vault disconnect NAME
       vault connections
       vault leases [--run RUN]        {"leases": [{lease_id, run, node, connection, scopes,
@@ -119,6 +120,10 @@ s_connect (ctl_t *ctl)
             json_object_set_new (body, "client_id", json_string (v)), i++;
         else if (streq (a, "--revocation-endpoint"))
             json_object_set_new (body, "revocation_endpoint", json_string (v)), i++;
+        else if (streq (a, "--auth0-connection"))
+            json_object_set_new (body, "auth0_connection", json_string (v)), i++;
+        else if (streq (a, "--login-hint"))
+            json_object_set_new (body, "login_hint", json_string (v)), i++;
         else if (streq (a, "--client-secret-file"))
             cfile = v, i++;
         else if (streq (a, "--mode"))
@@ -165,7 +170,8 @@ usage:
     fprintf (stderr, "usage: sanctumctl vault connect NAME --kind google-sheets|gmail|dropbox|oauth|local "
                      "--scopes S[,S...] [--secret-file F] [--audience A] [--ttl-cap N] [--approval] "
                      "[--token-endpoint URL] [--mode local|oauth|auth0] [--client-id ID] "
-                     "[--client-secret-file F] [--revocation-endpoint URL]\n");
+                     "[--client-secret-file F] [--revocation-endpoint URL] [--auth0-connection C] "
+                     "[--login-hint H]\n");
     return CTL_USAGE;
 }
 

@@ -1,18 +1,27 @@
 /*  vault_service.c — the vault-broker's handlers (vault_service.h).
 
     Built: connected accounts (vault.connect / disconnect / connections,
-    sealed at rest, vault.rotate_key), leases in `local` mode (vault.lease,
-    renew, revoke, leases, token_used; RFC 9068 tokens bound to the node's
-    key; the JWKS over HTTP and as vault.jwks; the expiry sweep).
-    Not built: the `oauth` and `auth0` modes: a lease on such a connection
-    is answered not_implemented, never with a made-up token.
+    sealed at rest, vault.rotate_key), leases (vault.lease, renew, revoke,
+    leases, token_used) in `local` mode (RFC 9068 tokens bound to the
+    node's key; the JWKS over HTTP and as vault.jwks), `oauth` mode (a
+    refresh-token grant at the provider, its token revoked upstream when
+    the lease ends) and `auth0` mode (Auth0 Token Vault's federated
+    connection token exchange); the expiry sweep.
+    Not built: renewing an `oauth` or `auth0` lease: answered
+    not_implemented, never with a made-up token.
 
     Records (LMDB):
-      connections  "connection/<name>" -> sealed (meta JSON, NUL, secret)
+      connections  "connection/<name>" -> sealed (meta JSON, NUL, secret [NUL client secret])
       signing      "signing/<kid>"     -> sealed (meta JSON, NUL, 32-byte seed)
       leases       <lease_id>          -> lease JSON (no token, no secret)
       lease_exp    be64 (expires_at ms) ‖ <lease_id> -> "" (active leases)
       approvals    <approval id>       -> <lease_id> (each approval yields one lease)
+      upstream     "lease/<lease_id>"  -> sealed (oauth: the provider's token until the lease ends)
+
+    Threads: everything runs on the reactor. A lease commits on the reactor
+    with bus_request_commit (the lease, its expiry entry, the approval used,
+    its event and the request's outcome in one fsync'd transaction) before
+    the token is answered.
 */
 #include "vault_service.h"
 #include "vault_crypt.h"
@@ -436,9 +445,17 @@ s_connect (bus_service_t *svc, bus_request_t *req, void *arg)
         bus_reply_error (req, PROTO_ERR_INVALID, "scopes: %s", why);
         goto done;
     }
+    const char *upconn = json_string_value (json_object_get (body, "auth0_connection"));
+    const char *hint = json_string_value (json_object_get (body, "login_hint"));
     if (!strcmp (mode, "oauth") && (!secret || !endpoint || !client_id)) {
         bus_reply_error (req, PROTO_ERR_INVALID, "mode oauth needs secret (the refresh token), token_endpoint "
                          "and client_id");
+        goto done;
+    }
+    if (!strcmp (mode, "auth0") && (!secret || !endpoint || !client_id || !client_secret || !upconn)) {
+        bus_reply_error (req, PROTO_ERR_INVALID, "mode auth0 needs secret (the user's Auth0 refresh token), "
+                         "token_endpoint (https://DOMAIN/oauth/token), client_id, client_secret and "
+                         "auth0_connection");
         goto done;
     }
     if (!audience)
@@ -459,6 +476,10 @@ s_connect (bus_service_t *svc, bus_request_t *req, void *arg)
         json_object_set_new (meta, "revocation_endpoint", json_string (revocation));
     if (meta && client_id)
         json_object_set_new (meta, "client_id", json_string (client_id));
+    if (meta && upconn)
+        json_object_set_new (meta, "auth0_connection", json_string (upconn));
+    if (meta && hint)
+        json_object_set_new (meta, "login_hint", json_string (hint));
     char key [160];
     snprintf (key, sizeof key, "connection/%s", name);
     bus_txn_t *txn = meta ? bus_txn_begin (bus_service_store (svc), true) : NULL;
@@ -863,6 +884,29 @@ s_post_form (s_vault_t *self, const char *url, const char *const *pairs, bus_htt
     return rc;
 }
 
+/*  Auth0 Token Vault's refusals of the federated connection exchange, told
+    apart: the user never connected the account (or its refresh token is
+    gone), the client may not use the grant, the connection is not enabled
+    for the client, the client's own credentials are wrong. NULL: none of
+    these (a provider error). */
+static const char *
+s_auth0_reason (int status, const char *error, const char *description)
+{
+    if (!error)
+        return NULL;
+    const char *d = description ? description : "";
+    if (strstr (d, "not enabled"))
+        return "connection_not_enabled";
+    if (!strcmp (error, "unauthorized_client") || strstr (d, "rant type"))
+        return "grant_not_allowed";
+    if (!strcmp (error, "invalid_client") || status == 401)
+        return "invalid_client";
+    if (!strcmp (error, "invalid_grant") || !strcmp (error, "federated_connection_refresh_token_not_found")
+        || strstr (d, "not found"))
+        return "not_connected";
+    return NULL;
+}
+
 /*  The provider's answer to the refresh-token grant. */
 static void
 s_on_token (const bus_http_response_t *resp, void *arg)
@@ -880,12 +924,22 @@ s_on_token (const bus_http_response_t *resp, void *arg)
     const char *access = json_string_value (json_object_get (b, "access_token"));
     const char *type = json_string_value (json_object_get (b, "token_type"));
     const char *error = json_string_value (json_object_get (b, "error"));
+    const char *mode = json_string_value (json_object_get (job->conn, "mode"));
+    bool auth0 = mode && !strcmp (mode, "auth0");
+    const char *reason = NULL;
     if (resp->status == 200 && access && *access && strlen (access) < 8192) {
         s_lease_store (job, access, type && !strcasecmp (type, "dpop") ? "DPoP" : "Bearer");
         sodium_memzero ((char *) access, strlen (access));
     }
-    else if (error && (!strcmp (error, "invalid_grant") || !strcmp (error, "unauthorized_client")
-                       || !strcmp (error, "invalid_client") || !strcmp (error, "invalid_scope"))) {
+    else if (auth0 && (reason = s_auth0_reason (resp->status, error,
+                                                json_string_value (json_object_get (b, "error_description"))))) {
+        bus_reply_error_with (req, PROTO_ERR_FORBIDDEN, json_pack ("{s:s, s:i}", "reason", reason,
+                                                                    "status", resp->status),
+                              "connection %s: Auth0 refused the exchange: %s", name, reason);
+        s_lease_job_free (job);
+    }
+    else if (!auth0 && error && (!strcmp (error, "invalid_grant") || !strcmp (error, "unauthorized_client")
+                                 || !strcmp (error, "invalid_client") || !strcmp (error, "invalid_scope"))) {
         bus_reply_error_with (req, PROTO_ERR_FORBIDDEN, json_pack ("{s:s}", "reason", error),
                               "connection %s: the provider refused the grant: %s", name, error);
         s_lease_job_free (job);
@@ -917,9 +971,20 @@ s_oauth_start (s_lease_job_t *job)
     }
     char *scope = s_scope_text (json_object_get (job->lease, "scopes"));
     const char *client_id = json_string_value (json_object_get (meta, "client_id"));
-    const char *pairs [] = { "grant_type", "refresh_token", "refresh_token", secret, "scope", scope ? scope : "",
+    const char *mode = json_string_value (json_object_get (meta, "mode"));
+    const char *upconn = json_string_value (json_object_get (meta, "auth0_connection"));
+    const char *hint = json_string_value (json_object_get (meta, "login_hint"));
+    const char *oauth [] = { "grant_type", "refresh_token", "refresh_token", secret, "scope", scope ? scope : "",
                              "client_id", client_id ? client_id : "",
                              *client_secret ? "client_secret" : NULL, client_secret, NULL };
+    /* Auth0 Token Vault: the federated connection access token exchange */
+    const char *auth0 [] = {
+        "grant_type", "urn:auth0:params:oauth:grant-type:token-exchange:federated-connection-access-token",
+        "subject_token_type", "urn:ietf:params:oauth:token-type:refresh_token", "subject_token", secret,
+        "requested_token_type", "http://auth0.com/oauth/token-type/federated-connection-access-token",
+        "connection", upconn ? upconn : "", "client_id", client_id ? client_id : "",
+        "client_secret", client_secret, hint ? "login_hint" : NULL, hint, NULL };
+    const char *const *pairs = mode && !strcmp (mode, "auth0") ? auth0 : oauth;
     rc = self->http ? s_post_form (self, json_string_value (json_object_get (meta, "token_endpoint")), pairs,
                                    s_on_token, job) : BUS_ESTATE;
     free (scope);
@@ -936,7 +1001,7 @@ static void
 s_lease_finish (s_lease_job_t *job)
 {
     const char *mode = json_string_value (json_object_get (job->conn, "mode"));
-    if (mode && !strcmp (mode, "oauth"))
+    if (mode && (!strcmp (mode, "oauth") || !strcmp (mode, "auth0")))
         s_oauth_start (job);
     else
         s_lease_store (job, NULL, NULL);
@@ -1059,9 +1124,8 @@ s_lease (bus_service_t *svc, bus_request_t *req, void *arg)
     }
     const char *mode = json_string_value (json_object_get (meta, "mode"));
     bool local = !mode || !strcmp (mode, "local");
-    if (!local && strcmp (mode, "oauth")) {
-        bus_reply_error (req, PROTO_ERR_NOT_IMPLEMENTED, "connection %s: mode %s is not built yet (local and "
-                         "oauth are)", name, mode);
+    if (!local && strcmp (mode, "oauth") && strcmp (mode, "auth0")) {
+        bus_reply_error (req, PROTO_ERR_NOT_IMPLEMENTED, "connection %s: mode %s is not built", name, mode);
         goto done;
     }
     uint8_t pk [BUS_JOSE_PK_LEN] = { 0 };
