@@ -848,17 +848,19 @@ done:
 
 /*  The secrets of a connection: its credential (refresh token) and its
     client secret, NUL-separated in the sealed record's secret part, in
-    sodium memory (*plain; free with vault_plain_free). */
+    sodium memory (*plain; free with vault_plain_free). Read in txn, or in
+    a read transaction of its own when txn is NULL. */
 static int
-s_conn_secrets (s_vault_t *self, const char *name, json_t **meta, uint8_t **plain,
+s_conn_secrets (s_vault_t *self, bus_txn_t *in, const char *name, json_t **meta, uint8_t **plain,
                 const char **secret, const char **client_secret)
 {
     char key [160];
     snprintf (key, sizeof key, "connection/%s", name);
     size_t off = 0, len = 0;
-    bus_txn_t *txn = bus_txn_begin (bus_service_store (self->svc), false);
+    bus_txn_t *txn = in ? in : bus_txn_begin (bus_service_store (self->svc), false);
     int rc = txn ? s_get_sealed (self, txn, self->db_conn, key, meta, plain, &off, &len, NULL) : BUS_EIO;
-    bus_txn_abort (&txn);
+    if (!in)
+        bus_txn_abort (&txn);
     if (rc)
         return rc;
     *secret = (const char *) *plain + off;
@@ -963,7 +965,7 @@ s_oauth_start (s_lease_job_t *job)
     json_t *meta = NULL;
     uint8_t *plain = NULL;
     const char *secret = NULL, *client_secret = NULL;
-    int rc = s_conn_secrets (self, name, &meta, &plain, &secret, &client_secret);
+    int rc = s_conn_secrets (self, NULL, name, &meta, &plain, &secret, &client_secret);
     if (rc) {
         s_reply_sealed_error (job->req, "connection", rc);
         s_lease_job_free (job);
@@ -1029,7 +1031,7 @@ s_upstream_end (s_vault_t *self, bus_txn_t *txn, json_t *lease)
     size_t off = 0, len = 0;
     const char *secret = NULL, *client_secret = NULL;
     if (s_get_sealed (self, txn, self->db_upstream, ukey, &none, &tok, &off, &len, NULL) == 0
-        && s_conn_secrets (self, json_string_value (json_object_get (lease, "connection")), &meta, &plain,
+        && s_conn_secrets (self, txn, json_string_value (json_object_get (lease, "connection")), &meta, &plain,
                            &secret, &client_secret) == 0) {
         const char *endpoint = json_string_value (json_object_get (meta, "revocation_endpoint"));
         const char *client_id = json_string_value (json_object_get (meta, "client_id"));
