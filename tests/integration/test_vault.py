@@ -318,6 +318,45 @@ def master_key_rotation(x):
     assert out["ok"], out
 
 
+def _edit_record(x, db, key, edit):
+    """Change the value of key in db behind the vault's back (mdb_dump, edit, mdb_load)."""
+    path = os.path.join(x.c.dir, "data", "vault-broker")
+    dump = subprocess.run(["mdb_dump", "-s", db, path], capture_output=True, text=True, check=True)
+    lines = [line for line in dump.stdout.split("\n") if not line.startswith("db_pagesize=")]
+    at = next(i for i, line in enumerate(lines) if line.strip() == key.encode().hex())
+    lines[at + 1] = " " + edit(bytes.fromhex(lines[at + 1].strip())).hex()
+    subprocess.run(["mdb_load", "-s", db, path], input="\n".join(lines), text=True, check=True)
+
+
+@test
+def tampered_or_truncated_records_are_errors(x):
+    """A connection record with one byte changed, one truncated, and one
+    moved under another name: each is an `integrity` error, the service
+    stays up, and the others still open."""
+    if not (shutil.which("mdb_dump") and shutil.which("mdb_load")):
+        print("# skip: lmdb-utils (mdb_dump, mdb_load) not installed")
+        return
+    for n in ("t-flip", "t-cut", "t-moved", "t-good"):
+        connect(x, n)
+    x.c.stop("vault-broker")
+    _edit_record(x, "connections", "connection/t-flip", lambda v: v[:40] + bytes([v[40] ^ 1]) + v[41:])
+    _edit_record(x, "connections", "connection/t-cut", lambda v: v[:len(v) // 2])
+    path = os.path.join(x.c.dir, "data", "vault-broker")
+    dump = subprocess.run(["mdb_dump", "-s", "connections", path], capture_output=True, text=True, check=True)
+    lines = dump.stdout.split("\n")
+    good = lines[lines.index(" " + "connection/t-good".encode().hex()) + 1]
+    _edit_record(x, "connections", "connection/t-moved", lambda v: bytes.fromhex(good.strip()))
+    x.c.start("vault-broker")
+    x.c.wait_healthy(["vault-broker"])
+    x.reconnect()
+    conns = {c["name"]: c for c in ok(x.call("vault.connections"))["connections"]}
+    for n in ("t-flip", "t-cut", "t-moved"):
+        assert conns[n].get("error") == "integrity", conns[n]
+        e = err(lease(x, connection=n, ttl=5), "internal", "integrity")
+        assert CANARY not in json.dumps(e)
+    assert "error" not in conns["t-good"] and ok(lease(x, connection="t-good", ttl=5))["token"]
+
+
 @test
 def sigkill_leases_still_expire_on_time(x):
     live = [ok(lease(x, ttl=t)) for t in (2, 3, 4)]
