@@ -24,7 +24,7 @@ LIBS_PKG   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 
 CFLAGS  ?= -O2 -g
 CFLAGS  += -std=gnu11 -Wall -Wextra -Werror -Wno-unused-parameter -fno-strict-aliasing \
-           -D_GNU_SOURCE -Iproto -Ibus -Iservices/authz -Iservices/auditor -Iservices/ciba-broker $(CFLAGS_PKG)
+           -D_GNU_SOURCE -Iproto -Ibus -Iservices/authz -Iservices/auditor -Iservices/ciba-broker -Iservices/vault-broker $(CFLAGS_PKG)
 LDLIBS  += $(LIBS_PKG) -lpthread -lm
 ifneq ($(SANITIZER),)
   CFLAGS  += -fsanitize=$(SANITIZER) -fno-omit-frame-pointer -fno-sanitize-recover=all

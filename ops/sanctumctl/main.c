@@ -27,6 +27,9 @@ static const s_command_t s_commands [] = {
     { "approvals", ctl_cmd_approvals, false, "approvals [--as USER]      pending approval requests" },
     { "approve", ctl_cmd_approve, false, "approve AUTH_REQ_ID --as USER  approve, signing with USER's enrolled device" },
     { "deny",   ctl_cmd_deny,   false, "deny AUTH_REQ_ID --as USER     deny, signing with USER's enrolled device" },
+    { "vault",  ctl_cmd_vault,  false, "vault connect NAME --kind K --scopes S,... [--secret-file F] | disconnect NAME | connections\n"
+                                       "        | leases [--run RUN] | revoke LEASE | revoke --run RUN | rotate-key [master|signing] | jwks" },
+    { "sandbox", ctl_cmd_sandbox, false, "sandbox rows SHEET          the rows the sandbox's Sheets API stored" },
     { NULL, NULL, false, NULL }
 };
 

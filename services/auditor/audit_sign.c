@@ -2,6 +2,7 @@
 #include "audit_sign.h"
 #include "audit_canon.h"
 #include "bus_error.h"
+#include "bus_jose.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -12,8 +13,6 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
-
-#define S_B64URL sodium_base64_VARIANT_URLSAFE_NO_PADDING
 
 struct audit_keys_t {
     uint8_t *sk;                        /* sodium_malloc'd: Ed25519 secret key (64 bytes) */
@@ -37,12 +36,7 @@ s_err (char *err, size_t err_len, const char *fmt, ...)
 void
 audit_kid (char kid [AUDIT_KID_LEN + 1], const uint8_t pk [AUDIT_PK_LEN])
 {
-    char x [AUDIT_KID_LEN + 1], jwk [128];
-    uint8_t digest [32];
-    sodium_bin2base64 (x, sizeof x, pk, AUDIT_PK_LEN, S_B64URL);
-    int n = snprintf (jwk, sizeof jwk, "{\"crv\":\"Ed25519\",\"kty\":\"OKP\",\"x\":\"%s\"}", x);
-    crypto_hash_sha256 (digest, (const uint8_t *) jwk, (unsigned long long) n);
-    sodium_bin2base64 (kid, AUDIT_KID_LEN + 1, digest, sizeof digest, S_B64URL);
+    bus_jose_thumbprint (kid, pk);
 }
 
 int
@@ -177,10 +171,8 @@ audit_keys_origin (audit_keys_t *self)
 json_t *
 audit_keys_jwks (audit_keys_t *self)
 {
-    char x [AUDIT_KID_LEN + 1];
-    sodium_bin2base64 (x, sizeof x, self->pk, AUDIT_PK_LEN, S_B64URL);
-    return json_pack ("{s:[{s:s, s:s, s:s, s:s, s:s, s:s}]}", "keys", "kty", "OKP", "crv", "Ed25519",
-                      "x", x, "kid", self->kid, "alg", "EdDSA", "use", "sig");
+    json_t *jwk = bus_jose_jwk (self->pk);
+    return jwk ? json_pack ("{s:[o]}", "keys", jwk) : NULL;
 }
 
 size_t
@@ -215,107 +207,30 @@ audit_head_verify (const audit_head_t *head, const uint8_t pk [AUDIT_PK_LEN])
     return crypto_sign_verify_detached (head->signature, (const uint8_t *) text, n, pk) == 0 ? 0 : BUS_ECRYPTO;
 }
 
-/*  base64url (no padding) of data, malloc'd. */
-static char *
-s_b64url (const void *data, size_t len)
-{
-    size_t cap = sodium_base64_ENCODED_LEN (len, S_B64URL);
-    char *out = malloc (cap);
-    if (out)
-        sodium_bin2base64 (out, cap, data, len, S_B64URL);
-    return out;
-}
-
+/*  The JWS machinery is bus_jose's (shared with the vault-broker); the
+    payload here is the canonical JSON of the caller's object. */
 int
 audit_jws_sign (audit_keys_t *self, const json_t *payload, char **jws)
 {
     *jws = NULL;
     if (!json_is_object (payload))
         return BUS_EINVAL;
-    char header [128];
-    snprintf (header, sizeof header, "{\"alg\":\"EdDSA\",\"kid\":\"%s\",\"typ\":\"JWT\"}", self->kid);
-    char *body = NULL, *h64 = NULL, *p64 = NULL, *input = NULL;
+    char *body = NULL;
     size_t body_len = 0;
     int rc = audit_canon (payload, &body, &body_len, NULL, 0);
     if (rc)
         return rc;
-    h64 = s_b64url (header, strlen (header));
-    p64 = s_b64url (body, body_len);
-    size_t in_len = h64 && p64 ? strlen (h64) + 1 + strlen (p64) : 0;
-    input = in_len ? malloc (in_len + 1 + sodium_base64_ENCODED_LEN (AUDIT_SIG_LEN, S_B64URL)) : NULL;
-    if (!input) {
-        rc = BUS_ENOMEM;
-        goto done;
-    }
-    sprintf (input, "%s.%s", h64, p64);
-    uint8_t sig [AUDIT_SIG_LEN];
-    crypto_sign_detached (sig, NULL, (const uint8_t *) input, in_len, self->sk);
-    input [in_len] = '.';
-    sodium_bin2base64 (input + in_len + 1, sodium_base64_ENCODED_LEN (AUDIT_SIG_LEN, S_B64URL),
-                       sig, sizeof sig, S_B64URL);
-    *jws = input;
-    input = NULL;
-done:
+    json_t *header = json_pack ("{s:s, s:s, s:s}", "alg", "EdDSA", "kid", self->kid, "typ", "JWT");
+    rc = header ? bus_jws_sign (header, body, body_len, self->sk, jws) : BUS_ENOMEM;
+    json_decref (header);
     free (body);
-    free (h64);
-    free (p64);
-    free (input);
     return rc;
-}
-
-/*  base64url (no padding) text of n bytes into a malloc'd buffer; NULL
-    when it is not base64url. */
-static uint8_t *
-s_unb64url (const char *text, size_t n, size_t *out_len)
-{
-    uint8_t *out = malloc (n + 1);
-    const char *end = NULL;
-    if (out && sodium_base642bin (out, n + 1, text, n, NULL, out_len, &end, S_B64URL) == 0
-        && end == text + n)
-        return out;
-    free (out);
-    return NULL;
 }
 
 int
 audit_jws_verify (const char *jws, const uint8_t pk [AUDIT_PK_LEN], const char *kid, json_t **payload)
 {
-    if (payload)
-        *payload = NULL;
-    const char *dot1 = jws ? strchr (jws, '.') : NULL;
-    const char *dot2 = dot1 ? strchr (dot1 + 1, '.') : NULL;
-    if (!dot2 || strchr (dot2 + 1, '.'))
-        return BUS_EINVAL;
-    size_t hlen = 0, plen = 0, slen = 0;
-    uint8_t *h = s_unb64url (jws, (size_t) (dot1 - jws), &hlen);
-    uint8_t *p = s_unb64url (dot1 + 1, (size_t) (dot2 - dot1 - 1), &plen);
-    uint8_t *s = s_unb64url (dot2 + 1, strlen (dot2 + 1), &slen);
-    json_t *header = h ? json_loadb ((const char *) h, hlen, 0, NULL) : NULL;
-    int rc = BUS_EINVAL;
-    if (!header || !p || !s)
-        goto done;
-    const char *alg = json_string_value (json_object_get (header, "alg"));
-    const char *hkid = json_string_value (json_object_get (header, "kid"));
-    if (!alg || strcmp (alg, "EdDSA") || (kid && (!hkid || strcmp (hkid, kid))) || slen != AUDIT_SIG_LEN) {
-        rc = BUS_ECRYPTO;
-        goto done;
-    }
-    if (crypto_sign_verify_detached (s, (const uint8_t *) jws, (unsigned long long) (dot2 - jws), pk) != 0) {
-        rc = BUS_ECRYPTO;
-        goto done;
-    }
-    rc = 0;
-    if (payload) {
-        *payload = json_loadb ((const char *) p, plen, JSON_DECODE_ANY, NULL);
-        if (!*payload)
-            rc = BUS_EINVAL;            /* signed, but not JSON */
-    }
-done:
-    json_decref (header);
-    free (h);
-    free (p);
-    free (s);
-    return rc;
+    return bus_jws_verify (jws, pk, kid, payload);
 }
 
 void

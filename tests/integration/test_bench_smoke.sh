@@ -1,6 +1,6 @@
 #!/bin/sh
 # test_bench_smoke.sh — the benchmarks still run: bench_bus, bench_kit,
-# bench_audit, bench_authz_http (Check over HTTP beside the bus), bench_ciba, bench_authz --quick (bench_authz with the sanctum-authz daemon as its own
+# bench_audit, bench_authz_http (Check over HTTP beside the bus), bench_ciba, bench_vault, bench_authz --quick (bench_authz with the sanctum-authz daemon as its own
 # process and again with --thread) and bench_http complete and print every
 # figure the README quotes.
 # Figures are not judged here (CI timings are noise); `make bench` does.
@@ -76,6 +76,12 @@ has_figures "$TMP/ciba" ciba_approval_p50 ciba_approval_p99 ciba_authorize_held_
 result "bench_ciba_figures" $? "$(cat "$TMP/why")"
 grep -Eq "^bench ciba_targets (met|missed)" "$TMP/ciba"
 result "bench_ciba_verdict" $?
+"$BUILD/bench/bench_vault" --quick >"$TMP/vault" 2>"$TMP/vault.err"
+result "bench_vault_runs" $? "$(tail -n 3 "$TMP/vault.err" | tr '\n' ' ')"
+has_figures "$TMP/vault" vault_lease_p50 vault_lease_p99 vault_mint_verify >"$TMP/why"
+result "bench_vault_figures" $? "$(cat "$TMP/why")"
+grep -Eq "^bench vault_targets (met|missed)" "$TMP/vault"
+result "bench_vault_verdict" $?
 
 # the daemon the process shape started is gone with the bench
 sleep 0.2

@@ -139,8 +139,8 @@ def unknown_body_field_is_counted_and_logged_once(c):
 
 @test
 def not_implemented_is_plain(c):
-    cl = c.client("vault-broker", key_name="pysvc", principal="svc:test-harness")
-    r = cl.call("vault.lease", {"run": "0" * 26, "node": "n", "connection": "sheets", "scopes": ["a"]})
+    cl = c.client("auditor", key_name="pysvc", principal="svc:test-harness")
+    r = cl.call("audit.receipt", {"run": "0" * 26})
     assert code(r) == "not_implemented", r
     cl.close()
 

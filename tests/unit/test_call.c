@@ -508,6 +508,7 @@ s_spawn_sandbox (const char *dir)
         if (!freopen (log, "a", stderr))
             _exit (126);
         setenv ("SANCTUM_SANCTUM_LOG_LEVEL", "warn", 1);
+        setenv ("SANCTUM_SANDBOX_HTTP", "127.0.0.1:0", 1);     /* its mock APIs: any free port */
         execl (path, path, "--config", conf, (char *) NULL);
         _exit (127);
     }

@@ -1,0 +1,427 @@
+#!/usr/bin/env python3
+"""Integration: sanctum-vault-broker as a real process.
+
+- Connections: `sanctumctl vault connect` with a canary secret; listed
+  without it; the master key file made 0600; master-key rotation keeps old
+  records readable and seals new ones under the new key.
+- Leases (local mode): a token minted by the vault verifies with the `jose`
+  npm package against the JWKS served over HTTP (typ at+jwt, iss, aud, exp,
+  cnf.jkt = the RFC 7638 thumbprint of the node's key), with the claims
+  checked; refusals: scopes beyond the connection, ttl over its cap, no
+  approval where one is needed, an approval for another run or node, an
+  approval still pending or denied, an approval used twice.
+- Approvals come from a stand-in ciba-broker in this process (a CURVE
+  ROUTER with the ciba-broker's key on its endpoint) that speaks the
+  ciba.status contract: {approval_id, state, run, node, levels,
+  binding_message, expires_at}. The ciba-broker itself is being built in
+  parallel; the end-to-end test is the lead's, after the merge.
+- renew within the cap and refused past it; revoke one lease, revoke a
+  run; `sanctumctl vault leases --json` has the issue's shape; token.used.
+- Events carry an HMAC of the token, never the token; the canary secret is
+  in no log, event, reply or LMDB page in plain text.
+- SIGKILL with leases live: restarted, every lease still expires on time
+  (token.expired, state expired, within the sweep's interval).
+"""
+import base64
+import json
+import os
+import shutil
+import signal
+import stat
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+
+sys.path.insert(0, os.path.dirname(__file__))
+from cluster import ROOT, Cluster  # noqa: E402
+from harness import run, test  # noqa: E402
+import msgpack  # noqa: E402
+import zmq  # noqa: E402
+import sanctum_client as sc  # noqa: E402
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey  # noqa: E402
+from cryptography.hazmat.primitives import serialization  # noqa: E402
+
+CANARY = "canary-refresh-token-7f3a9c1e5b"
+RUN = "01JDZ0000000000000000RUN01"
+RUN2 = "01JDZ0000000000000000RUN02"
+JS = os.path.join(ROOT, "tests", "js")
+SHEETS_SCOPE = "https://www.googleapis.com/auth/spreadsheets"
+
+
+def b64u(b):
+    return base64.urlsafe_b64encode(b).rstrip(b"=").decode()
+
+
+def node_key():
+    k = Ed25519PrivateKey.generate()
+    pub = k.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    priv = k.private_bytes(serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption())
+    jwk = {"kty": "OKP", "crv": "Ed25519", "x": b64u(pub)}
+    return b64u(pub), jwk, dict(jwk, d=b64u(priv))
+
+
+class FakeCiba:
+    """A stand-in ciba-broker: answers ciba.status from APPROVALS."""
+
+    def __init__(self, endpoint, keys_dir):
+        public, secret = sc.load_keys(keys_dir, "ciba-broker")
+        self.sock = zmq.Context.instance().socket(zmq.ROUTER)
+        self.sock.curve_server = True
+        self.sock.curve_publickey = public
+        self.sock.curve_secretkey = secret
+        self.sock.linger = 0
+        self.sock.bind(endpoint)
+        self.approvals = {}
+        self.asked = []
+        self.stop = False
+        self.thread = threading.Thread(target=self.loop, daemon=True)
+        self.thread.start()
+
+    def loop(self):
+        while not self.stop:
+            if not self.sock.poll(50):
+                continue
+            frames = self.sock.recv_multipart()
+            env = msgpack.unpackb(frames[-1], raw=False)
+            aid = env["body"].get("approval_id")
+            self.asked.append(aid)
+            a = self.approvals.get(aid)
+            reply = {"v": 1, "type": env["type"], "id": sc.ulid(), "ts": int(time.time() * 1e6),
+                     "corr": env["id"], "traceparent": env.get("traceparent", sc.traceparent())}
+            if a is None:
+                reply.update(ok=False, error={"code": "not_found", "message": "no approval %s" % aid})
+            else:
+                reply.update(ok=True, body=dict(a, approval_id=aid, levels=[{"level": 1, "state": a["state"]}],
+                                                binding_message="PO 42", expires_at=int(time.time()) + 300))
+            self.sock.send_multipart(frames[:-1] + [msgpack.packb(reply, use_bin_type=True)])
+
+    def close(self):
+        self.stop = True
+        self.thread.join()
+        self.sock.close(0)
+
+
+class Ctx:
+    def __init__(self):
+        self.c = Cluster(services=["vault-broker"], extra_config="")
+        self.c.start("vault-broker")
+        self.c.wait_healthy(["vault-broker"])
+        self.ciba = FakeCiba(self.c.endpoints["ciba-broker"][0], self.c.keys)
+        self.orch = self.c.client("vault-broker", key_name="orchestrator-test", principal="svc:orchestrator")
+        pub, sec = self.c.client_key("tap-test", "ops:tap")
+        self.sub = sc.SanctumSubscriber(self.c.endpoints["vault-broker"][1],
+                                        sc.server_key(self.c.keys, "vault-broker"), pub, sec)
+        self.events = []
+        self.http = self.c_http()
+        self.secret_file = os.path.join(self.c.dir, "sheets.secret")
+        with open(self.secret_file, "w") as f:
+            f.write(CANARY + "\n")
+        self.replies = []
+
+    def c_http(self):
+        with open(self.c.conf) as f:
+            text = f.read()
+        sec = text[text.index("[vault]"):]
+        return [l.split("=", 1)[1].strip() for l in sec.splitlines() if l.startswith("http")][0]
+
+    def call(self, type_, body=None, client=None):
+        r = (client or self.orch).call(type_, body or {}, timeout_ms=5000)
+        assert r is not None, "no reply to %s" % type_
+        self.replies.append(r)
+        return r
+
+    def drain(self, wait_ms=300):
+        while True:
+            e = self.sub.recv(wait_ms)
+            if e is None:
+                return self.events
+            self.events.append(e)
+
+
+def ok(r):
+    assert r["ok"], r.get("error")
+    return r["body"]
+
+
+def err(r, code, reason=None):
+    assert not r["ok"], r
+    assert r["error"]["code"] == code, r["error"]
+    if reason:
+        assert r["error"].get("reason") == reason, r["error"]
+    return r["error"]
+
+
+def node_js(req):
+    p = subprocess.run(["node", os.path.join(JS, "vault_token.mjs")], input=json.dumps(req),
+                       capture_output=True, text=True, timeout=60)
+    return json.loads(p.stdout) if p.stdout.strip() else {"ok": False, "error": p.stderr}
+
+
+def connect(x, name, *extra):
+    r = x.c.ctl("--json", "vault", "connect", name, "--kind", "google-sheets", "--scopes",
+                SHEETS_SCOPE + ",https://www.googleapis.com/auth/drive.file", "--secret-file", x.secret_file, *extra)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert CANARY not in r.stdout + r.stderr
+    return json.loads(r.stdout)
+
+
+def lease(x, connection="sheets", run=RUN, node="write_po", scopes=(SHEETS_SCOPE,), key=None, **kw):
+    body = {"run": run, "node": node, "connection": connection, "scopes": list(scopes),
+            "node_key": key or x.node_pub}
+    body.update(kw)
+    return x.call("vault.lease", body)
+
+
+@test
+def connect_and_list(x):
+    out = connect(x, "sheets")
+    assert out["name"] == "sheets" and out["key_id"] == 1 and "secret" not in out, out
+    connect(x, "sheets-approved", "--approval", "--ttl-cap", "300")
+    r = x.c.ctl("--json", "vault", "connections")
+    assert r.returncode == 0, r.stderr
+    conns = {c["name"]: c for c in json.loads(r.stdout)["connections"]}
+    assert set(conns) == {"sheets", "sheets-approved"}, conns
+    assert conns["sheets"]["audience"] == "https://sheets.googleapis.com/"
+    assert conns["sheets-approved"]["approval"] is True and conns["sheets-approved"]["ttl_cap"] == 300
+    assert conns["sheets"]["has_secret"] is True and CANARY not in r.stdout
+    mk = os.path.join(x.c.dir, "data", "vault-broker", "master.key")
+    st = os.stat(mk)
+    assert stat.S_IMODE(st.st_mode) == 0o600 and st.st_size == 32, (oct(st.st_mode), st.st_size)
+    assert x.c.ctl("vault", "connect", "bad name", "--kind", "gmail", "--scopes", "x").returncode == 1
+    assert x.c.ctl("vault", "connect", "n", "--kind", "fax", "--scopes", "x").returncode == 1
+
+
+@test
+def lease_token_verifies_with_jose(x):
+    x.node_pub, x.node_jwk, x.node_priv = node_key()
+    b = ok(lease(x, ttl=120))
+    assert b["token_type"] == "DPoP" and b["scopes"] == [SHEETS_SCOPE], b
+    assert 119 <= b["expires_at"] - int(time.time()) <= 121, b
+    x.token, x.lease_id = b["token"], b["lease_id"]
+    out = node_js({"op": "verify", "jwks_url": "http://%s/.well-known/jwks.json" % x.http, "token": x.token,
+                   "issuer": "http://%s" % x.http, "audience": "https://sheets.googleapis.com/",
+                   "node_jwk": x.node_jwk})
+    assert out["ok"], out
+    cl, hd = out["claims"], out["header"]
+    assert hd["typ"] == "at+jwt" and hd["alg"] == "EdDSA" and hd["kid"], hd
+    assert cl["scope"] == SHEETS_SCOPE and cl["sub"] == "write_po" and cl["client_id"] == "svc:orchestrator", cl
+    assert cl["exp"] - cl["iat"] == 120 and cl["jti"], cl
+    assert cl["sanctum"] == {"run": RUN, "node": "write_po", "connection": "sheets", "lease": x.lease_id}, cl
+    # another node's key: jose says cnf.jkt does not match
+    _, other_jwk, _ = node_key()
+    out = node_js({"op": "verify", "jwks_url": "http://%s/.well-known/jwks.json" % x.http, "token": x.token,
+                   "issuer": "http://%s" % x.http, "audience": "https://sheets.googleapis.com/",
+                   "node_jwk": other_jwk})
+    assert not out["ok"] and "cnf.jkt" in out["error"], out
+    # a changed token does not verify
+    bad = x.token[:-3] + ("AAA" if not x.token.endswith("AAA") else "BBB")
+    out = node_js({"op": "verify", "jwks_url": "http://%s/.well-known/jwks.json" % x.http, "token": bad,
+                   "issuer": "http://%s" % x.http, "audience": "https://sheets.googleapis.com/",
+                   "node_jwk": x.node_jwk})
+    assert not out["ok"], out
+
+
+@test
+def lease_refusals(x):
+    err(lease(x, scopes=(SHEETS_SCOPE, "https://mail.google.com/")), "forbidden", "scope")
+    err(lease(x, connection="sheets-approved", ttl=301, approval="appr-x"), "invalid", "ttl")
+    err(lease(x, connection="sheets-approved"), "forbidden", "approval_required")
+    err(lease(x, connection="nope"), "not_found")
+    err(lease(x, key="not-a-key"), "invalid")
+    x.ciba.approvals["appr-pending"] = {"state": "pending", "run": RUN, "node": "write_po"}
+    err(lease(x, connection="sheets-approved", approval="appr-pending"), "forbidden", "approval_pending")
+    x.ciba.approvals["appr-denied"] = {"state": "denied", "run": RUN, "node": "write_po"}
+    err(lease(x, connection="sheets-approved", approval="appr-denied"), "forbidden", "approval_denied")
+    x.ciba.approvals["appr-other-run"] = {"state": "approved", "run": RUN2, "node": "write_po"}
+    err(lease(x, connection="sheets-approved", approval="appr-other-run"), "forbidden", "approval_mismatch")
+    x.ciba.approvals["appr-other-node"] = {"state": "approved", "run": RUN, "node": "send_mail"}
+    err(lease(x, connection="sheets-approved", approval="appr-other-node"), "forbidden", "approval_mismatch")
+    err(lease(x, connection="sheets-approved", approval="appr-unknown"), "forbidden", "approval_unknown")
+    x.ciba.approvals["appr-ok"] = {"state": "approved", "run": RUN, "node": "write_po"}
+    b = ok(lease(x, connection="sheets-approved", approval="appr-ok", ttl=300))
+    assert b["lease_id"]
+    err(lease(x, connection="sheets-approved", approval="appr-ok", ttl=300), "conflict", "approval_used")
+    assert "appr-ok" in x.ciba.asked and "appr-pending" in x.ciba.asked
+    # an approval on a connection that does not need one is still checked
+    err(lease(x, approval="appr-pending"), "forbidden", "approval_pending")
+
+
+@test
+def renew_revoke_and_list(x):
+    b = ok(lease(x, connection="sheets-approved", ttl=10, approval=None) if False else lease(x, ttl=10))
+    lid = b["lease_id"]
+    r = ok(x.call("vault.renew", {"lease_id": lid, "ttl": 60}))
+    assert r["expires_at"] >= b["expires_at"] + 49 and r["token"] != b["token"], (r, b)
+    # a lease on the 300 s connection cannot be renewed past issued + 300
+    x.ciba.approvals["appr-renew"] = {"state": "approved", "run": RUN, "node": "write_po"}
+    c = ok(lease(x, connection="sheets-approved", approval="appr-renew", ttl=300))
+    err(x.call("vault.renew", {"lease_id": c["lease_id"], "ttl": 300}), "conflict", "cap")
+    r = x.c.ctl("--json", "vault", "leases", "--run", RUN)
+    assert r.returncode == 0, r.stderr
+    leases = json.loads(r.stdout)["leases"]
+    assert leases and all(set(l) >= {"lease_id", "run", "node", "connection", "scopes", "ttl", "state",
+                                     "issued_at", "expires_at"} for l in leases), leases
+    assert all("token" not in json.dumps(l) or "token_hmac" not in l for l in leases)
+    r = x.c.ctl("--json", "vault", "revoke", lid)
+    assert r.returncode == 0 and json.loads(r.stdout)["revoked"] == [lid], r.stdout + r.stderr
+    err(x.call("vault.renew", {"lease_id": lid}), "conflict", "not_active")
+    state = {l["lease_id"]: l["state"] for l in ok(x.call("vault.leases", {"run": RUN}))["leases"]}
+    assert state[lid] == "revoked", state
+    # revoke a run: every active lease of it, none of another run's
+    other = ok(lease(x, run=RUN2, ttl=60))["lease_id"]
+    rv = ok(x.call("vault.revoke", {"run": RUN}))["revoked"]
+    assert lid not in rv and c["lease_id"] in rv and other not in rv, rv
+    state = {l["lease_id"]: l["state"] for l in ok(x.call("vault.leases"))["leases"]}
+    assert all(state[i] == "revoked" for i in rv) and state[other] == "active"
+    ok(x.call("vault.token_used", {"lease_id": other, "target": "sheets.values.append"}))
+    err(x.call("vault.revoke", {"lease_id": "lease_none"}), "not_found")
+    err(x.call("vault.revoke", {}), "invalid")
+
+
+@test
+def events_carry_hmac_never_token(x):
+    evs = x.drain()
+    types = [e["type"] for e in evs]
+    for t in ("token.issued", "token.renewed", "token.revoked", "token.used", "vault.connected"):
+        assert t in types, types
+    issued = [e for e in evs if e["type"] == "token.issued"]
+    for e in issued:
+        b = e["body"]
+        assert set(b) >= {"lease_id", "run", "node", "connection", "scopes", "issued_at", "expires_at",
+                          "token_hmac"}, b
+        assert b["token_hmac"].startswith("hmac-sha256:") and len(b["token_hmac"]) == 12 + 64
+    blob = json.dumps(evs)
+    assert x.token not in blob and x.token.split(".")[2] not in blob
+    assert CANARY not in blob
+
+
+@test
+def master_key_rotation(x):
+    r = x.c.ctl("--json", "vault", "rotate-key", "master")
+    assert r.returncode == 0 and json.loads(r.stdout)["key_id"] == 2, r.stdout + r.stderr
+    assert os.stat(os.path.join(x.c.dir, "data", "vault-broker", "master.key")).st_size == 64
+    connect(x, "sheets-new")
+    conns = {c["name"]: c for c in ok(x.call("vault.connections", client=x.ops()))["connections"]}
+    assert conns["sheets"]["key_id"] == 1 and conns["sheets-new"]["key_id"] == 2, conns
+    ok(lease(x, connection="sheets", ttl=5))        # an old record still opens
+    # signing key rotation: both keys in the JWKS, the old token still verifies
+    r = x.c.ctl("--json", "vault", "rotate-key", "signing")
+    assert r.returncode == 0, r.stderr
+    with urllib.request.urlopen("http://%s/.well-known/jwks.json" % x.http, timeout=5) as f:
+        jwks = json.load(f)
+    assert len(jwks["keys"]) == 2, jwks
+    out = node_js({"op": "verify", "jwks_url": "http://%s/.well-known/jwks.json" % x.http, "token": x.token,
+                   "issuer": "http://%s" % x.http, "audience": "https://sheets.googleapis.com/",
+                   "node_jwk": x.node_jwk})
+    assert out["ok"], out
+
+
+def _edit_record(x, db, key, edit):
+    """Change the value of key in db behind the vault's back (mdb_dump, edit, mdb_load)."""
+    path = os.path.join(x.c.dir, "data", "vault-broker")
+    dump = subprocess.run(["mdb_dump", "-s", db, path], capture_output=True, text=True, check=True)
+    lines = [line for line in dump.stdout.split("\n") if not line.startswith("db_pagesize=")]
+    at = next(i for i, line in enumerate(lines) if line.strip() == key.encode().hex())
+    lines[at + 1] = " " + edit(bytes.fromhex(lines[at + 1].strip())).hex()
+    subprocess.run(["mdb_load", "-s", db, path], input="\n".join(lines), text=True, check=True)
+
+
+@test
+def tampered_or_truncated_records_are_errors(x):
+    """A connection record with one byte changed, one truncated, and one
+    moved under another name: each is an `integrity` error, the service
+    stays up, and the others still open."""
+    if not (shutil.which("mdb_dump") and shutil.which("mdb_load")):
+        print("# skip: lmdb-utils (mdb_dump, mdb_load) not installed")
+        return
+    for n in ("t-flip", "t-cut", "t-moved", "t-good"):
+        connect(x, n)
+    x.c.stop("vault-broker")
+    _edit_record(x, "connections", "connection/t-flip", lambda v: v[:40] + bytes([v[40] ^ 1]) + v[41:])
+    _edit_record(x, "connections", "connection/t-cut", lambda v: v[:len(v) // 2])
+    path = os.path.join(x.c.dir, "data", "vault-broker")
+    dump = subprocess.run(["mdb_dump", "-s", "connections", path], capture_output=True, text=True, check=True)
+    lines = dump.stdout.split("\n")
+    good = lines[lines.index(" " + "connection/t-good".encode().hex()) + 1]
+    _edit_record(x, "connections", "connection/t-moved", lambda v: bytes.fromhex(good.strip()))
+    x.c.start("vault-broker")
+    x.c.wait_healthy(["vault-broker"])
+    x.reconnect()
+    conns = {c["name"]: c for c in ok(x.call("vault.connections"))["connections"]}
+    for n in ("t-flip", "t-cut", "t-moved"):
+        assert conns[n].get("error") == "integrity", conns[n]
+        e = err(lease(x, connection=n, ttl=5), "internal", "integrity")
+        assert CANARY not in json.dumps(e)
+    assert "error" not in conns["t-good"] and ok(lease(x, connection="t-good", ttl=5))["token"]
+
+
+@test
+def sigkill_leases_still_expire_on_time(x):
+    live = [ok(lease(x, ttl=t)) for t in (2, 3, 4)]
+    x.drain(100)
+    x.c.procs["vault-broker"].send_signal(signal.SIGKILL)
+    x.c.procs["vault-broker"].wait()
+    x.c.start("vault-broker")
+    x.c.wait_healthy(["vault-broker"])
+    x.reconnect()
+    time.sleep(5.5)
+    x.drain(500)
+    leases = {l["lease_id"]: l for l in ok(x.call("vault.leases"))["leases"]}
+    expired = {e["body"]["lease_id"]: e["body"] for e in x.events if e["type"] == "token.expired"}
+    for b in live:
+        l = leases[b["lease_id"]]
+        assert l["state"] == "expired", l
+        assert 0 <= l["expired_at"] - l["expires_at"] <= 1, l
+        assert b["lease_id"] in expired, list(expired)
+
+
+@test
+def canary_nowhere(x):
+    x.c.stop("vault-broker")
+    blob = x.c.read_logs()
+    assert CANARY not in blob
+    assert CANARY not in json.dumps(x.replies) and CANARY not in json.dumps(x.events)
+    for root, _, files in os.walk(os.path.join(x.c.dir, "data")):
+        for f in files:
+            with open(os.path.join(root, f), "rb") as fh:
+                data = fh.read()
+            assert CANARY.encode() not in data, os.path.join(root, f)
+    # the check can fail: the secret file holds it in plain text
+    with open(x.secret_file, "rb") as fh:
+        assert CANARY.encode() in fh.read()
+
+
+def setup():
+    x = Ctx()
+
+    def reconnect():
+        x.orch.close()
+        x.orch = x.c.client("vault-broker", key_name="orchestrator-test", principal="svc:orchestrator")
+        x.sub.close()
+        pub, sec = sc.load_keys(x.c.keys, "tap-test")
+        x.sub = sc.SanctumSubscriber(x.c.endpoints["vault-broker"][1],
+                                     sc.server_key(x.c.keys, "vault-broker"), pub, sec)
+        time.sleep(0.2)
+
+    def ops():
+        return x.c.client("vault-broker", key_name="ops-test", principal="ops:test")
+    x.reconnect = reconnect
+    x.ops = ops
+    x.node_pub, x.node_jwk, x.node_priv = node_key()
+    time.sleep(0.3)                 # the subscriber's handshake
+    return x
+
+
+def teardown(x):
+    x.ciba.close()
+    x.orch.close()
+    x.sub.close()
+    x.c.close()
+
+
+if __name__ == "__main__":
+    if not os.path.isdir(os.path.join(JS, "node_modules", "jose")):
+        subprocess.run(["npm", "ci", "--no-audit", "--no-fund"], cwd=JS, capture_output=True, timeout=180)
+    sys.exit(run(setup, teardown))

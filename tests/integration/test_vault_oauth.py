@@ -1,0 +1,148 @@
+#!/usr/bin/env python3
+"""Integration: the vault-broker's `oauth` mode against a real authorization
+server — oidc-provider (npm), run by this test (tests/js/oidc_server.mjs)
+with a confidential client and a refresh token it issued.
+
+- A lease runs the refresh-token grant at the provider's token endpoint
+  (on the reactor, the kit's HTTP client) and answers the provider's access
+  token; the provider's introspection says it is active.
+- When the lease ends (revoked here) the broker forgets the token and
+  revokes it at the provider's revocation endpoint (RFC 7009): introspection
+  then says inactive.
+- A refresh token the provider does not know: forbidden, reason
+  invalid_grant; a token endpoint that does not answer: unavailable, reason
+  network; one that answers garbage: unavailable, reason provider_error.
+- The refresh token and client secret are in no reply, event, log or LMDB
+  page in plain text.
+"""
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.parse
+import urllib.request
+
+sys.path.insert(0, os.path.dirname(__file__))
+from cluster import ROOT, Cluster  # noqa: E402
+from harness import run, test  # noqa: E402
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey  # noqa: E402
+
+JS = os.path.join(ROOT, "tests", "js")
+RUN = "01JDZ0000000000000000RUN01"
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    p = s.getsockname()[1]
+    s.close()
+    return p
+
+
+class Ctx:
+    def __init__(self):
+        port = free_port()
+        self.oidc = subprocess.Popen(["node", os.path.join(JS, "oidc_server.mjs"), str(port)],
+                                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        line = ""
+        while not line.startswith("{"):         # oidc-provider prints its warnings first
+            line = self.oidc.stdout.readline()
+            assert line, "oidc_server.mjs did not start"
+        self.op = json.loads(line)
+        self.c = Cluster(services=["vault-broker"])
+        self.c.start("vault-broker")
+        self.c.wait_healthy(["vault-broker"])
+        self.orch = self.c.client("vault-broker", key_name="orch-test", principal="svc:orchestrator")
+        self.files = {}
+        for name, value in (("rt", self.op["refresh_token"]), ("cs", self.op["client_secret"]),
+                            ("bad", "not-a-refresh-token-of-this-provider")):
+            path = os.path.join(self.c.dir, name)
+            with open(path, "w") as f:
+                f.write(value)
+            self.files[name] = path
+        self.replies = []
+
+    def connect(self, name, secret="rt", endpoint=None):
+        r = self.c.ctl("vault", "connect", name, "--kind", "oauth", "--mode", "oauth", "--scopes", "sheets.write",
+                       "--audience", "https://erp.example/", "--secret-file", self.files[secret],
+                       "--client-id", self.op["client_id"], "--client-secret-file", self.files["cs"],
+                       "--token-endpoint", endpoint or self.op["token_endpoint"],
+                       "--revocation-endpoint", self.op["revocation_endpoint"])
+        assert r.returncode == 0, r.stdout + r.stderr
+        self.replies.append(r.stdout)
+
+    def lease(self, connection):
+        r = self.orch.call("vault.lease", {"run": RUN, "node": "n1", "connection": connection,
+                                           "scopes": ["sheets.write"], "ttl": 60}, timeout_ms=15000)
+        assert r is not None
+        self.replies.append(r)
+        return r
+
+    def introspect(self, token):
+        data = urllib.parse.urlencode({"token": token, "client_id": self.op["client_id"],
+                                       "client_secret": self.op["client_secret"]}).encode()
+        with urllib.request.urlopen(self.op["introspection_endpoint"], data=data, timeout=5) as f:
+            return json.load(f)
+
+
+@test
+def refresh_grant_and_revocation_at_lease_end(x):
+    x.connect("erp")
+    r = x.lease("erp")
+    assert r["ok"], r
+    b = r["body"]
+    assert b["token_type"] == "Bearer" and b["token"] and b["expires_at"] - time.time() <= 61, b
+    assert x.introspect(b["token"])["active"] is True
+    rv = x.orch.call("vault.revoke", {"lease_id": b["lease_id"]}, timeout_ms=5000)
+    assert rv["ok"] and rv["body"]["revoked"] == [b["lease_id"]], rv
+    deadline = time.monotonic() + 5
+    while x.introspect(b["token"])["active"] and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert x.introspect(b["token"])["active"] is False
+
+
+@test
+def provider_failures_are_told_apart(x):
+    x.connect("erp-bad", secret="bad")
+    r = x.lease("erp-bad")
+    assert not r["ok"] and r["error"]["code"] == "forbidden" and r["error"]["reason"] == "invalid_grant", r
+    x.connect("erp-down", endpoint="http://127.0.0.1:%d/token" % free_port())
+    r = x.lease("erp-down")
+    assert not r["ok"] and r["error"]["code"] == "unavailable" and r["error"]["reason"] == "network", r
+    x.connect("erp-garbage", endpoint=x.op["issuer"] + "/.well-known/openid-configuration")
+    r = x.lease("erp-garbage")
+    assert not r["ok"] and r["error"]["code"] == "unavailable" and r["error"]["reason"] == "provider_error", r
+
+
+@test
+def secrets_nowhere(x):
+    x.c.stop("vault-broker")
+    blob = x.c.read_logs() + json.dumps(x.replies)
+    for secret in (x.op["refresh_token"], x.op["client_secret"]):
+        assert secret not in blob
+        for root, _, files in os.walk(os.path.join(x.c.dir, "data")):
+            for f in files:
+                with open(os.path.join(root, f), "rb") as fh:
+                    assert secret.encode() not in fh.read(), f
+
+
+def setup():
+    return Ctx()
+
+
+def teardown(x):
+    x.orch.close()
+    x.c.close()
+    x.oidc.terminate()
+    x.oidc.wait()
+
+
+if __name__ == "__main__":
+    if not os.path.isdir(os.path.join(JS, "node_modules", "oidc-provider")):
+        subprocess.run(["npm", "ci", "--no-audit", "--no-fund"], cwd=JS, capture_output=True, timeout=180)
+    if not os.path.isdir(os.path.join(JS, "node_modules", "oidc-provider")):
+        print("skip: npm could not install oidc-provider\n0 passed, 0 failed, 1 skipped")
+        sys.exit(0)
+    sys.exit(run(setup, teardown))
