@@ -85,10 +85,6 @@ $(BUILD)/bin/sanctum-$(1): $(BUILD)/obj/services/$(1)/main.o $(call svc_lib,$(1)
 	$$(CC) $$(LDFLAGS) -o $$@ $$^ $$(LDLIBS)
 endef
 $(foreach s,$(SERVICES),$(eval $(call SVC_RULES,$(s))))
-# the ciba-broker hashes authorization_details in the auditor's canonical
-# JSON (audit_canon.h, RFC 8785): its library carries that object too (a
-# linker takes the first copy it needs, whatever the order of the libraries)
-$(call svc_lib,ciba-broker): $(BUILD)/obj/services/auditor/audit_canon.o
 
 # sanctumctl links the authz engine for `authz test` (an embedded engine on a
 # temporary store, as `fga model test` does) and the auditor's verifiers for

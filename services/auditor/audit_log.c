@@ -1,6 +1,6 @@
 /*  audit_log.c — the audit log in LMDB and its Merkle tree (audit_log.h). */
 #include "audit_log.h"
-#include "audit_canon.h"
+#include "proto_canon.h"
 #include "bus_error.h"
 
 #include <jansson.h>
@@ -206,7 +206,7 @@ audit_log_append_event (audit_log_t *self, bus_txn_t *txn, const char *pub, uint
 int
 audit_log_append_event_msg (audit_log_t *self, bus_txn_t *txn, const proto_msg_t *event, uint64_t *index)
 {
-    if (!event || !*event->pub || event->seq == 0 || event->seq > (uint64_t) AUDIT_CANON_INT_MAX)
+    if (!event || !*event->pub || event->seq == 0 || event->seq > (uint64_t) PROTO_CANON_INT_MAX)
         return BUS_EINVAL;
     json_t *entry = json_pack ("{s:s, s:s, s:I, s:s, s:s, s:I, s:O}", "kind", "event", "pub", event->pub,
                                "seq", (json_int_t) event->seq, "type", event->type, "id", event->id,
@@ -215,7 +215,7 @@ audit_log_append_event_msg (audit_log_t *self, bus_txn_t *txn, const proto_msg_t
         json_object_set_new (entry, "traceparent", json_string (event->traceparent));
     char *text = NULL;
     size_t len = 0;
-    int rc = entry ? audit_canon (entry, &text, &len, NULL, 0) : BUS_ENOMEM;
+    int rc = entry ? proto_canon (entry, &text, &len, NULL, 0) : BUS_ENOMEM;
     json_decref (entry);
     if (rc == 0)
         rc = audit_log_append_event (self, txn, event->pub, event->seq, text, len, index);
@@ -227,14 +227,14 @@ int
 audit_log_append_gap (audit_log_t *self, bus_txn_t *txn, const char *pub, uint64_t from_seq,
                       uint64_t to_seq, int64_t ts, uint64_t *index)
 {
-    if (from_seq == 0 || to_seq < from_seq || to_seq > (uint64_t) AUDIT_CANON_INT_MAX)
+    if (from_seq == 0 || to_seq < from_seq || to_seq > (uint64_t) PROTO_CANON_INT_MAX)
         return BUS_EINVAL;
     json_t *gap = json_pack ("{s:s, s:s?, s:I, s:I, s:I}", "kind", "gap", "pub", pub,
                              "from_seq", (json_int_t) from_seq, "to_seq", (json_int_t) to_seq,
                              "ts", (json_int_t) ts);
     char *text = NULL;
     size_t len = 0;
-    int rc = gap ? audit_canon (gap, &text, &len, NULL, 0) : BUS_ENOMEM;
+    int rc = gap ? proto_canon (gap, &text, &len, NULL, 0) : BUS_ENOMEM;
     json_decref (gap);
     if (rc == 0)
         rc = audit_log_append_event (self, txn, pub, from_seq, text, len, index);

@@ -3,7 +3,7 @@
 
     Storage (databases of the service's store, audit_log_db_names):
       audit_entries   leaf index (u64 BE) -> the entry's bytes (canonical
-                      JSON, audit_canon.h); the last key gives the size
+                      JSON, proto_canon.h); the last key gives the size
       audit_nodes     level (1 byte) + index at that level (u64 BE) -> the
                       hash of the complete subtree of 2^level leaves that
                       starts at leaf index << level (level 0: leaf hashes)

@@ -3,7 +3,7 @@
     `invalid`, an entry that cannot be made canonical `invalid`, a storage
     failure `unavailable`. */
 #include "audit_service.h"
-#include "audit_canon.h"
+#include "proto_canon.h"
 #include "audit_log.h"
 #include "audit_sign.h"
 #include "bus_error.h"
@@ -128,7 +128,7 @@ s_append (bus_service_t *svc, bus_request_t *req, void *arg)
                                 "id", job->id, "ts", (json_int_t) job->ts,
                                 "entry", json_object_get (bus_request_body (req), "entry"));
     char err [200] = "";
-    int rc = stored ? audit_canon (stored, &job->entry, &job->len, err, sizeof err) : BUS_ENOMEM;
+    int rc = stored ? proto_canon (stored, &job->entry, &job->len, err, sizeof err) : BUS_ENOMEM;
     json_decref (stored);
     if (rc == 0 && job->len > AUDIT_ENTRY_MAX) {
         rc = BUS_ETOOBIG;

@@ -1,6 +1,6 @@
 /*  audit_sign.c — the auditor's keys, tree heads, JWS and HMAC tags (audit_sign.h). */
 #include "audit_sign.h"
-#include "audit_canon.h"
+#include "proto_canon.h"
 #include "bus_error.h"
 #include "bus_jose.h"
 
@@ -217,7 +217,7 @@ audit_jws_sign (audit_keys_t *self, const json_t *payload, char **jws)
         return BUS_EINVAL;
     char *body = NULL;
     size_t body_len = 0;
-    int rc = audit_canon (payload, &body, &body_len, NULL, 0);
+    int rc = proto_canon (payload, &body, &body_len, NULL, 0);
     if (rc)
         return rc;
     json_t *header = json_pack ("{s:s, s:s, s:s}", "alg", "EdDSA", "kid", self->kid, "typ", "JWT");
@@ -249,7 +249,7 @@ audit_hmac_payload (audit_keys_t *self, const json_t *payload, char out [2 * AUD
 {
     char *body = NULL;
     size_t len = 0;
-    int rc = audit_canon (payload, &body, &len, NULL, 0);
+    int rc = proto_canon (payload, &body, &len, NULL, 0);
     if (rc == 0)
         audit_hmac_hex (self, out, body, len);
     free (body);
@@ -281,7 +281,7 @@ audit_redact_fields (audit_keys_t *self, const char *type, json_t *body, audit_s
         else {
             char *text = NULL;
             size_t len = 0;
-            int rc = audit_canon (value, &text, &len, NULL, 0);
+            int rc = proto_canon (value, &text, &len, NULL, 0);
             if (rc)
                 return rc;
             audit_hmac_hex (self, out + 12, text, len);

@@ -18,7 +18,7 @@
 
     Compact JWS (RFC 7515, alg EdDSA per RFC 8037): the protected header is
     {"alg":"EdDSA","kid":"<kid>","typ":"JWT"} and the payload the canonical
-    JSON (audit_canon.h) of the caller's object.
+    JSON (proto_canon.h) of the caller's object.
 
     Thread safety: an audit_keys_t is read-only after load; signing from
     several threads at once is fine. Errors: BUS_EIO (files), BUS_EPERM (a
@@ -103,7 +103,7 @@ int audit_jws_verify (const char *jws, const uint8_t pk [AUDIT_PK_LEN], const ch
 void audit_hmac_hex (audit_keys_t *self, char out [2 * AUDIT_HASH_LEN + 1], const void *data, size_t len);
 
 /*  The HMAC-SHA256 tag of payload's canonical form (the bytes a receipt's
-    JWS carries), as hex: 0 or an audit_canon error. */
+    JWS carries), as hex: 0 or an proto_canon error. */
 int audit_hmac_payload (audit_keys_t *self, const json_t *payload, char out [2 * AUDIT_HASH_LEN + 1])
     __attribute__((warn_unused_result));
 
@@ -118,8 +118,8 @@ typedef bool (audit_sensitive_fn) (const char *type, const char *field);
 /*  Replace, in body (a JSON object; anything else is left alone), every
     top-level member that is_sensitive marks for type by its
     "hmac-sha256:<hex>": the HMAC of a string's bytes, of any other
-    value's canonical JSON (audit_canon). Returns the number of members
-    replaced, or a negative error (BUS_ENOMEM; an audit_canon error for a
+    value's canonical JSON (proto_canon). Returns the number of members
+    replaced, or a negative error (BUS_ENOMEM; an proto_canon error for a
     value without a canonical form, body then partly replaced). */
 int audit_redact_fields (audit_keys_t *self, const char *type, json_t *body,
                          audit_sensitive_fn *is_sensitive);

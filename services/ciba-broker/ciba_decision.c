@@ -1,7 +1,7 @@
 /*  ciba_decision.c — the signed bytes of an approver's decision
     (ciba_decision.h). */
 #include "ciba_decision.h"
-#include "audit_canon.h"
+#include "proto_canon.h"
 #include "bus_error.h"
 
 #include <sodium.h>
@@ -17,7 +17,7 @@ ciba_details_sha256 (char hex [65], const json_t *details)
     json_t *empty = NULL;
     if (!details || json_is_null (details))
         details = empty = json_array ();
-    int rc = json_is_array (details) ? audit_canon (details, &canon, &len, NULL, 0) : BUS_EINVAL;
+    int rc = json_is_array (details) ? proto_canon (details, &canon, &len, NULL, 0) : BUS_EINVAL;
     if (rc == 0) {
         uint8_t digest [crypto_hash_sha256_BYTES];
         crypto_hash_sha256 (digest, (const uint8_t *) canon, len);

@@ -1,6 +1,6 @@
 /*  fuzz_audit.c — libFuzzer target for what the auditor reads from
     outside: a compact JWS (audit_jws_verify, as `receipt verify` will
-    read receipts) and JSON made canonical (audit_canon).
+    read receipts) and JSON made canonical (proto_canon).
 
     The first byte picks the mode:
       'J'  the rest is a JWS, checked against the RFC 8037 test key: no
@@ -15,7 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "audit_canon.h"
+#include "proto_canon.h"
 #include "audit_sign.h"
 
 int LLVMFuzzerTestOneInput (const uint8_t *data, size_t size);
@@ -49,9 +49,9 @@ s_canon (const uint8_t *data, size_t size)
         return;
     char *one = NULL, *two = NULL;
     size_t n1 = 0, n2 = 0;
-    if (audit_canon (value, &one, &n1, NULL, 0) == 0) {
+    if (proto_canon (value, &one, &n1, NULL, 0) == 0) {
         json_t *back = json_loadb (one, n1, JSON_DECODE_ANY | JSON_ALLOW_NUL, NULL);
-        if (!back || audit_canon (back, &two, &n2, NULL, 0) != 0 || n1 != n2 || memcmp (one, two, n1) != 0)
+        if (!back || proto_canon (back, &two, &n2, NULL, 0) != 0 || n1 != n2 || memcmp (one, two, n1) != 0)
             abort ();
         json_decref (back);
     }

@@ -16,7 +16,7 @@
 #include <cmocka.h>
 #include <sodium.h>
 
-#include "audit_canon.h"
+#include "proto_canon.h"
 #include "audit_log.h"
 #include "audit_merkle.h"
 #include "bus_error.h"
@@ -537,7 +537,7 @@ s_canon_is (const char *json, const char *want)
     assert_non_null (v);
     char *out = NULL;
     size_t len = 0;
-    assert_int_equal (audit_canon (v, &out, &len, NULL, 0), 0);
+    assert_int_equal (proto_canon (v, &out, &len, NULL, 0), 0);
     assert_string_equal (out, want);
     assert_int_equal (len, strlen (want));
     free (out);
@@ -565,7 +565,7 @@ test_canon (void **state)
     json_t *big = json_pack ("{s:I}", "n", (json_int_t) 9007199254740992LL);
     char *out = NULL, err [128] = "";
     size_t len;
-    assert_int_equal (audit_canon (big, &out, &len, err, sizeof err), BUS_EINVAL);
+    assert_int_equal (proto_canon (big, &out, &len, err, sizeof err), BUS_EINVAL);
     assert_non_null (strstr (err, "2^53"));
     assert_null (out);
     json_decref (big);
@@ -575,17 +575,17 @@ test_canon (void **state)
     for (size_t i = 0; i < sizeof too_big / sizeof too_big [0]; i++) {
         json_t *v = json_loads (too_big [i], 0, NULL);
         assert_non_null (v);
-        assert_int_equal (audit_canon (v, &out, &len, err, sizeof err), BUS_EINVAL);
+        assert_int_equal (proto_canon (v, &out, &len, err, sizeof err), BUS_EINVAL);
         assert_non_null (strstr (err, "2^53"));
         json_decref (v);
     }
     json_t *deep = json_array (), *at = deep;
-    for (int i = 0; i < AUDIT_CANON_DEPTH + 2; i++) {
+    for (int i = 0; i < PROTO_CANON_DEPTH + 2; i++) {
         json_t *inner = json_array ();
         json_array_append_new (at, inner);
         at = inner;
     }
-    assert_int_equal (audit_canon (deep, &out, &len, NULL, 0), BUS_EDEPTH);
+    assert_int_equal (proto_canon (deep, &out, &len, NULL, 0), BUS_EDEPTH);
     json_decref (deep);
 }
 

@@ -16,7 +16,7 @@
 #include <cmocka.h>
 #include <sodium.h>
 
-#include "audit_canon.h"
+#include "proto_canon.h"
 #include "audit_sign.h"
 #include "bus_error.h"
 #include "../support/test_service.h"

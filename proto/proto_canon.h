@@ -1,7 +1,8 @@
-/*  audit_canon.h — the canonical bytes of an audit entry: JSON in the form
-    of RFC 8785 (JSON Canonicalization Scheme, JCS).
+/*  proto_canon.h — canonical JSON bytes: RFC 8785 (JSON Canonicalization
+    Scheme, JCS), for whatever is hashed or signed: audit entries, the
+    bytes an approver's device signs.
 
-    An entry's leaf hash is taken over these bytes, so the same entry always
+    An audit entry's leaf hash is taken over these bytes, so the same entry always
     hashes the same, and any verifier that can produce JCS (Python:
     json.dumps (v, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     for entries without floats or non-BMP keys) recomputes it:
@@ -14,22 +15,22 @@
         others in ECMAScript's shortest round-trip form (JCS 3.2.2.3, so
         never with an exponent above), -0 as 0;
       - true, false, null.
-    Nesting is limited to AUDIT_CANON_DEPTH levels.
+    Nesting is limited to PROTO_CANON_DEPTH levels.
 */
-#ifndef AUDIT_CANON_H
-#define AUDIT_CANON_H
+#ifndef PROTO_CANON_H
+#define PROTO_CANON_H
 
 #include <jansson.h>
 #include <stddef.h>
 
-#define AUDIT_CANON_DEPTH 32
-#define AUDIT_CANON_INT_MAX 9007199254740991LL      /* 2^53 - 1 */
+#define PROTO_CANON_DEPTH 32
+#define PROTO_CANON_INT_MAX 9007199254740991LL      /* 2^53 - 1 */
 
 /*  The canonical form of value into a malloc'd buffer *out (NUL-terminated,
-    *len bytes without the NUL; caller frees). Returns 0, BUS_EINVAL (an
-    number out of range, a NaN or infinity; err says which), BUS_EDEPTH,
-    BUS_ENOMEM. err may be NULL. */
-int audit_canon (const json_t *value, char **out, size_t *len, char *err, size_t err_len)
+    *len bytes without the NUL; caller frees). Returns 0, PROTO_EINVAL (an
+    number out of range, a NaN or infinity; err says which), PROTO_EDEPTH,
+    PROTO_ENOMEM. err may be NULL. */
+int proto_canon (const json_t *value, char **out, size_t *len, char *err, size_t err_len)
     __attribute__((warn_unused_result));
 
 #endif

@@ -1,6 +1,6 @@
-/*  audit_canon.c — RFC 8785 canonical JSON from a jansson value. */
-#include "audit_canon.h"
-#include "bus_error.h"
+/*  proto_canon.c — RFC 8785 canonical JSON from a jansson value. */
+#include "proto_canon.h"
+#include "proto_error.h"
 
 #include <math.h>
 #include <stdarg.h>
@@ -43,7 +43,7 @@ s_put (s_buf_t *b, const char *s, size_t n)
             cap *= 2;
         char *fresh = realloc (b->data, cap);
         if (!fresh) {
-            s_fail (b, BUS_ENOMEM, "out of memory");
+            s_fail (b, PROTO_ENOMEM, "out of memory");
             return;
         }
         b->data = fresh;
@@ -103,13 +103,13 @@ static void
 s_number (s_buf_t *b, double v)
 {
     if (!isfinite (v)) {
-        s_fail (b, BUS_EINVAL, "NaN and infinities have no JSON form");
+        s_fail (b, PROTO_EINVAL, "NaN and infinities have no JSON form");
         return;
     }
-    if (fabs (v) > (double) AUDIT_CANON_INT_MAX) {
+    if (fabs (v) > (double) PROTO_CANON_INT_MAX) {
         /* past 2^53 a number is no longer exact, and past 2^63 its
            integer-looking form reads back nowhere (jansson refuses it) */
-        s_fail (b, BUS_EINVAL, "number %g is beyond +-(2^53 - 1), which JSON numbers hold exactly", v);
+        s_fail (b, PROTO_EINVAL, "number %g is beyond +-(2^53 - 1), which JSON numbers hold exactly", v);
         return;
     }
     if (v == 0) {
@@ -211,8 +211,8 @@ s_value (s_buf_t *b, const json_t *v, int depth)
 {
     if (b->error)
         return;
-    if (depth > AUDIT_CANON_DEPTH) {
-        s_fail (b, BUS_EDEPTH, "nested deeper than %d levels", AUDIT_CANON_DEPTH);
+    if (depth > PROTO_CANON_DEPTH) {
+        s_fail (b, PROTO_EDEPTH, "nested deeper than %d levels", PROTO_CANON_DEPTH);
         return;
     }
     char tmp [32];
@@ -222,8 +222,8 @@ s_value (s_buf_t *b, const json_t *v, int depth)
         case JSON_FALSE: s_puts (b, "false"); break;
         case JSON_INTEGER: {
             json_int_t i = json_integer_value (v);
-            if (i > AUDIT_CANON_INT_MAX || i < -AUDIT_CANON_INT_MAX) {
-                s_fail (b, BUS_EINVAL, "integer %lld is beyond +-(2^53 - 1), which JSON numbers hold exactly",
+            if (i > PROTO_CANON_INT_MAX || i < -PROTO_CANON_INT_MAX) {
+                s_fail (b, PROTO_EINVAL, "integer %lld is beyond +-(2^53 - 1), which JSON numbers hold exactly",
                         (long long) i);
                 return;
             }
@@ -251,7 +251,7 @@ s_value (s_buf_t *b, const json_t *v, int depth)
             size_t n = json_object_size (v), i = 0;
             const char **keys = n ? malloc (n * sizeof *keys) : NULL;
             if (n && !keys) {
-                s_fail (b, BUS_ENOMEM, "out of memory");
+                s_fail (b, PROTO_ENOMEM, "out of memory");
                 return;
             }
             const char *key;
@@ -276,13 +276,13 @@ s_value (s_buf_t *b, const json_t *v, int depth)
 }
 
 int
-audit_canon (const json_t *value, char **out, size_t *len, char *err, size_t err_len)
+proto_canon (const json_t *value, char **out, size_t *len, char *err, size_t err_len)
 {
     s_buf_t b = { .err = err, .err_len = err_len };
     *out = NULL;
     *len = 0;
     if (!value) {
-        s_fail (&b, BUS_EINVAL, "no value");
+        s_fail (&b, PROTO_EINVAL, "no value");
         return b.error;
     }
     s_value (&b, value, 0);
