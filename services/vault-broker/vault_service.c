@@ -1059,7 +1059,8 @@ s_on_approval (bus_calls_t *calls, proto_msg_t *reply, void *arg)
     if (!reply->ok) {
         const char *code = json_string_value (json_object_get (reply->error, "code"));
         const char *msg = json_string_value (json_object_get (reply->error, "message"));
-        if (code && !strcmp (code, PROTO_ERR_NOT_FOUND))
+        /* not found, or not even the form of an approval id (invalid) */
+        if (code && (!strcmp (code, PROTO_ERR_NOT_FOUND) || !strcmp (code, PROTO_ERR_INVALID)))
             bus_reply_error_with (req, PROTO_ERR_FORBIDDEN, json_pack ("{s:s}", "reason", "approval_unknown"),
                                   "approval %s: the ciba-broker knows no such approval", approval);
         else
@@ -1212,7 +1213,7 @@ s_lease (bus_service_t *svc, bus_request_t *req, void *arg)
     bus_request_defer (req);
     bus_call_opts_t opts = { .owner = self, .traceparent = bus_request_traceparent (req) };
     rc = self->ciba ? bus_calls_send (self->ciba, "ciba.status",
-                                      json_pack ("{s:s, s:s}", "approval_id", approval, "auth_req_id", approval),
+                                      json_pack ("{s:s}", "approval_id", approval),
                                       &opts, s_on_approval, job, NULL)
                     : BUS_ESTATE;
     if (rc) {
