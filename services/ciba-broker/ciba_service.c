@@ -1194,7 +1194,7 @@ s_start (bus_service_t *svc, void **state)
         if (!self->webhook_url || !self->http)
             return BUS_ENOMEM;
     }
-    static const struct { const char *type; bus_handler_fn *fn; } handlers [] = {
+    static const bus_handler_entry_t handlers [] = {
         { "ciba.authorize",     s_authorize },
         { "ciba.status",        s_status },
         { "ciba.decide",        s_decide },
@@ -1204,10 +1204,7 @@ s_start (bus_service_t *svc, void **state)
         { "ciba.device.revoke", s_device_revoke },
         { "ciba.device.list",   s_device_list },
     };
-    for (size_t i = 0; i < sizeof handlers / sizeof handlers [0]; i++)
-        if (bus_service_handle (svc, handlers [i].type, handlers [i].fn, self))
-            return BUS_EINVAL;
-    return 0;
+    return bus_service_handle_all (svc, handlers, sizeof handlers / sizeof handlers [0], self);
 }
 
 static void

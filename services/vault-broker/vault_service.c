@@ -1650,7 +1650,7 @@ s_start (bus_service_t *svc, void **state)
     }
     bus_info ("vault: master key %u of %u, signing key %s, issuer %s", vault_keyring_current (self->keyring),
               vault_keyring_current (self->keyring), s_current_key (self)->kid, self->issuer);
-    static const struct { const char *type; bus_handler_fn *fn; } handlers [] = {
+    static const bus_handler_entry_t handlers [] = {
         { "vault.connect",     s_connect },
         { "vault.disconnect",  s_disconnect },
         { "vault.connections", s_connections },
@@ -1662,10 +1662,7 @@ s_start (bus_service_t *svc, void **state)
         { "vault.token_used",  s_token_used },
         { "vault.jwks",        s_jwks_req },
     };
-    for (size_t i = 0; i < sizeof handlers / sizeof handlers [0]; i++)
-        if (bus_service_handle (svc, handlers [i].type, handlers [i].fn, self))
-            return BUS_EINVAL;
-    return 0;
+    return bus_service_handle_all (svc, handlers, sizeof handlers / sizeof handlers [0], self);
 }
 
 static void
