@@ -74,22 +74,22 @@ s_on_timer (zloop_t *loop, int timer_id, void *arg)
     return 0;
 }
 
-/*  The interval of a declared timer in ms, or -1 (err set) when it is not
-    > 0. */
+/*  An interval in ms: the INT config key of the daemon's section when key
+    is given, else interval_ms; or -1 (err set, naming what and name) when
+    it is not > 0. */
 static long
-s_interval (const bus_daemon_t *daemon, bus_service_t *svc, const bus_timer_t *def,
-            char *err, size_t err_len)
+s_interval (const bus_daemon_t *daemon, bus_service_t *svc, const char *what, const char *name,
+            int interval_ms, const char *key, char *err, size_t err_len)
 {
-    long ms = def->interval_ms;
-    if (def->interval_key)
-        ms = bus_config_int (bus_service_config (svc), daemon->section, def->interval_key);
+    long ms = interval_ms;
+    if (key)
+        ms = bus_config_int (bus_service_config (svc), daemon->section, key);
     if (ms <= 0 || ms > INT32_MAX) {
-        if (def->interval_key)
-            snprintf (err, err_len, "timer %s: [%s] %s = %ld is not a positive interval",
-                      def->name ? def->name : "?", daemon->section, def->interval_key, ms);
+        if (key)
+            snprintf (err, err_len, "%s %s: [%s] %s = %ld is not a positive interval",
+                      what, name ? name : "?", daemon->section, key, ms);
         else
-            snprintf (err, err_len, "timer %s: interval_ms %ld is not positive",
-                      def->name ? def->name : "?", ms);
+            snprintf (err, err_len, "%s %s: interval_ms %ld is not positive", what, name ? name : "?", ms);
         return -1;
     }
     return ms;
@@ -118,7 +118,8 @@ s_timers_start (bus_daemon_run_t *self, char *err, size_t err_len)
         timer->def = &daemon->timers [i];
         timer->id = -1;
         self->ntimers = i + 1;
-        long ms = s_interval (daemon, self->svc, timer->def, err, err_len);
+        long ms = s_interval (daemon, self->svc, "timer", timer->def->name, timer->def->interval_ms,
+                              timer->def->interval_key, err, err_len);
         if (ms < 0)
             return BUS_EINVAL;
         timer->id = zloop_timer (loop, (size_t) ms, 0, s_on_timer, timer);
@@ -182,6 +183,12 @@ s_follower_start (bus_daemon_run_t *self, s_follower_t *f, char *err, size_t err
         .record_loss = def->record_loss ? s_on_record_loss : NULL,
         .arg = f, .from_now = def->from_now,
     };
+    if (def->replay_key) {
+        long ms = s_interval (self->daemon, self->svc, "follower", def->name, 0, def->replay_key, err, err_len);
+        if (ms < 0)
+            return BUS_EINVAL;
+        opts.replay_ms = (int) ms;
+    }
     f->follow = bus_follow_for (self->svc, &opts, def->memory);
     if (!f->follow) {
         snprintf (err, err_len, "follower %s: cannot be made%s", def->name ? def->name : "?",

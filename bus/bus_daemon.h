@@ -90,6 +90,9 @@ typedef struct {
     bus_record_loss_fn *record_loss;/* durable: the loss recorded with the mark; may be NULL */
     bool memory;                    /* marks in memory only (telemetry) */
     bool from_now;                  /* memory: start at each publisher's last event */
+    const char *replay_key;         /* INT key of the service's section: how often
+                                       gaps and the tail are checked by replay, ms;
+                                       NULL: bus_follow's default (1 s) */
 } bus_follower_t;
 
 /*  An HTTP request handler of a declared listener, on the reactor: as

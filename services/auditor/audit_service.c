@@ -379,7 +379,8 @@ s_on_loss (bus_service_t *svc, void *state, bus_txn_t *txn, const char *source, 
 }
 
 static const bus_follower_t s_followers [] = {
-    { .name = "audit", .publishers = NULL, .fn = s_on_event, .record_loss = s_on_loss },
+    { .name = "audit", .publishers = NULL, .fn = s_on_event, .record_loss = s_on_loss,
+      .replay_key = "replay_interval_ms" },
     { 0 }
 };
 
