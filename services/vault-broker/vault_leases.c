@@ -1,0 +1,726 @@
+/*  vault_leases.c — the vault-broker's leases (vault_internal.h):
+    vault.lease (checked against the connection, its approval asked of the
+    ciba-broker, then a token minted by vault_tokens.c or obtained by
+    vault_upstream.c), vault.renew, vault.revoke, vault.leases,
+    vault.token_used, and the expiry sweep (the timer).
+
+    A lease is stored with its expiry index entry, the approval it used,
+    its event and the request's outcome in one transaction
+    (bus_request_commit) before the token is answered. Lease records and
+    events never hold a token: its HMAC.
+
+    Threads: the reactor's.
+*/
+#include "vault_internal.h"
+#include "bus_error.h"
+#include "bus_log.h"
+
+#include <sodium.h>
+#include <stdlib.h>
+#include <string.h>
+
+/*  Is every scope of want in have? */
+static bool
+s_subset (json_t *want, json_t *have, const char **missing)
+{
+    size_t i, j;
+    json_t *v, *w;
+    json_array_foreach (want, i, v) {
+        bool found = false;
+        json_array_foreach (have, j, w)
+            found |= !strcmp (json_string_value (v), json_string_value (w));
+        if (!found) {
+            *missing = json_string_value (v);
+            return false;
+        }
+    }
+    return true;
+}
+
+/*  The event body of a lease (never its token: its HMAC). */
+static json_t *
+s_lease_event (json_t *lease, const char *token_hmac)
+{
+    json_t *ev = json_pack ("{s:O, s:O, s:O, s:O, s:O, s:O, s:O}",
+                            "lease_id", json_object_get (lease, "lease_id"),
+                            "run", json_object_get (lease, "run"),
+                            "node", json_object_get (lease, "node"),
+                            "connection", json_object_get (lease, "connection"),
+                            "scopes", json_object_get (lease, "scopes"),
+                            "issued_at", json_object_get (lease, "issued_at"),
+                            "expires_at", json_object_get (lease, "expires_at"));
+    if (ev && token_hmac)
+        json_object_set_new (ev, "token_hmac", json_string (token_hmac));
+    else if (ev && json_object_get (lease, "token_hmac"))
+        json_object_set (ev, "token_hmac", json_object_get (lease, "token_hmac"));
+    return ev;
+}
+
+/*  The lease_exp key of lease_id expiring at exp_ms: be64 ‖ id. */
+static void
+s_exp_key (uint8_t key [8 + VAULT_LEASE_ID_MAX], size_t *len, int64_t exp_ms, const char *lease_id)
+{
+    bus_u64_to_key ((uint64_t) exp_ms, key);
+    size_t n = strnlen (lease_id, VAULT_LEASE_ID_MAX);
+    memcpy (key + 8, lease_id, n);
+    *len = 8 + n;
+}
+
+/*  Store lease (JSON) in txn. */
+static int
+s_lease_put (vault_t *self, bus_txn_t *txn, json_t *lease)
+{
+    const char *id = json_string_value (json_object_get (lease, "lease_id"));
+    char *text = json_dumps (lease, JSON_COMPACT | JSON_SORT_KEYS);
+    int rc = text ? bus_txn_put (txn, self->db_leases, id, strlen (id), text, strlen (text)) : BUS_ENOMEM;
+    free (text);
+    return rc;
+}
+
+/*  Lease id read in txn (NULL with *rc_out: BUS_ENOTFOUND, BUS_EINVAL). */
+static json_t *
+s_lease_get (vault_t *self, bus_txn_t *txn, const char *id, int *rc_out)
+{
+    const void *val;
+    size_t len;
+    int rc = id ? bus_txn_get (txn, self->db_leases, id, strlen (id), &val, &len) : BUS_ENOTFOUND;
+    json_t *lease = rc ? NULL : json_loadb (val, len, 0, NULL);
+    if (rc == 0 && !lease)
+        rc = BUS_EINVAL;
+    *rc_out = rc;
+    return lease;
+}
+
+/*  Lease id read in a new write transaction (*txn) for a handler of req:
+    the lease, or NULL with req answered (no lease, or the store failing)
+    and no transaction left open. */
+static json_t *
+s_lease_open (vault_t *self, bus_request_t *req, const char *id, bus_txn_t **txn)
+{
+    int rc = BUS_EIO;
+    *txn = bus_txn_begin (bus_service_store (self->svc), true);
+    json_t *lease = *txn ? s_lease_get (self, *txn, id, &rc) : NULL;
+    if (rc == 0)
+        return lease;
+    json_decref (lease);
+    bus_service_abort (self->svc, txn);
+    if (rc == BUS_ENOTFOUND)
+        bus_reply_error (req, PROTO_ERR_NOT_FOUND, "no lease %s", id);
+    else
+        bus_reply_error (req, PROTO_ERR_UNAVAILABLE, "cannot read lease %s: %s", id, bus_strerror (rc));
+    return NULL;
+}
+
+/*  Free a lease request (not its request: answered by then). */
+void
+vault_lease_job_free (vault_lease_job_t *job)
+{
+    if (job) {
+        json_decref (job->lease);
+        json_decref (job->conn);
+        free (job);
+    }
+}
+
+/*  Store (lease, expiry, approval used, event) and answer, with a token
+    minted here (upstream NULL: local mode) or the provider's (oauth mode:
+    sealed under "lease/<id>" until the lease ends, then revoked). */
+void
+vault_lease_store (vault_lease_job_t *job, const char *upstream, const char *upstream_type)
+{
+    vault_t *self = job->self;
+    bus_request_t *req = job->req;
+    bus_service_t *svc = self->svc;
+    json_t *lease = job->lease;
+    int64_t now_ms = vault_now_ms (), iat = now_ms / 1000;
+    int64_t ttl = json_integer_value (json_object_get (lease, "ttl"));
+    int64_t exp = iat + ttl;
+    uint8_t rnd [16];
+    randombytes_buf (rnd, sizeof rnd);
+    char lease_id [VAULT_LEASE_ID_MAX];
+    char hex [33];
+    sodium_bin2hex (hex, sizeof hex, rnd, sizeof rnd);
+    snprintf (lease_id, sizeof lease_id, "lease_%s", hex);
+    json_object_set_new (lease, "lease_id", json_string (lease_id));
+    json_object_set_new (lease, "issued_at", json_integer (iat));
+    json_object_set_new (lease, "expires_at", json_integer (exp));
+    json_object_set_new (lease, "cap_at", json_integer (iat + job->cap));
+    json_object_set_new (lease, "state", json_string ("active"));
+    json_object_set_new (lease, "audience", json_string (job->audience));
+    json_object_set_new (lease, "client_id", json_string (bus_request_principal (req)));
+    char *token = NULL, jti [40] = "", mac [VAULT_HMAC_TEXT_LEN];
+    int rc = 0;
+    if (upstream) {
+        token = strdup (upstream);
+        rc = token ? 0 : BUS_ENOMEM;
+        json_object_set_new (lease, "upstream", json_true ());
+    }
+    else
+        rc = vault_mint (self, lease, job->audience, bus_request_principal (req), iat, exp, &token, jti);
+    bus_txn_t *txn = NULL;
+    if (rc == 0) {
+        vault_token_hmac (self, token, mac);
+        if (*jti)
+            json_object_set_new (lease, "jti", json_string (jti));
+        json_object_set_new (lease, "token_hmac", json_string (mac));
+        txn = bus_txn_begin (bus_service_store (svc), true);
+        rc = txn ? 0 : BUS_EIO;
+    }
+    if (rc == 0 && upstream) {
+        char ukey [VAULT_LEASE_ID_MAX + 8];
+        snprintf (ukey, sizeof ukey, "lease/%s", lease_id);
+        json_t *none = json_object ();
+        rc = vault_put_sealed (self, txn, self->db_upstream, ukey, none, token, strlen (token));
+        json_decref (none);
+    }
+    const char *approval = json_string_value (json_object_get (lease, "approval"));
+    if (rc == 0 && approval) {
+        rc = bus_txn_put_new (txn, self->db_approvals, approval, strlen (approval), lease_id, strlen (lease_id));
+        if (rc == BUS_EEXIST) {
+            bus_service_abort (svc, &txn);
+            bus_reply_error_with (req, PROTO_ERR_CONFLICT, json_pack ("{s:s}", "reason", "approval_used"),
+                                  "approval %s has yielded its lease already", approval);
+            goto done;
+        }
+    }
+    uint8_t ekey [8 + VAULT_LEASE_ID_MAX];
+    size_t ekey_len = 0;
+    s_exp_key (ekey, &ekey_len, exp * 1000, lease_id);
+    if (rc == 0)
+        rc = s_lease_put (self, txn, lease);
+    if (rc == 0)
+        rc = bus_txn_put (txn, self->db_exp, ekey, ekey_len, "", 0);
+    if (rc == 0)
+        rc = bus_event_append (svc, txn, "token.issued", s_lease_event (lease, mac), bus_request_traceparent (req));
+    if (rc) {
+        bus_service_abort (svc, &txn);
+        bus_reply_error (req, PROTO_ERR_UNAVAILABLE, "cannot issue the lease: %s", bus_strerror (rc));
+        goto done;
+    }
+    bus_outcome_t out = { .body = json_pack ("{s:s, s:s, s:s, s:I, s:I, s:O}", "lease_id", lease_id,
+                                             "token", token, "token_type", upstream ? upstream_type : "DPoP",
+                                             "issued_at", (json_int_t) iat, "expires_at", (json_int_t) exp,
+                                             "scopes", json_object_get (lease, "scopes")) };
+    bus_request_commit (req, &txn, &out);
+done:
+    if (token)
+        sodium_memzero (token, strlen (token));
+    free (token);
+    vault_lease_job_free (job);
+}
+
+/*  The checks passed: a token minted here (local) or asked of the provider. */
+static void
+s_lease_finish (vault_lease_job_t *job)
+{
+    const char *mode = json_string_value (json_object_get (job->conn, "mode"));
+    if (mode && (!strcmp (mode, "oauth") || !strcmp (mode, "auth0")))
+        vault_upstream_start (job);
+    else
+        vault_lease_store (job, NULL, NULL);
+}
+
+/*  The ciba-broker's answer on the approval. */
+static void
+s_on_approval (bus_calls_t *calls, proto_msg_t *reply, void *arg)
+{
+    vault_lease_job_t *job = arg;
+    bus_request_t *req = job->req;
+    json_t *lease = job->lease;
+    const char *approval = json_string_value (json_object_get (lease, "approval"));
+    if (!reply->ok) {
+        const char *code = json_string_value (json_object_get (reply->error, "code"));
+        const char *msg = json_string_value (json_object_get (reply->error, "message"));
+        /* not found, or not even the form of an approval id (invalid) */
+        if (code && (!strcmp (code, PROTO_ERR_NOT_FOUND) || !strcmp (code, PROTO_ERR_INVALID)))
+            bus_reply_error_with (req, PROTO_ERR_FORBIDDEN, json_pack ("{s:s}", "reason", "approval_unknown"),
+                                  "approval %s: the ciba-broker knows no such approval", approval);
+        else
+            bus_reply_error (req, PROTO_ERR_UNAVAILABLE, "approval %s: ciba-broker: %s: %s", approval,
+                             code ? code : "?", msg ? msg : "");
+        vault_lease_job_free (job);
+        return;
+    }
+    json_t *b = reply->body;
+    const char *state = json_string_value (json_object_get (b, "state"));
+    const char *run = json_string_value (json_object_get (b, "run"));
+    const char *node = json_string_value (json_object_get (b, "node"));
+    const char *id = json_string_value (json_object_get (b, "approval_id"));
+    const char *want_run = json_string_value (json_object_get (lease, "run"));
+    const char *want_node = json_string_value (json_object_get (lease, "node"));
+    if (id && strcmp (id, approval)) {
+        bus_reply_error (req, PROTO_ERR_UNAVAILABLE, "approval %s: the ciba-broker answered for %s", approval, id);
+        vault_lease_job_free (job);
+        return;
+    }
+    if (!run || !node || strcmp (run, want_run) || strcmp (node, want_node)) {
+        bus_reply_error_with (req, PROTO_ERR_FORBIDDEN, json_pack ("{s:s}", "reason", "approval_mismatch"),
+                              "approval %s is for run %s node %s, not this step", approval,
+                              run ? run : "?", node ? node : "?");
+        vault_lease_job_free (job);
+        return;
+    }
+    if (!state || strcmp (state, "approved")) {
+        char reason [40];
+        snprintf (reason, sizeof reason, "approval_%s", state && strlen (state) < 20 ? state : "unknown");
+        bus_reply_error_with (req, PROTO_ERR_FORBIDDEN, json_pack ("{s:s}", "reason", reason),
+                              "approval %s is %s, not approved", approval, state ? state : "in no state");
+        vault_lease_job_free (job);
+        return;
+    }
+    s_lease_finish (job);
+}
+
+/*  vault.lease {run, node, connection, scopes, ttl?, approval?, node_key}. */
+void
+vault_lease (bus_service_t *svc, bus_request_t *req, void *arg)
+{
+    vault_t *self = arg;
+    json_t *body = bus_request_body (req);
+    const char *run = json_string_value (json_object_get (body, "run"));
+    const char *node = json_string_value (json_object_get (body, "node"));
+    const char *name = json_string_value (json_object_get (body, "connection"));
+    const char *approval = json_string_value (json_object_get (body, "approval"));
+    const char *node_key = json_string_value (json_object_get (body, "node_key"));
+    char why [200] = "", key [160];
+    json_t *scopes = vault_scopes (json_object_get (body, "scopes"), why, sizeof why), *meta = NULL;
+    vault_lease_job_t *job = NULL;
+    if (!scopes) {
+        bus_reply_error (req, PROTO_ERR_INVALID, "scopes: %s", why);
+        goto done;
+    }
+    snprintf (key, sizeof key, "connection/%s", name);
+    bus_txn_t *txn = bus_txn_begin (bus_service_store (svc), false);
+    int rc = txn ? vault_get_sealed (self, txn, self->db_conn, key, &meta, NULL, NULL, NULL, NULL) : BUS_EIO;
+    bus_txn_abort (&txn);
+    if (rc) {
+        vault_reply_sealed_error (req, "connection", rc);
+        goto done;
+    }
+    const char *mode = json_string_value (json_object_get (meta, "mode"));
+    bool local = !mode || !strcmp (mode, "local");
+    if (!local && strcmp (mode, "oauth") && strcmp (mode, "auth0")) {
+        bus_reply_error (req, PROTO_ERR_NOT_IMPLEMENTED, "connection %s: mode %s is not built", name, mode);
+        goto done;
+    }
+    uint8_t pk [BUS_JOSE_PK_LEN] = { 0 };
+    rc = BUS_EINVAL;
+    if (node_key && node_key [0] == '{') {
+        json_t *jwk = json_loads (node_key, 0, NULL);
+        rc = bus_jose_jwk_public (jwk, pk);
+        json_decref (jwk);
+    }
+    else if (node_key)
+        rc = bus_b64url_decode_fixed (node_key, pk, sizeof pk);
+    if (rc && (local || node_key)) {
+        bus_reply_error (req, PROTO_ERR_INVALID,
+                         "node_key: the node's Ed25519 public key (base64url, or its JWK) is required: "
+                         "tokens are bound to it (cnf.jkt)");
+        goto done;
+    }
+    const char *missing = NULL;
+    if (!s_subset (scopes, json_object_get (meta, "scopes"), &missing)) {
+        bus_reply_error_with (req, PROTO_ERR_FORBIDDEN, json_pack ("{s:s}", "reason", "scope"),
+                              "scope %s is beyond connection %s's", missing, name);
+        goto done;
+    }
+    json_int_t cap = json_integer_value (json_object_get (meta, "ttl_cap"));
+    if (cap <= 0 || cap > VAULT_TTL_MAX)
+        cap = VAULT_TTL_MAX;
+    json_int_t ttl = json_is_integer (json_object_get (body, "ttl"))
+                   ? json_integer_value (json_object_get (body, "ttl")) : cap;
+    if (ttl < 1 || ttl > cap) {
+        bus_reply_error_with (req, PROTO_ERR_INVALID, json_pack ("{s:s, s:I}", "reason", "ttl", "cap", cap),
+                              "ttl %lld is over connection %s's cap of %lld s", (long long) ttl, name,
+                              (long long) cap);
+        goto done;
+    }
+    bool needs = json_is_true (json_object_get (meta, "approval"));
+    if (needs && !approval) {
+        bus_reply_error_with (req, PROTO_ERR_FORBIDDEN, json_pack ("{s:s}", "reason", "approval_required"),
+                              "connection %s needs an approval for each lease", name);
+        goto done;
+    }
+    char jkt [BUS_JOSE_KID_LEN + 1];
+    bus_jose_thumbprint (jkt, pk);
+    job = calloc (1, sizeof *job);
+    if (!job) {
+        bus_reply_error (req, PROTO_ERR_UNAVAILABLE, "out of memory");
+        goto done;
+    }
+    job->self = self;
+    job->req = req;
+    job->cap = cap;
+    job->conn = json_incref (meta);
+    snprintf (job->audience, sizeof job->audience, "%s", json_string_value (json_object_get (meta, "audience")));
+    job->lease = json_pack ("{s:s, s:s, s:s, s:O, s:I, s:s}", "run", run, "node", node, "connection", name,
+                            "scopes", scopes, "ttl", ttl, "jkt", jkt);
+    if (job->lease && approval)
+        json_object_set_new (job->lease, "approval", json_string (approval));
+    if (!job->lease) {
+        bus_reply_error (req, PROTO_ERR_UNAVAILABLE, "out of memory");
+        vault_lease_job_free (job);
+        goto done;
+    }
+    if (!approval) {
+        if (!local)
+            bus_request_defer (req);    /* answered from the provider's reply */
+        s_lease_finish (job);
+        goto done;
+    }
+    /* an approval that yielded a lease already is refused before asking */
+    txn = bus_txn_begin (bus_service_store (svc), false);
+    const void *v;
+    size_t vlen;
+    rc = txn ? bus_txn_get (txn, self->db_approvals, approval, strlen (approval), &v, &vlen) : BUS_EIO;
+    bus_txn_abort (&txn);
+    if (rc == 0) {
+        bus_reply_error_with (req, PROTO_ERR_CONFLICT, json_pack ("{s:s}", "reason", "approval_used"),
+                              "approval %s has yielded its lease already", approval);
+        vault_lease_job_free (job);
+        goto done;
+    }
+    if (!self->ciba)
+        self->ciba = bus_calls_for (svc, "ciba-broker");
+    bus_request_defer (req);
+    bus_call_opts_t opts = { .owner = self, .traceparent = bus_request_traceparent (req) };
+    rc = self->ciba ? bus_calls_send (self->ciba, "ciba.status",
+                                      json_pack ("{s:s}", "approval_id", approval),
+                                      &opts, s_on_approval, job, NULL)
+                    : BUS_ESTATE;
+    if (rc) {
+        bus_reply_error (req, PROTO_ERR_UNAVAILABLE, "cannot ask the ciba-broker: %s", bus_strerror (rc));
+        vault_lease_job_free (job);
+    }
+done:
+    json_decref (scopes);
+    json_decref (meta);
+}
+
+/*  The public view of a lease (vault.leases, sanctumctl). */
+static json_t *
+s_lease_public (json_t *lease)
+{
+    json_t *out = json_pack ("{s:O, s:O, s:O, s:O, s:O, s:I, s:O, s:O, s:O}",
+                             "lease_id", json_object_get (lease, "lease_id"),
+                             "run", json_object_get (lease, "run"),
+                             "node", json_object_get (lease, "node"),
+                             "connection", json_object_get (lease, "connection"),
+                             "scopes", json_object_get (lease, "scopes"),
+                             "ttl", (json_int_t) (json_integer_value (json_object_get (lease, "expires_at"))
+                                                  - json_integer_value (json_object_get (lease, "issued_at"))),
+                             "state", json_object_get (lease, "state"),
+                             "issued_at", json_object_get (lease, "issued_at"),
+                             "expires_at", json_object_get (lease, "expires_at"));
+    const char *opt [] = { "revoked_at", "expired_at", "renewals", "approval", "last_used_at", NULL };
+    for (int i = 0; out && opt [i]; i++)
+        if (json_object_get (lease, opt [i]))
+            json_object_set (out, opt [i], json_object_get (lease, opt [i]));
+    return out;
+}
+
+/*  vault.renew {lease_id, ttl?}: a new token for an active lease, expiring
+    at most ttl (default the lease's) from now and never past the lease's
+    cap (issued_at + the connection's ttl_cap). */
+void
+vault_renew (bus_service_t *svc, bus_request_t *req, void *arg)
+{
+    vault_t *self = arg;
+    json_t *body = bus_request_body (req);
+    const char *id = json_string_value (json_object_get (body, "lease_id"));
+    bus_txn_t *txn = NULL;
+    json_t *lease = s_lease_open (self, req, id, &txn);
+    char *token = NULL;
+    int rc;
+    if (!lease)
+        goto done;
+    int64_t now = vault_now ();
+    int64_t old_exp = json_integer_value (json_object_get (lease, "expires_at"));
+    int64_t cap_at = json_integer_value (json_object_get (lease, "cap_at"));
+    const char *state = json_string_value (json_object_get (lease, "state"));
+    if (strcmp (state, "active") || old_exp <= now) {
+        bus_service_abort (svc, &txn);
+        bus_reply_error_with (req, PROTO_ERR_CONFLICT, json_pack ("{s:s}", "reason", "not_active"),
+                              "lease %s is %s", id, old_exp <= now && !strcmp (state, "active") ? "expired" : state);
+        goto done;
+    }
+    if (json_is_true (json_object_get (lease, "upstream"))) {
+        bus_service_abort (svc, &txn);
+        bus_reply_error (req, PROTO_ERR_NOT_IMPLEMENTED, "lease %s holds a provider's token: renewing one is not "
+                         "built yet (ask for a new lease)", id);
+        goto done;
+    }
+    int64_t ttl = json_is_integer (json_object_get (body, "ttl")) ? json_integer_value (json_object_get (body, "ttl"))
+                : json_integer_value (json_object_get (lease, "ttl"));
+    int64_t exp = now + ttl < cap_at ? now + ttl : cap_at;
+    if (exp <= old_exp) {
+        bus_service_abort (svc, &txn);
+        bus_reply_error_with (req, PROTO_ERR_CONFLICT, json_pack ("{s:s, s:I}", "reason", "cap", "cap_at", (json_int_t) cap_at),
+                              "lease %s cannot outlive its cap (%lld)", id, (long long) cap_at);
+        goto done;
+    }
+    char jti [40], mac [VAULT_HMAC_TEXT_LEN];
+    rc = vault_mint (self, lease, json_string_value (json_object_get (lease, "audience")),
+                 json_string_value (json_object_get (lease, "client_id")), now, exp, &token, jti);
+    uint8_t ekey [8 + VAULT_LEASE_ID_MAX];
+    size_t ekey_len;
+    if (rc == 0) {
+        s_exp_key (ekey, &ekey_len, old_exp * 1000, id);
+        bus_txn_del (txn, self->db_exp, ekey, ekey_len);
+        s_exp_key (ekey, &ekey_len, exp * 1000, id);
+        rc = bus_txn_put (txn, self->db_exp, ekey, ekey_len, "", 0);
+    }
+    if (rc == 0) {
+        vault_token_hmac (self, token, mac);
+        json_object_set_new (lease, "expires_at", json_integer (exp));
+        json_object_set_new (lease, "jti", json_string (jti));
+        json_object_set_new (lease, "token_hmac", json_string (mac));
+        json_object_set_new (lease, "renewals",
+                             json_integer (json_integer_value (json_object_get (lease, "renewals")) + 1));
+        rc = s_lease_put (self, txn, lease);
+    }
+    json_t *ev = rc ? NULL : s_lease_event (lease, mac);
+    if (ev) {
+        json_object_set_new (ev, "previous_expires_at", json_integer (old_exp));
+        json_object_set_new (ev, "renewed_at", json_integer (now));
+    }
+    if (rc == 0)
+        rc = bus_event_append (svc, txn, "token.renewed", ev, bus_request_traceparent (req));
+    if (rc) {
+        bus_service_abort (svc, &txn);
+        bus_reply_error (req, PROTO_ERR_UNAVAILABLE, "cannot renew: %s", bus_strerror (rc));
+        goto done;
+    }
+    bus_outcome_t out = { .body = json_pack ("{s:s, s:s, s:s, s:I, s:O}", "lease_id", id, "token", token,
+                                             "token_type", "DPoP", "expires_at", (json_int_t) exp,
+                                             "scopes", json_object_get (lease, "scopes")) };
+    bus_request_commit (req, &txn, &out);
+done:
+    if (token)
+        sodium_memzero (token, strlen (token));
+    free (token);
+    json_decref (lease);
+}
+
+/*  End an active lease in txn: state (revoked or expired), its expiry
+    index entry gone, the event. Returns 0, or 1 when it was not active. */
+static int
+s_lease_end (vault_t *self, bus_txn_t *txn, json_t *lease, const char *state, const char *traceparent)
+{
+    if (strcmp (json_string_value (json_object_get (lease, "state")) ?: "", "active"))
+        return 1;
+    const char *id = json_string_value (json_object_get (lease, "lease_id"));
+    uint8_t ekey [8 + VAULT_LEASE_ID_MAX];
+    size_t ekey_len;
+    s_exp_key (ekey, &ekey_len, json_integer_value (json_object_get (lease, "expires_at")) * 1000, id);
+    bus_txn_del (txn, self->db_exp, ekey, ekey_len);
+    bool revoked = !strcmp (state, "revoked");
+    if (json_is_true (json_object_get (lease, "upstream")))
+        vault_upstream_end (self, txn, lease);
+    json_object_set_new (lease, "state", json_string (state));
+    json_object_set_new (lease, revoked ? "revoked_at" : "expired_at", json_integer (vault_now ()));
+    int rc = s_lease_put (self, txn, lease);
+    json_t *ev = s_lease_event (lease, NULL);
+    json_object_set (ev, revoked ? "revoked_at" : "expired_at",
+                     json_object_get (lease, revoked ? "revoked_at" : "expired_at"));
+    if (rc == 0)
+        rc = bus_event_append (self->svc, txn, revoked ? "token.revoked" : "token.expired", ev, traceparent);
+    else
+        json_decref (ev);
+    return rc;
+}
+
+typedef struct {
+    vault_t *self;
+    const char *run;
+    json_t *list;                   /* leases (full records) */
+} s_scan_t;
+
+/*  Collect the leases (of sc->run, when named). */
+static int
+s_scan_lease (const void *key, size_t key_len, const void *val, size_t val_len, void *arg)
+{
+    s_scan_t *sc = arg;
+    json_t *lease = json_loadb (val, val_len, 0, NULL);
+    if (!lease)
+        return 0;
+    if (!sc->run || !strcmp (json_string_value (json_object_get (lease, "run")) ?: "", sc->run))
+        json_array_append (sc->list, lease);
+    json_decref (lease);
+    return 0;
+}
+
+/*  vault.revoke {lease_id} or {run}: every active lease named ends now. */
+void
+vault_revoke (bus_service_t *svc, bus_request_t *req, void *arg)
+{
+    vault_t *self = arg;
+    json_t *body = bus_request_body (req);
+    const char *id = json_string_value (json_object_get (body, "lease_id"));
+    const char *run = json_string_value (json_object_get (body, "run"));
+    if (!id == !run) {
+        bus_reply_error (req, PROTO_ERR_INVALID, "name either lease_id or run");
+        return;
+    }
+    bus_txn_t *txn = bus_txn_begin (bus_service_store (svc), true);
+    s_scan_t sc = { self, run, json_array () };
+    int rc = txn ? 0 : BUS_EIO;
+    if (rc == 0 && id) {
+        json_t *lease = s_lease_get (self, txn, id, &rc);
+        if (lease)
+            json_array_append_new (sc.list, lease);
+    }
+    else if (rc == 0)
+        rc = bus_txn_scan (txn, self->db_leases, NULL, 0, NULL, 0, s_scan_lease, &sc);
+    if (rc == BUS_ENOTFOUND) {
+        bus_service_abort (svc, &txn);
+        bus_reply_error (req, PROTO_ERR_NOT_FOUND, "no lease %s", id);
+        json_decref (sc.list);
+        return;
+    }
+    json_t *revoked = json_array ();
+    size_t i;
+    json_t *lease;
+    json_array_foreach (sc.list, i, lease) {
+        if (rc)
+            break;
+        int r = s_lease_end (self, txn, lease, "revoked", bus_request_traceparent (req));
+        if (r == 0)
+            json_array_append (revoked, json_object_get (lease, "lease_id"));
+        else if (r < 0)
+            rc = r;
+    }
+    json_decref (sc.list);
+    if (rc) {
+        json_decref (revoked);
+        bus_service_abort (svc, &txn);
+        bus_reply_error (req, PROTO_ERR_UNAVAILABLE, "cannot revoke: %s", bus_strerror (rc));
+        return;
+    }
+    bus_outcome_t out = { .body = json_pack ("{s:o}", "revoked", revoked) };
+    bus_request_commit (req, &txn, &out);
+}
+
+/*  vault.leases {run?}. */
+void
+vault_leases (bus_service_t *svc, bus_request_t *req, void *arg)
+{
+    vault_t *self = arg;
+    s_scan_t sc = { self, json_string_value (json_object_get (bus_request_body (req), "run")), json_array () };
+    bus_txn_t *txn = bus_txn_begin (bus_service_store (svc), false);
+    int rc = txn ? bus_txn_scan (txn, self->db_leases, NULL, 0, NULL, 0, s_scan_lease, &sc) : BUS_EIO;
+    bus_txn_abort (&txn);
+    if (rc) {
+        json_decref (sc.list);
+        bus_reply_error (req, PROTO_ERR_UNAVAILABLE, "cannot list leases: %s", bus_strerror (rc));
+        return;
+    }
+    json_t *out = json_array ();
+    size_t i;
+    json_t *lease;
+    json_array_foreach (sc.list, i, lease)
+        json_array_append_new (out, s_lease_public (lease));
+    json_decref (sc.list);
+    bus_reply_ok (req, json_pack ("{s:o}", "leases", out));
+}
+
+/*  vault.token_used {lease_id, target?}: the orchestrator reports a use;
+    published as token.used. */
+void
+vault_token_used (bus_service_t *svc, bus_request_t *req, void *arg)
+{
+    vault_t *self = arg;
+    json_t *body = bus_request_body (req);
+    const char *id = json_string_value (json_object_get (body, "lease_id"));
+    bus_txn_t *txn = NULL;
+    json_t *lease = s_lease_open (self, req, id, &txn);
+    int rc;
+    if (!lease)
+        return;
+    int64_t now = vault_now ();
+    json_object_set_new (lease, "last_used_at", json_integer (now));
+    rc = s_lease_put (self, txn, lease);
+    json_t *ev = s_lease_event (lease, NULL);
+    json_object_set_new (ev, "used_at", json_integer (now));
+    json_object_set (ev, "state", json_object_get (lease, "state"));
+    if (json_object_get (body, "target"))
+        json_object_set (ev, "target", json_object_get (body, "target"));
+    if (rc == 0)
+        rc = bus_event_append (svc, txn, "token.used", ev, bus_request_traceparent (req));
+    else
+        json_decref (ev);
+    if (rc) {
+        bus_service_abort (svc, &txn);
+        bus_reply_error (req, PROTO_ERR_UNAVAILABLE, "cannot record the use: %s", bus_strerror (rc));
+    }
+    else {
+        bus_outcome_t out = { .body = json_pack ("{s:s, s:I, s:O}", "lease_id", id, "used_at", (json_int_t) now,
+                                                 "state", json_object_get (lease, "state")) };
+        bus_request_commit (req, &txn, &out);
+    }
+    json_decref (lease);
+}
+
+#define S_SWEEP_MAX 256
+
+typedef struct {
+    uint64_t now_ms;
+    size_t n;
+    struct { uint8_t key [8 + VAULT_LEASE_ID_MAX]; size_t len; } due [S_SWEEP_MAX];
+} s_sweep_t;
+
+/*  Collect the expiry entries due by sw->now_ms (stops at the first not due). */
+static int
+s_sweep_scan (const void *key, size_t key_len, const void *val, size_t val_len, void *arg)
+{
+    s_sweep_t *sw = arg;
+    if (key_len < 8 || bus_key_to_u64 (key) > sw->now_ms)
+        return 1;
+    if (key_len <= sizeof sw->due [0].key) {
+        memcpy (sw->due [sw->n].key, key, key_len);
+        sw->due [sw->n++].len = key_len;
+    }
+    return sw->n >= S_SWEEP_MAX;
+}
+
+/*  The sweep: every active lease past its expiry ends (token.expired);
+    signing keys retired longer than any token lives are dropped. */
+void
+vault_sweep (bus_service_t *svc, void *state)
+{
+    vault_t *self = state;
+    static s_sweep_t sw;                 /* the reactor's alone */
+    sw.now_ms = (uint64_t) vault_now_ms ();
+    sw.n = 0;
+    bus_txn_t *txn = bus_txn_begin (bus_service_store (svc), true);
+    int rc = txn ? bus_txn_scan (txn, self->db_exp, NULL, 0, NULL, 0, s_sweep_scan, &sw) : BUS_EIO;
+    size_t ended = 0;
+    for (size_t i = 0; i < sw.n && rc == 0; i++) {
+        char id [VAULT_LEASE_ID_MAX + 1];
+        size_t n = sw.due [i].len - 8;
+        memcpy (id, sw.due [i].key + 8, n);
+        id [n] = 0;
+        int grc;
+        json_t *lease = s_lease_get (self, txn, id, &grc);
+        int r = lease ? s_lease_end (self, txn, lease, "expired", NULL) : 1;
+        if (r < 0)
+            rc = r;
+        else if (r == 1) {
+            /* an entry of a lease gone or no longer active: drop it */
+            bus_txn_del (txn, self->db_exp, sw.due [i].key, sw.due [i].len);
+            ended++;
+        }
+        else
+            ended++;
+        json_decref (lease);
+    }
+    bool dropped = rc == 0 && vault_keys_drop_retired (self, txn);
+    if (rc == 0 && (ended || dropped))
+        rc = bus_service_commit (svc, &txn);
+    else
+        bus_service_abort (svc, &txn);
+    if (rc)
+        bus_warn ("vault: the lease sweep failed: %s (it runs again)", bus_strerror (rc));
+    else if (ended)
+        bus_debug ("vault: %zu lease(s) expired", ended);
+}
