@@ -56,6 +56,7 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -69,14 +70,6 @@
 #define S_TARGET_RATE      50000.0
 #define S_TARGET_PROOF_US  50.0
 #define S_LAG_RATE         10000     /* events/s the publisher of (c) emits */
-
-static double
-s_now (void)
-{
-    struct timespec ts;
-    clock_gettime (CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec / 1e9;
-}
 
 
 /* --- (a) appends over the bus ------------------------------------------- */
@@ -101,7 +94,7 @@ s_client_run (void *arg)
     }
     long sent = 0;
     int in_flight = 0;
-    double until = s_now () + self->secs;
+    double until = bench_now_s () + self->secs;
     json_t *body = json_pack ("{s:{s:s, s:s, s:i, s:s, s:i}}", "entry", "kind", "step.intent",
                               "run", "01JB3M8Q5X9ZJ2G4T6V8W0Y2A4", "client", self->index,
                               "tool", "sheets.append", "n", 0);
@@ -126,7 +119,7 @@ s_client_run (void *arg)
             free (e);
         }
         proto_msg_destroy (&reply);
-        if (s_now () < until) {
+        if (bench_now_s () < until) {
             json_object_set_new (entry, "n", json_integer (sent++));
             in_flight += bus_client_send (client, "audit.append", body, NULL, NULL) == 0;
         }
@@ -173,7 +166,7 @@ s_bus_appends (double secs, double *per_commit, double latency [])
     long g0 = s_counter (env, cert, "write_groups"), w0 = s_counter (env, cert, "writes_grouped");
     s_client_t clients [S_CLIENTS];
     pthread_t threads [S_CLIENTS];
-    double t0 = s_now ();
+    double t0 = bench_now_s ();
     for (int i = 0; i < S_CLIENTS; i++) {
         clients [i] = (s_client_t) { .env = env, .cert = cert, .secs = secs, .index = i };
         pthread_create (&threads [i], NULL, s_client_run, &clients [i]);
@@ -184,7 +177,7 @@ s_bus_appends (double secs, double *per_commit, double latency [])
         done += clients [i].done;
         failed += clients [i].failed;
     }
-    double took = s_now () - t0;
+    double took = bench_now_s () - t0;
     long groups = s_counter (env, cert, "write_groups") - g0, grouped = s_counter (env, cert, "writes_grouped") - w0;
     *per_commit = groups > 0 ? (double) grouped / groups : 1;
     /* one append at a time: what a step that must be audited first waits */
@@ -193,10 +186,10 @@ s_bus_appends (double secs, double *per_commit, double latency [])
     json_t *body = json_pack ("{s:{s:s}}", "entry", "kind", "step.intent");
     for (int i = 0; client && i < S_LATENCY_N; i++) {
         proto_msg_t *reply = NULL;
-        double a = s_now ();
+        double a = bench_now_s ();
         if (bus_client_call (client, "audit.append", body, NULL, &reply) || !reply->ok)
             failed++;
-        latency [i] = (s_now () - a) * 1e6;
+        latency [i] = (bench_now_s () - a) * 1e6;
         proto_msg_destroy (&reply);
     }
     json_decref (body);
@@ -212,56 +205,16 @@ done:
     return rate;
 }
 
-/*  Raw LMDB: one commit (fsync) per 120-byte event, for secs; the
-    latencies of the first S_LATENCY_N commits (µs, sorted) into latency. */
-static double
-s_raw_lmdb (double secs, double latency [])
-{
-    char dir [64];
-    if (test_service_tmpdir (dir, sizeof dir, "bench-audit-raw"))
-        return -1;
-    MDB_env *env = NULL;
-    MDB_dbi dbi;
-    MDB_txn *txn = NULL;
-    double rate = -1;
-    if (mdb_env_create (&env) || mdb_env_set_mapsize (env, (size_t) 1 << 30) || mdb_env_open (env, dir, 0, 0600))
-        goto done;
-    if (mdb_txn_begin (env, NULL, 0, &txn) || mdb_dbi_open (txn, NULL, 0, &dbi) || mdb_txn_commit (txn))
-        goto done;
-    char value [120];
-    memset (value, 'e', sizeof value);
-    long n = 0;
-    double t0 = s_now (), until = t0 + secs;
-    while (s_now () < until) {
-        uint8_t key [8];
-        bus_u64_to_key ((uint64_t) n, key);
-        MDB_val k = { sizeof key, key }, v = { sizeof value, value };
-        double a = s_now ();
-        if (mdb_txn_begin (env, NULL, 0, &txn) || mdb_put (txn, dbi, &k, &v, 0) || mdb_txn_commit (txn))
-            goto done;
-        if (n < S_LATENCY_N)
-            latency [n] = (s_now () - a) * 1e6;
-        n++;
-    }
-    rate = n / (s_now () - t0);
-    if (n < S_LATENCY_N)
-        goto done;
-    qsort (latency, S_LATENCY_N, sizeof *latency, bench_cmp_double);
-done:
-    mdb_env_close (env);
-    test_service_rmtree (dir);
-    return rate;
-}
 
 /* --- (c) the follower's lag ----------------------------------------------- */
 
-static double s_lag_t0;                 /* when the publisher started (s_now) */
+static double s_lag_t0;                 /* when the publisher started (bench_now_s) */
 static atomic_long s_lag_published;
 static atomic_int s_lag_stop;
-static _Atomic double *s_lag_time;      /* by seq: the event's time (s_now) */
+static _Atomic double *s_lag_time;      /* by seq: the event's time (bench_now_s) */
 static long s_lag_cap;
 
-/*  An event's time: s_now () when the publisher appended it. */
+/*  An event's time: bench_now_s () when the publisher appended it. */
 static double
 s_event_time (proto_msg_t *event)
 {
@@ -275,14 +228,14 @@ s_lag_tick (bus_service_t *svc, void *state)
 {
     if (atomic_load (&s_lag_stop))
         return;
-    long due = (long) ((s_now () - s_lag_t0) * S_LAG_RATE), n = atomic_load (&s_lag_published);
+    long due = (long) ((bench_now_s () - s_lag_t0) * S_LAG_RATE), n = atomic_load (&s_lag_published);
     if (due <= n || n >= s_lag_cap - 1)
         return;
     if (due > s_lag_cap - 1)
         due = s_lag_cap - 1;
     bus_txn_t *txn = bus_txn_begin (bus_service_store (svc), true);
     for (long i = n; txn && i < due; i++)
-        bus_event_append (svc, txn, "echo.seen", json_pack ("{s:f, s:i}", "t", s_now (), "n", (int) i), NULL);
+        bus_event_append (svc, txn, "echo.seen", json_pack ("{s:f, s:i}", "t", bench_now_s (), "n", (int) i), NULL);
     if (txn && bus_service_commit (svc, &txn) == 0)
         atomic_store (&s_lag_published, due);
 }
@@ -364,7 +317,7 @@ s_lag_poll_run (void *arg)
         if (txn && bus_txn_get (txn, self->marks_db, "audit/authz", 11, &val, &len) == 0 && len == 8)
             mark = bus_key_to_u64 (val);
         bus_txn_abort (&txn);
-        double now = s_now ();
+        double now = bench_now_s ();
         for (uint64_t q = seen + 1; q <= mark && q < (uint64_t) s_lag_cap; q++) {
             double t = atomic_load (&s_lag_time [q]);
             if (t > 0)
@@ -394,7 +347,7 @@ s_lag_sub_run (void *arg)
         zmsg_t *msg = zmsg_recv (sub);
         if (!msg)
             continue;
-        double now = s_now ();
+        double now = bench_now_s ();
         zframe_t *topic = zmsg_first (msg), *frame = topic ? zmsg_next (msg) : NULL;
         proto_msg_t *evt = NULL;
         if (frame && proto_msg_decode (&evt, zframe_data (frame), zframe_size (frame), 1 << 20, NULL, NULL, 0) == 0
@@ -448,7 +401,7 @@ s_follow_lag (double secs)
     if (bus_store_open (&self.store, path, (size_t) 1 << 30, dbs) || audit_log_new (&self.log, self.store))
         goto done;
     self.marks_db = bus_store_db (self.store, BUS_FOLLOW_DB);
-    s_lag_t0 = s_now () + 1e6;          /* nothing due until the follower is there */
+    s_lag_t0 = bench_now_s () + 1e6;          /* nothing due until the follower is there */
     if (test_service_start (self.env, &s_lag_daemon, "bench", 0, err, sizeof err)) {
         fprintf (stderr, "bench_audit: cannot start the publisher: %s\n", err);
         goto done;
@@ -458,7 +411,7 @@ s_follow_lag (double secs)
     pthread_create (&poller, NULL, s_lag_poll_run, &self);
     pthread_create (&sub, NULL, s_lag_sub_run, &self);
     zclock_sleep (500);                 /* connected, service.started applied */
-    s_lag_t0 = s_now ();
+    s_lag_t0 = bench_now_s ();
     zclock_sleep ((int) (secs * 1000));
     long published = atomic_load (&s_lag_published);
     zclock_sleep (500);                 /* the tail */
@@ -510,7 +463,7 @@ s_proofs (uint64_t entries, int proofs, int quick)
     int rc = bus_store_open (&store, path, (size_t) 4 << 30, audit_log_db_names);
     if (rc == 0)
         rc = audit_log_new (&log, store);
-    double t0 = s_now ();
+    double t0 = bench_now_s ();
     for (uint64_t i = 0; rc == 0 && i < entries; ) {
         bus_txn_t *txn = bus_txn_begin (store, true);
         for (int k = 0; rc == 0 && k < 50000 && i < entries; k++, i++) {
@@ -525,7 +478,7 @@ s_proofs (uint64_t entries, int proofs, int quick)
         int crc = bus_txn_commit (&txn);
         rc = rc ? rc : crc;
     }
-    double build = s_now () - t0;
+    double build = bench_now_s () - t0;
     if (rc) {
         fprintf (stderr, "bench_audit: building the log: %s\n", bus_strerror (rc));
         goto done;
@@ -546,11 +499,11 @@ s_proofs (uint64_t entries, int proofs, int quick)
         audit_hash_t p [AUDIT_PROOF_MAX], leaf;
         size_t len = 0;
         bus_txn_reset (txn);
-        double a = s_now ();
+        double a = bench_now_s ();
         rc = bus_txn_renew (txn);
         if (rc == 0)
             rc = audit_log_inclusion (log, txn, m, entries, p, &len);
-        double b = s_now ();
+        double b = bench_now_s ();
         lat [i] = (b - a) * 1e6;
         path_len_sum += len;
         if (rc == 0)
@@ -559,7 +512,7 @@ s_proofs (uint64_t entries, int proofs, int quick)
             rc = BUS_ECRYPTO;           /* what is timed is also right */
         /* the baseline: len random gets of stored hashes */
         bus_txn_reset (txn);
-        a = s_now ();
+        a = bench_now_s ();
         if (rc == 0)
             rc = bus_txn_renew (txn);
         for (size_t k = 0; rc == 0 && k < len; k++) {
@@ -570,24 +523,24 @@ s_proofs (uint64_t entries, int proofs, int quick)
             size_t vlen;
             rc = bus_txn_get (txn, nodes, key, sizeof key, &val, &vlen);
         }
-        base [i] = (s_now () - a) * 1e6;
+        base [i] = (bench_now_s () - a) * 1e6;
         /* a consistency proof from a random older size, and a root */
         uint64_t old = 1 + ((uint64_t) rand_r (&seed) << 31 ^ (uint64_t) rand_r (&seed)) % entries;
         bus_txn_reset (txn);
-        a = s_now ();
+        a = bench_now_s ();
         if (rc == 0)
             rc = bus_txn_renew (txn);
         if (rc == 0)
             rc = audit_log_consistency (log, txn, old, entries, p, &len);
-        cons [i] = (s_now () - a) * 1e6;
+        cons [i] = (bench_now_s () - a) * 1e6;
         bus_txn_reset (txn);
-        a = s_now ();
+        a = bench_now_s ();
         audit_hash_t r;
         if (rc == 0)
             rc = bus_txn_renew (txn);
         if (rc == 0)
             rc = audit_log_root (log, txn, old, r);
-        roots [i] = (s_now () - a) * 1e6;
+        roots [i] = (bench_now_s () - a) * 1e6;
     }
     bus_txn_abort (&txn);
     if (rc == 0) {
@@ -645,7 +598,14 @@ main (int argc, char **argv)
     char missed [64] = "";
     double per_commit = 0, lat [S_LATENCY_N], raw_lat [S_LATENCY_N];
     double rate = s_bus_appends (secs, &per_commit, lat);
-    double raw = s_raw_lmdb (quick ? 0.5 : 2.0, raw_lat);
+    /* the baseline: raw LMDB, one fsync'd commit per 120-byte event; the
+       latencies one at a time, then the rate for a while */
+    double raw = -1;
+    if (bench_lmdb_commits ("bench-audit-raw", 120, S_LATENCY_N, 0, raw_lat, NULL) == S_LATENCY_N
+        && bench_lmdb_commits ("bench-audit-raw", 120, INT_MAX, quick ? 0.5 : 2.0, NULL, &raw) > 0)
+        qsort (raw_lat, S_LATENCY_N, sizeof *raw_lat, bench_cmp_double);
+    else
+        raw = -1;
     if (rate < 0 || raw < 0) {
         fprintf (stderr, "bench_audit: the append measurement failed\n");
         return 1;

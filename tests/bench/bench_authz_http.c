@@ -26,6 +26,7 @@
 #include "bus_client.h"
 #include "bus_error.h"
 #include "../support/test_service.h"
+#include "../support/bench_util.h"
 
 #include <curl/curl.h>
 #include <errno.h>
@@ -42,21 +43,6 @@
 #define S_USERS      100
 #define S_KEY        "bench-key-0123456789abcdef"
 #define S_TIMEOUT_MS 10000
-
-static double
-s_now_s (void)
-{
-    struct timespec ts;
-    clock_gettime (CLOCK_MONOTONIC, &ts);
-    return (double) ts.tv_sec + (double) ts.tv_nsec / 1e9;
-}
-
-static int
-s_cmp_double (const void *a, const void *b)
-{
-    double x = *(const double *) a, y = *(const double *) b;
-    return x < y ? -1 : x > y;
-}
 
 /*  Check number k: doc k % S_DOCS, owned by user (k % S_DOCS) % S_USERS;
     every other check asks for another user (false). */
@@ -308,7 +294,7 @@ s_http_round (s_bench_t *self, double secs)
         curl_multi_add_handle (multi, self->slots [i].h);
         active++;
     }
-    double start = s_now_s (), end = start + secs;
+    double start = bench_now_s (), end = start + secs;
     while (active > 0 && !failed) {
         int running = 0;
         curl_multi_perform (multi, &running);
@@ -328,7 +314,7 @@ s_http_round (s_bench_t *self, double secs)
             }
             curl_multi_remove_handle (multi, slot->h);
             active--;
-            if (s_now_s () < end) {
+            if (bench_now_s () < end) {
                 done++;
                 s_slot_set (slot, k++);
                 curl_multi_add_handle (multi, slot->h);
@@ -338,7 +324,7 @@ s_http_round (s_bench_t *self, double secs)
         if (active > 0)
             curl_multi_poll (multi, NULL, 0, 100, NULL);
     }
-    double took = s_now_s () - start;
+    double took = bench_now_s () - start;
     for (int i = 0; i < S_INFLIGHT; i++)
         curl_multi_remove_handle (multi, self->slots [i].h);
     return failed ? -1 : done / took;
@@ -365,7 +351,7 @@ s_bus_round (s_bench_t *self, double secs)
             inflight++;
         json_decref (body);
     }
-    double start = s_now_s (), end = start + secs;
+    double start = bench_now_s (), end = start + secs;
     while (inflight > 0) {
         proto_msg_t *reply = NULL;
         if (bus_client_recv (self->client, S_TIMEOUT_MS, &reply)) {
@@ -376,7 +362,7 @@ s_bus_round (s_bench_t *self, double secs)
         if (!reply->ok || !json_is_boolean (json_object_get (reply->body, "allowed")))
             failed = 1;
         proto_msg_destroy (&reply);
-        if (!failed && s_now_s () < end) {
+        if (!failed && bench_now_s () < end) {
             done++;
             json_t *body = s_bus_body (k++);
             if (bus_client_send (self->client, "authz.check", body, NULL, NULL) == 0)
@@ -384,7 +370,7 @@ s_bus_round (s_bench_t *self, double secs)
             json_decref (body);
         }
     }
-    double took = s_now_s () - start;
+    double took = bench_now_s () - start;
     return failed ? -1 : done / took;
 }
 
@@ -425,8 +411,8 @@ main (int argc, char **argv)
             goto done;
         fprintf (stderr, "# round %d: http %.0f/s, bus %.0f/s\n", r + 1, http [r], bus [r]);
     }
-    qsort (http, (size_t) rounds, sizeof (double), s_cmp_double);
-    qsort (bus, (size_t) rounds, sizeof (double), s_cmp_double);
+    qsort (http, (size_t) rounds, sizeof (double), bench_cmp_double);
+    qsort (bus, (size_t) rounds, sizeof (double), bench_cmp_double);
     double h = http [rounds / 2], b = bus [rounds / 2];
     printf ("bench authz_http_check_throughput_64 %.0f req/s baseline %.0f ratio %.2f\n", h, b, b > 0 ? h / b : 0);
     rc = 0;

@@ -24,6 +24,7 @@
 #include "ciba_decision.h"
 #include "ciba_service.h"
 #include "../support/test_service.h"
+#include "../support/bench_util.h"
 
 #include <sodium.h>
 #include <stdio.h>
@@ -40,21 +41,6 @@ s_now_us (void)
     struct timespec ts;
     clock_gettime (CLOCK_MONOTONIC, &ts);
     return (double) ts.tv_sec * 1e6 + (double) ts.tv_nsec / 1e3;
-}
-
-static int
-s_cmp (const void *a, const void *b)
-{
-    double x = *(const double *) a, y = *(const double *) b;
-    return x < y ? -1 : x > y;
-}
-
-static double
-s_pct (double *v, int n, double p)
-{
-    qsort (v, (size_t) n, sizeof *v, s_cmp);
-    int i = (int) ((double) n * p);
-    return v [i < n ? i : n - 1];
 }
 
 /*  The process's resident set, KiB (/proc/self/status VmRSS). */
@@ -240,13 +226,13 @@ main (int argc, char **argv)
     zclock_sleep (500);                   /* a few deadline scans with everything held */
     long rss2 = s_rss_kb ();
 
-    double lat50 = s_pct (lat, samples, 0.5), lat99 = s_pct (lat, samples, 0.99);
-    double rtt50 = s_pct (rtt, samples, 0.5), rtt99 = s_pct (rtt, samples, 0.99);
+    double lat50 = bench_quantile (lat, samples, 0.5), lat99 = bench_quantile (lat, samples, 0.99);
+    double rtt50 = bench_quantile (rtt, samples, 0.5), rtt99 = bench_quantile (rtt, samples, 0.99);
     printf ("bench ciba_approval_p50 %.1f us baseline %.1f ratio %.2f\n", lat50, rtt50, lat50 / rtt50);
     printf ("bench ciba_approval_p99 %.1f us baseline %.1f ratio %.2f\n", lat99, rtt99, lat99 / rtt99);
     printf ("bench ciba_authorize_held_rate %.0f approvals/s baseline %.0f ratio %.2f\n", pending / held_s,
             1e6 / rtt50, (pending / held_s) / (1e6 / rtt50));
-    double st50 = s_pct (st, samples, 0.5);
+    double st50 = bench_quantile (st, samples, 0.5);
     printf ("bench ciba_status_p50_with_%d_pending %.1f us baseline %.1f ratio %.2f\n", pending, st50, rtt50,
             st50 / rtt50);
     printf ("bench ciba_pending_%d_rss %ld KiB baseline %ld ratio %.2f\n", pending, rss2 - rss1, rss1 - rss0,

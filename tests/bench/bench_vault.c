@@ -28,6 +28,7 @@
 #include "bus_store.h"
 #include "vault_service.h"
 #include "../support/test_service.h"
+#include "../support/bench_util.h"
 
 #include <lmdb.h>
 #include <sodium.h>
@@ -37,21 +38,6 @@
 #include <time.h>
 
 #define S_TIMEOUT_MS 20000
-
-static double
-s_now (void)
-{
-    struct timespec ts;
-    clock_gettime (CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec / 1e9;
-}
-
-static int
-s_cmp_double (const void *a, const void *b)
-{
-    double x = *(const double *) a, y = *(const double *) b;
-    return x < y ? -1 : x > y;
-}
 
 /*  n leases one at a time; latencies (µs, sorted) into lat. 0 or -1. */
 static int
@@ -91,18 +77,18 @@ s_leases (int n, double *lat)
     free (x);
     int failed = 0;
     for (int i = -10; client && i < n; i++) {          /* 10 to warm up */
-        double a = s_now ();
+        double a = bench_now_s ();
         if (bus_client_call (client, "vault.lease", body, NULL, &reply) || !reply->ok)
             failed++;
         if (i >= 0)
-            lat [i] = (s_now () - a) * 1e6;
+            lat [i] = (bench_now_s () - a) * 1e6;
         proto_msg_destroy (&reply);
     }
     json_decref (body);
     if (failed || !client)
         fprintf (stderr, "bench_vault: %d leases failed\n", failed);
     else {
-        qsort (lat, (size_t) n, sizeof *lat, s_cmp_double);
+        qsort (lat, (size_t) n, sizeof *lat, bench_cmp_double);
         rc = 0;
     }
 done:
@@ -113,39 +99,6 @@ done:
     return rc;
 }
 
-/*  n raw fsync'd LMDB commits of a 200-byte put; latencies sorted. */
-static int
-s_raw_lmdb (int n, double *lat)
-{
-    char dir [64];
-    if (test_service_tmpdir (dir, sizeof dir, "bench-vault-raw"))
-        return -1;
-    MDB_env *env = NULL;
-    MDB_dbi dbi;
-    MDB_txn *txn = NULL;
-    int rc = -1;
-    if (mdb_env_create (&env) || mdb_env_set_mapsize (env, (size_t) 1 << 28) || mdb_env_open (env, dir, 0, 0600))
-        goto done;
-    if (mdb_txn_begin (env, NULL, 0, &txn) || mdb_dbi_open (txn, NULL, 0, &dbi) || mdb_txn_commit (txn))
-        goto done;
-    char value [200];
-    memset (value, 'l', sizeof value);
-    for (int i = 0; i < n; i++) {
-        uint8_t key [8];
-        bus_u64_to_key ((uint64_t) i, key);
-        MDB_val k = { sizeof key, key }, v = { sizeof value, value };
-        double a = s_now ();
-        if (mdb_txn_begin (env, NULL, 0, &txn) || mdb_put (txn, dbi, &k, &v, 0) || mdb_txn_commit (txn))
-            goto done;
-        lat [i] = (s_now () - a) * 1e6;
-    }
-    qsort (lat, (size_t) n, sizeof *lat, s_cmp_double);
-    rc = 0;
-done:
-    mdb_env_close (env);
-    test_service_rmtree (dir);
-    return rc;
-}
 
 /*  Tokens minted and verified per second for secs. */
 static double
@@ -164,8 +117,8 @@ s_mint_verify (double secs, size_t *payload_len)
         "\"scope\":\"https://www.googleapis.com/auth/spreadsheets\",\"sub\":\"write_po\"}";
     *payload_len = strlen (payload);
     long n = 0;
-    double t0 = s_now (), until = t0 + secs;
-    while (s_now () < until) {
+    double t0 = bench_now_s (), until = t0 + secs;
+    while (bench_now_s () < until) {
         char *jws = NULL;
         json_t *claims = NULL;
         if (bus_jws_sign (header, payload, strlen (payload), sk, &jws) || bus_jws_verify (jws, pk, kid, &claims)) {
@@ -178,7 +131,7 @@ s_mint_verify (double secs, size_t *payload_len)
         n++;
     }
     json_decref (header);
-    return n / (s_now () - t0);
+    return n / (bench_now_s () - t0);
 }
 
 /*  Bare libsodium sign + verify of len bytes per second for secs. */
@@ -190,15 +143,15 @@ s_bare (double secs, size_t len)
     uint8_t *msg = malloc (len);
     randombytes_buf (msg, len);
     long n = 0;
-    double t0 = s_now (), until = t0 + secs;
-    while (s_now () < until) {
+    double t0 = bench_now_s (), until = t0 + secs;
+    while (bench_now_s () < until) {
         crypto_sign_detached (sig, NULL, msg, len, sk);
         if (crypto_sign_verify_detached (sig, msg, len, pk) != 0)
             break;
         n++;
     }
     free (msg);
-    return n / (s_now () - t0);
+    return n / (bench_now_s () - t0);
 }
 
 int
@@ -210,11 +163,13 @@ main (int argc, char **argv)
     bus_log_init ("bench_vault", "warn");
     int n = quick ? 100 : 1000;
     double *lat = calloc ((size_t) n, sizeof *lat), *raw = calloc ((size_t) n, sizeof *raw);
-    if (!lat || !raw || s_leases (n, lat) || s_raw_lmdb (n, raw)) {
+    if (!lat || !raw || s_leases (n, lat)
+        || bench_lmdb_commits ("bench-vault-raw", 200, n, 0, raw, NULL) != n) {
         free (lat);
         free (raw);
         return 1;
     }
+    qsort (raw, (size_t) n, sizeof *raw, bench_cmp_double);
     double p50 = lat [n / 2], p99 = lat [n * 99 / 100], raw50 = raw [n / 2];
     printf ("bench vault_lease_p50 %.1f us baseline %.1f ratio %.2f\n", p50, raw50, p50 / raw50);
     printf ("bench vault_lease_p99 %.1f us baseline %.1f ratio %.2f\n", p99, raw50, p99 / raw50);
