@@ -30,6 +30,9 @@ static const s_command_t s_commands [] = {
     { "vault",  ctl_cmd_vault,  false, "vault connect NAME --kind K --scopes S,... [--secret-file F] | disconnect NAME | connections\n"
                                        "        | leases [--run RUN] | revoke LEASE | revoke --run RUN | rotate-key [master|signing] | jwks" },
     { "sandbox", ctl_cmd_sandbox, false, "sandbox rows SHEET          the rows the sandbox's Sheets API stored" },
+    { "run",    ctl_cmd_run,    false, "run start WORKFLOW [--input KEY=VALUE]... | get RUN | wait RUN [--timeout-ms T] | cancel RUN\n"
+                                       "        | list [--state STATE]  the orchestrator's runs (exit 3: REJECTED)" },
+    { "workflows", ctl_cmd_workflows, false, "workflows [--load]         the orchestrator's workflows (--load: read the files again)" },
     { NULL, NULL, false, NULL }
 };
 

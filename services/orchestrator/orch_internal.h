@@ -1,0 +1,102 @@
+/*  orch_internal.h — what the orchestrator's files share: its state, the
+    run record, and the engine's entry points (orch_run.c) that the
+    handlers (orch_service.c) call. Not for other modules.
+
+    A run record (LMDB "runs", key the run id, value its JSON) is the run's
+    checkpoint:
+        {run, workflow, workflow_hash, input, principal, state, reason?,
+         vars {input, <outputs>..., call?},   the run state templates read
+         cursor,                              the node being run (null: ended)
+         step {node, attempt, phase, tries, decision?, approval?, levels?,
+               lease?, audit_index?},         the cursor's step
+         nodes [{node, kind, state, attempt, outcome?, ...}],
+         calls [{name, arguments, id}], return_to?,   an agent's queued calls
+         leased?, epoch, created_at, updated_at}
+    step.phase on disk is decide, approval (paused for it) or lease (an
+    approval came, or a step past its decision was interrupted: it leases
+    again, then appends its intent and calls under the same idempotency
+    key); audit and call live only in memory, with the token.
+
+    Threads: everything runs on the service's reactor.
+*/
+#ifndef ORCH_INTERNAL_H
+#define ORCH_INTERNAL_H
+
+#include <czmq.h>
+#include <jansson.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "bus_call.h"
+#include "bus_http_client.h"
+#include "bus_service.h"
+#include "orch_agent.h"
+#include "orch_workflow.h"
+
+typedef struct {
+    bus_service_t *svc;
+    bus_store_t *store;
+    int db_runs, db_meta, db_workflows, db_approvals;
+    uint64_t epoch;                 /* this instance's fencing epoch */
+    bool fenced;                    /* a newer instance took the store: advance nothing */
+    uint8_t node_seed [32];         /* derives each step's node key (meta "node_seed") */
+    zhash_t *workflows;             /* name -> orch_workflow_t (current; borrowed from by_hash) */
+    zhash_t *by_hash;               /* hash -> orch_workflow_t (owned) */
+    zhash_t *runs;                  /* run id -> orch_run_t: runs being worked on */
+    zhash_t *waiters;               /* run id -> zlist_t of orch_waiter_t */
+    zlist_t *kick;                  /* run ids to look at again (char *, owned) */
+    int kick_timer;                 /* -1: none armed */
+    bus_calls_t *authz, *ciba, *vault, *auditor;
+    bus_http_client_t *http;
+    orch_agent_config_t *agent;
+    char dir [1024];                /* the workflows' directory */
+    char sandbox [256];             /* http://<[sandbox] http> */
+    char sheets_url [256], gmail_url [256], dropbox_url [256];
+    int64_t lease_ttl, approval_expiry, retry_max, retry_base, retry_cap, audit_retry;
+    uint64_t steps, runs_started, runs_ended;
+} orch_t;
+
+/*  A run being worked on (in memory while it has work in flight). */
+typedef struct {
+    orch_t *self;
+    char id [27];
+    json_t *rec;                    /* the record (as committed, plus the step in memory) */
+    const orch_workflow_t *wf;
+    char *token;                    /* the leased token: memory only, wiped */
+    uint8_t pk [32], sk [64];       /* the step's node key */
+    int timer;                      /* -1: none */
+    bool paused;                    /* PAUSED committed for audit/upstream (in memory) */
+    bool http_live;
+    uint64_t http_id;
+} orch_run_t;
+
+/*  Members of JSON objects. */
+static inline const char *
+orch_str (const json_t *o, const char *k)
+{
+    return json_string_value (json_object_get (o, k));
+}
+
+/*  orch_service.c */
+int orch_workflows_load (orch_t *self, const char *only, json_t *loaded, json_t *errors);
+const orch_workflow_t *orch_workflow_by_hash (orch_t *self, const char *hash);
+int orch_workflow_store (orch_t *self, bus_txn_t *txn, const orch_workflow_t *wf);
+void orch_waiters_notify (orch_t *self, const char *id, const json_t *rec);
+json_t *orch_run_view (const json_t *rec);
+
+/*  orch_run.c */
+bus_txn_t *orch_txn (orch_t *self);                         /* a write txn, fencing checked */
+json_t *orch_run_load (orch_t *self, bus_txn_t *txn, const char *id);
+int orch_run_put (orch_t *self, bus_txn_t *txn, json_t *rec);
+json_t *orch_run_new_record (orch_t *self, const orch_workflow_t *wf, const char *id, const json_t *input,
+                             const char *principal, bus_txn_t *txn);
+void orch_run_kick (orch_t *self, const char *id);
+void orch_run_resume_all (orch_t *self);
+orch_run_t *orch_run_find (orch_t *self, const char *id);
+void orch_run_drop (orch_run_t *run);
+int orch_run_cancel (orch_t *self, bus_txn_t *txn, json_t *rec, const char *reason);
+void orch_run_after_end (orch_t *self, const json_t *rec);
+int orch_on_approval (bus_service_t *svc, void *state, bus_txn_t *txn, proto_msg_t *event);
+void orch_engine_stop (orch_t *self);
+
+#endif

@@ -1,0 +1,1328 @@
+/*  orch_run.c — the engine: runs advance node by node on the reactor
+    (orch_internal.h says what a run record holds).
+
+    A node ends in one transaction: its node.finished, the cursor moved,
+    the next node's node.started (and, when the run ends there, its
+    terminal event) with the record. A tool step:
+
+        decide   authz.decide; allow -> lease; deny -> REJECTED;
+                 approval_required -> ciba.authorize, then the run is
+                 PAUSED (approval), checkpointed, and leaves memory; the
+                 ciba-broker's approval.completed (a durable follower,
+                 applied in the follower's own transaction) or, after a
+                 restart, ciba.status brings it back: approved -> lease,
+                 anything else -> REJECTED
+        lease    vault.lease with the step's node key (derived from the
+                 instance's node seed and run/node/attempt, so a restarted
+                 step presents the same key); an approval already used by
+                 a lease of this step (a restart after the lease) -> the
+                 lease is found with vault.leases and renewed
+        audit    audit.append of the step intent; no acknowledgement ->
+                 PAUSED audit_unavailable, asked again every audit_retry
+        call     the connector's request (DPoP, Idempotency-Key
+                 run/node/attempt) on the HTTP client; 5xx/429/network ->
+                 PAUSED upstream_retry, backoff, the same key again; 4xx
+                 -> FAILED with the upstream's error
+        then     vault.token_used, the result into vars[output], vault.revoke
+
+    At the run's end: vault.revoke {run} (when it leased), waiters answered.
+*/
+#include "orch_internal.h"
+#include "orch_connector.h"
+#include "bus_error.h"
+#include "bus_jose.h"
+#include "bus_log.h"
+
+#include <sodium.h>
+#include <stdlib.h>
+#include <string.h>
+
+static void s_advance (orch_run_t *run);
+static void s_fail (orch_run_t *run, const char *state, const char *outcome, const char *code,
+                    json_t *extra, const char *fmt, ...) __attribute__((format (printf, 6, 7)));
+
+/* --- records and transactions -------------------------------------------- */
+
+/*  A write transaction on the store, refused (NULL) once a newer instance
+    holds the fencing epoch: this one then advances nothing more. */
+bus_txn_t *
+orch_txn (orch_t *self)
+{
+    if (self->fenced)
+        return NULL;
+    bus_txn_t *txn = bus_txn_begin (self->store, true);
+    if (!txn)
+        return NULL;
+    const void *v;
+    size_t len;
+    if (bus_txn_get (txn, self->db_meta, "epoch", 5, &v, &len) == 0 && len == 8
+        && bus_key_to_u64 (v) != self->epoch) {
+        bus_error ("orchestrator: fenced: epoch %llu on the store, ours %llu: another instance owns the runs",
+                   (unsigned long long) bus_key_to_u64 (v), (unsigned long long) self->epoch);
+        self->fenced = true;
+        bus_service_abort (self->svc, &txn);
+        return NULL;
+    }
+    return txn;
+}
+
+json_t *
+orch_run_load (orch_t *self, bus_txn_t *txn, const char *id)
+{
+    const void *v;
+    size_t len;
+    if (bus_txn_get (txn, self->db_runs, id, strlen (id), &v, &len))
+        return NULL;
+    return json_loadb (v, len, 0, NULL);
+}
+
+int
+orch_run_put (orch_t *self, bus_txn_t *txn, json_t *rec)
+{
+    json_object_set_new (rec, "updated_at", json_integer (proto_now_us ()));
+    json_object_set_new (rec, "epoch", json_integer ((json_int_t) self->epoch));
+    /* the in-memory phases go to disk as the phase a restart resumes from */
+    json_t *step = json_object_get (rec, "step");
+    const char *phase = orch_str (step, "phase");
+    json_t *saved = NULL;
+    if (phase && (!strcmp (phase, "audit") || !strcmp (phase, "call"))) {
+        saved = json_string (phase);
+        json_object_set_new (step, "phase", json_string ("lease"));
+    }
+    else if (phase && !strcmp (phase, "authorize")) {
+        saved = json_string (phase);
+        json_object_set_new (step, "phase", json_string ("decide"));
+    }
+    char *text = json_dumps (rec, JSON_COMPACT);
+    if (saved)
+        json_object_set_new (step, "phase", saved);
+    if (!text) {
+        bus_txn_fail (txn, BUS_ENOMEM);
+        return BUS_ENOMEM;
+    }
+    const char *id = orch_str (rec, "run");
+    int rc = bus_txn_put (txn, self->db_runs, id, strlen (id), text, strlen (text));
+    free (text);
+    return rc;
+}
+
+/*  Append an event (body stolen) to txn. */
+static void
+s_emit (orch_t *self, bus_txn_t *txn, const char *type, json_t *body)
+{
+    bus_event_append (self->svc, txn, type, body, NULL);
+}
+
+/*  The entry of nodes[] for the cursor (the last one of that node). */
+static json_t *
+s_node_entry (json_t *rec)
+{
+    json_t *nodes = json_object_get (rec, "nodes");
+    size_t n = json_array_size (nodes);
+    return n ? json_array_get (nodes, n - 1) : NULL;
+}
+
+/*  Move the cursor to node id: a new step, a nodes[] entry, node.started. */
+static void
+s_enter (orch_t *self, bus_txn_t *txn, json_t *rec, const orch_workflow_t *wf, const char *id)
+{
+    const json_t *node = orch_workflow_node (wf, id);
+    const char *kind = orch_str (node, "kind");
+    json_t *nodes = json_object_get (rec, "nodes");
+    int attempt = 1;
+    size_t i;
+    json_t *e;
+    json_array_foreach (nodes, i, e)
+        if (!strcmp (orch_str (e, "node"), id))
+            attempt++;
+    json_array_append_new (nodes, json_pack ("{s:s, s:s, s:s, s:i}", "node", id, "kind", kind,
+                                             "state", "running", "attempt", attempt));
+    json_object_set_new (rec, "cursor", json_string (id));
+    json_object_set_new (rec, "step", json_pack ("{s:s, s:i, s:s, s:i}", "node", id, "attempt", attempt,
+                                                 "phase", "decide", "tries", 0));
+    s_emit (self, txn, "node.started", json_pack ("{s:s, s:s, s:s, s:i}", "run", orch_str (rec, "run"),
+                                                  "node", id, "kind", kind, "attempt", attempt));
+}
+
+/*  Finish the cursor's node: node.finished {outcome, extra...} and its
+    nodes[] entry. extra is borrowed. */
+static void
+s_finish_node (orch_t *self, bus_txn_t *txn, json_t *rec, const char *outcome, const json_t *extra)
+{
+    json_t *entry = s_node_entry (rec);
+    json_t *step = json_object_get (rec, "step");
+    if (!entry || !json_object_get (rec, "cursor") || json_is_null (json_object_get (rec, "cursor")))
+        return;
+    json_object_set_new (entry, "state", json_string ("finished"));
+    json_object_set_new (entry, "outcome", json_string (outcome));
+    json_t *ev = json_pack ("{s:s, s:O, s:O, s:O, s:s}", "run", orch_str (rec, "run"), "node",
+                            json_object_get (entry, "node"), "kind", json_object_get (entry, "kind"),
+                            "attempt", json_object_get (step, "attempt"), "outcome", outcome);
+    if (extra)
+        json_object_update (entry, (json_t *) extra), json_object_update (ev, (json_t *) extra);
+    s_emit (self, txn, "node.finished", ev);
+}
+
+/*  End the run in txn: state, reason, its terminal event. */
+static void
+s_end (orch_t *self, bus_txn_t *txn, json_t *rec, const char *state, const char *reason)
+{
+    const char *id = orch_str (rec, "run");
+    const char *node = orch_str (rec, "cursor");
+    json_object_set_new (rec, "state", json_string (state));
+    if (reason)
+        json_object_set_new (rec, "reason", json_string (reason));
+    else
+        json_object_del (rec, "reason");
+    const char *approval = orch_str (json_object_get (rec, "step"), "approval");
+    if (approval)
+        bus_txn_del (txn, self->db_approvals, approval, strlen (approval));
+    json_t *ev;
+    if (!strcmp (state, "COMPLETED"))
+        ev = json_pack ("{s:s, s:I}", "run", id, "finished_at", (json_int_t) proto_now_us ());
+    else if (!strcmp (state, "CANCELLED"))
+        ev = json_pack ("{s:s, s:s?}", "run", id, "reason", reason);
+    else
+        ev = json_pack ("{s:s, s:s, s:s?}", "run", id, "reason", reason ? reason : state, "node", node);
+    char type [32];
+    snprintf (type, sizeof type, "run.%s", !strcmp (state, "COMPLETED") ? "completed"
+                                         : !strcmp (state, "REJECTED") ? "rejected"
+                                         : !strcmp (state, "CANCELLED") ? "cancelled" : "failed");
+    s_emit (self, txn, type, ev);
+    json_object_set_new (rec, "cursor", json_null ());
+    self->runs_ended++;
+}
+
+/* --- runs in memory ------------------------------------------------------- */
+
+orch_run_t *
+orch_run_find (orch_t *self, const char *id)
+{
+    return zhash_lookup (self->runs, id);
+}
+
+/*  Forget a run in memory: its calls, request, timer and token go. */
+void
+orch_run_drop (orch_run_t *run)
+{
+    if (!run)
+        return;
+    orch_t *self = run->self;
+    bus_calls_cancel_owner (self->authz, run);
+    bus_calls_cancel_owner (self->ciba, run);
+    bus_calls_cancel_owner (self->vault, run);
+    bus_calls_cancel_owner (self->auditor, run);
+    if (self->http)
+        bus_http_client_cancel_arg (self->http, run);
+    if (run->timer >= 0)
+        zloop_timer_end (bus_service_loop (self->svc), run->timer);
+    if (run->token) {
+        sodium_memzero (run->token, strlen (run->token));
+        free (run->token);
+    }
+    sodium_memzero (run->sk, sizeof run->sk);
+    json_decref (run->rec);
+    zhash_delete (self->runs, run->id);      /* frees run (zhash freefn) */
+}
+
+static void
+s_run_free (void *arg)
+{
+    free (arg);
+}
+
+/*  A run record taken into memory to be advanced. */
+static orch_run_t *
+s_run_take (orch_t *self, json_t *rec)
+{
+    const orch_workflow_t *wf = orch_workflow_by_hash (self, orch_str (rec, "workflow_hash"));
+    if (!wf) {
+        bus_error ("orchestrator: run %s: workflow %s (%s) is not stored", orch_str (rec, "run"),
+                   orch_str (rec, "workflow"), orch_str (rec, "workflow_hash"));
+        json_decref (rec);
+        return NULL;
+    }
+    orch_run_t *run = calloc (1, sizeof *run);
+    if (!run) {
+        json_decref (rec);
+        return NULL;
+    }
+    run->self = self;
+    snprintf (run->id, sizeof run->id, "%s", orch_str (rec, "run"));
+    run->rec = rec;
+    run->wf = wf;
+    run->timer = -1;
+    zhash_insert (self->runs, run->id, run);
+    zhash_freefn (self->runs, run->id, s_run_free);
+    return run;
+}
+
+/*  Commit txn for run; on failure the run leaves memory (a restart resumes
+    it from its last checkpoint). Returns 0 or the error. */
+static int
+s_commit (orch_run_t *run, bus_txn_t **txn)
+{
+    orch_t *self = run->self;
+    orch_run_put (self, *txn, run->rec);
+    int rc = bus_service_commit (self->svc, txn);
+    if (rc) {
+        bus_error ("orchestrator: run %s: checkpoint not stored (%s): the run waits for a restart",
+                   run->id, bus_strerror (rc));
+        orch_run_drop (run);
+    }
+    return rc;
+}
+
+/*  A fire-and-forget call's answer: logged when it failed. */
+static void
+s_ignore (bus_calls_t *calls, proto_msg_t *reply, void *arg)
+{
+    if (!reply->ok)
+        bus_warn ("orchestrator: %s: %s: %s", bus_calls_name (calls),
+                  json_string_value (json_object_get (reply->error, "code")),
+                  json_string_value (json_object_get (reply->error, "message")));
+}
+
+/*  After a run has ended (committed): revoke its leases, answer waiters. */
+void
+orch_run_after_end (orch_t *self, const json_t *rec)
+{
+    if (json_is_true (json_object_get (rec, "leased"))) {
+        bus_calls_send (self->vault, "vault.revoke", json_pack ("{s:s}", "run", orch_str (rec, "run")),
+                        NULL, s_ignore, NULL, NULL);
+    }
+    orch_waiters_notify (self, orch_str (rec, "run"), rec);
+}
+
+/*  Send a call for run (owner run); on failure the run fails. */
+static int
+s_send (orch_run_t *run, bus_calls_t *calls, const char *type, json_t *body, bus_call_fn *fn)
+{
+    bus_call_opts_t opts = { .owner = run };
+    int rc = calls ? bus_calls_send (calls, type, body, &opts, fn, run, NULL) : BUS_ESTATE;
+    if (rc) {
+        if (!calls)
+            json_decref (body);
+        s_fail (run, "FAILED", "failed", "unavailable", NULL, "%s: cannot send (%s)", type, bus_strerror (rc));
+    }
+    return rc;
+}
+
+/*  End the run as state (FAILED/REJECTED) with node outcome and error
+    {code, message}; extra (stolen, may be NULL) joins node.finished. */
+static void
+s_fail (orch_run_t *run, const char *state, const char *outcome, const char *code, json_t *extra,
+        const char *fmt, ...)
+{
+    orch_t *self = run->self;
+    char msg [600];
+    va_list ap;
+    va_start (ap, fmt);
+    vsnprintf (msg, sizeof msg, fmt, ap);
+    va_end (ap);
+    bus_info ("orchestrator: run %s %s at %s: %s", run->id, state, orch_str (run->rec, "cursor"), msg);
+    if (!extra)
+        extra = json_object ();
+    json_object_set_new (extra, "error", json_pack ("{s:s, s:s}", "code", code, "message", msg));
+    bus_txn_t *txn = orch_txn (self);
+    if (!txn) {
+        json_decref (extra);
+        orch_run_drop (run);
+        return;
+    }
+    s_finish_node (self, txn, run->rec, outcome, extra);
+    json_decref (extra);
+    s_end (self, txn, run->rec, state, msg);
+    json_t *rec = json_incref (run->rec);
+    if (s_commit (run, &txn) == 0) {
+        orch_run_drop (run);
+        orch_run_after_end (self, rec);
+    }
+    json_decref (rec);
+}
+
+/*  The cursor's node finished ok (extra borrowed, may be NULL): commit it
+    with the move to the next node (or the run's end), then go on. */
+static void
+s_node_ok (orch_run_t *run, const json_t *extra)
+{
+    orch_t *self = run->self;
+    json_t *rec = run->rec;
+    bus_txn_t *txn = orch_txn (self);
+    if (!txn) {
+        orch_run_drop (run);
+        return;
+    }
+    s_finish_node (self, txn, rec, "ok", extra);
+    json_t *vars = json_object_get (rec, "vars");
+    json_t *calls = json_object_get (rec, "calls");
+    const char *next = NULL;
+    char err [300] = "";
+    int rc = 0;
+    if (json_array_size (calls) > 0) {
+        json_t *call = json_array_get (calls, 0);
+        next = orch_str (call, "name");
+        json_object_set (vars, "call", json_object_get (call, "arguments"));
+        json_array_remove (calls, 0);
+    }
+    else {
+        const char *from = orch_str (rec, "return_to") ? orch_str (rec, "return_to") : orch_str (rec, "cursor");
+        char fromb [130];
+        snprintf (fromb, sizeof fromb, "%s", from);
+        json_object_del (rec, "return_to");
+        json_object_del (vars, "call");
+        rc = orch_workflow_next (run->wf, fromb, vars, &next, err, sizeof err);
+    }
+    if (rc) {
+        bus_service_abort (self->svc, &txn);
+        s_fail (run, "FAILED", "failed", "workflow", NULL, "%s", err);
+        return;
+    }
+    bool ended = false;
+    if (next && !strcmp (orch_str (orch_workflow_node (run->wf, next), "kind"), "end")) {
+        s_enter (self, txn, rec, run->wf, next);
+        s_finish_node (self, txn, rec, "ok", NULL);
+        next = NULL;
+    }
+    if (!next) {
+        s_end (self, txn, rec, "COMPLETED", NULL);
+        ended = true;
+    }
+    else
+        s_enter (self, txn, rec, run->wf, next);
+    json_incref (rec);
+    if (s_commit (run, &txn) == 0) {
+        if (ended) {
+            orch_run_drop (run);
+            orch_run_after_end (self, rec);
+        }
+        else
+            s_advance (run);
+    }
+    json_decref (rec);
+}
+
+/*  Commit a pause (reason; the run stays in memory unless drop) with
+    run.paused; answer waiters. Returns 0 or the commit's error (the run
+    is then gone). */
+static int
+s_pause (orch_run_t *run, const char *reason, bool drop)
+{
+    orch_t *self = run->self;
+    bus_txn_t *txn = orch_txn (self);
+    if (!txn) {
+        orch_run_drop (run);
+        return BUS_ESTATE;
+    }
+    json_object_set_new (run->rec, "state", json_string ("PAUSED"));
+    json_object_set_new (run->rec, "reason", json_string (reason));
+    const char *approval = orch_str (json_object_get (run->rec, "step"), "approval");
+    if (!strcmp (reason, "approval"))
+        bus_txn_put (txn, self->db_approvals, approval, strlen (approval), run->id, strlen (run->id));
+    s_emit (self, txn, "run.paused", json_pack ("{s:s, s:s, s:s, s:s?}", "run", run->id, "node",
+                                                orch_str (run->rec, "cursor"), "reason", reason,
+                                                "approval", !strcmp (reason, "approval") ? approval : NULL));
+    json_t *rec = json_incref (run->rec);
+    int rc = s_commit (run, &txn);
+    if (rc == 0) {
+        run->paused = true;
+        if (drop)
+            orch_run_drop (run);
+        orch_waiters_notify (self, orch_str (rec, "run"), rec);
+    }
+    json_decref (rec);
+    return rc;
+}
+
+/*  Commit a resume from a pause held in memory (run.resumed). */
+static int
+s_resume (orch_run_t *run)
+{
+    if (!run->paused)
+        return 0;
+    orch_t *self = run->self;
+    bus_txn_t *txn = orch_txn (self);
+    if (!txn) {
+        orch_run_drop (run);
+        return BUS_ESTATE;
+    }
+    json_object_set_new (run->rec, "state", json_string ("RUNNING"));
+    json_object_del (run->rec, "reason");
+    s_emit (self, txn, "run.resumed", json_pack ("{s:s, s:s}", "run", run->id, "node", orch_str (run->rec, "cursor")));
+    int rc = s_commit (run, &txn);
+    if (rc == 0)
+        run->paused = false;
+    return rc;
+}
+
+/*  The delay before retry number tries (1...): base * 2^(tries-1), capped,
+    with up to 25% jitter; at least the upstream's Retry-After. */
+static int64_t
+s_backoff (orch_t *self, int64_t tries, int64_t retry_after_ms)
+{
+    int64_t d = self->retry_base;
+    for (int64_t i = 1; i < tries && d < self->retry_cap; i++)
+        d *= 2;
+    if (d > self->retry_cap)
+        d = self->retry_cap;
+    d += (int64_t) randombytes_uniform ((uint32_t) (d / 4 + 1));
+    return d < retry_after_ms ? retry_after_ms : d;
+}
+
+static int
+s_on_timer (zloop_t *loop, int timer_id, void *arg)
+{
+    orch_run_t *run = arg;
+    run->timer = -1;
+    if (s_resume (run) == 0)
+        s_advance (run);
+    return 0;
+}
+
+/*  Try the step again in delay_ms, paused for reason meanwhile. */
+static void
+s_retry_later (orch_run_t *run, const char *reason, int64_t delay_ms)
+{
+    if (!run->paused && s_pause (run, reason, false))
+        return;
+    run->timer = zloop_timer (bus_service_loop (run->self->svc), (size_t) (delay_ms > 0 ? delay_ms : 1), 1,
+                              s_on_timer, run);
+}
+
+/*  A transient error of a peer (timeout, unavailable): retry the phase
+    with backoff up to retry_max, then fail. */
+static bool
+s_transient (proto_msg_t *reply)
+{
+    const char *code = json_string_value (json_object_get (reply->error, "code"));
+    return code && (!strcmp (code, PROTO_ERR_TIMEOUT) || !strcmp (code, PROTO_ERR_UNAVAILABLE));
+}
+
+static void
+s_peer_error (orch_run_t *run, bus_calls_t *calls, proto_msg_t *reply)
+{
+    json_t *step = json_object_get (run->rec, "step");
+    int64_t tries = json_integer_value (json_object_get (step, "tries")) + 1;
+    json_object_set_new (step, "tries", json_integer (tries));
+    const char *code = json_string_value (json_object_get (reply->error, "code"));
+    const char *msg = json_string_value (json_object_get (reply->error, "message"));
+    if (s_transient (reply) && tries <= run->self->retry_max) {
+        bus_warn ("orchestrator: run %s: %s: %s (retry %lld)", run->id, bus_calls_name (calls), code,
+                  (long long) tries);
+        s_retry_later (run, "upstream_retry", s_backoff (run->self, tries, 0));
+        return;
+    }
+    s_fail (run, "FAILED", "failed", code ? code : "error", NULL, "%s: %s", bus_calls_name (calls),
+            msg ? msg : "error");
+}
+
+/* --- the tool step -------------------------------------------------------- */
+
+/*  The step's node key: Ed25519 from BLAKE2b(node_seed, "run/node/attempt"). */
+static void
+s_node_key (orch_run_t *run, char *idem, size_t idemlen)
+{
+    json_t *step = json_object_get (run->rec, "step");
+    snprintf (idem, idemlen, "%s/%s/%lld", run->id, orch_str (step, "node"),
+              (long long) json_integer_value (json_object_get (step, "attempt")));
+    uint8_t seed [crypto_sign_SEEDBYTES];
+    crypto_generichash (seed, sizeof seed, (const uint8_t *) idem, strlen (idem), run->self->node_seed,
+                        sizeof run->self->node_seed);
+    crypto_sign_seed_keypair (run->pk, run->sk, seed);
+    sodium_memzero (seed, sizeof seed);
+}
+
+/*  The templating context: the run's vars. */
+static json_t *
+s_vars (orch_run_t *run)
+{
+    return json_object_get (run->rec, "vars");
+}
+
+/*  The decision's summary for node.finished. */
+static json_t *
+s_step_extra (orch_run_t *run)
+{
+    json_t *step = json_object_get (run->rec, "step");
+    json_t *x = json_object ();
+    const char *keys [] = { "decision", "approval", "lease", "audit_index", "status", NULL };
+    for (int i = 0; keys [i]; i++)
+        if (json_object_get (step, keys [i]))
+            json_object_set (x, keys [i], json_object_get (step, keys [i]));
+    return x;
+}
+
+static void
+s_on_http (const bus_http_response_t *res, void *arg)
+{
+    orch_run_t *run = arg;
+    orch_t *self = run->self;
+    run->http_live = false;
+    const json_t *node = orch_workflow_node (run->wf, orch_str (run->rec, "cursor"));
+    const char *connector = orch_str (node, "connector");
+    json_t *result = NULL;
+    int64_t retry_after = 0;
+    orch_call_outcome_t out = orch_connector_response (connector, res->error, res->status,
+                                                       bus_http_response_header (res, "Retry-After"),
+                                                       res->body, res->body_len, &result, &retry_after);
+    json_t *step = json_object_get (run->rec, "step");
+    if (res->status)
+        json_object_set_new (step, "status", json_integer (res->status));
+    if (out == ORCH_CALL_OK) {
+        const char *lease = orch_str (step, "lease");
+        bus_calls_send (self->vault, "vault.token_used", json_pack ("{s:s, s:s}", "lease_id", lease, "target", connector),
+                        NULL, s_ignore, NULL, NULL);
+        bus_calls_send (self->vault, "vault.revoke", json_pack ("{s:s}", "lease_id", lease), NULL, s_ignore, NULL, NULL);
+        if (run->token) {
+            sodium_memzero (run->token, strlen (run->token));
+            free (run->token);
+            run->token = NULL;
+        }
+        const char *key = orch_str (node, "output") ? orch_str (node, "output") : orch_str (node, "id");
+        json_object_set_new (s_vars (run), key, result ? result : json_object ());
+        json_t *x = s_step_extra (run);
+        self->steps++;
+        s_node_ok (run, x);
+        json_decref (x);
+        return;
+    }
+    char *text = result ? json_dumps (result, JSON_COMPACT) : NULL;
+    json_decref (result);
+    int64_t tries = json_integer_value (json_object_get (step, "tries")) + 1;
+    json_object_set_new (step, "tries", json_integer (tries));
+    if (out == ORCH_CALL_RETRY && tries <= self->retry_max) {
+        bus_warn ("orchestrator: run %s: %s: %s %d (retry %lld)", run->id, connector,
+                  res->error ? res->reason : "status", res->status, (long long) tries);
+        json_object_set_new (step, "phase", json_string ("call"));
+        s_retry_later (run, "upstream_retry", s_backoff (self, tries, retry_after));
+    }
+    else {
+        char code [32];
+        snprintf (code, sizeof code, res->error ? "upstream_unreachable" : "upstream_%d", res->status);
+        s_fail (run, "FAILED", "failed", code, s_step_extra (run), "%s: %s", connector,
+                text ? text : res->error ? res->reason : "failed");
+    }
+    free (text);
+}
+
+/*  The connector call. */
+static void
+s_call (orch_run_t *run)
+{
+    orch_t *self = run->self;
+    const json_t *node = orch_workflow_node (run->wf, orch_str (run->rec, "cursor"));
+    const char *connector = orch_str (node, "connector");
+    char err [300] = "", idem [200];
+    json_t *args = orch_template (json_object_get (node, "args"), s_vars (run), err, sizeof err);
+    if (!args) {
+        s_fail (run, "FAILED", "failed", "template", NULL, "args: %s", err);
+        return;
+    }
+    s_node_key (run, idem, sizeof idem);
+    const char *base = !strcmp (connector, "sheets.append") ? self->sheets_url
+                     : !strcmp (connector, "gmail.send") ? self->gmail_url
+                     : !strcmp (connector, "dropbox.upload") ? self->dropbox_url : NULL;
+    orch_call_t call = { .connector = connector, .args = args, .base_url = base, .token = run->token,
+                         .node_pk = run->pk, .node_sk = run->sk, .idempotency_key = idem };
+    orch_http_call_t *h = NULL;
+    int rc = orch_connector_request (&call, &h, err, sizeof err);
+    json_decref (args);
+    if (rc) {
+        s_fail (run, "FAILED", "failed", "connector", s_step_extra (run), "%s: %s", connector, err);
+        return;
+    }
+    bus_http_request_t req = { .method = h->method, .url = h->url, .headers = (const char *const *) h->headers,
+                               .content_type = h->content_type, .body = h->body, .body_len = h->body_len };
+    rc = bus_http_client_send (self->http, &req, s_on_http, run, &run->http_id);
+    orch_http_call_destroy (&h);
+    if (rc)
+        s_fail (run, "FAILED", "failed", "connector", s_step_extra (run), "%s: cannot send (%s)", connector,
+                bus_strerror (rc));
+    else
+        run->http_live = true;
+}
+
+static void
+s_on_audit (bus_calls_t *calls, proto_msg_t *reply, void *arg)
+{
+    orch_run_t *run = arg;
+    json_t *step = json_object_get (run->rec, "step");
+    if (!reply->ok) {
+        const char *code = json_string_value (json_object_get (reply->error, "code"));
+        if (s_transient (reply)) {
+            bus_warn ("orchestrator: run %s: the auditor did not acknowledge the step intent (%s): paused",
+                      run->id, code);
+            s_retry_later (run, "audit_unavailable", run->self->audit_retry);
+            return;
+        }
+        s_fail (run, "FAILED", "failed", code ? code : "error", s_step_extra (run), "auditor: %s",
+                json_string_value (json_object_get (reply->error, "message")));
+        return;
+    }
+    json_object_set (step, "audit_index", json_object_get (reply->body, "index"));
+    json_object_set_new (step, "phase", json_string ("call"));
+    if (s_resume (run) == 0)
+        s_call (run);
+}
+
+/*  Append the step intent (fail-closed: no call before it is stored). */
+static void
+s_audit (orch_run_t *run)
+{
+    const json_t *node = orch_workflow_node (run->wf, orch_str (run->rec, "cursor"));
+    json_t *step = json_object_get (run->rec, "step");
+    char err [300] = "", digest [ORCH_HASH_LEN + 1] = "";
+    json_t *args = orch_template (json_object_get (node, "args"), s_vars (run), err, sizeof err);
+    json_t *policy = orch_template (json_object_get (node, "policy"), s_vars (run), err, sizeof err);
+    if (!args || !policy || orch_digest (args, digest)) {
+        json_decref (args);
+        json_decref (policy);
+        s_fail (run, "FAILED", "failed", "template", NULL, "%s", *err ? err : "args have no canonical form");
+        return;
+    }
+    json_t *entry = json_pack ("{s:s, s:s, s:s, s:O, s:s, s:s, s:O, s:O, s:s, s:s}", "kind", "step.intent",
+                               "run", run->id, "node", orch_str (node, "id"), "attempt",
+                               json_object_get (step, "attempt"), "connector", orch_str (node, "connector"),
+                               "connection", orch_str (node, "connection"), "action",
+                               json_object_get (policy, "action"), "resource", json_object_get (policy, "resource"),
+                               "lease", orch_str (step, "lease"), "args_digest", digest);
+    if (orch_str (step, "approval"))
+        json_object_set (entry, "approval", json_object_get (step, "approval"));
+    json_decref (args);
+    json_decref (policy);
+    s_send (run, run->self->auditor, "audit.append", json_pack ("{s:o}", "entry", entry), s_on_audit);
+}
+
+/*  A lease granted (or renewed): keep the token in memory, go on. */
+static void
+s_leased (orch_run_t *run, json_t *body)
+{
+    json_t *step = json_object_get (run->rec, "step");
+    const char *token = orch_str (body, "token");
+    if (!token) {
+        s_fail (run, "FAILED", "failed", "vault", NULL, "vault: a lease without a token");
+        return;
+    }
+    if (run->token) {
+        sodium_memzero (run->token, strlen (run->token));
+        free (run->token);
+    }
+    run->token = strdup (token);
+    json_object_set (step, "lease", json_object_get (body, "lease_id"));
+    json_object_set_new (run->rec, "leased", json_true ());
+    json_object_set_new (step, "phase", json_string ("audit"));
+    s_audit (run);
+}
+
+static void
+s_on_renew (bus_calls_t *calls, proto_msg_t *reply, void *arg)
+{
+    orch_run_t *run = arg;
+    if (!reply->ok) {
+        s_peer_error (run, calls, reply);
+        return;
+    }
+    s_leased (run, reply->body);
+}
+
+/*  After a restart: the approval made its lease before; find it and renew
+    it (the token is bound to the same node key). */
+static void
+s_on_leases (bus_calls_t *calls, proto_msg_t *reply, void *arg)
+{
+    orch_run_t *run = arg;
+    if (!reply->ok) {
+        s_peer_error (run, calls, reply);
+        return;
+    }
+    const char *node = orch_str (run->rec, "cursor");
+    const char *approval = orch_str (json_object_get (run->rec, "step"), "approval");
+    size_t i;
+    json_t *l;
+    json_array_foreach (json_object_get (reply->body, "leases"), i, l) {
+        if (strcmp (orch_str (l, "node"), node) || strcmp (orch_str (l, "state"), "active")
+            || (approval && orch_str (l, "approval") && strcmp (orch_str (l, "approval"), approval)))
+            continue;
+        s_send (run, run->self->vault, "vault.renew", json_pack ("{s:s}", "lease_id", orch_str (l, "lease_id")),
+                s_on_renew);
+        return;
+    }
+    s_fail (run, "FAILED", "failed", "approval_used", s_step_extra (run),
+            "vault: the approval's lease is no longer active: the step cannot act on it");
+}
+
+static void
+s_on_lease (bus_calls_t *calls, proto_msg_t *reply, void *arg)
+{
+    orch_run_t *run = arg;
+    if (reply->ok) {
+        s_leased (run, reply->body);
+        return;
+    }
+    const char *code = json_string_value (json_object_get (reply->error, "code"));
+    const char *reason = json_string_value (json_object_get (reply->error, "reason"));
+    if (code && !strcmp (code, PROTO_ERR_CONFLICT) && reason && !strcmp (reason, "approval_used")) {
+        s_send (run, run->self->vault, "vault.leases", json_pack ("{s:s}", "run", run->id), s_on_leases);
+        return;
+    }
+    if (code && !strcmp (code, PROTO_ERR_FORBIDDEN) && reason && !strncmp (reason, "approval_", 9)) {
+        s_fail (run, "REJECTED", "rejected", reason, s_step_extra (run), "vault: %s",
+                json_string_value (json_object_get (reply->error, "message")));
+        return;
+    }
+    s_peer_error (run, calls, reply);
+}
+
+static void
+s_lease (orch_run_t *run)
+{
+    orch_t *self = run->self;
+    const json_t *node = orch_workflow_node (run->wf, orch_str (run->rec, "cursor"));
+    json_t *step = json_object_get (run->rec, "step");
+    char idem [200];
+    s_node_key (run, idem, sizeof idem);
+    char *key = bus_b64url_encode (run->pk, sizeof run->pk);
+    int64_t ttl = json_integer_value (json_object_get (node, "ttl"));
+    if (ttl <= 0 || ttl > self->lease_ttl)
+        ttl = self->lease_ttl;
+    json_t *body = json_pack ("{s:s, s:s, s:s, s:O, s:I, s:s}", "run", run->id, "node", orch_str (node, "id"),
+                              "connection", orch_str (node, "connection"), "scopes", json_object_get (node, "scopes"),
+                              "ttl", (json_int_t) ttl, "node_key", key ? key : "");
+    free (key);
+    if (orch_str (step, "approval"))
+        json_object_set (body, "approval", json_object_get (step, "approval"));
+    s_send (run, self->vault, "vault.lease", body, s_on_lease);
+}
+
+static void
+s_on_authorize (bus_calls_t *calls, proto_msg_t *reply, void *arg)
+{
+    orch_run_t *run = arg;
+    if (!reply->ok) {
+        s_peer_error (run, calls, reply);
+        return;
+    }
+    json_t *step = json_object_get (run->rec, "step");
+    json_object_set (step, "approval", json_object_get (reply->body, "approval_id"));
+    json_object_set (step, "levels", json_object_get (reply->body, "levels"));
+    json_object_set_new (step, "phase", json_string ("approval"));
+    json_t *entry = s_node_entry (run->rec);
+    json_object_set (entry, "approval", json_object_get (reply->body, "approval_id"));
+    const char *state = orch_str (reply->body, "state");
+    if (state && strcmp (state, "pending")) {
+        /* the chain ended at once (no level could be asked) */
+        if (!strcmp (state, "approved")) {
+            json_object_set_new (step, "phase", json_string ("lease"));
+            s_lease (run);
+        }
+        else
+            s_fail (run, "REJECTED", "rejected", "approval", s_step_extra (run), "approval %s",
+                    state);
+        return;
+    }
+    s_pause (run, "approval", true);
+}
+
+static void
+s_on_decide (bus_calls_t *calls, proto_msg_t *reply, void *arg)
+{
+    orch_run_t *run = arg;
+    orch_t *self = run->self;
+    if (!reply->ok) {
+        s_peer_error (run, calls, reply);
+        return;
+    }
+    json_t *step = json_object_get (run->rec, "step");
+    const char *d = orch_str (reply->body, "decision");
+    json_t *decision = json_pack ("{s:s}", "result", d ? d : "deny");
+    if (orch_str (reply->body, "reason"))
+        json_object_set (decision, "reason", json_object_get (reply->body, "reason"));
+    json_t *chain = json_array ();
+    size_t i;
+    json_t *lvl;
+    json_array_foreach (json_object_get (reply->body, "chain"), i, lvl)
+        json_array_append (chain, json_object_get (lvl, "user"));
+    if (json_array_size (chain))
+        json_object_set (decision, "chain", chain);
+    json_object_set_new (step, "decision", decision);
+    json_object_set (s_node_entry (run->rec), "decision", decision);
+    if (d && !strcmp (d, "allow")) {
+        json_decref (chain);
+        json_object_set_new (step, "phase", json_string ("lease"));
+        s_lease (run);
+        return;
+    }
+    if (!d || strcmp (d, "approval_required")) {
+        json_decref (chain);
+        const char *why = orch_str (reply->body, "reason");
+        s_fail (run, "REJECTED", "rejected", "denied", s_step_extra (run), "denied: %s", why ? why : "by policy");
+        return;
+    }
+    /* ask the chain */
+    const json_t *node = orch_workflow_node (run->wf, orch_str (run->rec, "cursor"));
+    char err [300] = "", bm [512];
+    json_t *policy = orch_template (json_object_get (node, "policy"), s_vars (run), err, sizeof err);
+    json_t *bmt = json_object_get (node, "binding_message")
+                ? orch_template (json_object_get (node, "binding_message"), s_vars (run), err, sizeof err) : NULL;
+    const json_t *amount = json_object_get (json_object_get (policy, "context"), "amount");
+    if (bmt && json_is_string (bmt))
+        snprintf (bm, sizeof bm, "%s", json_string_value (bmt));
+    else if (json_is_number (amount))
+        snprintf (bm, sizeof bm, "%s %s: %s on %s, amount %.0f", orch_str (run->rec, "workflow"), orch_str (node, "id"),
+                  orch_str (policy, "action"), orch_str (policy, "resource"), json_number_value (amount));
+    else
+        snprintf (bm, sizeof bm, "%s %s: %s on %s", orch_str (run->rec, "workflow"), orch_str (node, "id"),
+                  orch_str (policy, "action"), orch_str (policy, "resource"));
+    json_decref (bmt);
+    json_t *ciba_chain = json_array ();
+    json_array_foreach (json_object_get (reply->body, "chain"), i, lvl) {
+        json_t *l = json_pack ("{s:O}", "approver", json_object_get (lvl, "user"));
+        if (json_is_integer (json_object_get (lvl, "escalate_after")))
+            json_object_set (l, "escalate_after", json_object_get (lvl, "escalate_after"));
+        json_array_append_new (ciba_chain, l);
+    }
+    json_t *details = json_pack ("[{s:s, s:s, s:s, s:s, s:O?, s:O?, s:O?}]", "type", "sanctum_tool_call",
+                                 "run", run->id, "node", orch_str (node, "id"), "connector",
+                                 orch_str (node, "connector"), "action", policy ? json_object_get (policy, "action") : NULL,
+                                 "resource", policy ? json_object_get (policy, "resource") : NULL,
+                                 "amount", amount);
+    json_decref (policy);
+    json_decref (chain);
+    json_object_set_new (step, "phase", json_string ("authorize"));
+    s_send (run, self->ciba, "ciba.authorize",
+            json_pack ("{s:o, s:s, s:o, s:I, s:s, s:s}", "chain", ciba_chain, "binding_message", bm,
+                       "authorization_details", details, "requested_expiry", (json_int_t) self->approval_expiry,
+                       "run", run->id, "node", orch_str (node, "id")),
+            s_on_authorize);
+}
+
+static void
+s_decide (orch_run_t *run)
+{
+    const json_t *node = orch_workflow_node (run->wf, orch_str (run->rec, "cursor"));
+    char err [300] = "";
+    json_t *policy = orch_template (json_object_get (node, "policy"), s_vars (run), err, sizeof err);
+    if (!policy) {
+        s_fail (run, "FAILED", "failed", "template", NULL, "policy: %s", err);
+        return;
+    }
+    json_t *body = json_pack ("{s:O, s:O, s:O}", "principal",
+                              json_object_get (policy, "principal") ? json_object_get (policy, "principal")
+                                                                    : json_string ("agent:orchestrator"),
+                              "action", json_object_get (policy, "action"), "resource",
+                              json_object_get (policy, "resource"));
+    if (json_is_object (json_object_get (policy, "context")))
+        json_object_set (body, "context", json_object_get (policy, "context"));
+    json_decref (policy);
+    s_send (run, run->self->authz, "authz.decide", body, s_on_decide);
+}
+
+/* --- agents --------------------------------------------------------------- */
+
+/*  An agent's proposals: calls for tools it was given are queued; others
+    are refused (node.finished refused, and a step.refused audit entry). */
+static json_t *
+s_agent_calls (orch_run_t *run, const json_t *node, json_t *calls, json_t *refused)
+{
+    json_t *queue = json_array ();
+    size_t i;
+    json_t *c;
+    json_array_foreach (calls, i, c) {
+        const char *name = orch_str (c, "name");
+        json_t *args = json_object_get (c, "arguments");
+        if (name && orch_workflow_agent_may (node, name) && json_is_object (args)) {
+            json_array_append_new (queue, json_pack ("{s:s, s:O, s:O?}", "name", name, "arguments", args,
+                                                     "id", json_object_get (c, "id")));
+            continue;
+        }
+        char digest [ORCH_HASH_LEN + 1] = "";
+        if (!args || orch_digest (args, digest))
+            snprintf (digest, sizeof digest, "none");
+        json_array_append_new (refused, json_pack ("{s:s, s:s}", "tool", name ? name : "", "args_digest", digest));
+        bus_warn ("orchestrator: run %s: agent %s proposed %s, a tool it was not given: refused", run->id,
+                  orch_str (node, "id"), name ? name : "(none)");
+        json_t *entry = json_pack ("{s:s, s:s, s:s, s:s, s:s}", "kind", "step.refused", "run", run->id, "node",
+                                   orch_str (node, "id"), "tool", name ? name : "", "args_digest", digest);
+        bus_calls_send (run->self->auditor, "audit.append", json_pack ("{s:o}", "entry", entry), NULL, s_ignore,
+                        NULL, NULL);
+    }
+    return queue;
+}
+
+/*  The agent produced output and calls: record refusals, queue the rest,
+    finish the node. */
+static void
+s_agent_done (orch_run_t *run, const json_t *node, json_t *output, json_t *calls)
+{
+    orch_t *self = run->self;
+    if (orch_str (node, "output") && output)
+        json_object_set (s_vars (run), orch_str (node, "output"), output);
+    json_t *refused = json_array ();
+    json_t *queue = s_agent_calls (run, node, calls, refused);
+    if (json_array_size (queue)) {
+        json_object_set (run->rec, "calls", queue);
+        json_object_set_new (run->rec, "return_to", json_string (orch_str (node, "id")));
+    }
+    if (json_array_size (refused)) {
+        bus_txn_t *txn = orch_txn (self);
+        if (!txn) {
+            orch_run_drop (run);
+            goto done;
+        }
+        size_t i;
+        json_t *r;
+        json_t *step = json_object_get (run->rec, "step");
+        json_array_foreach (refused, i, r)
+            s_emit (self, txn, "node.finished",
+                    json_pack ("{s:s, s:s, s:s, s:O, s:s, s:O, s:{s:s, s:s}}", "run", run->id, "node",
+                               orch_str (node, "id"), "kind", "agent", "attempt", json_object_get (step, "attempt"),
+                               "outcome", "refused", "tool", json_object_get (r, "tool"), "error", "code",
+                               "tool_not_allowed", "message", "the agent was not given this tool"));
+        json_object_set (s_node_entry (run->rec), "refused", refused);
+        if (s_commit (run, &txn))
+            goto done;
+    }
+    s_node_ok (run, NULL);
+done:
+    json_decref (queue);
+    json_decref (refused);
+}
+
+static void
+s_on_chat (const bus_http_response_t *res, void *arg)
+{
+    orch_run_t *run = arg;
+    run->http_live = false;
+    const json_t *node = orch_workflow_node (run->wf, orch_str (run->rec, "cursor"));
+    json_t *output = NULL, *calls = NULL;
+    char err [300] = "";
+    if (res->error) {
+        json_t *step = json_object_get (run->rec, "step");
+        int64_t tries = json_integer_value (json_object_get (step, "tries")) + 1;
+        json_object_set_new (step, "tries", json_integer (tries));
+        if (tries <= run->self->retry_max) {
+            s_retry_later (run, "upstream_retry", s_backoff (run->self, tries, 0));
+            return;
+        }
+        s_fail (run, "FAILED", "failed", "model_unreachable", NULL, "model: %s", res->reason);
+        return;
+    }
+    if (orch_agent_chat_response (res->status, res->body, res->body_len, &output, &calls, err, sizeof err)) {
+        s_fail (run, "FAILED", "failed", "model", NULL, "model: %s", err);
+        return;
+    }
+    s_agent_done (run, node, output, calls);
+    json_decref (output);
+    json_decref (calls);
+}
+
+static void
+s_agent (orch_run_t *run, const json_t *node)
+{
+    orch_t *self = run->self;
+    char err [300] = "";
+    json_t *output = NULL, *calls = NULL;
+    if (!strcmp (orch_str (node, "agent"), "scripted")) {
+        if (orch_agent_scripted (node, s_vars (run), &output, &calls, err, sizeof err)) {
+            s_fail (run, "FAILED", "failed", "agent", NULL, "agent: %s", err);
+            return;
+        }
+        s_agent_done (run, node, output, calls);
+        json_decref (output);
+        json_decref (calls);
+        return;
+    }
+    json_t *tools = json_array ();
+    size_t i;
+    json_t *t;
+    json_array_foreach (json_object_get (node, "tools"), i, t)
+        json_array_append (tools, (json_t *) orch_workflow_node (run->wf, json_string_value (t)));
+    orch_http_call_t *h = NULL;
+    int rc = self->agent ? orch_agent_chat_request (self->agent, node, tools, s_vars (run), &h, err, sizeof err) : -1;
+    json_decref (tools);
+    if (rc) {
+        s_fail (run, "FAILED", "failed", "agent", NULL, "agent: %s", *err ? err : "no model configured");
+        return;
+    }
+    bus_http_request_t req = { .method = h->method, .url = h->url, .headers = (const char *const *) h->headers,
+                               .content_type = h->content_type, .body = h->body, .body_len = h->body_len };
+    rc = bus_http_client_send (self->http, &req, s_on_chat, run, &run->http_id);
+    orch_http_call_destroy (&h);
+    if (rc)
+        s_fail (run, "FAILED", "failed", "agent", NULL, "model: cannot send (%s)", bus_strerror (rc));
+    else
+        run->http_live = true;
+}
+
+/* --- the driver ----------------------------------------------------------- */
+
+/*  Do the next thing the run's cursor and step call for. */
+static void
+s_advance (orch_run_t *run)
+{
+    const char *cursor = orch_str (run->rec, "cursor");
+    const json_t *node = orch_workflow_node (run->wf, cursor);
+    if (!node) {
+        s_fail (run, "FAILED", "failed", "workflow", NULL, "node %s is not in workflow %s", cursor ? cursor : "(none)",
+                orch_str (run->rec, "workflow"));
+        return;
+    }
+    const char *kind = orch_str (node, "kind");
+    if (!strcmp (kind, "agent")) {
+        s_agent (run, node);
+        return;
+    }
+    if (strcmp (kind, "tool")) {          /* branch; end is handled where it is entered */
+        s_node_ok (run, NULL);
+        return;
+    }
+    const char *phase = orch_str (json_object_get (run->rec, "step"), "phase");
+    if (!strcmp (phase, "lease"))
+        s_lease (run);
+    else if (!strcmp (phase, "audit"))
+        s_audit (run);
+    else if (!strcmp (phase, "call"))
+        s_call (run);
+    else
+        s_decide (run);
+}
+
+json_t *
+orch_run_new_record (orch_t *self, const orch_workflow_t *wf, const char *id, const json_t *input,
+                     const char *principal, bus_txn_t *txn)
+{
+    int64_t now = proto_now_us ();
+    json_t *in = input ? json_deep_copy (input) : json_object ();
+    char digest [ORCH_HASH_LEN + 1] = "";
+    if (orch_digest (in, digest)) {
+        json_decref (in);
+        return NULL;
+    }
+    json_t *rec = json_pack ("{s:s, s:s, s:s, s:O, s:s, s:s, s:{s:O}, s:[], s:[], s:I, s:I}", "run", id,
+                             "workflow", orch_workflow_name (wf), "workflow_hash", orch_workflow_hash (wf),
+                             "input", in, "principal", principal, "state", "RUNNING", "vars", "input", in,
+                             "nodes", "calls", "created_at", (json_int_t) now, "started_at", (json_int_t) now);
+    json_decref (in);
+    if (!rec)
+        return NULL;
+    s_emit (self, txn, "run.started", json_pack ("{s:s, s:s, s:s, s:s, s:s, s:I}", "run", id, "workflow",
+                                                 orch_workflow_name (wf), "workflow_hash", orch_workflow_hash (wf),
+                                                 "input_digest", digest, "principal", principal,
+                                                 "started_at", (json_int_t) now));
+    s_enter (self, txn, rec, wf, orch_workflow_start (wf));
+    self->runs_started++;
+    return rec;
+}
+
+/* --- kicks, approvals, resume --------------------------------------------- */
+
+static int
+s_on_kick (zloop_t *loop, int timer_id, void *arg)
+{
+    orch_t *self = arg;
+    self->kick_timer = -1;
+    char *id;
+    bus_txn_t *txn = bus_txn_begin (self->store, false);
+    while (txn && (id = zlist_pop (self->kick))) {
+        json_t *rec = orch_run_find (self, id) ? NULL : orch_run_load (self, txn, id);
+        const char *state = orch_str (rec, "state");
+        if (rec && !strcmp (state, "RUNNING")) {
+            orch_run_t *run = s_run_take (self, rec);
+            if (run)
+                s_advance (run);
+        }
+        else if (rec && strcmp (state, "PAUSED")) {
+            orch_run_after_end (self, rec);
+            json_decref (rec);
+        }
+        else {
+            if (rec)
+                orch_waiters_notify (self, id, rec);
+            json_decref (rec);
+        }
+        free (id);
+    }
+    bus_txn_abort (&txn);
+    return 0;
+}
+
+/*  Look at run id again soon (after the transaction that changed it). */
+void
+orch_run_kick (orch_t *self, const char *id)
+{
+    zlist_append (self->kick, strdup (id));
+    if (self->kick_timer < 0)
+        self->kick_timer = zloop_timer (bus_service_loop (self->svc), 1, 1, s_on_kick, self);
+}
+
+/*  An approval ended: in txn, the paused run goes on (approved) or is
+    REJECTED. rec is the run's record (borrowed, updated). Returns 1 when
+    the record changed, 0 when the approval is not the run's. */
+static int
+s_apply_approval (orch_t *self, bus_txn_t *txn, json_t *rec, const char *approval, const char *outcome,
+                  const char *why)
+{
+    json_t *step = json_object_get (rec, "step");
+    if (strcmp (orch_str (rec, "state"), "PAUSED") || !orch_str (step, "approval")
+        || strcmp (orch_str (step, "approval"), approval) || strcmp (orch_str (step, "phase"), "approval"))
+        return 0;
+    bus_txn_del (txn, self->db_approvals, approval, strlen (approval));
+    if (!strcmp (outcome, "approved")) {
+        json_object_set_new (rec, "state", json_string ("RUNNING"));
+        json_object_del (rec, "reason");
+        json_object_set_new (step, "phase", json_string ("lease"));
+        s_emit (self, txn, "run.resumed", json_pack ("{s:s, s:s}", "run", orch_str (rec, "run"), "node",
+                                                     orch_str (rec, "cursor")));
+    }
+    else {
+        char msg [300];
+        snprintf (msg, sizeof msg, "approval %s%s%s", outcome, why ? ": " : "", why ? why : "");
+        char code [64];
+        snprintf (code, sizeof code, "approval_%s", outcome);
+        json_t *x = json_pack ("{s:O?, s:s, s:{s:s, s:s}}", "decision", json_object_get (step, "decision"),
+                               "approval", approval, "error", "code", code, "message", msg);
+        s_finish_node (self, txn, rec, "rejected", x);
+        json_decref (x);
+        s_end (self, txn, rec, "REJECTED", msg);
+    }
+    orch_run_put (self, txn, rec);
+    return 1;
+}
+
+/*  The ciba-broker's approval.completed, in the follower's transaction. */
+int
+orch_on_approval (bus_service_t *svc, void *state, bus_txn_t *txn, proto_msg_t *event)
+{
+    orch_t *self = state;
+    const char *approval = orch_str (event->body, "approval_id");
+    const char *outcome = orch_str (event->body, "outcome");
+    if (!approval || !outcome || self->fenced)
+        return 0;
+    const void *v;
+    size_t len;
+    if (bus_txn_get (txn, self->db_approvals, approval, strlen (approval), &v, &len) || len != 26)
+        return 0;               /* not one of our paused steps (or handled) */
+    char id [27];
+    memcpy (id, v, 26);
+    id [26] = 0;
+    json_t *rec = orch_run_load (self, txn, id);
+    if (rec && s_apply_approval (self, txn, rec, approval, outcome, orch_str (event->body, "reason")))
+        orch_run_kick (self, id);
+    json_decref (rec);
+    return 0;
+}
+
+/*  After a restart, the broker's word on a paused run's approval. */
+static void
+s_on_status (bus_calls_t *calls, proto_msg_t *reply, void *arg)
+{
+    orch_t *self = arg;
+    const char *approval = reply->ok ? orch_str (reply->body, "approval_id") : NULL;
+    const char *state = reply->ok ? orch_str (reply->body, "state") : NULL;
+    if (!approval || !state || !strcmp (state, "pending"))
+        return;                 /* still pending: approval.completed will come */
+    bus_txn_t *txn = orch_txn (self);
+    if (!txn)
+        return;
+    const void *v;
+    size_t len;
+    char id [27] = "";
+    if (bus_txn_get (txn, self->db_approvals, approval, strlen (approval), &v, &len) == 0 && len == 26) {
+        memcpy (id, v, 26);
+        json_t *rec = orch_run_load (self, txn, id);
+        if (!rec || !s_apply_approval (self, txn, rec, approval, state, orch_str (reply->body, "reason")))
+            id [0] = 0;
+        json_decref (rec);
+    }
+    if (bus_service_commit (self->svc, &txn) == 0 && id [0])
+        orch_run_kick (self, id);
+}
+
+typedef struct {
+    orch_t *self;
+    zlist_t *resume;            /* run ids to resume (RUNNING or paused in memory) */
+    zlist_t *approvals;         /* approval ids to reconcile */
+} s_scan_t;
+
+static int
+s_scan_run (const void *key, size_t key_len, const void *val, size_t val_len, void *arg)
+{
+    s_scan_t *scan = arg;
+    json_t *rec = json_loadb (val, val_len, 0, NULL);
+    const char *state = orch_str (rec, "state");
+    const char *reason = orch_str (rec, "reason");
+    if (state && !strcmp (state, "RUNNING"))
+        zlist_append (scan->resume, strndup (key, key_len));
+    else if (state && !strcmp (state, "PAUSED")) {
+        if (reason && !strcmp (reason, "approval")) {
+            const char *a = orch_str (json_object_get (rec, "step"), "approval");
+            if (a)
+                zlist_append (scan->approvals, strdup (a));
+        }
+        else
+            zlist_append (scan->resume, strndup (key, key_len));
+    }
+    json_decref (rec);
+    return 0;
+}
+
+/*  At start: resume RUNNING runs (and those paused for the auditor or an
+    upstream: they try again at once), reconcile those paused for an
+    approval with ciba.status. */
+void
+orch_run_resume_all (orch_t *self)
+{
+    s_scan_t scan = { self, zlist_new (), zlist_new () };
+    bus_txn_t *txn = bus_txn_begin (self->store, false);
+    if (txn)
+        bus_txn_scan (txn, self->db_runs, NULL, 0, NULL, 0, s_scan_run, &scan);
+    bus_txn_abort (&txn);
+    size_t resumed = zlist_size (scan.resume), reconciled = zlist_size (scan.approvals);
+    char *id;
+    while ((id = zlist_pop (scan.resume))) {
+        bus_txn_t *w = orch_txn (self);
+        json_t *rec = w ? orch_run_load (self, w, id) : NULL;
+        if (rec && !strcmp (orch_str (rec, "state"), "PAUSED")) {
+            json_object_set_new (rec, "state", json_string ("RUNNING"));
+            json_object_del (rec, "reason");
+            s_emit (self, w, "run.resumed", json_pack ("{s:s, s:s?}", "run", id, "node", orch_str (rec, "cursor")));
+            orch_run_put (self, w, rec);
+        }
+        json_decref (rec);
+        if (w && bus_service_commit (self->svc, &w) == 0)
+            orch_run_kick (self, id);
+        free (id);
+    }
+    while ((id = zlist_pop (scan.approvals))) {
+        bus_calls_send (self->ciba, "ciba.status", json_pack ("{s:s}", "approval_id", id), NULL, s_on_status, self,
+                        NULL);
+        free (id);
+    }
+    zlist_destroy (&scan.resume);
+    zlist_destroy (&scan.approvals);
+    if (resumed || reconciled)
+        bus_info ("orchestrator: %zu runs resumed, %zu paused for approval reconciled", resumed, reconciled);
+}
+
+/*  Cancel rec (RUNNING or PAUSED) in txn: node.finished cancelled, the
+    approval cancelled at the broker (after commit: the caller), run.cancelled. */
+int
+orch_run_cancel (orch_t *self, bus_txn_t *txn, json_t *rec, const char *reason)
+{
+    orch_run_drop (orch_run_find (self, orch_str (rec, "run")));
+    s_finish_node (self, txn, rec, "cancelled", NULL);
+    s_end (self, txn, rec, "CANCELLED", reason);
+    return orch_run_put (self, txn, rec);
+}
+
+/*  Forget every run in memory (at stop; their checkpoints stay). */
+void
+orch_engine_stop (orch_t *self)
+{
+    if (!self->runs)
+        return;
+    zlist_t *keys = zhash_keys (self->runs);
+    for (char *k = zlist_first (keys); k; k = zlist_next (keys))
+        orch_run_drop (orch_run_find (self, k));
+    zlist_destroy (&keys);
+}
