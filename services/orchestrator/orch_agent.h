@@ -26,13 +26,18 @@
 #include "bus_config.h"
 #include "orch_connector.h"
 
-/*  The chat agent's settings: base_url, model, key (read from key_file),
-    kind ("scripted" or "chat"). Opaque. */
+/*  The chat agent's settings: base_url (llm_base_url, the API base with
+    its version, e.g. http://127.0.0.1:8080/v1 or
+    https://generativelanguage.googleapis.com/v1beta/openai: requests go
+    to <base_url>/chat/completions), model, key (read from key_file),
+    kind ("chat" when a base URL is set, else "scripted"). Opaque. */
 typedef struct orch_agent_config_t orch_agent_config_t;  /* base_url, model, key (read from key_file), kind */
 
-/*  Read [orchestrator] llm_kind, llm_base_url, llm_model, llm_key_file
-    (the key file's first line; it may be empty or absent for a local
-    server that wants none). 0, or -1 with err. */
+/*  Read [orchestrator] llm_base_url, llm_model, llm_key_file (the key
+    is the file's first line, blanks trimmed; no file or an empty line:
+    no Authorization header, as a local llama.cpp or vLLM wants). 0, or
+    -1 with err: a base URL that is not http(s), a key file that cannot
+    be read. Reads the key file: call at start, not on the reactor. */
 int  orch_agent_config_load (orch_agent_config_t **out, bus_config_t *config, char *err, size_t errlen); /* [orchestrator] llm_* keys */
 
 /*  Free the config (its key wiped) and null the pointer; accepts NULL. */
