@@ -718,6 +718,18 @@ static void
 s_on_renew (bus_calls_t *calls, proto_msg_t *reply, void *arg)
 {
     orch_run_t *run = arg;
+    const char *reason = reply->ok ? NULL : json_string_value (json_object_get (reply->error, "reason"));
+    if (reason && !strcmp (reason, "cap")) {
+        /* renewed within the second it was issued (times are in seconds):
+           the same expiry is no renewal; ask again in a second */
+        json_t *step = json_object_get (run->rec, "step");
+        int64_t tries = json_integer_value (json_object_get (step, "tries")) + 1;
+        json_object_set_new (step, "tries", json_integer (tries));
+        if (tries <= run->self->retry_max) {
+            s_retry_later (run, "upstream_retry", 1100);
+            return;
+        }
+    }
     if (!reply->ok) {
         s_peer_error (run, calls, reply);
         return;
