@@ -357,11 +357,12 @@ s_node_ok (orch_run_t *run, const json_t *extra)
     json_t *vars = json_object_get (rec, "vars");
     json_t *calls = json_object_get (rec, "calls");
     const char *next = NULL;
-    char err [300] = "";
+    char err [300] = "", nextb [130] = "";
     int rc = 0;
     if (json_array_size (calls) > 0) {
         json_t *call = json_array_get (calls, 0);
-        next = orch_str (call, "name");
+        snprintf (nextb, sizeof nextb, "%s", orch_str (call, "name"));
+        next = nextb;
         json_object_set (vars, "call", json_object_get (call, "arguments"));
         json_array_remove (calls, 0);
     }
