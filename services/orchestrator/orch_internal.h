@@ -5,7 +5,7 @@
     A run record (LMDB "runs", key the run id, value its JSON) is the run's
     checkpoint:
         {run, workflow, workflow_hash, input, principal, state, reason?,
-         vars {input, <outputs>..., call?},   the run state templates read
+         vars {input, run, <outputs>..., call?},  the run state templates read
          cursor,                              the node being run (null: ended)
          step {node, attempt, phase, tries, decision?, approval?, levels?,
                lease?, audit_index?},         the cursor's step

@@ -1111,9 +1111,9 @@ orch_run_new_record (orch_t *self, const orch_workflow_t *wf, const char *id, co
         json_decref (in);
         return NULL;
     }
-    json_t *rec = json_pack ("{s:s, s:s, s:s, s:O, s:s, s:s, s:{s:O}, s:[], s:[], s:I, s:I}", "run", id,
+    json_t *rec = json_pack ("{s:s, s:s, s:s, s:O, s:s, s:s, s:{s:O, s:s}, s:[], s:[], s:I, s:I}", "run", id,
                              "workflow", orch_workflow_name (wf), "workflow_hash", orch_workflow_hash (wf),
-                             "input", in, "principal", principal, "state", "RUNNING", "vars", "input", in,
+                             "input", in, "principal", principal, "state", "RUNNING", "vars", "input", in, "run", id,
                              "nodes", "calls", "created_at", (json_int_t) now, "started_at", (json_int_t) now);
     json_decref (in);
     if (!rec)

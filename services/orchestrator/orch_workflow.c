@@ -126,8 +126,8 @@ s_check_node (orch_workflow_t *self, const json_t *node, char *err, size_t errle
     }
     const json_t *out = json_object_get (node, "output");
     if (out && (!json_is_string (out) || !s_ident (json_string_value (out), 64) || !strcmp (json_string_value (out), "input")
-                || !strcmp (json_string_value (out), "call"))) {
-        s_err (err, errlen, f, id, "output", "a state key of [A-Za-z0-9_.-], not input or call");
+                || !strcmp (json_string_value (out), "call") || !strcmp (json_string_value (out), "run"))) {
+        s_err (err, errlen, f, id, "output", "a state key of [A-Za-z0-9_.-], not input, run or call");
         return -1;
     }
     if (!strcmp (kind, "agent")) {
