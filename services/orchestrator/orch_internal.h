@@ -33,6 +33,11 @@
 #include "orch_agent.h"
 #include "orch_workflow.h"
 
+/*  Outbound HTTP requests (connector calls, models) in flight at most; the
+    runs past it wait their turn in order, so a thousand runs do not open a
+    thousand connections to one upstream. */
+#define ORCH_HTTP_MAX 64
+
 typedef struct {
     bus_service_t *svc;
     bus_store_t *store;
@@ -48,6 +53,8 @@ typedef struct {
     int kick_timer;                 /* -1: none armed */
     bus_calls_t *authz, *ciba, *vault, *auditor;
     bus_http_client_t *http;
+    size_t http_busy;               /* outbound HTTP requests in flight */
+    zlist_t *http_wait;             /* orch_run_t waiting for a slot (ORCH_HTTP_MAX) */
     orch_agent_config_t *agent;
     char dir [1024];                /* the workflows' directory */
     char sandbox [256];             /* http://<[sandbox] http> */
@@ -66,7 +73,8 @@ typedef struct {
     uint8_t pk [32], sk [64];       /* the step's node key */
     int timer;                      /* -1: none */
     bool paused;                    /* PAUSED committed for audit/upstream (in memory) */
-    bool http_live;
+    bool http_live;                 /* a request of ours in flight */
+    bool http_queued;               /* waiting in http_wait */
     uint64_t http_id;
 } orch_run_t;
 

@@ -195,6 +195,37 @@ s_end (orch_t *self, bus_txn_t *txn, json_t *rec, const char *state, const char 
 
 /* --- runs in memory ------------------------------------------------------- */
 
+/*  Outbound HTTP slots: a request ends (or is dropped); start the next
+    run waiting for a slot. */
+static void s_call (orch_run_t *run);
+static void s_agent (orch_run_t *run, const json_t *node);
+
+static void
+s_http_next (orch_t *self)
+{
+    while (self->http_busy < ORCH_HTTP_MAX && zlist_size (self->http_wait)) {
+        orch_run_t *run = zlist_pop (self->http_wait);
+        run->http_queued = false;
+        const json_t *node = orch_workflow_node (run->wf, orch_str (run->rec, "cursor"));
+        if (!strcmp (orch_str (node, "kind"), "agent"))
+            s_agent (run, node);
+        else
+            s_call (run);
+    }
+}
+
+/*  Whether run may send an HTTP request now; else it waits in line. */
+static bool
+s_http_slot (orch_run_t *run)
+{
+    orch_t *self = run->self;
+    if (self->http_busy < ORCH_HTTP_MAX)
+        return true;
+    run->http_queued = true;
+    zlist_append (self->http_wait, run);
+    return false;
+}
+
 orch_run_t *
 orch_run_find (orch_t *self, const char *id)
 {
@@ -212,8 +243,12 @@ orch_run_drop (orch_run_t *run)
     bus_calls_cancel_owner (self->ciba, run);
     bus_calls_cancel_owner (self->vault, run);
     bus_calls_cancel_owner (self->auditor, run);
-    if (self->http)
-        bus_http_client_cancel_arg (self->http, run);
+    if (self->http && bus_http_client_cancel_arg (self->http, run) && self->http_busy)
+        self->http_busy--;
+    if (run->http_queued)
+        zlist_remove (self->http_wait, run);
+    if (run->http_live || run->http_queued)
+        s_http_next (self);
     if (run->timer >= 0)
         zloop_timer_end (bus_service_loop (self->svc), run->timer);
     if (run->token) {
@@ -559,6 +594,8 @@ s_on_http (const bus_http_response_t *res, void *arg)
     orch_run_t *run = arg;
     orch_t *self = run->self;
     run->http_live = false;
+    self->http_busy--;
+    s_http_next (self);
     const json_t *node = orch_workflow_node (run->wf, orch_str (run->rec, "cursor"));
     const char *connector = orch_str (node, "connector");
     json_t *result = NULL;
@@ -611,6 +648,8 @@ static void
 s_call (orch_run_t *run)
 {
     orch_t *self = run->self;
+    if (!s_http_slot (run))
+        return;
     const json_t *node = orch_workflow_node (run->wf, orch_str (run->rec, "cursor"));
     const char *connector = orch_str (node, "connector");
     char err [300] = "", idem [200];
@@ -639,8 +678,10 @@ s_call (orch_run_t *run)
     if (rc)
         s_fail (run, "FAILED", "failed", "connector", s_step_extra (run), "%s: cannot send (%s)", connector,
                 bus_strerror (rc));
-    else
+    else {
         run->http_live = true;
+        self->http_busy++;
+    }
 }
 
 static void
@@ -1006,6 +1047,8 @@ s_on_chat (const bus_http_response_t *res, void *arg)
 {
     orch_run_t *run = arg;
     run->http_live = false;
+    run->self->http_busy--;
+    s_http_next (run->self);
     const json_t *node = orch_workflow_node (run->wf, orch_str (run->rec, "cursor"));
     json_t *output = NULL, *calls = NULL;
     char err [300] = "";
@@ -1045,6 +1088,8 @@ s_agent (orch_run_t *run, const json_t *node)
         json_decref (calls);
         return;
     }
+    if (!s_http_slot (run))
+        return;
     json_t *tools = json_array ();
     size_t i;
     json_t *t;
@@ -1063,8 +1108,10 @@ s_agent (orch_run_t *run, const json_t *node)
     orch_http_call_destroy (&h);
     if (rc)
         s_fail (run, "FAILED", "failed", "agent", NULL, "model: cannot send (%s)", bus_strerror (rc));
-    else
+    else {
         run->http_live = true;
+        self->http_busy++;
+    }
 }
 
 /* --- the driver ----------------------------------------------------------- */

@@ -526,7 +526,8 @@ s_start (bus_service_t *svc, void **state)
     self->runs = zhash_new ();
     self->waiters = zhash_new ();
     self->kick = zlist_new ();
-    if (!self->workflows || !self->by_hash || !self->runs || !self->waiters || !self->kick)
+    self->http_wait = zlist_new ();
+    if (!self->http_wait || !self->workflows || !self->by_hash || !self->runs || !self->waiters || !self->kick)
         return BUS_ENOMEM;
     int rc = s_meta (self);
     if (rc) {
@@ -614,6 +615,7 @@ s_stop (bus_service_t *svc, void **state)
     while (self->kick && (id = zlist_pop (self->kick)))
         free (id);
     zlist_destroy (&self->kick);
+    zlist_destroy (&self->http_wait);
     bus_calls_destroy (&self->authz);
     bus_calls_destroy (&self->ciba);
     bus_calls_destroy (&self->vault);
