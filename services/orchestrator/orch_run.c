@@ -191,6 +191,7 @@ s_end (orch_t *self, bus_txn_t *txn, json_t *rec, const char *state, const char 
     s_emit (self, txn, type, ev);
     json_object_set_new (rec, "cursor", json_null ());
     self->runs_ended++;
+    bus_stats_count (bus_service_stats (self->svc), "runs_ended", 1);
 }
 
 /* --- runs in memory ------------------------------------------------------- */
@@ -620,6 +621,7 @@ s_on_http (const bus_http_response_t *res, void *arg)
         json_object_set_new (s_vars (run), key, result ? result : json_object ());
         json_t *x = s_step_extra (run);
         self->steps++;
+        bus_stats_count (bus_service_stats (self->svc), "steps", 1);
         s_node_ok (run, x);
         json_decref (x);
         return;
@@ -1171,6 +1173,7 @@ orch_run_new_record (orch_t *self, const orch_workflow_t *wf, const char *id, co
                                                  "started_at", (json_int_t) now));
     s_enter (self, txn, rec, wf, orch_workflow_start (wf));
     self->runs_started++;
+    bus_stats_count (bus_service_stats (self->svc), "runs_started", 1);
     return rec;
 }
 
@@ -1277,6 +1280,7 @@ static void
 s_on_status (bus_calls_t *calls, proto_msg_t *reply, void *arg)
 {
     orch_t *self = arg;
+    bus_stats_count (bus_service_stats (self->svc), "runs_reconciled", 1);
     const char *approval = reply->ok ? orch_str (reply->body, "approval_id") : NULL;
     const char *state = reply->ok ? orch_str (reply->body, "state") : NULL;
     if (!approval || !state || !strcmp (state, "pending"))
@@ -1353,6 +1357,8 @@ orch_run_resume_all (orch_t *self)
             orch_run_kick (self, id);
         free (id);
     }
+    bus_stats_count (bus_service_stats (self->svc), "runs_resumed", resumed);
+    bus_stats_count (bus_service_stats (self->svc), "runs_to_reconcile", reconciled);
     while ((id = zlist_pop (scan.approvals))) {
         bus_calls_send (self->ciba, "ciba.status", json_pack ("{s:s}", "approval_id", id), NULL, s_on_status, self,
                         NULL);

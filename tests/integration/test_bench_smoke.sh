@@ -1,6 +1,6 @@
 #!/bin/sh
 # test_bench_smoke.sh — the benchmarks still run: bench_bus, bench_kit,
-# bench_audit, bench_authz_http (Check over HTTP beside the bus), bench_ciba, bench_vault, bench_authz --quick (bench_authz with the sanctum-authz daemon as its own
+# bench_audit, bench_authz_http (Check over HTTP beside the bus), bench_ciba, bench_vault, bench_orch (every service as a process: the gated step, paused runs, a restart), bench_authz --quick (bench_authz with the sanctum-authz daemon as its own
 # process and again with --thread) and bench_http complete and print every
 # figure the README quotes.
 # Figures are not judged here (CI timings are noise); `make bench` does.
@@ -82,6 +82,12 @@ has_figures "$TMP/vault" vault_lease_p50 vault_lease_p99 vault_mint_verify >"$TM
 result "bench_vault_figures" $? "$(cat "$TMP/why")"
 grep -Eq "^bench vault_targets (met|missed)" "$TMP/vault"
 result "bench_vault_verdict" $?
+"$BUILD/bench/bench_orch" --quick >"$TMP/orch" 2>"$TMP/orch.err"
+result "bench_orch_runs" $? "$(tail -n 3 "$TMP/orch.err" | tr '\n' ' ')"
+has_figures "$TMP/orch" orch_gated_step_p50 orch_gated_step_p99 orch_paused_run_rss orch_resume_500_paused >"$TMP/why"
+result "bench_orch_figures" $? "$(cat "$TMP/why")"
+grep -Eq "^bench orch_targets (met|missed)" "$TMP/orch"
+result "bench_orch_verdict" $?
 
 # the daemon the process shape started is gone with the bench
 sleep 0.2
