@@ -472,6 +472,11 @@ main (int argc, char **argv)
             per_run / S_TARGET_RSS_KIB);
     printf ("bench orch_resume_%d_paused %.3f s baseline %.3f ratio %.2f\n", paused, resume, S_TARGET_RESUME_S,
             resume / S_TARGET_RESUME_S);
+    double fs [100];
+    int nf = bench_lmdb_commits ("bench_orch", 512, 100, 2.0, fs, NULL);
+    if (nf > 0)
+        fprintf (stderr, "# a raw fsync'd LMDB commit here: p50 %.0f us (a gated step makes about ten, in five processes)\n",
+                 bench_quantile (fs, nf, 0.5));
     fprintf (stderr, "# orchestrator VmRSS %ld -> %ld KiB, RssAnon %ld -> %ld KiB with %d paused runs\n", rss0, rss1,
              anon0, anon1, paused);
     char missed [512] = "";
