@@ -358,6 +358,19 @@ s_seed_workflows (ctl_t *ctl, const char *examples, json_t *done)
     return rc;
 }
 
+/*  Ask the orchestrator to read its workflows again (it may have started
+    before they were copied). Its absence is no failure: it reads the
+    directory when it starts. */
+static void
+s_reload_workflows (ctl_t *ctl, int64_t deadline)
+{
+    proto_msg_t *reply = NULL;
+    if (s_request (ctl, "orchestrator", "orch.workflow_load", json_object (), deadline, &reply) == 0 && !reply->ok
+        && strcmp (s_code (reply), "not_implemented"))
+        ctl_print_error (ctl, reply);
+    proto_msg_destroy (&reply);
+}
+
 int
 ctl_seed (ctl_t *ctl, const char *examples_dir, int wait_ms)
 {
@@ -393,6 +406,13 @@ ctl_seed (ctl_t *ctl, const char *examples_dir, int wait_ms)
         rc = CTL_ERROR;
         goto done;
     }
+    size_t i;
+    json_t *item;
+    bool copied = false;
+    json_array_foreach (done, i, item)
+        copied |= !strncmp (json_string_value (item), "workflow ", 9);
+    if (copied)
+        s_reload_workflows (ctl, deadline);
     char when [32];
     time_t now = time (NULL);
     strftime (when, sizeof when, "%Y-%m-%dT%H:%M:%SZ", gmtime (&now));
