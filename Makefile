@@ -134,10 +134,10 @@ demo: deps
 # sanitizers, each target linked against it alone.
 fuzz:
 	@rm -rf build-fuzz        # objects do not record their flags: build afresh
-	@$(MAKE) --no-print-directory CC=clang BUILD=build-fuzz SANITIZER=fuzzer-no-link,address,undefined build-fuzz/lib/libsanctum.a build-fuzz/lib/libauthz.a build-fuzz/lib/libauditor.a
+	@$(MAKE) --no-print-directory CC=clang BUILD=build-fuzz SANITIZER=fuzzer-no-link,address,undefined build-fuzz/lib/libsanctum.a build-fuzz/lib/libauthz.a build-fuzz/lib/libauditor.a build-fuzz/lib/liborchestrator.a
 	@mkdir -p build-fuzz/fuzz
 	@for f in $(FUZZ_SRC); do n=$$(basename $$f .c); \
-	  clang $(filter-out -O2,$(CFLAGS)) -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all -o build-fuzz/fuzz/$$n $$f build-fuzz/lib/libauthz.a build-fuzz/lib/libauditor.a build-fuzz/lib/libsanctum.a $(LDLIBS) || exit 1; \
+	  clang $(filter-out -O2,$(CFLAGS)) -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all -o build-fuzz/fuzz/$$n $$f build-fuzz/lib/liborchestrator.a build-fuzz/lib/libauthz.a build-fuzz/lib/libauditor.a build-fuzz/lib/libsanctum.a $(LDLIBS) || exit 1; \
 	  echo "built build-fuzz/fuzz/$$n (run: build-fuzz/fuzz/$$n tests/fuzz/corpus/$${n#fuzz_})"; done
 
 install: all

@@ -86,4 +86,11 @@ int ctl_cmd_workflows (ctl_t *ctl);
     and for sanctumctl, each in the allow-list. Used by `up` and `init`. */
 int ctl_init_local (ctl_t *ctl);
 
+/*  `seed`: load the procurement example into the running suite, each item
+    only when missing, once (<data_dir>/seeded.json); waits up to wait_ms
+    for the services. examples_dir NULL: found as ctl_seed.c says. Used
+    by `up` on first start and by `seed`. Returns CTL_OK or CTL_ERROR. */
+int ctl_seed (ctl_t *ctl, const char *examples_dir, int wait_ms);
+int ctl_cmd_seed (ctl_t *ctl);
+
 #endif

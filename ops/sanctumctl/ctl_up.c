@@ -6,6 +6,13 @@
     PATH), restarts one that exits with exponential backoff (1 s doubling
     to 30 s, reset after a minute of good running), and on SIGINT/SIGTERM
     stops them in reverse order: SIGTERM, then SIGKILL after 5 s.
+
+    On first start of the default local setup (./var/sanctum.conf, not a
+    config named by --config or SANCTUM_CONFIG; `--seed` asks for it with
+    any config, `--no-seed` not at all) a `sanctumctl seed`
+    process runs beside them: once the services answer it loads the
+    procurement example (ctl_seed.c); later starts find it seeded and
+    change nothing.
 */
 #include "ctl.h"
 #include "bus_service.h"
@@ -102,12 +109,40 @@ s_stop_child (s_child_t *child)
     child->pid = 0;
 }
 
+/*  The seeder: this program again, `seed`, its words on stderr. */
+static pid_t
+s_spawn_seeder (ctl_t *ctl)
+{
+    char self [4096];
+    ssize_t n = readlink ("/proc/self/exe", self, sizeof self - 1);
+    if (n <= 0)
+        return 0;
+    self [n] = 0;
+    pid_t pid = fork ();
+    if (pid == 0) {
+        setpgid (0, 0);
+        prctl (PR_SET_PDEATHSIG, SIGTERM);
+        dup2 (2, 1);
+        execl (self, "sanctumctl", "--config", ctl->config_path, "--key", ctl->key_name, "seed", (char *) NULL);
+        _exit (127);
+    }
+    return pid > 0 ? pid : 0;
+}
+
 int
 ctl_cmd_up (ctl_t *ctl)
 {
-    if (ctl->argc) {
-        fprintf (stderr, "usage: sanctumctl up\n");
-        return CTL_USAGE;
+    /* the default local setup: no config named, or ./var's found by default */
+    int seed = !ctl->config_path || (streq (ctl->config_path, "./var/sanctum.conf") && !getenv ("SANCTUM_CONFIG"));
+    for (int i = 0; i < ctl->argc; i++) {
+        if (streq (ctl->argv [i], "--seed"))
+            seed = 1;
+        else if (streq (ctl->argv [i], "--no-seed"))
+            seed = 0;
+        else {
+            fprintf (stderr, "usage: sanctumctl up [--seed|--no-seed]\n");
+            return CTL_USAGE;
+        }
     }
     if (!ctl->config_path) {
         ctl->config_path = "./var/sanctum.conf";
@@ -137,11 +172,17 @@ ctl_cmd_up (ctl_t *ctl)
         s_spawn (ctl, &children [n]);
     }
     fprintf (stderr, "sanctumctl up: %zu services started (config %s); Ctrl-C stops them all\n", n, ctl->config_path);
+    pid_t seeder = seed ? s_spawn_seeder (ctl) : 0;
 
     while (!s_stop) {
         int status;
         pid_t pid = waitpid (-1, &status, WNOHANG);
         int64_t now = zclock_mono ();
+        if (pid > 0 && pid == seeder) {
+            seeder = 0;
+            if (!WIFEXITED (status) || WEXITSTATUS (status))
+                fprintf (stderr, "sanctumctl up: seeding the example did not finish (`sanctumctl seed` tries again)\n");
+        }
         for (size_t i = 0; i < n && pid > 0; i++) {
             s_child_t *c = &children [i];
             if (c->pid != pid)
@@ -167,6 +208,10 @@ ctl_cmd_up (ctl_t *ctl)
             usleep (100000);
     }
     fprintf (stderr, "sanctumctl up: stopping\n");
+    if (seeder > 0) {
+        kill (seeder, SIGTERM);
+        waitpid (seeder, NULL, 0);
+    }
     for (size_t i = n; i-- > 0;)
         s_stop_child (&children [i]);
     fprintf (stderr, "sanctumctl up: all stopped\n");

@@ -14,6 +14,8 @@ typedef struct {
 static const s_command_t s_commands [] = {
     { "up",     ctl_cmd_up,     true,  "up                         start every process under a supervisor; Ctrl-C stops them all" },
     { "init",   ctl_cmd_init,   true,  "init                       create ./var config and keys if missing" },
+    { "seed",   ctl_cmd_seed,   false, "seed [--examples DIR] [--wait-ms N]  load the procurement example once (model, tuples,\n"
+                                       "        policy, approver devices, sandbox connections, workflows); `up` does it on first start" },
     { "keygen", ctl_cmd_keygen, true,  "keygen NAME --principal P  a CURVE keypair for a service or client, added to the allow-list" },
     { "health", ctl_cmd_health, false, "health [SERVICE]           each service's state, version, uptime" },
     { "inject", ctl_cmd_inject, false, "inject TYPE JSON [--service S]  send any request on the bus, print the reply" },

@@ -1,0 +1,185 @@
+#!/usr/bin/env python3
+"""Integration: `sanctumctl up` seeds the procurement example on first start —
+the authz model, tuples and policy (po.write decides allow / approval_required
+/ deny for $5,000 / $520,000 / $2,000,000), approver devices for carol and
+victor (secrets under keys/devices), the sandbox connections sheets and gmail
+in the vault, the example workflows — and a second start changes nothing; nor
+does `sanctumctl seed` run again with its record removed (each item is only
+seeded when missing). `up --no-seed` seeds nothing."""
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(__file__))
+from cluster import BIN, HTTP_SECTIONS, ROOT, SERVICES, free_ports  # noqa: E402
+from harness import run, test  # noqa: E402
+
+CTL = os.path.join(BIN, "sanctumctl")
+EXAMPLES = os.path.join(ROOT, "ops", "examples")
+
+
+def env_with_ports():
+    env = dict(os.environ)
+    env.pop("SANCTUM_EXAMPLES", None)
+    ports = iter(free_ports(2 * len(SERVICES) + len(HTTP_SECTIONS)))
+    for name, section in SERVICES.items():
+        env["SANCTUM_%s_RPC" % section.upper()] = "tcp://127.0.0.1:%d" % next(ports)
+        env["SANCTUM_%s_PUB" % section.upper()] = "tcp://127.0.0.1:%d" % next(ports)
+    for section in HTTP_SECTIONS:
+        env["SANCTUM_%s_HTTP" % section.upper()] = "127.0.0.1:%d" % next(ports)
+    return env
+
+
+class Up:
+    """`sanctumctl up` in work, its log kept."""
+
+    def __init__(self, work, env, *args):
+        self.work, self.env = work, env
+        self.log_path = os.path.join(work, "up-%d.log" % time.monotonic_ns())
+        self.log = open(self.log_path, "w")
+        self.p = subprocess.Popen([CTL, "up"] + list(args), cwd=work, env=env, stdout=self.log, stderr=self.log,
+                                  start_new_session=True)
+
+    def text(self):
+        with open(self.log_path) as f:
+            return f.read()
+
+    def wait_for(self, what, timeout=60):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if what in self.text():
+                return
+            assert self.p.poll() is None, self.text()[-3000:]
+            time.sleep(0.2)
+        raise AssertionError("no %r in the log: %s" % (what, self.text()[-3000:]))
+
+    def stop(self):
+        if self.p.poll() is None:
+            os.killpg(self.p.pid, signal.SIGINT)
+            try:
+                self.p.wait(30)
+            except subprocess.TimeoutExpired:
+                self.p.kill()
+                self.p.wait()
+        self.log.close()
+
+
+def ctl(up, *args):
+    r = subprocess.run([CTL, "--json"] + list(args), cwd=up.work, env=up.env, capture_output=True, text=True,
+                       timeout=60)
+    return r.returncode, r.stdout, r.stderr
+
+
+def ctl_json(up, *args):
+    rc, out, err = ctl(up, *args)
+    assert rc in (0, 3), (args, out, err)
+    return json.loads(out)
+
+
+def snapshot(up):
+    """What seeding may change: models, policy, devices, connections, workflows."""
+    model = ctl_json(up, "inject", "authz.model.read", "{}", "--service", "authz")
+    devices = ctl_json(up, "device", "list")
+    conns = ctl_json(up, "vault", "connections")
+    wf = os.path.join(up.work, "var", "workflows")
+    return {"models": model["body"]["model_ids"] if "body" in model else model.get("model_ids"),
+            "devices": sorted((d["approver"], d["device"], d["state"]) for d in devices["devices"]),
+            "connections": sorted((c["name"], c["updated_at"]) for c in conns["connections"]),
+            "workflows": sorted(os.listdir(wf)) if os.path.isdir(wf) else None,
+            "secrets": sorted(os.listdir(os.path.join(up.work, "var", "keys", "devices")))}
+
+
+@test
+def first_start_seeds_and_second_changes_nothing():
+    work = tempfile.mkdtemp(prefix="sanctum-seed-")
+    env = env_with_ports()
+    up = Up(work, env)
+    try:
+        up.wait_for("the procurement example is in")
+        marker = os.path.join(work, "var", "seeded.json")
+        record = json.load(open(marker))
+        seeded = record["seeded"]
+        for item in ("authz model", "authz policy", "device user:carol", "device user:victor",
+                     "connection sheets", "connection gmail"):
+            assert item in seeded, seeded
+        # the policy decides the story's three amounts
+        results = {}
+        for amount in (5000, 520000, 2000000):
+            d = ctl_json(up, "authz", "decide", "agent:po-drafter", "po.write", "cost_center:engineering",
+                         "--context", json.dumps({"amount": amount}))
+            results[amount] = d["decision"]
+        assert results == {5000: "allow", 520000: "approval_required", 2000000: "deny"}, results
+        devices = ctl_json(up, "device", "list")["devices"]
+        assert {d["approver"] for d in devices if d["state"] == "active"} == {"user:carol", "user:victor"}, devices
+        for user in ("user_carol", "user_victor"):
+            path = os.path.join(work, "var", "keys", "devices", user + ".device_secret")
+            assert os.stat(path).st_mode & 0o077 == 0, oct(os.stat(path).st_mode)
+        conns = {c["name"]: c for c in ctl_json(up, "vault", "connections")["connections"]}
+        assert conns["sheets"]["kind"] == "google-sheets" and conns["gmail"]["kind"] == "gmail", conns
+        assert conns["sheets"]["mode"] == "local" and not conns["sheets"]["approval"], conns["sheets"]
+        assert "https://www.googleapis.com/auth/spreadsheets" in conns["sheets"]["scopes"]
+        examples_wf = os.path.join(EXAMPLES, "workflows")
+        if os.path.isdir(examples_wf):
+            want = sorted(f for f in os.listdir(examples_wf) if f.endswith(".json"))
+            assert want and sorted(os.listdir(os.path.join(work, "var", "workflows"))) == want
+            for f in want:
+                assert ("workflow " + f) in seeded
+        before = snapshot(up)
+        marker_text = open(marker).read()
+        up.stop()
+
+        # the second start: seeded before, nothing changes
+        up = Up(work, env)
+        up.wait_for("nothing to do")
+        up.wait_for("services started")
+        deadline = time.monotonic() + 20
+        while ctl(up, "health")[0] != 0 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert snapshot(up) == before
+        assert open(marker).read() == marker_text
+
+        # the record removed: `seed` checks each item, finds it there, changes nothing
+        os.unlink(marker)
+        rc, out, err = ctl(up, "seed")
+        assert rc == 0, out + err
+        assert json.loads(out)["seeded"] == [], out
+        assert snapshot(up) == before
+        # and once recorded, again nothing to do
+        rc, out, err = ctl(up, "seed")
+        assert rc == 0 and "nothing to do" in err, out + err
+    finally:
+        up.stop()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+@test
+def no_seed_and_bad_examples():
+    work = tempfile.mkdtemp(prefix="sanctum-noseed-")
+    env = env_with_ports()
+    up = Up(work, env, "--no-seed")
+    try:
+        up.wait_for("services started")
+        deadline = time.monotonic() + 20
+        while ctl(up, "health")[0] != 0 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        time.sleep(1)
+        assert not os.path.exists(os.path.join(work, "var", "seeded.json"))
+        assert "sanctumctl seed" not in up.text(), up.text()
+        rc, out, err = ctl(up, "authz", "policy", "read")
+        assert rc != 0, out             # no policy: nothing was seeded
+        rc, out, err = ctl(up, "seed", "--examples", os.path.join(work, "nowhere"))
+        assert rc == 1 and "no examples" in err, err
+        rc, out, err = ctl(up, "seed", "--wait-ms", "x")
+        assert rc == 2, err
+    finally:
+        up.stop()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(run())
