@@ -38,6 +38,13 @@
     thousand connections to one upstream. */
 #define ORCH_HTTP_MAX 64
 
+/*  Calls of runs' steps in flight to one peer at most (authz, ciba-broker,
+    vault-broker, auditor); past it they wait in line, so a burst of runs
+    does not push a peer past its deadlines (and into retries that only
+    add to its load). */
+#define ORCH_CALLS_MAX 64
+#define ORCH_PEERS     4
+
 typedef struct {
     bus_service_t *svc;
     bus_store_t *store;
@@ -52,6 +59,8 @@ typedef struct {
     zlist_t *kick;                  /* run ids to look at again (char *, owned) */
     int kick_timer;                 /* -1: none armed */
     bus_calls_t *authz, *ciba, *vault, *auditor;
+    size_t peer_busy [ORCH_PEERS];  /* step calls in flight, per peer */
+    zlist_t *peer_wait [ORCH_PEERS];/* step calls waiting for a slot (s_queued_t, orch_run.c) */
     bus_http_client_t *http;
     size_t http_busy;               /* outbound HTTP requests in flight */
     zlist_t *http_wait;             /* orch_run_t waiting for a slot (ORCH_HTTP_MAX) */
@@ -73,6 +82,10 @@ typedef struct {
     uint8_t pk [32], sk [64];       /* the step's node key */
     int timer;                      /* -1: none */
     bool paused;                    /* PAUSED committed for audit/upstream (in memory) */
+    int call_peer;                  /* the peer of the step call in flight or queued; -1: none */
+    bool call_live;                 /* that call was sent */
+    void *call_queued;              /* or waits in line (its entry) */
+    void (*call_fn) (bus_calls_t *, proto_msg_t *, void *);
     bool http_live;                 /* a request of ours in flight */
     bool http_queued;               /* waiting in http_wait */
     uint64_t http_id;

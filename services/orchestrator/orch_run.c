@@ -37,6 +37,14 @@
 #include <stdlib.h>
 #include <string.h>
 
+/*  A step call waiting for a slot to its peer. */
+typedef struct {
+    orch_run_t *run;
+    char type [40];
+    json_t *body;
+} s_queued_t;
+
+static void s_peer_next (orch_t *self, int peer);
 static void s_advance (orch_run_t *run);
 static void s_fail (orch_run_t *run, const char *state, const char *outcome, const char *code,
                     json_t *extra, const char *fmt, ...) __attribute__((format (printf, 6, 7)));
@@ -244,6 +252,19 @@ orch_run_drop (orch_run_t *run)
     bus_calls_cancel_owner (self->ciba, run);
     bus_calls_cancel_owner (self->vault, run);
     bus_calls_cancel_owner (self->auditor, run);
+    int peer = run->call_peer;
+    if (peer >= 0 && run->call_queued) {
+        s_queued_t *q = run->call_queued;
+        zlist_remove (self->peer_wait [peer], q);
+        json_decref (q->body);
+        free (q);
+        run->call_queued = NULL;
+    }
+    else if (peer >= 0 && run->call_live) {
+        run->call_live = false;
+        self->peer_busy [peer]--;
+    }
+    run->call_peer = -1;
     if (self->http && bus_http_client_cancel_arg (self->http, run) && self->http_busy)
         self->http_busy--;
     if (run->http_queued)
@@ -252,6 +273,8 @@ orch_run_drop (orch_run_t *run)
         s_http_next (self);
     if (run->timer >= 0)
         zloop_timer_end (bus_service_loop (self->svc), run->timer);
+    if (peer >= 0)
+        s_peer_next (self, peer);
     if (run->token) {
         sodium_memzero (run->token, strlen (run->token));
         free (run->token);
@@ -288,6 +311,7 @@ s_run_take (orch_t *self, json_t *rec)
     run->rec = rec;
     run->wf = wf;
     run->timer = -1;
+    run->call_peer = -1;
     zhash_insert (self->runs, run->id, run);
     zhash_freefn (self->runs, run->id, s_run_free);
     return run;
@@ -330,18 +354,99 @@ orch_run_after_end (orch_t *self, const json_t *rec)
     orch_waiters_notify (self, orch_str (rec, "run"), rec);
 }
 
-/*  Send a call for run (owner run); on failure the run fails. */
+static bus_calls_t *
+s_peer_calls (orch_t *self, int peer)
+{
+    bus_calls_t *all [ORCH_PEERS] = { self->authz, self->ciba, self->vault, self->auditor };
+    return all [peer];
+}
+
 static int
+s_peer_of (orch_t *self, bus_calls_t *calls)
+{
+    for (int i = 0; i < ORCH_PEERS; i++)
+        if (s_peer_calls (self, i) == calls)
+            return i;
+    return -1;
+}
+
+static void s_send_now (orch_run_t *run, const char *type, json_t *body);
+
+/*  A slot to peer came free: send the calls waiting for it. */
+static void
+s_peer_next (orch_t *self, int peer)
+{
+    while (self->peer_busy [peer] < ORCH_CALLS_MAX && zlist_size (self->peer_wait [peer])) {
+        s_queued_t *q = zlist_pop (self->peer_wait [peer]);
+        orch_run_t *run = q->run;
+        run->call_queued = NULL;
+        s_send_now (run, q->type, q->body);
+        free (q);
+    }
+}
+
+/*  The answer to a step call: free its slot, then the step's callback. */
+static void
+s_on_reply (bus_calls_t *calls, proto_msg_t *reply, void *arg)
+{
+    orch_run_t *run = arg;
+    orch_t *self = run->self;
+    int peer = run->call_peer;
+    run->call_live = false;
+    run->call_peer = -1;
+    self->peer_busy [peer]--;
+    s_peer_next (self, peer);
+    run->call_fn (calls, reply, run);
+}
+
+/*  Send the run's step call now (a slot is free); on failure the run fails. */
+static void
+s_send_now (orch_run_t *run, const char *type, json_t *body)
+{
+    orch_t *self = run->self;
+    bus_call_opts_t opts = { .owner = run };
+    int peer = run->call_peer;
+    int rc = bus_calls_send (s_peer_calls (self, peer), type, body, &opts, s_on_reply, run, NULL);
+    if (rc) {
+        run->call_peer = -1;
+        s_fail (run, "FAILED", "failed", "unavailable", NULL, "%s: cannot send (%s)", type, bus_strerror (rc));
+        return;
+    }
+    run->call_live = true;
+    self->peer_busy [peer]++;
+}
+
+/*  Send a step call for run (body stolen), fn answering it; it waits in
+    line while ORCH_CALLS_MAX calls are in flight to that peer. On failure
+    the run fails. */
+static void
 s_send (orch_run_t *run, bus_calls_t *calls, const char *type, json_t *body, bus_call_fn *fn)
 {
-    bus_call_opts_t opts = { .owner = run };
-    int rc = calls ? bus_calls_send (calls, type, body, &opts, fn, run, NULL) : BUS_ESTATE;
-    if (rc) {
-        if (!calls)
-            json_decref (body);
-        s_fail (run, "FAILED", "failed", "unavailable", NULL, "%s: cannot send (%s)", type, bus_strerror (rc));
+    orch_t *self = run->self;
+    int peer = s_peer_of (self, calls);
+    if (peer < 0 || !body) {
+        json_decref (body);
+        s_fail (run, "FAILED", "failed", "unavailable", NULL, "%s: cannot send", type);
+        return;
     }
-    return rc;
+    run->call_fn = fn;
+    run->call_peer = peer;
+    if (self->peer_busy [peer] < ORCH_CALLS_MAX) {
+        s_send_now (run, type, body);
+        return;
+    }
+    s_queued_t *q = calloc (1, sizeof *q);
+    if (!q) {
+        json_decref (body);
+        run->call_peer = -1;
+        s_fail (run, "FAILED", "failed", "unavailable", NULL, "%s: out of memory", type);
+        return;
+    }
+    q->run = run;
+    snprintf (q->type, sizeof q->type, "%s", type);
+    q->body = body;
+    run->call_queued = q;
+    zlist_append (self->peer_wait [peer], q);
 }
 
 /*  End the run as state (FAILED/REJECTED) with node outcome and error

@@ -527,6 +527,9 @@ s_start (bus_service_t *svc, void **state)
     self->waiters = zhash_new ();
     self->kick = zlist_new ();
     self->http_wait = zlist_new ();
+    for (int i = 0; i < ORCH_PEERS; i++)
+        if (!(self->peer_wait [i] = zlist_new ()))
+            return BUS_ENOMEM;
     if (!self->http_wait || !self->workflows || !self->by_hash || !self->runs || !self->waiters || !self->kick)
         return BUS_ENOMEM;
     int rc = s_meta (self);
@@ -616,6 +619,8 @@ s_stop (bus_service_t *svc, void **state)
         free (id);
     zlist_destroy (&self->kick);
     zlist_destroy (&self->http_wait);
+    for (int i = 0; i < ORCH_PEERS; i++)
+        zlist_destroy (&self->peer_wait [i]);
     bus_calls_destroy (&self->authz);
     bus_calls_destroy (&self->ciba);
     bus_calls_destroy (&self->vault);
