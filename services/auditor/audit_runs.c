@@ -610,6 +610,14 @@ s_bounds (json_int_t v, json_int_t *t0, json_int_t *t1)
         *t1 = v;
 }
 
+/*  A copy of the list member name of obj, or an empty list. */
+static json_t *
+s_list_copy (const json_t *obj, const char *name)
+{
+    json_t *list = json_object_get (obj, name);
+    return list ? json_deep_copy (list) : json_array ();
+}
+
 json_t *
 audit_runs_gantt (const json_t *summary)
 {
@@ -672,8 +680,8 @@ audit_runs_gantt (const json_t *summary)
         json_object_set_new (g, "requested", requested ? json_integer (requested) : json_null ());
         json_object_set_new (g, "approved", approved ? json_integer (approved) : json_null ());
         s_time (g, "issued", s, "issued_at");
-        json_object_set_new (g, "used", json_deep_copy (json_object_get (s, "used_at") ?: json_array ()));
-        json_object_set_new (g, "renewed", json_deep_copy (json_object_get (s, "renewed_at") ?: json_array ()));
+        json_object_set_new (g, "used", s_list_copy (s, "used_at"));
+        json_object_set_new (g, "renewed", s_list_copy (s, "renewed_at"));
         s_time (g, "expires_at", s, "expires_at");
         bool revoked = json_object_get (s, "revoked_at") != NULL, expired = json_object_get (s, "expired_at") != NULL;
         s_time (g, "ended", s, revoked ? "revoked_at" : "expired_at");
