@@ -34,6 +34,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 from cluster import ROOT, Cluster  # noqa: E402
 from fake_publisher import FakePublisher, synthetic_run  # noqa: E402
 from harness import run, test  # noqa: E402
+from receipt_check import check_receipt  # noqa: E402
 import sanctum_client as sc  # noqa: E402
 
 SCOPE = "https://www.googleapis.com/auth/spreadsheets"
@@ -199,6 +200,9 @@ def approved_run_receipt_verifies_everywhere(x):
     # the token is nowhere: not in the receipt, not in the log's entries, not in the logs
     assert token not in stored["jws"] and token not in json.dumps(p), "the token is in the receipt"
     assert token not in x.c.read_logs()
+    # checked here too, sharing no code with the auditor (receipt_check.py)
+    with open(x.jwks) as f, open(x.hmac_key, "rb") as k:
+        assert check_receipt(stored["jws"], json.load(f), k.read()) == p
     # sanctumctl: get, verify offline with the JWKS and the HMAC key
     path = x.receipt_file(run_id, "good.jws")
     r = x.verify(path, "--hmac-key", x.hmac_key)
@@ -301,6 +305,12 @@ def entry_changed_in_the_store_fails_verification(x):
     x.orch.publish("run.completed", {"run": run_id})
     x.wait_receipt(run_id)
     path = x.receipt_file(run_id, "changed.jws")
+    with open(x.jwks) as f, open(path) as r:
+        try:
+            check_receipt(r.read().strip(), json.load(f))
+            raise RuntimeError("the changed entry passed")
+        except AssertionError as e:
+            assert str(e) == "entry %d is not in the signed tree" % victim, e
     r = x.verify(path)
     assert r.returncode == 3, r.stdout + r.stderr
     last = r.stdout.strip().split("\n")[-1]
@@ -331,6 +341,8 @@ def trimmed_events_show_as_a_gap(x):
     gaps = [g for g in p["gaps"] if g["pub"] == "svc:orchestrator"]
     assert [(g["from_seq"], g["to_seq"]) for g in gaps] == [(lost_from, lost_to)], p["gaps"]
     assert p["steps"] == [] and p["state"] == "COMPLETED", p
+    with open(x.jwks) as f:
+        check_receipt(stored["jws"], json.load(f))
     r = x.verify(x.receipt_file(run_id, "gap.jws"))
     assert r.returncode == 0, r.stdout + r.stderr
 
