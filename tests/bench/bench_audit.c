@@ -28,7 +28,9 @@
         in the whole tree, each in a renewed read transaction, p50 and
         mean; consistency proofs and roots likewise. Baseline: as many
         random raw LMDB gets (bus_txn_get of stored subtree hashes) as an
-        inclusion path has hashes — the reads a proof cannot avoid.
+        inclusion path has hashes — the reads a proof cannot avoid. Then
+        the receipt of a run of 40 entries spread over the whole log
+        (audit_receipt_build: head, a proof per entry, summary, JWS).
 
     (d) The writer's share: in process, no bus, the work the auditor's
         writer does per append (nested transactions as bus_service.c runs
@@ -47,6 +49,7 @@
 */
 #include "audit_log.h"
 #include "audit_merkle.h"
+#include "audit_receipt.h"
 #include "audit_runs.h"
 #include "audit_service.h"
 #include "bus_client.h"
@@ -77,6 +80,9 @@
 #define S_TARGET_RATE      50000.0
 #define S_TARGET_PROOF_US  50.0
 #define S_LAG_RATE         10000     /* events/s the publisher of (c) emits */
+#define S_RUN              "01JB3M8Q5X9ZJ2G4T6V8W0Y2A4"
+#define S_RUN_ENTRIES      40        /* entries of the run whose receipt (b) builds */
+#define S_RECEIPTS         21
 
 
 /* --- (a) appends over the bus ------------------------------------------- */
@@ -467,9 +473,16 @@ s_proofs (uint64_t entries, int proofs, int quick)
     snprintf (path, sizeof path, "%s/db", dir);
     bus_store_t *store = NULL;
     audit_log_t *log = NULL;
-    int rc = bus_store_open (&store, path, (size_t) 4 << 30, audit_log_db_names);
+    static const char *const dbs [] = {
+        "audit_entries", "audit_nodes", "audit_events", "audit_requests",
+        "audit_runs", "audit_gaps", "audit_ended", "audit_receipts", NULL
+    };
+    audit_runs_t *runs = NULL;
+    int rc = bus_store_open (&store, path, (size_t) 4 << 30, dbs);
     if (rc == 0)
         rc = audit_log_new (&log, store);
+    if (rc == 0)
+        rc = audit_runs_new (&runs, store);
     double t0 = bench_now_s ();
     for (uint64_t i = 0; rc == 0 && i < entries; ) {
         bus_txn_t *txn = bus_txn_begin (store, true);
@@ -481,6 +494,9 @@ s_proofs (uint64_t entries, int proofs, int quick)
                                 (unsigned long long) i);
             uint64_t index;
             rc = txn ? audit_log_append (log, txn, entry, (size_t) len, &index) : BUS_EIO;
+            /* one run's S_RUN_ENTRIES entries spread over the whole log */
+            if (rc == 0 && i % (entries / S_RUN_ENTRIES) == 0)
+                rc = audit_runs_note (runs, txn, S_RUN, index);
         }
         int crc = bus_txn_commit (&txn);
         rc = rc ? rc : crc;
@@ -550,6 +566,31 @@ s_proofs (uint64_t entries, int proofs, int quick)
         roots [i] = (bench_now_s () - a) * 1e6;
     }
     bus_txn_abort (&txn);
+    /* a receipt of a run whose entries span the log: built (head, a proof
+       per entry, summary, JWS, HMAC) in a read-write transaction, aborted */
+    double receipt_ms [S_RECEIPTS];
+    size_t receipt_bytes = 0;
+    uint8_t seed32 [32] = { 1 }, hmac32 [32] = { 2 };
+    audit_keys_t *keys = NULL;
+    if (rc == 0)
+        rc = audit_keys_from_seed (&keys, seed32, hmac32);
+    for (int i = 0; rc == 0 && i < S_RECEIPTS; i++) {
+        json_t *stored = NULL;
+        bus_txn_t *w = bus_txn_begin (store, true);
+        double a = bench_now_s ();
+        rc = w ? audit_receipt_build (runs, log, keys, w, S_RUN, 1796400000000000LL, &stored) : BUS_EIO;
+        receipt_ms [i] = (bench_now_s () - a) * 1e3;
+        receipt_bytes = strlen (json_string_value (json_object_get (stored, "jws")) ?: "");
+        json_decref (stored);
+        bus_txn_abort (&w);
+    }
+    audit_keys_destroy (&keys);
+    if (rc == 0) {
+        qsort (receipt_ms, S_RECEIPTS, sizeof *receipt_ms, bench_cmp_double);
+        printf ("bench audit_receipt_build_p50 %.2f ms (a run of %d entries spread over %llu: %zu-byte JWS, a "
+                "proof per entry)\n", receipt_ms [S_RECEIPTS / 2], S_RUN_ENTRIES, (unsigned long long) entries,
+                receipt_bytes);
+    }
     if (rc == 0) {
         double mean = 0, bmean = 0;
         for (int i = 0; i < proofs; i++) {
@@ -582,6 +623,7 @@ s_proofs (uint64_t entries, int proofs, int quick)
     free (cons);
     free (roots);
 done:
+    audit_runs_destroy (&runs);
     audit_log_destroy (&log);
     bus_store_destroy (&store);
     test_service_rmtree (dir);
