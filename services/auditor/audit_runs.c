@@ -61,8 +61,10 @@ s_run_len (const char *run)
 const char *
 audit_runs_named (const json_t *content)
 {
-    const char *run = json_string_value (json_object_get (content, "run"));
-    return s_run_len (run) && !memchr (run, 0, strlen (run)) ? run : NULL;
+    json_t *v = json_object_get (content, "run");
+    const char *run = json_string_value (v);
+    /* a run id with a NUL inside would index under its prefix */
+    return s_run_len (run) && strlen (run) == json_string_length (v) ? run : NULL;
 }
 
 bool
