@@ -573,6 +573,28 @@ audit_runs_summary (const char *run, const json_t *entries)
     return sum;
 }
 
+/*  Whether a step names a lease (or approval) that is not in the
+    summary, or not ended: its events are still on their way (they come
+    from another publisher, in no order with the orchestrator's). */
+static bool
+s_named_open (const json_t *summary, const char *member, const char *list, const char *key)
+{
+    size_t i;
+    json_t *s;
+    json_array_foreach (json_object_get (summary, "steps"), i, s) {
+        const char *id = json_string_value (json_object_get (s, member));
+        if (!id)
+            id = json_string_value (json_object_get (json_object_get (s, "intent"), member));
+        json_t *item = id ? s_find (json_object_get (summary, list), key, id) : NULL;
+        if (id && !item)
+            return true;
+        if (item && strcmp (list, "approvals") == 0
+            && s_streq (json_string_value (json_object_get (item, "outcome")), "pending"))
+            return true;
+    }
+    return false;
+}
+
 bool
 audit_runs_leases_open (const json_t *summary)
 {
@@ -581,7 +603,8 @@ audit_runs_leases_open (const json_t *summary)
     json_array_foreach (json_object_get (summary, "leases"), i, l)
         if (!json_object_get (l, "revoked_at") && !json_object_get (l, "expired_at"))
             return true;
-    return false;
+    return s_named_open (summary, "lease", "leases", "lease_id")
+        || s_named_open (summary, "approval", "approvals", "approval_id");
 }
 
 /* --- the gantt ----------------------------------------------------------- */

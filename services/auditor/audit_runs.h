@@ -105,8 +105,11 @@ int audit_runs_get_receipt (audit_runs_t *self, bus_txn_t *txn, const char *run,
     member). NULL when out of memory. */
 json_t *audit_runs_summary (const char *run, const json_t *entries);
 
-/*  Whether a lease of the summary is still open (neither revoked nor
-    expired). */
+/*  Whether the summary waits for a lease or an approval: a lease still
+    open (neither revoked nor expired), or a lease or approval a step
+    names whose events have not been stored yet (they come from the
+    vault-broker and the ciba-broker, in no order with the orchestrator's
+    terminal event), or an approval not completed. */
 bool audit_runs_leases_open (const json_t *summary);
 
 /*  The gantt of a summary: {run, t0, t1, steps: [{node, kind, attempt,

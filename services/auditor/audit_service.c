@@ -30,13 +30,12 @@ typedef struct {
     audit_log_t *log;
     audit_runs_t *runs;
     audit_keys_t *keys;
+    int64_t receipt_wait_us;            /* [auditor] receipt_wait_ms */
 } s_auditor_t;
 
-/*  How long a receipt waits, after its run's terminal event, for the
-    run's leases to end (the vault revokes them when the run ends) before
-    it is built with a lease still open; and how often due receipts are
-    looked for. */
-#define S_RECEIPT_WAIT_US   (2 * 1000000LL)
+/*  How often receipts due are looked for (a receipt waits, after its
+    run's terminal event, [auditor] receipt_wait_ms for the run's leases
+    to end: the vault revokes them when the run ends). */
 #define S_RECEIPT_SCAN_MS   200
 #define S_RECEIPT_SCAN_MAX  32
 #define S_RETRY_US          (60 * 1000000LL)   /* a receipt that cannot be built: tried again after */
@@ -595,7 +594,7 @@ s_on_event (bus_service_t *svc, void *state, bus_txn_t *txn, proto_msg_t *event)
            revocation or expiry of one then builds it, or the timer) */
         rc = audit_runs_note (self->runs, txn, run, index);
         if (rc == 0 && audit_runs_terminal (event->pub, event->type))
-            rc = audit_runs_mark_ended (self->runs, txn, run, index, s_now_us () + S_RECEIPT_WAIT_US);
+            rc = audit_runs_mark_ended (self->runs, txn, run, index, s_now_us () + self->receipt_wait_us);
         if (rc == 0 && (audit_runs_terminal (event->pub, event->type)
                         || streq (event->type, "token.revoked") || streq (event->type, "token.expired"))) {
             int irc = s_issue (self, txn, run, false, NULL);
@@ -654,6 +653,7 @@ s_start (bus_service_t *svc, void **state)
     int rc = audit_log_new (&self->log, bus_service_store (svc));
     if (rc == 0)
         rc = audit_runs_new (&self->runs, bus_service_store (svc));
+    self->receipt_wait_us = (int64_t) bus_config_int (bus_service_config (svc), "auditor", "receipt_wait_ms") * 1000;
     if (rc == 0 && (rc = audit_keys_load (&self->keys, keys, err, sizeof err)) != 0)
         bus_error ("auditor keys: %s", err);
     if (rc == 0)

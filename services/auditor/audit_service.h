@@ -19,7 +19,7 @@
     receipt due (audit_receipt.h): built in that same transaction unless a
     lease of the run is still open, else when its last lease ends (a
     token.revoked / token.expired event) or by the "receipts" timer at
-    most 2 s later; stored, and announced as receipt.issued on commit.
+    most [auditor] receipt_wait_ms (2 s) later; stored, and announced as receipt.issued on commit.
     audit.receipt answers the stored receipt (building a due one at once);
     audit.gantt draws a run from its entries.
 */
