@@ -72,6 +72,7 @@ int ctl_cmd_up (ctl_t *ctl);
 int ctl_cmd_authz (ctl_t *ctl);
 int ctl_cmd_authz_test (ctl_t *ctl);
 int ctl_cmd_audit (ctl_t *ctl);
+int ctl_cmd_receipt (ctl_t *ctl);
 int ctl_cmd_device (ctl_t *ctl);
 int ctl_cmd_approvals (ctl_t *ctl);
 int ctl_cmd_approve (ctl_t *ctl);

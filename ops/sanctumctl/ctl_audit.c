@@ -10,14 +10,29 @@
                                                    entries: the older is a prefix of the newer
       audit jwks                                   the auditor's public keys (JWKS), for verifiers
 
+    And `sanctumctl receipt ...` (audit_receipt.h says what a receipt is):
+      receipt get RUN                              the run's receipt, the compact JWS, on stdout
+      receipt verify FILE [--jwks FILE] [--hmac-key FILE]
+                                                   offline: the JWS signature, the HMAC tag (with
+                                                   the key), the signed head, every entry's
+                                                   inclusion, the summary against the entries,
+                                                   every approval signature (the ciba-broker's
+                                                   verifier, ciba_decision.h); exit 0 or 3
+      receipt jwks [--out FILE]                    the JWKS to verify receipts with elsewhere
+      receipt gantt RUN                            audit.gantt, as JSON
+
     Keys: from --jwks FILE (a JWKS kept from before: nothing is trusted from
     the auditor), else audit.jwks (trust on first use, said so). Exit 0 when
     every check holds, 3 when one fails (saying which), 1 on errors.
 */
 #include "ctl.h"
 #include "audit_merkle.h"
+#include "audit_receipt.h"
 #include "audit_sign.h"
+#include "bus_keys.h"
+#include "ciba_decision.h"
 
+#include <errno.h>
 #include <sodium.h>
 #include <stdio.h>
 #include <string.h>
@@ -28,7 +43,7 @@ typedef struct {
     json_t *jwks;                 /* the keys heads are checked with */
     bool keys_from_auditor;
     json_t *checks;               /* what was checked: ["...", ...] */
-    char failed [256];            /* the first failed check, or "" */
+    char failed [512];            /* the first failed check, or "" */
 } s_audit_t;
 
 /*  One request to the auditor: the reply body (caller decrefs), or NULL
@@ -62,7 +77,7 @@ s_check (s_audit_t *self, bool ok, const char *fmt, ...)
 static void
 s_check (s_audit_t *self, bool ok, const char *fmt, ...)
 {
-    char text [256];
+    char text [512];
     va_list ap;
     va_start (ap, fmt);
     vsnprintf (text, sizeof text, fmt, ap);
@@ -143,7 +158,10 @@ s_report (s_audit_t *self, json_t *result)
         if (self->keys_from_auditor)
             printf ("note: the key came from the auditor itself (audit.jwks); pass --jwks FILE to check against "
                     "a key kept from before\n");
-        printf ("%s\n", ok ? "verified" : "NOT VERIFIED");
+        if (ok)
+            printf ("verified\n");
+        else
+            printf ("NOT VERIFIED: %s\n", self->failed);
     }
     json_decref (result);
     return ok ? CTL_OK : CTL_DENIED;
@@ -306,6 +324,216 @@ ctl_cmd_audit (ctl_t *ctl)
         rc = s_cmd_proof (&self, nums [0], size, sized);
     else
         rc = s_cmd_consistency (&self, nums [0], nums [1], nnums == 2);
+    goto done;
+usage:
+    fputs (usage, stderr);
+done:
+    bus_client_destroy (&self.client);
+    json_decref (self.jwks);
+    json_decref (self.checks);
+    return rc;
+}
+
+/* --- sanctumctl receipt ------------------------------------------------- */
+
+/*  The whole of a file ("-": stdin), NUL-terminated, malloc'd; NULL on
+    error (said). At most max bytes. */
+static char *
+s_slurp (const char *path, size_t max, size_t *len)
+{
+    FILE *f = streq (path, "-") ? stdin : fopen (path, "rb");
+    if (!f) {
+        fprintf (stderr, "sanctumctl: cannot open %s: %s\n", path, strerror (errno));
+        return NULL;
+    }
+    char *buf = malloc (max + 2);
+    size_t n = buf ? fread (buf, 1, max + 1, f) : 0;
+    if (f != stdin)
+        fclose (f);
+    if (!buf || n > max) {
+        fprintf (stderr, "sanctumctl: %s: %s\n", path, buf ? "too large" : "out of memory");
+        free (buf);
+        return NULL;
+    }
+    buf [n] = 0;
+    *len = n;
+    return buf;
+}
+
+/*  The receipt in text: a compact JWS (whitespace around it dropped), or
+    the audit.receipt reply as JSON (its "jws"). malloc'd, or NULL. */
+static char *
+s_receipt_text (char *text)
+{
+    while (*text && strchr (" \t\r\n", *text))
+        text++;
+    if (*text == '{') {
+        json_t *obj = json_loads (text, 0, NULL);
+        const char *jws = json_string_value (json_object_get (obj, "jws"));
+        char *out = jws ? strdup (jws) : NULL;
+        json_decref (obj);
+        return out;
+    }
+    size_t n = strlen (text);
+    while (n && strchr (" \t\r\n", text [n - 1]))
+        n--;
+    return strndup (text, n);
+}
+
+/*  An HMAC key file: 32 bytes, or 64 hex digits (a newline after them
+    allowed). */
+static int
+s_hmac_key (const char *path, uint8_t key [32])
+{
+    size_t len = 0, got = 0;
+    char *text = s_slurp (path, 4096, &len);
+    if (!text)
+        return -1;
+    int rc = -1;
+    if (len == 32) {
+        memcpy (key, text, 32);
+        rc = 0;
+    }
+    else if (sodium_hex2bin (key, 32, text, len, " \r\n", &got, NULL) == 0 && got == 32)
+        rc = 0;
+    else
+        fprintf (stderr, "sanctumctl: %s is not an HMAC key (32 bytes, or 64 hex digits)\n", path);
+    sodium_memzero (text, len);
+    free (text);
+    return rc;
+}
+
+/*  Record a receipt check (audit_receipt_verify's callback). */
+static void
+s_receipt_check (void *arg, bool ok, const char *what)
+{
+    s_check (arg, ok, "%s", what);
+}
+
+static int
+s_cmd_receipt_verify (s_audit_t *self, const char *file, const char *hmac_file)
+{
+    uint8_t key [32];
+    size_t len = 0;
+    if (hmac_file && s_hmac_key (hmac_file, key))
+        return CTL_ERROR;
+    char *raw = s_slurp (file, AUDIT_RECEIPT_MAX + 4096, &len);
+    char *jws = raw ? s_receipt_text (raw) : NULL;
+    free (raw);
+    if (!jws) {
+        if (raw)
+            fprintf (stderr, "sanctumctl: %s holds no receipt\n", file);
+        return CTL_ERROR;
+    }
+    json_t *payload = NULL;
+    int rc = audit_receipt_verify (jws, self->jwks, hmac_file ? key : NULL, ciba_decision_verify,
+                                   s_receipt_check, self, &payload);
+    sodium_memzero (key, sizeof key);
+    free (jws);
+    json_t *result = json_pack ("{s:O?, s:O?}", "run", json_object_get (payload, "run"),
+                                "state", json_object_get (payload, "state"));
+    if (!hmac_file && !self->ctl->json)
+        printf ("note: HMAC tag not checked (no --hmac-key)\n");
+    json_decref (payload);
+    (void) rc;                          /* the checks say it all */
+    return s_report (self, result);
+}
+
+int
+ctl_cmd_receipt (ctl_t *ctl)
+{
+    static const char *usage =
+        "usage: sanctumctl receipt get RUN                 the run's receipt (compact JWS) on stdout\n"
+        "       sanctumctl receipt verify FILE [--jwks FILE] [--hmac-key FILE]\n"
+        "                                                  check it offline (FILE: the JWS, or - for stdin)\n"
+        "       sanctumctl receipt jwks [--out FILE]       the auditor's public keys (JWKS)\n"
+        "       sanctumctl receipt gantt RUN               the run's steps and token lifecycles on one time axis\n";
+    s_audit_t self = { .ctl = ctl, .checks = json_array () };
+    const char *jwks_file = NULL, *hmac_file = NULL, *out_file = NULL, *arg = NULL;
+    const char *sub = ctl->argc > 0 ? ctl->argv [0] : "";
+    int rc = CTL_USAGE;
+    for (int i = 1; i < ctl->argc; i++) {
+        if (streq (ctl->argv [i], "--jwks") && i + 1 < ctl->argc)
+            jwks_file = ctl->argv [++i];
+        else if (streq (ctl->argv [i], "--hmac-key") && i + 1 < ctl->argc)
+            hmac_file = ctl->argv [++i];
+        else if (streq (ctl->argv [i], "--out") && i + 1 < ctl->argc)
+            out_file = ctl->argv [++i];
+        else if (!arg)
+            arg = ctl->argv [i];
+        else
+            goto usage;
+    }
+    bool verify = streq (sub, "verify") && arg;
+    bool known = verify || ((streq (sub, "get") || streq (sub, "gantt")) && arg && !jwks_file && !hmac_file
+                            && !out_file)
+              || (streq (sub, "jwks") && !arg && !jwks_file && !hmac_file);
+    if (!known)
+        goto usage;
+    rc = CTL_ERROR;
+    if (sodium_init () < 0)
+        goto done;
+    if (jwks_file) {
+        json_error_t jerr;
+        self.jwks = json_load_file (jwks_file, JSON_REJECT_DUPLICATES, &jerr);
+        if (!json_is_array (json_object_get (self.jwks, "keys"))) {
+            fprintf (stderr, "sanctumctl: %s is not a JWKS: %s\n", jwks_file, jerr.text);
+            goto done;
+        }
+    }
+    else {
+        /* offline verify skipped the key at start: load it to fetch the JWKS */
+        if (!ctl->cert)
+            ctl->cert = bus_keys_load (bus_config_str (ctl->config, "sanctum", "keys_dir"), ctl->key_name, false);
+        if (!ctl->cert) {
+            fprintf (stderr, "sanctumctl: no client key to ask the auditor with; pass --jwks FILE to verify "
+                             "offline\n");
+            goto done;
+        }
+        self.client = ctl_client (ctl, "auditor");
+        if (!self.client)
+            goto done;
+    }
+    if (verify) {
+        if (!jwks_file) {
+            self.jwks = s_call (&self, "audit.jwks", json_object (), &rc);
+            self.keys_from_auditor = true;
+            if (!self.jwks)
+                goto done;
+        }
+        rc = s_cmd_receipt_verify (&self, arg, hmac_file);
+    }
+    else if (streq (sub, "jwks")) {
+        json_t *jwks = s_call (&self, "audit.jwks", json_object (), &rc);
+        if (!jwks)
+            goto done;
+        rc = CTL_OK;
+        if (out_file) {
+            if (json_dump_file (jwks, out_file, JSON_INDENT (2) | JSON_SORT_KEYS)) {
+                fprintf (stderr, "sanctumctl: cannot write %s\n", out_file);
+                rc = CTL_ERROR;
+            }
+            else if (!ctl->json)
+                printf ("wrote %s\n", out_file);
+            else
+                ctl_print_done (ctl, "");
+        }
+        else
+            ctl_print_json (jwks, ctl->json);
+        json_decref (jwks);
+    }
+    else {
+        const char *type = streq (sub, "get") ? "audit.receipt" : "audit.gantt";
+        json_t *reply = s_call (&self, type, json_pack ("{s:s}", "run", arg), &rc);
+        if (!reply)
+            goto done;
+        if (streq (sub, "get") && !ctl->json)
+            printf ("%s\n", json_string_value (json_object_get (reply, "jws")) ?: "");
+        else
+            ctl_print_json (reply, ctl->json);
+        json_decref (reply);
+        rc = CTL_OK;
+    }
     goto done;
 usage:
     fputs (usage, stderr);

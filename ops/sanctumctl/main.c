@@ -24,6 +24,8 @@ static const s_command_t s_commands [] = {
                                        "        | policy write FILE | decide PRINCIPAL ACTION RESOURCE [--context JSON] | test FILE" },
     { "audit",  ctl_cmd_audit,  false, "audit head | proof INDEX [--size N] | consistency OLD [NEW] [--jwks FILE]  the signed\n"
                                        "        tree head and proofs, checked here | jwks" },
+    { "receipt", ctl_cmd_receipt, false, "receipt get RUN | verify FILE [--jwks FILE] [--hmac-key FILE] | jwks [--out FILE] | gantt RUN\n"
+                                       "        a run's signed receipt; verify checks it offline (exit 0, or 3 saying where)" },
     { "device", ctl_cmd_device, false, "device enroll USER | list [USER] | revoke USER  approver devices (Ed25519; the secret\n"
                                        "        under KEYS_DIR/devices, 0600)" },
     { "approvals", ctl_cmd_approvals, false, "approvals [--as USER]      pending approval requests" },
@@ -89,7 +91,8 @@ main (int argc, char **argv)
     ctl.argc = nrest;
     ctl.argv = rest;
     /* `authz test` runs an embedded engine: it needs no key */
-    bool no_cert = cmd->no_cert || (cmd->fn == ctl_cmd_authz && nrest > 0 && streq (rest [0], "test"));
+    bool no_cert = cmd->no_cert || (cmd->fn == ctl_cmd_authz && nrest > 0 && streq (rest [0], "test"))
+                || (cmd->fn == ctl_cmd_receipt && nrest > 0 && streq (rest [0], "verify"));
     int rc = ctl_load (&ctl, no_cert);
     if (rc == CTL_OK)
         rc = cmd->fn (&ctl);

@@ -5,6 +5,8 @@
 #include "audit_service.h"
 #include "proto_canon.h"
 #include "audit_log.h"
+#include "audit_receipt.h"
+#include "audit_runs.h"
 #include "audit_sign.h"
 #include "bus_error.h"
 #include "bus_log.h"
@@ -26,14 +28,25 @@ s_now_us (void)
 typedef struct {
     bus_service_t *svc;
     audit_log_t *log;
+    audit_runs_t *runs;
     audit_keys_t *keys;
+    int64_t receipt_wait_us;            /* [auditor] receipt_wait_ms */
 } s_auditor_t;
+
+/*  How often receipts due are looked for (a receipt waits, after its
+    run's terminal event, [auditor] receipt_wait_ms for the run's leases
+    to end: the vault revokes them when the run ends). */
+#define S_RECEIPT_SCAN_MS   200
+#define S_RECEIPT_SCAN_MAX  32
+#define S_RETRY_US          (60 * 1000000LL)   /* a receipt that cannot be built: tried again after */
+#define S_WAIT              1                  /* s_issue: not yet (a lease is open) */
 
 /*  An append on its way to the writer: the entry's canonical bytes and who
     sent it under which request id. */
 typedef struct {
     char principal [PROTO_PRINCIPAL_MAX + 1];
     char id [PROTO_ID_LEN + 1];
+    char run [AUDIT_RUN_MAX + 1];       /* the run the entry names, or "" */
     int64_t ts;
     size_t len;
     char *entry;
@@ -81,6 +94,8 @@ s_append_work (void *state, json_t *body, void *arg, bus_outcome_t *out)
     int64_t ts = job->ts;
     audit_hash_t leaf;
     int rc = audit_log_append_request (self->log, txn, job->principal, job->id, job->entry, job->len, &index);
+    if (rc == 0 && *job->run)
+        rc = audit_runs_note (self->runs, txn, job->run, index);
     if (rc == 0)
         audit_leaf_hash (leaf, job->entry, job->len);
     else if (rc == BUS_EEXIST) {
@@ -124,6 +139,8 @@ s_append (bus_service_t *svc, bus_request_t *req, void *arg)
     snprintf (job->principal, sizeof job->principal, "%s", bus_request_principal (req));
     snprintf (job->id, sizeof job->id, "%s", msg->id);
     job->ts = s_now_us ();
+    const char *run = audit_runs_named (json_object_get (bus_request_body (req), "entry"));
+    snprintf (job->run, sizeof job->run, "%s", run ? run : "");
     json_t *stored = json_pack ("{s:s, s:s, s:s, s:I, s:O}", "kind", "append", "from", job->principal,
                                 "id", job->id, "ts", (json_int_t) job->ts,
                                 "entry", json_object_get (bus_request_body (req), "entry"));
@@ -331,6 +348,213 @@ s_jwks (bus_service_t *svc, bus_request_t *req, void *arg)
     bus_reply_ok (req, audit_keys_jwks (self->keys));
 }
 
+/* --- receipts ---------------------------------------------------------- */
+
+/*  Build, store and announce run's receipt in txn (a write transaction;
+    receipt.issued is published when it commits). Unless force, a run
+    whose receipt is not yet due and that still has a lease open waits
+    (S_WAIT): its revocation is on its way. *stored (may be NULL)
+    receives what is stored. */
+static int
+s_issue (s_auditor_t *self, bus_txn_t *txn, const char *run, bool force, json_t **stored)
+{
+    uint64_t at;
+    int64_t due, now = s_now_us ();
+    if (stored)
+        *stored = NULL;
+    int rc = audit_runs_ended (self->runs, txn, run, &at, &due);
+    if (rc)
+        return rc;
+    if (!force && now < due) {
+        json_t *entries = NULL, *gaps = NULL;
+        uint64_t size = 0;
+        rc = audit_log_size (self->log, txn, &size);
+        if (rc == 0)
+            rc = audit_runs_entries (self->runs, self->log, txn, run, size, &entries, &gaps);
+        json_t *sum = rc ? NULL : audit_runs_summary (run, entries);
+        bool open = sum && audit_runs_leases_open (sum);
+        json_decref (sum);
+        json_decref (entries);
+        json_decref (gaps);
+        if (rc || open)
+            return rc ? rc : S_WAIT;
+    }
+    json_t *receipt = NULL;
+    rc = audit_receipt_build (self->runs, self->log, self->keys, txn, run, now, &receipt);
+    char *text = NULL;
+    size_t len = 0;
+    if (rc == 0)
+        rc = proto_canon (receipt, &text, &len, NULL, 0);
+    if (rc == 0)
+        rc = audit_runs_put_receipt (self->runs, txn, run, text, len);
+    free (text);
+    if (rc == 0) {
+        json_t *event = json_pack ("{s:s, s:O, s:O, s:O, s:O, s:O, s:s}", "run", run,
+                                   "state", json_object_get (receipt, "state"),
+                                   "size", json_object_get (receipt, "size"),
+                                   "entries", json_object_get (receipt, "entries"),
+                                   "hmac", json_object_get (receipt, "hmac"),
+                                   "issued_at", json_object_get (receipt, "issued_at"),
+                                   "kid", audit_keys_kid (self->keys));
+        rc = event ? bus_event_append (self->svc, txn, "receipt.issued", event, NULL) : BUS_ENOMEM;
+    }
+    if (rc) {
+        bus_log_fields (BUS_LOG_ERROR, json_pack ("{s:s}", "run", run), "auditor: cannot issue the receipt of %s: %s",
+                        run, bus_strerror (rc));
+        json_decref (receipt);
+        return rc;
+    }
+    if (stored)
+        *stored = receipt;
+    else
+        json_decref (receipt);
+    return 0;
+}
+
+/*  Timer: receipts whose wait is over, each built now (lease open or not). */
+static void
+s_receipts_due (bus_service_t *svc, void *state)
+{
+    s_auditor_t *self = state;
+    char runs [S_RECEIPT_SCAN_MAX][AUDIT_RUN_MAX + 1];
+    size_t n = 0;
+    bus_txn_t *txn = bus_txn_begin (bus_service_store (svc), false);
+    int rc = txn ? audit_runs_due (self->runs, txn, s_now_us (), runs, S_RECEIPT_SCAN_MAX, &n) : BUS_EIO;
+    bus_txn_abort (&txn);
+    if (rc || n == 0)
+        return;
+    txn = bus_txn_begin (bus_service_store (svc), true);
+    if (!txn)
+        return;
+    for (size_t i = 0; i < n && !bus_txn_error (txn); i++) {
+        uint64_t at;
+        int64_t due;
+        if (s_issue (self, txn, runs [i], true, NULL) != 0 && !bus_txn_error (txn)
+            && audit_runs_ended (self->runs, txn, runs [i], &at, &due) == 0)
+            audit_runs_mark_ended (self->runs, txn, runs [i], at, s_now_us () + S_RETRY_US);
+    }
+    if (bus_txn_error (txn))
+        bus_service_abort (svc, &txn);
+    else if ((rc = bus_service_commit (svc, &txn)) != 0)
+        bus_error ("auditor: cannot store receipts: %s", bus_strerror (rc));
+}
+
+/*  The run field of a request, checked. */
+static const char *
+s_run_arg (bus_request_t *req)
+{
+    const char *run = json_string_value (json_object_get (bus_request_body (req), "run"));
+    if (!run || strlen (run) > AUDIT_RUN_MAX) {
+        bus_reply_error (req, PROTO_ERR_INVALID, "run: a run id of 1..%d bytes is required", AUDIT_RUN_MAX);
+        return NULL;
+    }
+    return run;
+}
+
+/*  Answer "no receipt": the run is unknown, or has not ended. */
+static void
+s_no_receipt (s_auditor_t *self, bus_request_t *req, bus_txn_t *txn, const char *run)
+{
+    uint64_t *idx = NULL, *gaps = NULL;
+    size_t n = 0, ng = 0;
+    int rc = audit_runs_indexes (self->runs, txn, run, UINT64_MAX, &idx, &n, &gaps, &ng);
+    free (idx);
+    free (gaps);
+    if (rc)
+        s_read_failed (req, rc, "cannot read the run's entries");
+    else if (n == 0)
+        bus_reply_error (req, PROTO_ERR_NOT_FOUND, "no entry of run %s in the log", run);
+    else
+        bus_reply_error (req, PROTO_ERR_CONFLICT, "run %s has not ended: no terminal event in the log (%zu entries)",
+                         run, n);
+}
+
+/*  audit.receipt {run}: the stored receipt; built now for a run that has
+    ended and has none yet (the same receipt the timer would have built:
+    stored and announced once). */
+static void
+s_receipt (bus_service_t *svc, bus_request_t *req, void *arg)
+{
+    s_auditor_t *self = arg;
+    const char *run = s_run_arg (req);
+    if (!run)
+        return;
+    bus_txn_t *txn = bus_txn_begin (bus_service_store (svc), false);
+    const void *text;
+    size_t len;
+    uint64_t at;
+    int64_t due;
+    int rc = txn ? audit_runs_get_receipt (self->runs, txn, run, &text, &len) : BUS_EIO;
+    if (rc == 0) {
+        json_t *stored = json_loadb (text, len, 0, NULL);
+        bus_txn_abort (&txn);
+        if (stored)
+            bus_reply_ok (req, stored);
+        else
+            bus_reply_error (req, PROTO_ERR_INTERNAL, "the stored receipt of %s is not JSON", run);
+        return;
+    }
+    if (rc == BUS_ENOTFOUND)
+        rc = audit_runs_ended (self->runs, txn, run, &at, &due);
+    if (rc == BUS_ENOTFOUND) {
+        s_no_receipt (self, req, txn, run);
+        bus_txn_abort (&txn);
+        return;
+    }
+    bus_txn_abort (&txn);
+    if (rc) {
+        s_read_failed (req, rc, "cannot read the receipt");
+        return;
+    }
+    json_t *stored = NULL;
+    txn = bus_txn_begin (bus_service_store (svc), true);
+    rc = txn ? s_issue (self, txn, run, true, &stored) : BUS_EIO;
+    if (rc == 0)
+        rc = bus_service_commit (svc, &txn);
+    else
+        bus_service_abort (svc, &txn);
+    if (rc) {
+        json_decref (stored);
+        bus_reply_error (req, rc == BUS_ETOOBIG ? PROTO_ERR_TOO_LARGE : PROTO_ERR_UNAVAILABLE,
+                         "cannot build the receipt of %s: %s", run, bus_strerror (rc));
+        return;
+    }
+    bus_reply_ok (req, stored);
+}
+
+/*  audit.gantt {run}: the run's steps, approvals and token lifecycles on
+    one time axis, from its entries in the log now. */
+static void
+s_gantt (bus_service_t *svc, bus_request_t *req, void *arg)
+{
+    s_auditor_t *self = arg;
+    const char *run = s_run_arg (req);
+    uint64_t size;
+    if (!run)
+        return;
+    bus_txn_t *txn = s_read_begin (self, req, &size);
+    if (!txn)
+        return;
+    json_t *entries = NULL, *gaps = NULL;
+    int rc = audit_runs_entries (self->runs, self->log, txn, run, size, &entries, &gaps);
+    bus_txn_abort (&txn);
+    if (rc == 0 && json_array_size (entries) == 0)
+        bus_reply_error (req, PROTO_ERR_NOT_FOUND, "no entry of run %s in the log", run);
+    else if (rc)
+        s_read_failed (req, rc, "cannot read the run's entries");
+    else {
+        json_t *sum = audit_runs_summary (run, entries);
+        json_t *gantt = sum ? audit_runs_gantt (sum) : NULL;
+        json_decref (sum);
+        if (gantt)
+            bus_reply_ok (req, gantt);
+        else
+            bus_reply_error (req, PROTO_ERR_UNAVAILABLE, "out of memory");
+    }
+    json_decref (entries);
+    json_decref (gaps);
+}
+
 /* --- the follower ----------------------------------------------------- */
 
 /*  An event that cannot have an entry (too large stored, a number without
@@ -345,6 +569,8 @@ s_unstorable (s_auditor_t *self, bus_txn_t *txn, proto_msg_t *event, int why)
                     (unsigned long long) event->seq, event->type, event->pub, bus_strerror (why));
     uint64_t index;
     int rc = audit_log_append_gap (self->log, txn, event->pub, event->seq, event->seq, s_now_us (), &index);
+    if (rc == 0)
+        rc = audit_runs_note_gap (self->runs, txn, index);
     return rc == BUS_EEXIST ? 0 : rc;
 }
 
@@ -359,7 +585,24 @@ s_on_event (bus_service_t *svc, void *state, bus_txn_t *txn, proto_msg_t *event)
     uint64_t index = 0;
     if (rc >= 0)
         rc = audit_log_append_event_msg (self->log, txn, event, &index);
-    if (rc == 0 || rc == BUS_EEXIST)
+    if (rc == BUS_EEXIST)
+        return 0;
+    const char *run = rc == 0 ? audit_runs_named (event->body) : NULL;
+    if (run) {
+        /* indexed with the entry; a terminal event makes the receipt due,
+           and it is built now unless a lease of the run is still open (a
+           revocation or expiry of one then builds it, or the timer) */
+        rc = audit_runs_note (self->runs, txn, run, index);
+        if (rc == 0 && audit_runs_terminal (event->pub, event->type))
+            rc = audit_runs_mark_ended (self->runs, txn, run, index, s_now_us () + self->receipt_wait_us);
+        if (rc == 0 && (audit_runs_terminal (event->pub, event->type)
+                        || streq (event->type, "token.revoked") || streq (event->type, "token.expired"))) {
+            int irc = s_issue (self, txn, run, false, NULL);
+            if (irc != 0 && irc != S_WAIT && irc != BUS_ENOTFOUND)
+                rc = bus_txn_error (txn) ? irc : 0;   /* a receipt that could not be built waits for the timer */
+        }
+    }
+    if (rc == 0)
         return 0;
     if (rc == BUS_EINVAL || rc == BUS_ETOOBIG || rc == BUS_EDEPTH)
         return s_unstorable (self, txn, event, rc);
@@ -375,6 +618,8 @@ s_on_loss (bus_service_t *svc, void *state, bus_txn_t *txn, const char *source, 
     s_auditor_t *self = state;
     uint64_t index;
     int rc = audit_log_append_gap (self->log, txn, pub, from_seq, to_seq, s_now_us (), &index);
+    if (rc == 0)
+        rc = audit_runs_note_gap (self->runs, txn, index);
     return rc == BUS_EEXIST ? 0 : rc;
 }
 
@@ -406,6 +651,9 @@ s_start (bus_service_t *svc, void **state)
     snprintf (keys, sizeof keys, "%s/keys", dir ? dir : ".");
     free (dir);
     int rc = audit_log_new (&self->log, bus_service_store (svc));
+    if (rc == 0)
+        rc = audit_runs_new (&self->runs, bus_service_store (svc));
+    self->receipt_wait_us = (int64_t) bus_config_int (bus_service_config (svc), "auditor", "receipt_wait_ms") * 1000;
     if (rc == 0 && (rc = audit_keys_load (&self->keys, keys, err, sizeof err)) != 0)
         bus_error ("auditor keys: %s", err);
     if (rc == 0)
@@ -430,6 +678,8 @@ s_start (bus_service_t *svc, void **state)
         { "audit.inclusion",   s_inclusion },
         { "audit.consistency", s_consistency },
         { "audit.jwks",        s_jwks },
+        { "audit.receipt",     s_receipt },
+        { "audit.gantt",       s_gantt },
     };
     return bus_service_handle_all (svc, handlers, sizeof handlers / sizeof handlers [0], self);
 }
@@ -441,6 +691,7 @@ s_stop (bus_service_t *svc, void **state)
     if (!self)
         return;
     audit_log_destroy (&self->log);
+    audit_runs_destroy (&self->runs);
     audit_keys_destroy (&self->keys);
     free (self);
     *state = NULL;
@@ -449,7 +700,13 @@ s_stop (bus_service_t *svc, void **state)
 /*  The log's databases (audit_log_db_names, which audit_log_new checks)
     and the follower's marks. */
 static const char *const s_dbs [] = {
-    "audit_entries", "audit_nodes", "audit_events", "audit_requests", BUS_FOLLOW_DB, NULL
+    "audit_entries", "audit_nodes", "audit_events", "audit_requests",
+    "audit_runs", "audit_gaps", "audit_ended", "audit_receipts", BUS_FOLLOW_DB, NULL
+};
+
+static const bus_timer_t s_timers [] = {
+    { .name = "receipts", .interval_ms = S_RECEIPT_SCAN_MS, .fn = s_receipts_due },
+    { 0 }
 };
 
 const bus_daemon_t audit_daemon = {
@@ -457,5 +714,6 @@ const bus_daemon_t audit_daemon = {
     .db_names = s_dbs,
     .start = s_start,
     .stop = s_stop,
+    .timers = s_timers,
     .followers = s_followers,
 };

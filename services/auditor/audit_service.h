@@ -14,8 +14,14 @@
     transaction. As the publishers' outbox_acked_by it replays from its
     committed mark + 1 only, so they trim only what it has stored.
 
-    Not built yet: run receipts (audit.receipt answers not_implemented),
-    the gantt.
+    Runs (audit_runs.h): every entry naming a run is indexed under it in
+    the transaction that stores it. A run's terminal event makes its
+    receipt due (audit_receipt.h): built in that same transaction unless a
+    lease of the run is still open, else when its last lease ends (a
+    token.revoked / token.expired event) or by the "receipts" timer at
+    most [auditor] receipt_wait_ms (2 s) later; stored, and announced as receipt.issued on commit.
+    audit.receipt answers the stored receipt (building a due one at once);
+    audit.gantt draws a run from its entries.
 */
 #ifndef AUDIT_SERVICE_H
 #define AUDIT_SERVICE_H

@@ -228,6 +228,27 @@ audit_jws_sign (audit_keys_t *self, const json_t *payload, char **jws)
 }
 
 int
+audit_jws_sign_tagged (audit_keys_t *self, const json_t *payload, char **jws,
+                       char hmac [2 * AUDIT_HASH_LEN + 1])
+{
+    *jws = NULL;
+    if (!json_is_object (payload))
+        return BUS_EINVAL;
+    char *body = NULL;
+    size_t body_len = 0;
+    int rc = proto_canon (payload, &body, &body_len, NULL, 0);
+    if (rc)
+        return rc;
+    audit_hmac_hex (self, hmac, body, body_len);
+    json_t *header = json_pack ("{s:s, s:s, s:s, s:s}", "alg", "EdDSA", "kid", self->kid, "typ", "JWT",
+                                "hmac", hmac);
+    rc = header ? bus_jws_sign (header, body, body_len, self->sk, jws) : BUS_ENOMEM;
+    json_decref (header);
+    free (body);
+    return rc;
+}
+
+int
 audit_jws_verify (const char *jws, const uint8_t pk [AUDIT_PK_LEN], const char *kid, json_t **payload)
 {
     return bus_jws_verify (jws, pk, kid, payload);

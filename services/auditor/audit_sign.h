@@ -92,6 +92,13 @@ int audit_head_verify (const audit_head_t *head, const uint8_t pk [AUDIT_PK_LEN]
 int audit_jws_sign (audit_keys_t *self, const json_t *payload, char **jws)
     __attribute__((warn_unused_result));
 
+/*  As audit_jws_sign, with the HMAC-SHA256 tag of the payload's bytes
+    (hex, into hmac) also in the protected header as "hmac": the receipt's
+    form, so a compact JWS alone carries both (the tag is covered by the
+    signature too). */
+int audit_jws_sign_tagged (audit_keys_t *self, const json_t *payload, char **jws,
+                           char hmac [2 * AUDIT_HASH_LEN + 1]) __attribute__((warn_unused_result));
+
 /*  Check a compact JWS against pk: alg must be EdDSA and, when kid is not
     NULL, the header's kid must equal it. On success *payload (may be NULL:
     the payload is then not read) receives the decoded payload (caller

@@ -28,7 +28,15 @@
         in the whole tree, each in a renewed read transaction, p50 and
         mean; consistency proofs and roots likewise. Baseline: as many
         random raw LMDB gets (bus_txn_get of stored subtree hashes) as an
-        inclusion path has hashes — the reads a proof cannot avoid.
+        inclusion path has hashes — the reads a proof cannot avoid. Then
+        the receipt of a run of 40 entries spread over the whole log
+        (audit_receipt_build: head, a proof per entry, summary, JWS).
+
+    (d) The writer's share: in process, no bus, the work the auditor's
+        writer does per append (nested transactions as bus_service.c runs
+        them, the entry, its request key, its run index, the outcome
+        record), 100 appends per fsync; beside the same puts flat in the
+        group. Its rate over the bus rate says which bounds appends.
 
     Output, one line per figure:
         bench NAME VALUE UNIT [baseline B ratio R]
@@ -41,6 +49,8 @@
 */
 #include "audit_log.h"
 #include "audit_merkle.h"
+#include "audit_receipt.h"
+#include "audit_runs.h"
 #include "audit_service.h"
 #include "bus_client.h"
 #include "bus_error.h"
@@ -70,6 +80,9 @@
 #define S_TARGET_RATE      50000.0
 #define S_TARGET_PROOF_US  50.0
 #define S_LAG_RATE         10000     /* events/s the publisher of (c) emits */
+#define S_RUN              "01JB3M8Q5X9ZJ2G4T6V8W0Y2A4"
+#define S_RUN_ENTRIES      40        /* entries of the run whose receipt (b) builds */
+#define S_RECEIPTS         21
 
 
 /* --- (a) appends over the bus ------------------------------------------- */
@@ -460,9 +473,16 @@ s_proofs (uint64_t entries, int proofs, int quick)
     snprintf (path, sizeof path, "%s/db", dir);
     bus_store_t *store = NULL;
     audit_log_t *log = NULL;
-    int rc = bus_store_open (&store, path, (size_t) 4 << 30, audit_log_db_names);
+    static const char *const dbs [] = {
+        "audit_entries", "audit_nodes", "audit_events", "audit_requests",
+        "audit_runs", "audit_gaps", "audit_ended", "audit_receipts", NULL
+    };
+    audit_runs_t *runs = NULL;
+    int rc = bus_store_open (&store, path, (size_t) 4 << 30, dbs);
     if (rc == 0)
         rc = audit_log_new (&log, store);
+    if (rc == 0)
+        rc = audit_runs_new (&runs, store);
     double t0 = bench_now_s ();
     for (uint64_t i = 0; rc == 0 && i < entries; ) {
         bus_txn_t *txn = bus_txn_begin (store, true);
@@ -474,6 +494,9 @@ s_proofs (uint64_t entries, int proofs, int quick)
                                 (unsigned long long) i);
             uint64_t index;
             rc = txn ? audit_log_append (log, txn, entry, (size_t) len, &index) : BUS_EIO;
+            /* one run's S_RUN_ENTRIES entries spread over the whole log */
+            if (rc == 0 && i % (entries / S_RUN_ENTRIES) == 0)
+                rc = audit_runs_note (runs, txn, S_RUN, index);
         }
         int crc = bus_txn_commit (&txn);
         rc = rc ? rc : crc;
@@ -543,6 +566,31 @@ s_proofs (uint64_t entries, int proofs, int quick)
         roots [i] = (bench_now_s () - a) * 1e6;
     }
     bus_txn_abort (&txn);
+    /* a receipt of a run whose entries span the log: built (head, a proof
+       per entry, summary, JWS, HMAC) in a read-write transaction, aborted */
+    double receipt_ms [S_RECEIPTS];
+    size_t receipt_bytes = 0;
+    uint8_t seed32 [32] = { 1 }, hmac32 [32] = { 2 };
+    audit_keys_t *keys = NULL;
+    if (rc == 0)
+        rc = audit_keys_from_seed (&keys, seed32, hmac32);
+    for (int i = 0; rc == 0 && i < S_RECEIPTS; i++) {
+        json_t *stored = NULL;
+        bus_txn_t *w = bus_txn_begin (store, true);
+        double a = bench_now_s ();
+        rc = w ? audit_receipt_build (runs, log, keys, w, S_RUN, 1796400000000000LL, &stored) : BUS_EIO;
+        receipt_ms [i] = (bench_now_s () - a) * 1e3;
+        receipt_bytes = strlen (json_string_value (json_object_get (stored, "jws")) ?: "");
+        json_decref (stored);
+        bus_txn_abort (&w);
+    }
+    audit_keys_destroy (&keys);
+    if (rc == 0) {
+        qsort (receipt_ms, S_RECEIPTS, sizeof *receipt_ms, bench_cmp_double);
+        printf ("bench audit_receipt_build_p50 %.2f ms (a run of %d entries spread over %llu: %zu-byte JWS, a "
+                "proof per entry)\n", receipt_ms [S_RECEIPTS / 2], S_RUN_ENTRIES, (unsigned long long) entries,
+                receipt_bytes);
+    }
     if (rc == 0) {
         double mean = 0, bmean = 0;
         for (int i = 0; i < proofs; i++) {
@@ -575,10 +623,92 @@ s_proofs (uint64_t entries, int proofs, int quick)
     free (cons);
     free (roots);
 done:
+    audit_runs_destroy (&runs);
     audit_log_destroy (&log);
     bus_store_destroy (&store);
     test_service_rmtree (dir);
     return rc;
+}
+
+
+/* --- (d) the writer's share ------------------------------------------------ */
+
+/*  In process, no bus: the work the auditor's writer does per append, in
+    groups of S_WRITER_GROUP appends per fsync'd commit — nested (as the
+    writer runs them: a nested transaction per append for the entry, its
+    request key and its run index, and one per outcome record, as
+    bus_service.c records it) or flat (the same puts straight in the
+    group). Appends per second; -1 on failure. */
+#define S_WRITER_GROUP 100
+
+static const char *const s_writer_dbs [] = {
+    "audit_entries", "audit_nodes", "audit_events", "audit_requests",
+    "audit_runs", "audit_gaps", "audit_ended", "audit_receipts", "outcomes", NULL
+};
+
+static double
+s_writer (double secs, bool nested)
+{
+    char dir [128], path [160];
+    if (test_service_tmpdir (dir, sizeof dir, "bench-audit-writer"))
+        return -1;
+    snprintf (path, sizeof path, "%s/db", dir);
+    bus_store_t *store = NULL;
+    audit_log_t *log = NULL;
+    audit_runs_t *runs = NULL;
+    int rc = bus_store_open (&store, path, (size_t) 1 << 30, s_writer_dbs);
+    if (rc == 0)
+        rc = audit_log_new (&log, store);
+    if (rc == 0)
+        rc = audit_runs_new (&runs, store);
+    int outcomes = store ? bus_store_db (store, "outcomes") : -1;
+    long n = 0;
+    double t0 = bench_now_s (), until = t0 + secs;
+    char outcome [160];
+    memset (outcome, 'o', sizeof outcome);
+    while (rc == 0 && bench_now_s () < until) {
+        bus_txn_t *group = bus_txn_begin (store, true);
+        if (!group) {
+            rc = BUS_EIO;
+            break;
+        }
+        bus_txn_group (group);
+        for (int k = 0; rc == 0 && k < S_WRITER_GROUP; k++, n++) {
+            char entry [320], id [40];
+            int len = snprintf (entry, sizeof entry,
+                                "{\"entry\":{\"client\":%d,\"kind\":\"step.intent\",\"n\":%ld,\"run\":"
+                                "\"01JB3M8Q5X9ZJ2G4T6V8W0Y2A4\",\"tool\":\"sheets.append\"},\"from\":"
+                                "\"svc:orchestrator\",\"id\":\"01JB3M8Q5X9ZJ2G4T6V8W0Y2A4\",\"kind\":\"append\","
+                                "\"ts\":1796400000000000}", k % 8, n);
+            snprintf (id, sizeof id, "01JB3M8Q5X9ZJ2%012ld", n);
+            bus_txn_t *txn = nested ? bus_txn_begin (store, true) : group;
+            uint64_t index;
+            rc = txn ? audit_log_append_request (log, txn, "svc:orchestrator", id, entry, (size_t) len, &index)
+                     : BUS_EIO;
+            if (rc == 0)
+                rc = audit_runs_note (runs, txn, "01JB3M8Q5X9ZJ2G4T6V8W0Y2A4", index);
+            if (nested)
+                rc = rc ? rc : bus_txn_commit (&txn);
+            bus_txn_t *otxn = nested ? bus_txn_begin (store, true) : group;
+            if (rc == 0)
+                rc = otxn ? bus_txn_put (otxn, outcomes, id, strlen (id), outcome, sizeof outcome) : BUS_EIO;
+            if (nested)
+                rc = rc ? rc : bus_txn_commit (&otxn);
+        }
+        bus_txn_group (NULL);
+        int crc = bus_txn_commit (&group);
+        rc = rc ? rc : crc;
+    }
+    double took = bench_now_s () - t0;
+    audit_runs_destroy (&runs);
+    audit_log_destroy (&log);
+    bus_store_destroy (&store);
+    test_service_rmtree (dir);
+    if (rc) {
+        fprintf (stderr, "bench_audit: the writer's share: %s\n", bus_strerror (rc));
+        return -1;
+    }
+    return n / took;
 }
 
 int
@@ -621,6 +751,14 @@ main (int argc, char **argv)
             raw_lat [S_LATENCY_N * 99 / 100], lat [S_LATENCY_N * 99 / 100] / raw_lat [S_LATENCY_N * 99 / 100]);
     if (rate < S_TARGET_RATE)
         strcat (missed, " appends");
+    double wn = s_writer (quick ? 0.5 : 2.0, true), wf = s_writer (quick ? 0.5 : 2.0, false);
+    if (wn < 0 || wf < 0)
+        return 1;
+    printf ("bench audit_writer_appends %.0f events/s baseline %.0f ratio %.2f (in process, no bus: the writer's "
+            "work per append, nested transactions as the writer runs them, %d per fsync; baseline: the same puts "
+            "flat in the group)\n", wn, wf, wn / wf, S_WRITER_GROUP);
+    printf ("bench audit_bus_share %.2f (the bus appends' rate over the writer's alone: below 1, the bus path "
+            "and not the writer bounds the rate)\n", rate / wn);
     if (s_follow_lag (quick ? 1.0 : 3.0))
         return 1;
     int prc = s_proofs (quick ? S_PROOF_ENTRIES / 10 : S_PROOF_ENTRIES, quick ? S_PROOFS / 10 : S_PROOFS, quick);
