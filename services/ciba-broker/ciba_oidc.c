@@ -1,12 +1,13 @@
 /*  ciba_oidc.c — the ciba-broker's backend oidc: each level a CIBA
     request at a provider (Auth0 or any), POST bc-authorize with client
-    authentication (client_secret_post), then token polls with
+    authentication (client_secret_post or client_secret_basic), then token polls with
     grant_type=urn:openid:params:grant-type:ciba honouring interval,
     slow_down (+5 s for this and every later poll) and Retry-After. All
     HTTP on the service's reactor (bus_http_client.h); each answer is
     applied in a write transaction of its own, to the level it was for
-    (dropped when the level has moved on). The client secret comes from a
-    file and is never logged. PROTOCOL.md 10.4 lists the states.
+    (dropped when the level has moved on); a request goes out only once the
+    change that asked for it is durable (ciba_after_commit). The client
+    secret comes from a file or a systemd credential and is never logged. PROTOCOL.md 10.4 lists the states.
 */
 #include "ciba_internal.h"
 #include "bus_error.h"
@@ -14,8 +15,11 @@
 
 #include <sodium.h>
 #include <stdio.h>
+#include <unistd.h>
 #include <stdlib.h>
 #include <string.h>
+
+#define S_HTTP_TIMEOUT_MS 10000
 
 /*  A request to the provider on its way: which level it is for. */
 typedef struct {
@@ -61,20 +65,81 @@ ciba_oidc_charset (const char *in)
 
 static void s_oidc_done (const bus_http_response_t *response, void *arg);
 
-/*  Send level i's next request to the provider: bc-authorize when it has
-    no provider auth_req_id yet, else a token poll. Until the answer, the
-    level's poll_at is a guard (the request's deadline and a second), so a
-    broker restarted meanwhile asks again. */
+/*  Level i is due its next request to the provider (in a change, any
+    thread): until the answer, the level's poll_at is a guard (the
+    request's deadline and a second), so a broker restarted meanwhile, or
+    a change that was not stored, asks again; the request is noted in
+    after, sent once the change is durable. Before discovery has
+    answered, the guard is short and nothing is noted. */
 void
-ciba_oidc_send (ciba_t *self, json_t *a, size_t i, int64_t now)
+ciba_oidc_due (ciba_t *self, json_t *a, size_t i, int64_t now, json_t *after)
 {
     json_t *lvl = json_array_get (json_object_get (a, "levels"), i);
-    int timeout_ms = 10000;
-    ciba_set_int (lvl, "poll_at", now + (timeout_ms + 1000) * 1000LL);
-    if (!self->oidc_ready) {
+    if (!atomic_load (&self->oidc_ready)) {
         ciba_set_int (lvl, "poll_at", now + 200 * 1000LL);       /* the endpoints are not known yet */
         return;
     }
+    int64_t guard = now + (S_HTTP_TIMEOUT_MS + 1000) * 1000LL;
+    ciba_set_int (lvl, "poll_at", guard);
+    ciba_after_note (after, a, i, "poll", guard);
+}
+
+/*  x-www-form-urlencoded form of one value (RFC 6749 2.3.1 asks it of
+    client_secret_basic's id and secret): unreserved bytes kept, the rest
+    %XX. Caller frees (and wipes: it may hold the secret). */
+static char *
+s_form_escape (const char *in)
+{
+    size_t n = strlen (in);
+    char *out = malloc (3 * n + 1), *o = out;
+    if (!out)
+        return NULL;
+    for (const unsigned char *p = (const unsigned char *) in; *p; p++)
+        if (isalnum (*p) || strchr ("-._~", *p))
+            *o++ = (char) *p;
+        else
+            o += sprintf (o, "%%%02X", *p);
+    *o = 0;
+    return out;
+}
+
+/*  The Authorization header of client_secret_basic (RFC 6749 2.3.1):
+    "Authorization: Basic base64(escape(id) ":" escape(secret))". Caller
+    wipes and frees. NULL when out of memory. */
+static char *
+s_basic_header (ciba_t *self)
+{
+    char *id = s_form_escape (self->client_id), *secret = s_form_escape (self->secret);
+    char *pair = NULL, *header = NULL;
+    if (id && secret && asprintf (&pair, "%s:%s", id, secret) >= 0) {
+        size_t b64_len = sodium_base64_encoded_len (strlen (pair), sodium_base64_VARIANT_ORIGINAL);
+        header = malloc (b64_len + 32);
+        if (header) {
+            int k = sprintf (header, "Authorization: Basic ");
+            sodium_bin2base64 (header + k, b64_len, (const unsigned char *) pair, strlen (pair),
+                               sodium_base64_VARIANT_ORIGINAL);
+        }
+    }
+    if (secret)
+        sodium_memzero (secret, strlen (secret));
+    if (pair)
+        sodium_memzero (pair, strlen (pair));
+    free (id);
+    free (secret);
+    free (pair);
+    return header;
+}
+
+/*  Send level i's next request to the provider, from the stored
+    approval a (reactor): bc-authorize when the level has no provider
+    auth_req_id yet, else a token poll; the client authenticated as
+    oidc_client_auth says. */
+void
+ciba_oidc_request (ciba_t *self, json_t *a, size_t i)
+{
+    json_t *lvl = json_array_get (json_object_get (a, "levels"), i);
+    if (!atomic_load (&self->oidc_ready) || !lvl)
+        return;
     s_oidc_job_t *job = calloc (1, sizeof *job);
     if (!job)
         return;
@@ -82,11 +147,14 @@ ciba_oidc_send (ciba_t *self, json_t *a, size_t i, int64_t now)
     snprintf (job->approval_id, sizeof job->approval_id, "%s", ciba_str (a, "approval_id"));
     snprintf (job->auth_req_id, sizeof job->auth_req_id, "%s", ciba_str (lvl, "auth_req_id"));
     const char *provider_id = ciba_str (lvl, "provider_auth_req_id");
-    char *form = NULL, *hint = NULL, *details = NULL, expiry [24];
+    /* client_secret_post sends id and secret in the form; client_secret_basic in a header */
+    const char *id_key = self->auth_basic ? NULL : "client_id";
+    char *form = NULL, *hint = NULL, *details = NULL, *basic = NULL, expiry [24];
     if (provider_id) {
         job->token = true;
+        /* with client_secret_basic, id_key NULL ends the form before the client's pair */
         const char *pairs [] = { "grant_type", "urn:openid:params:grant-type:ciba", "auth_req_id", provider_id,
-                                 "client_id", self->client_id, "client_secret", self->secret, NULL };
+                                 id_key, self->client_id, "client_secret", self->secret, NULL };
         form = bus_http_form_encode (pairs);
     }
     else {
@@ -98,15 +166,20 @@ ciba_oidc_send (ciba_t *self, json_t *a, size_t i, int64_t now)
         }
         else
             hint = strdup (sub);
-        int64_t left = (ciba_int (a, "expires_at") - now) / 1000000;
+        int64_t left = (ciba_int (a, "expires_at") - proto_now_us ()) / 1000000;
         snprintf (expiry, sizeof expiry, "%lld",
                   (long long) (left < 1 ? 1 : left > self->expiry_max_s ? self->expiry_max_s : left));
         json_t *ad = json_object_get (a, "authorization_details");
         details = json_array_size (ad) ? json_dumps (ad, JSON_COMPACT) : NULL;
-        const char *pairs [16] = { "client_id", self->client_id, "client_secret", self->secret, "scope", "openid",
-                                   "login_hint", hint ? hint : "", "binding_message", ciba_str (a, "binding_message"),
-                                   "requested_expiry", expiry, NULL };
-        int k = 12;
+        const char *pairs [18] = { "scope", "openid", "login_hint", hint ? hint : "", "binding_message",
+                                   ciba_str (a, "binding_message"), "requested_expiry", expiry, NULL };
+        int k = 8;
+        if (!self->auth_basic) {
+            pairs [k++] = "client_id";
+            pairs [k++] = self->client_id;
+            pairs [k++] = "client_secret";
+            pairs [k++] = self->secret;
+        }
         if (details) {
             pairs [k++] = "authorization_details";
             pairs [k++] = details;
@@ -118,13 +191,21 @@ ciba_oidc_send (ciba_t *self, json_t *a, size_t i, int64_t now)
         pairs [k] = NULL;
         form = bus_http_form_encode (pairs);
     }
+    if (self->auth_basic)
+        basic = s_basic_header (self);
+    const char *headers [] = { basic, NULL };
     bus_http_request_t req = { .method = "POST", .url = job->token ? self->token_url : self->bc_url,
+                               .headers = basic ? headers : NULL,
                                .content_type = "application/x-www-form-urlencoded", .body = form,
-                               .body_len = form ? strlen (form) : 0, .timeout_ms = timeout_ms };
-    int rc = form ? bus_http_client_send (self->http, &req, s_oidc_done, job, NULL) : BUS_ENOMEM;
+                               .body_len = form ? strlen (form) : 0, .timeout_ms = S_HTTP_TIMEOUT_MS };
+    int rc = form && (basic || !self->auth_basic) ? bus_http_client_send (self->http, &req, s_oidc_done, job, NULL)
+                                                   : BUS_ENOMEM;
     if (form)
-        sodium_memzero (form, strlen (form));      /* it held the client secret */
+        sodium_memzero (form, strlen (form));      /* it may hold the client secret */
+    if (basic)
+        sodium_memzero (basic, strlen (basic));
     free (form);
+    free (basic);
     free (hint);
     free (details);
     if (rc) {
@@ -212,7 +293,8 @@ s_oidc_done (const bus_http_response_t *r, void *arg)
     s_oidc_job_t *job = arg;
     ciba_t *self = job->self;
     int64_t now = proto_now_us ();
-    bus_txn_t *txn = bus_txn_begin (self->store, true);
+    json_t *after = json_array ();
+    bus_txn_t *txn = after ? bus_txn_begin (self->store, true) : NULL;
     json_t *a = txn ? ciba_load (self, txn, job->approval_id) : NULL;
     json_t *levels = json_object_get (a, "levels"), *lvl = NULL, *body = NULL;
     size_t i = 0, k;
@@ -257,7 +339,7 @@ s_oidc_done (const bus_http_response_t *r, void *arg)
             ciba_level_event (self, txn, "ciba.approved", a, i, json_pack ("{s:s, s:s}", "provider", "oidc",
                                                                          "sub", sub), NULL);
             if (i + 1 < json_array_size (levels))
-                ciba_ask (self, txn, a, i + 1, now, NULL);
+                ciba_ask (self, txn, a, i + 1, now, NULL, after);
             else
                 ciba_complete (self, txn, a, "approved", NULL, now, NULL);
         }
@@ -282,7 +364,7 @@ s_oidc_done (const bus_http_response_t *r, void *arg)
         s_oidc_end (self, txn, a, i, "invalid_grant", error, now);
     else if (!job->token && streq (error, "unknown_user_id")) {
         if (ciba_pass_level (self, txn, a, i, "approver_not_enrolled", now, NULL))
-            ciba_ask (self, txn, a, i + 1, now, NULL);
+            ciba_ask (self, txn, a, i + 1, now, NULL, after);
     }
     else
         s_oidc_end (self, txn, a, i, "request_rejected", error, now);
@@ -298,7 +380,10 @@ s_oidc_done (const bus_http_response_t *r, void *arg)
     if (rc)
         bus_warn ("ciba: the provider's answer for approval %s was not stored: %s (asked again)",
                   job->approval_id, bus_strerror (rc));
+    else
+        ciba_after_commit (self, after);
 done:
+    json_decref (after);
     json_decref (body);
     json_decref (a);
     free (job);
@@ -330,7 +415,7 @@ s_oidc_discovered (const bus_http_response_t *r, void *arg)
                   self->issuer, r->error ? r->reason : "no backchannel_authentication_endpoint", self->bc_url,
                   self->token_url);
     json_decref (doc);
-    self->oidc_ready = true;
+    atomic_store (&self->oidc_ready, true);
 }
 
 /*  Start the oidc backend: config, secret, the HTTP client, discovery. */
@@ -339,10 +424,33 @@ ciba_oidc_start (ciba_t *self, bus_config_t *config)
 {
     const char *issuer = bus_config_str (config, "ciba", "oidc_issuer");
     const char *secret_file = bus_config_str (config, "ciba", "oidc_client_secret_file");
+    const char *credential = bus_config_str (config, "ciba", "oidc_client_secret_credential");
     const char *client_id = bus_config_str (config, "ciba", "oidc_client_id");
-    if (!issuer || !*issuer || !client_id || !*client_id || !secret_file || !*secret_file) {
-        bus_error ("ciba: backend oidc needs oidc_issuer, oidc_client_id and oidc_client_secret_file");
+    const char *auth = bus_config_str (config, "ciba", "oidc_client_auth");
+    bool from_file = secret_file && *secret_file, from_cred = credential && *credential;
+    if (!issuer || !*issuer || !client_id || !*client_id || from_file == from_cred) {
+        bus_error ("ciba: backend oidc needs oidc_issuer, oidc_client_id and one of oidc_client_secret_file "
+                   "or oidc_client_secret_credential");
         return BUS_ECONFIG;
+    }
+    if (!streq (auth ?: "", "client_secret_post") && !streq (auth ?: "", "client_secret_basic")) {
+        bus_error ("ciba: oidc_client_auth must be client_secret_post or client_secret_basic");
+        return BUS_ECONFIG;
+    }
+    self->auth_basic = streq (auth, "client_secret_basic");
+    char path [4096];
+    if (from_cred) {
+        /* a systemd credential (LoadCredential=/SetCredentialEncrypted=): a
+           plain name under $CREDENTIALS_DIRECTORY */
+        const char *dir = getenv ("CREDENTIALS_DIRECTORY");
+        if (!dir || !*dir || strchr (credential, '/') || streq (credential, ".") || streq (credential, "..")) {
+            bus_error ("ciba: oidc_client_secret_credential %s: %s", credential,
+                       !dir || !*dir ? "$CREDENTIALS_DIRECTORY is not set (run under systemd with LoadCredential=)"
+                                     : "a credential's name, not a path");
+            return BUS_ECONFIG;
+        }
+        snprintf (path, sizeof path, "%s/%s", dir, credential);
+        secret_file = path;
     }
     FILE *f = fopen (secret_file, "r");
     char buf [1024] = "";
@@ -352,6 +460,7 @@ ciba_oidc_start (ciba_t *self, bus_config_t *config)
     buf [strcspn (buf, "\r\n")] = 0;
     if (!read || !*buf) {
         bus_error ("ciba: cannot read the client secret from %s", secret_file);
+        sodium_memzero (buf, sizeof buf);
         return BUS_ECONFIG;
     }
     self->secret = strdup (buf);
