@@ -178,6 +178,57 @@ def op_secret_never_logged(x):
     assert SECRET not in json.dumps(r)
 
 
+@test
+def op_client_secret_basic_from_a_credential(x):
+    """oidc_client_auth = client_secret_basic (an HTTP Basic header on
+    bc-authorize and every token poll, seen by the provider), the secret
+    read from a systemd credential ($CREDENTIALS_DIRECTORY/NAME), not
+    logged; without $CREDENTIALS_DIRECTORY the broker does not start."""
+    c = Cluster(services=["ciba-broker"])
+    try:
+        creds = os.path.join(c.dir, "credentials")
+        os.mkdir(creds, 0o700)
+        with open(os.path.join(creds, "ciba-client-secret"), "w") as f:
+            f.write(SECRET + "\n")
+        with open(c.conf) as f:
+            text = f.read()
+        lines = ["backend = oidc", "oidc_issuer = " + x.issuer, "oidc_client_id = sanctum-basic",
+                 "oidc_client_auth = client_secret_basic", "oidc_client_secret_credential = ciba-client-secret",
+                 "oidc_login_hint = plain", "oidc_default_interval_s = 1", "escalation_scan_ms = 50"]
+        with open(c.conf, "w") as f:
+            f.write(text.replace("[ciba]\n", "[ciba]\n" + "\n".join(lines) + "\n", 1))
+        seen = len(op_get(x, "/auths"))
+        c.start("ciba-broker", env={"CREDENTIALS_DIRECTORY": creds})
+        c.wait_healthy()
+        svc = c.client("ciba-broker", key_name="orch", principal="svc:orchestrator")
+        try:
+            n = len([r for r in op_get(x, "/requests") if r["user"] == "bob"])
+            a = body(svc.call("ciba.authorize", {"login_hint": "user:bob", "binding_message": "Basic auth"}))
+            req = op_requests_for(x, "bob", n + 1)[-1]
+            assert req["client"] == "sanctum-basic", req
+            wait(lambda: (body(svc.call("ciba.status", {"approval_id": a["approval_id"]}))["levels"][0]
+                          .get("poll") == "authorization_pending"), 8, "a token poll the provider accepted")
+            op_post(x, "/approve/bob")
+            st = wait(lambda: (lambda b: b if b["state"] == "approved" else None)(
+                body(svc.call("ciba.status", {"approval_id": a["approval_id"]}))), 10, "approved")
+            assert st["levels"][0]["provider_sub"] == "bob", st
+        finally:
+            svc.close()
+        mine = [r for r in op_get(x, "/auths")[seen:] if not r["path"].startswith("/.well-known")]
+        assert any(r["path"].startswith("/backchannel") for r in mine), mine
+        assert any(r["path"].startswith("/token") for r in mine), mine
+        # every request of this broker (the other broker polls with client_secret_post meanwhile)
+        basic = [r for r in mine if r["basic"]]
+        assert len(basic) >= 2 and any(r["path"].startswith("/backchannel") for r in basic), mine
+        assert SECRET not in c.read_logs()
+        c.stop("ciba-broker")
+        p = c.start("ciba-broker")
+        assert p.wait(timeout=10) != 0
+        assert "CREDENTIALS_DIRECTORY" in c.read_logs()
+    finally:
+        c.close()
+
+
 # ---- part 2: an Auth0 stand-in ----------------------------------------------
 class Stand:
     """Auth0's own behaviour, scripted per approver (the login hint's sub)."""
@@ -363,6 +414,7 @@ def setup():
                                 stderr=subprocess.DEVNULL, text=True, env=dict(os.environ, CIBA_OP_SECRET=SECRET))
         info = json.loads(x.op.stdout.readline())
         x.control = info["control"]
+        x.issuer = info["issuer"]
         x.c = broker(info["issuer"], ["oidc_login_hint = plain"])
         x.svc = x.c.client("ciba-broker", key_name="orch", principal="svc:orchestrator")
     x.stand = Stand()
