@@ -12,12 +12,19 @@
                   approval, so the timer scans only what is due
       devices     approver LF device -> {approver, device, state,
                   enrolled_at, revoked_at?}
+      index       "s" LF state LF id, "a" LF approver LF state LF id,
+                  "r" LF run LF id -> "": ciba.list's indexes (the state
+                  indexed is the approval's `indexed` member)
+      ended       8-byte big-endian µs completed_at + approval_id -> "":
+                  what the purge reclaims after retention_s
+      asked       approver -> the 8-byte times of the levels asked of
+                  them in the last minute: the rate limit's window
 
     An approval: {approval_id, state (pending|approved|denied|expired|
     cancelled), reason?, run, node, binding_message, authorization_details,
     authorization_details_sha256, requested_by, created_at, expires_at,
     completed_at?, current (the level asked now), deadline (its key in
-    deadlines, 0: none), levels: [{approver, escalate_after, auth_req_id,
+    deadlines, 0: none), indexed (the state its index keys name), levels: [{approver, escalate_after, auth_req_id,
     state, asked_at?, deadline?, queued?, device_key?, signature?,
     decided_at?}]}. Times are µs since the epoch, by this broker's clock.
 
@@ -30,10 +37,15 @@
     device is passed at once (approver_not_enrolled). The approval expires
     at expires_at whatever the levels did.
 
-    Requests with effects answer through bus_request_commit: the outcome
-    is recorded in the transaction of the effect (retries get it, even
-    after a restart). Everything runs on the reactor: a change is a few
-    small LMDB puts and one fsync.
+    Requests with effects run on the service's writer
+    (bus_request_offload_write): the change, its events and the request's
+    outcome commit together (retries get the outcome, even after a
+    restart), and the changes queued together share one fsync. Reads
+    (ciba.status, ciba.list, ciba.device.list) stay on the reactor, as do
+    the deadline scan and the provider's answers (LMDB's write lock puts
+    them between the writer's groups). What a change asks of the world
+    (a webhook POST, a request to the provider) is noted, and sent on the
+    reactor once the change is durable, from the state read back.
 
     Backend oidc (a CIBA provider, Auth0 first): each level is a
     bc-authorize at the provider, then token polls honouring interval,
@@ -426,8 +438,8 @@ ciba_complete (ciba_t *self, bus_txn_t *txn, json_t *a, const char *outcome, con
     whose own window did not restart) nor loses a queued level (it waits
     in the approval, with its slot as its deadline). */
 
-/*  The times in the window at now (at most rate_per_min) into at, their
-    count into *n. */
+/*  The times in the window at now (oldest first, at most S_RATE_MAX)
+    into at, their count into *n. */
 static void
 s_rate_window (ciba_t *self, bus_txn_t *txn, const char *approver, int64_t now, int64_t *at, size_t *n)
 {
@@ -438,7 +450,7 @@ s_rate_window (ciba_t *self, bus_txn_t *txn, const char *approver, int64_t now, 
         return;
     for (size_t k = 0; k + 8 <= len; k += 8) {
         int64_t t = (int64_t) bus_key_to_u64 ((const uint8_t *) val + k);
-        if (now - t < 60 * 1000000LL && *n < (size_t) self->rate_per_min)
+        if (now - t < 60 * 1000000LL && *n < S_RATE_MAX)
             at [(*n)++] = t;
     }
 }
@@ -455,7 +467,7 @@ s_rate_allows (ciba_t *self, bus_txn_t *txn, const char *approver, int64_t now, 
     s_rate_window (self, txn, approver, now, at, &n);
     if (n < (size_t) self->rate_per_min)
         return true;
-    *free_at = at [0] + 60 * 1000000LL;
+    *free_at = at [n - (size_t) self->rate_per_min] + 60 * 1000000LL;
     return false;
 }
 
@@ -468,7 +480,7 @@ s_rate_note (ciba_t *self, bus_txn_t *txn, const char *approver, int64_t now)
     int64_t at [S_RATE_MAX + 1];
     size_t n;
     s_rate_window (self, txn, approver, now, at, &n);
-    at [n++] = now;
+    at [n++] = now;                 /* only the last rate_per_min are kept */
     size_t from = n > (size_t) self->rate_per_min ? n - (size_t) self->rate_per_min : 0;
     uint8_t buf [8 * (S_RATE_MAX + 1)];
     for (size_t k = from; k < n; k++)
@@ -1463,6 +1475,52 @@ s_scan (bus_service_t *svc, void *state)
 
 /* ---- the daemon --------------------------------------------------------- */
 
+/*  Scan callback: collect the approval ids (keys) into a JSON array. */
+static int
+s_collect_id (const void *k, size_t kl, const void *v, size_t vl, void *arg)
+{
+    json_array_append_new (arg, json_stringn (k, kl));
+    return 0;
+}
+
+/*  A store written before the indexes existed (or whose index database
+    is empty): index every approval once, in one transaction, at start.
+    Returns 0 or the error. */
+static int
+s_index_old (ciba_t *self)
+{
+    bus_txn_t *txn = bus_txn_begin (self->store, true);
+    if (!txn)
+        return BUS_EIO;
+    const void *k, *v;
+    size_t kl, vl;
+    if (bus_txn_first (txn, self->db_index, &k, &kl, &v, &vl) == 0
+        || bus_txn_first (txn, self->db_approvals, &k, &kl, &v, &vl) != 0) {
+        bus_txn_abort (&txn);
+        return 0;                   /* indexed already, or nothing to index */
+    }
+    json_t *ids = json_array ();
+    int rc = ids ? bus_txn_scan (txn, self->db_approvals, NULL, 0, NULL, 0, s_collect_id, ids) : BUS_ENOMEM;
+    size_t i;
+    json_t *id;
+    json_array_foreach (ids, i, id) {
+        json_t *a = rc ? NULL : ciba_load (self, txn, json_string_value (id));
+        if (a) {
+            json_object_del (a, "indexed");         /* indexed by nothing yet */
+            ciba_save (self, txn, a);
+        }
+        json_decref (a);
+    }
+    if (rc == 0)
+        rc = bus_service_commit (self->svc, &txn);
+    else
+        bus_service_abort (self->svc, &txn);
+    if (rc == 0)
+        bus_info ("ciba: %zu approvals indexed (a store from before the indexes)", json_array_size (ids));
+    json_decref (ids);
+    return rc;
+}
+
 /*  The writer's state: the broker (its changes take what they need of it
     as arguments; its members are read-only once started). */
 static void *
@@ -1506,8 +1564,13 @@ s_start (bus_service_t *svc, void **state)
         return BUS_EINVAL;
     if (self->rate_per_min > S_RATE_MAX)
         return BUS_ECONFIG;
+    int wrc = s_index_old (self);
+    if (wrc) {
+        bus_error ("ciba: cannot index the stored approvals: %s", bus_strerror (wrc));
+        return wrc;
+    }
     /* every change on the writer: one fsync for all the changes queued together */
-    int wrc = bus_service_writer (svc, s_writer_init, NULL, self);
+    wrc = bus_service_writer (svc, s_writer_init, NULL, self);
     if (wrc)
         return wrc;
     if (self->oidc) {
