@@ -23,6 +23,9 @@
 #include "bus_http_client.h"
 #include "bus_service.h"
 
+/*  How the broker authenticates to the provider (oidc_client_auth). */
+enum { CIBA_AUTH_POST, CIBA_AUTH_BASIC, CIBA_AUTH_JWT };
+
 typedef struct {
     bus_service_t *svc;
     bus_store_t *store;
@@ -36,7 +39,9 @@ typedef struct {
     char *webhook_url;           /* POST each ciba.requested here, or NULL */
     char *issuer, *iss, *bc_url, *token_url, *client_id, *secret, *audience;
     bool hint_iss_sub, auth0_charset;
-    bool auth_basic;             /* client_secret_basic (else client_secret_post) */
+    int client_auth;             /* CIBA_AUTH_*: oidc_client_auth */
+    uint8_t jwt_sk [64];         /* private_key_jwt: the client's Ed25519 key (libsodium's form) */
+    char jwt_kid [44];           /* its RFC 7638 thumbprint */
     int64_t expiry_max_s, default_interval_s;
 } ciba_t;
 

@@ -11,6 +11,7 @@
 */
 #include "ciba_internal.h"
 #include "bus_error.h"
+#include "bus_jose.h"
 #include "bus_log.h"
 
 #include <sodium.h>
@@ -130,6 +131,59 @@ s_basic_header (ciba_t *self)
     return header;
 }
 
+/*  A private_key_jwt client assertion (RFC 7523 2.2, OpenID Connect
+    Core 9): a JWS (EdDSA, the client key's thumbprint as kid) of {iss,
+    sub: the client id, aud: the provider's issuer, jti, iat, exp: a
+    minute on}. Caller frees. NULL when out of memory. */
+static char *
+s_client_assertion (ciba_t *self)
+{
+    uint8_t raw [16];
+    randombytes_buf (raw, sizeof raw);
+    char *jti = bus_b64url_encode (raw, sizeof raw), *jws = NULL, *text = NULL;
+    int64_t now = proto_now_us () / 1000000;
+    json_t *header = json_pack ("{s:s, s:s}", "kid", self->jwt_kid, "typ", "JWT");
+    json_t *claims = jti ? json_pack ("{s:s, s:s, s:s, s:s, s:I, s:I}", "iss", self->client_id, "sub",
+                                      self->client_id, "aud", self->iss, "jti", jti, "iat", (json_int_t) now,
+                                      "exp", (json_int_t) (now + 60)) : NULL;
+    text = claims ? json_dumps (claims, JSON_COMPACT) : NULL;
+    if (!header || !text || bus_jws_sign (header, text, strlen (text), self->jwt_sk, &jws))
+        jws = NULL;
+    json_decref (header);
+    json_decref (claims);
+    free (text);
+    free (jti);
+    return jws;
+}
+
+/*  The client's credentials on one request, as oidc_client_auth says:
+    appended to pairs at *k (client_secret_post: client_id and
+    client_secret; private_key_jwt: client_id, client_assertion_type and
+    client_assertion, the assertion malloc'd into *assertion), or an
+    Authorization header into *header (client_secret_basic). Returns 0 or
+    BUS_ENOMEM. */
+static int
+s_client_auth (ciba_t *self, const char **pairs, int *k, char **assertion, char **header)
+{
+    if (self->client_auth == CIBA_AUTH_BASIC) {
+        *header = s_basic_header (self);
+        return *header ? 0 : BUS_ENOMEM;
+    }
+    pairs [(*k)++] = "client_id";
+    pairs [(*k)++] = self->client_id;
+    if (self->client_auth == CIBA_AUTH_JWT) {
+        *assertion = s_client_assertion (self);
+        pairs [(*k)++] = "client_assertion_type";
+        pairs [(*k)++] = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
+        pairs [(*k)++] = "client_assertion";
+        pairs [(*k)++] = *assertion;
+        return *assertion ? 0 : BUS_ENOMEM;
+    }
+    pairs [(*k)++] = "client_secret";
+    pairs [(*k)++] = self->secret;
+    return 0;
+}
+
 /*  Send level i's next request to the provider, from the stored
     approval a (reactor): bc-authorize when the level has no provider
     auth_req_id yet, else a token poll; the client authenticated as
@@ -147,15 +201,15 @@ ciba_oidc_request (ciba_t *self, json_t *a, size_t i)
     snprintf (job->approval_id, sizeof job->approval_id, "%s", ciba_str (a, "approval_id"));
     snprintf (job->auth_req_id, sizeof job->auth_req_id, "%s", ciba_str (lvl, "auth_req_id"));
     const char *provider_id = ciba_str (lvl, "provider_auth_req_id");
-    /* client_secret_post sends id and secret in the form; client_secret_basic in a header */
-    const char *id_key = self->auth_basic ? NULL : "client_id";
-    char *form = NULL, *hint = NULL, *details = NULL, *basic = NULL, expiry [24];
+    char *form = NULL, *hint = NULL, *details = NULL, *basic = NULL, *assertion = NULL, expiry [24];
+    const char *pairs [24];
+    int k = 0;
     if (provider_id) {
         job->token = true;
-        /* with client_secret_basic, id_key NULL ends the form before the client's pair */
-        const char *pairs [] = { "grant_type", "urn:openid:params:grant-type:ciba", "auth_req_id", provider_id,
-                                 id_key, self->client_id, "client_secret", self->secret, NULL };
-        form = bus_http_form_encode (pairs);
+        pairs [k++] = "grant_type";
+        pairs [k++] = "urn:openid:params:grant-type:ciba";
+        pairs [k++] = "auth_req_id";
+        pairs [k++] = provider_id;
     }
     else {
         const char *sub = s_sub_of (ciba_str (lvl, "approver"));
@@ -171,15 +225,14 @@ ciba_oidc_request (ciba_t *self, json_t *a, size_t i)
                   (long long) (left < 1 ? 1 : left > self->expiry_max_s ? self->expiry_max_s : left));
         json_t *ad = json_object_get (a, "authorization_details");
         details = json_array_size (ad) ? json_dumps (ad, JSON_COMPACT) : NULL;
-        const char *pairs [18] = { "scope", "openid", "login_hint", hint ? hint : "", "binding_message",
-                                   ciba_str (a, "binding_message"), "requested_expiry", expiry, NULL };
-        int k = 8;
-        if (!self->auth_basic) {
-            pairs [k++] = "client_id";
-            pairs [k++] = self->client_id;
-            pairs [k++] = "client_secret";
-            pairs [k++] = self->secret;
-        }
+        pairs [k++] = "scope";
+        pairs [k++] = "openid";
+        pairs [k++] = "login_hint";
+        pairs [k++] = hint ? hint : "";
+        pairs [k++] = "binding_message";
+        pairs [k++] = ciba_str (a, "binding_message");
+        pairs [k++] = "requested_expiry";
+        pairs [k++] = expiry;
         if (details) {
             pairs [k++] = "authorization_details";
             pairs [k++] = details;
@@ -188,24 +241,25 @@ ciba_oidc_request (ciba_t *self, json_t *a, size_t i)
             pairs [k++] = "audience";
             pairs [k++] = self->audience;
         }
-        pairs [k] = NULL;
-        form = bus_http_form_encode (pairs);
     }
-    if (self->auth_basic)
-        basic = s_basic_header (self);
+    int rc = s_client_auth (self, pairs, &k, &assertion, &basic);
+    pairs [k] = NULL;
+    if (rc == 0 && !(form = bus_http_form_encode (pairs)))
+        rc = BUS_ENOMEM;
     const char *headers [] = { basic, NULL };
     bus_http_request_t req = { .method = "POST", .url = job->token ? self->token_url : self->bc_url,
                                .headers = basic ? headers : NULL,
                                .content_type = "application/x-www-form-urlencoded", .body = form,
                                .body_len = form ? strlen (form) : 0, .timeout_ms = S_HTTP_TIMEOUT_MS };
-    int rc = form && (basic || !self->auth_basic) ? bus_http_client_send (self->http, &req, s_oidc_done, job, NULL)
-                                                   : BUS_ENOMEM;
+    if (rc == 0)
+        rc = bus_http_client_send (self->http, &req, s_oidc_done, job, NULL);
     if (form)
         sodium_memzero (form, strlen (form));      /* it may hold the client secret */
     if (basic)
         sodium_memzero (basic, strlen (basic));
     free (form);
     free (basic);
+    free (assertion);
     free (hint);
     free (details);
     if (rc) {
@@ -344,8 +398,12 @@ s_oidc_done (const bus_http_response_t *r, void *arg)
                 ciba_complete (self, txn, a, "approved", NULL, now, NULL);
         }
     }
-    else if (r->status == 401 || (error && streq (error, "invalid_client")))
+    else if (r->status == 401 || (error && streq (error, "invalid_client"))) {
+        /* the operator's to fix: say what the provider said (its words hold no secret of ours) */
+        bus_warn ("ciba: the provider refused this client (approval %s level %zu): %.200s", job->approval_id, i,
+                  ciba_str (body, "error_description") ?: error ?: "HTTP 401");
         s_oidc_end (self, txn, a, i, "invalid_client", "invalid_client", now);
+    }
     else if (!error || r->status >= 500 || r->status == 429)
         poll = r->status == 429 ? "slow_down" : "provider_error";     /* garbage, an outage: try again */
     else if (streq (error, "authorization_pending"))
@@ -418,6 +476,39 @@ s_oidc_discovered (const bus_http_response_t *r, void *arg)
     atomic_store (&self->oidc_ready, true);
 }
 
+/*  private_key_jwt: the client's key, a private Ed25519 JWK ({"kty":
+    "OKP", "crv": "Ed25519", "d", "x"}; the provider holds its public
+    part) in text, read from file (named in errors, its content never).
+    Returns 0 or BUS_ECONFIG. */
+static int
+s_client_key (ciba_t *self, const char *text, const char *file)
+{
+    json_t *jwk = json_loads (text, 0, NULL);
+    uint8_t seed [32], pk [BUS_JOSE_PK_LEN], want [BUS_JOSE_PK_LEN];
+    bool ok = jwk && streq (ciba_str (jwk, "kty") ?: "", "OKP") && streq (ciba_str (jwk, "crv") ?: "", "Ed25519")
+           && ciba_str (jwk, "d") && bus_b64url_decode_fixed (ciba_str (jwk, "d"), seed, sizeof seed) == 0;
+    if (ok) {
+        crypto_sign_seed_keypair (pk, self->jwt_sk, seed);
+        /* an x that is given must be the d's */
+        ok = !ciba_str (jwk, "x") || (bus_b64url_decode_fixed (ciba_str (jwk, "x"), want, sizeof want) == 0
+                                      && memcmp (want, pk, sizeof pk) == 0);
+        bus_jose_thumbprint (self->jwt_kid, pk);
+    }
+    sodium_memzero (seed, sizeof seed);
+    json_t *d = json_object_get (jwk, "d");
+    if (json_is_string (d))
+        sodium_memzero ((char *) json_string_value (d), json_string_length (d));
+    json_decref (jwk);
+    if (!ok) {
+        sodium_memzero (self->jwt_sk, sizeof self->jwt_sk);
+        bus_error ("ciba: oidc_client_auth private_key_jwt: %s must hold a private Ed25519 JWK "
+                   "(kty OKP, crv Ed25519, d, and x matching d when given)", file);
+        return BUS_ECONFIG;
+    }
+    bus_info ("ciba: private_key_jwt with key %s", self->jwt_kid);
+    return 0;
+}
+
 /*  Start the oidc backend: config, secret, the HTTP client, discovery. */
 int
 ciba_oidc_start (ciba_t *self, bus_config_t *config)
@@ -433,11 +524,13 @@ ciba_oidc_start (ciba_t *self, bus_config_t *config)
                    "or oidc_client_secret_credential");
         return BUS_ECONFIG;
     }
-    if (!streq (auth ?: "", "client_secret_post") && !streq (auth ?: "", "client_secret_basic")) {
-        bus_error ("ciba: oidc_client_auth must be client_secret_post or client_secret_basic");
+    if (!streq (auth ?: "", "client_secret_post") && !streq (auth ?: "", "client_secret_basic")
+        && !streq (auth ?: "", "private_key_jwt")) {
+        bus_error ("ciba: oidc_client_auth must be client_secret_post, client_secret_basic or private_key_jwt");
         return BUS_ECONFIG;
     }
-    self->auth_basic = streq (auth, "client_secret_basic");
+    self->client_auth = streq (auth, "client_secret_basic") ? CIBA_AUTH_BASIC
+                      : streq (auth, "private_key_jwt") ? CIBA_AUTH_JWT : CIBA_AUTH_POST;
     char path [4096];
     if (from_cred) {
         /* a systemd credential (LoadCredential=/SetCredentialEncrypted=): a
@@ -453,18 +546,26 @@ ciba_oidc_start (ciba_t *self, bus_config_t *config)
         secret_file = path;
     }
     FILE *f = fopen (secret_file, "r");
-    char buf [1024] = "";
-    bool read = f && fgets (buf, sizeof buf, f);
+    char buf [4096] = "";
+    size_t got = f ? fread (buf, 1, sizeof buf - 1, f) : 0;
     if (f)
         fclose (f);
-    buf [strcspn (buf, "\r\n")] = 0;
-    if (!read || !*buf) {
-        bus_error ("ciba: cannot read the client secret from %s", secret_file);
-        sodium_memzero (buf, sizeof buf);
-        return BUS_ECONFIG;
+    buf [got] = 0;
+    int rc = 0;
+    if (self->client_auth == CIBA_AUTH_JWT)
+        rc = s_client_key (self, buf, secret_file);
+    else {
+        buf [strcspn (buf, "\r\n")] = 0;            /* the secret is the first line */
+        if (!*buf) {
+            bus_error ("ciba: cannot read the client secret from %s", secret_file);
+            rc = BUS_ECONFIG;
+        }
+        else if (!(self->secret = strdup (buf)))
+            rc = BUS_ENOMEM;
     }
-    self->secret = strdup (buf);
     sodium_memzero (buf, sizeof buf);
+    if (rc)
+        return rc;
     self->issuer = strdup (issuer);
     size_t n = strlen (self->issuer);
     while (n > 0 && self->issuer [n - 1] == '/')
@@ -497,7 +598,7 @@ ciba_oidc_start (ciba_t *self, bus_config_t *config)
     char url [2048];
     snprintf (url, sizeof url, "%s/.well-known/openid-configuration", self->issuer);
     bus_http_request_t req = { .method = "GET", .url = url, .timeout_ms = 10000 };
-    int rc = bus_http_client_send (self->http, &req, s_oidc_discovered, self, NULL);
+    rc = bus_http_client_send (self->http, &req, s_oidc_discovered, self, NULL);
     if (rc)
         bus_error ("ciba: oidc_issuer %s: %s", self->issuer, bus_strerror (rc));
     return rc;
@@ -509,6 +610,7 @@ ciba_oidc_stop (ciba_t *self)
     bus_http_client_destroy (&self->http);
     if (self->secret)
         sodium_memzero (self->secret, strlen (self->secret));
+    sodium_memzero (self->jwt_sk, sizeof self->jwt_sk);
     free (self->secret);
     free (self->issuer);
     free (self->iss);

@@ -6,7 +6,8 @@
 //
 // Provider: clients "sanctum" (client_secret_post) and "sanctum-basic"
 // (client_secret_basic), both with the secret from $CIBA_OP_SECRET (default
-// "op-secret"); each accepts only its own client authentication method; accounts: the login_hint names one of $CIBA_OP_USERS
+// "op-secret"), and with $CIBA_OP_JWT_JWK (a public Ed25519 JWK) "sanctum-jwt"
+// (private_key_jwt with that key); accounts: the login_hint names one of $CIBA_OP_USERS
 // (comma-separated, default "alice,bob"), else unknown_user_id. Binding
 // messages: Auth0's character set (letters, digits, space, + - _ . , : #),
 // at most 64 characters, else invalid_binding_message.
@@ -46,7 +47,15 @@ const provider = new Provider(issuer, {
     redirect_uris: [],
     token_endpoint_auth_method: "client_secret_basic",
     backchannel_token_delivery_mode: "poll",
-  }],
+  }, ...(process.env.CIBA_OP_JWT_JWK ? [{
+    client_id: "sanctum-jwt",
+    grant_types: ["urn:openid:params:grant-type:ciba"],
+    response_types: [],
+    redirect_uris: [],
+    token_endpoint_auth_method: "private_key_jwt",
+    jwks: { keys: [JSON.parse(process.env.CIBA_OP_JWT_JWK)] },
+    backchannel_token_delivery_mode: "poll",
+  }] : [])],
   findAccount: async (ctx, id) => ({ accountId: id, async claims() { return { sub: id }; } }),
   features: {
     devInteractions: { enabled: false },
