@@ -1422,6 +1422,24 @@ s_ended_due (const void *k, size_t kl, const void *v, size_t vl, void *arg)
     return ++due->n >= S_PURGE_BATCH ? 1 : 0;
 }
 
+/*  Is anything due: a deadline at or before now, an ended approval
+    older than old? A read, so that a scan with nothing to do never
+    takes LMDB's write lock (and never waits for the writer's group). */
+static bool
+s_anything_due (ciba_t *self, const uint8_t now_key [8], const uint8_t old_key [8])
+{
+    bus_txn_t *txn = bus_txn_begin (self->store, false);
+    const void *k, *v;
+    size_t kl, vl;
+    bool due = !txn
+            || (bus_txn_first (txn, self->db_deadlines, &k, &kl, &v, &vl) == 0 && kl >= 8
+                && memcmp (k, now_key, 8) < 0)
+            || (bus_txn_first (txn, self->db_ended, &k, &kl, &v, &vl) == 0 && kl >= 8
+                && memcmp (k, old_key, 8) < 0);
+    bus_txn_abort (&txn);
+    return due;
+}
+
 /*  Every escalation_scan_ms, on the reactor, in one transaction: the
     approvals whose deadline has come (expiry, escalation, a queued
     level's slot, an oidc poll), and up to S_PURGE_BATCH approvals ended
@@ -1435,6 +1453,8 @@ s_scan (bus_service_t *svc, void *state)
     uint8_t to [8], old [8];
     bus_u64_to_key ((uint64_t) now + 1, to);
     bus_u64_to_key ((uint64_t) (now > self->retention_us ? now - self->retention_us : 0), old);
+    if (!s_anything_due (self, to, old))
+        return;
     json_t *after = json_array ();
     bus_txn_t *txn = after ? bus_txn_begin (self->store, true) : NULL;
     if (!txn) {
