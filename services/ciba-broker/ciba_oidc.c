@@ -1,13 +1,15 @@
 /*  ciba_oidc.c — the ciba-broker's backend oidc: each level a CIBA
     request at a provider (Auth0 or any), POST bc-authorize with client
-    authentication (client_secret_post or client_secret_basic), then token polls with
+    authentication (client_secret_post, client_secret_basic or
+    private_key_jwt), then token polls with
     grant_type=urn:openid:params:grant-type:ciba honouring interval,
     slow_down (+5 s for this and every later poll) and Retry-After. All
     HTTP on the service's reactor (bus_http_client.h); each answer is
     applied in a write transaction of its own, to the level it was for
-    (dropped when the level has moved on); a request goes out only once the
-    change that asked for it is durable (ciba_after_commit). The client
-    secret comes from a file or a systemd credential and is never logged. PROTOCOL.md 10.4 lists the states.
+    (dropped when the level has moved on); a request goes out only once
+    the change that asked for it is durable (ciba_after_commit). The
+    client secret (or key) comes from a file or a systemd credential and
+    is never logged. PROTOCOL.md 10.4 lists the states.
 */
 #include "ciba_internal.h"
 #include "bus_error.h"
@@ -16,7 +18,6 @@
 
 #include <sodium.h>
 #include <stdio.h>
-#include <unistd.h>
 #include <stdlib.h>
 #include <string.h>
 
