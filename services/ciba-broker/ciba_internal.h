@@ -4,32 +4,44 @@
 
     Approvals are JSON objects (ciba_service.c says their members); every
     function taking a txn works in that write transaction, its errors
-    sticky there, its events appended to its outbox. Reactor thread only.
+    sticky there, its events appended to its outbox. Threads: a change
+    runs on the service's writer (requests) or on the reactor (the
+    deadline timer, the provider's answers), one at a time (LMDB's write
+    lock); what reaches the world beyond the bus (HTTP to the provider,
+    the webhook) is only noted in the change's `after` list and sent on
+    the reactor once the change is durable (ciba_after_commit).
 */
 #ifndef CIBA_INTERNAL_H
 #define CIBA_INTERNAL_H
 
 #include <czmq.h>
 #include <jansson.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 
 #include "bus_http_client.h"
 #include "bus_service.h"
 
+/*  How the broker authenticates to the provider (oidc_client_auth). */
+enum { CIBA_AUTH_POST, CIBA_AUTH_BASIC, CIBA_AUTH_JWT };
+
 typedef struct {
     bus_service_t *svc;
     bus_store_t *store;
-    int db_approvals, db_levels, db_deadlines, db_devices;
+    int db_approvals, db_levels, db_deadlines, db_devices, db_index, db_ended, db_asked;
     int64_t default_expiry_s, interval_s, rate_per_min, message_max;
-    zhash_t *asked;              /* approver -> s_window_t: when levels were asked of them */
+    int64_t retention_us;        /* ended approvals kept this long, then purged */
     /* backend oidc */
     bool oidc;
-    bool oidc_ready;             /* endpoints known (discovery answered or failed) */
+    atomic_bool oidc_ready;      /* endpoints known (discovery answered or failed); read on the writer */
     bus_http_client_t *http;     /* oidc, and the webhook */
     char *webhook_url;           /* POST each ciba.requested here, or NULL */
     char *issuer, *iss, *bc_url, *token_url, *client_id, *secret, *audience;
     bool hint_iss_sub, auth0_charset;
+    int client_auth;             /* CIBA_AUTH_*: oidc_client_auth */
+    uint8_t jwt_sk [64];         /* private_key_jwt: the client's Ed25519 key (libsodium's form) */
+    char jwt_kid [44];           /* its RFC 7638 thumbprint */
     int64_t expiry_max_s, default_interval_s;
 } ciba_t;
 
@@ -77,16 +89,32 @@ void ciba_complete (ciba_t *self, bus_txn_t *txn, json_t *a, const char *outcome
 bool ciba_pass_level (ciba_t *self, bus_txn_t *txn, json_t *a, size_t i, const char *reason, int64_t now,
                       const char *tp);
 
-/*  Ask level i (passing approvers who cannot be asked). */
-void ciba_ask (ciba_t *self, bus_txn_t *txn, json_t *a, size_t i, int64_t now, const char *tp);
+/*  Ask level i (passing approvers who cannot be asked); what must reach
+    the world once the change is durable is appended to after. */
+void ciba_ask (ciba_t *self, bus_txn_t *txn, json_t *a, size_t i, int64_t now, const char *tp, json_t *after);
+
+/*  Note in after that level i must be told to the world once durable:
+    kind "ask" (the webhook) or "poll" (the provider), with at, the
+    level's asked_at or poll_at as this change stores it. */
+void ciba_after_note (json_t *after, json_t *a, size_t i, const char *kind, int64_t at);
+
+/*  On the reactor, after the change that filled after committed (or
+    failed: then nothing is sent): read each noted level back from the
+    store and send what the stored state still asks for. Consumes
+    nothing (the caller frees after). */
+void ciba_after_commit (ciba_t *self, json_t *after);
 
 /*  Backend oidc (ciba_oidc.c): start (config, the client secret, the HTTP
-    client, discovery) and stop; send level i's next request to the
-    provider (bc-authorize or a token poll); a binding message mapped to
-    Auth0's character set (caller frees; NULL when out of memory). */
+    client, discovery) and stop; level i is due its next request to the
+    provider (bc-authorize or a token poll): its guard poll_at is set in a
+    (any thread, in a change) and the request noted in after; the request
+    itself sent from the stored approval (reactor, ciba_after_commit); a
+    binding message mapped to Auth0's character set (caller frees; NULL
+    when out of memory). */
 int ciba_oidc_start (ciba_t *self, bus_config_t *config);
 void ciba_oidc_stop (ciba_t *self);
-void ciba_oidc_send (ciba_t *self, json_t *a, size_t i, int64_t now);
+void ciba_oidc_due (ciba_t *self, json_t *a, size_t i, int64_t now, json_t *after);
+void ciba_oidc_request (ciba_t *self, json_t *a, size_t i);
 char *ciba_oidc_charset (const char *in);
 
 #endif

@@ -1,21 +1,27 @@
 /*  ciba_oidc.c — the ciba-broker's backend oidc: each level a CIBA
     request at a provider (Auth0 or any), POST bc-authorize with client
-    authentication (client_secret_post), then token polls with
+    authentication (client_secret_post, client_secret_basic or
+    private_key_jwt), then token polls with
     grant_type=urn:openid:params:grant-type:ciba honouring interval,
     slow_down (+5 s for this and every later poll) and Retry-After. All
     HTTP on the service's reactor (bus_http_client.h); each answer is
     applied in a write transaction of its own, to the level it was for
-    (dropped when the level has moved on). The client secret comes from a
-    file and is never logged. PROTOCOL.md 10.4 lists the states.
+    (dropped when the level has moved on); a request goes out only once
+    the change that asked for it is durable (ciba_after_commit). The
+    client secret (or key) comes from a file or a systemd credential and
+    is never logged. PROTOCOL.md 10.4 lists the states.
 */
 #include "ciba_internal.h"
 #include "bus_error.h"
+#include "bus_jose.h"
 #include "bus_log.h"
 
 #include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#define S_HTTP_TIMEOUT_MS 10000
 
 /*  A request to the provider on its way: which level it is for. */
 typedef struct {
@@ -61,20 +67,134 @@ ciba_oidc_charset (const char *in)
 
 static void s_oidc_done (const bus_http_response_t *response, void *arg);
 
-/*  Send level i's next request to the provider: bc-authorize when it has
-    no provider auth_req_id yet, else a token poll. Until the answer, the
-    level's poll_at is a guard (the request's deadline and a second), so a
-    broker restarted meanwhile asks again. */
+/*  Level i is due its next request to the provider (in a change, any
+    thread): until the answer, the level's poll_at is a guard (the
+    request's deadline and a second), so a broker restarted meanwhile, or
+    a change that was not stored, asks again; the request is noted in
+    after, sent once the change is durable. Before discovery has
+    answered, the guard is short and nothing is noted. */
 void
-ciba_oidc_send (ciba_t *self, json_t *a, size_t i, int64_t now)
+ciba_oidc_due (ciba_t *self, json_t *a, size_t i, int64_t now, json_t *after)
 {
     json_t *lvl = json_array_get (json_object_get (a, "levels"), i);
-    int timeout_ms = 10000;
-    ciba_set_int (lvl, "poll_at", now + (timeout_ms + 1000) * 1000LL);
-    if (!self->oidc_ready) {
+    if (!atomic_load (&self->oidc_ready)) {
         ciba_set_int (lvl, "poll_at", now + 200 * 1000LL);       /* the endpoints are not known yet */
         return;
     }
+    int64_t guard = now + (S_HTTP_TIMEOUT_MS + 1000) * 1000LL;
+    ciba_set_int (lvl, "poll_at", guard);
+    ciba_after_note (after, a, i, "poll", guard);
+}
+
+/*  x-www-form-urlencoded form of one value (RFC 6749 2.3.1 asks it of
+    client_secret_basic's id and secret): unreserved bytes kept, the rest
+    %XX. Caller frees (and wipes: it may hold the secret). */
+static char *
+s_form_escape (const char *in)
+{
+    size_t n = strlen (in);
+    char *out = malloc (3 * n + 1), *o = out;
+    if (!out)
+        return NULL;
+    for (const unsigned char *p = (const unsigned char *) in; *p; p++)
+        if (isalnum (*p) || strchr ("-._~", *p))
+            *o++ = (char) *p;
+        else
+            o += sprintf (o, "%%%02X", *p);
+    *o = 0;
+    return out;
+}
+
+/*  The Authorization header of client_secret_basic (RFC 6749 2.3.1):
+    "Authorization: Basic base64(escape(id) ":" escape(secret))". Caller
+    wipes and frees. NULL when out of memory. */
+static char *
+s_basic_header (ciba_t *self)
+{
+    char *id = s_form_escape (self->client_id), *secret = s_form_escape (self->secret);
+    char *pair = NULL, *header = NULL;
+    if (id && secret && asprintf (&pair, "%s:%s", id, secret) >= 0) {
+        size_t b64_len = sodium_base64_encoded_len (strlen (pair), sodium_base64_VARIANT_ORIGINAL);
+        header = malloc (b64_len + 32);
+        if (header) {
+            int k = sprintf (header, "Authorization: Basic ");
+            sodium_bin2base64 (header + k, b64_len, (const unsigned char *) pair, strlen (pair),
+                               sodium_base64_VARIANT_ORIGINAL);
+        }
+    }
+    if (secret)
+        sodium_memzero (secret, strlen (secret));
+    if (pair)
+        sodium_memzero (pair, strlen (pair));
+    free (id);
+    free (secret);
+    free (pair);
+    return header;
+}
+
+/*  A private_key_jwt client assertion (RFC 7523 2.2, OpenID Connect
+    Core 9): a JWS (EdDSA, the client key's thumbprint as kid) of {iss,
+    sub: the client id, aud: the provider's issuer, jti, iat, exp: a
+    minute on}. Caller frees. NULL when out of memory. */
+static char *
+s_client_assertion (ciba_t *self)
+{
+    uint8_t raw [16];
+    randombytes_buf (raw, sizeof raw);
+    char *jti = bus_b64url_encode (raw, sizeof raw), *jws = NULL, *text = NULL;
+    int64_t now = proto_now_us () / 1000000;
+    json_t *header = json_pack ("{s:s, s:s}", "kid", self->jwt_kid, "typ", "JWT");
+    json_t *claims = jti ? json_pack ("{s:s, s:s, s:s, s:s, s:I, s:I}", "iss", self->client_id, "sub",
+                                      self->client_id, "aud", self->iss, "jti", jti, "iat", (json_int_t) now,
+                                      "exp", (json_int_t) (now + 60)) : NULL;
+    text = claims ? json_dumps (claims, JSON_COMPACT) : NULL;
+    if (!header || !text || bus_jws_sign (header, text, strlen (text), self->jwt_sk, &jws))
+        jws = NULL;
+    json_decref (header);
+    json_decref (claims);
+    free (text);
+    free (jti);
+    return jws;
+}
+
+/*  The client's credentials on one request, as oidc_client_auth says:
+    appended to pairs at *k (client_secret_post: client_id and
+    client_secret; private_key_jwt: client_id, client_assertion_type and
+    client_assertion, the assertion malloc'd into *assertion), or an
+    Authorization header into *header (client_secret_basic). Returns 0 or
+    BUS_ENOMEM. */
+static int
+s_client_auth (ciba_t *self, const char **pairs, int *k, char **assertion, char **header)
+{
+    if (self->client_auth == CIBA_AUTH_BASIC) {
+        *header = s_basic_header (self);
+        return *header ? 0 : BUS_ENOMEM;
+    }
+    pairs [(*k)++] = "client_id";
+    pairs [(*k)++] = self->client_id;
+    if (self->client_auth == CIBA_AUTH_JWT) {
+        *assertion = s_client_assertion (self);
+        pairs [(*k)++] = "client_assertion_type";
+        pairs [(*k)++] = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
+        pairs [(*k)++] = "client_assertion";
+        pairs [(*k)++] = *assertion;
+        return *assertion ? 0 : BUS_ENOMEM;
+    }
+    pairs [(*k)++] = "client_secret";
+    pairs [(*k)++] = self->secret;
+    return 0;
+}
+
+/*  Send level i's next request to the provider, from the stored
+    approval a (reactor): bc-authorize when the level has no provider
+    auth_req_id yet, else a token poll; the client authenticated as
+    oidc_client_auth says. */
+void
+ciba_oidc_request (ciba_t *self, json_t *a, size_t i)
+{
+    json_t *lvl = json_array_get (json_object_get (a, "levels"), i);
+    if (!atomic_load (&self->oidc_ready) || !lvl)
+        return;
     s_oidc_job_t *job = calloc (1, sizeof *job);
     if (!job)
         return;
@@ -82,12 +202,15 @@ ciba_oidc_send (ciba_t *self, json_t *a, size_t i, int64_t now)
     snprintf (job->approval_id, sizeof job->approval_id, "%s", ciba_str (a, "approval_id"));
     snprintf (job->auth_req_id, sizeof job->auth_req_id, "%s", ciba_str (lvl, "auth_req_id"));
     const char *provider_id = ciba_str (lvl, "provider_auth_req_id");
-    char *form = NULL, *hint = NULL, *details = NULL, expiry [24];
+    char *form = NULL, *hint = NULL, *details = NULL, *basic = NULL, *assertion = NULL, expiry [24];
+    const char *pairs [24];
+    int k = 0;
     if (provider_id) {
         job->token = true;
-        const char *pairs [] = { "grant_type", "urn:openid:params:grant-type:ciba", "auth_req_id", provider_id,
-                                 "client_id", self->client_id, "client_secret", self->secret, NULL };
-        form = bus_http_form_encode (pairs);
+        pairs [k++] = "grant_type";
+        pairs [k++] = "urn:openid:params:grant-type:ciba";
+        pairs [k++] = "auth_req_id";
+        pairs [k++] = provider_id;
     }
     else {
         const char *sub = s_sub_of (ciba_str (lvl, "approver"));
@@ -98,15 +221,19 @@ ciba_oidc_send (ciba_t *self, json_t *a, size_t i, int64_t now)
         }
         else
             hint = strdup (sub);
-        int64_t left = (ciba_int (a, "expires_at") - now) / 1000000;
+        int64_t left = (ciba_int (a, "expires_at") - proto_now_us ()) / 1000000;
         snprintf (expiry, sizeof expiry, "%lld",
                   (long long) (left < 1 ? 1 : left > self->expiry_max_s ? self->expiry_max_s : left));
         json_t *ad = json_object_get (a, "authorization_details");
         details = json_array_size (ad) ? json_dumps (ad, JSON_COMPACT) : NULL;
-        const char *pairs [16] = { "client_id", self->client_id, "client_secret", self->secret, "scope", "openid",
-                                   "login_hint", hint ? hint : "", "binding_message", ciba_str (a, "binding_message"),
-                                   "requested_expiry", expiry, NULL };
-        int k = 12;
+        pairs [k++] = "scope";
+        pairs [k++] = "openid";
+        pairs [k++] = "login_hint";
+        pairs [k++] = hint ? hint : "";
+        pairs [k++] = "binding_message";
+        pairs [k++] = ciba_str (a, "binding_message");
+        pairs [k++] = "requested_expiry";
+        pairs [k++] = expiry;
         if (details) {
             pairs [k++] = "authorization_details";
             pairs [k++] = details;
@@ -115,16 +242,25 @@ ciba_oidc_send (ciba_t *self, json_t *a, size_t i, int64_t now)
             pairs [k++] = "audience";
             pairs [k++] = self->audience;
         }
-        pairs [k] = NULL;
-        form = bus_http_form_encode (pairs);
     }
+    int rc = s_client_auth (self, pairs, &k, &assertion, &basic);
+    pairs [k] = NULL;
+    if (rc == 0 && !(form = bus_http_form_encode (pairs)))
+        rc = BUS_ENOMEM;
+    const char *headers [] = { basic, NULL };
     bus_http_request_t req = { .method = "POST", .url = job->token ? self->token_url : self->bc_url,
+                               .headers = basic ? headers : NULL,
                                .content_type = "application/x-www-form-urlencoded", .body = form,
-                               .body_len = form ? strlen (form) : 0, .timeout_ms = timeout_ms };
-    int rc = form ? bus_http_client_send (self->http, &req, s_oidc_done, job, NULL) : BUS_ENOMEM;
+                               .body_len = form ? strlen (form) : 0, .timeout_ms = S_HTTP_TIMEOUT_MS };
+    if (rc == 0)
+        rc = bus_http_client_send (self->http, &req, s_oidc_done, job, NULL);
     if (form)
-        sodium_memzero (form, strlen (form));      /* it held the client secret */
+        sodium_memzero (form, strlen (form));      /* it may hold the client secret */
+    if (basic)
+        sodium_memzero (basic, strlen (basic));
     free (form);
+    free (basic);
+    free (assertion);
     free (hint);
     free (details);
     if (rc) {
@@ -212,7 +348,8 @@ s_oidc_done (const bus_http_response_t *r, void *arg)
     s_oidc_job_t *job = arg;
     ciba_t *self = job->self;
     int64_t now = proto_now_us ();
-    bus_txn_t *txn = bus_txn_begin (self->store, true);
+    json_t *after = json_array ();
+    bus_txn_t *txn = after ? bus_txn_begin (self->store, true) : NULL;
     json_t *a = txn ? ciba_load (self, txn, job->approval_id) : NULL;
     json_t *levels = json_object_get (a, "levels"), *lvl = NULL, *body = NULL;
     size_t i = 0, k;
@@ -257,13 +394,17 @@ s_oidc_done (const bus_http_response_t *r, void *arg)
             ciba_level_event (self, txn, "ciba.approved", a, i, json_pack ("{s:s, s:s}", "provider", "oidc",
                                                                          "sub", sub), NULL);
             if (i + 1 < json_array_size (levels))
-                ciba_ask (self, txn, a, i + 1, now, NULL);
+                ciba_ask (self, txn, a, i + 1, now, NULL, after);
             else
                 ciba_complete (self, txn, a, "approved", NULL, now, NULL);
         }
     }
-    else if (r->status == 401 || (error && streq (error, "invalid_client")))
+    else if (r->status == 401 || (error && streq (error, "invalid_client"))) {
+        /* the operator's to fix: say what the provider said (its words hold no secret of ours) */
+        bus_warn ("ciba: the provider refused this client (approval %s level %zu): %.200s", job->approval_id, i,
+                  ciba_str (body, "error_description") ?: error ?: "HTTP 401");
         s_oidc_end (self, txn, a, i, "invalid_client", "invalid_client", now);
+    }
     else if (!error || r->status >= 500 || r->status == 429)
         poll = r->status == 429 ? "slow_down" : "provider_error";     /* garbage, an outage: try again */
     else if (streq (error, "authorization_pending"))
@@ -282,7 +423,7 @@ s_oidc_done (const bus_http_response_t *r, void *arg)
         s_oidc_end (self, txn, a, i, "invalid_grant", error, now);
     else if (!job->token && streq (error, "unknown_user_id")) {
         if (ciba_pass_level (self, txn, a, i, "approver_not_enrolled", now, NULL))
-            ciba_ask (self, txn, a, i + 1, now, NULL);
+            ciba_ask (self, txn, a, i + 1, now, NULL, after);
     }
     else
         s_oidc_end (self, txn, a, i, "request_rejected", error, now);
@@ -298,7 +439,10 @@ s_oidc_done (const bus_http_response_t *r, void *arg)
     if (rc)
         bus_warn ("ciba: the provider's answer for approval %s was not stored: %s (asked again)",
                   job->approval_id, bus_strerror (rc));
+    else
+        ciba_after_commit (self, after);
 done:
+    json_decref (after);
     json_decref (body);
     json_decref (a);
     free (job);
@@ -330,7 +474,40 @@ s_oidc_discovered (const bus_http_response_t *r, void *arg)
                   self->issuer, r->error ? r->reason : "no backchannel_authentication_endpoint", self->bc_url,
                   self->token_url);
     json_decref (doc);
-    self->oidc_ready = true;
+    atomic_store (&self->oidc_ready, true);
+}
+
+/*  private_key_jwt: the client's key, a private Ed25519 JWK ({"kty":
+    "OKP", "crv": "Ed25519", "d", "x"}; the provider holds its public
+    part) in text, read from file (named in errors, its content never).
+    Returns 0 or BUS_ECONFIG. */
+static int
+s_client_key (ciba_t *self, const char *text, const char *file)
+{
+    json_t *jwk = json_loads (text, 0, NULL);
+    uint8_t seed [32], pk [BUS_JOSE_PK_LEN], want [BUS_JOSE_PK_LEN];
+    bool ok = jwk && streq (ciba_str (jwk, "kty") ?: "", "OKP") && streq (ciba_str (jwk, "crv") ?: "", "Ed25519")
+           && ciba_str (jwk, "d") && bus_b64url_decode_fixed (ciba_str (jwk, "d"), seed, sizeof seed) == 0;
+    if (ok) {
+        crypto_sign_seed_keypair (pk, self->jwt_sk, seed);
+        /* an x that is given must be the d's */
+        ok = !ciba_str (jwk, "x") || (bus_b64url_decode_fixed (ciba_str (jwk, "x"), want, sizeof want) == 0
+                                      && memcmp (want, pk, sizeof pk) == 0);
+        bus_jose_thumbprint (self->jwt_kid, pk);
+    }
+    sodium_memzero (seed, sizeof seed);
+    json_t *d = json_object_get (jwk, "d");
+    if (json_is_string (d))
+        sodium_memzero ((char *) json_string_value (d), json_string_length (d));
+    json_decref (jwk);
+    if (!ok) {
+        sodium_memzero (self->jwt_sk, sizeof self->jwt_sk);
+        bus_error ("ciba: oidc_client_auth private_key_jwt: %s must hold a private Ed25519 JWK "
+                   "(kty OKP, crv Ed25519, d, and x matching d when given)", file);
+        return BUS_ECONFIG;
+    }
+    bus_info ("ciba: private_key_jwt with key %s", self->jwt_kid);
+    return 0;
 }
 
 /*  Start the oidc backend: config, secret, the HTTP client, discovery. */
@@ -339,23 +516,57 @@ ciba_oidc_start (ciba_t *self, bus_config_t *config)
 {
     const char *issuer = bus_config_str (config, "ciba", "oidc_issuer");
     const char *secret_file = bus_config_str (config, "ciba", "oidc_client_secret_file");
+    const char *credential = bus_config_str (config, "ciba", "oidc_client_secret_credential");
     const char *client_id = bus_config_str (config, "ciba", "oidc_client_id");
-    if (!issuer || !*issuer || !client_id || !*client_id || !secret_file || !*secret_file) {
-        bus_error ("ciba: backend oidc needs oidc_issuer, oidc_client_id and oidc_client_secret_file");
+    const char *auth = bus_config_str (config, "ciba", "oidc_client_auth");
+    bool from_file = secret_file && *secret_file, from_cred = credential && *credential;
+    if (!issuer || !*issuer || !client_id || !*client_id || from_file == from_cred) {
+        bus_error ("ciba: backend oidc needs oidc_issuer, oidc_client_id and one of oidc_client_secret_file "
+                   "or oidc_client_secret_credential");
         return BUS_ECONFIG;
+    }
+    if (!streq (auth ?: "", "client_secret_post") && !streq (auth ?: "", "client_secret_basic")
+        && !streq (auth ?: "", "private_key_jwt")) {
+        bus_error ("ciba: oidc_client_auth must be client_secret_post, client_secret_basic or private_key_jwt");
+        return BUS_ECONFIG;
+    }
+    self->client_auth = streq (auth, "client_secret_basic") ? CIBA_AUTH_BASIC
+                      : streq (auth, "private_key_jwt") ? CIBA_AUTH_JWT : CIBA_AUTH_POST;
+    char path [4096];
+    if (from_cred) {
+        /* a systemd credential (LoadCredential=/SetCredentialEncrypted=): a
+           plain name under $CREDENTIALS_DIRECTORY */
+        const char *dir = getenv ("CREDENTIALS_DIRECTORY");
+        if (!dir || !*dir || strchr (credential, '/') || streq (credential, ".") || streq (credential, "..")) {
+            bus_error ("ciba: oidc_client_secret_credential %s: %s", credential,
+                       !dir || !*dir ? "$CREDENTIALS_DIRECTORY is not set (run under systemd with LoadCredential=)"
+                                     : "a credential's name, not a path");
+            return BUS_ECONFIG;
+        }
+        snprintf (path, sizeof path, "%s/%s", dir, credential);
+        secret_file = path;
     }
     FILE *f = fopen (secret_file, "r");
-    char buf [1024] = "";
-    bool read = f && fgets (buf, sizeof buf, f);
+    char buf [4096] = "";
+    size_t got = f ? fread (buf, 1, sizeof buf - 1, f) : 0;
     if (f)
         fclose (f);
-    buf [strcspn (buf, "\r\n")] = 0;
-    if (!read || !*buf) {
-        bus_error ("ciba: cannot read the client secret from %s", secret_file);
-        return BUS_ECONFIG;
+    buf [got] = 0;
+    int rc = 0;
+    if (self->client_auth == CIBA_AUTH_JWT)
+        rc = s_client_key (self, buf, secret_file);
+    else {
+        buf [strcspn (buf, "\r\n")] = 0;            /* the secret is the first line */
+        if (!*buf) {
+            bus_error ("ciba: cannot read the client secret from %s", secret_file);
+            rc = BUS_ECONFIG;
+        }
+        else if (!(self->secret = strdup (buf)))
+            rc = BUS_ENOMEM;
     }
-    self->secret = strdup (buf);
     sodium_memzero (buf, sizeof buf);
+    if (rc)
+        return rc;
     self->issuer = strdup (issuer);
     size_t n = strlen (self->issuer);
     while (n > 0 && self->issuer [n - 1] == '/')
@@ -388,7 +599,7 @@ ciba_oidc_start (ciba_t *self, bus_config_t *config)
     char url [2048];
     snprintf (url, sizeof url, "%s/.well-known/openid-configuration", self->issuer);
     bus_http_request_t req = { .method = "GET", .url = url, .timeout_ms = 10000 };
-    int rc = bus_http_client_send (self->http, &req, s_oidc_discovered, self, NULL);
+    rc = bus_http_client_send (self->http, &req, s_oidc_discovered, self, NULL);
     if (rc)
         bus_error ("ciba: oidc_issuer %s: %s", self->issuer, bus_strerror (rc));
     return rc;
@@ -400,6 +611,7 @@ ciba_oidc_stop (ciba_t *self)
     bus_http_client_destroy (&self->http);
     if (self->secret)
         sodium_memzero (self->secret, strlen (self->secret));
+    sodium_memzero (self->jwt_sk, sizeof self->jwt_sk);
     free (self->secret);
     free (self->issuer);
     free (self->iss);

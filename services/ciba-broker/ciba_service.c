@@ -12,12 +12,19 @@
                   approval, so the timer scans only what is due
       devices     approver LF device -> {approver, device, state,
                   enrolled_at, revoked_at?}
+      index       "s" LF state LF id, "a" LF approver LF state LF id,
+                  "r" LF run LF id -> "": ciba.list's indexes (the state
+                  indexed is the approval's `indexed` member)
+      ended       8-byte big-endian µs completed_at + approval_id -> "":
+                  what the purge reclaims after retention_s
+      asked       approver -> the 8-byte times of the levels asked of
+                  them in the last minute: the rate limit's window
 
     An approval: {approval_id, state (pending|approved|denied|expired|
     cancelled), reason?, run, node, binding_message, authorization_details,
     authorization_details_sha256, requested_by, created_at, expires_at,
     completed_at?, current (the level asked now), deadline (its key in
-    deadlines, 0: none), levels: [{approver, escalate_after, auth_req_id,
+    deadlines, 0: none), indexed (the state its index keys name), levels: [{approver, escalate_after, auth_req_id,
     state, asked_at?, deadline?, queued?, device_key?, signature?,
     decided_at?}]}. Times are µs since the epoch, by this broker's clock.
 
@@ -30,10 +37,15 @@
     device is passed at once (approver_not_enrolled). The approval expires
     at expires_at whatever the levels did.
 
-    Requests with effects answer through bus_request_commit: the outcome
-    is recorded in the transaction of the effect (retries get it, even
-    after a restart). Everything runs on the reactor: a change is a few
-    small LMDB puts and one fsync.
+    Requests with effects run on the service's writer
+    (bus_request_offload_write): the change, its events and the request's
+    outcome commit together (retries get the outcome, even after a
+    restart), and the changes queued together share one fsync. Reads
+    (ciba.status, ciba.list, ciba.device.list) stay on the reactor, as do
+    the deadline scan and the provider's answers (LMDB's write lock puts
+    them between the writer's groups). What a change asks of the world
+    (a webhook POST, a request to the provider) is noted, and sent on the
+    reactor once the change is durable, from the state read back.
 
     Backend oidc (a CIBA provider, Auth0 first): each level is a
     bc-authorize at the provider, then token polls honouring interval,
@@ -58,15 +70,11 @@
 #define S_SCAN_BATCH   512
 #define S_LIST_DEFAULT 100
 #define S_AUTH_REQ_BYTES 24      /* 192 bits; base64url: 32 characters */
+#define S_RATE_MAX     1000      /* approver_rate_per_min's bound (bus_config_keys.def) */
+#define S_PURGE_BATCH  256       /* ended approvals purged per deadline scan, at most */
 
 
 
-
-/*  The times (µs) of the last rate_per_min asks of one approver, a ring. */
-typedef struct {
-    size_t next;
-    int64_t at [];
-} s_window_t;
 
 /* ---- small helpers ------------------------------------------------------ */
 
@@ -183,8 +191,51 @@ s_next_deadline (json_t *a)
     return at;
 }
 
-/*  Store the approval and move its deadline key. Errors are sticky in
-    txn. */
+/*  Put (put true) or delete the index keys of approval a as in state:
+    "s" LF state LF id; "a" LF approver LF state LF id for each approver
+    of its chain; "r" LF run LF id when it has a run. Values are empty;
+    ciba.list reads the id from the key's last PROTO_ID_LEN bytes. */
+static void
+s_index (ciba_t *self, bus_txn_t *txn, json_t *a, const char *state, bool put)
+{
+    const char *id = ciba_str (a, "approval_id"), *run = ciba_str (a, "run");
+    char key [600];
+    int n;
+    n = snprintf (key, sizeof key, "s\n%s\n%s", state, id);
+    if (put)
+        bus_txn_put (txn, self->db_index, key, (size_t) n, "", 0);
+    else
+        bus_txn_del (txn, self->db_index, key, (size_t) n);
+    size_t i;
+    json_t *lvl;
+    json_array_foreach (json_object_get (a, "levels"), i, lvl) {
+        n = snprintf (key, sizeof key, "a\n%s\n%s\n%s", ciba_str (lvl, "approver"), state, id);
+        if (n < 0 || (size_t) n >= sizeof key)
+            continue;                   /* approvers are at most 256 bytes (s_approver_ok) */
+        if (put)
+            bus_txn_put (txn, self->db_index, key, (size_t) n, "", 0);
+        else
+            bus_txn_del (txn, self->db_index, key, (size_t) n);
+    }
+    if (run) {
+        n = snprintf (key, sizeof key, "r\n%s\n%s", run, id);
+        if (put)
+            bus_txn_put (txn, self->db_index, key, (size_t) n, "", 0);
+        else
+            bus_txn_del (txn, self->db_index, key, (size_t) n);
+    }
+}
+
+static void
+s_ended_key (uint8_t key [8 + PROTO_ID_LEN], json_t *a)
+{
+    s_deadline_key (key, ciba_int (a, "completed_at"), ciba_str (a, "approval_id"));
+}
+
+/*  Store the approval, move its deadline key, and keep its indexes: the
+    state it is indexed under is its bookkeeping member `indexed`; an
+    approval that has ended joins `ended` (by completed_at) for the purge.
+    Errors are sticky in txn. */
 int
 ciba_save (ciba_t *self, bus_txn_t *txn, json_t *a)
 {
@@ -202,6 +253,18 @@ ciba_save (ciba_t *self, bus_txn_t *txn, json_t *a)
         }
         ciba_set_int (a, "deadline", next);
     }
+    const char *state = ciba_str (a, "state") ?: "";
+    const char *indexed = ciba_str (a, "indexed");
+    if (!indexed || !streq (indexed, state)) {
+        if (indexed)
+            s_index (self, txn, a, indexed, false);
+        s_index (self, txn, a, state, true);
+        if (!streq (state, "pending")) {
+            s_ended_key (key, a);
+            bus_txn_put (txn, self->db_ended, key, sizeof key, "", 0);
+        }
+        ciba_set_str (a, "indexed", state);
+    }
     char *text = json_dumps (a, JSON_COMPACT);
     if (!text) {
         bus_txn_fail (txn, BUS_ENOMEM);
@@ -210,6 +273,30 @@ ciba_save (ciba_t *self, bus_txn_t *txn, json_t *a)
     int rc = bus_txn_put (txn, self->db_approvals, id, strlen (id), text, strlen (text));
     free (text);
     return rc;
+}
+
+/*  Purge the approval of an ended key (its time past the retention):
+    its levels' auth_req_ids, its indexes, the approval, the key. */
+static void
+s_purge_one (ciba_t *self, bus_txn_t *txn, const uint8_t *ended_key)
+{
+    char id [PROTO_ID_LEN + 1];
+    memcpy (id, ended_key + 8, PROTO_ID_LEN);
+    id [PROTO_ID_LEN] = 0;
+    json_t *a = ciba_load (self, txn, id);
+    if (a && !streq (ciba_str (a, "state") ?: "", "pending")) {
+        size_t i;
+        json_t *lvl;
+        json_array_foreach (json_object_get (a, "levels"), i, lvl) {
+            const char *auth = ciba_str (lvl, "auth_req_id") ?: "";
+            bus_txn_del (txn, self->db_levels, auth, strlen (auth));
+        }
+        if (ciba_str (a, "indexed"))
+            s_index (self, txn, a, ciba_str (a, "indexed"), false);
+        bus_txn_del (txn, self->db_approvals, id, PROTO_ID_LEN);
+    }
+    json_decref (a);
+    bus_txn_del (txn, self->db_ended, ended_key, 8 + PROTO_ID_LEN);
 }
 
 /*  Scan callback: stop at the first active device (*arg, a bool). */
@@ -270,6 +357,7 @@ s_public (json_t *a, int64_t now)
 {
     json_t *out = json_deep_copy (a);
     json_object_del (out, "deadline");
+    json_object_del (out, "indexed");
     json_t *levels = json_object_get (out, "levels"), *lvl;
     size_t i;
     json_array_foreach (levels, i, lvl) {
@@ -343,39 +431,61 @@ ciba_complete (ciba_t *self, bus_txn_t *txn, json_t *a, const char *outcome, con
 
 /* ---- the rate limit ----------------------------------------------------- */
 
+/*  The per-approver window is durable (database asked: approver -> the
+    8-byte big-endian times, oldest first, of the levels asked of them in
+    the last minute, at most rate_per_min): written in the transaction
+    that asks, so a restart neither forgets it (and floods the provider,
+    whose own window did not restart) nor loses a queued level (it waits
+    in the approval, with its slot as its deadline). */
+
+/*  The times in the window at now (oldest first, at most S_RATE_MAX)
+    into at, their count into *n. */
+static void
+s_rate_window (ciba_t *self, bus_txn_t *txn, const char *approver, int64_t now, int64_t *at, size_t *n)
+{
+    const void *val;
+    size_t len;
+    *n = 0;
+    if (bus_txn_get (txn, self->db_asked, approver, strlen (approver), &val, &len))
+        return;
+    for (size_t k = 0; k + 8 <= len; k += 8) {
+        int64_t t = (int64_t) bus_key_to_u64 ((const uint8_t *) val + k);
+        if (now - t < 60 * 1000000LL && *n < S_RATE_MAX)
+            at [(*n)++] = t;
+    }
+}
+
 /*  May a level be asked of approver at now? When not, *free_at is when a
     slot frees. */
 static bool
-s_rate_allows (ciba_t *self, const char *approver, int64_t now, int64_t *free_at)
+s_rate_allows (ciba_t *self, bus_txn_t *txn, const char *approver, int64_t now, int64_t *free_at)
 {
     if (self->rate_per_min <= 0)
         return true;
-    s_window_t *w = zhash_lookup (self->asked, approver);
-    if (!w)
+    int64_t at [S_RATE_MAX];
+    size_t n;
+    s_rate_window (self, txn, approver, now, at, &n);
+    if (n < (size_t) self->rate_per_min)
         return true;
-    int64_t oldest = w->at [w->next];          /* the slot the next ask overwrites */
-    if (oldest == 0 || now - oldest >= 60 * 1000000LL)
-        return true;
-    *free_at = oldest + 60 * 1000000LL;
+    *free_at = at [n - (size_t) self->rate_per_min] + 60 * 1000000LL;
     return false;
 }
 
+/*  A level was asked of approver at now: into the window, in txn. */
 static void
-s_rate_note (ciba_t *self, const char *approver, int64_t now)
+s_rate_note (ciba_t *self, bus_txn_t *txn, const char *approver, int64_t now)
 {
     if (self->rate_per_min <= 0)
         return;
-    s_window_t *w = zhash_lookup (self->asked, approver);
-    if (!w) {
-        w = calloc (1, sizeof *w + (size_t) self->rate_per_min * sizeof (int64_t));
-        if (!w || zhash_insert (self->asked, approver, w)) {
-            free (w);
-            return;
-        }
-        zhash_freefn (self->asked, approver, free);
-    }
-    w->at [w->next] = now;
-    w->next = (w->next + 1) % (size_t) self->rate_per_min;
+    int64_t at [S_RATE_MAX + 1];
+    size_t n;
+    s_rate_window (self, txn, approver, now, at, &n);
+    at [n++] = now;                 /* only the last rate_per_min are kept */
+    size_t from = n > (size_t) self->rate_per_min ? n - (size_t) self->rate_per_min : 0;
+    uint8_t buf [8 * (S_RATE_MAX + 1)];
+    for (size_t k = from; k < n; k++)
+        bus_u64_to_key ((uint64_t) at [k], buf + 8 * (k - from));
+    bus_txn_put (txn, self->db_asked, approver, strlen (approver), buf, 8 * (n - from));
 }
 
 /* ---- the chain ---------------------------------------------------------- */
@@ -411,9 +521,10 @@ s_webhook_done (const bus_http_response_t *r, void *arg)
 }
 
 /*  Tell the approver's phone (ntfy, Slack, anything that takes JSON) that
-    level i is asked: POST {type, approval_id, auth_req_id, approver, level,
-    binding_message, expires_at, run, node}. Sent as the change is made,
-    before its commit: if that fails, the approver finds nothing pending. */
+    level i of the stored approval a is asked: POST {type, approval_id,
+    auth_req_id, approver, level, binding_message, expires_at, run, node}.
+    Reactor, once the change that asked is durable (ciba_after_commit):
+    the approver is never woken for a request the broker then lost. */
 static void
 s_webhook (ciba_t *self, json_t *a, size_t i)
 {
@@ -433,12 +544,54 @@ s_webhook (ciba_t *self, json_t *a, size_t i)
     free (text);
 }
 
+void
+ciba_after_note (json_t *after, json_t *a, size_t i, const char *kind, int64_t at)
+{
+    json_t *lvl = json_array_get (json_object_get (a, "levels"), i);
+    json_array_append_new (after, json_pack ("{s:s, s:s, s:I, s:s, s:I}", "approval_id", ciba_str (a, "approval_id"),
+                                             "auth_req_id", ciba_str (lvl, "auth_req_id"), "level", (json_int_t) i,
+                                             "kind", kind, "at", (json_int_t) at));
+}
+
+/*  What the store shows is what is sent: a noted level goes out only when
+    the stored approval still has it as its current, pending, asked level,
+    with the asked_at (webhook) or poll_at (provider) the change stored. A
+    change that did not commit stored neither, so nothing of it is sent. */
+void
+ciba_after_commit (ciba_t *self, json_t *after)
+{
+    if (json_array_size (after) == 0)
+        return;
+    bus_txn_t *txn = bus_txn_begin (self->store, false);
+    if (!txn)
+        return;                     /* the deadline scan asks again (poll_at) */
+    size_t k;
+    json_t *note;
+    json_array_foreach (after, k, note) {
+        json_t *a = ciba_load (self, txn, ciba_str (note, "approval_id"));
+        size_t i = (size_t) ciba_int (note, "level");
+        json_t *lvl = json_array_get (json_object_get (a, "levels"), i);
+        bool webhook = streq (ciba_str (note, "kind"), "ask");
+        bool live = lvl && streq (ciba_str (a, "state") ?: "", "pending") && (size_t) ciba_int (a, "current") == i
+                 && streq (ciba_str (lvl, "state") ?: "", "pending") && !json_is_true (json_object_get (lvl, "queued"))
+                 && streq (ciba_str (lvl, "auth_req_id") ?: "", ciba_str (note, "auth_req_id") ?: "")
+                 && ciba_int (lvl, webhook ? "asked_at" : "poll_at") == ciba_int (note, "at");
+        if (live && webhook && self->webhook_url)
+            s_webhook (self, a, i);
+        else if (live && !webhook && self->oidc)
+            ciba_oidc_request (self, a, i);
+        json_decref (a);
+    }
+    bus_txn_abort (&txn);
+}
+
 /*  Ask level i (and, past approvers without a device, the levels after
     it); the last level without a device ends the approval denied. With
     the oidc backend every approver is asked of the provider (which says
-    whether it knows them), by bc-authorize sent from here. */
+    whether it knows them), by a bc-authorize noted in after (sent once
+    the change is durable), as is the webhook. */
 void
-ciba_ask (ciba_t *self, bus_txn_t *txn, json_t *a, size_t i, int64_t now, const char *tp)
+ciba_ask (ciba_t *self, bus_txn_t *txn, json_t *a, size_t i, int64_t now, const char *tp, json_t *after)
 {
     json_t *levels = json_object_get (a, "levels");
     size_t n = json_array_size (levels);
@@ -453,24 +606,24 @@ ciba_ask (ciba_t *self, bus_txn_t *txn, json_t *a, size_t i, int64_t now, const 
         }
         int64_t free_at = 0;
         ciba_set_str (lvl, "state", "pending");
-        if (!s_rate_allows (self, approver, now, &free_at)) {
+        if (!s_rate_allows (self, txn, approver, now, &free_at)) {
             json_object_set_new (lvl, "queued", json_true ());
             ciba_set_int (lvl, "deadline", free_at);
             return;
         }
         json_object_del (lvl, "queued");
-        s_rate_note (self, approver, now);
+        s_rate_note (self, txn, approver, now);
         ciba_set_int (lvl, "asked_at", now);
-        int64_t after = ciba_int (lvl, "escalate_after");
-        ciba_set_int (lvl, "deadline", after > 0 && i + 1 < n ? now + after * 1000000LL : 0);
+        int64_t escalate = ciba_int (lvl, "escalate_after");
+        ciba_set_int (lvl, "deadline", escalate > 0 && i + 1 < n ? now + escalate * 1000000LL : 0);
         ciba_level_event (self, txn, "ciba.requested", a, i,
                        json_pack ("{s:s, s:s}", "binding_message", ciba_str (a, "binding_message"),
                                   "authorization_details_sha256", ciba_str (a, "authorization_details_sha256")),
                        tp);
         if (self->oidc)
-            ciba_oidc_send (self, a, i, now);
+            ciba_oidc_due (self, a, i, now, after);
         if (self->webhook_url)
-            s_webhook (self, a, i);
+            ciba_after_note (after, a, i, "ask", now);
         return;
     }
 }
@@ -478,7 +631,7 @@ ciba_ask (ciba_t *self, bus_txn_t *txn, json_t *a, size_t i, int64_t now, const 
 /*  Look at a pending approval at now: expire it, escalate its level past
     its deadline, or ask its queued level. Returns true when it changed. */
 static bool
-s_tick (ciba_t *self, bus_txn_t *txn, json_t *a, int64_t now)
+s_tick (ciba_t *self, bus_txn_t *txn, json_t *a, int64_t now, json_t *after)
 {
     if (!streq (ciba_str (a, "state") ?: "", "pending"))
         return false;
@@ -501,14 +654,14 @@ s_tick (ciba_t *self, bus_txn_t *txn, json_t *a, int64_t now)
     bool changed = false;
     int64_t p = ciba_int (lvl, "poll_at");
     if (self->oidc && p > 0 && now >= p && !json_is_true (json_object_get (lvl, "queued"))) {
-        ciba_oidc_send (self, a, i, now);
+        ciba_oidc_due (self, a, i, now, after);
         changed = true;
     }
     int64_t d = ciba_int (lvl, "deadline");
     if (d == 0 || now < d)
         return changed;
     if (json_is_true (json_object_get (lvl, "queued"))) {
-        ciba_ask (self, txn, a, i, now, NULL);
+        ciba_ask (self, txn, a, i, now, NULL, after);
         return true;
     }
     json_t *next = json_array_get (levels, i + 1);
@@ -520,44 +673,111 @@ s_tick (ciba_t *self, bus_txn_t *txn, json_t *a, int64_t now)
                    json_pack ("{s:s, s:s, s:s, s:I}", "reason", "timeout", "to_approver", ciba_str (next, "approver"),
                               "to_auth_req_id", ciba_str (next, "auth_req_id"), "to_level", (json_int_t) i + 1),
                    NULL);
-    ciba_ask (self, txn, a, i + 1, now, NULL);
+    ciba_ask (self, txn, a, i + 1, now, NULL, after);
     return true;
 }
 
 /* ---- requests ----------------------------------------------------------- */
 
-/*  Answer a request with effects whose change is in *txn: its outcome is
-    recorded with the change. */
-static void
-s_commit_ok (bus_request_t *req, bus_txn_t **txn, json_t *body)
+/*  A change asked by a request, run on the writer (in its group, one
+    fsync for every change queued together): what the work needs of the
+    request, copied on the reactor (the writer may not ask the request),
+    and what must reach the world once the change is durable. Freed on
+    the reactor after the answer (s_job_after), which then sends it. */
+typedef struct {
+    ciba_t *self;
+    char principal [PROTO_PRINCIPAL_MAX + 1];
+    char tp [PROTO_TRACEPARENT_LEN + 1];
+    bool user;                   /* the principal is an approver (user:) */
+    json_t *after;               /* ciba_after_note's list */
+} s_job_t;
+
+static bool
+s_is_user (bus_request_t *req)
 {
-    bus_outcome_t out = { .body = body };
-    (void) bus_request_commit (req, txn, &out);
+    return proto_principal_class (bus_request_principal (req)) == PROTO_P_USR;
+}
+
+/*  Reactor: the group that held this change has committed (or not, or
+    never ran: then the store shows nothing of it and nothing is sent). */
+static void
+s_job_after (void *arg)
+{
+    s_job_t *job = arg;
+    if (!job)
+        return;
+    ciba_after_commit (job->self, job->after);
+    json_decref (job->after);
+    free (job);
+}
+
+/*  Run fn, a change, on the writer (or here when the service has none):
+    its outcome is recorded with its effect, in the writer's group. */
+static void
+s_change (ciba_t *self, bus_request_t *req, bus_work_fn *fn)
+{
+    s_job_t *job = calloc (1, sizeof *job);
+    if (job)
+        job->after = json_array ();
+    if (!job || !job->after) {
+        free (job);
+        bus_reply_error (req, PROTO_ERR_UNAVAILABLE, "out of memory");
+        return;
+    }
+    job->self = self;
+    snprintf (job->principal, sizeof job->principal, "%s", bus_request_principal (req));
+    snprintf (job->tp, sizeof job->tp, "%s", bus_request_traceparent (req) ?: "");
+    job->user = s_is_user (req);
+    if (bus_request_offload_write (req, fn, job, s_job_after) != BUS_ESTATE)
+        return;                     /* deferred, or refused and answered (job freed) */
+    bus_outcome_t out = { .code = NULL };
+    fn (self, bus_request_body (req), job, &out);
+    bus_reply_outcome (req, &out);
+    s_job_after (job);
+}
+
+static const char *
+s_tp (s_job_t *job)
+{
+    return *job->tp ? job->tp : NULL;
 }
 
 static void
-s_commit_error (bus_request_t *req, bus_txn_t **txn, const char *code, const char *fmt, ...)
-    __attribute__((format (printf, 4, 5)));
+s_fail (bus_outcome_t *out, const char *code, const char *fmt, ...)
+    __attribute__((format (printf, 3, 4)));
 
-/*  Answer an error recorded (with whatever *txn changed, e.g. an expiry
-    found on the way). */
+/*  out becomes the error code with a printf message. */
 static void
-s_commit_error (bus_request_t *req, bus_txn_t **txn, const char *code, const char *fmt, ...)
+s_fail (bus_outcome_t *out, const char *code, const char *fmt, ...)
 {
-    bus_outcome_t out = { .code = code };
+    json_decref (out->body);
+    out->body = NULL;
+    out->code = code;
     va_list ap;
     va_start (ap, fmt);
-    vsnprintf (out.message, sizeof out.message, fmt, ap);
+    vsnprintf (out->message, sizeof out->message, fmt, ap);
     va_end (ap);
-    (void) bus_request_commit (req, txn, &out);
 }
 
+/*  Commit the change (nested in the writer's group: durable with the
+    group's fsync, the outcome recorded beside it); out, already the
+    answer (ok or an error found on the way, e.g. after an expiry the
+    change stored), becomes `unavailable` when it cannot be stored. */
+static void
+s_finish (ciba_t *self, bus_txn_t **txn, bus_outcome_t *out)
+{
+    int rc = bus_service_commit (self->svc, txn);
+    if (rc)
+        s_fail (out, PROTO_ERR_UNAVAILABLE, "the change could not be stored: %s", bus_strerror (rc));
+}
+
+/*  A write transaction for a change, or NULL with out set. */
 static bus_txn_t *
-s_write_begin (ciba_t *self, bus_request_t *req)
+s_write_begin (ciba_t *self, bus_outcome_t *out)
 {
     bus_txn_t *txn = bus_txn_begin (self->store, true);
     if (!txn)
-        bus_reply_error (req, PROTO_ERR_UNAVAILABLE, "cannot open the store");
+        s_fail (out, PROTO_ERR_UNAVAILABLE, "cannot open the store");
     return txn;
 }
 
@@ -609,26 +829,26 @@ fail:
 }
 
 /*  ciba.authorize {chain | login_hint, binding_message,
-    authorization_details?, requested_expiry?, run?, node?}. */
+    authorization_details?, requested_expiry?, run?, node?}: on the
+    writer. */
 static void
-s_authorize (bus_service_t *svc, bus_request_t *req, void *arg)
+s_authorize_work (void *state, json_t *body, void *arg, bus_outcome_t *out)
 {
-    ciba_t *self = arg;
-    json_t *body = bus_request_body (req);
+    ciba_t *self = state;
+    s_job_t *job = arg;
     char why [256] = "";
     json_t *details = json_object_get (body, "authorization_details");
     size_t i;
     json_t *d;
     json_array_foreach (details, i, d)
         if (!json_is_object (d) || !json_is_string (json_object_get (d, "type"))) {
-            bus_reply_error (req, PROTO_ERR_INVALID, "authorization_details[%zu] must be an object with a "
-                             "type (RFC 9396)", i);
+            s_fail (out, PROTO_ERR_INVALID, "authorization_details[%zu] must be an object with a type (RFC 9396)", i);
             return;
         }
     char hash [65];
     if (ciba_details_sha256 (hash, details)) {
-        bus_reply_error (req, PROTO_ERR_INVALID, "authorization_details has no canonical JSON form "
-                         "(RFC 8785): integers beyond 2^53, or nesting past 32 levels");
+        s_fail (out, PROTO_ERR_INVALID, "authorization_details has no canonical JSON form "
+                "(RFC 8785): integers beyond 2^53, or nesting past 32 levels");
         return;
     }
     char *mapped = self->oidc && self->auth0_charset ? ciba_oidc_charset (ciba_str (body, "binding_message")) : NULL;
@@ -638,7 +858,7 @@ s_authorize (bus_service_t *svc, bus_request_t *req, void *arg)
     json_t *levels = message ? s_levels_from (body, why, sizeof why) : NULL;
     if (!levels) {
         free (message);
-        bus_reply_error (req, PROTO_ERR_INVALID, "%s", why);
+        s_fail (out, PROTO_ERR_INVALID, "%s", why);
         return;
     }
     int64_t now = proto_now_us ();
@@ -653,14 +873,16 @@ s_authorize (bus_service_t *svc, bus_request_t *req, void *arg)
                            "binding_message", message,
                            "authorization_details", details ?: json_null (),
                            "authorization_details_sha256", hash,
-                           "requested_by", bus_request_principal (req),
+                           "requested_by", job->principal,
                            "created_at", (json_int_t) now, "expires_at", (json_int_t) (now + expires_in * 1000000LL),
                            "current", (json_int_t) 0, "deadline", (json_int_t) 0, "levels", levels);
     free (message);
-    bus_txn_t *txn = a ? s_write_begin (self, req) : NULL;
+    if (!a) {
+        s_fail (out, PROTO_ERR_UNAVAILABLE, "out of memory");
+        return;
+    }
+    bus_txn_t *txn = s_write_begin (self, out);
     if (!txn) {
-        if (!a)
-            bus_reply_error (req, PROTO_ERR_UNAVAILABLE, "out of memory");
         json_decref (a);
         return;
     }
@@ -669,54 +891,57 @@ s_authorize (bus_service_t *svc, bus_request_t *req, void *arg)
         const char *id = ciba_str (lvl, "auth_req_id");
         bus_txn_put (txn, self->db_levels, id, strlen (id), approval_id, PROTO_ID_LEN);
     }
-    ciba_ask (self, txn, a, 0, now, bus_request_traceparent (req));
+    ciba_ask (self, txn, a, 0, now, s_tp (job), job->after);
     ciba_save (self, txn, a);
     json_t *pub_levels = json_array ();
     json_array_foreach (levels, i, lvl)
         json_array_append_new (pub_levels, json_pack ("{s:s, s:s, s:s}", "approver", ciba_str (lvl, "approver"),
                                                       "auth_req_id", ciba_str (lvl, "auth_req_id"),
                                                       "state", ciba_str (lvl, "state")));
-    json_t *reply = json_pack ("{s:s, s:s, s:o, s:I, s:I, s:I}", "approval_id", approval_id,
-                               "state", ciba_str (a, "state"), "levels", pub_levels,
-                               "expires_in", (json_int_t) expires_in, "expires_at",
-                               (json_int_t) ciba_int (a, "expires_at"), "interval", (json_int_t) self->interval_s);
+    out->body = json_pack ("{s:s, s:s, s:o, s:I, s:I, s:I}", "approval_id", approval_id,
+                           "state", ciba_str (a, "state"), "levels", pub_levels,
+                           "expires_in", (json_int_t) expires_in, "expires_at",
+                           (json_int_t) ciba_int (a, "expires_at"), "interval", (json_int_t) self->interval_s);
     json_decref (a);
-    s_commit_ok (req, &txn, reply);
+    if (!out->body)
+        bus_txn_fail (txn, BUS_ENOMEM);
+    s_finish (self, &txn, out);
+}
+
+static void
+s_authorize (bus_service_t *svc, bus_request_t *req, void *arg)
+{
+    s_change (arg, req, s_authorize_work);
 }
 
 /*  The approval a body names by approval_id or auth_req_id, in txn; NULL
-    after answering (not committing: the caller's txn is read-only or
-    untouched). */
+    with out set (the caller's txn untouched). */
 static json_t *
-s_find (ciba_t *self, bus_txn_t *txn, bus_request_t *req)
+s_find (ciba_t *self, bus_txn_t *txn, json_t *body, bus_outcome_t *out)
 {
-    json_t *body = bus_request_body (req);
     const char *approval_id = ciba_str (body, "approval_id");
     const char *auth_req_id = ciba_str (body, "auth_req_id");
     char owner [PROTO_ID_LEN + 1];
     if (!approval_id && !auth_req_id) {
-        bus_reply_error (req, PROTO_ERR_INVALID, "approval_id or auth_req_id is required");
+        s_fail (out, PROTO_ERR_INVALID, "approval_id or auth_req_id is required");
         return NULL;
     }
     if (!approval_id) {
         if (s_level_owner (self, txn, auth_req_id, owner)) {
-            bus_reply_error (req, PROTO_ERR_NOT_FOUND, "no approval has that auth_req_id");
+            s_fail (out, PROTO_ERR_NOT_FOUND, "no approval has that auth_req_id");
             return NULL;
         }
         approval_id = owner;
     }
     json_t *a = ciba_load (self, txn, approval_id);
     if (!a)
-        bus_reply_error (req, PROTO_ERR_NOT_FOUND, "no approval %s", approval_id);
-    else if (approval_id == owner || !auth_req_id)
-        return a;
-    else {
+        s_fail (out, PROTO_ERR_NOT_FOUND, "no approval %s", approval_id);
+    else if (approval_id != owner && auth_req_id
+             && (s_level_owner (self, txn, auth_req_id, owner) || !streq (owner, approval_id))) {
         /* both given: they must agree */
-        if (s_level_owner (self, txn, auth_req_id, owner) || !streq (owner, approval_id)) {
-            bus_reply_error (req, PROTO_ERR_INVALID, "auth_req_id is not a level of approval %s", approval_id);
-            json_decref (a);
-            return NULL;
-        }
+        s_fail (out, PROTO_ERR_INVALID, "auth_req_id is not a level of approval %s", approval_id);
+        json_decref (a);
+        return NULL;
     }
     return a;
 }
@@ -733,14 +958,8 @@ s_has_approver (json_t *a, const char *who)
     return false;
 }
 
-static bool
-s_is_user (bus_request_t *req)
-{
-    return proto_principal_class (bus_request_principal (req)) == PROTO_P_USR;
-}
-
 /*  ciba.status {approval_id | auth_req_id}: an approver (user:) sees only
-    approvals they are a level of. */
+    approvals they are a level of. A read, on the reactor. */
 static void
 s_status (bus_service_t *svc, bus_request_t *req, void *arg)
 {
@@ -750,46 +969,46 @@ s_status (bus_service_t *svc, bus_request_t *req, void *arg)
         bus_reply_error (req, PROTO_ERR_UNAVAILABLE, "cannot open the store");
         return;
     }
-    json_t *a = s_find (self, txn, req);
+    bus_outcome_t out = { .code = NULL };
+    json_t *a = s_find (self, txn, bus_request_body (req), &out);
     bus_txn_abort (&txn);
     if (!a)
-        return;
-    if (s_is_user (req) && !s_has_approver (a, bus_request_principal (req)))
+        bus_reply_outcome (req, &out);
+    else if (s_is_user (req) && !s_has_approver (a, bus_request_principal (req)))
         bus_reply_error (req, PROTO_ERR_NOT_FOUND, "no such approval for %s", bus_request_principal (req));
     else
         bus_reply_ok (req, s_public (a, proto_now_us ()));
     json_decref (a);
 }
 
-/*  ciba.decide {auth_req_id, decision, signature, device}. */
+/*  ciba.decide {auth_req_id, decision, signature, device}: on the writer. */
 static void
-s_decide (bus_service_t *svc, bus_request_t *req, void *arg)
+s_decide_work (void *state, json_t *body, void *arg, bus_outcome_t *out)
 {
-    ciba_t *self = arg;
-    json_t *body = bus_request_body (req);
+    ciba_t *self = state;
+    s_job_t *job = arg;
     const char *auth_req_id = ciba_str (body, "auth_req_id");
     const char *decision = ciba_str (body, "decision");
     const char *device = ciba_str (body, "device");
     const char *signature = ciba_str (body, "signature");
     if (!streq (decision, "approve") && !streq (decision, "deny")) {
-        bus_reply_error (req, PROTO_ERR_INVALID, "decision must be approve or deny");
+        s_fail (out, PROTO_ERR_INVALID, "decision must be approve or deny");
         return;
     }
     if (self->oidc) {
-        bus_reply_error (req, PROTO_ERR_CONFLICT, "backend oidc: decisions come from the provider");
+        s_fail (out, PROTO_ERR_CONFLICT, "backend oidc: decisions come from the provider");
         return;
     }
-    bus_txn_t *txn = s_write_begin (self, req);
-    if (!txn)
-        return;
-    json_t *a = s_find (self, txn, req);
+    bus_txn_t *txn = s_write_begin (self, out);
+    json_t *a = txn ? s_find (self, txn, body, out) : NULL;
+    json_t *dev = NULL;
     if (!a) {
-        bus_txn_abort (&txn);
+        bus_service_abort (self->svc, &txn);
         return;
     }
     int64_t now = proto_now_us ();
-    const char *tp = bus_request_traceparent (req);
-    json_t *levels = json_object_get (a, "levels"), *lvl = NULL, *dev = NULL;
+    const char *tp = s_tp (job);
+    json_t *levels = json_object_get (a, "levels"), *lvl = NULL;
     size_t i, at = 0;
     json_array_foreach (levels, i, lvl)
         if (streq (ciba_str (lvl, "auth_req_id") ?: "", auth_req_id)) {
@@ -798,38 +1017,37 @@ s_decide (bus_service_t *svc, bus_request_t *req, void *arg)
         }
     lvl = json_array_get (levels, at);
     const char *approver = ciba_str (lvl, "approver");
-    if (s_is_user (req) && !streq (bus_request_principal (req), approver)) {
-        s_commit_error (req, &txn, PROTO_ERR_FORBIDDEN, "%s is not the approver of this request",
-                        bus_request_principal (req));
+    if (job->user && !streq (job->principal, approver)) {
+        s_fail (out, PROTO_ERR_FORBIDDEN, "%s is not the approver of this request", job->principal);
         goto done;
     }
-    if (s_tick (self, txn, a, now) && ciba_save (self, txn, a) == 0 && !streq (ciba_str (a, "state"), "pending")) {
+    if (s_tick (self, txn, a, now, job->after) && ciba_save (self, txn, a) == 0
+        && !streq (ciba_str (a, "state"), "pending")) {
         /* the deadline had passed: the expiry is stored, the decision refused */
-        s_commit_error (req, &txn, PROTO_ERR_CONFLICT, "the approval is %s", ciba_str (a, "state"));
+        s_fail (out, PROTO_ERR_CONFLICT, "the approval is %s", ciba_str (a, "state"));
         goto done;
     }
     if (!streq (ciba_str (a, "state"), "pending")) {
-        s_commit_error (req, &txn, PROTO_ERR_CONFLICT, "the approval is %s", ciba_str (a, "state"));
+        s_fail (out, PROTO_ERR_CONFLICT, "the approval is %s", ciba_str (a, "state"));
         goto done;
     }
     if (!streq (ciba_str (lvl, "state"), "pending") || json_is_true (json_object_get (lvl, "queued"))) {
-        s_commit_error (req, &txn, PROTO_ERR_CONFLICT, "this request (level %zu) is %s: a decision is taken once, "
-                        "and only for the level being asked", at,
-                        json_is_true (json_object_get (lvl, "queued")) ? "queued, not asked yet"
-                                                                         : ciba_str (lvl, "state"));
+        s_fail (out, PROTO_ERR_CONFLICT, "this request (level %zu) is %s: a decision is taken once, "
+                "and only for the level being asked", at,
+                json_is_true (json_object_get (lvl, "queued")) ? "queued, not asked yet" : ciba_str (lvl, "state"));
         goto done;
     }
     if (!s_device_active (self, txn, approver, device, &dev)) {
-        s_commit_error (req, &txn, PROTO_ERR_FORBIDDEN, "device %.43s is %s", device,
-                        dev ? "revoked" : "not enrolled for this approver");
+        s_fail (out, PROTO_ERR_FORBIDDEN, "device %.43s is %s", device,
+                dev ? "revoked" : "not enrolled for this approver");
         goto done;
     }
     int vrc = ciba_decision_verify (device, signature, auth_req_id, decision, ciba_str (a, "binding_message"),
                                     ciba_str (a, "authorization_details_sha256"));
     if (vrc) {
-        s_commit_error (req, &txn, PROTO_ERR_FORBIDDEN, "%s", vrc == BUS_ECRYPTO
-                        ? "the signature does not verify over this request's decision bytes (PROTOCOL.md 10.4)"
-                        : "the signature is not 64 bytes of base64url");
+        s_fail (out, PROTO_ERR_FORBIDDEN, "%s", vrc == BUS_ECRYPTO
+                ? "the signature does not verify over this request's decision bytes (PROTOCOL.md 10.4)"
+                : "the signature is not 64 bytes of base64url");
         goto done;
     }
     bool approve = streq (decision, "approve");
@@ -839,85 +1057,131 @@ s_decide (bus_service_t *svc, bus_request_t *req, void *arg)
     ciba_set_int (lvl, "decided_at", now);
     ciba_set_int (lvl, "deadline", 0);
     ciba_level_event (self, txn, approve ? "ciba.approved" : "ciba.denied", a, at,
-                   json_pack ("{s:s, s:s, s:s, s:s}", "device_key", device, "signature", signature,
-                              "binding_message", ciba_str (a, "binding_message"), "authorization_details_sha256",
-                              ciba_str (a, "authorization_details_sha256")), tp);
+                      json_pack ("{s:s, s:s, s:s, s:s}", "device_key", device, "signature", signature,
+                                 "binding_message", ciba_str (a, "binding_message"), "authorization_details_sha256",
+                                 ciba_str (a, "authorization_details_sha256")), tp);
     if (!approve)
         ciba_complete (self, txn, a, "denied", NULL, now, tp);
     else if (at + 1 < json_array_size (levels))
-        ciba_ask (self, txn, a, at + 1, now, tp);
+        ciba_ask (self, txn, a, at + 1, now, tp, job->after);
     else
         ciba_complete (self, txn, a, "approved", NULL, now, tp);
     ciba_save (self, txn, a);
-    s_commit_ok (req, &txn, s_public (a, now));
+    out->body = s_public (a, now);
 done:
+    s_finish (self, &txn, out);         /* an error found on the way keeps what the tick stored */
     json_decref (dev);
     json_decref (a);
 }
 
-/*  ciba.cancel {approval_id | auth_req_id, reason?}. */
 static void
-s_cancel (bus_service_t *svc, bus_request_t *req, void *arg)
+s_decide (bus_service_t *svc, bus_request_t *req, void *arg)
 {
-    ciba_t *self = arg;
-    bus_txn_t *txn = s_write_begin (self, req);
-    if (!txn)
-        return;
-    json_t *a = s_find (self, txn, req);
+    s_change (arg, req, s_decide_work);
+}
+
+/*  ciba.cancel {approval_id | auth_req_id, reason?}: on the writer. */
+static void
+s_cancel_work (void *state, json_t *body, void *arg, bus_outcome_t *out)
+{
+    ciba_t *self = state;
+    s_job_t *job = arg;
+    bus_txn_t *txn = s_write_begin (self, out);
+    json_t *a = txn ? s_find (self, txn, body, out) : NULL;
     if (!a) {
-        bus_txn_abort (&txn);
+        bus_service_abort (self->svc, &txn);
         return;
     }
     int64_t now = proto_now_us ();
-    const char *tp = bus_request_traceparent (req);
-    if (s_tick (self, txn, a, now))
+    const char *tp = s_tp (job);
+    if (s_tick (self, txn, a, now, job->after))
         ciba_save (self, txn, a);
     if (!streq (ciba_str (a, "state"), "pending")) {
-        s_commit_error (req, &txn, PROTO_ERR_CONFLICT, "the approval is %s", ciba_str (a, "state"));
+        s_fail (out, PROTO_ERR_CONFLICT, "the approval is %s", ciba_str (a, "state"));
+        s_finish (self, &txn, out);
         json_decref (a);
         return;
     }
     size_t i = (size_t) ciba_int (a, "current");
     json_t *lvl = json_array_get (json_object_get (a, "levels"), i);
-    const char *reason = ciba_str (bus_request_body (req), "reason");
+    const char *reason = ciba_str (body, "reason");
     if (lvl && streq (ciba_str (lvl, "state") ?: "", "pending")) {
         ciba_set_str (lvl, "state", "cancelled");
         ciba_set_int (lvl, "decided_at", now);
         ciba_level_event (self, txn, "ciba.cancelled", a, i,
-                       reason ? json_pack ("{s:s}", "reason", reason) : NULL, tp);
+                          reason ? json_pack ("{s:s}", "reason", reason) : NULL, tp);
     }
     ciba_complete (self, txn, a, "cancelled", reason, now, tp);
     ciba_save (self, txn, a);
-    s_commit_ok (req, &txn, s_public (a, now));
+    out->body = s_public (a, now);
+    s_finish (self, &txn, out);
     json_decref (a);
 }
 
+static void
+s_cancel (bus_service_t *svc, bus_request_t *req, void *arg)
+{
+    s_change (arg, req, s_cancel_work);
+}
+
 typedef struct {
+    ciba_t *self;
+    bus_txn_t *txn;
     const char *approver, *state, *run;
     size_t limit;
     int64_t now;
     json_t *out;
+    int rc;
 } s_list_scan_t;
 
-/*  Scan callback of ciba.list: keep the approvals that match. */
-static int
-s_list_one (const void *k, size_t kl, const void *v, size_t vl, void *arg)
+/*  Keep approval a (borrowed) when it matches the query. */
+static void
+s_list_match (s_list_scan_t *q, json_t *a)
 {
-    s_list_scan_t *q = arg;
-    json_t *a = json_loadb (v, vl, 0, NULL);
     json_t *p = a ? s_public (a, q->now) : NULL;
-    json_decref (a);
     if (p && (!q->approver || s_has_approver (p, q->approver))
         && (!q->state || streq (ciba_str (p, "state") ?: "", q->state))
         && (!q->run || streq (ciba_str (p, "run") ?: "", q->run)))
         json_array_append_new (q->out, p);
     else
         json_decref (p);
+}
+
+/*  Scan callback of ciba.list over every approval (no filter). */
+static int
+s_list_one (const void *k, size_t kl, const void *v, size_t vl, void *arg)
+{
+    s_list_scan_t *q = arg;
+    json_t *a = json_loadb (v, vl, 0, NULL);
+    s_list_match (q, a);
+    json_decref (a);
+    return json_array_size (q->out) >= q->limit ? 1 : 0;
+}
+
+/*  Scan callback of ciba.list over an index: the approval id is the
+    key's last PROTO_ID_LEN bytes; the record is checked against the
+    query (the index narrows, the record decides). */
+static int
+s_list_indexed (const void *k, size_t kl, const void *v, size_t vl, void *arg)
+{
+    s_list_scan_t *q = arg;
+    if (kl < PROTO_ID_LEN)
+        return 0;
+    char id [PROTO_ID_LEN + 1];
+    memcpy (id, (const char *) k + kl - PROTO_ID_LEN, PROTO_ID_LEN);
+    id [PROTO_ID_LEN] = 0;
+    json_t *a = ciba_load (q->self, q->txn, id);
+    s_list_match (q, a);
+    json_decref (a);
     return json_array_size (q->out) >= q->limit ? 1 : 0;
 }
 
 /*  ciba.list {approver?, state?, run?, limit?}: approvals oldest first;
-    an approver (user:) sees only their own. */
+    an approver (user:) sees only their own. Served from the narrowest
+    index that applies: run, else approver (and state), else state; a
+    full scan only without any filter (then the first limit). A pending
+    approval past its expiry that the timer has not stored yet reads
+    expired (s_public), and is found under state pending's index. */
 static void
 s_list (bus_service_t *svc, bus_request_t *req, void *arg)
 {
@@ -927,7 +1191,6 @@ s_list (bus_service_t *svc, bus_request_t *req, void *arg)
     const char *state = ciba_str (body, "state");
     const char *run = ciba_str (body, "run");
     size_t limit = json_object_get (body, "limit") ? (size_t) ciba_int (body, "limit") : S_LIST_DEFAULT;
-    int64_t now = proto_now_us ();
     json_t *out = json_array ();
     bus_txn_t *txn = bus_txn_begin (self->store, false);
     if (!txn || !out) {
@@ -936,8 +1199,30 @@ s_list (bus_service_t *svc, bus_request_t *req, void *arg)
         bus_reply_error (req, PROTO_ERR_UNAVAILABLE, "cannot open the store");
         return;
     }
-    s_list_scan_t scan = { approver, state, run, limit, now, out };
-    int rc = bus_txn_scan (txn, self->db_approvals, NULL, 0, NULL, 0, s_list_one, &scan);
+    s_list_scan_t scan = { self, txn, approver, state, run, limit, proto_now_us (), out, 0 };
+    char prefix [600];
+    int n = -1, rc = 0;
+    /* expired is also what a pending approval past its time reads: look under both */
+    bool expired = state && streq (state, "expired");
+    if (run)
+        n = snprintf (prefix, sizeof prefix, "r\n%s\n", run);
+    else if (approver && state && !expired)
+        n = snprintf (prefix, sizeof prefix, "a\n%s\n%s\n", approver, state);
+    else if (approver)
+        n = snprintf (prefix, sizeof prefix, "a\n%s\n", approver);
+    else if (state && !expired)
+        n = snprintf (prefix, sizeof prefix, "s\n%s\n", state);
+    if (n >= (int) sizeof prefix)
+        n = snprintf (prefix, sizeof prefix, "-");    /* too long to be indexed: nothing matches */
+    if (n >= 0)
+        rc = bus_txn_scan_prefix (txn, self->db_index, prefix, (size_t) n, s_list_indexed, &scan);
+    else if (expired) {
+        rc = bus_txn_scan_prefix (txn, self->db_index, "s\nexpired\n", 10, s_list_indexed, &scan);
+        if (rc == 0 && json_array_size (out) < limit)
+            rc = bus_txn_scan_prefix (txn, self->db_index, "s\npending\n", 10, s_list_indexed, &scan);
+    }
+    else
+        rc = bus_txn_scan (txn, self->db_approvals, NULL, 0, NULL, 0, s_list_one, &scan);
     bus_txn_abort (&txn);
     if (rc) {
         json_decref (out);
@@ -951,20 +1236,20 @@ s_list (bus_service_t *svc, bus_request_t *req, void *arg)
 
 /*  ciba.device.enroll {approver, public_key}: an Ed25519 public key
     (base64url, 32 bytes) becomes a device of approver; the device is named
-    by its key. A revoked key cannot come back. */
+    by its key. A revoked key cannot come back. On the writer. */
 static void
-s_device_enroll (bus_service_t *svc, bus_request_t *req, void *arg)
+s_device_enroll_work (void *state, json_t *body, void *arg, bus_outcome_t *out)
 {
-    ciba_t *self = arg;
-    json_t *body = bus_request_body (req);
+    ciba_t *self = state;
+    s_job_t *job = arg;
     const char *approver = ciba_str (body, "approver"), *pk = ciba_str (body, "public_key");
     uint8_t raw [CIBA_PK_LEN];
     if (!s_approver_ok (approver) || ciba_b64_decode (raw, sizeof raw, pk)) {
-        bus_reply_error (req, PROTO_ERR_INVALID, "approver must be a principal such as user:alice and "
-                         "public_key 32 bytes of base64url (an Ed25519 public key)");
+        s_fail (out, PROTO_ERR_INVALID, "approver must be a principal such as user:alice and "
+                "public_key 32 bytes of base64url (an Ed25519 public key)");
         return;
     }
-    bus_txn_t *txn = s_write_begin (self, req);
+    bus_txn_t *txn = s_write_begin (self, out);
     if (!txn)
         return;
     char key [600];
@@ -976,22 +1261,31 @@ s_device_enroll (bus_service_t *svc, bus_request_t *req, void *arg)
         json_t *d = json_loadb (val, len, 0, NULL);
         bool active = d && streq (ciba_str (d, "state") ?: "", "active");
         json_decref (d);
-        if (!active) {
-            s_commit_error (req, &txn, PROTO_ERR_CONFLICT, "this key was revoked; enrol a new one");
-            return;
-        }
-        s_commit_ok (req, &txn, json_pack ("{s:s, s:s, s:s}", "approver", approver, "device", pk,
-                                           "state", "active"));
+        if (!active)
+            s_fail (out, PROTO_ERR_CONFLICT, "this key was revoked; enrol a new one");
+        else
+            out->body = json_pack ("{s:s, s:s, s:s}", "approver", approver, "device", pk, "state", "active");
+        s_finish (self, &txn, out);
         return;
     }
     json_t *d = json_pack ("{s:s, s:s, s:s, s:I}", "approver", approver, "device", pk, "state", "active",
                            "enrolled_at", (json_int_t) now);
-    char *text = json_dumps (d, JSON_COMPACT);
-    bus_txn_put (txn, self->db_devices, key, (size_t) n, text, strlen (text));
+    char *text = d ? json_dumps (d, JSON_COMPACT) : NULL;
+    if (!text)
+        bus_txn_fail (txn, BUS_ENOMEM);
+    else
+        bus_txn_put (txn, self->db_devices, key, (size_t) n, text, strlen (text));
     free (text);
-    bus_event_append (svc, txn, "ciba.device.enrolled", json_pack ("{s:s, s:s}", "approver", approver,
-                                                                    "device", pk), bus_request_traceparent (req));
-    s_commit_ok (req, &txn, d);
+    bus_event_append (self->svc, txn, "ciba.device.enrolled", json_pack ("{s:s, s:s}", "approver", approver,
+                                                                          "device", pk), s_tp (job));
+    out->body = d;
+    s_finish (self, &txn, out);
+}
+
+static void
+s_device_enroll (bus_service_t *svc, bus_request_t *req, void *arg)
+{
+    s_change (arg, req, s_device_enroll_work);
 }
 
 typedef struct {
@@ -1012,18 +1306,18 @@ s_collect (const void *k, size_t kl, const void *v, size_t vl, void *arg)
 }
 
 /*  ciba.device.revoke {approver, device?}: one device, or every active
-    device of approver. */
+    device of approver. On the writer. */
 static void
-s_device_revoke (bus_service_t *svc, bus_request_t *req, void *arg)
+s_device_revoke_work (void *state, json_t *body, void *arg, bus_outcome_t *out)
 {
-    ciba_t *self = arg;
-    json_t *body = bus_request_body (req);
+    ciba_t *self = state;
+    s_job_t *job = arg;
     const char *approver = ciba_str (body, "approver"), *device = ciba_str (body, "device");
     if (!s_approver_ok (approver)) {
-        bus_reply_error (req, PROTO_ERR_INVALID, "approver must be a principal such as user:alice");
+        s_fail (out, PROTO_ERR_INVALID, "approver must be a principal such as user:alice");
         return;
     }
-    bus_txn_t *txn = s_write_begin (self, req);
+    bus_txn_t *txn = s_write_begin (self, out);
     if (!txn)
         return;
     char prefix [600];
@@ -1040,21 +1334,30 @@ s_device_revoke (bus_service_t *svc, bus_request_t *req, void *arg)
         char key [600];
         int kn = snprintf (key, sizeof key, "%s\n%s", approver, ciba_str (d, "device"));
         char *text = json_dumps (d, JSON_COMPACT);
-        bus_txn_put (txn, self->db_devices, key, (size_t) kn, text, strlen (text));
+        if (!text)
+            bus_txn_fail (txn, BUS_ENOMEM);
+        else
+            bus_txn_put (txn, self->db_devices, key, (size_t) kn, text, strlen (text));
         free (text);
         json_array_append_new (revoked, json_string (ciba_str (d, "device")));
-        bus_event_append (svc, txn, "ciba.device.revoked", json_pack ("{s:s, s:s}", "approver", approver,
-                                                                       "device", ciba_str (d, "device")),
-                          bus_request_traceparent (req));
+        bus_event_append (self->svc, txn, "ciba.device.revoked", json_pack ("{s:s, s:s}", "approver", approver,
+                                                                             "device", ciba_str (d, "device")),
+                          s_tp (job));
     }
     json_decref (found);
     if (json_array_size (revoked) == 0) {
         json_decref (revoked);
-        s_commit_error (req, &txn, PROTO_ERR_NOT_FOUND, "%s has no active device%s", approver,
-                        device ? " by that key" : "");
-        return;
+        s_fail (out, PROTO_ERR_NOT_FOUND, "%s has no active device%s", approver, device ? " by that key" : "");
     }
-    s_commit_ok (req, &txn, json_pack ("{s:s, s:o}", "approver", approver, "revoked", revoked));
+    else
+        out->body = json_pack ("{s:s, s:o}", "approver", approver, "revoked", revoked);
+    s_finish (self, &txn, out);
+}
+
+static void
+s_device_revoke (bus_service_t *svc, bus_request_t *req, void *arg)
+{
+    s_change (arg, req, s_device_revoke_work);
 }
 
 /*  Scan callback of ciba.device.list. */
@@ -1108,19 +1411,57 @@ s_due (const void *k, size_t kl, const void *v, size_t vl, void *arg)
     return ++due->n >= S_SCAN_BATCH ? 1 : 0;
 }
 
-/*  Every escalation_scan_ms: the approvals whose deadline has come
-    (expiry, escalation, a queued level's slot), in one transaction. */
+/*  Scan callback: the ended approvals past the retention. */
+static int
+s_ended_due (const void *k, size_t kl, const void *v, size_t vl, void *arg)
+{
+    s_due_t *due = arg;
+    if (kl != 8 + PROTO_ID_LEN)
+        return 0;
+    memcpy (due->keys [due->n], k, kl);
+    return ++due->n >= S_PURGE_BATCH ? 1 : 0;
+}
+
+/*  Is anything due: a deadline at or before now, an ended approval
+    older than old? A read, so that a scan with nothing to do never
+    takes LMDB's write lock (and never waits for the writer's group). */
+static bool
+s_anything_due (ciba_t *self, const uint8_t now_key [8], const uint8_t old_key [8])
+{
+    bus_txn_t *txn = bus_txn_begin (self->store, false);
+    const void *k, *v;
+    size_t kl, vl;
+    bool due = !txn
+            || (bus_txn_first (txn, self->db_deadlines, &k, &kl, &v, &vl) == 0 && kl >= 8
+                && memcmp (k, now_key, 8) < 0)
+            || (bus_txn_first (txn, self->db_ended, &k, &kl, &v, &vl) == 0 && kl >= 8
+                && memcmp (k, old_key, 8) < 0);
+    bus_txn_abort (&txn);
+    return due;
+}
+
+/*  Every escalation_scan_ms, on the reactor, in one transaction: the
+    approvals whose deadline has come (expiry, escalation, a queued
+    level's slot, an oidc poll), and up to S_PURGE_BATCH approvals ended
+    longer than retention_s ago, purged with their auth_req_ids and
+    indexes. What the changes ask of the world goes out once committed. */
 static void
 s_scan (bus_service_t *svc, void *state)
 {
     ciba_t *self = state;
     int64_t now = proto_now_us ();
-    uint8_t to [8];
+    uint8_t to [8], old [8];
     bus_u64_to_key ((uint64_t) now + 1, to);
-    bus_txn_t *txn = bus_txn_begin (self->store, true);
-    if (!txn)
+    bus_u64_to_key ((uint64_t) (now > self->retention_us ? now - self->retention_us : 0), old);
+    if (!s_anything_due (self, to, old))
         return;
-    s_due_t due = { .n = 0 };
+    json_t *after = json_array ();
+    bus_txn_t *txn = after ? bus_txn_begin (self->store, true) : NULL;
+    if (!txn) {
+        json_decref (after);
+        return;
+    }
+    s_due_t due = { .n = 0 }, ended = { .n = 0 };
     int rc = bus_txn_scan (txn, self->db_deadlines, NULL, 0, to, sizeof to, s_due, &due);
     for (size_t i = 0; rc == 0 && i < due.n; i++) {
         json_t *a = ciba_load (self, txn, due.ids [i]);
@@ -1130,19 +1471,83 @@ s_scan (bus_service_t *svc, void *state)
             bus_txn_del (txn, self->db_deadlines, key, sizeof key);
             continue;
         }
-        s_tick (self, txn, a, now);
+        s_tick (self, txn, a, now, after);
         ciba_save (self, txn, a);
         json_decref (a);
     }
-    if (rc == 0 && due.n > 0)
+    if (rc == 0)
+        rc = bus_txn_scan (txn, self->db_ended, NULL, 0, old, sizeof old, s_ended_due, &ended);
+    for (size_t i = 0; rc == 0 && i < ended.n; i++)
+        s_purge_one (self, txn, ended.keys [i]);
+    if (rc == 0 && due.n + ended.n > 0)
         rc = bus_service_commit (svc, &txn);
     else
         bus_service_abort (svc, &txn);
     if (rc)
         bus_warn ("ciba: deadline scan not stored: %s (tried again next scan)", bus_strerror (rc));
+    else {
+        ciba_after_commit (self, after);
+        if (ended.n)
+            bus_stats_count (bus_service_stats (svc), "approvals_purged", ended.n);
+    }
+    json_decref (after);
 }
 
 /* ---- the daemon --------------------------------------------------------- */
+
+/*  Scan callback: collect the approval ids (keys) into a JSON array. */
+static int
+s_collect_id (const void *k, size_t kl, const void *v, size_t vl, void *arg)
+{
+    json_array_append_new (arg, json_stringn (k, kl));
+    return 0;
+}
+
+/*  A store written before the indexes existed (or whose index database
+    is empty): index every approval once, in one transaction, at start.
+    Returns 0 or the error. */
+static int
+s_index_old (ciba_t *self)
+{
+    bus_txn_t *txn = bus_txn_begin (self->store, true);
+    if (!txn)
+        return BUS_EIO;
+    const void *k, *v;
+    size_t kl, vl;
+    if (bus_txn_first (txn, self->db_index, &k, &kl, &v, &vl) == 0
+        || bus_txn_first (txn, self->db_approvals, &k, &kl, &v, &vl) != 0) {
+        bus_txn_abort (&txn);
+        return 0;                   /* indexed already, or nothing to index */
+    }
+    json_t *ids = json_array ();
+    int rc = ids ? bus_txn_scan (txn, self->db_approvals, NULL, 0, NULL, 0, s_collect_id, ids) : BUS_ENOMEM;
+    size_t i;
+    json_t *id;
+    json_array_foreach (ids, i, id) {
+        json_t *a = rc ? NULL : ciba_load (self, txn, json_string_value (id));
+        if (a) {
+            json_object_del (a, "indexed");         /* indexed by nothing yet */
+            ciba_save (self, txn, a);
+        }
+        json_decref (a);
+    }
+    if (rc == 0)
+        rc = bus_service_commit (self->svc, &txn);
+    else
+        bus_service_abort (self->svc, &txn);
+    if (rc == 0)
+        bus_info ("ciba: %zu approvals indexed (a store from before the indexes)", json_array_size (ids));
+    json_decref (ids);
+    return rc;
+}
+
+/*  The writer's state: the broker (its changes take what they need of it
+    as arguments; its members are read-only once started). */
+static void *
+s_writer_init (void *arg)
+{
+    return arg;
+}
 
 static int
 s_start (bus_service_t *svc, void **state)
@@ -1155,7 +1560,6 @@ s_start (bus_service_t *svc, void **state)
     *state = self;
     self->svc = svc;
     self->store = bus_service_store (svc);
-    self->asked = zhash_new ();
     bus_config_t *config = bus_service_config (svc);
     const char *backend = bus_config_str (config, "ciba", "backend");
     if (!streq (backend ?: "", "local") && !streq (backend ?: "", "oidc")) {
@@ -1167,13 +1571,28 @@ s_start (bus_service_t *svc, void **state)
     self->interval_s = bus_config_int (config, "ciba", "poll_interval_s");
     self->rate_per_min = bus_config_int (config, "ciba", "approver_rate_per_min");
     self->message_max = bus_config_int (config, "ciba", "binding_message_max");
+    self->retention_us = bus_config_int (config, "ciba", "retention_s") * 1000000LL;
     self->db_approvals = bus_store_db (self->store, "approvals");
     self->db_levels = bus_store_db (self->store, "levels");
     self->db_deadlines = bus_store_db (self->store, "deadlines");
     self->db_devices = bus_store_db (self->store, "devices");
-    if (!self->asked || self->db_approvals < 0 || self->db_levels < 0 || self->db_deadlines < 0
-        || self->db_devices < 0)
+    self->db_index = bus_store_db (self->store, "index");
+    self->db_ended = bus_store_db (self->store, "ended");
+    self->db_asked = bus_store_db (self->store, "asked");
+    if (self->db_approvals < 0 || self->db_levels < 0 || self->db_deadlines < 0 || self->db_devices < 0
+        || self->db_index < 0 || self->db_ended < 0 || self->db_asked < 0)
         return BUS_EINVAL;
+    if (self->rate_per_min > S_RATE_MAX)
+        return BUS_ECONFIG;
+    int wrc = s_index_old (self);
+    if (wrc) {
+        bus_error ("ciba: cannot index the stored approvals: %s", bus_strerror (wrc));
+        return wrc;
+    }
+    /* every change on the writer: one fsync for all the changes queued together */
+    wrc = bus_service_writer (svc, s_writer_init, NULL, self);
+    if (wrc)
+        return wrc;
     if (self->oidc) {
         int rc = ciba_oidc_start (self, config);
         if (rc)
@@ -1213,14 +1632,14 @@ s_stop (bus_service_t *svc, void **state)
     ciba_t *self = *state;
     if (!self)
         return;
-    zhash_destroy (&self->asked);
     ciba_oidc_stop (self);
     free (self->webhook_url);
     free (self);
     *state = NULL;
 }
 
-static const char *const s_dbs [] = { "approvals", "levels", "deadlines", "devices", NULL };
+static const char *const s_dbs [] = { "approvals", "levels", "deadlines", "devices", "index", "ended", "asked",
+                                      NULL };
 
 static const bus_timer_t s_timers [] = {
     { .name = "deadlines", .interval_key = "escalation_scan_ms", .fn = s_scan },

@@ -5,12 +5,19 @@
     (a) Approval latency: from sending ciba.authorize (a chain of one) to
         approval.completed received by a SUB, when the device signs at
         once: authorize, sign (Ed25519), ciba.decide, the event. Two
-        commits (two fsyncs) and three messages on the way. Baseline: a
-        bare bus round trip (`health`, bus_client_call) in the same run.
-        Figures p50 and p99; target p99 <= 2 ms (reported, not enforced).
-    (b) 10,000 approvals held pending (authorized, 64 in flight), then
-        ciba.status of one of them (p50) while they are held, and the
-        process's RSS (the broker's share: the RSS after minus before).
+        durable changes (each a group commit on the broker's writer: one
+        fsync'd LMDB commit) and three messages on the way. Baselines, in
+        the same run: a bare bus round trip (`health`, bus_client_call),
+        and the raw fsync'd LMDB commit (bench_lmdb_commits: one small put
+        per transaction), since the two commits the approval cannot skip
+        are a floor no broker beats. Figures p50 and p99; target p99 <= 2
+        ms (reported, not enforced; when the raw commit's own p99 exceeds
+        it, that is said, with the ratio).
+    (b) 10,000 approvals held pending (authorized, 64 in flight: their
+        commits grouped), then ciba.status of one of them (p50) and
+        ciba.list of an approver with one approval among them (p50, from
+        the approver index) while they are held, and the process's RSS
+        (the broker's share: the RSS after minus before).
 
     Output: `bench NAME VALUE UNIT baseline B ratio R` lines, then
     `bench ciba_targets met` or `bench ciba_targets missed: ...`.
@@ -115,9 +122,10 @@ main (int argc, char **argv)
     bus_client_t *sc = NULL, *oc = NULL;
     zsock_t *sub = NULL;
     double *lat = calloc ((size_t) samples, sizeof *lat), *rtt = calloc ((size_t) samples, sizeof *rtt);
-    double *st = calloc ((size_t) samples, sizeof *st);
+    double *st = calloc ((size_t) samples, sizeof *st), *ls = calloc ((size_t) samples, sizeof *ls);
+    double *raw = calloc ((size_t) samples, sizeof *raw);
     long rss0 = s_rss_kb ();
-    if (!env || !svc || !ops || !lat || !rtt || !st
+    if (!env || !svc || !ops || !lat || !rtt || !st || !ls || !raw
         || test_service_start (env, &ciba_daemon, "bench", 0, err, sizeof err)) {
         fprintf (stderr, "bench_ciba: setup: %s\n", err);
         goto done;
@@ -187,6 +195,17 @@ main (int argc, char **argv)
     }
     json_decref (authorize);
 
+    /* one approval of another approver, to be listed among those held */
+    r = s_call (oc, "ciba.device.enroll", json_pack ("{s:s, s:s}", "approver", "user:other", "public_key", pk_b64));
+    if (!r)
+        goto done;
+    json_decref (r);
+    r = s_call (sc, "ciba.authorize", json_pack ("{s:[{s:s}], s:s, s:I}", "chain", "approver", "user:other",
+                                                 "binding_message", "the one", "requested_expiry", (json_int_t) 3600));
+    if (!r)
+        goto done;
+    json_decref (r);
+
     /* (b) pending approvals held */
     long rss1 = s_rss_kb ();
     json_t *hold = json_pack ("{s:[{s:s}], s:s, s:I}", "chain", "approver", "user:bench",
@@ -223,27 +242,59 @@ main (int argc, char **argv)
         json_decref (s);
         st [i] = s_now_us () - t0;
     }
+    for (int i = 0; i < samples; i++) {
+        double t0 = s_now_us ();
+        json_t *l = s_call (sc, "ciba.list", json_pack ("{s:s, s:s}", "approver", "user:other", "state", "pending"));
+        size_t found = json_array_size (json_object_get (l, "approvals"));
+        json_decref (l);
+        if (found != 1) {
+            fprintf (stderr, "bench_ciba: ciba.list found %zu approvals of user:other, not 1\n", found);
+            goto done;
+        }
+        ls [i] = s_now_us () - t0;
+    }
     zclock_sleep (500);                   /* a few deadline scans with everything held */
     long rss2 = s_rss_kb ();
 
+    /* the raw fsync'd LMDB commit, in the same run (after the broker's work) */
+    if (bench_lmdb_commits ("bench-ciba-raw", 200, samples, 0, raw, NULL) != samples) {
+        fprintf (stderr, "bench_ciba: the raw LMDB baseline failed\n");
+        goto done;
+    }
+    double raw50 = bench_quantile (raw, samples, 0.5), raw99 = bench_quantile (raw, samples, 0.99);
     double lat50 = bench_quantile (lat, samples, 0.5), lat99 = bench_quantile (lat, samples, 0.99);
     double rtt50 = bench_quantile (rtt, samples, 0.5), rtt99 = bench_quantile (rtt, samples, 0.99);
     printf ("bench ciba_approval_p50 %.1f us baseline %.1f ratio %.2f\n", lat50, rtt50, lat50 / rtt50);
     printf ("bench ciba_approval_p99 %.1f us baseline %.1f ratio %.2f\n", lat99, rtt99, lat99 / rtt99);
+    printf ("bench ciba_approval_p50_vs_raw_commits %.1f us baseline %.1f ratio %.2f\n", lat50, 2 * raw50,
+            lat50 / (2 * raw50));
+    printf ("bench ciba_approval_p99_vs_raw_commits %.1f us baseline %.1f ratio %.2f\n", lat99, 2 * raw99,
+            lat99 / (2 * raw99));
+    printf ("bench lmdb_raw_commit_p50 %.1f us baseline %.0f ratio %.2f\n", raw50, S_TARGET_P99_US,
+            raw50 / S_TARGET_P99_US);
+    printf ("bench lmdb_raw_commit_p99 %.1f us baseline %.0f ratio %.2f\n", raw99, S_TARGET_P99_US,
+            raw99 / S_TARGET_P99_US);
     printf ("bench ciba_authorize_held_rate %.0f approvals/s baseline %.0f ratio %.2f\n", pending / held_s,
             1e6 / rtt50, (pending / held_s) / (1e6 / rtt50));
     double st50 = bench_quantile (st, samples, 0.5);
     printf ("bench ciba_status_p50_with_%d_pending %.1f us baseline %.1f ratio %.2f\n", pending, st50, rtt50,
             st50 / rtt50);
+    double ls50 = bench_quantile (ls, samples, 0.5);
+    printf ("bench ciba_list_p50_with_%d_pending %.1f us baseline %.1f ratio %.2f\n", pending, ls50, rtt50,
+            ls50 / rtt50);
     printf ("bench ciba_pending_%d_rss %ld KiB baseline %ld ratio %.2f\n", pending, rss2 - rss1, rss1 - rss0,
             rss1 > rss0 ? (double) (rss2 - rss1) / (double) (rss1 - rss0) : 0.0);
     fprintf (stderr, "# process RSS: %ld KiB at start, %ld after (a), %ld with %d pending\n", rss0, rss1, rss2,
              pending);
+    fflush (stderr);
     if (lat99 <= S_TARGET_P99_US)
         printf ("bench ciba_targets met\n");
+    else if (2 * raw99 > S_TARGET_P99_US)
+        printf ("bench ciba_targets missed: ciba_approval_p99 %.1f us > %.0f us; two raw fsync'd LMDB commits "
+                "(p99 %.1f us each here) already exceed it: ratio to them %.2f\n", lat99, S_TARGET_P99_US, raw99,
+                lat99 / (2 * raw99));
     else
-        printf ("bench ciba_targets missed: ciba_approval_p99 %.1f us > %.0f us (two fsyncs on the way)\n",
-                lat99, S_TARGET_P99_US);
+        printf ("bench ciba_targets missed: ciba_approval_p99 %.1f us > %.0f us\n", lat99, S_TARGET_P99_US);
     rc = 0;
 done:
     zsock_destroy (&sub);
@@ -255,5 +306,7 @@ done:
     free (lat);
     free (rtt);
     free (st);
+    free (ls);
+    free (raw);
     return rc;
 }

@@ -11,7 +11,9 @@ pending and restarted (state kept, expiry by its clock across the
 restart); a replayed signature, a signature over another binding message,
 by another user's device, by a revoked device refused; events from the
 outbox with run and node; the approvals --json shape; a per-approver rate
-limit that queues."""
+limit that queues, its window kept across a SIGKILL; the webhook sent
+only once the asked level is stored; ciba.list from its indexes; ended
+approvals purged after retention_s."""
 import base64
 import hashlib
 import json
@@ -61,15 +63,24 @@ def code(reply):
 
 
 class Hook(BaseHTTPRequestHandler):
-    """The approvers' webhook endpoint (an ntfy or Slack stand-in)."""
+    """The approvers' webhook endpoint (an ntfy or Slack stand-in). With
+    probe set, each post is checked against the broker as it arrives
+    (probe(post) -> what the broker says then), under lock."""
     posts = []
+    probe = None
+    probed = []
+    lock = threading.Lock()
 
     def log_message(self, *a):
         pass
 
     def do_POST(self):
         n = int(self.headers.get("Content-Length", 0))
-        Hook.posts.append((self.path, self.headers.get("Content-Type"), json.loads(self.rfile.read(n))))
+        post = json.loads(self.rfile.read(n))
+        Hook.posts.append((self.path, self.headers.get("Content-Type"), post))
+        if Hook.probe:
+            with Hook.lock:
+                Hook.probed.append((post, Hook.probe(post)))
         self.send_response(204)
         self.end_headers()
 
@@ -238,7 +249,21 @@ def two_level_chain_approved_in_order(x):
 
 @test
 def webhook_wakes_the_approver(x):
-    a = body(x.authorize(chain("dave", "bob")))           # dave has no device: bob is asked
+    # as the post arrives, the broker already has the level stored as asked
+    probe_client = x.c.client("ciba-broker", key_name="hookprobe", principal="svc:orchestrator")
+    Hook.probe = lambda post: probe_client.call("ciba.status", {"auth_req_id": post["auth_req_id"]})
+    try:
+        a = body(x.authorize(chain("dave", "bob")))           # dave has no device: bob is asked
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and not [p for p, _ in Hook.probed if p["approval_id"] == a["approval_id"]]:
+            time.sleep(0.05)
+    finally:
+        with Hook.lock:
+            Hook.probe = None
+        probe_client.close()
+    seen = [st for p, st in Hook.probed if p["approval_id"] == a["approval_id"]]
+    assert len(seen) == 1 and body(seen[0])["levels"][1]["state"] == "pending", seen
+    assert body(seen[0])["levels"][1]["asked_at"] > 0, seen
     auth = a["levels"][1]["auth_req_id"]
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline and not [p for p in Hook.posts if p[2]["auth_req_id"] == auth]:
@@ -442,6 +467,73 @@ def approvals_json_and_login_hint(x):
 
 
 @test
+def list_by_index(x):
+    """ciba.list by run, approver and state (each from its index) gives
+    exactly the approvals that match, and follows a state change."""
+    run1, run2 = "01JLISTRUN0000000000000001", "01JLISTRUN0000000000000002"
+    a1 = body(x.authorize(chain("alice", "bob"), run=run1))
+    a2 = body(x.authorize(chain("carol"), run=run1))
+    a3 = body(x.authorize(chain("bob"), run=run2))
+
+    def ids(**q):
+        return [p["approval_id"] for p in body(x.svc.call("ciba.list", q))["approvals"]]
+    assert ids(run=run1) == [a1["approval_id"], a2["approval_id"]]            # oldest first
+    assert ids(run=run2) == [a3["approval_id"]]
+    assert ids(run=run1, approver="user:carol") == [a2["approval_id"]]
+    bob_pending = ids(approver="user:bob", state="pending")
+    assert a1["approval_id"] in bob_pending and a3["approval_id"] in bob_pending
+    assert a2["approval_id"] not in ids(approver="user:bob")
+    x.svc.call("ciba.cancel", {"approval_id": a3["approval_id"]})
+    assert a3["approval_id"] not in ids(approver="user:bob", state="pending")
+    assert a3["approval_id"] in ids(approver="user:bob", state="cancelled")
+    assert a3["approval_id"] in ids(state="cancelled", limit=1000)
+    assert a3["approval_id"] not in ids(state="pending", limit=1000)
+    assert all(p["state"] == "cancelled" for p in body(x.svc.call("ciba.list", {"state": "cancelled"}))["approvals"])
+    # an approver sees only approvals they are a level of, whatever they ask
+    carol = x.c.client("ciba-broker", key_name="carolk", principal="user:carol")
+    try:
+        got = body(carol.call("ciba.list", {"approver": "user:bob", "run": run1}))["approvals"]
+        assert [p["approval_id"] for p in got] == [a2["approval_id"]], got
+    finally:
+        carol.close()
+
+
+@test
+def ended_approvals_purged_after_retention(x):
+    """retention_s = 1: an ended approval (its auth_req_ids, its index
+    entries) is gone a second after it ended; a pending one stays."""
+    c = Cluster(services=["ciba-broker"])
+    try:
+        with open(c.conf) as f:
+            text = f.read()
+        with open(c.conf, "w") as f:
+            f.write(text.replace("[ciba]\n", "[ciba]\nretention_s = 1\nescalation_scan_ms = 50\n", 1))
+        c.start_all()
+        assert c.ctl("device", "enroll", "hana").returncode == 0
+        svc = c.client("ciba-broker", key_name="orch", principal="svc:orchestrator")
+        try:
+            ended = body(svc.call("ciba.authorize", {"chain": chain("hana"), "binding_message": "m", "run": RUN}))
+            kept = body(svc.call("ciba.authorize", {"chain": chain("hana"), "binding_message": "m", "run": RUN}))
+            body(svc.call("ciba.cancel", {"approval_id": ended["approval_id"]}))
+            assert body(svc.call("ciba.status", {"approval_id": ended["approval_id"]}))["state"] == "cancelled"
+            time.sleep(1.6)
+            assert code(svc.call("ciba.status", {"approval_id": ended["approval_id"]})) == "not_found"
+            assert code(svc.call("ciba.status", {"auth_req_id": ended["levels"][0]["auth_req_id"]})) == "not_found"
+            assert body(svc.call("ciba.status", {"approval_id": kept["approval_id"]}))["state"] == "pending"
+            for q in ({"run": RUN}, {"approver": "user:hana"}, {"state": "cancelled"}, {}):
+                got = [p["approval_id"] for p in body(svc.call("ciba.list", q))["approvals"]]
+                assert ended["approval_id"] not in got, (q, got)
+            assert [p["approval_id"] for p in body(svc.call("ciba.list", {"run": RUN}))["approvals"]] == \
+                [kept["approval_id"]]
+            stats = body(svc.call("stats", {}))
+            assert "approvals_purged" in json.dumps(stats), stats
+        finally:
+            svc.close()
+    finally:
+        c.close()
+
+
+@test
 def bad_input_refused(x):
     assert code(x.svc.call("ciba.status", {})) == "invalid"
     assert code(x.svc.call("ciba.status", {"auth_req_id": "nope"})) == "not_found"
@@ -486,6 +578,18 @@ def rate_limit_queues(x):
         assert r.returncode == 1 and "queued" in r.stderr, r.stderr
         r = c.ctl("--json", "approvals", "--as", "gina")
         assert len(json.loads(r.stdout)["approvals"]) == 2, r.stdout
+        svc.close()
+        # the window is durable: killed and restarted, the broker still
+        # counts the two asks of this minute, so a fourth level queues too
+        c.stop("ciba-broker", sig=signal.SIGKILL)
+        c.start("ciba-broker")
+        c.wait_healthy(["ciba-broker"])
+        svc = c.client("ciba-broker", key_name="orch", principal="svc:orchestrator")
+        fourth = body(svc.call("ciba.authorize", {"chain": chain("gina"), "binding_message": "m3"}))
+        st = body(svc.call("ciba.status", {"approval_id": fourth["approval_id"]}))
+        assert st["levels"][0].get("queued") is True and "asked_at" not in st["levels"][0], st
+        st = body(svc.call("ciba.status", {"approval_id": got[2]["approval_id"]}))
+        assert st["levels"][0].get("queued") is True, st
         svc.close()
     finally:
         c.close()

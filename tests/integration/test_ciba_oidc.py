@@ -17,6 +17,7 @@ client credentials, garbage JSON, a connection cut, invalid_grant,
 expired_token and an ID token for another user; the broker's poll timing
 and states are asserted from the stand-in's own clock."""
 import base64
+import hashlib
 import json
 import os
 import shutil
@@ -176,6 +177,103 @@ def op_secret_never_logged(x):
     assert SECRET not in x.c.read_logs()
     r = body(x.svc.call("events.replay", {"from_seq": 1}))
     assert SECRET not in json.dumps(r)
+
+
+@test
+def op_client_secret_basic_from_a_credential(x):
+    """oidc_client_auth = client_secret_basic (an HTTP Basic header on
+    bc-authorize and every token poll, seen by the provider), the secret
+    read from a systemd credential ($CREDENTIALS_DIRECTORY/NAME), not
+    logged; without $CREDENTIALS_DIRECTORY the broker does not start."""
+    c = Cluster(services=["ciba-broker"])
+    try:
+        creds = os.path.join(c.dir, "credentials")
+        os.mkdir(creds, 0o700)
+        with open(os.path.join(creds, "ciba-client-secret"), "w") as f:
+            f.write(SECRET + "\n")
+        with open(c.conf) as f:
+            text = f.read()
+        lines = ["backend = oidc", "oidc_issuer = " + x.issuer, "oidc_client_id = sanctum-basic",
+                 "oidc_client_auth = client_secret_basic", "oidc_client_secret_credential = ciba-client-secret",
+                 "oidc_login_hint = plain", "oidc_default_interval_s = 1", "escalation_scan_ms = 50"]
+        with open(c.conf, "w") as f:
+            f.write(text.replace("[ciba]\n", "[ciba]\n" + "\n".join(lines) + "\n", 1))
+        seen = len(op_get(x, "/auths"))
+        c.start("ciba-broker", env={"CREDENTIALS_DIRECTORY": creds})
+        c.wait_healthy()
+        svc = c.client("ciba-broker", key_name="orch", principal="svc:orchestrator")
+        try:
+            n = len([r for r in op_get(x, "/requests") if r["user"] == "bob"])
+            a = body(svc.call("ciba.authorize", {"login_hint": "user:bob", "binding_message": "Basic auth"}))
+            req = op_requests_for(x, "bob", n + 1)[-1]
+            assert req["client"] == "sanctum-basic", req
+            wait(lambda: (body(svc.call("ciba.status", {"approval_id": a["approval_id"]}))["levels"][0]
+                          .get("poll") == "authorization_pending"), 8, "a token poll the provider accepted")
+            op_post(x, "/approve/bob")
+            st = wait(lambda: (lambda b: b if b["state"] == "approved" else None)(
+                body(svc.call("ciba.status", {"approval_id": a["approval_id"]}))), 10, "approved")
+            assert st["levels"][0]["provider_sub"] == "bob", st
+        finally:
+            svc.close()
+        mine = [r for r in op_get(x, "/auths")[seen:] if not r["path"].startswith("/.well-known")]
+        assert any(r["path"].startswith("/backchannel") for r in mine), mine
+        assert any(r["path"].startswith("/token") for r in mine), mine
+        # every request of this broker (the other broker polls with client_secret_post meanwhile)
+        basic = [r for r in mine if r["basic"]]
+        assert len(basic) >= 2 and any(r["path"].startswith("/backchannel") for r in basic), mine
+        assert SECRET not in c.read_logs()
+        c.stop("ciba-broker")
+        p = c.start("ciba-broker")
+        assert p.wait(timeout=10) != 0
+        assert "CREDENTIALS_DIRECTORY" in c.read_logs()
+    finally:
+        c.close()
+
+
+@test
+def op_private_key_jwt(x):
+    """oidc_client_auth = private_key_jwt: the broker holds only a private
+    Ed25519 JWK (a multi-line file) and authenticates bc-authorize and
+    every poll with a client assertion the provider verifies against the
+    public key it was given (client "sanctum-jwt" takes nothing else);
+    a file that is not such a JWK stops the broker at start."""
+    c = Cluster(services=["ciba-broker"])
+    try:
+        key_file = os.path.join(c.dir, "client_key.jwk")
+        with open(key_file, "w") as f:
+            json.dump(x.jwt_private, f, indent=2)
+        os.chmod(key_file, 0o600)
+        with open(c.conf) as f:
+            text = f.read()
+        lines = ["backend = oidc", "oidc_issuer = " + x.issuer, "oidc_client_id = sanctum-jwt",
+                 "oidc_client_auth = private_key_jwt", "oidc_client_secret_file = " + key_file,
+                 "oidc_login_hint = plain", "oidc_default_interval_s = 1", "escalation_scan_ms = 50"]
+        with open(c.conf, "w") as f:
+            f.write(text.replace("[ciba]\n", "[ciba]\n" + "\n".join(lines) + "\n", 1))
+        c.start_all()
+        svc = c.client("ciba-broker", key_name="orch", principal="svc:orchestrator")
+        try:
+            n = len([r for r in op_get(x, "/requests") if r["user"] == "alice"])
+            a = body(svc.call("ciba.authorize", {"login_hint": "user:alice", "binding_message": "JWT auth"}))
+            req = op_requests_for(x, "alice", n + 1)[-1]
+            assert req["client"] == "sanctum-jwt", req
+            wait(lambda: (body(svc.call("ciba.status", {"approval_id": a["approval_id"]}))["levels"][0]
+                          .get("poll") == "authorization_pending"), 8, "a token poll the provider accepted")
+            op_post(x, "/approve/alice")
+            st = wait(lambda: (lambda b: b if b["state"] == "approved" else None)(
+                body(svc.call("ciba.status", {"approval_id": a["approval_id"]}))), 10, "approved")
+            assert st["levels"][0]["provider_sub"] == "alice", st
+        finally:
+            svc.close()
+        assert x.jwt_private["d"] not in c.read_logs()
+        c.stop("ciba-broker")
+        with open(key_file, "w") as f:
+            f.write(SECRET + "\n")
+        p = c.start("ciba-broker")
+        assert p.wait(timeout=10) != 0
+        assert "private Ed25519 JWK" in c.read_logs() and SECRET not in c.read_logs()
+    finally:
+        c.close()
 
 
 # ---- part 2: an Auth0 stand-in ----------------------------------------------
@@ -359,10 +457,22 @@ def auth0_bad_client_secret_is_401(x):
 def setup():
     x = Ctx()
     if have_op():
+        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+        from cryptography.hazmat.primitives.serialization import Encoding, PrivateFormat, PublicFormat, NoEncryption
+        key = Ed25519PrivateKey.generate()
+        d = key.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption())
+        pub = key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+        public = {"kty": "OKP", "crv": "Ed25519", "x": b64u(pub)}
+        # registered with its RFC 7638 thumbprint as kid, which the broker's assertions name
+        public["kid"] = b64u(hashlib.sha256(json.dumps(public, sort_keys=True, separators=(",", ":"))
+                                            .encode()).digest())
+        x.jwt_private = {"kty": "OKP", "crv": "Ed25519", "x": public["x"], "d": b64u(d)}
         x.op = subprocess.Popen(["node", os.path.join(ROOT, "tests", "js", "ciba_op.mjs")], stdout=subprocess.PIPE,
-                                stderr=subprocess.DEVNULL, text=True, env=dict(os.environ, CIBA_OP_SECRET=SECRET))
+                                stderr=subprocess.DEVNULL, text=True,
+                                env=dict(os.environ, CIBA_OP_SECRET=SECRET, CIBA_OP_JWT_JWK=json.dumps(public)))
         info = json.loads(x.op.stdout.readline())
         x.control = info["control"]
+        x.issuer = info["issuer"]
         x.c = broker(info["issuer"], ["oidc_login_hint = plain"])
         x.svc = x.c.client("ciba-broker", key_name="orch", principal="svc:orchestrator")
     x.stand = Stand()

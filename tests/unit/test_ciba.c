@@ -1,0 +1,255 @@
+/*  test_ciba.c — the ciba-broker's store, in process (the daemon on a
+    thread of its own, over the bus with CURVE):
+
+    - changes run on the writer and are grouped: 64 ciba.authorize in
+      flight are all answered, with groups of several writes (one fsync
+      each) counted in stats;
+    - a store written before ciba.list's indexes existed is indexed at
+      start: its approvals are found by run, approver and state;
+    - ciba.list answers from the indexes exactly what matches, oldest
+      first, and an approver's index follows a state change.
+*/
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <cmocka.h>
+
+#include "bus_client.h"
+#include "bus_error.h"
+#include "bus_services.h"
+#include "bus_store.h"
+#include "ciba_decision.h"
+#include "ciba_service.h"
+#include "../support/test_service.h"
+
+#include <sodium.h>
+
+#define S_TIMEOUT_MS 10000
+#define S_RUN "01JTESTRUN0000000000000001"
+
+typedef struct {
+    test_service_t *env;
+    zcert_t *svc_cert, *ops_cert;
+    bus_client_t *svc, *ops;
+} s_ctx_t;
+
+/*  One call; the reply body (caller decrefs) or NULL. body is stolen. */
+static json_t *
+s_call (bus_client_t *client, const char *type, json_t *body)
+{
+    proto_msg_t *reply = NULL;
+    json_t *out = NULL;
+    if (bus_client_call (client, type, body, NULL, &reply) == 0 && reply->ok)
+        out = json_incref (reply->body);
+    else if (reply)
+        print_message ("%s: %s\n", type, json_dumps (reply->error, 0));
+    proto_msg_destroy (&reply);
+    json_decref (body);
+    return out;
+}
+
+static void
+s_clients (s_ctx_t *x)
+{
+    x->svc = bus_client_new (test_service_rpc (x->env), test_service_server_key (x->env), x->svc_cert,
+                             S_TIMEOUT_MS, 0);
+    x->ops = bus_client_new (test_service_rpc (x->env), test_service_server_key (x->env), x->ops_cert,
+                             S_TIMEOUT_MS, 0);
+    assert_non_null (x->svc);
+    assert_non_null (x->ops);
+}
+
+static int
+s_setup (void **state)
+{
+    char err [512] = "";
+    s_ctx_t *x = calloc (1, sizeof *x);
+    assert_non_null (x);
+    assert_int_equal (sodium_init () < 0, 0);
+    x->env = test_service_new ("ciba", NULL, "map_size_mb = 64\n", err, sizeof err);
+    assert_non_null (x->env);
+    x->svc_cert = test_service_cert (x->env, "orch", "svc:orchestrator");
+    x->ops_cert = test_service_cert (x->env, "ops", "ops:test");
+    assert_non_null (x->svc_cert);
+    assert_non_null (x->ops_cert);
+    assert_int_equal (test_service_start (x->env, &ciba_daemon, "test", 0, err, sizeof err), 0);
+    s_clients (x);
+    uint8_t pk [CIBA_PK_LEN], sk [CIBA_SK_LEN];
+    char pk_b64 [CIBA_PK_B64_LEN + 1];
+    crypto_sign_keypair (pk, sk);
+    ciba_pk_b64 (pk_b64, pk);
+    for (int i = 0; i < 2; i++) {
+        json_t *r = s_call (x->ops, "ciba.device.enroll", json_pack ("{s:s, s:s}", "approver",
+                                                                      i ? "user:bob" : "user:alice",
+                                                                      "public_key", pk_b64));
+        assert_non_null (r);
+        json_decref (r);
+    }
+    *state = x;
+    return 0;
+}
+
+static int
+s_teardown (void **state)
+{
+    s_ctx_t *x = *state;
+    bus_client_destroy (&x->svc);
+    bus_client_destroy (&x->ops);
+    test_service_destroy (&x->env);
+    zcert_destroy (&x->svc_cert);
+    zcert_destroy (&x->ops_cert);
+    free (x);
+    return 0;
+}
+
+static json_t *
+s_authorize (s_ctx_t *x, const char *approver, const char *run)
+{
+    return s_call (x->svc, "ciba.authorize", json_pack ("{s:[{s:s}], s:s, s:s}", "chain", "approver", approver,
+                                                        "binding_message", "Approve PO-7", "run", run));
+}
+
+/*  The approval ids ciba.list answers to query (stolen), as one string
+    "id,id,...". Caller frees. */
+static char *
+s_list (s_ctx_t *x, json_t *query)
+{
+    json_t *r = s_call (x->svc, "ciba.list", query);
+    assert_non_null (r);
+    char *out = calloc (1, 4096);
+    size_t i;
+    json_t *a;
+    json_array_foreach (json_object_get (r, "approvals"), i, a) {
+        if (i)
+            strcat (out, ",");
+        strcat (out, json_string_value (json_object_get (a, "approval_id")));
+    }
+    json_decref (r);
+    return out;
+}
+
+/*  64 authorizes in flight: all answered ok, and the writer grouped them
+    (write_groups counts groups of more than one write). */
+static void
+test_changes_grouped (void **state)
+{
+    s_ctx_t *x = *state;
+    int64_t groups0 = test_service_counter (x->svc, "write_groups");
+    json_t *body = json_pack ("{s:[{s:s}], s:s}", "chain", "approver", "user:alice", "binding_message", "many");
+    for (int i = 0; i < 64; i++)
+        assert_int_equal (bus_client_send (x->svc, "ciba.authorize", body, NULL, NULL), 0);
+    json_decref (body);
+    for (int i = 0; i < 64; i++) {
+        proto_msg_t *reply = NULL;
+        assert_int_equal (bus_client_recv (x->svc, S_TIMEOUT_MS, &reply), 0);
+        assert_true (reply->ok);
+        assert_non_null (json_object_get (reply->body, "approval_id"));
+        proto_msg_destroy (&reply);
+    }
+    int64_t groups = test_service_counter (x->svc, "write_groups");
+    print_message ("write groups of several writes: %lld\n", (long long) (groups - groups0));
+    assert_true (groups > groups0);
+}
+
+/*  ciba.list from the indexes: by run, by approver and state, following
+    a cancel. */
+static void
+test_list_indexed (void **state)
+{
+    s_ctx_t *x = *state;
+    json_t *a = s_authorize (x, "user:alice", "01JTESTRUN0000000000000002");
+    json_t *b = s_authorize (x, "user:bob", "01JTESTRUN0000000000000002");
+    assert_non_null (a);
+    assert_non_null (b);
+    const char *ida = json_string_value (json_object_get (a, "approval_id"));
+    const char *idb = json_string_value (json_object_get (b, "approval_id"));
+    char want [64];
+    snprintf (want, sizeof want, "%s,%s", ida, idb);
+    char *got = s_list (x, json_pack ("{s:s}", "run", "01JTESTRUN0000000000000002"));
+    assert_string_equal (got, want);
+    free (got);
+    got = s_list (x, json_pack ("{s:s, s:s, s:s}", "run", "01JTESTRUN0000000000000002", "approver", "user:bob",
+                                "state", "pending"));
+    assert_string_equal (got, idb);
+    free (got);
+    json_t *r = s_call (x->svc, "ciba.cancel", json_pack ("{s:s}", "approval_id", idb));
+    assert_non_null (r);
+    json_decref (r);
+    got = s_list (x, json_pack ("{s:s, s:s}", "approver", "user:bob", "state", "cancelled"));
+    assert_string_equal (got, idb);
+    free (got);
+    got = s_list (x, json_pack ("{s:s, s:s}", "approver", "user:bob", "state", "pending"));
+    assert_null (strstr (got, idb));
+    free (got);
+    json_decref (a);
+    json_decref (b);
+}
+
+/*  Scan callback: every key, into a JSON array. */
+static int
+s_keys (const void *k, size_t kl, const void *v, size_t vl, void *arg)
+{
+    json_array_append_new (arg, json_stringn (k, kl));
+    return 0;
+}
+
+/*  A store from before the indexes: its index database emptied while the
+    broker is stopped; restarted, the broker indexes its approvals. */
+static void
+test_old_store_indexed (void **state)
+{
+    s_ctx_t *x = *state;
+    char err [512] = "";
+    json_t *a = s_authorize (x, "user:alice", S_RUN);
+    assert_non_null (a);
+    char id [PROTO_ID_LEN + 1];
+    snprintf (id, sizeof id, "%s", json_string_value (json_object_get (a, "approval_id")));
+    json_decref (a);
+    bus_client_destroy (&x->svc);
+    bus_client_destroy (&x->ops);
+    assert_int_equal (test_service_stop (x->env), 0);
+
+    char *dir = bus_config_data_dir (test_service_config (x->env), bus_service_name ("ciba"));
+    assert_non_null (dir);
+    static const char *const dbs [] = { "approvals", "levels", "deadlines", "devices", "index", "ended", "asked",
+                                        NULL };
+    bus_store_t *store = NULL;
+    assert_int_equal (bus_store_open (&store, dir, 64 << 20, dbs), 0);
+    free (dir);
+    int db = bus_store_db (store, "index");
+    bus_txn_t *txn = bus_txn_begin (store, true);
+    json_t *keys = json_array ();
+    assert_int_equal (bus_txn_scan (txn, db, NULL, 0, NULL, 0, s_keys, keys), 0);
+    assert_true (json_array_size (keys) > 0);
+    size_t i;
+    json_t *k;
+    json_array_foreach (keys, i, k)
+        assert_int_equal (bus_txn_del (txn, db, json_string_value (k), json_string_length (k)), 0);
+    json_decref (keys);
+    assert_int_equal (bus_txn_commit (&txn), 0);
+    bus_store_destroy (&store);
+
+    assert_int_equal (test_service_start (x->env, &ciba_daemon, "test", 0, err, sizeof err), 0);
+    s_clients (x);
+    char *got = s_list (x, json_pack ("{s:s}", "run", S_RUN));
+    assert_string_equal (got, id);
+    free (got);
+    got = s_list (x, json_pack ("{s:s, s:s, s:I}", "approver", "user:alice", "state", "pending", "limit", 1000));
+    assert_non_null (strstr (got, id));
+    free (got);
+}
+
+int
+main (void)
+{
+    const struct CMUnitTest tests [] = {
+        cmocka_unit_test (test_changes_grouped),
+        cmocka_unit_test (test_list_indexed),
+        cmocka_unit_test (test_old_store_indexed),
+    };
+    return cmocka_run_group_tests (tests, s_setup, s_teardown);
+}
