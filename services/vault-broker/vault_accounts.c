@@ -391,6 +391,11 @@ vault_rotate_key (bus_service_t *svc, bus_request_t *req, void *arg)
     if (!which || !strcmp (which, "master")) {
         char err [300] = "";
         int rc = vault_keyring_rotate (self->keyring, err, sizeof err);
+        if (rc == BUS_EPERM) {
+            bus_reply_error_with (req, PROTO_ERR_FORBIDDEN, json_pack ("{s:s}", "reason", "credential"),
+                                  "cannot rotate the master key: %s", err);
+            return;
+        }
         if (rc) {
             bus_error ("vault: %s", err);
             bus_reply_error (req, PROTO_ERR_UNAVAILABLE, "cannot rotate the master key: %s", bus_strerror (rc));

@@ -81,7 +81,16 @@ s_start (bus_service_t *svc, void **state)
     snprintf (fallback, sizeof fallback, "%s/master.key", dir ? dir : ".");
     free (dir);
     char err [512] = "";
-    int rc = vault_keyring_load (&self->keyring, *path ? path : fallback, err, sizeof err);
+    const char *cred = bus_config_str (config, "vault", "master_key_credential");
+    int rc;
+    if (*cred && *path) {
+        bus_error ("vault: set [vault] master_key or master_key_credential, not both");
+        return BUS_EINVAL;
+    }
+    if (*cred)
+        rc = vault_keyring_load_credential (&self->keyring, cred, err, sizeof err);
+    else
+        rc = vault_keyring_load (&self->keyring, *path ? path : fallback, err, sizeof err);
     if (rc) {
         bus_error ("vault: %s", err);
         return rc;
