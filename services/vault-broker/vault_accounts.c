@@ -100,12 +100,13 @@ s_default_audience (const char *kind)
     return NULL;
 }
 
-/*  Seal plaintext meta JSON ‖ NUL ‖ secret under key (the associated data)
-    and put it in db. */
+/*  Seal plaintext meta JSON ‖ NUL ‖ secret under key (the associated
+    data): *out malloc'd (vault_internal.h). */
 int
-vault_put_sealed (vault_t *self, bus_txn_t *txn, int db, const char *key, json_t *meta,
-              const void *secret, size_t secret_len)
+vault_seal_record (vault_t *self, const char *key, json_t *meta, const void *secret, size_t secret_len,
+                   uint8_t **out, size_t *out_len)
 {
+    *out = NULL;
     char *text = json_dumps (meta, JSON_COMPACT | JSON_SORT_KEYS);
     if (!text)
         return BUS_ENOMEM;
@@ -116,15 +117,24 @@ vault_put_sealed (vault_t *self, bus_txn_t *txn, int db, const char *key, json_t
         memcpy (plain, text, tlen + 1);
         if (secret_len)
             memcpy (plain + tlen + 1, secret, secret_len);
-        uint8_t *sealed = NULL;
-        size_t sealed_len = 0;
-        rc = vault_seal (self->keyring, key, strlen (key), plain, len, &sealed, &sealed_len);
-        if (rc == 0)
-            rc = bus_txn_put (txn, db, key, strlen (key), sealed, sealed_len);
-        free (sealed);
+        rc = vault_seal (self->keyring, key, strlen (key), plain, len, out, out_len);
         sodium_free (plain);
     }
     free (text);
+    return rc;
+}
+
+/*  Seal (vault_seal_record) and put it in db under key. */
+int
+vault_put_sealed (vault_t *self, bus_txn_t *txn, int db, const char *key, json_t *meta,
+                  const void *secret, size_t secret_len)
+{
+    uint8_t *sealed = NULL;
+    size_t sealed_len = 0;
+    int rc = vault_seal_record (self, key, meta, secret, secret_len, &sealed, &sealed_len);
+    if (rc == 0)
+        rc = bus_txn_put (txn, db, key, strlen (key), sealed, sealed_len);
+    free (sealed);
     return rc;
 }
 

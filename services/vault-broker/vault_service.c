@@ -54,6 +54,89 @@ vault_now (void)
     return vault_now_ms () / 1000;
 }
 
+/*  The associated data of a recorded reply's sealed token: who asked, and
+    the request id (a sealed token moved to another record does not open). */
+static void
+s_outcome_ad (bus_request_t *req, char *ad, size_t len)
+{
+    snprintf (ad, len, "outcome\n%s\n%s", bus_request_principal (req), bus_request_msg (req)->id);
+}
+
+/*  bus_service_outcome_sealer's seal (the reactor or the writer: reads
+    only the derived key, set before either runs): a reply's "token" is
+    stored as "token_sealed", base64url (nonce ‖ XChaCha20-Poly1305
+    ciphertext ‖ tag), so that no token is ever on disk in plain text. */
+static json_t *
+s_outcome_seal (bus_request_t *req, json_t *outcome, void *arg)
+{
+    vault_t *self = arg;
+    json_t *body = json_object_get (outcome, "body");
+    const char *token = json_string_value (json_object_get (body, "token"));
+    if (!token)
+        return json_incref (outcome);
+    char ad [PROTO_PRINCIPAL_MAX + PROTO_ID_LEN + 16];
+    s_outcome_ad (req, ad, sizeof ad);
+    size_t len = strlen (token);
+    size_t n = crypto_aead_xchacha20poly1305_ietf_NPUBBYTES + len + crypto_aead_xchacha20poly1305_ietf_ABYTES;
+    uint8_t *rec = malloc (n);
+    if (!rec)
+        return NULL;
+    randombytes_buf (rec, crypto_aead_xchacha20poly1305_ietf_NPUBBYTES);
+    crypto_aead_xchacha20poly1305_ietf_encrypt (rec + crypto_aead_xchacha20poly1305_ietf_NPUBBYTES, NULL,
+                                                (const uint8_t *) token, len, (const uint8_t *) ad, strlen (ad),
+                                                NULL, rec, self->outcome_key);
+    char *text = bus_b64url_encode (rec, n);
+    free (rec);
+    json_t *copy = json_copy (body);
+    json_t *out = text && copy ? json_pack ("{s:O}", "body", copy) : NULL;
+    if (out) {
+        json_t *b = json_object_get (out, "body");
+        json_object_del (b, "token");
+        json_object_set_new (b, "token_sealed", json_string (text));
+    }
+    json_decref (copy);
+    free (text);
+    return out;
+}
+
+/*  bus_service_outcome_sealer's open (the reactor): the token back, or
+    NULL (the retry is answered `internal`) when it does not open. */
+static json_t *
+s_outcome_open (bus_request_t *req, json_t *outcome, void *arg)
+{
+    vault_t *self = arg;
+    json_t *body = json_object_get (outcome, "body");
+    const char *text = json_string_value (json_object_get (body, "token_sealed"));
+    if (!text)
+        return json_incref (outcome);
+    char ad [PROTO_PRINCIPAL_MAX + PROTO_ID_LEN + 16];
+    s_outcome_ad (req, ad, sizeof ad);
+    size_t n = 0;
+    uint8_t *rec = bus_b64url_decode (text, strlen (text), &n);
+    size_t over = crypto_aead_xchacha20poly1305_ietf_NPUBBYTES + crypto_aead_xchacha20poly1305_ietf_ABYTES;
+    char *token = rec && n >= over ? sodium_malloc (n - over + 1) : NULL;
+    json_t *out = NULL;
+    unsigned long long len = 0;
+    if (token && crypto_aead_xchacha20poly1305_ietf_decrypt ((uint8_t *) token, &len, NULL,
+                                                             rec + crypto_aead_xchacha20poly1305_ietf_NPUBBYTES,
+                                                             n - crypto_aead_xchacha20poly1305_ietf_NPUBBYTES,
+                                                             (const uint8_t *) ad, strlen (ad), rec,
+                                                             self->outcome_key) == 0) {
+        token [len] = 0;
+        json_t *copy = json_copy (body);
+        json_object_del (copy, "token_sealed");
+        json_object_set_new (copy, "token", json_string (token));
+        out = json_pack ("{s:o}", "body", copy);
+    }
+    else
+        bus_warn ("vault: the recorded reply to %s %s does not open: answered internal",
+                  bus_request_msg (req)->type, bus_request_msg (req)->id);
+    if (token)
+        sodium_free (token);
+    free (rec);
+    return out;
+}
+
 /*  Open the stores, the keyring, the HTTP client and the signing keys;
     register the handlers. */
 static int
@@ -99,6 +182,15 @@ s_start (bus_service_t *svc, void **state)
     if (!self->mac_key)
         return BUS_ENOMEM;
     vault_keyring_derive (self->keyring, "tokenmac", self->mac_key);
+    self->outcome_key = sodium_malloc (VAULT_KEY_LEN);
+    if (!self->outcome_key)
+        return BUS_ENOMEM;
+    vault_keyring_derive (self->keyring, "outcome", self->outcome_key);
+    rc = bus_service_outcome_sealer (svc, s_outcome_seal, s_outcome_open, self);
+    if (rc == 0 && bus_config_bool (config, "vault", "writer_thread"))
+        rc = bus_service_writer (svc, NULL, NULL, NULL);
+    if (rc)
+        return rc;
     const char *issuer = bus_config_str (config, "vault", "issuer");
     if (*issuer)
         snprintf (self->issuer, sizeof self->issuer, "%s", issuer);
@@ -139,6 +231,8 @@ s_stop (bus_service_t *svc, void **state)
         sodium_free (self->keys [i].sk);
     if (self->mac_key)
         sodium_free (self->mac_key);
+    if (self->outcome_key)
+        sodium_free (self->outcome_key);
     vault_keyring_destroy (&self->keyring);
     free (self);
     *state = NULL;
