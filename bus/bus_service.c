@@ -823,6 +823,14 @@ bus_request_offload_write (bus_request_t *req, bus_work_fn *fn, void *job, void 
     return s_offload (req->svc->writer, req, fn, job, job_free);
 }
 
+bool
+bus_service_writes_queue (bus_service_t *self)
+{
+    if (!self->writer)
+        return false;
+    return bus_workers_pending (self->writer) > 0 || (zsock_events (self->router) & ZMQ_POLLIN);
+}
+
 int
 bus_service_outcome_sealer (bus_service_t *self, bus_outcome_seal_fn *seal, bus_outcome_seal_fn *open, void *arg)
 {

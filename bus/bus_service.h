@@ -266,4 +266,12 @@ int bus_service_writer_group (bus_service_t *self, size_t max);
 int bus_request_offload_write (bus_request_t *req, bus_work_fn *fn, void *job,
                                void (*job_free) (void *job));
 
+/*  True when writes queue: requests handed to the writer are not yet
+    answered, or more requests wait on the ROUTER behind this one. A
+    handler may commit a lone write on the reactor when false (the writer
+    is idle, and stays so until the reactor hands it more), saving the
+    thread hop, and hand writes to the writer, which groups them, when
+    true. False when there is no writer. Reactor only. */
+bool bus_service_writes_queue (bus_service_t *self);
+
 #endif

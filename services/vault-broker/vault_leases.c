@@ -296,9 +296,12 @@ vault_lease_store (vault_lease_job_t *job, const char *upstream, const char *ups
     if (rc)
         goto failed;
     vault_lease_job_free (job);
-    if (bus_request_offload_write (req, s_store_work, st, s_store_free) != BUS_ESTATE)
+    /* a lone lease commits here (the writer is idle: no thread hop); once
+       leases queue, they go to the writer, which groups them */
+    if (bus_service_writes_queue (svc)
+        && bus_request_offload_write (req, s_store_work, st, s_store_free) != BUS_ESTATE)
         return;                         /* deferred, or refused and answered */
-    /* no writer: on the reactor, the outcome in the same commit */
+    /* on the reactor, the outcome in the same commit */
     bus_outcome_t out = { .code = NULL };
     bus_txn_t *txn = bus_txn_begin (bus_service_store (svc), true);
     rc = txn ? s_store_in (st, txn, &out) : BUS_EIO;
