@@ -18,7 +18,9 @@
 - renew within the cap and refused past it; revoke one lease, revoke a
   run; `sanctumctl vault leases --json` has the issue's shape; token.used.
 - Events carry an HMAC of the token, never the token; the canary secret is
-  in no log, event, reply or LMDB page in plain text.
+  in no log, event, reply or LMDB page in plain text; no leased token is in
+  any LMDB page either (the reply kept for retries holds it sealed), and a
+  retry after a restart gets the same token.
 - SIGKILL with leases live: restarted, every lease still expires on time
   (token.expired, state expired, within the sweep's interval).
 """
@@ -375,6 +377,37 @@ def sigkill_leases_still_expire_on_time(x):
         assert l["state"] == "expired", l
         assert 0 <= l["expired_at"] - l["expires_at"] <= 1, l
         assert b["lease_id"] in expired, list(expired)
+
+
+def _data_files(x):
+    for root, _, files in os.walk(os.path.join(x.c.dir, "data")):
+        for f in files:
+            with open(os.path.join(root, f), "rb") as fh:
+                yield os.path.join(root, f), fh.read()
+
+
+@test
+def leased_tokens_nowhere_on_disk(x):
+    """The recorded reply of a vault.lease (kept for retries) holds its
+    token sealed: no LMDB page holds any leased token, or its signature,
+    in plain text; a retry after a restart still gets the same token."""
+    rid, frame = sc.SanctumClient.frame("vault.lease", {
+        "run": RUN, "node": "write_po", "connection": "sheets", "scopes": [SHEETS_SCOPE],
+        "node_key": x.node_pub, "ttl": 60})
+    first = x.orch.call_raw(frame, rid, timeout_ms=5000)
+    tok = ok(first)["token"]
+    x.replies.append(first)
+    x.c.stop("vault-broker")
+    tokens = [r["body"]["token"] for r in x.replies if r.get("ok") and "token" in (r.get("body") or {})]
+    assert len(tokens) >= 5, len(tokens)
+    for path, data in _data_files(x):
+        for t in tokens:
+            assert t.encode() not in data and t.split(".")[-1].encode() not in data, (path, t[:20])
+    x.c.start("vault-broker")
+    x.c.wait_healthy(["vault-broker"])
+    x.reconnect()
+    again = x.orch.call_raw(frame, rid, timeout_ms=5000)
+    assert ok(again)["token"] == tok and again["body"]["lease_id"] == first["body"]["lease_id"], again
 
 
 @test
