@@ -57,6 +57,13 @@ typedef struct {
     uint8_t *outcome_key;               /* sodium_malloc'd: seals tokens in recorded replies */
     char issuer [256];
     bus_calls_t *ciba;
+    /* the re-seal pass (vault_reseal): due after a rotation or at start */
+    bool reseal_due;
+    int64_t reseal_not_before;          /* ms: its first step */
+    int reseal_db;                      /* 0 connections, 1 signing, 2 upstream, 3 done */
+    char reseal_from [514];             /* where the next step starts in it */
+    size_t reseal_from_len;
+    size_t reseal_moved;
 } vault_t;
 
 /*  A lease request between its checks and its answer (it may wait for
@@ -102,6 +109,11 @@ void vault_connect (bus_service_t *svc, bus_request_t *req, void *arg);
 void vault_disconnect (bus_service_t *svc, bus_request_t *req, void *arg);
 void vault_connections (bus_service_t *svc, bus_request_t *req, void *arg);
 void vault_rotate_key (bus_service_t *svc, bus_request_t *req, void *arg);
+/*  (Re)start the background re-seal pass (due when the keyring holds
+    more than one key). */
+void vault_reseal_start (vault_t *self);
+/*  The timer: one paced step of the re-seal pass. */
+void vault_reseal (bus_service_t *svc, void *state);
 
 /* --- vault_tokens.c ----------------------------------------------------- */
 

@@ -196,6 +196,7 @@ s_start (bus_service_t *svc, void **state)
         snprintf (self->issuer, sizeof self->issuer, "%s", issuer);
     else
         snprintf (self->issuer, sizeof self->issuer, "http://%s", bus_config_str (config, "vault", "http"));
+    vault_reseal_start (self);         /* records of an older key left by a stop mid-pass */
     rc = vault_keys_load (self);
     if (rc) {
         bus_error ("vault: cannot load the signing keys: %s", bus_strerror (rc));
@@ -243,6 +244,7 @@ static const char *const s_dbs [] = { "connections", "signing", "leases", "lease
 
 static const bus_timer_t s_timers [] = {
     { .name = "lease-sweep", .interval_key = "sweep_ms", .fn = vault_sweep },
+    { .name = "reseal", .interval_key = "reseal_ms", .fn = vault_reseal },
     { 0 }
 };
 

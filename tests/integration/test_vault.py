@@ -107,7 +107,8 @@ class FakeCiba:
 
 class Ctx:
     def __init__(self):
-        self.c = Cluster(services=["vault-broker"], extra_config="")
+        # a slow, small re-seal pass: the rotation test sees the old key first
+        self.c = Cluster(services=["vault-broker"], extra_config="[vault]\nreseal_ms = 2500\nreseal_batch = 2\n")
         self.c.start("vault-broker")
         self.c.wait_healthy(["vault-broker"])
         self.ciba = FakeCiba(self.c.endpoints["ciba-broker"][0], self.c.keys)
@@ -318,6 +319,33 @@ def master_key_rotation(x):
                    "issuer": "http://%s" % x.http, "audience": "https://sheets.googleapis.com/",
                    "node_jwk": x.node_jwk})
     assert out["ok"], out
+
+
+@test
+def reseal_pass_moves_old_records(x):
+    """After the rotation, a paced background pass (2 records a step here)
+    moves every record sealed under key 1 to key 2, without a write to
+    any of them: connections and signing keys; they still open."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        conns = ok(x.call("vault.connections", client=x.ops()))["connections"]
+        if all(c["key_id"] == 2 for c in conns):
+            break
+        time.sleep(0.5)
+    assert all(c["key_id"] == 2 for c in conns), conns
+    assert len(conns) >= 3, conns
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and "re-seal pass done" not in x.c.read_logs():
+        time.sleep(0.3)
+    logs = x.c.read_logs()
+    assert "re-seal pass done" in logs, logs[-2000:]
+    if shutil.which("mdb_dump"):
+        dump = subprocess.run(["mdb_dump", "-s", "signing", os.path.join(x.c.dir, "data", "vault-broker")],
+                              capture_output=True, text=True, check=True).stdout.split("\n")
+        vals = [l.strip() for l in dump[dump.index("HEADER=END") + 1:] if l.startswith(" ")][1::2]
+        assert vals and all(v[:10] == "0100000002" for v in vals), vals
+    ok(lease(x, connection="sheets", ttl=5))
+    ok(lease(x, connection="sheets-new", ttl=5))
 
 
 def _edit_record(x, db, key, edit):
