@@ -76,6 +76,7 @@ typedef struct {
     json_t *conn;                       /* the connection's metadata */
     char audience [257];
     int64_t cap;
+    int64_t upstream_expires_in;        /* s: the provider's token's own life (0: not said) */
 } vault_lease_job_t;
 
 /* --- vault_service.c ---------------------------------------------------- */

@@ -262,6 +262,9 @@ vault_lease_store (vault_lease_job_t *job, const char *upstream, const char *ups
         token = strdup (upstream);
         rc = token ? 0 : BUS_ENOMEM;
         json_object_set_new (lease, "upstream", json_true ());
+        json_object_set_new (lease, "token_type", json_string (upstream_type));
+        if (job->upstream_expires_in > 0)
+            json_object_set_new (lease, "upstream_expires_at", json_integer (iat + job->upstream_expires_in));
     }
     else
         rc = vault_mint (self, lease, job->audience, bus_request_principal (req), iat, exp, &token, jti);
@@ -531,6 +534,61 @@ s_lease_public (json_t *lease)
     return out;
 }
 
+/*  vault.renew of a lease holding a provider's token (checked): the same
+    token (the provider's, sealed) for longer, the lease's expiry moved to
+    exp (within its cap and the token's own expiry), token.renewed; no
+    call to the provider, so no new token to track. The token still ends
+    with its lease: revoked upstream and forgotten (vault_upstream_end). */
+static void
+s_renew_upstream (vault_t *self, bus_request_t *req, bus_txn_t **txn, json_t *lease, int64_t now,
+                  int64_t old_exp, int64_t exp)
+{
+    bus_service_t *svc = self->svc;
+    const char *id = json_string_value (json_object_get (lease, "lease_id"));
+    char ukey [VAULT_LEASE_ID_MAX + 8];
+    snprintf (ukey, sizeof ukey, "lease/%s", id);
+    json_t *none = NULL;
+    uint8_t *tok = NULL;
+    size_t off = 0, len = 0;
+    int rc = vault_get_sealed (self, *txn, self->db_upstream, ukey, &none, &tok, &off, &len, NULL);
+    json_decref (none);
+    if (rc) {
+        bus_service_abort (svc, txn);
+        vault_reply_sealed_error (req, "provider's token of the lease", rc);
+        return;
+    }
+    uint8_t ekey [8 + VAULT_LEASE_ID_MAX];
+    size_t ekey_len;
+    s_exp_key (ekey, &ekey_len, old_exp * 1000, id);
+    bus_txn_del (*txn, self->db_exp, ekey, ekey_len);
+    s_exp_key (ekey, &ekey_len, exp * 1000, id);
+    rc = bus_txn_put (*txn, self->db_exp, ekey, ekey_len, "", 0);
+    json_object_set_new (lease, "expires_at", json_integer (exp));
+    json_object_set_new (lease, "renewals", json_integer (json_integer_value (json_object_get (lease, "renewals")) + 1));
+    if (rc == 0)
+        rc = s_lease_put (self, *txn, lease);
+    json_t *ev = rc ? NULL : s_lease_event (lease, NULL);
+    if (ev) {
+        json_object_set_new (ev, "previous_expires_at", json_integer (old_exp));
+        json_object_set_new (ev, "renewed_at", json_integer (now));
+    }
+    if (rc == 0)
+        rc = bus_event_append (svc, *txn, "token.renewed", ev, bus_request_traceparent (req));
+    if (rc) {
+        bus_service_abort (svc, txn);
+        bus_reply_error (req, PROTO_ERR_UNAVAILABLE, "cannot renew: %s", bus_strerror (rc));
+    }
+    else {
+        const char *type = json_string_value (json_object_get (lease, "token_type"));
+        bus_outcome_t out = { .body = json_pack ("{s:s, s:s%, s:s, s:I, s:O}", "lease_id", id,
+                                                 "token", (const char *) tok + off, len,
+                                                 "token_type", type ? type : "Bearer", "expires_at", (json_int_t) exp,
+                                                 "scopes", json_object_get (lease, "scopes")) };
+        bus_request_commit (req, txn, &out);
+    }
+    vault_plain_free (&tok);
+}
+
 /*  vault.renew {lease_id, ttl?}: a new token for an active lease, expiring
     at most ttl (default the lease's) from now and never past the lease's
     cap (issued_at + the connection's ttl_cap). */
@@ -556,19 +614,36 @@ vault_renew (bus_service_t *svc, bus_request_t *req, void *arg)
                               "lease %s is %s", id, old_exp <= now && !strcmp (state, "active") ? "expired" : state);
         goto done;
     }
-    if (json_is_true (json_object_get (lease, "upstream"))) {
-        bus_service_abort (svc, &txn);
-        bus_reply_error (req, PROTO_ERR_NOT_IMPLEMENTED, "lease %s holds a provider's token: renewing one is not "
-                         "built yet (ask for a new lease)", id);
-        goto done;
-    }
     int64_t ttl = json_is_integer (json_object_get (body, "ttl")) ? json_integer_value (json_object_get (body, "ttl"))
                 : json_integer_value (json_object_get (lease, "ttl"));
+    if (ttl < 1 || ttl > VAULT_TTL_MAX) {
+        bus_service_abort (svc, &txn);
+        bus_reply_error_with (req, PROTO_ERR_INVALID, json_pack ("{s:s}", "reason", "ttl"),
+                              "ttl %lld: 1..%d s", (long long) ttl, VAULT_TTL_MAX);
+        goto done;
+    }
     int64_t exp = now + ttl < cap_at ? now + ttl : cap_at;
+    /* a provider's token: the lease lives no longer than it (when known) */
+    bool upstream = json_is_true (json_object_get (lease, "upstream"));
+    int64_t up_exp = json_integer_value (json_object_get (lease, "upstream_expires_at"));
+    bool by_upstream = upstream && up_exp > 0 && up_exp < exp;
+    if (by_upstream)
+        exp = up_exp;
     if (exp <= old_exp) {
         bus_service_abort (svc, &txn);
-        bus_reply_error_with (req, PROTO_ERR_CONFLICT, json_pack ("{s:s, s:I}", "reason", "cap", "cap_at", (json_int_t) cap_at),
-                              "lease %s cannot outlive its cap (%lld)", id, (long long) cap_at);
+        if (by_upstream)
+            bus_reply_error_with (req, PROTO_ERR_CONFLICT, json_pack ("{s:s, s:I}", "reason", "upstream_expiry",
+                                                                       "upstream_expires_at", (json_int_t) up_exp),
+                                  "lease %s cannot outlive its provider's token (%lld): ask for a new lease", id,
+                                  (long long) up_exp);
+        else
+            bus_reply_error_with (req, PROTO_ERR_CONFLICT, json_pack ("{s:s, s:I}", "reason", "cap", "cap_at",
+                                                                       (json_int_t) cap_at),
+                                  "lease %s cannot outlive its cap (%lld)", id, (long long) cap_at);
+        goto done;
+    }
+    if (upstream) {
+        s_renew_upstream (self, req, &txn, lease, now, old_exp, exp);
         goto done;
     }
     char jti [40], mac [VAULT_HMAC_TEXT_LEN];
