@@ -7,14 +7,15 @@
     vault_internal.h is what they share.
 
     Built: connected accounts (vault.connect / disconnect / connections,
-    sealed at rest, vault.rotate_key), leases (vault.lease, renew, revoke,
-    leases, token_used) in `local` mode (RFC 9068 tokens bound to the
-    node's key; the JWKS over HTTP and as vault.jwks), `oauth` mode (a
-    refresh-token grant at the provider, its token revoked upstream when
-    the lease ends) and `auth0` mode (Auth0 Token Vault's federated
-    connection token exchange); the expiry sweep.
-    Not built: renewing an `oauth` or `auth0` lease: answered
-    not_implemented, never with a made-up token.
+    sealed at rest, vault.rotate_key, a paced background re-seal pass;
+    the master keyring from a file or a systemd credential), leases
+    (vault.lease, renew, revoke, leases, token_used) in `local` mode
+    (RFC 9068 tokens bound to the node's key; the JWKS over HTTP and as
+    vault.jwks), `oauth` mode (a refresh-token grant at the provider, its
+    token revoked upstream when the lease ends) and `auth0` mode (Auth0
+    Token Vault's federated connection token exchange), renewals in all
+    three (a provider's token kept, within its own expiry); the expiry
+    sweep.
 
     Records (LMDB):
       connections  "connection/<name>" -> sealed (meta JSON, NUL, secret [NUL client secret])
@@ -24,10 +25,14 @@
       approvals    <approval id>       -> <lease_id> (each approval yields one lease)
       upstream     "lease/<lease_id>"  -> sealed (oauth: the provider's token until the lease ends)
 
-    Threads: everything runs on the reactor. A lease commits on the reactor
-    with bus_request_commit (the lease, its expiry entry, the approval used,
-    its event and the request's outcome in one fsync'd transaction) before
-    the token is answered.
+    Threads: the reactor, and the service's writer thread ([vault]
+    writer_thread): a lone lease commits on the reactor with
+    bus_request_commit; leases that queue (bus_service_writes_queue) commit
+    on the writer, grouped (one fsync for the group), each with its expiry
+    entry, the approval used, its event and the request's outcome, before
+    its token is answered. The outcome recorded for retries holds the
+    token sealed (s_outcome_seal: under outcome_key, derived from the
+    first master key), never in plain text.
 */
 #include "vault_service.h"
 #include "vault_internal.h"
