@@ -402,6 +402,12 @@ s_seen (bus_service_t *self, bus_request_t *req)
         return true;
     }
     bus_stats_count (self->stats, "requests_duplicate", 1);
+    if (outcome && self->outcome_open && !json_object_get (outcome, "large")) {
+        json_t *opened = self->outcome_open (req, outcome, self->outcome_seal_arg);
+        json_decref (outcome);
+        outcome = opened ? opened : json_pack ("{s:{s:s, s:s}}", "error", "code", PROTO_ERR_INTERNAL, "message",
+                                               "the recorded reply could not be opened");
+    }
     if (outcome) {
         /* answered as the first time, and remembered in memory again */
         req->in_handler = true;
@@ -740,6 +746,15 @@ static int
 s_record (bus_service_t *self, bus_request_t *req, bus_txn_t *txn, const bus_outcome_t *out)
 {
     json_t *outcome = s_outcome_json (out);
+    if (outcome && self->outcome_seal) {
+        json_t *sealed = self->outcome_seal (req, outcome, self->outcome_seal_arg);
+        json_decref (outcome);
+        outcome = sealed;
+        if (!outcome) {
+            atomic_fetch_add (&self->outcomes_unrecorded, 1);
+            return 0;
+        }
+    }
     int rc = outcome ? bus_dedupe_record (txn, &self->dedupe_store, req->principal, req->msg->id, req->hash,
                                           outcome, proto_now_us () + self->dedupe_retention_us)
                      : BUS_ENOMEM;
@@ -806,6 +821,25 @@ int
 bus_request_offload_write (bus_request_t *req, bus_work_fn *fn, void *job, void (*job_free) (void *job))
 {
     return s_offload (req->svc->writer, req, fn, job, job_free);
+}
+
+bool
+bus_service_writes_queue (bus_service_t *self)
+{
+    if (!self->writer)
+        return false;
+    return bus_workers_pending (self->writer) > 0 || (zsock_events (self->router) & ZMQ_POLLIN);
+}
+
+int
+bus_service_outcome_sealer (bus_service_t *self, bus_outcome_seal_fn *seal, bus_outcome_seal_fn *open, void *arg)
+{
+    if (self->outcome_seal || self->outcome_open)
+        return BUS_EINVAL;
+    self->outcome_seal = seal;
+    self->outcome_open = open;
+    self->outcome_seal_arg = arg;
+    return 0;
 }
 
 int

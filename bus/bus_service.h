@@ -196,6 +196,22 @@ typedef void (bus_work_fn) (void *state, json_t *body, void *job, bus_outcome_t 
     Returns 0 or an error (then sticky in txn). */
 int bus_request_record (bus_request_t *req, bus_txn_t *txn, const bus_outcome_t *out);
 
+/*  What a recorded outcome keeps on disk, for replies that carry a secret
+    (the vault-broker's tokens): seal gets each outcome of a request about
+    to be recorded ({"body": ...} or {"error": ...}; borrowed) with the
+    request (read only: bus_request_msg, bus_request_principal) and
+    returns what to store instead (a new reference; NULL: nothing is
+    recorded, and the retry guarantee holds in memory only, as over a
+    quota); it runs on the reactor or the writer thread, so it must be
+    thread-safe. open (reactor) turns what was stored back into the
+    outcome a retry is answered with (a new reference; NULL: the retry is
+    answered `internal`, never with what was stored). Once, before
+    bus_service_run; NULL functions: outcomes are stored as they are.
+    Returns 0 or BUS_EINVAL (set already). */
+typedef json_t *(bus_outcome_seal_fn) (bus_request_t *req, json_t *outcome, void *arg);
+int bus_service_outcome_sealer (bus_service_t *self, bus_outcome_seal_fn *seal, bus_outcome_seal_fn *open,
+                                void *arg);
+
 /*  Record out in *txn_p (bus_request_record), commit it (consumed;
     its events are published), then answer: with out when the commit
     succeeded, else `unavailable` (out's body and extra are stolen either
@@ -249,5 +265,13 @@ int bus_service_writer_group (bus_service_t *self, size_t max);
     writer (nothing done: the caller keeps the request and job). */
 int bus_request_offload_write (bus_request_t *req, bus_work_fn *fn, void *job,
                                void (*job_free) (void *job));
+
+/*  True when writes queue: requests handed to the writer are not yet
+    answered, or more requests wait on the ROUTER behind this one. A
+    handler may commit a lone write on the reactor when false (the writer
+    is idle, and stays so until the reactor hands it more), saving the
+    thread hop, and hand writes to the writer, which groups them, when
+    true. False when there is no writer. Reactor only. */
+bool bus_service_writes_queue (bus_service_t *self);
 
 #endif

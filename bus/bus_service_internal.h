@@ -43,6 +43,9 @@ struct bus_service_t {
     bus_dedupe_store_t dedupe_store;  /* outcomes recorded durably: databases, quotas */
     bus_txn_t *dedupe_reader;     /* read transaction (reset between lookups) */
     int64_t dedupe_retention_us;  /* how long an outcome is kept durably */
+    bus_outcome_seal_fn *outcome_seal;  /* bus_service_outcome_sealer, or NULL */
+    bus_outcome_seal_fn *outcome_open;
+    void *outcome_seal_arg;
     atomic_uint_fast64_t outcomes_unrecorded;     /* over a quota: in memory only */
     bool dedupe_expire_pending;   /* an expiry is with the writer */
     zhashx_t *unknown_logged;     /* "principal type field" already logged */

@@ -100,12 +100,13 @@ s_default_audience (const char *kind)
     return NULL;
 }
 
-/*  Seal plaintext meta JSON ‖ NUL ‖ secret under key (the associated data)
-    and put it in db. */
+/*  Seal plaintext meta JSON ‖ NUL ‖ secret under key (the associated
+    data): *out malloc'd (vault_internal.h). */
 int
-vault_put_sealed (vault_t *self, bus_txn_t *txn, int db, const char *key, json_t *meta,
-              const void *secret, size_t secret_len)
+vault_seal_record (vault_t *self, const char *key, json_t *meta, const void *secret, size_t secret_len,
+                   uint8_t **out, size_t *out_len)
 {
+    *out = NULL;
     char *text = json_dumps (meta, JSON_COMPACT | JSON_SORT_KEYS);
     if (!text)
         return BUS_ENOMEM;
@@ -116,15 +117,24 @@ vault_put_sealed (vault_t *self, bus_txn_t *txn, int db, const char *key, json_t
         memcpy (plain, text, tlen + 1);
         if (secret_len)
             memcpy (plain + tlen + 1, secret, secret_len);
-        uint8_t *sealed = NULL;
-        size_t sealed_len = 0;
-        rc = vault_seal (self->keyring, key, strlen (key), plain, len, &sealed, &sealed_len);
-        if (rc == 0)
-            rc = bus_txn_put (txn, db, key, strlen (key), sealed, sealed_len);
-        free (sealed);
+        rc = vault_seal (self->keyring, key, strlen (key), plain, len, out, out_len);
         sodium_free (plain);
     }
     free (text);
+    return rc;
+}
+
+/*  Seal (vault_seal_record) and put it in db under key. */
+int
+vault_put_sealed (vault_t *self, bus_txn_t *txn, int db, const char *key, json_t *meta,
+                  const void *secret, size_t secret_len)
+{
+    uint8_t *sealed = NULL;
+    size_t sealed_len = 0;
+    int rc = vault_seal_record (self, key, meta, secret, secret_len, &sealed, &sealed_len);
+    if (rc == 0)
+        rc = bus_txn_put (txn, db, key, strlen (key), sealed, sealed_len);
+    free (sealed);
     return rc;
 }
 
@@ -391,12 +401,18 @@ vault_rotate_key (bus_service_t *svc, bus_request_t *req, void *arg)
     if (!which || !strcmp (which, "master")) {
         char err [300] = "";
         int rc = vault_keyring_rotate (self->keyring, err, sizeof err);
+        if (rc == BUS_EPERM) {
+            bus_reply_error_with (req, PROTO_ERR_FORBIDDEN, json_pack ("{s:s}", "reason", "credential"),
+                                  "cannot rotate the master key: %s", err);
+            return;
+        }
         if (rc) {
             bus_error ("vault: %s", err);
             bus_reply_error (req, PROTO_ERR_UNAVAILABLE, "cannot rotate the master key: %s", bus_strerror (rc));
             return;
         }
         bus_info ("vault: master key %u made current", vault_keyring_current (self->keyring));
+        vault_reseal_start (self);
         bus_reply_ok (req, json_pack ("{s:s, s:I}", "key", "master",
                                       "key_id", (json_int_t) vault_keyring_current (self->keyring)));
         return;
@@ -421,4 +437,133 @@ vault_rotate_key (bus_service_t *svc, bus_request_t *req, void *arg)
     }
     bus_reply_ok (req, json_pack ("{s:s, s:s, s:s}", "key", "signing", "kid", vault_current_key (self)->kid,
                                   "retired", old_kid));
+}
+
+/* --- the re-seal pass ------------------------------------------------- */
+
+#define S_RESEAL_KEY_MAX 512
+
+typedef struct {
+    uint32_t current;
+    size_t max, n;                      /* records to move, at most max */
+    struct { char key [S_RESEAL_KEY_MAX + 1]; } *due;
+    char last [S_RESEAL_KEY_MAX + 1];   /* the last key seen */
+    size_t last_len;
+    bool seen;
+} s_reseal_t;
+
+/*  Collect the records sealed under an older key (stops after max). */
+static int
+s_reseal_scan (const void *key, size_t key_len, const void *val, size_t val_len, void *arg)
+{
+    s_reseal_t *rs = arg;
+    if (key_len > S_RESEAL_KEY_MAX)
+        return 0;                       /* not a key of ours */
+    memcpy (rs->last, key, key_len);
+    rs->last [key_len] = 0;
+    rs->last_len = key_len;
+    rs->seen = true;
+    uint32_t id = vault_sealed_key_id (val, val_len);
+    if (id == 0 || id >= rs->current)
+        return 0;
+    memcpy (rs->due [rs->n].key, key, key_len);
+    rs->due [rs->n].key [key_len] = 0;
+    return ++rs->n >= rs->max;
+}
+
+/*  Re-seal record key of db under the current key in txn: 1 when moved,
+    0 when it does not open (left as it is: logged), or an error. */
+static int
+s_reseal_one (vault_t *self, bus_txn_t *txn, int db, const char *key)
+{
+    const void *val;
+    size_t val_len;
+    int rc = bus_txn_get (txn, db, key, strlen (key), &val, &val_len);
+    if (rc)
+        return rc == BUS_ENOTFOUND ? 0 : rc;
+    uint8_t *plain = NULL, *sealed = NULL;
+    size_t len = 0, sealed_len = 0;
+    rc = vault_open (self->keyring, key, strlen (key), val, val_len, &plain, &len, NULL);
+    if (rc) {
+        bus_warn ("vault: re-seal: record %.64s does not open (%s): left as it is", key, bus_strerror (rc));
+        return 0;
+    }
+    rc = vault_seal (self->keyring, key, strlen (key), plain, len, &sealed, &sealed_len);
+    vault_plain_free (&plain);
+    if (rc == 0)
+        rc = bus_txn_put (txn, db, key, strlen (key), sealed, sealed_len);
+    free (sealed);
+    return rc ? rc : 1;
+}
+
+void
+vault_reseal_start (vault_t *self)
+{
+    self->reseal_due = vault_keyring_current (self->keyring) > 1;
+    /* its first step a whole interval later: a paced pass, not a burst */
+    self->reseal_not_before = vault_now_ms ()
+                            + bus_config_int (bus_service_config (self->svc), "vault", "reseal_ms");
+    self->reseal_db = 0;
+    self->reseal_from_len = 0;
+    self->reseal_moved = 0;
+}
+
+/*  The timer: one paced step of the background pass that moves records
+    sealed under older master keys to the current one (connections,
+    signing keys, providers' tokens, in key order, at most [vault]
+    reseal_batch records per step, one commit each step), from the last
+    rotation (or start) until one walk through the stores is done. A
+    record written meanwhile is sealed under the current key anyway. */
+void
+vault_reseal (bus_service_t *svc, void *state)
+{
+    vault_t *self = state;
+    if (!self->reseal_due || vault_now_ms () < self->reseal_not_before)
+        return;
+    const int dbs [3] = { self->db_conn, self->db_signing, self->db_upstream };
+    size_t batch = (size_t) bus_config_int (bus_service_config (svc), "vault", "reseal_batch");
+    s_reseal_t rs = { .current = vault_keyring_current (self->keyring), .max = batch };
+    rs.due = calloc (batch, sizeof *rs.due);
+    bus_txn_t *txn = rs.due ? bus_txn_begin (bus_service_store (svc), true) : NULL;
+    int rc = txn ? 0 : BUS_EIO;
+    size_t moved = 0;
+    while (rc == 0 && self->reseal_db < 3 && rs.n < batch) {
+        int db = dbs [self->reseal_db];
+        rs.seen = false;
+        size_t before = rs.n;
+        rc = bus_txn_scan (txn, db, self->reseal_from_len ? self->reseal_from : NULL, self->reseal_from_len,
+                           NULL, 0, s_reseal_scan, &rs);
+        for (size_t i = before; i < rs.n && rc >= 0; i++) {
+            int r = s_reseal_one (self, txn, db, rs.due [i].key);
+            if (r < 0)
+                rc = r;
+            else
+                moved += (size_t) r;
+        }
+        if (rc == 0 && rs.n < batch) {
+            self->reseal_db++;              /* this store is done */
+            self->reseal_from_len = 0;
+        }
+        else if (rc == 0 && rs.seen) {
+            /* go on after the last key seen: the key and a NUL */
+            memcpy (self->reseal_from, rs.last, rs.last_len);
+            self->reseal_from [rs.last_len] = 0;
+            self->reseal_from_len = rs.last_len + 1;
+        }
+    }
+    if (rc == 0 && moved)
+        rc = bus_service_commit (svc, &txn);
+    else
+        bus_service_abort (svc, &txn);
+    free (rs.due);
+    if (rc) {
+        bus_warn ("vault: the re-seal pass failed: %s (it goes on at its next step)", bus_strerror (rc));
+        vault_reseal_start (self);           /* from the start: nothing was moved */
+        return;
+    }
+    self->reseal_moved += moved;
+    if (self->reseal_db >= 3) {
+        self->reseal_due = false;
+        bus_info ("vault: re-seal pass done: %zu record(s) moved to master key %u", self->reseal_moved, rs.current);
+    }
 }

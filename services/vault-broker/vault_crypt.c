@@ -3,6 +3,7 @@
 #include "bus_error.h"
 
 #include <errno.h>
+#include <stdbool.h>
 #include <fcntl.h>
 #include <sodium.h>
 #include <stdarg.h>
@@ -16,6 +17,7 @@ struct vault_keyring_t {
     char *path;
     uint8_t *keys;                /* sodium_malloc'd: count x 32 bytes */
     uint32_t count;
+    bool readonly;                /* a systemd credential: never written */
 };
 
 static void
@@ -60,8 +62,9 @@ s_write_keys (const char *path, const uint8_t *keys, size_t n, char *err, size_t
     return 0;
 }
 
-int
-vault_keyring_load (vault_keyring_t **out, const char *path, char *err, size_t err_len)
+/*  Load the keyring at path; made when missing and create is true. */
+static int
+s_load (vault_keyring_t **out, const char *path, bool create, char *err, size_t err_len)
 {
     *out = NULL;
     if (sodium_init () < 0)
@@ -73,7 +76,7 @@ vault_keyring_load (vault_keyring_t **out, const char *path, char *err, size_t e
     }
     int rc = 0;
     int fd = open (path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-    if (fd < 0 && errno == ENOENT) {
+    if (fd < 0 && errno == ENOENT && create) {
         self->keys = sodium_malloc (VAULT_KEY_LEN);
         if (!self->keys) {
             rc = BUS_ENOMEM;
@@ -123,6 +126,41 @@ done:
     return rc;
 }
 
+int
+vault_keyring_load (vault_keyring_t **out, const char *path, char *err, size_t err_len)
+{
+    return s_load (out, path, true, err, err_len);
+}
+
+int
+vault_keyring_load_credential (vault_keyring_t **out, const char *name, char *err, size_t err_len)
+{
+    *out = NULL;
+    const char *dir = getenv ("CREDENTIALS_DIRECTORY");
+    if (!name || !*name || strchr (name, '/') || !strcmp (name, ".") || !strcmp (name, "..")
+        || strlen (name) > 255) {
+        s_err (err, err_len, "master key credential name '%.64s' is not a file name", name ? name : "");
+        return BUS_EINVAL;
+    }
+    if (!dir || !*dir) {
+        s_err (err, err_len, "master key credential %s: CREDENTIALS_DIRECTORY is not set (not started by "
+               "systemd with LoadCredential= or LoadCredentialEncrypted=)", name);
+        return BUS_EINVAL;
+    }
+    char path [4400];
+    snprintf (path, sizeof path, "%s/%s", dir, name);
+    int rc = s_load (out, path, false, err, err_len);
+    if (rc == 0)
+        (*out)->readonly = true;
+    return rc;
+}
+
+bool
+vault_keyring_readonly (vault_keyring_t *self)
+{
+    return self->readonly;
+}
+
 void
 vault_keyring_destroy (vault_keyring_t **self_p)
 {
@@ -145,6 +183,11 @@ vault_keyring_current (vault_keyring_t *self)
 int
 vault_keyring_rotate (vault_keyring_t *self, char *err, size_t err_len)
 {
+    if (self->readonly) {
+        s_err (err, err_len, "the master keyring is a systemd credential, which this daemon cannot write: "
+               "append a key (32 random bytes) to the credential and restart");
+        return BUS_EPERM;
+    }
     if (self->count >= VAULT_KEYS_MAX) {
         s_err (err, err_len, "the keyring holds %d keys already", VAULT_KEYS_MAX);
         return BUS_EFULL;

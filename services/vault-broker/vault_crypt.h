@@ -1,7 +1,8 @@
 /*  vault_crypt.h — the vault-broker's master keys and its sealed records.
 
     The keyring is one file (the [vault] master_key path; made on first
-    start, mode 0600, when missing): a sequence of 32-byte keys, key id 1
+    start, mode 0600, when missing; or the systemd credential named by
+    [vault] master_key_credential, read-only): a sequence of 32-byte keys, key id 1
     first. The newest key seals; every key opens what it sealed, so
     vault_keyring_rotate (a new random key appended: the file is rewritten
     under a temporary name, fsync'd and renamed into place) never rewrites
@@ -27,6 +28,7 @@
 #ifndef VAULT_CRYPT_H
 #define VAULT_CRYPT_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -43,13 +45,26 @@ typedef struct vault_keyring_t vault_keyring_t;
 int vault_keyring_load (vault_keyring_t **out, const char *path, char *err, size_t err_len)
     __attribute__((warn_unused_result));
 
+/*  Load the keyring from the systemd credential name
+    ($CREDENTIALS_DIRECTORY/<name>, e.g. from LoadCredentialEncrypted=):
+    the same format, never made nor written (vault_keyring_rotate answers
+    BUS_EPERM: append a key to the credential and restart instead). A name
+    with a slash, or no CREDENTIALS_DIRECTORY, is BUS_EINVAL; else as
+    vault_keyring_load (a missing file is BUS_EIO). */
+int vault_keyring_load_credential (vault_keyring_t **out, const char *name, char *err, size_t err_len)
+    __attribute__((warn_unused_result));
+
+/*  True for a keyring from a credential (read-only). */
+bool vault_keyring_readonly (vault_keyring_t *self);
+
 void vault_keyring_destroy (vault_keyring_t **self_p);
 
 /*  The id of the key that seals now (the newest), and how many keys. */
 uint32_t vault_keyring_current (vault_keyring_t *self);
 
 /*  Append a new random key and make it current (the file first: on
-    failure nothing changes). Returns 0, BUS_EIO, BUS_EFULL (VAULT_KEYS_MAX). */
+    failure nothing changes). Returns 0, BUS_EIO, BUS_EFULL (VAULT_KEYS_MAX), BUS_EPERM (a
+    credential). */
 int vault_keyring_rotate (vault_keyring_t *self, char *err, size_t err_len)
     __attribute__((warn_unused_result));
 

@@ -12,7 +12,10 @@
                       and `auth0` (federated connection token exchange) over
                       bus_http_client, and their revocation (RFC 7009)
 
-    Threads: everything runs on the reactor; nothing here locks.
+    Threads: everything runs on the reactor but a lease's commit, on the
+    writer thread ([vault] writer_thread), which only stores what the
+    reactor made (vault_leases.c), and the recorded replies' sealer
+    (vault_service.c), which reads only outcome_key; nothing here locks.
     Errors: functions returning int answer 0 or a negative BUS_E* code
     (bus_strerror); handlers answer their request themselves. */
 #ifndef VAULT_INTERNAL_H
@@ -51,8 +54,16 @@ typedef struct {
     vault_sigkey_t keys [VAULT_SIGKEYS_MAX];
     size_t nkeys;
     uint8_t *mac_key;                   /* sodium_malloc'd: the token HMAC key */
+    uint8_t *outcome_key;               /* sodium_malloc'd: seals tokens in recorded replies */
     char issuer [256];
     bus_calls_t *ciba;
+    /* the re-seal pass (vault_reseal): due after a rotation or at start */
+    bool reseal_due;
+    int64_t reseal_not_before;          /* ms: its first step */
+    int reseal_db;                      /* 0 connections, 1 signing, 2 upstream, 3 done */
+    char reseal_from [514];             /* where the next step starts in it */
+    size_t reseal_from_len;
+    size_t reseal_moved;
 } vault_t;
 
 /*  A lease request between its checks and its answer (it may wait for
@@ -65,6 +76,7 @@ typedef struct {
     json_t *conn;                       /* the connection's metadata */
     char audience [257];
     int64_t cap;
+    int64_t upstream_expires_in;        /* s: the provider's token's own life (0: not said) */
 } vault_lease_job_t;
 
 /* --- vault_service.c ---------------------------------------------------- */
@@ -80,6 +92,10 @@ int64_t vault_now (void);
 json_t *vault_scopes (json_t *list, char *why, size_t why_len);
 /*  "a b c" from ["a","b","c"], malloc'd (NULL: out of memory). */
 char *vault_scope_text (json_t *scopes);
+/*  Seal meta JSON ‖ NUL ‖ secret under key (the associated data): *out
+    malloc'd. Reactor only (the keyring may rotate there). */
+int vault_seal_record (vault_t *self, const char *key, json_t *meta, const void *secret, size_t secret_len,
+                       uint8_t **out, size_t *out_len);
 /*  Seal meta JSON ‖ NUL ‖ secret under key (the associated data), put in db. */
 int vault_put_sealed (vault_t *self, bus_txn_t *txn, int db, const char *key, json_t *meta,
                       const void *secret, size_t secret_len);
@@ -94,6 +110,11 @@ void vault_connect (bus_service_t *svc, bus_request_t *req, void *arg);
 void vault_disconnect (bus_service_t *svc, bus_request_t *req, void *arg);
 void vault_connections (bus_service_t *svc, bus_request_t *req, void *arg);
 void vault_rotate_key (bus_service_t *svc, bus_request_t *req, void *arg);
+/*  (Re)start the background re-seal pass (due when the keyring holds
+    more than one key). */
+void vault_reseal_start (vault_t *self);
+/*  The timer: one paced step of the re-seal pass. */
+void vault_reseal (bus_service_t *svc, void *state);
 
 /* --- vault_tokens.c ----------------------------------------------------- */
 

@@ -122,9 +122,113 @@ vault_lease_job_free (vault_lease_job_t *job)
     }
 }
 
+/*  What a lease's commit writes, all made on the reactor (the lease's
+    JSON, its expiry entry, the approval it uses, the provider's token
+    sealed, its event, the reply) so that the writer thread only stores:
+    it never touches the keyring or the signing keys. */
+typedef struct {
+    vault_t *self;
+    char lease_id [VAULT_LEASE_ID_MAX];
+    char *lease_text;                   /* the lease record (JSON) */
+    uint8_t ekey [8 + VAULT_LEASE_ID_MAX];
+    size_t ekey_len;
+    char *approval;                     /* the approval it uses, or NULL */
+    char ukey [VAULT_LEASE_ID_MAX + 8]; /* oauth/auth0: "lease/<id>" */
+    uint8_t *usealed;                   /* ... and the provider's token, sealed */
+    size_t usealed_len;
+    json_t *event;                      /* token.issued */
+    json_t *reply;                      /* the ok body: holds the token */
+    char traceparent [64];
+} s_store_t;
+
+/*  Free a store job, wiping the reply's token. */
+static void
+s_store_free (void *arg)
+{
+    s_store_t *st = arg;
+    if (!st)
+        return;
+    free (st->lease_text);
+    free (st->approval);
+    free (st->usealed);
+    json_decref (st->event);
+    json_t *token = st->reply ? json_object_get (st->reply, "token") : NULL;
+    if (token && st->reply->refcount == 1) {       /* never sent: wiped */
+        char *t = (char *) json_string_value (token);
+        sodium_memzero (t, strlen (t));
+    }
+    json_decref (st->reply);
+    free (st);
+}
+
+/*  The lease's writes in txn: 0 (out->body the reply), 1 (the approval
+    has a lease already: out the conflict), or an error. Any thread. */
+static int
+s_store_in (s_store_t *st, bus_txn_t *txn, bus_outcome_t *out)
+{
+    vault_t *self = st->self;
+    int rc = 0;
+    if (st->usealed)
+        rc = bus_txn_put (txn, self->db_upstream, st->ukey, strlen (st->ukey), st->usealed, st->usealed_len);
+    if (rc == 0 && st->approval) {
+        rc = bus_txn_put_new (txn, self->db_approvals, st->approval, strlen (st->approval), st->lease_id,
+                              strlen (st->lease_id));
+        if (rc == BUS_EEXIST) {
+            out->code = PROTO_ERR_CONFLICT;
+            out->extra = json_pack ("{s:s}", "reason", "approval_used");
+            snprintf (out->message, sizeof out->message, "approval %s has yielded its lease already",
+                      st->approval);
+            return 1;
+        }
+    }
+    if (rc == 0)
+        rc = bus_txn_put (txn, self->db_leases, st->lease_id, strlen (st->lease_id), st->lease_text,
+                          strlen (st->lease_text));
+    if (rc == 0)
+        rc = bus_txn_put (txn, self->db_exp, st->ekey, st->ekey_len, "", 0);
+    if (rc == 0) {
+        rc = bus_event_append (self->svc, txn, "token.issued", st->event, st->traceparent);
+        st->event = NULL;
+    }
+    if (rc == 0) {
+        out->body = st->reply;
+        st->reply = NULL;
+    }
+    return rc;
+}
+
+/*  The outcome of a lease that could not be stored. */
+static void
+s_store_failed (bus_outcome_t *out, int rc)
+{
+    json_decref (out->body);
+    out->body = NULL;
+    out->code = PROTO_ERR_UNAVAILABLE;
+    snprintf (out->message, sizeof out->message, "cannot issue the lease: %s", bus_strerror (rc));
+}
+
+/*  On the writer: the lease's writes nested in the writer's group, which
+    commits them with the request's outcome (one fsync shared by the
+    leases queued together) before the reply leaves. */
+static void
+s_store_work (void *state, json_t *body, void *arg, bus_outcome_t *out)
+{
+    s_store_t *st = arg;
+    bus_service_t *svc = st->self->svc;
+    bus_txn_t *txn = bus_txn_begin (bus_service_store (svc), true);
+    int rc = txn ? s_store_in (st, txn, out) : BUS_EIO;
+    if (rc == 0)
+        rc = bus_service_commit (svc, &txn);
+    else
+        bus_service_abort (svc, &txn);
+    if (rc < 0)
+        s_store_failed (out, rc);
+}
+
 /*  Store (lease, expiry, approval used, event) and answer, with a token
     minted here (upstream NULL: local mode) or the provider's (oauth mode:
-    sealed under "lease/<id>" until the lease ends, then revoked). */
+    sealed under "lease/<id>" until the lease ends, then revoked): on the
+    writer thread when there is one, else here. */
 void
 vault_lease_store (vault_lease_job_t *job, const char *upstream, const char *upstream_type)
 {
@@ -135,77 +239,88 @@ vault_lease_store (vault_lease_job_t *job, const char *upstream, const char *ups
     int64_t now_ms = vault_now_ms (), iat = now_ms / 1000;
     int64_t ttl = json_integer_value (json_object_get (lease, "ttl"));
     int64_t exp = iat + ttl;
+    s_store_t *st = calloc (1, sizeof *st);
+    char *token = NULL, jti [40] = "", mac [VAULT_HMAC_TEXT_LEN];
+    int rc = st ? 0 : BUS_ENOMEM;
+    if (rc)
+        goto failed;
+    st->self = self;
+    snprintf (st->traceparent, sizeof st->traceparent, "%s", bus_request_traceparent (req));
     uint8_t rnd [16];
     randombytes_buf (rnd, sizeof rnd);
-    char lease_id [VAULT_LEASE_ID_MAX];
     char hex [33];
     sodium_bin2hex (hex, sizeof hex, rnd, sizeof rnd);
-    snprintf (lease_id, sizeof lease_id, "lease_%s", hex);
-    json_object_set_new (lease, "lease_id", json_string (lease_id));
+    snprintf (st->lease_id, sizeof st->lease_id, "lease_%s", hex);
+    json_object_set_new (lease, "lease_id", json_string (st->lease_id));
     json_object_set_new (lease, "issued_at", json_integer (iat));
     json_object_set_new (lease, "expires_at", json_integer (exp));
     json_object_set_new (lease, "cap_at", json_integer (iat + job->cap));
     json_object_set_new (lease, "state", json_string ("active"));
     json_object_set_new (lease, "audience", json_string (job->audience));
     json_object_set_new (lease, "client_id", json_string (bus_request_principal (req)));
-    char *token = NULL, jti [40] = "", mac [VAULT_HMAC_TEXT_LEN];
-    int rc = 0;
     if (upstream) {
         token = strdup (upstream);
         rc = token ? 0 : BUS_ENOMEM;
         json_object_set_new (lease, "upstream", json_true ());
+        json_object_set_new (lease, "token_type", json_string (upstream_type));
+        if (job->upstream_expires_in > 0)
+            json_object_set_new (lease, "upstream_expires_at", json_integer (iat + job->upstream_expires_in));
     }
     else
         rc = vault_mint (self, lease, job->audience, bus_request_principal (req), iat, exp, &token, jti);
-    bus_txn_t *txn = NULL;
     if (rc == 0) {
         vault_token_hmac (self, token, mac);
         if (*jti)
             json_object_set_new (lease, "jti", json_string (jti));
         json_object_set_new (lease, "token_hmac", json_string (mac));
-        txn = bus_txn_begin (bus_service_store (svc), true);
-        rc = txn ? 0 : BUS_EIO;
     }
     if (rc == 0 && upstream) {
-        char ukey [VAULT_LEASE_ID_MAX + 8];
-        snprintf (ukey, sizeof ukey, "lease/%s", lease_id);
+        snprintf (st->ukey, sizeof st->ukey, "lease/%s", st->lease_id);
         json_t *none = json_object ();
-        rc = vault_put_sealed (self, txn, self->db_upstream, ukey, none, token, strlen (token));
+        rc = vault_seal_record (self, st->ukey, none, token, strlen (token), &st->usealed, &st->usealed_len);
         json_decref (none);
     }
     const char *approval = json_string_value (json_object_get (lease, "approval"));
-    if (rc == 0 && approval) {
-        rc = bus_txn_put_new (txn, self->db_approvals, approval, strlen (approval), lease_id, strlen (lease_id));
-        if (rc == BUS_EEXIST) {
-            bus_service_abort (svc, &txn);
-            bus_reply_error_with (req, PROTO_ERR_CONFLICT, json_pack ("{s:s}", "reason", "approval_used"),
-                                  "approval %s has yielded its lease already", approval);
-            goto done;
-        }
+    if (rc == 0 && approval && !(st->approval = strdup (approval)))
+        rc = BUS_ENOMEM;
+    s_exp_key (st->ekey, &st->ekey_len, exp * 1000, st->lease_id);
+    if (rc == 0) {
+        st->lease_text = json_dumps (lease, JSON_COMPACT | JSON_SORT_KEYS);
+        st->event = s_lease_event (lease, mac);
+        st->reply = json_pack ("{s:s, s:s, s:s, s:I, s:I, s:O}", "lease_id", st->lease_id, "token", token,
+                               "token_type", upstream ? upstream_type : "DPoP", "issued_at", (json_int_t) iat,
+                               "expires_at", (json_int_t) exp, "scopes", json_object_get (lease, "scopes"));
+        if (!st->lease_text || !st->event || !st->reply)
+            rc = BUS_ENOMEM;
     }
-    uint8_t ekey [8 + VAULT_LEASE_ID_MAX];
-    size_t ekey_len = 0;
-    s_exp_key (ekey, &ekey_len, exp * 1000, lease_id);
-    if (rc == 0)
-        rc = s_lease_put (self, txn, lease);
-    if (rc == 0)
-        rc = bus_txn_put (txn, self->db_exp, ekey, ekey_len, "", 0);
-    if (rc == 0)
-        rc = bus_event_append (svc, txn, "token.issued", s_lease_event (lease, mac), bus_request_traceparent (req));
-    if (rc) {
-        bus_service_abort (svc, &txn);
-        bus_reply_error (req, PROTO_ERR_UNAVAILABLE, "cannot issue the lease: %s", bus_strerror (rc));
-        goto done;
-    }
-    bus_outcome_t out = { .body = json_pack ("{s:s, s:s, s:s, s:I, s:I, s:O}", "lease_id", lease_id,
-                                             "token", token, "token_type", upstream ? upstream_type : "DPoP",
-                                             "issued_at", (json_int_t) iat, "expires_at", (json_int_t) exp,
-                                             "scopes", json_object_get (lease, "scopes")) };
-    bus_request_commit (req, &txn, &out);
-done:
     if (token)
         sodium_memzero (token, strlen (token));
     free (token);
+    if (rc)
+        goto failed;
+    vault_lease_job_free (job);
+    /* a lone lease commits here (the writer is idle: no thread hop); once
+       leases queue, they go to the writer, which groups them */
+    if (bus_service_writes_queue (svc)
+        && bus_request_offload_write (req, s_store_work, st, s_store_free) != BUS_ESTATE)
+        return;                         /* deferred, or refused and answered */
+    /* on the reactor, the outcome in the same commit */
+    bus_outcome_t out = { .code = NULL };
+    bus_txn_t *txn = bus_txn_begin (bus_service_store (svc), true);
+    rc = txn ? s_store_in (st, txn, &out) : BUS_EIO;
+    if (rc == 0)
+        bus_request_commit (req, &txn, &out);
+    else {
+        bus_service_abort (svc, &txn);
+        if (rc < 0)
+            s_store_failed (&out, rc);
+        bus_reply_outcome (req, &out);
+    }
+    s_store_free (st);
+    return;
+failed:
+    bus_reply_error (req, PROTO_ERR_UNAVAILABLE, "cannot issue the lease: %s", bus_strerror (rc));
+    s_store_free (st);
     vault_lease_job_free (job);
 }
 
@@ -419,6 +534,61 @@ s_lease_public (json_t *lease)
     return out;
 }
 
+/*  vault.renew of a lease holding a provider's token (checked): the same
+    token (the provider's, sealed) for longer, the lease's expiry moved to
+    exp (within its cap and the token's own expiry), token.renewed; no
+    call to the provider, so no new token to track. The token still ends
+    with its lease: revoked upstream and forgotten (vault_upstream_end). */
+static void
+s_renew_upstream (vault_t *self, bus_request_t *req, bus_txn_t **txn, json_t *lease, int64_t now,
+                  int64_t old_exp, int64_t exp)
+{
+    bus_service_t *svc = self->svc;
+    const char *id = json_string_value (json_object_get (lease, "lease_id"));
+    char ukey [VAULT_LEASE_ID_MAX + 8];
+    snprintf (ukey, sizeof ukey, "lease/%s", id);
+    json_t *none = NULL;
+    uint8_t *tok = NULL;
+    size_t off = 0, len = 0;
+    int rc = vault_get_sealed (self, *txn, self->db_upstream, ukey, &none, &tok, &off, &len, NULL);
+    json_decref (none);
+    if (rc) {
+        bus_service_abort (svc, txn);
+        vault_reply_sealed_error (req, "provider's token of the lease", rc);
+        return;
+    }
+    uint8_t ekey [8 + VAULT_LEASE_ID_MAX];
+    size_t ekey_len;
+    s_exp_key (ekey, &ekey_len, old_exp * 1000, id);
+    bus_txn_del (*txn, self->db_exp, ekey, ekey_len);
+    s_exp_key (ekey, &ekey_len, exp * 1000, id);
+    rc = bus_txn_put (*txn, self->db_exp, ekey, ekey_len, "", 0);
+    json_object_set_new (lease, "expires_at", json_integer (exp));
+    json_object_set_new (lease, "renewals", json_integer (json_integer_value (json_object_get (lease, "renewals")) + 1));
+    if (rc == 0)
+        rc = s_lease_put (self, *txn, lease);
+    json_t *ev = rc ? NULL : s_lease_event (lease, NULL);
+    if (ev) {
+        json_object_set_new (ev, "previous_expires_at", json_integer (old_exp));
+        json_object_set_new (ev, "renewed_at", json_integer (now));
+    }
+    if (rc == 0)
+        rc = bus_event_append (svc, *txn, "token.renewed", ev, bus_request_traceparent (req));
+    if (rc) {
+        bus_service_abort (svc, txn);
+        bus_reply_error (req, PROTO_ERR_UNAVAILABLE, "cannot renew: %s", bus_strerror (rc));
+    }
+    else {
+        const char *type = json_string_value (json_object_get (lease, "token_type"));
+        bus_outcome_t out = { .body = json_pack ("{s:s, s:s%, s:s, s:I, s:O}", "lease_id", id,
+                                                 "token", (const char *) tok + off, len,
+                                                 "token_type", type ? type : "Bearer", "expires_at", (json_int_t) exp,
+                                                 "scopes", json_object_get (lease, "scopes")) };
+        bus_request_commit (req, txn, &out);
+    }
+    vault_plain_free (&tok);
+}
+
 /*  vault.renew {lease_id, ttl?}: a new token for an active lease, expiring
     at most ttl (default the lease's) from now and never past the lease's
     cap (issued_at + the connection's ttl_cap). */
@@ -444,19 +614,36 @@ vault_renew (bus_service_t *svc, bus_request_t *req, void *arg)
                               "lease %s is %s", id, old_exp <= now && !strcmp (state, "active") ? "expired" : state);
         goto done;
     }
-    if (json_is_true (json_object_get (lease, "upstream"))) {
-        bus_service_abort (svc, &txn);
-        bus_reply_error (req, PROTO_ERR_NOT_IMPLEMENTED, "lease %s holds a provider's token: renewing one is not "
-                         "built yet (ask for a new lease)", id);
-        goto done;
-    }
     int64_t ttl = json_is_integer (json_object_get (body, "ttl")) ? json_integer_value (json_object_get (body, "ttl"))
                 : json_integer_value (json_object_get (lease, "ttl"));
+    if (ttl < 1 || ttl > VAULT_TTL_MAX) {
+        bus_service_abort (svc, &txn);
+        bus_reply_error_with (req, PROTO_ERR_INVALID, json_pack ("{s:s}", "reason", "ttl"),
+                              "ttl %lld: 1..%d s", (long long) ttl, VAULT_TTL_MAX);
+        goto done;
+    }
     int64_t exp = now + ttl < cap_at ? now + ttl : cap_at;
+    /* a provider's token: the lease lives no longer than it (when known) */
+    bool upstream = json_is_true (json_object_get (lease, "upstream"));
+    int64_t up_exp = json_integer_value (json_object_get (lease, "upstream_expires_at"));
+    bool by_upstream = upstream && up_exp > 0 && up_exp < exp;
+    if (by_upstream)
+        exp = up_exp;
     if (exp <= old_exp) {
         bus_service_abort (svc, &txn);
-        bus_reply_error_with (req, PROTO_ERR_CONFLICT, json_pack ("{s:s, s:I}", "reason", "cap", "cap_at", (json_int_t) cap_at),
-                              "lease %s cannot outlive its cap (%lld)", id, (long long) cap_at);
+        if (by_upstream)
+            bus_reply_error_with (req, PROTO_ERR_CONFLICT, json_pack ("{s:s, s:I}", "reason", "upstream_expiry",
+                                                                       "upstream_expires_at", (json_int_t) up_exp),
+                                  "lease %s cannot outlive its provider's token (%lld): ask for a new lease", id,
+                                  (long long) up_exp);
+        else
+            bus_reply_error_with (req, PROTO_ERR_CONFLICT, json_pack ("{s:s, s:I}", "reason", "cap", "cap_at",
+                                                                       (json_int_t) cap_at),
+                                  "lease %s cannot outlive its cap (%lld)", id, (long long) cap_at);
+        goto done;
+    }
+    if (upstream) {
+        s_renew_upstream (self, req, &txn, lease, now, old_exp, exp);
         goto done;
     }
     char jti [40], mac [VAULT_HMAC_TEXT_LEN];

@@ -7,14 +7,15 @@
     vault_internal.h is what they share.
 
     Built: connected accounts (vault.connect / disconnect / connections,
-    sealed at rest, vault.rotate_key), leases (vault.lease, renew, revoke,
-    leases, token_used) in `local` mode (RFC 9068 tokens bound to the
-    node's key; the JWKS over HTTP and as vault.jwks), `oauth` mode (a
-    refresh-token grant at the provider, its token revoked upstream when
-    the lease ends) and `auth0` mode (Auth0 Token Vault's federated
-    connection token exchange); the expiry sweep.
-    Not built: renewing an `oauth` or `auth0` lease: answered
-    not_implemented, never with a made-up token.
+    sealed at rest, vault.rotate_key, a paced background re-seal pass;
+    the master keyring from a file or a systemd credential), leases
+    (vault.lease, renew, revoke, leases, token_used) in `local` mode
+    (RFC 9068 tokens bound to the node's key; the JWKS over HTTP and as
+    vault.jwks), `oauth` mode (a refresh-token grant at the provider, its
+    token revoked upstream when the lease ends) and `auth0` mode (Auth0
+    Token Vault's federated connection token exchange), renewals in all
+    three (a provider's token kept, within its own expiry); the expiry
+    sweep.
 
     Records (LMDB):
       connections  "connection/<name>" -> sealed (meta JSON, NUL, secret [NUL client secret])
@@ -24,10 +25,14 @@
       approvals    <approval id>       -> <lease_id> (each approval yields one lease)
       upstream     "lease/<lease_id>"  -> sealed (oauth: the provider's token until the lease ends)
 
-    Threads: everything runs on the reactor. A lease commits on the reactor
-    with bus_request_commit (the lease, its expiry entry, the approval used,
-    its event and the request's outcome in one fsync'd transaction) before
-    the token is answered.
+    Threads: the reactor, and the service's writer thread ([vault]
+    writer_thread): a lone lease commits on the reactor with
+    bus_request_commit; leases that queue (bus_service_writes_queue) commit
+    on the writer, grouped (one fsync for the group), each with its expiry
+    entry, the approval used, its event and the request's outcome, before
+    its token is answered. The outcome recorded for retries holds the
+    token sealed (s_outcome_seal: under outcome_key, derived from the
+    first master key), never in plain text.
 */
 #include "vault_service.h"
 #include "vault_internal.h"
@@ -52,6 +57,89 @@ int64_t
 vault_now (void)
 {
     return vault_now_ms () / 1000;
+}
+
+/*  The associated data of a recorded reply's sealed token: who asked, and
+    the request id (a sealed token moved to another record does not open). */
+static void
+s_outcome_ad (bus_request_t *req, char *ad, size_t len)
+{
+    snprintf (ad, len, "outcome\n%s\n%s", bus_request_principal (req), bus_request_msg (req)->id);
+}
+
+/*  bus_service_outcome_sealer's seal (the reactor or the writer: reads
+    only the derived key, set before either runs): a reply's "token" is
+    stored as "token_sealed", base64url (nonce ‖ XChaCha20-Poly1305
+    ciphertext ‖ tag), so that no token is ever on disk in plain text. */
+static json_t *
+s_outcome_seal (bus_request_t *req, json_t *outcome, void *arg)
+{
+    vault_t *self = arg;
+    json_t *body = json_object_get (outcome, "body");
+    const char *token = json_string_value (json_object_get (body, "token"));
+    if (!token)
+        return json_incref (outcome);
+    char ad [PROTO_PRINCIPAL_MAX + PROTO_ID_LEN + 16];
+    s_outcome_ad (req, ad, sizeof ad);
+    size_t len = strlen (token);
+    size_t n = crypto_aead_xchacha20poly1305_ietf_NPUBBYTES + len + crypto_aead_xchacha20poly1305_ietf_ABYTES;
+    uint8_t *rec = malloc (n);
+    if (!rec)
+        return NULL;
+    randombytes_buf (rec, crypto_aead_xchacha20poly1305_ietf_NPUBBYTES);
+    crypto_aead_xchacha20poly1305_ietf_encrypt (rec + crypto_aead_xchacha20poly1305_ietf_NPUBBYTES, NULL,
+                                                (const uint8_t *) token, len, (const uint8_t *) ad, strlen (ad),
+                                                NULL, rec, self->outcome_key);
+    char *text = bus_b64url_encode (rec, n);
+    free (rec);
+    json_t *copy = json_copy (body);
+    json_t *out = text && copy ? json_pack ("{s:O}", "body", copy) : NULL;
+    if (out) {
+        json_t *b = json_object_get (out, "body");
+        json_object_del (b, "token");
+        json_object_set_new (b, "token_sealed", json_string (text));
+    }
+    json_decref (copy);
+    free (text);
+    return out;
+}
+
+/*  bus_service_outcome_sealer's open (the reactor): the token back, or
+    NULL (the retry is answered `internal`) when it does not open. */
+static json_t *
+s_outcome_open (bus_request_t *req, json_t *outcome, void *arg)
+{
+    vault_t *self = arg;
+    json_t *body = json_object_get (outcome, "body");
+    const char *text = json_string_value (json_object_get (body, "token_sealed"));
+    if (!text)
+        return json_incref (outcome);
+    char ad [PROTO_PRINCIPAL_MAX + PROTO_ID_LEN + 16];
+    s_outcome_ad (req, ad, sizeof ad);
+    size_t n = 0;
+    uint8_t *rec = bus_b64url_decode (text, strlen (text), &n);
+    size_t over = crypto_aead_xchacha20poly1305_ietf_NPUBBYTES + crypto_aead_xchacha20poly1305_ietf_ABYTES;
+    char *token = rec && n >= over ? sodium_malloc (n - over + 1) : NULL;
+    json_t *out = NULL;
+    unsigned long long len = 0;
+    if (token && crypto_aead_xchacha20poly1305_ietf_decrypt ((uint8_t *) token, &len, NULL,
+                                                             rec + crypto_aead_xchacha20poly1305_ietf_NPUBBYTES,
+                                                             n - crypto_aead_xchacha20poly1305_ietf_NPUBBYTES,
+                                                             (const uint8_t *) ad, strlen (ad), rec,
+                                                             self->outcome_key) == 0) {
+        token [len] = 0;
+        json_t *copy = json_copy (body);
+        json_object_del (copy, "token_sealed");
+        json_object_set_new (copy, "token", json_string (token));
+        out = json_pack ("{s:o}", "body", copy);
+    }
+    else
+        bus_warn ("vault: the recorded reply to %s %s does not open: answered internal",
+                  bus_request_msg (req)->type, bus_request_msg (req)->id);
+    if (token)
+        sodium_free (token);
+    free (rec);
+    return out;
 }
 
 /*  Open the stores, the keyring, the HTTP client and the signing keys;
@@ -81,7 +169,16 @@ s_start (bus_service_t *svc, void **state)
     snprintf (fallback, sizeof fallback, "%s/master.key", dir ? dir : ".");
     free (dir);
     char err [512] = "";
-    int rc = vault_keyring_load (&self->keyring, *path ? path : fallback, err, sizeof err);
+    const char *cred = bus_config_str (config, "vault", "master_key_credential");
+    int rc;
+    if (*cred && *path) {
+        bus_error ("vault: set [vault] master_key or master_key_credential, not both");
+        return BUS_EINVAL;
+    }
+    if (*cred)
+        rc = vault_keyring_load_credential (&self->keyring, cred, err, sizeof err);
+    else
+        rc = vault_keyring_load (&self->keyring, *path ? path : fallback, err, sizeof err);
     if (rc) {
         bus_error ("vault: %s", err);
         return rc;
@@ -90,11 +187,21 @@ s_start (bus_service_t *svc, void **state)
     if (!self->mac_key)
         return BUS_ENOMEM;
     vault_keyring_derive (self->keyring, "tokenmac", self->mac_key);
+    self->outcome_key = sodium_malloc (VAULT_KEY_LEN);
+    if (!self->outcome_key)
+        return BUS_ENOMEM;
+    vault_keyring_derive (self->keyring, "outcome", self->outcome_key);
+    rc = bus_service_outcome_sealer (svc, s_outcome_seal, s_outcome_open, self);
+    if (rc == 0 && bus_config_bool (config, "vault", "writer_thread"))
+        rc = bus_service_writer (svc, NULL, NULL, NULL);
+    if (rc)
+        return rc;
     const char *issuer = bus_config_str (config, "vault", "issuer");
     if (*issuer)
         snprintf (self->issuer, sizeof self->issuer, "%s", issuer);
     else
         snprintf (self->issuer, sizeof self->issuer, "http://%s", bus_config_str (config, "vault", "http"));
+    vault_reseal_start (self);         /* records of an older key left by a stop mid-pass */
     rc = vault_keys_load (self);
     if (rc) {
         bus_error ("vault: cannot load the signing keys: %s", bus_strerror (rc));
@@ -130,6 +237,8 @@ s_stop (bus_service_t *svc, void **state)
         sodium_free (self->keys [i].sk);
     if (self->mac_key)
         sodium_free (self->mac_key);
+    if (self->outcome_key)
+        sodium_free (self->outcome_key);
     vault_keyring_destroy (&self->keyring);
     free (self);
     *state = NULL;
@@ -140,6 +249,7 @@ static const char *const s_dbs [] = { "connections", "signing", "leases", "lease
 
 static const bus_timer_t s_timers [] = {
     { .name = "lease-sweep", .interval_key = "sweep_ms", .fn = vault_sweep },
+    { .name = "reseal", .interval_key = "reseal_ms", .fn = vault_reseal },
     { 0 }
 };
 

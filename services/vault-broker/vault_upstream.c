@@ -3,8 +3,11 @@
     connection's token endpoint) and `auth0` mode (Auth0 Token Vault's
     federated connection access token exchange), both over
     bus_http_client; the provider's refusals told apart; the token
-    revoked upstream (RFC 7009) when its lease ends. Renewing such a lease
-    is not built (vault_leases.c answers not_implemented).
+    revoked upstream (RFC 7009) when its lease ends. A renewal
+    (vault_leases.c) moves the lease's expiry, within its cap and the
+    provider's own expiry for the token (expires_in), and answers the same
+    token: no new grant, so no second token to track (and none revoked
+    early: some providers revoke the whole grant with one of its tokens).
 
     Forms holding a secret are wiped once sent; the provider's token is
     sealed (vault_lease_store) and never logged.
@@ -104,6 +107,8 @@ s_on_token (const bus_http_response_t *resp, void *arg)
     bool auth0 = mode && !strcmp (mode, "auth0");
     const char *reason = NULL;
     if (resp->status == 200 && access && *access && strlen (access) < 8192) {
+        json_t *in = json_object_get (b, "expires_in");
+        job->upstream_expires_in = json_is_integer (in) && json_integer_value (in) > 0 ? json_integer_value (in) : 0;
         vault_lease_store (job, access, type && !strcasecmp (type, "dpop") ? "DPoP" : "Bearer");
         sodium_memzero ((char *) access, strlen (access));
     }

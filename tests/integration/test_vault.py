@@ -18,7 +18,9 @@
 - renew within the cap and refused past it; revoke one lease, revoke a
   run; `sanctumctl vault leases --json` has the issue's shape; token.used.
 - Events carry an HMAC of the token, never the token; the canary secret is
-  in no log, event, reply or LMDB page in plain text.
+  in no log, event, reply or LMDB page in plain text; no leased token is in
+  any LMDB page either (the reply kept for retries holds it sealed), and a
+  retry after a restart gets the same token.
 - SIGKILL with leases live: restarted, every lease still expires on time
   (token.expired, state expired, within the sweep's interval).
 """
@@ -105,7 +107,8 @@ class FakeCiba:
 
 class Ctx:
     def __init__(self):
-        self.c = Cluster(services=["vault-broker"], extra_config="")
+        # a slow, small re-seal pass: the rotation test sees the old key first
+        self.c = Cluster(services=["vault-broker"], extra_config="[vault]\nreseal_ms = 2500\nreseal_batch = 2\n")
         self.c.start("vault-broker")
         self.c.wait_healthy(["vault-broker"])
         self.ciba = FakeCiba(self.c.endpoints["ciba-broker"][0], self.c.keys)
@@ -318,6 +321,33 @@ def master_key_rotation(x):
     assert out["ok"], out
 
 
+@test
+def reseal_pass_moves_old_records(x):
+    """After the rotation, a paced background pass (2 records a step here)
+    moves every record sealed under key 1 to key 2, without a write to
+    any of them: connections and signing keys; they still open."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        conns = ok(x.call("vault.connections", client=x.ops()))["connections"]
+        if all(c["key_id"] == 2 for c in conns):
+            break
+        time.sleep(0.5)
+    assert all(c["key_id"] == 2 for c in conns), conns
+    assert len(conns) >= 3, conns
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and "re-seal pass done" not in x.c.read_logs():
+        time.sleep(0.3)
+    logs = x.c.read_logs()
+    assert "re-seal pass done" in logs, logs[-2000:]
+    if shutil.which("mdb_dump"):
+        dump = subprocess.run(["mdb_dump", "-s", "signing", os.path.join(x.c.dir, "data", "vault-broker")],
+                              capture_output=True, text=True, check=True).stdout.split("\n")
+        vals = [l.strip() for l in dump[dump.index("HEADER=END") + 1:] if l.startswith(" ")][1::2]
+        assert vals and all(v[:10] == "0100000002" for v in vals), vals
+    ok(lease(x, connection="sheets", ttl=5))
+    ok(lease(x, connection="sheets-new", ttl=5))
+
+
 def _edit_record(x, db, key, edit):
     """Change the value of key in db behind the vault's back (mdb_dump, edit, mdb_load)."""
     path = os.path.join(x.c.dir, "data", "vault-broker")
@@ -375,6 +405,37 @@ def sigkill_leases_still_expire_on_time(x):
         assert l["state"] == "expired", l
         assert 0 <= l["expired_at"] - l["expires_at"] <= 1, l
         assert b["lease_id"] in expired, list(expired)
+
+
+def _data_files(x):
+    for root, _, files in os.walk(os.path.join(x.c.dir, "data")):
+        for f in files:
+            with open(os.path.join(root, f), "rb") as fh:
+                yield os.path.join(root, f), fh.read()
+
+
+@test
+def leased_tokens_nowhere_on_disk(x):
+    """The recorded reply of a vault.lease (kept for retries) holds its
+    token sealed: no LMDB page holds any leased token, or its signature,
+    in plain text; a retry after a restart still gets the same token."""
+    rid, frame = sc.SanctumClient.frame("vault.lease", {
+        "run": RUN, "node": "write_po", "connection": "sheets", "scopes": [SHEETS_SCOPE],
+        "node_key": x.node_pub, "ttl": 60})
+    first = x.orch.call_raw(frame, rid, timeout_ms=5000)
+    tok = ok(first)["token"]
+    x.replies.append(first)
+    x.c.stop("vault-broker")
+    tokens = [r["body"]["token"] for r in x.replies if r.get("ok") and "token" in (r.get("body") or {})]
+    assert len(tokens) >= 5, len(tokens)
+    for path, data in _data_files(x):
+        for t in tokens:
+            assert t.encode() not in data and t.split(".")[-1].encode() not in data, (path, t[:20])
+    x.c.start("vault-broker")
+    x.c.wait_healthy(["vault-broker"])
+    x.reconnect()
+    again = x.orch.call_raw(frame, rid, timeout_ms=5000)
+    assert ok(again)["token"] == tok and again["body"]["lease_id"] == first["body"]["lease_id"], again
 
 
 @test

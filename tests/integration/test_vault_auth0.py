@@ -15,6 +15,8 @@ as Auth0 documents it and answers by the `connection` asked for).
   "not enabled" -> connection_not_enabled, invalid_grant (refresh token not
   found) -> not_connected; garbage and 500 -> unavailable provider_error;
   no listener -> unavailable network.
+- vault.renew: the same federated token for longer, within the
+  provider's own expiry for it (expires_in), refused past it.
 """
 import json
 import os
@@ -36,6 +38,7 @@ ANSWERS = {
     "google-oauth2": (200, {"access_token": "ya29.federated-access", "expires_in": 3599, "scope": "sheets.write",
                             "token_type": "Bearer",
                             "issued_token_type": "http://auth0.com/oauth/token-type/federated-connection-access-token"}),
+    "c-short": (200, {"access_token": "ya29.federated-short", "expires_in": 30, "token_type": "Bearer"}),
     "c-401": (401, {"error": "access_denied", "error_description": "Unauthorized"}),
     "c-grant": (403, {"error": "unauthorized_client", "error_description":
                       "Grant type 'urn:auth0:params:oauth:grant-type:token-exchange:federated-connection-access-token'"
@@ -116,6 +119,28 @@ def exchange_succeeds_with_the_documented_form(x):
                  "requested_token_type": "http://auth0.com/oauth/token-type/federated-connection-access-token",
                  "connection": "google-oauth2", "login_hint": "buyer@example.com",
                  "client_id": "sanctum-client", "client_secret": CLIENT_SECRET}, f
+
+
+@test
+def renewal_within_the_cap_and_the_tokens_own_expiry(x):
+    """vault.renew of an auth0 lease: the same federated token for longer,
+    no further exchange; never past the provider's own expiry for it
+    (expires_in 30 here), refused with reason upstream_expiry beyond."""
+    x.connect("sheets-short", "c-short")
+    r = x.orch.call("vault.lease", {"run": RUN, "node": "n1", "connection": "sheets-short",
+                                    "scopes": ["sheets.write"], "ttl": 10}, timeout_ms=15000)
+    assert r["ok"], r
+    x.replies.append(r)
+    first = r["body"]
+    forms = len(FORMS)
+    rn = x.orch.call("vault.renew", {"lease_id": first["lease_id"], "ttl": 600}, timeout_ms=5000)
+    assert rn["ok"], rn
+    x.replies.append(rn)
+    assert rn["body"]["token"] == "ya29.federated-short" and rn["body"]["token_type"] == "Bearer", rn
+    assert rn["body"]["expires_at"] == first["issued_at"] + 30, (rn["body"], first)
+    assert len(FORMS) == forms                          # no second exchange
+    rn2 = x.orch.call("vault.renew", {"lease_id": first["lease_id"], "ttl": 600}, timeout_ms=5000)
+    assert not rn2["ok"] and rn2["error"]["reason"] == "upstream_expiry", rn2
 
 
 @test

@@ -9,6 +9,10 @@ with a confidential client and a refresh token it issued.
 - When the lease ends (revoked here) the broker forgets the token and
   revokes it at the provider's revocation endpoint (RFC 7009): introspection
   then says inactive.
+- vault.renew: the lease lives longer with the same provider's token,
+  within the connection's cap, refused past it; revoked upstream when the
+  lease ends. An hour-long provider token ends (revoked upstream) when its
+  2 s lease expires.
 - A refresh token the provider does not know: forbidden, reason
   invalid_grant; a token endpoint that does not answer: unavailable, reason
   network; one that answers garbage: unavailable, reason provider_error.
@@ -57,6 +61,7 @@ class Ctx:
         self.orch = self.c.client("vault-broker", key_name="orch-test", principal="svc:orchestrator")
         self.files = {}
         for name, value in (("rt", self.op["refresh_token"]), ("cs", self.op["client_secret"]),
+                            ("rt2", self.op["refresh_tokens"][1]), ("rt3", self.op["refresh_tokens"][2]),
                             ("bad", "not-a-refresh-token-of-this-provider")):
             path = os.path.join(self.c.dir, name)
             with open(path, "w") as f:
@@ -101,6 +106,73 @@ def refresh_grant_and_revocation_at_lease_end(x):
     while x.introspect(b["token"])["active"] and time.monotonic() < deadline:
         time.sleep(0.1)
     assert x.introspect(b["token"])["active"] is False
+
+
+def _wait_inactive(x, token, secs=5):
+    """Introspection says inactive within secs."""
+    deadline = time.monotonic() + secs
+    while x.introspect(token)["active"] and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return not x.introspect(token)["active"]
+
+
+@test
+def renewal_within_the_cap_and_the_end_revokes(x):
+    """vault.renew of an oauth lease: the lease lives longer (within the
+    connection's cap) with the same provider's token, which stays active
+    upstream; past the cap it is refused; when the lease ends the token is
+    revoked at the provider (RFC 7009)."""
+    r = x.c.ctl("vault", "connect", "erp-capped", "--kind", "oauth", "--mode", "oauth", "--scopes", "sheets.write",
+                "--audience", "https://erp.example/", "--secret-file", x.files["rt2"],
+                "--client-id", x.op["client_id"], "--client-secret-file", x.files["cs"],
+                "--token-endpoint", x.op["token_endpoint"], "--revocation-endpoint", x.op["revocation_endpoint"],
+                "--ttl-cap", "40")
+    assert r.returncode == 0, r.stdout + r.stderr
+    r = x.orch.call("vault.lease", {"run": RUN, "node": "n1", "connection": "erp-capped",
+                                    "scopes": ["sheets.write"], "ttl": 10}, timeout_ms=15000)
+    assert r["ok"], r
+    first = r["body"]
+    x.replies.append(r)
+    rn = x.orch.call("vault.renew", {"lease_id": first["lease_id"], "ttl": 20}, timeout_ms=15000)
+    assert rn["ok"], rn
+    x.replies.append(rn)
+    b = rn["body"]
+    assert b["lease_id"] == first["lease_id"] and b["token_type"] == "Bearer", b
+    assert b["token"] == first["token"] and b["expires_at"] > first["expires_at"], (b, first)
+    assert x.introspect(b["token"])["active"] is True
+    # within the cap: asking for 600 s gives the cap (issued_at + 40)
+    rn2 = x.orch.call("vault.renew", {"lease_id": first["lease_id"], "ttl": 600}, timeout_ms=15000)
+    assert rn2["ok"], rn2
+    x.replies.append(rn2)
+    assert rn2["body"]["expires_at"] == first["issued_at"] + 40, (rn2["body"], first)
+    rn3 = x.orch.call("vault.renew", {"lease_id": first["lease_id"], "ttl": 600}, timeout_ms=15000)
+    assert not rn3["ok"] and rn3["error"]["code"] == "conflict" and rn3["error"]["reason"] == "cap", rn3
+    leases = x.orch.call("vault.leases", {"run": RUN}, timeout_ms=5000)["body"]["leases"]
+    mine = [l for l in leases if l["lease_id"] == first["lease_id"]][0]
+    assert mine["renewals"] == 2 and mine["expires_at"] == first["issued_at"] + 40, mine
+    assert x.introspect(first["token"])["active"] is True
+    rv = x.orch.call("vault.revoke", {"lease_id": first["lease_id"]}, timeout_ms=5000)
+    assert rv["ok"], rv
+    assert _wait_inactive(x, first["token"]), "the lease ended, its token is still active upstream"
+    rn4 = x.orch.call("vault.renew", {"lease_id": first["lease_id"]}, timeout_ms=5000)
+    assert not rn4["ok"] and rn4["error"]["code"] == "conflict", rn4
+
+
+@test
+def an_hour_long_token_ends_when_its_lease_expires(x):
+    """The provider's token lives an hour (oidc_server.mjs); its lease of 2 s
+    expires (the sweep) and the broker revokes it upstream."""
+    x.connect("erp-short", secret="rt3")
+    r = x.orch.call("vault.lease", {"run": RUN, "node": "n1", "connection": "erp-short", "scopes": ["sheets.write"],
+                                    "ttl": 2}, timeout_ms=15000)
+    assert r["ok"], r
+    x.replies.append(r)
+    short = r["body"]
+    info = x.introspect(short["token"])
+    assert info["active"] is True and info.get("exp", 0) - time.time() > 600, info    # the provider's: an hour
+    assert _wait_inactive(x, short["token"], secs=8), "the expired lease's token is still active upstream"
+    leases = x.orch.call("vault.leases", {"run": RUN}, timeout_ms=5000)["body"]["leases"]
+    assert [l for l in leases if l["lease_id"] == short["lease_id"]][0]["state"] == "expired"
 
 
 @test

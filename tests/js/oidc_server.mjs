@@ -7,7 +7,8 @@
 //   node tests/js/oidc_server.mjs PORT
 //
 // Prints one JSON line {issuer, token_endpoint, revocation_endpoint,
-// introspection_endpoint, client_id, client_secret, refresh_token} once it
+// introspection_endpoint, client_id, client_secret, refresh_token,
+// refresh_tokens (one per grant, the first = refresh_token)} once it
 // listens, then serves until killed.
 import Provider from "oidc-provider";
 
@@ -31,20 +32,27 @@ const provider = new Provider(issuer, {
 });
 provider.on("server_error", (ctx, err) => console.error("server_error", err));
 
-const grant = new provider.Grant({ accountId: "buyer", clientId: client.client_id });
-grant.addOIDCScope("openid offline_access sheets.write");
-const grantId = await grant.save();
+// Four grants, each with its refresh token: revoking any token of a grant
+// revokes all of its tokens here (oidc-provider's revocation), so each
+// test that ends a lease uses a grant of its own.
 const c = await provider.Client.find(client.client_id);
-const rt = new provider.RefreshToken({
-  client: c, accountId: "buyer", grantId, scope: "openid offline_access sheets.write", gty: "authorization_code",
-});
-const refresh = await rt.save();
+const refreshTokens = [];
+for (let i = 0; i < 4; i++) {
+  const grant = new provider.Grant({ accountId: "buyer", clientId: client.client_id });
+  grant.addOIDCScope("openid offline_access sheets.write");
+  const grantId = await grant.save();
+  const rt = new provider.RefreshToken({
+    client: c, accountId: "buyer", grantId, scope: "openid offline_access sheets.write", gty: "authorization_code",
+  });
+  refreshTokens.push(await rt.save());
+}
+const refresh = refreshTokens[0];
 
 const server = provider.listen(port, "127.0.0.1", () => {
   process.stdout.write(JSON.stringify({
     issuer, token_endpoint: `${issuer}/token`, revocation_endpoint: `${issuer}/token/revocation`,
     introspection_endpoint: `${issuer}/token/introspection`, client_id: client.client_id,
-    client_secret: client.client_secret, refresh_token: refresh,
+    client_secret: client.client_secret, refresh_token: refresh, refresh_tokens: refreshTokens,
   }) + "\n");
 });
 process.on("SIGTERM", () => server.close(() => process.exit(0)));

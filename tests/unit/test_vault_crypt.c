@@ -6,7 +6,11 @@
     key the keyring lacks; rotation appends a key (the file grows by 32
     bytes, a reload keeps both), old records still open under their key and
     new ones seal under the new key; a key file others can read, or of a
-    bad size, is refused.
+    bad size, is refused. A keyring from a systemd credential
+    ($CREDENTIALS_DIRECTORY/<name>, mode 0400) loads the same keys, is
+    never made nor written (rotation is refused, the file unchanged), and a
+    missing credential, a name with a slash or no CREDENTIALS_DIRECTORY is
+    an error.
 */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -118,6 +122,64 @@ test_bad_files (void **state)
     assert_null (kr);
 }
 
+static void
+test_credential (void **state)
+{
+    char dir [128], path [192], err [256] = "";
+    snprintf (dir, sizeof dir, "%s/creds", s_dir);
+    assert_int_equal (mkdir (dir, 0700), 0);
+    snprintf (path, sizeof path, "%s/vault-master.key", dir);
+    uint8_t keys [64];
+    randombytes_buf (keys, sizeof keys);
+    FILE *f = fopen (path, "wb");
+    assert_non_null (f);
+    assert_int_equal (fwrite (keys, 1, sizeof keys, f), sizeof keys);
+    fclose (f);
+    chmod (path, 0400);
+    vault_keyring_t *kr = NULL;
+    unsetenv ("CREDENTIALS_DIRECTORY");
+    assert_int_equal (vault_keyring_load_credential (&kr, "vault-master.key", err, sizeof err), BUS_EINVAL);
+    assert_non_null (strstr (err, "CREDENTIALS_DIRECTORY"));
+    setenv ("CREDENTIALS_DIRECTORY", dir, 1);
+    assert_int_equal (vault_keyring_load_credential (&kr, "../master.key", err, sizeof err), BUS_EINVAL);
+    assert_int_equal (vault_keyring_load_credential (&kr, "missing.key", err, sizeof err), BUS_EIO);
+    assert_null (kr);
+    struct stat st;
+    snprintf (path, sizeof path, "%s/missing.key", dir);
+    assert_int_not_equal (stat (path, &st), 0);              /* not made */
+    snprintf (path, sizeof path, "%s/vault-master.key", dir);
+    assert_int_equal (vault_keyring_load_credential (&kr, "vault-master.key", err, sizeof err), 0);
+    assert_true (vault_keyring_readonly (kr));
+    assert_int_equal (vault_keyring_current (kr), 2);
+    /* sealed under the credential's second key, opened by a file keyring of the same bytes */
+    const char *ad = "connection/x", *secret = "s3cret";
+    uint8_t *sealed = NULL, *plain = NULL;
+    size_t len = 0, plen = 0;
+    assert_int_equal (vault_seal (kr, ad, strlen (ad), secret, strlen (secret), &sealed, &len), 0);
+    assert_int_equal (vault_sealed_key_id (sealed, len), 2);
+    assert_int_equal (vault_keyring_rotate (kr, err, sizeof err), BUS_EPERM);
+    assert_non_null (strstr (err, "credential"));
+    assert_int_equal (vault_keyring_current (kr), 2);
+    assert_int_equal (stat (path, &st), 0);
+    assert_int_equal (st.st_size, 64);                          /* unchanged */
+    vault_keyring_destroy (&kr);
+    char copy [192];
+    snprintf (copy, sizeof copy, "%s/copy.key", s_dir);
+    f = fopen (copy, "wb");
+    assert_non_null (f);
+    assert_int_equal (fwrite (keys, 1, sizeof keys, f), sizeof keys);
+    fclose (f);
+    chmod (copy, 0600);
+    assert_int_equal (vault_keyring_load (&kr, copy, err, sizeof err), 0);
+    assert_false (vault_keyring_readonly (kr));
+    assert_int_equal (vault_open (kr, ad, strlen (ad), sealed, len, &plain, &plen, NULL), 0);
+    assert_memory_equal (plain, secret, plen);
+    vault_plain_free (&plain);
+    free (sealed);
+    vault_keyring_destroy (&kr);
+    unsetenv ("CREDENTIALS_DIRECTORY");
+}
+
 int
 main (void)
 {
@@ -127,6 +189,7 @@ main (void)
     const struct CMUnitTest tests [] = {
         cmocka_unit_test (test_seal_open_tamper),
         cmocka_unit_test (test_bad_files),
+        cmocka_unit_test (test_credential),
     };
     int failed = cmocka_run_group_tests (tests, NULL, NULL);
     test_service_rmtree (s_dir);
