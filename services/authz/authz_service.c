@@ -839,7 +839,6 @@ s_decide_common (bus_service_t *svc, bus_request_t *req, s_authz_t *self, bool c
         s_fail (req, rc, &err);
         return;
     }
-    json_object_set_new (decision, "store_id", json_string (self->store_id));
     if (chain_only) {
         json_t *chain = json_object_get (decision, "chain");
         json_t *out = chain ? json_pack ("{s:O}", "chain", chain)
@@ -854,9 +853,9 @@ s_decide_common (bus_service_t *svc, bus_request_t *req, s_authz_t *self, bool c
         bus_reply_error (req, PROTO_ERR_UNAVAILABLE, "cannot record the decision");
         return;
     }
-    job->event = json_pack ("{s:s, s:s, s:s, s:O}", "principal", s_field (body, "principal"),
+    job->event = json_pack ("{s:s, s:s, s:s, s:O, s:s}", "principal", s_field (body, "principal"),
                             "action", s_field (body, "action"), "resource", s_field (body, "resource"),
-                            "decision", decision);
+                            "decision", decision, "store_id", self->store_id);
     job->decision = decision;
     snprintf (job->traceparent, sizeof job->traceparent, "%s", bus_request_traceparent (req));
     /* recorded (a commit: two fsyncs) on the writer thread when there is
