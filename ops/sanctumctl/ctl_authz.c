@@ -3,6 +3,7 @@
     test files: ctl_authz_test.c.)
 */
 #include "ctl.h"
+#include "authz_mod.h"
 
 #include <stdio.h>
 #include <sys/stat.h>
@@ -94,13 +95,36 @@ s_options (ctl_t *ctl, int from, json_t **context, const char **condition)
     return CTL_OK;
 }
 
-/*  authz model write FILE: DSL or JSON, by content. */
+/*  authz model write FILE: DSL or JSON, by content; a file ending in
+    .mod is a modular model's fga.mod, combined here (authz_mod.h) with
+    its module files and sent as one model. */
 static int
 s_model_write (ctl_t *ctl)
 {
     if (ctl->argc != 3) {
-        fprintf (stderr, "usage: sanctumctl authz model write FILE\n");
+        fprintf (stderr, "usage: sanctumctl authz model write FILE (DSL, JSON or fga.mod)\n");
         return CTL_USAGE;
+    }
+    size_t plen = strlen (ctl->argv [2]);
+    if (plen >= 4 && streq (ctl->argv [2] + plen - 4, ".mod")) {
+        json_t *model = NULL, *errors = NULL;
+        if (authz_mod_load (ctl->argv [2], &model, &errors)) {
+            size_t i;
+            json_t *e;
+            json_array_foreach (errors, i, e)
+                fprintf (stderr, "sanctumctl: %s:%lld:%lld: %s\n",
+                         json_string_value (json_object_get (e, "file")) ?: ctl->argv [2],
+                         json_integer_value (json_object_get (json_object_get (e, "line"), "start")) + 1,
+                         json_integer_value (json_object_get (json_object_get (e, "column"), "start")) + 1,
+                         json_string_value (json_object_get (e, "msg")) ?: "invalid");
+            json_decref (errors);
+            return CTL_ERROR;
+        }
+        json_decref (errors);
+        json_t *body = json_pack ("{s:o}", "model", model);
+        int rc = s_call (ctl, "authz.model.write", body, NULL, true);
+        json_decref (body);
+        return rc;
     }
     char *text = s_slurp (ctl->argv [2]);
     if (!text)
