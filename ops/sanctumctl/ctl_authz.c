@@ -35,9 +35,16 @@ s_slurp (const char *path)
 
 /*  Send one authz request and print the reply. Returns the exit code;
     *reply_out (if given) keeps the reply. */
+/*  The store named by --store (NULL: the default store). */
+static const char *s_store;
+
 static int
 s_call (ctl_t *ctl, const char *type, json_t *body, proto_msg_t **reply_out, bool print)
 {
+    /* the store, for every request that names one */
+    if (s_store && body && strncmp (type, "authz.policy.", 13) && strcmp (type, "authz.store.create")
+    &&  strcmp (type, "authz.store.list"))
+        json_object_set_new (body, "store_id", json_string (s_store));
     bus_client_t *client = ctl_client (ctl, "authz");
     proto_msg_t *reply = NULL;
     int rc = CTL_ERROR;
@@ -284,10 +291,48 @@ s_decide (ctl_t *ctl)
     return rc;
 }
 
+/*  authz store create NAME | list | get | delete (the store of --store). */
+static int
+s_stores (ctl_t *ctl)
+{
+    const char *op = ctl->argc >= 2 ? ctl->argv [1] : "";
+    if (streq (op, "create") && ctl->argc == 3) {
+        json_t *body = json_pack ("{s:s}", "name", ctl->argv [2]);
+        int rc = s_call (ctl, "authz.store.create", body, NULL, true);
+        json_decref (body);
+        return rc;
+    }
+    if (streq (op, "list") && ctl->argc == 2) {
+        json_t *body = json_object ();
+        int rc = s_call (ctl, "authz.store.list", body, NULL, true);
+        json_decref (body);
+        return rc;
+    }
+    if ((streq (op, "get") || streq (op, "delete")) && ctl->argc == 2 && s_store) {
+        json_t *body = json_object ();
+        int rc = s_call (ctl, streq (op, "get") ? "authz.store.get" : "authz.store.delete", body, NULL, true);
+        json_decref (body);
+        return rc;
+    }
+    fprintf (stderr, "usage: sanctumctl authz store create NAME | store list | --store ID store get|delete\n");
+    return CTL_USAGE;
+}
+
 int
 ctl_cmd_authz (ctl_t *ctl)
 {
+    /* --store ID, anywhere: the store of the requests */
+    for (int i = 0; i + 1 < ctl->argc; i++)
+        if (streq (ctl->argv [i], "--store")) {
+            s_store = ctl->argv [i + 1];
+            for (int k = i; k + 2 < ctl->argc; k++)
+                ctl->argv [k] = ctl->argv [k + 2];
+            ctl->argc -= 2;
+            break;
+        }
     const char *sub = ctl->argc ? ctl->argv [0] : "";
+    if (streq (sub, "store"))
+        return s_stores (ctl);
     if (streq (sub, "model") && ctl->argc >= 2 && streq (ctl->argv [1], "write"))
         return s_model_write (ctl);
     if (streq (sub, "write") || streq (sub, "delete"))
@@ -300,7 +345,9 @@ ctl_cmd_authz (ctl_t *ctl)
         return s_decide (ctl);
     if (streq (sub, "test"))
         return ctl_cmd_authz_test (ctl);
-    fprintf (stderr, "usage: sanctumctl authz model write FILE | write|delete TUPLE | check USER RELATION OBJECT\n"
-                     "       | policy write FILE | policy read | decide PRINCIPAL ACTION RESOURCE | test FILE\n");
+    fprintf (stderr, "usage: sanctumctl authz [--store ID] model write FILE | write|delete TUPLE\n"
+                     "       | check USER RELATION OBJECT | policy write FILE | policy read\n"
+                     "       | decide PRINCIPAL ACTION RESOURCE | store create NAME | store list\n"
+                     "       | store get|delete | test FILE\n");
     return CTL_USAGE;
 }

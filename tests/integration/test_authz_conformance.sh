@@ -5,7 +5,9 @@
 #   - language/stores/*/store.fga.yaml: the valid stores must pass; a store
 #     with expected_errors.json must be refused (exit 1) naming each expected
 #     error (one assertion per expected error);
-#   - ops/examples/procurement/procurement.fga.yaml: must pass.
+#   - ops/examples/procurement/procurement.fga.yaml: must pass;
+#   - a modular model (model_file: fga.mod) made here: must pass, and be
+#     refused naming file, line and column once a module redefines a relation.
 # Conformance data: $SANCTUM_CONFORMANCE_DIR, else ../shared/conformance/openfga
 # from the repository root. Prints `ok FILE (...)` / `not ok FILE (...)` per
 # file, then `N passed, N failed` counting assertions over all files; exits 1
