@@ -1117,66 +1117,6 @@ s_store_add (json_t *record, uint32_t number, void *arg)
     return 0;
 }
 
-/*  Keys written before stores (no prefix), copied out of a scan. */
-typedef struct {
-    uint8_t **pairs;              /* prefix, key, value */
-    size_t *key_len, *val_len;
-    size_t n, cap;
-} s_moves_t;
-
-static int
-s_move_one (const void *key, size_t key_len, const void *val, size_t val_len, void *arg)
-{
-    s_moves_t *m = arg;
-    if (m->n == m->cap) {
-        size_t cap = m->cap ? 2 * m->cap : 256;
-        uint8_t **p = realloc (m->pairs, cap * sizeof *p);
-        if (p)
-            m->pairs = p;
-        size_t *k = p ? realloc (m->key_len, cap * sizeof *k) : NULL;
-        if (k)
-            m->key_len = k;
-        size_t *v = k ? realloc (m->val_len, cap * sizeof *v) : NULL;
-        if (v)
-            m->val_len = v;
-        if (!v)
-            return BUS_ENOMEM;
-        m->cap = cap;
-    }
-    uint8_t *copy = malloc (AUTHZ_STORE_PREFIX + key_len + val_len);
-    if (!copy)
-        return BUS_ENOMEM;
-    authz_store_prefix (AUTHZ_STORE_FIRST, copy);
-    memcpy (copy + AUTHZ_STORE_PREFIX, key, key_len);
-    memcpy (copy + AUTHZ_STORE_PREFIX + key_len, val, val_len);
-    m->pairs [m->n] = copy;
-    m->key_len [m->n] = key_len;
-    m->val_len [m->n++] = val_len;
-    return 0;
-}
-
-/*  Move every key of db (all written before stores: no prefix) under the
-    first store's prefix, in txn. */
-static int
-s_migrate_db (bus_txn_t *txn, int db)
-{
-    s_moves_t m = { 0 };
-    int rc = bus_txn_scan (txn, db, NULL, 0, NULL, 0, s_move_one, &m);
-    for (size_t i = 0; i < m.n; i++) {
-        uint8_t *p = m.pairs [i];
-        if (rc == 0)
-            rc = bus_txn_del (txn, db, p + AUTHZ_STORE_PREFIX, m.key_len [i]);
-        if (rc == 0)
-            rc = bus_txn_put (txn, db, p, AUTHZ_STORE_PREFIX + m.key_len [i],
-                              p + AUTHZ_STORE_PREFIX + m.key_len [i], m.val_len [i]);
-        free (p);
-    }
-    free (m.pairs);
-    free (m.key_len);
-    free (m.val_len);
-    return rc;
-}
-
 /*  The registry at start: made on first start under stores (the default
     store, number AUTHZ_STORE_FIRST, keeping the identity an older authz
     made and moving its keys under its prefix); then every live store
@@ -1204,7 +1144,7 @@ s_stores_boot (s_authz_t *self)
             rc = BUS_EIO;
         static const char *const engine [] = { "authz_models", "authz_tuples", "authz_users", "authz_changes" };
         for (size_t i = 0; rc == 0 && i < 4; i++)
-            rc = s_migrate_db (txn, bus_store_db (st, engine [i]));
+            rc = authz_stores_migrate (txn, bus_store_db (st, engine [i]), AUTHZ_STORE_FIRST);
         /* the default store: its id (the identity it had, when it had one) */
         char *text = rc == 0 ? json_dumps (rec, JSON_COMPACT) : NULL;
         if (rc == 0)

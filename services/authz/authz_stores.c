@@ -375,3 +375,63 @@ authz_stores_each (bus_txn_t *txn, int db, authz_stores_fn *fn, void *arg)
     uint8_t from [1] = { AUTHZ_STORES_NUMBER };
     return bus_txn_scan_prefix (txn, db, from, 1, s_each_one, &e);
 }
+
+/*  Keys written before stores (no prefix), copied out of a scan. */
+typedef struct {
+    uint8_t **pairs;              /* prefix, key, value */
+    uint32_t number;
+    size_t *key_len, *val_len;
+    size_t n, cap;
+} s_moves_t;
+
+static int
+s_move_one (const void *key, size_t key_len, const void *val, size_t val_len, void *arg)
+{
+    s_moves_t *m = arg;
+    if (m->n == m->cap) {
+        size_t cap = m->cap ? 2 * m->cap : 256;
+        uint8_t **p = realloc (m->pairs, cap * sizeof *p);
+        if (p)
+            m->pairs = p;
+        size_t *k = p ? realloc (m->key_len, cap * sizeof *k) : NULL;
+        if (k)
+            m->key_len = k;
+        size_t *v = k ? realloc (m->val_len, cap * sizeof *v) : NULL;
+        if (v)
+            m->val_len = v;
+        if (!v)
+            return BUS_ENOMEM;
+        m->cap = cap;
+    }
+    uint8_t *copy = malloc (AUTHZ_STORE_PREFIX + key_len + val_len);
+    if (!copy)
+        return BUS_ENOMEM;
+    authz_store_prefix (m->number, copy);
+    memcpy (copy + AUTHZ_STORE_PREFIX, key, key_len);
+    memcpy (copy + AUTHZ_STORE_PREFIX + key_len, val, val_len);
+    m->pairs [m->n] = copy;
+    m->key_len [m->n] = key_len;
+    m->val_len [m->n++] = val_len;
+    return 0;
+}
+
+/*  Move every key of db under number's prefix; see the header. */
+int
+authz_stores_migrate (bus_txn_t *txn, int db, uint32_t number)
+{
+    s_moves_t m = { .number = number };
+    int rc = bus_txn_scan (txn, db, NULL, 0, NULL, 0, s_move_one, &m);
+    for (size_t i = 0; i < m.n; i++) {
+        uint8_t *p = m.pairs [i];
+        if (rc == 0)
+            rc = bus_txn_del (txn, db, p + AUTHZ_STORE_PREFIX, m.key_len [i]);
+        if (rc == 0)
+            rc = bus_txn_put (txn, db, p, AUTHZ_STORE_PREFIX + m.key_len [i],
+                              p + AUTHZ_STORE_PREFIX + m.key_len [i], m.val_len [i]);
+        free (p);
+    }
+    free (m.pairs);
+    free (m.key_len);
+    free (m.val_len);
+    return rc;
+}

@@ -295,6 +295,62 @@ test_changes_start_time (void **state)
                       -AUTHZ_EVALIDATION);
 }
 
+/*  Keys an authz from before stores wrote (no prefix) move under a
+    store's number, and read as that store's. */
+static void
+test_migrate_unprefixed (void **state)
+{
+    s_fix_t *f = *state;
+    json_t *js = NULL;
+    assert_int_equal (authz_dsl_load (&js, s_model, NULL), 0);
+    char *model_text = json_dumps (js, JSON_COMPACT);
+    json_decref (js);
+    const char *id = "01JAAAAAAAAAAAAAAAAAAAAAAA";
+    static const char tkey [] = "doc:1\0viewer\0user:old";           /* + its NUL */
+    static const char ukey [] = "user:old\0doc:1\0viewer";
+    static const char tval [] = "\0\0" "2026-01-01T00:00:00.000Z";
+    const char *change = "{\"tuple_key\":{\"object\":\"doc:1\",\"relation\":\"viewer\",\"user\":\"user:old\"},"
+                         "\"operation\":\"TUPLE_OPERATION_WRITE\",\"timestamp\":\"2026-01-01T00:00:00.000Z\"}";
+    uint8_t seq [8];
+    bus_u64_to_key (1, seq);
+    bus_txn_t *txn = bus_txn_begin (f->bus, true);
+    int models = bus_store_db (f->bus, "authz_models"), tuples = bus_store_db (f->bus, "authz_tuples");
+    int users = bus_store_db (f->bus, "authz_users"), changes = bus_store_db (f->bus, "authz_changes");
+    assert_int_equal (bus_txn_put (txn, models, id, 26, model_text, strlen (model_text)), 0);
+    assert_int_equal (bus_txn_put (txn, tuples, tkey, sizeof tkey, tval, sizeof tval), 0);
+    assert_int_equal (bus_txn_put (txn, users, ukey, sizeof ukey, "", 0), 0);
+    assert_int_equal (bus_txn_put (txn, changes, seq, 8, change, strlen (change)), 0);
+    assert_int_equal (bus_txn_commit (&txn), 0);
+    free (model_text);
+    /* store 1 (the fixture's) has its own keys too: those move as well,
+       which is what happens once (the registry is made on a first start
+       under stores, when every key is an old one) */
+    txn = bus_txn_begin (f->bus, true);
+    int dbs [4] = { models, tuples, users, changes };
+    for (int i = 0; i < 4; i++)
+        assert_int_equal (authz_stores_migrate (txn, dbs [i], 7), 0);
+    assert_int_equal (bus_txn_commit (&txn), 0);
+    authz_store_t *st = NULL;
+    assert_int_equal (authz_store_new (&st, f->bus), 0);
+    authz_store_select (st, 7, false);
+    const authz_model_t *model = NULL;
+    assert_int_equal (authz_store_model (st, id, &model, NULL), 0);
+    bool allowed = false;
+    assert_int_equal (authz_check (st, model, "doc:1", "viewer", "user:old", NULL, &allowed, NULL), 0);
+    assert_true (allowed);
+    json_t *list = NULL, *got = NULL;
+    char *token = NULL;
+    assert_int_equal (authz_store_read_changes (st, NULL, NULL, 10, NULL, &list, &token, NULL), 0);
+    assert_int_equal (json_array_size (list), 1);
+    json_decref (list);
+    free (token);
+    assert_int_equal (authz_list_objects (st, model, "doc", "viewer", "user:old", NULL, &got, NULL), 0);
+    assert_int_equal (json_array_size (got), 1);
+    json_decref (got);
+    assert_int_equal (s_keys (f, "authz_tuples", 7), 1);
+    authz_store_destroy (&st);
+}
+
 int
 main (void)
 {
@@ -302,6 +358,7 @@ main (void)
         cmocka_unit_test_setup_teardown (test_stores_apart_then_reclaimed, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown (test_stores_list, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown (test_changes_start_time, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown (test_migrate_unprefixed, s_setup, s_teardown),
     };
     int failed = cmocka_run_group_tests (tests, NULL, NULL);
     printf ("%d passed, %d failed\n", (int) (sizeof tests / sizeof tests [0]) - failed, failed);
