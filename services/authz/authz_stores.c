@@ -388,6 +388,12 @@ static int
 s_move_one (const void *key, size_t key_len, const void *val, size_t val_len, void *arg)
 {
     s_moves_t *m = arg;
+    /* already under a store's number (an engine opened on this environment
+       without the service, e.g. a tool or a bench, wrote it): stays. Old
+       keys start with a type name or a ULID, never NUL, except the
+       changelog's 8-byte sequence numbers; no prefixed key is 8 bytes. */
+    if (key_len > 0 && ((const uint8_t *) key) [0] == 0 && key_len != 8)
+        return 0;
     if (m->n == m->cap) {
         size_t cap = m->cap ? 2 * m->cap : 256;
         uint8_t **p = realloc (m->pairs, cap * sizeof *p);

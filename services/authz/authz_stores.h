@@ -71,9 +71,10 @@ int authz_stores_reclaim (bus_txn_t *txn, int db, const int *dbs, size_t n_dbs, 
 typedef int (authz_stores_fn) (json_t *record, uint32_t number, void *arg);
 int authz_stores_each (bus_txn_t *txn, int db, authz_stores_fn *fn, void *arg);
 
-/*  Move every key of an engine database (all written by an authz from
-    before stores: no prefix) under number's prefix, in write txn, values
-    unchanged. Done once, when the registry is made. */
+/*  Move every key of an engine database written by an authz from before
+    stores (no prefix) under number's prefix, in write txn, values
+    unchanged; keys already under a number stay. Done once, when the
+    registry is made. */
 int authz_stores_migrate (bus_txn_t *txn, int db, uint32_t number)
     __attribute__((warn_unused_result));
 

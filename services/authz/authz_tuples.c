@@ -39,6 +39,8 @@ struct authz_store_t {
     uint32_t store_no;              /* the store selected (authz_store_select) */
     bool checked;                   /* check it is live in every transaction */
     uint8_t prefix [S_PFX];         /* store_no, big-endian: every key's start */
+    uint64_t live_snapshot;         /* store_no was live in this snapshot (0: not known) */
+    uint32_t live_no;
     authz_model_t *models [AUTHZ_MAX_MODELS_CACHED];
     uint32_t model_store [AUTHZ_MAX_MODELS_CACHED];  /* the store of each */
     bool model_latest [AUTHZ_MAX_MODELS_CACHED];     /* its store's newest: this
@@ -166,6 +168,8 @@ authz_store_new (authz_store_t **out, bus_store_t *bus)
     return 0;
 }
 
+static bool s_tracked (authz_store_t *self, bus_txn_t *txn);
+
 /*  Select the store the next calls work on. */
 void
 authz_store_select (authz_store_t *self, uint32_t number, bool checked)
@@ -198,13 +202,25 @@ authz_store_live (authz_store_t *self, bus_txn_t *txn, authz_error_t *err)
 {
     if (!self->checked)
         return 0;
+    /* known live in this very snapshot (any commit, a deletion too, makes
+       a new one): no lookup (most Checks of a busy store) */
+    bool tracked = s_tracked (self, txn);
+    uint64_t snapshot = tracked ? bus_txn_snapshot (txn) : 0;
+    if (snapshot && snapshot == self->live_snapshot && self->live_no == self->store_no)
+        return 0;
     uint8_t key [1 + S_PFX] = { AUTHZ_STORES_NUMBER };
     memcpy (key + 1, self->prefix, S_PFX);
     const void *v;
     size_t vl;
     int rc = bus_txn_get (txn, self->db_stores, key, sizeof key, &v, &vl);
-    if (rc == 0 && vl > 0 && ((const char *) v) [0] == AUTHZ_STORES_LIVE)
+    if (rc == 0 && vl > 0 && ((const char *) v) [0] == AUTHZ_STORES_LIVE) {
+        /* a read's snapshot only: a write transaction's changes are not committed */
+        if (snapshot) {
+            self->live_snapshot = snapshot;
+            self->live_no = self->store_no;
+        }
         return 0;
+    }
     if (rc && rc != BUS_ENOTFOUND)
         return rc;
     return authz_error_set (err, AUTHZ_ESTORE_NOT_FOUND, "store not found");
