@@ -704,6 +704,47 @@ bus_txn_last (bus_txn_t *self, int db, const void **key, size_t *key_len,
     return s_txn_edge (self, db, MDB_LAST, key, key_len, val, val_len);
 }
 
+/*  The last entry whose key starts with prefix: seek to the first key
+    past every key with that prefix, then step back. */
+int
+bus_txn_last_prefix (bus_txn_t *self, int db, const void *prefix, size_t prefix_len,
+                     const void **key, size_t *key_len, const void **val, size_t *val_len)
+{
+    assert (self && prefix && prefix_len && key && key_len && val && val_len);
+    if (self->error)
+        return self->error;
+    if (prefix_len > 511)
+        return BUS_ENOTFOUND;
+    /* the first key after the prefix's range: the prefix plus one, with
+       carry (all 0xff: no such key, the range runs to the end) */
+    uint8_t end [511];
+    size_t end_len = prefix_len;
+    memcpy (end, prefix, prefix_len);
+    while (end_len && end [end_len - 1] == 0xff)
+        end_len--;
+    if (end_len)
+        end [end_len - 1]++;
+    MDB_cursor *cursor = NULL;
+    int rc = s_cursor_get (self, db, &cursor);
+    if (rc)
+        return rc;
+    MDB_val k = { .mv_size = end_len, .mv_data = end }, v;
+    int mrc = end_len ? mdb_cursor_get (cursor, &k, &v, MDB_SET_RANGE) : MDB_NOTFOUND;
+    mrc = mrc == 0 ? mdb_cursor_get (cursor, &k, &v, MDB_PREV)
+        : mrc == MDB_NOTFOUND ? mdb_cursor_get (cursor, &k, &v, MDB_LAST) : mrc;
+    rc = s_map (mrc, "last_prefix");
+    if (rc == 0 && (k.mv_size < prefix_len || memcmp (k.mv_data, prefix, prefix_len)))
+        rc = BUS_ENOTFOUND;
+    if (rc == 0) {
+        *key = k.mv_data;
+        *key_len = k.mv_size;
+        *val = v.mv_data;
+        *val_len = v.mv_size;
+    }
+    s_cursor_put (self, db, cursor);
+    return rc;
+}
+
 /*  Store v big-endian in out, so that numeric order is key order. */
 void
 bus_u64_to_key (uint64_t v, uint8_t out [8])

@@ -142,6 +142,11 @@ int bus_txn_first (bus_txn_t *self, int db, const void **key, size_t *key_len,
 int bus_txn_last (bus_txn_t *self, int db, const void **key, size_t *key_len,
                   const void **val, size_t *val_len);
 
+/*  The last entry whose key starts with prefix (prefix_len >= 1): 0 with
+    pointers into the map, or BUS_ENOTFOUND when there is none. */
+int bus_txn_last_prefix (bus_txn_t *self, int db, const void *prefix, size_t prefix_len,
+                         const void **key, size_t *key_len, const void **val, size_t *val_len);
+
 /*  Big-endian u64 key helpers, so numeric keys sort. */
 void bus_u64_to_key (uint64_t v, uint8_t out[8]);
 uint64_t bus_key_to_u64 (const uint8_t in[8]);

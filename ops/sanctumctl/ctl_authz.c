@@ -3,6 +3,7 @@
     test files: ctl_authz_test.c.)
 */
 #include "ctl.h"
+#include "authz_mod.h"
 
 #include <stdio.h>
 #include <sys/stat.h>
@@ -34,9 +35,16 @@ s_slurp (const char *path)
 
 /*  Send one authz request and print the reply. Returns the exit code;
     *reply_out (if given) keeps the reply. */
+/*  The store named by --store (NULL: the default store). */
+static const char *s_store;
+
 static int
 s_call (ctl_t *ctl, const char *type, json_t *body, proto_msg_t **reply_out, bool print)
 {
+    /* the store, for every request that names one */
+    if (s_store && body && strncmp (type, "authz.policy.", 13) && strcmp (type, "authz.store.create")
+    &&  strcmp (type, "authz.store.list"))
+        json_object_set_new (body, "store_id", json_string (s_store));
     bus_client_t *client = ctl_client (ctl, "authz");
     proto_msg_t *reply = NULL;
     int rc = CTL_ERROR;
@@ -94,13 +102,36 @@ s_options (ctl_t *ctl, int from, json_t **context, const char **condition)
     return CTL_OK;
 }
 
-/*  authz model write FILE: DSL or JSON, by content. */
+/*  authz model write FILE: DSL or JSON, by content; a file ending in
+    .mod is a modular model's fga.mod, combined here (authz_mod.h) with
+    its module files and sent as one model. */
 static int
 s_model_write (ctl_t *ctl)
 {
     if (ctl->argc != 3) {
-        fprintf (stderr, "usage: sanctumctl authz model write FILE\n");
+        fprintf (stderr, "usage: sanctumctl authz model write FILE (DSL, JSON or fga.mod)\n");
         return CTL_USAGE;
+    }
+    size_t plen = strlen (ctl->argv [2]);
+    if (plen >= 4 && streq (ctl->argv [2] + plen - 4, ".mod")) {
+        json_t *model = NULL, *errors = NULL;
+        if (authz_mod_load (ctl->argv [2], &model, &errors)) {
+            size_t i;
+            json_t *e;
+            json_array_foreach (errors, i, e)
+                fprintf (stderr, "sanctumctl: %s:%lld:%lld: %s\n",
+                         json_string_value (json_object_get (e, "file")) ?: ctl->argv [2],
+                         json_integer_value (json_object_get (json_object_get (e, "line"), "start")) + 1,
+                         json_integer_value (json_object_get (json_object_get (e, "column"), "start")) + 1,
+                         json_string_value (json_object_get (e, "msg")) ?: "invalid");
+            json_decref (errors);
+            return CTL_ERROR;
+        }
+        json_decref (errors);
+        json_t *body = json_pack ("{s:o}", "model", model);
+        int rc = s_call (ctl, "authz.model.write", body, NULL, true);
+        json_decref (body);
+        return rc;
     }
     char *text = s_slurp (ctl->argv [2]);
     if (!text)
@@ -260,10 +291,48 @@ s_decide (ctl_t *ctl)
     return rc;
 }
 
+/*  authz store create NAME | list | get | delete (the store of --store). */
+static int
+s_stores (ctl_t *ctl)
+{
+    const char *op = ctl->argc >= 2 ? ctl->argv [1] : "";
+    if (streq (op, "create") && ctl->argc == 3) {
+        json_t *body = json_pack ("{s:s}", "name", ctl->argv [2]);
+        int rc = s_call (ctl, "authz.store.create", body, NULL, true);
+        json_decref (body);
+        return rc;
+    }
+    if (streq (op, "list") && ctl->argc == 2) {
+        json_t *body = json_object ();
+        int rc = s_call (ctl, "authz.store.list", body, NULL, true);
+        json_decref (body);
+        return rc;
+    }
+    if ((streq (op, "get") || streq (op, "delete")) && ctl->argc == 2 && s_store) {
+        json_t *body = json_object ();
+        int rc = s_call (ctl, streq (op, "get") ? "authz.store.get" : "authz.store.delete", body, NULL, true);
+        json_decref (body);
+        return rc;
+    }
+    fprintf (stderr, "usage: sanctumctl authz store create NAME | store list | --store ID store get|delete\n");
+    return CTL_USAGE;
+}
+
 int
 ctl_cmd_authz (ctl_t *ctl)
 {
+    /* --store ID, anywhere: the store of the requests */
+    for (int i = 0; i + 1 < ctl->argc; i++)
+        if (streq (ctl->argv [i], "--store")) {
+            s_store = ctl->argv [i + 1];
+            for (int k = i; k + 2 < ctl->argc; k++)
+                ctl->argv [k] = ctl->argv [k + 2];
+            ctl->argc -= 2;
+            break;
+        }
     const char *sub = ctl->argc ? ctl->argv [0] : "";
+    if (streq (sub, "store"))
+        return s_stores (ctl);
     if (streq (sub, "model") && ctl->argc >= 2 && streq (ctl->argv [1], "write"))
         return s_model_write (ctl);
     if (streq (sub, "write") || streq (sub, "delete"))
@@ -276,7 +345,9 @@ ctl_cmd_authz (ctl_t *ctl)
         return s_decide (ctl);
     if (streq (sub, "test"))
         return ctl_cmd_authz_test (ctl);
-    fprintf (stderr, "usage: sanctumctl authz model write FILE | write|delete TUPLE | check USER RELATION OBJECT\n"
-                     "       | policy write FILE | policy read | decide PRINCIPAL ACTION RESOURCE | test FILE\n");
+    fprintf (stderr, "usage: sanctumctl authz [--store ID] model write FILE | write|delete TUPLE\n"
+                     "       | check USER RELATION OBJECT | policy write FILE | policy read\n"
+                     "       | decide PRINCIPAL ACTION RESOURCE | store create NAME | store list\n"
+                     "       | store get|delete | test FILE\n");
     return CTL_USAGE;
 }

@@ -806,7 +806,7 @@ s_header (s_parser_t *p, json_t *model)
         json_t *name = s_expect_ident (p, "{" S_IDENTS "}");
         if (!name)
             return BUS_EINVAL;
-        json_decref (name);
+        json_object_set_new (model, "module", name);   /* authz_mod.h combines modules */
         p->module = true;
         return s_expect_eol (p);
     }
@@ -864,6 +864,8 @@ s_main (s_parser_t *p, json_t *model)
                 json_object_set_new (extended, json_string_value (name), json_true ());
                 p->pos = at;
                 rc = s_type (p, types);
+                /* marked for authz_mod.h, which merges it into its type */
+                json_object_set_new (json_array_get (types, json_array_size (types) - 1), "extend", json_true ());
             }
             json_decref (name);
         }

@@ -7,7 +7,8 @@
     `x from y`, `or`, `and`, `but not` and parentheses; `condition
     name(p: T, m: map<T>) { CEL }`; `#` comment lines (also after a space at the
     end of a line). `module name` files with `extend type` are parsed (no
-    schema_version; module and source_info metadata are not recorded).
+    schema_version): the model then has "module": name, and each extended
+    type "extend": true, for authz_mod.h to combine modules into one model.
 
     The output is the authorization model in OpenFGA's API JSON form, as the
     OpenFGA transformer emits it: {schema_version, type_definitions[{type,

@@ -26,8 +26,6 @@
 struct authz_http_t {
     bus_service_t *svc;
     zhashx_t *keys;                    /* hex hash of a key -> principal (owned strings) */
-    json_t *store;                     /* {id, name, created_at, updated_at} */
-    char store_id [PROTO_ID_LEN + 1];
 };
 
 /*  How a bus reply becomes the HTTP answer. */
@@ -37,6 +35,7 @@ typedef enum {
     S_BATCH,                           /* per-check errors in OpenFGA's shape */
     S_USERS,                           /* "type:id" strings -> user objects */
     S_MODEL_ID,                        /* 201 {authorization_model_id} */
+    S_CREATED,                         /* 201, the bus body */
     S_MODEL,                           /* {authorization_model: {id, ...}} */
     S_EMPTY,                           /* {} */
     S_STREAM,                          /* objects as {"result": {"object"}} lines */
@@ -231,7 +230,8 @@ s_on_reply (proto_msg_t *reply, void *arg)
         if (call->shape == S_NO_CONTENT)
             bus_http_respond (call->ex, 204, "application/json", NULL, 0);
         else
-            s_respond (call->ex, call->shape == S_MODEL_ID ? 201 : 200, s_shape (call->shape, reply->body));
+            s_respond (call->ex, call->shape == S_MODEL_ID || call->shape == S_CREATED ? 201 : 200,
+                       s_shape (call->shape, reply->body));
         call->ex = NULL;
     }
     if (call->deferred)
@@ -251,7 +251,7 @@ static void
 s_call (authz_http_t *self, bus_http_exchange_t *ex, const char *principal, const char *store,
         const char *type, json_t *body, s_shape_t shape)
 {
-    if (body)                           /* the path's store: the service checks it */
+    if (body && store)                  /* the path's store: the service checks it */
         json_object_set_new (body, "store_id", json_string (store));
     s_call_t *call = calloc (1, sizeof *call);
     if (!call || !body) {
@@ -522,26 +522,44 @@ authz_http_handle (authz_http_t *self, bus_http_exchange_t *ex)
     }
     bool get = streq (method, "GET"), post = streq (method, "POST"), put = streq (method, "PUT");
     if (!*store) {                      /* /stores */
-        if (get)
-            s_respond (ex, 200, json_pack ("{s:[O], s:s}", "stores", self->store, "continuation_token", ""));
+        if (get) {
+            json_t *body = json_object ();
+            const char *name = bus_http_query (ex, "name"), *token = bus_http_query (ex, "continuation_token");
+            if (name && *name)
+                json_object_set_new (body, "name", json_string (name));
+            if (token && *token)
+                json_object_set_new (body, "continuation_token", json_string (token));
+            if (s_query_uint (ex, body, "page_size")) {
+                json_decref (body);
+                return;
+            }
+            s_call (self, ex, principal, NULL, "authz.store.list", body, S_AS_IS);
+        }
         else
-        if (post)
-            s_error (ex, 501, "unimplemented", "this authz serves one store (GET /stores lists it); "
-                                               "creating stores is not implemented");
+        if (post) {
+            size_t len = 0;
+            const char *text = bus_http_body (ex, &len);
+            json_t *given = len ? json_loadb (text, len, JSON_REJECT_DUPLICATES, NULL) : NULL;
+            json_t *name = json_object_get (given, "name");
+            if (!json_is_string (name)) {
+                json_decref (given);
+                s_error (ex, 400, "validation_error", "invalid CreateStoreRequest.Name: a name is required");
+                return;
+            }
+            json_t *body = json_pack ("{s:O}", "name", name);
+            json_decref (given);
+            s_call (self, ex, principal, NULL, "authz.store.create", body, S_CREATED);
+        }
         else
             s_error (ex, 405, "undefined_endpoint", "method not allowed");
         return;
     }
     if (!*op) {                         /* /stores/{id} */
-        if (!streq (store, self->store_id)) {
-            s_error (ex, 404, "store_id_not_found", "store_id_not_found");
-            return;
-        }
         if (get)
-            s_respond (ex, 200, json_incref (self->store));
+            s_call (self, ex, principal, store, "authz.store.get", json_object (), S_AS_IS);
         else
         if (streq (method, "DELETE"))
-            s_error (ex, 501, "unimplemented", "deleting this authz's one store is not implemented");
+            s_call (self, ex, principal, store, "authz.store.delete", json_object (), S_NO_CONTENT);
         else
             s_error (ex, 405, "undefined_endpoint", "method not allowed");
         return;
@@ -549,11 +567,9 @@ authz_http_handle (authz_http_t *self, bus_http_exchange_t *ex)
     if (streq (op, "changes") && get) {
         json_t *body = json_object ();
         const char *type = bus_http_query (ex, "type"), *token = bus_http_query (ex, "continuation_token");
-        if (bus_http_query (ex, "start_time")) {
-            json_decref (body);
-            s_error (ex, 501, "unimplemented", "start_time is not implemented");
-            return;
-        }
+        const char *since = bus_http_query (ex, "start_time");
+        if (since && *since)
+            json_object_set_new (body, "start_time", json_string (since));
         if (type && *type)
             json_object_set_new (body, "type", json_string (type));
         if (token && *token)
@@ -698,7 +714,7 @@ s_free_str (void **item)
 }
 
 int
-authz_http_new (authz_http_t **out, bus_service_t *svc, json_t *store, char *err, size_t err_len)
+authz_http_new (authz_http_t **out, bus_service_t *svc, char *err, size_t err_len)
 {
     *out = NULL;
     authz_http_t *self = calloc (1, sizeof *self);
@@ -709,8 +725,6 @@ authz_http_new (authz_http_t **out, bus_service_t *svc, json_t *store, char *err
     }
     self->svc = svc;
     zhashx_set_destructor (self->keys, s_free_str);
-    self->store = json_incref (store);
-    snprintf (self->store_id, sizeof self->store_id, "%s", json_string_value (json_object_get (store, "id")) ?: "");
     int rc = s_keys_load (self, bus_config_str (bus_service_config (svc), "authz", "http_keys"), err, err_len);
     if (rc) {
         authz_http_destroy (&self);
@@ -729,7 +743,6 @@ authz_http_destroy (authz_http_t **self_p)
     if (!self)
         return;
     zhashx_destroy (&self->keys);
-    json_decref (self->store);
     free (self);
     *self_p = NULL;
 }

@@ -13,12 +13,11 @@
     KEY` naming one of them gets 401. A key's requests come from the
     principal "ops:fga-NAME" (or "ops:fga-keyN", N its line).
 
-    Stores: one. authz keeps one store (its models, tuples and changelog);
-    its OpenFGA identity (a ULID, a name, times) is made at first start
-    and kept (authz_service.c). Each request names the path's store to the
-    bus request (store_id), which the service checks: any other store id
-    gets 404 store_id_not_found; creating and
-    deleting stores answer 501 (`unimplemented`). Assertions: authz.assertions.write/read.
+    Stores: many (authz_stores.h). POST/GET /stores and GET/DELETE
+    /stores/{id} are authz.store.create/list/get/delete; every other
+    path names its store to the bus request (store_id), which the
+    service checks: a store that is not there (or was deleted) gets 404
+    store_id_not_found. Assertions: authz.assertions.write/read.
 
     StreamedListObjects streams ListObjects' whole answer, in OpenFGA's
     shape (one {"result": {"object"}} line each), once it is complete.
@@ -32,11 +31,10 @@
 
 typedef struct authz_http_t authz_http_t;
 
-/*  Make the adapter for svc, serving the store store ({id, name,
-    created_at, updated_at}; a reference is kept): read the key file.
+/*  Make the adapter for svc: read the key file.
     Returns 0 with *out set, or BUS_ECONFIG (key file unreadable or a key
     shorter than 16 bytes; err says which line) / BUS_ENOMEM. */
-int authz_http_new (authz_http_t **out, bus_service_t *svc, json_t *store, char *err, size_t err_len);
+int authz_http_new (authz_http_t **out, bus_service_t *svc, char *err, size_t err_len);
 
 /*  Free; accepts NULL, nulls the pointer. */
 void authz_http_destroy (authz_http_t **self_p);

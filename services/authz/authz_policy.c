@@ -59,10 +59,15 @@ authz_policy_new (authz_policy_t **out, json_t *policy, char *err, size_t err_le
 {
     *out = NULL;
     json_t *actions = json_object_get (policy, "actions");
+    json_t *store = json_object_get (policy, "store_id");
     if (!json_is_object (policy) || !json_is_object (actions) || json_object_size (actions) == 0
-        || json_object_size (policy) != 1 || json_object_size (actions) > AUTHZ_POLICY_MAX_ACTIONS) {
-        snprintf (err, err_len, "policy must be an object with one member, 'actions', an object of 1 to %d actions",
-                  AUTHZ_POLICY_MAX_ACTIONS);
+        || json_object_size (policy) != 1 + (store != NULL) || json_object_size (actions) > AUTHZ_POLICY_MAX_ACTIONS) {
+        snprintf (err, err_len, "policy must be an object with 'actions', an object of 1 to %d actions, "
+                  "and optionally 'store_id'", AUTHZ_POLICY_MAX_ACTIONS);
+        return BUS_EINVAL;
+    }
+    if (store && (!json_is_string (store) || json_string_length (store) != 26)) {
+        snprintf (err, err_len, "policy store_id must be a store's id (26 characters)");
         return BUS_EINVAL;
     }
     authz_policy_t *self = calloc (1, sizeof *self);
@@ -172,6 +177,13 @@ authz_policy_destroy (authz_policy_t **self_p)
     json_decref (self->json);
     free (self);
     *self_p = NULL;
+}
+
+/*  The store the policy decides on (its store_id), or NULL. */
+const char *
+authz_policy_store (authz_policy_t *self)
+{
+    return json_string_value (json_object_get (self->json, "store_id"));
 }
 
 json_t *

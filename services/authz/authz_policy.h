@@ -2,7 +2,8 @@
 
     A policy file (JSON) maps each action to how it is decided:
 
-    {"actions": {"po.write": {
+    {"store_id": "01J...",                  optional: the store it decides on
+     "actions": {"po.write": {
         "permit_relation":    "writer",     principal must have it on the resource
         "amount_field":       "amount",     context field carrying the amount
         "automatic_below":    10000,        below this the action is allowed outright
@@ -45,6 +46,10 @@ int authz_policy_load (authz_policy_t **out, const char *path, char *err, size_t
     __attribute__((warn_unused_result));
 
 void authz_policy_destroy (authz_policy_t **self_p);
+
+/*  The store the policy names (store_id), or NULL: the default store. A
+    decide request's own store_id comes first. */
+const char *authz_policy_store (authz_policy_t *self);
 
 /*  The policy as JSON (borrowed). */
 json_t *authz_policy_json (authz_policy_t *self);

@@ -388,7 +388,10 @@ authz_query_begin (authz_query_t *q, authz_store_t *store, const authz_model_t *
         q->context = extra->context;
     }
     q->txn = authz_store_read_begin (store);
-    return q->txn? 0: authz_error_set (err, AUTHZ_EINTERNAL, "cannot read the store");
+    if (!q->txn)
+        return authz_error_set (err, AUTHZ_EINTERNAL, "cannot read the store");
+    /* the store is live in this read's snapshot (a deleted one is gone) */
+    return authz_store_live (store, q->txn, err);
 }
 
 /*  Spend from the request's budget; see the header. */

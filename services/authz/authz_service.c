@@ -20,6 +20,7 @@
 #include "authz_check.h"
 #include "authz_http.h"
 #include "authz_policy.h"
+#include "authz_stores.h"
 #include "authz_tuples.h"
 #include "authz_validate.h"
 #include "bus_error.h"
@@ -32,8 +33,9 @@
 #include <unistd.h>
 
 #define S_POLICY_KEY "current"
-#define S_STORE_KEY "fga_store"   /* the store's identity, in the policy database */
+#define S_STORE_KEY "fga_store"   /* the default store's identity, in the policy database */
 #define S_WORKER_NICE 10
+#define S_RECLAIM_KEYS 2000       /* keys of deleted stores reclaimed per timer tick */
 
 /*  How a store commits: for this service, in the trace of this request. */
 typedef struct {
@@ -53,10 +55,20 @@ typedef struct {
     long offload_conditions;      /* conditional contextual tuples that send
                                      a Check to a query thread at once */
     authz_http_t *http;           /* OpenFGA's HTTP API (authz_http.h) */
-    json_t *fga_store;            /* the store's identity: {id, name, created_at, updated_at} */
-    char store_id [PROTO_ID_LEN + 1];
+    int stores_db;                /* the registry (authz_stores.h) */
+    zhashx_t *stores;             /* live stores: id -> s_store_t (owned) */
+    char default_id [PROTO_ID_LEN + 1];  /* the store of requests that name none */
+    uint32_t store_no;            /* the store of the request being handled */
+    const char *store_id;         /* its id */
+    bool reclaim;                 /* a deleted store's keys remain */
     struct s_guard_t *guards;     /* the handlers, behind the store_id check */
 } s_authz_t;
+
+/*  A live store, as the reactor knows it. */
+typedef struct {
+    json_t *record;               /* {id, name, created_at, updated_at} */
+    uint32_t number;              /* its keys' prefix (authz_tuples.h) */
+} s_store_t;
 
 /*  A handler behind the store check (s_guarded). */
 typedef struct s_guard_t {
@@ -100,7 +112,7 @@ s_commit (bus_txn_t **txn_p, json_t *change, void *arg)
 /*  The engine's databases (authz_store_db_names; authz_store_new checks
     they are all here) and the policy's. */
 static const char *const s_dbs [] = {
-    "authz_models", "authz_tuples", "authz_users", "authz_changes", "authz_policy", NULL
+    "authz_models", "authz_tuples", "authz_users", "authz_changes", "authz_stores", "authz_policy", NULL
 };
 
 /*  An engine error as an answer: a bus code, OpenFGA's code beside it. */
@@ -355,6 +367,7 @@ s_write_tuples (authz_store_t *store, s_committer_t *committer, const authz_mode
 typedef struct {
     char model_id [AUTHZ_MODEL_ID_LEN + 1];
     char traceparent [PROTO_TRACEPARENT_LEN + 1];
+    uint32_t store_no;
 } s_write_job_t;
 
 /*  On a worker or the writer: the model (resolved on the reactor) by id,
@@ -376,6 +389,8 @@ s_write_work (void *state, json_t *body, void *arg, bus_outcome_t *out)
 {
     s_writer_t *writer = state;
     s_write_job_t *job = arg;
+    if (writer)                         /* checked in the write's own transaction */
+        authz_store_select (writer->store, job->store_no, true);
     const authz_model_t *model = s_model_by_id (writer ? writer->store : NULL, job->model_id, out);
     if (model)
         s_write_tuples (writer->store, &writer->committer, model, body, job->traceparent, out);
@@ -417,6 +432,7 @@ s_write (bus_service_t *svc, bus_request_t *req, void *arg)
     if (job) {
         snprintf (job->model_id, sizeof job->model_id, "%s", authz_model_id (model));
         snprintf (job->traceparent, sizeof job->traceparent, "%s", bus_request_traceparent (req));
+        job->store_no = self->store_no;
         if (bus_request_offload_write (req, s_write_work, job, NULL) != BUS_ESTATE)
             return;                     /* deferred, or refused and answered */
         free (job);
@@ -462,7 +478,7 @@ s_read_changes (bus_service_t *svc, bus_request_t *req, void *arg)
     json_t *changes = NULL;
     char *token = NULL;
     authz_error_t err = { 0 };
-    int rc = authz_store_read_changes (self->store, s_field (body, "type"),
+    int rc = authz_store_read_changes (self->store, s_field (body, "type"), s_field (body, "start_time"),
                                        (size_t) json_integer_value (json_object_get (body, "page_size")),
                                        s_field (body, "continuation_token"), &changes, &token, &err);
     s_finish (req, rc, &err, rc ? NULL : json_pack ("{s:o, s:s}", "changes", changes, "continuation_token", token));
@@ -484,6 +500,7 @@ typedef struct {
     s_query_fn *fn;
     char model_id [AUTHZ_MODEL_ID_LEN + 1];
     authz_budget_t budget;
+    uint32_t store_no;
 } s_job_t;
 
 /*  On a worker thread: its own store (state) resolves the model by id. */
@@ -491,6 +508,8 @@ static void
 s_query_work (void *state, json_t *body, void *arg, bus_outcome_t *out)
 {
     s_job_t *job = arg;
+    if (state)                          /* checked in the query's own snapshot */
+        authz_store_select (state, job->store_no, true);
     const authz_model_t *model = s_model_by_id (state, job->model_id, out);
     if (model)
         job->fn (state, model, body, &job->budget, out);
@@ -530,6 +549,7 @@ s_offload (s_authz_t *self, bus_request_t *req, const authz_model_t *model, s_qu
         return false;
     job->fn = fn;
     job->budget = self->budget;
+    job->store_no = self->store_no;
     snprintf (job->model_id, sizeof job->model_id, "%s", authz_model_id (model));
     if (bus_request_offload (req, s_query_work, job) != BUS_ESTATE)
         return true;
@@ -833,9 +853,9 @@ s_decide_common (bus_service_t *svc, bus_request_t *req, s_authz_t *self, bool c
         bus_reply_error (req, PROTO_ERR_UNAVAILABLE, "cannot record the decision");
         return;
     }
-    job->event = json_pack ("{s:s, s:s, s:s, s:O}", "principal", s_field (body, "principal"),
+    job->event = json_pack ("{s:s, s:s, s:s, s:O, s:s}", "principal", s_field (body, "principal"),
                             "action", s_field (body, "action"), "resource", s_field (body, "resource"),
-                            "decision", decision);
+                            "decision", decision, "store_id", self->store_id);
     job->decision = decision;
     snprintf (job->traceparent, sizeof job->traceparent, "%s", bus_request_traceparent (req));
     /* recorded (a commit: two fsyncs) on the writer thread when there is
@@ -878,6 +898,12 @@ s_policy_store (s_authz_t *self, bus_service_t *svc, bus_request_t *req, json_t 
     int rc = authz_policy_new (&fresh, policy, err, err_len);
     if (rc)
         return rc;
+    const char *store = authz_policy_store (fresh);
+    if (store && !zhashx_lookup (self->stores, store)) {
+        snprintf (err, err_len, "the policy's store_id %s names no store", store);
+        authz_policy_destroy (&fresh);
+        return BUS_EINVAL;
+    }
     char *text = json_dumps (policy, JSON_COMPACT | JSON_SORT_KEYS);
     bus_txn_t *txn = text ? bus_txn_begin (bus_service_store (svc), true) : NULL;
     if (!txn) {
@@ -1040,62 +1066,246 @@ s_assertions_read (bus_service_t *svc, bus_request_t *req, void *arg)
 
 /* --- life cycle ----------------------------------------------------------- */
 
-/*  Every request may name its store (store_id); this authz keeps one,
-    and a request naming another is not_found (OpenFGA's 5002
-    store_id_not_found), before its handler runs. */
+/*  Every request may name its store (store_id; authz.decide and
+    authz.approvers without one: the policy's store_id); one that names
+    none works on the default store. A store that is not live is
+    not_found (OpenFGA's 5002 store_id_not_found), before the handler
+    runs; the handler finds the store in self->store_no / store_id, and
+    the reactor's engine has it selected. */
 static void
 s_guarded (bus_service_t *svc, bus_request_t *req, void *arg)
 {
     s_guard_t *g = arg;
+    s_authz_t *self = g->self;
     const char *store = s_field (bus_request_body (req), "store_id");
-    if (store && strcmp (store, g->self->store_id)) {
+    if (!store && self->policy && (g->fn == s_decide || g->fn == s_approvers))
+        store = authz_policy_store (self->policy);
+    s_store_t *st = zhashx_lookup (self->stores, store ? store : self->default_id);
+    if (!st) {
         authz_error_t err = { 0 };
-        authz_error_set (&err, AUTHZ_ESTORE_NOT_FOUND, "store %s not found", store);
+        authz_error_set (&err, AUTHZ_ESTORE_NOT_FOUND, "store %s not found", store ? store : "(default)");
         s_fail (req, -AUTHZ_ESTORE_NOT_FOUND, &err);
         return;
     }
-    g->fn (svc, req, g->self);
+    self->store_no = st->number;
+    self->store_id = json_string_value (json_object_get (st->record, "id"));
+    authz_store_select (self->store, st->number, true);
+    g->fn (svc, req, self);
 }
 
-/*  The store's OpenFGA identity ({id, name, created_at, updated_at}),
-    from the policy database, or made now (a ULID) and stored: what
-    store_id names in a request, and what OpenFGA's HTTP API lists. */
+static void
+s_store_free (void **item)
+{
+    s_store_t *st = *item;
+    if (st)
+        json_decref (st->record);
+    free (st);
+    *item = NULL;
+}
+
+/*  Remember a live store (record: a new reference, taken). */
 static int
-s_store_load (s_authz_t *self, int db)
+s_store_add (json_t *record, uint32_t number, void *arg)
+{
+    s_authz_t *self = arg;
+    s_store_t *st = calloc (1, sizeof *st);
+    if (!st)
+        return BUS_ENOMEM;
+    st->record = json_incref (record);
+    st->number = number;
+    zhashx_update (self->stores, json_string_value (json_object_get (record, "id")), st);
+    return 0;
+}
+
+/*  The registry at start: made on first start under stores (the default
+    store, number AUTHZ_STORE_FIRST, keeping the identity an older authz
+    made and moving its keys under its prefix); then every live store
+    into memory, and the default store's id. */
+static int
+s_stores_boot (s_authz_t *self)
 {
     bus_store_t *st = bus_service_store (self->svc);
-    bus_txn_t *txn = bus_txn_begin (st, false);
+    bus_txn_t *txn = bus_txn_begin (st, true);
+    if (!txn)
+        return BUS_EIO;
     const void *val;
     size_t len;
-    if (txn && bus_txn_get (txn, db, S_STORE_KEY, strlen (S_STORE_KEY), &val, &len) == 0)
-        self->fga_store = json_loadb (val, len, 0, NULL);
-    bus_txn_abort (&txn);
-    if (json_is_string (json_object_get (self->fga_store, "id"))
-    &&  strlen (json_string_value (json_object_get (self->fga_store, "id"))) == PROTO_ID_LEN) {
-        snprintf (self->store_id, sizeof self->store_id, "%s",
-                  json_string_value (json_object_get (self->fga_store, "id")));
-        return 0;
+    json_t *old = NULL, *rec = NULL;
+    int rc = 0;
+    if (bus_txn_get (txn, self->policy_db, S_STORE_KEY, strlen (S_STORE_KEY), &val, &len) == 0)
+        old = json_loadb (val, len, 0, NULL);
+    if (bus_txn_get (txn, self->stores_db, "H", 1, &val, &len) != 0) {
+        const char *id = json_string_value (json_object_get (old, "id"));
+        uint32_t number = 0;
+        authz_error_t err = { 0 };
+        rc = authz_stores_create (txn, self->stores_db, "default", id && strlen (id) == PROTO_ID_LEN ? id : NULL,
+                                  &rec, &number, &err);
+        if (rc == 0 && number != AUTHZ_STORE_FIRST)
+            rc = BUS_EIO;
+        static const char *const engine [] = { "authz_models", "authz_tuples", "authz_users", "authz_changes" };
+        for (size_t i = 0; rc == 0 && i < 4; i++)
+            rc = authz_stores_migrate (txn, bus_store_db (st, engine [i]), AUTHZ_STORE_FIRST);
+        /* the default store: its id (the identity it had, when it had one) */
+        char *text = rc == 0 ? json_dumps (rec, JSON_COMPACT) : NULL;
+        if (rc == 0)
+            rc = text ? bus_txn_put (txn, self->policy_db, S_STORE_KEY, strlen (S_STORE_KEY), text, strlen (text))
+                      : BUS_ENOMEM;
+        free (text);
+        json_decref (old);
+        old = json_incref (rec);
+        json_decref (rec);
+        if (rc == 0)
+            bus_info ("stores: made the default store %s", json_string_value (json_object_get (old, "id")));
     }
-    json_decref (self->fga_store);
-    char id [PROTO_ID_LEN + 1], now [32];
-    proto_ulid (id);
-    time_t t = time (NULL);
-    struct tm tm;
-    gmtime_r (&t, &tm);
-    strftime (now, sizeof now, "%Y-%m-%dT%H:%M:%SZ", &tm);
-    self->fga_store = json_pack ("{s:s, s:s, s:s, s:s}", "id", id, "name", "default", "created_at", now,
-                             "updated_at", now);
-    char *text = self->fga_store ? json_dumps (self->fga_store, JSON_COMPACT) : NULL;
-    txn = text ? bus_txn_begin (st, true) : NULL;
-    int rc = txn ? bus_txn_put (txn, db, S_STORE_KEY, strlen (S_STORE_KEY), text, strlen (text)) : BUS_ENOMEM;
-    free (text);
     if (rc == 0)
         rc = bus_txn_commit (&txn);
-    else
-        bus_txn_abort (&txn);
-    if (rc == 0)
-        snprintf (self->store_id, sizeof self->store_id, "%s", id);
+    bus_txn_abort (&txn);
+    const char *id = json_string_value (json_object_get (old, "id"));
+    snprintf (self->default_id, sizeof self->default_id, "%s", id ? id : "");
+    json_decref (old);
+    if (rc)
+        return rc;
+    txn = bus_txn_begin (st, false);
+    rc = txn ? authz_stores_each (txn, self->stores_db, s_store_add, self) : BUS_EIO;
+    bus_txn_abort (&txn);
+    self->reclaim = true;               /* deleted stores' keys left: the first tick finds out */
+    if (rc == 0 && !zhashx_lookup (self->stores, self->default_id)) {
+        bus_error ("stores: the default store %s is missing", self->default_id);
+        rc = BUS_ENOTFOUND;
+    }
     return rc;
+}
+
+/* --- stores --------------------------------------------------------------- */
+
+/*  authz.store.create {name}: a new store, its record answered. */
+static void
+s_store_create (bus_service_t *svc, bus_request_t *req, void *arg)
+{
+    s_authz_t *self = arg;
+    bus_txn_t *txn = bus_txn_begin (bus_service_store (svc), true);
+    json_t *rec = NULL;
+    uint32_t number = 0;
+    authz_error_t err = { 0 };
+    int rc = txn ? authz_stores_create (txn, self->stores_db, s_field (bus_request_body (req), "name"), NULL,
+                                        &rec, &number, &err)
+                 : BUS_EIO;
+    if (rc == 0)
+        rc = bus_event_append (svc, txn, "authz.store.created", json_incref (rec), bus_request_traceparent (req));
+    if (rc) {
+        bus_service_abort (svc, &txn);
+        json_decref (rec);
+        s_fail (req, rc, &err);
+        return;
+    }
+    bus_outcome_t out = { .body = json_incref (rec) };
+    if (bus_request_commit (req, &txn, &out) == 0)
+        s_store_add (rec, number, self);
+    json_decref (rec);
+}
+
+/*  authz.store.list {page_size?, continuation_token?, name?}. */
+static void
+s_store_list (bus_service_t *svc, bus_request_t *req, void *arg)
+{
+    s_authz_t *self = arg;
+    json_t *body = bus_request_body (req), *stores = NULL;
+    char *token = NULL;
+    authz_error_t err = { 0 };
+    bus_txn_t *txn = bus_txn_begin (bus_service_store (svc), false);
+    int rc = txn ? authz_stores_list (txn, self->stores_db, s_field (body, "name"),
+                                      (size_t) json_integer_value (json_object_get (body, "page_size")),
+                                      s_field (body, "continuation_token"), &stores, &token, &err)
+                 : BUS_EIO;
+    bus_txn_abort (&txn);
+    s_finish (req, rc, &err, rc ? NULL : json_pack ("{s:o, s:s}", "stores", stores, "continuation_token", token));
+    free (token);
+}
+
+/*  authz.store.get {store_id}: the guard found it. */
+static void
+s_store_get (bus_service_t *svc, bus_request_t *req, void *arg)
+{
+    s_authz_t *self = arg;
+    s_store_t *st = zhashx_lookup (self->stores, self->store_id);
+    bus_reply_ok (req, json_deep_copy (st->record));
+}
+
+/*  authz.store.delete {store_id}: gone at once for every reader (its
+    registry entry, in one commit), its keys reclaimed by the timer. The
+    default store stays. */
+static void
+s_store_delete (bus_service_t *svc, bus_request_t *req, void *arg)
+{
+    s_authz_t *self = arg;
+    const char *id = s_field (bus_request_body (req), "store_id");
+    if (!id) {
+        s_invalid (req, "store_id is required");
+        return;
+    }
+    if (streq (id, self->default_id)) {
+        authz_error_t err = { 0 };
+        authz_error_set (&err, AUTHZ_EVALIDATION, "the default store (%s) cannot be deleted", id);
+        s_fail (req, -AUTHZ_EVALIDATION, &err);
+        return;
+    }
+    bus_txn_t *txn = bus_txn_begin (bus_service_store (svc), true);
+    uint32_t number = 0;
+    int rc = txn ? authz_stores_delete (txn, self->stores_db, id, &number) : BUS_EIO;
+    if (rc == 0)
+        rc = bus_event_append (svc, txn, "authz.store.deleted", json_pack ("{s:s}", "id", id),
+                               bus_request_traceparent (req));
+    if (rc) {
+        bus_service_abort (svc, &txn);
+        bus_reply_error (req, rc == BUS_ENOTFOUND ? PROTO_ERR_NOT_FOUND : PROTO_ERR_UNAVAILABLE,
+                         "the store could not be deleted: %s", bus_strerror (rc));
+        return;
+    }
+    bus_outcome_t out = { .body = json_object () };
+    if (bus_request_commit (req, &txn, &out) == 0) {
+        zhashx_delete (self->stores, id);
+        self->reclaim = true;
+    }
+}
+
+/*  Timer: reclaim up to S_RECLAIM_KEYS keys of deleted stores (their
+    models' assertions with them), one commit; nothing when none is left. */
+static void
+s_assertion_reclaim (bus_txn_t *txn, size_t i, const void *key, size_t key_len, void *arg)
+{
+    s_authz_t *self = arg;
+    if (i != 0 || key_len != AUTHZ_STORE_PREFIX + AUTHZ_MODEL_ID_LEN)
+        return;                         /* models only: their assertions */
+    char akey [AUTHZ_MODEL_ID_LEN + 16];
+    snprintf (akey, sizeof akey, "assertions/%.*s", AUTHZ_MODEL_ID_LEN, (const char *) key + AUTHZ_STORE_PREFIX);
+    bus_txn_del (txn, self->policy_db, akey, strlen (akey));
+}
+
+static void
+s_reclaim (bus_service_t *svc, void *state)
+{
+    s_authz_t *self = state;
+    if (!self || !self->reclaim)
+        return;
+    bus_store_t *st = bus_service_store (svc);
+    int dbs [4] = { bus_store_db (st, "authz_models"), bus_store_db (st, "authz_tuples"),
+                    bus_store_db (st, "authz_users"), bus_store_db (st, "authz_changes") };
+    bus_txn_t *txn = bus_txn_begin (st, true);
+    size_t n = 0;
+    bool more = false;
+    int rc = txn ? authz_stores_reclaim (txn, self->stores_db, dbs, 4, S_RECLAIM_KEYS, s_assertion_reclaim, self,
+                                         &n, &more)
+                 : BUS_EIO;
+    if (rc == 0)
+        rc = bus_txn_commit (&txn);
+    bus_txn_abort (&txn);
+    if (rc) {
+        bus_warn ("stores: reclaiming a deleted store's keys failed: %s (tried again)", bus_strerror (rc));
+        return;
+    }
+    if (n)
+        bus_debug ("stores: reclaimed %zu keys of deleted stores%s", n, more ? ", more remain" : "");
+    self->reclaim = more;
 }
 
 
@@ -1139,16 +1349,21 @@ s_start (bus_service_t *svc, void **state)
     self->svc = svc;
     self->committer.svc = svc;
     self->policy_db = bus_store_db (bus_service_store (svc), "authz_policy");
+    self->stores_db = bus_store_db (bus_service_store (svc), "authz_stores");
+    self->stores = zhashx_new ();
+    if (!self->stores)
+        return BUS_ENOMEM;
+    zhashx_set_destructor (self->stores, s_store_free);
     int rc = authz_store_new (&self->store, bus_service_store (svc));
     if (rc == 0)
         authz_store_set_commit (self->store, s_commit, &self->committer);
+    if (rc == 0 && (rc = s_stores_boot (self)))
+        bus_error ("the stores cannot be loaded: %s", bus_strerror (rc));
     if (rc == 0)
         rc = s_policy_boot (self, svc);
-    if (rc == 0 && (rc = s_store_load (self, self->policy_db)))
-        bus_error ("the store's identity cannot be stored: %s", bus_strerror (rc));
     if (rc == 0) {
         char err [256];
-        rc = authz_http_new (&self->http, svc, self->fga_store, err, sizeof err);
+        rc = authz_http_new (&self->http, svc, err, sizeof err);
         if (rc)
             bus_error ("%s", err);
     }
@@ -1189,6 +1404,10 @@ s_start (bus_service_t *svc, void **state)
         { "authz.policy.read",  s_policy_read },
         { "authz.assertions.write", s_assertions_write },
         { "authz.assertions.read",  s_assertions_read },
+        { "authz.store.create", s_store_create },
+        { "authz.store.list",   s_store_list },
+        { "authz.store.get",    s_store_get },
+        { "authz.store.delete", s_store_delete },
     };
     size_t n = sizeof handlers / sizeof handlers [0];
     self->guards = calloc (n, sizeof *self->guards);
@@ -1209,7 +1428,7 @@ s_stop (bus_service_t *svc, void **state)
     if (!self)
         return;
     authz_http_destroy (&self->http);
-    json_decref (self->fga_store);
+    zhashx_destroy (&self->stores);
     free (self->guards);
     authz_policy_destroy (&self->policy);
     authz_store_destroy (&self->store);
@@ -1234,10 +1453,17 @@ static const bus_listener_t s_listener = {
     .routes = s_routes,
 };
 
+/*  Deleted stores' keys are reclaimed a bounded batch at a time. */
+static const bus_timer_t s_timers [] = {
+    { .name = "store-reclaim", .interval_ms = 100, .fn = s_reclaim },
+    { 0 }
+};
+
 const bus_daemon_t authz_daemon = {
     .section = "authz",
     .db_names = s_dbs,
     .start = s_start,
     .stop = s_stop,
+    .timers = s_timers,
     .http = &s_listener,
 };

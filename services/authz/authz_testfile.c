@@ -22,6 +22,7 @@
 #include "authz_check.h"
 #include "authz_validate.h"
 #include "authz_testfile.h"
+#include "authz_mod.h"
 
 #define S_CHUNK         40     /* tuples per write (OpenFGA's runner writes 40 at a time) */
 #define S_CTX_LIST_MAX  20     /* contextual pass: list queries only up to 20 stage tuples */
@@ -862,6 +863,12 @@ s_model_errors (authz_testfile_t *self, const char *where, json_t *errors, int r
     json_t *e;
     json_array_foreach (errors, i, e) {
         json_t *line = json_object_get (json_object_get (e, "line"), "start");
+        json_t *col = json_object_get (json_object_get (e, "column"), "start");
+        const char *file = json_string_value (json_object_get (e, "file"));
+        if (line && file)               /* a modular model's module file */
+            s_error (self, where, "%s line %lld column %lld: %s", file, json_integer_value (line) + 1,
+                     json_integer_value (col) + 1, json_string_value (json_object_get (e, "msg")) ?: "invalid");
+        else
         if (line)
             s_error (self, where, "line %lld: %s", json_integer_value (line) + 1,
                      json_string_value (json_object_get (e, "msg")) ?: "invalid");
@@ -903,8 +910,19 @@ s_store_model (authz_testfile_t *self, json_t *file, const char *dir, json_t **o
         if (rc && model)
             rc = s_model_errors (self, where, errors, rc);
     }
-    else if (from_file && s_ends_with (ref, ".mod"))
-        rc = s_error (self, where, "modular models (fga.mod) are not supported");
+    else if (from_file && s_ends_with (ref, ".mod")) {
+        /* a modular model: fga.mod and its module files, beside it */
+        char full [PATH_MAX * 2];
+        snprintf (full, sizeof full, "%s/%s", dir, ref);
+        rc = authz_mod_load (full, &model, &errors);
+        if (rc == 0 && (rc = authz_model_normalize (model)) == 0) {
+            json_decref (errors);
+            errors = NULL;
+            rc = authz_model_validate (model, &errors);
+        }
+        if (rc)
+            rc = s_model_errors (self, where, errors, rc);
+    }
     else if ((rc = authz_dsl_load (&model, dsl, &errors)) != 0)
         rc = s_model_errors (self, where, errors, rc);
     if (rc) {

@@ -18,7 +18,8 @@
     tuples cannot be written fails each of its assertions.
 
     Store (`fga model test`'s .fga.yaml): `name`, `model` (DSL) or
-    `model_file` (DSL, or API JSON when it ends in .json), `tuples`,
+    `model_file` (DSL, API JSON when it ends in .json, or a modular model
+    when it ends in .mod: an fga.mod, authz_mod.h), `tuples`,
     `tuple_file`, `tuple_files` (.yaml/.yml/.json arrays of tuple keys,
     .jsonl, .csv with fga's headers), `tests[] {name, description, tuples,
     tuple_file, check[] {user|users, object|objects, context, assertions

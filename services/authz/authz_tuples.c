@@ -9,7 +9,8 @@
 #include "bus_error.h"
 #include "authz_tuples.h"
 
-#define S_KEY_MAX (3 * AUTHZ_MAX_FIELD + 8)
+#define S_PFX AUTHZ_STORE_PREFIX      /* a key's store number, big-endian */
+#define S_KEY_MAX (3 * AUTHZ_MAX_FIELD + 8 + S_PFX)
 #define S_MAX_READS 4               /* open reads tracked for the tuple cache */
 
 /*  One cached tuple set of object#relation (see the header): valid for
@@ -28,17 +29,23 @@ typedef struct {
 #define S_HUGE_PAGE (2UL << 20)     /* x86-64 transparent huge page */
 
 const char *const authz_store_db_names [] = {
-    "authz_models", "authz_tuples", "authz_users", "authz_changes", NULL
+    "authz_models", "authz_tuples", "authz_users", "authz_changes", "authz_stores", NULL
 };
 
 struct authz_store_t {
     bus_store_t *bus;
     bool own_bus;
-    int db_models, db_tuples, db_users, db_changes;
+    int db_models, db_tuples, db_users, db_changes, db_stores;
+    uint32_t store_no;              /* the store selected (authz_store_select) */
+    bool checked;                   /* check it is live in every transaction */
+    uint8_t prefix [S_PFX];         /* store_no, big-endian: every key's start */
+    uint64_t live_snapshot;         /* store_no was live in this snapshot (0: not known) */
+    uint32_t live_no;
     authz_model_t *models [AUTHZ_MAX_MODELS_CACHED];
+    uint32_t model_store [AUTHZ_MAX_MODELS_CACHED];  /* the store of each */
+    bool model_latest [AUTHZ_MAX_MODELS_CACHED];     /* its store's newest: this
+                                       process is the only writer of models */
     int n_models;
-    const authz_model_t *latest;    /* the newest model when cached, or NULL:
-                                       this process is the only writer */
     int next_evict;
     bus_txn_t *reader;              /* reset read txn kept for the next read */
     bus_txn_t *reads [S_MAX_READS]; /* reads begun here and not ended */
@@ -68,15 +75,16 @@ s_commit (authz_store_t *self, bus_txn_t **txn_p, json_t *change)
     return rc;
 }
 
-/*  Join up to three strings into key, each followed by NUL. Returns the
-    key length, or -1 when a part is too long or the key would pass
-    LMDB's limit (no stored key can be that long: the lookup finds
-    nothing). */
+/*  The selected store's prefix, then up to three strings into key, each
+    followed by NUL. Returns the key length, or -1 when a part is too
+    long or the key would pass LMDB's limit (no stored key can be that
+    long: the lookup finds nothing). */
 static int
-s_key (char *key, const char *a, const char *b, const char *c)
+s_key (authz_store_t *self, char *key, const char *a, const char *b, const char *c)
 {
     const char *parts [3] = { a, b, c };
-    size_t len = 0;
+    size_t len = S_PFX;
+    memcpy (key, self->prefix, S_PFX);
     for (int i = 0; i < 3 && parts [i]; i++) {
         size_t n = strlen (parts [i]);
         if (n > AUTHZ_MAX_FIELD || len + n + 1 > AUTHZ_STORE_KEY_MAX)
@@ -149,13 +157,73 @@ authz_store_new (authz_store_t **out, bus_store_t *bus)
     self->db_tuples = bus_store_db (bus, "authz_tuples");
     self->db_users = bus_store_db (bus, "authz_users");
     self->db_changes = bus_store_db (bus, "authz_changes");
+    self->db_stores = bus_store_db (bus, "authz_stores");
     if (self->db_models < 0 || self->db_tuples < 0 || self->db_users < 0
-    ||  self->db_changes < 0) {
+    ||  self->db_changes < 0 || self->db_stores < 0) {
         free (self);
         return BUS_ENOTFOUND;
     }
+    authz_store_select (self, AUTHZ_STORE_FIRST, false);
     *out = self;
     return 0;
+}
+
+static bool s_tracked (authz_store_t *self, bus_txn_t *txn);
+
+/*  Select the store the next calls work on. */
+void
+authz_store_select (authz_store_t *self, uint32_t number, bool checked)
+{
+    self->store_no = number;
+    self->checked = checked;
+    authz_store_prefix (number, self->prefix);
+}
+
+/*  The selected store's number. */
+uint32_t
+authz_store_selected (authz_store_t *self)
+{
+    return self->store_no;
+}
+
+/*  A store number as a key prefix. */
+void
+authz_store_prefix (uint32_t number, uint8_t out [AUTHZ_STORE_PREFIX])
+{
+    out [0] = (uint8_t) (number >> 24);
+    out [1] = (uint8_t) (number >> 16);
+    out [2] = (uint8_t) (number >> 8);
+    out [3] = (uint8_t) number;
+}
+
+/*  Is the selected store live in txn's snapshot? */
+int
+authz_store_live (authz_store_t *self, bus_txn_t *txn, authz_error_t *err)
+{
+    if (!self->checked)
+        return 0;
+    /* known live in this very snapshot (any commit, a deletion too, makes
+       a new one): no lookup (most Checks of a busy store) */
+    bool tracked = s_tracked (self, txn);
+    uint64_t snapshot = tracked ? bus_txn_snapshot (txn) : 0;
+    if (snapshot && snapshot == self->live_snapshot && self->live_no == self->store_no)
+        return 0;
+    uint8_t key [1 + S_PFX] = { AUTHZ_STORES_NUMBER };
+    memcpy (key + 1, self->prefix, S_PFX);
+    const void *v;
+    size_t vl;
+    int rc = bus_txn_get (txn, self->db_stores, key, sizeof key, &v, &vl);
+    if (rc == 0 && vl > 0 && ((const char *) v) [0] == AUTHZ_STORES_LIVE) {
+        /* a read's snapshot only: a write transaction's changes are not committed */
+        if (snapshot) {
+            self->live_snapshot = snapshot;
+            self->live_no = self->store_no;
+        }
+        return 0;
+    }
+    if (rc && rc != BUS_ENOTFOUND)
+        return rc;
+    return authz_error_set (err, AUTHZ_ESTORE_NOT_FOUND, "store not found");
 }
 
 /*  Open an environment of the store's own. */
@@ -245,21 +313,26 @@ authz_store_read_end (authz_store_t *self, bus_txn_t **txn_p)
     bus_txn_abort (txn_p);
 }
 
-/*  Keep a compiled model in the cache (evicting round-robin when full). */
+/*  Keep a compiled model of the selected store in the cache (evicting
+    round-robin when full); latest: it is now that store's newest. */
 static void
-s_cache_model (authz_store_t *self, authz_model_t *model)
+s_cache_model (authz_store_t *self, authz_model_t *model, bool latest)
 {
-    if (self->n_models < AUTHZ_MAX_MODELS_CACHED) {
-        self->models [self->n_models++] = model;
-        return;
+    for (int k = 0; latest && k < self->n_models; k++)
+        if (self->model_store [k] == self->store_no)
+            self->model_latest [k] = false;
+    int i = self->n_models;
+    if (i < AUTHZ_MAX_MODELS_CACHED)
+        self->n_models++;
+    else {
+        //  Never evict slot 0 (usually the model in use): cheap and safe
+        //  enough, since callers hold a model only for one request.
+        i = 1 + self->next_evict++ % (AUTHZ_MAX_MODELS_CACHED - 1);
+        authz_model_destroy (&self->models [i]);
     }
-    //  Never evict slot 0 (usually the model in use): cheap and safe enough,
-    //  since callers hold a model only for one request.
-    int i = 1 + self->next_evict++ % (AUTHZ_MAX_MODELS_CACHED - 1);
-    if (self->latest == self->models [i])
-        self->latest = NULL;
-    authz_model_destroy (&self->models [i]);
     self->models [i] = model;
+    self->model_store [i] = self->store_no;
+    self->model_latest [i] = latest;
 }
 
 /*  Compile and store a model under a new id. */
@@ -282,20 +355,24 @@ authz_store_write_model (authz_store_t *self, json_t *model,
     const void *k, *v;
     size_t kl, vl;
     char last [AUTHZ_MODEL_ID_LEN + 1] = "";
-    if (bus_txn_last (txn, self->db_models, &k, &kl, &v, &vl) == 0
-    &&  kl == AUTHZ_MODEL_ID_LEN)
-        memcpy (last, k, kl);
-    char id [AUTHZ_MODEL_ID_LEN + 1];
+    rc = authz_store_live (self, txn, err);
+    if (rc)
+        goto done;
+    if (bus_txn_last_prefix (txn, self->db_models, self->prefix, S_PFX, &k, &kl, &v, &vl) == 0
+    &&  kl == S_PFX + AUTHZ_MODEL_ID_LEN)
+        memcpy (last, (const char *) k + S_PFX, AUTHZ_MODEL_ID_LEN);
+    char id [AUTHZ_MODEL_ID_LEN + 1], key [S_PFX + AUTHZ_MODEL_ID_LEN];
     s_ulid (id, last);
-    bus_txn_put (txn, self->db_models, id, AUTHZ_MODEL_ID_LEN, text, strlen (text));
+    memcpy (key, self->prefix, S_PFX);
+    memcpy (key + S_PFX, id, AUTHZ_MODEL_ID_LEN);
+    bus_txn_put (txn, self->db_models, key, sizeof key, text, strlen (text));
     rc = s_commit (self, &txn, json_pack ("{s:s}", "authorization_model_id", id));
     if (rc == 0) {
         authz_model_t *final = NULL;
         //  Recompile with the id (cheap; keeps the model immutable)
         rc = authz_model_compile (&final, model, id, err);
         if (rc == 0) {
-            s_cache_model (self, final);
-            self->latest = final;
+            s_cache_model (self, final, true);
             memcpy (id_out, id, sizeof id);
         }
     }
@@ -312,29 +389,36 @@ authz_store_model (authz_store_t *self, const char *id, const authz_model_t **ou
                    authz_error_t *err)
 {
     *out = NULL;
-    if ((!id || !*id) && self->latest) {
-        *out = self->latest;        /* no read: only this store writes models */
-        return 0;
-    }
-    char want [AUTHZ_MODEL_ID_LEN + 1] = "";
+    bool latest = !id || !*id;
+    for (int i = 0; latest && i < self->n_models; i++)
+        if (self->model_latest [i] && self->model_store [i] == self->store_no) {
+            *out = self->models [i];    /* no read: only this store writes models */
+            return 0;
+        }
+    char want [AUTHZ_MODEL_ID_LEN + 1] = "", key [S_PFX + AUTHZ_MODEL_ID_LEN];
     bus_txn_t *txn = authz_store_read_begin (self);
     if (!txn)
         return BUS_EIO;
-    int rc = 0;
+    int rc = authz_store_live (self, txn, err);
     const void *k, *v = NULL;
     size_t kl, vl = 0;
-    if (!id || !*id) {
-        rc = bus_txn_last (txn, self->db_models, &k, &kl, &v, &vl);
-        if (rc || kl != AUTHZ_MODEL_ID_LEN) {
+    memcpy (key, self->prefix, S_PFX);
+    if (rc)
+        goto done;
+    if (latest) {
+        rc = bus_txn_last_prefix (txn, self->db_models, self->prefix, S_PFX, &k, &kl, &v, &vl);
+        if (rc || kl != S_PFX + AUTHZ_MODEL_ID_LEN) {
             rc = authz_error_set (err, AUTHZ_ELATEST_NOT_FOUND,
                                   "No authorization models found for store");
             goto done;
         }
-        memcpy (want, k, kl);
+        memcpy (want, (const char *) k + S_PFX, AUTHZ_MODEL_ID_LEN);
     }
     else {
+        if (strlen (id) == AUTHZ_MODEL_ID_LEN)
+            memcpy (key + S_PFX, id, AUTHZ_MODEL_ID_LEN);
         if (strlen (id) != AUTHZ_MODEL_ID_LEN
-        ||  bus_txn_get (txn, self->db_models, id, AUTHZ_MODEL_ID_LEN, &v, &vl)) {
+        ||  bus_txn_get (txn, self->db_models, key, sizeof key, &v, &vl)) {
             rc = authz_error_set (err, AUTHZ_EMODEL_NOT_FOUND,
                                   "Authorization Model '%s' not found", id);
             goto done;
@@ -342,8 +426,15 @@ authz_store_model (authz_store_t *self, const char *id, const authz_model_t **ou
         memcpy (want, id, AUTHZ_MODEL_ID_LEN + 1);
     }
     for (int i = 0; i < self->n_models; i++)
-        if (strcmp (authz_model_id (self->models [i]), want) == 0) {
+        if (self->model_store [i] == self->store_no
+        &&  strcmp (authz_model_id (self->models [i]), want) == 0) {
             *out = self->models [i];
+            if (latest) {
+                for (int k2 = 0; k2 < self->n_models; k2++)
+                    if (self->model_store [k2] == self->store_no)
+                        self->model_latest [k2] = false;
+                self->model_latest [i] = true;
+            }
             goto done;
         }
     json_error_t jerr;
@@ -352,12 +443,10 @@ authz_store_model (authz_store_t *self, const char *id, const authz_model_t **ou
     rc = js? authz_model_compile (&m, js, want, err): BUS_EIO;
     json_decref (js);
     if (rc == 0) {
-        s_cache_model (self, m);
+        s_cache_model (self, m, latest);
         *out = m;
     }
 done:
-    if (*out && (!id || !*id))
-        self->latest = *out;
     authz_store_read_end (self, &txn);
     return rc;
 }
@@ -367,7 +456,9 @@ static int
 s_collect_id (const void *key, size_t key_len, const void *val, size_t val_len,
               void *arg)
 {
-    json_array_insert_new ((json_t *) arg, 0, json_stringn (key, key_len));
+    if (key_len == S_PFX + AUTHZ_MODEL_ID_LEN)
+        json_array_insert_new ((json_t *) arg, 0, json_stringn ((const char *) key + S_PFX,
+                                                               AUTHZ_MODEL_ID_LEN));
     return 0;
 }
 
@@ -378,7 +469,7 @@ authz_store_model_ids (authz_store_t *self)
     json_t *ids = json_array ();
     bus_txn_t *txn = authz_store_read_begin (self);
     if (txn && ids)
-        bus_txn_scan (txn, self->db_models, NULL, 0, NULL, 0, s_collect_id, ids);
+        bus_txn_scan_prefix (txn, self->db_models, self->prefix, S_PFX, s_collect_id, ids);
     authz_store_read_end (self, &txn);
     return ids;
 }
@@ -566,8 +657,10 @@ s_decode_value (const char *val, size_t len, authz_tuple_t *t, const char **ts)
 static bool
 s_decode_key (const char *key, size_t len, authz_tuple_t *t)
 {
-    if (len < 6 || key [len - 1] != '\0')
+    if (len < S_PFX + 6 || key [len - 1] != '\0')
         return false;
+    key += S_PFX;
+    len -= S_PFX;
     t->object = key;
     t->relation = key + strlen (key) + 1;
     if (t->relation >= key + len)
@@ -669,7 +762,7 @@ s_victim (s_slot_t *ways, uint64_t snapshot)
 static int
 s_cache_replay (const s_slot_t *slot, authz_tuple_fn *fn, void *arg)
 {
-    authz_tuple_t t = { .object = slot->data, .relation = slot->data + slot->rel_off };
+    authz_tuple_t t = { .object = slot->data + S_PFX, .relation = slot->data + slot->rel_off };
     const char *p = slot->data + slot->key_len;
     for (uint32_t i = 0; i < slot->n; i++) {
         t.user = p;
@@ -718,7 +811,7 @@ s_cache_put (authz_store_t *self, s_slot_t *slot, uint64_t snapshot, uint64_t ha
     if (slot->data)
         self->dead [self->n_dead++] = slot->data;
     *slot = (s_slot_t) { snapshot, hash, data, (uint32_t) key_len,
-                         (uint32_t) strlen (key) + 1, (uint16_t) n, false };
+                         (uint32_t) (S_PFX + strlen (key + S_PFX) + 1), (uint16_t) n, false };
 }
 
 /*  Was txn begun by authz_store_read_begin and not yet ended? */
@@ -740,7 +833,7 @@ authz_store_scan_users (authz_store_t *self, bus_txn_t *txn, const char *object,
                         const char *relation, authz_tuple_fn *fn, void *arg)
 {
     char key [S_KEY_MAX];
-    int kl = s_key (key, object, relation, NULL);
+    int kl = s_key (self, key, object, relation, NULL);
     if (kl < 0)
         return 0;
     uint64_t snapshot = bus_txn_snapshot (txn), hash = 0;
@@ -771,14 +864,15 @@ int
 authz_store_scan_type (authz_store_t *self, bus_txn_t *txn, const char *type,
                        authz_tuple_fn *fn, void *arg)
 {
-    char key [AUTHZ_MAX_FIELD + 2];
+    char key [S_PFX + AUTHZ_MAX_FIELD + 2];
     size_t n = strlen (type);
-    if (n > AUTHZ_MAX_FIELD || n + 1 > AUTHZ_STORE_KEY_MAX)
+    if (n > AUTHZ_MAX_FIELD || S_PFX + n + 1 > AUTHZ_STORE_KEY_MAX)
         return 0;
-    memcpy (key, type, n);
-    key [n] = ':';
+    memcpy (key, self->prefix, S_PFX);
+    memcpy (key + S_PFX, type, n);
+    key [S_PFX + n] = ':';
     s_bridge_t b = { fn, arg, NULL, 0, false };
-    return bus_txn_scan_prefix (txn, self->db_tuples, key, n + 1, s_bridge, &b);
+    return bus_txn_scan_prefix (txn, self->db_tuples, key, S_PFX + n + 1, s_bridge, &b);
 }
 
 typedef struct {
@@ -793,7 +887,10 @@ static int
 s_reverse_one (const void *key, size_t key_len, const void *val, size_t val_len, void *arg)
 {
     s_reverse_t *r = arg;
-    const char *user = key, *end = (const char *) key + key_len;
+    if (key_len < S_PFX + 6)
+        return 0;
+    const char *user = (const char *) key + S_PFX, *end = (const char *) key + key_len;
+    key_len -= S_PFX;
     const char *object = memchr (user, 0, key_len);
     const char *relation = object? memchr (object + 1, 0, (size_t) (end - object - 1)): NULL;
     if (!relation || relation + 1 >= end || end [-1] != 0 || strcmp (relation + 1, r->relation))
@@ -809,13 +906,14 @@ authz_store_scan_objects (authz_store_t *self, bus_txn_t *txn, const char *user,
 {
     char prefix [S_KEY_MAX];
     size_t ul = strlen (user), tl = strlen (type);
-    if (ul > AUTHZ_MAX_FIELD || tl > AUTHZ_MAX_FIELD || ul + tl + 2 > AUTHZ_STORE_KEY_MAX)
+    if (ul > AUTHZ_MAX_FIELD || tl > AUTHZ_MAX_FIELD || S_PFX + ul + tl + 2 > AUTHZ_STORE_KEY_MAX)
         return 0;                       /* longer than any stored key: none */
-    memcpy (prefix, user, ul + 1);
-    memcpy (prefix + ul + 1, type, tl);
-    prefix [ul + 1 + tl] = ':';
+    memcpy (prefix, self->prefix, S_PFX);
+    memcpy (prefix + S_PFX, user, ul + 1);
+    memcpy (prefix + S_PFX + ul + 1, type, tl);
+    prefix [S_PFX + ul + 1 + tl] = ':';
     s_reverse_t r = { relation, fn, arg };
-    return bus_txn_scan_prefix (txn, self->db_users, prefix, ul + tl + 2, s_reverse_one, &r);
+    return bus_txn_scan_prefix (txn, self->db_users, prefix, S_PFX + ul + tl + 2, s_reverse_one, &r);
 }
 
 /*  One stored tuple. */
@@ -824,7 +922,7 @@ authz_store_get (authz_store_t *self, bus_txn_t *txn, const char *object,
                  const char *relation, const char *user, authz_tuple_t *out)
 {
     char key [S_KEY_MAX];
-    int kl = s_key (key, object, relation, user);
+    int kl = s_key (self, key, object, relation, user);
     const void *v;
     size_t vl;
     if (kl < 0 || bus_txn_get (txn, self->db_tuples, key, (size_t) kl, &v, &vl))
@@ -852,18 +950,20 @@ s_log_change (authz_store_t *self, bus_txn_t *txn, const authz_tuple_t *t,
     const void *k, *v;
     size_t kl, vl;
     uint64_t seq = 1;
-    if (bus_txn_last (txn, self->db_changes, &k, &kl, &v, &vl) == 0 && kl == 8)
-        seq = bus_key_to_u64 (k) + 1;
-    uint8_t key [8];
-    bus_u64_to_key (seq, key);
+    if (bus_txn_last_prefix (txn, self->db_changes, self->prefix, S_PFX, &k, &kl, &v, &vl) == 0
+    &&  kl == S_PFX + 8)
+        seq = bus_key_to_u64 ((const uint8_t *) k + S_PFX) + 1;
+    uint8_t key [S_PFX + 8];
+    memcpy (key, self->prefix, S_PFX);
+    bus_u64_to_key (seq, key + S_PFX);
     json_t *js = json_pack ("{s:o s:s s:s}", "tuple_key", authz_tuple_to_json (t),
                             "operation", write? "TUPLE_OPERATION_WRITE": "TUPLE_OPERATION_DELETE",
                             "timestamp", ts);
     char *text = js? json_dumps (js, JSON_COMPACT): NULL;
     if (text)
-        bus_txn_put (txn, self->db_changes, key, 8, text, strlen (text));
+        bus_txn_put (txn, self->db_changes, key, sizeof key, text, strlen (text));
     else
-        bus_txn_put (txn, self->db_changes, key, 8, "", 0);
+        bus_txn_put (txn, self->db_changes, key, sizeof key, "", 0);
     free (text);
     json_decref (js);
 }
@@ -937,12 +1037,12 @@ authz_store_write (authz_store_t *self, const authz_model_t *model,
     bus_txn_t *txn = bus_txn_begin (self->bus, true);
     if (!txn)
         return BUS_EIO;
-    int rc = 0;
+    int rc = authz_store_live (self, txn, err);
     char key [S_KEY_MAX], rkey [S_KEY_MAX];
     for (size_t i = 0; rc == 0 && i < n_deletes; i++) {
         const authz_tuple_t *t = &deletes [i];
-        int kl = s_key (key, t->object, t->relation, t->user);
-        int rl = s_key (rkey, t->user, t->object, t->relation);
+        int kl = s_key (self, key, t->object, t->relation, t->user);
+        int rl = s_key (self, rkey, t->user, t->object, t->relation);
         int drc = kl < 0? BUS_ENOTFOUND: bus_txn_del (txn, self->db_tuples, key, (size_t) kl);
         if (drc == BUS_ENOTFOUND) {
             if (!(flags & AUTHZ_DELETE_IGNORE_MISSING))
@@ -961,8 +1061,8 @@ authz_store_write (authz_store_t *self, const authz_model_t *model,
     for (size_t i = 0; rc == 0 && i < n_writes; i++) {
         const authz_tuple_t *t = &writes [i];
         char *val = NULL;
-        int kl = s_key (key, t->object, t->relation, t->user);
-        int rl = s_key (rkey, t->user, t->object, t->relation);
+        int kl = s_key (self, key, t->object, t->relation, t->user);
+        int rl = s_key (self, rkey, t->user, t->object, t->relation);
         int vl = s_encode_value (t, ts, &val);
         if (kl < 0 || rl < 0 || vl < 0) {
             free (val);
@@ -1041,14 +1141,14 @@ s_read_one (const void *key, size_t key_len, const void *val, size_t val_len, vo
     const char *ts = NULL;
     if (r->reverse) {
         //  user \0 object \0 relation \0
-        const char *k = key;
-        if (key_len < 6 || k [key_len - 1])
+        const char *k = (const char *) key + S_PFX;
+        if (key_len < S_PFX + 6 || k [key_len - S_PFX - 1])
             return 0;
         t.user = k;
         t.object = k + strlen (k) + 1;
         t.relation = t.object + strlen (t.object) + 1;
         char k2 [S_KEY_MAX];
-        int l2 = s_key (k2, t.object, t.relation, t.user);
+        int l2 = s_key (r->self, k2, t.object, t.relation, t.user);
         const void *v2;
         size_t vl2;
         if (l2 < 0 || bus_txn_get (r->txn, r->self->db_tuples, k2, (size_t) l2, &v2, &vl2))
@@ -1117,13 +1217,13 @@ authz_store_read (authz_store_t *self, const authz_tuple_t *filter, size_t page_
     int pl = 0;
     int db = self->db_tuples;
     if (obj && !type_only)
-        pl = s_key (prefix, obj, filter->relation && *filter->relation? filter->relation: NULL,
+        pl = s_key (self, prefix, obj, filter->relation && *filter->relation? filter->relation: NULL,
                     filter->relation && *filter->relation? user: NULL);
     else
     if (user) {
         r.reverse = true;
         db = self->db_users;
-        pl = s_key (prefix, user, NULL, NULL);
+        pl = s_key (self, prefix, user, NULL, NULL);
         if (pl > 0 && obj) {
             memcpy (prefix + pl, obj, strlen (obj));
             pl += (int) strlen (obj);
@@ -1134,8 +1234,15 @@ authz_store_read (authz_store_t *self, const authz_tuple_t *filter, size_t page_
         pl = (int) strlen (obj);
         if (pl > AUTHZ_MAX_FIELD)
             pl = -1;
-        else
-            memcpy (prefix, obj, (size_t) pl);
+        else {
+            memcpy (prefix, self->prefix, S_PFX);
+            memcpy (prefix + S_PFX, obj, (size_t) pl);
+            pl += S_PFX;
+        }
+    }
+    else {
+        memcpy (prefix, self->prefix, S_PFX);
+        pl = S_PFX;
     }
     if (pl < 0 || pl > AUTHZ_STORE_KEY_MAX) {
         /* longer than any stored key: nothing matches */
@@ -1154,13 +1261,17 @@ authz_store_read (authz_store_t *self, const authz_tuple_t *filter, size_t page_
     r.out = json_array ();
     r.txn = authz_store_read_begin (self);
     int rc = (r.out && r.txn)? 0: BUS_ENOMEM;
+    if (rc == 0)
+        rc = authz_store_live (self, r.txn, err);
     if (rc == 0) {
-        //  Scan from the token's key (or the prefix) to the prefix's end
-        char end [S_KEY_MAX + 1];
+        //  Scan from the token's key (or the prefix) to the prefix's end:
+        //  the prefix plus one, with carry (a store number may end in 0xff;
+        //  our prefixes past it end in NUL or text)
+        uint8_t end [S_KEY_MAX + 1];
         size_t el = (size_t) pl;
         memcpy (end, prefix, el);
-        //  Upper bound: prefix with its last byte incremented (0xff never
-        //  occurs at the end of our prefixes: they end in NUL or text)
+        while (el && end [el - 1] == 0xff)
+            el--;
         if (el)
             end [el - 1]++;
         rc = bus_txn_scan (r.txn, db, tok_len? tok: prefix, tok_len? tok_len: (size_t) pl,
@@ -1180,6 +1291,7 @@ authz_store_read (authz_store_t *self, const authz_tuple_t *filter, size_t page_
 /*  State of a ReadChanges page. */
 typedef struct {
     const char *type;
+    const char *since;              /* normalised start_time, or NULL */
     size_t page;
     json_t *out;
     uint64_t last;
@@ -1192,23 +1304,69 @@ s_change_one (const void *key, size_t key_len, const void *val, size_t val_len, 
     s_changes_t *c = arg;
     if (json_array_size (c->out) == c->page)
         return 1;
-    if (key_len == 8)
-        c->last = bus_key_to_u64 (key);
+    if (key_len == S_PFX + 8)
+        c->last = bus_key_to_u64 ((const uint8_t *) key + S_PFX);
     json_t *js = json_loadb (val, val_len, 0, NULL);
     const char *obj = json_string_value (json_object_get (json_object_get (js, "tuple_key"),
                                                           "object"));
+    const char *ts = json_string_value (json_object_get (js, "timestamp"));
     size_t tl = c->type? strlen (c->type): 0;
-    if (js && (!c->type || (obj && strncmp (obj, c->type, tl) == 0 && obj [tl] == ':')))
+    if (js && (!c->since || (ts && strcmp (ts, c->since) >= 0))
+    &&  (!c->type || (obj && strncmp (obj, c->type, tl) == 0 && obj [tl] == ':')))
         json_array_append (c->out, js);
     json_decref (js);
     return 0;
 }
 
+/*  An RFC 3339 time as the changelog writes its timestamps (UTC, to the
+    millisecond): "2026-12-04T18:47:46.000Z". Returns 0 or -1. */
+int
+authz_timestamp_normalize (const char *in, char out [32])
+{
+    struct tm tm = { 0 };
+    const char *p = strptime (in, "%Y-%m-%dT%H:%M:%S", &tm);
+    if (!p)
+        return -1;
+    long ms = 0;
+    if (*p == '.') {
+        int digits = 0;
+        for (p++; *p >= '0' && *p <= '9'; p++, digits++)
+            if (digits < 3)
+                ms = ms * 10 + (*p - '0');
+        if (digits == 0)
+            return -1;
+        for (; digits < 3; digits++)
+            ms *= 10;
+    }
+    long offset = 0;
+    if (*p == 'Z' || *p == 'z')
+        p++;
+    else
+    if ((*p == '+' || *p == '-') && strlen (p) == 6 && p [3] == ':') {
+        int h = atoi (p + 1), m = atoi (p + 4);
+        if (h > 23 || m > 59)
+            return -1;
+        offset = (*p == '+'? 1: -1) * (h * 3600L + m * 60L);
+        p += 6;
+    }
+    else
+        return -1;
+    if (*p)
+        return -1;
+    time_t t = timegm (&tm) - offset;
+    struct tm utc;
+    if (!gmtime_r (&t, &utc))
+        return -1;
+    size_t n = strftime (out, 32, "%Y-%m-%dT%H:%M:%S", &utc);
+    snprintf (out + n, 32 - n, ".%03ldZ", ms);
+    return 0;
+}
+
 /*  Paged changelog; see the header. */
 int
-authz_store_read_changes (authz_store_t *self, const char *type, size_t page_size,
-                          const char *token, json_t **changes_out, char **token_out,
-                          authz_error_t *err)
+authz_store_read_changes (authz_store_t *self, const char *type, const char *start_time,
+                          size_t page_size, const char *token, json_t **changes_out,
+                          char **token_out, authz_error_t *err)
 {
     *changes_out = NULL;
     *token_out = NULL;
@@ -1225,14 +1383,23 @@ authz_store_read_changes (authz_store_t *self, const char *type, size_t page_siz
             return authz_error_set (err, AUTHZ_ETOKEN, "Invalid continuation token");
         from = (uint64_t) v;
     }
-    s_changes_t c = { .type = type && *type? type: NULL, .page = page_size,
-                      .out = json_array (), .last = from };
+    char since [32] = "";
+    if (start_time && *start_time && !(token && *token)
+    &&  authz_timestamp_normalize (start_time, since))
+        return authz_error_set (err, AUTHZ_EVALIDATION,
+                                "invalid start_time: an RFC 3339 time is expected");
+    s_changes_t c = { .type = type && *type? type: NULL, .since = *since? since: NULL,
+                      .page = page_size, .out = json_array (), .last = from };
     bus_txn_t *txn = authz_store_read_begin (self);
     int rc = (c.out && txn)? 0: BUS_ENOMEM;
-    uint8_t key [8];
-    bus_u64_to_key (from + 1, key);
     if (rc == 0)
-        rc = bus_txn_scan (txn, self->db_changes, key, 8, NULL, 0, s_change_one, &c);
+        rc = authz_store_live (self, txn, err);
+    uint8_t key [S_PFX + 8], end [S_PFX];
+    memcpy (key, self->prefix, S_PFX);
+    bus_u64_to_key (from + 1, key + S_PFX);
+    authz_store_prefix (self->store_no + 1, end);
+    if (rc == 0)
+        rc = bus_txn_scan (txn, self->db_changes, key, sizeof key, end, sizeof end, s_change_one, &c);
     authz_store_read_end (self, &txn);
     if (rc == 0) {
         char tok [17];

@@ -1,14 +1,26 @@
 /*  authz_tuples.h — models, relationship tuples and the changelog on LMDB.
 
-    An authz_store_t keeps one OpenFGA store in four named databases of a
-    bus_store environment (names in authz_store_db_names):
+    An authz_store_t keeps OpenFGA stores (tenants) in four named
+    databases of a bus_store environment (names in authz_store_db_names),
+    every key starting with the store's number (S = 4 bytes, big-endian,
+    AUTHZ_STORE_PREFIX), so that a store's keys are one contiguous range
+    of each database:
 
-      authz_models   model id (26-char ULID, sorts by time) -> model JSON
-      authz_tuples   object \0 relation \0 user \0 -> condition \0 context \0
+      authz_models   S model id (26-char ULID, sorts by time) -> model JSON
+      authz_tuples   S object \0 relation \0 user \0 -> condition \0 context \0
                      (check/expand/list-users: all users of object#relation)
-      authz_users    user \0 object \0 relation \0 -> "" (reverse index:
+      authz_users    S user \0 object \0 relation \0 -> "" (reverse index:
                      Read by user, objects of a user)
-      authz_changes  big-endian u64 sequence -> change JSON
+      authz_changes  S big-endian u64 sequence -> change JSON
+
+    Which stores exist is authz_stores.h's registry (the fifth database,
+    authz_stores). Calls work on the store selected with
+    authz_store_select (by default AUTHZ_STORE_FIRST, unchecked: an
+    engine without a registry, as in tests and `sanctumctl authz test`).
+    A store selected `checked` is looked up in the registry inside every
+    transaction that reads or writes it (authz_store_live): once its
+    deletion commits, no read or write begun after sees anything of it,
+    while its keys are reclaimed in the background.
 
     Keys and values end with NUL bytes so the strings handed to scan
     callbacks are C strings pointing straight into the map (valid only
@@ -64,7 +76,16 @@
 #define AUTHZ_MAX_USER           512   /* "type:id", "type:*" or "type:id#relation" */
 #define AUTHZ_MAX_TYPE           254
 #define AUTHZ_STORE_KEY_MAX      511   /* LMDB's default mdb_env_get_maxkeysize */
-#define AUTHZ_MAX_TUPLE_KEY      (AUTHZ_STORE_KEY_MAX - 3)   /* 508 */
+#define AUTHZ_STORE_PREFIX         4   /* the store's number before every key */
+#define AUTHZ_STORE_FIRST          1   /* the first store's number (the default store's) */
+#define AUTHZ_MAX_TUPLE_KEY      (AUTHZ_STORE_KEY_MAX - 3 - AUTHZ_STORE_PREFIX)   /* 504 */
+
+/*  The registry's keys and states (authz_stores.h; here because a store
+    checks liveness itself). */
+#define AUTHZ_STORES_NUMBER      'N'   /* 'N' number -> state, record JSON */
+#define AUTHZ_STORES_ID          'I'   /* 'I' id -> number (live stores only) */
+#define AUTHZ_STORES_LIVE        'L'
+#define AUTHZ_STORES_DELETED     'D'
 #define AUTHZ_MAX_CONTEXT_BYTES 8192   /* a tuple's condition context as JSON */
 #define AUTHZ_READ_PAGE_DEFAULT   50
 #define AUTHZ_READ_PAGE_MAX      100
@@ -114,6 +135,26 @@ void authz_store_destroy (authz_store_t **self_p);
 /*  The environment underneath. */
 bus_store_t *authz_store_bus (authz_store_t *self);
 
+/*  Select the store (by number) that the next calls work on; checked:
+    each transaction checks it is live in the registry (a store deleted
+    is then AUTHZ_ESTORE_NOT_FOUND). Models cached stay cached per store. */
+void authz_store_select (authz_store_t *self, uint32_t number, bool checked);
+
+/*  The number selected. */
+uint32_t authz_store_selected (authz_store_t *self);
+
+/*  A store number as the key prefix. */
+void authz_store_prefix (uint32_t number, uint8_t out [AUTHZ_STORE_PREFIX]);
+
+/*  0 when the selected store is live in txn's snapshot (or unchecked),
+    else -AUTHZ_ESTORE_NOT_FOUND (err set) or a BUS_E* code. */
+int authz_store_live (authz_store_t *self, bus_txn_t *txn, authz_error_t *err);
+
+/*  An RFC 3339 time ("2026-12-04T18:47:46Z", fractions and offsets
+    allowed) as the changelog's timestamps are written: UTC, milliseconds
+    ("2026-12-04T18:47:46.000Z"), which sort as text. Returns 0 or -1. */
+int authz_timestamp_normalize (const char *in, char out [32]);
+
 /*  A read transaction on the latest committed state for one request:
     the store keeps one reset transaction between requests and renews it
     here (no allocation, no reader-slot search); when it is already in use
@@ -161,12 +202,14 @@ int authz_store_read (authz_store_t *self, const authz_tuple_t *filter,
                       size_t page_size, const char *token,
                       json_t **tuples_out, char **token_out, authz_error_t *err);
 
-/*  Changes in write order, optionally only for object type (NULL = all).
+/*  Changes in write order, optionally only for object type (NULL = all)
+    and only those at or after start_time (RFC 3339; NULL = all; ignored
+    with a token, as OpenFGA ignores it; a bad time is -2000).
     *changes_out: a new JSON array of {tuple_key, operation
     ("TUPLE_OPERATION_WRITE"|"TUPLE_OPERATION_DELETE"), timestamp};
     *token_out: a new string to continue with (the same position when no
     change is left, so polling works). Returns 0, -2007, BUS_E*. */
-int authz_store_read_changes (authz_store_t *self, const char *type,
+int authz_store_read_changes (authz_store_t *self, const char *type, const char *start_time,
                               size_t page_size, const char *token,
                               json_t **changes_out, char **token_out,
                               authz_error_t *err);

@@ -259,13 +259,16 @@ s_queries (s_query_t *queries, int n, const int *requester)
     }
 }
 
-/*  The stored key of a random user's manager tuple, in key. */
+/*  The stored key of a random user's manager tuple, in key: the default
+    store's number (every key starts with its store's), then the tuple. */
 static MDB_val
 s_raw_key (char *key, size_t size)
 {
     int u = 1 + rand () % (N_USERS - 1);
-    int kl = snprintf (key, size, "user:%d%cmanager%cuser:%d", u, 0, 0, s_manager [u]);
-    return (MDB_val) { (size_t) kl + 1, key };
+    authz_store_prefix (AUTHZ_STORE_FIRST, (uint8_t *) key);
+    int kl = snprintf (key + AUTHZ_STORE_PREFIX, size - AUTHZ_STORE_PREFIX, "user:%d%cmanager%cuser:%d", u, 0, 0,
+                       s_manager [u]);
+    return (MDB_val) { (size_t) kl + 1 + AUTHZ_STORE_PREFIX, key };
 }
 
 /*  Raw LMDB: random forward-key point reads, one read txn per get, on a

@@ -5,7 +5,9 @@
 #   - language/stores/*/store.fga.yaml: the valid stores must pass; a store
 #     with expected_errors.json must be refused (exit 1) naming each expected
 #     error (one assertion per expected error);
-#   - ops/examples/procurement/procurement.fga.yaml: must pass.
+#   - ops/examples/procurement/procurement.fga.yaml: must pass;
+#   - a modular model (model_file: fga.mod) made here: must pass, and be
+#     refused naming file, line and column once a module redefines a relation.
 # Conformance data: $SANCTUM_CONFORMANCE_DIR, else ../shared/conformance/openfga
 # from the repository root. Prints `ok FILE (...)` / `not ok FILE (...)` per
 # file, then `N passed, N failed` counting assertions over all files; exits 1
@@ -95,6 +97,36 @@ for store in "$CONF"/language/stores/*/store.fga.yaml; do
     fi
 done
 must_pass "ops/examples/procurement" "$ROOT/ops/examples/procurement/procurement.fga.yaml"
+
+# A modular model (model_file: fga.mod): passes; a module that redefines a
+# relation of the type it extends is refused, naming the file, line and column.
+MOD=$TMP/modular
+mkdir -p "$MOD/team"
+printf "schema: '1.2'\ncontents:\n  - core.fga\n  - team/docs.fga\n" >"$MOD/fga.mod"
+printf "module core\n\ntype user\n\ntype doc\n  relations\n    define owner: [user]\n" >"$MOD/core.fga"
+printf "module docs\n\nextend type doc\n  relations\n    define viewer: [user] or owner\n" >"$MOD/team/docs.fga"
+cat >"$MOD/store.fga.yaml" <<'YAML'
+name: modular
+model_file: fga.mod
+tuples:
+  - {user: "user:anne", relation: owner, object: "doc:1"}
+tests:
+  - name: owners view
+    check:
+      - {user: "user:anne", object: "doc:1", assertions: {viewer: true, owner: true}}
+      - {user: "user:bob", object: "doc:1", assertions: {viewer: false}}
+    list_objects:
+      - {user: "user:anne", type: doc, assertions: {viewer: ["doc:1"]}}
+YAML
+must_pass "modular model (fga.mod)" "$MOD/store.fga.yaml"
+printf "module docs\n\nextend type doc\n  relations\n    define owner: [user]\n" >"$MOD/team/docs.fga"
+"$CTL" authz test "$MOD/store.fga.yaml" >"$TMP/out" 2>&1
+rc=$?
+if [ "$rc" -eq 1 ] && grep -q "team/docs.fga line 5 column 12: relation owner already exists on type doc" "$TMP/out"; then
+    PASSED=$((PASSED + 1)); echo "ok modular model refused with file, line and column"
+else
+    FAILED=$((FAILED + 1)); echo "not ok modular model refused (exit $rc)"; sed 's/^/#   /' "$TMP/out"
+fi
 
 END=$(date +%s.%N)
 echo "# took $(awk "BEGIN { printf \"%.2f\", $END - $START }") s"

@@ -1,6 +1,6 @@
 #!/bin/sh
 # test_bench_smoke.sh — the benchmarks still run: bench_bus, bench_kit,
-# bench_audit, bench_authz_http (Check over HTTP beside the bus), bench_ciba, bench_vault, bench_orch (every service as a process: the gated step, paused runs, a restart), bench_authz --quick (bench_authz with the sanctum-authz daemon as its own
+# bench_audit, bench_authz_http (Check over HTTP beside the bus), bench_authz_stores (a store among many), bench_ciba, bench_vault, bench_orch (every service as a process: the gated step, paused runs, a restart), bench_authz --quick (bench_authz with the sanctum-authz daemon as its own
 # process and again with --thread) and bench_http complete and print every
 # figure the README quotes.
 # Figures are not judged here (CI timings are noise); `make bench` does.
@@ -61,6 +61,10 @@ result "bench_http_figures" $? "$(cat "$TMP/why")"
 result "bench_authz_http_runs" $? "$(tail -n 3 "$TMP/authz_http.err" | tr '\n' ' ')"
 has_figures "$TMP/authz_http" authz_http_check_throughput_64 >"$TMP/why"
 result "bench_authz_http_figures" $? "$(cat "$TMP/why")"
+"$BUILD/bench/bench_authz_stores" --quick >"$TMP/authz_stores" 2>"$TMP/authz_stores.err"
+result "bench_authz_stores_runs" $? "$(tail -n 3 "$TMP/authz_stores.err" | tr '\n' ' ')"
+has_figures "$TMP/authz_stores" authz_check_among_stores >"$TMP/why"
+result "bench_authz_stores_figures" $? "$(cat "$TMP/why")"
 "$BUILD/bench/bench_audit" --quick >"$TMP/audit" 2>"$TMP/audit.err"
 result "bench_audit_runs" $? "$(tail -n 3 "$TMP/audit.err" | tr '\n' ' ')"
 has_figures "$TMP/audit" audit_bus_appends audit_appends_per_fsync audit_append_p50 audit_append_p99 audit_follow_lag_p50 \

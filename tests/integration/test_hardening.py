@@ -298,7 +298,7 @@ def long_ids_are_invalid_not_unavailable(c):
         assert r["error"].get("fga_code") == 2000, r
     assert len(changes(c)) == before
     # at the limits it is stored: object 256 + relation + user up to the key
-    user = "user:" + "u" * (508 - 256 - len("member") - len("user:"))
+    user = "user:" + "u" * (504 - 256 - len("member") - len("user:"))
     r = c.ops.call("authz.write", {"writes": [tk(object_=ok_obj, relation="member", user=user)]})
     assert r and r["ok"], r
     r = c.ops.call("authz.check", {"tuple_key": tk(object_=ok_obj, relation="member", user=user)})

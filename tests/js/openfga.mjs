@@ -49,7 +49,7 @@ async function fails(fn, cls, status, code) {
     throw new Error(`expected ${cls.name}, the call succeeded`);
 }
 
-// the store: the one this authz serves, listed
+// the default store: the one authz made at first start, listed
 const lister = new OpenFgaClient({ apiUrl, credentials: creds(token), retryParams });
 let storeId, modelId, fga;
 
@@ -61,10 +61,6 @@ await test("list_stores", async () => {
     const one = await new OpenFgaClient({ apiUrl, storeId, credentials: creds(token), retryParams }).getStore();
     eq(one.id, storeId, "getStore id");
     eq(typeof one.name, "string", "getStore name");
-});
-
-await test("create_store_is_not_implemented", async () => {
-    await fails(() => lister.createStore({ name: "another" }), FgaApiError, 501, "unimplemented");
 });
 
 fga = new OpenFgaClient({ apiUrl, storeId, credentials: creds(token), retryParams });
@@ -206,6 +202,88 @@ await test("error_bad_token", async () => {
                 FgaApiAuthenticationError, 401);
     const none = new OpenFgaClient({ apiUrl, storeId, retryParams });
     await fails(() => none.listStores(), FgaApiAuthenticationError, 401);
+});
+
+// --- many stores: each its own models, tuples, changelog and assertions -----
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+const ulid = /^[0-7][0-9A-HJKMNP-TV-Z]{25}$/;
+let storeA, storeB, fa, fb, modelA;
+
+await test("create_stores", async () => {
+    storeA = await lister.createStore({ name: "tenant-a" });
+    storeB = await lister.createStore({ name: "tenant-b" });
+    eq(ulid.test(storeA.id) && ulid.test(storeB.id) && storeA.id !== storeB.id, true, "two new ULIDs");
+    eq([storeA.name, storeB.name], ["tenant-a", "tenant-b"], "names");
+    eq(typeof storeA.created_at, "string", "created_at");
+    fa = new OpenFgaClient({ apiUrl, storeId: storeA.id, credentials: creds(token), retryParams });
+    fb = new OpenFgaClient({ apiUrl, storeId: storeB.id, credentials: creds(token), retryParams });
+    eq((await fb.getStore()).name, "tenant-b", "getStore");
+    // a new store starts empty: no model, no tuple
+    eq((await fa.readAuthorizationModels()).authorization_models, [], "no model yet");
+    await fails(() => lister.createStore({ name: "" }), FgaApiValidationError, 400);
+});
+
+await test("list_stores_paged", async () => {
+    const ids = [];
+    let continuationToken, pages = 0;
+    do {
+        const page = await lister.listStores({ pageSize: 1, continuationToken });
+        eq(page.stores.length <= 1, true, "a page of 1");
+        ids.push(...page.stores.map((s) => s.id));
+        continuationToken = page.continuation_token || undefined;
+        if (++pages > 10)
+            throw new Error("more pages than stores");
+    } while (continuationToken);
+    eq(ids, [storeId, storeA.id, storeB.id], "every store once, oldest first");
+    eq((await lister.listStores({ name: "tenant-b" })).stores.map((s) => s.id), [storeB.id], "by name");
+});
+
+await test("stores_isolated", async () => {
+    modelA = (await fa.writeAuthorizationModel(model)).authorization_model_id;
+    const modelB = (await fb.writeAuthorizationModel(model)).authorization_model_id;
+    await fa.writeTuples([{ user: "user:erin", relation: "member", object: "cost_center:engineering" }]);
+    await fb.writeTuples([{ user: "user:mallory", relation: "member", object: "cost_center:engineering" }]);
+    const member = (c, user) => c.check({ user, relation: "member", object: "cost_center:engineering" });
+    eq([(await member(fa, "user:erin")).allowed, (await member(fa, "user:mallory")).allowed], [true, false], "A");
+    eq([(await member(fb, "user:erin")).allowed, (await member(fb, "user:mallory")).allowed], [false, true], "B");
+    eq((await fb.read({ object: "cost_center:engineering" })).tuples.map((t) => t.key.user), ["user:mallory"],
+       "B reads its own");
+    eq((await fb.readChanges()).changes.map((c) => c.tuple_key.user), ["user:mallory"], "B's changelog");
+    eq((await fb.listObjects({ user: "user:erin", relation: "member", type: "cost_center" })).objects, [],
+       "B lists none of A's");
+    // a model is its store's: A's id is not B's
+    await fails(() => fb.readAuthorizationModel({ authorizationModelId: modelA }), FgaApiValidationError, 400,
+                "authorization_model_not_found");
+    await fa.writeAssertions([{ user: "user:erin", relation: "member", object: "cost_center:engineering",
+                                expectation: true }], { authorizationModelId: modelA });
+    eq((await fb.readAssertions({ authorizationModelId: modelB })).assertions, [], "B has no assertions");
+    // the first store is untouched
+    eq((await fga.read({ object: "cost_center:engineering", relation: "member" })).tuples.map((t) => t.key.user),
+       ["user:erin"], "the first store's own");
+});
+
+await test("read_changes_start_time", async () => {
+    await fa.writeTuples([{ user: "user:dan", relation: "member", object: "cost_center:engineering" }]);
+    await sleep(30);
+    const startTime = new Date().toISOString();
+    await sleep(30);
+    await fa.writeTuples([{ user: "user:frank", relation: "member", object: "cost_center:engineering" }]);
+    const since = await fa.readChanges({ startTime });
+    eq(since.changes.map((c) => c.tuple_key.user), ["user:frank"], "changes since start_time");
+    eq((await fa.readChanges()).changes.length, 3, "all changes");
+    await fails(() => fa.readChanges({ startTime: "yesterday" }), FgaApiValidationError, 400);
+});
+
+await test("delete_store", async () => {
+    await fb.deleteStore();
+    await fails(() => fb.check({ user: "user:mallory", relation: "member", object: "cost_center:engineering" }),
+                FgaApiNotFoundError, 404, "store_id_not_found");
+    await fails(() => fb.getStore(), FgaApiNotFoundError, 404, "store_id_not_found");
+    await fails(() => fb.deleteStore(), FgaApiNotFoundError, 404, "store_id_not_found");
+    eq((await lister.listStores()).stores.map((s) => s.id), [storeId, storeA.id], "B is not listed");
+    eq((await fa.check({ user: "user:erin", relation: "member", object: "cost_center:engineering" })).allowed, true,
+       "A is untouched");
 });
 
 console.log(`${passed} passed, ${failed} failed`);

@@ -174,28 +174,28 @@ test_read_changes (void **state)
     assert_int_equal (authz_store_write (f->store, f->model, NULL, 0, &a, 1, 0, NULL), 0);
     json_t *changes = NULL;
     char *token = NULL;
-    assert_int_equal (authz_store_read_changes (f->store, NULL, 2, NULL, &changes, &token, NULL), 0);
+    assert_int_equal (authz_store_read_changes (f->store, NULL, NULL, 2, NULL, &changes, &token, NULL), 0);
     assert_int_equal (json_array_size (changes), 2);
     json_decref (changes);
     char *t2 = NULL;
-    assert_int_equal (authz_store_read_changes (f->store, NULL, 2, token, &changes, &t2, NULL), 0);
+    assert_int_equal (authz_store_read_changes (f->store, NULL, NULL, 2, token, &changes, &t2, NULL), 0);
     assert_int_equal (json_array_size (changes), 1);
     assert_string_equal (json_string_value (json_object_get (json_array_get (changes, 0),
                                             "operation")), "TUPLE_OPERATION_DELETE");
     json_decref (changes);
     char *t3 = NULL;
-    assert_int_equal (authz_store_read_changes (f->store, NULL, 2, t2, &changes, &t3, NULL), 0);
+    assert_int_equal (authz_store_read_changes (f->store, NULL, NULL, 2, t2, &changes, &t3, NULL), 0);
     assert_int_equal (json_array_size (changes), 0);
     assert_string_equal (t2, t3);
     json_decref (changes);
     free (token);
     free (t2);
     free (t3);
-    assert_int_equal (authz_store_read_changes (f->store, "doc", 100, NULL, &changes, &token, NULL), 0);
+    assert_int_equal (authz_store_read_changes (f->store, "doc", NULL, 100, NULL, &changes, &token, NULL), 0);
     assert_int_equal (json_array_size (changes), 2);
     json_decref (changes);
     free (token);
-    assert_int_equal (authz_store_read_changes (f->store, NULL, 1, "bad", &changes, &token, NULL), -2007);
+    assert_int_equal (authz_store_read_changes (f->store, NULL, NULL, 1, "bad", &changes, &token, NULL), -2007);
 }
 
 /*  Contextual tuples: overlay, validation (2027), limit. */

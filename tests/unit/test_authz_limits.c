@@ -140,13 +140,13 @@ test_limits_per_field (void **state)
                       -2000);
     /* absent fields (a filter) count as empty */
     assert_int_equal (authz_tuple_check_limits (NULL, NULL, NULL, true, 2000, &err), 0);
-    /* the whole key: 508 bytes of fields fit LMDB's 511 with three NULs */
+    /* the whole key: 504 bytes of fields fit LMDB's 511 with the store prefix and three NULs */
     s_id (o, "doc:", 256);
-    s_id (u, "user:", 508 - 256 - 6);
+    s_id (u, "user:", 504 - 256 - 6);
     assert_int_equal (authz_tuple_check_limits (o, "viewer", u, true, 2000, &err), 0);
-    s_id (u, "user:", 508 - 256 - 6 + 1);
+    s_id (u, "user:", 504 - 256 - 6 + 1);
     assert_int_equal (authz_tuple_check_limits (o, "viewer", u, true, 2000, &err), -2000);
-    assert_non_null (strstr (err.message, "509 bytes, at most 508"));
+    assert_non_null (strstr (err.message, "505 bytes, at most 504"));
     assert_int_equal (authz_tuple_check_limits (o, "viewer", u, false, 2000, &err), 0);
 }
 
@@ -159,7 +159,7 @@ test_limits_write (void **state)
     char o [600], u [600];
     authz_error_t err = { 0 };
     s_id (o, "doc:", 256);
-    s_id (u, "user:", 508 - 256 - 6);
+    s_id (u, "user:", 504 - 256 - 6);
     authz_tuple_t at = { o, "viewer", u, NULL, NULL, NULL };
     assert_int_equal (authz_store_write (f->store, f->model, &at, 1, NULL, 0, 0, &err), 0);
     assert_int_equal (s_read_count (f, o, NULL, NULL), 1);
@@ -168,7 +168,7 @@ test_limits_write (void **state)
     assert_true (allowed);
     /* one byte more: refused, nothing written */
     char u2 [600];
-    s_id (u2, "user:", 508 - 256 - 6 + 1);
+    s_id (u2, "user:", 504 - 256 - 6 + 1);
     authz_tuple_t past = { o, "viewer", u2, NULL, NULL, NULL };
     memset (&err, 0, sizeof err);
     assert_int_equal (authz_store_write (f->store, f->model, &past, 1, NULL, 0, 0, &err), -2000);
