@@ -109,7 +109,7 @@ char *tele_metrics_render (json_t *stats, json_t *extra);
 
 /* ---- the daemon's state -------------------------------------------------- */
 
-#define TELE_PEERS 6
+#define TELE_PEERS 16
 
 typedef struct {
     bus_service_t *svc;

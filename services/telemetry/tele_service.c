@@ -155,10 +155,20 @@ s_route_metrics (bus_http_exchange_t *ex, void *arg)
     tele_api_metrics (arg, ex);
 }
 
+static bool s_known_path (const char *path, char *allow, size_t allow_len);
+
+/*  /api/ paths no route took: 405 for a known path asked with another
+    method (with Allow), 404 otherwise. */
 static void
 s_route_api_unknown (bus_http_exchange_t *ex, void *arg)
 {
     tele_headers (ex);
+    char allow [64] = "";
+    if (s_known_path (bus_http_path (ex), allow, sizeof allow)) {
+        bus_http_header_add (ex, "Allow", allow);
+        tele_error (ex, 405, "method_not_allowed", "this endpoint takes %s", allow);
+        return;
+    }
     tele_error (ex, 404, "not_found", "no such endpoint");
 }
 
@@ -186,6 +196,23 @@ static const struct {
     { NULL, "/api/*", s_route_api_unknown },
     { "GET", "/*", s_route_static },
 };
+
+/*  Whether a route serves exactly path; allow gets its method. */
+static bool
+s_known_path (const char *path, char *allow, size_t allow_len)
+{
+    for (size_t i = 0; i < sizeof s_routes / sizeof s_routes [0]; i++) {
+        const char *p = s_routes [i].path;
+        size_t n = strlen (p);
+        bool match = p [n - 1] == '*' ? (strncmp (path, p, n - 1) == 0 && !streq (p, "/api/*") && !streq (p, "/*"))
+                                      : streq (path, p);
+        if (match && s_routes [i].method) {
+            snprintf (allow, allow_len, "%s", s_routes [i].method);
+            return true;
+        }
+    }
+    return false;
+}
 
 /* ---- the follower and the heartbeat -------------------------------------- */
 
