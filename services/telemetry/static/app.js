@@ -27,6 +27,7 @@ function node(r, name, kind) {
 
 function approval(b) {
   const a = approvals.get(b.approval_id) || { approval_id: b.approval_id, history: [], state: "pending" };
+  a.note = (line) => { if (!a.history.includes(line)) a.history.push(line); };
   for (const k of ["run", "node", "binding_message", "authorization_details_sha256", "expires_at"])
     if (b[k] !== undefined && b[k] !== null) a[k] = b[k];
   approvals.set(b.approval_id, a);
@@ -55,19 +56,20 @@ function apply(e) {
     const a = approval(b);
     if (t === "ciba.requested") {
       a.state = "pending"; a.approver = b.approver; a.auth_req_id = b.auth_req_id; a.level = b.level;
-      a.history.push(`${when(e.ts)} asked ${b.approver} (level ${b.level + 1})`);
+      a.note(`${when(e.ts)} asked ${b.approver} (level ${b.level + 1})`);
     } else if (t === "ciba.escalated") {
-      a.history.push(`${when(e.ts)} escalated from ${b.approver} to ${b.to_approver} (${b.reason})`);
+      a.note(`${when(e.ts)} escalated from ${b.approver} to ${b.to_approver} (${b.reason})`);
       a.approver = b.to_approver; a.auth_req_id = b.to_auth_req_id; a.level = b.to_level;
-    } else if (t === "ciba.approved") a.history.push(`${when(e.ts)} ${b.approver} approved (signed)`);
-    else if (t === "ciba.denied") a.history.push(`${when(e.ts)} ${b.approver} denied`);
-    else if (t === "ciba.expired") a.history.push(`${when(e.ts)} expired while ${b.approver} was asked`);
-    else if (t === "ciba.cancelled") a.history.push(`${when(e.ts)} cancelled`);
+    } else if (t === "ciba.approved") a.note(`${when(e.ts)} ${b.approver} approved (signed)`);
+    else if (t === "ciba.denied") a.note(`${when(e.ts)} ${b.approver} denied`);
+    else if (t === "ciba.expired") a.note(`${when(e.ts)} expired while ${b.approver} was asked`);
+    else if (t === "ciba.cancelled") a.note(`${when(e.ts)} cancelled`);
     else if (t === "approval.completed") {
-      a.state = b.outcome; a.history.push(`${when(e.ts)} chain ${b.outcome}`);
+      a.state = b.outcome; a.note(`${when(e.ts)} chain ${b.outcome}`);
       if (r && b.node) {
         const n = node(r, b.node); n.gate = true;
         n.state = b.outcome === "approved" ? "open" : "dead";
+        if (b.outcome === "approved" && r.state === "PAUSED") r.state = "RUNNING";
         if (b.outcome === "approved" && r.id === selected) pipe.surge();
       }
     }
@@ -83,7 +85,7 @@ function onEvent(e) {
   if (log.length > 200) log.pop();
   apply(e);
   $("last-id").textContent = `${e.pub}/${e.seq}`;
-  if (e.body && e.body.run && !selected) selected = e.body.run;
+  if (e.body && e.body.run && !selected) select(e.body.run);
   if (e.body && e.body.run === selected && /^(token\.|approval\.completed|node\.finished|run\.)/.test(e.type)) refreshRun(false);
   schedule();
 }
@@ -125,6 +127,8 @@ function renderLists() {
   }
   const ap = $("approvals");
   ap.replaceChildren();
+  const waiting = [...approvals.values()].filter((a) => a.state === "pending").length;
+  if (!$("approvals-note").dataset.error) $("approvals-note").textContent = waiting ? "" : "None waiting.";
   for (const a of approvals.values()) {
     if (a.state !== "pending") continue;
     const item = document.createElement("li");
@@ -210,9 +214,12 @@ async function loadLists() {
   } else $("runs-note").textContent = `Run list: ${notAvailable(rl)}`;
   const al = await getJSON("/api/approvals?state=pending");
   if (al.status === 200) {
-    $("approvals-note").textContent = (al.body.approvals || []).length ? "" : "None waiting.";
+    delete $("approvals-note").dataset.error;
     for (const x of al.body.approvals || []) loadApproval(x);
-  } else $("approvals-note").textContent = `Approvals: ${notAvailable(al)}`;
+  } else {
+    $("approvals-note").dataset.error = "1";
+    $("approvals-note").textContent = `Approvals: ${notAvailable(al)}`;
+  }
   schedule();
 }
 
@@ -222,8 +229,7 @@ function loadApproval(x) {
   a.state = x.state;
   const lvl = (x.levels || [])[x.current || 0] || {};
   a.approver = lvl.approver; a.auth_req_id = lvl.auth_req_id; a.level = x.current || 0;
-  if (!a.history.length)
-    for (const l of x.levels || []) if (l.asked_at) a.history.push(`${when(l.asked_at)} asked ${l.approver}: ${l.state}`);
+  for (const l of x.levels || []) if (l.asked_at) a.note(`${when(l.asked_at)} asked ${l.approver} (level ${x.levels.indexOf(l) + 1})`);
   if (x.run && x.node) {
     const n = node(run(x.run), x.node); n.gate = true;
     if (x.state === "pending") n.state = "gate";

@@ -23,11 +23,14 @@ export function drawGantt(host, rows, now) {
     host.append(Object.assign(document.createElement("p"), { className: "note", textContent: "No steps, approvals or leases yet." }));
     return;
   }
+  // an active lease or a pending approval runs up to now (its expiry, in
+  // the future, is in its tooltip): the axis ends at what has happened
+  const endOf = (r) => (r.state === "active" || r.state === "pending" || !r.end) ? Math.min(now, r.end || now) : r.end;
   let t0 = Infinity, t1 = -Infinity;
   for (const r of usable) {
     t0 = Math.min(t0, r.start);
-    t1 = Math.max(t1, r.end || now, r.start);
-    for (const m of r.marks || []) if (Number.isFinite(m.at)) t1 = Math.max(t1, m.at);
+    t1 = Math.max(t1, endOf(r), r.start);
+    for (const m of r.marks || []) if (Number.isFinite(m.at) && m.at <= now) t1 = Math.max(t1, m.at);
   }
   if (t1 <= t0) t1 = t0 + 1e6;
   const W = 900, left = 170, right = 20, rowH = 26, top = 22;
@@ -43,14 +46,22 @@ export function drawGantt(host, rows, now) {
     const y = top + i * rowH;
     const g = el("g", { "data-kind": r.kind, "data-id": r.id || "" });
     const label = `${r.kind}: ${r.label || r.id || ""}`;
-    g.append(el("title", {}, `${label} — ${r.state || r.outcome || ""}`));
+    const until = r.end && r.end > now ? ` (until ${fmtTime(r.end)})` : "";
+    g.append(el("title", {}, `${label} — ${r.state || r.outcome || ""}${until}`));
     g.append(el("text", { class: "row-label", x: 6, y: y + 15 }, label.length > 26 ? label.slice(0, 25) + "…" : label));
-    const x0 = x(r.start), x1 = Math.max(x0 + 3, x(r.end || now));
+    const x0 = x(r.start), x1 = Math.max(x0 + 3, x(Math.min(endOf(r), t1)));
     g.append(el("rect", { class: `bar-${r.kind}`, x: x0, y: y + 4, width: x1 - x0, height: rowH - 10, rx: 5 }));
+    let lastLabel = -Infinity;
     for (const m of r.marks || []) {
-      if (!Number.isFinite(m.at)) continue;
-      g.append(el("circle", { class: "mark", cx: x(m.at), cy: y + rowH / 2 - 1, r: 3 }));
-      g.append(el("text", { class: "mark-label", x: x(m.at) + 4, y: y + 3 }, m.what));
+      if (!Number.isFinite(m.at) || m.at > t1) continue;
+      const mx = x(m.at);
+      const c = el("circle", { class: "mark", cx: mx, cy: y + rowH / 2 - 1, r: 3 });
+      c.append(el("title", {}, `${m.what}${m.who ? " by " + m.who : ""} at ${fmtTime(m.at)}`));
+      g.append(c);
+      if (mx - lastLabel > 56) {       // labels that would overlap keep their tooltip only
+        g.append(el("text", { class: "mark-label", x: mx + 4, y: y + 3 }, m.what));
+        lastLabel = mx;
+      }
     }
     svg.append(g);
   });

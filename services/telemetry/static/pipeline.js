@@ -188,17 +188,17 @@ export class Pipeline {
     ctx.stroke();
     ctx.restore();
     if (st === "gate" || st === "open" || (node.gate && st !== "pending")) {
-      // the valve wheel: closed (a bar across) at a gate, turned open after
+      // the valve: a gate across the pipe while closed (throbbing), turned
+      // along the pipe once the approver signed
       const open = st !== "gate" && st !== "dead";
-      const angle = open ? Math.PI / 2 : 0;
       ctx.save();
       ctx.translate(x, y);
-      ctx.rotate(angle + (st === "gate" ? Math.sin(t * 0.002) * 0.05 : 0));
+      ctx.rotate(open ? 0 : Math.PI / 2 + (st === "gate" ? Math.sin(t * 0.003) * 0.06 : 0));
       ctx.strokeStyle = `rgba(${col},1)`;
-      ctx.lineWidth = 3;
+      ctx.lineCap = "round";
+      ctx.lineWidth = 5;
       ctx.beginPath();
-      ctx.moveTo(-11, 0); ctx.lineTo(11, 0);
-      ctx.moveTo(0, -11); ctx.lineTo(0, 11);
+      ctx.moveTo(-12, 0); ctx.lineTo(12, 0);
       ctx.stroke();
       ctx.restore();
     }
