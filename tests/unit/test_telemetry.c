@@ -75,7 +75,9 @@ test_metrics_broken_buckets (void **state)
 {
     json_t *stats = json_pack ("{s:{s:i, s:{}, s:{s:{s:i, s:i, s:[[i,i],[i,i],[i,i]]}}}}", "x", "uptime_s", 1,
                                "counters", "latency_us", "t", "count", 5, "sum", 10, "buckets", 1, 4, 2, 3, 4, 5);
-    char *text = tele_metrics_render (stats, json_object ());
+    json_t *none = json_object ();
+    char *text = tele_metrics_render (stats, none);
+    json_decref (none);
     assert_non_null (text);
     assert_non_null (strstr (text, "le=\"0.000001\"} 4\n"));
     assert_null (strstr (text, "le=\"0.000002\""));
