@@ -248,7 +248,14 @@ async function refreshRun(full) {
       const g = res.body.run;
       if (g) {
         r.state = g.state; r.workflow = g.workflow;
-        for (const n of g.nodes || []) { const m = node(r, n.node, n.kind); m.state = n.state === "RUNNING" ? "running" : m.state; }
+        for (const n of g.nodes || []) {
+          const m = node(r, n.node, n.kind);
+          const st = String(n.state || "").toLowerCase();
+          if (st === "running") m.state = m.gate && g.state === "PAUSED" ? "gate" : "running";
+          else if (st === "finished" || n.outcome) m.state = n.outcome === "ok" ? "done" : "dead";
+          if (n.approval) m.gate = true;
+        }
+        if (g.state === "PAUSED" && g.approval && g.approval.node) { const m = node(r, g.approval.node); m.gate = true; m.state = "gate"; }
       }
       for (const a of res.body.approvals || []) loadApproval(a);
       for (const e of res.body.events || []) apply(e);
