@@ -147,7 +147,10 @@ s_ask (s_gather_t *g, const char *service, const char *label, const char *type, 
         return i;
     }
     bus_calls_t *calls = tele_calls (g->self, service);
-    bus_call_opts_t opts = { .owner = g };
+    /* reads answer within 3 s even when a peer is down (a Prometheus
+       scrape times out at 10 s); a decision keeps the configured retries */
+    bool safe = proto_type_find (type)->safe;
+    bus_call_opts_t opts = { .owner = g, .timeout_ms = safe ? 1500 : 0, .attempts = safe ? 2 : 0 };
     int rc = calls ? bus_calls_send (calls, type, body, &opts, s_on_reply, slot, NULL) : BUS_ECONFIG;
     if (!calls)
         json_decref (body);

@@ -22,6 +22,7 @@
 
     On the bus telemetry answers the requests of PROTOCOL.md 10.1 only.
 */
+#include <arpa/inet.h>
 #include <libgen.h>
 
 #include "tele_service.h"
@@ -34,6 +35,30 @@ tele_calls (tele_t *self, const char *name)
         if (streq (self->names [i], name))
             return self->calls [i];
     return NULL;
+}
+
+/*  Whether the Host header names this listener by an address, not by a
+    name someone else's DNS could point here (DNS rebinding: a page of
+    another site reading this one's API as if same-origin): an IPv4 or
+    IPv6 literal, localhost, or the host of [telemetry] http. */
+static char s_listen_host [256];
+
+static bool
+s_host_ok (bus_http_exchange_t *ex)
+{
+    const char *host = bus_http_header (ex, "Host");
+    if (!host || !*host)
+        return false;
+    if (host [0] == '[')
+        return true;
+    char name [256];
+    snprintf (name, sizeof name, "%s", host);
+    char *colon = strrchr (name, ':');
+    if (colon)
+        *colon = 0;
+    struct in_addr a;
+    return inet_pton (AF_INET, name, &a) == 1 || strcasecmp (name, "localhost") == 0
+        || (s_listen_host [0] && strcasecmp (name, s_listen_host) == 0);
 }
 
 void
@@ -49,6 +74,18 @@ tele_headers (bus_http_exchange_t *ex)
     bus_http_header_add (ex, "Cross-Origin-Opener-Policy", "same-origin");
     bus_http_header_add (ex, "Cross-Origin-Resource-Policy", "same-origin");
     bus_http_header_add (ex, "Permissions-Policy", "camera=(), microphone=(), geolocation=()");
+}
+
+/*  The security headers, and the Host check: false (answered 421) when
+    the request names this listener by a foreign name. */
+static bool
+s_admit (bus_http_exchange_t *ex)
+{
+    tele_headers (ex);
+    if (s_host_ok (ex))
+        return true;
+    tele_error (ex, 421, "misdirected", "this dashboard answers to its address (127.0.0.1, localhost), not to a name");
+    return false;
 }
 
 void
@@ -82,7 +119,8 @@ static void
 s_route_events (bus_http_exchange_t *ex, void *arg)
 {
     tele_t *self = arg;
-    tele_headers (ex);
+    if (!s_admit (ex))
+        return;
     const char *last = bus_http_header (ex, "Last-Event-ID");
     if (!last)
         last = bus_http_query (ex, "last_event_id");
@@ -98,7 +136,8 @@ s_route_events (bus_http_exchange_t *ex, void *arg)
 static void
 s_route_runs (bus_http_exchange_t *ex, void *arg)
 {
-    tele_headers (ex);
+    if (!s_admit (ex))
+        return;
     tele_api_runs (arg, ex);
 }
 
@@ -106,7 +145,8 @@ s_route_runs (bus_http_exchange_t *ex, void *arg)
 static void
 s_route_run (bus_http_exchange_t *ex, void *arg)
 {
-    tele_headers (ex);
+    if (!s_admit (ex))
+        return;
     const char *rest = bus_http_path (ex) + strlen ("/api/runs/");
     char run [64] = "";
     const char *slash = strchr (rest, '/');
@@ -123,35 +163,40 @@ s_route_run (bus_http_exchange_t *ex, void *arg)
 static void
 s_route_approvals (bus_http_exchange_t *ex, void *arg)
 {
-    tele_headers (ex);
+    if (!s_admit (ex))
+        return;
     tele_api_approvals (arg, ex);
 }
 
 static void
 s_route_decide (bus_http_exchange_t *ex, void *arg)
 {
-    tele_headers (ex);
+    if (!s_admit (ex))
+        return;
     tele_api_decide (arg, ex);
 }
 
 static void
 s_route_leases (bus_http_exchange_t *ex, void *arg)
 {
-    tele_headers (ex);
+    if (!s_admit (ex))
+        return;
     tele_api_leases (arg, ex);
 }
 
 static void
 s_route_health (bus_http_exchange_t *ex, void *arg)
 {
-    tele_headers (ex);
+    if (!s_admit (ex))
+        return;
     tele_api_health (arg, ex);
 }
 
 static void
 s_route_metrics (bus_http_exchange_t *ex, void *arg)
 {
-    tele_headers (ex);
+    if (!s_admit (ex))
+        return;
     tele_api_metrics (arg, ex);
 }
 
@@ -162,7 +207,8 @@ static bool s_known_path (const char *path, char *allow, size_t allow_len);
 static void
 s_route_api_unknown (bus_http_exchange_t *ex, void *arg)
 {
-    tele_headers (ex);
+    if (!s_admit (ex))
+        return;
     char allow [64] = "";
     if (s_known_path (bus_http_path (ex), allow, sizeof allow)) {
         bus_http_header_add (ex, "Allow", allow);
@@ -176,7 +222,8 @@ static void
 s_route_static (bus_http_exchange_t *ex, void *arg)
 {
     tele_t *self = arg;
-    tele_headers (ex);
+    if (!s_admit (ex))
+        return;
     tele_static_serve (self->files, ex, bus_http_path (ex));
 }
 
@@ -299,6 +346,9 @@ s_start (bus_service_t *svc, void **state)
     else
         bus_warn ("telemetry: no dashboard (%s): the API and /metrics are served, / answers 503", err);
     const char *address = bus_config_str (config, "telemetry", "http");
+    snprintf (s_listen_host, sizeof s_listen_host, "%s", address ? address : "");
+    if (strrchr (s_listen_host, ':'))
+        *strrchr (s_listen_host, ':') = 0;
     bus_http_server_opts_t opts = {
         .address = address,
         .max_body = 65536,

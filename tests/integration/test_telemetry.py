@@ -215,6 +215,18 @@ def dashboard_files_types_caching_gzip(x):
 
 
 @test
+def foreign_host_names_are_refused(x):
+    # DNS rebinding: another site's name pointed at 127.0.0.1 must not read the API
+    for path in ("/api/health", "/", "/metrics", "/api/events"):
+        st, h, body = x.get(path, headers={"Host": "evil.example:%d" % x.port})
+        assert st == 421, (path, st)
+        security_headers_ok(h)
+    for host in ("localhost:%d" % x.port, "127.0.0.1", "[::1]:%d" % x.port):
+        st, _, _ = x.get("/api/health", headers={"Host": host})
+        assert st == 200, (host, st)
+
+
+@test
 def no_file_outside_the_dashboard(x):
     for path in ("/nope.js", "/../../etc/passwd", "/%2e%2e/%2e%2e/etc/passwd", "/index.html.gz"):
         st, h, body = x.get(path)
