@@ -353,6 +353,8 @@ s_start (bus_service_t *svc, void **state)
         .address = address,
         .max_body = 65536,
         .max_stream_buffer = (size_t) bus_config_int (config, "telemetry", "sse_buffer_kb") * 1024,
+        .max_connections = (int) bus_config_int (config, "telemetry", "http_max_connections"),
+        .max_per_ip = (int) bus_config_int (config, "telemetry", "http_max_per_ip"),
     };
     self->http = bus_http_server_new (bus_service_loop (svc), &opts, err, sizeof err);
     if (!self->http) {
