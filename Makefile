@@ -65,8 +65,18 @@ ALL_LIBS := $(SVC_LIBS) $(CORE_LIB)
 SUPPORT_SRC := $(wildcard tests/support/*.c)
 SUPPORT_LIB := $(BUILD)/lib/libtestsupport.a
 
-.PHONY: all deps test unit-test bench demo fuzz install clean
-all: $(CORE_LIB) $(SVC_BINS) $(CTL_BIN)
+.PHONY: all deps test unit-test bench demo fuzz install clean dashboard
+all: $(CORE_LIB) $(SVC_BINS) $(CTL_BIN) dashboard
+
+# The dashboard's files (telemetry serves them from share/sanctum/dashboard
+# beside bin/), the text ones precompressed once here: FILE.gz beside FILE.
+DASH_SRC := $(shell find services/telemetry/static -type f 2>/dev/null)
+DASH_OUT := $(DASH_SRC:services/telemetry/static/%=$(BUILD)/share/sanctum/dashboard/%)
+dashboard: $(DASH_OUT)
+$(BUILD)/share/sanctum/dashboard/%: services/telemetry/static/%
+	@mkdir -p $(dir $@)
+	cp $< $@
+	@case $@ in *.html|*.css|*.js|*.mjs|*.svg|*.json|*.txt) gzip -9 -n -k -f $@ ;; esac
 
 $(BUILD)/obj/%.o: %.c
 	@mkdir -p $(dir $@)
@@ -147,6 +157,8 @@ install: all
 	  sed 's|/usr/local/bin/|$(PREFIX)/bin/|g' $$u > $(DESTDIR)$(PREFIX)/lib/systemd/system/$$(basename $$u) || exit 1; \
 	  chmod 0644 $(DESTDIR)$(PREFIX)/lib/systemd/system/$$(basename $$u); done
 	cp -r ops/examples $(DESTDIR)$(PREFIX)/share/sanctum/
+	rm -rf $(DESTDIR)$(PREFIX)/share/sanctum/dashboard
+	cp -r $(BUILD)/share/sanctum/dashboard $(DESTDIR)$(PREFIX)/share/sanctum/dashboard
 
 clean:
 	rm -rf build build-san build-fuzz

@@ -5,19 +5,22 @@ set -e
 PKGS="build-essential pkg-config clang libclang-rt-14-dev \
  libzmq3-dev libczmq-dev libmsgpack-dev liblmdb-dev lmdb-utils libsodium-dev \
  libcurl4-openssl-dev libmicrohttpd-dev libjansson-dev libcmocka-dev libinih-dev libyaml-dev \
- python3 python3-zmq python3-msgpack python3-yaml python3-cryptography procps openssl"
+ python3 python3-zmq python3-msgpack python3-yaml python3-cryptography procps openssl \
+ chromium prometheus"
+# chromium (headless, driven by playwright-core: the dashboard's browser test)
+# and prometheus (its promtool checks telemetry's /metrics).
 # Node and npm, for the independent JOSE verifier (tests/js): Debian's,
 # unless a node with its own npm (e.g. NodeSource's) is already there.
 command -v node >/dev/null 2>&1 || PKGS="$PKGS nodejs"
 command -v npm >/dev/null 2>&1 || PKGS="$PKGS npm"
 
-# tests/js/node_modules (jose, @openfga/sdk, oidc-provider) from its lock
+# tests/js/node_modules (jose, @openfga/sdk, oidc-provider, playwright-core) from its lock
 # file, when any is missing. Not fatal: without the registry, the tests that
 # need them skip their JS part and say so.
 js_deps () {
     js="$(dirname "$0")/../tests/js"
     [ -d "$js/node_modules/jose" ] && [ -d "$js/node_modules/@openfga/sdk" ] \
-        && [ -d "$js/node_modules/oidc-provider" ] && return 0
+        && [ -d "$js/node_modules/oidc-provider" ] && [ -d "$js/node_modules/playwright-core" ] && return 0
     command -v npm >/dev/null 2>&1 || return 0
     echo "deps: npm ci in tests/js"
     (cd "$js" && npm ci --no-audit --no-fund >/dev/null 2>&1) \
