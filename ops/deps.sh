@@ -10,6 +10,18 @@ PKGS="build-essential pkg-config clang libclang-rt-14-dev \
 # unless a node with its own npm (e.g. NodeSource's) is already there.
 command -v node >/dev/null 2>&1 || PKGS="$PKGS nodejs"
 command -v npm >/dev/null 2>&1 || PKGS="$PKGS npm"
+# The deployment tests (make test-deploy): containers with no registry
+# (podman, runc, a debootstrapped base image), the three compose tools'
+# checks, and systemd-analyze (in package systemd).
+DEPLOY_PKGS="podman podman-compose runc debootstrap docker-compose uidmap slirp4netns \
+ containernetworking-plugins iptables catatonit systemd"
+# --build: only what building the binaries needs (ops/Dockerfile's build stage)
+# --deploy: also the deployment tests' tools
+case "${1:-}" in
+    --build) PKGS="build-essential pkg-config libzmq3-dev libczmq-dev libmsgpack-dev liblmdb-dev \
+ libsodium-dev libcurl4-openssl-dev libmicrohttpd-dev libjansson-dev libinih-dev libyaml-dev" ;;
+    --deploy) PKGS="$PKGS $DEPLOY_PKGS" ;;
+esac
 
 # tests/js/node_modules (jose, @openfga/sdk, oidc-provider) from its lock
 # file, when any is missing. Not fatal: without the registry, the tests that
@@ -29,6 +41,7 @@ missing=""
 for p in $PKGS; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
 done
+[ "${1:-}" = --build ] && js_deps () { :; }
 [ -z "$missing" ] && { js_deps; exit 0; }
 echo "deps: installing$missing"
 SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
