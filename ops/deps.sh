@@ -14,7 +14,8 @@ command -v npm >/dev/null 2>&1 || PKGS="$PKGS npm"
 # (podman, runc, a debootstrapped base image), the three compose tools'
 # checks, and systemd-analyze (in package systemd).
 DEPLOY_PKGS="podman podman-compose runc debootstrap docker-compose uidmap slirp4netns \
- containernetworking-plugins iptables catatonit systemd"
+ containernetworking-plugins golang-github-containernetworking-plugin-dnsname dnsmasq-base \
+ iptables catatonit systemd"
 # --build: only what building the binaries needs (ops/Dockerfile's build stage)
 # --deploy: also the deployment tests' tools
 case "${1:-}" in
@@ -37,14 +38,30 @@ js_deps () {
     return 0
 }
 
+# tests/deploy/node_modules (dclint, pinned) for --deploy. Fatal: the check
+# that needs it fails rather than vanishing.
+deploy_js () {
+    d="$(dirname "$0")/../tests/deploy"
+    [ -x "$d/node_modules/.bin/dclint" ] && return 0
+    echo "deps: npm ci in tests/deploy"
+    (cd "$d" && npm ci --no-audit --no-fund >/dev/null 2>&1) \
+        || { echo "deps: npm ci in tests/deploy failed (registry unreachable?)"; return 1; }
+}
+# After the packages: the npm trees this mode needs.
+finish () {
+    js_deps
+    [ "${1:-}" = --deploy ] || return 0
+    deploy_js
+}
+
 missing=""
 for p in $PKGS; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
 done
 [ "${1:-}" = --build ] && js_deps () { :; }
-[ -z "$missing" ] && { js_deps; exit 0; }
+[ -z "$missing" ] && { finish "${1:-}"; exit $?; }
 echo "deps: installing$missing"
 SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
 $SUDO apt-get update -qq
 DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends $missing >/dev/null
-js_deps
+finish "${1:-}"
