@@ -104,6 +104,7 @@ base_image () {
         printf 'deb %s bookworm main\ndeb %s bookworm-updates main\n' "$(debian_mirror)" "$(debian_mirror)" \
             >"$root/etc/apt/sources.list"
         rm -rf "$root/var/cache/apt/archives/"*.deb "$root/var/lib/apt/lists/"*
+        chmod 0755 "$root"      # mktemp's 0700 would become the image's /
         tar -C "$root" -cf "$tar.tmp" . && mv "$tar.tmp" "$tar" || { rm -rf "$root"; return 1; }
         rm -rf "$root"
         find "$CACHE" -name 'debian-bookworm-minbase-*.tar' ! -name "$(basename "$tar")" -delete
