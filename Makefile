@@ -4,7 +4,8 @@
 #   make deps       install missing Debian packages (no-op when present)
 #   make test       unit tests, fuzz corpora, conformance, integration
 #   make bench      benchmarks (ratios against raw libzmq / raw LMDB)
-#   make test-deploy  the deployment files run for real (podman, systemd; ~5 min)
+#   make test-deploy  the deployment files run for real (podman, systemd; root;
+#                   ~2 min, ~5 min when it builds the images)
 #   make demo       start the suite and run the demo
 #   make fuzz       libFuzzer targets (clang)
 #   make install    PREFIX=/usr/local DESTDIR=
