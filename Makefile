@@ -4,6 +4,8 @@
 #   make deps       install missing Debian packages (no-op when present)
 #   make test       unit tests, fuzz corpora, conformance, integration
 #   make bench      benchmarks (ratios against raw libzmq / raw LMDB)
+#   make test-deploy  the deployment files run for real (podman, systemd; root;
+#                   ~2 min, ~5 min when it builds the images)
 #   make demo       start the suite and run the demo
 #   make fuzz       libFuzzer targets (clang)
 #   make install    PREFIX=/usr/local DESTDIR=
@@ -65,7 +67,7 @@ ALL_LIBS := $(SVC_LIBS) $(CORE_LIB)
 SUPPORT_SRC := $(wildcard tests/support/*.c)
 SUPPORT_LIB := $(BUILD)/lib/libtestsupport.a
 
-.PHONY: all deps test unit-test bench demo fuzz install clean dashboard
+.PHONY: all deps test unit-test bench demo fuzz install clean dashboard test-deploy
 all: $(CORE_LIB) $(SVC_BINS) $(CTL_BIN) dashboard
 
 # The dashboard's files (telemetry serves them from share/sanctum/dashboard
@@ -127,6 +129,13 @@ test: deps
 	@$(MAKE) --no-print-directory all $(UNIT_BIN) $(FUZZ_REPLAY) $(BENCH_BIN)
 	@BUILD=$(BUILD) sh tests/run.sh
 
+# docker-compose.yml under podman-compose and the systemd units under systemd
+# as PID 1 in a container (tests/deploy/, root; .ci/run calls it after test)
+test-deploy:
+	@sh ops/deps.sh --deploy
+	@$(MAKE) --no-print-directory all
+	@BUILD=$(BUILD) SUITES=deploy sh tests/run.sh
+
 # unit tests and fuzz corpora only (CI runs this under SANITIZER=address,undefined)
 unit-test: deps
 	@$(MAKE) --no-print-directory all $(UNIT_BIN) $(FUZZ_REPLAY)
@@ -154,7 +163,7 @@ install: all
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib/systemd/system $(DESTDIR)$(PREFIX)/share/sanctum
 	install -m 0755 $(SVC_BINS) $(CTL_BIN) $(DESTDIR)$(PREFIX)/bin/
 	for u in ops/systemd/*.service ops/systemd/*.target; do \
-	  sed 's|/usr/local/bin/|$(PREFIX)/bin/|g' $$u > $(DESTDIR)$(PREFIX)/lib/systemd/system/$$(basename $$u) || exit 1; \
+	  sed 's|/usr/local/|$(PREFIX)/|g' $$u > $(DESTDIR)$(PREFIX)/lib/systemd/system/$$(basename $$u) || exit 1; \
 	  chmod 0644 $(DESTDIR)$(PREFIX)/lib/systemd/system/$$(basename $$u); done
 	cp -r ops/examples $(DESTDIR)$(PREFIX)/share/sanctum/
 	rm -rf $(DESTDIR)$(PREFIX)/share/sanctum/dashboard

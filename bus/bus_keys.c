@@ -79,8 +79,13 @@ bus_keys_load (const char *keys_dir, const char *name, bool create)
         if (!cert)
             goto done;
         zcert_set_meta (cert, "name", "%s", name);
-        mode_t old = umask (077);
-        int rc = zcert_save (cert, path);
+        /* the public cert readable by all (a container's user must read
+           every daemon's), the secret by its owner only */
+        mode_t old = umask (022);
+        int rc = zcert_save_public (cert, path);
+        umask (077);
+        if (rc == 0)
+            rc = zcert_save_secret (cert, secret);
         umask (old);
         if (rc) {
             bus_error ("cannot save certificate %s", path);
@@ -181,8 +186,11 @@ bus_allow_add (const char *allow_dir, const char *name, const char *public_z85,
 {
     if (!s_z85_valid (public_z85) || !bus_principal_valid (principal) || !bus_key_name_valid (name))
         return BUS_EINVAL;
-    if (s_mkdirs (allow_dir, 0700))
+    /* public certs only: readable, so a container's user can read the
+       directory bind-mounted from the host */
+    if (s_mkdirs (allow_dir, 0755))
         return BUS_EIO;
+    chmod (allow_dir, 0755);
     int rc = 0;
     char *final = s_path (allow_dir, name, ".key");
     char *tmp = NULL;
@@ -206,7 +214,8 @@ bus_allow_add (const char *allow_dir, const char *name, const char *public_z85,
     zcert_t *cert = zcert_new_from (raw, raw);  /* secret unused: only the public file is saved */
     zcert_set_meta (cert, "principal", "%s", principal);
     zcert_set_meta (cert, "name", "%s", name);
-    rc = zcert_save_public (cert, tmp) == 0 && rename (tmp, final) == 0 ? 0 : BUS_EIO;
+    rc = zcert_save_public (cert, tmp) == 0 && chmod (tmp, 0644) == 0
+         && rename (tmp, final) == 0 ? 0 : BUS_EIO;
     zcert_destroy (&cert);
     if (rc)
         unlink (tmp);
@@ -344,7 +353,7 @@ s_zauth_line (const char *text)
 zactor_t *
 bus_auth_start (const char *allow_dir, bool verbose)
 {
-    s_mkdirs (allow_dir, 0700);
+    s_mkdirs (allow_dir, 0755);
     /* zauth names refused keys only in VERBOSE mode, through CZMQ's log:
        its lines are taken here instead of going to stdout */
     if (!s_refused_limit)

@@ -2,10 +2,14 @@
 
     Layout of the keys directory (zcert files, compatible with pyzmq's
     zmq.auth):
-      <keys_dir>/<name>.key          public certificate of a service/client
+      <keys_dir>/<name>.key          public certificate of a service/client (0644)
       <keys_dir>/<name>.key_secret   its secret certificate (mode 0600)
       <allow_dir>/<name>.key         public certificates allowed to connect,
                                      each with metadata principal = "svc:authz"
+                                     (directory 0755, files 0644: public only)
+    keys_dir itself is made 0700. Under systemd, keys_dir is the daemon's
+    credentials directory ($CREDENTIALS_DIRECTORY, %d in the unit), where
+    the files are read-only copies.
 
     zauth (CZMQ) authenticates connections against allow_dir: an unknown
     key gets no connection. The principal of a message is NOT read from

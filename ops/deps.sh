@@ -6,13 +6,27 @@ PKGS="build-essential pkg-config clang libclang-rt-14-dev \
  libzmq3-dev libczmq-dev libmsgpack-dev liblmdb-dev lmdb-utils libsodium-dev \
  libcurl4-openssl-dev libmicrohttpd-dev libjansson-dev libcmocka-dev libinih-dev libyaml-dev \
  python3 python3-zmq python3-msgpack python3-yaml python3-cryptography procps openssl \
- chromium prometheus"
+ chromium prometheus systemd docker-compose"
 # chromium (headless, driven by playwright-core: the dashboard's browser test)
 # and prometheus (its promtool checks telemetry's /metrics).
 # Node and npm, for the independent JOSE verifier (tests/js): Debian's,
 # unless a node with its own npm (e.g. NodeSource's) is already there.
 command -v node >/dev/null 2>&1 || PKGS="$PKGS nodejs"
 command -v npm >/dev/null 2>&1 || PKGS="$PKGS npm"
+# The deployment tests (make test-deploy): containers with no registry
+# (podman, runc, a debootstrapped base image), podman-compose, and the DNS
+# of the compose network (CNI's dnsname). systemd-analyze (package systemd)
+# and docker-compose are in PKGS: test_deploy_files.sh uses them.
+DEPLOY_PKGS="podman podman-compose runc debootstrap uidmap slirp4netns \
+ containernetworking-plugins golang-github-containernetworking-plugin-dnsname dnsmasq-base \
+ iptables catatonit"
+# --build: only what building the binaries needs (ops/Dockerfile's build stage)
+# --deploy: also the deployment tests' tools
+case "${1:-}" in
+    --build) PKGS="build-essential pkg-config libzmq3-dev libczmq-dev libmsgpack-dev liblmdb-dev \
+ libsodium-dev libcurl4-openssl-dev libmicrohttpd-dev libjansson-dev libinih-dev libyaml-dev" ;;
+    --deploy) PKGS="$PKGS $DEPLOY_PKGS" ;;
+esac
 
 # tests/js/node_modules (jose, @openfga/sdk, oidc-provider, playwright-core) from its lock
 # file, when any is missing. Not fatal: without the registry, the tests that
@@ -28,13 +42,30 @@ js_deps () {
     return 0
 }
 
+# tests/deploy/node_modules (dclint, pinned), for test_deploy_files.sh.
+deploy_js () {
+    d="$(dirname "$0")/../tests/deploy"
+    [ -x "$d/node_modules/.bin/dclint" ] && return 0
+    echo "deps: npm ci in tests/deploy"
+    (cd "$d" && npm ci --no-audit --no-fund >/dev/null 2>&1) \
+        || { echo "deps: npm ci in tests/deploy failed (registry unreachable?)"; return 1; }
+}
+# After the packages: the npm trees. tests/deploy's is fatal for --deploy;
+# for `make test`, test_deploy_files.sh's dclint check fails and says why.
+finish () {
+    [ "${1:-}" = --build ] && return 0
+    js_deps
+    deploy_js && return 0
+    [ "${1:-}" != --deploy ]
+}
+
 missing=""
 for p in $PKGS; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
 done
-[ -z "$missing" ] && { js_deps; exit 0; }
+[ -z "$missing" ] && { finish "${1:-}"; exit $?; }
 echo "deps: installing$missing"
 SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
 $SUDO apt-get update -qq
 DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends $missing >/dev/null
-js_deps
+finish "${1:-}"

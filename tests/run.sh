@@ -5,6 +5,7 @@
 #
 #   BUILD=build-san sh tests/run.sh          the same under sanitizers
 #   SUITES="unit fuzz" sh tests/run.sh       a subset
+#   SUITES=deploy sh tests/run.sh            the deployment run (make test-deploy)
 BUILD=${BUILD:-build}
 SUITES=${SUITES:-"unit fuzz integration"}
 PY=/usr/bin/python3
@@ -67,6 +68,10 @@ for suite in $SUITES; do
         done
         for t in tests/integration/test_*.sh; do
             [ -f "$t" ] && run_one "integration/$(basename "$t" .sh)" env BUILD="$BUILD" sh "$t"
+        done ;;
+    deploy)
+        for t in tests/deploy/test_*.sh; do
+            [ -f "$t" ] && run_one "deploy/$(basename "$t" .sh)" env BUILD="$BUILD" sh "$t"
         done ;;
     *)
         echo "unknown suite '$suite'" ;;

@@ -4,7 +4,10 @@
 # against each other, against bus/bus_config_keys.def and against the one
 # list of services, bus/bus_services.def (names, sections, order, summaries).
 # Prints `ok NAME` / `not ok NAME` lines, then `N passed, N failed`;
-# exits 1 when anything failed.
+# exits 1 when anything failed. A check whose tool is missing FAILS and says
+# what installs it (ops/deps.sh: systemd-analyze from `systemd`,
+# docker-compose, PyYAML, dclint from tests/deploy/package.json); nothing is
+# skipped. Running the files for real: tests/deploy/ (make test-deploy).
 
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$ROOT" || exit 1
@@ -19,7 +22,6 @@ TMP=$(mktemp -d)
 trap 'rm -rf "$TMP"' EXIT
 PASSED=0
 FAILED=0
-SKIPPED=0
 
 # Record one result: check NAME COMMAND... (the command's output is shown on failure)
 check () {
@@ -31,9 +33,9 @@ check () {
     fi
 }
 
-# A check skipped for want of a tool counts as passed and says so.
-skip () {
-    echo "skip $1: $2"; SKIPPED=$((SKIPPED + 1))
+# A check that cannot run for want of a tool fails and says so.
+missing () {
+    echo "not ok $1"; echo "#   $2 (ops/deps.sh installs it: make deps)"; FAILED=$((FAILED + 1))
 }
 
 # ---- the one list of services, and the source tree beside it
@@ -122,7 +124,7 @@ ProtectKernelTunables=yes
 ProtectKernelModules=yes
 ProtectKernelLogs=yes
 ProtectControlGroups=yes
-RestrictAddressFamilies=AF_INET AF_INET6 AF_UNIX
+RestrictAddressFamilies=AF_INET AF_INET6 AF_UNIX AF_NETLINK
 RestrictNamespaces=yes
 LockPersonality=yes
 MemoryDenyWriteExecute=yes
@@ -212,7 +214,7 @@ units_verify () {
 if command -v systemd-analyze >/dev/null 2>&1; then
     check "units_systemd_analyze_verify" units_verify
 else
-    skip "units_systemd_analyze_verify" "no systemd-analyze"
+    missing "units_systemd_analyze_verify" "no systemd-analyze (package systemd)"
 fi
 
 # ---- docker-compose.yml
@@ -231,18 +233,18 @@ if sorted(svcs) != sorted(daemons):
     errs.append("services %s, want %s" % (sorted(svcs), sorted(daemons)))
 vols = d.get("volumes") or {}
 secrets = d.get("secrets") or {}
-configs = d.get("configs") or {}
+if "configs" in d:
+    errs.append("top-level configs: podman-compose ignores them; use bind mounts")
 if sorted(vols) != sorted("%s-data" % n for n in daemons):
     errs.append("volumes %s, want one <name>-data per service" % sorted(vols))
-for n in daemons:
-    if "%s_pub" % n.replace("-", "_") not in configs:
-        errs.append("no config %s_pub (the public cert %s.key)" % (n.replace("-", "_"), n))
 for n in daemons:
     s = svcs.get(n) or {}
     section = ss.by_name[n].section
     cmd = s.get("command")
     if cmd != ["sanctum-%s" % n, "--config", "/etc/sanctum/sanctum.conf"]:
         errs.append("%s: command %r" % (n, cmd))
+    if "configs" in s:
+        errs.append("%s: configs (ignored by podman-compose)" % n)
     test = " ".join((s.get("healthcheck") or {}).get("test") or [])
     if "sanctumctl --config /etc/sanctum/sanctum.conf health %s" % n not in test:
         errs.append("%s: healthcheck %r" % (n, test))
@@ -250,14 +252,26 @@ for n in daemons:
     named = [v.split(":")[0] for v in mounts if v.split(":")[1] == "/var/lib/sanctum/%s" % n]
     if len(named) != 1 or named[0] not in vols:
         errs.append("%s: no named volume for /var/lib/sanctum/%s" % (n, n))
-    tg = ["%s:%s" % (x.get("source"), x.get("target")) for x in s.get("secrets") or []]
-    if not any(t.endswith(":/etc/sanctum/keys/%s.key_secret" % n) and t.split(":")[0] in secrets
-               for t in tg):
-        errs.append("%s: no secret for %s.key_secret" % (n, n))
-    mounted = {x.get("target") for x in s.get("configs") or []}
+    # read-only bind mounts: target -> source
+    binds = {v.get("target"): v.get("source") for v in s.get("volumes") or []
+             if isinstance(v, dict) and v.get("type") == "bind" and v.get("read_only") is True}
+    want = {"/etc/sanctum/sanctum.conf": "./ops/examples/sanctum.host.conf",
+            "/etc/sanctum/keys/allow": "./var/keys/allow",
+            "/etc/sanctum/keys/sanctumctl.key": "./var/keys/healthcheck.key"}
     for m in daemons:
-        if "/etc/sanctum/keys/%s.key" % m not in mounted:
-            errs.append("%s: %s.key not mounted" % (n, m))
+        want["/etc/sanctum/keys/%s.key" % m] = "./var/keys/%s.key" % m
+    for t, src in sorted(want.items()):
+        if binds.get(t) != src:
+            errs.append("%s: no read-only bind mount of %s at %s" % (n, src, t))
+    for t, src in binds.items():
+        if "secret" in t or "secret" in (src or ""):
+            errs.append("%s: a secret as a plain bind mount: %s" % (n, t))
+    # the secrets: its own key and the healthcheck's, no other
+    tg = {x.get("target"): (secrets.get(x.get("source")) or {}).get("file") for x in s.get("secrets") or []}
+    want_s = {"/etc/sanctum/keys/%s.key_secret" % n: "./var/keys/%s.key_secret" % n,
+              "/etc/sanctum/keys/sanctumctl.key_secret": "./var/keys/healthcheck.key_secret"}
+    if tg != want_s:
+        errs.append("%s: secrets %s, want %s" % (n, tg, want_s))
     env = s.get("environment") or {}
     pre = "SANCTUM_%s_" % sec[n]
     for k in ("RPC", "PUB"):
@@ -289,7 +303,7 @@ EOF
 if $PY -c 'import yaml' 2>/dev/null; then
     check "compose_services" compose_ok
 else
-    skip "compose_services" "no python3 PyYAML"
+    missing "compose_services" "no python3 PyYAML (package python3-yaml)"
 fi
 
 # `docker compose config` on a copy whose referenced files exist (stubs).
@@ -304,13 +318,13 @@ if docker compose version >/dev/null 2>&1; then
 elif command -v docker-compose >/dev/null 2>&1; then
     COMPOSE="docker-compose"; check "compose_config" compose_config
 else
-    skip "compose_config" "no docker compose"
+    missing "compose_config" "no docker compose nor docker-compose (package docker-compose)"
 fi
 
 # ---- Dockerfile
 dockerfile_ok () {
     f=ops/Dockerfile; rc=0
-    for re in '^FROM debian:bookworm AS build' 'make deps' \
+    for re in '^FROM debian:bookworm AS build' 'sh ops/deps.sh --build' \
               'make .*&& make install PREFIX=/usr/local' '^FROM debian:bookworm' '^USER sanctum' \
               'COPY --from=build .*/bin/'; do
         grep -q "$re" "$f" || { echo "$f: nothing matches '$re'"; rc=1; }
@@ -328,5 +342,73 @@ dockerfile_ok () {
 }
 check "dockerfile" dockerfile_ok
 
-echo "$PASSED passed, $FAILED failed, $SKIPPED skipped"
+# the build context leaves out local keys and build output
+dockerignore_ok () {
+    for p in var build .git; do
+        grep -qx "$p" .dockerignore || { echo ".dockerignore: no line '$p'"; return 1; }
+    done
+}
+check "dockerignore" dockerignore_ok
+
+# dclint (npm, pinned in tests/deploy/package.json): errors fail, style
+# warnings are shown but do not.
+DCLINT=tests/deploy/node_modules/.bin/dclint
+compose_dclint () { "$DCLINT" docker-compose.yml; }
+if [ -x "$DCLINT" ]; then
+    check "compose_dclint" compose_dclint
+else
+    missing "compose_dclint" "no $DCLINT (npm ci in tests/deploy)"
+fi
+
+# systemd-analyze security --offline=true: every unit's exposure <= 2.0.
+# What keeps it above ~1: PrivateNetwork= (the daemons talk over TCP),
+# AF_INET/AF_INET6/AF_UNIX/AF_NETLINK (TCP, sd_notify, libzmq's getifaddrs),
+# no IPAddressAllow= (the addresses are the deployment's), @resources'
+# sched_setscheduler/setpriority (libzmq, worker nice), PrivateUsers= and
+# ProcSubset= (not tried under DynamicUser), RootDirectory=.
+units_security () {
+    rc=0
+    for f in ops/systemd/*.service; do
+        line=$(cd ops/systemd && systemd-analyze security --offline=true --no-pager "$(basename "$f")" 2>&1 | tail -n 1)
+        score=$(echo "$line" | sed -n 's/.*exposure level for [^:]*: \([0-9.]*\).*/\1/p')
+        [ -n "$score" ] || { echo "$f: no score: $line"; rc=1; continue; }
+        echo "$(basename "$f"): $score"
+        awk -v s="$score" 'BEGIN { exit !(s <= 2.0) }' || { echo "$f: exposure $score > 2.0"; rc=1; }
+    done
+    return $rc
+}
+if command -v systemd-analyze >/dev/null 2>&1; then
+    check "units_systemd_analyze_security_le_2" units_security
+else
+    missing "units_systemd_analyze_security_le_2" "no systemd-analyze (package systemd)"
+fi
+
+# make install PREFIX=/usr DESTDIR=...: binaries, units pointing at them, the
+# example config, the dashboard's files when the tree has them.
+install_ok () {
+    d="$TMP/destdir"
+    make --no-print-directory BUILD="${BUILD:-build}" install PREFIX=/usr DESTDIR="$d" >"$TMP/install.log" 2>&1 \
+        || { tail -n 20 "$TMP/install.log"; return 1; }
+    rc=0
+    for n in $DAEMONS; do
+        [ -x "$d/usr/bin/sanctum-$n" ] || { echo "no /usr/bin/sanctum-$n"; rc=1; }
+        u="$d/usr/lib/systemd/system/sanctum-$n.service"
+        grep -qx "ExecStart=/usr/bin/sanctum-$n --config /etc/sanctum/sanctum.conf" "$u" 2>/dev/null \
+            || { echo "$u: ExecStart not /usr/bin/sanctum-$n"; rc=1; }
+    done
+    [ -x "$d/usr/bin/sanctumctl" ] || { echo "no /usr/bin/sanctumctl"; rc=1; }
+    [ -f "$d/usr/lib/systemd/system/sanctum.target" ] || { echo "no sanctum.target"; rc=1; }
+    for f in sanctum.conf sanctum.host.conf; do
+        [ -f "$d/usr/share/sanctum/examples/$f" ] || { echo "no share/sanctum/examples/$f"; rc=1; }
+    done
+    if [ -d services/telemetry/static ]; then
+        [ -n "$(ls -A "$d/usr/share/sanctum/dashboard" 2>/dev/null)" ] || { echo "no dashboard files in share/sanctum/dashboard"; rc=1; }
+    fi
+    left=$(grep -rl /usr/local "$d/usr/lib/systemd/system" 2>/dev/null | head -n 3)
+    [ -z "$left" ] || { echo "/usr/local left in: $left"; rc=1; }
+    return $rc
+}
+check "make_install_prefix_destdir" install_ok
+
+echo "$PASSED passed, $FAILED failed"
 [ "$FAILED" -eq 0 ]

@@ -1,0 +1,211 @@
+#!/bin/sh
+# test_compose.sh — docker-compose.yml run for real, under Debian's podman,
+# podman-compose and runc, with no registry at all.
+#
+# From a clean copy of the source tree (tracked and new files, no build/ or
+# var/): the base image (debootstrap, tests/deploy/lib.sh), the Sanctum image
+# (podman build --pull=never, once per source tree), the keys as the compose
+# file's instructions make them (ops/compose-keys.sh, run inside the image),
+# then `podman-compose up -d` of the UNCHANGED compose file, and:
+# - every container's healthcheck passes (podman runs healthchecks from
+#   systemd timers; with no systemd on this host the test runs each one with
+#   `podman healthcheck run`, and reads the status podman recorded);
+# - `sanctumctl health` from another container on the compose network
+#   reaches all seven;
+# - something real through the suite: the procurement model, tuples and
+#   policy into authz and its three decisions ($5,000 allow, $520,000
+#   approval_required with carol then victor, $2,000,000 deny); two approver
+#   devices enrolled, a two-level approval asked (as the orchestrator would)
+#   and approved level by level, each signed by the approver's device;
+# - one container restarted (`podman-compose restart ciba-broker`) and one
+#   recreated (authz: rm, then up again on the same named volume): the
+#   approval, the devices, the tuples and the decisions are all still there;
+# - story_procurement: the hook for the orchestrator's procurement run;
+# - teardown (`down -v`) leaves no container, volume or network behind.
+# Prints `ok` / `not ok` lines, then `N passed, N failed`.
+
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+. "$ROOT/tests/deploy/lib.sh"
+PROJECT=sanctumdeploy$$
+WORK=$(mktemp -d /tmp/sanctum-compose.XXXXXX)
+NET=${PROJECT}_default
+SERVICES=$(sed -n 's/^BUS_SERVICE *( *"\([a-z0-9-]*\)".*/\1/p' "$ROOT/bus/bus_services.def")
+
+compose () { (cd "$WORK" && podman-compose -p "$PROJECT" "$@"); }
+
+cleanup () {
+    compose down -v >/dev/null 2>&1
+    podman network rm -f "$NET" >/dev/null 2>&1
+    rm -rf "$WORK"
+}
+trap cleanup EXIT INT TERM
+
+# sanctumctl in a one-off container on the compose network, as an operator
+# (ops:deploy-test): every daemon's connect endpoint from the compose file's
+# x-endpoints, its own keys dir (var/ops: the public certs, its secret, the
+# approvers' device secrets), the examples read-only.
+ctl () {
+    podman run --rm --network "$NET" --env-file "$WORK/var/ops.env" \
+        -v "$WORK/var/ops:/etc/sanctum/keys" -v "$WORK/ops/examples:/examples:ro" \
+        "$IMAGE" sanctumctl --config /etc/sanctum/sanctum.conf "$@"
+}
+
+# ---- set-up (a failure here fails the run, it never skips it)
+setup_tools () { need_tools podman podman-compose runc debootstrap && containers_conf; }
+check "tools_and_containers_conf" setup_tools
+[ "$FAILED" -eq 0 ] || { summary; exit 1; }
+check "base_image_debootstrap_import" base_image
+check "image_build_pull_never" sanctum_image
+[ "$FAILED" -eq 0 ] || { summary; exit 1; }
+
+clean_copy () {
+    (cd "$ROOT" && git ls-files -co --exclude-standard -z | xargs -0 cp --parents -t "$WORK") \
+        || return 1
+    [ ! -e "$WORK/var" ] && [ ! -e "$WORK/build" ] || { echo "var/ or build/ copied"; return 1; }
+}
+check "clean_copy" clean_copy
+
+# The keys as the compose file's header says, with the image's sanctumctl.
+keys () {
+    (cd "$WORK" && podman run --rm --user 0 -v "$WORK:/src" -w /src "$IMAGE" sh ops/compose-keys.sh) || return 1
+    rc=0
+    for n in $SERVICES healthcheck; do
+        [ "$(stat -c '%a %u' "$WORK/var/keys/$n.key_secret")" = "600 10001" ] \
+            || { echo "$n.key_secret: $(stat -c '%a %u' "$WORK/var/keys/$n.key_secret"), want 600 10001"; rc=1; }
+        [ "$(stat -c '%a' "$WORK/var/keys/$n.key")" = 644 ] || { echo "$n.key not 0644"; rc=1; }
+        grep -q secret-key "$WORK/var/keys/$n.key" && { echo "$n.key holds a secret"; rc=1; }
+    done
+    [ "$(stat -c '%a' "$WORK/var/keys/allow")" = 755 ] || { echo "allow/ not 0755"; rc=1; }
+    # the operator identity of this test, in its own keys dir
+    mkdir -p "$WORK/var/ops" && cp "$WORK/var/keys/"*.key "$WORK/var/ops/" || return 1
+    # The ciba.authorize below is asked as the orchestrator would ask it
+    # (svc:orchestrator only): until the orchestrator's runs drive it, the
+    # test holds a copy of the orchestrator's secret in its own keys dir.
+    cp -p "$WORK/var/keys/orchestrator.key_secret" "$WORK/var/ops/"
+    podman run --rm --user 0 -v "$WORK/var:/var/x" -e SANCTUM_SANCTUM_KEYS_DIR=/var/x/ops \
+        -e SANCTUM_SANCTUM_ALLOW_DIR=/var/x/keys/allow "$IMAGE" \
+        sh -c 'sanctumctl keygen sanctumctl --principal ops:deploy-test && chown -R 10001:10001 /var/x/ops' \
+        >/dev/null || return 1
+    # the x-endpoints of the compose file, as an env file
+    sed -n '/^x-endpoints:/,/^$/s/^  \(SANCTUM_[A-Z_]*\): \(.*\)$/\1=\2/p' "$WORK/docker-compose.yml" \
+        >"$WORK/var/ops.env"
+    [ "$(grep -c . "$WORK/var/ops.env")" -ge 14 ] || { echo "x-endpoints not read"; return 1; }
+    return $rc
+}
+check "keys_as_instructed" keys
+
+# Each container's healthcheck, run until it passes (60 s at most); then the
+# status podman recorded must be healthy.
+wait_healthy () {
+    for s in $SERVICES; do
+        c=${PROJECT}_${s}_1; i=0
+        until podman healthcheck run "$c" >/dev/null 2>&1; do
+            i=$((i + 1))
+            [ $i -le 60 ] || { echo "$c: healthcheck never passed"; podman logs --tail 20 "$c"; return 1; }
+            sleep 1
+        done
+        st=$(podman inspect -f '{{.State.Health.Status}}' "$c")
+        [ "$st" = healthy ] || { echo "$c: $st"; return 1; }
+    done
+}
+
+up () {
+    compose up -d >"$WORK/up.log" 2>&1 || { tail -n 20 "$WORK/up.log"; return 1; }
+    n=$(podman ps -q --filter "label=io.podman.compose.project=$PROJECT" | wc -l)
+    [ "$n" -eq "$(echo $SERVICES | wc -w)" ] || { echo "$n containers running"; podman ps -a; return 1; }
+    wait_healthy
+}
+check "compose_up_all_healthy" up
+
+health_across_network () {
+    out=$(ctl health) || { echo "$out"; return 1; }
+    echo "$out"
+    for s in $SERVICES; do
+        echo "$out" | grep -q "^$s  *ok " || { echo "$s not ok"; return 1; }
+    done
+}
+check "sanctumctl_health_from_a_container" health_across_network
+
+# ---- something real through it
+decide () { ctl --json authz decide agent:po-drafter po.write cost_center:engineering --context "{\"amount\": $1}"; }
+
+decisions_as_expected () {
+    d=$(decide 5000); echo "$d" | grep -q '"decision":"allow"' || { echo "5000: $d"; return 1; }
+    d=$(decide 520000)
+    echo "$d" | grep -q '"decision":"approval_required"' && echo "$d" | grep -q 'user:carol' \
+        && echo "$d" | grep -q 'user:victor' || { echo "520000: $d"; return 1; }
+    d=$(decide 2000000); echo "$d" | grep -q '"decision":"deny"' || { echo "2000000: $d"; return 1; }
+}
+
+authz_story () {
+    ctl authz model write /examples/procurement/model.fga >/dev/null \
+        && ctl authz write --file /examples/procurement/tuples.json --ignore-existing >/dev/null \
+        && ctl authz policy write /examples/procurement/policy.json >/dev/null || return 1
+    decisions_as_expected
+}
+check "authz_procurement_decisions" authz_story
+
+body_field () { python3 -c 'import json,sys; b=json.load(sys.stdin)["body"]; print(eval(sys.argv[1]))' "$1"; }
+
+APPROVAL=""
+ciba_story () {
+    for u in carol victor; do ctl device enroll "$u" >/dev/null || return 1; done
+    r=$(ctl --key orchestrator --json inject ciba.authorize '{"chain":[{"approver":"user:carol","escalate_after":0},{"approver":"user:victor","escalate_after":0}],"binding_message":"PO-7 USD 520,000","run":"01JDZ0000000000000000DEPLY","node":"write_po"}' \
+        --service ciba-broker) || { echo "$r"; return 1; }
+    APPROVAL=$(echo "$r" | body_field 'b["approval_id"]')
+    l0=$(echo "$r" | body_field 'b["levels"][0]["auth_req_id"]')
+    l1=$(echo "$r" | body_field 'b["levels"][1]["auth_req_id"]')
+    ctl approve "$l0" --as carol || return 1
+    # victor's level is asked once carol's is approved
+    i=0
+    until ctl --json inject ciba.status "{\"approval_id\":\"$APPROVAL\"}" --service ciba-broker \
+            | body_field 'b["levels"][1]["state"]' | grep -qx pending; do
+        i=$((i + 1)); [ $i -le 20 ] || { echo "level 1 never asked"; return 1; }; sleep 0.5
+    done
+    ctl approve "$l1" --as victor || return 1
+    approved
+}
+approved () {
+    st=$(ctl --json inject ciba.status "{\"approval_id\":\"$APPROVAL\"}" --service ciba-broker \
+         | body_field 'b["state"] + " " + ",".join(l["state"] for l in b["levels"])')
+    [ "$st" = "approved approved,approved" ] || { echo "approval $APPROVAL: $st"; return 1; }
+}
+check "ciba_two_level_approval_signed_by_devices" ciba_story
+
+# The procurement run through the orchestrator, once it runs workflows (the
+# lead extends this: start the workflow of ops/examples/procurement, approve
+# as carol and victor, check the sheet row and the receipt). Until then it
+# checks that the orchestrator answers, and says what it did not run.
+story_procurement () {
+    r=$(ctl --json inject run.list '{}' --service orchestrator 2>&1)
+    if echo "$r" | grep -q not_implemented; then
+        echo "# story_procurement: the orchestrator answers not_implemented to run.list: no procurement run yet"
+        return 0
+    fi
+    echo "$r" | grep -q '"ok": true' || { echo "$r"; return 1; }
+}
+check "orchestrator_answers (story_procurement hook)" story_procurement
+
+# ---- restart one, recreate another: nothing lost
+devices_there () {
+    out=$(ctl device list) || { echo "$out"; return 1; }
+    echo "$out" | grep -q carol && echo "$out" | grep -q victor || { echo "devices: $out"; return 1; }
+}
+restart_keeps_state () {
+    compose restart ciba-broker >/dev/null 2>&1 || return 1
+    c=${PROJECT}_authz_1
+    podman rm -f "$c" >/dev/null && compose up -d >/dev/null 2>&1 || return 1
+    wait_healthy && approved && devices_there && decisions_as_expected
+}
+check "restart_and_recreate_keep_data" restart_keeps_state
+
+teardown () {
+    compose down -v >/dev/null 2>&1
+    podman network rm -f "$NET" >/dev/null 2>&1
+    left=$(podman ps -aq --filter "label=io.podman.compose.project=$PROJECT"; \
+           podman volume ls -q | grep "^$PROJECT" ; podman network ls -q | grep "^$PROJECT")
+    [ -z "$left" ] || { echo "left behind: $left"; return 1; }
+}
+check "teardown_leaves_nothing" teardown
+
+summary
