@@ -1,9 +1,11 @@
 #!/bin/sh
 # The Sanctum demo, on the embedded defaults under ./var.
-# Starts every process under `sanctumctl up`, shows them healthy, lets an
-# external Python client inject a request and shows the reply and the event
-# it caused, runs the authz procurement decisions when authz serves them,
-# then stops everything (nothing is left running).
+# Starts every process under `sanctumctl up` (which seeds the procurement
+# example on first start), shows them healthy, lets an external Python client
+# inject a request and shows the reply and the event it caused, shows the
+# three authz decisions, then tells the procurement story end to end
+# (ops/demo_story.py), then stops everything (nothing is left running).
+# Exits 0 only if every step happened as told.
 set -u
 BUILD=${BUILD:-build}
 CTL="$BUILD/bin/sanctumctl"
@@ -26,10 +28,12 @@ echo "== an external Python client (ext:erp-gateway) injects a request =="
 RPC=$(sed -n '/^\[orchestrator\]/,/^\[/s/^rpc *= *//p' var/sanctum.conf)
 PUB=$(sed -n '/^\[orchestrator\]/,/^\[/s/^pub *= *//p' var/sanctum.conf)
 PYTHONPATH=ops/python $PY ops/python/inject_demo.py var/keys "${RPC:-tcp://127.0.0.1:7101}" "${PUB:-tcp://127.0.0.1:7102}" orchestrator || exit 1
-if [ -x ops/demo_authz.sh ]; then
-    echo
-    sh ops/demo_authz.sh "$CTL" || exit 1
-fi
+echo
+sh ops/demo_authz.sh "$CTL" || exit 1
+URL=$(sed -n '/^\[telemetry\]/,/^\[/s/^http *= *//p' var/sanctum.conf)
+echo
+echo "== the procurement story (watch it live: http://${URL:-127.0.0.1:7180}/) =="
+$PY ops/demo_story.py "$CTL" || { echo "see var/up.log"; exit 1; }
 echo
 echo "== stopping =="
 kill -INT $UP; wait $UP

@@ -158,17 +158,13 @@ def the_plasma_stops_at_the_valve_and_surges_on(x):
     assert b.do(cmd="count", selector='#gantt g[data-kind="approval"]')["count"] >= 1
     b.wait("#receipt", "eceipt")
     receipt = b.text("#receipt")
-    assert "verified" in receipt or "not available yet" in receipt, receipt
+    assert "verified" in receipt or "issued when the run ends" in receipt, receipt
     b.do(cmd="screenshot", path=os.path.join(ART, "finished.png"))
     errors = b.do(cmd="errors")["errors"]
-    # Chromium logs every HTTP error status of a fetch as a console error: the
-    # read endpoints of services not built yet answer 501 (the page says "not
-    # available yet"); those are the only errors allowed
-    unbuilt = [e for e in errors if "501 (Not Implemented)" in e["text"]
-               and ("/api/runs" in e["url"] or e["url"] == "")]
-    assert [e for e in errors if e not in unbuilt] == [], errors
-    if unbuilt:
-        print("# %d answers of services not built yet (501)" % len(unbuilt))
+    # Chromium logs every HTTP error status of a fetch as a console error:
+    # every service is built, so none is allowed (the page asks for a
+    # receipt only once its run has ended)
+    assert errors == [], errors
 
 
 @test

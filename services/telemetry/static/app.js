@@ -267,9 +267,11 @@ async function refreshRun(full) {
     $("gantt-note").textContent = gantt.body.errors ? `Partly: ${Object.keys(gantt.body.errors).join(", ")} not available` : "";
     drawGantt($("gantt"), gantt.body.rows || [], Date.now() * 1000);
   } else $("gantt-note").textContent = notAvailable(gantt);
+  const p = $("receipt");
+  const ended = ["COMPLETED", "REJECTED", "FAILED", "CANCELLED"].includes(run(id).state);
+  if (!ended) { p.className = "note"; p.textContent = "Receipt: issued when the run ends"; schedule(); return; }
   const rc = await getJSON(`/api/runs/${id}/receipt`);
   if (id !== selected) return;
-  const p = $("receipt");
   if (rc.status === 200) {
     const v = rc.body.verification || {};
     p.className = v.verified ? "verified" : "unverified";
