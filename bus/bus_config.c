@@ -77,20 +77,6 @@ typedef struct {
 } s_parse_t;
 
 
-/*  Format an error message into err (when given); returns BUS_ECONFIG so
-    that callers can write `return s_fail (...)`. */
-static int __attribute__((format (printf, 3, 4)))
-s_fail (char *err, size_t err_len, const char *fmt, ...)
-{
-    if (err && err_len) {
-        va_list args;
-        va_start (args, fmt);
-        vsnprintf (err, err_len, fmt, args);
-        va_end (args);
-    }
-    return BUS_ECONFIG;
-}
-
 
 /*  Index of a declared key, or -1. */
 static int
@@ -173,15 +159,15 @@ s_assign (bus_config_t *self, int idx, const char *value, const char *where,
     const char *why = s_parse_value (k, value, norm, &num);
     if (why) {
         if (k->type == s_type_INT)
-            return s_fail (err, err_len, "%s: [%s] %s = '%.*s': %s (%ld..%ld)",
+            return bus_errf (err, err_len, BUS_ECONFIG, "%s: [%s] %s = '%.*s': %s (%ld..%ld)",
                            where, k->section, k->key, 40, value, why,
                            k->min, k->max);
-        return s_fail (err, err_len, "%s: [%s] %s = '%.*s': %s",
+        return bus_errf (err, err_len, BUS_ECONFIG, "%s: [%s] %s = '%.*s': %s",
                        where, k->section, k->key, 40, value, why);
     }
     char *copy = strdup (norm);
     if (!copy) {
-        s_fail (err, err_len, "%s: out of memory", where);
+        bus_errf (err, err_len, BUS_ECONFIG, "%s: out of memory", where);
         return BUS_ENOMEM;
     }
     free (self->str [idx]);
@@ -210,7 +196,7 @@ s_resolve (bus_config_t *self, int idx, const char *dir, const char *where, char
     int rc = value [0] == 0 || strcmp (value, ".") == 0
            ? asprintf (&path, "%s", dir) : asprintf (&path, "%s/%s", strcmp (dir, "/") ? dir : "", value);
     if (rc < 0) {
-        s_fail (err, err_len, "%s: out of memory", where);
+        bus_errf (err, err_len, BUS_ECONFIG, "%s: out of memory", where);
         return BUS_ENOMEM;
     }
     free (self->str [idx]);
@@ -234,7 +220,7 @@ s_read_line (char *buf, int size, void *arg)
     if (len == (size_t) size - 1 && buf [len - 1] != '\n') {
         int next = getc (ctx->file);
         if (next != EOF) {
-            ctx->rc = s_fail (ctx->err, ctx->err_len,
+            ctx->rc = bus_errf (ctx->err, ctx->err_len, BUS_ECONFIG,
                               "%s:%d: line longer than %d bytes",
                               ctx->path, ctx->line, size - 3);
             return NULL;
@@ -242,7 +228,7 @@ s_read_line (char *buf, int size, void *arg)
     }
     size_t indent = strspn (buf, " \t");
     if (indent > 0 && !strchr ("\r\n;#", buf [indent])) {
-        ctx->rc = s_fail (ctx->err, ctx->err_len,
+        ctx->rc = bus_errf (ctx->err, ctx->err_len, BUS_ECONFIG,
                           "%s:%d: indented line (continuation lines are not "
                           "supported)", ctx->path, ctx->line);
         return NULL;
@@ -262,9 +248,9 @@ s_handle (void *arg, const char *section, const char *key, const char *value)
     int idx = s_find (section, key);
     if (idx < 0) {
         ctx->rc = s_section_known (section)
-            ? s_fail (ctx->err, ctx->err_len, "%s:%d: unknown key '%s' in [%s]",
+            ? bus_errf (ctx->err, ctx->err_len, BUS_ECONFIG, "%s:%d: unknown key '%s' in [%s]",
                       ctx->path, ctx->line, key, section)
-            : s_fail (ctx->err, ctx->err_len, "%s:%d: unknown section [%s] "
+            : bus_errf (ctx->err, ctx->err_len, BUS_ECONFIG, "%s:%d: unknown section [%s] "
                       "(key '%s')", ctx->path, ctx->line, section, key);
         return 0;
     }
@@ -304,17 +290,17 @@ s_load_file (bus_config_t *self, const char *path, char *err, size_t err_len)
     int rc = 0;
     ctx.file = fopen (path, "r");
     if (!ctx.file) {
-        rc = s_fail (err, err_len, "%s: cannot open: %s", path, strerror (errno));
+        rc = bus_errf (err, err_len, BUS_ECONFIG, "%s: cannot open: %s", path, strerror (errno));
         goto done;
     }
     ctx.dir = s_folder (path);
     if (!ctx.dir) {
-        rc = s_fail (err, err_len, "%s: cannot resolve its folder: %s", path, strerror (errno));
+        rc = bus_errf (err, err_len, BUS_ECONFIG, "%s: cannot resolve its folder: %s", path, strerror (errno));
         goto done;
     }
     if (fstat (fileno (ctx.file), &st) != 0 || !S_ISREG (st.st_mode)
     ||  st.st_size > S_FILE_MAX) {
-        rc = s_fail (err, err_len, "%s: not a regular file of at most %d bytes",
+        rc = bus_errf (err, err_len, BUS_ECONFIG, "%s: not a regular file of at most %d bytes",
                      path, S_FILE_MAX);
         goto done;
     }
@@ -323,11 +309,11 @@ s_load_file (bus_config_t *self, const char *path, char *err, size_t err_len)
         rc = ctx.rc;
     else
     if (line > 0)
-        rc = s_fail (err, err_len, "%s:%d: syntax error (expected [section] "
+        rc = bus_errf (err, err_len, BUS_ECONFIG, "%s:%d: syntax error (expected [section] "
                      "or key = value)", path, line);
     else
     if (line < 0)
-        rc = s_fail (err, err_len, "%s: cannot parse (error %d)", path, line);
+        rc = bus_errf (err, err_len, BUS_ECONFIG, "%s: cannot parse (error %d)", path, line);
 done:
     if (ctx.file)
         fclose (ctx.file);
@@ -375,7 +361,7 @@ bus_config_load (bus_config_t **out, const char *path, char *err, size_t err_len
     int rc = 0;
     bus_config_t *self = calloc (1, sizeof *self);
     if (!self) {
-        s_fail (err, err_len, "out of memory");
+        bus_errf (err, err_len, BUS_ECONFIG, "out of memory");
         return BUS_ENOMEM;
     }
     for (size_t i = 0; i < S_NKEYS && rc == 0; i++)
@@ -456,10 +442,10 @@ bus_config_set (bus_config_t *self, const char *section, const char *key,
     assert (self);
     int idx = s_find (section, key);
     if (idx < 0)
-        return s_fail (err, err_len, "unknown key [%s] %s",
+        return bus_errf (err, err_len, BUS_ECONFIG, "unknown key [%s] %s",
                        section? section: "(null)", key? key: "(null)");
     if (!value)
-        return s_fail (err, err_len, "[%s] %s: no value", section, key);
+        return bus_errf (err, err_len, BUS_ECONFIG, "[%s] %s: no value", section, key);
     return s_assign (self, idx, value, "set", err, err_len);
 }
 

@@ -1,6 +1,9 @@
 /*  bus_error.c — text for the BUS_E* codes. */
 #include "bus_error.h"
 
+#include <stdarg.h>
+#include <stdio.h>
+
 const char *
 bus_strerror (int code)
 {
@@ -27,4 +30,16 @@ bus_strerror (int code)
         case BUS_EPROTO:    return "protocol violation by the peer";
         default:            return "unknown error";
     }
+}
+
+int
+bus_errf (char *err, size_t err_len, int code, const char *fmt, ...)
+{
+    if (err && err_len) {
+        va_list ap;
+        va_start (ap, fmt);
+        vsnprintf (err, err_len, fmt, ap);
+        va_end (ap);
+    }
+    return code;
 }

@@ -12,6 +12,8 @@
 #ifndef BUS_ERROR_H
 #define BUS_ERROR_H
 
+#include <stddef.h>
+
 #include "proto_error.h"
 
 #define BUS_OK         PROTO_OK
@@ -37,5 +39,12 @@
 
 /*  Text for an error code (BUS_E* and PROTO_E*); never NULL. */
 const char *bus_strerror (int code);
+
+/*  Format a message into err (when err is not NULL and err_len > 0; cut
+    to fit, always NUL-terminated) and return code, so that a function
+    that explains its failures can `return bus_errf (err, err_len,
+    BUS_EINVAL, "field %s: ...", name);`. */
+int bus_errf (char *err, size_t err_len, int code, const char *fmt, ...)
+    __attribute__((format (printf, 4, 5)));
 
 #endif

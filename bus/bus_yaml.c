@@ -18,18 +18,6 @@ typedef struct {
     char *key;
 } s_frame_t;
 
-/*  Write a formatted message into err (if any). */
-static void
-s_err (char *err, size_t err_len, const char *fmt, ...)
-{
-    if (!err || err_len == 0)
-        return;
-    va_list ap;
-    va_start (ap, fmt);
-    vsnprintf (err, err_len, fmt, ap);
-    va_end (ap);
-}
-
 /*  True when s is one of the space-separated words in list. */
 static bool
 s_is_word (const char *s, const char *list)
@@ -144,7 +132,7 @@ s_attach (s_frame_t *stack, int depth, json_t **root, json_t *v,
           const yaml_event_t *ev, char *err, size_t err_len)
 {
     if (!v) {
-        s_err (err, err_len, "out of memory");
+        (void) bus_errf (err, err_len, 0, "out of memory");
         return BUS_ENOMEM;
     }
     if (depth == 0) {
@@ -157,7 +145,7 @@ s_attach (s_frame_t *stack, int depth, json_t **root, json_t *v,
     if (!top->key) {
         if (!json_is_string (v)) {
             json_decref (v);
-            s_err (err, err_len, "line %zu column %zu: mapping key must be a scalar string",
+            (void) bus_errf (err, err_len, 0, "line %zu column %zu: mapping key must be a scalar string",
                    ev->start_mark.line + 1, ev->start_mark.column + 1);
             return BUS_EINVAL;
         }
@@ -167,14 +155,14 @@ s_attach (s_frame_t *stack, int depth, json_t **root, json_t *v,
         top->key = nul ? NULL : strdup (json_string_value (v));
         json_decref (v);
         if (nul) {
-            s_err (err, err_len, "line %zu column %zu: mapping key contains a NUL character",
+            (void) bus_errf (err, err_len, 0, "line %zu column %zu: mapping key contains a NUL character",
                    ev->start_mark.line + 1, ev->start_mark.column + 1);
             return BUS_EINVAL;
         }
         if (!top->key)
             return BUS_ENOMEM;
         if (json_object_get (top->value, top->key)) {
-            s_err (err, err_len, "line %zu column %zu: duplicate mapping key '%.64s'",
+            (void) bus_errf (err, err_len, 0, "line %zu column %zu: duplicate mapping key '%.64s'",
                    ev->start_mark.line + 1, ev->start_mark.column + 1, top->key);
             return BUS_EINVAL;
         }
@@ -204,12 +192,12 @@ bus_yaml_load_string (json_t **out, const char *text, size_t len,
     if (!text)
         return BUS_EINVAL;
     if (len > BUS_YAML_MAX_SIZE) {
-        s_err (err, err_len, "YAML input of %zu bytes is over the %u-byte limit", len, BUS_YAML_MAX_SIZE);
+        (void) bus_errf (err, err_len, 0, "YAML input of %zu bytes is over the %u-byte limit", len, BUS_YAML_MAX_SIZE);
         return BUS_ETOOBIG;
     }
     yaml_parser_t parser;
     if (!yaml_parser_initialize (&parser)) {
-        s_err (err, err_len, "out of memory");
+        (void) bus_errf (err, err_len, 0, "out of memory");
         return BUS_ENOMEM;
     }
     yaml_parser_set_input_string (&parser, (const unsigned char *) text, len);
@@ -224,7 +212,7 @@ bus_yaml_load_string (json_t **out, const char *text, size_t len,
     while (!done && rc == 0) {
         yaml_event_t ev;
         if (!yaml_parser_parse (&parser, &ev)) {
-            s_err (err, err_len, "line %zu column %zu: %s",
+            (void) bus_errf (err, err_len, 0, "line %zu column %zu: %s",
                    parser.problem_mark.line + 1, parser.problem_mark.column + 1,
                    parser.problem ? parser.problem : "YAML syntax error");
             rc = BUS_EINVAL;
@@ -233,7 +221,7 @@ bus_yaml_load_string (json_t **out, const char *text, size_t len,
         bool is_node = ev.type == YAML_SCALAR_EVENT || ev.type == YAML_SEQUENCE_START_EVENT
                     || ev.type == YAML_MAPPING_START_EVENT;
         if (is_node && ++nodes > BUS_YAML_MAX_NODES) {
-            s_err (err, err_len, "line %zu: more than %d YAML nodes", ev.start_mark.line + 1, BUS_YAML_MAX_NODES);
+            (void) bus_errf (err, err_len, 0, "line %zu: more than %d YAML nodes", ev.start_mark.line + 1, BUS_YAML_MAX_NODES);
             rc = BUS_ETOOBIG;
         }
         else
@@ -245,7 +233,7 @@ bus_yaml_load_string (json_t **out, const char *text, size_t len,
                 done = have_root;        /* first document only */
                 break;
             case YAML_ALIAS_EVENT:
-                s_err (err, err_len, "line %zu column %zu: YAML aliases are not supported",
+                (void) bus_errf (err, err_len, 0, "line %zu column %zu: YAML aliases are not supported",
                        ev.start_mark.line + 1, ev.start_mark.column + 1);
                 rc = BUS_EINVAL;
                 break;
@@ -259,13 +247,13 @@ bus_yaml_load_string (json_t **out, const char *text, size_t len,
             case YAML_SEQUENCE_START_EVENT:
             case YAML_MAPPING_START_EVENT:
                 if (depth == BUS_YAML_MAX_DEPTH) {
-                    s_err (err, err_len, "line %zu column %zu: nesting deeper than %d",
+                    (void) bus_errf (err, err_len, 0, "line %zu column %zu: nesting deeper than %d",
                            ev.start_mark.line + 1, ev.start_mark.column + 1, BUS_YAML_MAX_DEPTH);
                     rc = BUS_EDEPTH;
                     break;
                 }
                 if (depth > 0 && json_is_object (stack [depth - 1].value) && !stack [depth - 1].key) {
-                    s_err (err, err_len, "line %zu column %zu: mapping key must be a scalar string",
+                    (void) bus_errf (err, err_len, 0, "line %zu column %zu: mapping key must be a scalar string",
                            ev.start_mark.line + 1, ev.start_mark.column + 1);
                     rc = BUS_EINVAL;
                     break;
@@ -313,12 +301,12 @@ bus_yaml_load_file (json_t **out, const char *path, char *err, size_t err_len)
     char *buf = NULL;
     FILE *f = fopen (path, "rb");
     if (!f) {
-        s_err (err, err_len, "%s: %s", path, strerror (errno));
+        (void) bus_errf (err, err_len, 0, "%s: %s", path, strerror (errno));
         return BUS_EIO;
     }
     long size = fseek (f, 0, SEEK_END) == 0 ? ftell (f) : -1;
     if (size < 0 || fseek (f, 0, SEEK_SET) != 0) {
-        s_err (err, err_len, "%s: cannot determine size", path);
+        (void) bus_errf (err, err_len, 0, "%s: cannot determine size", path);
         rc = BUS_EIO;
         goto done;
     }
@@ -331,12 +319,12 @@ bus_yaml_load_file (json_t **out, const char *path, char *err, size_t err_len)
     }
     size_t n = fread (buf, 1, (size_t) size + 1, f);
     if (ferror (f)) {
-        s_err (err, err_len, "%s: read error", path);
+        (void) bus_errf (err, err_len, 0, "%s: read error", path);
         rc = BUS_EIO;
         goto done;
     }
     if (n > (size_t) size || n > BUS_YAML_MAX_SIZE) {
-        s_err (err, err_len, "%s: over the %u-byte limit", path, BUS_YAML_MAX_SIZE);
+        (void) bus_errf (err, err_len, 0, "%s: over the %u-byte limit", path, BUS_YAML_MAX_SIZE);
         rc = BUS_ETOOBIG;
         goto done;
     }

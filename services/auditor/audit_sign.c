@@ -22,17 +22,6 @@ struct audit_keys_t {
     char origin [AUDIT_ORIGIN_MAX + 1];
 };
 
-static void
-s_err (char *err, size_t err_len, const char *fmt, ...)
-{
-    if (!err || !err_len)
-        return;
-    va_list ap;
-    va_start (ap, fmt);
-    vsnprintf (err, err_len, fmt, ap);
-    va_end (ap);
-}
-
 void
 audit_kid (char kid [AUDIT_KID_LEN + 1], const uint8_t pk [AUDIT_PK_LEN])
 {
@@ -93,7 +82,7 @@ s_secret_file (const char *dir, const char *name, uint8_t key [32], char *err, s
         if (!ok || rename (tmp, path) != 0) {
             unlink (tmp);
             sodium_memzero (key, 32);
-            s_err (err, err_len, "cannot write key %s: %s", path, strerror (errno));
+            (void) bus_errf (err, err_len, 0, "cannot write key %s: %s", path, strerror (errno));
             return BUS_EIO;
         }
         int d = open (dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
@@ -104,22 +93,22 @@ s_secret_file (const char *dir, const char *name, uint8_t key [32], char *err, s
         return 0;
     }
     if (fd < 0) {
-        s_err (err, err_len, "cannot open key %s: %s", path, strerror (errno));
+        (void) bus_errf (err, err_len, 0, "cannot open key %s: %s", path, strerror (errno));
         return BUS_EIO;
     }
     struct stat st;
     int rc = 0;
     if (fstat (fd, &st) != 0) {
-        s_err (err, err_len, "cannot stat key %s: %s", path, strerror (errno));
+        (void) bus_errf (err, err_len, 0, "cannot stat key %s: %s", path, strerror (errno));
         rc = BUS_EIO;
     }
     else if (st.st_mode & 077) {
-        s_err (err, err_len, "key %s is readable by others (mode %03o): chmod 600 it", path,
+        (void) bus_errf (err, err_len, 0, "key %s is readable by others (mode %03o): chmod 600 it", path,
                (unsigned) (st.st_mode & 0777));
         rc = BUS_EPERM;
     }
     else if (st.st_size != 32 || read (fd, key, 32) != 32) {
-        s_err (err, err_len, "key %s is not 32 bytes", path);
+        (void) bus_errf (err, err_len, 0, "key %s is not 32 bytes", path);
         rc = BUS_EINVAL;
     }
     close (fd);
@@ -135,7 +124,7 @@ audit_keys_load (audit_keys_t **out, const char *dir, char *err, size_t err_len)
     if (sodium_init () < 0)
         return BUS_ECRYPTO;
     if (mkdir (dir, 0700) != 0 && errno != EEXIST) {
-        s_err (err, err_len, "cannot make key directory %s: %s", dir, strerror (errno));
+        (void) bus_errf (err, err_len, 0, "cannot make key directory %s: %s", dir, strerror (errno));
         return BUS_EIO;
     }
     uint8_t *secrets = sodium_malloc (64);

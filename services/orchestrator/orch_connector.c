@@ -65,23 +65,6 @@ typedef struct {
 
 /* --- small helpers ----------------------------------------------------- */
 
-/*  Write an error and return -1. */
-static int
-s_fail (char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format (printf, 3, 4)));
-
-static int
-s_fail (char *err, size_t errlen, const char *fmt, ...)
-{
-    if (err && errlen) {
-        va_list ap;
-        va_start (ap, fmt);
-        vsnprintf (err, errlen, fmt, ap);
-        va_end (ap);
-    }
-    return -1;
-}
-
 /*  True when a string arg is a template ("{{...}}" somewhere in it): at
     load time it stands for a value of any type. */
 static bool
@@ -162,25 +145,25 @@ s_base (s_req_t *req, char **out)
     const char *base = req->call->base_url;
     *out = NULL;
     if (!base || !*base)
-        return s_fail (req->err, req->errlen, "%s: no base URL configured", req->call->connector);
+        return bus_errf (req->err, req->errlen, -1, "%s: no base URL configured", req->call->connector);
     if (strncmp (base, "http://", 7) && strncmp (base, "https://", 8))
-        return s_fail (req->err, req->errlen, "%s: base URL %.200s is not http:// or https://",
+        return bus_errf (req->err, req->errlen, -1, "%s: base URL %.200s is not http:// or https://",
                        req->call->connector, base);
     size_t n = strlen (base);
     while (n && base [n - 1] == '/')
         n--;
     *out = strndup (base, n);
-    return *out ? 0 : s_fail (req->err, req->errlen, "out of memory");
+    return *out ? 0 : bus_errf (req->err, req->errlen, -1, "out of memory");
 }
 
 static int
 s_add_header (s_req_t *req, const char *name, const char *value)
 {
     if (req->extra_count >= S_MAX_HEADERS)
-        return s_fail (req->err, req->errlen, "%s: more than %d headers", req->call->connector, S_MAX_HEADERS);
+        return bus_errf (req->err, req->errlen, -1, "%s: more than %d headers", req->call->connector, S_MAX_HEADERS);
     if (asprintf (&req->extra [req->extra_count], "%s: %s", name, value) < 0) {
         req->extra [req->extra_count] = NULL;
-        return s_fail (req->err, req->errlen, "out of memory");
+        return bus_errf (req->err, req->errlen, -1, "out of memory");
     }
     req->extra_count++;
     return 0;
@@ -191,14 +174,14 @@ static int
 s_json_body (s_req_t *req, json_t *value)
 {
     if (!value)
-        return s_fail (req->err, req->errlen, "out of memory");
+        return bus_errf (req->err, req->errlen, -1, "out of memory");
     req->body = json_dumps (value, JSON_COMPACT | JSON_ENCODE_ANY);
     json_decref (value);
     if (!req->body)
-        return s_fail (req->err, req->errlen, "out of memory");
+        return bus_errf (req->err, req->errlen, -1, "out of memory");
     req->body_len = strlen (req->body);
     req->content_type = strdup ("application/json");
-    return req->content_type ? 0 : s_fail (req->err, req->errlen, "out of memory");
+    return req->content_type ? 0 : bus_errf (req->err, req->errlen, -1, "out of memory");
 }
 
 /* --- Google Sheets: spreadsheets.values.append ------------------------- */
@@ -220,12 +203,12 @@ s_sheets_build (s_req_t *req)
     json_t *values = json_object_get (args, "values");
     const char *option = json_string_value (json_object_get (args, "value_input_option"));
     if (!*id || !*range)
-        return s_fail (req->err, req->errlen, "sheets.append: args.%s: must not be empty",
+        return bus_errf (req->err, req->errlen, -1, "sheets.append: args.%s: must not be empty",
                        *id ? "range" : "spreadsheet_id");
     if (!option)
         option = "USER_ENTERED";
     if (strcmp (option, "USER_ENTERED") && strcmp (option, "RAW"))
-        return s_fail (req->err, req->errlen,
+        return bus_errf (req->err, req->errlen, -1,
                        "sheets.append: args.value_input_option: USER_ENTERED or RAW, not %.40s", option);
     /* values: rows of cells; a flat list of cells is one row */
     json_t *rows = NULL;
@@ -237,17 +220,17 @@ s_sheets_build (s_req_t *req)
     rows = flat ? json_pack ("[O]", values) : json_incref (values);
     if (!rows || json_array_size (rows) == 0) {
         json_decref (rows);
-        return s_fail (req->err, req->errlen, "sheets.append: args.values: at least one row");
+        return bus_errf (req->err, req->errlen, -1, "sheets.append: args.values: at least one row");
     }
     json_array_foreach (rows, i, row) {
         if (!json_is_array (row)) {
             json_decref (rows);
-            return s_fail (req->err, req->errlen, "sheets.append: args.values[%zu]: a row is an array of cells", i);
+            return bus_errf (req->err, req->errlen, -1, "sheets.append: args.values[%zu]: a row is an array of cells", i);
         }
         json_array_foreach (row, j, cell)
             if (json_is_object (cell) || json_is_array (cell)) {
                 json_decref (rows);
-                return s_fail (req->err, req->errlen,
+                return bus_errf (req->err, req->errlen, -1,
                                "sheets.append: args.values[%zu][%zu]: a cell is a string, number, boolean or null",
                                i, j);
             }
@@ -268,7 +251,7 @@ s_sheets_build (s_req_t *req)
     if (rc) {
         free (url);
         json_decref (rows);
-        return s_fail (req->err, req->errlen, "out of memory");
+        return bus_errf (req->err, req->errlen, -1, "out of memory");
     }
     req->url = url;
     req->method = strdup ("POST");
@@ -329,11 +312,11 @@ s_gmail_build (s_req_t *req)
     for (size_t i = 0; i < sizeof names / sizeof names [0]; i++) {
         const char *v = json_string_value (json_object_get (args, names [i]));
         if (v && s_header_unsafe (v))
-            return s_fail (req->err, req->errlen, "gmail.send: args.%s: a line break would forge headers", names [i]);
+            return bus_errf (req->err, req->errlen, -1, "gmail.send: args.%s: a line break would forge headers", names [i]);
     }
     const char *to = json_string_value (json_object_get (args, "to"));
     if (!strchr (to, '@'))
-        return s_fail (req->err, req->errlen, "gmail.send: args.to: %.100s is not an address", to);
+        return bus_errf (req->err, req->errlen, -1, "gmail.send: args.to: %.100s is not an address", to);
     const char *body = json_string_value (json_object_get (args, "body"));
     char *msg = NULL;
     size_t len = 0;
@@ -362,7 +345,7 @@ s_gmail_build (s_req_t *req)
     free (msg);
     char *base = NULL;
     if (!raw)
-        return s_fail (req->err, req->errlen, "out of memory");
+        return bus_errf (req->err, req->errlen, -1, "out of memory");
     if (s_base (req, &base)) {
         free (raw);
         return -1;
@@ -372,7 +355,7 @@ s_gmail_build (s_req_t *req)
     if (rc < 0) {
         req->url = NULL;
         free (raw);
-        return s_fail (req->err, req->errlen, "out of memory");
+        return bus_errf (req->err, req->errlen, -1, "out of memory");
     }
     req->method = strdup ("POST");
     json_t *payload = json_pack ("{s:s}", "raw", raw);
@@ -398,11 +381,11 @@ s_dropbox_build (s_req_t *req)
     const char *mode = json_string_value (json_object_get (args, "mode"));
     json_t *content = json_object_get (args, "content");
     if (path [0] != '/' || strlen (path) > 1024)
-        return s_fail (req->err, req->errlen, "dropbox.upload: args.path: must start with / (at most 1024 bytes)");
+        return bus_errf (req->err, req->errlen, -1, "dropbox.upload: args.path: must start with / (at most 1024 bytes)");
     if (!mode)
         mode = "add";
     if (strcmp (mode, "add") && strcmp (mode, "overwrite"))
-        return s_fail (req->err, req->errlen, "dropbox.upload: args.mode: add or overwrite, not %.40s", mode);
+        return bus_errf (req->err, req->errlen, -1, "dropbox.upload: args.mode: add or overwrite, not %.40s", mode);
     /* the header is JSON with every non-ASCII character escaped, as
        Dropbox requires of Dropbox-API-Arg */
     json_t *arg = json_pack ("{s:s, s:s, s:b, s:b}", "path", path, "mode", mode, "autorename",
@@ -410,7 +393,7 @@ s_dropbox_build (s_req_t *req)
     char *text = arg ? json_dumps (arg, JSON_COMPACT | JSON_ENSURE_ASCII) : NULL;
     json_decref (arg);
     if (!text)
-        return s_fail (req->err, req->errlen, "out of memory");
+        return bus_errf (req->err, req->errlen, -1, "out of memory");
     int rc = s_add_header (req, "Dropbox-API-Arg", text);
     free (text);
     if (rc)
@@ -429,14 +412,14 @@ s_dropbox_build (s_req_t *req)
     }
     char *base = NULL;
     if (!req->body)
-        return s_fail (req->err, req->errlen, "out of memory");
+        return bus_errf (req->err, req->errlen, -1, "out of memory");
     if (s_base (req, &base))
         return -1;
     rc = asprintf (&req->url, "%s/2/files/upload", base);
     free (base);
     if (rc < 0) {
         req->url = NULL;
-        return s_fail (req->err, req->errlen, "out of memory");
+        return bus_errf (req->err, req->errlen, -1, "out of memory");
     }
     req->method = strdup ("POST");
     req->content_type = strdup ("application/octet-stream");
@@ -492,10 +475,10 @@ s_http_build (s_req_t *req)
     while (methods [m] && strcmp (methods [m], method))
         m++;
     if (!methods [m])
-        return s_fail (req->err, req->errlen, "http.request: args.method: one of GET POST PUT PATCH DELETE HEAD, not %.20s",
+        return bus_errf (req->err, req->errlen, -1, "http.request: args.method: one of GET POST PUT PATCH DELETE HEAD, not %.20s",
                        method);
     if (strlen (url) > S_MAX_URL || s_header_unsafe (url) || strchr (url, ' '))
-        return s_fail (req->err, req->errlen, "http.request: args.url: not a URL (blanks, line breaks or too long)");
+        return bus_errf (req->err, req->errlen, -1, "http.request: args.url: not a URL (blanks, line breaks or too long)");
     if (!strncmp (url, "http://", 7) || !strncmp (url, "https://", 8))
         req->url = strdup (url);
     else if (url [0] == '/') {
@@ -507,20 +490,20 @@ s_http_build (s_req_t *req)
         free (base);
     }
     else
-        return s_fail (req->err, req->errlen, "http.request: args.url: http://, https:// or a path under the base URL");
+        return bus_errf (req->err, req->errlen, -1, "http.request: args.url: http://, https:// or a path under the base URL");
     if (!req->url)
-        return s_fail (req->err, req->errlen, "out of memory");
+        return bus_errf (req->err, req->errlen, -1, "out of memory");
     const char *name;
     json_t *value;
     json_object_foreach (json_object_get (args, "headers"), name, value) {
         const char *v = json_string_value (value);
         if (!s_header_name_ok (name))
-            return s_fail (req->err, req->errlen, "http.request: args.headers: %.60s is not a header name", name);
+            return bus_errf (req->err, req->errlen, -1, "http.request: args.headers: %.60s is not a header name", name);
         if (s_reserved_header (name))
-            return s_fail (req->err, req->errlen, "http.request: args.headers.%s: set by the connector, not the workflow",
+            return bus_errf (req->err, req->errlen, -1, "http.request: args.headers.%s: set by the connector, not the workflow",
                            name);
         if (!v || s_header_unsafe (v))
-            return s_fail (req->err, req->errlen, "http.request: args.headers.%s: a string without line breaks", name);
+            return bus_errf (req->err, req->errlen, -1, "http.request: args.headers.%s: a string without line breaks", name);
         if (s_add_header (req, name, v))
             return -1;
     }
@@ -556,16 +539,16 @@ static int
 s_check (const s_connector_t *c, const json_t *args, bool templates, char *err, size_t errlen)
 {
     if (!json_is_object (args))
-        return s_fail (err, errlen, "%s: args: must be an object", c->name);
+        return bus_errf (err, errlen, -1, "%s: args: must be an object", c->name);
     for (const s_arg_t *a = c->args; a->name; a++) {
         json_t *v = json_object_get (args, a->name);
         if (!v || json_is_null (v)) {
             if (a->required)
-                return s_fail (err, errlen, "%s: args.%s: required", c->name, a->name);
+                return bus_errf (err, errlen, -1, "%s: args.%s: required", c->name, a->name);
             continue;
         }
         if (!s_type_ok (v, a->type) && !(templates && s_is_template (v)))
-            return s_fail (err, errlen, "%s: args.%s: must be %s", c->name, a->name, s_type_name (a->type));
+            return bus_errf (err, errlen, -1, "%s: args.%s: must be %s", c->name, a->name, s_type_name (a->type));
     }
     const char *key;
     json_t *v;
@@ -578,7 +561,7 @@ s_check (const s_connector_t *c, const json_t *args, bool templates, char *err, 
             for (a = c->args; a->name; a++)
                 snprintf (known + strlen (known), sizeof known - strlen (known), "%s%s", a == c->args ? "" : ", ",
                           a->name);
-            return s_fail (err, errlen, "%s: args.%.60s: unknown (known: %s)", c->name, key, known);
+            return bus_errf (err, errlen, -1, "%s: args.%.60s: unknown (known: %s)", c->name, key, known);
         }
     }
     return 0;
@@ -597,7 +580,7 @@ orch_connector_check_args (const char *connector, const json_t *args_template, c
 {
     const s_connector_t *c = s_find (connector);
     if (!c)
-        return s_fail (err, errlen, "connector %.60s: unknown (sheets.append, gmail.send, dropbox.upload, http.request)",
+        return bus_errf (err, errlen, -1, "connector %.60s: unknown (sheets.append, gmail.send, dropbox.upload, http.request)",
                        connector ? connector : "(none)");
     return s_check (c, args_template, true, err, errlen);
 }
@@ -638,16 +621,16 @@ orch_connector_request (const orch_call_t *call, orch_http_call_t **out, char *e
     *out = NULL;
     const s_connector_t *c = call ? s_find (call->connector) : NULL;
     if (!c)
-        return s_fail (err, errlen, "connector %.60s: unknown", call && call->connector ? call->connector : "(none)");
+        return bus_errf (err, errlen, -1, "connector %.60s: unknown", call && call->connector ? call->connector : "(none)");
     if (s_check (c, call->args, false, err, errlen))
         return -1;
     if (!call->token || !*call->token || s_header_unsafe (call->token) || strchr (call->token, ' '))
-        return s_fail (err, errlen, "%s: no usable access token", c->name);
+        return bus_errf (err, errlen, -1, "%s: no usable access token", c->name);
     if (!call->node_pk || !call->node_sk)
-        return s_fail (err, errlen, "%s: no node key to sign the DPoP proof", c->name);
+        return bus_errf (err, errlen, -1, "%s: no node key to sign the DPoP proof", c->name);
     if (!call->idempotency_key || !*call->idempotency_key || strlen (call->idempotency_key) > 255
         || s_header_unsafe (call->idempotency_key))
-        return s_fail (err, errlen, "%s: the idempotency key must be 1-255 bytes without line breaks", c->name);
+        return bus_errf (err, errlen, -1, "%s: the idempotency key must be 1-255 bytes without line breaks", c->name);
     s_req_t req = { .call = call, .err = err, .errlen = errlen };
     orch_http_call_t *self = NULL;
     char *proof = NULL;
@@ -655,11 +638,11 @@ orch_connector_request (const orch_call_t *call, orch_http_call_t **out, char *e
     if (rc)
         goto done;
     if (!req.method || !req.url) {
-        rc = s_fail (err, errlen, "out of memory");
+        rc = bus_errf (err, errlen, -1, "out of memory");
         goto done;
     }
     if (strlen (req.url) > S_MAX_URL) {
-        rc = s_fail (err, errlen, "%s: the URL is over %d bytes", c->name, S_MAX_URL);
+        rc = bus_errf (err, errlen, -1, "%s: the URL is over %d bytes", c->name, S_MAX_URL);
         goto done;
     }
     proof = s_dpop_proof (call, req.method, req.url);
@@ -667,7 +650,7 @@ orch_connector_request (const orch_call_t *call, orch_http_call_t **out, char *e
     char **headers = calloc (req.extra_count + 5, sizeof (char *));
     if (!proof || !self || !headers) {
         free (headers);
-        rc = s_fail (err, errlen, "%s: cannot sign the DPoP proof (out of memory)", c->name);
+        rc = bus_errf (err, errlen, -1, "%s: cannot sign the DPoP proof (out of memory)", c->name);
         goto done;
     }
     self->headers = headers;
@@ -677,7 +660,7 @@ orch_connector_request (const orch_call_t *call, orch_http_call_t **out, char *e
         || asprintf (&headers [n++], "Idempotency-Key: %s", call->idempotency_key) < 0
         || asprintf (&headers [n++], "Accept: application/json") < 0) {
         headers [n - 1] = NULL;
-        rc = s_fail (err, errlen, "out of memory");
+        rc = bus_errf (err, errlen, -1, "out of memory");
         goto done;
     }
     for (size_t i = 0; i < req.extra_count; i++) {

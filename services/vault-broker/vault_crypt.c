@@ -20,17 +20,6 @@ struct vault_keyring_t {
     bool readonly;                /* a systemd credential: never written */
 };
 
-static void
-s_err (char *err, size_t err_len, const char *fmt, ...)
-{
-    if (!err || !err_len)
-        return;
-    va_list ap;
-    va_start (ap, fmt);
-    vsnprintf (err, err_len, fmt, ap);
-    va_end (ap);
-}
-
 /*  Write n keys to path atomically (temporary file, fsync, rename, fsync of
     the folder), mode 0600. */
 static int
@@ -45,7 +34,7 @@ s_write_keys (const char *path, const uint8_t *keys, size_t n, char *err, size_t
     if (fd >= 0)
         close (fd);
     if (!ok || rename (tmp, path) != 0) {
-        s_err (err, err_len, "cannot write the master key file %s: %s", path, strerror (errno));
+        (void) bus_errf (err, err_len, 0, "cannot write the master key file %s: %s", path, strerror (errno));
         unlink (tmp);
         return BUS_EIO;
     }
@@ -88,23 +77,23 @@ s_load (vault_keyring_t **out, const char *path, bool create, char *err, size_t 
         goto done;
     }
     if (fd < 0) {
-        s_err (err, err_len, "cannot open the master key file %s: %s", path, strerror (errno));
+        (void) bus_errf (err, err_len, 0, "cannot open the master key file %s: %s", path, strerror (errno));
         rc = BUS_EIO;
         goto done;
     }
     struct stat st;
     if (fstat (fd, &st) != 0) {
-        s_err (err, err_len, "cannot stat %s: %s", path, strerror (errno));
+        (void) bus_errf (err, err_len, 0, "cannot stat %s: %s", path, strerror (errno));
         rc = BUS_EIO;
     }
     else if (st.st_mode & 077) {
-        s_err (err, err_len, "master key file %s is readable by others (mode %03o): chmod 600 it",
+        (void) bus_errf (err, err_len, 0, "master key file %s is readable by others (mode %03o): chmod 600 it",
                path, (unsigned) (st.st_mode & 0777));
         rc = BUS_EPERM;
     }
     else if (st.st_size == 0 || st.st_size % VAULT_KEY_LEN
              || st.st_size / VAULT_KEY_LEN > VAULT_KEYS_MAX) {
-        s_err (err, err_len, "master key file %s: %lld bytes is not 1..%d keys of 32 bytes",
+        (void) bus_errf (err, err_len, 0, "master key file %s: %lld bytes is not 1..%d keys of 32 bytes",
                path, (long long) st.st_size, VAULT_KEYS_MAX);
         rc = BUS_EINVAL;
     }
@@ -114,7 +103,7 @@ s_load (vault_keyring_t **out, const char *path, bool create, char *err, size_t 
         if (!self->keys)
             rc = BUS_ENOMEM;
         else if (read (fd, self->keys, (size_t) st.st_size) != st.st_size) {
-            s_err (err, err_len, "cannot read %s", path);
+            (void) bus_errf (err, err_len, 0, "cannot read %s", path);
             rc = BUS_EIO;
         }
     }
@@ -139,11 +128,11 @@ vault_keyring_load_credential (vault_keyring_t **out, const char *name, char *er
     const char *dir = getenv ("CREDENTIALS_DIRECTORY");
     if (!name || !*name || strchr (name, '/') || !strcmp (name, ".") || !strcmp (name, "..")
         || strlen (name) > 255) {
-        s_err (err, err_len, "master key credential name '%.64s' is not a file name", name ? name : "");
+        (void) bus_errf (err, err_len, 0, "master key credential name '%.64s' is not a file name", name ? name : "");
         return BUS_EINVAL;
     }
     if (!dir || !*dir) {
-        s_err (err, err_len, "master key credential %s: CREDENTIALS_DIRECTORY is not set (not started by "
+        (void) bus_errf (err, err_len, 0, "master key credential %s: CREDENTIALS_DIRECTORY is not set (not started by "
                "systemd with LoadCredential= or LoadCredentialEncrypted=)", name);
         return BUS_EINVAL;
     }
@@ -184,12 +173,12 @@ int
 vault_keyring_rotate (vault_keyring_t *self, char *err, size_t err_len)
 {
     if (self->readonly) {
-        s_err (err, err_len, "the master keyring is a systemd credential, which this daemon cannot write: "
+        (void) bus_errf (err, err_len, 0, "the master keyring is a systemd credential, which this daemon cannot write: "
                "append a key (32 random bytes) to the credential and restart");
         return BUS_EPERM;
     }
     if (self->count >= VAULT_KEYS_MAX) {
-        s_err (err, err_len, "the keyring holds %d keys already", VAULT_KEYS_MAX);
+        (void) bus_errf (err, err_len, 0, "the keyring holds %d keys already", VAULT_KEYS_MAX);
         return BUS_EFULL;
     }
     size_t len = (size_t) (self->count + 1) * VAULT_KEY_LEN;
