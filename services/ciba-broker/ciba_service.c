@@ -20,7 +20,8 @@
       asked       approver -> the 8-byte times of the levels asked of
                   them in the last minute: the rate limit's window
       invites     SHA-256 of a device invite code -> {user, state
-                  (unused|used), created_at, expires_at, used_at?, device?}
+                  (unused|used), created_at, expires_at, used_at?, device?};
+                  dropped a day after expiry, by the next issue
 
     An approval: {approval_id, state (pending|approved|denied|expired|
     cancelled), reason?, run, node, binding_message, authorization_details,
@@ -76,6 +77,8 @@
 #define S_PURGE_BATCH  256       /* ended approvals purged per deadline scan, at most */
 #define S_INVITE_TTL_S 600       /* a device invite's default lifetime */
 #define S_INVITE_TTL_MAX_S 86400
+#define S_INVITE_KEEP_S 86400    /* an expired invite is kept this long (its code refused as used/expired) */
+#define S_INVITE_PURGE 256       /* stale invites dropped per issue, at most */
 
 
 
@@ -1374,6 +1377,24 @@ s_invite_key (uint8_t key [crypto_hash_sha256_BYTES], const char *code)
     crypto_hash_sha256 (key, (const uint8_t *) code, strlen (code));
 }
 
+typedef struct {
+    int64_t before;          /* invites that expired before this are dropped */
+    size_t n;
+    uint8_t keys [S_INVITE_PURGE][crypto_hash_sha256_BYTES];
+} s_stale_t;
+
+/*  Scan callback: invites (used or not) expired before q->before. */
+static int
+s_stale_invite (const void *k, size_t kl, const void *v, size_t vl, void *arg)
+{
+    s_stale_t *q = arg;
+    json_t *inv = kl == crypto_hash_sha256_BYTES ? json_loadb (v, vl, 0, NULL) : NULL;
+    if (inv && ciba_int (inv, "expires_at") < q->before)
+        memcpy (q->keys [q->n++], k, kl);
+    json_decref (inv);
+    return q->n >= S_INVITE_PURGE ? 1 : 0;
+}
+
 /*  ciba.device.invite {user, ttl_s?}: a one-time code that enrols one
     device for user (ciba.device.redeem). 192 random bits, base64url; kept
     as its hash with {user, state: unused|used, created_at, expires_at,
@@ -1400,6 +1421,17 @@ s_device_invite_work (void *state, json_t *body, void *arg, bus_outcome_t *out)
     uint8_t key [crypto_hash_sha256_BYTES];
     s_invite_key (key, code);
     int64_t now = proto_now_us (), expires = now + ttl_s * 1000000LL;
+    /* invites are issued by hand, rarely: each issue drops (a bounded
+       number of) those expired more than a day ago, used or not; their
+       codes are refused as unknown from then on */
+    s_stale_t *stale = calloc (1, sizeof *stale);
+    if (stale) {
+        stale->before = now - S_INVITE_KEEP_S * 1000000LL;
+        bus_txn_scan (txn, self->db_invites, NULL, 0, NULL, 0, s_stale_invite, stale);
+        for (size_t i = 0; i < stale->n; i++)
+            bus_txn_del (txn, self->db_invites, stale->keys [i], crypto_hash_sha256_BYTES);
+        free (stale);
+    }
     json_t *inv = json_pack ("{s:s, s:s, s:I, s:I}", "user", user, "state", "unused",
                              "created_at", (json_int_t) now, "expires_at", (json_int_t) expires);
     char *text = inv ? json_dumps (inv, JSON_COMPACT) : NULL;
