@@ -81,6 +81,7 @@ int ctl_cmd_vault (ctl_t *ctl);
 int ctl_cmd_sandbox (ctl_t *ctl);
 int ctl_cmd_run (ctl_t *ctl);
 int ctl_cmd_workflows (ctl_t *ctl);
+int ctl_cmd_demo (ctl_t *ctl);
 
 /*  Create config and keys under the config's directories when missing:
     the config file at path (if given and absent), a keypair per service

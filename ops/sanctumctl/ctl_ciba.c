@@ -4,6 +4,10 @@
                                     secret under KEYS_DIR/devices/USER.device_secret
                                     (0600), the public key registered
                                     (ciba.device.enroll)
+      device invite USER [--ttl SECONDS]
+                                    a one-time code (default 10 minutes) that
+                                    enrols one browser (the dashboard's Device
+                                    panel) as USER's device (ciba.device.invite)
       device list [USER]            the registered devices
       device revoke USER            revoke USER's devices (and forget the secret here)
       approvals [--as USER]         pending levels (ciba.list), for USER or all
@@ -24,6 +28,8 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
+#include <stdlib.h>
 #include <unistd.h>
 
 /*  The principal of a USER argument into out. */
@@ -136,6 +142,41 @@ done:
     return rc;
 }
 
+/*  device invite USER [--ttl SECONDS]: a one-time enrolment code for
+    USER's browser (ciba.device.invite); printed once, never stored here. */
+static int
+s_invite (ctl_t *ctl, const char *principal, const char *ttl)
+{
+    json_t *body = json_pack ("{s:s}", "user", principal);
+    if (ttl) {
+        char *end = NULL;
+        long v = strtol (ttl, &end, 10);
+        if (!*ttl || *end || v < 1 || v > 86400) {
+            json_decref (body);
+            fprintf (stderr, "sanctumctl: --ttl takes 1..86400 seconds\n");
+            return CTL_USAGE;
+        }
+        json_object_set_new (body, "ttl_s", json_integer (v));
+    }
+    int rc = CTL_ERROR;
+    json_t *reply = s_call (ctl, "ciba.device.invite", body, &rc);
+    if (!reply)
+        return rc;
+    if (ctl->json)
+        ctl_print_json (reply, true);
+    else {
+        time_t at = (time_t) (json_integer_value (json_object_get (reply, "expires_at")) / 1000000);
+        struct tm tm;
+        char when [32];
+        strftime (when, sizeof when, "%Y-%m-%dT%H:%M:%SZ", gmtime_r (&at, &tm));
+        printf ("invite code for %s (one use, until %s):\n%s\n"
+                "paste it into the dashboard's Device panel in the browser to enrol\n", principal, when,
+                json_string_value (json_object_get (reply, "code")));
+    }
+    json_decref (reply);
+    return CTL_OK;
+}
+
 static int
 s_device (ctl_t *ctl)
 {
@@ -146,6 +187,8 @@ s_device (ctl_t *ctl)
     int rc = CTL_ERROR;
     if (streq (sub, "enroll") && ctl->argc == 2)
         return s_enroll (ctl, principal);
+    if (streq (sub, "invite") && (ctl->argc == 2 || (ctl->argc == 4 && streq (ctl->argv [2], "--ttl"))))
+        return s_invite (ctl, principal, ctl->argc == 4 ? ctl->argv [3] : NULL);
     if (streq (sub, "list") && ctl->argc <= 2) {
         json_t *body = *principal ? json_pack ("{s:s}", "approver", principal) : json_object ();
         json_t *reply = s_call (ctl, "ciba.device.list", body, &rc);
@@ -179,7 +222,8 @@ s_device (ctl_t *ctl)
         json_decref (reply);
         return CTL_OK;
     }
-    fputs ("usage: sanctumctl device enroll USER | list [USER] | revoke USER\n", stderr);
+    fputs ("usage: sanctumctl device enroll USER | invite USER [--ttl SECONDS] | list [USER] | revoke USER\n",
+           stderr);
     return CTL_USAGE;
 }
 

@@ -26,8 +26,9 @@ static const s_command_t s_commands [] = {
                                        "        tree head and proofs, checked here | jwks" },
     { "receipt", ctl_cmd_receipt, false, "receipt get RUN | verify FILE [--jwks FILE] [--hmac-key FILE] | jwks [--out FILE] | gantt RUN\n"
                                        "        a run's signed receipt; verify checks it offline (exit 0, or 3 saying where)" },
-    { "device", ctl_cmd_device, false, "device enroll USER | list [USER] | revoke USER  approver devices (Ed25519; the secret\n"
-                                       "        under KEYS_DIR/devices, 0600)" },
+    { "device", ctl_cmd_device, false, "device enroll USER | invite USER [--ttl S] | list [USER] | revoke USER  approver devices\n"
+                                       "        (Ed25519; enroll keeps the secret under KEYS_DIR/devices, 0600; invite prints a\n"
+                                       "        one-time code that enrols a browser from the dashboard)" },
     { "approvals", ctl_cmd_approvals, false, "approvals [--as USER]      pending approval requests" },
     { "approve", ctl_cmd_approve, false, "approve AUTH_REQ_ID --as USER  approve, signing with USER's enrolled device" },
     { "deny",   ctl_cmd_deny,   false, "deny AUTH_REQ_ID --as USER     deny, signing with USER's enrolled device" },
@@ -37,6 +38,8 @@ static const s_command_t s_commands [] = {
     { "run",    ctl_cmd_run,    false, "run start WORKFLOW [--input KEY=VALUE]... | get RUN | wait RUN [--timeout-ms T] | cancel RUN\n"
                                        "        | list [--state STATE]  the orchestrator's runs (exit 3: REJECTED)" },
     { "workflows", ctl_cmd_workflows, false, "workflows [--load]         the orchestrator's workflows (--load: read the files again)" },
+    { "demo",   ctl_cmd_demo,   false, "demo                       the procurement story, unattended, on the running suite; exit 0\n"
+                                       "        with a verified receipt (demo --help)" },
     { NULL, NULL, false, NULL }
 };
 
@@ -64,6 +67,8 @@ main (int argc, char **argv)
             ctl.key_name = argv [++i];
         else if (streq (argv [i], "--json"))
             ctl.json = true;
+        else if ((streq (argv [i], "--help") || streq (argv [i], "-h")) && cmd && cmd->fn == ctl_cmd_demo)
+            rest [nrest++] = argv [i];
         else if (streq (argv [i], "--help") || streq (argv [i], "-h")) {
             s_usage (stdout);
             free (rest);
@@ -92,7 +97,8 @@ main (int argc, char **argv)
     ctl.argv = rest;
     /* `authz test` runs an embedded engine: it needs no key */
     bool no_cert = cmd->no_cert || (cmd->fn == ctl_cmd_authz && nrest > 0 && streq (rest [0], "test"))
-                || (cmd->fn == ctl_cmd_receipt && nrest > 0 && streq (rest [0], "verify"));
+                || (cmd->fn == ctl_cmd_receipt && nrest > 0 && streq (rest [0], "verify"))
+                || (cmd->fn == ctl_cmd_demo && nrest > 0);
     int rc = ctl_load (&ctl, no_cert);
     if (rc == CTL_OK)
         rc = cmd->fn (&ctl);

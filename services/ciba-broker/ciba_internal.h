@@ -29,7 +29,7 @@ enum { CIBA_AUTH_POST, CIBA_AUTH_BASIC, CIBA_AUTH_JWT };
 typedef struct {
     bus_service_t *svc;
     bus_store_t *store;
-    int db_approvals, db_levels, db_deadlines, db_devices, db_index, db_ended, db_asked;
+    int db_approvals, db_levels, db_deadlines, db_devices, db_index, db_ended, db_asked, db_invites;
     int64_t default_expiry_s, interval_s, rate_per_min, message_max;
     int64_t retention_us;        /* ended approvals kept this long, then purged */
     /* backend oidc */

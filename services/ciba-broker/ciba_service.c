@@ -19,6 +19,9 @@
                   what the purge reclaims after retention_s
       asked       approver -> the 8-byte times of the levels asked of
                   them in the last minute: the rate limit's window
+      invites     SHA-256 of a device invite code -> {user, state
+                  (unused|used), created_at, expires_at, used_at?, device?};
+                  dropped a day after expiry, by the next issue
 
     An approval: {approval_id, state (pending|approved|denied|expired|
     cancelled), reason?, run, node, binding_message, authorization_details,
@@ -72,6 +75,10 @@
 #define S_AUTH_REQ_BYTES 24      /* 192 bits; base64url: 32 characters */
 #define S_RATE_MAX     1000      /* approver_rate_per_min's bound (bus_config_keys.def) */
 #define S_PURGE_BATCH  256       /* ended approvals purged per deadline scan, at most */
+#define S_INVITE_TTL_S 600       /* a device invite's default lifetime */
+#define S_INVITE_TTL_MAX_S 86400
+#define S_INVITE_KEEP_S 86400    /* an expired invite is kept this long (its code refused as used/expired) */
+#define S_INVITE_PURGE 256       /* stale invites dropped per issue, at most */
 
 
 
@@ -1360,6 +1367,178 @@ s_device_revoke (bus_service_t *svc, bus_request_t *req, void *arg)
     s_change (arg, req, s_device_revoke_work);
 }
 
+/* ---- device invites ----------------------------------------------------- */
+
+/*  The key of an invite code in `invites`: its SHA-256 (the code itself is
+    never stored: a copy of the store enrols nothing). */
+static void
+s_invite_key (uint8_t key [crypto_hash_sha256_BYTES], const char *code)
+{
+    crypto_hash_sha256 (key, (const uint8_t *) code, strlen (code));
+}
+
+typedef struct {
+    int64_t before;          /* invites that expired before this are dropped */
+    size_t n;
+    uint8_t keys [S_INVITE_PURGE][crypto_hash_sha256_BYTES];
+} s_stale_t;
+
+/*  Scan callback: invites (used or not) expired before q->before. */
+static int
+s_stale_invite (const void *k, size_t kl, const void *v, size_t vl, void *arg)
+{
+    s_stale_t *q = arg;
+    json_t *inv = kl == crypto_hash_sha256_BYTES ? json_loadb (v, vl, 0, NULL) : NULL;
+    if (inv && ciba_int (inv, "expires_at") < q->before)
+        memcpy (q->keys [q->n++], k, kl);
+    json_decref (inv);
+    return q->n >= S_INVITE_PURGE ? 1 : 0;
+}
+
+/*  ciba.device.invite {user, ttl_s?}: a one-time code that enrols one
+    device for user (ciba.device.redeem). 192 random bits, base64url; kept
+    as its hash with {user, state: unused|used, created_at, expires_at,
+    used_at?, device?}. The code is in the reply only (and the request's
+    recorded outcome, which a retry must get back). On the writer. */
+static void
+s_device_invite_work (void *state, json_t *body, void *arg, bus_outcome_t *out)
+{
+    ciba_t *self = state;
+    s_job_t *job = arg;
+    const char *user = ciba_str (body, "user");
+    json_t *jttl = json_object_get (body, "ttl_s");
+    int64_t ttl_s = jttl ? json_integer_value (jttl) : S_INVITE_TTL_S;
+    if (!s_approver_ok (user) || ttl_s < 1 || ttl_s > S_INVITE_TTL_MAX_S) {
+        s_fail (out, PROTO_ERR_INVALID, "user must be a principal such as user:alice and ttl_s 1..%d",
+                S_INVITE_TTL_MAX_S);
+        return;
+    }
+    bus_txn_t *txn = s_write_begin (self, out);
+    if (!txn)
+        return;
+    char code [48];
+    s_auth_req_id (code);
+    uint8_t key [crypto_hash_sha256_BYTES];
+    s_invite_key (key, code);
+    int64_t now = proto_now_us (), expires = now + ttl_s * 1000000LL;
+    /* invites are issued by hand, rarely: each issue drops (a bounded
+       number of) those expired more than a day ago, used or not; their
+       codes are refused as unknown from then on */
+    s_stale_t *stale = calloc (1, sizeof *stale);
+    if (stale) {
+        stale->before = now - S_INVITE_KEEP_S * 1000000LL;
+        bus_txn_scan (txn, self->db_invites, NULL, 0, NULL, 0, s_stale_invite, stale);
+        for (size_t i = 0; i < stale->n; i++)
+            bus_txn_del (txn, self->db_invites, stale->keys [i], crypto_hash_sha256_BYTES);
+        free (stale);
+    }
+    json_t *inv = json_pack ("{s:s, s:s, s:I, s:I}", "user", user, "state", "unused",
+                             "created_at", (json_int_t) now, "expires_at", (json_int_t) expires);
+    char *text = inv ? json_dumps (inv, JSON_COMPACT) : NULL;
+    if (!text)
+        bus_txn_fail (txn, BUS_ENOMEM);
+    else
+        bus_txn_put (txn, self->db_invites, key, sizeof key, text, strlen (text));
+    free (text);
+    json_decref (inv);
+    bus_event_append (self->svc, txn, "ciba.device.invited",
+                      json_pack ("{s:s, s:I}", "approver", user, "expires_at", (json_int_t) expires), s_tp (job));
+    out->body = json_pack ("{s:s, s:s, s:I}", "user", user, "code", code, "expires_at", (json_int_t) expires);
+    s_finish (self, &txn, out);
+    sodium_memzero (code, sizeof code);
+}
+
+static void
+s_device_invite (bus_service_t *svc, bus_request_t *req, void *arg)
+{
+    s_change (arg, req, s_device_invite_work);
+}
+
+/*  ciba.device.redeem {code, public_key}: the code of an unused, unexpired
+    invite enrols public_key as a device of the invite's user, and the
+    invite is used (once). Unknown: not_found; used: conflict; expired:
+    forbidden. On the writer. */
+static void
+s_device_redeem_work (void *state, json_t *body, void *arg, bus_outcome_t *out)
+{
+    ciba_t *self = state;
+    s_job_t *job = arg;
+    const char *code = ciba_str (body, "code"), *pk = ciba_str (body, "public_key");
+    uint8_t raw [CIBA_PK_LEN];
+    if (!code || !*code || ciba_b64_decode (raw, sizeof raw, pk)) {
+        s_fail (out, PROTO_ERR_INVALID, "code must be an invite code and public_key 32 bytes of base64url "
+                "(an Ed25519 public key)");
+        return;
+    }
+    bus_txn_t *txn = s_write_begin (self, out);
+    if (!txn)
+        return;
+    uint8_t key [crypto_hash_sha256_BYTES];
+    s_invite_key (key, code);
+    const void *val;
+    size_t len;
+    int64_t now = proto_now_us ();
+    json_t *inv = NULL;
+    if (bus_txn_get (txn, self->db_invites, key, sizeof key, &val, &len) == 0)
+        inv = json_loadb (val, len, 0, NULL);
+    const char *user = inv ? ciba_str (inv, "user") : NULL;
+    if (!user)
+        s_fail (out, PROTO_ERR_NOT_FOUND, "unknown invite code");
+    else
+    if (!streq (ciba_str (inv, "state") ?: "", "unused"))
+        s_fail (out, PROTO_ERR_CONFLICT, "this invite code was used already; ask for a new one");
+    else
+    if (ciba_int (inv, "expires_at") <= now)
+        s_fail (out, PROTO_ERR_FORBIDDEN, "this invite code has expired; ask for a new one");
+    if (out->code) {
+        json_decref (inv);
+        s_finish (self, &txn, out);
+        return;
+    }
+    char dkey [600];
+    int n = snprintf (dkey, sizeof dkey, "%s\n%s", user, pk);
+    json_t *old = NULL;
+    if (bus_txn_get (txn, self->db_devices, dkey, (size_t) n, &val, &len) == 0)
+        old = json_loadb (val, len, 0, NULL);
+    if (old && !streq (ciba_str (old, "state") ?: "", "active")) {
+        s_fail (out, PROTO_ERR_CONFLICT, "this key was revoked; enrol a new one");
+        json_decref (old);
+        json_decref (inv);
+        s_finish (self, &txn, out);
+        return;
+    }
+    json_t *d = old ? old : json_pack ("{s:s, s:s, s:s, s:I}", "approver", user, "device", pk, "state", "active",
+                                       "enrolled_at", (json_int_t) now);
+    ciba_set_str (inv, "state", "used");
+    ciba_set_int (inv, "used_at", now);
+    ciba_set_str (inv, "device", pk);
+    char *itext = json_dumps (inv, JSON_COMPACT);
+    char *dtext = d && !old ? json_dumps (d, JSON_COMPACT) : NULL;
+    if (!itext || !d || (!old && !dtext))
+        bus_txn_fail (txn, BUS_ENOMEM);
+    else {
+        bus_txn_put (txn, self->db_invites, key, sizeof key, itext, strlen (itext));
+        if (dtext)
+            bus_txn_put (txn, self->db_devices, dkey, (size_t) n, dtext, strlen (dtext));
+    }
+    free (itext);
+    free (dtext);
+    if (!old)
+        bus_event_append (self->svc, txn, "ciba.device.enrolled",
+                          json_pack ("{s:s, s:s, s:s}", "approver", user, "device", pk, "via", "invite"), s_tp (job));
+    out->body = json_pack ("{s:s, s:s, s:s, s:s, s:I}", "user", user, "approver", user, "device", pk,
+                           "state", "active", "enrolled_at", (json_int_t) ciba_int (d, "enrolled_at"));
+    json_decref (d);
+    json_decref (inv);
+    s_finish (self, &txn, out);
+}
+
+static void
+s_device_redeem (bus_service_t *svc, bus_request_t *req, void *arg)
+{
+    s_change (arg, req, s_device_redeem_work);
+}
+
 /*  Scan callback of ciba.device.list. */
 static int
 s_device_one (const void *k, size_t kl, const void *v, size_t vl, void *arg)
@@ -1541,6 +1720,25 @@ s_index_old (ciba_t *self)
     return rc;
 }
 
+/*  bus_service_outcome_sealer's seal (reactor or writer; reads nothing
+    shared): an invite's reply carries its code, which must not be on disk
+    in plain text, so that outcome is not recorded (a retry is answered
+    from memory only); every other outcome is stored as it is. */
+static json_t *
+s_outcome_seal (bus_request_t *req, json_t *outcome, void *arg)
+{
+    if (json_object_get (json_object_get (outcome, "body"), "code"))
+        return NULL;
+    return json_incref (outcome);
+}
+
+/*  bus_service_outcome_sealer's open: outcomes are stored as they are. */
+static json_t *
+s_outcome_open (bus_request_t *req, json_t *outcome, void *arg)
+{
+    return json_incref (outcome);
+}
+
 /*  The writer's state: the broker (its changes take what they need of it
     as arguments; its members are read-only once started). */
 static void *
@@ -1579,12 +1777,17 @@ s_start (bus_service_t *svc, void **state)
     self->db_index = bus_store_db (self->store, "index");
     self->db_ended = bus_store_db (self->store, "ended");
     self->db_asked = bus_store_db (self->store, "asked");
+    self->db_invites = bus_store_db (self->store, "invites");
     if (self->db_approvals < 0 || self->db_levels < 0 || self->db_deadlines < 0 || self->db_devices < 0
-        || self->db_index < 0 || self->db_ended < 0 || self->db_asked < 0)
+        || self->db_index < 0 || self->db_ended < 0 || self->db_asked < 0
+        || self->db_invites < 0)
         return BUS_EINVAL;
     if (self->rate_per_min > S_RATE_MAX)
         return BUS_ECONFIG;
-    int wrc = s_index_old (self);
+    int wrc = bus_service_outcome_sealer (svc, s_outcome_seal, s_outcome_open, self);
+    if (wrc)
+        return wrc;
+    wrc = s_index_old (self);
     if (wrc) {
         bus_error ("ciba: cannot index the stored approvals: %s", bus_strerror (wrc));
         return wrc;
@@ -1622,6 +1825,8 @@ s_start (bus_service_t *svc, void **state)
         { "ciba.device.enroll", s_device_enroll },
         { "ciba.device.revoke", s_device_revoke },
         { "ciba.device.list",   s_device_list },
+        { "ciba.device.invite", s_device_invite },
+        { "ciba.device.redeem", s_device_redeem },
     };
     return bus_service_handle_all (svc, handlers, sizeof handlers / sizeof handlers [0], self);
 }
@@ -1639,7 +1844,7 @@ s_stop (bus_service_t *svc, void **state)
 }
 
 static const char *const s_dbs [] = { "approvals", "levels", "deadlines", "devices", "index", "ended", "asked",
-                                      NULL };
+                                      "invites", NULL };
 
 static const bus_timer_t s_timers [] = {
     { .name = "deadlines", .interval_key = "escalation_scan_ms", .fn = s_scan },

@@ -821,3 +821,44 @@ tele_api_decide (tele_t *self, bus_http_exchange_t *ex)
     s_ask (g, "ciba-broker", "decide", "ciba.decide", body);
     s_gather_go (g);
 }
+
+/* ---- POST /api/devices/redeem -------------------------------------------- */
+
+/*  {code, public_key}: a device invite code (sanctumctl device invite USER)
+    enrols the browser's Ed25519 public key as USER's device. Same-origin
+    as the decide relay; the code is the authority (the broker keeps only
+    its hash, and takes it once), so telemetry cannot enrol anyone without
+    one. The code is never logged here. */
+void
+tele_api_redeem (tele_t *self, bus_http_exchange_t *ex)
+{
+    char why [256];
+    if (!s_same_origin (ex, why, sizeof why)) {
+        tele_error (ex, 403, "forbidden", "%s", why);
+        return;
+    }
+    size_t len = 0;
+    const char *text = bus_http_body (ex, &len);
+    if (len > 1024) {
+        tele_error (ex, 413, "too_large", "a redemption is at most 1024 bytes");
+        return;
+    }
+    json_error_t jerr;
+    json_t *in = json_loadb (text, len, 0, &jerr);
+    const char *code = json_string_value (json_object_get (in, "code"));
+    const char *pk = json_string_value (json_object_get (in, "public_key"));
+    if (!json_is_object (in) || !code || !pk || !*code || strlen (code) > 128 || strlen (pk) != 43) {
+        json_decref (in);
+        tele_error (ex, 400, "invalid", "the body must be {code, public_key (43 characters of base64url)}");
+        return;
+    }
+    json_t *body = json_pack ("{s:s, s:s}", "code", code, "public_key", pk);
+    json_decref (in);
+    s_gather_t *g = s_gather_new (self, ex, s_done_single);
+    if (!g) {
+        json_decref (body);
+        return;
+    }
+    s_ask (g, "ciba-broker", "redeem", "ciba.device.redeem", body);
+    s_gather_go (g);
+}

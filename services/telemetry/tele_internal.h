@@ -144,5 +144,6 @@ void tele_api_leases (tele_t *self, bus_http_exchange_t *ex);
 void tele_api_health (tele_t *self, bus_http_exchange_t *ex);
 void tele_api_metrics (tele_t *self, bus_http_exchange_t *ex);
 void tele_api_decide (tele_t *self, bus_http_exchange_t *ex);
+void tele_api_redeem (tele_t *self, bus_http_exchange_t *ex);
 
 #endif

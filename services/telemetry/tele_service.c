@@ -11,6 +11,8 @@
       GET  /api/runs/{id}/receipt      audit.receipt, its JWS verified here
       GET  /api/approvals[?state=&run=] ciba.list (pending by default)
       POST /api/approvals/decide       ciba.decide relayed (signed by the browser's device)
+      POST /api/devices/redeem         ciba.device.redeem relayed (an invite code enrols
+                                       the browser's public key)
       GET  /api/leases[?run=]          vault.leases
       GET  /api/health                 health of every service
       GET  /metrics                    Prometheus text (tele_metrics.c)
@@ -177,6 +179,14 @@ s_route_decide (bus_http_exchange_t *ex, void *arg)
 }
 
 static void
+s_route_redeem (bus_http_exchange_t *ex, void *arg)
+{
+    if (!s_admit (ex))
+        return;
+    tele_api_redeem (arg, ex);
+}
+
+static void
 s_route_leases (bus_http_exchange_t *ex, void *arg)
 {
     if (!s_admit (ex))
@@ -236,6 +246,7 @@ static const struct {
     { "GET", "/api/runs", s_route_runs },
     { "GET", "/api/runs/*", s_route_run },
     { "POST", "/api/approvals/decide", s_route_decide },
+    { "POST", "/api/devices/redeem", s_route_redeem },
     { "GET", "/api/approvals", s_route_approvals },
     { "GET", "/api/leases", s_route_leases },
     { "GET", "/api/health", s_route_health },

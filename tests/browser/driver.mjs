@@ -8,6 +8,7 @@
 //   {cmd: "text", selector}       its text
 //   {cmd: "count", selector}      how many match
 //   {cmd: "click", selector}
+//   {cmd: "fill", selector, value}  type into an input
 //   {cmd: "attr", selector, name}
 //   {cmd: "screenshot", path}
 //   {cmd: "errors"}               console errors and page errors so far
@@ -61,6 +62,9 @@ async function handle(c) {
       return { value: await page.locator(c.selector).first().getAttribute(c.name) };
     case "click":
       await page.locator(c.selector).first().click();
+      return { ok: true };
+    case "fill":
+      await page.locator(c.selector).first().fill(c.value);
       return { ok: true };
     case "screenshot":
       await page.screenshot({ path: c.path, fullPage: true });

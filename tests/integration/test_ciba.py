@@ -446,6 +446,87 @@ def webcrypto_decision_accepted(x):
     assert out["state"] == "approved" and out["levels"][0]["device_key"] == key["public_key"], out
 
 
+def new_key():
+    k = Ed25519PrivateKey.generate()
+    return k, b64u(k.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw))
+
+
+def invite(x, user, *extra):
+    r = x.c.ctl("--json", "device", "invite", user, *extra)
+    assert r.returncode == 0, r.stdout + r.stderr
+    return json.loads(r.stdout)
+
+
+def redeem(x, code, pk):
+    return x.svc.call("ciba.device.redeem", {"code": code, "public_key": pk})
+
+
+@test
+def device_invite_redeemed_once(x):
+    inv = invite(x, "inez")
+    assert inv["user"] == "user:inez" and len(unb64u(inv["code"])) >= 16, inv
+    assert 0 < inv["expires_at"] - time.time() * 1e6 <= 600e6 + 5e6, inv       # 10 minutes by default
+    key, pk = new_key()
+    out = body(redeem(x, inv["code"], pk))
+    assert out["user"] == "user:inez" and out["device"] == pk and out["state"] == "active", out
+    listed = json.loads(x.c.ctl("--json", "device", "list", "inez").stdout)["devices"]
+    assert [(d["device"], d["state"]) for d in listed] == [(pk, "active")], listed
+    # once only: the same code again, with this key or another
+    for again in (pk, new_key()[1]):
+        r = redeem(x, inv["code"], again)
+        assert code(r) == "conflict" and "used" in r["error"]["message"], r
+    assert [d["device"] for d in json.loads(x.c.ctl("--json", "device", "list", "inez").stdout)["devices"]] == [pk]
+    # unknown, malformed, wrong senders
+    r = redeem(x, b64u(os.urandom(24)), new_key()[1])
+    assert code(r) == "not_found" and "unknown invite code" in r["error"]["message"], r
+    assert code(redeem(x, invite(x, "inez")["code"], "!" * 43)) == "invalid"
+    assert code(x.svc.call("ciba.device.invite", {"user": "user:inez"})) == "forbidden"
+    assert code(x.ops.call("ciba.device.invite", {"user": "inez"})) == "invalid"
+    assert x.c.ctl("device", "invite", "inez", "--ttl", "0").returncode == 2
+    # the enrolled key decides erin's level
+    a = body(x.authorize(chain("inez")))
+    st = x.status(approval_id=a["approval_id"])
+    idl = a["levels"][0]["auth_req_id"]
+    sig = b64u(key.sign(decision_bytes(idl, "approve", st["binding_message"], st["authorization_details_sha256"])))
+    assert body(x.decide(idl, "approve", pk, sig))["state"] == "approved"
+    x.drain()
+    ev = [e for e in x.events if e["type"] in ("ciba.device.invited", "ciba.device.enrolled")
+          and e["body"].get("approver") == "user:inez"]
+    assert [e["type"] for e in ev][:2] == ["ciba.device.invited", "ciba.device.enrolled"], ev
+    assert all("code" not in e["body"] for e in ev), ev
+    assert ev[1]["body"].get("via") == "invite", ev
+
+
+@test
+def device_invite_expires_and_survives_restart(x):
+    short = invite(x, "gina", "--ttl", "1")
+    kept = invite(x, "gina")
+    used = invite(x, "gina")
+    _, pk_used = new_key()
+    body(redeem(x, used["code"], pk_used))
+    time.sleep(1.3)
+    r = redeem(x, short["code"], new_key()[1])
+    assert code(r) == "forbidden" and "expired" in r["error"]["message"], r
+    x.c.stop("ciba-broker", sig=signal.SIGKILL)
+    # stored hashed: no code is in the broker's store in plain text
+    blob = b""
+    for root, _, files in os.walk(os.path.join(x.c.dir, "data")):
+        for f in files:
+            if "ciba" in root or "ciba" in f:
+                with open(os.path.join(root, f), "rb") as fh:
+                    blob += fh.read()
+    assert blob and all(i["code"].encode() not in blob for i in (short, kept, used))
+    x.c.start("ciba-broker")
+    x.c.wait_healthy(["ciba-broker"])
+    x.reconnect()
+    assert code(redeem(x, used["code"], new_key()[1])) == "conflict"
+    assert code(redeem(x, short["code"], new_key()[1])) == "forbidden"
+    _, pk = new_key()
+    assert body(redeem(x, kept["code"], pk))["device"] == pk
+    devs = {d["device"] for d in json.loads(x.c.ctl("--json", "device", "list", "gina").stdout)["devices"]}
+    assert devs == {pk_used, pk}, devs
+
+
 @test
 def approvals_json_and_login_hint(x):
     a = body(x.svc.call("ciba.authorize", {"login_hint": "user:carol", "binding_message": "One\tline\nplease",

@@ -495,6 +495,45 @@ def decide_relays_signed_decisions_only(x):
     assert s == 409, (s, body)
 
 
+
+@test
+def redeem_relays_invite_codes_once(x):
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    from cryptography.hazmat.primitives import serialization
+    key = Ed25519PrivateKey.generate()
+    pub = b64u(key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw))
+    r = x.c.ctl("--json", "device", "invite", "ruth")
+    assert r.returncode == 0, r.stdout + r.stderr
+    inv = json.loads(r.stdout)
+    good = {"code": inv["code"], "public_key": pub}
+    js = {"Content-Type": "application/json"}
+    # refused before any relay: not JSON, cross-site, malformed, wrong method
+    s, _, _ = x.request("POST", "/api/devices/redeem", body=json.dumps(good), headers={"Content-Type": "text/plain"})
+    assert s == 403, s
+    s, _, _ = x.request("POST", "/api/devices/redeem", body=json.dumps(good),
+                        headers={"Content-Type": "application/json", "Origin": "http://evil.example"})
+    assert s == 403, s
+    s, _, _ = x.request("POST", "/api/devices/redeem", body=json.dumps(good),
+                        headers={"Content-Type": "application/json", "Sec-Fetch-Site": "cross-site"})
+    assert s == 403, s
+    s, _, _ = x.request("POST", "/api/devices/redeem", body=json.dumps({"code": inv["code"]}), headers=js)
+    assert s == 400, s
+    s, _, _ = x.request("GET", "/api/devices/redeem")
+    assert s == 405, s
+    # an unknown code: the broker's not_found, nothing enrolled
+    s, _, body = x.request("POST", "/api/devices/redeem", body=json.dumps(dict(good, code="A" * 32)), headers=js)
+    assert s == 404 and json.loads(body)["error"]["code"] == "not_found", (s, body)
+    s, _, body = x.request("POST", "/api/devices/redeem", body=json.dumps(good),
+                           headers={"Content-Type": "application/json", "Origin": "http://127.0.0.1:%d" % x.port})
+    assert s == 200, (s, body)
+    out = json.loads(body)
+    assert out["user"] == "user:ruth" and out["device"] == pub, out
+    devs = json.loads(x.c.ctl("--json", "device", "list", "ruth").stdout)["devices"]
+    assert [(d["device"], d["state"]) for d in devs] == [(pub, "active")], devs
+    # used: refused with the broker's conflict
+    s, _, body = x.request("POST", "/api/devices/redeem", body=json.dumps(good), headers=js)
+    assert s == 409 and "used" in json.loads(body)["error"]["message"], (s, body)
+
 if __name__ == "__main__":
     ctx = None
 

@@ -9,7 +9,8 @@ ciba-broker, vault-broker, auditor and telemetry.
   ask it) shows the run halted at the gate: the valve closed, the manager
   asked, the binding message and the amount, the time left;
 - the browser's own WebCrypto Ed25519 key is enrolled as the manager's and
-  then the VP's device, and the decision is signed in the page and relayed
+  then the VP's device by one-time codes (`sanctumctl device invite`) pasted
+  into the page (a used code is refused there), and the decision is signed in the page and relayed
   by telemetry: the VP is asked after the manager approves (the escalation
   of the chain as it happens), and the gate opens after the VP signs;
 - a lease backed by that approval appears in the Gantt chart; the receipt
@@ -114,9 +115,22 @@ def the_plasma_stops_at_the_valve_and_surges_on(x):
     assert len(key) == 43, "no WebCrypto Ed25519 device key: %r" % key
     # the orchestrator's ask, made here: a two-level chain for one run's step
     chain = [{"approver": "user:manager", "escalate_after": 0}, {"approver": "user:vp", "escalate_after": 0}]
-    # the manager's device first (an approver without one is passed at once)
-    x.call(x.ops, "ciba.device.enroll", {"approver": "user:manager", "public_key": key})
-    x.call(x.ops, "ciba.device.enroll", {"approver": "user:vp", "public_key": key})
+    # the manager's device first (an approver without one is passed at once):
+    # one-time codes from sanctumctl, pasted into the page, which enrols its key
+    codes = {}
+    for user in ("manager", "vp"):
+        r = x.c.ctl("--json", "device", "invite", user)
+        assert r.returncode == 0, r.stdout + r.stderr
+        codes[user] = json.loads(r.stdout)["code"]
+        b.do(cmd="fill", selector="#invite-code", value=codes[user])
+        b.do(cmd="click", selector="#invite-redeem")
+        b.wait("#invite-msg", "Enrolled: this browser is now a device of user:%s" % user)
+        devs = json.loads(x.c.ctl("--json", "device", "list", user).stdout)["devices"]
+        assert [(d["device"], d["state"]) for d in devs] == [(key, "active")], devs
+    # a used code is refused, in the page, with the broker's reason
+    b.do(cmd="fill", selector="#invite-code", value=codes["manager"])
+    b.do(cmd="click", selector="#invite-redeem")
+    b.wait("#invite-msg", "Refused: this invite code was used already")
     a = x.call(x.ciba, "ciba.authorize", {"chain": chain, "binding_message": "PO-4471 Acme Corp USD 520,000",
                                           "run": RUN, "node": NODE})
     b.wait("#run-id", RUN)
@@ -163,8 +177,10 @@ def the_plasma_stops_at_the_valve_and_surges_on(x):
     errors = b.do(cmd="errors")["errors"]
     # Chromium logs every HTTP error status of a fetch as a console error:
     # every service is built, so none is allowed (the page asks for a
-    # receipt only once its run has ended)
-    assert errors == [], errors
+    # receipt only once its run has ended) but the 409 of the used code
+    # refused above, on purpose
+    refused = [e for e in errors if "/api/devices/redeem" in e["url"] and "409" in e["text"]]
+    assert len(refused) == 1 and [e for e in errors if e not in refused] == [], errors
 
 
 @test

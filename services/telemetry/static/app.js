@@ -307,6 +307,32 @@ async function decide(decision) {
   }
 }
 
+// An invite code (sanctumctl device invite USER) enrols this browser's
+// public key as USER's device; the code is used once, then refused.
+async function redeem(ev) {
+  ev.preventDefault();
+  const msg = $("invite-msg"), input = $("invite-code");
+  const code = input.value.trim();
+  if (!code) { msg.textContent = "Paste the code first."; return; }
+  if (!key) { msg.textContent = "This browser has no Ed25519 device key."; return; }
+  msg.textContent = "enrolling…";
+  try {
+    const res = await fetch("/api/devices/redeem", {
+      method: "POST", headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ code, public_key: key.publicKey }),
+    });
+    const body = await res.json().catch(() => ({}));
+    if (res.ok) {
+      input.value = "";
+      msg.textContent = `Enrolled: this browser is now a device of ${body.user}.`;
+    } else {
+      msg.textContent = `Refused: ${(body.error && body.error.message) || res.status}`;
+    }
+  } catch (err) {
+    msg.textContent = `Could not enrol: ${err.message}`;
+  }
+}
+
 let source = null;
 function connect() {
   source = new EventSource("/api/events");
@@ -325,6 +351,7 @@ document.addEventListener("click", (ev) => {
 $("run-filter").addEventListener("change", () => loadLists());
 $("approve").addEventListener("click", () => decide("approve"));
 $("deny").addEventListener("click", () => decide("deny"));
+$("invite-form").addEventListener("submit", redeem);
 $("device-new").addEventListener("click", async () => { key = await deviceKey(true); $("device-key").textContent = key.publicKey; schedule(); });
 setInterval(tick, 1000);
 
