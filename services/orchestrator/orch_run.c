@@ -1314,13 +1314,15 @@ s_on_kick (zloop_t *loop, int timer_id, void *arg)
     return 0;
 }
 
-/*  Look at run id again soon (after the transaction that changed it). */
+/*  Look at run id again soon (after the transaction that changed it): at
+    the reactor's next turn (a 0 ms timer: the kicks of one turn go
+    together, and a step waits no timer tick). */
 void
 orch_run_kick (orch_t *self, const char *id)
 {
     zlist_append (self->kick, strdup (id));
     if (self->kick_timer < 0)
-        self->kick_timer = zloop_timer (bus_service_loop (self->svc), 1, 1, s_on_kick, self);
+        self->kick_timer = zloop_timer (bus_service_loop (self->svc), 0, 1, s_on_kick, self);
 }
 
 /*  An approval ended: in txn, the paused run goes on (approved) or is
