@@ -204,13 +204,37 @@ s_apply (s_source_t *src, proto_msg_t **events, size_t n, uint64_t skip_to,
 static void s_on_replay (bus_calls_t *calls, proto_msg_t *reply, void *arg);
 static void s_on_health (bus_calls_t *calls, proto_msg_t *reply, void *arg);
 
+/*  Durable: commit the mark when it ran ahead of the committed one (over
+    events no topic let through), so that a replay asks from a committed
+    mark only (a publisher trims what its outbox_acked_by asked past).
+    Returns 0 or the store's error. */
+static int
+s_save_mark (s_source_t *src)
+{
+    bus_follow_t *self = src->follow;
+    if (!self->store || src->mark <= src->saved)
+        return 0;
+    bus_txn_t *txn = bus_txn_begin (self->store, true);
+    if (!txn)
+        return BUS_EIO;
+    uint8_t val [8];
+    bus_u64_to_key (src->mark, val);
+    bus_txn_put (txn, self->db, src->key, strlen (src->key), val, sizeof val);
+    int rc = self->svc ? bus_service_commit (self->svc, &txn) : bus_txn_commit (&txn);
+    if (rc == 0) {
+        src->saved = src->mark;
+        src->saved_ms = zclock_mono ();
+    }
+    return rc;
+}
+
 /*  Ask for the events from mark + 1 (up to to, 0: all), unless something
     is already asked. */
 static void
 s_replay (s_source_t *src, uint64_t to)
 {
     bus_follow_t *self = src->follow;
-    if (src->asking || !src->known)
+    if (src->asking || !src->known || s_save_mark (src))
         return;
     json_t *body = json_pack ("{s:I}", "from_seq", (json_int_t) (src->mark + 1));
     if (to > src->mark && to <= INT64_MAX)
