@@ -19,6 +19,12 @@
 #define S_NAME_MAX     64
 #define S_TOPICS_MAX   32
 #define S_ACK_EVERY    5            /* x replay_ms: replay even while live events flow */
+/*  Durable mode: over events no topic lets through (nothing to apply) the
+    mark moves in memory only, committed with the next event applied or
+    once it runs this far ahead of the committed one: a crash replays those
+    events again and skips them again, and no fsync is spent on them. */
+#define S_MARK_LAG_EVENTS 1000
+#define S_MARK_LAG_MS     1000
 
 typedef struct {
     bus_follow_t *follow;
@@ -28,7 +34,10 @@ typedef struct {
     bus_calls_t *calls;
     zsock_t *sub;
     size_t max_frame;
-    uint64_t mark;                  /* last seq applied (durable: committed) */
+    uint64_t mark;                  /* last seq applied (durable: committed, or see saved) */
+    uint64_t saved;                 /* durable: the mark last committed (mark may run ahead of it
+                                       over events no topic matched, S_MARK_LAG_*) */
+    int64_t saved_ms;               /* when saved was committed (mono ms) */
     bool known;                     /* the mark is known (from_now: after health) */
     bool asking;                    /* a replay or health in flight */
     uint64_t replay_to;             /* the range's end of the replay in flight (0: none) */
@@ -100,6 +109,21 @@ typedef struct {
     uint64_t from, to;
 } s_loss_t;
 
+/*  Durable mode: may the mark move over events (n of them) in memory only?
+    When no topic lets any through, no loss is to be recorded with them,
+    and the committed mark is not too far behind (S_MARK_LAG_*). */
+static bool
+s_skip_only (s_source_t *src, proto_msg_t **events, size_t n, uint64_t skip_to, size_t nlost)
+{
+    if (n == 0 || nlost || skip_to > src->mark || events [n - 1]->seq - src->saved >= S_MARK_LAG_EVENTS
+        || zclock_mono () - src->saved_ms >= S_MARK_LAG_MS)
+        return false;
+    for (size_t i = 0; i < n; i++)
+        if (s_matches (src->follow, events [i]->type))
+            return false;
+    return true;
+}
+
 /*  Apply a contiguous run of events (events [i].seq = mark + 1 + i, past
     skip_to when that is above the mark: a loss already reported; the
     nlost losses in lost, in seq order, are recorded first by
@@ -127,6 +151,11 @@ s_apply (s_source_t *src, proto_msg_t **events, size_t n, uint64_t skip_to,
         self->applied += done;
         s_count (self, "follow_applied", done);
     }
+    else if (s_skip_only (src, events, n, skip_to, nlost)) {
+        src->mark = events [n - 1]->seq;
+        self->applied += n;
+        s_count (self, "follow_applied", n);
+    }
     else {
         bus_txn_t *txn = bus_txn_begin (self->store, true);
         if (!txn)
@@ -152,7 +181,8 @@ s_apply (s_source_t *src, proto_msg_t **events, size_t n, uint64_t skip_to,
         else
             bus_txn_abort (&txn);
         if (rc == 0) {
-            src->mark = mark;
+            src->mark = src->saved = mark;
+            src->saved_ms = zclock_mono ();
             self->applied += n;
             s_count (self, "follow_applied", n);
         }
@@ -174,13 +204,37 @@ s_apply (s_source_t *src, proto_msg_t **events, size_t n, uint64_t skip_to,
 static void s_on_replay (bus_calls_t *calls, proto_msg_t *reply, void *arg);
 static void s_on_health (bus_calls_t *calls, proto_msg_t *reply, void *arg);
 
+/*  Durable: commit the mark when it ran ahead of the committed one (over
+    events no topic let through), so that a replay asks from a committed
+    mark only (a publisher trims what its outbox_acked_by asked past).
+    Returns 0 or the store's error. */
+static int
+s_save_mark (s_source_t *src)
+{
+    bus_follow_t *self = src->follow;
+    if (!self->store || src->mark <= src->saved)
+        return 0;
+    bus_txn_t *txn = bus_txn_begin (self->store, true);
+    if (!txn)
+        return BUS_EIO;
+    uint8_t val [8];
+    bus_u64_to_key (src->mark, val);
+    bus_txn_put (txn, self->db, src->key, strlen (src->key), val, sizeof val);
+    int rc = self->svc ? bus_service_commit (self->svc, &txn) : bus_txn_commit (&txn);
+    if (rc == 0) {
+        src->saved = src->mark;
+        src->saved_ms = zclock_mono ();
+    }
+    return rc;
+}
+
 /*  Ask for the events from mark + 1 (up to to, 0: all), unless something
     is already asked. */
 static void
 s_replay (s_source_t *src, uint64_t to)
 {
     bus_follow_t *self = src->follow;
-    if (src->asking || !src->known)
+    if (src->asking || !src->known || s_save_mark (src))
         return;
     json_t *body = json_pack ("{s:I}", "from_seq", (json_int_t) (src->mark + 1));
     if (to > src->mark && to <= INT64_MAX)
@@ -627,7 +681,8 @@ s_load_mark (bus_follow_t *self, s_source_t *src)
     size_t len;
     int rc = bus_txn_get (txn, self->db, src->key, strlen (src->key), &val, &len);
     if (rc == 0 && len == 8)
-        src->mark = bus_key_to_u64 (val);
+        src->mark = src->saved = bus_key_to_u64 (val);
+    src->saved_ms = zclock_mono ();
     bus_txn_abort (&txn);
     return rc == 0 && len != 8 ? BUS_EIO : rc == BUS_ENOTFOUND ? 0 : rc;
 }

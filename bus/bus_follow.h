@@ -32,6 +32,12 @@
     The SUB subscribes to every type (seq counts all of a publisher's
     events, so a filtered SUB would see a gap at every other type); topics
     filter what reaches the callback, and the mark moves over the rest.
+    In durable mode a run of events none of which a topic lets through
+    moves the mark in memory only (no transaction, no fsync): it is
+    committed with the next event applied, or once it is 1000 events or
+    1 s ahead of the committed one; a crash then replays those events and
+    skips them again. (A follower without topics, like the auditor, which
+    is the publishers' outbox_acked_by, commits every run as below.)
 
     Durable mode (opts.store set): the callback runs inside a write
     transaction of that store, in which the follower also writes its mark
@@ -152,8 +158,9 @@ int bus_follow_add (bus_follow_t *self, const char *source, const char *principa
     or BUS_ECONFIG (unknown service, no key). */
 int bus_follow_add_service (bus_follow_t *self, bus_config_t *config, const char *service);
 
-/*  A source's mark (the last seq applied; durable: committed), 0 when
-    none or no such source. */
+/*  A source's mark (the last seq applied; durable: committed, or ahead
+    of the committed one over events no topic let through), 0 when none
+    or no such source. */
 uint64_t bus_follow_mark (bus_follow_t *self, const char *source);
 
 /*  Events applied (reached fn or were stepped over by the topics) and

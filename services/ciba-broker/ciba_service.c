@@ -965,8 +965,61 @@ s_has_approver (json_t *a, const char *who)
     return false;
 }
 
+/*  The summary of an approval the bulk ciba.status answers: {approval_id,
+    state, reason?, expires_at, completed_at?}, the state as s_public
+    reads it at now. */
+static json_t *
+s_summary (json_t *a, int64_t now)
+{
+    const char *state = ciba_str (a, "state") ?: "pending";
+    if (streq (state, "pending") && now >= ciba_int (a, "expires_at"))
+        state = "expired";
+    json_t *out = json_pack ("{s:O, s:s, s:O}", "approval_id", json_object_get (a, "approval_id"), "state", state,
+                             "expires_at", json_object_get (a, "expires_at"));
+    if (out && json_object_get (a, "reason"))
+        json_object_set (out, "reason", json_object_get (a, "reason"));
+    if (out && json_object_get (a, "completed_at"))
+        json_object_set (out, "completed_at", json_object_get (a, "completed_at"));
+    return out;
+}
+
+/*  ciba.status {approval_ids: [...]}: many approvals in one read (the
+    orchestrator reconciling its paused runs after a restart). Answers
+    {approvals: [...]} in the order asked: each the approval's summary
+    (s_summary), or {approval_id, error: {code, message}} (not found; an
+    approver sees only approvals they are a level of). */
+static void
+s_status_many (ciba_t *self, bus_request_t *req, bus_txn_t *txn, json_t *ids)
+{
+    json_t *list = json_array ();
+    int64_t now = proto_now_us ();
+    size_t i;
+    json_t *id;
+    json_array_foreach (ids, i, id) {
+        const char *approval_id = json_string_value (id);
+        json_t *a = approval_id && strlen (approval_id) == PROTO_ID_LEN ? ciba_load (self, txn, approval_id) : NULL;
+        if (a && s_is_user (req) && !s_has_approver (a, bus_request_principal (req))) {
+            json_decref (a);
+            a = NULL;
+        }
+        if (a)
+            json_array_append_new (list, s_summary (a, now));
+        else if (approval_id)
+            json_array_append_new (list, json_pack ("{s:s, s:{s:s, s:s}}", "approval_id", approval_id, "error",
+                                                    "code", PROTO_ERR_NOT_FOUND, "message", "no such approval"));
+        else {
+            json_decref (list);
+            bus_reply_error (req, PROTO_ERR_INVALID, "approval_ids[%zu]: a string", i);
+            return;
+        }
+        json_decref (a);
+    }
+    bus_reply_ok (req, json_pack ("{s:o}", "approvals", list));
+}
+
 /*  ciba.status {approval_id | auth_req_id}: an approver (user:) sees only
-    approvals they are a level of. A read, on the reactor. */
+    approvals they are a level of. A read, on the reactor. With
+    approval_ids, many at once (s_status_many). */
 static void
 s_status (bus_service_t *svc, bus_request_t *req, void *arg)
 {
@@ -974,6 +1027,12 @@ s_status (bus_service_t *svc, bus_request_t *req, void *arg)
     bus_txn_t *txn = bus_txn_begin (self->store, false);
     if (!txn) {
         bus_reply_error (req, PROTO_ERR_UNAVAILABLE, "cannot open the store");
+        return;
+    }
+    json_t *ids = json_object_get (bus_request_body (req), "approval_ids");
+    if (ids) {
+        s_status_many (self, req, txn, ids);
+        bus_txn_abort (&txn);
         return;
     }
     bus_outcome_t out = { .code = NULL };

@@ -45,6 +45,11 @@
 #define ORCH_CALLS_MAX 64
 #define ORCH_PEERS     4
 
+/*  Paused runs' approvals asked of the ciba-broker per ciba.status
+    {approval_ids} when reconciling after a restart (the broker takes up
+    to 1000). */
+#define ORCH_RECONCILE_BATCH 500
+
 typedef struct {
     bus_service_t *svc;
     bus_store_t *store;
@@ -59,6 +64,7 @@ typedef struct {
     zlist_t *kick;                  /* run ids to look at again (char *, owned) */
     int kick_timer;                 /* -1: none armed */
     bus_calls_t *authz, *ciba, *vault, *auditor;
+    zlist_t *reconciling;           /* ciba.status batches in flight (s_batch_t, orch_run.c) */
     size_t peer_busy [ORCH_PEERS];  /* step calls in flight, per peer */
     zlist_t *peer_wait [ORCH_PEERS];/* step calls waiting for a slot (s_queued_t, orch_run.c) */
     bus_http_client_t *http;

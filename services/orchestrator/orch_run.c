@@ -1314,13 +1314,15 @@ s_on_kick (zloop_t *loop, int timer_id, void *arg)
     return 0;
 }
 
-/*  Look at run id again soon (after the transaction that changed it). */
+/*  Look at run id again soon (after the transaction that changed it): at
+    the reactor's next turn (a 0 ms timer: the kicks of one turn go
+    together, and a step waits no timer tick). */
 void
 orch_run_kick (orch_t *self, const char *id)
 {
     zlist_append (self->kick, strdup (id));
     if (self->kick_timer < 0)
-        self->kick_timer = zloop_timer (bus_service_loop (self->svc), 1, 1, s_on_kick, self);
+        self->kick_timer = zloop_timer (bus_service_loop (self->svc), 0, 1, s_on_kick, self);
 }
 
 /*  An approval ended: in txn, the paused run goes on (approved) or is
@@ -1380,6 +1382,26 @@ orch_on_approval (bus_service_t *svc, void *state, bus_txn_t *txn, proto_msg_t *
     return 0;
 }
 
+/*  The broker's word (state, reason) on a paused run's approval, in txn:
+    the run advanced when the approval has ended; id gets the run to kick
+    (empty: none). */
+static void
+s_apply_status (orch_t *self, bus_txn_t *txn, const char *approval, const char *state, const char *reason,
+                char id [27])
+{
+    const void *v;
+    size_t len;
+    id [0] = 0;
+    if (bus_txn_get (txn, self->db_approvals, approval, strlen (approval), &v, &len) || len != 26)
+        return;
+    memcpy (id, v, 26);
+    id [26] = 0;
+    json_t *rec = orch_run_load (self, txn, id);
+    if (!rec || !s_apply_approval (self, txn, rec, approval, state, reason))
+        id [0] = 0;
+    json_decref (rec);
+}
+
 /*  After a restart, the broker's word on a paused run's approval. */
 static void
 s_on_status (bus_calls_t *calls, proto_msg_t *reply, void *arg)
@@ -1393,26 +1415,123 @@ s_on_status (bus_calls_t *calls, proto_msg_t *reply, void *arg)
     bus_txn_t *txn = orch_txn (self);
     if (!txn)
         return;
-    const void *v;
-    size_t len;
-    char id [27] = "";
-    if (bus_txn_get (txn, self->db_approvals, approval, strlen (approval), &v, &len) == 0 && len == 26) {
-        memcpy (id, v, 26);
-        json_t *rec = orch_run_load (self, txn, id);
-        if (!rec || !s_apply_approval (self, txn, rec, approval, state, orch_str (reply->body, "reason")))
-            id [0] = 0;
-        json_decref (rec);
-    }
+    char id [27];
+    s_apply_status (self, txn, approval, state, orch_str (reply->body, "reason"), id);
     if (bus_service_commit (self->svc, &txn) == 0 && id [0])
         orch_run_kick (self, id);
+}
+
+/*  A batch of approvals asked with one ciba.status {approval_ids}. */
+typedef struct {
+    orch_t *self;
+    json_t *ids;                /* the approval ids asked */
+} s_batch_t;
+
+static void
+s_batch_free (void *arg)
+{
+    s_batch_t *b = arg;
+    json_decref (b->ids);
+    free (b);
+}
+
+/*  The broker's word on a batch: the approvals that ended advance their
+    runs in one transaction (one fsync for the batch); pending ones wait
+    for approval.completed. A broker that refuses the bulk form (invalid:
+    an older one) is asked one approval at a time. */
+static void
+s_on_status_many (bus_calls_t *calls, proto_msg_t *reply, void *arg)
+{
+    s_batch_t *b = arg;
+    orch_t *self = b->self;
+    zlist_remove (self->reconciling, b);
+    size_t i;
+    json_t *a;
+    if (!reply->ok) {
+        const char *code = orch_str (reply->error, "code");
+        bool older = code && !strcmp (code, PROTO_ERR_INVALID);
+        bus_warn ("orchestrator: ciba.status for %zu approvals: %s%s", json_array_size (b->ids),
+                  orch_str (reply->error, "message") ?: "failed", older ? " (asking one at a time)" : "");
+        json_array_foreach (b->ids, i, a) {
+            if (!older || bus_calls_send (self->ciba, "ciba.status", json_pack ("{s:O}", "approval_id", a), NULL,
+                                          s_on_status, self, NULL))
+                bus_stats_count (bus_service_stats (self->svc), "runs_reconciled", 1);
+        }
+        s_batch_free (b);
+        return;
+    }
+    json_t *list = json_object_get (reply->body, "approvals");
+    bus_txn_t *txn = NULL;
+    zlist_t *kick = zlist_new ();
+    zlist_autofree (kick);
+    json_array_foreach (list, i, a) {
+        const char *approval = orch_str (a, "approval_id"), *state = orch_str (a, "state");
+        if (!approval || !state || !strcmp (state, "pending"))
+            continue;
+        if (!txn && !(txn = orch_txn (self)))
+            break;
+        char id [27];
+        s_apply_status (self, txn, approval, state, orch_str (a, "reason"), id);
+        if (id [0])
+            zlist_append (kick, id);
+    }
+    if (txn && bus_service_commit (self->svc, &txn) == 0)
+        for (char *id = zlist_first (kick); id; id = zlist_next (kick))
+            orch_run_kick (self, id);
+    zlist_destroy (&kick);
+    bus_stats_count (bus_service_stats (self->svc), "runs_reconciled", json_array_size (b->ids));
+    s_batch_free (b);
+}
+
+/*  Ask the broker about the approvals of ids (stolen) in one call. */
+static void
+s_reconcile (orch_t *self, json_t *ids)
+{
+    s_batch_t *b = calloc (1, sizeof *b);
+    if (!b || !self->reconciling) {
+        free (b);
+        bus_stats_count (bus_service_stats (self->svc), "runs_reconciled", json_array_size (ids));
+        json_decref (ids);
+        return;
+    }
+    b->self = self;
+    b->ids = ids;
+    zlist_append (self->reconciling, b);
+    if (bus_calls_send (self->ciba, "ciba.status", json_pack ("{s:O}", "approval_ids", ids), NULL, s_on_status_many,
+                        b, NULL)) {
+        zlist_remove (self->reconciling, b);
+        bus_stats_count (bus_service_stats (self->svc), "runs_reconciled", json_array_size (ids));
+        s_batch_free (b);
+    }
 }
 
 typedef struct {
     orch_t *self;
     zlist_t *resume;            /* run ids to resume (RUNNING or paused in memory) */
-    zlist_t *approvals;         /* approval ids to reconcile */
+    json_t *batch;              /* approval ids being gathered for one ciba.status */
+    size_t reconcile;           /* approvals asked about */
 } s_scan_t;
 
+/*  An approval a run is paused for (the approvals index): asked about in
+    batches as the scan goes, so the broker answers the first while the
+    runs are scanned. */
+static int
+s_scan_approval (const void *key, size_t key_len, const void *val, size_t val_len, void *arg)
+{
+    s_scan_t *scan = arg;
+    if (!scan->batch)
+        scan->batch = json_array ();
+    json_array_append_new (scan->batch, json_stringn (key, key_len));
+    scan->reconcile++;
+    if (json_array_size (scan->batch) == ORCH_RECONCILE_BATCH) {
+        s_reconcile (scan->self, scan->batch);
+        scan->batch = NULL;
+    }
+    return 0;
+}
+
+/*  A run to resume: RUNNING, or PAUSED for the auditor or an upstream
+    (those paused for an approval are in the approvals index). */
 static int
 s_scan_run (const void *key, size_t key_len, const void *val, size_t val_len, void *arg)
 {
@@ -1422,31 +1541,32 @@ s_scan_run (const void *key, size_t key_len, const void *val, size_t val_len, vo
     const char *reason = orch_str (rec, "reason");
     if (state && !strcmp (state, "RUNNING"))
         zlist_append (scan->resume, strndup (key, key_len));
-    else if (state && !strcmp (state, "PAUSED")) {
-        if (reason && !strcmp (reason, "approval")) {
-            const char *a = orch_str (json_object_get (rec, "step"), "approval");
-            if (a)
-                zlist_append (scan->approvals, strdup (a));
-        }
-        else
-            zlist_append (scan->resume, strndup (key, key_len));
-    }
+    else if (state && !strcmp (state, "PAUSED") && !(reason && !strcmp (reason, "approval")))
+        zlist_append (scan->resume, strndup (key, key_len));
     json_decref (rec);
     return 0;
 }
 
-/*  At start: resume RUNNING runs (and those paused for the auditor or an
-    upstream: they try again at once), reconcile those paused for an
-    approval with ciba.status. */
+/*  At start: reconcile the runs paused for an approval with the broker
+    (ciba.status {approval_ids}, ORCH_RECONCILE_BATCH at a time, all sent
+    before the runs are scanned), resume RUNNING runs (and those paused for
+    the auditor or an upstream: they try again at once). */
 void
 orch_run_resume_all (orch_t *self)
 {
-    s_scan_t scan = { self, zlist_new (), zlist_new () };
+    if (!self->reconciling)
+        self->reconciling = zlist_new ();
+    s_scan_t scan = { self, zlist_new (), NULL, 0 };
     bus_txn_t *txn = bus_txn_begin (self->store, false);
+    if (txn)
+        bus_txn_scan (txn, self->db_approvals, NULL, 0, NULL, 0, s_scan_approval, &scan);
+    bus_stats_count (bus_service_stats (self->svc), "runs_to_reconcile", scan.reconcile);
+    if (scan.batch)
+        s_reconcile (self, scan.batch);
     if (txn)
         bus_txn_scan (txn, self->db_runs, NULL, 0, NULL, 0, s_scan_run, &scan);
     bus_txn_abort (&txn);
-    size_t resumed = zlist_size (scan.resume), reconciled = zlist_size (scan.approvals);
+    size_t resumed = zlist_size (scan.resume);
     char *id;
     while ((id = zlist_pop (scan.resume))) {
         bus_txn_t *w = orch_txn (self);
@@ -1463,16 +1583,9 @@ orch_run_resume_all (orch_t *self)
         free (id);
     }
     bus_stats_count (bus_service_stats (self->svc), "runs_resumed", resumed);
-    bus_stats_count (bus_service_stats (self->svc), "runs_to_reconcile", reconciled);
-    while ((id = zlist_pop (scan.approvals))) {
-        bus_calls_send (self->ciba, "ciba.status", json_pack ("{s:s}", "approval_id", id), NULL, s_on_status, self,
-                        NULL);
-        free (id);
-    }
     zlist_destroy (&scan.resume);
-    zlist_destroy (&scan.approvals);
-    if (resumed || reconciled)
-        bus_info ("orchestrator: %zu runs resumed, %zu paused for approval reconciled", resumed, reconciled);
+    if (resumed || scan.reconcile)
+        bus_info ("orchestrator: %zu runs resumed, %zu paused for approval reconciled", resumed, scan.reconcile);
 }
 
 /*  Cancel rec (RUNNING or PAUSED) in txn: node.finished cancelled, the
@@ -1490,6 +1603,10 @@ orch_run_cancel (orch_t *self, bus_txn_t *txn, json_t *rec, const char *reason)
 void
 orch_engine_stop (orch_t *self)
 {
+    s_batch_t *b;
+    while (self->reconciling && (b = zlist_pop (self->reconciling)))
+        s_batch_free (b);
+    zlist_destroy (&self->reconciling);
     if (!self->runs)
         return;
     zlist_t *keys = zhash_keys (self->runs);

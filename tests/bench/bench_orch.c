@@ -298,9 +298,12 @@ main (int argc, char **argv)
     bus_client_t *orch = NULL, *ciba = NULL;
     zsock_t *sub = NULL;
     double *lat = calloc ((size_t) samples, sizeof *lat), *rtt = calloc ((size_t) samples, sizeof *rtt);
+    double *ph [4];             /* the gated step's phases (stderr) */
+    for (int i = 0; i < 4; i++)
+        ph [i] = calloc ((size_t) samples, sizeof **ph);
     char **ids = calloc ((size_t) paused, sizeof *ids);
     bus_log_init ("bench_orch", "error");
-    if (sodium_init () < 0 || !lat || !rtt || !ids || s_setup (&made)) {
+    if (sodium_init () < 0 || !lat || !rtt || !ids || !ph [0] || !ph [1] || !ph [2] || !ph [3] || s_setup (&made)) {
         fprintf (stderr, "bench_orch: setup failed (%s)\n", s_root);
         goto done;
     }
@@ -378,7 +381,9 @@ main (int argc, char **argv)
         json_t *st = s_call (orch, "run.start", json_pack ("{s:s, s:{s:i, s:i}}", "workflow", "gate", "input", "n", i,
                                                           "amount", 20000));
         const char *id = json_string_value (json_object_get (st, "run"));
+        double ts = bench_now_s ();
         json_t *v = id ? s_wait (orch, id) : NULL;
+        double tp = bench_now_s ();
         if (!v || strcmp (json_string_value (json_object_get (v, "state")), "PAUSED") || s_approve (ciba, v, sk, pk_b64)) {
             fprintf (stderr, "bench_orch: the gated run did not pause for approval (%s)\n", s_root);
             json_decref (st);
@@ -386,6 +391,7 @@ main (int argc, char **argv)
             goto done;
         }
         json_decref (v);
+        double ta = bench_now_s ();
         v = s_wait_event (sub, id) ? s_call (orch, "run.get", json_pack ("{s:s}", "run", id)) : NULL;
         bool ok = v && !strcmp (json_string_value (json_object_get (v, "state")), "COMPLETED");
         json_decref (st);
@@ -398,6 +404,10 @@ main (int argc, char **argv)
         if (i >= warmup) {
             rtt [i - warmup] = (t1 - t0) * 1e6;
             lat [i - warmup] = (t2 - t1) * 1e6;
+            ph [0][i - warmup] = (ts - t1) * 1e6;
+            ph [1][i - warmup] = (tp - ts) * 1e6;
+            ph [2][i - warmup] = (ta - tp) * 1e6;
+            ph [3][i - warmup] = (t2 - ta) * 1e6;
         }
     }
 
@@ -477,6 +487,13 @@ main (int argc, char **argv)
     if (nf > 0)
         fprintf (stderr, "# a raw fsync'd LMDB commit here: p50 %.0f us (a gated step makes about ten, in five processes)\n",
                  bench_quantile (fs, nf, 0.5));
+    fprintf (stderr, "# gated step phases p50/p99 (us): run.start %.0f/%.0f, until PAUSED (decide, authorize, pause) "
+             "%.0f/%.0f, the device approving (ciba.status, ciba.decide) %.0f/%.0f, until run.completed (follower, "
+             "lease, intent, call, checkpoint) %.0f/%.0f\n", bench_quantile (ph [0], samples, 0.5),
+             bench_quantile (ph [0], samples, 0.99), bench_quantile (ph [1], samples, 0.5),
+             bench_quantile (ph [1], samples, 0.99), bench_quantile (ph [2], samples, 0.5),
+             bench_quantile (ph [2], samples, 0.99), bench_quantile (ph [3], samples, 0.5),
+             bench_quantile (ph [3], samples, 0.99));
     fprintf (stderr, "# orchestrator VmRSS %ld -> %ld KiB, RssAnon %ld -> %ld KiB with %d paused runs\n", rss0, rss1,
              anon0, anon1, paused);
     char missed [512] = "";
@@ -514,6 +531,8 @@ done:
         free (ids [i]);
     free (ids);
     free (lat);
+    for (int i = 0; i < 4; i++)
+        free (ph [i]);
     free (rtt);
     zcert_destroy (&cert);
     bus_config_destroy (&config);

@@ -633,6 +633,34 @@ def bad_input_refused(x):
 
 
 @test
+def status_many(x):
+    """ciba.status {approval_ids}: many approvals in one read, answered in
+    the order asked (a summary each; an unknown id not_found in its place);
+    an approver sees only their own; bad lists are refused; no effects."""
+    a1 = body(x.authorize(chain("alice")))
+    a2 = body(x.authorize(chain("bob")))
+    body(x.svc.call("ciba.cancel", {"approval_id": a2["approval_id"], "reason": "run cancelled"}))
+    unknown = "0" * 26
+    got = body(x.svc.call("ciba.status", {"approval_ids": [a2["approval_id"], unknown, a1["approval_id"]]}))
+    got = got["approvals"]
+    assert [g["approval_id"] for g in got] == [a2["approval_id"], unknown, a1["approval_id"]], got
+    assert got[0]["state"] == "cancelled" and got[0]["completed_at"] > 0 and "levels" not in got[0], got[0]
+    assert got[1]["error"]["code"] == "not_found" and "state" not in got[1], got[1]
+    assert got[2]["state"] == "pending" and got[2]["expires_at"] > 0 and "completed_at" not in got[2], got[2]
+    assert x.status(approval_id=a1["approval_id"])["state"] == "pending"        # the single form as before
+    alice = x.c.client("ciba-broker", key_name="alicek", principal="user:alice")
+    try:
+        mine = body(alice.call("ciba.status", {"approval_ids": [a1["approval_id"], a2["approval_id"]]}))["approvals"]
+        assert mine[0]["state"] == "pending" and mine[1]["error"]["code"] == "not_found", mine
+    finally:
+        alice.close()
+    assert code(x.svc.call("ciba.status", {"approval_ids": []})) == "invalid"
+    assert code(x.svc.call("ciba.status", {"approval_ids": [a1["approval_id"], 7]})) == "invalid"
+    assert code(x.svc.call("ciba.status", {"approval_ids": [unknown] * 1001})) == "invalid"
+    assert x.status(approval_id=a1["approval_id"])["state"] == "pending"
+
+
+@test
 def rate_limit_queues(x):
     """A second broker with 2 asks a minute per approver: the third level
     for the same approver waits, queued, and is not asked (no
