@@ -578,6 +578,10 @@ s_start (bus_service_t *svc, void **state)
     orch_workflows_load (self, NULL, loaded, errors);
     bus_info ("orchestrator: epoch %llu, %zu workflows loaded from %s, %zu refused",
               (unsigned long long) self->epoch, json_array_size (loaded), self->dir, json_array_size (errors));
+    size_t i;
+    json_t *why;
+    json_array_foreach (errors, i, why)
+        bus_warn ("orchestrator: workflow refused: %s", json_string_value (why));
     json_decref (loaded);
     json_decref (errors);
     static const bus_handler_entry_t handlers [] = {

@@ -75,6 +75,26 @@ def up_first_start_supervises_and_stops():
                 pass
         text = open(log.name).read()
         assert "all stopped" in text and "restarting" in text, text[-2000:]
+        lines = text.splitlines()
+        # started one at a time in bus_services.def's order, each once the one
+        # before said READY=1: every "X ready" line comes before the next
+        # daemon's first line of output
+        ready = [l.split("sanctumctl up: ")[1].split(" ready")[0] for l in lines
+                 if l.startswith("sanctumctl up: ") and " ready (" in l]
+        assert ready == list(SERVICES), (ready, text[-2000:])
+        first_line = {name: min(i for i, l in enumerate(lines) if l.startswith("%-12s | " % name))
+                      for name in SERVICES}
+        ready_line = {name: next(i for i, l in enumerate(lines) if l.startswith("sanctumctl up: %s ready" % name))
+                      for name in SERVICES}
+        names = list(SERVICES)
+        for before, after in zip(names, names[1:]):
+            assert ready_line[before] < first_line[after], (before, after, text[:3000])
+        # each daemon's lines come prefixed with its name, the line itself intact
+        # (a log file is not a terminal: the JSON lines are kept as they are)
+        for name in SERVICES:
+            mine = [l[len("%-12s | " % name):] for l in lines if l.startswith("%-12s | " % name)]
+            logged = [json.loads(l) for l in mine if l.startswith("{")]
+            assert logged and all(e.get("service") == name for e in logged), (name, mine[:3])
         # the supervisor alone got the signal and stopped them in reverse start order
         # (bus/bus_services.def's order, which SERVICES keeps), the orchestrator first
         order = [l.split("stopping ")[1] for l in text.splitlines() if "sanctumctl up: stopping " in l]
