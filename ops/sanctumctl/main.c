@@ -43,6 +43,98 @@ static const s_command_t s_commands [] = {
     { NULL, NULL, false, NULL }
 };
 
+/*  `sanctumctl COMMAND --help`: the command's usage, then what it does,
+    its --json shape and its exit codes. */
+static const struct { const char *name, *text; } s_details [] = {
+    { "up",
+      "Creates ./var (config, CURVE keys, allow-list) on first start, then starts the\n"
+      "seven daemons one at a time, each once the one before is ready; prefixes their\n"
+      "log lines with their names; restarts one that exits (backoff 1 s to 30 s); seeds\n"
+      "the procurement example on first start. Ctrl-C stops them in reverse order.\n"
+      "  --seed     seed the example whatever the config   --no-seed  never seed\n"
+      "Exit: 0 once stopped; 1 when the config or keys cannot be made." },
+    { "init",
+      "Writes ./var/sanctum.conf and every service's keys if missing; starts nothing.\n"
+      "Exit: 0; 1 when a file cannot be written." },
+    { "seed",
+      "Loads the procurement example into the running suite, each item only when missing:\n"
+      "model, tuples, policy, approver devices (their secrets under KEYS_DIR/devices),\n"
+      "sandbox connections, workflows. Waits up to --wait-ms for the services to answer.\n"
+      "Exit: 0 when seeded (or already); 1 when a service refused or did not answer." },
+    { "keygen",
+      "Writes a CURVE keypair NAME.key / NAME.key_secret in keys_dir and adds the public\n"
+      "key to the allow-list with principal P (svc:NAME for a service; ext:NAME or\n"
+      "ops:NAME for a client). Exit: 0; 1 on a file error; 2 without --principal." },
+    { "health",
+      "Each service's state, version and uptime (or one SERVICE's).\n"
+      "--json: {\"services\": {NAME: {\"state\": \"ok\", ...}}}\n"
+      "Exit: 0 when every service asked answered ok; 1 otherwise, saying which and why." },
+    { "inject",
+      "Sends request TYPE with body JSON to the service that owns TYPE (or --service S)\n"
+      "and prints the reply. Exit: 0 on an ok reply; 1 on an error reply; 3 forbidden." },
+    { "tap",
+      "Prints live events of every service (or --service S), filtered by topic prefix;\n"
+      "--replay first prints what the outboxes still keep. Ends after --count N events\n"
+      "or --timeout-ms T. --json: one event per line." },
+    { "authz",
+      "The authz service: models (OpenFGA JSON or DSL), tuples, checks, the policy and\n"
+      "its decisions. `authz test FILE` runs an OpenFGA test file on an embedded engine\n"
+      "(no service needed) and prints pass/fail counts.\n"
+      "Exit: 0; 1 on error; 3 when a check or decision says no, or a test fails." },
+    { "audit",
+      "The audit log's signed tree head, and inclusion or consistency proofs checked here\n"
+      "against it (--jwks FILE: the auditor's keys obtained elsewhere).\n"
+      "Exit: 0; 1 on error; 3 when a proof or signature does not hold." },
+    { "receipt",
+      "get RUN: the run's signed receipt (a compact JWS) on stdout. verify FILE: the JWS\n"
+      "signature, the HMAC (--hmac-key), every inclusion proof against the signed head and\n"
+      "every approval's device signature, checked offline, each check printed.\n"
+      "Exit: 0 when all hold; 3 on any failure, saying which; 1 on error." },
+    { "device",
+      "Approver devices of the local CIBA backend: enroll makes an Ed25519 key for USER\n"
+      "(the secret kept under KEYS_DIR/devices, 0600); invite prints a one-time code that\n"
+      "enrols a browser from the dashboard; list; revoke.\n"
+      "Exit: 0; 3 when the broker answers forbidden; 1 on any other error." },
+    { "approvals",
+      "Pending approval requests (USER's only, with --as).\n"
+      "--json: {\"approvals\": [{\"auth_req_id\", \"approval_id\", \"approver\", \"run\", \"node\",\n"
+      "         \"binding_message\", \"expires_at\"}]}" },
+    { "approve",
+      "Approves AUTH_REQ_ID as USER, the decision signed with USER's enrolled device.\n"
+      "Exit: 0; 3 when the broker answers forbidden (not USER's request); 1 on any other\n"
+      "error, e.g. a request already decided or expired." },
+    { "deny",
+      "Denies AUTH_REQ_ID as USER, the decision signed with USER's enrolled device.\n"
+      "Exit: 0; 3 when the broker answers forbidden; 1 on any other error." },
+    { "vault",
+      "Connected accounts (--kind google-sheets|gmail|dropbox|oauth|local; the secret read\n"
+      "from --secret-file, never from the command line) and their leases.\n"
+      "--json leases: {\"leases\": [{\"lease_id\", \"run\", \"node\", \"connection\", \"scopes\",\n"
+      "               \"ttl\", \"state\", \"issued_at\", \"expires_at\"}]}\n"
+      "Exit: 0; 3 when the vault answers forbidden; 1 on any other error." },
+    { "sandbox",
+      "The rows the sandbox (the demo's mock ERP) stored for SHEET." },
+    { "run",
+      "The orchestrator's runs: start (inputs as KEY=VALUE), get, wait (until the run ends\n"
+      "or pauses), cancel, list.\n"
+      "--json: {\"run\", \"state\", \"reason\", \"workflow\", \"nodes\": [...], \"approval\"?: {...}};\n"
+      "        list: {\"runs\": [...]}\n"
+      "Exit: 0; 1 on error or a FAILED run; 3 a REJECTED run." },
+    { "workflows",
+      "The workflows the orchestrator has loaded, with their hashes; --load reads the\n"
+      "files again and says, for each refused file, the node and field at fault." },
+    { NULL, NULL }
+};
+
+static void
+s_command_usage (const s_command_t *cmd)
+{
+    printf ("usage: sanctumctl [--config FILE] [--json] [--key NAME] %s\n", cmd->usage);
+    for (size_t i = 0; s_details [i].name; i++)
+        if (streq (s_details [i].name, cmd->name))
+            printf ("\n%s\n", s_details [i].text);
+}
+
 static void
 s_usage (FILE *out)
 {
@@ -70,7 +162,10 @@ main (int argc, char **argv)
         else if ((streq (argv [i], "--help") || streq (argv [i], "-h")) && cmd && cmd->fn == ctl_cmd_demo)
             rest [nrest++] = argv [i];
         else if (streq (argv [i], "--help") || streq (argv [i], "-h")) {
-            s_usage (stdout);
+            if (cmd)
+                s_command_usage (cmd);
+            else
+                s_usage (stdout);
             free (rest);
             return CTL_OK;
         }

@@ -1,0 +1,63 @@
+#!/usr/bin/env python3
+"""Integration: `sanctumctl COMMAND --help` — every command in the global
+usage has help of its own (its usage line, then what it does, its --json
+shape and exit codes where it has them), printed on stdout with exit 0,
+needing no config, keys or running service; an unknown command is bad usage
+(exit 2)."""
+import os
+import re
+import subprocess
+import sys
+import tempfile
+
+sys.path.insert(0, os.path.dirname(__file__))
+from cluster import BIN  # noqa: E402
+from harness import run, test  # noqa: E402
+
+CTL = os.path.join(BIN, "sanctumctl")
+EMPTY = tempfile.mkdtemp(prefix="sanctum-help-")   # no ./var here: nothing to load
+
+
+def ctl(*args):
+    return subprocess.run([CTL, *args], cwd=EMPTY, capture_output=True, text=True, timeout=10)
+
+
+def commands():
+    out = ctl("--help")
+    assert out.returncode == 0, out.stderr
+    names = re.findall(r"^  ([a-z]+)\b", out.stdout.split("commands:", 1)[1], re.M)
+    assert len(names) >= 19 and "run" in names and "receipt" in names, names
+    return names
+
+
+@test
+def every_command_has_its_own_help():
+    everything = ctl("--help").stdout
+    for name in commands():
+        for flag in ("--help", "-h"):
+            r = ctl(name, flag)
+            assert r.returncode == 0, (name, r.returncode, r.stderr)
+            assert r.stdout.startswith("usage: sanctumctl") and (" %s" % name) in r.stdout.splitlines()[0], \
+                (name, r.stdout[:200])
+            assert r.stdout != everything, "%s --help printed the global usage" % name
+            assert len(r.stdout.splitlines()) >= 2, (name, r.stdout)
+
+
+@test
+def help_says_json_shape_and_exit_codes():
+    r = ctl("run", "--help").stdout
+    assert '"runs"' in r and "3" in r and "REJECTED" in r, r
+    r = ctl("receipt", "--help").stdout
+    assert "Exit: 0" in r and "3" in r, r
+    r = ctl("health", "--help").stdout
+    assert '"services"' in r, r
+
+
+@test
+def unknown_command_is_bad_usage():
+    r = ctl("frobnicate", "--help")
+    assert r.returncode == 2 and "unknown command 'frobnicate'" in r.stderr, (r.returncode, r.stderr)
+
+
+if __name__ == "__main__":
+    sys.exit(run())
