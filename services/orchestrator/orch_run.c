@@ -6,7 +6,10 @@
     terminal event) with the record. A tool step:
 
         decide   authz.decide; allow -> lease; deny -> REJECTED;
-                 approval_required -> ciba.authorize, then the run is
+                 approval_required -> ciba.authorize (idempotency_key
+                 run/node/attempt: asked again after a crash before the
+                 pause was checkpointed, the broker answers the approval
+                 it made then), then the run is
                  PAUSED (approval), checkpointed, and leaves memory; the
                  ciba-broker's approval.completed (a durable follower,
                  applied in the follower's own transaction) or, after a
@@ -17,7 +20,9 @@
                  step presents the same key); an approval already used by
                  a lease of this step (a restart after the lease) -> the
                  lease is found with vault.leases and renewed
-        audit    audit.append of the step intent; no acknowledgement ->
+        audit    audit.append of the step intent (idempotency_key
+                 run/node/attempt: appended again after a crash, the
+                 auditor answers the first entry's index); no acknowledgement ->
                  PAUSED audit_unavailable, asked again every audit_retry
         call     the connector's request (DPoP, Idempotency-Key
                  run/node/attempt) on the HTTP client; 5xx/429/network ->
@@ -660,13 +665,23 @@ s_peer_error (orch_run_t *run, bus_calls_t *calls, proto_msg_t *reply)
 
 /* --- the tool step -------------------------------------------------------- */
 
-/*  The step's node key: Ed25519 from BLAKE2b(node_seed, "run/node/attempt"). */
+/*  The step's idempotency key "run/node/attempt": the same after a
+    restart (the attempt is committed with the node's start), so what the
+    step asks of others again (ciba.authorize, audit.append, the
+    connector's call) names the first asking. */
 static void
-s_node_key (orch_run_t *run, char *idem, size_t idemlen)
+s_step_key (orch_run_t *run, char *idem, size_t idemlen)
 {
     json_t *step = json_object_get (run->rec, "step");
     snprintf (idem, idemlen, "%s/%s/%lld", run->id, orch_str (step, "node"),
               (long long) json_integer_value (json_object_get (step, "attempt")));
+}
+
+/*  The step's node key: Ed25519 from BLAKE2b(node_seed, "run/node/attempt"). */
+static void
+s_node_key (orch_run_t *run, char *idem, size_t idemlen)
+{
+    s_step_key (run, idem, idemlen);
     uint8_t seed [crypto_sign_SEEDBYTES];
     crypto_generichash (seed, sizeof seed, (const uint8_t *) idem, strlen (idem), run->self->node_seed,
                         sizeof run->self->node_seed);
@@ -839,7 +854,10 @@ s_audit (orch_run_t *run)
         json_object_set (entry, "approval", json_object_get (step, "approval"));
     json_decref (args);
     json_decref (policy);
-    s_send (run, run->self->auditor, "audit.append", json_pack ("{s:o}", "entry", entry), s_on_audit);
+    char idem [200];
+    s_step_key (run, idem, sizeof idem);
+    s_send (run, run->self->auditor, "audit.append", json_pack ("{s:o, s:s}", "entry", entry, "idempotency_key", idem),
+            s_on_audit);
 }
 
 /*  A lease granted (or renewed): keep the token in memory, go on. */
@@ -1050,10 +1068,12 @@ s_on_decide (bus_calls_t *calls, proto_msg_t *reply, void *arg)
     json_decref (policy);
     json_decref (chain);
     json_object_set_new (step, "phase", json_string ("authorize"));
+    char idem [200];
+    s_step_key (run, idem, sizeof idem);
     s_send (run, self->ciba, "ciba.authorize",
-            json_pack ("{s:o, s:s, s:o, s:I, s:s, s:s}", "chain", ciba_chain, "binding_message", bm,
+            json_pack ("{s:o, s:s, s:o, s:I, s:s, s:s, s:s}", "chain", ciba_chain, "binding_message", bm,
                        "authorization_details", details, "requested_expiry", (json_int_t) self->approval_expiry,
-                       "run", run->id, "node", orch_str (node, "id")),
+                       "run", run->id, "node", orch_str (node, "id"), "idempotency_key", idem),
             s_on_authorize);
 }
 
@@ -1104,8 +1124,11 @@ s_agent_calls (orch_run_t *run, const json_t *node, json_t *calls, json_t *refus
                   orch_str (node, "id"), name ? name : "(none)");
         json_t *entry = json_pack ("{s:s, s:s, s:s, s:s, s:s}", "kind", "step.refused", "run", run->id, "node",
                                    orch_str (node, "id"), "tool", name ? name : "", "args_digest", digest);
-        bus_calls_send (run->self->auditor, "audit.append", json_pack ("{s:o}", "entry", entry), NULL, s_ignore,
-                        NULL, NULL);
+        char idem [240];
+        s_step_key (run, idem, sizeof idem);
+        snprintf (idem + strlen (idem), sizeof idem - strlen (idem), "/refused/%zu", i);
+        bus_calls_send (run->self->auditor, "audit.append",
+                        json_pack ("{s:o, s:s}", "entry", entry, "idempotency_key", idem), NULL, s_ignore, NULL, NULL);
     }
     return queue;
 }
