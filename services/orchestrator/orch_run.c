@@ -487,6 +487,23 @@ s_fail (orch_run_t *run, const char *state, const char *outcome, const char *cod
     json_decref (rec);
 }
 
+/*  A chat agent's call (rec.call_id) has finished: its result (the
+    tool's output in the run state) joins the agent's conversation as a
+    `tool` message, for the agent's next turn. */
+static void
+s_chat_result (orch_run_t *run)
+{
+    const char *call_id = orch_str (run->rec, "call_id");
+    json_t *messages = json_object_get (json_object_get (run->rec, "chat"), "messages");
+    if (call_id && messages) {
+        const json_t *node = orch_workflow_node (run->wf, orch_str (run->rec, "cursor"));
+        const char *key = orch_str (node, "output") ? orch_str (node, "output") : orch_str (node, "id");
+        json_t *vars = json_object_get (run->rec, "vars");
+        json_array_append_new (messages, orch_agent_chat_tool_result (call_id, key ? json_object_get (vars, key) : NULL));
+    }
+    json_object_del (run->rec, "call_id");
+}
+
 /*  The cursor's node finished ok (extra borrowed, may be NULL): commit it
     with the move to the next node (or the run's end), then go on. */
 static void
@@ -505,12 +522,24 @@ s_node_ok (orch_run_t *run, const json_t *extra)
     const char *next = NULL;
     char err [300] = "", nextb [130] = "";
     int rc = 0;
+    s_chat_result (run);
+    const char *return_to = orch_str (rec, "return_to");
     if (json_array_size (calls) > 0) {
         json_t *call = json_array_get (calls, 0);
         snprintf (nextb, sizeof nextb, "%s", orch_str (call, "name"));
         next = nextb;
         json_object_set (vars, "call", json_object_get (call, "arguments"));
+        if (json_object_get (rec, "chat") && orch_str (call, "id"))
+            json_object_set (rec, "call_id", json_object_get (call, "id"));
         json_array_remove (calls, 0);
+    }
+    else if (return_to && orch_str (json_object_get (rec, "chat"), "node")
+             && !strcmp (orch_str (json_object_get (rec, "chat"), "node"), return_to)) {
+        /* the agent's calls are done: their results go to its next turn */
+        snprintf (nextb, sizeof nextb, "%s", return_to);
+        next = nextb;
+        json_object_del (rec, "return_to");
+        json_object_del (vars, "call");
     }
     else {
         const char *from = orch_str (rec, "return_to") ? orch_str (rec, "return_to") : orch_str (rec, "cursor");
@@ -1122,6 +1151,13 @@ s_agent_calls (orch_run_t *run, const json_t *node, json_t *calls, json_t *refus
         json_array_append_new (refused, json_pack ("{s:s, s:s}", "tool", name ? name : "", "args_digest", digest));
         bus_warn ("orchestrator: run %s: agent %s proposed %s, a tool it was not given: refused", run->id,
                   orch_str (node, "id"), name ? name : "(none)");
+        json_t *messages = json_object_get (json_object_get (run->rec, "chat"), "messages");
+        if (messages && orch_str (c, "id")) {
+            json_t *why = json_pack ("{s:s, s:s}", "error", "tool_not_allowed", "message",
+                                     "refused: this tool was not offered to you; nothing ran");
+            json_array_append_new (messages, orch_agent_chat_tool_result (orch_str (c, "id"), why));
+            json_decref (why);
+        }
         json_t *entry = json_pack ("{s:s, s:s, s:s, s:s, s:s}", "kind", "step.refused", "run", run->id, "node",
                                    orch_str (node, "id"), "tool", name ? name : "", "args_digest", digest);
         char idem [240];
@@ -1143,7 +1179,9 @@ s_agent_done (orch_run_t *run, const json_t *node, json_t *output, json_t *calls
         json_object_set (s_vars (run), orch_str (node, "output"), output);
     json_t *refused = json_array ();
     json_t *queue = s_agent_calls (run, node, calls, refused);
-    if (json_array_size (queue)) {
+    if (json_array_size (queue) || (json_array_size (calls) && json_object_get (run->rec, "chat"))) {
+        /* after the calls, back to the agent: a chat agent's next turn
+           hears of every call, the refused ones too */
         json_object_set (run->rec, "calls", queue);
         json_object_set_new (run->rec, "return_to", json_string (orch_str (node, "id")));
     }
@@ -1197,6 +1235,23 @@ s_on_chat (const bus_http_response_t *res, void *arg)
         s_fail (run, "FAILED", "failed", "model", NULL, "model: %s", err);
         return;
     }
+    json_t *chat = json_object_get (run->rec, "chat");
+    int turn = (int) json_integer_value (json_object_get (chat, "turn")) + 1;
+    int turns = orch_workflow_agent_turns (node);
+    if (json_array_size (calls) && turn >= turns) {
+        s_fail (run, "FAILED", "failed", "agent_turns", json_pack ("{s:i}", "turn", turn),
+                "agent %s: the model still asks for tools at its turn %d of max_turns %d: its %zu calls are not run",
+                orch_str (node, "id"), turn, turns, json_array_size (calls));
+        json_decref (output);
+        json_decref (calls);
+        return;
+    }
+    if (json_array_size (calls)) {
+        json_object_set_new (chat, "turn", json_integer (turn));
+        json_array_append_new (json_object_get (chat, "messages"), orch_agent_chat_assistant (output, calls));
+    }
+    else
+        json_object_del (run->rec, "chat");         /* the model's last word: the conversation ends */
     s_agent_done (run, node, output, calls);
     json_decref (output);
     json_decref (calls);
@@ -1220,13 +1275,26 @@ s_agent (orch_run_t *run, const json_t *node)
     }
     if (!s_http_slot (run))
         return;
+    /* the conversation: begun at the agent's first turn, kept in the
+       record (checkpointed with each turn's end) while its calls run */
+    json_t *chat = json_object_get (run->rec, "chat");
+    if (!orch_str (chat, "node") || strcmp (orch_str (chat, "node"), orch_str (node, "id"))) {
+        json_t *messages = orch_agent_chat_messages (node, s_vars (run), err, sizeof err);
+        if (!messages) {
+            s_fail (run, "FAILED", "failed", "agent", NULL, "agent: %s", err);
+            return;
+        }
+        chat = json_pack ("{s:s, s:i, s:o}", "node", orch_str (node, "id"), "turn", 0, "messages", messages);
+        json_object_set_new (run->rec, "chat", chat);
+    }
     json_t *tools = json_array ();
     size_t i;
     json_t *t;
     json_array_foreach (json_object_get (node, "tools"), i, t)
         json_array_append (tools, (json_t *) orch_workflow_node (run->wf, json_string_value (t)));
     orch_http_call_t *h = NULL;
-    int rc = self->agent ? orch_agent_chat_request (self->agent, node, tools, s_vars (run), &h, err, sizeof err) : -1;
+    int rc = self->agent ? orch_agent_chat_request (self->agent, node, tools, s_vars (run),
+                                                    json_object_get (chat, "messages"), &h, err, sizeof err) : -1;
     json_decref (tools);
     if (rc) {
         s_fail (run, "FAILED", "failed", "agent", NULL, "agent: %s", *err ? err : "no model configured");
