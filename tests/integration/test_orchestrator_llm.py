@@ -14,7 +14,11 @@ anything — and a prompt-injected model that executes nothing.
   $10,000,000 write is denied by policy (REJECTED); nothing reaches the
   sandbox; both are in the audit log;
 - a model that keeps asking for tools: at its turn limit (max_turns 2) the
-  node fails with the reason, the calls of that turn not run.
+  node fails with the reason, the calls of that turn not run;
+- the conversation is in the checkpoint: a turn's call ($510,004) pauses
+  for approval, the orchestrator is killed and restarted, the chain
+  approves: the call runs once and its result reaches the model's second
+  turn after the first turn's own answer.
 """
 import json
 import os
@@ -56,7 +60,7 @@ LOOPER["nodes"][0]["max_turns"] = 2
 
 class Ctx(OrchCluster):
     def __init__(self):
-        self.llm = Standin(["po", "done", "injected", "po"]).start()
+        self.llm = Standin(["po", "done", "injected", "po", "po", "po", "done"]).start()
         super().__init__(orch_lines="llm_base_url = %s\nllm_model = standin\n" % self.llm.url,
                          workflows={"assistant.json": json.dumps(WORKFLOW), "looper.json": json.dumps(LOOPER)})
 
@@ -126,6 +130,29 @@ def turn_limit_fails_the_node(x):
     assert len(x.llm.requests) - before == 2, len(x.llm.requests) - before
     # turn 1's call ran (a second row); turn 2's did not
     assert x.rows("chat") == [["Acme", 5000, "engineering"]] * 2, x.rows("chat")
+
+
+@test
+def conversation_survives_a_restart(x):
+    before = len(x.llm.requests)
+    rid = x.start_run(510004, workflow="assistant")
+    v = x.wait_state(rid, ("PAUSED",))
+    assert v["reason"] == "approval" and v["approval"]["node"] == "write_po", v
+    x.kill("orchestrator")
+    x.start_orch()
+    x.approve("carol", rid)
+    x.approve("victor", rid)
+    v = x.wait_state(rid, TERMINAL, timeout=30)
+    assert v["state"] == "COMPLETED", v
+    assert [(n["node"], n["attempt"]) for n in v["nodes"]] == [("assistant", 1), ("write_po", 1), ("assistant", 2),
+                                                                ("done", 1)], v["nodes"]
+    assert len(x.llm.requests) - before == 2, len(x.llm.requests) - before
+    second = x.llm.requests[-1]["body"]["messages"]
+    assert [m["role"] for m in second] == ["system", "user", "assistant", "tool"], second
+    args = json.loads(second[2]["tool_calls"][0]["function"]["arguments"])
+    assert args["amount"] == 510004 and second[3]["tool_call_id"] == second[2]["tool_calls"][0]["id"], second
+    assert json.loads(second[3]["content"])["updates"]["updatedRows"] == 1, second[3]
+    assert [r for r in x.rows("chat") if r[1] == 510004] == [["Acme", 510004, "engineering"]], x.rows("chat")
 
 
 if __name__ == "__main__":
