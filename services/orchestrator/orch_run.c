@@ -1160,9 +1160,18 @@ s_agent_calls (orch_run_t *run, const json_t *node, json_t *calls, json_t *refus
         }
         json_t *entry = json_pack ("{s:s, s:s, s:s, s:s, s:s}", "kind", "step.refused", "run", run->id, "node",
                                    orch_str (node, "id"), "tool", name ? name : "", "args_digest", digest);
-        char idem [240];
+        /* keyed by the proposal too: a model asked again after a crash
+           may propose something else, which is recorded as well */
+        char idem [240], hex [17];
+        uint8_t h [8];
+        crypto_generichash_state hs;
+        crypto_generichash_init (&hs, NULL, 0, sizeof h);
+        crypto_generichash_update (&hs, (const uint8_t *) (name ? name : ""), name ? strlen (name) + 1 : 1);
+        crypto_generichash_update (&hs, (const uint8_t *) digest, strlen (digest));
+        crypto_generichash_final (&hs, h, sizeof h);
+        sodium_bin2hex (hex, sizeof hex, h, sizeof h);
         s_step_key (run, idem, sizeof idem);
-        snprintf (idem + strlen (idem), sizeof idem - strlen (idem), "/refused/%zu", i);
+        snprintf (idem + strlen (idem), sizeof idem - strlen (idem), "/refused/%zu/%s", i, hex);
         bus_calls_send (run->self->auditor, "audit.append",
                         json_pack ("{s:o, s:s}", "entry", entry, "idempotency_key", idem), NULL, s_ignore, NULL, NULL);
     }
