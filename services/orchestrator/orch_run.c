@@ -31,6 +31,14 @@
         then     vault.token_used, the result into vars[output], vault.revoke
 
     At the run's end: vault.revoke {run} (when it leased), waiters answered.
+
+    An agent node's proposed calls are queued in the record; each runs as
+    its tool node (the arguments as vars.call), then the run goes back to
+    the agent. A chat agent keeps its conversation in the record (chat):
+    each call's result (and each refusal) joins it as a `tool` message
+    when the call's node finishes, and the agent runs again (its next
+    attempt) until the model answers without calls (the agent's edges are
+    then followed) or its max_turns is reached (FAILED agent_turns).
 */
 #include "orch_internal.h"
 #include "orch_connector.h"
