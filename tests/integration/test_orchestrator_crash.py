@@ -105,8 +105,9 @@ def killed_after_the_authorize_was_sent(x):
         rid = x.start_run(510003)
         x.runs[rid] = 510003
         # decided (authz answers) and ciba.authorize sent: the stopped
-        # broker holds it unanswered, so the run is not paused
-        time.sleep(1.0)
+        # broker holds it unanswered, so the run is not paused (killed
+        # well before the call's deadline, rpc_timeout_ms = 1000 here)
+        time.sleep(0.5)
         v = x.get(rid)
         assert v["state"] == "RUNNING" and not v.get("approval"), v
         x.kill("orchestrator")
