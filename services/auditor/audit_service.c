@@ -42,10 +42,14 @@ typedef struct {
 #define S_WAIT              1                  /* s_issue: not yet (a lease is open) */
 
 /*  An append on its way to the writer: the entry's canonical bytes and who
-    sent it under which request id. */
+    sent it under which request id; key, when the sender gave an
+    idempotency_key, what the append is remembered by instead of the id:
+    "k:" and the hex BLAKE2b-128 of the key (no request id, a ULID, looks
+    like it). */
 typedef struct {
     char principal [PROTO_PRINCIPAL_MAX + 1];
     char id [PROTO_ID_LEN + 1];
+    char key [2 + 32 + 1];
     char run [AUDIT_RUN_MAX + 1];       /* the run the entry names, or "" */
     int64_t ts;
     size_t len;
@@ -93,7 +97,8 @@ s_append_work (void *state, json_t *body, void *arg, bus_outcome_t *out)
     uint64_t index = 0;
     int64_t ts = job->ts;
     audit_hash_t leaf;
-    int rc = audit_log_append_request (self->log, txn, job->principal, job->id, job->entry, job->len, &index);
+    int rc = audit_log_append_request (self->log, txn, job->principal, *job->key ? job->key : job->id, job->entry,
+                                       job->len, &index);
     if (rc == 0 && *job->run)
         rc = audit_runs_note (self->runs, txn, job->run, index);
     if (rc == 0)
@@ -124,8 +129,11 @@ s_append_work (void *state, json_t *body, void *arg, bus_outcome_t *out)
     out->body = reply;
 }
 
-/*  audit.append {entry}: stored as the canonical JSON of
-    {"kind":"append","from":P,"id":REQUEST,"ts":µs,"entry":ENTRY}. */
+/*  audit.append {entry, idempotency_key?}: stored as the canonical JSON
+    of {"kind":"append","from":P,"id":REQUEST,"ts":µs,"entry":ENTRY},
+    once per request id, or with idempotency_key once per key (a sender
+    that lost the answer appends again under a new request id: the first
+    index answers). */
 static void
 s_append (bus_service_t *svc, bus_request_t *req, void *arg)
 {
@@ -138,6 +146,13 @@ s_append (bus_service_t *svc, bus_request_t *req, void *arg)
     }
     snprintf (job->principal, sizeof job->principal, "%s", bus_request_principal (req));
     snprintf (job->id, sizeof job->id, "%s", msg->id);
+    const char *idem = json_string_value (json_object_get (bus_request_body (req), "idempotency_key"));
+    if (idem) {
+        uint8_t h [16];
+        crypto_generichash (h, sizeof h, (const uint8_t *) idem, strlen (idem), NULL, 0);
+        memcpy (job->key, "k:", 2);
+        sodium_bin2hex (job->key + 2, sizeof job->key - 2, h, sizeof h);
+    }
     job->ts = s_now_us ();
     const char *run = audit_runs_named (json_object_get (bus_request_body (req), "entry"));
     snprintf (job->run, sizeof job->run, "%s", run ? run : "");

@@ -14,7 +14,10 @@
                   enrolled_at, revoked_at?}
       index       "s" LF state LF id, "a" LF approver LF state LF id,
                   "r" LF run LF id -> "": ciba.list's indexes (the state
-                  indexed is the approval's `indexed` member)
+                  indexed is the approval's `indexed` member); and
+                  "k" LF requested_by LF idempotency_key -> approval_id:
+                  a requester's key, so that ciba.authorize asked again
+                  with it (a restarted orchestrator) gets the same approval
       ended       8-byte big-endian µs completed_at + approval_id -> "":
                   what the purge reclaims after retention_s
       asked       approver -> the 8-byte times of the levels asked of
@@ -24,7 +27,7 @@
                   dropped a day after expiry, by the next issue
 
     An approval: {approval_id, state (pending|approved|denied|expired|
-    cancelled), reason?, run, node, binding_message, authorization_details,
+    cancelled), reason?, run, node, idempotency_key?, binding_message, authorization_details,
     authorization_details_sha256, requested_by, created_at, expires_at,
     completed_at?, current (the level asked now), deadline (its key in
     deadlines, 0: none), indexed (the state its index keys name), levels: [{approver, escalate_after, auth_req_id,
@@ -233,6 +236,15 @@ s_index (ciba_t *self, bus_txn_t *txn, json_t *a, const char *state, bool put)
     }
 }
 
+/*  The index key of a requester's idempotency key into key (at least
+    600 bytes): its length, or -1 when it does not fit. */
+static int
+s_key_index (char *key, size_t cap, const char *requested_by, const char *idem)
+{
+    int n = snprintf (key, cap, "k\n%s\n%s", requested_by, idem);
+    return n < 0 || (size_t) n >= cap ? -1 : n;
+}
+
 static void
 s_ended_key (uint8_t key [8 + PROTO_ID_LEN], json_t *a)
 {
@@ -300,6 +312,11 @@ s_purge_one (ciba_t *self, bus_txn_t *txn, const uint8_t *ended_key)
         }
         if (ciba_str (a, "indexed"))
             s_index (self, txn, a, ciba_str (a, "indexed"), false);
+        char key [600];
+        int n = ciba_str (a, "idempotency_key")
+              ? s_key_index (key, sizeof key, ciba_str (a, "requested_by") ?: "", ciba_str (a, "idempotency_key")) : -1;
+        if (n > 0)
+            bus_txn_del (txn, self->db_index, key, (size_t) n);
         bus_txn_del (txn, self->db_approvals, id, PROTO_ID_LEN);
     }
     json_decref (a);
@@ -835,9 +852,72 @@ fail:
     return NULL;
 }
 
+/*  The reply of ciba.authorize for approval a at now: {approval_id,
+    state, levels [{approver, auth_req_id, state}], expires_in, expires_at,
+    interval}. */
+static json_t *
+s_authorize_reply (ciba_t *self, json_t *a, int64_t now)
+{
+    json_t *levels = json_array (), *lvl;
+    size_t i;
+    json_array_foreach (json_object_get (a, "levels"), i, lvl)
+        json_array_append_new (levels, json_pack ("{s:s, s:s, s:s}", "approver", ciba_str (lvl, "approver"),
+                                                  "auth_req_id", ciba_str (lvl, "auth_req_id"),
+                                                  "state", ciba_str (lvl, "state")));
+    int64_t left = ciba_int (a, "expires_at") - now;
+    return json_pack ("{s:s, s:s, s:o, s:I, s:I, s:I}", "approval_id", ciba_str (a, "approval_id"),
+                      "state", ciba_str (a, "state"), "levels", levels,
+                      "expires_in", (json_int_t) (left > 0 ? left / 1000000 : 0), "expires_at",
+                      (json_int_t) ciba_int (a, "expires_at"), "interval", (json_int_t) self->interval_s);
+}
+
+/*  The approval that requested_by's idempotency key idem names, in txn,
+    as ciba.authorize answers it (its state now): true with out set (the
+    reply, or `conflict` when the key was given for other
+    authorization_details), false when the key names none (then the
+    new approval a takes it, in txn). */
+static bool
+s_authorize_again (ciba_t *self, bus_txn_t *txn, const char *requested_by, const char *idem, json_t *a,
+                   bus_outcome_t *out)
+{
+    char key [600];
+    int n = s_key_index (key, sizeof key, requested_by, idem);
+    const void *val;
+    size_t len;
+    if (n < 0)
+        return false;
+    json_t *first = NULL;
+    if (bus_txn_get (txn, self->db_index, key, (size_t) n, &val, &len) == 0 && len == PROTO_ID_LEN) {
+        char id [PROTO_ID_LEN + 1];
+        memcpy (id, val, PROTO_ID_LEN);
+        id [PROTO_ID_LEN] = 0;
+        first = ciba_load (self, txn, id);
+    }
+    if (!first) {
+        ciba_set_str (a, "idempotency_key", idem);
+        bus_txn_put (txn, self->db_index, key, (size_t) n, ciba_str (a, "approval_id"), PROTO_ID_LEN);
+        return false;
+    }
+    if (!streq (ciba_str (first, "authorization_details_sha256") ?: "", ciba_str (a, "authorization_details_sha256")))
+        s_fail (out, PROTO_ERR_CONFLICT, "idempotency_key %s was given for approval %s, whose authorization_details "
+                "differ", idem, ciba_str (first, "approval_id"));
+    else {
+        int64_t now = proto_now_us ();
+        json_t *view = s_public (first, now);
+        out->body = view ? s_authorize_reply (self, view, now) : NULL;
+        json_decref (view);
+        if (!out->body)
+            s_fail (out, PROTO_ERR_UNAVAILABLE, "out of memory");
+    }
+    json_decref (first);
+    return true;
+}
+
 /*  ciba.authorize {chain | login_hint, binding_message,
-    authorization_details?, requested_expiry?, run?, node?}: on the
-    writer. */
+    authorization_details?, requested_expiry?, run?, node?,
+    idempotency_key?}: on the writer. With idempotency_key, the approval
+    the requester made with that key before (if any) answers, as it is
+    now, and nothing new is asked. */
 static void
 s_authorize_work (void *state, json_t *body, void *arg, bus_outcome_t *out)
 {
@@ -893,6 +973,12 @@ s_authorize_work (void *state, json_t *body, void *arg, bus_outcome_t *out)
         json_decref (a);
         return;
     }
+    const char *idem = ciba_str (body, "idempotency_key");
+    if (idem && s_authorize_again (self, txn, job->principal, idem, a, out)) {
+        json_decref (a);
+        s_finish (self, &txn, out);
+        return;
+    }
     json_t *lvl;
     json_array_foreach (levels, i, lvl) {
         const char *id = ciba_str (lvl, "auth_req_id");
@@ -900,15 +986,7 @@ s_authorize_work (void *state, json_t *body, void *arg, bus_outcome_t *out)
     }
     ciba_ask (self, txn, a, 0, now, s_tp (job), job->after);
     ciba_save (self, txn, a);
-    json_t *pub_levels = json_array ();
-    json_array_foreach (levels, i, lvl)
-        json_array_append_new (pub_levels, json_pack ("{s:s, s:s, s:s}", "approver", ciba_str (lvl, "approver"),
-                                                      "auth_req_id", ciba_str (lvl, "auth_req_id"),
-                                                      "state", ciba_str (lvl, "state")));
-    out->body = json_pack ("{s:s, s:s, s:o, s:I, s:I, s:I}", "approval_id", approval_id,
-                           "state", ciba_str (a, "state"), "levels", pub_levels,
-                           "expires_in", (json_int_t) expires_in, "expires_at",
-                           (json_int_t) ciba_int (a, "expires_at"), "interval", (json_int_t) self->interval_s);
+    out->body = s_authorize_reply (self, a, now);
     json_decref (a);
     if (!out->body)
         bus_txn_fail (txn, BUS_ENOMEM);

@@ -51,11 +51,33 @@ void orch_agent_config_destroy (orch_agent_config_t **self_p);
 int  orch_agent_scripted (const json_t *node, const json_t *state, json_t **output, json_t **calls,
                           char *err, size_t errlen);
 
+/*  A tool result's text in a `tool` message, at most (longer ones are
+    cut, "..." at the end). */
+#define ORCH_AGENT_RESULT_MAX 16384
+
+/*  chat: a conversation's first messages: [{role: system}, {role: user:
+    the node's prompt and the run state as data}]. NULL with err. */
+json_t *orch_agent_chat_messages (const json_t *node, const json_t *state, char *err, size_t errlen);
+
 /*  chat: the HTTP request for /v1/chat/completions offering node.tools
     (each a tool node of the workflow: name, description, parameters
-    schema). 0, or -1 with err. */
+    schema), with messages (the conversation so far: the first messages,
+    then each turn's assistant message and its tool results), or, when
+    messages is NULL, the first messages for state. 0, or -1 with err. */
 int  orch_agent_chat_request (const orch_agent_config_t *cfg, const json_t *node, const json_t *tools,
-                              const json_t *state, orch_http_call_t **out, char *err, size_t errlen);
+                              const json_t *state, const json_t *messages, orch_http_call_t **out, char *err,
+                              size_t errlen);
+
+/*  chat: the assistant message that goes back into the conversation for
+    an answer (output and calls as orch_agent_chat_response gave them):
+    {role: assistant, content, tool_calls?: [{id, type: function,
+    function: {name, arguments (JSON text)}}]}. NULL: out of memory. */
+json_t *orch_agent_chat_assistant (const json_t *output, const json_t *calls);
+
+/*  chat: the `tool` message giving back the result of the call call_id:
+    {role: tool, tool_call_id, content: the result's compact JSON, cut
+    at ORCH_AGENT_RESULT_MAX}. NULL: out of memory. */
+json_t *orch_agent_chat_tool_result (const char *call_id, const json_t *result);
 
 /*  Parse the response: *calls = [{name, arguments (object), id}],
     *output = the assistant's content or structured output; -1 with err on

@@ -11,6 +11,10 @@
                lease?, audit_index?},         the cursor's step
          nodes [{node, kind, state, attempt, outcome?, ...}],
          calls [{name, arguments, id}], return_to?,   an agent's queued calls
+         chat? {node, turn, messages},        a chat agent's conversation
+                                              while its calls run (turn: the
+                                              model's answers so far)
+         call_id?,                            the chat call the cursor runs
          leased?, epoch, created_at, updated_at}
     step.phase on disk is decide, approval (paused for it) or lease (an
     approval came, or a step past its decision was interrupted: it leases

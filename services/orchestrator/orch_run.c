@@ -6,7 +6,10 @@
     terminal event) with the record. A tool step:
 
         decide   authz.decide; allow -> lease; deny -> REJECTED;
-                 approval_required -> ciba.authorize, then the run is
+                 approval_required -> ciba.authorize (idempotency_key
+                 run/node/attempt: asked again after a crash before the
+                 pause was checkpointed, the broker answers the approval
+                 it made then), then the run is
                  PAUSED (approval), checkpointed, and leaves memory; the
                  ciba-broker's approval.completed (a durable follower,
                  applied in the follower's own transaction) or, after a
@@ -17,7 +20,9 @@
                  step presents the same key); an approval already used by
                  a lease of this step (a restart after the lease) -> the
                  lease is found with vault.leases and renewed
-        audit    audit.append of the step intent; no acknowledgement ->
+        audit    audit.append of the step intent (idempotency_key
+                 run/node/attempt: appended again after a crash, the
+                 auditor answers the first entry's index); no acknowledgement ->
                  PAUSED audit_unavailable, asked again every audit_retry
         call     the connector's request (DPoP, Idempotency-Key
                  run/node/attempt) on the HTTP client; 5xx/429/network ->
@@ -26,6 +31,14 @@
         then     vault.token_used, the result into vars[output], vault.revoke
 
     At the run's end: vault.revoke {run} (when it leased), waiters answered.
+
+    An agent node's proposed calls are queued in the record; each runs as
+    its tool node (the arguments as vars.call), then the run goes back to
+    the agent. A chat agent keeps its conversation in the record (chat):
+    each call's result (and each refusal) joins it as a `tool` message
+    when the call's node finishes, and the agent runs again (its next
+    attempt) until the model answers without calls (the agent's edges are
+    then followed) or its max_turns is reached (FAILED agent_turns).
 */
 #include "orch_internal.h"
 #include "orch_connector.h"
@@ -482,6 +495,23 @@ s_fail (orch_run_t *run, const char *state, const char *outcome, const char *cod
     json_decref (rec);
 }
 
+/*  A chat agent's call (rec.call_id) has finished: its result (the
+    tool's output in the run state) joins the agent's conversation as a
+    `tool` message, for the agent's next turn. */
+static void
+s_chat_result (orch_run_t *run)
+{
+    const char *call_id = orch_str (run->rec, "call_id");
+    json_t *messages = json_object_get (json_object_get (run->rec, "chat"), "messages");
+    if (call_id && messages) {
+        const json_t *node = orch_workflow_node (run->wf, orch_str (run->rec, "cursor"));
+        const char *key = orch_str (node, "output") ? orch_str (node, "output") : orch_str (node, "id");
+        json_t *vars = json_object_get (run->rec, "vars");
+        json_array_append_new (messages, orch_agent_chat_tool_result (call_id, key ? json_object_get (vars, key) : NULL));
+    }
+    json_object_del (run->rec, "call_id");
+}
+
 /*  The cursor's node finished ok (extra borrowed, may be NULL): commit it
     with the move to the next node (or the run's end), then go on. */
 static void
@@ -500,12 +530,24 @@ s_node_ok (orch_run_t *run, const json_t *extra)
     const char *next = NULL;
     char err [300] = "", nextb [130] = "";
     int rc = 0;
+    s_chat_result (run);
+    const char *return_to = orch_str (rec, "return_to");
     if (json_array_size (calls) > 0) {
         json_t *call = json_array_get (calls, 0);
         snprintf (nextb, sizeof nextb, "%s", orch_str (call, "name"));
         next = nextb;
         json_object_set (vars, "call", json_object_get (call, "arguments"));
+        if (json_object_get (rec, "chat") && orch_str (call, "id"))
+            json_object_set (rec, "call_id", json_object_get (call, "id"));
         json_array_remove (calls, 0);
+    }
+    else if (return_to && orch_str (json_object_get (rec, "chat"), "node")
+             && !strcmp (orch_str (json_object_get (rec, "chat"), "node"), return_to)) {
+        /* the agent's calls are done: their results go to its next turn */
+        snprintf (nextb, sizeof nextb, "%s", return_to);
+        next = nextb;
+        json_object_del (rec, "return_to");
+        json_object_del (vars, "call");
     }
     else {
         const char *from = orch_str (rec, "return_to") ? orch_str (rec, "return_to") : orch_str (rec, "cursor");
@@ -660,13 +702,23 @@ s_peer_error (orch_run_t *run, bus_calls_t *calls, proto_msg_t *reply)
 
 /* --- the tool step -------------------------------------------------------- */
 
-/*  The step's node key: Ed25519 from BLAKE2b(node_seed, "run/node/attempt"). */
+/*  The step's idempotency key "run/node/attempt": the same after a
+    restart (the attempt is committed with the node's start), so what the
+    step asks of others again (ciba.authorize, audit.append, the
+    connector's call) names the first asking. */
 static void
-s_node_key (orch_run_t *run, char *idem, size_t idemlen)
+s_step_key (orch_run_t *run, char *idem, size_t idemlen)
 {
     json_t *step = json_object_get (run->rec, "step");
     snprintf (idem, idemlen, "%s/%s/%lld", run->id, orch_str (step, "node"),
               (long long) json_integer_value (json_object_get (step, "attempt")));
+}
+
+/*  The step's node key: Ed25519 from BLAKE2b(node_seed, "run/node/attempt"). */
+static void
+s_node_key (orch_run_t *run, char *idem, size_t idemlen)
+{
+    s_step_key (run, idem, idemlen);
     uint8_t seed [crypto_sign_SEEDBYTES];
     crypto_generichash (seed, sizeof seed, (const uint8_t *) idem, strlen (idem), run->self->node_seed,
                         sizeof run->self->node_seed);
@@ -839,7 +891,10 @@ s_audit (orch_run_t *run)
         json_object_set (entry, "approval", json_object_get (step, "approval"));
     json_decref (args);
     json_decref (policy);
-    s_send (run, run->self->auditor, "audit.append", json_pack ("{s:o}", "entry", entry), s_on_audit);
+    char idem [200];
+    s_step_key (run, idem, sizeof idem);
+    s_send (run, run->self->auditor, "audit.append", json_pack ("{s:o, s:s}", "entry", entry, "idempotency_key", idem),
+            s_on_audit);
 }
 
 /*  A lease granted (or renewed): keep the token in memory, go on. */
@@ -1050,10 +1105,12 @@ s_on_decide (bus_calls_t *calls, proto_msg_t *reply, void *arg)
     json_decref (policy);
     json_decref (chain);
     json_object_set_new (step, "phase", json_string ("authorize"));
+    char idem [200];
+    s_step_key (run, idem, sizeof idem);
     s_send (run, self->ciba, "ciba.authorize",
-            json_pack ("{s:o, s:s, s:o, s:I, s:s, s:s}", "chain", ciba_chain, "binding_message", bm,
+            json_pack ("{s:o, s:s, s:o, s:I, s:s, s:s, s:s}", "chain", ciba_chain, "binding_message", bm,
                        "authorization_details", details, "requested_expiry", (json_int_t) self->approval_expiry,
-                       "run", run->id, "node", orch_str (node, "id")),
+                       "run", run->id, "node", orch_str (node, "id"), "idempotency_key", idem),
             s_on_authorize);
 }
 
@@ -1102,10 +1159,29 @@ s_agent_calls (orch_run_t *run, const json_t *node, json_t *calls, json_t *refus
         json_array_append_new (refused, json_pack ("{s:s, s:s}", "tool", name ? name : "", "args_digest", digest));
         bus_warn ("orchestrator: run %s: agent %s proposed %s, a tool it was not given: refused", run->id,
                   orch_str (node, "id"), name ? name : "(none)");
+        json_t *messages = json_object_get (json_object_get (run->rec, "chat"), "messages");
+        if (messages && orch_str (c, "id")) {
+            json_t *why = json_pack ("{s:s, s:s}", "error", "tool_not_allowed", "message",
+                                     "refused: this tool was not offered to you; nothing ran");
+            json_array_append_new (messages, orch_agent_chat_tool_result (orch_str (c, "id"), why));
+            json_decref (why);
+        }
         json_t *entry = json_pack ("{s:s, s:s, s:s, s:s, s:s}", "kind", "step.refused", "run", run->id, "node",
                                    orch_str (node, "id"), "tool", name ? name : "", "args_digest", digest);
-        bus_calls_send (run->self->auditor, "audit.append", json_pack ("{s:o}", "entry", entry), NULL, s_ignore,
-                        NULL, NULL);
+        /* keyed by the proposal too: a model asked again after a crash
+           may propose something else, which is recorded as well */
+        char idem [240], hex [17];
+        uint8_t h [8];
+        crypto_generichash_state hs;
+        crypto_generichash_init (&hs, NULL, 0, sizeof h);
+        crypto_generichash_update (&hs, (const uint8_t *) (name ? name : ""), name ? strlen (name) + 1 : 1);
+        crypto_generichash_update (&hs, (const uint8_t *) digest, strlen (digest));
+        crypto_generichash_final (&hs, h, sizeof h);
+        sodium_bin2hex (hex, sizeof hex, h, sizeof h);
+        s_step_key (run, idem, sizeof idem);
+        snprintf (idem + strlen (idem), sizeof idem - strlen (idem), "/refused/%zu/%s", i, hex);
+        bus_calls_send (run->self->auditor, "audit.append",
+                        json_pack ("{s:o, s:s}", "entry", entry, "idempotency_key", idem), NULL, s_ignore, NULL, NULL);
     }
     return queue;
 }
@@ -1120,7 +1196,9 @@ s_agent_done (orch_run_t *run, const json_t *node, json_t *output, json_t *calls
         json_object_set (s_vars (run), orch_str (node, "output"), output);
     json_t *refused = json_array ();
     json_t *queue = s_agent_calls (run, node, calls, refused);
-    if (json_array_size (queue)) {
+    if (json_array_size (queue) || (json_array_size (calls) && json_object_get (run->rec, "chat"))) {
+        /* after the calls, back to the agent: a chat agent's next turn
+           hears of every call, the refused ones too */
         json_object_set (run->rec, "calls", queue);
         json_object_set_new (run->rec, "return_to", json_string (orch_str (node, "id")));
     }
@@ -1174,6 +1252,23 @@ s_on_chat (const bus_http_response_t *res, void *arg)
         s_fail (run, "FAILED", "failed", "model", NULL, "model: %s", err);
         return;
     }
+    json_t *chat = json_object_get (run->rec, "chat");
+    int turn = (int) json_integer_value (json_object_get (chat, "turn")) + 1;
+    int turns = orch_workflow_agent_turns (node);
+    if (json_array_size (calls) && turn >= turns) {
+        s_fail (run, "FAILED", "failed", "agent_turns", json_pack ("{s:i}", "turn", turn),
+                "agent %s: the model still asks for tools at its turn %d of max_turns %d: its %zu calls are not run",
+                orch_str (node, "id"), turn, turns, json_array_size (calls));
+        json_decref (output);
+        json_decref (calls);
+        return;
+    }
+    if (json_array_size (calls)) {
+        json_object_set_new (chat, "turn", json_integer (turn));
+        json_array_append_new (json_object_get (chat, "messages"), orch_agent_chat_assistant (output, calls));
+    }
+    else
+        json_object_del (run->rec, "chat");         /* the model's last word: the conversation ends */
     s_agent_done (run, node, output, calls);
     json_decref (output);
     json_decref (calls);
@@ -1197,13 +1292,26 @@ s_agent (orch_run_t *run, const json_t *node)
     }
     if (!s_http_slot (run))
         return;
+    /* the conversation: begun at the agent's first turn, kept in the
+       record (checkpointed with each turn's end) while its calls run */
+    json_t *chat = json_object_get (run->rec, "chat");
+    if (!orch_str (chat, "node") || strcmp (orch_str (chat, "node"), orch_str (node, "id"))) {
+        json_t *messages = orch_agent_chat_messages (node, s_vars (run), err, sizeof err);
+        if (!messages) {
+            s_fail (run, "FAILED", "failed", "agent", NULL, "agent: %s", err);
+            return;
+        }
+        chat = json_pack ("{s:s, s:i, s:o}", "node", orch_str (node, "id"), "turn", 0, "messages", messages);
+        json_object_set_new (run->rec, "chat", chat);
+    }
     json_t *tools = json_array ();
     size_t i;
     json_t *t;
     json_array_foreach (json_object_get (node, "tools"), i, t)
         json_array_append (tools, (json_t *) orch_workflow_node (run->wf, json_string_value (t)));
     orch_http_call_t *h = NULL;
-    int rc = self->agent ? orch_agent_chat_request (self->agent, node, tools, s_vars (run), &h, err, sizeof err) : -1;
+    int rc = self->agent ? orch_agent_chat_request (self->agent, node, tools, s_vars (run),
+                                                    json_object_get (chat, "messages"), &h, err, sizeof err) : -1;
     json_decref (tools);
     if (rc) {
         s_fail (run, "FAILED", "failed", "agent", NULL, "agent: %s", *err ? err : "no model configured");

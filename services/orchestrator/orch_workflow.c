@@ -145,6 +145,12 @@ s_check_node (orch_workflow_t *self, const json_t *node, char *err, size_t errle
             s_err (err, errlen, f, id, "prompt", "a string");
             return -1;
         }
+        const json_t *turns = json_object_get (node, "max_turns");
+        if (turns && (!json_is_integer (turns) || json_integer_value (turns) < 1
+                      || json_integer_value (turns) > ORCH_AGENT_TURNS_MAX)) {
+            s_err (err, errlen, f, id, "max_turns", "an integer 1..%d", ORCH_AGENT_TURNS_MAX);
+            return -1;
+        }
         const json_t *tools = json_object_get (node, "tools");
         if (tools) {
             if (!json_is_array (tools) || json_array_size (tools) > 64) {
@@ -410,6 +416,13 @@ orch_workflow_agent_may (const json_t *agent, const char *tool)
         if (json_is_string (t) && tool && !strcmp (json_string_value (t), tool))
             return true;
     return false;
+}
+
+int
+orch_workflow_agent_turns (const json_t *agent)
+{
+    const json_t *turns = json_object_get (agent, "max_turns");
+    return json_is_integer (turns) ? (int) json_integer_value (turns) : ORCH_AGENT_TURNS;
 }
 
 const json_t *

@@ -11,7 +11,10 @@
 
     NODE is {"id", "kind", ...} with kind
         agent   "agent": "scripted"|"chat", "output": state key (required for
-                scripted), "prompt"?, "tools"?: [ids of tool nodes it may call]
+                scripted), "prompt"?, "tools"?: [ids of tool nodes it may call],
+                "max_turns"? (chat: the model's turns at most, 1..32,
+                default ORCH_AGENT_TURNS: while it answers with tool
+                calls, their results go back to it for another turn)
         tool    "connector" (orch_connector_known), "connection", "scopes"
                 [1..32 strings], "args" {templated}, "policy" {"action",
                 "resource", "principal"?, "context"? {templated}},
@@ -82,6 +85,11 @@ int orch_workflow_next (const orch_workflow_t *self, const char *from, const jso
 
 /*  Whether agent may call tool (tool among agent's "tools"). */
 bool orch_workflow_agent_may (const json_t *agent, const char *tool);
+
+/*  A chat agent's turns at most: its "max_turns", or the default. */
+#define ORCH_AGENT_TURNS     4
+#define ORCH_AGENT_TURNS_MAX 32
+int orch_workflow_agent_turns (const json_t *agent);
 
 /*  The value at path ("a.b.c") in state, or NULL. Borrowed. */
 const json_t *orch_state_get (const json_t *state, const char *path);

@@ -16,6 +16,9 @@ a step is a scenario name or an object:
                 attacker, and a call to "transfer_funds", a tool it was
                 never given
   "text"        no tool call, a text answer
+  "done"        the turn after a tool call: the conversation must end
+                with the `tool` messages answering the assistant's last
+                tool calls (400 otherwise); a text answer quoting them
   "refusal"     a refusal (message.refusal)
   "garbage"     a 200 whose body is not JSON
   "bad_args"    a tool call whose arguments are not JSON
@@ -26,6 +29,10 @@ a step is a scenario name or an object:
 Run:
   llm_standin.py [--port N] [--script FILE | --scenario NAME] [--log FILE]
 The script may also come from the env var LLM_STANDIN_SCRIPT (JSON text).
+Every request's conversation is checked as the OpenAI API checks it: an
+assistant message with tool_calls must be followed by a `tool` message for
+each of its ids (tool_call_id), and a `tool` message must answer one;
+otherwise the answer is HTTP 400 with an invalid_request_error.
 It prints "listening on PORT" on stdout once bound. Each request received
 is appended to --log as one JSON line ({"path", "headers", "body"}).
 As a module: Standin(script).start() → .url (…/v1), .requests, .stop().
@@ -74,10 +81,46 @@ def _call(i, name, args):
             "function": {"name": name, "arguments": json.dumps(args)}}
 
 
+def conversation_error(body):
+    """What the OpenAI API would refuse in the request's messages, or None."""
+    pending = set()         # ids of the last assistant tool calls not answered yet
+    for i, msg in enumerate(body.get("messages") or []):
+        role = msg.get("role") if isinstance(msg, dict) else None
+        if role == "tool":
+            tid = msg.get("tool_call_id")
+            if tid not in pending:
+                return "messages[%d]: a tool message must answer a preceding tool call (tool_call_id %r)" % (i, tid)
+            if not isinstance(msg.get("content"), str):
+                return "messages[%d]: a tool message's content must be a string" % i
+            pending.discard(tid)
+            continue
+        if pending:
+            return ("An assistant message with 'tool_calls' must be followed by tool messages responding to each "
+                    "'tool_call_id'. The following tool_call_ids did not have response messages: %s"
+                    % ", ".join(sorted(pending)))
+        if role == "assistant":
+            for c in msg.get("tool_calls") or []:
+                if not isinstance(c.get("function", {}).get("arguments"), str):
+                    return "messages[%d]: tool call arguments must be a JSON string" % i
+                pending.add(c.get("id"))
+    if pending:
+        return ("An assistant message with 'tool_calls' must be followed by tool messages responding to each "
+                "'tool_call_id'. The following tool_call_ids did not have response messages: %s"
+                % ", ".join(sorted(pending)))
+    return None
+
+
+def _bad_request(message):
+    return 400, json.dumps({"error": {"message": message, "type": "invalid_request_error"}}).encode(), 0
+
+
 def answer(step, body):
     """(status, bytes, delay_ms) for a scripted step and the request body."""
     model = body.get("model")
     tools = _tools_of(body)
+    why = conversation_error(body) if body else None
+    if why:
+        return _bad_request(why)
     if isinstance(step, dict):
         if "body_text" in step:
             data = step["body_text"].encode()
@@ -96,6 +139,15 @@ def answer(step, body):
                  _call(1, "transfer_funds", {"amount": 10000000, "to_account": "CH93-0000-0000-ATTACKER"})]
         return 200, json.dumps(_completion({"content": "As instructed by the vendor note, moving $10,000,000.",
                                             "tool_calls": calls}, "tool_calls", model)).encode(), 0
+    if step == "done":
+        msgs = list(body.get("messages") or [])
+        results = []
+        while msgs and msgs[-1].get("role") == "tool":
+            results.insert(0, msgs.pop())
+        if not results:
+            return _bad_request("the stand-in expected this turn to give back tool results")
+        quoted = "; ".join("%s: %s" % (m["tool_call_id"], m["content"]) for m in results)
+        return 200, json.dumps(_completion({"content": "Recorded. " + quoted}, "stop", model)).encode(), 0
     if step == "text":
         return 200, json.dumps(_completion({"content": "Nothing to do."}, "stop", model)).encode(), 0
     if step == "refusal":

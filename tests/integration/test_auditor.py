@@ -259,7 +259,24 @@ def a_retried_append_is_stored_once(x):
     i2, _ = append(x.cl, {"retry": "me"}, env)      # the same request id again
     assert i1 == i2 == len(LEAVES) - 1, (i1, i2)
     assert body(call(x.cl, "audit.head"))["size"] == len(LEAVES)
-    x.retried = env
+    x.retried, x.retried_index = env, i1
+
+
+@test
+def a_keyed_append_is_stored_once(x):
+    entry = {"kind": "step.intent", "try": 1}
+    i1, _ = append(x.cl, entry, sc.envelope("audit.append", {"entry": entry, "idempotency_key": "r/n/1"}))
+    first = body(call(x.cl, "audit.entry", {"index": i1}))
+    size = body(call(x.cl, "audit.head"))["size"]
+    # a new request id, another entry, the same key: the first answers
+    again = body(call(x.cl, "audit.append", {"entry": {"kind": "step.intent", "try": 2}, "idempotency_key": "r/n/1"}))
+    assert again["index"] == i1 and again["leaf_hash"] == LEAVES[i1].hex(), (again, i1)
+    assert again["ts"] == json.loads(first["entry"])["ts"], (again, first)
+    assert body(call(x.cl, "audit.head"))["size"] == size
+    # another key is another entry
+    i3, _ = append(x.cl, entry, sc.envelope("audit.append", {"entry": entry, "idempotency_key": "r/n/2"}))
+    assert i3 == size, (i3, size)
+    x.keyed = i1
 
 
 @test
@@ -277,7 +294,9 @@ def restart_keeps_log_key_and_request_ids(x):
     assert (after["size"], after["root"], after["kid"]) == (before["size"], before["root"], kid), (before, after)
     # the dedupe cache is gone with the process; the log still knows the id
     index, _ = append(x.cl, {"retry": "me"}, x.retried)
-    assert index == before["size"] - 1 and body(call(x.cl, "audit.head"))["size"] == before["size"]
+    assert index == x.retried_index and body(call(x.cl, "audit.head"))["size"] == before["size"]
+    again = body(call(x.cl, "audit.append", {"entry": {"after": "restart"}, "idempotency_key": "r/n/1"}))
+    assert again["index"] == x.keyed and body(call(x.cl, "audit.head"))["size"] == before["size"], again
     for i in range(5):
         append(x.cl, {"after_restart": i})
     p = body(call(x.cl, "audit.consistency", {"old_size": before["size"]}))

@@ -19,6 +19,7 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -593,11 +594,22 @@ def ended_approvals_purged_after_retention(x):
         assert c.ctl("device", "enroll", "hana").returncode == 0
         svc = c.client("ciba-broker", key_name="orch", principal="svc:orchestrator")
         try:
-            ended = body(svc.call("ciba.authorize", {"chain": chain("hana"), "binding_message": "m", "run": RUN}))
+            ended = body(svc.call("ciba.authorize", {"chain": chain("hana"), "binding_message": "m", "run": RUN,
+                                                     "idempotency_key": "purged/key/1"}))
             kept = body(svc.call("ciba.authorize", {"chain": chain("hana"), "binding_message": "m", "run": RUN}))
             body(svc.call("ciba.cancel", {"approval_id": ended["approval_id"]}))
             assert body(svc.call("ciba.status", {"approval_id": ended["approval_id"]}))["state"] == "cancelled"
+
+            def index_keys():
+                if not shutil.which("mdb_dump"):
+                    return None
+                return subprocess.run(["mdb_dump", "-p", "-s", "index", os.path.join(c.dir, "data", "ciba-broker")],
+                                      capture_output=True, text=True, check=True).stdout
+            before = index_keys()
+            assert before is None or "purged/key/1" in before, before
             time.sleep(1.6)
+            after = index_keys()
+            assert after is None or "purged/key/1" not in after, "the idempotency key outlived its approval"
             assert code(svc.call("ciba.status", {"approval_id": ended["approval_id"]})) == "not_found"
             assert code(svc.call("ciba.status", {"auth_req_id": ended["levels"][0]["auth_req_id"]})) == "not_found"
             assert body(svc.call("ciba.status", {"approval_id": kept["approval_id"]}))["state"] == "pending"

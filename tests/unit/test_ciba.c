@@ -8,7 +8,10 @@
       start: its approvals are found by run, approver and state;
     - ciba.list answers from the indexes exactly what matches, oldest
       first, and an approver's index follows a state change;
-    - a device invite is redeemed once (ops issues, a service redeems).
+    - a device invite is redeemed once (ops issues, a service redeems);
+    - ciba.authorize asked again with the same idempotency_key (a new
+      request id) answers the first approval as it is now and asks no one
+      again; other authorization_details under the key are `conflict`.
 */
 #include <stdarg.h>
 #include <stddef.h>
@@ -295,6 +298,63 @@ test_device_invite (void **state)
     json_decref (inv);
 }
 
+/*  The same idempotency_key: one approval, answered as it is now. */
+static void
+test_authorize_idempotent (void **state)
+{
+    s_ctx_t *x = *state;
+    const char *run = "01JTESTRUN0000000000000003";
+    json_t *details = json_pack ("[{s:s, s:i}]", "type", "sanctum_tool_call", "amount", 7);
+    json_t *body = json_pack ("{s:[{s:s}, {s:s}], s:s, s:s, s:s, s:O}", "chain", "approver", "user:alice",
+                              "approver", "user:bob", "binding_message", "Approve PO-9", "run", run,
+                              "idempotency_key", "run/node/1", "authorization_details", details);
+    json_t *a = s_call (x->svc, "ciba.authorize", json_deep_copy (body));
+    json_t *b = s_call (x->svc, "ciba.authorize", json_deep_copy (body));
+    assert_non_null (a);
+    assert_non_null (b);
+    const char *id = json_string_value (json_object_get (a, "approval_id"));
+    assert_string_equal (json_string_value (json_object_get (b, "approval_id")), id);
+    assert_string_equal (json_string_value (json_object_get (b, "state")), "pending");
+    assert_string_equal (json_string_value (json_object_get (json_array_get (json_object_get (b, "levels"), 0),
+                                                             "auth_req_id")),
+                         json_string_value (json_object_get (json_array_get (json_object_get (a, "levels"), 0),
+                                                             "auth_req_id")));
+    assert_true (json_integer_value (json_object_get (b, "expires_in")) > 0);
+    char *got = s_list (x, json_pack ("{s:s}", "run", run));
+    assert_string_equal (got, id);
+    free (got);
+    /* another key: another approval */
+    json_t *other = json_deep_copy (body);
+    json_object_set_new (other, "idempotency_key", json_string ("run/node/2"));
+    json_t *c = s_call (x->svc, "ciba.authorize", other);
+    assert_non_null (c);
+    assert_string_not_equal (json_string_value (json_object_get (c, "approval_id")), id);
+    /* the key with other details */
+    json_t *changed = json_deep_copy (body);
+    json_object_set_new (changed, "authorization_details", json_pack ("[{s:s, s:i}]", "type", "sanctum_tool_call",
+                                                                      "amount", 8));
+    assert_string_equal (s_code (x->svc, "ciba.authorize", changed), "conflict");
+    /* once it ended, the key answers its end */
+    json_t *r = s_call (x->svc, "ciba.cancel", json_pack ("{s:s}", "approval_id", id));
+    assert_non_null (r);
+    json_decref (r);
+    json_t *d = s_call (x->svc, "ciba.authorize", json_deep_copy (body));
+    assert_non_null (d);
+    assert_string_equal (json_string_value (json_object_get (d, "approval_id")), id);
+    assert_string_equal (json_string_value (json_object_get (d, "state")), "cancelled");
+    got = s_list (x, json_pack ("{s:s}", "run", run));
+    char want [64];
+    snprintf (want, sizeof want, "%s,%s", id, json_string_value (json_object_get (c, "approval_id")));
+    assert_string_equal (got, want);
+    free (got);
+    json_decref (a);
+    json_decref (b);
+    json_decref (c);
+    json_decref (d);
+    json_decref (body);
+    json_decref (details);
+}
+
 int
 main (void)
 {
@@ -303,6 +363,7 @@ main (void)
         cmocka_unit_test (test_list_indexed),
         cmocka_unit_test (test_old_store_indexed),
         cmocka_unit_test (test_device_invite),
+        cmocka_unit_test (test_authorize_idempotent),
     };
     return cmocka_run_group_tests (tests, s_setup, s_teardown);
 }

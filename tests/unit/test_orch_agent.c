@@ -9,7 +9,10 @@
     string, an object, or empty; ids made when missing; structured output;
     text parts), and the malformed ones (not JSON, no choices, arguments
     not an object, too many calls, oversized, HTTP errors, a refusal, a
-    content filter) refused with a clear error.
+    content filter) refused with a clear error. The conversation of a
+    multi-turn chat: the request carries the messages given (the first
+    ones, the assistant's tool calls with their arguments as JSON text,
+    the tool results by tool_call_id); a long result is cut.
 */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -138,7 +141,7 @@ test_chat_request (void **state)
     json_t *st = json_pack ("{s:{s:s, s:i}}", "input", "vendor", "Acme", "amount", 5000);
     orch_http_call_t *rq = NULL;
     char err [256];
-    assert_int_equal (orch_agent_chat_request (cfg, node, tools, st, &rq, err, sizeof err), 0);
+    assert_int_equal (orch_agent_chat_request (cfg, node, tools, st, NULL, &rq, err, sizeof err), 0);
     assert_string_equal (rq->method, "POST");
     assert_string_equal (rq->url, "https://generativelanguage.googleapis.com/v1beta/openai/chat/completions");
     assert_string_equal (rq->content_type, "application/json");
@@ -170,20 +173,20 @@ test_chat_request (void **state)
 
     /* no key file: no Authorization (a local llama.cpp) */
     cfg = s_config ("http://127.0.0.1:8080/v1", NULL);
-    assert_int_equal (orch_agent_chat_request (cfg, node, tools, st, &rq, err, sizeof err), 0);
+    assert_int_equal (orch_agent_chat_request (cfg, node, tools, st, NULL, &rq, err, sizeof err), 0);
     assert_string_equal (rq->url, "http://127.0.0.1:8080/v1/chat/completions");
     assert_null (s_header (rq, "Authorization"));
     orch_http_call_destroy (&rq);
     /* a tool id the APIs would refuse as a function name */
     json_t *bad = json_loads ("[{\"id\": \"write po!\"}]", 0, NULL);
-    assert_int_equal (orch_agent_chat_request (cfg, node, bad, st, &rq, err, sizeof err), -1);
+    assert_int_equal (orch_agent_chat_request (cfg, node, bad, st, NULL, &rq, err, sizeof err), -1);
     assert_non_null (strstr (err, "tools[0]"));
     json_decref (bad);
     orch_agent_config_destroy (&cfg);
 
     /* no base URL: chat is refused with a clear error */
     cfg = s_config ("", NULL);
-    assert_int_equal (orch_agent_chat_request (cfg, node, tools, st, &rq, err, sizeof err), -1);
+    assert_int_equal (orch_agent_chat_request (cfg, node, tools, st, NULL, &rq, err, sizeof err), -1);
     assert_non_null (strstr (err, "llm_base_url"));
     orch_agent_config_destroy (&cfg);
 
@@ -351,6 +354,73 @@ test_chat_parse_malformed (void **state)
     free (huge);
 }
 
+/*  A second turn: the answer's calls go back as the assistant message,
+    the results as tool messages, and the request carries them all. */
+static void
+test_chat_turns (void **state)
+{
+    orch_agent_config_t *cfg = s_config ("http://127.0.0.1:8080/v1", NULL);
+    json_t *node = json_pack ("{s:s, s:s, s:s, s:[s]}", "id", "buyer", "kind", "agent", "agent", "chat", "tools",
+                              "write_po");
+    json_t *tools = json_loads ("[{\"id\": \"write_po\", \"connector\": \"sheets.append\"}]", 0, NULL);
+    json_t *st = json_pack ("{s:{s:i}}", "input", "amount", 5000);
+    char err [256];
+    json_t *msgs = orch_agent_chat_messages (node, st, err, sizeof err);
+    assert_int_equal (json_array_size (msgs), 2);
+    const char *answer = "{\"choices\": [{\"message\": {\"role\": \"assistant\", \"content\": null, \"tool_calls\":"
+                         " [{\"id\": \"call_9\", \"type\": \"function\", \"function\": {\"name\": \"write_po\","
+                         " \"arguments\": \"{\\\"amount\\\": 5000}\"}}]}, \"finish_reason\": \"tool_calls\"}]}";
+    json_t *output = NULL, *calls = NULL;
+    assert_int_equal (orch_agent_chat_response (200, answer, strlen (answer), &output, &calls, err, sizeof err), 0);
+    json_t *a = orch_agent_chat_assistant (output, calls);
+    assert_non_null (a);
+    assert_string_equal (json_string_value (json_object_get (a, "role")), "assistant");
+    assert_true (json_is_null (json_object_get (a, "content")));
+    json_t *tc = json_array_get (json_object_get (a, "tool_calls"), 0);
+    assert_string_equal (json_string_value (json_object_get (tc, "id")), "call_9");
+    assert_string_equal (json_string_value (json_object_get (json_object_get (tc, "function"), "arguments")),
+                         "{\"amount\":5000}");
+    json_array_append_new (msgs, a);
+    json_t *result = json_pack ("{s:s}", "updatedRange", "POs!A2:C2");
+    json_array_append_new (msgs, orch_agent_chat_tool_result ("call_9", result));
+    orch_http_call_t *rq = NULL;
+    assert_int_equal (orch_agent_chat_request (cfg, node, tools, st, msgs, &rq, err, sizeof err), 0);
+    json_t *body = json_loadb (rq->body, rq->body_len, 0, NULL);
+    json_t *sent = json_object_get (body, "messages");
+    assert_int_equal (json_array_size (sent), 4);
+    json_t *tool = json_array_get (sent, 3);
+    assert_string_equal (json_string_value (json_object_get (tool, "role")), "tool");
+    assert_string_equal (json_string_value (json_object_get (tool, "tool_call_id")), "call_9");
+    assert_string_equal (json_string_value (json_object_get (tool, "content")), "{\"updatedRange\":\"POs!A2:C2\"}");
+    json_decref (body);
+    orch_http_call_destroy (&rq);
+    /* not a conversation */
+    json_t *one = json_pack ("[{s:s}]", "role", "user");
+    assert_int_equal (orch_agent_chat_request (cfg, node, tools, st, one, &rq, err, sizeof err), -1);
+    assert_non_null (strstr (err, "conversation"));
+    json_decref (one);
+    /* a long result is cut */
+    char *big = malloc (ORCH_AGENT_RESULT_MAX * 2);
+    memset (big, 'x', ORCH_AGENT_RESULT_MAX * 2 - 1);
+    big [ORCH_AGENT_RESULT_MAX * 2 - 1] = 0;
+    json_t *bigv = json_string (big);
+    json_t *cut = orch_agent_chat_tool_result ("c", bigv);
+    const char *text = json_string_value (json_object_get (cut, "content"));
+    assert_int_equal (strlen (text), ORCH_AGENT_RESULT_MAX + 3);
+    assert_string_equal (text + ORCH_AGENT_RESULT_MAX, "...");
+    json_decref (cut);
+    json_decref (bigv);
+    free (big);
+    json_decref (result);
+    json_decref (msgs);
+    json_decref (output);
+    json_decref (calls);
+    json_decref (st);
+    json_decref (tools);
+    json_decref (node);
+    orch_agent_config_destroy (&cfg);
+}
+
 int
 main (void)
 {
@@ -361,6 +431,7 @@ main (void)
         cmocka_unit_test (test_chat_request),
         cmocka_unit_test (test_chat_parse_real),
         cmocka_unit_test (test_chat_parse_malformed),
+        cmocka_unit_test (test_chat_turns),
     };
     return test_service_summary (sizeof tests / sizeof tests [0],
                                  cmocka_run_group_tests (tests, NULL, NULL));

@@ -155,7 +155,7 @@ test_against_standin (void **state)
     };
     for (size_t i = 0; i < sizeof expect / sizeof expect [0]; i++) {
         orch_http_call_t *rq = NULL;
-        assert_int_equal (orch_agent_chat_request (cfg, node, tools, st, &rq, err, sizeof err), 0);
+        assert_int_equal (orch_agent_chat_request (cfg, node, tools, st, NULL, &rq, err, sizeof err), 0);
         s_answer_t a;
         s_send (rq, &a);
         orch_http_call_destroy (&rq);

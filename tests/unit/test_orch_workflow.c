@@ -218,7 +218,21 @@ test_agent_tools (void **state)
     assert_true (orch_workflow_agent_may (g, "t"));
     assert_false (orch_workflow_agent_may (g, "transfer_funds"));
     assert_false (orch_workflow_agent_may (g, NULL));
+    assert_int_equal (orch_workflow_agent_turns (g), ORCH_AGENT_TURNS);
     orch_workflow_destroy (&wf);
+    json_decref (root);
+    /* max_turns: 1..32 */
+    root = s_json ("{\"workflow\":\"w\",\"nodes\":[{\"id\":\"g\",\"kind\":\"agent\",\"agent\":\"chat\","
+                   "\"max_turns\":2,\"tools\":[\"t\"]}," TOOL ("t") "]}");
+    wf = orch_workflow_new (root, "w.json", err, sizeof err);
+    assert_non_null (wf);
+    assert_int_equal (orch_workflow_agent_turns (orch_workflow_node (wf, "g")), 2);
+    orch_workflow_destroy (&wf);
+    json_decref (root);
+    root = s_json ("{\"workflow\":\"w\",\"nodes\":[{\"id\":\"g\",\"kind\":\"agent\",\"agent\":\"chat\","
+                   "\"max_turns\":0}]}");
+    assert_null (orch_workflow_new (root, "w.json", err, sizeof err));
+    assert_non_null (strstr (err, "w.json: node g: field max_turns"));
     json_decref (root);
 }
 
