@@ -209,7 +209,8 @@ def main():
     ap.add_argument("--late", type=float, default=0, help="subscribe only SECONDS after the start")
     ap.add_argument("--timeout", type=float, default=60, help="give up after SECONDS (default 60)")
     args = ap.parse_args()
-    env = os.environ.get
+    def env(name, default):
+        return os.environ.get(name) or default
     try:
         public, secret = zmq.auth.load_certificate(os.path.join(args.keys, args.name + ".key_secret"))
 
