@@ -68,7 +68,7 @@ class Service {
     open() {
         this.close();
         // a short receive timeout: between replies we look at the handshake
-        this.sock = new zmq.Dealer({ ...this.curve, linger: 0, receiveTimeout: 50 });
+        this.sock = new zmq.Dealer({ ...this.curve, linger: 0, receiveTimeout: 50, sendTimeout: 50 });
         this.refused = null;
         // the handshake's outcome: a refused key is told at once (3.2)
         const sock = this.sock;
@@ -87,9 +87,19 @@ class Service {
         const frame = encode(env);
         for (let attempt = 0; attempt <= this.retries; attempt++) {
             if (attempt) this.open();               // a new socket, the same frame (6.2)
-            await this.sock.send(frame);
             const deadline = Date.now() + this.timeoutMs;
+            let sent = false;       // a refused key leaves no peer to send to: wait to be writable
             while (Date.now() < deadline) {
+                if (!sent) {
+                    try {
+                        await this.sock.send(frame);
+                        sent = true;
+                    } catch (e) {
+                        if (e.code !== "EAGAIN") throw e;
+                        if (this.refused) throw this.refused;
+                    }
+                    continue;
+                }
                 let msg;
                 try {
                     msg = await this.sock.receive();
@@ -132,17 +142,20 @@ class Follower {
         for (;;) {
             if (toSeq !== undefined) body.to_seq = toSeq;
             const page = await this.orch.call("events.replay", body);
-            if (page.first_seq > body.from_seq)
+            if (page.first_seq > body.from_seq) {
                 console.error(`lost events ${body.from_seq}-${page.first_seq - 1}: trimmed from the outbox`);
+                this.last = Math.max(this.last, page.first_seq - 1);    // said; go on after them
+            }
             out.push(...page.events);
             if (page.next_seq === undefined) return out;
             body = { from_seq: page.next_seq };
         }
     }
 
-    // Yield each event once, in seq order, until the caller stops.
-    async *events() {
-        for (;;) {
+    // Yield each event once, in seq order, until the caller stops or the
+    // deadline (Date.now()) passes: Failed("timeout").
+    async *events(deadline) {
+        while (Date.now() < deadline) {
             let got = [];
             let msg = null;
             try {
@@ -172,6 +185,7 @@ class Follower {
                 yield env;
             }
         }
+        throw new Failed("timeout", "the run did not end in time (--timeout)");
     }
 
     close() {
@@ -208,6 +222,7 @@ async function main() {
                              curve("orchestrator"));
     const auditor = new Service("auditor", env.SANCTUM_AUDITOR_RPC || "tcp://127.0.0.1:7141", curve("auditor"));
     let follower = null;
+    const deadline = Date.now() + Number(a.timeout) * 1000;
     try {
         follower = new Follower(orch, env.SANCTUM_ORCHESTRATOR_PUB || "tcp://127.0.0.1:7102",
                                 curve("orchestrator"), (await orch.call("health", {})).last_seq);
@@ -221,10 +236,8 @@ async function main() {
             await sleep(late * 1000);
             follower.subscribe();
         }
-        const deadline = Date.now() + Number(a.timeout) * 1000;
         let state = null;
-        for await (const evt of follower.events()) {
-            if (Date.now() > deadline) throw new Failed("timeout", `run ${run} did not end within ${a.timeout} s`);
+        for await (const evt of follower.events(deadline)) {
             const b = evt.body || {};
             if (b.run !== run) continue;
             console.log(`event ${evt.seq} ${evt.type}${"node" in b ? " " + b.node : ""}`);

@@ -101,24 +101,29 @@ class Service:
         for attempt in range(1 + self.retries):
             if attempt:
                 self._open()            # a new socket, the same frame (6.2)
-            self.sock.send(frame)
             deadline = time.monotonic() + self.timeout_ms / 1000
-            poller = zmq.Poller()
-            poller.register(self.sock, zmq.POLLIN)
-            poller.register(self.monitor, zmq.POLLIN)
+            sent = False                # a refused key leaves no peer to send to: wait to be writable
             while time.monotonic() < deadline:
+                poller = zmq.Poller()
+                poller.register(self.sock, zmq.POLLIN if sent else zmq.POLLOUT)
+                poller.register(self.monitor, zmq.POLLIN)
                 ready = dict(poller.poll(max(1, int((deadline - time.monotonic()) * 1000))))
                 if self.monitor in ready and recv_monitor_message(self.monitor)["event"] \
                         == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
                     raise Refused("%s refused our key %s: it is not in the allow-list"
                                   % (self.name, self.keys[0].decode()))
-                if self.sock in ready:
-                    reply = msgpack.unpackb(self.sock.recv(), raw=False)
-                    if reply.get("corr") != env["id"]:
-                        continue        # a late answer to an earlier request
-                    if not reply["ok"]:
-                        raise Failed(reply["error"]["code"], reply["error"]["message"])
-                    return reply["body"]
+                if self.sock not in ready:
+                    continue
+                if not sent:
+                    self.sock.send(frame, zmq.NOBLOCK)
+                    sent = True
+                    continue
+                reply = msgpack.unpackb(self.sock.recv(), raw=False)
+                if reply.get("corr") != env["id"]:
+                    continue            # a late answer to an earlier request
+                if not reply["ok"]:
+                    raise Failed(reply["error"]["code"], reply["error"]["message"])
+                return reply["body"]
         raise Failed("timeout", "%s: no reply to %s after %d attempts" % (self.name, type_, 1 + self.retries))
 
     def close(self):
@@ -154,14 +159,16 @@ class Follower:
             if page["first_seq"] > body["from_seq"]:
                 print("lost events %d-%d: trimmed from the outbox" % (body["from_seq"], page["first_seq"] - 1),
                       file=sys.stderr)
+                self.last = max(self.last, page["first_seq"] - 1)     # said; go on after them
             out += page["events"]
             if "next_seq" not in page:
                 return out
             body = {"from_seq": page["next_seq"]}
 
-    def events(self, quiet_ms=1000):
-        """Yield each event once, in seq order, until the caller stops."""
-        while True:
+    def events(self, deadline, quiet_ms=1000):
+        """Yield each event once, in seq order, until the caller stops or
+        the deadline (time.monotonic()) passes: Failed("timeout")."""
+        while time.monotonic() < deadline:
             got = []
             if self.sub is not None and self.sub.poll(quiet_ms):
                 topic, frame = self.sub.recv_multipart()
@@ -183,6 +190,7 @@ class Follower:
                 if env["seq"] == self.last + 1:
                     self.last = env["seq"]
                     yield env
+        raise Failed("timeout", "the run did not end in time (--timeout)")
 
     def close(self):
         if self.sub is not None:
@@ -223,6 +231,7 @@ def main():
     orch = Service("orchestrator", env("SANCTUM_ORCHESTRATOR_RPC", "tcp://127.0.0.1:7101"), keys("orchestrator"))
     auditor = Service("auditor", env("SANCTUM_AUDITOR_RPC", "tcp://127.0.0.1:7141"), keys("auditor"))
     follower = None
+    deadline = time.monotonic() + args.timeout
     try:
         follower = Follower(orch, env("SANCTUM_ORCHESTRATOR_PUB", "tcp://127.0.0.1:7102"), keys("orchestrator"),
                             orch.call("health", {})["last_seq"])
@@ -235,11 +244,8 @@ def main():
         if args.late:
             time.sleep(args.late)
             follower.subscribe()
-        deadline = time.monotonic() + args.timeout
         state = None
-        for evt in follower.events():
-            if time.monotonic() > deadline:
-                raise Failed("timeout", "run %s did not end within %g s" % (run, args.timeout))
+        for evt in follower.events(deadline):
             body = evt.get("body") or {}
             if body.get("run") != run:
                 continue
