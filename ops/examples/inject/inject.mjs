@@ -164,9 +164,8 @@ class Follower {
                 if (e.code !== "EAGAIN") throw e;   // quiet for a second
             }
             if (msg) {
-                const [topic, frame] = msg;
-                const env = decode(frame);
-                if (msg.length !== 2 || env.type !== topic.toString() || env.pub !== "svc:orchestrator"
+                const env = decode(msg[msg.length - 1]);
+                if (msg.length !== 2 || !env || env.type !== msg[0].toString() || env.pub !== "svc:orchestrator"
                     || !Number.isInteger(env.seq) || env.seq <= this.last)
                     continue;                       // not an orchestrator event (4, 11.4), or seen
                 if (env.seq > this.last + 1) {

@@ -171,10 +171,10 @@ class Follower:
         while time.monotonic() < deadline:
             got = []
             if self.sub is not None and self.sub.poll(quiet_ms):
-                topic, frame = self.sub.recv_multipart()
-                env = msgpack.unpackb(frame, raw=False)
-                if env.get("type") != topic.decode() or env.get("pub") != "svc:orchestrator" \
-                        or not isinstance(env.get("seq"), int):
+                parts = self.sub.recv_multipart()
+                env = msgpack.unpackb(parts[-1], raw=False)
+                if len(parts) != 2 or not isinstance(env, dict) or env.get("type") != parts[0].decode() \
+                        or env.get("pub") != "svc:orchestrator" or not isinstance(env.get("seq"), int):
                     continue            # not an event of the orchestrator (4, 11.4)
                 if env["seq"] <= self.last:
                     continue            # replayed already
