@@ -166,6 +166,7 @@ install: all
 	  sed 's|/usr/local/|$(PREFIX)/|g' $$u > $(DESTDIR)$(PREFIX)/lib/systemd/system/$$(basename $$u) || exit 1; \
 	  chmod 0644 $(DESTDIR)$(PREFIX)/lib/systemd/system/$$(basename $$u); done
 	cp -r ops/examples $(DESTDIR)$(PREFIX)/share/sanctum/
+	rm -rf $(DESTDIR)$(PREFIX)/share/sanctum/examples/inject/node_modules
 	install -m 0644 ops/demo_story.py $(DESTDIR)$(PREFIX)/share/sanctum/
 	rm -rf $(DESTDIR)$(PREFIX)/share/sanctum/dashboard
 	cp -r $(BUILD)/share/sanctum/dashboard $(DESTDIR)$(PREFIX)/share/sanctum/dashboard

@@ -13,6 +13,7 @@
 //   {cmd: "screenshot", path}
 //   {cmd: "errors"}               console errors and page errors so far
 //   {cmd: "csp_probe"}            add an inline script: did the CSP block it?
+//   {cmd: "eval", expression}     evaluate it in the page (a promise is awaited): its value
 //   {cmd: "close"}
 import { createRequire } from "node:module";
 import { mkdtempSync, rmSync } from "node:fs";
@@ -80,6 +81,8 @@ async function handle(c) {
         document.body.append(s);
         setTimeout(() => resolve({ ran: window.__inlineRan === true, violation }), 300);
       }));
+    case "eval":
+      return { value: await page.evaluate(c.expression) };
     case "close":
       if (context) await context.close();
       if (profile) rmSync(profile, { recursive: true, force: true });
