@@ -7,6 +7,7 @@
 #   make test-deploy  the deployment files run for real (podman, systemd; root;
 #                   ~2 min, ~5 min when it builds the images)
 #   make demo       start the suite and run the demo
+#   make up         start the suite (./var) and keep it up; Ctrl-C stops it
 #   make fuzz       libFuzzer targets (clang)
 #   make install    PREFIX=/usr/local DESTDIR=
 #   SANITIZER=address,undefined   build and test under ASan+UBSan
@@ -67,7 +68,7 @@ ALL_LIBS := $(SVC_LIBS) $(CORE_LIB)
 SUPPORT_SRC := $(wildcard tests/support/*.c)
 SUPPORT_LIB := $(BUILD)/lib/libtestsupport.a
 
-.PHONY: all deps test unit-test bench demo fuzz install clean dashboard test-deploy
+.PHONY: all deps test unit-test bench demo up fuzz install clean dashboard test-deploy
 all: $(CORE_LIB) $(SVC_BINS) $(CTL_BIN) dashboard
 
 # The dashboard's files (telemetry serves them from share/sanctum/dashboard
@@ -148,6 +149,12 @@ bench: deps
 demo: deps
 	@$(MAKE) --no-print-directory all
 	@BUILD=$(BUILD) sh ops/demo.sh
+
+# the suite under `sanctumctl up` (config, keys and the procurement example
+# under ./var on first start), kept up for a person to explore
+up: deps
+	@$(MAKE) --no-print-directory all
+	@$(BUILD)/bin/sanctumctl up
 
 # libFuzzer targets: the runtime library instrumented for coverage and
 # sanitizers, each target linked against it alone.
