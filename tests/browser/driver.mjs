@@ -5,6 +5,7 @@
 //
 //   {cmd: "open", url}            launch, load the page, watch the console
 //   {cmd: "wait", selector, contains, timeout?}   until the text has it
+//   {cmd: "wait_for", expression, timeout?}       until the expression (in the page) is true
 //   {cmd: "text", selector}       its text
 //   {cmd: "count", selector}      how many match
 //   {cmd: "click", selector}
@@ -49,12 +50,22 @@ async function handle(c) {
       return { status: res.status(), headers: res.headers() };
     }
     case "wait": {
-      await page.waitForFunction(([sel, want]) => {
+      const seen = ([sel, want]) => {
         const e = document.querySelector(sel);
-        return e && (e.getAttribute("aria-label") || "").concat(" ", e.textContent || "").includes(want);
-      }, [c.selector, c.contains], { timeout: c.timeout || 10000 });
+        const text = e ? (e.getAttribute("aria-label") || "").concat(" ", e.textContent || "") : null;
+        return want === null ? text : text !== null && text.includes(want);
+      };
+      try {
+        await page.waitForFunction(seen, [c.selector, c.contains], { timeout: c.timeout || 10000 });
+      } catch (err) {     // say what the page showed instead
+        const now = await page.evaluate(seen, [c.selector, null]).catch(() => "?");
+        throw new Error(`${err.message.split("\n")[0]}; ${c.selector} shows ${JSON.stringify(now)}`);
+      }
       return { ok: true };
     }
+    case "wait_for":
+      await page.waitForFunction(c.expression, null, { timeout: c.timeout || 10000 });
+      return { ok: true };
     case "text":
       return { text: await page.locator(c.selector).first().textContent() };
     case "count":
