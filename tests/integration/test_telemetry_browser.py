@@ -124,10 +124,14 @@ class Ctx:
         self.work = tempfile.mkdtemp(prefix="sanctum-browser-")
         self.env = env_with_ports()
         self.url = "http://%s/" % self.env["SANCTUM_TELEMETRY_HTTP"]
-        self.up = Up(self.work, self.env)
         self.b = None
-        self.up.wait_for("the procurement example is in", timeout=180)
-        self.b = Browser()
+        self.up = Up(self.work, self.env)
+        try:                          # the harness tears down only what set up
+            self.up.wait_for("the procurement example is in", timeout=180)
+            self.b = Browser()
+        except BaseException:
+            self.close()
+            raise
 
     def ctl_ok(self, *args):
         rc, out, err = ctl(self.up, *args)

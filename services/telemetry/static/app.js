@@ -55,11 +55,13 @@ function apply(e) {
     if (!b.approval_id) return;
     const a = approval(b);
     if (t === "ciba.requested") {
-      a.state = "pending"; a.approver = b.approver; a.auth_req_id = b.auth_req_id; a.level = b.level; a.asked.push(b.approver);
+      a.state = "pending"; a.approver = b.approver; a.auth_req_id = b.auth_req_id; a.level = b.level;
+      a.asked.push(b.approver);
       a.note(`${when(e.ts)} asked ${b.approver} (level ${b.level + 1})`);
     } else if (t === "ciba.escalated") {
       a.note(`${when(e.ts)} escalated from ${b.approver} to ${b.to_approver} (${b.reason})`);
-      a.approver = b.to_approver; a.auth_req_id = b.to_auth_req_id; a.level = b.to_level; a.asked.push(b.to_approver);
+      a.approver = b.to_approver; a.auth_req_id = b.to_auth_req_id; a.level = b.to_level;
+      a.asked.push(b.to_approver);
     } else if (t === "ciba.approved") a.note(`${when(e.ts)} ${b.approver} approved (signed)`);
     else if (t === "ciba.denied") a.note(`${when(e.ts)} ${b.approver} denied`);
     else if (t === "ciba.expired") a.note(`${when(e.ts)} expired while ${b.approver} was asked`);
@@ -102,7 +104,7 @@ function onEvent(e) {
   if (!remember(e)) return;
   apply(e);
   if (e.body && e.body.run && !selected) select(e.body.run);
-  if (e.body && e.body.run === selected && /^(token\.|approval\.completed|node\.finished|run\.)/.test(e.type)) refreshRun(false);
+  if (e.body && e.body.run === selected && /^(token\.|approval\.completed|node\.finished|run\.|receipt\.)/.test(e.type)) refreshRun(false);
   schedule();
 }
 

@@ -64,8 +64,8 @@ export function drawGantt(host, rows, now) {
       c.append(el("title", {}, `${m.what}${m.who ? " by " + m.who : ""} at ${fmtTime(m.at)}`));
       g.append(c);
       const last = groups[groups.length - 1];
-      if (last && mx - last.x < 56) { if (last.what[last.what.length - 1] !== m.what) last.what.push(m.what); }
-      else groups.push({ x: mx, what: [m.what] });
+      if (!last || mx - last.x >= 56) groups.push({ x: mx, what: [m.what] });
+      else if (last.what[last.what.length - 1] !== m.what) last.what.push(m.what);
     }
     let placed = -Infinity;
     for (const grp of groups) {
