@@ -823,6 +823,34 @@ bus_request_offload_write (bus_request_t *req, bus_work_fn *fn, void *job, void 
     return s_offload (req->svc->writer, req, fn, job, job_free);
 }
 
+int
+bus_request_write (bus_request_t *req, bus_work_fn *fn, void *state, void *job, void (*job_free) (void *job))
+{
+    bus_service_t *self = req->svc;
+    if (bus_service_writes_queue (self))
+        return s_offload (self->writer, req, fn, job, job_free);
+    /* the writer idle (or none): here, in a group of its own, as the
+       writer would run it (s_group_begin, s_write_run, s_group_end) */
+    bus_offload_t o = { .req = req, .fn = fn, .job = job, .job_free = job_free };
+    bus_txn_t *group = bus_txn_begin (self->store, true);
+    bus_txn_group (group);
+    s_write_run (state, &o);
+    if (group) {
+        bus_txn_group (NULL);
+        int rc = bus_service_commit (self, &group);     /* events published, before the reply */
+        if (rc) {
+            void *jobs [1] = { &o };
+            s_group_failed (jobs, 1, rc);
+        }
+    }
+    bus_stats_count (self->stats, "writes_on_reactor", 1);
+    s_log_trace (req->msg);
+    bus_reply_outcome (req, &o.out);
+    bus_log_set_trace (NULL);
+    s_job_free (job, job_free);
+    return 0;
+}
+
 bool
 bus_service_writes_queue (bus_service_t *self)
 {

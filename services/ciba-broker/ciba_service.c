@@ -718,8 +718,11 @@ s_job_after (void *arg)
     free (job);
 }
 
-/*  Run fn, a change, on the writer (or here when the service has none):
-    its outcome is recorded with its effect, in the writer's group. */
+/*  Run fn, a change, on the writer when writes queue there (its group
+    shares one fsync among them), else here on the reactor (no thread
+    hop): either way its outcome is recorded with its effect, and its
+    events are published as soon as the commit returns, before the
+    reply. */
 static void
 s_change (ciba_t *self, bus_request_t *req, bus_work_fn *fn)
 {
@@ -735,12 +738,7 @@ s_change (ciba_t *self, bus_request_t *req, bus_work_fn *fn)
     snprintf (job->principal, sizeof job->principal, "%s", bus_request_principal (req));
     snprintf (job->tp, sizeof job->tp, "%s", bus_request_traceparent (req) ?: "");
     job->user = s_is_user (req);
-    if (bus_request_offload_write (req, fn, job, s_job_after) != BUS_ESTATE)
-        return;                     /* deferred, or refused and answered (job freed) */
-    bus_outcome_t out = { .code = NULL };
-    fn (self, bus_request_body (req), job, &out);
-    bus_reply_outcome (req, &out);
-    s_job_after (job);
+    (void) bus_request_write (req, fn, self, job, s_job_after);   /* answered or deferred; job freed */
 }
 
 static const char *

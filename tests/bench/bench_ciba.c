@@ -65,6 +65,22 @@ s_rss_kb (void)
     return kb;
 }
 
+/*  Bytes this process has caused to be written to storage so far
+    (/proc/self/io write_bytes: pages dirtied for the disk), or -1. */
+static long long
+s_write_bytes (void)
+{
+    FILE *f = fopen ("/proc/self/io", "r");
+    char line [256];
+    long long n = -1;
+    while (f && fgets (line, sizeof line, f))
+        if (strncmp (line, "write_bytes:", 12) == 0)
+            n = strtoll (line + 12, NULL, 10);
+    if (f)
+        fclose (f);
+    return n;
+}
+
 /*  One call; the reply body (caller decrefs) or NULL. */
 static json_t *
 s_call (bus_client_t *client, const char *type, json_t *body)
@@ -124,8 +140,13 @@ main (int argc, char **argv)
     double *lat = calloc ((size_t) samples, sizeof *lat), *rtt = calloc ((size_t) samples, sizeof *rtt);
     double *st = calloc ((size_t) samples, sizeof *st), *ls = calloc ((size_t) samples, sizeof *ls);
     double *raw = calloc ((size_t) samples, sizeof *raw);
+    /* the phases of (a): authorize's round trip, decide's, and the event
+       after decide's reply */
+    double *ph_auth = calloc ((size_t) samples, sizeof *ph_auth), *ph_decide = calloc ((size_t) samples, sizeof *ph_decide);
+    double *ph_event = calloc ((size_t) samples, sizeof *ph_event);
+    long long wb0 = -1, wb1 = -1;
     long rss0 = s_rss_kb ();
-    if (!env || !svc || !ops || !lat || !rtt || !st || !ls || !raw
+    if (!env || !svc || !ops || !lat || !rtt || !st || !ls || !raw || !ph_auth || !ph_decide || !ph_event
         || test_service_start (env, &ciba_daemon, "bench", 0, err, sizeof err)) {
         fprintf (stderr, "bench_ciba: setup: %s\n", err);
         goto done;
@@ -158,6 +179,8 @@ main (int argc, char **argv)
                                    "binding_message", "Approve PO-7 for USD 520,000",
                                    "run", "01JABCDEFGHJKMNPQRSTVWXYZ0", "node", "approve");
     for (int i = 0; i < warmup + samples; i++) {
+        if (i == warmup)
+            wb0 = s_write_bytes ();
         double t0 = s_now_us ();
         proto_msg_t *reply = NULL;
         if (bus_client_call (sc, "health", NULL, NULL, &reply) || !reply->ok) {
@@ -167,6 +190,7 @@ main (int argc, char **argv)
         proto_msg_destroy (&reply);
         double t1 = s_now_us ();
         json_t *a = s_call (sc, "ciba.authorize", json_incref (authorize));
+        double ta = s_now_us ();
         json_t *lvl = json_array_get (json_object_get (a, "levels"), 0);
         const char *auth = json_string_value (json_object_get (lvl, "auth_req_id"));
         char hash [65], sig [CIBA_SIG_B64_LEN + 1], approval [PROTO_ID_LEN + 1];
@@ -176,6 +200,7 @@ main (int argc, char **argv)
             goto done;
         }
         snprintf (approval, sizeof approval, "%s", json_string_value (json_object_get (a, "approval_id")));
+        double td0 = s_now_us ();
         json_t *d = s_call (oc, "ciba.decide", json_pack ("{s:s, s:s, s:s, s:s}", "auth_req_id", auth,
                                                            "decision", "approve", "signature", sig,
                                                            "device", pk_b64));
@@ -183,6 +208,7 @@ main (int argc, char **argv)
         if (!d)
             goto done;
         json_decref (d);
+        double td1 = s_now_us ();
         if (!s_wait_completed (sub, approval)) {
             fprintf (stderr, "bench_ciba: approval.completed did not arrive\n");
             goto done;
@@ -191,8 +217,12 @@ main (int argc, char **argv)
         if (i >= warmup) {
             rtt [i - warmup] = t1 - t0;
             lat [i - warmup] = t2 - t1;
+            ph_auth [i - warmup] = ta - t1;
+            ph_decide [i - warmup] = td1 - td0;
+            ph_event [i - warmup] = t2 - td1;
         }
     }
+    wb1 = s_write_bytes ();
     json_decref (authorize);
 
     /* one approval of another approver, to be listed among those held */
@@ -257,10 +287,12 @@ main (int argc, char **argv)
     long rss2 = s_rss_kb ();
 
     /* the raw fsync'd LMDB commit, in the same run (after the broker's work) */
+    long long rb0 = s_write_bytes ();
     if (bench_lmdb_commits ("bench-ciba-raw", 200, samples, 0, raw, NULL) != samples) {
         fprintf (stderr, "bench_ciba: the raw LMDB baseline failed\n");
         goto done;
     }
+    double raw_bytes = rb0 >= 0 ? (double) (s_write_bytes () - rb0) / samples : 0;
     double raw50 = bench_quantile (raw, samples, 0.5), raw99 = bench_quantile (raw, samples, 0.99);
     double lat50 = bench_quantile (lat, samples, 0.5), lat99 = bench_quantile (lat, samples, 0.99);
     double rtt50 = bench_quantile (rtt, samples, 0.5), rtt99 = bench_quantile (rtt, samples, 0.99);
@@ -270,6 +302,28 @@ main (int argc, char **argv)
             lat50 / (2 * raw50));
     printf ("bench ciba_approval_p99_vs_raw_commits %.1f us baseline %.1f ratio %.2f\n", lat99, 2 * raw99,
             lat99 / (2 * raw99));
+    /* where (a)'s time goes: each phase beside the bare round trip (the
+       excess over it is the broker's work, commit included), and the
+       bytes written to storage per approval (its two commits' pages) */
+    double pa50 = bench_quantile (ph_auth, samples, 0.5), pa99 = bench_quantile (ph_auth, samples, 0.99);
+    double pd50 = bench_quantile (ph_decide, samples, 0.5), pd99 = bench_quantile (ph_decide, samples, 0.99);
+    double pe50 = bench_quantile (ph_event, samples, 0.5), pe99 = bench_quantile (ph_event, samples, 0.99);
+    printf ("bench ciba_phase_authorize_p50 %.1f us baseline %.1f ratio %.2f\n", pa50, rtt50 + raw50,
+            pa50 / (rtt50 + raw50));
+    printf ("bench ciba_phase_authorize_p99 %.1f us baseline %.1f ratio %.2f\n", pa99, rtt99 + raw99,
+            pa99 / (rtt99 + raw99));
+    printf ("bench ciba_phase_decide_p50 %.1f us baseline %.1f ratio %.2f\n", pd50, rtt50 + raw50,
+            pd50 / (rtt50 + raw50));
+    printf ("bench ciba_phase_decide_p99 %.1f us baseline %.1f ratio %.2f\n", pd99, rtt99 + raw99,
+            pd99 / (rtt99 + raw99));
+    printf ("bench ciba_phase_event_after_reply_p50 %.1f us baseline %.1f ratio %.2f\n", pe50, rtt50,
+            pe50 / rtt50);
+    printf ("bench ciba_phase_event_after_reply_p99 %.1f us baseline %.1f ratio %.2f\n", pe99, rtt99,
+            pe99 / rtt99);
+    if (wb0 >= 0 && wb1 >= wb0)
+        printf ("bench ciba_approval_bytes_written %.0f bytes baseline %.0f ratio %.2f\n",
+                (double) (wb1 - wb0) / samples, 2 * raw_bytes,
+                raw_bytes > 0 ? (double) (wb1 - wb0) / samples / (2 * raw_bytes) : 0.0);
     printf ("bench lmdb_raw_commit_p50 %.1f us baseline %.0f ratio %.2f\n", raw50, S_TARGET_P99_US,
             raw50 / S_TARGET_P99_US);
     printf ("bench lmdb_raw_commit_p99 %.1f us baseline %.0f ratio %.2f\n", raw99, S_TARGET_P99_US,
@@ -308,5 +362,8 @@ done:
     free (st);
     free (ls);
     free (raw);
+    free (ph_auth);
+    free (ph_decide);
+    free (ph_event);
     return rc;
 }
