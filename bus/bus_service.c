@@ -832,9 +832,11 @@ bus_request_write (bus_request_t *req, bus_work_fn *fn, void *state, void *job, 
     /* the writer idle (or none): here, in a group of its own, as the
        writer would run it (s_group_begin, s_write_run, s_group_end) */
     bus_offload_t o = { .req = req, .fn = fn, .job = job, .job_free = job_free };
+    int64_t t0 = proto_now_us ();
     bus_txn_t *group = bus_txn_begin (self->store, true);
     bus_txn_group (group);
     s_write_run (state, &o);
+    int64_t t1 = proto_now_us ();
     if (group) {
         bus_txn_group (NULL);
         int rc = bus_service_commit (self, &group);     /* events published, before the reply */
@@ -843,6 +845,10 @@ bus_request_write (bus_request_t *req, bus_work_fn *fn, void *state, void *job, 
             s_group_failed (jobs, 1, rc);
         }
     }
+    /* where a write's time goes: its work (reads, checks, puts) and its
+       commit (the fsync'd pages), apart */
+    bus_stats_latency (self->stats, "write_here_work", t1 - t0);
+    bus_stats_latency (self->stats, "write_here_commit", proto_now_us () - t1);
     bus_stats_count (self->stats, "writes_on_reactor", 1);
     s_log_trace (req->msg);
     bus_reply_outcome (req, &o.out);

@@ -273,7 +273,9 @@ int bus_request_offload_write (bus_request_t *req, bus_work_fn *fn, void *job,
     Either way as the writer runs a group: fn's commits nest in a group,
     its outcome is recorded there, the group commits (one fsync), its
     events are published, and then the reply is sent; job is freed by
-    job_free (NULL: free()) after the answer. Returns 0 (answered, or
+    job_free (NULL: free()) after the answer. Stats: writes_on_reactor
+    counts those run here, the latencies write_here_work and
+    write_here_commit time their work and their commit. Returns 0 (answered, or
     deferred to the writer), or an error of bus_request_offload_write
     (the request then answered, job freed). Reactor only. */
 int bus_request_write (bus_request_t *req, bus_work_fn *fn, void *state, void *job,
