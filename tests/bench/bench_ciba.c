@@ -57,35 +57,35 @@ s_now_us (void)
     return (double) ts.tv_sec * 1e6 + (double) ts.tv_nsec / 1e3;
 }
 
-/*  The process's resident set, KiB (/proc/self/status VmRSS). */
-static long
-s_rss_kb (void)
-{
-    FILE *f = fopen ("/proc/self/status", "r");
-    char line [256];
-    long kb = -1;
-    while (f && fgets (line, sizeof line, f))
-        if (strncmp (line, "VmRSS:", 6) == 0)
-            kb = strtol (line + 6, NULL, 10);
-    if (f)
-        fclose (f);
-    return kb;
-}
-
-/*  Bytes this process has caused to be written to storage so far
-    (/proc/self/io write_bytes: pages dirtied for the disk), or -1. */
+/*  The number after field (e.g. "VmRSS:") in the /proc file path, or -1. */
 static long long
-s_write_bytes (void)
+s_proc_number (const char *path, const char *field)
 {
-    FILE *f = fopen ("/proc/self/io", "r");
+    FILE *f = fopen (path, "r");
     char line [256];
     long long n = -1;
+    size_t len = strlen (field);
     while (f && fgets (line, sizeof line, f))
-        if (strncmp (line, "write_bytes:", 12) == 0)
-            n = strtoll (line + 12, NULL, 10);
+        if (strncmp (line, field, len) == 0)
+            n = strtoll (line + len, NULL, 10);
     if (f)
         fclose (f);
     return n;
+}
+
+/*  The process's resident set, KiB. */
+static long
+s_rss_kb (void)
+{
+    return (long) s_proc_number ("/proc/self/status", "VmRSS:");
+}
+
+/*  Bytes this process has caused to be written to storage so far
+    (write_bytes: pages dirtied for the disk), or -1. */
+static long long
+s_write_bytes (void)
+{
+    return s_proc_number ("/proc/self/io", "write_bytes:");
 }
 
 /*  The count and sum (µs) of the broker's latency histogram name, from
