@@ -270,6 +270,9 @@ int bus_request_offload_write (bus_request_t *req, bus_work_fn *fn, void *job,
     bus_request_offload_write) when writes queue (bus_service_writes_queue),
     else now, here on the reactor, with state as fn's state: no thread hop
     (the writer is idle and stays so until the reactor hands it more).
+    A write made here during which other requests arrived (they waited
+    for its fsync) sends the writes of the next 10 ms to the writer, so
+    that a burst is grouped rather than committed one by one here.
     Either way as the writer runs a group: fn's commits nest in a group,
     its outcome is recorded there, the group commits (one fsync), its
     events are published, and then the reply is sent; job is freed by
