@@ -40,10 +40,12 @@
     device is passed at once (approver_not_enrolled). The approval expires
     at expires_at whatever the levels did.
 
-    Requests with effects run on the service's writer
-    (bus_request_offload_write): the change, its events and the request's
-    outcome commit together (retries get the outcome, even after a
-    restart), and the changes queued together share one fsync. Reads
+    Requests with effects run through bus_request_write: here on the
+    reactor when no other write waits (no thread hop), on the service's
+    writer when they queue (the changes queued together share one fsync);
+    either way the change, its events and the request's outcome commit
+    together (retries get the outcome, even after a restart), and the
+    events are published as the commit returns, before the reply. Reads
     (ciba.status, ciba.list, ciba.device.list) stay on the reactor, as do
     the deadline scan and the provider's answers (LMDB's write lock puts
     them between the writer's groups). What a change asks of the world
