@@ -415,8 +415,13 @@ bus_dedupe_record (bus_txn_t *txn, const bus_dedupe_store_t *store, const char *
     free (text);
     uint8_t tkey [8 + S_KEY_MAX];
     size_t tkey_len = s_time_key (tkey, expires_us, key, key_len);
-    bus_txn_put (txn, store->db, key, key_len, val, S_RECORD_HEAD + text_len);
-    bus_txn_put (txn, store->time_db, tkey, tkey_len, "", 0);
+    /* a principal's request ids are ULIDs, in order: the newest principal's
+       record is often the last key (appended: pages fill up) */
+    if (bus_txn_put_append (txn, store->db, key, key_len, val, S_RECORD_HEAD + text_len) == BUS_EEXIST)
+        bus_txn_put (txn, store->db, key, key_len, val, S_RECORD_HEAD + text_len);
+    /* expiries grow with time: appended, when this one sorts last */
+    if (bus_txn_put_append (txn, store->time_db, tkey, tkey_len, "", 0) == BUS_EEXIST)
+        bus_txn_put (txn, store->time_db, tkey, tkey_len, "", 0);
     free (val);
     int rc = s_usage_add (txn, store->usage_db, principal, (int64_t) cost - (int64_t) old_cost);
     if (rc)

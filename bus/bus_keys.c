@@ -46,6 +46,22 @@ s_mkdirs (const char *dir, mode_t mode)
     return rc;
 }
 
+int
+bus_credential_path (char *out, size_t out_len, const char *name, const char *what, char *err, size_t err_len)
+{
+    const char *dir = getenv ("CREDENTIALS_DIRECTORY");
+    if (!name || !*name || strchr (name, '/') || !strcmp (name, ".") || !strcmp (name, "..") || strlen (name) > 255)
+        return bus_errf (err, err_len, BUS_EINVAL, "%s name '%.64s' is not a file name", what, name ? name : "");
+    if (!dir || !*dir)
+        return bus_errf (err, err_len, BUS_EINVAL, "%s %s: $CREDENTIALS_DIRECTORY is not set (not started by "
+                         "systemd with LoadCredential= or LoadCredentialEncrypted=)", what, name);
+    int n = snprintf (out, out_len, "%s/%s", dir, name);
+    if (n < 0 || (size_t) n >= out_len)
+        return bus_errf (err, err_len, BUS_EINVAL, "%s %s: the path under $CREDENTIALS_DIRECTORY is too long",
+                         what, name);
+    return 0;
+}
+
 bool
 bus_key_name_valid (const char *name)
 {

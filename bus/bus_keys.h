@@ -30,6 +30,19 @@ typedef struct bus_allow_t bus_allow_t;
 /*  A key file name: 1-64 of [A-Za-z0-9._-], not starting with '.'. */
 bool bus_key_name_valid (const char *name);
 
+/*  The path of the systemd credential name (LoadCredential=NAME:...,
+    LoadCredentialEncrypted=, SetCredential=) in this process's
+    credentials directory, $CREDENTIALS_DIRECTORY/NAME, into out: how a
+    daemon finds a secret its unit delivers (the unit loads it as root;
+    the file under /etc/sanctum stays unreadable to the daemon's dynamic
+    user). what names it in the messages ("master key credential").
+    Returns 0, or BUS_EINVAL with err set: name is not a file name (1-255
+    bytes, no '/', not "." or ".."), $CREDENTIALS_DIRECTORY is not set
+    (not started by systemd with a credential), or the path does not fit
+    out. The file itself is not opened. */
+int bus_credential_path (char *out, size_t out_len, const char *name, const char *what,
+                         char *err, size_t err_len);
+
 /*  Load (or, when create is true and absent, generate and save) the cert
     <keys_dir>/<name>; name must be bus_key_name_valid. Returns NULL on
     failure (logged). */

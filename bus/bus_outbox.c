@@ -198,8 +198,11 @@ bus_event_append (bus_service_t *self, bus_txn_t *txn, const char *type, json_t 
     if (rc == 0) {
         uint8_t key [8];
         bus_u64_to_key (evt->seq, key);
-        /* never over an existing event: a reused sequence is a bug */
-        rc = bus_txn_put_new (txn, self->outbox_db, key, 8, data, len);
+        /* never over an existing event: a reused sequence is a bug;
+           appended, since each sequence is the last + 1 */
+        rc = bus_txn_put_append (txn, self->outbox_db, key, 8, data, len);
+        if (rc == BUS_EEXIST)
+            rc = bus_txn_put_new (txn, self->outbox_db, key, 8, data, len);
     }
     if (rc)
         bus_txn_fail (txn, rc);

@@ -823,6 +823,48 @@ bus_request_offload_write (bus_request_t *req, bus_work_fn *fn, void *job, void 
     return s_offload (req->svc->writer, req, fn, job, job_free);
 }
 
+/*  After a write made here during which more requests arrived (a burst:
+    they waited for its fsync), writes go to the writer, which groups
+    them, for this long; then a lone write may run here again. */
+#define S_WRITE_HERE_PAUSE_US 10000
+
+int
+bus_request_write (bus_request_t *req, bus_work_fn *fn, void *state, void *job, void (*job_free) (void *job))
+{
+    bus_service_t *self = req->svc;
+    if (bus_service_writes_queue (self) || (self->writer && proto_now_us () < self->write_here_after_us))
+        return s_offload (self->writer, req, fn, job, job_free);
+    /* the writer idle (or none): here, in a group of its own, as the
+       writer would run it (s_group_begin, s_write_run, s_group_end) */
+    bus_offload_t o = { .req = req, .fn = fn, .job = job, .job_free = job_free };
+    int64_t t0 = proto_now_us ();
+    bus_txn_t *group = bus_txn_begin (self->store, true);
+    bus_txn_group (group);
+    s_write_run (state, &o);
+    int64_t t1 = proto_now_us ();
+    if (group) {
+        bus_txn_group (NULL);
+        int rc = bus_service_commit (self, &group);     /* events published, before the reply */
+        if (rc) {
+            void *jobs [1] = { &o };
+            s_group_failed (jobs, 1, rc);
+        }
+    }
+    /* where a write's time goes: its work (reads, checks, puts) and its
+       commit (the fsync'd pages), apart */
+    bus_stats_latency (self->stats, "write_here_work", t1 - t0);
+    int64_t t2 = proto_now_us ();
+    bus_stats_latency (self->stats, "write_here_commit", t2 - t1);
+    bus_stats_count (self->stats, "writes_on_reactor", 1);
+    if (self->writer && (zsock_events (self->router) & ZMQ_POLLIN))
+        self->write_here_after_us = t2 + S_WRITE_HERE_PAUSE_US;
+    s_log_trace (req->msg);
+    bus_reply_outcome (req, &o.out);
+    bus_log_set_trace (NULL);
+    s_job_free (job, job_free);
+    return 0;
+}
+
 bool
 bus_service_writes_queue (bus_service_t *self)
 {

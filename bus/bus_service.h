@@ -266,6 +266,24 @@ int bus_service_writer_group (bus_service_t *self, size_t max);
 int bus_request_offload_write (bus_request_t *req, bus_work_fn *fn, void *job,
                                void (*job_free) (void *job));
 
+/*  Run fn, a write, where it answers soonest: on the writer (as
+    bus_request_offload_write) when writes queue (bus_service_writes_queue),
+    else now, here on the reactor, with state as fn's state: no thread hop
+    (the writer is idle and stays so until the reactor hands it more).
+    A write made here during which other requests arrived (they waited
+    for its fsync) sends the writes of the next 10 ms to the writer, so
+    that a burst is grouped rather than committed one by one here.
+    Either way as the writer runs a group: fn's commits nest in a group,
+    its outcome is recorded there, the group commits (one fsync), its
+    events are published, and then the reply is sent; job is freed by
+    job_free (NULL: free()) after the answer. Stats: writes_on_reactor
+    counts those run here, the latencies write_here_work and
+    write_here_commit time their work and their commit. Returns 0 (answered, or
+    deferred to the writer), or an error of bus_request_offload_write
+    (the request then answered, job freed). Reactor only. */
+int bus_request_write (bus_request_t *req, bus_work_fn *fn, void *state, void *job,
+                       void (*job_free) (void *job));
+
 /*  True when writes queue: requests handed to the writer are not yet
     answered, or more requests wait on the ROUTER behind this one. A
     handler may commit a lone write on the reactor when false (the writer

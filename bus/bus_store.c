@@ -544,7 +544,7 @@ s_write (bus_txn_t *self, int db, const void *key, size_t key_len,
                      : mdb_put (self->txn, dbi, &k, &v, flags);
         rc = s_map (mrc, del? "del": "put");
     }
-    int not_sticky = del? BUS_ENOTFOUND: (flags & MDB_NOOVERWRITE)? BUS_EEXIST: 0;
+    int not_sticky = del? BUS_ENOTFOUND: (flags & (MDB_NOOVERWRITE | MDB_APPEND))? BUS_EEXIST: 0;
     if (rc && rc != not_sticky)
         self->error = rc;
     return rc;
@@ -566,6 +566,17 @@ bus_txn_put_new (bus_txn_t *self, int db, const void *key, size_t key_len,
                  const void *val, size_t val_len)
 {
     return s_write (self, db, key, key_len, val, val_len, MDB_NOOVERWRITE, false);
+}
+
+
+/*  Put at the end (MDB_APPEND: a full page stays full, the key starts
+    the next); BUS_EEXIST when the key does not sort after every other,
+    and not sticky. */
+int
+bus_txn_put_append (bus_txn_t *self, int db, const void *key, size_t key_len,
+                    const void *val, size_t val_len)
+{
+    return s_write (self, db, key, key_len, val, val_len, MDB_APPEND, false);
 }
 
 

@@ -14,6 +14,7 @@
 #include "ciba_internal.h"
 #include "bus_error.h"
 #include "bus_jose.h"
+#include "bus_keys.h"
 #include "bus_log.h"
 
 #include <sodium.h>
@@ -534,26 +535,32 @@ ciba_oidc_start (ciba_t *self, bus_config_t *config)
                       : streq (auth, "private_key_jwt") ? CIBA_AUTH_JWT : CIBA_AUTH_POST;
     char path [4096];
     if (from_cred) {
-        /* a systemd credential (LoadCredential=/SetCredentialEncrypted=): a
-           plain name under $CREDENTIALS_DIRECTORY */
-        const char *dir = getenv ("CREDENTIALS_DIRECTORY");
-        if (!dir || !*dir || strchr (credential, '/') || streq (credential, ".") || streq (credential, "..")) {
-            bus_error ("ciba: oidc_client_secret_credential %s: %s", credential,
-                       !dir || !*dir ? "$CREDENTIALS_DIRECTORY is not set (run under systemd with LoadCredential=)"
-                                     : "a credential's name, not a path");
+        /* a systemd credential (the shipped unit's LoadCredential=
+           ciba-oidc-client.secret): a plain name under $CREDENTIALS_DIRECTORY */
+        char why [512];
+        if (bus_credential_path (path, sizeof path, credential, "ciba: oidc_client_secret_credential", why,
+                                 sizeof why)) {
+            bus_error ("%s", why);
             return BUS_ECONFIG;
         }
-        snprintf (path, sizeof path, "%s/%s", dir, credential);
         secret_file = path;
     }
     FILE *f = fopen (secret_file, "r");
     char buf [4096] = "";
     size_t got = f ? fread (buf, 1, sizeof buf - 1, f) : 0;
+    bool opened = f != NULL;
     if (f)
         fclose (f);
     buf [got] = 0;
     int rc = 0;
-    if (self->client_auth == CIBA_AUTH_JWT)
+    if (strspn (buf, " \t\r\n") == got) {
+        /* missing, unreadable, or blank: the shipped unit's default (a
+           newline, SetCredential=) when /etc/sanctum/ciba-oidc-client.secret
+           is absent */
+        bus_error ("ciba: the client secret %s is %s", secret_file, opened ? "empty" : "not readable");
+        rc = BUS_ECONFIG;
+    }
+    else if (self->client_auth == CIBA_AUTH_JWT)
         rc = s_client_key (self, buf, secret_file);
     else {
         buf [strcspn (buf, "\r\n")] = 0;            /* the secret is the first line */

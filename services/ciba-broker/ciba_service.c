@@ -43,10 +43,12 @@
     device is passed at once (approver_not_enrolled). The approval expires
     at expires_at whatever the levels did.
 
-    Requests with effects run on the service's writer
-    (bus_request_offload_write): the change, its events and the request's
-    outcome commit together (retries get the outcome, even after a
-    restart), and the changes queued together share one fsync. Reads
+    Requests with effects run through bus_request_write: here on the
+    reactor when no other write waits (no thread hop), on the service's
+    writer when they queue (the changes queued together share one fsync);
+    either way the change, its events and the request's outcome commit
+    together (retries get the outcome, even after a restart), and the
+    events are published as the commit returns, before the reply. Reads
     (ciba.status, ciba.list, ciba.device.list) stay on the reactor, as do
     the deadline scan and the provider's answers (LMDB's write lock puts
     them between the writer's groups). What a change asks of the world
@@ -201,38 +203,45 @@ s_next_deadline (json_t *a)
     return at;
 }
 
-/*  Put (put true) or delete the index keys of approval a as in state:
-    "s" LF state LF id; "a" LF approver LF state LF id for each approver
-    of its chain; "r" LF run LF id when it has a run. Values are empty;
-    ciba.list reads the id from the key's last PROTO_ID_LEN bytes. */
+/*  One index key moved from old (NULL: none) to new (NULL: none); a key
+    that stays the same is left alone (no page written for it). */
 static void
-s_index (ciba_t *self, bus_txn_t *txn, json_t *a, const char *state, bool put)
+s_index_move (ciba_t *self, bus_txn_t *txn, const char *old, int old_n, const char *new, int new_n)
+{
+    if (old && new && old_n == new_n && memcmp (old, new, (size_t) old_n) == 0)
+        return;
+    if (old && old_n > 0)
+        bus_txn_del (txn, self->db_index, old, (size_t) old_n);
+    if (new && new_n > 0)
+        bus_txn_put (txn, self->db_index, new, (size_t) new_n, "", 0);
+}
+
+/*  Move the index keys of approval a from state from (NULL: not
+    indexed) to state to (NULL: none, the purge): "s" LF state LF id;
+    "a" LF approver LF state LF id for each approver of its chain; "r" LF
+    run LF id when it has a run (the same in every state: kept). Values
+    are empty; ciba.list reads the id from the key's last PROTO_ID_LEN
+    bytes. */
+static void
+s_index (ciba_t *self, bus_txn_t *txn, json_t *a, const char *from, const char *to)
 {
     const char *id = ciba_str (a, "approval_id"), *run = ciba_str (a, "run");
-    char key [600];
-    int n;
-    n = snprintf (key, sizeof key, "s\n%s\n%s", state, id);
-    if (put)
-        bus_txn_put (txn, self->db_index, key, (size_t) n, "", 0);
-    else
-        bus_txn_del (txn, self->db_index, key, (size_t) n);
+    char old [600], new [600];
+    int on = from ? snprintf (old, sizeof old, "s\n%s\n%s", from, id) : 0;
+    int nn = to ? snprintf (new, sizeof new, "s\n%s\n%s", to, id) : 0;
+    s_index_move (self, txn, from ? old : NULL, on, to ? new : NULL, nn);
     size_t i;
     json_t *lvl;
     json_array_foreach (json_object_get (a, "levels"), i, lvl) {
-        n = snprintf (key, sizeof key, "a\n%s\n%s\n%s", ciba_str (lvl, "approver"), state, id);
-        if (n < 0 || (size_t) n >= sizeof key)
+        on = from ? snprintf (old, sizeof old, "a\n%s\n%s\n%s", ciba_str (lvl, "approver"), from, id) : 0;
+        nn = to ? snprintf (new, sizeof new, "a\n%s\n%s\n%s", ciba_str (lvl, "approver"), to, id) : 0;
+        if (on < 0 || (size_t) on >= sizeof old || nn < 0 || (size_t) nn >= sizeof new)
             continue;                   /* approvers are at most 256 bytes (s_approver_ok) */
-        if (put)
-            bus_txn_put (txn, self->db_index, key, (size_t) n, "", 0);
-        else
-            bus_txn_del (txn, self->db_index, key, (size_t) n);
+        s_index_move (self, txn, from ? old : NULL, on, to ? new : NULL, nn);
     }
     if (run) {
-        n = snprintf (key, sizeof key, "r\n%s\n%s", run, id);
-        if (put)
-            bus_txn_put (txn, self->db_index, key, (size_t) n, "", 0);
-        else
-            bus_txn_del (txn, self->db_index, key, (size_t) n);
+        on = snprintf (old, sizeof old, "r\n%s\n%s", run, id);
+        s_index_move (self, txn, from ? old : NULL, on, to ? old : NULL, on);
     }
 }
 
@@ -243,6 +252,15 @@ s_key_index (char *key, size_t cap, const char *requested_by, const char *idem)
 {
     int n = snprintf (key, cap, "k\n%s\n%s", requested_by, idem);
     return n < 0 || (size_t) n >= cap ? -1 : n;
+}
+
+/*  Put a key that most likely sorts last (a time, a ULID) appended, so
+    that pages fill up; else as any put. Returns the sticky error. */
+static int
+s_put_last (bus_txn_t *txn, int db, const void *key, size_t key_len, const void *val, size_t val_len)
+{
+    int rc = bus_txn_put_append (txn, db, key, key_len, val, val_len);
+    return rc == BUS_EEXIST ? bus_txn_put (txn, db, key, key_len, val, val_len) : rc;
 }
 
 static void
@@ -268,19 +286,18 @@ ciba_save (ciba_t *self, bus_txn_t *txn, json_t *a)
         }
         if (next) {
             s_deadline_key (key, next, id);
-            bus_txn_put (txn, self->db_deadlines, key, sizeof key, "", 0);
+            s_put_last (txn, self->db_deadlines, key, sizeof key, "", 0);
         }
         ciba_set_int (a, "deadline", next);
     }
     const char *state = ciba_str (a, "state") ?: "";
     const char *indexed = ciba_str (a, "indexed");
+    bool fresh = !indexed;          /* its first save (or a store from before the indexes) */
     if (!indexed || !streq (indexed, state)) {
-        if (indexed)
-            s_index (self, txn, a, indexed, false);
-        s_index (self, txn, a, state, true);
+        s_index (self, txn, a, indexed, state);
         if (!streq (state, "pending")) {
             s_ended_key (key, a);
-            bus_txn_put (txn, self->db_ended, key, sizeof key, "", 0);
+            s_put_last (txn, self->db_ended, key, sizeof key, "", 0);
         }
         ciba_set_str (a, "indexed", state);
     }
@@ -289,7 +306,9 @@ ciba_save (ciba_t *self, bus_txn_t *txn, json_t *a)
         bus_txn_fail (txn, BUS_ENOMEM);
         return BUS_ENOMEM;
     }
-    int rc = bus_txn_put (txn, self->db_approvals, id, strlen (id), text, strlen (text));
+    /* approval ids are ULIDs, made in order: a new one is appended */
+    int rc = fresh ? s_put_last (txn, self->db_approvals, id, strlen (id), text, strlen (text))
+                   : bus_txn_put (txn, self->db_approvals, id, strlen (id), text, strlen (text));
     free (text);
     return rc;
 }
@@ -311,7 +330,7 @@ s_purge_one (ciba_t *self, bus_txn_t *txn, const uint8_t *ended_key)
             bus_txn_del (txn, self->db_levels, auth, strlen (auth));
         }
         if (ciba_str (a, "indexed"))
-            s_index (self, txn, a, ciba_str (a, "indexed"), false);
+            s_index (self, txn, a, ciba_str (a, "indexed"), NULL);
         char key [600];
         int n = ciba_str (a, "idempotency_key")
               ? s_key_index (key, sizeof key, ciba_str (a, "requested_by") ?: "", ciba_str (a, "idempotency_key")) : -1;
@@ -735,8 +754,11 @@ s_job_after (void *arg)
     free (job);
 }
 
-/*  Run fn, a change, on the writer (or here when the service has none):
-    its outcome is recorded with its effect, in the writer's group. */
+/*  Run fn, a change, on the writer when writes queue there (its group
+    shares one fsync among them), else here on the reactor (no thread
+    hop): either way its outcome is recorded with its effect, and its
+    events are published as soon as the commit returns, before the
+    reply. */
 static void
 s_change (ciba_t *self, bus_request_t *req, bus_work_fn *fn)
 {
@@ -752,12 +774,7 @@ s_change (ciba_t *self, bus_request_t *req, bus_work_fn *fn)
     snprintf (job->principal, sizeof job->principal, "%s", bus_request_principal (req));
     snprintf (job->tp, sizeof job->tp, "%s", bus_request_traceparent (req) ?: "");
     job->user = s_is_user (req);
-    if (bus_request_offload_write (req, fn, job, s_job_after) != BUS_ESTATE)
-        return;                     /* deferred, or refused and answered (job freed) */
-    bus_outcome_t out = { .code = NULL };
-    fn (self, bus_request_body (req), job, &out);
-    bus_reply_outcome (req, &out);
-    s_job_after (job);
+    (void) bus_request_write (req, fn, self, job, s_job_after);   /* answered or deferred; job freed */
 }
 
 static const char *

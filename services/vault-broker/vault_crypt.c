@@ -1,6 +1,7 @@
 /*  vault_crypt.c — the master keyring and sealed records (vault_crypt.h). */
 #include "vault_crypt.h"
 #include "bus_error.h"
+#include "bus_keys.h"
 
 #include <errno.h>
 #include <stdbool.h>
@@ -125,20 +126,11 @@ int
 vault_keyring_load_credential (vault_keyring_t **out, const char *name, char *err, size_t err_len)
 {
     *out = NULL;
-    const char *dir = getenv ("CREDENTIALS_DIRECTORY");
-    if (!name || !*name || strchr (name, '/') || !strcmp (name, ".") || !strcmp (name, "..")
-        || strlen (name) > 255) {
-        (void) bus_errf (err, err_len, 0, "master key credential name '%.64s' is not a file name", name ? name : "");
-        return BUS_EINVAL;
-    }
-    if (!dir || !*dir) {
-        (void) bus_errf (err, err_len, 0, "master key credential %s: CREDENTIALS_DIRECTORY is not set (not started by "
-               "systemd with LoadCredential= or LoadCredentialEncrypted=)", name);
-        return BUS_EINVAL;
-    }
     char path [4400];
-    snprintf (path, sizeof path, "%s/%s", dir, name);
-    int rc = s_load (out, path, false, err, err_len);
+    int rc = bus_credential_path (path, sizeof path, name, "master key credential", err, err_len);
+    if (rc)
+        return rc;
+    rc = s_load (out, path, false, err, err_len);
     if (rc == 0)
         (*out)->readonly = true;
     return rc;

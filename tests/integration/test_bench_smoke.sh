@@ -76,7 +76,8 @@ result "bench_audit_verdict" $?
 "$BUILD/bench/bench_ciba" --quick >"$TMP/ciba" 2>"$TMP/ciba.err"
 result "bench_ciba_runs" $? "$(tail -n 3 "$TMP/ciba.err" | tr '\n' ' ')"
 has_figures "$TMP/ciba" ciba_approval_p50 ciba_approval_p99 ciba_authorize_held_rate \
-    ciba_status_p50_with_2000_pending ciba_pending_2000_rss >"$TMP/why"
+    ciba_status_p50_with_2000_pending ciba_pending_2000_rss ciba_phase_authorize_p50 ciba_phase_decide_p50 \
+    ciba_change_commit_mean ciba_approval_bytes_written >"$TMP/why"
 result "bench_ciba_figures" $? "$(cat "$TMP/why")"
 grep -Eq "^bench ciba_targets (met|missed)" "$TMP/ciba"
 result "bench_ciba_verdict" $?

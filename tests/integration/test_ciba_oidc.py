@@ -184,7 +184,8 @@ def op_client_secret_basic_from_a_credential(x):
     """oidc_client_auth = client_secret_basic (an HTTP Basic header on
     bc-authorize and every token poll, seen by the provider), the secret
     read from a systemd credential ($CREDENTIALS_DIRECTORY/NAME), not
-    logged; without $CREDENTIALS_DIRECTORY the broker does not start."""
+    logged; without $CREDENTIALS_DIRECTORY, or with a blank credential
+    (the shipped unit's default), the broker does not start."""
     c = Cluster(services=["ciba-broker"])
     try:
         creds = os.path.join(c.dir, "credentials")
@@ -226,6 +227,13 @@ def op_client_secret_basic_from_a_credential(x):
         p = c.start("ciba-broker")
         assert p.wait(timeout=10) != 0
         assert "CREDENTIALS_DIRECTORY" in c.read_logs()
+        # the shipped unit's stand-in when /etc/sanctum/ciba-oidc-client.secret
+        # is absent, a blank credential (SetCredential=...:\n), stops it too, by name
+        with open(os.path.join(creds, "ciba-client-secret"), "w") as f:
+            f.write("\n")
+        p = c.start("ciba-broker", env={"CREDENTIALS_DIRECTORY": creds})
+        assert p.wait(timeout=10) != 0
+        assert "ciba-client-secret is empty" in c.read_logs()
     finally:
         c.close()
 

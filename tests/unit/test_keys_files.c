@@ -10,7 +10,11 @@
       public cert. The daemon finds its own cert and its peers' public keys
       there through the config's environment override, writes nothing into
       it, and finds no key (a clear NULL) when a credential is missing or
-      the directory arrived empty.
+      the directory arrived empty;
+    - bus_credential_path: a secret a unit delivers by name (the
+      ciba-broker's ciba-oidc-client.secret, the vault's master keyring)
+      is $CREDENTIALS_DIRECTORY/NAME; a name with a slash, ".", "..", an
+      empty one, or no $CREDENTIALS_DIRECTORY is refused with a message.
 */
 #include <dirent.h>
 #include <stdarg.h>
@@ -213,6 +217,47 @@ test_credentials_empty (void **state)
     bus_config_destroy (&config);
 }
 
+/*  A credential found by name, and the names and settings refused. */
+static void
+test_credential_path (void **state)
+{
+    char path [256], err [256] = "", creds [128];
+    snprintf (creds, sizeof creds, "%s/credentials", s_dir);
+    assert_int_equal (mkdir (creds, 0700), 0);
+    unsetenv ("CREDENTIALS_DIRECTORY");
+    assert_int_equal (bus_credential_path (path, sizeof path, "ciba-oidc-client.secret", "client secret", err,
+                                           sizeof err), BUS_EINVAL);
+    assert_non_null (strstr (err, "CREDENTIALS_DIRECTORY is not set"));
+    setenv ("CREDENTIALS_DIRECTORY", creds, 1);
+    const char *bad [] = { "", ".", "..", "../etc/shadow", "a/b" };
+    for (size_t i = 0; i < sizeof bad / sizeof bad [0]; i++) {
+        err [0] = 0;
+        assert_int_equal (bus_credential_path (path, sizeof path, bad [i], "client secret", err, sizeof err),
+                          BUS_EINVAL);
+        assert_non_null (strstr (err, "not a file name"));
+    }
+    assert_int_equal (bus_credential_path (path, sizeof path, NULL, "client secret", err, sizeof err), BUS_EINVAL);
+    char tiny [16];
+    assert_int_equal (bus_credential_path (tiny, sizeof tiny, "ciba-oidc-client.secret", "client secret", err,
+                                           sizeof err), BUS_EINVAL);
+    /* the file systemd wrote is where the path says */
+    assert_int_equal (bus_credential_path (path, sizeof path, "ciba-oidc-client.secret", "client secret", err,
+                                           sizeof err), 0);
+    char want [256];
+    snprintf (want, sizeof want, "%s/ciba-oidc-client.secret", creds);
+    assert_string_equal (path, want);
+    FILE *f = fopen (want, "w");
+    assert_non_null (f);
+    fputs ("s3cret\n", f);
+    fclose (f);
+    f = fopen (path, "r");
+    char line [32] = "";
+    assert_non_null (f);
+    assert_non_null (fgets (line, sizeof line, f));
+    fclose (f);
+    assert_string_equal (line, "s3cret\n");
+}
+
 int
 main (void)
 {
@@ -220,6 +265,7 @@ main (void)
         cmocka_unit_test_setup_teardown (test_keygen_modes, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown (test_credentials_directory, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown (test_credentials_empty, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown (test_credential_path, s_setup, s_teardown),
     };
     return cmocka_run_group_tests (tests, NULL, NULL);
 }

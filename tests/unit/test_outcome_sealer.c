@@ -1,8 +1,9 @@
-/*  test_outcome_sealer.c — bus_service_outcome_sealer and
-    bus_service_writes_queue (bus_service.h), on an in-process authz-section
-    service whose authz.write handler answers {"token": <a canary>} with
-    its effect (an event), committed on the reactor (bus_request_commit) or
-    on the writer (bus_request_offload_write).
+/*  test_outcome_sealer.c — bus_service_outcome_sealer,
+    bus_service_writes_queue and bus_request_write (bus_service.h), on an
+    in-process authz-section service whose authz.write handler answers
+    {"token": <a canary>} with its effect (an event), committed on the
+    reactor (bus_request_commit), on the writer (bus_request_offload_write),
+    or where bus_request_write puts it.
 
     - Sealed: no page of the store holds the canary, though both outcomes
       are recorded; without the sealer (the control) the reactor's outcome
@@ -12,6 +13,10 @@
       retry is answered `internal`, never with what was stored.
     - bus_service_writes_queue: false when the writer is idle and nothing
       waits; true while the writer holds a request.
+    - bus_request_write: with the writer idle the write runs on the
+      reactor, its outcome recorded with it (a retry after a restart gets
+      it, sealed on disk) and its event published; while
+      the writer holds a write, it queues there behind it.
 */
 #include <dirent.h>
 #include <pthread.h>
@@ -28,6 +33,7 @@
 
 #include "bus_client.h"
 #include "bus_error.h"
+#include "bus_keys.h"
 #include "bus_service.h"
 #include "bus_store.h"
 #include "proto_msg.h"
@@ -42,6 +48,7 @@ static int s_queue_seen = -1;           /* bus_service_writes_queue in mode 3 */
 static pthread_mutex_t s_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t s_cond = PTHREAD_COND_INITIALIZER;
 static bool s_hold;                     /* mode 2 waits while set */
+static pthread_t s_reactor;             /* the thread handlers run on */
 
 /*  Seal: the token reversed and marked (enough to show what is stored is
     what seal returned). */
@@ -100,6 +107,21 @@ s_write_work (void *state, json_t *body, void *job, bus_outcome_t *out)
         out->body = json_pack ("{s:s, s:s}", "token", S_CANARY "-w", "where", "writer");
 }
 
+/*  bus_request_write's work (mode 4): an event, the token, and the
+    thread it ran on. */
+static void
+s_write_here_work (void *state, json_t *body, void *job, bus_outcome_t *out)
+{
+    int rc = bus_service_emit (state, "echo.seen", json_pack ("{s:s}", "request", "write"), NULL);
+    if (rc) {
+        out->code = PROTO_ERR_UNAVAILABLE;
+        snprintf (out->message, sizeof out->message, "emit failed");
+    }
+    else
+        out->body = json_pack ("{s:s, s:s}", "token", S_CANARY "-x", "where",
+                               pthread_equal (pthread_self (), s_reactor) ? "reactor" : "writer");
+}
+
 static void *
 s_writer_state (void *arg)
 {
@@ -107,11 +129,17 @@ s_writer_state (void *arg)
 }
 
 /*  authz.write {mode}: 1 on the reactor, 2 on the writer, 3 answers
-    whether writes queue (after the writer took a mode 2). */
+    whether writes queue (after the writer took a mode 2), 4 through
+    bus_request_write. */
 static void
 s_handler (bus_service_t *svc, bus_request_t *req, void *arg)
 {
     json_int_t mode = json_integer_value (json_object_get (bus_request_body (req), "mode"));
+    s_reactor = pthread_self ();
+    if (mode == 4) {
+        assert_int_equal (bus_request_write (req, s_write_here_work, svc, NULL, NULL), 0);
+        return;
+    }
     if (mode == 2) {
         bus_request_offload_write (req, s_write_work, NULL, NULL);
         return;
@@ -220,17 +248,44 @@ s_round (bool sealed)
     size_t rlen, wlen;
     uint8_t *r = s_frame (json_pack ("{s:i}", "mode", 1), &rlen);
     uint8_t *w = s_frame (json_pack ("{s:i}", "mode", 2), &wlen);
+    size_t xlen;
+    uint8_t *x = s_frame (json_pack ("{s:i}", "mode", 4), &xlen);
+    /* the events of the writes */
+    zsock_t *sub = zsock_new (ZMQ_SUB);
+    assert_non_null (sub);
+    bus_keys_apply_client (sub, ops, test_service_server_key (s_env));
+    zsock_set_subscribe (sub, "echo.seen");
+    zsock_set_rcvtimeo (sub, 5000);
+    assert_int_equal (zsock_connect (sub, "%s", test_service_pub (s_env)), 0);
+    usleep (300 * 1000);
     proto_msg_t *r1 = s_raw (raw, r, rlen), *w1 = s_raw (raw, w, wlen);
     assert_true (r1->ok && w1->ok);
+    for (int i = 0; i < 2; i++) {               /* the events of r and w */
+        zmsg_t *ev = zmsg_recv (sub);
+        assert_non_null (ev);
+        zmsg_destroy (&ev);
+    }
+    proto_msg_t *x1 = s_raw (raw, x, xlen);
+    assert_true (x1->ok);
+    assert_string_equal (json_string_value (json_object_get (x1->body, "where")), "reactor");
+    zsock_set_rcvtimeo (sub, 1000);             /* its event too (published before the reply, on
+                                                   another connection: no order to assert) */
+    zmsg_t *ev = zmsg_recv (sub);
+    assert_non_null (ev);
+    zmsg_destroy (&ev);
+    zsock_destroy (&sub);
     assert_string_equal (json_string_value (json_object_get (r1->body, "token")), S_CANARY "-r");
     assert_string_equal (json_string_value (json_object_get (w1->body, "token")), S_CANARY "-w");
     test_service_stop (s_env);
     /* the outcomes are on disk: sealed, not the token */
     bool r_disk = s_on_disk (test_service_dir (s_env), S_CANARY "-r");
     bool w_disk = s_on_disk (test_service_dir (s_env), S_CANARY "-w");
+    bool x_disk = s_on_disk (test_service_dir (s_env), S_CANARY "-x");
     if (sealed) {
         assert_false (r_disk);
         assert_false (w_disk);
+        assert_false (x_disk);
+        assert_true (s_on_disk (test_service_dir (s_env), "x-" "e9f6c4-nek0t-yranac"));
         assert_true (s_on_disk (test_service_dir (s_env), "r-" "e9f6c4-nek0t-yranac"));  /* reversed: recorded */
     }
     else
@@ -238,12 +293,14 @@ s_round (bool sealed)
     s_run ();
     bus_client_t *client = bus_client_new (test_service_rpc (s_env), test_service_server_key (s_env), ops, 5000, 0);
     int64_t dup = test_service_counter (client, "requests_duplicate_recorded");
-    proto_msg_t *r2 = s_raw (raw, r, rlen), *w2 = s_raw (raw, w, wlen);
+    proto_msg_t *r2 = s_raw (raw, r, rlen), *w2 = s_raw (raw, w, wlen), *x2 = s_raw (raw, x, xlen);
     assert_true (json_equal (r1->body, r2->body));
     assert_true (json_equal (w1->body, w2->body));
-    assert_int_equal (test_service_counter (client, "requests_duplicate_recorded"), dup + 2);
+    assert_true (json_equal (x1->body, x2->body));
+    assert_int_equal (test_service_counter (client, "requests_duplicate_recorded"), dup + 3);
     proto_msg_destroy (&r2);
     proto_msg_destroy (&w2);
+    proto_msg_destroy (&x2);
     if (sealed) {
         /* open fails: internal, never what was stored */
         test_service_stop (s_env);
@@ -257,8 +314,10 @@ s_round (bool sealed)
     }
     proto_msg_destroy (&r1);
     proto_msg_destroy (&w1);
+    proto_msg_destroy (&x1);
     free (r);
     free (w);
+    free (x);
     bus_client_destroy (&raw);
     bus_client_destroy (&client);
     zcert_destroy (&ops);
@@ -303,12 +362,20 @@ test_writes_queue (void **state)
     assert_int_equal (bus_client_call (a, "authz.write", three, NULL, &reply), 0);
     assert_true (json_is_true (json_object_get (reply->body, "queue")));
     proto_msg_destroy (&reply);
+    /* bus_request_write queues behind the held write, on the writer */
+    json_t *four = json_pack ("{s:i}", "mode", 4);
+    assert_int_equal (bus_client_send (a, "authz.write", four, NULL, NULL), 0);
+    json_decref (four);
     pthread_mutex_lock (&s_lock);
     s_hold = false;
     pthread_cond_broadcast (&s_cond);
     pthread_mutex_unlock (&s_lock);
     assert_int_equal (bus_client_recv (b, 5000, &reply), 0);
     assert_true (reply->ok);
+    proto_msg_destroy (&reply);
+    assert_int_equal (bus_client_recv (a, 5000, &reply), 0);
+    assert_true (reply->ok);
+    assert_string_equal (json_string_value (json_object_get (reply->body, "where")), "writer");
     proto_msg_destroy (&reply);
     json_decref (two);
     json_decref (three);

@@ -256,6 +256,34 @@ test_put_new (void **state)
 }
 
 
+/*  put_append: keys in order are appended; a key that does not sort
+    last (before the last, or the last itself) is refused, not sticky,
+    nothing written. */
+static void
+test_put_append (void **state)
+{
+    fixture_t *fx = *state;
+    bus_txn_t *txn = bus_txn_begin (fx->store, true);
+    assert_int_equal (bus_txn_put_append (txn, 0, "b", 1, "1", 1), 0);
+    assert_int_equal (bus_txn_put_append (txn, 0, "c", 1, "2", 1), 0);
+    assert_int_equal (bus_txn_put_append (txn, 0, "a", 1, "x", 1), BUS_EEXIST);
+    assert_int_equal (bus_txn_put_append (txn, 0, "c", 1, "y", 1), BUS_EEXIST);
+    assert_int_equal (bus_txn_error (txn), 0);       /* not sticky */
+    assert_int_equal (bus_txn_put (txn, 0, "a", 1, "3", 1), 0);
+    assert_int_equal (bus_txn_commit (&txn), 0);
+    s_expect (fx->store, 0, "a", "3");
+    s_expect (fx->store, 0, "b", "1");
+    s_expect (fx->store, 0, "c", "2");
+    /* in a later transaction, after what is stored */
+    txn = bus_txn_begin (fx->store, true);
+    assert_int_equal (bus_txn_put_append (txn, 0, "b2", 2, "x", 1), BUS_EEXIST);
+    assert_int_equal (bus_txn_put_append (txn, 0, "d", 1, "4", 1), 0);
+    assert_int_equal (bus_txn_commit (&txn), 0);
+    s_expect (fx->store, 0, "b2", NULL);
+    s_expect (fx->store, 0, "d", "4");
+}
+
+
 /*  Scan collector: appends "key=val;" to a buffer, stops after max keys
     (returning stop_rc), when max > 0. */
 typedef struct {
@@ -554,6 +582,7 @@ main (void)
         cmocka_unit_test_setup_teardown (test_put_get_del, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown (test_sticky_error, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown (test_put_new, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown (test_put_append, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown (test_scans, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown (test_last_and_u64_order, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown (test_reopen_persists, s_setup, s_teardown),
