@@ -54,6 +54,9 @@ s_call (ctl_t *ctl, const char *type, json_t *body, proto_msg_t **reply_out, boo
             ctl_print_call_error (ctl, "authz", client, crc, NULL, 0);
         else if (!reply->ok) {
             ctl_print_error (ctl, reply);
+            if (streq (type, "authz.write"))
+                ctl_print_hint (ctl, reply, "conflict", "--ignore-existing skips the tuples already written "
+                                                        "(or already deleted)");
             json_t *errors = json_object_get (reply->error, "errors");
             size_t i;
             json_t *e;

@@ -5,6 +5,16 @@
 
 #include <stdio.h>
 
+/*  Say that name is no service, and which are. */
+static void
+s_unknown_service (const char *name)
+{
+    fprintf (stderr, "sanctumctl: unknown service '%s' (one of:", name);
+    for (const bus_service_id_t *s = bus_services; s->name; s++)
+        fprintf (stderr, " %s", s->name);
+    fprintf (stderr, ")\n");
+}
+
 /*  health [SERVICE]: one health request per service, all in flight at once. */
 int
 ctl_cmd_health (ctl_t *ctl)
@@ -14,7 +24,7 @@ ctl_cmd_health (ctl_t *ctl)
         return CTL_USAGE;
     }
     if (ctl->argc == 1 && !bus_service_name (ctl->argv [0])) {
-        fprintf (stderr, "sanctumctl: unknown service '%s'\n", ctl->argv [0]);
+        s_unknown_service (ctl->argv [0]);
         return CTL_USAGE;
     }
     json_t *services = json_object ();
@@ -203,7 +213,7 @@ ctl_cmd_tap (ctl_t *ctl)
             topics [ntopics++] = ctl->argv [i];
     }
     if (only && !bus_service_name (only)) {
-        fprintf (stderr, "sanctumctl: unknown service '%s'\n", only);
+        s_unknown_service (only);
         free (topics);
         return CTL_USAGE;
     }

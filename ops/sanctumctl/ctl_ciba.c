@@ -75,6 +75,9 @@ s_call (ctl_t *ctl, const char *type, json_t *body, int *rc)
         ctl_print_call_error (ctl, "ciba-broker", client, crc, NULL, 0);
     else if (reply && !reply->ok) {
         ctl_print_error (ctl, reply);
+        if (streq (type, "ciba.status") || streq (type, "ciba.decide"))
+            ctl_print_hint (ctl, reply, "not_found", "`sanctumctl approvals --as USER` lists the requests waiting "
+                                                     "for USER, with their AUTH_REQ_IDs");
         *rc = ctl_error_exit (reply);
     }
     else if (reply) {

@@ -59,5 +59,24 @@ def unknown_command_is_bad_usage():
     assert r.returncode == 2 and "unknown command 'frobnicate'" in r.stderr, (r.returncode, r.stderr)
 
 
+@test
+def wrong_options_say_what_to_do():
+    r = ctl("--config")
+    assert r.returncode == 2 and "--config takes a value: --config FILE" in r.stderr, (r.returncode, r.stderr)
+    r = ctl("--json=1", "health")
+    assert r.returncode == 2 and "unknown option '--json=1'" in r.stderr and "--json" in r.stderr, r.stderr
+    r = ctl("frobnicate")
+    assert r.returncode == 2 and "sanctumctl --help" in r.stderr, r.stderr
+    # no key here: said once, with the commands that make one, and no log line before it
+    r = ctl("health")
+    assert r.returncode == 1 and "sanctumctl init" in r.stderr and '"level"' not in r.stderr, r.stderr
+    r = ctl("--config", os.path.join(EMPTY, "x.conf"), "health")
+    assert r.returncode == 1 and "cannot open" in r.stderr, r.stderr
+    with open(os.path.join(EMPTY, "host.conf"), "w") as f:
+        f.write("[sanctum]\nkeys_dir = keys\n")
+    r = ctl("--config", os.path.join(EMPTY, "host.conf"), "health")
+    assert r.returncode == 1 and "keygen sanctumctl --principal ops:sanctumctl" in r.stderr, r.stderr
+
+
 if __name__ == "__main__":
     sys.exit(run())

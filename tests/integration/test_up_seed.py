@@ -136,12 +136,53 @@ def run_story(up):
     v = wait(big, ("PAUSED",))
     assert v["reason"] == "approval", v
     approve("carol", big)
+    # carol's level is decided, victor's asked: the run shows the broker's levels now
+    # (the orchestrator's own copy is as ciba.authorize answered, until the end)
+    deadline = time.monotonic() + 15
+    while True:
+        levels = ctl_json(up, "run", "get", big)["approval"]["levels"]
+        states = [(l["approver"], l["state"]) for l in levels]
+        if states == [("user:carol", "approved"), ("user:victor", "pending")] or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert states == [("user:carol", "approved"), ("user:victor", "pending")], levels
+    people = subprocess.run([CTL, "run", "get", big], cwd=up.work, env=up.env, capture_output=True, text=True,
+                            timeout=60).stdout
+    assert "user:carol (approved) user:victor (pending)" in people, people
     approve("victor", big)
     assert wait(big, ("COMPLETED", "FAILED", "REJECTED"))["state"] == "COMPLETED"
     huge = start(2000000)
     assert wait(huge, ("COMPLETED", "FAILED", "REJECTED"))["state"] == "REJECTED"
     rows = ctl_json(up, "sandbox", "rows", "erp")["rows"]
     assert [r[2] for r in rows] == [5000, 520000], rows
+
+
+def readme_errors(up):
+    """README's commands on the seeded suite, and wrong usages that say what to do next."""
+    def people(*args):
+        r = subprocess.run([CTL] + list(args), cwd=up.work, env=up.env, capture_output=True, text=True, timeout=60)
+        return r.returncode, r.stdout, r.stderr
+
+    tuples = os.path.join(EXAMPLES, "procurement", "tuples.json")
+    rc, out, err = people("authz", "write", "--file", tuples)      # seeded already: each one a conflict
+    assert rc == 1 and "conflict" in err and "--ignore-existing" in err, (rc, out, err)
+    rc, out, err = people("authz", "write", "--file", tuples, "--ignore-existing")
+    assert rc == 0 and "written" in out, (rc, out, err)
+    rc, out, err = people("run", "get", "nope")
+    assert rc == 2 and "not a run id" in err and "sanctumctl run list" in err, (rc, err)
+    rc, out, err = people("run", "wait", "0" * 26)
+    assert rc == 1 and "not_found" in err and "sanctumctl run list" in err, (rc, err)
+    rc, out, err = people("run", "start", "nosuch")
+    assert rc == 1 and "sanctumctl workflows" in err, (rc, err)
+    rc, out, err = people("approve", "nosuch", "--as", "carol")
+    assert rc == 1 and "sanctumctl approvals --as USER" in err, (rc, err)
+    rc, out, err = people("vault", "revoke", "lease_nosuch")
+    assert rc == 1 and "sanctumctl vault leases" in err, (rc, err)
+    rc, out, err = people("health", "nosuch")
+    assert rc == 2 and "one of: " in err and "orchestrator" in err, (rc, err)
+    # with --json the error is JSON on stdout, and no hint is added
+    rc, out, err = people("run", "wait", "0" * 26, "--json")
+    assert rc == 1 and json.loads(out)["error"]["code"] == "not_found" and "run list" not in err, (rc, out, err)
 
 
 @test
@@ -179,8 +220,11 @@ def first_start_seeds_and_second_changes_nothing():
             assert want and sorted(os.listdir(os.path.join(work, "var", "workflows"))) == want
             for f in want:
                 assert ("workflow " + f) in seeded
+        # a first start: no "workflow refused" for the workflows' folder not made yet
+        assert "workflow refused" not in up.text(), up.text()[-3000:]
         if has_runs():
             run_story(up)
+            readme_errors(up)
         else:
             print("# no `sanctumctl run` in this build: the story is left to the orchestrator's tests")
         before = snapshot(up)
