@@ -25,12 +25,13 @@ echo "== every service, healthy =="
 "$CTL" health
 echo
 echo "== an external Python client (ext:erp-gateway) injects a request =="
-RPC=$(sed -n '/^\[orchestrator\]/,/^\[/s/^rpc *= *//p' var/sanctum.conf)
-PUB=$(sed -n '/^\[orchestrator\]/,/^\[/s/^pub *= *//p' var/sanctum.conf)
+# the environment overrides the file (SANCTUM_<SECTION>_<KEY>), as in the daemons
+RPC=${SANCTUM_ORCHESTRATOR_RPC:-$(sed -n '/^\[orchestrator\]/,/^\[/s/^rpc *= *//p' var/sanctum.conf)}
+PUB=${SANCTUM_ORCHESTRATOR_PUB:-$(sed -n '/^\[orchestrator\]/,/^\[/s/^pub *= *//p' var/sanctum.conf)}
 PYTHONPATH=ops/python $PY ops/python/inject_demo.py var/keys "${RPC:-tcp://127.0.0.1:7101}" "${PUB:-tcp://127.0.0.1:7102}" orchestrator || exit 1
 echo
 sh ops/demo_authz.sh "$CTL" || exit 1
-URL=$(sed -n '/^\[telemetry\]/,/^\[/s/^http *= *//p' var/sanctum.conf)
+URL=${SANCTUM_TELEMETRY_HTTP:-$(sed -n '/^\[telemetry\]/,/^\[/s/^http *= *//p' var/sanctum.conf)}
 echo
 echo "== the procurement story (watch it live: http://${URL:-127.0.0.1:7180}/) =="
 $PY ops/demo_story.py "$CTL" || { echo "see var/up.log"; exit 1; }

@@ -367,10 +367,16 @@ s_decide (ctl_t *ctl, const char *decision)
         goto done;
     if (ctl->json)
         ctl_print_json (reply, true);
-    else
-        printf ("%s %s: approval %s is %s\n", streq (decision, "approve") ? "approved" : "denied", auth_req_id,
-                json_string_value (json_object_get (reply, "approval_id")),
-                json_string_value (json_object_get (reply, "state")));
+    else {
+        /* a chain goes on to its next level: say who is asked now */
+        const char *state = json_string_value (json_object_get (reply, "state")) ?: "?";
+        json_t *next = json_array_get (json_object_get (reply, "levels"),
+                                       (size_t) json_integer_value (json_object_get (reply, "current")));
+        const char *asked = streq (state, "pending") ? json_string_value (json_object_get (next, "approver")) : NULL;
+        printf ("%s %s: approval %s is %s%s%s\n", streq (decision, "approve") ? "approved" : "denied", auth_req_id,
+                json_string_value (json_object_get (reply, "approval_id")), state,
+                asked ? ", asked next of " : "", asked ? asked : "");
+    }
 done:
     sodium_free (sk);
     json_decref (status);
