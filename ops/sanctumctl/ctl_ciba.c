@@ -363,6 +363,18 @@ s_decide (ctl_t *ctl, const char *decision)
     }
     reply = s_call (ctl, "ciba.decide", json_pack ("{s:s, s:s, s:s, s:s}", "auth_req_id", auth_req_id,
                                                    "decision", decision, "signature", sig, "device", pk_b64), &rc);
+    if (!reply && rc == CTL_DENIED && !ctl->json) {
+        /* refused: most often a request asked of someone else */
+        size_t i;
+        json_t *lvl;
+        json_array_foreach (json_object_get (status, "levels"), i, lvl) {
+            const char *asked = json_string_value (json_object_get (lvl, "approver"));
+            if (streq (json_string_value (json_object_get (lvl, "auth_req_id")) ?: "", auth_req_id)
+            &&  asked && !streq (asked, principal))
+                fprintf (stderr, "  %s is asked of %s, not %s: `sanctumctl approvals --as %s` lists %s's\n",
+                         auth_req_id, asked, principal, as, principal);
+        }
+    }
     if (!reply)
         goto done;
     if (ctl->json)

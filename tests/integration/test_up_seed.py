@@ -176,6 +176,20 @@ def readme_errors(up):
     assert rc == 1 and "sanctumctl workflows" in err, (rc, err)
     rc, out, err = people("approve", "nosuch", "--as", "carol")
     assert rc == 1 and "sanctumctl approvals --as USER" in err, (rc, err)
+    # a request asked of carol, approved as victor: refused (3), saying whose it is
+    run_id = ctl_json(up, "run", "start", "procurement", "--input", "vendor=Acme", "--input", "amount=60000",
+                      "--input", "cost_center=engineering")["run"]
+    deadline = time.monotonic() + 15
+    mine = []
+    while not mine and time.monotonic() < deadline:
+        mine = [a for a in ctl_json(up, "approvals", "--as", "carol")["approvals"] if a.get("run") == run_id]
+        time.sleep(0.2)
+    assert mine, "nothing asked of carol"
+    rc, out, err = people("approve", mine[0]["auth_req_id"], "--as", "victor")
+    assert rc == 3 and "is asked of user:carol, not user:victor" in err, (rc, err)
+    rc, out, err = people("approve", mine[0]["auth_req_id"], "--as", "carol")
+    assert rc == 0 and "asked next of user:victor" in out, (rc, out, err)
+    assert people("run", "cancel", run_id)[0] == 0
     rc, out, err = people("vault", "revoke", "lease_nosuch")
     assert rc == 1 and "sanctumctl vault leases" in err, (rc, err)
     rc, out, err = people("health", "nosuch")
