@@ -209,6 +209,13 @@ ctl_cmd_tap (ctl_t *ctl)
             tap.left = atol (ctl->argv [++i]);
         else if (streq (ctl->argv [i], "--timeout-ms") && i + 1 < ctl->argc)
             timeout_ms = atol (ctl->argv [++i]);
+        else if (ctl->argv [i][0] == '-') {       /* no topic starts so: an option misspelt or without its value */
+            fprintf (stderr, "sanctumctl: tap: unknown option or missing value: '%s'\n"
+                             "usage: sanctumctl tap [TOPIC]... [--service S] [--replay] [--count N] "
+                             "[--timeout-ms T]\n", ctl->argv [i]);
+            free (topics);
+            return CTL_USAGE;
+        }
         else
             topics [ntopics++] = ctl->argv [i];
     }

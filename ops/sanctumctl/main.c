@@ -76,7 +76,9 @@ static const struct { const char *name, *text; } s_details [] = {
     { "tap",
       "Prints live events of every service (or --service S), filtered by topic prefix;\n"
       "--replay first prints what the outboxes still keep. Ends after --count N events\n"
-      "or --timeout-ms T. --json: one event per line." },
+      "or --timeout-ms T. --json: one event per line.\n"
+      "Exit: 0; 1 when --count N events did not come within --timeout-ms T, or no service\n"
+      "could be followed." },
     { "authz",
       "The authz service: models (OpenFGA JSON or DSL), tuples, checks, the policy and\n"
       "its decisions. `authz test FILE` runs an OpenFGA test file on an embedded engine\n"
