@@ -293,5 +293,35 @@ def no_seed_and_bad_examples():
         shutil.rmtree(work, ignore_errors=True)
 
 
+@test
+def ctrl_c_while_seeding_waits_for_a_dead_service():
+    """authz cannot start (a bad [authz] http_keys), so the seeder keeps asking it: Ctrl-C still
+    stops everything at once, the seeder included (it took its full wait, a minute, before)."""
+    work = tempfile.mkdtemp(prefix="sanctum-seedstop-")
+    env = env_with_ports()
+    keys = os.path.join(work, "http_keys")
+    with open(keys, "w") as f:
+        f.write("short\n")                  # a key is one word of at least 16 bytes: authz refuses to start
+    os.chmod(keys, 0o600)
+    env["SANCTUM_AUTHZ_HTTP_KEYS"] = keys
+    up = Up(work, env)
+    try:
+        up.wait_for("services started")
+        time.sleep(1)                       # the seeder is asking authz
+        started = time.monotonic()
+        os.killpg(up.p.pid, signal.SIGINT)
+        up.p.wait(30)
+        took = time.monotonic() - started
+        assert took < 10, "up took %.1f s to stop: %s" % (took, up.text()[-2000:])
+        assert "all stopped" in up.text(), up.text()[-2000:]
+        left = subprocess.run(["pgrep", "-f", "--", "--config ./var/sanctum.conf"], capture_output=True, text=True,
+                              cwd=work).stdout.split()
+        mine = [p for p in left if os.path.realpath("/proc/%s/cwd" % p) == os.path.realpath(work)]
+        assert not mine, "left running: %s" % mine
+    finally:
+        up.stop()
+        shutil.rmtree(work, ignore_errors=True)
+
+
 if __name__ == "__main__":
     sys.exit(run())
