@@ -7,6 +7,7 @@
 #   make test-deploy  the deployment files run for real (podman, systemd; root;
 #                   ~2 min, ~5 min when it builds the images)
 #   make demo       start the suite and run the demo
+#   make up         start the suite (./var) and keep it up; Ctrl-C stops it
 #   make fuzz       libFuzzer targets (clang)
 #   make install    PREFIX=/usr/local DESTDIR=
 #   SANITIZER=address,undefined   build and test under ASan+UBSan
@@ -67,7 +68,7 @@ ALL_LIBS := $(SVC_LIBS) $(CORE_LIB)
 SUPPORT_SRC := $(wildcard tests/support/*.c)
 SUPPORT_LIB := $(BUILD)/lib/libtestsupport.a
 
-.PHONY: all deps test unit-test bench demo fuzz install clean dashboard test-deploy
+.PHONY: all deps test unit-test bench demo up fuzz install clean dashboard test-deploy
 all: $(CORE_LIB) $(SVC_BINS) $(CTL_BIN) dashboard
 
 # The dashboard's files (telemetry serves them from share/sanctum/dashboard
@@ -149,6 +150,12 @@ demo: deps
 	@$(MAKE) --no-print-directory all
 	@BUILD=$(BUILD) sh ops/demo.sh
 
+# the suite under `sanctumctl up` (config, keys and the procurement example
+# under ./var on first start), kept up for a person to explore
+up: deps
+	@$(MAKE) --no-print-directory all
+	@$(BUILD)/bin/sanctumctl up
+
 # libFuzzer targets: the runtime library instrumented for coverage and
 # sanitizers, each target linked against it alone.
 fuzz:
@@ -166,6 +173,7 @@ install: all
 	  sed 's|/usr/local/|$(PREFIX)/|g' $$u > $(DESTDIR)$(PREFIX)/lib/systemd/system/$$(basename $$u) || exit 1; \
 	  chmod 0644 $(DESTDIR)$(PREFIX)/lib/systemd/system/$$(basename $$u); done
 	cp -r ops/examples $(DESTDIR)$(PREFIX)/share/sanctum/
+	rm -rf $(DESTDIR)$(PREFIX)/share/sanctum/examples/inject/node_modules
 	install -m 0644 ops/demo_story.py $(DESTDIR)$(PREFIX)/share/sanctum/
 	rm -rf $(DESTDIR)$(PREFIX)/share/sanctum/dashboard
 	cp -r $(BUILD)/share/sanctum/dashboard $(DESTDIR)$(PREFIX)/share/sanctum/dashboard

@@ -2,7 +2,8 @@
 # The Sanctum demo, on the embedded defaults under ./var.
 # Starts every process under `sanctumctl up` (which seeds the procurement
 # example on first start), shows them healthy, lets an external Python client
-# inject a request and shows the reply and the event it caused, shows the
+# (ops/examples/inject/inject.py, its own key allowed as ext:erp-gateway)
+# start a run, follow its events to the end and fetch its receipt, shows the
 # three authz decisions, then tells the procurement story end to end
 # (ops/demo_story.py), then stops everything (nothing is left running).
 # Exits 0 only if every step happened as told.
@@ -24,14 +25,19 @@ done
 echo "== every service, healthy =="
 "$CTL" health
 echo
-echo "== an external Python client (ext:erp-gateway) injects a request =="
-# the environment overrides the file (SANCTUM_<SECTION>_<KEY>), as in the daemons
-RPC=${SANCTUM_ORCHESTRATOR_RPC:-$(sed -n '/^\[orchestrator\]/,/^\[/s/^rpc *= *//p' var/sanctum.conf)}
-PUB=${SANCTUM_ORCHESTRATOR_PUB:-$(sed -n '/^\[orchestrator\]/,/^\[/s/^pub *= *//p' var/sanctum.conf)}
-PYTHONPATH=ops/python $PY ops/python/inject_demo.py var/keys "${RPC:-tcp://127.0.0.1:7101}" "${PUB:-tcp://127.0.0.1:7102}" orchestrator || exit 1
+echo "== an external Python client (ext:erp-gateway) starts a run, follows it, fetches its receipt =="
+conf () { sed -n "/^\[$1\]/,/^\[/s/^$2 *= *//p" var/sanctum.conf; }
+SANCTUM_ORCHESTRATOR_RPC=${SANCTUM_ORCHESTRATOR_RPC:-$(conf orchestrator rpc)} \
+SANCTUM_ORCHESTRATOR_PUB=${SANCTUM_ORCHESTRATOR_PUB:-$(conf orchestrator pub)} \
+SANCTUM_AUDITOR_RPC=${SANCTUM_AUDITOR_RPC:-$(conf auditor rpc)} \
+    $PY ops/examples/inject/inject.py --keys var/keys --name erp-gateway --vendor Initech --amount 1200 \
+    >var/inject.out
+rc=$?
+cut -c1-120 var/inject.out              # the receipt's JWS is long: its start
+[ $rc -eq 0 ] || exit 1
 echo
 sh ops/demo_authz.sh "$CTL" || exit 1
-URL=${SANCTUM_TELEMETRY_HTTP:-$(sed -n '/^\[telemetry\]/,/^\[/s/^http *= *//p' var/sanctum.conf)}
+URL=${SANCTUM_TELEMETRY_HTTP:-$(conf telemetry http)}
 echo
 echo "== the procurement story (watch it live: http://${URL:-127.0.0.1:7180}/) =="
 $PY ops/demo_story.py "$CTL" || { echo "see var/up.log"; exit 1; }

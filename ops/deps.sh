@@ -42,6 +42,18 @@ js_deps () {
     return 0
 }
 
+# ops/examples/inject/node_modules (zeromq, @msgpack/msgpack): the Node
+# injection example, run by test_inject_examples.py (which fails without it).
+inject_js () {
+    d="$(dirname "$0")/examples/inject"
+    [ -d "$d/node_modules/zeromq" ] && [ -d "$d/node_modules/@msgpack/msgpack" ] && return 0
+    command -v npm >/dev/null 2>&1 || return 0
+    echo "deps: npm ci in ops/examples/inject"
+    (cd "$d" && npm ci --no-audit --no-fund >/dev/null 2>&1) \
+        || echo "deps: npm ci in ops/examples/inject failed (registry unreachable?)"
+    return 0
+}
+
 # tests/deploy/node_modules (dclint, pinned), for test_deploy_files.sh.
 deploy_js () {
     d="$(dirname "$0")/../tests/deploy"
@@ -55,6 +67,7 @@ deploy_js () {
 finish () {
     [ "${1:-}" = --build ] && return 0
     js_deps
+    inject_js
     deploy_js && return 0
     [ "${1:-}" != --deploy ]
 }

@@ -299,6 +299,24 @@ s_run_start (bus_service_t *svc, bus_request_t *req, void *arg)
         orch_run_kick (self, id);
 }
 
+/*  A workflow's shape, for a run's view (the dashboard draws the steps not
+    reached yet): {start, nodes: [{node, kind}], edges: [{from, to}]}. */
+static json_t *
+s_graph (const orch_workflow_t *wf)
+{
+    const json_t *root = orch_workflow_json (wf);
+    json_t *nodes = json_array (), *edges = json_array ();
+    size_t i;
+    json_t *v;
+    json_array_foreach (json_object_get (root, "nodes"), i, v)
+        json_array_append_new (nodes, json_pack ("{s:s?, s:s?}", "node", orch_str (v, "id"), "kind",
+                                                 orch_str (v, "kind")));
+    json_array_foreach (json_object_get (root, "edges"), i, v)
+        json_array_append_new (edges, json_pack ("{s:s?, s:s?}", "from", orch_str (v, "from"), "to",
+                                                 orch_str (v, "to")));
+    return json_pack ("{s:s?, s:o, s:o}", "start", orch_workflow_start (wf), "nodes", nodes, "edges", edges);
+}
+
 static void
 s_run_get (bus_service_t *svc, bus_request_t *req, void *arg)
 {
@@ -311,7 +329,11 @@ s_run_get (bus_service_t *svc, bus_request_t *req, void *arg)
         bus_reply_error (req, PROTO_ERR_NOT_FOUND, "no run %s", id);
         return;
     }
-    bus_reply_ok (req, orch_run_view (rec));
+    json_t *view = orch_run_view (rec);
+    const orch_workflow_t *wf = orch_workflow_by_hash (self, orch_str (rec, "workflow_hash"));
+    if (wf)
+        json_object_set_new (view, "graph", s_graph (wf));
+    bus_reply_ok (req, view);
     json_decref (rec);
 }
 

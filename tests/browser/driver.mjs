@@ -5,6 +5,7 @@
 //
 //   {cmd: "open", url}            launch, load the page, watch the console
 //   {cmd: "wait", selector, contains, timeout?}   until the text has it
+//   {cmd: "wait_for", expression, timeout?}       until the expression (in the page) is true
 //   {cmd: "text", selector}       its text
 //   {cmd: "count", selector}      how many match
 //   {cmd: "click", selector}
@@ -13,6 +14,7 @@
 //   {cmd: "screenshot", path}
 //   {cmd: "errors"}               console errors and page errors so far
 //   {cmd: "csp_probe"}            add an inline script: did the CSP block it?
+//   {cmd: "eval", expression}     evaluate it in the page (a promise is awaited): its value
 //   {cmd: "close"}
 import { createRequire } from "node:module";
 import { mkdtempSync, rmSync } from "node:fs";
@@ -48,12 +50,22 @@ async function handle(c) {
       return { status: res.status(), headers: res.headers() };
     }
     case "wait": {
-      await page.waitForFunction(([sel, want]) => {
+      const seen = ([sel, want]) => {
         const e = document.querySelector(sel);
-        return e && (e.getAttribute("aria-label") || "").concat(" ", e.textContent || "").includes(want);
-      }, [c.selector, c.contains], { timeout: c.timeout || 10000 });
+        const text = e ? (e.getAttribute("aria-label") || "").concat(" ", e.textContent || "") : null;
+        return want === null ? text : text !== null && text.includes(want);
+      };
+      try {
+        await page.waitForFunction(seen, [c.selector, c.contains], { timeout: c.timeout || 10000 });
+      } catch (err) {     // say what the page showed instead
+        const now = await page.evaluate(seen, [c.selector, null]).catch(() => "?");
+        throw new Error(`${err.message.split("\n")[0]}; ${c.selector} shows ${JSON.stringify(now)}`);
+      }
       return { ok: true };
     }
+    case "wait_for":
+      await page.waitForFunction(c.expression, null, { timeout: c.timeout || 10000 });
+      return { ok: true };
     case "text":
       return { text: await page.locator(c.selector).first().textContent() };
     case "count":
@@ -80,6 +92,8 @@ async function handle(c) {
         document.body.append(s);
         setTimeout(() => resolve({ ran: window.__inlineRan === true, violation }), 300);
       }));
+    case "eval":
+      return { value: await page.evaluate(c.expression) };
     case "close":
       if (context) await context.close();
       if (profile) rmSync(profile, { recursive: true, force: true });

@@ -1,6 +1,6 @@
 #!/bin/sh
 # test_bench_smoke.sh — the benchmarks still run: bench_bus, bench_kit,
-# bench_audit, bench_authz_http (Check over HTTP beside the bus), bench_authz_stores (a store among many), bench_ciba, bench_vault, bench_orch (every service as a process: the gated step, paused runs, a restart), bench_authz --quick (bench_authz with the sanctum-authz daemon as its own
+# bench_audit, bench_authz_http (Check over HTTP beside the bus), bench_telemetry_browser (a real browser's EventSource), bench_authz_stores (a store among many), bench_ciba, bench_vault, bench_orch (every service as a process: the gated step, paused runs, a restart), bench_authz --quick (bench_authz with the sanctum-authz daemon as its own
 # process and again with --thread) and bench_http complete and print every
 # figure the README quotes.
 # Figures are not judged here (CI timings are noise); `make bench` does.
@@ -92,6 +92,12 @@ has_figures "$TMP/orch" orch_gated_step_p50 orch_gated_step_p99 orch_paused_run_
 result "bench_orch_figures" $? "$(cat "$TMP/why")"
 grep -Eq "^bench orch_targets (met|missed)" "$TMP/orch"
 result "bench_orch_verdict" $?
+# a real browser (chromium, playwright-core): missing, it fails and says which
+BUILD="$BUILD" /usr/bin/python3 "$(dirname "$0")/../bench/bench_telemetry_browser.py" --quick \
+    >"$TMP/browser" 2>"$TMP/browser.err"
+result "bench_telemetry_browser_runs" $? "$(tail -n 3 "$TMP/browser.err" | tr '\n' ' ')"
+has_figures "$TMP/browser" telemetry_browser_latency_p50 telemetry_browser_latency_p99 >"$TMP/why"
+result "bench_telemetry_browser_figures" $? "$(cat "$TMP/why")"
 
 # the daemon the process shape started is gone with the bench
 sleep 0.2

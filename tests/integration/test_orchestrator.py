@@ -21,7 +21,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(__file__))
 from harness import run, test  # noqa: E402
-from orch_cluster import OrchCluster, TERMINAL  # noqa: E402
+from orch_cluster import EX, OrchCluster, TERMINAL  # noqa: E402
 
 
 class Ctx(OrchCluster):
@@ -42,6 +42,13 @@ def allowed_amount_runs_straight_through(x):
     w = node(v, "write_po")[0]
     assert w["outcome"] == "ok" and w["decision"]["result"] == "allow" and w["lease"] and w["status"] == 200, w
     assert node(v, "mail_vendor")[0]["outcome"] == "ok", v
+    # run.get carries the workflow's shape (run.wait does not)
+    g = x.get(rid)["graph"]
+    with open(os.path.join(EX, "workflows", "procurement.json")) as f:
+        wf = json.load(f)
+    assert g["start"] == wf["start"] and g["nodes"] == [{"node": n["id"], "kind": n["kind"]} for n in wf["nodes"]] \
+        and g["edges"] == [{"from": e["from"], "to": e["to"]} for e in wf["edges"]], g
+    assert "graph" not in v, v
     rows = x.rows()
     assert len(rows) == before + 1 and rows[-1][1:] == ["Acme", 5000, "engineering"], rows
     # the leases of the run are revoked

@@ -103,6 +103,19 @@ def has_runs():
     return "run start" in r.stdout
 
 
+def approve_as(up, user, run_id):
+    """user approves, with the seeded device, what the run asks of them."""
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        for a in ctl_json(up, "approvals", "--as", user).get("approvals", []):
+            if a.get("run") == run_id:
+                rc, out, err = ctl(up, "approve", a["auth_req_id"], "--as", user)
+                assert rc == 0, out + err
+                return
+        time.sleep(0.2)
+    raise AssertionError("nothing asked of %s" % user)
+
+
 def run_story(up):
     """The procurement story on what seeding put in place."""
     def start(amount):
@@ -119,23 +132,12 @@ def run_story(up):
             time.sleep(0.2)
         raise AssertionError("run %s never reached %s: %s" % (run_id, states, v))
 
-    def approve(user, run_id):
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline:
-            for a in ctl_json(up, "approvals", "--as", user).get("approvals", []):
-                if a.get("run") == run_id:
-                    rc, out, err = ctl(up, "approve", a["auth_req_id"], "--as", user)
-                    assert rc == 0, out + err
-                    return
-            time.sleep(0.2)
-        raise AssertionError("nothing asked of %s" % user)
-
     small = start(5000)
     assert wait(small, ("COMPLETED", "FAILED", "REJECTED"))["state"] == "COMPLETED"
     big = start(520000)
     v = wait(big, ("PAUSED",))
     assert v["reason"] == "approval", v
-    approve("carol", big)
+    approve_as(up, "carol", big)
     # carol's level is decided, victor's asked: the run shows the broker's levels now
     # (the orchestrator's own copy is as ciba.authorize answered, until the end)
     deadline = time.monotonic() + 15
@@ -149,7 +151,7 @@ def run_story(up):
     people = subprocess.run([CTL, "run", "get", big], cwd=up.work, env=up.env, capture_output=True, text=True,
                             timeout=60).stdout
     assert "user:carol (approved) user:victor (pending)" in people, people
-    approve("victor", big)
+    approve_as(up, "victor", big)
     assert wait(big, ("COMPLETED", "FAILED", "REJECTED"))["state"] == "COMPLETED"
     huge = start(2000000)
     assert wait(huge, ("COMPLETED", "FAILED", "REJECTED"))["state"] == "REJECTED"

@@ -14,7 +14,7 @@ let key = null;
 let dirty = false;
 
 function run(id) {
-  if (!runs.has(id)) runs.set(id, { id, state: "", workflow: "", nodes: new Map(), order: [], approvals: new Map() });
+  if (!runs.has(id)) runs.set(id, { id, state: "", workflow: "", nodes: new Map(), order: [], approvals: new Map(), graph: null });
   return runs.get(id);
 }
 
@@ -26,7 +26,7 @@ function node(r, name, kind) {
 }
 
 function approval(b) {
-  const a = approvals.get(b.approval_id) || { approval_id: b.approval_id, history: [], state: "pending" };
+  const a = approvals.get(b.approval_id) || { approval_id: b.approval_id, history: [], asked: [], state: "pending" };
   a.note = (line) => { if (!a.history.includes(line)) a.history.push(line); };
   for (const k of ["run", "node", "binding_message", "authorization_details_sha256", "expires_at"])
     if (b[k] !== undefined && b[k] !== null) a[k] = b[k];
@@ -56,10 +56,12 @@ function apply(e) {
     const a = approval(b);
     if (t === "ciba.requested") {
       a.state = "pending"; a.approver = b.approver; a.auth_req_id = b.auth_req_id; a.level = b.level;
+      a.asked.push(b.approver);
       a.note(`${when(e.ts)} asked ${b.approver} (level ${b.level + 1})`);
     } else if (t === "ciba.escalated") {
       a.note(`${when(e.ts)} escalated from ${b.approver} to ${b.to_approver} (${b.reason})`);
       a.approver = b.to_approver; a.auth_req_id = b.to_auth_req_id; a.level = b.to_level;
+      a.asked.push(b.to_approver);
     } else if (t === "ciba.approved") a.note(`${when(e.ts)} ${b.approver} approved (signed)`);
     else if (t === "ciba.denied") a.note(`${when(e.ts)} ${b.approver} denied`);
     else if (t === "ciba.expired") a.note(`${when(e.ts)} expired while ${b.approver} was asked`);
@@ -80,13 +82,29 @@ function apply(e) {
   }
 }
 
+const logged = new Set();          // pub/seq of the events in log
+
+// An event into the list of live events, newest first; once.
+function remember(e) {
+  const id = `${e.pub}/${e.seq}`;
+  if (logged.has(id)) return false;
+  logged.add(id);
+  let i = 0;
+  while (i < log.length && (log[i].ts || 0) > (e.ts || 0)) i++;
+  log.splice(i, 0, e);
+  if (log.length > 200) {
+    const old = log.pop();
+    logged.delete(`${old.pub}/${old.seq}`);
+  }
+  return true;
+}
+
 function onEvent(e) {
-  log.unshift(e);
-  if (log.length > 200) log.pop();
-  apply(e);
   $("last-id").textContent = `${e.pub}/${e.seq}`;
+  if (!remember(e)) return;
+  apply(e);
   if (e.body && e.body.run && !selected) select(e.body.run);
-  if (e.body && e.body.run === selected && /^(token\.|approval\.completed|node\.finished|run\.)/.test(e.type)) refreshRun(false);
+  if (e.body && e.body.run === selected && /^(token\.|approval\.completed|node\.finished|run\.|receipt\.)/.test(e.type)) refreshRun(false);
   schedule();
 }
 
@@ -105,8 +123,11 @@ function li(text, cls) {
 }
 
 function amountOf(msg) {
-  const m = /(?:\$|USD\s?|EUR\s?|€)\s?[\d][\d,.]*/.exec(msg || "");
-  return m ? m[0].trim() : "—";
+  const m = /(\$|USD|EUR|€)\s?(\d[\d,]*(?:\.\d+)?)/.exec(msg || "");
+  if (!m) return "—";
+  const n = Number(m[2].replace(/,/g, ""));
+  const v = Number.isFinite(n) ? n.toLocaleString("en-US", { maximumFractionDigits: 2 }) : m[2];
+  return m[1] === "$" || m[1] === "€" ? `${m[1]}${v}` : `${m[1]} ${v}`;
 }
 
 function renderLists() {
@@ -142,6 +163,25 @@ function renderLists() {
   }
 }
 
+// The run's steps in the workflow's order (run.get's graph): from the start
+// along the edges the run took (else the first), the steps not reached yet
+// as pending; steps the run ran off that path after them.
+function steps(r) {
+  const seen = new Set(), out = [];
+  const g = r.graph;
+  if (g && g.start) {
+    const kind = new Map((g.nodes || []).map((n) => [n.node, n.kind]));
+    for (let cur = g.start; cur && !seen.has(cur) && kind.has(cur);) {
+      seen.add(cur);
+      out.push(r.nodes.get(cur) || { node: cur, kind: kind.get(cur), state: "pending" });
+      const next = (g.edges || []).filter((e) => e.from === cur).map((e) => e.to);
+      cur = next.find((t) => r.nodes.has(t)) || next[0];
+    }
+  }
+  for (const name of r.order) if (!seen.has(name)) out.push(r.nodes.get(name));
+  return out;
+}
+
 function currentGate(r) {
   let gate = null;
   for (const a of r.approvals.values()) if (!gate || a.state === "pending") gate = a;
@@ -162,7 +202,7 @@ function render() {
   $("run-state").textContent = r ? r.state || "" : "";
   $("run-state").className = `pill st-${r ? r.state : ""}`;
   $("run-workflow").textContent = r ? (r.workflow ? `workflow ${r.workflow}` : "") : "";
-  const nodes = r ? r.order.map((n) => r.nodes.get(n)) : [];
+  const nodes = r ? steps(r) : [];
   pipe.set(nodes);
   $("nodes").replaceChildren(...nodes.map((n) => li(`${n.node}: ${n.state === "gate" ? "halted at the approval gate" : n.state}`, `n-${n.state}`)));
   const text = nodes.length ? nodes.map((n) => `${n.node} ${n.state === "gate" ? "halted at a closed valve" : n.state}`).join(", ") : "No run selected";
@@ -174,7 +214,9 @@ function render() {
     $("gate-node").textContent = a.node || "";
     $("gate-state").textContent = a.state;
     $("gate-state").className = `pill st-${a.state}`;
-    $("gate-who").textContent = a.state === "pending" ? `${a.approver || "?"} (level ${(a.level || 0) + 1})` : a.approver || "";
+    $("gate-who").textContent = a.state === "pending" ? `${a.approver || "?"} (level ${(a.level || 0) + 1})`
+      : [...new Set(a.asked)].join(", then ") || a.approver || "";
+    $("gate-icon").className = `valve-icon st-${a.state}`;
     $("gate-msg").textContent = a.binding_message || "";
     $("gate-amount").textContent = amountOf(a.binding_message);
     $("gate-history").replaceChildren(...a.history.map((h) => li(h)));
@@ -229,7 +271,10 @@ function loadApproval(x) {
   a.state = x.state;
   const lvl = (x.levels || [])[x.current || 0] || {};
   a.approver = lvl.approver; a.auth_req_id = lvl.auth_req_id; a.level = x.current || 0;
-  for (const l of x.levels || []) if (l.asked_at) a.note(`${when(l.asked_at)} asked ${l.approver} (level ${x.levels.indexOf(l) + 1})`);
+  for (const l of x.levels || []) if (l.asked_at) {
+    a.note(`${when(l.asked_at)} asked ${l.approver} (level ${x.levels.indexOf(l) + 1})`);
+    a.asked.push(l.approver);
+  }
   if (x.run && x.node) {
     const n = node(run(x.run), x.node); n.gate = true;
     if (x.state === "pending") n.state = "gate";
@@ -247,7 +292,7 @@ async function refreshRun(full) {
       const r = run(id);
       const g = res.body.run;
       if (g) {
-        r.state = g.state; r.workflow = g.workflow;
+        r.state = g.state; r.workflow = g.workflow; r.graph = g.graph || r.graph;
         for (const n of g.nodes || []) {
           const m = node(r, n.node, n.kind);
           const st = String(n.state || "").toLowerCase();
@@ -258,7 +303,7 @@ async function refreshRun(full) {
         if (g.state === "PAUSED" && g.approval && g.approval.node) { const m = node(r, g.approval.node); m.gate = true; m.state = "gate"; }
       }
       for (const a of res.body.approvals || []) loadApproval(a);
-      for (const e of res.body.events || []) apply(e);
+      for (const e of res.body.events || []) if (remember(e)) apply(e);
     }
   }
   const gantt = await getJSON(`/api/runs/${id}/gantt`);
@@ -269,6 +314,7 @@ async function refreshRun(full) {
   } else $("gantt-note").textContent = notAvailable(gantt);
   const p = $("receipt");
   const ended = ["COMPLETED", "REJECTED", "FAILED", "CANCELLED"].includes(run(id).state);
+  receiptFacts(null);
   if (!ended) { p.className = "note"; p.textContent = "Receipt: issued when the run ends"; schedule(); return; }
   const rc = await getJSON(`/api/runs/${id}/receipt`);
   if (id !== selected) return;
@@ -276,8 +322,37 @@ async function refreshRun(full) {
     const v = rc.body.verification || {};
     p.className = v.verified ? "verified" : "unverified";
     p.textContent = v.verified ? `Receipt verified — ${v.detail}` : `Receipt NOT verified — ${v.detail}`;
+    if (v.verified) receiptFacts(rc.body.receipt);
   } else { p.className = "note"; p.textContent = `Receipt: ${notAvailable(rc)}`; }
   schedule();
+}
+
+// What a verified receipt says (its JWS payload: the auditor's summary of
+// the run's proven entries), as facts under the verdict; null: none.
+function receiptFacts(receipt) {
+  const dl = $("receipt-facts");
+  let claims = null;
+  try {
+    const part = receipt.jws.split(".")[1].replace(/-/g, "+").replace(/_/g, "/");
+    claims = JSON.parse(new TextDecoder().decode(Uint8Array.from(atob(part), (c) => c.charCodeAt(0))));
+  } catch { claims = null; }
+  dl.hidden = !claims;
+  if (!claims) { dl.replaceChildren(); return; }
+  const signed = (claims.approvals || []).map((a) => (a.levels || []).filter((l) => l.state === "approved")
+    .map((l) => l.approver).join(", ")).filter(Boolean);
+  const gaps = (claims.gaps || []).length;
+  const facts = [
+    ["Run", `${claims.state || "?"}${claims.workflow ? " · workflow " + claims.workflow : ""}`],
+    ["Steps", (claims.steps || []).map((x) => x.node).join(" → ") || "none"],
+    ["Approvals", signed.length ? signed.map((s) => `signed by ${s}`).join("; ") : "none needed"],
+    ["Leases", `${(claims.leases || []).length}`],
+    ["Proofs", `${(claims.entries || []).length} audit entries, each proven in the signed log${gaps ? `; ${gaps} gaps` : ""}`],
+    ["Issued", receipt.issued_at ? when(receipt.issued_at) : "—"],
+  ];
+  dl.replaceChildren(...facts.flatMap(([k, v]) => [
+    Object.assign(document.createElement("dt"), { textContent: k }),
+    Object.assign(document.createElement("dd"), { textContent: v }),
+  ]));
 }
 
 function select(id) {

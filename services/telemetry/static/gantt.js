@@ -10,9 +10,10 @@ function el(name, attrs, text) {
   return e;
 }
 
-function fmtTime(us) {
+function fmtTime(us, tenths) {
   const d = new Date(us / 1000);
-  return d.toLocaleTimeString([], { hour12: false });
+  const s = d.toLocaleTimeString([], { hour12: false });
+  return tenths ? `${s}.${Math.floor((us / 100000) % 10)}` : s;
 }
 
 // rows: [{kind, id, label, start, end, state, marks: [{what, at}]}]
@@ -40,7 +41,8 @@ export function drawGantt(host, rows, now) {
   for (let i = 0; i <= 4; i++) {
     const t = t0 + ((t1 - t0) * i) / 4;
     svg.append(el("line", { class: "axis", x1: x(t), x2: x(t), y1: top - 6, y2: H - 4 }));
-    svg.append(el("text", { class: "tick", x: x(t), y: 12, "text-anchor": "middle" }, fmtTime(t)));
+    svg.append(el("text", { class: "tick", x: x(t), y: 12, "text-anchor": i === 4 ? "end" : "middle" },
+                  fmtTime(t, t1 - t0 < 8e6)));       // ticks under 2 s apart: tenths, else they repeat
   }
   usable.forEach((r, i) => {
     const y = top + i * rowH;
@@ -49,19 +51,32 @@ export function drawGantt(host, rows, now) {
     const until = r.end && r.end > now ? ` (until ${fmtTime(r.end)})` : "";
     g.append(el("title", {}, `${label} — ${r.state || r.outcome || ""}${until}`));
     g.append(el("text", { class: "row-label", x: 6, y: y + 15 }, label.length > 26 ? label.slice(0, 25) + "…" : label));
-    const x0 = x(r.start), x1 = Math.max(x0 + 3, x(Math.min(endOf(r), t1)));
+    const x0 = x(r.start), x1 = Math.max(x0 + 5, x(Math.min(endOf(r), t1)));
     g.append(el("rect", { class: `bar-${r.kind}`, x: x0, y: y + 4, width: x1 - x0, height: rowH - 10, rx: 5 }));
-    let lastLabel = -Infinity;
+    // marks closer than a label's width share one label ("issued → used →
+    // revoked"); a label past the right edge ends at its mark; one that
+    // would still overlap the label before it keeps its tooltip only
+    const groups = [];
     for (const m of r.marks || []) {
       if (!Number.isFinite(m.at) || m.at > t1) continue;
       const mx = x(m.at);
       const c = el("circle", { class: "mark", cx: mx, cy: y + rowH / 2 - 1, r: 3 });
       c.append(el("title", {}, `${m.what}${m.who ? " by " + m.who : ""} at ${fmtTime(m.at)}`));
       g.append(c);
-      if (mx - lastLabel > 56) {       // labels that would overlap keep their tooltip only
-        g.append(el("text", { class: "mark-label", x: mx + 4, y: y + 3 }, m.what));
-        lastLabel = mx;
-      }
+      const last = groups[groups.length - 1];
+      if (!last || mx - last.x >= 56) groups.push({ x: mx, what: [m.what] });
+      else if (last.what[last.what.length - 1] !== m.what) last.what.push(m.what);
+    }
+    let placed = -Infinity;
+    for (const grp of groups) {
+      const text = grp.what.join(" → ");
+      const w = text.length * 5.6;
+      const end = grp.x + 4 + w > W - 2;
+      const from = end ? grp.x - 4 - w : grp.x + 4;
+      if (from < placed + 6) continue;
+      g.append(el("text", { class: "mark-label", x: end ? grp.x - 4 : grp.x + 4, y: y + 3,
+                            "text-anchor": end ? "end" : "start" }, text));
+      placed = from + w;
     }
     svg.append(g);
   });
