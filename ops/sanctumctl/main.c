@@ -89,11 +89,13 @@ static const struct { const char *name, *text; } s_details [] = {
     { "audit",
       "The audit log's signed tree head, and inclusion or consistency proofs checked here\n"
       "against it (--jwks FILE: the auditor's keys obtained elsewhere).\n"
+      "--json: {\"verified\", \"checks\": [{\"check\", \"ok\"}], \"failed\"?, ...}; jwks: the JWKS\n"
       "Exit: 0; 1 on error; 3 when a proof or signature does not hold." },
     { "receipt",
       "get RUN: the run's signed receipt (a compact JWS) on stdout. verify FILE: the JWS\n"
       "signature, the HMAC (--hmac-key), every inclusion proof against the signed head and\n"
       "every approval's device signature, checked offline, each check printed.\n"
+      "--json verify: {\"run\", \"state\", \"verified\", \"checks\": [{\"check\", \"ok\"}], \"failed\"?}\n"
       "Exit: 0 when all hold; 3 on any failure, saying which; 1 on error." },
     { "device",
       "Approver devices of the local CIBA backend: enroll makes an Ed25519 key for USER\n"
