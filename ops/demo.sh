@@ -37,7 +37,7 @@ cut -c1-120 var/inject.out              # the receipt's JWS is long: its start
 [ $rc -eq 0 ] || exit 1
 echo
 sh ops/demo_authz.sh "$CTL" || exit 1
-URL=$(sed -n '/^\[telemetry\]/,/^\[/s/^http *= *//p' var/sanctum.conf)
+URL=${SANCTUM_TELEMETRY_HTTP:-$(conf telemetry http)}
 echo
 echo "== the procurement story (watch it live: http://${URL:-127.0.0.1:7180}/) =="
 $PY ops/demo_story.py "$CTL" || { echo "see var/up.log"; exit 1; }

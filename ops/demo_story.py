@@ -18,6 +18,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 
 CTL = sys.argv[1] if len(sys.argv) > 1 else "build/bin/sanctumctl"
@@ -48,6 +49,20 @@ def ctl_json(*args, ok=(0,)):
 
 def say(text=""):
     print(text, flush=True)
+
+
+def receipts_dir():
+    """Where the receipts are written: beside the config in force (--config,
+    else $SANCTUM_CONFIG, else ./var/sanctum.conf), so the story runs from any
+    folder; a temporary folder when that one is not writable."""
+    conf = None
+    if "--config" in EXTRA[:-1]:
+        conf = EXTRA[EXTRA.index("--config") + 1]
+    conf = conf or os.environ.get("SANCTUM_CONFIG") or os.path.join("var", "sanctum.conf")
+    folder = os.path.dirname(os.path.abspath(conf))
+    if os.path.isdir(folder) and os.access(folder, os.W_OK):
+        return os.path.relpath(folder) if not os.path.relpath(folder).startswith("..") else folder
+    return tempfile.mkdtemp(prefix="sanctum-demo-")
 
 
 def rows():
@@ -140,7 +155,7 @@ def story():
     now = rows()
     if len(now) != before + 2:
         raise StoryError("the $520,000 order did not land in the sheet once (rows: %d)" % len(now))
-    say("  the sheet %s now holds:" % SHEET)
+    say("  the sheet %s now holds %d rows%s:" % (SHEET, len(now), ", the last two" if len(now) > 2 else ""))
     for row in now[-2:]:
         say("    " + json.dumps(row.get("values", row) if isinstance(row, dict) else row))
     say()
@@ -155,7 +170,8 @@ def story():
             raise StoryError("no receipt for run %s" % big)
         time.sleep(0.3)
     jws = out.strip()
-    path = os.path.join("var", "receipt-%s.jws" % big)
+    where = receipts_dir()
+    path = os.path.join(where, "receipt-%s.jws" % big)
     with open(path, "w") as f:
         f.write(jws + "\n")
     say("  %s (%d bytes, compact JWS): %s…" % (path, len(jws), jws[:72]))
@@ -174,7 +190,7 @@ def story():
     head, payload, sig = jws.split(".")
     i = len(payload) // 2
     flipped = payload[:i] + ("A" if payload[i] != "A" else "B") + payload[i + 1:]
-    bad = os.path.join("var", "receipt-%s.tampered.jws" % big)
+    bad = os.path.join(where, "receipt-%s.tampered.jws" % big)
     with open(bad, "w") as f:
         f.write(".".join((head, flipped, sig)) + "\n")
     rc, out = ctl("receipt", "verify", bad, ok=(0, 1, 3))
@@ -198,7 +214,7 @@ def story():
 def main():
     try:
         story()
-    except (StoryError, subprocess.TimeoutExpired, KeyError) as e:
+    except (StoryError, subprocess.TimeoutExpired, KeyError, OSError) as e:
         say("DEMO FAILED: %s" % e)
         return 1
     say()

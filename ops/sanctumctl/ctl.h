@@ -62,6 +62,11 @@ int ctl_error_exit (proto_msg_t *reply);
 /*  Print an error reply for people (or as JSON with --json). */
 void ctl_print_error (ctl_t *ctl, proto_msg_t *reply);
 
+/*  After ctl_print_error: what to do next, for people (not with --json),
+    when the reply's error code is code, e.g. ctl_print_hint (ctl, reply,
+    "not_found", "`sanctumctl run list` shows the runs"). */
+void ctl_print_hint (ctl_t *ctl, proto_msg_t *reply, const char *code, const char *hint);
+
 /*  Commands. */
 int ctl_cmd_keygen (ctl_t *ctl);
 int ctl_cmd_init (ctl_t *ctl);

@@ -433,7 +433,7 @@ s_cmd_receipt_verify (s_audit_t *self, const char *file, const char *hmac_file)
     json_t *result = json_pack ("{s:O?, s:O?}", "run", json_object_get (payload, "run"),
                                 "state", json_object_get (payload, "state"));
     if (!hmac_file && !self->ctl->json)
-        printf ("note: HMAC tag not checked (no --hmac-key)\n");
+        printf ("note: HMAC tag not checked (no --hmac-key FILE: the auditor's <data_dir>/auditor/keys/hmac.key)\n");
     json_decref (payload);
     (void) rc;                          /* the checks say it all */
     return s_report (self, result);

@@ -5,7 +5,9 @@
 #include "ctl.h"
 #include "authz_mod.h"
 
+#include <errno.h>
 #include <stdio.h>
+#include <string.h>
 #include <sys/stat.h>
 
 #define S_FILE_MAX (4 * 1024 * 1024)
@@ -15,8 +17,12 @@ static char *
 s_slurp (const char *path)
 {
     struct stat st;
-    if (stat (path, &st) != 0 || st.st_size > S_FILE_MAX) {
-        fprintf (stderr, "sanctumctl: %s: missing or over %d bytes\n", path, S_FILE_MAX);
+    if (stat (path, &st) != 0) {
+        fprintf (stderr, "sanctumctl: cannot read %s: %s\n", path, strerror (errno));
+        return NULL;
+    }
+    if (st.st_size > S_FILE_MAX) {
+        fprintf (stderr, "sanctumctl: %s: over %d bytes\n", path, S_FILE_MAX);
         return NULL;
     }
     FILE *f = fopen (path, "rb");
@@ -54,6 +60,9 @@ s_call (ctl_t *ctl, const char *type, json_t *body, proto_msg_t **reply_out, boo
             ctl_print_call_error (ctl, "authz", client, crc, NULL, 0);
         else if (!reply->ok) {
             ctl_print_error (ctl, reply);
+            if (streq (type, "authz.write"))
+                ctl_print_hint (ctl, reply, "conflict", "--ignore-existing skips the tuples already written "
+                                                        "(or already deleted)");
             json_t *errors = json_object_get (reply->error, "errors");
             size_t i;
             json_t *e;
@@ -94,6 +103,12 @@ s_options (ctl_t *ctl, int from, json_t **context, const char **condition)
         }
         else if (streq (ctl->argv [i], "--condition") && i + 1 < ctl->argc && condition)
             *condition = ctl->argv [++i];
+        else if (streq (ctl->argv [i], "--context") || (streq (ctl->argv [i], "--condition") && condition)) {
+            fprintf (stderr, "sanctumctl: %s takes a value: %s\n", ctl->argv [i],
+                     streq (ctl->argv [i], "--context") ? "--context '{\"amount\": 1000}' (a JSON object)"
+                                                         : "--condition NAME");
+            return CTL_USAGE;
+        }
         else {
             fprintf (stderr, "sanctumctl: unexpected argument '%s'\n", ctl->argv [i]);
             return CTL_USAGE;

@@ -5,6 +5,16 @@
 
 #include <stdio.h>
 
+/*  Say that name is no service, and which are. */
+static void
+s_unknown_service (const char *name)
+{
+    fprintf (stderr, "sanctumctl: unknown service '%s' (one of:", name);
+    for (const bus_service_id_t *s = bus_services; s->name; s++)
+        fprintf (stderr, " %s", s->name);
+    fprintf (stderr, ")\n");
+}
+
 /*  health [SERVICE]: one health request per service, all in flight at once. */
 int
 ctl_cmd_health (ctl_t *ctl)
@@ -14,7 +24,7 @@ ctl_cmd_health (ctl_t *ctl)
         return CTL_USAGE;
     }
     if (ctl->argc == 1 && !bus_service_name (ctl->argv [0])) {
-        fprintf (stderr, "sanctumctl: unknown service '%s'\n", ctl->argv [0]);
+        s_unknown_service (ctl->argv [0]);
         return CTL_USAGE;
     }
     json_t *services = json_object ();
@@ -199,11 +209,18 @@ ctl_cmd_tap (ctl_t *ctl)
             tap.left = atol (ctl->argv [++i]);
         else if (streq (ctl->argv [i], "--timeout-ms") && i + 1 < ctl->argc)
             timeout_ms = atol (ctl->argv [++i]);
+        else if (ctl->argv [i][0] == '-') {       /* no topic starts so: an option misspelt or without its value */
+            fprintf (stderr, "sanctumctl: tap: unknown option or missing value: '%s'\n"
+                             "usage: sanctumctl tap [TOPIC]... [--service S] [--replay] [--count N] "
+                             "[--timeout-ms T]\n", ctl->argv [i]);
+            free (topics);
+            return CTL_USAGE;
+        }
         else
             topics [ntopics++] = ctl->argv [i];
     }
     if (only && !bus_service_name (only)) {
-        fprintf (stderr, "sanctumctl: unknown service '%s'\n", only);
+        s_unknown_service (only);
         free (topics);
         return CTL_USAGE;
     }

@@ -75,6 +75,9 @@ s_call (ctl_t *ctl, const char *type, json_t *body, int *rc)
         ctl_print_call_error (ctl, "ciba-broker", client, crc, NULL, 0);
     else if (reply && !reply->ok) {
         ctl_print_error (ctl, reply);
+        if (streq (type, "ciba.status") || streq (type, "ciba.decide"))
+            ctl_print_hint (ctl, reply, "not_found", "`sanctumctl approvals --as USER` lists the requests waiting "
+                                                     "for USER, with their AUTH_REQ_IDs");
         *rc = ctl_error_exit (reply);
     }
     else if (reply) {
@@ -360,14 +363,32 @@ s_decide (ctl_t *ctl, const char *decision)
     }
     reply = s_call (ctl, "ciba.decide", json_pack ("{s:s, s:s, s:s, s:s}", "auth_req_id", auth_req_id,
                                                    "decision", decision, "signature", sig, "device", pk_b64), &rc);
+    if (!reply && rc == CTL_DENIED && !ctl->json) {
+        /* refused: most often a request asked of someone else */
+        size_t i;
+        json_t *lvl;
+        json_array_foreach (json_object_get (status, "levels"), i, lvl) {
+            const char *asked = json_string_value (json_object_get (lvl, "approver"));
+            if (streq (json_string_value (json_object_get (lvl, "auth_req_id")) ?: "", auth_req_id)
+            &&  asked && !streq (asked, principal))
+                fprintf (stderr, "  %s is asked of %s, not %s: `sanctumctl approvals --as %s` lists %s's\n",
+                         auth_req_id, asked, principal, as, principal);
+        }
+    }
     if (!reply)
         goto done;
     if (ctl->json)
         ctl_print_json (reply, true);
-    else
-        printf ("%s %s: approval %s is %s\n", streq (decision, "approve") ? "approved" : "denied", auth_req_id,
-                json_string_value (json_object_get (reply, "approval_id")),
-                json_string_value (json_object_get (reply, "state")));
+    else {
+        /* a chain goes on to its next level: say who is asked now */
+        const char *state = json_string_value (json_object_get (reply, "state")) ?: "?";
+        json_t *next = json_array_get (json_object_get (reply, "levels"),
+                                       (size_t) json_integer_value (json_object_get (reply, "current")));
+        const char *asked = streq (state, "pending") ? json_string_value (json_object_get (next, "approver")) : NULL;
+        printf ("%s %s: approval %s is %s%s%s\n", streq (decision, "approve") ? "approved" : "denied", auth_req_id,
+                json_string_value (json_object_get (reply, "approval_id")), state,
+                asked ? ", asked next of " : "", asked ? asked : "");
+    }
 done:
     sodium_free (sk);
     json_decref (status);

@@ -5,6 +5,7 @@
 #include "bus_log.h"
 
 #include <stdio.h>
+#include <unistd.h>
 
 int
 ctl_load (ctl_t *ctl, bool no_cert)
@@ -19,12 +20,18 @@ ctl_load (ctl_t *ctl, bool no_cert)
     }
     if (no_cert)
         return CTL_OK;
-    ctl->cert = bus_keys_load (bus_config_str (ctl->config, "sanctum", "keys_dir"), ctl->key_name, false);
+    const char *keys = bus_config_str (ctl->config, "sanctum", "keys_dir");
+    char secret [4200];
+    snprintf (secret, sizeof secret, "%s/%s.key_secret", keys, ctl->key_name);
+    /* a missing key is said once, below, rather than logged first */
+    if (access (secret, F_OK) == 0)
+        ctl->cert = bus_keys_load (keys, ctl->key_name, false);
     if (!ctl->cert) {
         if (ctl->config_path)
             fprintf (stderr, "sanctumctl: no client key %s/%s.key_secret (keys_dir of %s; relative paths "
-                             "there are relative to its folder); run `sanctumctl init` or `sanctumctl keygen`\n",
-                     bus_config_str (ctl->config, "sanctum", "keys_dir"), ctl->key_name, ctl->config_path);
+                             "there are relative to its folder); run `sanctumctl init` (for ./var), or "
+                             "`sanctumctl --config %s keygen %s --principal ops:%s`\n",
+                     keys, ctl->key_name, ctl->config_path, ctl->config_path, ctl->key_name, ctl->key_name);
         else
             fprintf (stderr, "sanctumctl: no client key %s/%s.key_secret (no config file: no --config, no "
                              "$SANCTUM_CONFIG, no ./var/sanctum.conf here); run `sanctumctl init`, or pass "
@@ -119,4 +126,12 @@ ctl_print_error (ctl_t *ctl, proto_msg_t *reply)
     else
         fprintf (stderr, "error %s: %s\n", json_string_value (json_object_get (reply->error, "code")) ?: "?",
                  json_string_value (json_object_get (reply->error, "message")) ?: "(no message)");
+}
+
+void
+ctl_print_hint (ctl_t *ctl, proto_msg_t *reply, const char *code, const char *hint)
+{
+    const char *got = reply && !reply->ok ? json_string_value (json_object_get (reply->error, "code")) : NULL;
+    if (!ctl->json && got && streq (got, code))
+        fprintf (stderr, "  %s\n", hint);
 }

@@ -12,8 +12,9 @@
       workflows [--load]                          the loaded workflows (--load:
                                                   read the files again first)
 
-    --json prints the orchestrator's reply as it is: run start|get|wait|cancel
-    → {"run", "state", "reason"?, "workflow", "nodes": [...], "approval"?: {...}};
+    --json prints the orchestrator's reply: run start|get|wait|cancel
+    → {"run", "state", "reason"?, "workflow", "nodes": [...], "approval"?: {...}}
+    (a paused run's approval levels as the ciba-broker has them now);
     run list → {"runs": [...]}. Exit codes (ctl.h): a run that ended REJECTED
     is 3, FAILED is 1; otherwise 0 once the request was answered.
 */
@@ -38,12 +39,48 @@ s_call (ctl_t *ctl, bus_client_t *client, const char *type, json_t *body, json_t
     }
     else if (!reply->ok) {
         ctl_print_error (ctl, reply);
+        if (streq (type, "run.start"))
+            ctl_print_hint (ctl, reply, "not_found", "`sanctumctl workflows` lists the loaded workflows");
+        else
+            ctl_print_hint (ctl, reply, "not_found", "`sanctumctl run list` lists the runs");
         rc = ctl_error_exit (reply);
     }
     else
         *out = json_incref (reply->body);
     proto_msg_destroy (&reply);
     return rc;
+}
+
+/*  A paused run's approval levels as the ciba-broker has them now. The
+    orchestrator keeps the levels ciba.authorize answered (the first
+    asked, the others waiting) until the approval completes; the levels
+    decided since are the broker's to tell. Left as they are when the
+    broker does not answer. */
+static void
+s_live_levels (ctl_t *ctl, json_t *run)
+{
+    json_t *approval = json_object_get (run, "approval");
+    const char *id = json_string_value (json_object_get (approval, "approval_id"));
+    if (!id || strcmp (json_string_value (json_object_get (run, "state")) ?: "", "PAUSED"))
+        return;
+    bus_client_t *ciba = bus_client_for (ctl->config, "ciba-broker", ctl->cert);
+    proto_msg_t *reply = NULL;
+    if (ciba && bus_client_call (ciba, "ciba.status", json_pack ("{s:s}", "approval_id", id), NULL, &reply) == 0
+    &&  reply->ok && json_is_array (json_object_get (reply->body, "levels")))
+        json_object_set (approval, "levels", json_object_get (reply->body, "levels"));
+    proto_msg_destroy (&reply);
+    bus_client_destroy (&ciba);
+}
+
+/*  A run id as the orchestrator makes them: a ULID, 26 characters. */
+static bool
+s_run_id_ok (const char *id)
+{
+    if (strlen (id) == 26)
+        return true;
+    fprintf (stderr, "sanctumctl: '%s' is not a run id (a ULID of 26 characters, as `sanctumctl run start` "
+                     "prints it); `sanctumctl run list` lists the runs\n", id);
+    return false;
 }
 
 /*  The exit code a run's state calls for. */
@@ -147,9 +184,14 @@ ctl_cmd_run (ctl_t *ctl)
         }
         body = json_pack ("{s:s, s:o}", "workflow", ctl->argv [1], "input", input);
     }
-    else if ((streq (verb, "get") || streq (verb, "cancel")) && ctl->argc == 2)
+    else if ((streq (verb, "get") || streq (verb, "cancel")) && ctl->argc == 2) {
+        if (!s_run_id_ok (ctl->argv [1]))
+            return CTL_USAGE;
         body = json_pack ("{s:s}", "run", ctl->argv [1]);
+    }
     else if (streq (verb, "wait") && (ctl->argc == 2 || (ctl->argc == 4 && streq (ctl->argv [2], "--timeout-ms")))) {
+        if (!s_run_id_ok (ctl->argv [1]))
+            return CTL_USAGE;
         body = json_pack ("{s:s}", "run", ctl->argv [1]);
         wait_ms = ctl->argc == 4 ? atol (ctl->argv [3]) : 0;
     }
@@ -193,6 +235,7 @@ ctl_cmd_run (ctl_t *ctl)
     bus_client_destroy (&client);
     if (rc)
         return rc;
+    s_live_levels (ctl, out);
     if (streq (verb, "list")) {
         if (ctl->json)
             ctl_print_json (out, false);

@@ -45,6 +45,7 @@
 #define S_BACKOFF_MAX_MS   30000
 #define S_HEALTHY_AFTER_MS 60000
 #define S_STOP_GRACE_MS    5000
+#define S_SEED_GRACE_MS    1000     /* seeding is idempotent: killing it loses nothing */
 #define S_READY_TIMEOUT_MS 30000
 #define S_LINE_MAX         8192     /* a longer line is written in pieces */
 
@@ -467,8 +468,17 @@ ctl_cmd_up (ctl_t *ctl)
     }
     fprintf (stderr, "sanctumctl up: stopping\n");
     if (up.seeder > 0) {
+        /* a seeder still waiting for a service that does not answer keeps
+           retrying (CZMQ takes its SIGTERM): a second, then killed */
         kill (up.seeder, SIGTERM);
-        waitpid (up.seeder, NULL, 0);
+        int64_t until = zclock_mono () + S_SEED_GRACE_MS;
+        pid_t gone;
+        while ((gone = waitpid (up.seeder, NULL, WNOHANG)) == 0 && zclock_mono () < until)
+            s_pump (&up, 20);
+        if (gone == 0) {
+            kill (up.seeder, SIGKILL);
+            waitpid (up.seeder, NULL, 0);
+        }
     }
     for (size_t i = up.n; i-- > 0;)
         s_stop_child (&up, &up.children [i]);

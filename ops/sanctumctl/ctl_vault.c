@@ -45,6 +45,10 @@ s_call (ctl_t *ctl, const char *service, const char *type, json_t *body, json_t 
     }
     else if (!reply->ok) {
         ctl_print_error (ctl, reply);
+        if (streq (type, "vault.revoke"))
+            ctl_print_hint (ctl, reply, "not_found", "`sanctumctl vault leases` lists the leases");
+        else if (streq (type, "vault.disconnect"))
+            ctl_print_hint (ctl, reply, "not_found", "`sanctumctl vault connections` lists the connections");
         rc = ctl_error_exit (reply);
     }
     else if (out)

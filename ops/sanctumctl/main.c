@@ -20,8 +20,9 @@ static const s_command_t s_commands [] = {
     { "health", ctl_cmd_health, false, "health [SERVICE]           each service's state, version, uptime" },
     { "inject", ctl_cmd_inject, false, "inject TYPE JSON [--service S]  send any request on the bus, print the reply" },
     { "tap",    ctl_cmd_tap,    false, "tap [TOPIC]... [--service S] [--replay] [--count N] [--timeout-ms T]  print live events" },
-    { "authz",  ctl_cmd_authz,  false, "authz model write FILE | write|delete USER RELATION OBJECT | check USER RELATION OBJECT\n"
-                                       "        | policy write FILE | decide PRINCIPAL ACTION RESOURCE [--context JSON] | test FILE" },
+    { "authz",  ctl_cmd_authz,  false, "authz [--store ID] model write FILE | write|delete USER RELATION OBJECT | write --file F\n"
+                                       "        | check USER RELATION OBJECT | policy write FILE | decide PRINCIPAL ACTION RESOURCE\n"
+                                       "        [--context JSON] | store create NAME | store list | test FILE" },
     { "audit",  ctl_cmd_audit,  false, "audit head | proof INDEX [--size N] | consistency OLD [NEW] [--jwks FILE]  the signed\n"
                                        "        tree head and proofs, checked here | jwks" },
     { "receipt", ctl_cmd_receipt, false, "receipt get RUN | verify FILE [--jwks FILE] [--hmac-key FILE] | jwks [--out FILE] | gantt RUN\n"
@@ -75,20 +76,26 @@ static const struct { const char *name, *text; } s_details [] = {
     { "tap",
       "Prints live events of every service (or --service S), filtered by topic prefix;\n"
       "--replay first prints what the outboxes still keep. Ends after --count N events\n"
-      "or --timeout-ms T. --json: one event per line." },
+      "or --timeout-ms T. --json: one event per line.\n"
+      "Exit: 0; 1 when --count N events did not come within --timeout-ms T, or no service\n"
+      "could be followed." },
     { "authz",
       "The authz service: models (OpenFGA JSON or DSL), tuples, checks, the policy and\n"
       "its decisions. `authz test FILE` runs an OpenFGA test file on an embedded engine\n"
-      "(no service needed) and prints pass/fail counts.\n"
+      "(no service needed) and prints pass/fail counts. write|delete take --ignore-existing\n"
+      "(tuples already there, or already gone, are skipped); write --file F takes a JSON\n"
+      "list of tuple keys. --store ID works on that store (default: the default store).\n"
       "Exit: 0; 1 on error; 3 when a check or decision says no, or a test fails." },
     { "audit",
       "The audit log's signed tree head, and inclusion or consistency proofs checked here\n"
       "against it (--jwks FILE: the auditor's keys obtained elsewhere).\n"
+      "--json: {\"verified\", \"checks\": [{\"check\", \"ok\"}], \"failed\"?, ...}; jwks: the JWKS\n"
       "Exit: 0; 1 on error; 3 when a proof or signature does not hold." },
     { "receipt",
       "get RUN: the run's signed receipt (a compact JWS) on stdout. verify FILE: the JWS\n"
       "signature, the HMAC (--hmac-key), every inclusion proof against the signed head and\n"
       "every approval's device signature, checked offline, each check printed.\n"
+      "--json verify: {\"run\", \"state\", \"verified\", \"checks\": [{\"check\", \"ok\"}], \"failed\"?}\n"
       "Exit: 0 when all hold; 3 on any failure, saying which; 1 on error." },
     { "device",
       "Approver devices of the local CIBA backend: enroll makes an Ed25519 key for USER\n"
@@ -98,7 +105,8 @@ static const struct { const char *name, *text; } s_details [] = {
     { "approvals",
       "Pending approval requests (USER's only, with --as).\n"
       "--json: {\"approvals\": [{\"auth_req_id\", \"approval_id\", \"approver\", \"run\", \"node\",\n"
-      "         \"binding_message\", \"expires_at\"}]}" },
+      "         \"binding_message\", \"expires_at\"}]}\n"
+      "Exit: 0 (none pending included); 1 on error." },
     { "approve",
       "Approves AUTH_REQ_ID as USER, the decision signed with USER's enrolled device.\n"
       "Exit: 0; 3 when the broker answers forbidden (not USER's request); 1 on any other\n"
@@ -113,7 +121,10 @@ static const struct { const char *name, *text; } s_details [] = {
       "               \"ttl\", \"state\", \"issued_at\", \"expires_at\"}]}\n"
       "Exit: 0; 3 when the vault answers forbidden; 1 on any other error." },
     { "sandbox",
-      "The rows the sandbox (the demo's mock ERP) stored for SHEET." },
+      "The rows the sandbox (the demo's mock ERP) stored for SHEET (the procurement\n"
+      "workflow writes its orders to sheet erp); an unknown SHEET has no rows.\n"
+      "--json: {\"sheet\", \"rows\": [[...], ...]}\n"
+      "Exit: 0; 1 on error." },
     { "run",
       "The orchestrator's runs: start (inputs as KEY=VALUE), get, wait (until the run ends\n"
       "or pauses), cancel, list.\n"
@@ -122,7 +133,9 @@ static const struct { const char *name, *text; } s_details [] = {
       "Exit: 0; 1 on error or a FAILED run; 3 a REJECTED run." },
     { "workflows",
       "The workflows the orchestrator has loaded, with their hashes; --load reads the\n"
-      "files again and says, for each refused file, the node and field at fault." },
+      "files again and says, for each refused file, the node and field at fault.\n"
+      "--json: {\"workflows\": [{\"workflow\", \"hash\", \"file\", \"nodes\"}], \"errors\"?: [...]}\n"
+      "Exit: 0; 1 on error or when a file was refused." },
     { NULL, NULL }
 };
 
@@ -169,13 +182,24 @@ main (int argc, char **argv)
             free (rest);
             return CTL_OK;
         }
+        else if (streq (argv [i], "--config") || streq (argv [i], "--key")) {
+            fprintf (stderr, "sanctumctl: %s takes a value: %s\n", argv [i],
+                     streq (argv [i], "--config") ? "--config FILE" : "--key NAME");
+            free (rest);
+            return CTL_USAGE;
+        }
+        else if (!cmd && argv [i][0] == '-') {
+            fprintf (stderr, "sanctumctl: unknown option '%s' (before the command: --config FILE, --json, "
+                             "--key NAME, --help)\n", argv [i]);
+            free (rest);
+            return CTL_USAGE;
+        }
         else if (!cmd) {
             for (const s_command_t *c = s_commands; c->name; c++)
                 if (streq (c->name, argv [i]))
                     cmd = c;
             if (!cmd) {
-                fprintf (stderr, "sanctumctl: unknown command '%s'\n", argv [i]);
-                s_usage (stderr);
+                fprintf (stderr, "sanctumctl: unknown command '%s' (`sanctumctl --help` lists them)\n", argv [i]);
                 free (rest);
                 return CTL_USAGE;
             }

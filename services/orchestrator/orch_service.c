@@ -23,9 +23,11 @@
 #include "bus_log.h"
 
 #include <dirent.h>
+#include <errno.h>
 #include <sodium.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #define S_WAIT_DEFAULT_MS 30000
 
@@ -597,7 +599,13 @@ s_start (bus_service_t *svc, void **state)
         self->agent = NULL;
     }
     json_t *loaded = json_array (), *errors = json_array ();
-    orch_workflows_load (self, NULL, loaded, errors);
+    struct stat st;
+    if (!*dir && stat (self->dir, &st) && errno == ENOENT)
+        /* the default directory, not made yet (a first start, before the
+           example is seeded): nothing to load, nothing refused */
+        bus_info ("orchestrator: no workflows yet (%s does not exist; orch.workflow_load reads it)", self->dir);
+    else
+        orch_workflows_load (self, NULL, loaded, errors);
     bus_info ("orchestrator: epoch %llu, %zu workflows loaded from %s, %zu refused",
               (unsigned long long) self->epoch, json_array_size (loaded), self->dir, json_array_size (errors));
     size_t i;

@@ -6,6 +6,7 @@ needing no config, keys or running service; an unknown command is bad usage
 (exit 2)."""
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -57,6 +58,44 @@ def help_says_json_shape_and_exit_codes():
 def unknown_command_is_bad_usage():
     r = ctl("frobnicate", "--help")
     assert r.returncode == 2 and "unknown command 'frobnicate'" in r.stderr, (r.returncode, r.stderr)
+
+
+@test
+def wrong_options_say_what_to_do():
+    r = ctl("--config")
+    assert r.returncode == 2 and "--config takes a value: --config FILE" in r.stderr, (r.returncode, r.stderr)
+    r = ctl("--json=1", "health")
+    assert r.returncode == 2 and "unknown option '--json=1'" in r.stderr and "--json" in r.stderr, r.stderr
+    r = ctl("frobnicate")
+    assert r.returncode == 2 and "sanctumctl --help" in r.stderr, r.stderr
+    # no key here: said once, with the commands that make one, and no log line before it
+    r = ctl("health")
+    assert r.returncode == 1 and "sanctumctl init" in r.stderr and '"level"' not in r.stderr, r.stderr
+    r = ctl("--config", os.path.join(EMPTY, "x.conf"), "health")
+    assert r.returncode == 1 and "cannot open" in r.stderr, r.stderr
+    with open(os.path.join(EMPTY, "host.conf"), "w") as f:
+        f.write("[sanctum]\nkeys_dir = keys\n")
+    r = ctl("--config", os.path.join(EMPTY, "host.conf"), "health")
+    assert r.returncode == 1 and "keygen sanctumctl --principal ops:sanctumctl" in r.stderr, r.stderr
+
+
+
+@test
+def bad_arguments_caught_before_any_call():
+    """With keys (init) but no service running: arguments sanctumctl can judge alone are bad usage (2)."""
+    work = tempfile.mkdtemp(prefix="sanctum-usage-")
+    r = subprocess.run([CTL, "init"], cwd=work, capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0, r.stderr
+
+    def here(*args):
+        return subprocess.run([CTL, *args], cwd=work, capture_output=True, text=True, timeout=10)
+    r = here("tap", "--count")              # the value forgotten: not a topic named "--count"
+    assert r.returncode == 2 and "missing value: '--count'" in r.stderr, (r.returncode, r.stderr)
+    r = here("run", "get", "nope")
+    assert r.returncode == 2 and "not a run id" in r.stderr and "run list" in r.stderr, (r.returncode, r.stderr)
+    r = here("health", "nosuch")
+    assert r.returncode == 2 and "one of: " in r.stderr and "orchestrator" in r.stderr, (r.returncode, r.stderr)
+    shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -138,12 +138,67 @@ def run_story(up):
     v = wait(big, ("PAUSED",))
     assert v["reason"] == "approval", v
     approve_as(up, "carol", big)
+    # carol's level is decided, victor's asked: the run shows the broker's levels now
+    # (the orchestrator's own copy is as ciba.authorize answered, until the end)
+    deadline = time.monotonic() + 15
+    while True:
+        levels = ctl_json(up, "run", "get", big)["approval"]["levels"]
+        states = [(l["approver"], l["state"]) for l in levels]
+        if states == [("user:carol", "approved"), ("user:victor", "pending")] or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert states == [("user:carol", "approved"), ("user:victor", "pending")], levels
+    people = subprocess.run([CTL, "run", "get", big], cwd=up.work, env=up.env, capture_output=True, text=True,
+                            timeout=60).stdout
+    assert "user:carol (approved) user:victor (pending)" in people, people
     approve_as(up, "victor", big)
     assert wait(big, ("COMPLETED", "FAILED", "REJECTED"))["state"] == "COMPLETED"
     huge = start(2000000)
     assert wait(huge, ("COMPLETED", "FAILED", "REJECTED"))["state"] == "REJECTED"
     rows = ctl_json(up, "sandbox", "rows", "erp")["rows"]
     assert [r[2] for r in rows] == [5000, 520000], rows
+
+
+def readme_errors(up):
+    """README's commands on the seeded suite, and wrong usages that say what to do next."""
+    def people(*args):
+        r = subprocess.run([CTL] + list(args), cwd=up.work, env=up.env, capture_output=True, text=True, timeout=60)
+        return r.returncode, r.stdout, r.stderr
+
+    tuples = os.path.join(EXAMPLES, "procurement", "tuples.json")
+    rc, out, err = people("authz", "write", "--file", tuples)      # seeded already: each one a conflict
+    assert rc == 1 and "conflict" in err and "--ignore-existing" in err, (rc, out, err)
+    rc, out, err = people("authz", "write", "--file", tuples, "--ignore-existing")
+    assert rc == 0 and "written" in out, (rc, out, err)
+    rc, out, err = people("run", "get", "nope")
+    assert rc == 2 and "not a run id" in err and "sanctumctl run list" in err, (rc, err)
+    rc, out, err = people("run", "wait", "0" * 26)
+    assert rc == 1 and "not_found" in err and "sanctumctl run list" in err, (rc, err)
+    rc, out, err = people("run", "start", "nosuch")
+    assert rc == 1 and "sanctumctl workflows" in err, (rc, err)
+    rc, out, err = people("approve", "nosuch", "--as", "carol")
+    assert rc == 1 and "sanctumctl approvals --as USER" in err, (rc, err)
+    # a request asked of carol, approved as victor: refused (3), saying whose it is
+    run_id = ctl_json(up, "run", "start", "procurement", "--input", "vendor=Acme", "--input", "amount=60000",
+                      "--input", "cost_center=engineering")["run"]
+    deadline = time.monotonic() + 15
+    mine = []
+    while not mine and time.monotonic() < deadline:
+        mine = [a for a in ctl_json(up, "approvals", "--as", "carol")["approvals"] if a.get("run") == run_id]
+        time.sleep(0.2)
+    assert mine, "nothing asked of carol"
+    rc, out, err = people("approve", mine[0]["auth_req_id"], "--as", "victor")
+    assert rc == 3 and "is asked of user:carol, not user:victor" in err, (rc, err)
+    rc, out, err = people("approve", mine[0]["auth_req_id"], "--as", "carol")
+    assert rc == 0 and "asked next of user:victor" in out, (rc, out, err)
+    assert people("run", "cancel", run_id)[0] == 0
+    rc, out, err = people("vault", "revoke", "lease_nosuch")
+    assert rc == 1 and "sanctumctl vault leases" in err, (rc, err)
+    rc, out, err = people("health", "nosuch")
+    assert rc == 2 and "one of: " in err and "orchestrator" in err, (rc, err)
+    # with --json the error is JSON on stdout, and no hint is added
+    rc, out, err = people("run", "wait", "0" * 26, "--json")
+    assert rc == 1 and json.loads(out)["error"]["code"] == "not_found" and "run list" not in err, (rc, out, err)
 
 
 @test
@@ -181,8 +236,11 @@ def first_start_seeds_and_second_changes_nothing():
             assert want and sorted(os.listdir(os.path.join(work, "var", "workflows"))) == want
             for f in want:
                 assert ("workflow " + f) in seeded
+        # a first start: no "workflow refused" for the workflows' folder not made yet
+        assert "workflow refused" not in up.text(), up.text()[-3000:]
         if has_runs():
             run_story(up)
+            readme_errors(up)
         else:
             print("# no `sanctumctl run` in this build: the story is left to the orchestrator's tests")
         before = snapshot(up)
@@ -232,6 +290,36 @@ def no_seed_and_bad_examples():
         assert rc == 1 and "no examples" in err, err
         rc, out, err = ctl(up, "seed", "--wait-ms", "x")
         assert rc == 2, err
+    finally:
+        up.stop()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+@test
+def ctrl_c_while_seeding_waits_for_a_dead_service():
+    """authz cannot start (a bad [authz] http_keys), so the seeder keeps asking it: Ctrl-C still
+    stops everything at once, the seeder included (it took its full wait, a minute, before)."""
+    work = tempfile.mkdtemp(prefix="sanctum-seedstop-")
+    env = env_with_ports()
+    keys = os.path.join(work, "http_keys")
+    with open(keys, "w") as f:
+        f.write("short\n")                  # a key is one word of at least 16 bytes: authz refuses to start
+    os.chmod(keys, 0o600)
+    env["SANCTUM_AUTHZ_HTTP_KEYS"] = keys
+    up = Up(work, env)
+    try:
+        up.wait_for("services started")
+        time.sleep(1)                       # the seeder is asking authz
+        started = time.monotonic()
+        os.killpg(up.p.pid, signal.SIGINT)
+        up.p.wait(30)
+        took = time.monotonic() - started
+        assert took < 10, "up took %.1f s to stop: %s" % (took, up.text()[-2000:])
+        assert "all stopped" in up.text(), up.text()[-2000:]
+        left = subprocess.run(["pgrep", "-f", "--", "--config ./var/sanctum.conf"], capture_output=True, text=True,
+                              cwd=work).stdout.split()
+        mine = [p for p in left if os.path.realpath("/proc/%s/cwd" % p) == os.path.realpath(work)]
+        assert not mine, "left running: %s" % mine
     finally:
         up.stop()
         shutil.rmtree(work, ignore_errors=True)

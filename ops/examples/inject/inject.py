@@ -42,10 +42,14 @@ import secrets
 import sys
 import time
 
-import msgpack
-import zmq
-import zmq.auth
-from zmq.utils.monitor import recv_monitor_message
+try:
+    import msgpack
+    import zmq
+    import zmq.auth
+    from zmq.utils.monitor import recv_monitor_message
+except ImportError as e:        # a python3 other than Debian's, or the packages missing
+    sys.exit("inject.py: %s: it needs Debian's python3-zmq and python3-msgpack (apt-get install python3-zmq "
+             "python3-msgpack) and Debian's /usr/bin/python3 to run it (this is %s)" % (e, sys.executable))
 
 CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 TERMINAL = ("run.completed", "run.failed", "run.rejected", "run.cancelled")
