@@ -12,18 +12,15 @@
 . "$(dirname "$0")/results.sh"
 BUILD=${BUILD:-build}
 JS=tests/js
-SKIPPED=0
 
 if ! command -v node >/dev/null 2>&1; then
-    echo "skip jose: node is not installed (apt-get install nodejs npm)"
-    echo "0 passed, 0 failed, 1 skipped"
-    exit 0
+    result "node_installed" 1 "node is not installed (apt-get install nodejs npm; ops/deps.sh does)"
+    results_done; exit 1
 fi
 if [ ! -d "$JS/node_modules/jose" ]; then
     if ! (cd "$JS" && timeout 180 npm ci --no-audit --no-fund >"$TMP/npm.log" 2>&1); then
-        echo "skip jose: npm could not install jose (registry unreachable?): $(tail -n 2 "$TMP/npm.log" | tr '\n' ' ')"
-        echo "0 passed, 0 failed, 1 skipped"
-        exit 0
+        result "jose_installed" 1 "npm could not install jose (registry unreachable?): $(tail -n 2 "$TMP/npm.log" | tr '\n' ' ')"
+        results_done; exit 1
     fi
 fi
 

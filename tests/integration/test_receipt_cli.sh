@@ -109,7 +109,7 @@ json.dump(req, open(sys.argv[3], "w"))
     node tests/js/verify.mjs <"$D/jose_bad.json" >"$TMP/jose.out"
     [ $? -eq 3 ]; result "jose_refuses_changed_byte" $? "$(cat "$TMP/jose.out")"
 else
-    echo "skip jose: node or the jose package unavailable"
+    result "jose_available" 1 "node or tests/js/node_modules/jose missing (ops/deps.sh runs npm ci in tests/js)"
 fi
 
 results_done
