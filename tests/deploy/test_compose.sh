@@ -33,7 +33,7 @@
 #   again on the same named volumes): the approval, the devices, the tuples
 #   and the decisions are all still there, and so is the story: its three
 #   runs in the states they ended in, the sheet's rows unchanged, the receipt
-#   the same bytes and still verifying;
+#   the same bytes and still verifying against the JWKS kept from before;
 # - teardown (`down -v`) leaves no container, volume or network behind.
 # Prints `ok` / `not ok` lines, then `N passed, N failed`.
 
@@ -219,6 +219,15 @@ PY
 }
 check "seed_from_a_container_skips_workflows" seed_from_a_container
 
+# The story's lasting state: each run's state, the sheet's rows.
+story_state () {
+    for r in "$SMALL" "$BIG" "$HUGE"; do
+        ctl --json run get "$r" | python3 -c 'import json,sys; v=json.load(sys.stdin); print(v["run"], v["state"])' \
+            || return 1
+    done
+    ctl --json sandbox rows erp | python3 -c 'import json,sys; print(json.dumps(json.load(sys.stdin)["rows"], sort_keys=True))'
+}
+
 story_procurement () {
     (cd "$WORK/story" && /usr/bin/python3 "$WORK/ops/demo_story.py" "$WORK/sanctumctl") >"$WORK/story.log" 2>&1
     rc=$?
@@ -232,17 +241,9 @@ story_procurement () {
     # what must survive the restarts below
     story_state >"$WORK/story.before" || return 1
     ctl receipt get "$BIG" >"$WORK/story/var/receipt.before" || return 1
+    ctl receipt jwks >"$WORK/story/var/jwks.before" || return 1
 }
 check "story_procurement_through_compose" story_procurement
-
-# The story's lasting state: each run's state, the sheet's rows.
-story_state () {
-    for r in "$SMALL" "$BIG" "$HUGE"; do
-        ctl --json run get "$r" | python3 -c 'import json,sys; v=json.load(sys.stdin); print(v["run"], v["state"])' \
-            || return 1
-    done
-    ctl --json sandbox rows erp | python3 -c 'import json,sys; print(json.dumps(json.load(sys.stdin)["rows"], sort_keys=True))'
-}
 
 # ---- restart one, recreate another: nothing lost
 devices_there () {
@@ -270,7 +271,8 @@ story_kept () {
     head -n 3 "$WORK/story.after" | diff "$WORK/runs.want" - || { echo "the runs are not as the story left them"; return 1; }
     ctl receipt get "$BIG" >"$WORK/story/var/receipt.after" || return 1
     cmp "$WORK/story/var/receipt.before" "$WORK/story/var/receipt.after" || { echo "the receipt changed"; return 1; }
-    ctl receipt verify var/receipt.after
+    # against the auditor's key as it was before (the signing key is in its volume)
+    ctl receipt verify var/receipt.after --jwks var/jwks.before
 }
 check "story_kept_across_restarts" story_kept
 
