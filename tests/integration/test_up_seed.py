@@ -9,7 +9,8 @@ seeded when missing). Where the orchestrator runs workflows (`sanctumctl run`),
 the story works on the seeded suite alone: $5,000 completes, $520,000 pauses for
 carol then victor (signing with the seeded devices) and completes, $2,000,000
 is rejected; the sandbox holds one row per completed run. `up --no-seed` seeds
-nothing."""
+nothing. A workflows directory `seed` may not write (read-only) is skipped and
+said so, the rest seeded, nothing recorded until a later seed copies them."""
 import json
 import os
 import shutil
