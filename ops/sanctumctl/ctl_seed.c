@@ -14,9 +14,13 @@
                 audiences and scopes; no approval flag: gated steps carry
                 their approval anyway, and the $5,000 path needs none)
       workflows the *.json of ops/examples/workflows copied into [orchestrator]
-                workflows (empty: <data_dir>/workflows)
-    Once everything is in, <data_dir>/seeded.json records it and later
-    runs change nothing. Two seeders at once (up's and a script's) take
+                workflows (empty: <data_dir>/workflows), each when missing
+    A workflows directory this process may not write (a container whose
+    orchestrator mounts its workflows read-only, seeded from another
+    container) is skipped, said so (stderr, and "skipped" with --json), and
+    the rest is seeded all the same: exit 0. Once everything is in (nothing
+    skipped), <data_dir>/seeded.json records it and later runs change
+    nothing. Two seeders at once (up's and a script's) take
     turns on <data_dir>/seed.lock.
 
     The examples are found at $SANCTUM_EXAMPLES, else beside the binary
@@ -280,29 +284,43 @@ s_mkdirs (const char *path)
     return mkdir (tmp, 0755) && errno != EEXIST ? -1 : 0;
 }
 
-/*  Copy src to dst (through a temporary file, renamed). */
+/*  Copy src to dst (through a temporary file, renamed); -1 with errno
+    set by the step that failed. */
 static int
 s_copy (const char *src, const char *dst)
 {
+    int err = 0;
     char tmp [PATH_MAX * 2 + 8];
     snprintf (tmp, sizeof tmp, "%s.new", dst);
     FILE *in = fopen (src, "rb"), *out = in ? fopen (tmp, "wb") : NULL;
     char buf [8192];
     size_t n;
     int rc = in && out ? 0 : -1;
+    if (rc)
+        err = errno;
     while (rc == 0 && (n = fread (buf, 1, sizeof buf, in)) > 0)
-        if (fwrite (buf, 1, n, out) != n)
+        if (fwrite (buf, 1, n, out) != n) {
+            err = errno;
             rc = -1;
-    if (in && ferror (in))
+        }
+    if (in && ferror (in) && rc == 0) {
+        err = EIO;
         rc = -1;
+    }
     if (in)
         fclose (in);
-    if (out && fclose (out))
+    if (out && fclose (out) && rc == 0) {
+        err = errno;
         rc = -1;
-    if (rc == 0 && rename (tmp, dst))
+    }
+    if (rc == 0 && rename (tmp, dst)) {
+        err = errno;
         rc = -1;
-    if (rc)
+    }
+    if (rc) {
         unlink (tmp);
+        errno = err;
+    }
     return rc;
 }
 
@@ -318,9 +336,19 @@ s_workflows_dir (ctl_t *ctl, char *out, size_t len)
         snprintf (out, len, "%s/workflows", bus_config_str (ctl->config, "sanctum", "data_dir"));
 }
 
-/*  Example workflows the directory does not hold yet. */
+/*  True when errno says this process may not write there (permissions, a
+    read-only mount): a directory that is someone else's to fill. */
+static bool
+s_not_ours (int err)
+{
+    return err == EACCES || err == EPERM || err == EROFS;
+}
+
+/*  Example workflows the directory does not hold yet. A directory (or a
+    file in it) this process may not write is skipped and said so, into
+    skipped; any other error fails. */
 static int
-s_seed_workflows (ctl_t *ctl, const char *examples, json_t *done)
+s_seed_workflows (ctl_t *ctl, const char *examples, json_t *done, json_t *skipped)
 {
     char from [PATH_MAX + 64], to [PATH_MAX];
     snprintf (from, sizeof from, "%s/workflows", examples);
@@ -329,9 +357,16 @@ s_seed_workflows (ctl_t *ctl, const char *examples, json_t *done)
     if (!d)
         return 0;               /* no example workflows in this tree */
     if (s_mkdirs (to)) {
-        fprintf (stderr, "sanctumctl seed: cannot create %s: %s\n", to, strerror (errno));
+        int err = errno;
         closedir (d);
-        return -1;
+        if (!s_not_ours (err)) {
+            fprintf (stderr, "sanctumctl seed: cannot create %s: %s\n", to, strerror (err));
+            return -1;
+        }
+        fprintf (stderr, "sanctumctl seed: skipping the workflows: cannot create %s (%s); the orchestrator "
+                 "reads its own: put %s/*.json there\n", to, strerror (err), from);
+        json_array_append_new (skipped, json_sprintf ("workflows (%s: %s)", to, strerror (err)));
+        return 0;
     }
     int rc = 0;
     struct dirent *e;
@@ -345,8 +380,16 @@ s_seed_workflows (ctl_t *ctl, const char *examples, json_t *done)
         if (access (dst, F_OK) == 0)
             continue;
         if (s_copy (src, dst)) {
-            fprintf (stderr, "sanctumctl seed: cannot copy %s to %s: %s\n", src, dst, strerror (errno));
-            rc = -1;
+            int err = errno;
+            if (s_not_ours (err)) {
+                fprintf (stderr, "sanctumctl seed: skipping workflow %s: cannot write %s (%s); the orchestrator "
+                         "reads its own\n", e->d_name, to, strerror (err));
+                json_array_append_new (skipped, json_sprintf ("workflow %s (%s: %s)", e->d_name, to, strerror (err)));
+            }
+            else {
+                fprintf (stderr, "sanctumctl seed: cannot copy %s to %s: %s\n", src, dst, strerror (err));
+                rc = -1;
+            }
         }
         else {
             char what [PATH_MAX + 16];
@@ -394,13 +437,13 @@ ctl_seed (ctl_t *ctl, const char *examples_dir, int wait_ms)
         return CTL_ERROR;
     }
     int rc = CTL_OK;
-    json_t *done = json_array ();
+    json_t *done = json_array (), *skipped = json_array ();
     if (access (marker, F_OK) == 0) {
         fprintf (stderr, "sanctumctl seed: the example was seeded before (%s): nothing to do\n", marker);
         goto done;
     }
     int64_t deadline = zclock_mono () + wait_ms;
-    if (s_seed_workflows (ctl, examples, done) || s_seed_authz (ctl, examples, deadline, done)
+    if (s_seed_workflows (ctl, examples, done, skipped) || s_seed_authz (ctl, examples, deadline, done)
         || s_seed_devices (ctl, deadline, done) || s_seed_connections (ctl, deadline, done)) {
         fprintf (stderr, "sanctumctl seed: not finished (the next run tries again)\n");
         rc = CTL_ERROR;
@@ -413,6 +456,12 @@ ctl_seed (ctl_t *ctl, const char *examples_dir, int wait_ms)
         copied |= !strncmp (json_string_value (item), "workflow ", 9);
     if (copied)
         s_reload_workflows (ctl, deadline);
+    if (json_array_size (skipped)) {
+        /* not recorded: the next seed looks again at what it skipped */
+        fprintf (stderr, "sanctumctl seed: the procurement example is in (%zu items seeded), but for %zu skipped "
+                 "(not recorded: the next seed looks again)\n", json_array_size (done), json_array_size (skipped));
+        goto done;
+    }
     char when [32];
     time_t now = time (NULL);
     strftime (when, sizeof when, "%Y-%m-%dT%H:%M:%SZ", gmtime (&now));
@@ -426,11 +475,12 @@ ctl_seed (ctl_t *ctl, const char *examples_dir, int wait_ms)
         fprintf (stderr, "sanctumctl seed: the procurement example is in (%zu items seeded)\n", json_array_size (done));
 done:
     if (ctl->json) {
-        json_t *out = json_pack ("{s:b, s:O}", "ok", rc == CTL_OK, "seeded", done);
+        json_t *out = json_pack ("{s:b, s:O, s:O}", "ok", rc == CTL_OK, "seeded", done, "skipped", skipped);
         ctl_print_json (out, true);
         json_decref (out);
     }
     json_decref (done);
+    json_decref (skipped);
     flock (fd, LOCK_UN);
     close (fd);
     return rc;

@@ -17,10 +17,23 @@
 #   approval_required with carol then victor, $2,000,000 deny); two approver
 #   devices enrolled, a two-level approval asked (as the orchestrator would)
 #   and approved level by level, each signed by the approver's device;
-# - one container restarted (`podman-compose restart ciba-broker`) and one
-#   recreated (authz: rm, then up again on the same named volume): the
-#   approval, the devices, the tuples and the decisions are all still there;
-# - story_procurement: the hook for the orchestrator's procurement run;
+# - story_procurement: the procurement example seeded from the operator's
+#   container (`sanctumctl seed`: it cannot write the orchestrator's
+#   workflows, which the compose file mounts read-only, and must say it
+#   skipped them and seed the rest), then the story told as `make demo` tells
+#   it (ops/demo_story.py, its sanctumctl the operator's, by `podman exec`):
+#   $5,000 straight through; $520,000 paused, signed by carol's then victor's
+#   device, a lease of at most ten minutes, written to the sandbox's sheet;
+#   the receipt fetched, verified, tampered with and refused; $2,000,000
+#   rejected with nothing in the sheet. This crosses the compose network
+#   everywhere: the orchestrator's connectors call http://sandbox:7190, the
+#   sandbox fetches the vault's JWKS from http://vault-broker:7133;
+# - containers restarted (`podman-compose restart` of ciba-broker,
+#   orchestrator and sandbox) and recreated (authz and auditor: rm, then up
+#   again on the same named volumes): the approval, the devices, the tuples
+#   and the decisions are all still there, and so is the story: its three
+#   runs in the states they ended in, the sheet's rows unchanged, the receipt
+#   the same bytes and still verifying against the JWKS kept from before;
 # - teardown (`down -v`) leaves no container, volume or network behind.
 # Prints `ok` / `not ok` lines, then `N passed, N failed`.
 
@@ -29,26 +42,25 @@ ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 PROJECT=sanctumdeploy$$
 WORK=$(mktemp -d /tmp/sanctum-compose.XXXXXX)
 NET=${PROJECT}_default
+OPS=${PROJECT}_ops          # the operator's container (sanctumctl)
 SERVICES=$(sed -n 's/^BUS_SERVICE *( *"\([a-z0-9-]*\)".*/\1/p' "$ROOT/bus/bus_services.def")
 
 compose () { (cd "$WORK" && podman-compose -p "$PROJECT" "$@"); }
 
 cleanup () {
+    podman rm -f -t 0 "$OPS" >/dev/null 2>&1
     compose down -v >/dev/null 2>&1
     podman network rm -f "$NET" >/dev/null 2>&1
     rm -rf "$WORK"
 }
 trap cleanup EXIT INT TERM
 
-# sanctumctl in a one-off container on the compose network, as an operator
-# (ops:deploy-test): every daemon's connect endpoint from the compose file's
-# x-endpoints, its own keys dir (var/ops: the public certs, its secret, the
-# approvers' device secrets), the examples read-only.
-ctl () {
-    podman run --rm --network "$NET" --env-file "$WORK/var/ops.env" \
-        -v "$WORK/var/ops:/etc/sanctum/keys" -v "$WORK/ops/examples:/examples:ro" \
-        "$IMAGE" sanctumctl --config /etc/sanctum/sanctum.conf "$@"
-}
+# sanctumctl in the operator's container on the compose network (started
+# once the network is up), as an operator (ops:deploy-test): every daemon's
+# connect endpoint from the compose file's x-endpoints, its own keys dir
+# (var/ops: the public certs, its secret, the approvers' device secrets), the
+# examples read-only, and /story (the story's working directory).
+ctl () { podman exec -w /story "$OPS" sanctumctl --config /etc/sanctum/sanctum.conf "$@"; }
 
 # ---- set-up (a failure here fails the run, it never skips it)
 setup_tools () { need_tools podman podman-compose runc debootstrap && containers_conf; }
@@ -117,6 +129,14 @@ up () {
 }
 check "compose_up_all_healthy" up
 
+operator_container () {
+    mkdir -p "$WORK/story/var" || return 1
+    podman run -d --name "$OPS" --network "$NET" --env-file "$WORK/var/ops.env" \
+        -v "$WORK/var/ops:/etc/sanctum/keys" -v "$WORK/ops/examples:/examples:ro" \
+        -v "$WORK/story:/story" "$IMAGE" sleep infinity >/dev/null
+}
+check "operator_container" operator_container
+
 health_across_network () {
     out=$(ctl health) || { echo "$out"; return 1; }
     echo "$out"
@@ -172,19 +192,58 @@ approved () {
 }
 check "ciba_two_level_approval_signed_by_devices" ciba_story
 
-# The procurement run through the orchestrator, once it runs workflows (the
-# lead extends this: start the workflow of ops/examples/procurement, approve
-# as carol and victor, check the sheet row and the receipt). Until then it
-# checks that the orchestrator answers, and says what it did not run.
-story_procurement () {
-    r=$(ctl --json inject run.list '{}' --service orchestrator 2>&1)
-    if echo "$r" | grep -q not_implemented; then
-        echo "# story_procurement: the orchestrator answers not_implemented to run.list: no procurement run yet"
-        return 0
-    fi
-    echo "$r" | grep -q '"ok": true' || { echo "$r"; return 1; }
+# The procurement story through the compose suite, as `make demo` tells it.
+# sanctumctl for ops/demo_story.py: the operator's, in its container.
+printf '#!/bin/sh\nexec podman exec -w /story %s sanctumctl --config /etc/sanctum/sanctum.conf "$@"\n' "$OPS" \
+    >"$WORK/sanctumctl" && chmod +x "$WORK/sanctumctl"
+SMALL=""; BIG=""; HUGE=""
+
+seed_from_a_container () {
+    ctl --json seed >"$WORK/seed.json" 2>"$WORK/seed.err"
+    rc=$?
+    cat "$WORK/seed.err" "$WORK/seed.json"
+    [ $rc -eq 0 ] || { echo "seed exited $rc"; return 1; }
+    grep -q "skipping the workflows: cannot create /etc/sanctum/workflows" "$WORK/seed.err" \
+        || { echo "seed did not say it skipped the workflows"; return 1; }
+    python3 - "$WORK/seed.json" <<'PY' || return 1
+import json, sys
+r = json.load(open(sys.argv[1]))
+assert r["ok"] is True, r
+for item in ("connection sheets", "connection gmail"):
+    assert item in r["seeded"], r
+assert [s for s in r["skipped"] if s.startswith("workflows (/etc/sanctum/workflows")], r
+PY
+    # the orchestrator has the workflow, from its own read-only mount
+    ctl --json workflows | grep -q '"procurement"' \
+        || { echo "the orchestrator has no procurement workflow"; return 1; }
 }
-check "orchestrator_answers (story_procurement hook)" story_procurement
+check "seed_from_a_container_skips_workflows" seed_from_a_container
+
+# The story's lasting state: each run's state, the sheet's rows.
+story_state () {
+    for r in "$SMALL" "$BIG" "$HUGE"; do
+        ctl --json run get "$r" | python3 -c 'import json,sys; v=json.load(sys.stdin); print(v["run"], v["state"])' \
+            || return 1
+    done
+    ctl --json sandbox rows erp | python3 -c 'import json,sys; print(json.dumps(json.load(sys.stdin)["rows"], sort_keys=True))'
+}
+
+story_procurement () {
+    (cd "$WORK/story" && /usr/bin/python3 "$WORK/ops/demo_story.py" "$WORK/sanctumctl") >"$WORK/story.log" 2>&1
+    rc=$?
+    cat "$WORK/story.log"
+    [ $rc -eq 0 ] || { echo "demo_story.py exited $rc"; return 1; }
+    [ "$(tail -n 1 "$WORK/story.log")" = "Every step happened as told." ] || { echo "last line not the story's"; return 1; }
+    SMALL=$(sed -n 's/^  run \([0-9A-Z]*\) COMPLETED; .*/\1/p' "$WORK/story.log")
+    BIG=$(sed -n 's/^  run \([0-9A-Z]*\) PAUSED .*/\1/p' "$WORK/story.log")
+    HUGE=$(sed -n 's/^  run \([0-9A-Z]*\) REJECTED: .*/\1/p' "$WORK/story.log")
+    [ -n "$SMALL" ] && [ -n "$BIG" ] && [ -n "$HUGE" ] || { echo "run ids not in the story's output"; return 1; }
+    # what must survive the restarts below
+    story_state >"$WORK/story.before" || return 1
+    ctl receipt get "$BIG" >"$WORK/story/var/receipt.before" || return 1
+    ctl receipt jwks >"$WORK/story/var/jwks.before" || return 1
+}
+check "story_procurement_through_compose" story_procurement
 
 # ---- restart one, recreate another: nothing lost
 devices_there () {
@@ -192,12 +251,30 @@ devices_there () {
     echo "$out" | grep -q carol && echo "$out" | grep -q victor || { echo "devices: $out"; return 1; }
 }
 restart_keeps_state () {
-    compose restart ciba-broker >/dev/null 2>&1 || return 1
-    c=${PROJECT}_authz_1
-    podman rm -f "$c" >/dev/null && compose up -d >/dev/null 2>&1 || return 1
+    for s in ciba-broker orchestrator sandbox; do
+        compose restart "$s" >/dev/null 2>&1 || { echo "restart $s failed"; return 1; }
+    done
+    for s in authz auditor; do
+        podman rm -f "${PROJECT}_${s}_1" >/dev/null || return 1
+    done
+    compose up -d >/dev/null 2>&1 || return 1
     wait_healthy && approved && devices_there && decisions_as_expected
 }
 check "restart_and_recreate_keep_data" restart_keeps_state
+
+story_kept () {
+    [ -n "$BIG" ] || { echo "no story to look at"; return 1; }
+    story_state >"$WORK/story.after" || return 1
+    cat "$WORK/story.after"
+    diff "$WORK/story.before" "$WORK/story.after" || { echo "the story's state changed"; return 1; }
+    printf '%s COMPLETED\n%s COMPLETED\n%s REJECTED\n' "$SMALL" "$BIG" "$HUGE" >"$WORK/runs.want"
+    head -n 3 "$WORK/story.after" | diff "$WORK/runs.want" - || { echo "the runs are not as the story left them"; return 1; }
+    ctl receipt get "$BIG" >"$WORK/story/var/receipt.after" || return 1
+    cmp "$WORK/story/var/receipt.before" "$WORK/story/var/receipt.after" || { echo "the receipt changed"; return 1; }
+    # against the auditor's key as it was before (the signing key is in its volume)
+    ctl receipt verify var/receipt.after --jwks var/jwks.before
+}
+check "story_kept_across_restarts" story_kept
 
 teardown () {
     compose down -v >/dev/null 2>&1

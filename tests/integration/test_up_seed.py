@@ -9,7 +9,8 @@ seeded when missing). Where the orchestrator runs workflows (`sanctumctl run`),
 the story works on the seeded suite alone: $5,000 completes, $520,000 pauses for
 carol then victor (signing with the seeded devices) and completes, $2,000,000
 is rejected; the sandbox holds one row per completed run. `up --no-seed` seeds
-nothing."""
+nothing. A workflows directory `seed` may not write (read-only) is skipped and
+said so, the rest seeded, nothing recorded until a later seed copies them."""
 import json
 import os
 import shutil
@@ -320,6 +321,51 @@ def ctrl_c_while_seeding_waits_for_a_dead_service():
                               cwd=work).stdout.split()
         mine = [p for p in left if os.path.realpath("/proc/%s/cwd" % p) == os.path.realpath(work)]
         assert not mine, "left running: %s" % mine
+    finally:
+        up.stop()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+@test
+def seed_skips_workflows_it_cannot_write():
+    """A workflows directory seed may not write (here a read-only bind mount,
+    in a mount namespace of its own: `unshare -r -m`) is skipped and said
+    so; everything else is seeded, exit 0, and nothing recorded, so the next
+    seed, able to write, copies the workflows and records it all."""
+    assert shutil.which("unshare"), "no unshare (package util-linux)"
+    work = tempfile.mkdtemp(prefix="sanctum-seedro-")
+    env = env_with_ports()
+    wf = os.path.join(work, "workflows")
+    os.makedirs(wf)
+    env["SANCTUM_ORCHESTRATOR_WORKFLOWS"] = wf
+    up = Up(work, env, "--no-seed")
+    try:
+        up.wait_for("services started")
+        deadline = time.monotonic() + 20
+        while ctl(up, "health")[0] != 0 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        script = 'mount --bind "$1" "$1" && mount -o remount,bind,ro "$1" && shift && exec "$@"'
+        r = subprocess.run(["unshare", "-r", "-m", "sh", "-c", script, "sh", wf, CTL, "--json", "seed"],
+                           cwd=work, env=env, capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0, r.stdout + r.stderr
+        out = json.loads(r.stdout)
+        assert out["ok"] is True, out
+        for item in ("authz model", "authz policy", "device user:carol", "device user:victor",
+                     "connection sheets", "connection gmail"):
+            assert item in out["seeded"], out
+        assert not [x for x in out["seeded"] if x.startswith("workflow ")], out
+        assert out["skipped"] and all(x.startswith("workflow ") and "Read-only file system" in x
+                                      for x in out["skipped"]), out
+        assert "skipping workflow" in r.stderr and "not recorded" in r.stderr, r.stderr
+        assert os.listdir(wf) == [], os.listdir(wf)
+        assert not os.path.exists(os.path.join(work, "var", "seeded.json"))
+        # writable again: the workflows alone are seeded, and it is recorded
+        rc, stdout, err = ctl(up, "seed")
+        assert rc == 0, stdout + err
+        out = json.loads(stdout)
+        assert out["skipped"] == [] and out["seeded"] and all(x.startswith("workflow ") for x in out["seeded"]), out
+        assert os.listdir(wf), "no workflow copied"
+        assert os.path.exists(os.path.join(work, "var", "seeded.json"))
     finally:
         up.stop()
         shutil.rmtree(work, ignore_errors=True)
