@@ -64,6 +64,11 @@ BENCH_BIN := $(BENCH_SRC:tests/bench/%.c=$(BUILD)/bench/%)
 
 ALL_LIBS := $(SVC_LIBS) $(CORE_LIB)
 
+# The build inside `make test`, `demo` and `up` runs one job per core unless
+# the caller chose (-j or MAKEFLAGS): a newcomer's plain `make demo` should
+# not build on one core.
+PARALLEL = $$(case "$$MAKEFLAGS" in *j*) ;; *) echo -j$$(nproc) ;; esac)
+
 # Helpers shared by unit tests, fuzz replayers and benches (not daemons)
 SUPPORT_SRC := $(wildcard tests/support/*.c)
 SUPPORT_LIB := $(BUILD)/lib/libtestsupport.a
@@ -127,7 +132,7 @@ deps:
 	@sh ops/deps.sh
 
 test: deps
-	@$(MAKE) --no-print-directory all $(UNIT_BIN) $(FUZZ_REPLAY) $(BENCH_BIN)
+	@$(MAKE) --no-print-directory $(PARALLEL) all $(UNIT_BIN) $(FUZZ_REPLAY) $(BENCH_BIN)
 	@BUILD=$(BUILD) sh tests/run.sh
 
 # docker-compose.yml under podman-compose and the systemd units under systemd
@@ -146,14 +151,16 @@ bench: deps
 	@$(MAKE) --no-print-directory all $(BENCH_BIN)
 	@BUILD=$(BUILD) sh tests/bench/run.sh
 
-demo: deps
-	@$(MAKE) --no-print-directory all
+demo:
+	@sh ops/deps.sh --demo
+	@$(MAKE) --no-print-directory $(PARALLEL) all
 	@BUILD=$(BUILD) sh ops/demo.sh
 
 # the suite under `sanctumctl up` (config, keys and the procurement example
 # under ./var on first start), kept up for a person to explore
-up: deps
-	@$(MAKE) --no-print-directory all
+up:
+	@sh ops/deps.sh --demo
+	@$(MAKE) --no-print-directory $(PARALLEL) all
 	@$(BUILD)/bin/sanctumctl up
 
 # libFuzzer targets: the runtime library instrumented for coverage and

@@ -21,10 +21,14 @@ DEPLOY_PKGS="podman podman-compose runc debootstrap uidmap slirp4netns \
  containernetworking-plugins golang-github-containernetworking-plugin-dnsname dnsmasq-base \
  iptables catatonit"
 # --build: only what building the binaries needs (ops/Dockerfile's build stage)
+# --demo: that and what `make demo` / `make up` run (the Python client and
+#         demo story): no browser, prometheus, clang or npm trees
 # --deploy: also the deployment tests' tools
+BUILD_PKGS="build-essential pkg-config libzmq3-dev libczmq-dev libmsgpack-dev liblmdb-dev \
+ libsodium-dev libcurl4-openssl-dev libmicrohttpd-dev libjansson-dev libinih-dev libyaml-dev"
 case "${1:-}" in
-    --build) PKGS="build-essential pkg-config libzmq3-dev libczmq-dev libmsgpack-dev liblmdb-dev \
- libsodium-dev libcurl4-openssl-dev libmicrohttpd-dev libjansson-dev libinih-dev libyaml-dev" ;;
+    --build) PKGS="$BUILD_PKGS" ;;
+    --demo) PKGS="$BUILD_PKGS python3 python3-zmq python3-msgpack procps" ;;
     --deploy) PKGS="$PKGS $DEPLOY_PKGS" ;;
 esac
 
@@ -65,7 +69,7 @@ deploy_js () {
 # After the packages: the npm trees. tests/deploy's is fatal for --deploy;
 # for `make test`, test_deploy_files.sh's dclint check fails and says why.
 finish () {
-    [ "${1:-}" = --build ] && return 0
+    [ "${1:-}" = --build ] || [ "${1:-}" = --demo ] && return 0
     js_deps
     inject_js
     deploy_js && return 0
