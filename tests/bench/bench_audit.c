@@ -8,9 +8,15 @@
         the writer groups the appends that wait together into one commit.
         Baseline, in the same run and on the same file system: raw LMDB
         (no bus, no tree), one fsync'd commit per event (a 120-byte put
-        under a u64 key). Then one client appending one at a time: the
-        latency a step that must be audited first waits, beside one raw
-        LMDB commit.
+        under a u64 key). The auditor runs as configured (pipeline_fsync:
+        a group is answered once the next group's fsync holds it, one
+        fsync per group) and, in turns with it, with pipeline_fsync =
+        false (two fsyncs per group, answered at its commit): the ratio
+        of the two, same run. The machine's ceiling, same run: the same
+        clients sending the bus's trivial `health` (no store, no thread
+        hop) to the same service. Then one client appending one at a
+        time: the latency a step that must be audited first waits,
+        beside one raw LMDB commit.
     (c) The follower's lag: a publisher (a bus service on a thread of
         this process) emits S_LAG_RATE events/s (those due every
         millisecond in one transaction, each carrying its time); a
@@ -31,6 +37,8 @@
         inclusion path has hashes — the reads a proof cannot avoid. Then
         the receipt of a run of 40 entries spread over the whole log
         (audit_receipt_build: head, a proof per entry, summary, JWS).
+
+    --appends: only (a), for profiling (perf record).
 
     (d) The writer's share: in process, no bus, the work the auditor's
         writer does per append (nested transactions as bus_service.c runs
@@ -92,6 +100,7 @@ typedef struct {
     zcert_t *cert;
     double secs;
     int index;
+    const char *type;                   /* audit.append, or health (the ceiling) */
     long done, failed;
 } s_client_t;
 
@@ -112,9 +121,11 @@ s_client_run (void *arg)
                               "run", "01JB3M8Q5X9ZJ2G4T6V8W0Y2A4", "client", self->index,
                               "tool", "sheets.append", "n", 0);
     json_t *entry = json_object_get (body, "entry");
+    bool health = self->type && strcmp (self->type, "health") == 0;
+    json_t *empty = json_object ();
     for (; in_flight < S_IN_FLIGHT; in_flight++, sent++) {
         json_object_set_new (entry, "n", json_integer (sent));
-        if (bus_client_send (client, "audit.append", body, NULL, NULL))
+        if (bus_client_send (client, health ? "health" : "audit.append", health ? empty : body, NULL, NULL))
             break;
     }
     while (in_flight > 0) {
@@ -134,9 +145,11 @@ s_client_run (void *arg)
         proto_msg_destroy (&reply);
         if (bench_now_s () < until) {
             json_object_set_new (entry, "n", json_integer (sent++));
-            in_flight += bus_client_send (client, "audit.append", body, NULL, NULL) == 0;
+            in_flight += bus_client_send (client, health ? "health" : "audit.append", health ? empty : body,
+                                          NULL, NULL) == 0;
         }
     }
+    json_decref (empty);
     json_decref (body);
     bus_client_destroy (&client);
     return NULL;
@@ -153,15 +166,40 @@ s_counter (test_service_t *env, zcert_t *cert, const char *name)
     return v;
 }
 
-/*  Appends per second from S_CLIENTS clients for secs; the mean group
-    into *per_commit; then S_LATENCY_N appends one at a time from one
-    client, their latencies (µs, sorted) into latency. -1 on failure. */
+/*  S_CLIENTS clients sending type (audit.append or health) for secs:
+    requests per second, or -1 (failures counted into *failed). */
 static double
-s_bus_appends (double secs, double *per_commit, double latency [])
+s_clients (test_service_t *env, zcert_t *cert, const char *type, double secs, long *failed)
+{
+    s_client_t clients [S_CLIENTS];
+    pthread_t threads [S_CLIENTS];
+    double t0 = bench_now_s ();
+    for (int i = 0; i < S_CLIENTS; i++) {
+        clients [i] = (s_client_t) { .env = env, .cert = cert, .secs = secs, .index = i, .type = type };
+        pthread_create (&threads [i], NULL, s_client_run, &clients [i]);
+    }
+    long done = 0;
+    for (int i = 0; i < S_CLIENTS; i++) {
+        pthread_join (threads [i], NULL);
+        done += clients [i].done;
+        *failed += clients [i].failed;
+    }
+    return done / (bench_now_s () - t0);
+}
+
+/*  Appends per second from S_CLIENTS clients for secs, the auditor with
+    pipeline_fsync as pipelined says; the mean group into *per_commit;
+    with ceiling, the same clients' health requests per second into
+    *ceiling; with latency, then S_LATENCY_N appends one at a time from
+    one client, their latencies (µs, sorted). -1 on failure. */
+static double
+s_bus_appends (double secs, bool pipelined, double *per_commit, double *ceiling, double latency [])
 {
     char err [256] = "";
     double rate = -1;
-    test_service_t *env = test_service_new ("auditor", NULL, "map_size_mb = 4096\n", err, sizeof err);
+    test_service_t *env = test_service_new ("auditor", NULL, pipelined ? "map_size_mb = 4096\n"
+                                            : "map_size_mb = 4096\n[auditor]\npipeline_fsync = false\n",
+                                            err, sizeof err);
     zcert_t *cert = env ? test_service_cert (env, "bench", "svc:orchestrator") : NULL;
     /* the auditor follows every other service: it needs their keys (none
        of them runs here; its follower keeps asking, off the appends' path) */
@@ -177,25 +215,15 @@ s_bus_appends (double secs, double *per_commit, double latency [])
     s_client_t warm = { .env = env, .cert = cert, .secs = 0.1, .index = 99 };
     s_client_run (&warm);
     long g0 = s_counter (env, cert, "write_groups"), w0 = s_counter (env, cert, "writes_grouped");
-    s_client_t clients [S_CLIENTS];
-    pthread_t threads [S_CLIENTS];
-    double t0 = bench_now_s ();
-    for (int i = 0; i < S_CLIENTS; i++) {
-        clients [i] = (s_client_t) { .env = env, .cert = cert, .secs = secs, .index = i };
-        pthread_create (&threads [i], NULL, s_client_run, &clients [i]);
-    }
-    long done = 0, failed = warm.failed;
-    for (int i = 0; i < S_CLIENTS; i++) {
-        pthread_join (threads [i], NULL);
-        done += clients [i].done;
-        failed += clients [i].failed;
-    }
-    double took = bench_now_s () - t0;
+    long failed = warm.failed;
+    double appends = s_clients (env, cert, "audit.append", secs, &failed);
     long groups = s_counter (env, cert, "write_groups") - g0, grouped = s_counter (env, cert, "writes_grouped") - w0;
     *per_commit = groups > 0 ? (double) grouped / groups : 1;
+    if (ceiling)
+        *ceiling = s_clients (env, cert, "health", secs, &failed);
     /* one append at a time: what a step that must be audited first waits */
-    bus_client_t *client = bus_client_new (test_service_rpc (env), test_service_server_key (env), cert,
-                                           S_TIMEOUT_MS, 0);
+    bus_client_t *client = latency ? bus_client_new (test_service_rpc (env), test_service_server_key (env), cert,
+                                                     S_TIMEOUT_MS, 0) : NULL;
     json_t *body = json_pack ("{s:{s:s}}", "entry", "kind", "step.intent");
     for (int i = 0; client && i < S_LATENCY_N; i++) {
         proto_msg_t *reply = NULL;
@@ -207,11 +235,12 @@ s_bus_appends (double secs, double *per_commit, double latency [])
     }
     json_decref (body);
     bus_client_destroy (&client);
-    qsort (latency, S_LATENCY_N, sizeof *latency, bench_cmp_double);
+    if (latency)
+        qsort (latency, S_LATENCY_N, sizeof *latency, bench_cmp_double);
     if (failed)
         fprintf (stderr, "bench_audit: %ld appends failed\n", failed);
     else
-        rate = done / took;
+        rate = appends;
 done:
     zcert_destroy (&cert);
     test_service_destroy (&env);
@@ -714,12 +743,15 @@ s_writer (double secs, bool nested)
 int
 main (int argc, char **argv)
 {
-    int quick = 0;
+    int quick = 0, appends_only = 0;
     for (int i = 1; i < argc; i++) {
         if (strcmp (argv [i], "--quick") == 0)
             quick = 1;
+        else
+        if (strcmp (argv [i], "--appends") == 0)
+            appends_only = 1;
         else {
-            fprintf (stderr, "usage: bench_audit [--quick]\n");
+            fprintf (stderr, "usage: bench_audit [--quick] [--appends]\n");
             return 1;
         }
     }
@@ -727,7 +759,24 @@ main (int argc, char **argv)
     double secs = quick ? 0.5 : 3.0;
     char missed [64] = "";
     double per_commit = 0, lat [S_LATENCY_N], raw_lat [S_LATENCY_N];
-    double rate = s_bus_appends (secs, &per_commit, lat);
+    /* in turns: pipelined, then not, twice; each figure the sum of its
+       turns (the machine's swings fall on both) */
+    double rate = 0, unpiped = 0, ceiling = -1, unpiped_per_commit = 0;
+    for (int turn = 0; turn < 2 && rate >= 0 && unpiped >= 0; turn++) {
+        double pc = 0, upc = 0, r, u;
+        r = s_bus_appends (secs / 2, true, &pc, turn == 0 ? &ceiling : NULL, turn == 1 ? lat : NULL);
+        u = s_bus_appends (secs / 2, false, &upc, NULL, NULL);
+        rate = r < 0 ? -1 : rate + r / 2;
+        unpiped = u < 0 ? -1 : unpiped + u / 2;
+        per_commit += pc / 2;
+        unpiped_per_commit += upc / 2;
+    }
+    if (appends_only) {
+        printf ("bench audit_bus_appends_pipelined %.0f events/s baseline %.0f ratio %.2f (%.1f / %.1f per group; "
+                "--appends)\n", rate, unpiped, rate / unpiped, per_commit, unpiped_per_commit);
+        printf ("bench audit_bus_ceiling %.0f req/s baseline %.0f ratio %.2f\n", ceiling, rate, ceiling / rate);
+        return rate < 0 || unpiped < 0;
+    }
     /* the baseline: raw LMDB, one fsync'd commit per 120-byte event; the
        latencies one at a time, then the rate for a while */
     double raw = -1;
@@ -736,7 +785,7 @@ main (int argc, char **argv)
         qsort (raw_lat, S_LATENCY_N, sizeof *raw_lat, bench_cmp_double);
     else
         raw = -1;
-    if (rate < 0 || raw < 0) {
+    if (rate < 0 || unpiped < 0 || ceiling < 0 || raw < 0) {
         fprintf (stderr, "bench_audit: the append measurement failed\n");
         return 1;
     }
@@ -744,6 +793,13 @@ main (int argc, char **argv)
             "%.1f appends per fsync; baseline: raw LMDB, one fsync'd commit per event)\n",
             rate, raw, rate / raw, S_CLIENTS, S_IN_FLIGHT, per_commit);
     printf ("bench audit_appends_per_fsync %.1f appends\n", per_commit);
+    printf ("bench audit_bus_appends_pipelined %.0f events/s baseline %.0f ratio %.2f (pipeline_fsync: a group "
+            "answered once the next group's fsync holds it, %.1f per group; baseline: pipeline_fsync = false, two "
+            "fsyncs per group, %.1f per group; in turns, same run)\n", rate, unpiped, rate / unpiped, per_commit,
+            unpiped_per_commit);
+    printf ("bench audit_bus_ceiling %.0f req/s baseline %.0f ratio %.2f (the same %d clients x %d in flight "
+            "sending the bus's trivial health to the auditor: the machine's ceiling for a request; baseline: "
+            "the appends)\n", ceiling, rate, ceiling / rate, S_CLIENTS, S_IN_FLIGHT);
     printf ("bench audit_append_p50 %.0f us baseline %.0f ratio %.2f (one at a time over the bus, durable; "
             "baseline: one raw LMDB commit)\n", lat [S_LATENCY_N / 2], raw_lat [S_LATENCY_N / 2],
             lat [S_LATENCY_N / 2] / raw_lat [S_LATENCY_N / 2]);
