@@ -281,11 +281,7 @@ bus_service_commit (bus_service_t *self, bus_txn_t **txn_p)
     bus_txn_t *group = *txn_p ? bus_txn_parent (*txn_p) : NULL;
     if (events)
         bus_txn_set_data (*txn_p, NULL, NULL);      /* ours now */
-    bool unsynced = *txn_p && bus_txn_unsynced (*txn_p);
     int rc = bus_txn_commit (txn_p);
-    /* events go out once durable: an unsynced commit's are synced first */
-    if (rc == 0 && events && unsynced && (rc = bus_store_sync (self->store)) != 0)
-        bus_error ("commit: its events could not be synced: %s", bus_strerror (rc));
     if (group) {                                    /* durable with the group */
         if (rc == 0 && events)
             s_events_join (group, events);

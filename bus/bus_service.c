@@ -16,7 +16,6 @@
 #define S_UNKNOWN_LOGGED  256       /* distinct (sender, type, field) logged */
 #define S_WORK_QUEUE_MAX  256       /* requests waiting for a worker thread, at most */
 #define S_GROUP_MAX       64        /* writes committed together by the writer, at most */
-#define S_WRITE_AHEAD     (8 << 20) /* pipelined: bytes of file written ahead of the store (bus_store_write_ahead) */
 #define S_REFUSAL_LINES   10        /* refusal lines per (peer, reason) ... */
 #define S_REFUSAL_WINDOW_MS 10000   /* ... per window; then counted */
 #define S_REFUSAL_KEYS    1024      /* (peer, reason) pairs tracked */
@@ -682,11 +681,7 @@ s_group_begin (void *state, void **jobs, size_t n, void *arg)
     bus_service_t *self = arg;
     /* one write too: its outcome is recorded in the group after it, so
        that the write and its outcome commit together */
-    bus_txn_t *group = self->writer_pipelined ? bus_txn_begin_unsynced (self->store)
-                                              : bus_txn_begin (self->store, true);
-    if (group && self->writer_pipelined)
-        bus_store_write_ahead (group, S_WRITE_AHEAD);
-    bus_txn_group (group);
+    bus_txn_group (bus_txn_begin (self->store, true));
 }
 
 /*  The group could not be stored: what its writes answered is untrue. */
@@ -802,47 +797,6 @@ bus_service_writer (bus_service_t *self, bus_worker_init_fn *init, bus_worker_fi
     if (self->writer)
         bus_workers_batch (self->writer, S_GROUP_MAX, s_group_begin, s_group_end, self);
     return self->writer ? 0 : BUS_EIO;
-}
-
-/*  Pipelined: where a group stands once committed (the store's last
-    commit), whether that is durable yet, and the sync of every group
-    still waiting (its writes answered unavailable when it fails). */
-static uint64_t
-s_pipe_mark (void *state, void *arg)
-{
-    bus_service_t *self = arg;
-    return bus_store_last_commit (self->store);
-}
-
-static bool
-s_pipe_durable (uint64_t mark, void *arg)
-{
-    bus_service_t *self = arg;
-    return bus_store_durable (self->store) >= mark;
-}
-
-static void
-s_pipe_sync (void *state, void **jobs, size_t n, void *arg)
-{
-    bus_service_t *self = arg;
-    int rc = bus_store_sync (self->store);
-    if (rc) {
-        bus_error ("writer: cannot sync the store: %s", bus_strerror (rc));
-        s_group_failed (jobs, n, rc);
-    }
-}
-
-int
-bus_service_writer_pipelined (bus_service_t *self)
-{
-    if (!self->writer)
-        return BUS_EINVAL;
-    int rc = bus_store_sync (self->store);        /* what is stored now is durable */
-    if (rc)
-        return rc;
-    rc = bus_workers_pipeline (self->writer, s_pipe_mark, s_pipe_durable, s_pipe_sync);
-    self->writer_pipelined = rc == 0;
-    return rc;
 }
 
 int

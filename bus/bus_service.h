@@ -259,23 +259,6 @@ int bus_service_writer (bus_service_t *self, bus_worker_init_fn *init,
 #define BUS_WRITE_GROUP_MAX 1024
 int bus_service_writer_group (bus_service_t *self, size_t max);
 
-/*  Pipeline the writer's fsyncs: each group commits with one fsync of its
-    data and none of its root (bus_txn_begin_unsynced: the store stays
-    consistent after any crash; LMDB's default writes the root with a
-    second fsync before the commit returns), and the writer goes on to the
-    next group at once; a sync thread then syncs the root (bus_store_sync,
-    skipped when a later commit's fsync holds it already) and only then
-    are the group's writes answered: no reply before its write is on disk.
-    The writer also keeps the store's file written ahead
-    (bus_store_write_ahead), so that its fsyncs write data, not the file's
-    growth. A group that carries events is synced before they are
-    published. What a waiting group wrote is visible to readers
-    meanwhile: a handler that must show durable state only (the auditor's
-    signed heads) checks bus_txn_durable. After bus_service_writer.
-    Returns 0, BUS_EINVAL (no writer) or BUS_EIO (a sync or the thread
-    failed). */
-int bus_service_writer_pipelined (bus_service_t *self);
-
 /*  As bus_request_offload, on the writer (write requests run there one
     after another, in the order they came), job freed by job_free (NULL:
     free()), whether it ran or not. BUS_ESTATE when the service has no

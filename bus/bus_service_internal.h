@@ -51,7 +51,6 @@ struct bus_service_t {
     zhashx_t *unknown_logged;     /* "principal type field" already logged */
     bus_workers_t *workers;       /* for bus_request_offload, or NULL */
     bus_workers_t *writer;        /* for bus_request_offload_write, or NULL */
-    bool writer_pipelined;        /* bus_service_writer_pipelined */
     atomic_uint_fast64_t write_groups;    /* commits of the writer's groups */
     atomic_uint_fast64_t writes_grouped;  /* writes committed in them */
     bus_stats_t *stats;

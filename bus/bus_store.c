@@ -2,9 +2,7 @@
 
     One MDB_env per process, opened with MDB_NOTLS (a read transaction may
     be used from any thread, one thread at a time) and without MDB_NOSYNC
-    (mdb_txn_commit fsyncs; bus_txn_begin_unsynced's commits fsync their
-    data, not their root: MDB_NOMETASYNC, and the store counts what is
-    durable). A read transaction keeps one cursor per
+    (mdb_txn_commit fsyncs). A read transaction keeps one cursor per
     database it scanned and can be reset and renewed, so a process that
     serves many short reads allocates nothing per read. Named databases are opened once, at open, in
     one write transaction; their handles are indexes into the caller's list.
@@ -19,12 +17,10 @@
 #include <limits.h>
 #include <lmdb.h>
 #include <pthread.h>
-#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/types.h>
-#include <unistd.h>
 
 #include "bus_error.h"
 #include "bus_log.h"
@@ -40,7 +36,6 @@ struct bus_store_t {
     MDB_dbi dbis [S_MAX_DBS];
     char *names [S_MAX_DBS];
     size_t max_key;                     /* mdb_env_get_maxkeysize */
-    _Atomic uint64_t durable;           /* every commit up to this id is on disk */
     dev_t dev;                          /* identity of the directory */
     ino_t ino;
     bus_store_t *next;                  /* in s_open_list */
@@ -57,8 +52,6 @@ struct bus_txn_t {
     MDB_txn *txn;
     bool write;
     bool reset;                         /* read txn between reset and renew */
-    bool unsynced;                      /* bus_txn_begin_unsynced */
-    bool dirty;                         /* wrote something (its commit writes) */
     int error;                          /* sticky: first failed put/del */
     //  Read transactions keep one cursor per database for their whole life
     //  (across reset/renew): a scan takes it unless a scan of the same db
@@ -277,9 +270,8 @@ bus_store_db (bus_store_t *self, const char *name)
     once after clearing slots held by dead processes; a map grown by
     another process (MDB_MAP_RESIZED) is adopted and retried once. Returns
     NULL on failure (logged). */
-/*  Begin with LMDB flags (MDB_RDONLY, MDB_NOMETASYNC). */
-static bus_txn_t *
-s_begin (bus_store_t *self, bool write, unsigned flags)
+bus_txn_t *
+bus_txn_begin (bus_store_t *self, bool write)
 {
     assert (self);
     bus_txn_t *txn = calloc (1, sizeof *txn);
@@ -287,6 +279,7 @@ s_begin (bus_store_t *self, bool write, unsigned flags)
         bus_error ("store: out of memory beginning a transaction");
         return NULL;
     }
+    unsigned flags = write? 0: MDB_RDONLY;
     bus_txn_t *parent = write && s_group && s_group->store == self? s_group: NULL;
     int rc = mdb_txn_begin (self->env, parent? parent->txn: NULL, flags, &txn->txn);
     if (rc == MDB_READERS_FULL) {
@@ -307,93 +300,7 @@ s_begin (bus_store_t *self, bool write, unsigned flags)
     txn->store = self;
     txn->write = write;
     txn->parent = parent;
-    txn->unsynced = (flags & MDB_NOMETASYNC) && !parent;
     return txn;
-}
-
-bus_txn_t *
-bus_txn_begin (bus_store_t *self, bool write)
-{
-    return s_begin (self, write, write? 0: MDB_RDONLY);
-}
-
-bus_txn_t *
-bus_txn_begin_unsynced (bus_store_t *self)
-{
-    return s_begin (self, true, MDB_NOMETASYNC);
-}
-
-/*  Raise the durable id to id (never lower it). */
-static void
-s_durable_at (bus_store_t *self, uint64_t id)
-{
-    uint64_t was = atomic_load (&self->durable);
-    while (was < id && !atomic_compare_exchange_weak (&self->durable, &was, id))
-        ;
-}
-
-uint64_t
-bus_store_last_commit (bus_store_t *self)
-{
-    MDB_envinfo info;
-    return mdb_env_info (self->env, &info) == 0? (uint64_t) info.me_last_txnid: 0;
-}
-
-uint64_t
-bus_store_durable (bus_store_t *self)
-{
-    return atomic_load (&self->durable);
-}
-
-int
-bus_store_sync (bus_store_t *self)
-{
-    uint64_t last = bus_store_last_commit (self);     /* committed before the fsync begins */
-    int rc = s_map (mdb_env_sync (self->env, 1), "sync");
-    if (rc == 0)
-        s_durable_at (self, last);
-    return rc;
-}
-
-int
-bus_store_write_ahead (bus_txn_t *txn, size_t bytes)
-{
-    if (!txn->write || txn->dirty || txn->parent)
-        return BUS_EINVAL;
-    MDB_envinfo info;
-    MDB_stat stat;
-    int fd;
-    struct stat st;
-    MDB_env *env = txn->store->env;
-    if (mdb_env_info (env, &info) || mdb_env_stat (env, &stat) || mdb_env_get_fd (env, &fd) || fstat (fd, &st))
-        return BUS_EIO;
-    off_t used = (off_t) (info.me_last_pgno + 1) * stat.ms_psize;
-    if (st.st_size >= used + (off_t) bytes / 2)
-        return 0;
-    static const char zeros [1 << 16];
-    for (off_t at = st.st_size > used ? st.st_size : used; at < used + (off_t) bytes; ) {
-        ssize_t n = pwrite (fd, zeros, sizeof zeros, at);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0) {
-            bus_error ("store: cannot write ahead: %s", strerror (errno));
-            return BUS_EIO;
-        }
-        at += n;
-    }
-    return 0;
-}
-
-bool
-bus_txn_unsynced (bus_txn_t *self)
-{
-    return self->unsynced;
-}
-
-bool
-bus_txn_durable (bus_txn_t *self)
-{
-    return !self->write && !self->reset && (uint64_t) mdb_txn_id (self->txn) <= bus_store_durable (self->store);
 }
 
 void
@@ -440,19 +347,10 @@ bus_txn_commit (bus_txn_t **txn_p)
         return BUS_EINVAL;
     int rc = self->error;
     s_cursors_close (self);
-    uint64_t id = self->write? (uint64_t) mdb_txn_id (self->txn): 0;
     if (rc)
         mdb_txn_abort (self->txn);
     else
         rc = s_map (mdb_txn_commit (self->txn), "commit");
-    /* a commit that wrote fsynced its data, which also holds the root an
-       unsynced commit before it wrote; its own root too unless unsynced
-       (a commit that wrote nothing wrote and fsynced nothing) */
-    if (rc == 0 && self->dirty && self->parent)
-        self->parent->dirty = true;
-    else
-    if (rc == 0 && self->dirty && id > 0)
-        s_durable_at (self->store, self->unsynced? id - 1: id);
     if (self->data_free)
         self->data_free (self->data);
     free (self);
@@ -645,7 +543,6 @@ s_write (bus_txn_t *self, int db, const void *key, size_t key_len,
         int mrc = del? mdb_del (self->txn, dbi, &k, NULL)
                      : mdb_put (self->txn, dbi, &k, &v, flags);
         rc = s_map (mrc, del? "del": "put");
-        self->dirty |= rc == 0;
     }
     int not_sticky = del? BUS_ENOTFOUND: (flags & MDB_NOOVERWRITE)? BUS_EEXIST: 0;
     if (rc && rc != not_sticky)

@@ -49,44 +49,6 @@ int bus_store_db (bus_store_t *self, const char *name);
     failure (logged). */
 bus_txn_t *bus_txn_begin (bus_store_t *self, bool write);
 
-/*  Begin a write transaction whose commit fsyncs the data it wrote but
-    not its root (LMDB's MDB_NOMETASYNC, for this transaction only): the
-    store stays consistent after any crash, but a system crash may undo
-    this commit until a later commit or bus_store_sync has returned
-    (bus_store_durable then covers it). What it wrote is visible to
-    readers once committed, before it is durable: a reader that must see
-    durable state only checks bus_txn_durable. For a writer that answers
-    its requests only once bus_store_durable covers the commit
-    (bus_service_writer_pipelined). Returns NULL only on failure (logged). */
-bus_txn_t *bus_txn_begin_unsynced (bus_store_t *self);
-
-/*  True for a transaction begun by bus_txn_begin_unsynced. */
-bool bus_txn_unsynced (bus_txn_t *self);
-
-/*  The id of the last commit to the environment (as bus_txn_snapshot
-    counts), and of the last one known durable: every commit up to it is
-    on disk (a commit that fsyncs, or the fsync of a later one, or
-    bus_store_sync, said so in this process; 0 before any: a process
-    that reads durable state syncs once at start). */
-uint64_t bus_store_last_commit (bus_store_t *self);
-uint64_t bus_store_durable (bus_store_t *self);
-
-/*  Make every commit so far durable (one fdatasync). Returns 0 or BUS_EIO. */
-int bus_store_sync (bus_store_t *self);
-
-/*  Keep the file written (zeros) ahead of what the store uses, by at
-    least bytes/2 and up to bytes: a commit then overwrites blocks the
-    file already has, and its fsync writes the data only, not the file's
-    new size and extents as well (on ext4 a journal commit each). Only
-    in a write transaction (txn) that has written nothing yet: it holds
-    the write lock, so no commit writes pages meanwhile. Returns 0,
-    BUS_EINVAL or BUS_EIO. */
-int bus_store_write_ahead (bus_txn_t *txn, size_t bytes);
-
-/*  True if everything a read transaction sees is durable (its snapshot is
-    at or before bus_store_durable). */
-bool bus_txn_durable (bus_txn_t *self);
-
 /*  Commit: returns the sticky error if any (and aborts instead), else the
     commit result. Always frees the transaction and nulls *txn_p. Returns 0,
     the sticky error, BUS_EFULL (map full), BUS_EIO. */

@@ -7,11 +7,6 @@
     list on each wake-up, so one write covers every job that joins the
     list before the drain (a write after the drain costs at most a
     wake-up that finds nothing).
-
-    Pipelined (bus_workers_pipeline): a finished batch joins the held
-    list, each job with its batch's mark; a sync thread of the pool's own
-    takes what is held, syncs unless it is durable already, and reports
-    it, while the worker runs the next batch.
 */
 #include "bus_worker.h"
 #include "bus_error.h"
@@ -33,7 +28,6 @@
 typedef struct s_job_t {
     bus_worker_run_fn *run;
     void *job;
-    uint64_t mark;                  /* pipelined: its batch's, once it ran */
     struct s_job_t *next;
 } s_job_t;
 
@@ -50,9 +44,6 @@ struct bus_workers_t {
     pthread_cond_t wake;            /* a job queued, or stopping */
     s_queue_t queued, done;
     bool stopping;
-    s_queue_t held;                 /* pipelined: ran, not yet durable */
-    pthread_cond_t held_wake;       /* a batch held, or sync_stopping */
-    bool sync_stopping;             /* the workers are gone: sync what is held, then end */
     size_t queue_max;
     size_t pending;                 /* submitted, not yet reported (reactor only) */
     bus_worker_init_fn *init;
@@ -63,11 +54,6 @@ struct bus_workers_t {
     size_t batch_max;               /* jobs taken at once (1 unless batched) */
     bus_worker_batch_fn *batch_begin, *batch_end;
     void *batch_arg;
-    bus_worker_mark_fn *mark;       /* pipelined, or NULL */
-    bus_worker_durable_fn *durable;
-    bus_worker_batch_fn *sync;
-    pthread_t syncer;
-    bool syncing;                   /* the sync thread runs */
     pthread_t threads [S_THREADS_MAX];
     int n_threads;
 };
@@ -106,60 +92,6 @@ s_take_all (s_queue_t *q)
     return all;
 }
 
-/*  Report the jobs of list (in order) done; the caller holds the lock. */
-static void
-s_finish (bus_workers_t *self, s_job_t *list)
-{
-    bool first = !self->done.head;
-    for (s_job_t *next; list; list = next) {
-        next = list->next;
-        s_push (&self->done, list);
-    }
-    if (first && self->done.head) {
-        uint64_t one = 1;
-        while (write (self->poll.fd, &one, sizeof one) < 0 && errno == EINTR)
-            ;
-    }
-}
-
-/*  Pipelined: the sync thread. It takes the batches held so far, syncs
-    them unless the last one's mark is durable already (a later commit
-    made it so), and reports them; meanwhile the worker runs the next
-    batch, which joins the held list behind them. */
-static void *
-s_syncer (void *arg)
-{
-    bus_workers_t *self = arg;
-    pthread_mutex_lock (&self->lock);
-    while (true) {
-        while (!self->held.head && !self->sync_stopping)
-            pthread_cond_wait (&self->held_wake, &self->lock);
-        if (!self->held.head)
-            break;
-        size_t n = self->held.n;
-        uint64_t mark = self->held.tail->mark;
-        void **jobs = malloc (n * sizeof *jobs);
-        size_t k = 0;
-        for (s_job_t *j = self->held.head; jobs && k < n; j = j->next)
-            jobs [k++] = j->job;
-        pthread_mutex_unlock (&self->lock);
-        /* out of memory: synced all the same, a failure not told per job */
-        if (!self->durable (mark, self->batch_arg))
-            self->sync (NULL, jobs, jobs ? n : 0, self->batch_arg);
-        free (jobs);
-        pthread_mutex_lock (&self->lock);
-        s_job_t *list = NULL, **tail = &list;
-        for (size_t i = 0; i < n; i++) {
-            *tail = s_pop (&self->held);
-            tail = &(*tail)->next;
-            *tail = NULL;
-        }
-        s_finish (self, list);
-    }
-    pthread_mutex_unlock (&self->lock);
-    return NULL;
-}
-
 static void *
 s_thread (void *arg)
 {
@@ -191,22 +123,15 @@ s_thread (void *arg)
             batch [i]->run (state, batch [i]->job);
         if (end)
             end (state, jobs, n, batch_arg);
-        uint64_t mark = self->mark ? self->mark (state, batch_arg) : 0;
         pthread_mutex_lock (&self->lock);
-        if (self->mark) {               /* reported by the sync thread once durable */
-            for (size_t i = 0; i < n; i++) {
-                batch [i]->mark = mark;
-                s_push (&self->held, batch [i]);
-            }
-            pthread_cond_signal (&self->held_wake);
-            continue;
+        bool first = !self->done.head;
+        for (size_t i = 0; i < n; i++)
+            s_push (&self->done, batch [i]);
+        if (first) {
+            uint64_t one = 1;
+            while (write (self->poll.fd, &one, sizeof one) < 0 && errno == EINTR)
+                ;
         }
-        s_job_t *list = NULL;
-        for (size_t i = n; i-- > 0; ) {
-            batch [i]->next = list;
-            list = batch [i];
-        }
-        s_finish (self, list);
     }
     pthread_mutex_unlock (&self->lock);
     if (self->fini)
@@ -264,7 +189,6 @@ bus_workers_new (zloop_t *loop, int n, size_t queue_max,
     self->batch_max = 1;
     pthread_mutex_init (&self->lock, NULL);
     pthread_cond_init (&self->wake, NULL);
-    pthread_cond_init (&self->held_wake, NULL);
     self->poll = (zmq_pollitem_t) { NULL, eventfd (0, EFD_NONBLOCK | EFD_CLOEXEC), ZMQ_POLLIN, 0 };
     if (self->poll.fd < 0) {
         bus_error ("workers: eventfd: %s", strerror (errno));
@@ -295,7 +219,7 @@ bus_workers_submit (bus_workers_t *self, bus_worker_run_fn *run, void *job)
     s_job_t *j = malloc (sizeof *j);
     if (!j)
         return BUS_ENOMEM;
-    *j = (s_job_t) { .run = run, .job = job };
+    *j = (s_job_t) { run, job, NULL };
     pthread_mutex_lock (&self->lock);
     bool full = self->queued.n >= self->queue_max;
     if (!full) {
@@ -308,29 +232,6 @@ bus_workers_submit (bus_workers_t *self, bus_worker_run_fn *run, void *job)
         return BUS_EFULL;
     }
     self->pending++;
-    return 0;
-}
-
-int
-bus_workers_pipeline (bus_workers_t *self, bus_worker_mark_fn *mark, bus_worker_durable_fn *durable,
-                      bus_worker_batch_fn *sync)
-{
-    if (self->syncing || self->n_threads != 1 || !mark || !durable || !sync)
-        return BUS_EINVAL;
-    pthread_mutex_lock (&self->lock);
-    self->mark = mark;
-    self->durable = durable;
-    self->sync = sync;
-    pthread_mutex_unlock (&self->lock);
-    int rc = pthread_create (&self->syncer, NULL, s_syncer, self);
-    if (rc) {
-        bus_error ("workers: cannot start the sync thread: %s", strerror (rc));
-        pthread_mutex_lock (&self->lock);
-        self->mark = NULL;
-        pthread_mutex_unlock (&self->lock);
-        return BUS_EIO;
-    }
-    self->syncing = true;
     return 0;
 }
 
@@ -364,13 +265,6 @@ bus_workers_destroy (bus_workers_t **self_p)
     pthread_mutex_unlock (&self->lock);
     for (int i = 0; i < self->n_threads; i++)
         pthread_join (self->threads [i], NULL);
-    if (self->syncing) {                /* what the worker left held: synced and reported */
-        pthread_mutex_lock (&self->lock);
-        self->sync_stopping = true;
-        pthread_cond_broadcast (&self->held_wake);
-        pthread_mutex_unlock (&self->lock);
-        pthread_join (self->syncer, NULL);
-    }
     if (self->polling)
         zloop_poller_end (self->loop, &self->poll);
     s_report (self, s_take_all (&self->done), true);
@@ -378,7 +272,6 @@ bus_workers_destroy (bus_workers_t **self_p)
     if (self->poll.fd >= 0)
         close (self->poll.fd);
     pthread_cond_destroy (&self->wake);
-    pthread_cond_destroy (&self->held_wake);
     pthread_mutex_destroy (&self->lock);
     free (self);
     *self_p = NULL;

@@ -16,7 +16,6 @@
 #include <czmq.h>
 #include <stdbool.h>
 #include <stddef.h>
-#include <stdint.h>
 
 typedef struct bus_workers_t bus_workers_t;
 
@@ -49,22 +48,6 @@ int bus_workers_submit (bus_workers_t *self, bus_worker_run_fn *run, void *job);
 typedef void (bus_worker_batch_fn) (void *state, void **jobs, size_t n, void *arg);
 void bus_workers_batch (bus_workers_t *self, size_t max, bus_worker_batch_fn *begin,
                         bus_worker_batch_fn *end, void *arg);
-
-/*  Pipelined batches, for a writer whose commits become durable only
-    once a sync (or a later commit) has returned: after each batch's end,
-    mark (on the worker) says where it stands (e.g. the store's last
-    commit id), and the batch is reported done only once durable: a sync
-    thread of the pool's own takes the batches held so far and, unless
-    durable (the last one's mark) is true already, calls sync (no state;
-    the held jobs given, so that it can turn their outcomes into failures
-    when it cannot), then reports them, while the worker runs the next
-    batch. Batches are reported in the order they ran. One worker thread
-    only; after bus_workers_batch, before the first submit. Returns 0,
-    BUS_EINVAL or BUS_EIO (no thread). */
-typedef uint64_t (bus_worker_mark_fn) (void *state, void *arg);
-typedef bool (bus_worker_durable_fn) (uint64_t mark, void *arg);
-int bus_workers_pipeline (bus_workers_t *self, bus_worker_mark_fn *mark, bus_worker_durable_fn *durable,
-                          bus_worker_batch_fn *sync);
 
 /*  Jobs submitted and not yet done. */
 size_t bus_workers_pending (bus_workers_t *self);

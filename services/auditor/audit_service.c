@@ -173,21 +173,12 @@ s_uint (bus_request_t *req, const char *name, uint64_t dflt)
     return json_is_integer (v) ? (uint64_t) json_integer_value (v) : dflt;
 }
 
-/*  A read transaction and the log's size, or an answer and NULL. Reads
-    show durable entries only (a head signed over entries a system crash
-    could undo would be contradicted by the log after it): when the
-    snapshot holds appends of a group still waiting for its fsync
-    (pipeline_fsync), the store is synced first. */
+/*  A read transaction and the log's size, or an answer and NULL. */
 static bus_txn_t *
 s_read_begin (s_auditor_t *self, bus_request_t *req, uint64_t *size)
 {
-    bus_store_t *store = bus_service_store (self->svc);
-    bus_txn_t *txn = bus_txn_begin (store, false);
+    bus_txn_t *txn = bus_txn_begin (bus_service_store (self->svc), false);
     int rc = txn ? audit_log_size (self->log, txn, size) : BUS_EIO;
-    if (rc == 0 && !bus_txn_durable (txn)) {
-        rc = bus_store_sync (store);
-        bus_stats_count (bus_service_stats (self->svc), "reads_synced", 1);
-    }
     if (rc) {
         bus_txn_abort (&txn);
         bus_reply_error (req, PROTO_ERR_UNAVAILABLE, "cannot read the log: %s", bus_strerror (rc));
@@ -667,10 +658,6 @@ s_start (bus_service_t *svc, void **state)
         bus_error ("auditor keys: %s", err);
     if (rc == 0)
         rc = bus_service_writer (svc, s_writer_init, NULL, self);
-    /* the next group is built while this one's fsync runs; each answered
-       once durable ([auditor] pipeline_fsync) */
-    if (rc == 0 && bus_config_bool (bus_service_config (svc), "auditor", "pipeline_fsync"))
-        rc = bus_service_writer_pipelined (svc);
     /* appends from many clients: a larger group than the default 64 shares
        each fsync among more of them ([auditor] write_group_max) */
     if (rc == 0)
