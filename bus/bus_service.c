@@ -842,6 +842,23 @@ bus_service_outcome_sealer (bus_service_t *self, bus_outcome_seal_fn *seal, bus_
     return 0;
 }
 
+void
+bus_request_answers_retries (bus_request_t *req)
+{
+    req->recorded = true;           /* s_write_run records nothing more */
+}
+
+void
+bus_reply_id_reused (bus_request_t *req, const char *fmt, ...)
+{
+    req->remember = false;          /* the first request's answer stays */
+    bus_stats_count (req->svc->stats, "requests_id_reused", 1);
+    va_list args;
+    va_start (args, fmt);
+    s_reply_error_v (req, PROTO_ERR_CONFLICT, NULL, fmt, args);
+    va_end (args);
+}
+
 int
 bus_request_record (bus_request_t *req, bus_txn_t *txn, const bus_outcome_t *out)
 {
