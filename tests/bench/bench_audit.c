@@ -8,14 +8,10 @@
         the writer groups the appends that wait together into one commit.
         Baseline, in the same run and on the same file system: raw LMDB
         (no bus, no tree), one fsync'd commit per event (a 120-byte put
-        under a u64 key). The auditor runs as configured (pipeline_fsync:
-        a group is answered once the next group's fsync holds it, one
-        fsync per group) and, in turns with it, with pipeline_fsync =
-        false (two fsyncs per group, answered at its commit): the ratio
-        of the two, same run. The machine's ceiling, same run: the same
-        clients sending the bus's trivial `health` (no store, no thread
-        hop) to the same service. Then one client appending one at a
-        time: the latency a step that must be audited first waits,
+        under a u64 key). The machine's ceiling for a request, same run:
+        the same clients sending the bus's trivial `health` (no store, no
+        thread hop) to the same service. Then one client appending one
+        at a time: the latency a step that must be audited first waits,
         beside one raw LMDB commit.
     (c) The follower's lag: a publisher (a bus service on a thread of
         this process) emits S_LAG_RATE events/s (those due every
@@ -41,10 +37,11 @@
     --appends: only (a), for profiling (perf record).
 
     (d) The writer's share: in process, no bus, the work the auditor's
-        writer does per append (nested transactions as bus_service.c runs
-        them, the entry, its request key, its run index, the outcome
-        record), 100 appends per fsync; beside the same puts flat in the
-        group. Its rate over the bus rate says which bounds appends.
+        writer does per append (a nested transaction as bus_service.c runs
+        it: the entry, its request key, its run index; no outcome record,
+        the request key answers retries), 100 appends per fsync; beside
+        the same puts flat in the group. Its rate over the bus rate says
+        which bounds appends.
 
     Output, one line per figure:
         bench NAME VALUE UNIT [baseline B ratio R]
@@ -187,19 +184,16 @@ s_clients (test_service_t *env, zcert_t *cert, const char *type, double secs, lo
     return done / (bench_now_s () - t0);
 }
 
-/*  Appends per second from S_CLIENTS clients for secs, the auditor with
-    pipeline_fsync as pipelined says; the mean group into *per_commit;
-    with ceiling, the same clients' health requests per second into
-    *ceiling; with latency, then S_LATENCY_N appends one at a time from
-    one client, their latencies (µs, sorted). -1 on failure. */
+/*  Appends per second from S_CLIENTS clients for secs; the mean group
+    into *per_commit; with ceiling, the same clients' health requests per
+    second into *ceiling; with latency, then S_LATENCY_N appends one at a
+    time from one client, their latencies (µs, sorted). -1 on failure. */
 static double
-s_bus_appends (double secs, bool pipelined, double *per_commit, double *ceiling, double latency [])
+s_bus_appends (double secs, double *per_commit, double *ceiling, double latency [])
 {
     char err [256] = "";
     double rate = -1;
-    test_service_t *env = test_service_new ("auditor", NULL, pipelined ? "map_size_mb = 4096\n"
-                                            : "map_size_mb = 4096\n[auditor]\npipeline_fsync = false\n",
-                                            err, sizeof err);
+    test_service_t *env = test_service_new ("auditor", NULL, "map_size_mb = 4096\n", err, sizeof err);
     zcert_t *cert = env ? test_service_cert (env, "bench", "svc:orchestrator") : NULL;
     /* the auditor follows every other service: it needs their keys (none
        of them runs here; its follower keeps asking, off the appends' path) */
@@ -665,14 +659,14 @@ done:
 /*  In process, no bus: the work the auditor's writer does per append, in
     groups of S_WRITER_GROUP appends per fsync'd commit — nested (as the
     writer runs them: a nested transaction per append for the entry, its
-    request key and its run index, and one per outcome record, as
-    bus_service.c records it) or flat (the same puts straight in the
-    group). Appends per second; -1 on failure. */
+    request key and its run index; no outcome record, as the auditor asks
+    with bus_request_answers_retries) or flat (the same puts straight in
+    the group). Appends per second; -1 on failure. */
 #define S_WRITER_GROUP 100
 
 static const char *const s_writer_dbs [] = {
     "audit_entries", "audit_nodes", "audit_events", "audit_requests",
-    "audit_runs", "audit_gaps", "audit_ended", "audit_receipts", "outcomes", NULL
+    "audit_runs", "audit_gaps", "audit_ended", "audit_receipts", NULL
 };
 
 static double
@@ -690,11 +684,8 @@ s_writer (double secs, bool nested)
         rc = audit_log_new (&log, store);
     if (rc == 0)
         rc = audit_runs_new (&runs, store);
-    int outcomes = store ? bus_store_db (store, "outcomes") : -1;
     long n = 0;
     double t0 = bench_now_s (), until = t0 + secs;
-    char outcome [160];
-    memset (outcome, 'o', sizeof outcome);
     while (rc == 0 && bench_now_s () < until) {
         bus_txn_t *group = bus_txn_begin (store, true);
         if (!group) {
@@ -718,11 +709,6 @@ s_writer (double secs, bool nested)
                 rc = audit_runs_note (runs, txn, "01JB3M8Q5X9ZJ2G4T6V8W0Y2A4", index);
             if (nested)
                 rc = rc ? rc : bus_txn_commit (&txn);
-            bus_txn_t *otxn = nested ? bus_txn_begin (store, true) : group;
-            if (rc == 0)
-                rc = otxn ? bus_txn_put (otxn, outcomes, id, strlen (id), outcome, sizeof outcome) : BUS_EIO;
-            if (nested)
-                rc = rc ? rc : bus_txn_commit (&otxn);
         }
         bus_txn_group (NULL);
         int crc = bus_txn_commit (&group);
@@ -759,23 +745,12 @@ main (int argc, char **argv)
     double secs = quick ? 0.5 : 3.0;
     char missed [64] = "";
     double per_commit = 0, lat [S_LATENCY_N], raw_lat [S_LATENCY_N];
-    /* in turns: pipelined, then not, twice; each figure the sum of its
-       turns (the machine's swings fall on both) */
-    double rate = 0, unpiped = 0, ceiling = -1, unpiped_per_commit = 0;
-    for (int turn = 0; turn < 2 && rate >= 0 && unpiped >= 0; turn++) {
-        double pc = 0, upc = 0, r, u;
-        r = s_bus_appends (secs / 2, true, &pc, turn == 0 ? &ceiling : NULL, turn == 1 ? lat : NULL);
-        u = s_bus_appends (secs / 2, false, &upc, NULL, NULL);
-        rate = r < 0 ? -1 : rate + r / 2;
-        unpiped = u < 0 ? -1 : unpiped + u / 2;
-        per_commit += pc / 2;
-        unpiped_per_commit += upc / 2;
-    }
+    double ceiling = -1;
+    double rate = s_bus_appends (secs, &per_commit, &ceiling, appends_only ? NULL : lat);
     if (appends_only) {
-        printf ("bench audit_bus_appends_pipelined %.0f events/s baseline %.0f ratio %.2f (%.1f / %.1f per group; "
-                "--appends)\n", rate, unpiped, rate / unpiped, per_commit, unpiped_per_commit);
+        printf ("bench audit_bus_appends %.0f events/s (%.1f per fsync; --appends)\n", rate, per_commit);
         printf ("bench audit_bus_ceiling %.0f req/s baseline %.0f ratio %.2f\n", ceiling, rate, ceiling / rate);
-        return rate < 0 || unpiped < 0;
+        return rate < 0 || ceiling < 0;
     }
     /* the baseline: raw LMDB, one fsync'd commit per 120-byte event; the
        latencies one at a time, then the rate for a while */
@@ -785,7 +760,7 @@ main (int argc, char **argv)
         qsort (raw_lat, S_LATENCY_N, sizeof *raw_lat, bench_cmp_double);
     else
         raw = -1;
-    if (rate < 0 || unpiped < 0 || ceiling < 0 || raw < 0) {
+    if (rate < 0 || ceiling < 0 || raw < 0) {
         fprintf (stderr, "bench_audit: the append measurement failed\n");
         return 1;
     }
@@ -793,10 +768,6 @@ main (int argc, char **argv)
             "%.1f appends per fsync; baseline: raw LMDB, one fsync'd commit per event)\n",
             rate, raw, rate / raw, S_CLIENTS, S_IN_FLIGHT, per_commit);
     printf ("bench audit_appends_per_fsync %.1f appends\n", per_commit);
-    printf ("bench audit_bus_appends_pipelined %.0f events/s baseline %.0f ratio %.2f (pipeline_fsync: a group "
-            "answered once the next group's fsync holds it, %.1f per group; baseline: pipeline_fsync = false, two "
-            "fsyncs per group, %.1f per group; in turns, same run)\n", rate, unpiped, rate / unpiped, per_commit,
-            unpiped_per_commit);
     printf ("bench audit_bus_ceiling %.0f req/s baseline %.0f ratio %.2f (the same %d clients x %d in flight "
             "sending the bus's trivial health to the auditor: the machine's ceiling for a request; baseline: "
             "the appends)\n", ceiling, rate, ceiling / rate, S_CLIENTS, S_IN_FLIGHT);
