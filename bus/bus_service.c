@@ -16,6 +16,7 @@
 #define S_UNKNOWN_LOGGED  256       /* distinct (sender, type, field) logged */
 #define S_WORK_QUEUE_MAX  256       /* requests waiting for a worker thread, at most */
 #define S_GROUP_MAX       64        /* writes committed together by the writer, at most */
+#define S_WRITER_NICE     10        /* the writer's nice value, below the reactor (as bus_workers_new's) */
 #define S_REFUSAL_LINES   10        /* refusal lines per (peer, reason) ... */
 #define S_REFUSAL_WINDOW_MS 10000   /* ... per window; then counted */
 #define S_REFUSAL_KEYS    1024      /* (peer, reason) pairs tracked */
@@ -788,15 +789,29 @@ s_write_run (void *state, void *arg)
         bus_error ("outcome of %s %s not recorded: %s", req->msg->type, req->msg->id, bus_strerror (rc));
 }
 
-int
-bus_service_writer (bus_service_t *self, bus_worker_init_fn *init, bus_worker_fini_fn *fini, void *arg)
+/*  The writer, its thread at nice. */
+static int
+s_writer_start (bus_service_t *self, int nice, bus_worker_init_fn *init, bus_worker_fini_fn *fini, void *arg)
 {
     if (self->writer)
         return BUS_EINVAL;
-    self->writer = bus_workers_new (self->loop, 1, S_WORK_QUEUE_MAX, init, fini, arg, s_offload_done, self);
+    self->writer = bus_workers_new_nice (self->loop, 1, S_WORK_QUEUE_MAX, nice, init, fini, arg, s_offload_done,
+                                         self);
     if (self->writer)
         bus_workers_batch (self->writer, S_GROUP_MAX, s_group_begin, s_group_end, self);
     return self->writer ? 0 : BUS_EIO;
+}
+
+int
+bus_service_writer (bus_service_t *self, bus_worker_init_fn *init, bus_worker_fini_fn *fini, void *arg)
+{
+    return s_writer_start (self, S_WRITER_NICE, init, fini, arg);
+}
+
+int
+bus_service_writer_urgent (bus_service_t *self, bus_worker_init_fn *init, bus_worker_fini_fn *fini, void *arg)
+{
+    return s_writer_start (self, 0, init, fini, arg);
 }
 
 int

@@ -266,6 +266,15 @@ int bus_request_offload (bus_request_t *req, bus_work_fn *fn, void *job);
 int bus_service_writer (bus_service_t *self, bus_worker_init_fn *init,
                         bus_worker_fini_fn *fini, void *arg);
 
+/*  As bus_service_writer, the writer at the reactor's priority rather
+    than below it (nice 10, as the workers run): for a service whose
+    writes are most of its work and each request's critical path (the
+    auditor's appends), where a writer preempted mid-group also holds
+    LMDB's write lock, which the reactor's own commits (a follower's
+    marks, an outbox trim) wait for. */
+int bus_service_writer_urgent (bus_service_t *self, bus_worker_init_fn *init,
+                               bus_worker_fini_fn *fini, void *arg);
+
 /*  At most max writes (1..BUS_WRITE_GROUP_MAX; default 64) in one of the
     writer's groups (one fsync). A larger group shares each fsync among
     more writes when many wait (the auditor's appends), but holds LMDB's

@@ -694,8 +694,11 @@ s_start (bus_service_t *svc, void **state)
     self->receipt_wait_us = (int64_t) bus_config_int (bus_service_config (svc), "auditor", "receipt_wait_ms") * 1000;
     if (rc == 0 && (rc = audit_keys_load (&self->keys, keys, err, sizeof err)) != 0)
         bus_error ("auditor keys: %s", err);
+    /* appends are the auditor's main work, each on the writer, and the
+       follower's commits wait for its write lock: at the reactor's
+       priority (bus_service_writer_urgent) */
     if (rc == 0)
-        rc = bus_service_writer (svc, s_writer_init, NULL, self);
+        rc = bus_service_writer_urgent (svc, s_writer_init, NULL, self);
     /* appends from many clients: a larger group than the default 64 shares
        each fsync among more of them ([auditor] write_group_max) */
     if (rc == 0)
