@@ -16,6 +16,7 @@
 #define S_UNKNOWN_LOGGED  256       /* distinct (sender, type, field) logged */
 #define S_WORK_QUEUE_MAX  256       /* requests waiting for a worker thread, at most */
 #define S_GROUP_MAX       64        /* writes committed together by the writer, at most */
+#define S_WRITER_NICE     10        /* the writer's nice value, below the reactor (as bus_workers_new's) */
 #define S_REFUSAL_LINES   10        /* refusal lines per (peer, reason) ... */
 #define S_REFUSAL_WINDOW_MS 10000   /* ... per window; then counted */
 #define S_REFUSAL_KEYS    1024      /* (peer, reason) pairs tracked */
@@ -788,15 +789,29 @@ s_write_run (void *state, void *arg)
         bus_error ("outcome of %s %s not recorded: %s", req->msg->type, req->msg->id, bus_strerror (rc));
 }
 
-int
-bus_service_writer (bus_service_t *self, bus_worker_init_fn *init, bus_worker_fini_fn *fini, void *arg)
+/*  The writer, its thread at nice. */
+static int
+s_writer_start (bus_service_t *self, int nice, bus_worker_init_fn *init, bus_worker_fini_fn *fini, void *arg)
 {
     if (self->writer)
         return BUS_EINVAL;
-    self->writer = bus_workers_new (self->loop, 1, S_WORK_QUEUE_MAX, init, fini, arg, s_offload_done, self);
+    self->writer = bus_workers_new_nice (self->loop, 1, S_WORK_QUEUE_MAX, nice, init, fini, arg, s_offload_done,
+                                         self);
     if (self->writer)
         bus_workers_batch (self->writer, S_GROUP_MAX, s_group_begin, s_group_end, self);
     return self->writer ? 0 : BUS_EIO;
+}
+
+int
+bus_service_writer (bus_service_t *self, bus_worker_init_fn *init, bus_worker_fini_fn *fini, void *arg)
+{
+    return s_writer_start (self, S_WRITER_NICE, init, fini, arg);
+}
+
+int
+bus_service_writer_urgent (bus_service_t *self, bus_worker_init_fn *init, bus_worker_fini_fn *fini, void *arg)
+{
+    return s_writer_start (self, 0, init, fini, arg);
 }
 
 int
@@ -882,6 +897,23 @@ bus_service_outcome_sealer (bus_service_t *self, bus_outcome_seal_fn *seal, bus_
     self->outcome_open = open;
     self->outcome_seal_arg = arg;
     return 0;
+}
+
+void
+bus_request_answers_retries (bus_request_t *req)
+{
+    req->recorded = true;           /* s_write_run records nothing more */
+}
+
+void
+bus_reply_id_reused (bus_request_t *req, const char *fmt, ...)
+{
+    req->remember = false;          /* the first request's answer stays */
+    bus_stats_count (req->svc->stats, "requests_id_reused", 1);
+    va_list args;
+    va_start (args, fmt);
+    s_reply_error_v (req, PROTO_ERR_CONFLICT, NULL, fmt, args);
+    va_end (args);
 }
 
 int

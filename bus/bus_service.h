@@ -196,6 +196,24 @@ typedef void (bus_work_fn) (void *state, json_t *body, void *job, bus_outcome_t 
     Returns 0 or an error (then sticky in txn). */
 int bus_request_record (bus_request_t *req, bus_txn_t *txn, const bus_outcome_t *out);
 
+/*  The handler's own state answers a retry of req durably: its effect is
+    stored under the request's (principal, id) with what its answer is
+    made from (the auditor's log keeps each append's request id), so a
+    retry after a restart finds it and answers as the first time, and
+    checks that the same id came with the same body (else it answers
+    with bus_reply_id_reused). No outcome is then recorded for req (bus_request_offload_write records
+    none), saving the record's writes in the writer's group. Retries are
+    still answered from memory while the reply is remembered there. Before
+    the reply or the offload; reactor only. */
+void bus_request_answers_retries (bus_request_t *req);
+
+/*  Answer `conflict`: req's id was used before by its principal for
+    another request, as the handler's own state says (see
+    bus_request_answers_retries). The answer is not remembered for the
+    id, whose first answer stays (as the runtime's own check does).
+    Reactor only. */
+void bus_reply_id_reused (bus_request_t *req, const char *fmt, ...) __attribute__((format (printf, 2, 3)));
+
 /*  What a recorded outcome keeps on disk, for replies that carry a secret
     (the vault-broker's tokens): seal gets each outcome of a request about
     to be recorded ({"body": ...} or {"error": ...}; borrowed) with the
@@ -247,6 +265,15 @@ int bus_request_offload (bus_request_t *req, bus_work_fn *fn, void *job);
     bus_service_run. Returns 0 or an error. */
 int bus_service_writer (bus_service_t *self, bus_worker_init_fn *init,
                         bus_worker_fini_fn *fini, void *arg);
+
+/*  As bus_service_writer, the writer at the reactor's priority rather
+    than below it (nice 10, as the workers run): for a service whose
+    writes are most of its work and each request's critical path (the
+    auditor's appends), where a writer preempted mid-group also holds
+    LMDB's write lock, which the reactor's own commits (a follower's
+    marks, an outbox trim) wait for. */
+int bus_service_writer_urgent (bus_service_t *self, bus_worker_init_fn *init,
+                               bus_worker_fini_fn *fini, void *arg);
 
 /*  At most max writes (1..BUS_WRITE_GROUP_MAX; default 64) in one of the
     writer's groups (one fsync). A larger group shares each fsync among

@@ -54,6 +54,7 @@ struct bus_workers_t {
     size_t batch_max;               /* jobs taken at once (1 unless batched) */
     bus_worker_batch_fn *batch_begin, *batch_end;
     void *batch_arg;
+    int nice;                       /* the threads' (S_NICE unless bus_workers_new_nice) */
     pthread_t threads [S_THREADS_MAX];
     int n_threads;
 };
@@ -96,8 +97,9 @@ static void *
 s_thread (void *arg)
 {
     bus_workers_t *self = arg;
-    /* below the reactor: a long job takes the CPU the short requests leave */
-    if (setpriority (PRIO_PROCESS, (id_t) gettid (), S_NICE) != 0)
+    /* below the reactor: a long job takes the CPU the short requests leave
+       (nice 0: the reactor's own, left as it is) */
+    if (self->nice && setpriority (PRIO_PROCESS, (id_t) gettid (), self->nice) != 0)
         bus_warn ("workers: cannot lower the threads' priority: %s", strerror (errno));
     void *state = self->init ? self->init (self->arg) : NULL;
     pthread_mutex_lock (&self->lock);
@@ -172,7 +174,15 @@ bus_workers_new (zloop_t *loop, int n, size_t queue_max,
                  bus_worker_init_fn *init, bus_worker_fini_fn *fini, void *arg,
                  bus_worker_done_fn *done, void *done_arg)
 {
-    if (!loop || n < 1 || n > S_THREADS_MAX || !done || queue_max == 0) {
+    return bus_workers_new_nice (loop, n, queue_max, S_NICE, init, fini, arg, done, done_arg);
+}
+
+bus_workers_t *
+bus_workers_new_nice (zloop_t *loop, int n, size_t queue_max, int nice,
+                      bus_worker_init_fn *init, bus_worker_fini_fn *fini, void *arg,
+                      bus_worker_done_fn *done, void *done_arg)
+{
+    if (!loop || n < 1 || n > S_THREADS_MAX || !done || queue_max == 0 || nice < 0 || nice > 19) {
         bus_error ("workers: bad arguments (%d threads)", n);
         return NULL;
     }
@@ -187,6 +197,7 @@ bus_workers_new (zloop_t *loop, int n, size_t queue_max,
     self->on_done = done;
     self->done_arg = done_arg;
     self->batch_max = 1;
+    self->nice = nice;
     pthread_mutex_init (&self->lock, NULL);
     pthread_cond_init (&self->wake, NULL);
     self->poll = (zmq_pollitem_t) { NULL, eventfd (0, EFD_NONBLOCK | EFD_CLOEXEC), ZMQ_POLLIN, 0 };

@@ -36,6 +36,14 @@ bus_workers_t *bus_workers_new (zloop_t *loop, int n, size_t queue_max,
                                 bus_worker_init_fn *init, bus_worker_fini_fn *fini, void *arg,
                                 bus_worker_done_fn *done, void *done_arg);
 
+/*  As bus_workers_new, the threads at nice (0..19) rather than 10 (below
+    the reactor, so that a long job takes only the CPU the short requests
+    leave): 0 for jobs that are every request's critical path (a writer
+    whose commits hold LMDB's write lock). */
+bus_workers_t *bus_workers_new_nice (zloop_t *loop, int n, size_t queue_max, int nice,
+                                     bus_worker_init_fn *init, bus_worker_fini_fn *fini, void *arg,
+                                     bus_worker_done_fn *done, void *done_arg);
+
 /*  Queue job for run. Returns 0, or BUS_EFULL when queue_max jobs are
     waiting (the job is not taken). */
 int bus_workers_submit (bus_workers_t *self, bus_worker_run_fn *run, void *job);

@@ -178,17 +178,50 @@ s_append_once (audit_log_t *self, bus_txn_t *txn, int db, const uint8_t *key, si
     return bus_txn_put (txn, db, key, key_len, ival, sizeof ival);
 }
 
+/*  The leaf index stored under key in db (audit_events, audit_requests). */
+static int
+s_index_get (bus_txn_t *txn, int db, const uint8_t *key, size_t key_len, uint64_t *index)
+{
+    const void *val;
+    size_t val_len;
+    int rc = bus_txn_get (txn, db, key, key_len, &val, &val_len);
+    if (rc == 0 && val_len != 8)
+        rc = BUS_ESTATE;
+    if (rc == 0)
+        *index = bus_key_to_u64 (val);
+    return rc;
+}
+
+/*  The key of request (principal, request_id) in audit_requests. */
+static int
+s_request_key (uint8_t key [AUDIT_PUB_MAX + 1 + 64], const char *principal, const char *request_id,
+               size_t *key_len)
+{
+    size_t id_len = request_id ? strlen (request_id) : 0;
+    if (id_len == 0 || id_len > 64
+        || s_pair_key (key, AUDIT_PUB_MAX + 1 + 64, principal, request_id, id_len, key_len))
+        return BUS_EINVAL;
+    return 0;
+}
+
 int
 audit_log_append_request (audit_log_t *self, bus_txn_t *txn, const char *principal,
                           const char *request_id, const void *entry, size_t len, uint64_t *index)
 {
     uint8_t key [AUDIT_PUB_MAX + 1 + 64];
     size_t key_len;
-    size_t id_len = request_id ? strlen (request_id) : 0;
-    if (id_len == 0 || id_len > 64
-        || s_pair_key (key, sizeof key, principal, request_id, id_len, &key_len))
-        return BUS_EINVAL;
-    return s_append_once (self, txn, self->requests, key, key_len, entry, len, index);
+    int rc = s_request_key (key, principal, request_id, &key_len);
+    return rc ? rc : s_append_once (self, txn, self->requests, key, key_len, entry, len, index);
+}
+
+int
+audit_log_request_index (audit_log_t *self, bus_txn_t *txn, const char *principal, const char *request_id,
+                         uint64_t *index)
+{
+    uint8_t key [AUDIT_PUB_MAX + 1 + 64];
+    size_t key_len;
+    int rc = s_request_key (key, principal, request_id, &key_len);
+    return rc ? rc : s_index_get (txn, self->requests, key, key_len, index);
 }
 
 int
@@ -247,17 +280,10 @@ audit_log_event_index (audit_log_t *self, bus_txn_t *txn, const char *pub, uint6
 {
     uint8_t key [AUDIT_PUB_MAX + 1 + 8], sk [8];
     size_t key_len;
-    const void *val;
-    size_t val_len;
     bus_u64_to_key (seq, sk);
     if (s_pair_key (key, sizeof key, pub, sk, sizeof sk, &key_len))
         return BUS_EINVAL;
-    int rc = bus_txn_get (txn, self->events, key, key_len, &val, &val_len);
-    if (rc == 0 && val_len != 8)
-        rc = BUS_ESTATE;
-    if (rc == 0)
-        *index = bus_key_to_u64 (val);
-    return rc;
+    return s_index_get (txn, self->events, key, key_len, index);
 }
 
 int

@@ -95,6 +95,11 @@ int audit_log_append_event_msg (audit_log_t *self, bus_txn_t *txn, const proto_m
 int audit_log_append_gap (audit_log_t *self, bus_txn_t *txn, const char *pub,
                           uint64_t from_seq, uint64_t to_seq, int64_t ts, uint64_t *index);
 
+/*  The leaf index of the entry of request (principal, request_id): 0,
+    BUS_ENOTFOUND or BUS_EINVAL. */
+int audit_log_request_index (audit_log_t *self, bus_txn_t *txn, const char *principal,
+                             const char *request_id, uint64_t *index);
+
 /*  The leaf index of (pub, seq): 0 or BUS_ENOTFOUND. */
 int audit_log_event_index (audit_log_t *self, bus_txn_t *txn, const char *pub, uint64_t seq,
                            uint64_t *index);

@@ -31,6 +31,7 @@ typedef struct {
     audit_runs_t *runs;
     audit_keys_t *keys;
     int64_t receipt_wait_us;            /* [auditor] receipt_wait_ms */
+    bus_txn_t *reader;                  /* the reactor's, reset between appends (s_id_reused) */
 } s_auditor_t;
 
 /*  How often receipts due are looked for (a receipt waits, after its
@@ -105,7 +106,8 @@ s_append_work (void *state, json_t *body, void *arg, bus_outcome_t *out)
         audit_leaf_hash (leaf, job->entry, job->len);
     else if (rc == BUS_EEXIST) {
         /* a retry of a request stored before (this process or an earlier
-           one): the first answer again, with the time it was stored */
+           one; s_append refused one with another entry): the first answer
+           again, with the time it was stored */
         const void *stored;
         size_t len;
         json_t *first = audit_log_entry (self->log, txn, index, &stored, &len) == 0
@@ -129,11 +131,38 @@ s_append_work (void *state, json_t *body, void *arg, bus_outcome_t *out)
     out->body = reply;
 }
 
+/*  True if the log holds job's request id (principal, id) with another
+    entry (at *index): the id is reused. Retries of appends are answered
+    from the log, not from a recorded outcome (bus_request_answers_retries);
+    a read that fails says no (the writer then answers the first entry). */
+static bool
+s_id_reused (s_auditor_t *self, const s_append_job_t *job, uint64_t *index)
+{
+    if (self->reader && bus_txn_renew (self->reader))
+        bus_txn_abort (&self->reader);          /* new (never reset), or failed: begin afresh */
+    if (!self->reader)
+        self->reader = bus_txn_begin (bus_service_store (self->svc), false);
+    if (!self->reader)
+        return false;
+    const void *stored;
+    size_t len;
+    bool reused = false;
+    if (audit_log_request_index (self->log, self->reader, job->principal, job->id, index) == 0
+        && audit_log_entry (self->log, self->reader, *index, &stored, &len) == 0) {
+        json_t *first = json_loadb (stored, len, 0, NULL), *again = json_loadb (job->entry, job->len, 0, NULL);
+        reused = first && again && !json_equal (json_object_get (first, "entry"), json_object_get (again, "entry"));
+        json_decref (first);
+        json_decref (again);
+    }
+    bus_txn_reset (self->reader);
+    return reused;
+}
+
 /*  audit.append {entry, idempotency_key?}: stored as the canonical JSON
     of {"kind":"append","from":P,"id":REQUEST,"ts":µs,"entry":ENTRY},
     once per request id, or with idempotency_key once per key (a sender
     that lost the answer appends again under a new request id: the first
-    index answers). */
+    index answers, whatever the entry). */
 static void
 s_append (bus_service_t *svc, bus_request_t *req, void *arg)
 {
@@ -146,13 +175,6 @@ s_append (bus_service_t *svc, bus_request_t *req, void *arg)
     }
     snprintf (job->principal, sizeof job->principal, "%s", bus_request_principal (req));
     snprintf (job->id, sizeof job->id, "%s", msg->id);
-    const char *idem = json_string_value (json_object_get (bus_request_body (req), "idempotency_key"));
-    if (idem) {
-        uint8_t h [16];
-        crypto_generichash (h, sizeof h, (const uint8_t *) idem, strlen (idem), NULL, 0);
-        memcpy (job->key, "k:", 2);
-        sodium_bin2hex (job->key + 2, sizeof job->key - 2, h, sizeof h);
-    }
     job->ts = s_now_us ();
     const char *run = audit_runs_named (json_object_get (bus_request_body (req), "entry"));
     snprintf (job->run, sizeof job->run, "%s", run ? run : "");
@@ -172,6 +194,22 @@ s_append (bus_service_t *svc, bus_request_t *req, void *arg)
                          "entry: %s", *err ? err : bus_strerror (rc));
         return;
     }
+    const char *idem = json_string_value (json_object_get (bus_request_body (req), "idempotency_key"));
+    if (idem) {
+        uint8_t h [16];
+        crypto_generichash (h, sizeof h, (const uint8_t *) idem, strlen (idem), NULL, 0);
+        memcpy (job->key, "k:", 2);
+        sodium_bin2hex (job->key + 2, sizeof job->key - 2, h, sizeof h);
+    }
+    uint64_t first = 0;
+    if (!*job->key && s_id_reused (self, job, &first)) {
+        s_append_job_free (job);
+        bus_reply_id_reused (req, "request id %s was already used by %s for another entry (index %llu): a new "
+                             "entry needs a new id", msg->id, bus_request_principal (req),
+                             (unsigned long long) first);
+        return;
+    }
+    bus_request_answers_retries (req);     /* the log's request index does */
     if (bus_request_offload_write (req, s_append_work, job, s_append_job_free) != BUS_ESTATE)
         return;                         /* deferred, or refused and answered */
     bus_outcome_t out = { .code = NULL };
@@ -671,8 +709,11 @@ s_start (bus_service_t *svc, void **state)
     self->receipt_wait_us = (int64_t) bus_config_int (bus_service_config (svc), "auditor", "receipt_wait_ms") * 1000;
     if (rc == 0 && (rc = audit_keys_load (&self->keys, keys, err, sizeof err)) != 0)
         bus_error ("auditor keys: %s", err);
+    /* appends are the auditor's main work, each on the writer, and the
+       follower's commits wait for its write lock: at the reactor's
+       priority (bus_service_writer_urgent) */
     if (rc == 0)
-        rc = bus_service_writer (svc, s_writer_init, NULL, self);
+        rc = bus_service_writer_urgent (svc, s_writer_init, NULL, self);
     /* appends from many clients: a larger group than the default 64 shares
        each fsync among more of them ([auditor] write_group_max) */
     if (rc == 0)
@@ -705,6 +746,7 @@ s_stop (bus_service_t *svc, void **state)
     s_auditor_t *self = *state;
     if (!self)
         return;
+    bus_txn_abort (&self->reader);
     audit_log_destroy (&self->log);
     audit_runs_destroy (&self->runs);
     audit_keys_destroy (&self->keys);

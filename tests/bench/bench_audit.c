@@ -8,9 +8,11 @@
         the writer groups the appends that wait together into one commit.
         Baseline, in the same run and on the same file system: raw LMDB
         (no bus, no tree), one fsync'd commit per event (a 120-byte put
-        under a u64 key). Then one client appending one at a time: the
-        latency a step that must be audited first waits, beside one raw
-        LMDB commit.
+        under a u64 key). The machine's ceiling for a request, same run:
+        the same clients sending the bus's trivial `health` (no store, no
+        thread hop) to the same service. Then one client appending one
+        at a time: the latency a step that must be audited first waits,
+        beside one raw LMDB commit.
     (c) The follower's lag: a publisher (a bus service on a thread of
         this process) emits S_LAG_RATE events/s (those due every
         millisecond in one transaction, each carrying its time); a
@@ -32,11 +34,14 @@
         the receipt of a run of 40 entries spread over the whole log
         (audit_receipt_build: head, a proof per entry, summary, JWS).
 
+    --appends: only (a), for profiling (perf record).
+
     (d) The writer's share: in process, no bus, the work the auditor's
-        writer does per append (nested transactions as bus_service.c runs
-        them, the entry, its request key, its run index, the outcome
-        record), 100 appends per fsync; beside the same puts flat in the
-        group. Its rate over the bus rate says which bounds appends.
+        writer does per append (a nested transaction as bus_service.c runs
+        it: the entry, its request key, its run index; no outcome record,
+        the request key answers retries), 100 appends per fsync; beside
+        the same puts flat in the group. Its rate over the bus rate says
+        which bounds appends.
 
     Output, one line per figure:
         bench NAME VALUE UNIT [baseline B ratio R]
@@ -92,6 +97,7 @@ typedef struct {
     zcert_t *cert;
     double secs;
     int index;
+    const char *type;                   /* audit.append, or health (the ceiling) */
     long done, failed;
 } s_client_t;
 
@@ -112,9 +118,11 @@ s_client_run (void *arg)
                               "run", "01JB3M8Q5X9ZJ2G4T6V8W0Y2A4", "client", self->index,
                               "tool", "sheets.append", "n", 0);
     json_t *entry = json_object_get (body, "entry");
+    bool health = self->type && strcmp (self->type, "health") == 0;
+    json_t *empty = json_object ();
     for (; in_flight < S_IN_FLIGHT; in_flight++, sent++) {
         json_object_set_new (entry, "n", json_integer (sent));
-        if (bus_client_send (client, "audit.append", body, NULL, NULL))
+        if (bus_client_send (client, health ? "health" : "audit.append", health ? empty : body, NULL, NULL))
             break;
     }
     while (in_flight > 0) {
@@ -134,9 +142,11 @@ s_client_run (void *arg)
         proto_msg_destroy (&reply);
         if (bench_now_s () < until) {
             json_object_set_new (entry, "n", json_integer (sent++));
-            in_flight += bus_client_send (client, "audit.append", body, NULL, NULL) == 0;
+            in_flight += bus_client_send (client, health ? "health" : "audit.append", health ? empty : body,
+                                          NULL, NULL) == 0;
         }
     }
+    json_decref (empty);
     json_decref (body);
     bus_client_destroy (&client);
     return NULL;
@@ -153,11 +163,33 @@ s_counter (test_service_t *env, zcert_t *cert, const char *name)
     return v;
 }
 
-/*  Appends per second from S_CLIENTS clients for secs; the mean group
-    into *per_commit; then S_LATENCY_N appends one at a time from one
-    client, their latencies (µs, sorted) into latency. -1 on failure. */
+/*  S_CLIENTS clients sending type (audit.append or health) for secs:
+    requests per second, or -1 (failures counted into *failed). */
 static double
-s_bus_appends (double secs, double *per_commit, double latency [])
+s_clients (test_service_t *env, zcert_t *cert, const char *type, double secs, long *failed)
+{
+    s_client_t clients [S_CLIENTS];
+    pthread_t threads [S_CLIENTS];
+    double t0 = bench_now_s ();
+    for (int i = 0; i < S_CLIENTS; i++) {
+        clients [i] = (s_client_t) { .env = env, .cert = cert, .secs = secs, .index = i, .type = type };
+        pthread_create (&threads [i], NULL, s_client_run, &clients [i]);
+    }
+    long done = 0;
+    for (int i = 0; i < S_CLIENTS; i++) {
+        pthread_join (threads [i], NULL);
+        done += clients [i].done;
+        *failed += clients [i].failed;
+    }
+    return done / (bench_now_s () - t0);
+}
+
+/*  Appends per second from S_CLIENTS clients for secs; the mean group
+    into *per_commit; with ceiling, the same clients' health requests per
+    second into *ceiling; with latency, then S_LATENCY_N appends one at a
+    time from one client, their latencies (µs, sorted). -1 on failure. */
+static double
+s_bus_appends (double secs, double *per_commit, double *ceiling, double latency [])
 {
     char err [256] = "";
     double rate = -1;
@@ -177,25 +209,15 @@ s_bus_appends (double secs, double *per_commit, double latency [])
     s_client_t warm = { .env = env, .cert = cert, .secs = 0.1, .index = 99 };
     s_client_run (&warm);
     long g0 = s_counter (env, cert, "write_groups"), w0 = s_counter (env, cert, "writes_grouped");
-    s_client_t clients [S_CLIENTS];
-    pthread_t threads [S_CLIENTS];
-    double t0 = bench_now_s ();
-    for (int i = 0; i < S_CLIENTS; i++) {
-        clients [i] = (s_client_t) { .env = env, .cert = cert, .secs = secs, .index = i };
-        pthread_create (&threads [i], NULL, s_client_run, &clients [i]);
-    }
-    long done = 0, failed = warm.failed;
-    for (int i = 0; i < S_CLIENTS; i++) {
-        pthread_join (threads [i], NULL);
-        done += clients [i].done;
-        failed += clients [i].failed;
-    }
-    double took = bench_now_s () - t0;
+    long failed = warm.failed;
+    double appends = s_clients (env, cert, "audit.append", secs, &failed);
     long groups = s_counter (env, cert, "write_groups") - g0, grouped = s_counter (env, cert, "writes_grouped") - w0;
     *per_commit = groups > 0 ? (double) grouped / groups : 1;
+    if (ceiling)
+        *ceiling = s_clients (env, cert, "health", secs, &failed);
     /* one append at a time: what a step that must be audited first waits */
-    bus_client_t *client = bus_client_new (test_service_rpc (env), test_service_server_key (env), cert,
-                                           S_TIMEOUT_MS, 0);
+    bus_client_t *client = latency ? bus_client_new (test_service_rpc (env), test_service_server_key (env), cert,
+                                                     S_TIMEOUT_MS, 0) : NULL;
     json_t *body = json_pack ("{s:{s:s}}", "entry", "kind", "step.intent");
     for (int i = 0; client && i < S_LATENCY_N; i++) {
         proto_msg_t *reply = NULL;
@@ -207,11 +229,12 @@ s_bus_appends (double secs, double *per_commit, double latency [])
     }
     json_decref (body);
     bus_client_destroy (&client);
-    qsort (latency, S_LATENCY_N, sizeof *latency, bench_cmp_double);
+    if (latency)
+        qsort (latency, S_LATENCY_N, sizeof *latency, bench_cmp_double);
     if (failed)
         fprintf (stderr, "bench_audit: %ld appends failed\n", failed);
     else
-        rate = done / took;
+        rate = appends;
 done:
     zcert_destroy (&cert);
     test_service_destroy (&env);
@@ -636,14 +659,14 @@ done:
 /*  In process, no bus: the work the auditor's writer does per append, in
     groups of S_WRITER_GROUP appends per fsync'd commit — nested (as the
     writer runs them: a nested transaction per append for the entry, its
-    request key and its run index, and one per outcome record, as
-    bus_service.c records it) or flat (the same puts straight in the
-    group). Appends per second; -1 on failure. */
+    request key and its run index; no outcome record, as the auditor asks
+    with bus_request_answers_retries) or flat (the same puts straight in
+    the group). Appends per second; -1 on failure. */
 #define S_WRITER_GROUP 100
 
 static const char *const s_writer_dbs [] = {
     "audit_entries", "audit_nodes", "audit_events", "audit_requests",
-    "audit_runs", "audit_gaps", "audit_ended", "audit_receipts", "outcomes", NULL
+    "audit_runs", "audit_gaps", "audit_ended", "audit_receipts", NULL
 };
 
 static double
@@ -661,11 +684,8 @@ s_writer (double secs, bool nested)
         rc = audit_log_new (&log, store);
     if (rc == 0)
         rc = audit_runs_new (&runs, store);
-    int outcomes = store ? bus_store_db (store, "outcomes") : -1;
     long n = 0;
     double t0 = bench_now_s (), until = t0 + secs;
-    char outcome [160];
-    memset (outcome, 'o', sizeof outcome);
     while (rc == 0 && bench_now_s () < until) {
         bus_txn_t *group = bus_txn_begin (store, true);
         if (!group) {
@@ -689,11 +709,6 @@ s_writer (double secs, bool nested)
                 rc = audit_runs_note (runs, txn, "01JB3M8Q5X9ZJ2G4T6V8W0Y2A4", index);
             if (nested)
                 rc = rc ? rc : bus_txn_commit (&txn);
-            bus_txn_t *otxn = nested ? bus_txn_begin (store, true) : group;
-            if (rc == 0)
-                rc = otxn ? bus_txn_put (otxn, outcomes, id, strlen (id), outcome, sizeof outcome) : BUS_EIO;
-            if (nested)
-                rc = rc ? rc : bus_txn_commit (&otxn);
         }
         bus_txn_group (NULL);
         int crc = bus_txn_commit (&group);
@@ -714,12 +729,15 @@ s_writer (double secs, bool nested)
 int
 main (int argc, char **argv)
 {
-    int quick = 0;
+    int quick = 0, appends_only = 0;
     for (int i = 1; i < argc; i++) {
         if (strcmp (argv [i], "--quick") == 0)
             quick = 1;
+        else
+        if (strcmp (argv [i], "--appends") == 0)
+            appends_only = 1;
         else {
-            fprintf (stderr, "usage: bench_audit [--quick]\n");
+            fprintf (stderr, "usage: bench_audit [--quick] [--appends]\n");
             return 1;
         }
     }
@@ -727,7 +745,13 @@ main (int argc, char **argv)
     double secs = quick ? 0.5 : 3.0;
     char missed [64] = "";
     double per_commit = 0, lat [S_LATENCY_N], raw_lat [S_LATENCY_N];
-    double rate = s_bus_appends (secs, &per_commit, lat);
+    double ceiling = -1;
+    double rate = s_bus_appends (secs, &per_commit, &ceiling, appends_only ? NULL : lat);
+    if (appends_only) {
+        printf ("bench audit_bus_appends %.0f events/s (%.1f per fsync; --appends)\n", rate, per_commit);
+        printf ("bench audit_bus_ceiling %.0f req/s baseline %.0f ratio %.2f\n", ceiling, rate, ceiling / rate);
+        return rate < 0 || ceiling < 0;
+    }
     /* the baseline: raw LMDB, one fsync'd commit per 120-byte event; the
        latencies one at a time, then the rate for a while */
     double raw = -1;
@@ -736,7 +760,7 @@ main (int argc, char **argv)
         qsort (raw_lat, S_LATENCY_N, sizeof *raw_lat, bench_cmp_double);
     else
         raw = -1;
-    if (rate < 0 || raw < 0) {
+    if (rate < 0 || ceiling < 0 || raw < 0) {
         fprintf (stderr, "bench_audit: the append measurement failed\n");
         return 1;
     }
@@ -744,6 +768,9 @@ main (int argc, char **argv)
             "%.1f appends per fsync; baseline: raw LMDB, one fsync'd commit per event)\n",
             rate, raw, rate / raw, S_CLIENTS, S_IN_FLIGHT, per_commit);
     printf ("bench audit_appends_per_fsync %.1f appends\n", per_commit);
+    printf ("bench audit_bus_ceiling %.0f req/s baseline %.0f ratio %.2f (the same %d clients x %d in flight "
+            "sending the bus's trivial health to the auditor: the machine's ceiling for a request; baseline: "
+            "the appends)\n", ceiling, rate, ceiling / rate, S_CLIENTS, S_IN_FLIGHT);
     printf ("bench audit_append_p50 %.0f us baseline %.0f ratio %.2f (one at a time over the bus, durable; "
             "baseline: one raw LMDB commit)\n", lat [S_LATENCY_N / 2], raw_lat [S_LATENCY_N / 2],
             lat [S_LATENCY_N / 2] / raw_lat [S_LATENCY_N / 2]);

@@ -400,6 +400,14 @@ test_events_requests_gaps_once (void **state)
     assert_int_equal (r1, r2);
     assert_int_equal (audit_log_append_request (fx->log, txn, "svc:other", "01ABC", "{\"s\":1}", 7, &r2), 0);
     assert_int_equal (r2, r1 + 1);
+    /* found by its request: what answers an append's retry */
+    uint64_t found = 99;
+    assert_int_equal (audit_log_request_index (fx->log, txn, "svc:orchestrator", "01ABC", &found), 0);
+    assert_int_equal (found, r1);
+    assert_int_equal (audit_log_request_index (fx->log, txn, "svc:other", "01ABC", &found), 0);
+    assert_int_equal (found, r2);
+    assert_int_equal (audit_log_request_index (fx->log, txn, "svc:orchestrator", "01ABD", &found), BUS_ENOTFOUND);
+    assert_int_equal (audit_log_request_index (fx->log, txn, "svc:orchestrator", "", &found), BUS_EINVAL);
     assert_int_equal (bus_txn_commit (&txn), 0);
 
     /* an event stored in a transaction that aborts is not stored */

@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <pthread.h>
+#include <sys/resource.h>
 #include <unistd.h>
 #include <cmocka.h>
 
@@ -222,6 +223,50 @@ test_stop_accounts_for_every_job (void **state)
     zloop_destroy (&loop);
 }
 
+/*  A thread's init: its nice value, as its state. */
+static void *
+s_nice_init (void *arg)
+{
+    int *nice = malloc (sizeof *nice);
+    *nice = getpriority (PRIO_PROCESS, (id_t) gettid ());
+    return nice;
+}
+
+/*  A job: its thread's nice value (the state) into the job's state_seen. */
+static void
+s_nice_run (void *state, void *arg)
+{
+    ((s_job_t *) arg)->state_seen = *(int *) state;
+}
+
+/*  The threads run below the creator (nice 10) unless made at another
+    nice value: 0 leaves them at the creator's (a writer on every
+    request's path). */
+static void
+test_nice (void **state)
+{
+    s_reset ();
+    int mine = getpriority (PRIO_PROCESS, (id_t) gettid ());
+    zloop_t *loop = zloop_new ();
+    bus_workers_t *low = bus_workers_new (loop, 1, 10, s_nice_init, s_fini, NULL, s_done, NULL);
+    bus_workers_t *same = bus_workers_new_nice (loop, 1, 10, 0, s_nice_init, s_fini, NULL, s_done, NULL);
+    assert_non_null (low);
+    assert_non_null (same);
+    s_job_t jobs [2];
+    memset (jobs, 0, sizeof jobs);
+    assert_int_equal (bus_workers_submit (low, s_nice_run, &jobs [0]), 0);
+    assert_int_equal (bus_workers_submit (same, s_nice_run, &jobs [1]), 0);
+    s_wait_reported (loop, 2);
+    if (mine <= 10)                     /* a process niced past 10 already stays so */
+        assert_int_equal (jobs [0].state_seen, 10);
+    assert_int_equal (jobs [1].state_seen, mine);
+    assert_null (bus_workers_new_nice (loop, 1, 10, 20, NULL, NULL, NULL, s_done, NULL));
+    assert_null (bus_workers_new_nice (loop, 1, 10, -1, NULL, NULL, NULL, s_done, NULL));
+    bus_workers_destroy (&low);
+    bus_workers_destroy (&same);
+    zloop_destroy (&loop);
+}
+
 /*  Bad arguments make no workers. */
 static void
 test_bad_arguments (void **state)
@@ -242,6 +287,7 @@ main (void)
 {
     const struct CMUnitTest tests [] = {
         cmocka_unit_test (test_jobs_run_and_are_reported),
+        cmocka_unit_test (test_nice),
         cmocka_unit_test (test_queue_cap),
         cmocka_unit_test (test_stop_accounts_for_every_job),
         cmocka_unit_test (test_bad_arguments),
