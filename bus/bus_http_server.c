@@ -549,6 +549,8 @@ s_completed (void *cls, struct MHD_Connection *conn, void **con_cls,
     }
     if (!ex)
         return;
+    if (toe != MHD_REQUEST_TERMINATED_COMPLETED_OK)
+        bus_debug ("http server: %s %s ended early (MHD termination code %d)", ex->method, ex->path, (int) toe);
     *con_cls = NULL;
     if (ex->prev)
         ex->prev->next = ex->next;

@@ -207,6 +207,8 @@ s_shape (s_shape_t shape, json_t *body)
 
 /* --- StreamedListObjects ------------------------------------------------- */
 
+static void s_on_gone (bus_http_exchange_t *ex, void *arg);
+
 /*  OpenFGA's error line of a stream, as its gateway writes it: the gRPC
     status ({code, message, details}) under "error", code the gRPC code
     of the HTTP status the error has; new string (NULL: no memory). */
@@ -240,7 +242,7 @@ s_stream_start (s_call_t *call)
 {
     if (call->streaming)
         return 0;
-    int rc = bus_http_stream_open (call->ex, 200, "application/json", NULL, NULL);
+    int rc = bus_http_stream_open (call->ex, 200, "application/json", s_on_gone, call);
     if (rc == 0)
         call->streaming = true;
     return rc;
@@ -334,6 +336,11 @@ s_on_reply (proto_msg_t *reply, void *arg)
         s_stream_end (call, reply);
         call->ex = NULL;
     }
+    else
+    if (call->shape == S_STREAM)
+        bus_info ("streamed list-objects: the client went away; the query ended: %s",
+                  reply && !reply->ok ? json_string_value (json_object_get (reply->error, "message")) ?: ""
+                                      : "complete");
     if (call->ex) {
         if (!reply)
             s_error (call->ex, 500, "internal_error", "no reply could be made");

@@ -762,6 +762,8 @@ s_streamed_list_objects_query (authz_store_t *store, const authz_model_t *model,
     authz_error_t err = { 0 };
     int rc = authz_list_objects_each (store, model, s_field (body, "type"), s_field (body, "relation"),
                                       s_field (body, "user"), &extra, &sink, &err);
+    if (rc == BUS_EINTR)                /* the pipe was cancelled: as the budget's stop says */
+        rc = authz_error_set (&err, AUTHZ_ETOO_COMPLEX, "request stopped: nobody waits for its answer");
     if (rc == BUS_ETIMEOUT || rc == BUS_EFULL) {
         out->code = rc == BUS_ETIMEOUT? PROTO_ERR_TIMEOUT: PROTO_ERR_UNAVAILABLE;
         out->extra = json_pack ("{s:i}", "fga_code", AUTHZ_EINTERNAL);
