@@ -280,8 +280,8 @@ s_decide (authz_query_t *q, int type, int rel, const char *object, s_give_t *out
 
 /*  Pair `target`'s objects to out: seed every pair reading direct tuples
     with the user's own (and its type's wildcard's), then propagate,
-    deciding each candidate of target as it comes, until the sink stops
-    it or nothing new appears. A stop is *stop_rc (the walk itself
+    deciding each candidate of target as soon as it is queued, until the
+    sink stops it or nothing new appears. A stop is *stop_rc (the walk itself
     succeeded); the walk's own failure is returned. */
 static int
 s_rev_run (s_rev_t *rv, int target, s_give_t *out, int *first_err, int *stop_rc)
@@ -303,14 +303,19 @@ s_rev_run (s_rev_t *rv, int target, s_give_t *out, int *first_err, int *stop_rc)
     for (int p = 0; rc == 0 && u->relation >= 0 && p < rv->n_pairs; p++)
         if (rv->pairs [p].type == u->type && rv->pairs [p].rel == u->relation)
             rc = s_rev_add (rv, p, u->object);
+    //  Target's candidates are decided as soon as they are queued, before
+    //  the walk goes further (a streamed answer starts with the first
+    //  folder's documents, not after every folder was walked)
+    size_t decided = 0;
     for (size_t next = 0; rc == 0 && next < rv->n_queue; next++) {
+        for (; decided < rv->n_queue && !*stop_rc; decided++)
+            if (rv->queue_pair [decided] == target)
+                *stop_rc = s_decide (q, rv->pairs [target].type, rv->pairs [target].rel, rv->queue [decided],
+                                     out, first_err);
+        if (*stop_rc)
+            break;
         int from = rv->queue_pair [next];
         const char *m = rv->queue [next];
-        if (from == target) {
-            *stop_rc = s_decide (q, rv->pairs [from].type, rv->pairs [from].rel, m, out, first_err);
-            if (*stop_rc)
-                break;
-        }
         const authz_type_t *ft = authz_model_type_at (q->model, rv->pairs [from].type);
         for (int e = 0; rc == 0 && e < rv->n_edges; e++) {
             const s_edge_t *edge = &rv->edges [e];
