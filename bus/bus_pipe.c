@@ -6,7 +6,9 @@
     for room; an eventfd the zloop polls. The producer writes the eventfd
     only when its put finds the pipe empty: the consumer is told once per
     run of bytes, and reads the rest when it has room (it knows its own
-    outlet's state; the pipe does not).
+    outlet's state; the pipe does not). A producer waits in slices of
+    S_SLICE_MS, so that SIGINT/SIGTERM (zsys_interrupted) ends its wait
+    soon: the service joins its workers before its HTTP listener goes.
 */
 #include "bus_pipe.h"
 #include "bus_error.h"
@@ -20,6 +22,8 @@
 #include <sys/eventfd.h>
 #include <time.h>
 #include <unistd.h>
+
+#define S_SLICE_MS 100      /* a waiting producer looks at zsys_interrupted this often */
 
 struct bus_pipe_t {
     zloop_t *loop;
@@ -118,15 +122,20 @@ bus_pipe_put (bus_pipe_t *self, const void *data, size_t len)
             rc = BUS_EFULL;
             break;
         }
+        if (zsys_interrupted) {         /* the reactor stops: nobody will read */
+            rc = BUS_EINTR;
+            break;
+        }
         if (self->wait_left_ms <= 0) {
             rc = BUS_ETIMEOUT;
             break;
         }
         int64_t start = s_now_ms ();
+        int64_t slice = self->wait_left_ms < S_SLICE_MS ? self->wait_left_ms : S_SLICE_MS;
         struct timespec until;
         clock_gettime (CLOCK_MONOTONIC, &until);
-        until.tv_sec += (time_t) (self->wait_left_ms / 1000);
-        until.tv_nsec += (long) (self->wait_left_ms % 1000) * 1000000;
+        until.tv_sec += (time_t) (slice / 1000);
+        until.tv_nsec += (long) (slice % 1000) * 1000000;
         if (until.tv_nsec >= 1000000000) {
             until.tv_sec++;
             until.tv_nsec -= 1000000000;

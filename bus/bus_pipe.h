@@ -14,7 +14,10 @@
     workers) never waits: BUS_EFULL. The consumer cancels the pipe when
     its reader goes away: every put fails BUS_EINTR from then on (a put
     waiting wakes), and bus_pipe_cancelled tells a producer that puts
-    nothing for a while that it may stop.
+    nothing for a while that it may stop. A put waiting when the process
+    is asked to stop (SIGINT/SIGTERM: zsys_interrupted) fails BUS_EINTR
+    within 100 ms: a service joins its workers before it ends its
+    readers, so a reader that stopped reading does not hold up a stop.
 
     Threads: bus_pipe_put and bus_pipe_cancelled on the producer's;
     everything else on the reactor's. The consumer owns the pipe and

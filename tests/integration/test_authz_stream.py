@@ -225,6 +225,59 @@ def a_reader_that_stops_reading_gets_an_error_line(c):
 
 
 @test
+def a_stalled_stream_does_not_hold_up_a_stop(c):
+    """SIGTERM while the query thread waits for a reader that stopped
+    reading: the wait ends (zsys_interrupted), the daemon stops at once."""
+    s = Stream(c, c.big, ANNE_DOCS, rcvbuf=262144)
+    assert "result" in s.line()
+    time.sleep(1.5)                             # the pipe full, the query thread waiting
+    t0 = time.monotonic()
+    c.stop("authz")
+    took = time.monotonic() - t0
+    s.close()
+    assert took < 3.0, took
+    c.start("authz")
+    c.wait_healthy(["authz"])
+    st, out = call(c, "POST", "/stores/%s/check" % c.big,
+                   {"tuple_key": {"user": "user:anne", "relation": "viewer", "object": doc(5, 5)}})
+    assert st == 200 and out["allowed"] is True, (st, out)
+
+
+@test
+def without_query_threads(c):
+    """[authz] query_threads = 0: the listing runs on the reactor, which
+    can move no line before it ends: a small answer streams whole, one of
+    more than the pipe holds (64 KiB) ends with an error line saying why."""
+    d = Cluster(services=["authz"])
+    try:
+        path = os.path.join(d.dir, "fga_keys")
+        with open(path, "w") as f:
+            f.write("tester %s\n" % KEY)
+        with open(d.conf) as f:
+            conf = f.read()
+        with open(d.conf, "w") as f:
+            f.write(conf.replace("[authz]\n", "[authz]\nhttp_keys = %s\nquery_threads = 0\n" % path, 1))
+        port = [line for line in conf.split("[authz]")[1].splitlines() if line.startswith("http =")][0]
+        d.http_base = "http://127.0.0.1:%s" % port.rsplit(":", 1)[1].strip()
+        d.start_all()
+        small = new_store(d, "small", [("user:anne", "viewer", "doc:%d" % i) for i in range(10)])
+        s = Stream(d, small, ANNE_DOCS)
+        lines, _ = s.all()
+        s.close()
+        assert s.status == 200 and sorted(objects_of(lines)) == sorted("doc:%d" % i for i in range(10)), lines
+        many = new_store(d, "many", [("user:anne", "viewer", doc(0, i)) for i in range(400)])
+        s = Stream(d, many, ANNE_DOCS)
+        lines, _ = s.all()
+        s.close()
+        assert s.status == 200 and 0 < len(lines) - 1 < 400, (s.status, len(lines))
+        assert lines[-1]["error"]["code"] == 14 and "query_threads = 0" in lines[-1]["error"]["message"], \
+            lines[-1]
+        assert d.alive("authz")
+    finally:
+        d.close()
+
+
+@test
 def errors_in_openfga_shapes(c):
     # before any line: the status, and the error line as the body
     s = Stream(c, "01ARZ3NDEKTSV4RRFFQ69G5FAV", ANNE_DOCS)

@@ -1,7 +1,8 @@
 /*  test_pipe.c — unit tests for bus_pipe: bytes put on a producer thread
     reach the reactor (the zloop thread) whole and in order, never more
     than the bound waiting; a producer nobody reads for waits its
-    allowance and no more; cancelling wakes a waiting producer at once;
+    allowance and no more; cancelling, or SIGINT/SIGTERM, wakes a waiting
+    producer at once;
     on the reactor thread itself a put never waits.
 */
 #include <stdarg.h>
@@ -183,6 +184,30 @@ test_cancel (void **state)
     zloop_destroy (&loop);
 }
 
+/*  SIGINT/SIGTERM (zsys_interrupted) ends a producer's wait soon. */
+static void
+test_interrupted (void **state)
+{
+    zloop_t *loop = zloop_new ();
+    s_producer_t prod = { .lines = S_LINES };
+    prod.pipe = bus_pipe_new (loop, S_MAX, 60000, s_ignore, NULL);
+    pthread_t thread;
+    assert_int_equal (pthread_create (&thread, NULL, s_produce, &prod), 0);
+    int64_t until = s_now_ms () + 2000;
+    while (bus_pipe_size (prod.pipe) + 7 <= S_MAX && s_now_ms () < until)
+        usleep (1000);
+    usleep (50 * 1000);
+    assert_false (atomic_load (&prod.done));
+    int64_t start = s_now_ms ();
+    zsys_interrupted = 1;
+    pthread_join (thread, NULL);
+    zsys_interrupted = 0;
+    assert_true (s_now_ms () - start < 1000);
+    assert_int_equal (atomic_load (&prod.rc), BUS_EINTR);
+    bus_pipe_destroy (&prod.pipe);
+    zloop_destroy (&loop);
+}
+
 /*  On the reactor thread a put never waits; a put over the bound is
     refused whole. */
 static void
@@ -214,6 +239,7 @@ main (void)
         cmocka_unit_test (test_in_order_bounded),
         cmocka_unit_test (test_wait_bounded),
         cmocka_unit_test (test_cancel),
+        cmocka_unit_test (test_interrupted),
         cmocka_unit_test (test_reactor_put),
     };
     return cmocka_run_group_tests (tests, NULL, NULL);
