@@ -272,8 +272,8 @@ s_stream_pump (s_call_t *call, bool all)
 }
 
 /*  The pipe has lines (the reactor), or the stream drained: pump. A
-    stream that fails is cut (its client sees no end) and the query
-    stopped. */
+    stream that cannot take more (no memory) stops the query, whose end
+    then says so in an error line. */
 static void
 s_stream_more (s_call_t *call)
 {
