@@ -12,6 +12,14 @@
     request began (s_conn_t, MHD's socket context); a sweep timer shuts the
     socket of any whose request is not complete within request_timeout_ms,
     and MHD then sees the connection end.
+
+    MHD does not poll a suspended connection, so a client that goes away
+    from a deferred exchange or an idle stream would be seen only once it
+    is resumed. The zloop watches the socket of each suspended exchange
+    instead (s_watch): readable with nothing to read (end of file, reset)
+    is a client gone; the exchange is resumed and ended (its owner's gone
+    callback runs). Readable with bytes (a pipelined request, a TLS
+    record) ends the watch: those are MHD's.
 */
 #include "bus_http_server.h"
 #include "bus_error.h"
@@ -86,6 +94,10 @@ struct bus_http_exchange_t {
     char *buf;                  /* a stream's unsent bytes: buf [off .. len) */
     size_t off, len, cap;
     bool closing;               /* the owner closed the stream */
+    bus_http_drained_fn *drained;   /* a stream's queue emptied */
+    void *drained_arg;
+    int watched_fd;             /* the socket on the zloop (s_watch), or -1 */
+    bool peer_gone;             /* the client closed or reset it */
 };
 
 struct bus_http_server_t {
@@ -114,6 +126,7 @@ struct bus_http_server_t {
 
 static void s_run (bus_http_server_t *self);
 static void s_schedule (bus_http_server_t *self);
+static void s_wake (bus_http_exchange_t *ex);
 
 /*  MHD's log lines, at debug (a client's mistakes are not ours to shout). */
 static void
@@ -299,11 +312,55 @@ s_queue_canned (struct MHD_Connection *conn, unsigned int status, const char *te
     return rc;
 }
 
+/*  Stop watching ex's socket. */
+static void
+s_watch_end (bus_http_exchange_t *ex)
+{
+    if (ex->server && ex->watched_fd >= 0) {     /* (no server: never set up) */
+        zmq_pollitem_t item = { NULL, ex->watched_fd, ZMQ_POLLIN, 0 };
+        zloop_poller_end (ex->server->loop, &item);
+        ex->watched_fd = -1;
+    }
+}
+
+/*  zloop: the socket of a watched exchange is readable. */
+static int
+s_peer_readable (zloop_t *loop, zmq_pollitem_t *item, void *arg)
+{
+    bus_http_exchange_t *ex = arg;
+    char byte;
+    ssize_t n = recv (item->fd, &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
+        return 0;
+    s_watch_end (ex);
+    if (n <= 0) {
+        bus_debug ("http server: %s: the client went away from %s %s", ex->sconn->peer, ex->method, ex->path);
+        ex->peer_gone = true;
+        s_wake (ex);
+    }
+    return 0;
+}
+
+/*  Watch the socket of ex, which is being suspended, for its client
+    going away (once: the watch lasts until the exchange ends). */
+static void
+s_watch (bus_http_exchange_t *ex)
+{
+    if (ex->watched_fd >= 0 || ex->peer_gone || !ex->sconn || ex->sconn->fd < 0)
+        return;
+    zmq_pollitem_t item = { NULL, ex->sconn->fd, ZMQ_POLLIN, 0 };
+    if (zloop_poller (ex->server->loop, &item, s_peer_readable, ex) == 0) {
+        zloop_poller_set_tolerant (ex->server->loop, &item);
+        ex->watched_fd = ex->sconn->fd;
+    }
+}
+
 static void
 s_exchange_free (bus_http_exchange_t *ex)
 {
     if (!ex)
         return;
+    s_watch_end (ex);
     free (ex->method);
     free (ex->path);
     free (ex->body);
@@ -364,8 +421,11 @@ s_advance (bus_http_exchange_t *ex)
                 ex->state = S_QUEUED;
                 return s_queue_canned (ex->conn, 503, "server stopping\n");
             }
+            if (ex->peer_gone)
+                return MHD_NO;          /* closed: s_completed tells the owner */
             MHD_suspend_connection (ex->conn);
             ex->suspended = true;
+            s_watch (ex);
             return MHD_YES;
         case S_ANSWERED:
         case S_STREAM_READY: {
@@ -418,6 +478,7 @@ s_access (void *cls, struct MHD_Connection *conn, const char *url, const char *m
             return MHD_NO;
         }
         ex->server = self;
+        ex->watched_fd = -1;
         ex->conn = conn;
         ex->sconn = sconn;
         ex->state = S_READING;
@@ -488,6 +549,8 @@ s_completed (void *cls, struct MHD_Connection *conn, void **con_cls,
     }
     if (!ex)
         return;
+    if (toe != MHD_REQUEST_TERMINATED_COMPLETED_OK)
+        bus_debug ("http server: %s %s ended early (MHD termination code %d)", ex->method, ex->path, (int) toe);
     *con_cls = NULL;
     if (ex->prev)
         ex->prev->next = ex->next;
@@ -512,16 +575,20 @@ s_stream_read (void *cls, uint64_t pos, char *buf, size_t max)
             n = max;
         memcpy (buf, ex->buf + ex->off, n);
         ex->off += n;
-        if (ex->off == ex->len)
+        if (ex->off == ex->len) {
             ex->off = ex->len = 0;
+            if (ex->drained && !ex->closing)
+                ex->drained (ex, ex->drained_arg);      /* may queue more */
+        }
         return (ssize_t) n;
     }
     if (ex->closing)
         return MHD_CONTENT_READER_END_OF_STREAM;
-    if (ex->server->stopping)
+    if (ex->server->stopping || ex->peer_gone)
         return MHD_CONTENT_READER_END_WITH_ERROR;
     MHD_suspend_connection (ex->conn);
     ex->suspended = true;
+    s_watch (ex);
     return 0;
 }
 
@@ -934,6 +1001,19 @@ bus_http_sse_send (bus_http_exchange_t *ex, const char *id, const char *event, c
     int rc = bus_http_stream_write (ex, zchunk_data (text), zchunk_size (text));
     zchunk_destroy (&text);
     return rc;
+}
+
+size_t
+bus_http_stream_queued (bus_http_exchange_t *ex)
+{
+    return ex->len - ex->off;
+}
+
+void
+bus_http_stream_drained (bus_http_exchange_t *ex, bus_http_drained_fn *drained, void *arg)
+{
+    ex->drained = drained;
+    ex->drained_arg = arg;
 }
 
 void

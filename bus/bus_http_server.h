@@ -23,10 +23,18 @@
     its stream closed (bus_http_stream_close), or its `gone` callback runs,
     whichever comes first; not after. `gone` (given to defer / stream_open)
     runs when the exchange ends without that: the client went away, the
-    server is being destroyed. The client's going away is seen only when
-    the connection is next serviced (a suspended connection is not polled):
-    on a stream, at the next write. Strings from the accessors belong to
-    the exchange.
+    server is being destroyed. The client's going away is seen as it
+    happens, deferred and streaming exchanges included (the socket of a
+    suspended connection is watched for its end), unless it had sent more
+    bytes first (a pipelined request: then at the next write). Strings
+    from the accessors belong to the exchange.
+
+    A stream's flow: bus_http_stream_queued says how many bytes wait,
+    unsent; bus_http_stream_drained names a function run each time they
+    have all gone to the connection, so that an owner with more to say
+    than it should queue at once (a long listing) writes a window, waits
+    for the drain, writes the next: a slow reader then holds the owner
+    back instead of growing the queue.
 
     Bounds (a refused request gets its status where one is due and its
     connection is closed; refusals are logged at debug, MHD's own and ours,
@@ -153,6 +161,17 @@ int bus_http_stream_write (bus_http_exchange_t *ex, const void *data, size_t len
     event; else the returns of bus_http_stream_write. */
 int bus_http_sse_send (bus_http_exchange_t *ex, const char *id, const char *event,
                        const char *data);
+
+/*  Bytes queued on a stream and not yet taken by the connection. */
+size_t bus_http_stream_queued (bus_http_exchange_t *ex);
+
+/*  A stream's queue emptied (MHD took its last byte): the owner may write
+    more (from inside the call too). */
+typedef void (bus_http_drained_fn) (bus_http_exchange_t *ex, void *arg);
+
+/*  Run drained (arg) each time the stream's queue empties, until it is
+    closed or gone (NULL: no longer). */
+void bus_http_stream_drained (bus_http_exchange_t *ex, bus_http_drained_fn *drained, void *arg);
 
 /*  End a stream once what is queued has gone. ex is invalid afterwards
     (gone is not called). */

@@ -551,6 +551,19 @@ int
 bus_service_local (bus_service_t *self, const char *principal, const char *type, json_t *body,
                    bus_local_done_fn *done, void *arg)
 {
+    return bus_service_local_piped (self, principal, type, body, NULL, done, arg);
+}
+
+bus_pipe_t *
+bus_request_pipe (bus_request_t *req)
+{
+    return req->pipe;
+}
+
+int
+bus_service_local_piped (bus_service_t *self, const char *principal, const char *type, json_t *body,
+                         bus_pipe_t *pipe, bus_local_done_fn *done, void *arg)
+{
     size_t plen = principal ? strlen (principal) : 0;
     proto_msg_t *msg = plen && plen <= PROTO_PRINCIPAL_MAX && strlen (type) <= PROTO_TYPE_MAX
                      ? proto_msg_new (PROTO_KIND_REQ, type) : NULL;
@@ -573,6 +586,7 @@ bus_service_local (bus_service_t *self, const char *principal, const char *type,
     memcpy (req->principal, principal, plen + 1);
     req->local_done = done;
     req->local_arg = arg;
+    req->pipe = pipe;
     /* no id of the client's to retry with: nothing to remember (an
        effect stands on its own, as a bus request's not remembered) */
     req->remember = false;

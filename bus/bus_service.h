@@ -45,6 +45,7 @@
 #include <stdbool.h>
 
 #include "bus_config.h"
+#include "bus_pipe.h"
 #include "bus_services.h"
 #include "bus_stats.h"
 #include "bus_store.h"
@@ -163,6 +164,20 @@ typedef void (bus_local_done_fn) (proto_msg_t *reply, void *arg);
     principal or type too long) / BUS_ENOMEM (done will not be called). */
 int bus_service_local (bus_service_t *self, const char *principal, const char *type, json_t *body,
                        bus_local_done_fn *done, void *arg);
+
+/*  As bus_service_local, with a pipe (bus_pipe.h; borrowed, the
+    caller's until done has run) for the answer's parts as they are made:
+    a handler that can stream its answer (bus_request_pipe) puts its
+    parts there from its worker, then answers as usual (the end, or an
+    error after some parts); one that cannot ignores the pipe. Parts are
+    the handler's own format (a streamed ListObjects': OpenFGA's lines). */
+int bus_service_local_piped (bus_service_t *self, const char *principal, const char *type, json_t *body,
+                             bus_pipe_t *pipe, bus_local_done_fn *done, void *arg);
+
+/*  The pipe of a request made by bus_service_local_piped, or NULL (every
+    other request, the bus's included: the protocol has no partial
+    answers). */
+bus_pipe_t *bus_request_pipe (bus_request_t *req);
 
 /*  Keep the request after the handler returns, to answer later; the reply
     functions free it then. */

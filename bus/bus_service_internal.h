@@ -90,6 +90,7 @@ struct bus_request_t {
     bool recorded;                /* its outcome is in a write transaction (bus_request_record) */
     bus_local_done_fn *local_done;    /* a local request's (bus_service_local): no routing */
     void *local_arg;
+    bus_pipe_t *pipe;             /* a local request's partial answers (bus_service_local_piped) */
 };
 
 /*  Work handed to a worker or the writer: a request's (req set), or the

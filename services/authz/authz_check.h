@@ -51,6 +51,14 @@ typedef struct {
     int max_depth;              /* 0 (or more than AUTHZ_RESOLVE_DEPTH): that */
     uint64_t cost, tuples;      /* spent so far (the engine adds to them) */
     bool over;                  /* a limit was passed (sticky) */
+    /* A request nobody waits for any more (a streamed answer's client
+       went away) stops as one over its budget: stop (NULL: never) is
+       asked every few spends, and true ends the request, whatever it was
+       doing. */
+    bool (*stop) (void *arg);
+    void *stop_arg;
+    unsigned polls;             /* spends since stop was last asked */
+    bool stopped;               /* stop said so (over is set too) */
 } authz_budget_t;
 
 /*  Per-request extras: contextual tuples, the condition context, and the
@@ -99,6 +107,26 @@ int authz_list_objects (authz_store_t *store, const authz_model_t *model,
                         const char *type, const char *relation, const char *user,
                         const authz_extra_t *extra, json_t **objects,
                         authz_error_t *err);
+
+/*  Where ListObjects gives each object, as soon as it is decided. */
+typedef struct {
+    /* 0 goes on; anything else stops the query, which returns it */
+    int (*found) (const char *object, void *arg);
+    void *arg;
+    size_t max;                 /* stop after this many (0: no cap) */
+} authz_found_t;
+
+/*  ListObjects, each object to sink->found as it is decided (each once,
+    unordered), without waiting for the end: the streamed variant
+    (StreamedListObjects). Same candidates, checks, budget and errors as
+    authz_list_objects, but an error found after some objects were given
+    (2002 over the budget, 2000 a condition missing parameters) is
+    returned after them: a streamed answer ends with it. Returns what
+    authz_list_objects does, or what found returned. */
+int authz_list_objects_each (authz_store_t *store, const authz_model_t *model,
+                             const char *type, const char *relation, const char *user,
+                             const authz_extra_t *extra, const authz_found_t *sink,
+                             authz_error_t *err);
 
 /*  Users of the filter's type (filter "type" or "type#relation") that
     have relation on object: *users is a new JSON array of strings

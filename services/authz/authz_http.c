@@ -8,6 +8,18 @@
     once; one that is deferred (offloaded to a query thread or the writer)
     defers the exchange until it answers. A client that goes away
     meanwhile leaves its call behind, freed when the answer comes.
+
+    StreamedListObjects is the one answer in parts: the ListObjects
+    request goes with a pipe (bus_service_local_piped), into which the
+    query thread puts each object's line as it is decided; the reactor
+    moves the lines to the HTTP stream a window at a time
+    (S_STREAM_WINDOW queued, the next when it has drained), so a slow
+    reader fills the window, then the pipe, then holds the query thread
+    back (for S_STREAM_WAIT_MS in all, then the listing ends with an
+    error line). The stream opens (200) with the first line; an error
+    before any (a missing store, an unknown type) is the HTTP status with
+    OpenFGA's error line as the body, one after some is that line last.
+    A client that goes away cancels the pipe, which stops the query.
 */
 #include "authz_http.h"
 #include "authz_error.h"
@@ -22,6 +34,9 @@
 #define S_KEY_MIN      16              /* bytes of a pre-shared key, at least */
 #define S_HASH_HEX     (2 * crypto_generichash_BYTES + 1)
 #define S_MODELS_PAGE  50              /* authorization-models page size, default and most */
+#define S_STREAM_WINDOW (64u << 10)    /* a stream's bytes queued for its connection, at most */
+#define S_STREAM_PIPE   (64u << 10)    /* lines waiting between the query thread and the reactor */
+#define S_STREAM_WAIT_MS 10000         /* a query thread waits that long in all for a slow reader */
 
 struct authz_http_t {
     bus_service_t *svc;
@@ -38,7 +53,7 @@ typedef enum {
     S_CREATED,                         /* 201, the bus body */
     S_MODEL,                           /* {authorization_model: {id, ...}} */
     S_EMPTY,                           /* {} */
-    S_STREAM,                          /* objects as {"result": {"object"}} lines */
+    S_STREAM,                          /* the pipe's lines, then the end or an error line */
     S_NO_CONTENT                       /* 204, no body */
 } s_shape_t;
 
@@ -48,6 +63,8 @@ typedef struct {
     s_shape_t shape;
     bool done;                         /* the bus answered */
     bool deferred;                     /* the exchange is deferred */
+    bus_pipe_t *pipe;                  /* S_STREAM: the answer's lines */
+    bool streaming;                    /* S_STREAM: the stream is open */
 } s_call_t;
 
 /* --- answers -------------------------------------------------------------- */
@@ -74,10 +91,17 @@ s_error (bus_http_exchange_t *ex, int status, const char *code, const char *mess
     s_respond (ex, status, json_pack ("{s:s, s:s}", "code", code, "message", message));
 }
 
-/*  A bus error as OpenFGA answers it: the engine's code (fga_code) when
-    the error carries one, else the bus code's nearest kin. */
-static void
-s_bus_error (bus_http_exchange_t *ex, json_t *error)
+/*  A bus error as OpenFGA answers it: its status, code and message. */
+typedef struct {
+    int status;
+    const char *code;
+    const char *message;
+} s_fga_error_t;
+
+/*  The engine's code (fga_code) when the error carries one, else the
+    bus code's nearest kin. */
+static s_fga_error_t
+s_fga_error (json_t *error)
 {
     const char *code = json_string_value (json_object_get (error, "code"));
     const char *message = json_string_value (json_object_get (error, "message"));
@@ -86,14 +110,10 @@ s_bus_error (bus_http_exchange_t *ex, json_t *error)
         code = PROTO_ERR_INTERNAL;
     if (!message)
         message = "";
-    if (fga >= 2000 && fga < 3000) {
-        s_error (ex, 400, authz_strerror ((int) fga), message);
-        return;
-    }
-    if (fga == AUTHZ_ESTORE_NOT_FOUND) {
-        s_error (ex, 404, authz_strerror ((int) fga), message);
-        return;
-    }
+    if (fga >= 2000 && fga < 3000)
+        return (s_fga_error_t) { 400, authz_strerror ((int) fga), message };
+    if (fga == AUTHZ_ESTORE_NOT_FOUND)
+        return (s_fga_error_t) { 404, authz_strerror ((int) fga), message };
     static const struct { const char *bus; int status; const char *fga; } map [] = {
         { PROTO_ERR_INVALID,         400, "validation_error" },
         { PROTO_ERR_TOO_COMPLEX,     400, "authorization_model_resolution_too_complex" },
@@ -106,11 +126,16 @@ s_bus_error (bus_http_exchange_t *ex, json_t *error)
         { PROTO_ERR_TIMEOUT,         504, "deadline_exceeded" },
     };
     for (size_t i = 0; i < sizeof map / sizeof map [0]; i++)
-        if (streq (code, map [i].bus)) {
-            s_error (ex, map [i].status, map [i].fga, message);
-            return;
-        }
-    s_error (ex, 500, "internal_error", message);
+        if (streq (code, map [i].bus))
+            return (s_fga_error_t) { map [i].status, map [i].fga, message };
+    return (s_fga_error_t) { 500, "internal_error", message };
+}
+
+static void
+s_bus_error (bus_http_exchange_t *ex, json_t *error)
+{
+    s_fga_error_t e = s_fga_error (error);
+    s_error (ex, e.status, e.code, e.message);
 }
 
 /*  "type:id", "type:*" or "type:id#relation" as OpenFGA's User object. */
@@ -180,33 +205,123 @@ s_shape (s_shape_t shape, json_t *body)
     }
 }
 
-/*  StreamedListObjects' answer: one {"result": {"object": ...}} line per
-    object, as OpenFGA streams them. The objects come from the same
-    ListObjects (its whole answer, then streamed): the shape is OpenFGA's,
-    the first object does not come sooner. */
-static void
-s_stream_objects (bus_http_exchange_t *ex, json_t *body)
+/* --- StreamedListObjects ------------------------------------------------- */
+
+static void s_on_gone (bus_http_exchange_t *ex, void *arg);
+
+/*  OpenFGA's error line of a stream, as its gateway writes it: the gRPC
+    status ({code, message, details}) under "error", code the gRPC code
+    of the HTTP status the error has; new string (NULL: no memory). */
+static char *
+s_error_line (const s_fga_error_t *e)
 {
-    if (bus_http_stream_open (ex, 200, "application/json", NULL, NULL)) {
-        s_error (ex, 500, "internal_error", "the stream could not be opened");
+    static const struct { int status, grpc; } grpc [] = {
+        { 400, 3 }, { 401, 16 }, { 403, 7 }, { 404, 5 }, { 409, 10 }, { 413, 8 },
+        { 501, 12 }, { 503, 14 }, { 504, 4 },
+    };
+    int code = 13;                      /* INTERNAL */
+    for (size_t i = 0; i < sizeof grpc / sizeof grpc [0]; i++)
+        if (grpc [i].status == e->status)
+            code = grpc [i].grpc;
+    json_t *line = json_pack ("{s:{s:i, s:s, s:[]}}", "error", "code", code, "message", e->message,
+                              "details");
+    char *text = line ? json_dumps (line, JSON_COMPACT) : NULL;
+    json_decref (line);
+    char *with_nl = text ? realloc (text, strlen (text) + 2) : NULL;
+    if (!with_nl) {
+        free (text);
+        return NULL;
+    }
+    strcat (with_nl, "\n");
+    return with_nl;
+}
+
+/*  Open the stream (200) before its first line. */
+static int
+s_stream_start (s_call_t *call)
+{
+    if (call->streaming)
+        return 0;
+    int rc = bus_http_stream_open (call->ex, 200, "application/json", s_on_gone, call);
+    if (rc == 0)
+        call->streaming = true;
+    return rc;
+}
+
+/*  Move lines from the pipe to the stream: up to the window (all that
+    wait when all is set: the query has ended, the pipe holds no more
+    than S_STREAM_PIPE). Returns 0, or the stream's failure. */
+static int
+s_stream_pump (s_call_t *call, bool all)
+{
+    char buf [8192];
+    while (call->ex && bus_pipe_size (call->pipe)) {
+        size_t queued = call->streaming ? bus_http_stream_queued (call->ex) : 0;
+        if (!all && queued >= S_STREAM_WINDOW)
+            break;                      /* the drained callback goes on */
+        size_t room = all ? sizeof buf : S_STREAM_WINDOW - queued;
+        int rc = s_stream_start (call);
+        if (rc)
+            return rc;
+        size_t n = bus_pipe_read (call->pipe, buf, room < sizeof buf ? room : sizeof buf);
+        rc = bus_http_stream_write (call->ex, buf, n);
+        if (rc)
+            return rc;
+    }
+    return 0;
+}
+
+/*  The pipe has lines (the reactor), or the stream drained: pump. A
+    stream that cannot take more (no memory) stops the query, whose end
+    then says so in an error line. */
+static void
+s_stream_more (s_call_t *call)
+{
+    int rc = s_stream_pump (call, false);
+    if (rc) {
+        bus_warn ("streamed list-objects cut: %s", bus_strerror (rc));
+        bus_pipe_cancel (call->pipe);
+    }
+}
+
+static void
+s_on_pipe (bus_pipe_t *pipe, void *arg)
+{
+    s_stream_more (arg);
+}
+
+static void
+s_on_drained (bus_http_exchange_t *ex, void *arg)
+{
+    s_stream_more (arg);
+}
+
+/*  The query ended (reply: {} or the error): the rest of the lines, then
+    the end, or the error (the HTTP status and the error line as the
+    body, when no line came before it). */
+static void
+s_stream_end (s_call_t *call, proto_msg_t *reply)
+{
+    int rc = s_stream_pump (call, true);
+    s_fga_error_t e = { 500, "internal_error", rc ? bus_strerror (rc) : "no reply could be made" };
+    if (reply && !reply->ok)
+        e = s_fga_error (reply->error);
+    if (rc == 0 && reply && reply->ok) {
+        if (s_stream_start (call) == 0)
+            bus_http_stream_close (call->ex);
+        else
+            s_error (call->ex, 500, "internal_error", "the stream could not be opened");
         return;
     }
-    size_t i;
-    json_t *obj;
-    json_array_foreach (json_object_get (body, "objects"), i, obj) {
-        json_t *line = json_pack ("{s:{s:O}}", "result", "object", obj);
-        char *text = line ? json_dumps (line, JSON_COMPACT) : NULL;
-        json_decref (line);
-        int rc = text ? bus_http_stream_write (ex, text, strlen (text)) : BUS_ENOMEM;
-        if (rc == 0)
-            rc = bus_http_stream_write (ex, "\n", 1);
-        free (text);
-        if (rc) {
-            bus_warn ("streamed list-objects cut after %zu objects: %s", i, bus_strerror (rc));
-            break;
-        }
+    char *line = s_error_line (&e);
+    if (!call->streaming)
+        bus_http_respond (call->ex, e.status, "application/json", line ? line : "", line ? strlen (line) : 0);
+    else {
+        if (line && bus_http_stream_write (call->ex, line, strlen (line)))
+            bus_warn ("streamed list-objects: the error line did not fit: %s", e.message);
+        bus_http_stream_close (call->ex);
     }
-    bus_http_stream_close (ex);
+    free (line);
 }
 
 /*  The service's answer to a call: to the client when it is still
@@ -217,15 +332,21 @@ s_on_reply (proto_msg_t *reply, void *arg)
 {
     s_call_t *call = arg;
     call->done = true;
+    if (call->ex && call->shape == S_STREAM) {
+        s_stream_end (call, reply);
+        call->ex = NULL;
+    }
+    else
+    if (call->shape == S_STREAM)
+        bus_info ("streamed list-objects: the client went away; the query ended: %s",
+                  reply && !reply->ok ? json_string_value (json_object_get (reply->error, "message")) ?: ""
+                                      : "complete");
     if (call->ex) {
         if (!reply)
             s_error (call->ex, 500, "internal_error", "no reply could be made");
         else
         if (!reply->ok)
             s_bus_error (call->ex, reply->error);
-        else
-        if (call->shape == S_STREAM)
-            s_stream_objects (call->ex, reply->body);
         else
         if (call->shape == S_NO_CONTENT)
             bus_http_respond (call->ex, 204, "application/json", NULL, 0);
@@ -234,6 +355,7 @@ s_on_reply (proto_msg_t *reply, void *arg)
                        s_shape (call->shape, reply->body));
         call->ex = NULL;
     }
+    bus_pipe_destroy (&call->pipe);     /* the query is over: nobody puts */
     if (call->deferred)
         free (call);
 }
@@ -244,6 +366,8 @@ s_on_gone (bus_http_exchange_t *ex, void *arg)
 {
     s_call_t *call = arg;
     call->ex = NULL;
+    if (call->pipe)
+        bus_pipe_cancel (call->pipe);   /* its query stops */
 }
 
 /*  Run type with body (stolen) as principal; the answer goes to ex. */
@@ -262,8 +386,17 @@ s_call (authz_http_t *self, bus_http_exchange_t *ex, const char *principal, cons
     }
     call->ex = ex;
     call->shape = shape;
-    int rc = bus_service_local (self->svc, principal, type, body, s_on_reply, call);
+    if (shape == S_STREAM
+    &&  !(call->pipe = bus_pipe_new (bus_service_loop (self->svc), S_STREAM_PIPE, S_STREAM_WAIT_MS,
+                                     s_on_pipe, call))) {
+        free (call);
+        json_decref (body);
+        s_error (ex, 500, "internal_error", "the stream could not be set up");
+        return;
+    }
+    int rc = bus_service_local_piped (self->svc, principal, type, body, call->pipe, s_on_reply, call);
     if (rc) {
+        bus_pipe_destroy (&call->pipe);
         free (call);
         s_error (ex, 500, "internal_error", bus_strerror (rc));
         return;
@@ -274,6 +407,8 @@ s_call (authz_http_t *self, bus_http_exchange_t *ex, const char *principal, cons
     }
     call->deferred = true;
     bus_http_defer (ex, s_on_gone, call);
+    if (call->pipe)                     /* once the stream opens */
+        bus_http_stream_drained (ex, s_on_drained, call);
 }
 
 /*  Run a request that the service answers at once (a model read, on the

@@ -19,10 +19,19 @@
     service checks: a store that is not there (or was deleted) gets 404
     store_id_not_found. Assertions: authz.assertions.write/read.
 
-    StreamedListObjects streams ListObjects' whole answer, in OpenFGA's
-    shape (one {"result": {"object"}} line each), once it is complete.
+    StreamedListObjects streams as the query runs, in OpenFGA's shape:
+    one {"result": {"object"}} line per object as soon as the query
+    thread has decided it (chunked), every object (no 1,000 cap), within
+    the request's budget ([authz] request_cost, request_tuples); it ends
+    normally, or with OpenFGA's error line {"error": {code (gRPC),
+    message, details}} (before any line: that line is the body, under
+    the error's HTTP status). A client gone stops the query; a reader
+    that stops reading holds the query thread 10 s in all, then gets a
+    deadline error line (memory per stream: a 64 KiB window, a 64 KiB
+    pipe). HTTP only: the bus protocol answers a request once.
 
-    Threads: the reactor's, all of it (routes, answers).
+    Threads: the reactor's, all of it (routes, answers); the lines of a
+    stream are made on the query thread (authz_service.c).
 */
 #ifndef AUTHZ_HTTP_H
 #define AUTHZ_HTTP_H

@@ -84,6 +84,28 @@ typedef struct {
     json_t *members;        /* object -> true */
 } s_pair_t;
 
+/*  The objects given so far (each once), and where to. */
+typedef struct {
+    const authz_found_t *sink;
+    json_t *given;              /* object -> true */
+    size_t n;
+} s_give_t;
+
+/*  Give object, decided related, unless it was already: 0, or what stops
+    the query (the sink's answer, BUS_ETOOBIG at its cap). */
+static int
+s_give (s_give_t *g, const char *object)
+{
+    if (json_object_get (g->given, object))
+        return 0;
+    if (json_object_set_new (g->given, object, json_true ()))
+        return BUS_ENOMEM;
+    int rc = g->sink->found (object, g->sink->arg);
+    if (rc == 0 && g->sink->max && ++g->n >= g->sink->max)
+        rc = BUS_ETOOBIG;               /* full: not an error (see below) */
+    return rc;
+}
+
 typedef struct {
     authz_query_t *q;
     s_pair_t pairs [S_REV_MAX_PAIRS];
@@ -240,27 +262,29 @@ s_rev_scan (s_rev_t *rv, int p, int rel, const char *user)
     return authz_store_scan_objects (q->store, q->txn, user, t->name, r->name, s_rev_found, &into);
 }
 
-/*  Decide candidate object of pair p by Check: appended to out when the
-    user has the relation; the first error to *first_err. */
-static void
-s_rev_decide (s_rev_t *rv, int p, const char *object, json_t *out, int *first_err)
+/*  Decide candidate object of type type by Check (relation rel): given
+    when the user has the relation; the first error to *first_err.
+    Returns 0 or what stops the query (s_give). */
+static int
+s_decide (authz_query_t *q, int type, int rel, const char *object, s_give_t *out, int *first_err)
 {
     bool cycle = false;
-    rv->q->path_len = 0;
-    int c = authz_query_resolve (rv->q, rv->pairs [p].type, object, rv->pairs [p].rel, 0, &cycle);
+    q->path_len = 0;
+    int c = authz_query_resolve (q, type, object, rel, 0, &cycle);
     if (c == 1)
-        json_array_append_new (out, json_string (object));
-    else
+        return s_give (out, object);
     if (c < 0 && !*first_err)
         *first_err = c;
+    return 0;
 }
 
-/*  Pair `target`'s objects into out: seed every pair reading direct tuples
+/*  Pair `target`'s objects to out: seed every pair reading direct tuples
     with the user's own (and its type's wildcard's), then propagate,
-    deciding each candidate of target as it comes, until out is full or
-    nothing new appears. */
+    deciding each candidate of target as soon as it is queued, until the
+    sink stops it or nothing new appears. A stop is *stop_rc (the walk itself
+    succeeded); the walk's own failure is returned. */
 static int
-s_rev_run (s_rev_t *rv, int target, json_t *out, int *first_err)
+s_rev_run (s_rev_t *rv, int target, s_give_t *out, int *first_err, int *stop_rc)
 {
     authz_query_t *q = rv->q;
     const authz_user_t *u = &q->user;
@@ -279,14 +303,19 @@ s_rev_run (s_rev_t *rv, int target, json_t *out, int *first_err)
     for (int p = 0; rc == 0 && u->relation >= 0 && p < rv->n_pairs; p++)
         if (rv->pairs [p].type == u->type && rv->pairs [p].rel == u->relation)
             rc = s_rev_add (rv, p, u->object);
+    //  Target's candidates are decided as soon as they are queued, before
+    //  the walk goes further (a streamed answer starts with the first
+    //  folder's documents, not after every folder was walked)
+    size_t decided = 0;
     for (size_t next = 0; rc == 0 && next < rv->n_queue; next++) {
+        for (; decided < rv->n_queue && !*stop_rc; decided++)
+            if (rv->queue_pair [decided] == target)
+                *stop_rc = s_decide (q, rv->pairs [target].type, rv->pairs [target].rel, rv->queue [decided],
+                                     out, first_err);
+        if (*stop_rc)
+            break;
         int from = rv->queue_pair [next];
         const char *m = rv->queue [next];
-        if (from == target) {
-            s_rev_decide (rv, from, m, out, first_err);
-            if (json_array_size (out) >= AUTHZ_MAX_LIST_RESULTS)
-                break;
-        }
         const authz_type_t *ft = authz_model_type_at (q->model, rv->pairs [from].type);
         for (int e = 0; rc == 0 && e < rv->n_edges; e++) {
             const s_edge_t *edge = &rv->edges [e];
@@ -321,13 +350,12 @@ s_rev_free (s_rev_t *rv)
     free (rv->edges);
 }
 
-/*  ListObjects; see the header. */
+/*  ListObjects to a sink; see the header. */
 int
-authz_list_objects (authz_store_t *store, const authz_model_t *model, const char *type,
-                    const char *relation, const char *user, const authz_extra_t *extra,
-                    json_t **objects, authz_error_t *err)
+authz_list_objects_each (authz_store_t *store, const authz_model_t *model, const char *type,
+                         const char *relation, const char *user, const authz_extra_t *extra,
+                         const authz_found_t *sink, authz_error_t *err)
 {
-    *objects = NULL;
     authz_query_t q;
     int t, r;
     int rc = s_target (model, type? type: "", type? strlen (type): 0, relation, &t, &r, err);
@@ -339,25 +367,23 @@ authz_list_objects (authz_store_t *store, const authz_model_t *model, const char
     rc = authz_query_begin (&q, store, model, extra, err);
     q.user = u;
     json_t *set = NULL;
-    json_t *out = json_array ();
-    int first_err = 0;
-    if (rc == 0 && !out)
+    s_give_t out = { .sink = sink, .given = json_object () };
+    int first_err = 0, stop_rc = 0;
+    if (rc == 0 && !out.given)
         rc = BUS_ENOMEM;
     //  From the user outwards, or (past the walk's limits) every object of
-    //  the type
+    //  the type; what the walk gave before it gave up is not given again
     s_rev_t rv = { .q = &q };
     bool walked = false;
     if (rc == 0) {
         int target = s_rev_pair (&rv, t, r);
-        int wrc = target < 0? target: s_rev_run (&rv, target, out, &first_err);
-        walked = wrc == 0;
-        if (wrc == BUS_ENOMEM || q.budget->over)
+        int wrc = target < 0? target: s_rev_run (&rv, target, &out, &first_err, &stop_rc);
+        walked = wrc == 0 || stop_rc;
+        if (!stop_rc && (wrc == BUS_ENOMEM || q.budget->over))
             rc = q.budget->over? authz_query_spend (&q, 0, 0): wrc;
         else
-        if (!walked) {              /* the walk gave up: start again, every object */
-            json_array_clear (out);
+        if (!walked)                /* the walk gave up: every object */
             first_err = 0;
-        }
     }
     s_rev_free (&rv);
     if (rc == 0 && !walked) {
@@ -374,23 +400,45 @@ authz_list_objects (authz_store_t *store, const authz_model_t *model, const char
     const char *obj;
     json_t *v;
     json_object_foreach (set, obj, v) {
-        if (rc || json_array_size (out) >= AUTHZ_MAX_LIST_RESULTS)
+        if (rc || stop_rc)
             break;
-        bool cycle = false;
-        q.path_len = 0;
-        int c = authz_query_resolve (&q, t, obj, r, 0, &cycle);
-        if (c == 1)
-            json_array_append_new (out, json_string (obj));
-        else
-        if (c < 0 && !first_err)
-            first_err = c;
+        if (!json_object_get (out.given, obj))
+            stop_rc = s_decide (&q, t, r, obj, &out, &first_err);
     }
+    if (stop_rc == BUS_ETOOBIG)         /* the sink's cap: a full answer */
+        stop_rc = 0;
+    else
+    if (stop_rc && !q.budget->over)     /* the sink stopped it */
+        rc = stop_rc;
     if (rc == 0 && first_err)
         rc = first_err;
     if (q.budget->over)                 /* whatever was found meanwhile */
         rc = authz_query_spend (&q, 0, 0);
     authz_query_end (&q);
     json_decref (set);
+    json_decref (out.given);
+    return rc;
+}
+
+/*  Append object to a JSON array (the sink of authz_list_objects). */
+static int
+s_append (const char *object, void *arg)
+{
+    return json_array_append_new (arg, json_string (object))? BUS_ENOMEM: 0;
+}
+
+/*  ListObjects; see the header. */
+int
+authz_list_objects (authz_store_t *store, const authz_model_t *model, const char *type,
+                    const char *relation, const char *user, const authz_extra_t *extra,
+                    json_t **objects, authz_error_t *err)
+{
+    *objects = NULL;
+    json_t *out = json_array ();
+    if (!out)
+        return BUS_ENOMEM;
+    authz_found_t sink = { s_append, out, AUTHZ_MAX_LIST_RESULTS };
+    int rc = authz_list_objects_each (store, model, type, relation, user, extra, &sink, err);
     if (rc == 0)
         *objects = out;
     else

@@ -403,9 +403,13 @@ authz_query_spend (authz_query_t *q, uint64_t cost, uint64_t tuples)
         b->cost += cost;
         b->tuples += tuples;
         b->over = b->cost > b->max_cost || b->tuples > b->max_tuples;
+        if (!b->over && b->stop && ++b->polls % 64 == 0 && b->stop (b->stop_arg))
+            b->over = b->stopped = true;
     }
     if (!b->over)
         return 0;
+    if (b->stopped)
+        return authz_error_set (q->err, AUTHZ_ETOO_COMPLEX, "request stopped: nobody waits for its answer");
     if (b->tuples > b->max_tuples)
         return authz_error_set (q->err, AUTHZ_ETOO_COMPLEX,
                                 "request over its budget: more than %llu tuples read",

@@ -10,7 +10,10 @@
     conflict, 2002 too_complex, storage failures unavailable.
 
     Every query spends one budget ([authz] request_cost, request_tuples,
-    resolve_depth; authz_budget_t). Expand, ListObjects, ListUsers and
+    resolve_depth; authz_budget_t). A ListObjects asked for with a pipe
+    (bus_service_local_piped: the HTTP adapter's StreamedListObjects)
+    puts each object into it as OpenFGA's line as soon as it is decided,
+    without the 1,000 cap, and stops when the pipe is cancelled. Expand, ListObjects, ListUsers and
     BatchCheck run on the query threads; a Check runs on the reactor
     within reactor_cost/reactor_tuples and starts again on a query thread
     past them (or at once, with offload_conditions conditional contextual
@@ -538,6 +541,23 @@ s_worker_fini (void *state, void *arg)
     authz_store_destroy (&store);
 }
 
+/*  A streamed query's budget: the request's pipe rides in it (the query
+    function finds it in stop_arg), whose cancellation stops the query. */
+static bool
+s_pipe_cancelled (void *arg)
+{
+    return bus_pipe_cancelled (arg);
+}
+
+static void
+s_budget_piped (authz_budget_t *budget, bus_request_t *req)
+{
+    if (bus_request_pipe (req)) {
+        budget->stop = s_pipe_cancelled;
+        budget->stop_arg = bus_request_pipe (req);
+    }
+}
+
 /*  Hand a query to a worker thread with the request's whole budget: true
     when it is (deferred, or refused and answered), false when the service
     has no workers or no memory (the caller runs it). */
@@ -549,6 +569,7 @@ s_offload (s_authz_t *self, bus_request_t *req, const authz_model_t *model, s_qu
         return false;
     job->fn = fn;
     job->budget = self->budget;
+    s_budget_piped (&job->budget, req);
     job->store_no = self->store_no;
     snprintf (job->model_id, sizeof job->model_id, "%s", authz_model_id (model));
     if (bus_request_offload (req, s_query_work, job) != BUS_ESTATE)
@@ -598,6 +619,7 @@ s_query (s_authz_t *self, bus_request_t *req, s_query_fn *fn, s_span_t span)
         return;
     bus_outcome_t out = { .code = NULL };
     authz_budget_t budget = span == S_SHORT? self->reactor: self->budget;
+    s_budget_piped (&budget, req);
     fn (self->store, model, body, &budget, &out);
     if (span == S_SHORT && budget.over && (budget.max_cost < self->budget.max_cost
                                            || budget.max_tuples < self->budget.max_tuples)) {
@@ -702,6 +724,58 @@ s_list_objects_query (authz_store_t *store, const authz_model_t *model, json_t *
     s_finish_outcome (out, rc, &err, rc ? NULL : json_pack ("{s:o}", "objects", objects));
 }
 
+/*  An object, as StreamedListObjects' line, into the pipe (found's arg):
+    waits there while the reader is slow (bus_pipe.h). */
+static int
+s_stream_found (const char *object, void *arg)
+{
+    json_t *line = json_pack ("{s:{s:s}}", "result", "object", object);
+    char *text = line? json_dumps (line, JSON_COMPACT): NULL;
+    json_decref (line);
+    if (!text)
+        return BUS_ENOMEM;
+    size_t n = strlen (text);
+    text [n] = '\n';                    /* over the NUL: sent as n + 1 bytes */
+    int rc = bus_pipe_put (arg, text, n + 1);
+    free (text);
+    return rc;
+}
+
+/*  StreamedListObjects: every object (no cap: OpenFGA streams them all)
+    into the request's pipe as it is decided; the answer is the end ({})
+    or the error that ended it, possibly after some objects. Within the
+    request's budget like every query. A reader so slow that the pipe
+    stays full for S_STREAM_WAIT_MS in all (bus_pipe.h; the adapter's
+    choice) ends it deadline_exceeded; a pipe full on the reactor (no
+    query thread: it cannot drain until the query ends) unavailable; a
+    cancelled pipe (the client went away) as over its budget (nobody
+    reads that answer). */
+static void
+s_streamed_list_objects_query (authz_store_t *store, const authz_model_t *model, json_t *body,
+                               authz_budget_t *budget, bus_outcome_t *out)
+{
+    authz_tuple_t ctx [AUTHZ_MAX_CONTEXTUAL];
+    authz_extra_t extra;
+    if (s_extra (body, &extra, ctx, budget, out))
+        return;
+    authz_found_t sink = { s_stream_found, budget->stop_arg, 0 };
+    authz_error_t err = { 0 };
+    int rc = authz_list_objects_each (store, model, s_field (body, "type"), s_field (body, "relation"),
+                                      s_field (body, "user"), &extra, &sink, &err);
+    if (rc == BUS_EINTR)                /* the pipe was cancelled: as the budget's stop says */
+        rc = authz_error_set (&err, AUTHZ_ETOO_COMPLEX, "request stopped: nobody waits for its answer");
+    if (rc == BUS_ETIMEOUT || rc == BUS_EFULL) {
+        out->code = rc == BUS_ETIMEOUT? PROTO_ERR_TIMEOUT: PROTO_ERR_UNAVAILABLE;
+        out->extra = json_pack ("{s:i}", "fga_code", AUTHZ_EINTERNAL);
+        snprintf (out->message, sizeof out->message, "%s",
+                  rc == BUS_ETIMEOUT? "the client read the stream too slowly: the listing stopped"
+                                    : "more objects than a stream holds without a query thread "
+                                      "([authz] query_threads = 0)");
+        return;
+    }
+    s_finish_outcome (out, rc, &err, rc? NULL: json_object ());
+}
+
 /*  list_users: object {type, id}, user_filters [{type, relation?}] as in
     OpenFGA's API; users come back as "type:id", "type:*" or
     "type:id#relation" strings. */
@@ -768,7 +842,7 @@ s_expand (bus_service_t *svc, bus_request_t *req, void *arg)
 static void
 s_list_objects (bus_service_t *svc, bus_request_t *req, void *arg)
 {
-    s_query (arg, req, s_list_objects_query, S_LONG);
+    s_query (arg, req, bus_request_pipe (req)? s_streamed_list_objects_query: s_list_objects_query, S_LONG);
 }
 
 static void

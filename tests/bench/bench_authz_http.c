@@ -20,6 +20,16 @@
     (R = HTTP / bus). No target is set: the figure says what HTTP and
     JSON cost beside the bus's MessagePack over CURVE.
 
+    (c) StreamedListObjects of a big listing: user:anne views a root
+        folder, S_FOLDERS folders under it and S_FILES files under those
+        (file#viewer: [user] or viewer from parent); the time its first
+        line arrives beside the time its last does, each the median of
+        the rounds:
+        bench authz_http_streamed_first_line VALUE ms baseline TOTAL ratio R
+    (R = first / total: how early a streamed answer starts; a listing
+    answered whole would be 1.00). (c) runs first: (a) keeps 64
+    connections open, the server's most from one address.
+
     Usage: bench_authz_http [--quick]. Exit 0 when the measurement ran, 1
     on error (setup, a request failing).
 */
@@ -43,6 +53,8 @@
 #define S_USERS      100
 #define S_KEY        "bench-key-0123456789abcdef"
 #define S_TIMEOUT_MS 10000
+#define S_FOLDERS    100
+#define S_FILES      20000          /* S_FILES / S_FOLDERS a folder */
 
 /*  Check number k: doc k % S_DOCS, owned by user (k % S_DOCS) % S_USERS;
     every other check asks for another user (false). */
@@ -64,6 +76,7 @@ typedef struct {
     bus_client_t *client;
     pid_t daemon;
     char url [128];                 /* http://127.0.0.1:PORT/stores/ID/check */
+    char stream_url [160];          /* .../streamed-list-objects */
     CURLM *multi;                   /* kept across rounds: its connections are reused */
     s_slot_t *slots;
     struct curl_slist *hdr;
@@ -141,6 +154,8 @@ s_store_url (s_bench_t *self, int port)
                                                                  "id"));
             if (id) {
                 snprintf (self->url, sizeof self->url, "http://127.0.0.1:%d/stores/%s/check", port, id);
+                snprintf (self->stream_url, sizeof self->stream_url,
+                          "http://127.0.0.1:%d/stores/%s/streamed-list-objects", port, id);
                 rc = 0;
             }
             json_decref (out);
@@ -204,8 +219,32 @@ s_start (s_bench_t *self)
         return -1;
     if (s_call (self, "authz.model.write",
                 json_pack ("{s:s}", "model", "model\n  schema 1.1\ntype user\ntype doc\n  relations\n"
-                                             "    define owner: [user]\n    define viewer: [user] or owner\n")))
+                                             "    define owner: [user]\n    define viewer: [user] or owner\n"
+                                             "type folder\n  relations\n    define parent: [folder]\n"
+                                             "    define viewer: [user] or viewer from parent\n"
+                                             "type file\n  relations\n    define parent: [folder]\n"
+                                             "    define viewer: [user] or viewer from parent\n")))
         return -1;
+    //  the hierarchy of (c): root, folders, files, 100 tuples a write
+    json_t *writes = json_array ();
+    json_array_append_new (writes, json_pack ("{s:s, s:s, s:s}", "object", "folder:root", "relation", "viewer",
+                                              "user", "user:anne"));
+    for (int i = 0; i < S_FOLDERS + S_FILES; i++) {
+        char object [32], user [32];
+        snprintf (object, sizeof object, i < S_FOLDERS ? "folder:%d" : "file:%d", i);
+        if (i < S_FOLDERS)
+            snprintf (user, sizeof user, "folder:root");
+        else
+            snprintf (user, sizeof user, "folder:%d", i % S_FOLDERS);
+        json_array_append_new (writes, json_pack ("{s:s, s:s, s:s}", "object", object, "relation", "parent",
+                                                  "user", user));
+        if (json_array_size (writes) == 100 || i == S_FOLDERS + S_FILES - 1) {
+            if (s_call (self, "authz.write", json_pack ("{s:o}", "writes", writes)))
+                return -1;
+            writes = json_array ();
+        }
+    }
+    json_decref (writes);
     for (int d = 0; d < S_DOCS; d += 100) {
         json_t *writes = json_array ();
         for (int i = d; i < d + 100; i++) {
@@ -330,6 +369,73 @@ s_http_round (s_bench_t *self, double secs)
     return failed ? -1 : done / took;
 }
 
+/* --- (c) a streamed listing ---------------------------------------------- */
+
+/*  A streamed answer's lines as they come: when the first ended, how
+    many, whether one was an error. */
+typedef struct {
+    double start, first;
+    int lines;
+    bool error;
+    char tail [512];                /* the line being received */
+    size_t tail_len;
+} s_lines_t;
+
+static size_t
+s_lines_cb (char *ptr, size_t size, size_t n, void *arg)
+{
+    s_lines_t *l = arg;
+    size_t len = size * n;
+    for (size_t i = 0; i < len; i++) {
+        if (ptr [i] != '\n') {
+            if (l->tail_len < sizeof l->tail - 1)
+                l->tail [l->tail_len++] = ptr [i];
+            continue;
+        }
+        l->tail [l->tail_len] = 0;
+        if (strncmp (l->tail, "{\"result\":", 10))
+            l->error = true;
+        if (l->lines++ == 0)
+            l->first = bench_now_s () - l->start;
+        l->tail_len = 0;
+    }
+    return len;
+}
+
+/*  One streamed listing of anne's files: *first and *total in ms; -1 on
+    failure (not every file, an error line, not a 200). */
+static int
+s_stream_round (s_bench_t *self, double *first, double *total)
+{
+    CURL *h = curl_easy_init ();
+    struct curl_slist *hdr = curl_slist_append (NULL, "Authorization: Bearer " S_KEY);
+    hdr = hdr ? curl_slist_append (hdr, "Content-Type: application/json") : NULL;
+    if (!h || !hdr) {
+        curl_slist_free_all (hdr);
+        curl_easy_cleanup (h);
+        return -1;
+    }
+    s_lines_t lines = { .start = bench_now_s () };
+    curl_easy_setopt (h, CURLOPT_URL, self->stream_url);
+    curl_easy_setopt (h, CURLOPT_HTTPHEADER, hdr);
+    curl_easy_setopt (h, CURLOPT_POSTFIELDS, "{\"type\":\"file\",\"relation\":\"viewer\",\"user\":\"user:anne\"}");
+    curl_easy_setopt (h, CURLOPT_WRITEFUNCTION, s_lines_cb);
+    curl_easy_setopt (h, CURLOPT_WRITEDATA, &lines);
+    long status = 0;
+    CURLcode rc = curl_easy_perform (h);
+    *total = (bench_now_s () - lines.start) * 1000;
+    *first = lines.first * 1000;
+    curl_easy_getinfo (h, CURLINFO_RESPONSE_CODE, &status);
+    curl_easy_cleanup (h);
+    curl_slist_free_all (hdr);
+    if (rc != CURLE_OK || status != 200 || lines.error || lines.lines != S_FILES) {
+        fprintf (stderr, "bench_authz_http: the streamed listing failed: %s %ld, %d lines%s\n",
+                 curl_easy_strerror (rc), status, lines.lines, lines.error ? ", an error line" : "");
+        return -1;
+    }
+    return 0;
+}
+
 /* --- (b) the bus ---------------------------------------------------------- */
 
 static json_t *
@@ -397,6 +503,18 @@ main (int argc, char **argv)
     }
     int rounds = quick ? 1 : 5;
     double secs = quick ? 0.3 : 2.0;
+    /*  (c) first, before (a)'s 64 connections (the most from one address)
+        are open */
+    double first [5], total [5];
+    for (int r = 0; r < rounds; r++) {
+        if (s_stream_round (&bench, &first [r], &total [r]))
+            goto done;
+        fprintf (stderr, "# streamed listing %d: first line %.1f ms, last %.1f ms\n", r + 1, first [r], total [r]);
+    }
+    qsort (first, (size_t) rounds, sizeof (double), bench_cmp_double);
+    qsort (total, (size_t) rounds, sizeof (double), bench_cmp_double);
+    double f1 = first [rounds / 2], t1 = total [rounds / 2];
+    printf ("bench authz_http_streamed_first_line %.1f ms baseline %.1f ratio %.2f\n", f1, t1, t1 > 0 ? f1 / t1 : 0);
     double http [5], bus [5];
     /* a warm-up of each: connections made, pages touched */
     if (s_http_round (&bench, 0.1) < 0 || s_bus_round (&bench, 0.1) < 0)

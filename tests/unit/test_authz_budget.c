@@ -16,6 +16,7 @@
 #include <cmocka.h>
 #include <jansson.h>
 #include "../../services/authz/authz_check.h"
+#include "bus_error.h"
 #include "../support/test_authz.h"
 
 /*  doc#viewer through folders whose parent tuples carry an expensive
@@ -247,6 +248,91 @@ test_tuples_and_depth (void **state)
     assert_null (out);
 }
 
+/*  authz_list_objects_each's sink: what it counts and when it stops. */
+typedef struct {
+    json_t *seen;               /* object -> true */
+    int calls;
+    int stop_at;                /* found fails with BUS_EINTR at this call (0: never) */
+} s_sink_t;
+
+static int
+s_found (const char *object, void *arg)
+{
+    s_sink_t *k = arg;
+    k->calls++;
+    json_object_set_new (k->seen, object, json_true ());
+    return k->calls == k->stop_at ? BUS_EINTR : 0;
+}
+
+static int s_polls;
+
+/*  The budget's stop: true from the 20th question on. */
+static bool
+s_stop_soon (void *arg)
+{
+    return ++s_polls >= 20;
+}
+
+/*  The streamed ListObjects: every object once, without the 1,000 cap of
+    authz_list_objects; a sink that fails stops the query with its code;
+    the budget's stop ends it as over the budget, with few objects given. */
+static void
+test_list_objects_each (void **state)
+{
+    s_fix_t *f = *state;
+    char objs [100][16];
+    authz_tuple_t w [100];
+    for (int b = 0; b < 15; b++) {
+        for (int i = 0; i < 100; i++) {
+            snprintf (objs [i], sizeof objs [i], "doc:%d", b * 100 + i);
+            w [i] = (authz_tuple_t) { objs [i], "owner", "user:bob", NULL, NULL, NULL };
+        }
+        assert_int_equal (authz_store_write (f->store, f->model, w, 100, NULL, 0, 0, NULL), 0);
+    }
+    json_t *out = NULL;
+    assert_int_equal (authz_list_objects (f->store, f->model, "doc", "owner", "user:bob", NULL, &out, NULL), 0);
+    assert_int_equal (json_array_size (out), AUTHZ_MAX_LIST_RESULTS);
+    json_decref (out);
+    s_sink_t k = { json_object (), 0, 0 };
+    authz_found_t sink = { s_found, &k, 0 };
+    assert_int_equal (authz_list_objects_each (f->store, f->model, "doc", "owner", "user:bob", NULL, &sink,
+                                               NULL), 0);
+    assert_int_equal (k.calls, 1500);
+    assert_int_equal (json_object_size (k.seen), 1500);
+    //  through the viewer's rewrite too, the same objects
+    json_object_clear (k.seen);
+    k.calls = 0;
+    assert_int_equal (authz_list_objects_each (f->store, f->model, "doc", "viewer", "user:bob", NULL, &sink,
+                                               NULL), 0);
+    assert_int_equal (k.calls, 1500);
+    assert_int_equal (json_object_size (k.seen), 1500);
+    //  a cap
+    k.calls = 0;
+    sink.max = 7;
+    assert_int_equal (authz_list_objects_each (f->store, f->model, "doc", "owner", "user:bob", NULL, &sink,
+                                               NULL), 0);
+    assert_int_equal (k.calls, 7);
+    //  the sink stops it
+    k = (s_sink_t) { k.seen, 0, 10 };
+    sink.max = 0;
+    assert_int_equal (authz_list_objects_each (f->store, f->model, "doc", "owner", "user:bob", NULL, &sink,
+                                               NULL), BUS_EINTR);
+    assert_int_equal (k.calls, 10);
+    //  the budget's stop (asked every 64 spends)
+    k.calls = 0;
+    k.stop_at = 0;
+    authz_budget_t b = { .stop = s_stop_soon };
+    authz_extra_t x = { NULL, 0, NULL, &b };
+    authz_error_t err = { 0 };
+    assert_int_equal (authz_list_objects_each (f->store, f->model, "doc", "owner", "user:bob", &x, &sink,
+                                               &err), -2002);
+    assert_true (b.over && b.stopped);
+    assert_true (s_polls >= 20);
+    assert_true (k.calls < 1500);
+    assert_non_null (strstr (err.message, "request stopped"));
+    json_decref (k.seen);
+}
+
 /*  A regular expression from the context: a quadratic search on a long
     subject is over the expression's own limit (2002 before it runs, not
     after seconds), a short or anchored one fits; the request's budget
@@ -351,6 +437,7 @@ main (void)
         cmocka_unit_test_setup_teardown (test_over_is_final, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown (test_batch_shares_budget, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown (test_tuples_and_depth, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown (test_list_objects_each, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown (test_regex_cost, s_setup, s_teardown),
         cmocka_unit_test (test_cel_run),
     };

@@ -5,7 +5,10 @@
     bounded (the connection is refused or closed, with the right status
     where one is due), and the reactor keeps ticking and answering other
     clients meanwhile. Also: routes, deferred answers, SSE streams, and
-    the `gone` callback when a stream's client leaves or the server stops.
+    the `gone` callback when a stream's client leaves or the server stops,
+    or a deferred or idle stream's client closes (seen at once, though MHD
+    does not poll a suspended connection); a stream written a window at a
+    time from its drained callback.
 */
 #include <stdarg.h>
 #include <stddef.h>
@@ -51,6 +54,7 @@ typedef struct {
     atomic_int gone;            /* gone callbacks seen */
     atomic_int active;          /* bus_http_server_active, as of the last tick */
     atomic_int full;            /* stream writes refused BUS_EFULL */
+    atomic_int windows;         /* windows written from the drained callback */
 } s_srv_t;
 
 /*  A deferred request waiting for its timer. */
@@ -188,6 +192,55 @@ s_flood (bus_http_exchange_t *ex, void *arg)
     p->timer_id = zloop_timer (srv->loop, 5, 0, s_flood_fired, p);
 }
 
+/*  A stream that says nothing until its client goes (or the server stops). */
+static void
+s_idle (bus_http_exchange_t *ex, void *arg)
+{
+    s_srv_t *srv = arg;
+    s_pending_t *p = calloc (1, sizeof *p);
+    p->srv = srv;
+    p->ex = ex;
+    p->timer_id = -1;
+    S_CHECK_EQ (bus_http_stream_open (ex, 200, "application/x-ndjson", s_gone, p), 0);
+}
+
+#define S_WINDOW    (16 << 10)
+#define S_WINDOWS   256         /* 4 MiB in all: more than loopback's socket buffers */
+
+/*  The next window of /window's stream, when the last has gone. */
+static void
+s_window_drained (bus_http_exchange_t *ex, void *arg)
+{
+    s_pending_t *p = arg;
+    S_CHECK_EQ (bus_http_stream_queued (ex), 0);
+    if (p->sent == S_WINDOWS) {
+        bus_http_stream_close (ex);
+        free (p);
+        return;
+    }
+    static char block [S_WINDOW];
+    memset (block, 'w', sizeof block);
+    S_CHECK_EQ (bus_http_stream_write (ex, block, sizeof block), 0);
+    S_CHECK_EQ (bus_http_stream_queued (ex), S_WINDOW);
+    p->sent++;
+    atomic_fetch_add (&p->srv->windows, 1);
+}
+
+/*  4 MiB, never more than a window queued: each written once the last
+    has drained. */
+static void
+s_window (bus_http_exchange_t *ex, void *arg)
+{
+    s_srv_t *srv = arg;
+    s_pending_t *p = calloc (1, sizeof *p);
+    p->srv = srv;
+    p->ex = ex;
+    p->timer_id = -1;
+    S_CHECK_EQ (bus_http_stream_open (ex, 200, "application/octet-stream", s_gone, p), 0);
+    bus_http_stream_drained (ex, s_window_drained, p);
+    s_window_drained (ex, p);
+}
+
 static int
 s_tick (zloop_t *loop, int timer_id, void *arg)
 {
@@ -212,6 +265,8 @@ s_srv_main (void *arg)
         bus_http_server_route (srv->server, "GET", "/events", s_events, srv);
         bus_http_server_route (srv->server, "GET", "/forever/*", s_events, srv);
         bus_http_server_route (srv->server, "GET", "/flood", s_flood, srv);
+        bus_http_server_route (srv->server, "GET", "/idle", s_idle, srv);
+        bus_http_server_route (srv->server, "GET", "/window", s_window, srv);
         srv->port = bus_http_server_port (srv->server);
         zloop_timer (srv->loop, 10, 0, s_tick, srv);
     }
@@ -688,6 +743,80 @@ test_stop_with_deferred (void **state)
     close (stream);
 }
 
+/*  A client that closes while its exchange is suspended (a deferred
+    answer, a stream with nothing to say) is seen at once: the owners'
+    gone callbacks run with the server up, and it serves on. */
+static void
+test_suspended_client_gone (void **state)
+{
+    bus_http_server_opts_t opts = { 0 };
+    s_srv_t *srv = s_srv_start (&opts);
+    int fd = s_connect (srv->port);
+    const char *req = "GET /never HTTP/1.1\r\nHost: t\r\n\r\n";
+    s_send_all (fd, req, strlen (req));
+    int stream = s_connect (srv->port);
+    req = "GET /idle HTTP/1.1\r\nHost: t\r\n\r\n";
+    s_send_all (stream, req, strlen (req));
+    char *r = s_read_all (stream, 300, NULL);   /* the stream's head came */
+    assert_int_equal (s_status (r), 200);
+    free (r);
+    int64_t until = s_now_ms () + 2000;
+    while (atomic_load (&srv->active) != 2 && s_now_ms () < until)
+        usleep (5000);
+    assert_int_equal (atomic_load (&srv->active), 2);
+    assert_int_equal (atomic_load (&srv->gone), 0);
+    close (fd);
+    assert_true (s_wait_for (&srv->gone, 1, 1000));
+    /*  a reset, not a close */
+    struct linger hard = { 1, 0 };
+    setsockopt (stream, SOL_SOCKET, SO_LINGER, &hard, sizeof hard);
+    close (stream);
+    assert_true (s_wait_for (&srv->gone, 2, 1000));
+    until = s_now_ms () + 1000;
+    while (atomic_load (&srv->active) != 0 && s_now_ms () < until)
+        usleep (5000);
+    assert_int_equal (atomic_load (&srv->active), 0);
+    assert_true (s_hello_ok (srv->port));
+    assert_int_equal (s_srv_stop (srv), 2);     /* nothing left for the stop */
+}
+
+/*  A stream written a window at a time from its drained callback: all
+    of it arrives, in order, to a client that reads slowly, and never
+    more than a window was queued (checked on the reactor). */
+static void
+test_stream_drained (void **state)
+{
+    bus_http_server_opts_t opts = { 0 };
+    s_srv_t *srv = s_srv_start (&opts);
+    int fd = socket (AF_INET, SOCK_STREAM, 0);
+    int small = 16 << 10;
+    setsockopt (fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
+    struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons ((uint16_t) srv->port),
+                              .sin_addr.s_addr = htonl (INADDR_LOOPBACK) };
+    assert_int_equal (connect (fd, (struct sockaddr *) &sa, sizeof sa), 0);
+    const char *req = "GET /window HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n";
+    s_send_all (fd, req, strlen (req));
+    usleep (200 * 1000);                /* not read: the socket buffers fill */
+    int early = atomic_load (&srv->windows);
+    assert_true (early < S_WINDOWS);    /* held back by the reader */
+    size_t ws = 0;
+    bool closed = false;
+    char buf [4096];
+    int64_t until = s_now_ms () + 10000;
+    while (!closed && s_now_ms () < until) {
+        ssize_t n = recv (fd, buf, sizeof buf, 0);
+        if (n <= 0)
+            closed = true;
+        for (ssize_t i = 0; i < n; i++)
+            ws += buf [i] == 'w';
+    }
+    close (fd);
+    assert_true (closed);
+    assert_int_equal (ws, (size_t) S_WINDOWS * S_WINDOW);
+    assert_int_equal (atomic_load (&srv->windows), S_WINDOWS);
+    assert_int_equal (s_srv_stop (srv), 0);
+}
+
 /*  Bad options and addresses are refused. */
 static void
 test_bad_options (void **state)
@@ -732,6 +861,8 @@ main (void)
         cmocka_unit_test (test_too_many_connections),
         cmocka_unit_test (test_too_many_from_one_address),
         cmocka_unit_test (test_stop_with_deferred),
+        cmocka_unit_test (test_suspended_client_gone),
+        cmocka_unit_test (test_stream_drained),
         cmocka_unit_test (test_bad_options),
     };
     if (getenv ("TEST_FILTER"))         /* e.g. TEST_FILTER='*connections*' */
