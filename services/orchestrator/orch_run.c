@@ -1506,17 +1506,17 @@ s_apply_approval (orch_t *self, bus_txn_t *txn, json_t *rec, const char *approva
 }
 
 /*  A level event of the ciba-broker, in the follower's transaction: a
-    paused run's approval levels as the broker has them, so
-    run.get, run.wait and run.list tell who decided and who is asked now.
-    ciba.approved of a level before the last: it is approved, the next one
-    pending (the broker asks it in the same transaction: a ciba.requested,
-    or a ciba.escalated when its approver has no device, follows);
+    paused run's approval levels as the broker has them, so run.get and
+    run.wait tell who decided and who is asked now. ciba.approved of a
+    level before the last: it is approved, the next one pending (the
+    broker asks it in the same transaction: a ciba.requested, or a
+    ciba.escalated when its approver has no device, follows);
     ciba.escalated: the level passed (escalated, or its reason), the next
-    pending; ciba.requested: the level pending. What ends the approval
-    (the last level's ciba.approved, ciba.denied, ciba.expired,
-    ciba.cancelled) is left to approval.completed, which the broker appends
-    in the same transaction with every level. BUS_FOLLOW_NOTHING (no
-    commit) unless a run of ours changed. */
+    pending; ciba.requested (not followed): the level pending. What ends
+    the approval (the last level's ciba.approved, ciba.denied,
+    ciba.expired, ciba.cancelled) is left to approval.completed, which the
+    broker appends in the same transaction with every level.
+    BUS_FOLLOW_NOTHING (no commit) unless a run of ours changed. */
 static int
 s_on_level (orch_t *self, bus_txn_t *txn, proto_msg_t *event)
 {
@@ -1545,8 +1545,7 @@ s_on_level (orch_t *self, bus_txn_t *txn, proto_msg_t *event)
 }
 
 /*  The approvals follower's events (orch_service.c: approval.completed and
-    the level events ciba.requested, ciba.approved, ciba.escalated), in its
-    transaction. BUS_FOLLOW_NOTHING (no commit) when no run of ours
+    the level events ciba.approved, ciba.escalated), in its transaction. BUS_FOLLOW_NOTHING (no commit) when no run of ours
     changed: an approval no run of ours waits for, a level already so. */
 int
 orch_on_approval (bus_service_t *svc, void *state, bus_txn_t *txn, proto_msg_t *event)
