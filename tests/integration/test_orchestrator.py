@@ -8,7 +8,8 @@ procurement example, approvals signed by enrolled devices.
 - $520,000: pauses for carol (the manager), then victor (the VP), each
   signing with their device; run.get and run.wait tell the
   levels as they are decided (carol approved, victor asked), also after
-  an orchestrator restart, and after carol approved while it was down;
+  an orchestrator restart, after carol approved while it was down, and
+  when carol's level is escalated for want of an answer;
   then writes exactly one row with a token that lives at most ten minutes;
 - $2,000,000: rejected (no approver's limit covers it), nothing in the
   sandbox;
@@ -124,6 +125,30 @@ def manager_approves_while_the_orchestrator_is_down(x):
     x.approve("victor", rid, verb="deny")
     v = x.wait_state(rid, TERMINAL)
     assert v["state"] == "REJECTED", v
+
+
+@test
+def a_manager_who_does_not_answer_is_escalated(x):
+    """ciba.escalated (escalate_after_s passed): the manager's level
+    escalated, the VP's pending."""
+    path = os.path.join(EX, "procurement", "policy.json")
+    with open(path) as f:
+        policy = json.load(f)
+    policy["actions"]["po.write"]["escalate_after_s"] = 1
+    quick = os.path.join(x.c.dir, "policy-escalate.json")
+    with open(quick, "w") as f:
+        json.dump(policy, f)
+    x.ok("authz", "policy", "write", quick)
+    try:
+        rid = x.start_run(540000)
+        v = x.wait_state(rid, ("PAUSED",))
+        assert levels(v) == ["pending", "waiting"], v["approval"]
+        v = wait_levels(x, rid, ["escalated", "pending"], timeout=10)
+        assert v["state"] == "PAUSED", v
+        x.approve("victor", rid)
+        assert x.wait_state(rid, TERMINAL)["state"] == "COMPLETED"
+    finally:
+        x.ok("authz", "policy", "write", path)
 
 
 @test
