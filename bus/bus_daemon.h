@@ -58,9 +58,10 @@ typedef struct {
 /*  An event callback of a declared follower, on the reactor: as
     bus_follow_fn (bus_follow.h), with the service and the daemon's state.
     txn is the service's write transaction in which the follower's mark
-    commits too (durable), or NULL (memory). Return 0 when applied, or a
-    negative BUS_E* error for a failure that may pass (the batch is rolled
-    back and comes again by replay). */
+    commits too (durable), or NULL (memory). Return 0 when applied,
+    BUS_FOLLOW_NOTHING when nothing was to be written for it (no commit is
+    spent on it), or a negative BUS_E* error for a failure that may pass
+    (the batch is rolled back and comes again by replay). */
 typedef int (bus_event_fn) (bus_service_t *svc, void *state, bus_txn_t *txn, proto_msg_t *event);
 
 /*  Events lost: a publisher trimmed from_seq..to_seq before the follower

@@ -109,14 +109,21 @@ typedef struct {
     uint64_t from, to;
 } s_loss_t;
 
+/*  Durable mode: may the mark move to mark in memory only? When the
+    committed one is not too far behind (S_MARK_LAG_*). */
+static bool
+s_lag_ok (s_source_t *src, uint64_t mark)
+{
+    return mark - src->saved < S_MARK_LAG_EVENTS && zclock_mono () - src->saved_ms < S_MARK_LAG_MS;
+}
+
 /*  Durable mode: may the mark move over events (n of them) in memory only?
     When no topic lets any through, no loss is to be recorded with them,
-    and the committed mark is not too far behind (S_MARK_LAG_*). */
+    and the lag allows it. */
 static bool
 s_skip_only (s_source_t *src, proto_msg_t **events, size_t n, uint64_t skip_to, size_t nlost)
 {
-    if (n == 0 || nlost || skip_to > src->mark || events [n - 1]->seq - src->saved >= S_MARK_LAG_EVENTS
-        || zclock_mono () - src->saved_ms >= S_MARK_LAG_MS)
+    if (n == 0 || nlost || skip_to > src->mark || !s_lag_ok (src, events [n - 1]->seq))
         return false;
     for (size_t i = 0; i < n; i++)
         if (s_matches (src->follow, events [i]->type))
@@ -143,8 +150,9 @@ s_apply (s_source_t *src, proto_msg_t **events, size_t n, uint64_t skip_to,
     if (!self->store) {
         for (; done < n; done++) {
             if (s_matches (self, events [done]->type)
-                && (rc = self->fn (self, NULL, events [done], self->arg)))
+                && (rc = self->fn (self, NULL, events [done], self->arg)) && rc != BUS_FOLLOW_NOTHING)
                 break;
+            rc = 0;
             mark = events [done]->seq;
         }
         src->mark = mark;
@@ -163,13 +171,22 @@ s_apply (s_source_t *src, proto_msg_t **events, size_t n, uint64_t skip_to,
         for (size_t i = 0; rc == 0 && self->record_loss && i < nlost; i++)
             rc = self->record_loss (self, txn, src->name, lost [i].pub, lost [i].from, lost [i].to,
                                     self->arg);
+        bool wrote = nlost > 0 || skip_to > src->mark;
         for (; rc == 0 && done < n; done++) {
-            if (s_matches (self, events [done]->type))
+            if (s_matches (self, events [done]->type)) {
                 rc = self->fn (self, txn, events [done], self->arg);
+                if (rc == BUS_FOLLOW_NOTHING)
+                    rc = 0;
+                else
+                    wrote = true;
+            }
             if (rc == 0)
                 mark = events [done]->seq;
         }
-        if (rc == 0) {
+        /* the callback wrote nothing: the mark moves in memory, as over
+           events no topic let through */
+        bool commit = rc == 0 && (wrote || !s_lag_ok (src, mark));
+        if (commit) {
             uint8_t val [8];
             bus_u64_to_key (mark, val);
             bus_txn_put (txn, self->db, src->key, strlen (src->key), val, sizeof val);
@@ -181,8 +198,11 @@ s_apply (s_source_t *src, proto_msg_t **events, size_t n, uint64_t skip_to,
         else
             bus_txn_abort (&txn);
         if (rc == 0) {
-            src->mark = src->saved = mark;
-            src->saved_ms = zclock_mono ();
+            src->mark = mark;
+            if (commit) {
+                src->saved = mark;
+                src->saved_ms = zclock_mono ();
+            }
             self->applied += n;
             s_count (self, "follow_applied", n);
         }

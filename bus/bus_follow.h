@@ -32,7 +32,8 @@
     The SUB subscribes to every type (seq counts all of a publisher's
     events, so a filtered SUB would see a gap at every other type); topics
     filter what reaches the callback, and the mark moves over the rest.
-    In durable mode a run of events none of which a topic lets through
+    In durable mode a run of events none of which a topic lets through (or
+    that the callback answered BUS_FOLLOW_NOTHING, having written nothing)
     moves the mark in memory only (no transaction, no fsync): it is
     committed with the next event applied, or once it is 1000 events or
     1 s ahead of the committed one; a crash then replays those events and
@@ -90,7 +91,12 @@ typedef struct bus_follow_t bus_follow_t;
     (with the events applied with it), the mark stays, and the events come
     again by replay after replay_ms. An event that can never be applied
     must be dealt with (logged, recorded) and answered 0, or it will come
-    back for ever. */
+    back for ever. Return BUS_FOLLOW_NOTHING when the event asked for no
+    write (not one the follower keeps anything of) and nothing was written
+    in txn for it: a batch of such events commits nothing, its mark moves
+    in memory as over events no topic lets through (a filter finer than
+    the topics, decided in the store). */
+#define BUS_FOLLOW_NOTHING 1
 typedef int (bus_follow_fn) (bus_follow_t *follow, bus_txn_t *txn, proto_msg_t *event, void *arg);
 
 /*  Events from_seq..to_seq of source (its publisher's principal: pub) are

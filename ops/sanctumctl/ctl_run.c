@@ -14,7 +14,8 @@
 
     --json prints the orchestrator's reply: run start|get|wait|cancel
     → {"run", "state", "reason"?, "workflow", "nodes": [...], "approval"?: {...}}
-    (a paused run's approval levels as the ciba-broker has them now);
+    (a paused run's approval levels as the orchestrator follows them from
+    the ciba-broker's events);
     run list → {"runs": [...]}. Exit codes (ctl.h): a run that ended REJECTED
     is 3, FAILED is 1; otherwise 0 once the request was answered.
 */
@@ -49,27 +50,6 @@ s_call (ctl_t *ctl, bus_client_t *client, const char *type, json_t *body, json_t
         *out = json_incref (reply->body);
     proto_msg_destroy (&reply);
     return rc;
-}
-
-/*  A paused run's approval levels as the ciba-broker has them now. The
-    orchestrator keeps the levels ciba.authorize answered (the first
-    asked, the others waiting) until the approval completes; the levels
-    decided since are the broker's to tell. Left as they are when the
-    broker does not answer. */
-static void
-s_live_levels (ctl_t *ctl, json_t *run)
-{
-    json_t *approval = json_object_get (run, "approval");
-    const char *id = json_string_value (json_object_get (approval, "approval_id"));
-    if (!id || strcmp (json_string_value (json_object_get (run, "state")) ?: "", "PAUSED"))
-        return;
-    bus_client_t *ciba = bus_client_for (ctl->config, "ciba-broker", ctl->cert);
-    proto_msg_t *reply = NULL;
-    if (ciba && bus_client_call (ciba, "ciba.status", json_pack ("{s:s}", "approval_id", id), NULL, &reply) == 0
-    &&  reply->ok && json_is_array (json_object_get (reply->body, "levels")))
-        json_object_set (approval, "levels", json_object_get (reply->body, "levels"));
-    proto_msg_destroy (&reply);
-    bus_client_destroy (&ciba);
 }
 
 /*  A run id as the orchestrator makes them: a ULID, 26 characters. */
@@ -235,7 +215,6 @@ ctl_cmd_run (ctl_t *ctl)
     bus_client_destroy (&client);
     if (rc)
         return rc;
-    s_live_levels (ctl, out);
     if (streq (verb, "list")) {
         if (ctl->json)
             ctl_print_json (out, false);

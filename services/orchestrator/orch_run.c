@@ -43,6 +43,7 @@
 #include "orch_internal.h"
 #include "orch_connector.h"
 #include "bus_error.h"
+#include "bus_follow.h"
 #include "bus_jose.h"
 #include "bus_log.h"
 
@@ -1433,17 +1434,55 @@ orch_run_kick (orch_t *self, const char *id)
         self->kick_timer = zloop_timer (bus_service_loop (self->svc), 0, 1, s_on_kick, self);
 }
 
+/*  Set level i of levels (the step's: [{approver, auth_req_id, state}],
+    as ciba.authorize answered them) to state. Returns whether it changed. */
+static bool
+s_level_set (json_t *levels, size_t i, const char *state)
+{
+    json_t *lvl = json_array_get (levels, i);
+    const char *was = orch_str (lvl, "state");
+    if (!lvl || !state || (was && !strcmp (was, state)))
+        return false;
+    json_object_set_new (lvl, "state", json_string (state));
+    return true;
+}
+
+/*  The run paused for approval (by the approvals db, in txn), its record
+    loaded, when the approval is still the one its step waits for; NULL
+    otherwise (not one of ours, or handled). */
+static json_t *
+s_paused_for (orch_t *self, bus_txn_t *txn, const char *approval)
+{
+    const void *v;
+    size_t len;
+    if (bus_txn_get (txn, self->db_approvals, approval, strlen (approval), &v, &len) || len != 26)
+        return NULL;
+    char id [27];
+    memcpy (id, v, 26);
+    id [26] = 0;
+    json_t *rec = orch_run_load (self, txn, id);
+    json_t *step = json_object_get (rec, "step");
+    if (!rec || strcmp (orch_str (rec, "state") ?: "", "PAUSED") || !orch_str (step, "approval")
+        || strcmp (orch_str (step, "approval"), approval) || strcmp (orch_str (step, "phase") ?: "", "approval")) {
+        json_decref (rec);
+        return NULL;
+    }
+    return rec;
+}
+
 /*  An approval ended: in txn, the paused run goes on (approved) or is
-    REJECTED. rec is the run's record (borrowed, updated). Returns 1 when
-    the record changed, 0 when the approval is not the run's. */
-static int
+    REJECTED; its levels as the broker ended them (levels: approval.completed's,
+    may be NULL). rec is the run's record as s_paused_for loaded it
+    (borrowed, updated). */
+static void
 s_apply_approval (orch_t *self, bus_txn_t *txn, json_t *rec, const char *approval, const char *outcome,
-                  const char *why)
+                  const char *why, const json_t *levels)
 {
     json_t *step = json_object_get (rec, "step");
-    if (strcmp (orch_str (rec, "state"), "PAUSED") || !orch_str (step, "approval")
-        || strcmp (orch_str (step, "approval"), approval) || strcmp (orch_str (step, "phase"), "approval"))
-        return 0;
+    size_t i;
+    json_t *lvl;
+    json_array_foreach (levels, i, lvl)
+        s_level_set (json_object_get (step, "levels"), i, orch_str (lvl, "state"));
     bus_txn_del (txn, self->db_approvals, approval, strlen (approval));
     if (!strcmp (outcome, "approved")) {
         json_object_set_new (rec, "state", json_string ("RUNNING"));
@@ -1464,28 +1503,64 @@ s_apply_approval (orch_t *self, bus_txn_t *txn, json_t *rec, const char *approva
         s_end (self, txn, rec, "REJECTED", msg);
     }
     orch_run_put (self, txn, rec);
-    return 1;
 }
 
-/*  The ciba-broker's approval.completed, in the follower's transaction. */
+/*  A level event of the ciba-broker, in the follower's transaction: a
+    paused run's approval levels as the broker has them, so run.get and
+    run.wait tell who decided and who is asked now. ciba.approved of a
+    level before the last: it is approved, the next one pending (the
+    broker asks it in the same transaction: a ciba.requested, or a
+    ciba.escalated when its approver has no device, follows);
+    ciba.escalated: the level passed (escalated, or its reason), the next
+    pending; ciba.requested (not followed): the level pending. What ends
+    the approval (the last level's ciba.approved, ciba.denied,
+    ciba.expired, ciba.cancelled) is left to approval.completed, which the
+    broker appends in the same transaction with every level.
+    BUS_FOLLOW_NOTHING (no commit) unless a run of ours changed. */
+static int
+s_on_level (orch_t *self, bus_txn_t *txn, proto_msg_t *event)
+{
+    const char *approval = orch_str (event->body, "approval_id");
+    json_int_t level = json_integer_value (json_object_get (event->body, "level"));
+    json_t *rec = approval && level >= 0 && !self->fenced ? s_paused_for (self, txn, approval) : NULL;
+    if (!rec)
+        return BUS_FOLLOW_NOTHING;
+    json_t *levels = json_object_get (json_object_get (rec, "step"), "levels");
+    size_t i = (size_t) level;
+    bool changed = false;
+    if (!strcmp (event->type, "ciba.requested"))
+        changed = s_level_set (levels, i, "pending");
+    else if (!strcmp (event->type, "ciba.approved") && i + 1 < json_array_size (levels)) {
+        changed = s_level_set (levels, i, "approved");
+        changed |= s_level_set (levels, i + 1, "pending");
+    }
+    else if (!strcmp (event->type, "ciba.escalated")) {
+        const char *why = orch_str (event->body, "reason");
+        changed = s_level_set (levels, i, why && strcmp (why, "timeout") ? why : "escalated");
+        changed |= s_level_set (levels, i + 1, "pending");
+    }
+    int rc = changed ? orch_run_put (self, txn, rec) : BUS_FOLLOW_NOTHING;
+    json_decref (rec);
+    return rc;
+}
+
+/*  The approvals follower's events (orch_service.c: approval.completed and
+    the level events ciba.approved, ciba.escalated), in its transaction. BUS_FOLLOW_NOTHING (no commit) when no run of ours
+    changed: an approval no run of ours waits for, a level already so. */
 int
 orch_on_approval (bus_service_t *svc, void *state, bus_txn_t *txn, proto_msg_t *event)
 {
     orch_t *self = state;
+    if (strcmp (event->type, "approval.completed"))
+        return s_on_level (self, txn, event);
     const char *approval = orch_str (event->body, "approval_id");
     const char *outcome = orch_str (event->body, "outcome");
-    if (!approval || !outcome || self->fenced)
-        return 0;
-    const void *v;
-    size_t len;
-    if (bus_txn_get (txn, self->db_approvals, approval, strlen (approval), &v, &len) || len != 26)
-        return 0;               /* not one of our paused steps (or handled) */
-    char id [27];
-    memcpy (id, v, 26);
-    id [26] = 0;
-    json_t *rec = orch_run_load (self, txn, id);
-    if (rec && s_apply_approval (self, txn, rec, approval, outcome, orch_str (event->body, "reason")))
-        orch_run_kick (self, id);
+    json_t *rec = approval && outcome && !self->fenced ? s_paused_for (self, txn, approval) : NULL;
+    if (!rec)
+        return BUS_FOLLOW_NOTHING;
+    s_apply_approval (self, txn, rec, approval, outcome, orch_str (event->body, "reason"),
+                      json_object_get (event->body, "levels"));
+    orch_run_kick (self, orch_str (rec, "run"));
     json_decref (rec);
     return 0;
 }
@@ -1497,16 +1572,12 @@ static void
 s_apply_status (orch_t *self, bus_txn_t *txn, const char *approval, const char *state, const char *reason,
                 char id [27])
 {
-    const void *v;
-    size_t len;
     id [0] = 0;
-    if (bus_txn_get (txn, self->db_approvals, approval, strlen (approval), &v, &len) || len != 26)
+    json_t *rec = s_paused_for (self, txn, approval);
+    if (!rec)
         return;
-    memcpy (id, v, 26);
-    id [26] = 0;
-    json_t *rec = orch_run_load (self, txn, id);
-    if (!rec || !s_apply_approval (self, txn, rec, approval, state, reason))
-        id [0] = 0;
+    s_apply_approval (self, txn, rec, approval, state, reason, NULL);
+    snprintf (id, 27, "%s", orch_str (rec, "run"));
     json_decref (rec);
 }
 

@@ -11,7 +11,8 @@
       approvals  <approval id>      -> <run id> (runs paused for it)
       workflows  <sha256:hash>      -> the workflow's JSON (every version a run used)
       meta       "epoch"            -> be64 fencing epoch; "node_seed" -> 32 bytes
-      follow     the approvals follower's marks (ciba-broker's approval.completed)
+      follow     the approvals follower's marks (ciba-broker's approval.completed,
+                 ciba.approved, ciba.escalated: a paused run's levels kept current)
 
     Threads: everything runs on the reactor. run.start and run.cancel
     commit with bus_request_commit (their outcome recorded with the
@@ -678,10 +679,18 @@ s_stop (bus_service_t *svc, void **state)
 static const char *const s_dbs [] = { "runs", "approvals", "workflows", "meta", BUS_FOLLOW_DB, NULL };
 
 static const char *const s_ciba [] = { "ciba-broker", NULL };
-static const char *const s_completed [] = { "approval.completed", NULL };
+/*  approval.completed moves a paused run on; ciba.approved and
+    ciba.escalated keep its approval levels current (orch_on_approval).
+    Not followed: the events that end an approval (approval.completed
+    comes with them), and ciba.requested (the level it asks is pending
+    already: ciba.authorize's reply, or the ciba.approved or
+    ciba.escalated of the level before it). An event that changes no run
+    of ours commits nothing. */
+static const char *const s_approval_events [] = { "approval.completed", "ciba.approved", "ciba.escalated",
+                                                  NULL };
 
 static const bus_follower_t s_followers [] = {
-    { .name = "approvals", .publishers = s_ciba, .topics = s_completed, .fn = orch_on_approval },
+    { .name = "approvals", .publishers = s_ciba, .topics = s_approval_events, .fn = orch_on_approval },
     { 0 }
 };
 

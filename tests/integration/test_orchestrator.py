@@ -6,8 +6,11 @@ procurement example, approvals signed by enrolled devices.
 - $5,000: allowed by policy, runs straight through: one ERP row, one mail,
   a step intent in the audit log before each call, leases revoked;
 - $520,000: pauses for carol (the manager), then victor (the VP), each
-  signing with their device; then writes exactly one row with a token that
-  lives at most ten minutes;
+  signing with their device; run.get and run.wait tell the
+  levels as they are decided (carol approved, victor asked), also after
+  an orchestrator restart, after carol approved while it was down, and
+  when carol's level is escalated for want of an answer;
+  then writes exactly one row with a token that lives at most ten minutes;
 - $2,000,000: rejected (no approver's limit covers it), nothing in the
   sandbox;
 - a denied approval ends the run REJECTED; run.cancel cancels a paused run
@@ -30,6 +33,22 @@ class Ctx(OrchCluster):
 
 def node(view, name):
     return [n for n in view["nodes"] if n["node"] == name]
+
+
+def levels(view):
+    return [l["state"] for l in view["approval"]["levels"]]
+
+
+def wait_levels(x, rid, want, timeout=5):
+    """run.get once its approval levels are want (they follow an event)."""
+    deadline = time.time() + timeout
+    while True:
+        v = x.get(rid)
+        if "approval" in v and levels(v) == want:
+            return v
+        if time.time() > deadline:
+            raise AssertionError("levels of %s never %s: %s" % (rid, want, v.get("approval")))
+        time.sleep(0.05)
 
 
 @test
@@ -69,10 +88,19 @@ def large_amount_pauses_for_manager_then_vp(x):
     assert v["reason"] == "approval" and v["approval"]["node"] == "write_po", v
     assert [l["approver"] for l in v["approval"]["levels"]] == ["user:carol", "user:victor"], v["approval"]
     assert node(v, "write_po")[0]["decision"]["chain"] == ["user:carol", "user:victor"], v
+    assert levels(v) == ["pending", "waiting"], v["approval"]
     x.approve("carol", rid)
-    time.sleep(0.3)
-    assert x.get(rid)["state"] == "PAUSED", "the manager alone is not the chain"
+    # the orchestrator follows the broker's level events: run.get and
+    # run.wait tell the manager approved and the VP asked now
+    v = wait_levels(x, rid, ["approved", "pending"])
+    assert v["state"] == "PAUSED", "the manager alone is not the chain"
+    assert levels(x.wait_state(rid, ("PAUSED",))) == ["approved", "pending"]
     assert len(x.rows()) == before, "nothing written before the whole chain approved"
+    # restarted while paused at the VP's level: the levels are the checkpoint's
+    x.kill("orchestrator")
+    x.start_orch()
+    v = x.get(rid)
+    assert v["state"] == "PAUSED" and levels(v) == ["approved", "pending"], v
     x.approve("victor", rid)
     v = x.wait_state(rid, TERMINAL)
     assert v["state"] == "COMPLETED", v
@@ -81,6 +109,46 @@ def large_amount_pauses_for_manager_then_vp(x):
     rc, out = x.c.ctl_json("vault", "leases", "--run", rid)
     write = [l for l in out["leases"] if l["node"] == "write_po"]
     assert len(write) == 1 and 0 < write[0]["ttl"] <= 600 and write[0].get("approval"), out
+
+
+@test
+def manager_approves_while_the_orchestrator_is_down(x):
+    """The level events it missed come by the follower's replay."""
+    rid = x.start_run(530000)
+    v = x.wait_state(rid, ("PAUSED",))
+    assert levels(v) == ["pending", "waiting"], v["approval"]
+    x.kill("orchestrator")
+    x.approve("carol", rid)
+    x.start_orch()
+    v = wait_levels(x, rid, ["approved", "pending"])
+    assert v["state"] == "PAUSED", v
+    x.approve("victor", rid, verb="deny")
+    v = x.wait_state(rid, TERMINAL)
+    assert v["state"] == "REJECTED", v
+
+
+@test
+def a_manager_who_does_not_answer_is_escalated(x):
+    """ciba.escalated (escalate_after_s passed): the manager's level
+    escalated, the VP's pending."""
+    path = os.path.join(EX, "procurement", "policy.json")
+    with open(path) as f:
+        policy = json.load(f)
+    policy["actions"]["po.write"]["escalate_after_s"] = 1
+    quick = os.path.join(x.c.dir, "policy-escalate.json")
+    with open(quick, "w") as f:
+        json.dump(policy, f)
+    x.ok("authz", "policy", "write", quick)
+    try:
+        rid = x.start_run(540000)
+        v = x.wait_state(rid, ("PAUSED",))
+        assert levels(v) == ["pending", "waiting"], v["approval"]
+        v = wait_levels(x, rid, ["escalated", "pending"], timeout=10)
+        assert v["state"] == "PAUSED", v
+        x.approve("victor", rid)
+        assert x.wait_state(rid, TERMINAL)["state"] == "COMPLETED"
+    finally:
+        x.ok("authz", "policy", "write", path)
 
 
 @test

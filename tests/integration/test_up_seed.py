@@ -139,8 +139,8 @@ def run_story(up):
     v = wait(big, ("PAUSED",))
     assert v["reason"] == "approval", v
     approve_as(up, "carol", big)
-    # carol's level is decided, victor's asked: the run shows the broker's levels now
-    # (the orchestrator's own copy is as ciba.authorize answered, until the end)
+    # carol's level is decided, victor's asked: the run shows the levels as they are now
+    # (the orchestrator follows the ciba-broker's level events; sanctumctl prints its answer)
     deadline = time.monotonic() + 15
     while True:
         levels = ctl_json(up, "run", "get", big)["approval"]["levels"]
