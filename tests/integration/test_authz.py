@@ -169,6 +169,17 @@ def bad_tuples_write_nothing(c):
     rc, out = inject(c, "authz.write", {"writes": [{"user": "user:carol", "relation": "manager",
                                                     "object": "user:erin"}], "on_duplicate": "ignore"})
     assert rc == 0, out
+    # the reply says what was done: nothing written, one already there
+    assert {k: out["body"].get(k) for k in ("written", "deleted", "existing", "missing")} == \
+        {"written": 0, "deleted": 0, "existing": 1, "missing": 0}, out
+    r = c.ctl("authz", "write", "user:carol", "manager", "user:erin", "--ignore-existing")
+    assert r.returncode == 0 and r.stdout == "written 0 tuples; 1 already there\n", r.stdout + r.stderr
+    r = c.ctl("--json", "authz", "write", "user:dora", "manager", "user:erin", "--ignore-existing")
+    assert r.returncode == 0 and json.loads(r.stdout) == {"ok": True, "written": 1, "existing": 0}, r.stdout
+    r = c.ctl("authz", "delete", "user:dora", "manager", "user:erin", "--ignore-existing")
+    assert r.returncode == 0 and r.stdout == "deleted 1 tuple\n", r.stdout + r.stderr
+    r = c.ctl("authz", "delete", "user:dora", "manager", "user:erin", "--ignore-existing")
+    assert r.returncode == 0 and r.stdout == "deleted 0 tuples; 1 already gone\n", r.stdout + r.stderr
     rc, out = inject(c, "authz.write", {"deletes": [{"user": "user:nobody", "relation": "manager",
                                                      "object": "user:erin"}]})
     assert fga(out) == 2017, out
