@@ -270,6 +270,70 @@ s_simple (ctl_t *ctl, const char *service, const char *type, json_t *body)
     return rc;
 }
 
+/*  vault disconnect NAME: "disconnected NAME" (the reply with --json). */
+static int
+s_disconnect (ctl_t *ctl, const char *name)
+{
+    json_t *out = NULL;
+    int rc = s_call (ctl, "vault-broker", "vault.disconnect", json_pack ("{s:s}", "name", name), &out);
+    if (rc == CTL_OK && ctl->json)
+        ctl_print_json (out, true);
+    else if (rc == CTL_OK)
+        printf ("disconnected %s (leases already issued on it run to their end)\n", name);
+    json_decref (out);
+    return rc;
+}
+
+/*  vault revoke LEASE | --run RUN: the leases revoked, one a line, or
+    that none was still active (the reply with --json). */
+static int
+s_revoke (ctl_t *ctl, const char *field, const char *value)
+{
+    json_t *out = NULL;
+    int rc = s_call (ctl, "vault-broker", "vault.revoke", json_pack ("{s:s}", field, value), &out);
+    json_t *revoked = json_object_get (out, "revoked");
+    if (rc == CTL_OK && ctl->json)
+        ctl_print_json (out, true);
+    else if (rc == CTL_OK && json_array_size (revoked) == 0)
+        printf ("nothing to revoke: %s %s has no active lease\n", streq (field, "run") ? "run" : "lease", value);
+    else if (rc == CTL_OK) {
+        size_t i;
+        json_t *l;
+        json_array_foreach (revoked, i, l)
+            printf ("revoked %s\n", json_string_value (l));
+    }
+    json_decref (out);
+    return rc;
+}
+
+/*  vault rotate-key [master|signing]: the new key's id (the reply with
+    --json). */
+static int
+s_rotate_key (ctl_t *ctl, const char *key)
+{
+    if (!streq (key, "master") && !streq (key, "signing")) {
+        fprintf (stderr, "sanctumctl: vault rotate-key: the key is master (the default) or signing, not '%s'\n",
+                 key);
+        return CTL_USAGE;
+    }
+    json_t *out = NULL;
+    int rc = s_call (ctl, "vault-broker", "vault.rotate_key", json_pack ("{s:s}", "key", key), &out);
+    if (rc == CTL_OK && ctl->json)
+        ctl_print_json (out, true);
+    else if (rc == CTL_OK && streq (key, "master"))
+        printf ("new master key %lld: it seals from now on; older records move to it in the background\n",
+                (long long) json_integer_value (json_object_get (out, "key_id")));
+    else if (rc == CTL_OK) {
+        const char *retired = json_string_value (json_object_get (out, "retired"));
+        printf ("new signing key %s", json_string_value (json_object_get (out, "kid")) ?: "?");
+        if (retired && *retired)
+            printf ("; the old one, %s, stays in the JWKS until its tokens have expired", retired);
+        printf ("\n");
+    }
+    json_decref (out);
+    return rc;
+}
+
 int
 ctl_cmd_vault (ctl_t *ctl)
 {
@@ -277,18 +341,17 @@ ctl_cmd_vault (ctl_t *ctl)
     if (streq (sub, "connect"))
         return s_connect (ctl);
     if (streq (sub, "disconnect") && ctl->argc == 2)
-        return s_simple (ctl, "vault-broker", "vault.disconnect", json_pack ("{s:s}", "name", ctl->argv [1]));
+        return s_disconnect (ctl, ctl->argv [1]);
     if (streq (sub, "connections") && ctl->argc == 1)
         return s_connections (ctl);
     if (streq (sub, "leases"))
         return s_leases (ctl);
     if (streq (sub, "revoke") && ctl->argc == 2)
-        return s_simple (ctl, "vault-broker", "vault.revoke", json_pack ("{s:s}", "lease_id", ctl->argv [1]));
+        return s_revoke (ctl, "lease_id", ctl->argv [1]);
     if (streq (sub, "revoke") && ctl->argc == 3 && streq (ctl->argv [1], "--run"))
-        return s_simple (ctl, "vault-broker", "vault.revoke", json_pack ("{s:s}", "run", ctl->argv [2]));
+        return s_revoke (ctl, "run", ctl->argv [2]);
     if (streq (sub, "rotate-key") && ctl->argc <= 2)
-        return s_simple (ctl, "vault-broker", "vault.rotate_key",
-                         json_pack ("{s:s}", "key", ctl->argc == 2 ? ctl->argv [1] : "master"));
+        return s_rotate_key (ctl, ctl->argc == 2 ? ctl->argv [1] : "master");
     if (streq (sub, "jwks") && ctl->argc == 1)
         return s_simple (ctl, "vault-broker", "vault.jwks", json_object ());
     fprintf (stderr, "usage: sanctumctl vault connect NAME --kind K --scopes S,... [--secret-file F] [...]\n"
