@@ -45,8 +45,12 @@ s_call (ctl_t *ctl, const char *service, const char *type, json_t *body, json_t 
     }
     else if (!reply->ok) {
         ctl_print_error (ctl, reply);
-        if (streq (type, "vault.revoke"))
+        if (streq (type, "vault.revoke")) {
             ctl_print_hint (ctl, reply, "not_found", "`sanctumctl vault leases` lists the leases");
+            ctl_print_hint (ctl, reply, "invalid", "revoke takes a LEASE id as `sanctumctl vault leases` lists "
+                                                   "them, or --run RUN (26 characters, as `sanctumctl run list` "
+                                                   "shows)");
+        }
         else if (streq (type, "vault.disconnect"))
             ctl_print_hint (ctl, reply, "not_found", "`sanctumctl vault connections` lists the connections");
         rc = ctl_error_exit (reply);

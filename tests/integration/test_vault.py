@@ -456,7 +456,8 @@ def people_read_what_disconnect_revoke_and_rotate_did(x):
     r = x.c.ctl("vault", "revoke", lid)
     assert r.returncode == 0 and r.stdout.startswith("nothing to revoke: lease %s" % lid), r.stdout + r.stderr
     r = x.c.ctl("vault", "revoke", "--run", "short")
-    assert r.returncode == 2 and "error invalid" in r.stderr, (r.returncode, r.stderr)
+    assert r.returncode == 2 and "error invalid" in r.stderr and "sanctumctl run list" in r.stderr, \
+        (r.returncode, r.stderr)
     r = x.c.ctl("--json", "vault", "rotate-key", "signing")
     old_kid = json.loads(r.stdout)["kid"]
     r = x.c.ctl("vault", "rotate-key", "signing")
