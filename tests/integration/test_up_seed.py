@@ -223,6 +223,8 @@ def first_start_seeds_and_second_changes_nothing():
         # debug), not a refused request in a newcomer's first log
         assert "request refused" not in up.text(), \
             [l for l in up.text().splitlines() if "request refused" in l]
+        # the OpenFGA HTTP API off for want of keys says how to turn it on
+        assert "answers 401 to every request (to use it, point http_keys at" in up.text(), up.text()[:3000]
         marker = os.path.join(work, "var", "seeded.json")
         record = json.load(open(marker))
         seeded = record["seeded"]
