@@ -19,6 +19,7 @@
 */
 #include "ctl.h"
 
+#include <errno.h>
 #include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -83,7 +84,7 @@ s_read_secret (const char *path, size_t *len)
         return NULL;
     FILE *f = fopen (path, "rb");
     if (!f) {
-        fprintf (stderr, "sanctumctl: cannot open %s\n", path);
+        fprintf (stderr, "sanctumctl: cannot open the secret file %s: %s\n", path, strerror (errno));
         return NULL;
     }
     char *buf = sodium_malloc (8193);
@@ -153,10 +154,12 @@ s_connect (ctl_t *ctl)
         size_t slen = 0;
         char *secret = s_read_secret (files [f], &slen);
         json_t *s = secret ? json_stringn (secret, slen) : NULL;
+        bool read = secret != NULL;         /* else s_read_secret said why */
         if (secret)
             sodium_free (secret);
         if (!s) {
-            fprintf (stderr, "sanctumctl: %s: the secret must be UTF-8 text\n", files [f]);
+            if (read)
+                fprintf (stderr, "sanctumctl: %s: the secret must be UTF-8 text\n", files [f]);
             json_decref (body);
             return CTL_ERROR;
         }
@@ -364,11 +367,39 @@ ctl_cmd_vault (ctl_t *ctl)
     return CTL_USAGE;
 }
 
+/*  sandbox rows SHEET: one row a line, its cells tab-separated (text as
+    is, other values as JSON); the reply with --json. */
+static int
+s_rows (ctl_t *ctl, const char *sheet)
+{
+    json_t *out = NULL;
+    int rc = s_call (ctl, "sandbox", "sandbox.rows", json_pack ("{s:s}", "sheet", sheet), &out);
+    json_t *rows = json_object_get (out, "rows");
+    if (rc == CTL_OK && ctl->json)
+        ctl_print_json (out, true);
+    else if (rc == CTL_OK && json_array_size (rows) == 0)
+        printf ("no rows in sheet %s (the procurement workflow writes to sheet erp)\n", sheet);
+    else if (rc == CTL_OK) {
+        size_t i, j;
+        json_t *row, *cell;
+        json_array_foreach (rows, i, row) {
+            json_array_foreach (row, j, cell) {
+                char *text = json_is_string (cell) ? NULL : json_dumps (cell, JSON_COMPACT | JSON_ENCODE_ANY);
+                printf ("%s%s", j ? "\t" : "", json_is_string (cell) ? json_string_value (cell) : text ?: "?");
+                free (text);
+            }
+            printf ("\n");
+        }
+    }
+    json_decref (out);
+    return rc;
+}
+
 int
 ctl_cmd_sandbox (ctl_t *ctl)
 {
     if (ctl->argc == 2 && streq (ctl->argv [0], "rows"))
-        return s_simple (ctl, "sandbox", "sandbox.rows", json_pack ("{s:s}", "sheet", ctl->argv [1]));
+        return s_rows (ctl, ctl->argv [1]);
     fprintf (stderr, "usage: sanctumctl sandbox rows SHEET [--json]\n");
     return CTL_USAGE;
 }

@@ -131,7 +131,8 @@ static const struct { const char *name, *text; } s_details [] = {
       "--kind); 3 when the vault answers forbidden; 1 on any other error." },
     { "sandbox",
       "The rows the sandbox (the demo's mock ERP) stored for SHEET (the procurement\n"
-      "workflow writes its orders to sheet erp); an unknown SHEET has no rows.\n"
+      "workflow writes its orders to sheet erp), one a line, cells tab-separated; an\n"
+      "unknown SHEET has no rows.\n"
       "--json: {\"sheet\", \"rows\": [[...], ...]}\n"
       "Exit: 0; 2 bad usage or an invalid SHEET; 1 on error." },
     { "run",

@@ -205,6 +205,18 @@ def readme_errors(up):
     assert people("run", "cancel", run_id)[0] == 0
     rc, out, err = people("vault", "revoke", "lease_nosuch")
     assert rc == 1 and "sanctumctl vault leases" in err, (rc, err)
+    rc, out, err = people("receipt", "get", "nosuch")
+    assert rc == 2 and "RUN is a run id" in err and "sanctumctl run list" in err, (rc, err)
+    rc, out, err = people("device", "list", "nobody")
+    assert rc == 0 and out.startswith("no devices of user:nobody") and "device enroll" in out, (rc, out, err)
+    rc, out, err = people("vault", "connect", "x", "--kind", "gmail", "--scopes", "x", "--secret-file",
+                          os.path.join(up.work, "nowhere"))
+    assert rc == 1 and "cannot open the secret file" in err and "UTF-8" not in err, (rc, err)
+    # the mock ERP's rows for people: one a line, cells tab-separated
+    rc, out, err = people("sandbox", "rows", "erp")
+    assert rc == 0 and "\tAcme\t5000\tengineering\n" in out and "{" not in out, (rc, out, err)
+    rc, out, err = people("sandbox", "rows", "nosheet")
+    assert rc == 0 and out.startswith("no rows in sheet nosheet"), (rc, out, err)
     rc, out, err = people("health", "nosuch")
     assert rc == 2 and "one of: " in err and "orchestrator" in err, (rc, err)
     # with --json the error is JSON on stdout, and no hint is added
