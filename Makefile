@@ -186,7 +186,7 @@ install: all
 	cp -r $(BUILD)/share/sanctum/dashboard $(DESTDIR)$(PREFIX)/share/sanctum/dashboard
 
 clean:
-	rm -rf build build-san build-fuzz
+	rm -rf build build-clang build-san build-fuzz
 
 # keep objects of test and bench programs between runs
 .SECONDARY:

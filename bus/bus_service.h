@@ -137,7 +137,9 @@ const char *bus_request_traceparent (bus_request_t *req);
 /*  Answer ok with body (stolen; NULL = {}). */
 void bus_reply_ok (bus_request_t *req, json_t *body);
 
-/*  Answer with an error code (PROTO_ERR_*) and a printf message. */
+/*  Answer with an error code (PROTO_ERR_*) and a printf message, logged
+    (rate-limited per peer and code) as "request refused: ..." at info;
+    not_found, an answer rather than a refusal, at debug. */
 void bus_reply_error (bus_request_t *req, const char *code, const char *fmt, ...)
     __attribute__((format (printf, 3, 4)));
 

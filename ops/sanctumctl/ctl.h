@@ -5,7 +5,8 @@
     --json, and --key NAME (the client certificate in keys_dir, default
     "sanctumctl"). A key a service refuses at the handshake is reported at
     once (ctl_print_call_error), not retried. Exit codes: 0 success, 1 error, 2 bad
-    usage, 3 a denial or a failed verification.
+    usage (a service's `invalid` reply included: ctl_error_exit), 3 a denial
+    or a failed verification.
 */
 #ifndef CTL_H
 #define CTL_H
@@ -56,7 +57,9 @@ void ctl_print_json (json_t *value, bool compact);
     {"ok": true} with --json. */
 void ctl_print_done (ctl_t *ctl, const char *text);
 
-/*  Exit code for an error reply: CTL_DENIED for forbidden, else CTL_ERROR. */
+/*  Exit code for an error reply: CTL_DENIED for forbidden, CTL_USAGE for
+    invalid (the service refused what the user typed: an argument, a
+    file's content, inject's JSON), else CTL_ERROR. */
 int ctl_error_exit (proto_msg_t *reply);
 
 /*  Print an error reply for people (or as JSON with --json). */

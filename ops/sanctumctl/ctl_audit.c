@@ -60,6 +60,11 @@ s_call (s_audit_t *self, const char *type, json_t *body, int *rc)
     }
     else if (!reply->ok) {
         ctl_print_error (self->ctl, reply);
+        if (streq (type, "audit.receipt") || streq (type, "audit.gantt")) {
+            ctl_print_hint (self->ctl, reply, "invalid", "RUN is a run id (26 characters, as `sanctumctl run "
+                                                         "start` prints it); `sanctumctl run list` lists the runs");
+            ctl_print_hint (self->ctl, reply, "not_found", "`sanctumctl run list` lists the runs");
+        }
         *rc = ctl_error_exit (reply);
     }
     else

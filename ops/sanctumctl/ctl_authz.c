@@ -117,6 +117,22 @@ s_options (ctl_t *ctl, int from, json_t **context, const char **condition)
     return CTL_OK;
 }
 
+/*  Send model (stolen) as the store's newest; say its id ("model
+    written: ID", the reply with --json). */
+static int
+s_model_send (ctl_t *ctl, json_t *model)
+{
+    json_t *body = json_pack ("{s:o}", "model", model);
+    proto_msg_t *reply = NULL;
+    int rc = s_call (ctl, "authz.model.write", body, &reply, ctl->json);
+    json_decref (body);
+    if (rc == CTL_OK && !ctl->json)
+        printf ("model written: %s (now the newest; checks use it unless they name another)\n",
+                json_string_value (json_object_get (reply->body, "authorization_model_id")) ?: "?");
+    proto_msg_destroy (&reply);
+    return rc;
+}
+
 /*  authz model write FILE: DSL or JSON, by content; a file ending in
     .mod is a modular model's fga.mod, combined here (authz_mod.h) with
     its module files and sent as one model. */
@@ -143,10 +159,7 @@ s_model_write (ctl_t *ctl)
             return CTL_ERROR;
         }
         json_decref (errors);
-        json_t *body = json_pack ("{s:o}", "model", model);
-        int rc = s_call (ctl, "authz.model.write", body, NULL, true);
-        json_decref (body);
-        return rc;
+        return s_model_send (ctl, model);
     }
     char *text = s_slurp (ctl->argv [2]);
     if (!text)
@@ -159,10 +172,39 @@ s_model_write (ctl_t *ctl)
         fprintf (stderr, "sanctumctl: %s is neither JSON nor UTF-8 text\n", ctl->argv [2]);
         return CTL_ERROR;
     }
-    json_t *body = json_pack ("{s:o}", "model", model);
-    int rc = s_call (ctl, "authz.model.write", body, NULL, true);
-    json_decref (body);
-    return rc;
+    return s_model_send (ctl, model);
+}
+
+/*  What a write did, for people: "written 3 tuples; 12 already there"
+    from the reply's counts (an authz that gives none: "written (15
+    tuples asked)"). With --json: {"ok": true, "written", "existing"}
+    ("deleted", "missing" for a delete). */
+static void
+s_print_written (ctl_t *ctl, json_t *body, bool del, size_t asked)
+{
+    json_t *done = json_object_get (body, del ? "deleted" : "written");
+    json_t *left = json_object_get (body, del ? "missing" : "existing");
+    if (ctl->json) {
+        json_t *out = json_pack ("{s:b}", "ok", 1);
+        if (json_is_integer (done) && json_is_integer (left)) {
+            json_object_set (out, del ? "deleted" : "written", done);
+            json_object_set (out, del ? "missing" : "existing", left);
+        }
+        ctl_print_json (out, true);
+        json_decref (out);
+    }
+    else
+    if (!json_is_integer (done) || !json_is_integer (left))
+        printf ("%s (%zu tuple%s asked)\n", del ? "deleted" : "written", asked, asked == 1 ? "" : "s");
+    else
+    if (json_integer_value (left) == 0)
+        printf ("%s %lld tuple%s\n", del ? "deleted" : "written", (long long) json_integer_value (done),
+                json_integer_value (done) == 1 ? "" : "s");
+    else
+        printf ("%s %lld tuple%s; %lld %s\n", del ? "deleted" : "written", (long long) json_integer_value (done),
+                json_integer_value (done) == 1 ? "" : "s", (long long) json_integer_value (left),
+                del ? "already gone" : "already there");
+    fflush (stdout);
 }
 
 /*  authz write|delete USER RELATION OBJECT [--condition N --context J],
@@ -205,13 +247,16 @@ s_write (ctl_t *ctl, bool del)
             json_decref (context);
         tuples = json_pack ("[o]", key);
     }
+    size_t asked = json_array_size (tuples);
     json_t *body = json_pack ("{s:o}", del ? "deletes" : "writes", tuples);
     if (on_conflict)
         json_object_set_new (body, del ? "on_missing" : "on_duplicate", json_string (on_conflict));
-    int rc = s_call (ctl, "authz.write", body, NULL, false);
+    proto_msg_t *reply = NULL;
+    int rc = s_call (ctl, "authz.write", body, &reply, false);
     json_decref (body);
     if (rc == CTL_OK)
-        ctl_print_done (ctl, del ? "deleted" : "written");
+        s_print_written (ctl, reply->body, del, asked);
+    proto_msg_destroy (&reply);
     return rc;
 }
 

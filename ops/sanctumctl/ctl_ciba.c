@@ -206,6 +206,9 @@ s_device (ctl_t *ctl)
                 printf ("%-24s %-8s %s\n", json_string_value (json_object_get (d, "approver")),
                         json_string_value (json_object_get (d, "state")),
                         json_string_value (json_object_get (d, "device")));
+            if (json_array_size (json_object_get (reply, "devices")) == 0)
+                printf ("no devices%s%s (`sanctumctl device enroll USER` makes one, `device invite USER` "
+                        "enrols a browser)\n", *principal ? " of " : "", principal);
         }
         json_decref (reply);
         return CTL_OK;

@@ -111,8 +111,13 @@ ctl_print_done (ctl_t *ctl, const char *text)
 int
 ctl_error_exit (proto_msg_t *reply)
 {
-    const char *code = json_string_value (json_object_get (reply->error, "code"));
-    return code && streq (code, "forbidden") ? CTL_DENIED : CTL_ERROR;
+    const char *code = json_string_value (json_object_get (reply->error, "code")) ?: "";
+    if (streq (code, PROTO_ERR_FORBIDDEN))
+        return CTL_DENIED;
+    /* what the user typed (an argument, a file, inject's JSON) is refused */
+    if (streq (code, PROTO_ERR_INVALID))
+        return CTL_USAGE;
+    return CTL_ERROR;
 }
 
 void

@@ -19,6 +19,7 @@
 */
 #include "ctl.h"
 
+#include <errno.h>
 #include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -45,8 +46,12 @@ s_call (ctl_t *ctl, const char *service, const char *type, json_t *body, json_t 
     }
     else if (!reply->ok) {
         ctl_print_error (ctl, reply);
-        if (streq (type, "vault.revoke"))
+        if (streq (type, "vault.revoke")) {
             ctl_print_hint (ctl, reply, "not_found", "`sanctumctl vault leases` lists the leases");
+            ctl_print_hint (ctl, reply, "invalid", "revoke takes a LEASE id as `sanctumctl vault leases` lists "
+                                                   "them, or --run RUN (26 characters, as `sanctumctl run list` "
+                                                   "shows)");
+        }
         else if (streq (type, "vault.disconnect"))
             ctl_print_hint (ctl, reply, "not_found", "`sanctumctl vault connections` lists the connections");
         rc = ctl_error_exit (reply);
@@ -79,7 +84,7 @@ s_read_secret (const char *path, size_t *len)
         return NULL;
     FILE *f = fopen (path, "rb");
     if (!f) {
-        fprintf (stderr, "sanctumctl: cannot open %s\n", path);
+        fprintf (stderr, "sanctumctl: cannot open the secret file %s: %s\n", path, strerror (errno));
         return NULL;
     }
     char *buf = sodium_malloc (8193);
@@ -149,10 +154,12 @@ s_connect (ctl_t *ctl)
         size_t slen = 0;
         char *secret = s_read_secret (files [f], &slen);
         json_t *s = secret ? json_stringn (secret, slen) : NULL;
+        bool read = secret != NULL;         /* else s_read_secret said why */
         if (secret)
             sodium_free (secret);
         if (!s) {
-            fprintf (stderr, "sanctumctl: %s: the secret must be UTF-8 text\n", files [f]);
+            if (read)
+                fprintf (stderr, "sanctumctl: %s: the secret must be UTF-8 text\n", files [f]);
             json_decref (body);
             return CTL_ERROR;
         }
@@ -270,6 +277,70 @@ s_simple (ctl_t *ctl, const char *service, const char *type, json_t *body)
     return rc;
 }
 
+/*  vault disconnect NAME: "disconnected NAME" (the reply with --json). */
+static int
+s_disconnect (ctl_t *ctl, const char *name)
+{
+    json_t *out = NULL;
+    int rc = s_call (ctl, "vault-broker", "vault.disconnect", json_pack ("{s:s}", "name", name), &out);
+    if (rc == CTL_OK && ctl->json)
+        ctl_print_json (out, true);
+    else if (rc == CTL_OK)
+        printf ("disconnected %s (leases already issued on it run to their end)\n", name);
+    json_decref (out);
+    return rc;
+}
+
+/*  vault revoke LEASE | --run RUN: the leases revoked, one a line, or
+    that none was still active (the reply with --json). */
+static int
+s_revoke (ctl_t *ctl, const char *field, const char *value)
+{
+    json_t *out = NULL;
+    int rc = s_call (ctl, "vault-broker", "vault.revoke", json_pack ("{s:s}", field, value), &out);
+    json_t *revoked = json_object_get (out, "revoked");
+    if (rc == CTL_OK && ctl->json)
+        ctl_print_json (out, true);
+    else if (rc == CTL_OK && json_array_size (revoked) == 0)
+        printf ("nothing to revoke: %s %s has no active lease\n", streq (field, "run") ? "run" : "lease", value);
+    else if (rc == CTL_OK) {
+        size_t i;
+        json_t *l;
+        json_array_foreach (revoked, i, l)
+            printf ("revoked %s\n", json_string_value (l));
+    }
+    json_decref (out);
+    return rc;
+}
+
+/*  vault rotate-key [master|signing]: the new key's id (the reply with
+    --json). */
+static int
+s_rotate_key (ctl_t *ctl, const char *key)
+{
+    if (!streq (key, "master") && !streq (key, "signing")) {
+        fprintf (stderr, "sanctumctl: vault rotate-key: the key is master (the default) or signing, not '%s'\n",
+                 key);
+        return CTL_USAGE;
+    }
+    json_t *out = NULL;
+    int rc = s_call (ctl, "vault-broker", "vault.rotate_key", json_pack ("{s:s}", "key", key), &out);
+    if (rc == CTL_OK && ctl->json)
+        ctl_print_json (out, true);
+    else if (rc == CTL_OK && streq (key, "master"))
+        printf ("new master key %lld: it seals from now on; older records move to it in the background\n",
+                (long long) json_integer_value (json_object_get (out, "key_id")));
+    else if (rc == CTL_OK) {
+        const char *retired = json_string_value (json_object_get (out, "retired"));
+        printf ("new signing key %s", json_string_value (json_object_get (out, "kid")) ?: "?");
+        if (retired && *retired)
+            printf ("; the old one, %s, stays in the JWKS until its tokens have expired", retired);
+        printf ("\n");
+    }
+    json_decref (out);
+    return rc;
+}
+
 int
 ctl_cmd_vault (ctl_t *ctl)
 {
@@ -277,18 +348,17 @@ ctl_cmd_vault (ctl_t *ctl)
     if (streq (sub, "connect"))
         return s_connect (ctl);
     if (streq (sub, "disconnect") && ctl->argc == 2)
-        return s_simple (ctl, "vault-broker", "vault.disconnect", json_pack ("{s:s}", "name", ctl->argv [1]));
+        return s_disconnect (ctl, ctl->argv [1]);
     if (streq (sub, "connections") && ctl->argc == 1)
         return s_connections (ctl);
     if (streq (sub, "leases"))
         return s_leases (ctl);
     if (streq (sub, "revoke") && ctl->argc == 2)
-        return s_simple (ctl, "vault-broker", "vault.revoke", json_pack ("{s:s}", "lease_id", ctl->argv [1]));
+        return s_revoke (ctl, "lease_id", ctl->argv [1]);
     if (streq (sub, "revoke") && ctl->argc == 3 && streq (ctl->argv [1], "--run"))
-        return s_simple (ctl, "vault-broker", "vault.revoke", json_pack ("{s:s}", "run", ctl->argv [2]));
+        return s_revoke (ctl, "run", ctl->argv [2]);
     if (streq (sub, "rotate-key") && ctl->argc <= 2)
-        return s_simple (ctl, "vault-broker", "vault.rotate_key",
-                         json_pack ("{s:s}", "key", ctl->argc == 2 ? ctl->argv [1] : "master"));
+        return s_rotate_key (ctl, ctl->argc == 2 ? ctl->argv [1] : "master");
     if (streq (sub, "jwks") && ctl->argc == 1)
         return s_simple (ctl, "vault-broker", "vault.jwks", json_object ());
     fprintf (stderr, "usage: sanctumctl vault connect NAME --kind K --scopes S,... [--secret-file F] [...]\n"
@@ -297,11 +367,39 @@ ctl_cmd_vault (ctl_t *ctl)
     return CTL_USAGE;
 }
 
+/*  sandbox rows SHEET: one row a line, its cells tab-separated (text as
+    is, other values as JSON); the reply with --json. */
+static int
+s_rows (ctl_t *ctl, const char *sheet)
+{
+    json_t *out = NULL;
+    int rc = s_call (ctl, "sandbox", "sandbox.rows", json_pack ("{s:s}", "sheet", sheet), &out);
+    json_t *rows = json_object_get (out, "rows");
+    if (rc == CTL_OK && ctl->json)
+        ctl_print_json (out, true);
+    else if (rc == CTL_OK && json_array_size (rows) == 0)
+        printf ("no rows in sheet %s (the procurement workflow writes to sheet erp)\n", sheet);
+    else if (rc == CTL_OK) {
+        size_t i, j;
+        json_t *row, *cell;
+        json_array_foreach (rows, i, row) {
+            json_array_foreach (row, j, cell) {
+                char *text = json_is_string (cell) ? NULL : json_dumps (cell, JSON_COMPACT | JSON_ENCODE_ANY);
+                printf ("%s%s", j ? "\t" : "", json_is_string (cell) ? json_string_value (cell) : text ?: "?");
+                free (text);
+            }
+            printf ("\n");
+        }
+    }
+    json_decref (out);
+    return rc;
+}
+
 int
 ctl_cmd_sandbox (ctl_t *ctl)
 {
     if (ctl->argc == 2 && streq (ctl->argv [0], "rows"))
-        return s_simple (ctl, "sandbox", "sandbox.rows", json_pack ("{s:s}", "sheet", ctl->argv [1]));
+        return s_rows (ctl, ctl->argv [1]);
     fprintf (stderr, "usage: sanctumctl sandbox rows SHEET [--json]\n");
     return CTL_USAGE;
 }

@@ -72,7 +72,8 @@ static const struct { const char *name, *text; } s_details [] = {
       "Exit: 0 when every service asked answered ok; 1 otherwise, saying which and why." },
     { "inject",
       "Sends request TYPE with body JSON to the service that owns TYPE (or --service S)\n"
-      "and prints the reply. Exit: 0 on an ok reply; 1 on an error reply; 3 forbidden." },
+      "and prints the reply. Exit: 0 on an ok reply; 2 invalid (the request as typed);\n"
+      "3 forbidden; 1 on any other error reply." },
     { "tap",
       "Prints live events of every service (or --service S), filtered by topic prefix;\n"
       "--replay first prints what the outboxes still keep. Ends after --count N events\n"
@@ -85,52 +86,62 @@ static const struct { const char *name, *text; } s_details [] = {
       "(no service needed) and prints pass/fail counts. write|delete take --ignore-existing\n"
       "(tuples already there, or already gone, are skipped); write --file F takes a JSON\n"
       "list of tuple keys. --store ID works on that store (default: the default store).\n"
-      "Exit: 0; 1 on error; 3 when a check or decision says no, or a test fails." },
+      "Exit: 0; 2 bad usage or a request refused as invalid (e.g. a model's syntax error);\n"
+      "3 when a check or decision says no, or a test fails; 1 on any other error." },
     { "audit",
       "The audit log's signed tree head, and inclusion or consistency proofs checked here\n"
       "against it (--jwks FILE: the auditor's keys obtained elsewhere).\n"
       "--json: {\"verified\", \"checks\": [{\"check\", \"ok\"}], \"failed\"?, ...}; jwks: the JWKS\n"
-      "Exit: 0; 1 on error; 3 when a proof or signature does not hold." },
+      "Exit: 0; 2 bad usage or an index or size the auditor refuses as invalid; 3 when a\n"
+      "proof or signature does not hold; 1 on any other error." },
     { "receipt",
       "get RUN: the run's signed receipt (a compact JWS) on stdout. verify FILE: the JWS\n"
       "signature, the HMAC (--hmac-key), every inclusion proof against the signed head and\n"
       "every approval's device signature, checked offline, each check printed.\n"
       "--json verify: {\"run\", \"state\", \"verified\", \"checks\": [{\"check\", \"ok\"}], \"failed\"?}\n"
-      "Exit: 0 when all hold; 3 on any failure, saying which; 1 on error." },
+      "Exit: 0 when all hold; 3 on any failure, saying which; 2 bad usage (an invalid RUN\n"
+      "included); 1 on any other error." },
     { "device",
       "Approver devices of the local CIBA backend: enroll makes an Ed25519 key for USER\n"
       "(the secret kept under KEYS_DIR/devices, 0600); invite prints a one-time code that\n"
       "enrols a browser from the dashboard; list; revoke.\n"
-      "Exit: 0; 3 when the broker answers forbidden; 1 on any other error." },
+      "Exit: 0; 2 bad usage or a USER the broker refuses as invalid; 3 when the broker\n"
+      "answers forbidden; 1 on any other error." },
     { "approvals",
       "Pending approval requests (USER's only, with --as).\n"
       "--json: {\"approvals\": [{\"auth_req_id\", \"approval_id\", \"approver\", \"run\", \"node\",\n"
       "         \"binding_message\", \"expires_at\"}]}\n"
-      "Exit: 0 (none pending included); 1 on error." },
+      "Exit: 0 (none pending included); 2 bad usage or an invalid USER; 1 on error." },
     { "approve",
       "Approves AUTH_REQ_ID as USER, the decision signed with USER's enrolled device.\n"
-      "Exit: 0; 3 when the broker answers forbidden (not USER's request); 1 on any other\n"
-      "error, e.g. a request already decided or expired." },
+      "Exit: 0; 3 when the broker answers forbidden (not USER's request); 2 bad usage or\n"
+      "a request refused as invalid; 1 on any other error, e.g. a request already decided\n"
+      "or expired." },
     { "deny",
       "Denies AUTH_REQ_ID as USER, the decision signed with USER's enrolled device.\n"
-      "Exit: 0; 3 when the broker answers forbidden; 1 on any other error." },
+      "Exit: 0; 3 when the broker answers forbidden; 2 bad usage or a request refused as\n"
+      "invalid; 1 on any other error." },
     { "vault",
       "Connected accounts (--kind google-sheets|gmail|dropbox|oauth|local; the secret read\n"
       "from --secret-file, never from the command line) and their leases.\n"
       "--json leases: {\"leases\": [{\"lease_id\", \"run\", \"node\", \"connection\", \"scopes\",\n"
       "               \"ttl\", \"state\", \"issued_at\", \"expires_at\"}]}\n"
-      "Exit: 0; 3 when the vault answers forbidden; 1 on any other error." },
+      "disconnect, revoke and rotate-key say what they did (--json: the vault's reply).\n"
+      "Exit: 0; 2 bad usage or a request the vault refuses as invalid (e.g. an unknown\n"
+      "--kind); 3 when the vault answers forbidden; 1 on any other error." },
     { "sandbox",
       "The rows the sandbox (the demo's mock ERP) stored for SHEET (the procurement\n"
-      "workflow writes its orders to sheet erp); an unknown SHEET has no rows.\n"
+      "workflow writes its orders to sheet erp), one a line, cells tab-separated; an\n"
+      "unknown SHEET has no rows.\n"
       "--json: {\"sheet\", \"rows\": [[...], ...]}\n"
-      "Exit: 0; 1 on error." },
+      "Exit: 0; 2 bad usage or an invalid SHEET; 1 on error." },
     { "run",
       "The orchestrator's runs: start (inputs as KEY=VALUE), get, wait (until the run ends\n"
       "or pauses), cancel, list.\n"
       "--json: {\"run\", \"state\", \"reason\", \"workflow\", \"nodes\": [...], \"approval\"?: {...}};\n"
       "        list: {\"runs\": [...]}\n"
-      "Exit: 0; 1 on error or a FAILED run; 3 a REJECTED run." },
+      "Exit: 0; 1 on error or a FAILED run; 2 bad usage or a request refused as invalid\n"
+      "(e.g. list --state BOGUS); 3 a REJECTED run." },
     { "workflows",
       "The workflows the orchestrator has loaded, with their hashes; --load reads the\n"
       "files again and says, for each refused file, the node and field at fault.\n"

@@ -866,7 +866,9 @@ authz_http_new (authz_http_t **out, bus_service_t *svc, char *err, size_t err_le
         return rc;
     }
     if (zhashx_size (self->keys) == 0)
-        bus_info ("OpenFGA HTTP API: no key in [authz] http_keys: every request is refused (401)");
+        bus_info ("OpenFGA HTTP API: no key in [authz] http_keys, so it answers 401 to every request (to use "
+                  "it, point http_keys at a 0600 file of keys, one a line: KEY or NAME KEY, a key at least %d "
+                  "bytes)", S_KEY_MIN);
     *out = self;
     return 0;
 }

@@ -359,10 +359,15 @@ s_write_tuples (authz_store_t *store, s_committer_t *committer, const authz_mode
     int flags = (dup && !strcmp (dup, "ignore") ? AUTHZ_WRITE_IGNORE_DUPLICATE : 0)
               | (miss && !strcmp (miss, "ignore") ? AUTHZ_DELETE_IGNORE_MISSING : 0);
     committer->traceparent = traceparent;
+    authz_write_count_t count = { 0 };
     if (rc == 0)
-        rc = authz_store_write (store, model, writes, nw, deletes, nd, flags, &err);
+        rc = authz_store_write_counted (store, model, writes, nw, deletes, nd, flags, &count, &err);
     committer->traceparent = NULL;
-    s_finish_outcome (out, rc, &err, rc ? NULL : json_object ());
+    s_finish_outcome (out, rc, &err, rc ? NULL : json_pack ("{s:I, s:I, s:I, s:I}", "written",
+                                                            (json_int_t) count.written, "deleted",
+                                                            (json_int_t) count.deleted, "existing",
+                                                            (json_int_t) count.existing, "missing",
+                                                            (json_int_t) count.missing));
 }
 
 /*  A write handed to the writer thread: the model (resolved on the

@@ -1002,6 +1002,18 @@ authz_store_write (authz_store_t *self, const authz_model_t *model,
                    const authz_tuple_t *deletes, size_t n_deletes, int flags,
                    authz_error_t *err)
 {
+    return authz_store_write_counted (self, model, writes, n_writes, deletes, n_deletes, flags, NULL, err);
+}
+
+int
+authz_store_write_counted (authz_store_t *self, const authz_model_t *model,
+                           const authz_tuple_t *writes, size_t n_writes,
+                           const authz_tuple_t *deletes, size_t n_deletes, int flags,
+                           authz_write_count_t *count, authz_error_t *err)
+{
+    authz_write_count_t counted = { 0 };
+    if (count)
+        *count = counted;
     size_t n = n_writes + n_deletes;
     if (n == 0)
         return authz_error_set (err, AUTHZ_EINVALID_WRITE,
@@ -1049,14 +1061,17 @@ authz_store_write (authz_store_t *self, const authz_model_t *model,
                 rc = authz_error_set (err, AUTHZ_EWRITE_FAILED,
                                       "cannot delete a tuple which does not exist: user: '%.200s', relation: '%.100s', object: '%.200s': invalid write input",
                                       t->user, t->relation, t->object);
+            counted.missing++;
             continue;
         }
         if (drc == 0)
             drc = bus_txn_del (txn, self->db_users, rkey, (size_t) rl);
         if (drc && drc != BUS_ENOTFOUND)
             rc = drc;
-        else
+        else {
             s_log_change (self, txn, t, false, ts);
+            counted.deleted++;
+        }
     }
     for (size_t i = 0; rc == 0 && i < n_writes; i++) {
         const authz_tuple_t *t = &writes [i];
@@ -1088,6 +1103,7 @@ authz_store_write (authz_store_t *self, const authz_model_t *model,
                 rc = authz_error_set (err, AUTHZ_EWRITE_FAILED,
                                       "cannot write a tuple which already exists: user: '%.200s', relation: '%.100s', object: '%.200s': tuple to be written already existed or the tuple to be deleted did not exist",
                                       t->user, t->relation, t->object);
+            counted.existing++;
         }
         else
         if (prc)
@@ -1095,6 +1111,7 @@ authz_store_write (authz_store_t *self, const authz_model_t *model,
         else {
             bus_txn_put (txn, self->db_users, rkey, (size_t) rl, "", 0);
             s_log_change (self, txn, t, true, ts);
+            counted.written++;
         }
         free (val);
     }
@@ -1102,6 +1119,8 @@ authz_store_write (authz_store_t *self, const authz_model_t *model,
         rc = s_commit (self, &txn, json_pack ("{s:s, s:I, s:I}", "authorization_model_id", authz_model_id (model),
                                               "writes", (json_int_t) n_writes, "deletes", (json_int_t) n_deletes));
     bus_txn_abort (&txn);
+    if (rc == 0 && count)
+        *count = counted;
     return rc;
 }
 

@@ -192,6 +192,20 @@ int authz_store_write (authz_store_t *self, const authz_model_t *model,
                        int flags, authz_error_t *err)
     __attribute__((warn_unused_result));
 
+/*  What a write did: tuples written and deleted, and those the ignore
+    flags left as they were (already there, already gone). */
+typedef struct {
+    size_t written, deleted, existing, missing;
+} authz_write_count_t;
+
+/*  authz_store_write, saying into count (may be NULL; zeroed first) what
+    it did once it returns 0. */
+int authz_store_write_counted (authz_store_t *self, const authz_model_t *model,
+                               const authz_tuple_t *writes, size_t n_writes,
+                               const authz_tuple_t *deletes, size_t n_deletes,
+                               int flags, authz_write_count_t *count, authz_error_t *err)
+    __attribute__((warn_unused_result));
+
 /*  Read tuples matching filter: object "type:id" or "type:" (type only)
     or NULL, relation or NULL, user or NULL (at least object type or
     user). page_size 0 = 50, max 100. token NULL or "" for the first page.

@@ -170,7 +170,13 @@ def readme_errors(up):
     rc, out, err = people("authz", "write", "--file", tuples)      # seeded already: each one a conflict
     assert rc == 1 and "conflict" in err and "--ignore-existing" in err, (rc, out, err)
     rc, out, err = people("authz", "write", "--file", tuples, "--ignore-existing")
-    assert rc == 0 and "written" in out, (rc, out, err)
+    n = len(json.load(open(tuples)))
+    assert rc == 0 and out == "written 0 tuples; %d already there\n" % n, (rc, out, err)
+    # a value the service refuses as invalid is bad usage (2), and the refusal stays in the log at info
+    rc, out, err = people("run", "list", "--state", "BOGUS")
+    assert rc == 2 and "error invalid" in err and "RUNNING" in err, (rc, err)
+    assert any('"code":"invalid"' in l and '"level":"info"' in l and "request refused" in l
+               for l in up.text().splitlines()), up.text()[-3000:]
     rc, out, err = people("run", "get", "nope")
     assert rc == 2 and "not a run id" in err and "sanctumctl run list" in err, (rc, err)
     rc, out, err = people("run", "wait", "0" * 26)
@@ -190,11 +196,28 @@ def readme_errors(up):
     assert mine, "nothing asked of carol"
     rc, out, err = people("approve", mine[0]["auth_req_id"], "--as", "victor")
     assert rc == 3 and "is asked of user:carol, not user:victor" in err, (rc, err)
+    deadline = time.monotonic() + 5         # up copies the broker's lines as they come
+    while not any('"code":"forbidden"' in l and '"level":"info"' in l and "request refused" in l
+                  for l in up.text().splitlines()):
+        assert time.monotonic() < deadline, "the forbidden approval is not in the log: " + up.text()[-3000:]
+        time.sleep(0.1)
     rc, out, err = people("approve", mine[0]["auth_req_id"], "--as", "carol")
     assert rc == 0 and "asked next of user:victor" in out, (rc, out, err)
     assert people("run", "cancel", run_id)[0] == 0
     rc, out, err = people("vault", "revoke", "lease_nosuch")
     assert rc == 1 and "sanctumctl vault leases" in err, (rc, err)
+    rc, out, err = people("receipt", "get", "nosuch")
+    assert rc == 2 and "RUN is a run id" in err and "sanctumctl run list" in err, (rc, err)
+    rc, out, err = people("device", "list", "nobody")
+    assert rc == 0 and out.startswith("no devices of user:nobody") and "device enroll" in out, (rc, out, err)
+    rc, out, err = people("vault", "connect", "x", "--kind", "gmail", "--scopes", "x", "--secret-file",
+                          os.path.join(up.work, "nowhere"))
+    assert rc == 1 and "cannot open the secret file" in err and "UTF-8" not in err, (rc, err)
+    # the mock ERP's rows for people: one a line, cells tab-separated
+    rc, out, err = people("sandbox", "rows", "erp")
+    assert rc == 0 and "\tAcme\t5000\tengineering\n" in out and "{" not in out, (rc, out, err)
+    rc, out, err = people("sandbox", "rows", "nosheet")
+    assert rc == 0 and out.startswith("no rows in sheet nosheet"), (rc, out, err)
     rc, out, err = people("health", "nosuch")
     assert rc == 2 and "one of: " in err and "orchestrator" in err, (rc, err)
     # with --json the error is JSON on stdout, and no hint is added
@@ -209,6 +232,12 @@ def first_start_seeds_and_second_changes_nothing():
     up = Up(work, env)
     try:
         up.wait_for("the procurement example is in")
+        # seeding asks whether a model and a policy exist yet: "none yet" is an answer (logged at
+        # debug), not a refused request in a newcomer's first log
+        assert "request refused" not in up.text(), \
+            [l for l in up.text().splitlines() if "request refused" in l]
+        # the OpenFGA HTTP API off for want of keys says how to turn it on
+        assert "answers 401 to every request (to use it, point http_keys at" in up.text(), up.text()[:3000]
         marker = os.path.join(work, "var", "seeded.json")
         record = json.load(open(marker))
         seeded = record["seeded"]

@@ -192,8 +192,11 @@ def connect_and_list(x):
     mk = os.path.join(x.c.dir, "data", "vault-broker", "master.key")
     st = os.stat(mk)
     assert stat.S_IMODE(st.st_mode) == 0o600 and st.st_size == 32, (oct(st.st_mode), st.st_size)
-    assert x.c.ctl("vault", "connect", "bad name", "--kind", "gmail", "--scopes", "x").returncode == 1
-    assert x.c.ctl("vault", "connect", "n", "--kind", "fax", "--scopes", "x").returncode == 1
+    # what the user typed, refused as invalid by the vault: bad usage (exit 2), saying what is wrong
+    r = x.c.ctl("vault", "connect", "bad name", "--kind", "gmail", "--scopes", "x")
+    assert r.returncode == 2 and "error invalid" in r.stderr, (r.returncode, r.stderr)
+    r = x.c.ctl("vault", "connect", "n", "--kind", "fax", "--scopes", "x")
+    assert r.returncode == 2 and "error invalid" in r.stderr, (r.returncode, r.stderr)
 
 
 @test
@@ -436,6 +439,32 @@ def leased_tokens_nowhere_on_disk(x):
     x.reconnect()
     again = x.orch.call_raw(frame, rid, timeout_ms=5000)
     assert ok(again)["token"] == tok and again["body"]["lease_id"] == first["body"]["lease_id"], again
+
+
+@test
+def people_read_what_disconnect_revoke_and_rotate_did(x):
+    """Without --json, disconnect, revoke and rotate-key say what they did in words, not JSON."""
+    connect(x, "sheets-gone")
+    r = x.c.ctl("vault", "disconnect", "sheets-gone")
+    assert r.returncode == 0 and r.stdout.startswith("disconnected sheets-gone") and "{" not in r.stdout, \
+        r.stdout + r.stderr
+    r = x.c.ctl("vault", "disconnect", "sheets-gone")
+    assert r.returncode == 1 and "not_found" in r.stderr and "sanctumctl vault connections" in r.stderr, r.stderr
+    lid = ok(lease(x, ttl=30))["lease_id"]
+    r = x.c.ctl("vault", "revoke", lid)
+    assert r.returncode == 0 and r.stdout == "revoked %s\n" % lid, r.stdout + r.stderr
+    r = x.c.ctl("vault", "revoke", lid)
+    assert r.returncode == 0 and r.stdout.startswith("nothing to revoke: lease %s" % lid), r.stdout + r.stderr
+    r = x.c.ctl("vault", "revoke", "--run", "short")
+    assert r.returncode == 2 and "error invalid" in r.stderr and "sanctumctl run list" in r.stderr, \
+        (r.returncode, r.stderr)
+    r = x.c.ctl("--json", "vault", "rotate-key", "signing")
+    old_kid = json.loads(r.stdout)["kid"]
+    r = x.c.ctl("vault", "rotate-key", "signing")
+    assert r.returncode == 0 and r.stdout.startswith("new signing key ") and ("the old one, %s," % old_kid) in r.stdout \
+        and "{" not in r.stdout, r.stdout + r.stderr
+    r = x.c.ctl("vault", "rotate-key", "masterkey")
+    assert r.returncode == 2 and "master (the default) or signing" in r.stderr, (r.returncode, r.stderr)
 
 
 @test

@@ -210,6 +210,33 @@ test_duplicate_ignore (void **state)
     json_decref (two);
 }
 
+/*  authz_store_write_counted says what a write did: tuples written and
+    deleted, and those the ignore flags left (already there, already
+    gone); a refused write counts nothing. */
+static void
+test_write_counts (void **state)
+{
+    s_fix_t *f = *state;
+    authz_error_t err = { 0 };
+    authz_write_count_t n = { 9, 9, 9, 9 };
+    assert_int_equal (s_write (f, s_t ("doc:1", "plain", "user:a", NULL, NULL), 0), 0);
+    authz_tuple_t two [2] = { s_t ("doc:1", "plain", "user:a", NULL, NULL),
+                              s_t ("doc:1", "plain", "user:b", NULL, NULL) };
+    assert_int_equal (authz_store_write_counted (f->store, f->model, two, 2, NULL, 0, AUTHZ_WRITE_IGNORE_DUPLICATE,
+                                                 &n, &err), 0);
+    assert_true (n.written == 1 && n.existing == 1 && n.deleted == 0 && n.missing == 0);
+    authz_tuple_t gone [2] = { s_t ("doc:1", "plain", "user:b", NULL, NULL),
+                               s_t ("doc:9", "plain", "user:b", NULL, NULL) };
+    assert_int_equal (authz_store_write_counted (f->store, f->model, NULL, 0, gone, 2, AUTHZ_DELETE_IGNORE_MISSING,
+                                                 &n, &err), 0);
+    assert_true (n.written == 0 && n.existing == 0 && n.deleted == 1 && n.missing == 1);
+    //  Without "ignore" the tuple already there refuses the whole write
+    n = (authz_write_count_t) { 9, 9, 9, 9 };
+    assert_int_equal (authz_store_write_counted (f->store, f->model, two, 2, NULL, 0, 0, &n, &err), -2017);
+    assert_true (n.written == 0 && n.existing == 0 && n.deleted == 0 && n.missing == 0);
+    assert_int_equal (s_check (f, "doc:1", "plain", "user:b", NULL), 0);
+}
+
 /*  Read a whole file (test data). */
 static char *
 s_slurp (const char *path)
@@ -341,6 +368,7 @@ main (void)
         cmocka_unit_test_setup_teardown (test_intersection_error, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown (test_cycles, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown (test_duplicate_ignore, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown (test_write_counts, s_setup, s_teardown),
         cmocka_unit_test_teardown (test_policy_max_levels, s_teardown),
         cmocka_unit_test_teardown (test_policy_manager_cycle, s_teardown),
     };
