@@ -26,9 +26,8 @@
       upstream     "lease/<lease_id>"  -> sealed (oauth: the provider's token until the lease ends)
 
     Threads: the reactor, and the service's writer thread ([vault]
-    writer_thread): a lone lease commits on the reactor with
-    bus_request_commit; leases that queue (bus_service_writes_queue) commit
-    on the writer, grouped (one fsync for the group), each with its expiry
+    writer_thread): a lone lease commits on the reactor; leases that queue
+    commit on the writer (bus_request_write), grouped (one fsync for the group), each with its expiry
     entry, the approval used, its event and the request's outcome, before
     its token is answered. The outcome recorded for retries holds the
     token sealed (s_outcome_seal: under outcome_key, derived from the
