@@ -323,6 +323,74 @@ s_lease_finish (vault_lease_job_t *job)
         vault_lease_store (job, NULL, NULL);
 }
 
+/*  approval.completed from the ciba-broker: an approved one is kept
+    (run and node), the oldest dropped past VAULT_APPROVED_MAX. */
+static int
+s_on_completed (bus_follow_t *follow, bus_txn_t *txn, proto_msg_t *event, void *arg)
+{
+    vault_t *self = arg;
+    const char *id = json_string_value (json_object_get (event->body, "approval_id"));
+    const char *outcome = json_string_value (json_object_get (event->body, "outcome"));
+    const char *run = json_string_value (json_object_get (event->body, "run"));
+    const char *node = json_string_value (json_object_get (event->body, "node"));
+    if (!id || !outcome || strcmp (outcome, "approved") || !run || !node || zhash_lookup (self->approved, id))
+        return 0;
+    char *where = NULL;
+    if (asprintf (&where, "%s\n%s", run, node) < 0)
+        return 0;                       /* not kept: the lease asks ciba.status */
+    if (zhash_insert (self->approved, id, where)) {
+        free (where);
+        return 0;
+    }
+    zhash_freefn (self->approved, id, free);
+    zlist_append (self->approved_order, strdup (id));
+    while (zlist_size (self->approved_order) > VAULT_APPROVED_MAX) {
+        char *old = zlist_pop (self->approved_order);
+        zhash_delete (self->approved, old);
+        free (old);
+    }
+    return 0;
+}
+
+int
+vault_approvals_follow (vault_t *self)
+{
+    self->approved = zhash_new ();
+    self->approved_order = zlist_new ();
+    static const char *const topics [] = { "approval.completed", NULL };
+    bus_follow_opts_t fo = { .name = "approvals", .topics = topics, .fn = s_on_completed, .arg = self,
+                             .from_now = true };
+    self->approvals_seen = self->approved && self->approved_order ? bus_follow_for (self->svc, &fo, true) : NULL;
+    if (!self->approvals_seen)
+        return BUS_ENOMEM;
+    if (bus_follow_add_service (self->approvals_seen, bus_service_config (self->svc), "ciba-broker"))
+        bus_warn ("vault: the ciba-broker is not known here (no key): each lease on an approval asks ciba.status");
+    return 0;
+}
+
+void
+vault_approvals_stop (vault_t *self)
+{
+    bus_follow_destroy (&self->approvals_seen);
+    zhash_destroy (&self->approved);
+    char *id;
+    while (self->approved_order && (id = zlist_pop (self->approved_order)))
+        free (id);
+    zlist_destroy (&self->approved_order);
+}
+
+/*  Was approval published approved for this run and node? (Then the
+    ciba-broker's ciba.status would answer so too: approved is final.) */
+static bool
+s_approved_seen (vault_t *self, const char *approval, json_t *lease)
+{
+    const char *where = self->approved ? zhash_lookup (self->approved, approval) : NULL;
+    const char *run = json_string_value (json_object_get (lease, "run"));
+    const char *node = json_string_value (json_object_get (lease, "node"));
+    size_t n = run ? strlen (run) : 0;
+    return where && run && node && !strncmp (where, run, n) && where [n] == '\n' && !strcmp (where + n + 1, node);
+}
+
 /*  The ciba-broker's answer on the approval. */
 static void
 s_on_approval (bus_calls_t *calls, proto_msg_t *reply, void *arg)
@@ -483,6 +551,14 @@ vault_lease (bus_service_t *svc, bus_request_t *req, void *arg)
         vault_lease_job_free (job);
         goto done;
     }
+    /* published approved for this step: no need to ask (the approval is
+       used once all the same: the approvals record, in the lease's commit) */
+    if (s_approved_seen (self, approval, job->lease)) {
+        bus_stats_count (bus_service_stats (svc), "approvals_seen", 1);
+        s_lease_finish (job);
+        goto done;
+    }
+    bus_stats_count (bus_service_stats (svc), "approvals_asked", 1);
     if (!self->ciba)
         self->ciba = bus_calls_for (svc, "ciba-broker");
     bus_request_defer (req);

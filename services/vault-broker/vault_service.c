@@ -208,6 +208,9 @@ s_start (bus_service_t *svc, void **state)
     }
     bus_info ("vault: master key %u of %u, signing key %s, issuer %s", vault_keyring_current (self->keyring),
               vault_keyring_current (self->keyring), vault_current_key (self)->kid, self->issuer);
+    rc = vault_approvals_follow (self);
+    if (rc)
+        return rc;
     static const bus_handler_entry_t handlers [] = {
         { "vault.connect",     vault_connect },
         { "vault.disconnect",  vault_disconnect },
@@ -230,6 +233,7 @@ s_stop (bus_service_t *svc, void **state)
     vault_t *self = *state;
     if (!self)
         return;
+    vault_approvals_stop (self);
     bus_calls_destroy (&self->ciba);
     bus_http_client_destroy (&self->http);
     for (size_t i = 0; i < self->nkeys; i++)
