@@ -30,7 +30,7 @@
                  -> FAILED with the upstream's error
         then     the result into vars[output]; once the node's checkpoint
                  is stored, vault.token_used and vault.revoke (neither
-                 awaited)
+                 awaited; the run's end revokes it with the run's others)
 
     At the run's end: vault.revoke {run} (when it leased), waiters answered.
 
@@ -514,14 +514,18 @@ s_chat_result (orch_run_t *run)
     json_object_del (run->rec, "call_id");
 }
 
-/*  The step's token is done with: report its use (target) and revoke
-    its lease, neither awaited. */
+/*  The step's token is done with: report its use (target) and, unless
+    the run has ended (orch_run_after_end then revokes all its leases,
+    this one with them: one commit at the vault rather than two), revoke
+    its lease; neither awaited. */
 static void
-s_token_done (orch_t *self, const char *lease, const char *target)
+s_token_done (orch_t *self, const char *lease, const char *target, bool ended)
 {
     bus_calls_send (self->vault, "vault.token_used", json_pack ("{s:s, s:s}", "lease_id", lease, "target", target),
                     NULL, s_ignore, NULL, NULL);
-    bus_calls_send (self->vault, "vault.revoke", json_pack ("{s:s}", "lease_id", lease), NULL, s_ignore, NULL, NULL);
+    if (!ended)
+        bus_calls_send (self->vault, "vault.revoke", json_pack ("{s:s}", "lease_id", lease), NULL, s_ignore, NULL,
+                        NULL);
 }
 
 /*  The cursor's node finished ok (extra borrowed, may be NULL): commit it
@@ -594,7 +598,7 @@ s_node_done (orch_run_t *run, const json_t *extra, const char *lease, const char
     json_incref (rec);
     if (s_commit (run, &txn) == 0) {
         if (lease)
-            s_token_done (self, lease, target);
+            s_token_done (self, lease, target, ended);
         if (ended) {
             orch_run_drop (run);
             orch_run_after_end (self, rec);
