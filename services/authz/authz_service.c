@@ -874,8 +874,10 @@ s_decided_free (void *arg)
 }
 
 /*  Record the decision, then give it: a decision nobody can audit is not
-    given. state: the committer of the thread it runs on (the writer's
-    state starts with one, as the service's does). */
+    given. bus_request_write's work, on the reactor or the writer: its
+    event nests in the group that commits the request's outcome. state:
+    the committer of the thread it runs on (the writer's state starts with
+    one, as the service's does). */
 static void
 s_decided_work (void *state, json_t *body, void *arg, bus_outcome_t *out)
 {
@@ -937,23 +939,10 @@ s_decide_common (bus_service_t *svc, bus_request_t *req, s_authz_t *self, bool c
                             "decision", decision, "store_id", self->store_id);
     job->decision = decision;
     snprintf (job->traceparent, sizeof job->traceparent, "%s", bus_request_traceparent (req));
-    /* recorded (a commit: two fsyncs) on the writer thread when there is
-       one, so that it holds up nothing here */
-    if (bus_request_offload_write (req, s_decided_work, job, s_decided_free) != BUS_ESTATE)
-        return;
-    /* here: the event and the answer commit together (bus_request_commit) */
-    bus_txn_t *txn = bus_txn_begin (bus_service_store (svc), true);
-    rc = txn ? bus_event_append (svc, txn, "authz.decided", json_incref (job->event), job->traceparent)
-               : BUS_EIO;
-    if (rc) {
-        bus_service_abort (svc, &txn);
-        s_decided_free (job);
-        bus_reply_error (req, PROTO_ERR_UNAVAILABLE, "cannot record the decision");
-        return;
-    }
-    bus_outcome_t out = { .body = json_incref (job->decision) };
-    s_decided_free (job);
-    bus_request_commit (req, &txn, &out);
+    /* recorded with its answer in one commit before it is given: here
+       when the writer is idle (no thread hop), on the writer when writes
+       queue (decisions queued together share its fsync) */
+    (void) bus_request_write (req, s_decided_work, &self->committer, job, s_decided_free);
 }
 
 static void

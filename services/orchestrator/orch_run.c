@@ -28,7 +28,9 @@
                  run/node/attempt) on the HTTP client; 5xx/429/network ->
                  PAUSED upstream_retry, backoff, the same key again; 4xx
                  -> FAILED with the upstream's error
-        then     vault.token_used, the result into vars[output], vault.revoke
+        then     the result into vars[output]; once the node's checkpoint
+                 is stored, vault.token_used and vault.revoke (neither
+                 awaited; the run's end revokes it with the run's others)
 
     At the run's end: vault.revoke {run} (when it leased), waiters answered.
 
@@ -513,10 +515,29 @@ s_chat_result (orch_run_t *run)
     json_object_del (run->rec, "call_id");
 }
 
-/*  The cursor's node finished ok (extra borrowed, may be NULL): commit it
-    with the move to the next node (or the run's end), then go on. */
+/*  The step's token is done with: report its use (target) and, unless
+    the run has ended (orch_run_after_end then revokes all its leases,
+    this one with them: one commit at the vault rather than two), revoke
+    its lease; neither awaited. */
 static void
-s_node_ok (orch_run_t *run, const json_t *extra)
+s_token_done (orch_t *self, const char *lease, const char *target, bool ended)
+{
+    bus_calls_send (self->vault, "vault.token_used", json_pack ("{s:s, s:s}", "lease_id", lease, "target", target),
+                    NULL, s_ignore, NULL, NULL);
+    if (!ended)
+        bus_calls_send (self->vault, "vault.revoke", json_pack ("{s:s}", "lease_id", lease), NULL, s_ignore, NULL,
+                        NULL);
+}
+
+/*  The cursor's node finished ok (extra borrowed, may be NULL): commit it
+    with the move to the next node (or the run's end), then go on. A
+    tool step's lease (NULL: none) is reported used and revoked once that
+    checkpoint is stored (s_token_done): the vault's two commits then do
+    not contend with it for the disk, and a restart before it finds the
+    lease still active (renewed, the call asked again under its
+    Idempotency-Key) rather than revoked (the step failed). */
+static void
+s_node_done (orch_run_t *run, const json_t *extra, const char *lease, const char *target)
 {
     orch_t *self = run->self;
     json_t *rec = run->rec;
@@ -577,6 +598,8 @@ s_node_ok (orch_run_t *run, const json_t *extra)
         s_enter (self, txn, rec, run->wf, next);
     json_incref (rec);
     if (s_commit (run, &txn) == 0) {
+        if (lease)
+            s_token_done (self, lease, target, ended);
         if (ended) {
             orch_run_drop (run);
             orch_run_after_end (self, rec);
@@ -585,6 +608,12 @@ s_node_ok (orch_run_t *run, const json_t *extra)
             s_advance (run);
     }
     json_decref (rec);
+}
+
+static void
+s_node_ok (orch_run_t *run, const json_t *extra)
+{
+    s_node_done (run, extra, NULL, NULL);
 }
 
 /*  Commit a pause (reason; the run stays in memory unless drop) with
@@ -766,10 +795,9 @@ s_on_http (const bus_http_response_t *res, void *arg)
     if (res->status)
         json_object_set_new (step, "status", json_integer (res->status));
     if (out == ORCH_CALL_OK) {
-        const char *lease = orch_str (step, "lease");
-        bus_calls_send (self->vault, "vault.token_used", json_pack ("{s:s, s:s}", "lease_id", lease, "target", connector),
-                        NULL, s_ignore, NULL, NULL);
-        bus_calls_send (self->vault, "vault.revoke", json_pack ("{s:s}", "lease_id", lease), NULL, s_ignore, NULL, NULL);
+        char lease [128], target [64];      /* the record's step changes as the node ends */
+        snprintf (lease, sizeof lease, "%s", orch_str (step, "lease") ? orch_str (step, "lease") : "");
+        snprintf (target, sizeof target, "%s", connector);
         if (run->token) {
             sodium_memzero (run->token, strlen (run->token));
             free (run->token);
@@ -780,7 +808,7 @@ s_on_http (const bus_http_response_t *res, void *arg)
         json_t *x = s_step_extra (run);
         self->steps++;
         bus_stats_count (bus_service_stats (self->svc), "steps", 1);
-        s_node_ok (run, x);
+        s_node_done (run, x, *lease ? lease : NULL, target);
         json_decref (x);
         return;
     }

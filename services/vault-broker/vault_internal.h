@@ -24,6 +24,7 @@
 #include "vault_crypt.h"
 #include "bus_call.h"
 #include "bus_daemon.h"
+#include "bus_follow.h"
 #include "bus_http_client.h"
 #include "bus_jose.h"
 
@@ -35,6 +36,7 @@
 #define VAULT_CLOCK_SKEW    60          /* a retired signing key outlives its tokens by this */
 #define VAULT_LEASE_ID_MAX  64
 #define VAULT_HMAC_TEXT_LEN (12 + 64 + 1)   /* "hmac-sha256:<hex>" and its NUL */
+#define VAULT_APPROVED_MAX  4096        /* approvals seen approved, kept in memory */
 
 /*  A signing key, in memory. */
 typedef struct {
@@ -57,6 +59,12 @@ typedef struct {
     uint8_t *outcome_key;               /* sodium_malloc'd: seals tokens in recorded replies */
     char issuer [256];
     bus_calls_t *ciba;
+    /* approvals the ciba-broker published approved (approval.completed,
+       followed in memory): approval id -> "run\nnode", the oldest
+       dropped past VAULT_APPROVED_MAX (vault_approvals_follow) */
+    bus_follow_t *approvals_seen;
+    zhash_t *approved;
+    zlist_t *approved_order;            /* their ids, oldest first */
     /* the re-seal pass (vault_reseal): due after a rotation or at start */
     bool reseal_due;
     int64_t reseal_not_before;          /* ms: its first step */
@@ -142,6 +150,14 @@ void vault_lease_job_free (vault_lease_job_t *job);
 /*  Store (lease, expiry, approval used, event) and answer with a token
     minted here (upstream NULL) or the provider's; frees job. */
 void vault_lease_store (vault_lease_job_t *job, const char *upstream, const char *upstream_type);
+
+/*  Follow the ciba-broker's approval.completed (memory mode, from now),
+    keeping the approvals it published approved, so that a lease on one
+    needs no ciba.status (an approved approval stays so). A vault-broker
+    that does not know the ciba-broker asks ciba.status each time. Start;
+    vault_approvals_stop frees. Returns 0 or BUS_ENOMEM. */
+int vault_approvals_follow (vault_t *self);
+void vault_approvals_stop (vault_t *self);
 void vault_lease (bus_service_t *svc, bus_request_t *req, void *arg);
 void vault_renew (bus_service_t *svc, bus_request_t *req, void *arg);
 void vault_revoke (bus_service_t *svc, bus_request_t *req, void *arg);

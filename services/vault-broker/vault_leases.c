@@ -5,11 +5,12 @@
     vault.token_used, and the expiry sweep (the timer).
 
     A lease is stored with its expiry index entry, the approval it used,
-    its event and the request's outcome in one transaction
-    (bus_request_commit) before the token is answered. Lease records and
+    its event and the request's outcome in one commit (bus_request_write)
+    before the token is answered. Lease records and
     events never hold a token: its HMAC.
 
-    Threads: the reactor's.
+    Threads: the reactor's; a lease's writes (s_store_work) may run on
+    the service's writer thread.
 */
 #include "vault_internal.h"
 #include "bus_error.h"
@@ -207,9 +208,10 @@ s_store_failed (bus_outcome_t *out, int rc)
     snprintf (out->message, sizeof out->message, "cannot issue the lease: %s", bus_strerror (rc));
 }
 
-/*  On the writer: the lease's writes nested in the writer's group, which
-    commits them with the request's outcome (one fsync shared by the
-    leases queued together) before the reply leaves. */
+/*  bus_request_write's work (the reactor, or the writer): the lease's
+    writes nested in the group, which commits them with the request's
+    outcome (on the writer, one fsync shared by the leases queued
+    together) before the reply leaves. */
 static void
 s_store_work (void *state, json_t *body, void *arg, bus_outcome_t *out)
 {
@@ -227,14 +229,13 @@ s_store_work (void *state, json_t *body, void *arg, bus_outcome_t *out)
 
 /*  Store (lease, expiry, approval used, event) and answer, with a token
     minted here (upstream NULL: local mode) or the provider's (oauth mode:
-    sealed under "lease/<id>" until the lease ends, then revoked): on the
-    writer thread when there is one, else here. */
+    sealed under "lease/<id>" until the lease ends, then revoked): here
+    when the writer is idle, else on the writer (bus_request_write). */
 void
 vault_lease_store (vault_lease_job_t *job, const char *upstream, const char *upstream_type)
 {
     vault_t *self = job->self;
     bus_request_t *req = job->req;
-    bus_service_t *svc = self->svc;
     json_t *lease = job->lease;
     int64_t now_ms = vault_now_ms (), iat = now_ms / 1000;
     int64_t ttl = json_integer_value (json_object_get (lease, "ttl"));
@@ -299,24 +300,11 @@ vault_lease_store (vault_lease_job_t *job, const char *upstream, const char *ups
     if (rc)
         goto failed;
     vault_lease_job_free (job);
-    /* a lone lease commits here (the writer is idle: no thread hop); once
-       leases queue, they go to the writer, which groups them */
-    if (bus_service_writes_queue (svc)
-        && bus_request_offload_write (req, s_store_work, st, s_store_free) != BUS_ESTATE)
-        return;                         /* deferred, or refused and answered */
-    /* on the reactor, the outcome in the same commit */
-    bus_outcome_t out = { .code = NULL };
-    bus_txn_t *txn = bus_txn_begin (bus_service_store (svc), true);
-    rc = txn ? s_store_in (st, txn, &out) : BUS_EIO;
-    if (rc == 0)
-        bus_request_commit (req, &txn, &out);
-    else {
-        bus_service_abort (svc, &txn);
-        if (rc < 0)
-            s_store_failed (&out, rc);
-        bus_reply_outcome (req, &out);
-    }
-    s_store_free (st);
+    /* a lone lease commits here on the reactor (the writer idle: no
+       thread hop); leases that queue go to the writer, which groups them
+       (one fsync); either way with the outcome, events after the commit,
+       the reply last (bus_request_write) */
+    (void) bus_request_write (req, s_store_work, NULL, st, s_store_free);   /* answered or deferred; st freed */
     return;
 failed:
     bus_reply_error (req, PROTO_ERR_UNAVAILABLE, "cannot issue the lease: %s", bus_strerror (rc));
@@ -333,6 +321,74 @@ s_lease_finish (vault_lease_job_t *job)
         vault_upstream_start (job);
     else
         vault_lease_store (job, NULL, NULL);
+}
+
+/*  approval.completed from the ciba-broker: an approved one is kept
+    (run and node), the oldest dropped past VAULT_APPROVED_MAX. */
+static int
+s_on_completed (bus_follow_t *follow, bus_txn_t *txn, proto_msg_t *event, void *arg)
+{
+    vault_t *self = arg;
+    const char *id = json_string_value (json_object_get (event->body, "approval_id"));
+    const char *outcome = json_string_value (json_object_get (event->body, "outcome"));
+    const char *run = json_string_value (json_object_get (event->body, "run"));
+    const char *node = json_string_value (json_object_get (event->body, "node"));
+    if (!id || !outcome || strcmp (outcome, "approved") || !run || !node || zhash_lookup (self->approved, id))
+        return 0;
+    char *where = NULL;
+    if (asprintf (&where, "%s\n%s", run, node) < 0)
+        return 0;                       /* not kept: the lease asks ciba.status */
+    if (zhash_insert (self->approved, id, where)) {
+        free (where);
+        return 0;
+    }
+    zhash_freefn (self->approved, id, free);
+    zlist_append (self->approved_order, strdup (id));
+    while (zlist_size (self->approved_order) > VAULT_APPROVED_MAX) {
+        char *old = zlist_pop (self->approved_order);
+        zhash_delete (self->approved, old);
+        free (old);
+    }
+    return 0;
+}
+
+int
+vault_approvals_follow (vault_t *self)
+{
+    self->approved = zhash_new ();
+    self->approved_order = zlist_new ();
+    static const char *const topics [] = { "approval.completed", NULL };
+    bus_follow_opts_t fo = { .name = "approvals", .topics = topics, .fn = s_on_completed, .arg = self,
+                             .from_now = true };
+    self->approvals_seen = self->approved && self->approved_order ? bus_follow_for (self->svc, &fo, true) : NULL;
+    if (!self->approvals_seen)
+        return BUS_ENOMEM;
+    if (bus_follow_add_service (self->approvals_seen, bus_service_config (self->svc), "ciba-broker"))
+        bus_warn ("vault: the ciba-broker is not known here (no key): each lease on an approval asks ciba.status");
+    return 0;
+}
+
+void
+vault_approvals_stop (vault_t *self)
+{
+    bus_follow_destroy (&self->approvals_seen);
+    zhash_destroy (&self->approved);
+    char *id;
+    while (self->approved_order && (id = zlist_pop (self->approved_order)))
+        free (id);
+    zlist_destroy (&self->approved_order);
+}
+
+/*  Was approval published approved for this run and node? (Then the
+    ciba-broker's ciba.status would answer so too: approved is final.) */
+static bool
+s_approved_seen (vault_t *self, const char *approval, json_t *lease)
+{
+    const char *where = self->approved ? zhash_lookup (self->approved, approval) : NULL;
+    const char *run = json_string_value (json_object_get (lease, "run"));
+    const char *node = json_string_value (json_object_get (lease, "node"));
+    size_t n = run ? strlen (run) : 0;
+    return where && run && node && !strncmp (where, run, n) && where [n] == '\n' && !strcmp (where + n + 1, node);
 }
 
 /*  The ciba-broker's answer on the approval. */
@@ -495,6 +551,14 @@ vault_lease (bus_service_t *svc, bus_request_t *req, void *arg)
         vault_lease_job_free (job);
         goto done;
     }
+    /* published approved for this step: no need to ask (the approval is
+       used once all the same: the approvals record, in the lease's commit) */
+    if (s_approved_seen (self, approval, job->lease)) {
+        bus_stats_count (bus_service_stats (svc), "approvals_seen", 1);
+        s_lease_finish (job);
+        goto done;
+    }
+    bus_stats_count (bus_service_stats (svc), "approvals_asked", 1);
     if (!self->ciba)
         self->ciba = bus_calls_for (svc, "ciba-broker");
     bus_request_defer (req);

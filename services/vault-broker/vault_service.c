@@ -26,9 +26,8 @@
       upstream     "lease/<lease_id>"  -> sealed (oauth: the provider's token until the lease ends)
 
     Threads: the reactor, and the service's writer thread ([vault]
-    writer_thread): a lone lease commits on the reactor with
-    bus_request_commit; leases that queue (bus_service_writes_queue) commit
-    on the writer, grouped (one fsync for the group), each with its expiry
+    writer_thread): a lone lease commits on the reactor; leases that queue
+    commit on the writer (bus_request_write), grouped (one fsync for the group), each with its expiry
     entry, the approval used, its event and the request's outcome, before
     its token is answered. The outcome recorded for retries holds the
     token sealed (s_outcome_seal: under outcome_key, derived from the
@@ -209,6 +208,9 @@ s_start (bus_service_t *svc, void **state)
     }
     bus_info ("vault: master key %u of %u, signing key %s, issuer %s", vault_keyring_current (self->keyring),
               vault_keyring_current (self->keyring), vault_current_key (self)->kid, self->issuer);
+    rc = vault_approvals_follow (self);
+    if (rc)
+        return rc;
     static const bus_handler_entry_t handlers [] = {
         { "vault.connect",     vault_connect },
         { "vault.disconnect",  vault_disconnect },
@@ -231,6 +233,7 @@ s_stop (bus_service_t *svc, void **state)
     vault_t *self = *state;
     if (!self)
         return;
+    vault_approvals_stop (self);
     bus_calls_destroy (&self->ciba);
     bus_http_client_destroy (&self->http);
     for (size_t i = 0; i < self->nkeys; i++)

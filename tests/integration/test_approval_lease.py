@@ -11,6 +11,10 @@ real vault-broker — the two services end to end, each its own process.
   exactly that run and node, and refuses a second lease on the same
   approval (`approval_used`) and a lease for another node
   (`approval_mismatch`);
+- an approval the vault has seen published approved (the ciba-broker's
+  approval.completed, which it follows) backs a lease without a
+  ciba.status (its stats: approvals_seen, not approvals_asked); one
+  approved for another node is asked about all the same, and refused;
 - a chain denied at its first level: the vault refuses (`approval_denied`);
   an approval the broker does not know, or not of an approval id's form:
   `approval_unknown`.
@@ -22,6 +26,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(__file__))
 from cluster import Cluster  # noqa: E402
+import sanctum_client  # noqa: E402
 from harness import run, test  # noqa: E402
 
 RUN = "01JDZ0000000000000000RUN07"
@@ -71,6 +76,13 @@ class Ctx:
             r = self.c.ctl("--json", "device", "enroll", user)
             assert r.returncode == 0, r.stdout + r.stderr
         self.node_key = node_key()
+        public, secret = self.c.client_key("ops-stats", "ops:stats")
+        self.ops = sanctum_client.SanctumClient(self.c.endpoints["vault-broker"][0],
+                                                sanctum_client.server_key(self.c.keys, "vault-broker"),
+                                                public, secret)
+
+    def counters(self):
+        return body(self.ops.call("stats", {}, timeout_ms=5000))["counters"]
 
     def authorize(self, node=NODE):
         chain = [{"approver": "user:carol", "escalate_after": 0},
@@ -101,6 +113,7 @@ class Ctx:
     def close(self):
         self.ciba.close()
         self.vault.close()
+        self.ops.close()
         self.c.close()
 
 
@@ -128,12 +141,30 @@ def approved_chain_backs_exactly_one_lease(x):
 
 
 @test
+def an_approval_seen_published_needs_no_status(x):
+    aid = x.authorize(node="append_row")["approval_id"]
+    x.ctl_decide("approve", x.level_id(aid, 0), "carol")
+    x.ctl_decide("approve", x.level_id(aid, 1), "victor")
+    time.sleep(0.5)                     # approval.completed reaches the vault
+    before = x.counters()
+    granted = body(x.lease(aid, node="append_row"))
+    assert granted["lease_id"] and granted["token"], granted
+    after = x.counters()
+    assert after.get("approvals_seen", 0) == before.get("approvals_seen", 0) + 1, (before, after)
+    assert after.get("approvals_asked", 0) == before.get("approvals_asked", 0), (before, after)
+    refused(x.lease(aid, node="append_row"), "conflict", "approval_used")
+
+
+@test
 def approval_for_another_node_is_refused(x):
     aid = x.authorize(node="send_mail")["approval_id"]
     x.ctl_decide("approve", x.level_id(aid, 0), "carol")
     x.ctl_decide("approve", x.level_id(aid, 1), "victor")
     time.sleep(0.2)
+    before = x.counters()
     refused(x.lease(aid, node=NODE), "forbidden", "approval_mismatch")
+    after = x.counters()                # seen for send_mail: asked all the same
+    assert after.get("approvals_asked", 0) == before.get("approvals_asked", 0) + 1, (before, after)
 
 
 @test
