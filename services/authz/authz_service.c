@@ -99,7 +99,12 @@ s_commit (bus_txn_t **txn_p, json_t *change, void *arg)
     int rc = bus_event_append (self->svc, *txn_p, tuples ? "authz.tuples.written" : "authz.model.written",
                                json_incref (change), self->traceparent);
     if (rc == 0 && self->req) {
-        bus_outcome_t out = { .body = tuples ? json_object ()
+        /* the reply s_write_tuples gives, for a retry after a restart */
+        bus_outcome_t out = { .body = tuples ? json_pack ("{s:O, s:O, s:O, s:O}", "written",
+                                                          json_object_get (change, "writes"), "deleted",
+                                                          json_object_get (change, "deletes"), "existing",
+                                                          json_object_get (change, "existing"), "missing",
+                                                          json_object_get (change, "missing"))
                                              : json_pack ("{s:O}", "authorization_model_id",
                                                           json_object_get (change, "authorization_model_id")) };
         rc = out.body ? bus_request_record (self->req, *txn_p, &out) : BUS_ENOMEM;

@@ -1116,8 +1116,11 @@ authz_store_write_counted (authz_store_t *self, const authz_model_t *model,
         free (val);
     }
     if (rc == 0)
-        rc = s_commit (self, &txn, json_pack ("{s:s, s:I, s:I}", "authorization_model_id", authz_model_id (model),
-                                              "writes", (json_int_t) n_writes, "deletes", (json_int_t) n_deletes));
+        rc = s_commit (self, &txn, json_pack ("{s:s, s:I, s:I, s:I, s:I}", "authorization_model_id",
+                                              authz_model_id (model), "writes", (json_int_t) counted.written,
+                                              "deletes", (json_int_t) counted.deleted,
+                                              "existing", (json_int_t) counted.existing,
+                                              "missing", (json_int_t) counted.missing));
     bus_txn_abort (&txn);
     if (rc == 0 && count)
         *count = counted;
