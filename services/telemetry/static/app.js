@@ -12,6 +12,11 @@ const log = [];
 let selected = null;
 let key = null;
 let dirty = false;
+// Events applied so far: a run's state fetched over HTTP is older than any
+// event applied to that run after the request left (run.touched), and must
+// not overwrite it (a RUNNING answered before the run paused, arriving after
+// run.paused, would leave the list saying RUNNING until the next event).
+let applied = 0;
 
 function run(id) {
   if (!runs.has(id)) runs.set(id, { id, state: "", workflow: "", nodes: new Map(), order: [], approvals: new Map(), graph: null });
@@ -42,6 +47,7 @@ function apply(e) {
   const b = e.body || {};
   const t = e.type;
   const r = b.run ? run(b.run) : null;
+  if (r) r.touched = ++applied;
   if (t === "run.started") { r.state = "RUNNING"; r.workflow = b.workflow || r.workflow; }
   else if (t === "node.started") node(r, b.node, b.kind).state = "running";
   else if (t === "node.finished") node(r, b.node, b.kind).state = b.outcome === "ok" ? "done" : "dead";
@@ -249,10 +255,15 @@ function notAvailable(res) {
 
 async function loadLists() {
   const state = $("run-filter").value;
+  const since = applied;
   const rl = await getJSON(`/api/runs${state ? "?state=" + state : ""}`);
   if (rl.status === 200) {
     $("runs-note").textContent = "";
-    for (const x of rl.body.runs || []) { const r = run(x.run); r.state = x.state; r.workflow = x.workflow; }
+    for (const x of rl.body.runs || []) {
+      const r = run(x.run);
+      if ((r.touched || 0) <= since) r.state = x.state;
+      r.workflow = x.workflow;
+    }
   } else $("runs-note").textContent = `Run list: ${notAvailable(rl)}`;
   const al = await getJSON("/api/approvals?state=pending");
   if (al.status === 200) {
@@ -287,11 +298,13 @@ async function refreshRun(full) {
   const id = selected;
   if (!id) return;
   if (full) {
+    const since = applied;
     const res = await getJSON(`/api/runs/${id}`);
     if (res.status === 200) {
       const r = run(id);
       const g = res.body.run;
-      if (g) {
+      if (g && (r.touched || 0) > since) { r.workflow = g.workflow; r.graph = g.graph || r.graph; }
+      else if (g) {
         r.state = g.state; r.workflow = g.workflow; r.graph = g.graph || r.graph;
         for (const n of g.nodes || []) {
           const m = node(r, n.node, n.kind);
