@@ -203,9 +203,17 @@ check "sigkilled_daemon_restarted" killed_is_restarted
 
 stop_in_order () {
     in_ct 'systemctl stop sanctum.target' || return 1
+    # systemctl waits for the target's own stop job, which ends before the
+    # PartOf= stop jobs it propagated: a daemon ordered after the
+    # orchestrator may still be stopping when it returns. Give them their
+    # TimeoutStopSec (30 s) to be inactive.
     rc=0
     for n in $SERVICES; do
-        st=$(prop "$n" ActiveState); [ "$st" = inactive ] || { echo "$n: $st after stop"; rc=1; }
+        i=0
+        while st=$(prop "$n" ActiveState); [ "$st" != inactive ] && [ $i -lt 120 ]; do
+            i=$((i + 1)); sleep 0.25
+        done
+        [ "$st" = inactive ] || { echo "$n: $st 30 s after stop"; rc=1; }
     done
     o=$(prop orchestrator InactiveEnterTimestampMonotonic)
     for n in $FIRST; do
