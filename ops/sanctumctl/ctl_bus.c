@@ -75,6 +75,62 @@ ctl_cmd_health (ctl_t *ctl)
     return all_ok ? CTL_OK : CTL_ERROR;
 }
 
+/*  Edit distance between a and b (both short: type names), capped at 3. */
+static int
+s_distance (const char *a, const char *b)
+{
+    size_t la = strlen (a), lb = strlen (b);
+    if (la > 64 || lb > 64)
+        return 3;
+    int row [65];
+    for (size_t j = 0; j <= lb; j++)
+        row [j] = (int) j;
+    for (size_t i = 1; i <= la; i++) {
+        int diag = row [0];
+        row [0] = (int) i;
+        for (size_t j = 1; j <= lb; j++) {
+            int up = row [j];
+            int best = diag + (a [i - 1] != b [j - 1]);
+            if (row [j - 1] + 1 < best)
+                best = row [j - 1] + 1;
+            if (up + 1 < best)
+                best = up + 1;
+            row [j] = best;
+            diag = up;
+        }
+    }
+    return row [lb] < 3 ? row [lb] : 3;
+}
+
+/*  Say that type is no request of the catalogue, with the request types
+    it is a near miss of, or else those of its prefix (`run.` for
+    `run.strat`), and where every type is described. */
+static void
+s_unknown_type (const char *type, const proto_type_t *spec)
+{
+    fprintf (stderr, "sanctumctl: '%s' is %s\n", type,
+             spec ? "an event, not a request: it cannot be injected" : "not a request type of the catalogue");
+    const char *dot = strchr (type, '.');
+    size_t prefix = dot ? (size_t) (dot - type) + 1 : 0;
+    bool near = false;
+    for (int pass = 0; pass < 2 && !near; pass++)
+        for (size_t i = 0; i < proto_type_count (); i++) {
+            const proto_type_t *t = proto_type_at (i);
+            if (t->kind != PROTO_KIND_REQ)
+                continue;
+            bool match = pass == 0 ? s_distance (type, t->type) <= 2
+                                   : prefix && strncmp (type, t->type, prefix) == 0;
+            if (match) {
+                fprintf (stderr, "%s %s", near ? "," : pass == 0 ? "  did you mean:" : "  the requests of that prefix:",
+                         t->type);
+                near = true;
+            }
+        }
+    if (near)
+        fprintf (stderr, "\n");
+    fprintf (stderr, "  every request type, its owner and body: proto/PROTOCOL.md section 10 (in the source tree)\n");
+}
+
 /*  inject TYPE JSON [--service S]: the request goes to the type's owner, or
     to --service for the requests every service answers. */
 int
@@ -102,8 +158,13 @@ ctl_cmd_inject (ctl_t *ctl)
         json_decref (body);
         return CTL_USAGE;
     }
+    const proto_type_t *spec = proto_type_find (type);
+    if (!spec || spec->kind != PROTO_KIND_REQ) {
+        s_unknown_type (type, spec);
+        json_decref (body);
+        return CTL_USAGE;
+    }
     if (!service) {
-        const proto_type_t *spec = proto_type_find (type);
         service = spec && !streq (spec->owner, "ANY") ? spec->owner : "orchestrator";
     }
     int rc = CTL_ERROR;

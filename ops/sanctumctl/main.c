@@ -72,7 +72,9 @@ static const struct { const char *name, *text; } s_details [] = {
       "Exit: 0 when every service asked answered ok; 1 otherwise, saying which and why." },
     { "inject",
       "Sends request TYPE with body JSON to the service that owns TYPE (or --service S)\n"
-      "and prints the reply. Exit: 0 on an ok reply; 2 invalid (the request as typed);\n"
+      "and prints the reply. A TYPE that is no request of the catalogue is refused here,\n"
+      "with the near names (every type: proto/PROTOCOL.md section 10).\n"
+      "Exit: 0 on an ok reply; 2 invalid (the request as typed, or no such request type);\n"
       "3 forbidden; 1 on any other error reply." },
     { "tap",
       "Prints live events of every service (or --service S), filtered by topic prefix;\n"

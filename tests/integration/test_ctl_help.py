@@ -55,6 +55,30 @@ def help_says_json_shape_and_exit_codes():
 
 
 @test
+def inject_of_no_request_type_says_what_is_near_and_where_to_look():
+    # refused before anything is sent: no service runs here, and the
+    # refusal is immediate (a request sent would wait for its timeout)
+    d = tempfile.mkdtemp(prefix="sanctum-inject-")
+    try:
+        subprocess.run([CTL, "init"], cwd=d, capture_output=True, check=True, timeout=30)
+
+        def inject(*args):
+            return subprocess.run([CTL, "inject", *args], cwd=d, capture_output=True, text=True, timeout=5)
+        r = inject("run.strat", "{}")
+        assert r.returncode == 2, (r.returncode, r.stderr)
+        assert "'run.strat' is not a request type" in r.stderr and "did you mean: run.start" in r.stderr, r.stderr
+        assert "PROTOCOL.md section 10" in r.stderr, r.stderr
+        r = inject("run.completed")
+        assert r.returncode == 2 and "an event, not a request" in r.stderr, (r.returncode, r.stderr)
+        assert "run.start" in r.stderr and "run.cancel" in r.stderr, r.stderr
+        r = inject("frob.nicate")
+        assert r.returncode == 2 and "not a request type" in r.stderr, r.stderr
+        assert "did you mean" not in r.stderr and "requests of that prefix" not in r.stderr, r.stderr
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+@test
 def unknown_command_is_bad_usage():
     r = ctl("frobnicate", "--help")
     assert r.returncode == 2 and "unknown command 'frobnicate'" in r.stderr, (r.returncode, r.stderr)
