@@ -277,6 +277,11 @@ s_run_start (bus_service_t *svc, bus_request_t *req, void *arg)
         bus_reply_error (req, PROTO_ERR_NOT_FOUND, "no workflow %s is loaded (orch.workflows lists them)", name);
         return;
     }
+    char why [600];
+    if (orch_workflow_check_input (wf, json_object_get (body, "input"), why, sizeof why)) {
+        bus_reply_error (req, PROTO_ERR_INVALID, "%s", why);
+        return;
+    }
     bus_txn_t *txn = orch_txn (self);
     if (!txn) {
         bus_reply_error (req, PROTO_ERR_UNAVAILABLE, self->fenced ? "another orchestrator owns the runs (fenced)"

@@ -229,6 +229,207 @@ s_check_node (orch_workflow_t *self, const json_t *node, char *err, size_t errle
     return 0;
 }
 
+static size_t s_template_path (const char *s, char *out, size_t outlen);
+
+/* --- declared inputs ------------------------------------------------------ */
+
+static const char *s_input_types [] = { "string", "number", "integer", "boolean", "object", "array", NULL };
+
+/*  The declared type of input name in inputs ("number"; its "?" of an
+    optional input dropped into *optional), or NULL when not declared. */
+static const char *
+s_input_type (const json_t *inputs, const char *name, char *type, size_t typelen, bool *optional)
+{
+    const char *t = json_string_value (json_object_get (inputs, name));
+    if (!t)
+        return NULL;
+    size_t n = strlen (t);
+    *optional = n > 0 && t [n - 1] == '?';
+    snprintf (type, typelen, "%.*s", (int) (n - *optional), t);
+    return type;
+}
+
+/*  The declared inputs as text: "vendor (string), amount (number)". */
+static void
+s_inputs_text (const json_t *inputs, char *out, size_t outlen)
+{
+    const char *name;
+    json_t *t;
+    size_t n = 0;
+    out [0] = 0;
+    json_object_foreach ((json_t *) inputs, name, t) {
+        if (n >= outlen)
+            break;
+        n += (size_t) snprintf (out + n, outlen - n, "%s%s (%s)", n ? ", " : "", name, json_string_value (t));
+    }
+    if (!n)
+        snprintf (out, outlen, "none");
+}
+
+/*  The inputs declaration: {NAME: TYPE}, TYPE one of s_input_types, with
+    a trailing "?" when the input may be left out. */
+static int
+s_check_inputs (orch_workflow_t *self, const json_t *inputs, char *err, size_t errlen)
+{
+    if (!json_is_object (inputs) || json_object_size (inputs) > ORCH_WORKFLOW_MAX_INPUTS) {
+        s_err (err, errlen, self->file, NULL, "inputs", "an object of at most %d NAME: TYPE", ORCH_WORKFLOW_MAX_INPUTS);
+        return -1;
+    }
+    const char *name;
+    json_t *t;
+    json_object_foreach ((json_t *) inputs, name, t) {
+        char field [80], type [16];
+        bool optional;
+        snprintf (field, sizeof field, "inputs.%.64s", name);
+        if (!s_ident (name, 64)) {
+            s_err (err, errlen, self->file, NULL, field, "an input's name is 1..64 of [A-Za-z0-9_.-]");
+            return -1;
+        }
+        const char *ty = json_is_string (t) && json_string_length (t) < sizeof type
+                       ? s_input_type (inputs, name, type, sizeof type, &optional) : NULL;
+        int k = 0;
+        while (ty && s_input_types [k] && strcmp (s_input_types [k], ty))
+            k++;
+        if (!ty || !s_input_types [k]) {
+            s_err (err, errlen, self->file, NULL, field,
+                   "a type: string, number, integer, boolean, object or array (\"string?\": optional)");
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/*  The input a run-state path names ("input.amount" -> "amount"; "input"
+    alone -> "", the whole input), or NULL when path is not in input. */
+static const char *
+s_input_of (const char *path, char *name, size_t namelen)
+{
+    if (strncmp (path, "input", 5) != 0 || (path [5] != 0 && path [5] != '.'))
+        return NULL;
+    const char *a = path [5] ? path + 6 : path + 5;
+    size_t n = strcspn (a, ".");
+    snprintf (name, namelen, "%.*s", (int) n, a);
+    return name;
+}
+
+/*  Every input that v's templates ("{{input.X}}") and conditions
+    ("var": "input.X") read is declared in inputs; else the first that is
+    not, in bad. */
+static bool
+s_reads_declared (const json_t *inputs, const json_t *v, char *bad, size_t badlen)
+{
+    char path [256], name [80];
+    if (json_is_string (v)) {
+        for (const char *s = json_string_value (v); (s = strstr (s, "{{")); ) {
+            size_t used = s_template_path (s + 2, path, sizeof path);
+            if (!used) {
+                s += 2;
+                continue;
+            }
+            if (s_input_of (path, name, sizeof name) && *name && !json_object_get (inputs, name)) {
+                snprintf (bad, badlen, "{{%.200s}}", path);
+                return false;
+            }
+            s += 2 + used;
+        }
+        return true;
+    }
+    const char *key;
+    json_t *member;
+    size_t i;
+    if (json_is_object (v))
+        json_object_foreach ((json_t *) v, key, member) {
+            const char *var = !strcmp (key, "var") ? json_string_value (member) : NULL;
+            if (var && s_input_of (var, name, sizeof name) && *name && !json_object_get (inputs, name)) {
+                snprintf (bad, badlen, "\"var\": \"%.200s\"", var);
+                return false;
+            }
+            if (!s_reads_declared (inputs, member, bad, badlen))
+                return false;
+        }
+    else if (json_is_array (v))
+        json_array_foreach (v, i, member)
+            if (!s_reads_declared (inputs, member, bad, badlen))
+                return false;
+    return true;
+}
+
+/*  With inputs declared, each node and edge reads only declared ones. */
+static int
+s_check_input_reads (orch_workflow_t *self, const json_t *inputs, char *err, size_t errlen)
+{
+    char bad [256], names [512];
+    const char *id, *key;
+    json_t *node, *member;
+    json_object_foreach (self->nodes, id, node)
+        json_object_foreach (node, key, member)
+            if (!s_reads_declared (inputs, member, bad, sizeof bad)) {
+                s_inputs_text (inputs, names, sizeof names);
+                s_err (err, errlen, self->file, id, key, "%s reads an input not declared in \"inputs\" (%s)", bad,
+                       names);
+                return -1;
+            }
+    size_t i;
+    json_array_foreach (json_object_get (self->root, "edges"), i, member)
+        if (!s_reads_declared (inputs, member, bad, sizeof bad)) {
+            char field [48];
+            snprintf (field, sizeof field, "edges[%zu].when", i);
+            s_inputs_text (inputs, names, sizeof names);
+            s_err (err, errlen, self->file, json_string_value (json_object_get (member, "from")), field,
+                   "%s reads an input not declared in \"inputs\" (%s)", bad, names);
+            return -1;
+        }
+    return 0;
+}
+
+int
+orch_workflow_check_input (const orch_workflow_t *self, const json_t *input, char *err, size_t errlen)
+{
+    const json_t *inputs = json_object_get (self->root, "inputs");
+    if (!inputs)
+        return 0;
+    char names [512];
+    s_inputs_text (inputs, names, sizeof names);
+    if (input && !json_is_object (input)) {
+        snprintf (err, errlen, "input: an object of %s's inputs: %s", self->name, names);
+        return -1;
+    }
+    const char *name;
+    json_t *value;
+    json_object_foreach ((json_t *) input, name, value)
+        if (!json_object_get (inputs, name)) {
+            snprintf (err, errlen, "input %.64s: %s takes no such input (it takes %s)", name, self->name, names);
+            return -1;
+        }
+    json_t *t;
+    json_object_foreach ((json_t *) inputs, name, t) {
+        char type [16];
+        bool optional;
+        s_input_type (inputs, name, type, sizeof type, &optional);
+        value = json_object_get (input, name);
+        if (!value) {
+            if (optional)
+                continue;
+            snprintf (err, errlen, "input %s: missing (%s takes %s)", name, self->name, names);
+            return -1;
+        }
+        bool fits = !strcmp (type, "string") ? json_is_string (value)
+                  : !strcmp (type, "number") ? json_is_number (value)
+                  : !strcmp (type, "integer") ? json_is_integer (value)
+                  : !strcmp (type, "boolean") ? json_is_boolean (value)
+                  : !strcmp (type, "object") ? json_is_object (value)
+                  : json_is_array (value);
+        if (!fits) {
+            char *text = json_dumps (value, JSON_ENCODE_ANY | JSON_COMPACT);
+            snprintf (err, errlen, "input %s: %s %s, not %.60s", name, strchr ("aeiou", type [0]) ? "an" : "a", type,
+                      text ? text : "that");
+            free (text);
+            return -1;
+        }
+    }
+    return 0;
+}
+
 orch_workflow_t *
 orch_workflow_new (const json_t *root, const char *file, char *err, size_t errlen)
 {
@@ -318,6 +519,9 @@ orch_workflow_new (const json_t *root, const char *file, char *err, size_t errle
             goto fail;
         }
     }
+    const json_t *inputs = json_object_get (self->root, "inputs");
+    if (inputs && (s_check_inputs (self, inputs, err, errlen) || s_check_input_reads (self, inputs, err, errlen)))
+        goto fail;
     if (orch_digest (self->root, self->hash)) {
         s_err (err, errlen, f, NULL, NULL, "no canonical JSON form (a number beyond 2^53?)");
         goto fail;

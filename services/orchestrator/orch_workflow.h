@@ -5,6 +5,12 @@
 
         {"workflow": "procurement",          name, [A-Za-z0-9_.-], 1..64
          "description": "...",               optional
+         "inputs": {"amount": "number", ...} optional: what run.start's input
+                                             must hold, NAME: TYPE (string,
+                                             number, integer, boolean, object,
+                                             array; "string?": may be left
+                                             out); nothing else is taken, and
+                                             the templates may read no other
          "start": "draft",                   optional: the first node listed
          "nodes": [ NODE, ... ],             1..256 nodes, ids unique
          "edges": [ {"from", "to", "when"?}, ... ]}
@@ -53,6 +59,7 @@
 
 #define ORCH_WORKFLOW_MAX_BYTES (1024 * 1024)
 #define ORCH_WORKFLOW_MAX_NODES 256
+#define ORCH_WORKFLOW_MAX_INPUTS 64
 #define ORCH_HASH_LEN           71      /* "sha256:" + 64 hex */
 
 typedef struct orch_workflow_t orch_workflow_t;
@@ -67,6 +74,11 @@ orch_workflow_t *orch_workflow_new (const json_t *root, const char *file, char *
 orch_workflow_t *orch_workflow_load (const char *path, char *err, size_t errlen);
 
 void orch_workflow_destroy (orch_workflow_t **self_p);
+
+/*  0 when input (a run.start's input, NULL: none) fits the workflow's
+    declared "inputs" (always, when it declares none); else -1 with err
+    naming the input: missing, of another type, or not declared. */
+int orch_workflow_check_input (const orch_workflow_t *self, const json_t *input, char *err, size_t errlen);
 
 const char *orch_workflow_name (const orch_workflow_t *self);
 const char *orch_workflow_hash (const orch_workflow_t *self);

@@ -229,6 +229,19 @@ def sanctumctl_run(x):
     assert r.returncode == 3 and "REJECTED" in r.stdout, (r.returncode, r.stdout)
     r = x.c.ctl("run", "start", "procurement", "--input", "novalue")
     assert r.returncode == 2, (r.returncode, r.stderr)
+    # the workflow declares its inputs: a run that lacks one, or has one of
+    # the wrong type or an unknown one, is refused at run.start (invalid,
+    # exit 2), before any run exists
+    before = len(json.loads(x.c.ctl("--json", "run", "list").stdout)["runs"])
+    r = x.c.ctl("run", "start", "procurement", "--input", "vendor=Acme", "--input", "cost_center=engineering")
+    assert r.returncode == 2 and "input amount: missing" in r.stderr, (r.returncode, r.stderr)
+    r = x.c.ctl("run", "start", "procurement", "--input", "vendor=Acme", "--input", "amount=lots",
+                "--input", "cost_center=engineering")
+    assert r.returncode == 2 and "input amount: a number, not \"lots\"" in r.stderr, (r.returncode, r.stderr)
+    r = x.c.ctl("run", "start", "procurement", "--input", "vendor=Acme", "--input", "amount=5",
+                "--input", "cost_center=engineering", "--input", "amout=5")
+    assert r.returncode == 2 and "input amout: procurement takes no such input" in r.stderr, (r.returncode, r.stderr)
+    assert len(json.loads(x.c.ctl("--json", "run", "list").stdout)["runs"]) == before
 
 
 if __name__ == "__main__":

@@ -2,7 +2,8 @@
     example validates; bad files are refused with the file, node and field
     named; the hash ignores whitespace and key order and changes with the
     content; templates keep a value's type when whole and interpolate text
-    otherwise, and name a missing path; conditions (every op, all/any/not,
+    otherwise, and name a missing path; declared inputs (checked at load
+    and against a run's input); conditions (every op, all/any/not,
     missing values) and the edge taken after a node.
 */
 #include <setjmp.h>
@@ -108,6 +109,76 @@ test_errors_name_file_node_field (void **state)
                (const char *[]) { "node a", "edges[0].when", "op", NULL });
     s_refused ("{\"workflow\":\"w\",\"start\":\"q\",\"nodes\":[{\"id\":\"a\",\"kind\":\"end\"}]}",
                (const char *[]) { "field start", NULL });
+}
+
+/*  A workflow with declared inputs: declarations and reads checked at
+    load; run.start's input checked against them. */
+static void
+test_declared_inputs (void **state)
+{
+    s_refused ("{\"workflow\":\"w\",\"inputs\":[\"x\"],\"nodes\":[" TOOL ("t") "]}",
+               (const char *[]) { "bad.json", "field inputs", NULL });
+    s_refused ("{\"workflow\":\"w\",\"inputs\":{\"x\":\"money\"},\"nodes\":[" TOOL ("t") "]}",
+               (const char *[]) { "field inputs.x", "a type", NULL });
+    s_refused ("{\"workflow\":\"w\",\"inputs\":{\"a b\":\"string\"},\"nodes\":[" TOOL ("t") "]}",
+               (const char *[]) { "field inputs.a b", "name", NULL });
+    /* TOOL reads {{input.x}}: with only y declared, that read is named */
+    s_refused ("{\"workflow\":\"w\",\"inputs\":{\"y\":\"string\"},\"nodes\":[" TOOL ("t") "]}",
+               (const char *[]) { "node t", "field args", "{{input.x}}", "y (string)", NULL });
+    s_refused ("{\"workflow\":\"w\",\"inputs\":{\"x\":\"number\"},\"nodes\":[" TOOL ("t") ",{\"id\":\"e\","
+               "\"kind\":\"end\"}],\"edges\":[{\"from\":\"t\",\"to\":\"e\",\"when\":{\"not\":{\"var\":\"input.z\","
+               "\"op\":\"exists\"}}}]}", (const char *[]) { "node t", "edges[0].when", "input.z", NULL });
+
+    json_t *root = s_json ("{\"workflow\":\"w\",\"inputs\":{\"x\":\"number\",\"note\":\"string?\",\"n\":\"integer?\"},"
+                           "\"nodes\":[" TOOL ("t") "]}");
+    char err [600] = "";
+    orch_workflow_t *wf = orch_workflow_new (root, "w.json", err, sizeof err);
+    json_decref (root);
+    if (!wf)
+        fail_msg ("%s", err);
+    static const struct { const char *input; const char *want; } cases [] = {
+        { "{\"x\": 5}", NULL },
+        { "{\"x\": 5.5, \"note\": \"hi\", \"n\": 3}", NULL },
+        { "{}", "input x: missing (w takes x (number), note (string?), n (integer?))" },
+        { "{\"x\": \"5\"}", "input x: a number, not \"5\"" },
+        { "{\"x\": 1, \"n\": 1.5}", "input n: an integer, not 1.5" },
+        { "{\"x\": 1, \"amout\": 2}", "input amout: w takes no such input" },
+        { "[1]", "input: an object" },
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases [0]; i++) {
+        json_t *in = json_loads (cases [i].input, JSON_DECODE_ANY, NULL);
+        err [0] = 0;
+        int rc = orch_workflow_check_input (wf, in, err, sizeof err);
+        json_decref (in);
+        if (!cases [i].want && rc)
+            fail_msg ("%s refused: %s", cases [i].input, err);
+        if (cases [i].want && (!rc || !strstr (err, cases [i].want)))
+            fail_msg ("%s: got \"%s\", want \"%s\"", cases [i].input, rc ? err : "accepted", cases [i].want);
+    }
+    assert_int_not_equal (orch_workflow_check_input (wf, NULL, err, sizeof err), 0);      /* no input: x missing */
+    orch_workflow_destroy (&wf);
+
+    /* no inputs declared: anything goes, as before */
+    root = s_json ("{\"workflow\":\"w\",\"nodes\":[" TOOL ("t") "]}");
+    wf = orch_workflow_new (root, "w.json", err, sizeof err);
+    json_decref (root);
+    assert_non_null (wf);
+    json_t *in = s_json ("{\"anything\": [1]}");
+    assert_int_equal (orch_workflow_check_input (wf, in, err, sizeof err), 0);
+    assert_int_equal (orch_workflow_check_input (wf, NULL, err, sizeof err), 0);
+    json_decref (in);
+    orch_workflow_destroy (&wf);
+
+    /* the example declares vendor, amount and cost_center */
+    wf = orch_workflow_load (EXAMPLE, err, sizeof err);
+    assert_non_null (wf);
+    in = s_json ("{\"vendor\": \"Acme\", \"amount\": 520000, \"cost_center\": \"engineering\"}");
+    assert_int_equal (orch_workflow_check_input (wf, in, err, sizeof err), 0);
+    json_object_del (in, "amount");
+    assert_int_not_equal (orch_workflow_check_input (wf, in, err, sizeof err), 0);
+    assert_non_null (strstr (err, "input amount: missing"));
+    json_decref (in);
+    orch_workflow_destroy (&wf);
 }
 
 static void
@@ -242,6 +313,7 @@ main (void)
     const struct CMUnitTest tests [] = {
         cmocka_unit_test (test_example_loads),
         cmocka_unit_test (test_errors_name_file_node_field),
+        cmocka_unit_test (test_declared_inputs),
         cmocka_unit_test (test_hash_is_canonical),
         cmocka_unit_test (test_templates),
         cmocka_unit_test (test_conditions_and_edges),
