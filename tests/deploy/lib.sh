@@ -125,4 +125,12 @@ sanctum_image () {
     say "podman build --pull=never -f ops/Dockerfile -t $IMAGE (sources $key)"
     (cd "$ROOT" && podman build --pull=never --label "sanctum.src=$key" -f ops/Dockerfile -t "$IMAGE" .) \
         >"$CACHE/build.log" 2>&1 || { tail -n 30 "$CACHE/build.log"; return 1; }
+    # The images of earlier sources are left untagged (~1.2 GB a build, the
+    # build stage and the runtime): remove those, keeping this build's
+    # stages (the next build's cache) and any image in use or a parent.
+    podman images --filter dangling=true --filter label=sanctum.src \
+        --format '{{.ID}} {{index .Labels "sanctum.src"}}' 2>/dev/null |
+    while read -r id src; do
+        [ "$src" = "$key" ] || podman rmi "$id" >/dev/null 2>&1 || true
+    done
 }
