@@ -1956,12 +1956,33 @@ s_start (bus_service_t *svc, void **state)
             return rc;
     }
     const char *hook = bus_config_str (config, "ciba", "webhook_url");
+    const char *hook_file = bus_config_str (config, "ciba", "webhook_url_file");
+    char hook_buf [4096] = "";
+    if (hook && *hook && hook_file && *hook_file) {
+        bus_error ("ciba: set webhook_url or webhook_url_file, not both");
+        return BUS_ECONFIG;
+    }
+    if (hook_file && *hook_file) {
+        /* a URL that is a secret (Slack's, ntfy's with a token): its
+           first line, and never logged */
+        FILE *f = fopen (hook_file, "r");
+        if (!f || !fgets (hook_buf, sizeof hook_buf, f)) {
+            bus_error ("ciba: webhook_url_file %s is %s", hook_file, f ? "empty" : "not readable");
+            if (f)
+                fclose (f);
+            return BUS_ECONFIG;
+        }
+        fclose (f);
+        hook_buf [strcspn (hook_buf, "\r\n")] = 0;
+        hook = hook_buf;
+    }
     if (hook && *hook) {
         if (strncmp (hook, "http://", 7) && strncmp (hook, "https://", 8)) {
-            bus_error ("ciba: webhook_url must be an http:// or https:// URL");
+            bus_error ("ciba: %s must be an http:// or https:// URL", hook == hook_buf ? "webhook_url_file" : "webhook_url");
             return BUS_ECONFIG;
         }
         self->webhook_url = strdup (hook);
+        sodium_memzero (hook_buf, sizeof hook_buf);
         if (!self->http) {
             bus_http_client_opts_t opts;
             bus_http_client_opts_from_config (&opts, config);

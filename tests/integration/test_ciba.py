@@ -28,7 +28,7 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 sys.path.insert(0, os.path.dirname(__file__))
-from cluster import ROOT, Cluster  # noqa: E402
+from cluster import BIN, ROOT, Cluster, free_ports  # noqa: E402
 from harness import run, test  # noqa: E402
 import sanctum_client as sc  # noqa: E402
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey  # noqa: E402
@@ -86,16 +86,25 @@ class Hook(BaseHTTPRequestHandler):
         self.end_headers()
 
 
+HOOK_TOKEN = "tk_" + "5ecret" * 4
+
+
 class Ctx:
     def __init__(self):
         self.hook = ThreadingHTTPServer(("127.0.0.1", 0), Hook)
         threading.Thread(target=self.hook.serve_forever, daemon=True).start()
         self.c = Cluster(services=["ciba-broker"])
+        # the webhook's URL carries a token (as Slack's and ntfy's do): it
+        # comes from a file of its own, not the config file
+        self.hook_file = os.path.join(self.c.dir, "webhook.url")
+        with open(self.hook_file, "w") as f:
+            f.write("http://127.0.0.1:%d/hook/%s\n" % (self.hook.server_address[1], HOOK_TOKEN))
+        os.chmod(self.hook_file, 0o600)
         with open(self.c.conf) as f:
             text = f.read()
         with open(self.c.conf, "w") as f:
-            f.write(text.replace("[ciba]\n", "[ciba]\nescalation_scan_ms = 50\nwebhook_url = http://127.0.0.1:%d/hook\n"
-                                 % self.hook.server_address[1], 1))
+            f.write(text.replace("[ciba]\n", "[ciba]\nescalation_scan_ms = 50\nwebhook_url_file = %s\n"
+                                 % self.hook_file, 1))
         self.c.start_all()
         self.svc = self.c.client("ciba-broker", key_name="orch", principal="svc:orchestrator")
         self.ops = self.c.client("ciba-broker", key_name="opsk", principal="ops:test")
@@ -272,7 +281,7 @@ def webhook_wakes_the_approver(x):
     got = [p for p in Hook.posts if p[2]["approval_id"] == a["approval_id"]]
     assert len(got) == 1, got
     path, ctype, post = got[0]
-    assert path == "/hook" and ctype == "application/json", got
+    assert path == "/hook/" + HOOK_TOKEN and ctype == "application/json", got
     assert post["type"] == "ciba.requested" and post["approver"] == "user:bob" and post["level"] == 1, post
     assert post["binding_message"] == "Approve PO-7 for USD 520,000" and post["run"] == RUN, post
 
@@ -714,6 +723,35 @@ def rate_limit_queues(x):
         svc.close()
     finally:
         c.close()
+
+
+@test
+def webhook_url_from_its_file_never_logged(x):
+    # the token in the URL (webhook_url_file) appears in no log line,
+    # though the webhook was used (webhook_wakes_the_approver)
+    assert [p for p in Hook.posts if p[0] == "/hook/" + HOOK_TOKEN], Hook.posts
+    assert HOOK_TOKEN not in x.c.read_logs()
+    # a broker given both, an unreadable file, or a file that is no URL
+    # does not start, and says why (never echoing the file's content)
+    bad_url = os.path.join(x.c.dir, "bad.url")
+    with open(bad_url, "w") as f:
+        f.write("ftp://h/%s\n" % HOOK_TOKEN)
+    for extra, want in (("webhook_url = http://127.0.0.1:1/x\nwebhook_url_file = %s\n" % x.hook_file, "not both"),
+                        ("webhook_url_file = %s/nowhere.url\n" % x.c.dir, "nowhere.url is not readable"),
+                        ("webhook_url_file = %s\n" % bad_url, "webhook_url_file must be an http:// or https:// URL")):
+        conf = os.path.join(x.c.dir, "bad-hook.conf")
+        with open(x.c.conf) as f:
+            text = f.read()
+        text = re.sub(r"webhook_url_file = .*\n", "", text)
+        with open(conf, "w") as f:
+            f.write(text.replace("[ciba]\n", "[ciba]\n" + extra, 1))
+        rpc, pub = free_ports(2)       # beside the running broker: ports of its own
+        env = dict(os.environ, SANCTUM_CIBA_RPC="tcp://127.0.0.1:%d" % rpc, SANCTUM_CIBA_PUB="tcp://127.0.0.1:%d" % pub)
+        p = subprocess.run([os.path.join(BIN, "sanctum-ciba-broker"), "--config", conf], capture_output=True,
+                           text=True, timeout=30, env=env)
+        out = p.stdout + p.stderr
+        assert p.returncode != 0 and want in out, (extra, p.returncode, out)
+        assert HOOK_TOKEN not in out, out
 
 
 def setup():
