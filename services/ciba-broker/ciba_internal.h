@@ -15,6 +15,7 @@
 #define CIBA_INTERNAL_H
 
 #include <czmq.h>
+#include <pthread.h>
 #include <jansson.h>
 #include <stdatomic.h>
 #include <stdbool.h>
@@ -32,6 +33,13 @@ typedef struct {
     int db_approvals, db_levels, db_deadlines, db_devices, db_index, db_ended, db_asked, db_invites;
     int64_t default_expiry_s, interval_s, rate_per_min, message_max;
     int64_t retention_us;        /* ended approvals kept this long, then purged */
+    /* auth_req_id -> approval_id (owned strings): derived from the stored
+       approvals (built at start, noted as a change makes a level, dropped
+       as the purge commits), so that no commit writes it; the writer and
+       the reactor both read it, under owners_lock */
+    zhashx_t *owners;
+    pthread_mutex_t owners_lock;
+    bool owners_ready;           /* owners_lock initialised */
     /* backend oidc */
     bool oidc;
     atomic_bool oidc_ready;      /* endpoints known (discovery answered or failed); read on the writer */

@@ -5,7 +5,16 @@
     State (LMDB, one write transaction per change, events in the same
     transaction through the outbox):
       approvals   approval_id (ULID) -> the approval, JSON (below)
-      levels      auth_req_id -> approval_id
+      levels      no longer written (a store from before holds auth_req_id
+                  -> approval_id there; emptied at start): which approval a
+                  level's auth_req_id belongs to is kept in memory
+                  (ciba_t.owners), built from the approvals at start,
+                  noted by the change that makes the level (before its
+                  commit: an id whose change did not commit names an
+                  approval that does not exist, which reads as not found)
+                  and dropped once the purge of its approval commits. A
+                  commit then writes no random-keyed page for it (the
+                  lookup cost a leaf and a branch page per ciba.authorize)
       deadlines   8-byte big-endian µs + approval_id -> "" : the next
                   moment an approval must be looked at (expiry, a level's
                   escalation, a queued level's slot); one per pending
@@ -161,20 +170,44 @@ ciba_load (ciba_t *self, bus_txn_t *txn, const char *approval_id)
     return json_loadb (val, len, 0, NULL);
 }
 
-/*  The approval id a level's auth_req_id belongs to, into out. */
+/*  The approval id a level's auth_req_id belongs to, into out (from
+    memory: ciba_t.owners), or BUS_ENOTFOUND. The id may name an approval
+    whose change did not commit: the caller loads it (not found). */
 static int
-s_level_owner (ciba_t *self, bus_txn_t *txn, const char *auth_req_id, char out [PROTO_ID_LEN + 1])
+s_level_owner (ciba_t *self, const char *auth_req_id, char out [PROTO_ID_LEN + 1])
 {
-    const void *val;
-    size_t len;
-    int rc = bus_txn_get (txn, self->db_levels, auth_req_id, strlen (auth_req_id), &val, &len);
-    if (rc)
-        return rc;
-    if (len != PROTO_ID_LEN)
-        return BUS_EINVAL;
-    memcpy (out, val, len);
-    out [len] = 0;
+    pthread_mutex_lock (&self->owners_lock);
+    const char *id = zhashx_lookup (self->owners, auth_req_id);
+    if (id)
+        snprintf (out, PROTO_ID_LEN + 1, "%s", id);
+    pthread_mutex_unlock (&self->owners_lock);
+    return id ? 0 : BUS_ENOTFOUND;
+}
+
+/*  Note that approval_id owns auth_req_id (ciba_t.owners). */
+static int
+s_owner_note (ciba_t *self, const char *auth_req_id, const char *approval_id)
+{
+    char *id = strdup (approval_id);
+    if (!id)
+        return BUS_ENOMEM;
+    pthread_mutex_lock (&self->owners_lock);
+    zhashx_update (self->owners, auth_req_id, id);
+    pthread_mutex_unlock (&self->owners_lock);
     return 0;
+}
+
+/*  Forget the auth_req_ids of the approvals purged (a JSON array of
+    strings), once the purge has committed. */
+static void
+s_owners_drop (ciba_t *self, json_t *auth_req_ids)
+{
+    size_t i;
+    json_t *auth;
+    pthread_mutex_lock (&self->owners_lock);
+    json_array_foreach (auth_req_ids, i, auth)
+        zhashx_delete (self->owners, json_string_value (auth));
+    pthread_mutex_unlock (&self->owners_lock);
 }
 
 static void
@@ -314,9 +347,10 @@ ciba_save (ciba_t *self, bus_txn_t *txn, json_t *a)
 }
 
 /*  Purge the approval of an ended key (its time past the retention):
-    its levels' auth_req_ids, its indexes, the approval, the key. */
+    its indexes, the approval, the key; its levels' auth_req_ids are added
+    to gone, forgotten once the purge commits (s_owners_drop). */
 static void
-s_purge_one (ciba_t *self, bus_txn_t *txn, const uint8_t *ended_key)
+s_purge_one (ciba_t *self, bus_txn_t *txn, const uint8_t *ended_key, json_t *gone)
 {
     char id [PROTO_ID_LEN + 1];
     memcpy (id, ended_key + 8, PROTO_ID_LEN);
@@ -326,8 +360,9 @@ s_purge_one (ciba_t *self, bus_txn_t *txn, const uint8_t *ended_key)
         size_t i;
         json_t *lvl;
         json_array_foreach (json_object_get (a, "levels"), i, lvl) {
-            const char *auth = ciba_str (lvl, "auth_req_id") ?: "";
-            bus_txn_del (txn, self->db_levels, auth, strlen (auth));
+            const char *auth = ciba_str (lvl, "auth_req_id");
+            if (auth)
+                json_array_append_new (gone, json_string (auth));
         }
         if (ciba_str (a, "indexed"))
             s_index (self, txn, a, ciba_str (a, "indexed"), NULL);
@@ -997,10 +1032,9 @@ s_authorize_work (void *state, json_t *body, void *arg, bus_outcome_t *out)
         return;
     }
     json_t *lvl;
-    json_array_foreach (levels, i, lvl) {
-        const char *id = ciba_str (lvl, "auth_req_id");
-        bus_txn_put (txn, self->db_levels, id, strlen (id), approval_id, PROTO_ID_LEN);
-    }
+    json_array_foreach (levels, i, lvl)
+        if (s_owner_note (self, ciba_str (lvl, "auth_req_id"), approval_id))
+            bus_txn_fail (txn, BUS_ENOMEM);
     ciba_ask (self, txn, a, 0, now, s_tp (job), job->after);
     ciba_save (self, txn, a);
     out->body = s_authorize_reply (self, a, now);
@@ -1029,17 +1063,15 @@ s_find (ciba_t *self, bus_txn_t *txn, json_t *body, bus_outcome_t *out)
         return NULL;
     }
     if (!approval_id) {
-        if (s_level_owner (self, txn, auth_req_id, owner)) {
+        json_t *a = s_level_owner (self, auth_req_id, owner) == 0 ? ciba_load (self, txn, owner) : NULL;
+        if (!a)
             s_fail (out, PROTO_ERR_NOT_FOUND, "no approval has that auth_req_id");
-            return NULL;
-        }
-        approval_id = owner;
+        return a;
     }
     json_t *a = ciba_load (self, txn, approval_id);
     if (!a)
         s_fail (out, PROTO_ERR_NOT_FOUND, "no approval %s", approval_id);
-    else if (approval_id != owner && auth_req_id
-             && (s_level_owner (self, txn, auth_req_id, owner) || !streq (owner, approval_id))) {
+    else if (auth_req_id && (s_level_owner (self, auth_req_id, owner) || !streq (owner, approval_id))) {
         /* both given: they must agree */
         s_fail (out, PROTO_ERR_INVALID, "auth_req_id is not a level of approval %s", approval_id);
         json_decref (a);
@@ -1795,6 +1827,7 @@ s_scan (bus_service_t *svc, void *state)
         return;
     }
     s_due_t due = { .n = 0 }, ended = { .n = 0 };
+    json_t *gone = json_array ();       /* the auth_req_ids purged */
     int rc = bus_txn_scan (txn, self->db_deadlines, NULL, 0, to, sizeof to, s_due, &due);
     for (size_t i = 0; rc == 0 && i < due.n; i++) {
         json_t *a = ciba_load (self, txn, due.ids [i]);
@@ -1811,7 +1844,7 @@ s_scan (bus_service_t *svc, void *state)
     if (rc == 0)
         rc = bus_txn_scan (txn, self->db_ended, NULL, 0, old, sizeof old, s_ended_due, &ended);
     for (size_t i = 0; rc == 0 && i < ended.n; i++)
-        s_purge_one (self, txn, ended.keys [i]);
+        s_purge_one (self, txn, ended.keys [i], gone);
     if (rc == 0 && due.n + ended.n > 0)
         rc = bus_service_commit (svc, &txn);
     else
@@ -1819,10 +1852,12 @@ s_scan (bus_service_t *svc, void *state)
     if (rc)
         bus_warn ("ciba: deadline scan not stored: %s (tried again next scan)", bus_strerror (rc));
     else {
+        s_owners_drop (self, gone);
         ciba_after_commit (self, after);
         if (ended.n)
             bus_stats_count (bus_service_stats (svc), "approvals_purged", ended.n);
     }
+    json_decref (gone);
     json_decref (after);
 }
 
@@ -1871,6 +1906,56 @@ s_index_old (ciba_t *self)
     if (rc == 0)
         bus_info ("ciba: %zu approvals indexed (a store from before the indexes)", json_array_size (ids));
     json_decref (ids);
+    return rc;
+}
+
+/*  Scan callback: note the auth_req_ids of one stored approval. */
+static int
+s_owners_one (const void *k, size_t kl, const void *v, size_t vl, void *arg)
+{
+    ciba_t *self = arg;
+    json_t *a = json_loadb (v, vl, 0, NULL);
+    const char *id = ciba_str (a, "approval_id");
+    size_t i;
+    json_t *lvl;
+    int rc = 0;
+    json_array_foreach (json_object_get (a, "levels"), i, lvl)
+        if (id && ciba_str (lvl, "auth_req_id") && rc == 0)
+            rc = s_owner_note (self, ciba_str (lvl, "auth_req_id"), id);
+    json_decref (a);
+    return rc ? rc : 0;
+}
+
+/*  At start: which approval each auth_req_id belongs to, from the stored
+    approvals (ciba_t.owners); and the database that held it before
+    (levels) emptied, in one transaction, when a store from before has
+    one. Returns 0 or the error. */
+static int
+s_owners_load (ciba_t *self)
+{
+    bus_txn_t *txn = bus_txn_begin (self->store, true);
+    if (!txn)
+        return BUS_EIO;
+    int rc = bus_txn_scan (txn, self->db_approvals, NULL, 0, NULL, 0, s_owners_one, self);
+    const void *k, *v;
+    size_t kl, vl;
+    json_t *old = NULL;
+    if (rc == 0 && bus_txn_first (txn, self->db_levels, &k, &kl, &v, &vl) == 0) {
+        old = json_array ();
+        rc = old ? bus_txn_scan (txn, self->db_levels, NULL, 0, NULL, 0, s_collect_id, old) : BUS_ENOMEM;
+        size_t i;
+        json_t *key;
+        json_array_foreach (old, i, key)
+            bus_txn_del (txn, self->db_levels, json_string_value (key), json_string_length (key));
+    }
+    if (rc == 0 && old)
+        rc = bus_txn_commit (&txn);
+    else
+        bus_txn_abort (&txn);
+    if (rc == 0)
+        bus_info ("ciba: %zu auth_req_ids known%s", zhashx_size (self->owners),
+                  old ? " (the levels database of a store from before emptied)" : "");
+    json_decref (old);
     return rc;
 }
 
@@ -1941,6 +2026,17 @@ s_start (bus_service_t *svc, void **state)
     int wrc = bus_service_outcome_sealer (svc, s_outcome_seal, s_outcome_open, self);
     if (wrc)
         return wrc;
+    self->owners = zhashx_new ();
+    if (!self->owners)
+        return BUS_ENOMEM;
+    zhashx_set_destructor (self->owners, (zhashx_destructor_fn *) zstr_free);
+    pthread_mutex_init (&self->owners_lock, NULL);
+    self->owners_ready = true;
+    wrc = s_owners_load (self);
+    if (wrc) {
+        bus_error ("ciba: cannot read the stored approvals' auth_req_ids: %s", bus_strerror (wrc));
+        return wrc;
+    }
     wrc = s_index_old (self);
     if (wrc) {
         bus_error ("ciba: cannot index the stored approvals: %s", bus_strerror (wrc));
@@ -1992,6 +2088,9 @@ s_stop (bus_service_t *svc, void **state)
     if (!self)
         return;
     ciba_oidc_stop (self);
+    zhashx_destroy (&self->owners);
+    if (self->owners_ready)
+        pthread_mutex_destroy (&self->owners_lock);
     free (self->webhook_url);
     free (self);
     *state = NULL;

@@ -8,6 +8,10 @@
       start: its approvals are found by run, approver and state;
     - ciba.list answers from the indexes exactly what matches, oldest
       first, and an approver's index follows a state change;
+    - which approval an auth_req_id belongs to is rebuilt from the
+      approvals at start (no commit stores it): after a restart a level
+      is found by its auth_req_id, an unknown one is not_found, and the
+      levels database of a store from before is emptied;
     - a device invite is redeemed once (ops issues, a service redeems);
     - ciba.authorize asked again with the same idempotency_key (a new
       request id) answers the first approval as it is now and asks no one
@@ -262,6 +266,76 @@ s_code (bus_client_t *client, const char *type, json_t *body)
     return code;
 }
 
+/*  The broker's store opened while it is stopped, its levels database
+    (written by brokers from before) the one returned through db. */
+static bus_store_t *
+s_store_levels (s_ctx_t *x, int *db)
+{
+    char *dir = bus_config_data_dir (test_service_config (x->env), bus_service_name ("ciba"));
+    assert_non_null (dir);
+    static const char *const dbs [] = { "approvals", "levels", NULL };
+    bus_store_t *store = NULL;
+    assert_int_equal (bus_store_open (&store, dir, 64 << 20, dbs), 0);
+    free (dir);
+    *db = bus_store_db (store, "levels");
+    return store;
+}
+
+/*  auth_req_id -> approval lives in memory, rebuilt from the approvals
+    at start: restarted, the broker finds a level by its auth_req_id (and
+    says not_found for one it never made); a store from before, whose
+    levels database holds entries, has them emptied at start. */
+static void
+test_owners_rebuilt (void **state)
+{
+    s_ctx_t *x = *state;
+    char err [512] = "";
+    json_t *a = s_authorize (x, "user:alice", S_RUN);
+    assert_non_null (a);
+    char id [PROTO_ID_LEN + 1], auth [64];
+    snprintf (id, sizeof id, "%s", json_string_value (json_object_get (a, "approval_id")));
+    snprintf (auth, sizeof auth, "%s",
+              json_string_value (json_object_get (json_array_get (json_object_get (a, "levels"), 0), "auth_req_id")));
+    json_decref (a);
+    bus_client_destroy (&x->svc);
+    bus_client_destroy (&x->ops);
+    assert_int_equal (test_service_stop (x->env), 0);
+
+    /* nothing of it was stored in levels; an old entry put there goes at start */
+    int db;
+    bus_store_t *store = s_store_levels (x, &db);
+    bus_txn_t *txn = bus_txn_begin (store, true);
+    const void *k, *v;
+    size_t kl, vl;
+    assert_int_equal (bus_txn_first (txn, db, &k, &kl, &v, &vl), BUS_ENOTFOUND);
+    assert_int_equal (bus_txn_put (txn, db, auth, strlen (auth), id, PROTO_ID_LEN), 0);
+    assert_int_equal (bus_txn_commit (&txn), 0);
+    bus_store_destroy (&store);
+
+    assert_int_equal (test_service_start (x->env, &ciba_daemon, "test", 0, err, sizeof err), 0);
+    s_clients (x);
+    json_t *st = s_call (x->svc, "ciba.status", json_pack ("{s:s}", "auth_req_id", auth));
+    assert_non_null (st);
+    assert_string_equal (json_string_value (json_object_get (st, "approval_id")), id);
+    json_decref (st);
+    st = s_call (x->svc, "ciba.status", json_pack ("{s:s, s:s}", "auth_req_id", auth, "approval_id", id));
+    assert_non_null (st);
+    json_decref (st);
+    assert_string_equal (s_code (x->svc, "ciba.status", json_pack ("{s:s}", "auth_req_id",
+                                                                   "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA")),
+                         "not_found");
+    bus_client_destroy (&x->svc);
+    bus_client_destroy (&x->ops);
+    assert_int_equal (test_service_stop (x->env), 0);
+    store = s_store_levels (x, &db);
+    txn = bus_txn_begin (store, false);
+    assert_int_equal (bus_txn_first (txn, db, &k, &kl, &v, &vl), BUS_ENOTFOUND);
+    bus_txn_abort (&txn);
+    bus_store_destroy (&store);
+    assert_int_equal (test_service_start (x->env, &ciba_daemon, "test", 0, err, sizeof err), 0);
+    s_clients (x);
+}
+
 /*  A device invite, in process (under the sanitizers in CI): issued by
     ops only, redeemed once by a service for a fresh key, refused after,
     an unknown code not_found; the key is then carol's device. */
@@ -362,6 +436,7 @@ main (void)
         cmocka_unit_test (test_changes_grouped),
         cmocka_unit_test (test_list_indexed),
         cmocka_unit_test (test_old_store_indexed),
+        cmocka_unit_test (test_owners_rebuilt),
         cmocka_unit_test (test_device_invite),
         cmocka_unit_test (test_authorize_idempotent),
     };
