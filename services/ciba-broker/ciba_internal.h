@@ -27,6 +27,9 @@
 /*  How the broker authenticates to the provider (oidc_client_auth). */
 enum { CIBA_AUTH_POST, CIBA_AUTH_BASIC, CIBA_AUTH_JWT };
 
+/*  Approval ids ordered by a time (ciba_service.c): one time per id. */
+typedef struct ciba_times_t ciba_times_t;
+
 typedef struct {
     bus_service_t *svc;
     bus_store_t *store;
@@ -38,7 +41,12 @@ typedef struct {
        as the purge commits), so that no commit writes it; the writer and
        the reactor both read it, under owners_lock */
     zhashx_t *owners;
-    pthread_mutex_t owners_lock;
+    /* the approvals' deadlines and ends, by time: derived from the stored
+       approvals the same way (built at start), changed by the commit that
+       changes an approval's `deadline` or ends it (bus_txn_on_commit);
+       read by the deadline scan */
+    ciba_times_t *deadlines, *ended;
+    pthread_mutex_t owners_lock;  /* owners, deadlines, ended */
     bool owners_ready;           /* owners_lock initialised */
     /* backend oidc */
     bool oidc;

@@ -15,10 +15,16 @@
                   and dropped once the purge of its approval commits. A
                   commit then writes no random-keyed page for it (the
                   lookup cost a leaf and a branch page per ciba.authorize)
-      deadlines   8-byte big-endian µs + approval_id -> "" : the next
-                  moment an approval must be looked at (expiry, a level's
-                  escalation, a queued level's slot); one per pending
-                  approval, so the timer scans only what is due
+      deadlines   no longer written (emptied at start, like levels): the
+                  next moment each pending approval must be looked at
+                  (expiry, a level's escalation, a queued level's slot:
+                  its `deadline` member) is kept in memory, ordered by
+                  time (ciba_t.deadlines), so that the timer looks only at
+                  what is due; built from the approvals at start (expiry
+                  is enforced across restarts: the member is stored) and
+                  changed as the commit that changes the member returns
+                  (bus_txn_on_commit: a change that does not commit
+                  changes nothing)
       devices     approver LF device -> {approver, device, state,
                   enrolled_at, revoked_at?}
       index       "s" LF state LF id, "a" LF approver LF state LF id,
@@ -27,8 +33,10 @@
                   "k" LF requested_by LF idempotency_key -> approval_id:
                   a requester's key, so that ciba.authorize asked again
                   with it (a restarted orchestrator) gets the same approval
-      ended       8-byte big-endian µs completed_at + approval_id -> "":
-                  what the purge reclaims after retention_s
+      ended       no longer written (emptied at start): the ended
+                  approvals by completed_at, what the purge reclaims after
+                  retention_s, are kept in memory the same way
+                  (ciba_t.ended)
       asked       approver -> the 8-byte times of the levels asked of
                   them in the last minute: the rate limit's window
       invites     SHA-256 of a device invite code -> {user, state
@@ -210,11 +218,134 @@ s_owners_drop (ciba_t *self, json_t *auth_req_ids)
     pthread_mutex_unlock (&self->owners_lock);
 }
 
-static void
-s_deadline_key (uint8_t key [8 + PROTO_ID_LEN], int64_t at, const char *approval_id)
+/* ---- approvals by time (deadlines, ended) ------------------------------- */
+
+typedef struct {
+    int64_t at;
+    char id [PROTO_ID_LEN + 1];
+} s_timed_t;
+
+struct ciba_times_t {
+    zlistx_t *order;                /* s_timed_t, by (at, id) */
+    zhashx_t *handles;              /* id -> its handle in order */
+};
+
+static int
+s_timed_cmp (const void *a, const void *b)
 {
-    bus_u64_to_key ((uint64_t) at, key);
-    memcpy (key + 8, approval_id, PROTO_ID_LEN);
+    const s_timed_t *x = a, *y = b;
+    return x->at < y->at ? -1 : x->at > y->at ? 1 : strcmp (x->id, y->id);
+}
+
+static void
+s_timed_free (void **item)
+{
+    free (*item);
+    *item = NULL;
+}
+
+static void
+s_times_destroy (ciba_times_t **self_p)
+{
+    if (!*self_p)
+        return;
+    zhashx_destroy (&(*self_p)->handles);
+    zlistx_destroy (&(*self_p)->order);
+    free (*self_p);
+    *self_p = NULL;
+}
+
+static ciba_times_t *
+s_times_new (void)
+{
+    ciba_times_t *self = calloc (1, sizeof *self);
+    if (self) {
+        self->order = zlistx_new ();
+        self->handles = zhashx_new ();
+    }
+    if (!self || !self->order || !self->handles) {
+        s_times_destroy (&self);
+        return NULL;
+    }
+    zlistx_set_comparator (self->order, s_timed_cmp);
+    zlistx_set_destructor (self->order, s_timed_free);
+    return self;
+}
+
+/*  The time of id becomes at (0: none). Under owners_lock. Returns 0 or
+    BUS_ENOMEM. */
+static int
+s_times_set (ciba_times_t *self, const char *id, int64_t at)
+{
+    void *handle = zhashx_lookup (self->handles, id);
+    if (handle) {
+        zhashx_delete (self->handles, id);
+        zlistx_delete (self->order, handle);
+    }
+    if (at <= 0)
+        return 0;
+    s_timed_t *t = calloc (1, sizeof *t);
+    if (!t)
+        return BUS_ENOMEM;
+    t->at = at;
+    snprintf (t->id, sizeof t->id, "%s", id);
+    /* times mostly come later than those held: searched from the end */
+    handle = zlistx_insert (self->order, t, false);
+    if (!handle || zhashx_insert (self->handles, t->id, handle)) {
+        if (handle)
+            zlistx_delete (self->order, handle);
+        return BUS_ENOMEM;
+    }
+    return 0;
+}
+
+/*  Up to max ids whose time is at or before until, earliest first, into
+    ids; their count. Under owners_lock. */
+static size_t
+s_times_due (ciba_times_t *self, int64_t until, char (*ids) [PROTO_ID_LEN + 1], size_t max)
+{
+    size_t n = 0;
+    for (s_timed_t *t = zlistx_first (self->order); t && n < max && t->at <= until; t = zlistx_next (self->order))
+        memcpy (ids [n++], t->id, PROTO_ID_LEN + 1);
+    return n;
+}
+
+/*  A time to set once the transaction commits (s_time_hook). */
+typedef struct {
+    ciba_t *self;
+    ciba_times_t *times;
+    int64_t at;
+    char id [PROTO_ID_LEN + 1];
+} s_time_change_t;
+
+static void
+s_time_hook (void *arg, bool committed)
+{
+    s_time_change_t *c = arg;
+    if (committed) {
+        pthread_mutex_lock (&c->self->owners_lock);
+        if (s_times_set (c->times, c->id, c->at))
+            bus_error ("ciba: out of memory keeping the time of approval %s (looked at after a restart)", c->id);
+        pthread_mutex_unlock (&c->self->owners_lock);
+    }
+    free (c);
+}
+
+/*  In txn: once it commits, the time of approval id in times becomes at
+    (0: none). Errors are sticky in txn. */
+static void
+s_time_on_commit (ciba_t *self, bus_txn_t *txn, ciba_times_t *times, const char *id, int64_t at)
+{
+    s_time_change_t *c = calloc (1, sizeof *c);
+    if (!c) {
+        bus_txn_fail (txn, BUS_ENOMEM);
+        return;
+    }
+    c->self = self;
+    c->times = times;
+    c->at = at;
+    snprintf (c->id, sizeof c->id, "%s", id);
+    bus_txn_on_commit (txn, s_time_hook, c);
 }
 
 /*  When the approval must next be looked at: its expiry, its current
@@ -296,12 +427,6 @@ s_put_last (bus_txn_t *txn, int db, const void *key, size_t key_len, const void 
     return rc == BUS_EEXIST ? bus_txn_put (txn, db, key, key_len, val, val_len) : rc;
 }
 
-static void
-s_ended_key (uint8_t key [8 + PROTO_ID_LEN], json_t *a)
-{
-    s_deadline_key (key, ciba_int (a, "completed_at"), ciba_str (a, "approval_id"));
-}
-
 /*  Store the approval, move its deadline key, and keep its indexes: the
     state it is indexed under is its bookkeeping member `indexed`; an
     approval that has ended joins `ended` (by completed_at) for the purge.
@@ -310,17 +435,9 @@ int
 ciba_save (ciba_t *self, bus_txn_t *txn, json_t *a)
 {
     const char *id = ciba_str (a, "approval_id");
-    uint8_t key [8 + PROTO_ID_LEN];
     int64_t old = ciba_int (a, "deadline"), next = s_next_deadline (a);
     if (old != next) {
-        if (old) {
-            s_deadline_key (key, old, id);
-            bus_txn_del (txn, self->db_deadlines, key, sizeof key);
-        }
-        if (next) {
-            s_deadline_key (key, next, id);
-            s_put_last (txn, self->db_deadlines, key, sizeof key, "", 0);
-        }
+        s_time_on_commit (self, txn, self->deadlines, id, next);
         ciba_set_int (a, "deadline", next);
     }
     const char *state = ciba_str (a, "state") ?: "";
@@ -328,10 +445,8 @@ ciba_save (ciba_t *self, bus_txn_t *txn, json_t *a)
     bool fresh = !indexed;          /* its first save (or a store from before the indexes) */
     if (!indexed || !streq (indexed, state)) {
         s_index (self, txn, a, indexed, state);
-        if (!streq (state, "pending")) {
-            s_ended_key (key, a);
-            s_put_last (txn, self->db_ended, key, sizeof key, "", 0);
-        }
+        if (!streq (state, "pending"))
+            s_time_on_commit (self, txn, self->ended, id, ciba_int (a, "completed_at"));
         ciba_set_str (a, "indexed", state);
     }
     char *text = json_dumps (a, JSON_COMPACT);
@@ -346,15 +461,13 @@ ciba_save (ciba_t *self, bus_txn_t *txn, json_t *a)
     return rc;
 }
 
-/*  Purge the approval of an ended key (its time past the retention):
-    its indexes, the approval, the key; its levels' auth_req_ids are added
-    to gone, forgotten once the purge commits (s_owners_drop). */
+/*  Purge an ended approval (its end past the retention): its indexes,
+    the approval, its place in ciba_t.ended (once committed); its levels'
+    auth_req_ids are added to gone, forgotten once the purge commits
+    (s_owners_drop). */
 static void
-s_purge_one (ciba_t *self, bus_txn_t *txn, const uint8_t *ended_key, json_t *gone)
+s_purge_one (ciba_t *self, bus_txn_t *txn, const char *id, json_t *gone)
 {
-    char id [PROTO_ID_LEN + 1];
-    memcpy (id, ended_key + 8, PROTO_ID_LEN);
-    id [PROTO_ID_LEN] = 0;
     json_t *a = ciba_load (self, txn, id);
     if (a && !streq (ciba_str (a, "state") ?: "", "pending")) {
         size_t i;
@@ -374,7 +487,7 @@ s_purge_one (ciba_t *self, bus_txn_t *txn, const uint8_t *ended_key, json_t *gon
         bus_txn_del (txn, self->db_approvals, id, PROTO_ID_LEN);
     }
     json_decref (a);
-    bus_txn_del (txn, self->db_ended, ended_key, 8 + PROTO_ID_LEN);
+    s_time_on_commit (self, txn, self->ended, id, 0);
 }
 
 /*  Scan callback: stop at the first active device (*arg, a bool). */
@@ -1760,49 +1873,20 @@ s_device_list (bus_service_t *svc, bus_request_t *req, void *arg)
 typedef struct {
     size_t n;
     char ids [S_SCAN_BATCH][PROTO_ID_LEN + 1];
-    uint8_t keys [S_SCAN_BATCH][8 + PROTO_ID_LEN];
 } s_due_t;
 
-/*  Scan callback: the approvals whose deadline has come. */
-static int
-s_due (const void *k, size_t kl, const void *v, size_t vl, void *arg)
-{
-    s_due_t *due = arg;
-    if (kl != 8 + PROTO_ID_LEN)
-        return 0;
-    memcpy (due->keys [due->n], k, kl);
-    memcpy (due->ids [due->n], (const char *) k + 8, PROTO_ID_LEN);
-    due->ids [due->n][PROTO_ID_LEN] = 0;
-    return ++due->n >= S_SCAN_BATCH ? 1 : 0;
-}
-
-/*  Scan callback: the ended approvals past the retention. */
-static int
-s_ended_due (const void *k, size_t kl, const void *v, size_t vl, void *arg)
-{
-    s_due_t *due = arg;
-    if (kl != 8 + PROTO_ID_LEN)
-        return 0;
-    memcpy (due->keys [due->n], k, kl);
-    return ++due->n >= S_PURGE_BATCH ? 1 : 0;
-}
-
-/*  Is anything due: a deadline at or before now, an ended approval
-    older than old? A read, so that a scan with nothing to do never
-    takes LMDB's write lock (and never waits for the writer's group). */
+/*  The approvals whose deadline is at or before now (due), and those
+    ended before old (ended, at most S_PURGE_BATCH), from memory: a scan
+    with nothing to do never takes LMDB's write lock (nor waits for the
+    writer's group). True when there are any. */
 static bool
-s_anything_due (ciba_t *self, const uint8_t now_key [8], const uint8_t old_key [8])
+s_anything_due (ciba_t *self, int64_t now, int64_t old, s_due_t *due, s_due_t *ended)
 {
-    bus_txn_t *txn = bus_txn_begin (self->store, false);
-    const void *k, *v;
-    size_t kl, vl;
-    bool due = !txn
-            || (bus_txn_first (txn, self->db_deadlines, &k, &kl, &v, &vl) == 0 && kl >= 8
-                && memcmp (k, now_key, 8) < 0)
-            || (bus_txn_first (txn, self->db_ended, &k, &kl, &v, &vl) == 0 && kl >= 8
-                && memcmp (k, old_key, 8) < 0);
-    bus_txn_abort (&txn);
-    return due;
+    pthread_mutex_lock (&self->owners_lock);
+    due->n = s_times_due (self->deadlines, now, due->ids, S_SCAN_BATCH);
+    ended->n = old > 0 ? s_times_due (self->ended, old - 1, ended->ids, S_PURGE_BATCH) : 0;
+    pthread_mutex_unlock (&self->owners_lock);
+    return due->n + ended->n > 0;
 }
 
 /*  Every escalation_scan_ms, on the reactor, in one transaction: the
@@ -1815,50 +1899,46 @@ s_scan (bus_service_t *svc, void *state)
 {
     ciba_t *self = state;
     int64_t now = proto_now_us ();
-    uint8_t to [8], old [8];
-    bus_u64_to_key ((uint64_t) now + 1, to);
-    bus_u64_to_key ((uint64_t) (now > self->retention_us ? now - self->retention_us : 0), old);
-    if (!s_anything_due (self, to, old))
+    s_due_t *lists = calloc (2, sizeof *lists);
+    if (!lists || !s_anything_due (self, now, now > self->retention_us ? now - self->retention_us : 0, &lists [0],
+                                   &lists [1])) {
+        free (lists);
         return;
+    }
+    s_due_t *due = &lists [0], *ended = &lists [1];
     json_t *after = json_array ();
     bus_txn_t *txn = after ? bus_txn_begin (self->store, true) : NULL;
     if (!txn) {
         json_decref (after);
+        free (lists);
         return;
     }
-    s_due_t due = { .n = 0 }, ended = { .n = 0 };
     json_t *gone = json_array ();       /* the auth_req_ids purged */
-    int rc = bus_txn_scan (txn, self->db_deadlines, NULL, 0, to, sizeof to, s_due, &due);
-    for (size_t i = 0; rc == 0 && i < due.n; i++) {
-        json_t *a = ciba_load (self, txn, due.ids [i]);
-        if (!a) {
-            uint8_t key [8 + PROTO_ID_LEN];
-            memcpy (key, due.keys [i], sizeof key);
-            bus_txn_del (txn, self->db_deadlines, key, sizeof key);
-            continue;
+    for (size_t i = 0; i < due->n; i++) {
+        json_t *a = ciba_load (self, txn, due->ids [i]);
+        if (a) {
+            s_tick (self, txn, a, now, after);
+            ciba_save (self, txn, a);
         }
-        s_tick (self, txn, a, now, after);
-        ciba_save (self, txn, a);
+        /* what is held in memory becomes what is stored (none when the
+           approval is gone) */
+        s_time_on_commit (self, txn, self->deadlines, due->ids [i], a ? ciba_int (a, "deadline") : 0);
         json_decref (a);
     }
-    if (rc == 0)
-        rc = bus_txn_scan (txn, self->db_ended, NULL, 0, old, sizeof old, s_ended_due, &ended);
-    for (size_t i = 0; rc == 0 && i < ended.n; i++)
-        s_purge_one (self, txn, ended.keys [i], gone);
-    if (rc == 0 && due.n + ended.n > 0)
-        rc = bus_service_commit (svc, &txn);
-    else
-        bus_service_abort (svc, &txn);
+    for (size_t i = 0; i < ended->n; i++)
+        s_purge_one (self, txn, ended->ids [i], gone);
+    int rc = bus_service_commit (svc, &txn);
     if (rc)
         bus_warn ("ciba: deadline scan not stored: %s (tried again next scan)", bus_strerror (rc));
     else {
         s_owners_drop (self, gone);
         ciba_after_commit (self, after);
-        if (ended.n)
-            bus_stats_count (bus_service_stats (svc), "approvals_purged", ended.n);
+        if (ended->n)
+            bus_stats_count (bus_service_stats (svc), "approvals_purged", ended->n);
     }
     json_decref (gone);
     json_decref (after);
+    free (lists);
 }
 
 /* ---- the daemon --------------------------------------------------------- */
@@ -1909,7 +1989,8 @@ s_index_old (ciba_t *self)
     return rc;
 }
 
-/*  Scan callback: note the auth_req_ids of one stored approval. */
+/*  Scan callback: what memory holds of one stored approval: its
+    auth_req_ids, its deadline while pending, its end once ended. */
 static int
 s_owners_one (const void *k, size_t kl, const void *v, size_t vl, void *arg)
 {
@@ -1922,14 +2003,40 @@ s_owners_one (const void *k, size_t kl, const void *v, size_t vl, void *arg)
     json_array_foreach (json_object_get (a, "levels"), i, lvl)
         if (id && ciba_str (lvl, "auth_req_id") && rc == 0)
             rc = s_owner_note (self, ciba_str (lvl, "auth_req_id"), id);
+    if (id && rc == 0) {
+        bool pending = streq (ciba_str (a, "state") ?: "", "pending");
+        pthread_mutex_lock (&self->owners_lock);
+        rc = pending ? s_times_set (self->deadlines, id, ciba_int (a, "deadline"))
+                     : s_times_set (self->ended, id, ciba_int (a, "completed_at"));
+        pthread_mutex_unlock (&self->owners_lock);
+    }
     json_decref (a);
     return rc ? rc : 0;
 }
 
-/*  At start: which approval each auth_req_id belongs to, from the stored
-    approvals (ciba_t.owners); and the database that held it before
-    (levels) emptied, in one transaction, when a store from before has
-    one. Returns 0 or the error. */
+/*  Empty db (a database brokers from before wrote) in txn; true when it
+    held anything. */
+static bool
+s_db_empty (bus_txn_t *txn, int db, int *rc)
+{
+    const void *k, *v;
+    size_t kl, vl;
+    if (*rc || bus_txn_first (txn, db, &k, &kl, &v, &vl) != 0)
+        return false;
+    json_t *keys = json_array ();
+    *rc = keys ? bus_txn_scan (txn, db, NULL, 0, NULL, 0, s_collect_id, keys) : BUS_ENOMEM;
+    size_t i;
+    json_t *key;
+    json_array_foreach (keys, i, key)
+        bus_txn_del (txn, db, json_string_value (key), json_string_length (key));
+    json_decref (keys);
+    return true;
+}
+
+/*  At start: what memory holds of the stored approvals (ciba_t.owners,
+    deadlines, ended); and the databases that held it before (levels,
+    deadlines, ended) emptied, in one transaction, when a store from
+    before has them. Returns 0 or the error. */
 static int
 s_owners_load (ciba_t *self)
 {
@@ -1937,25 +2044,17 @@ s_owners_load (ciba_t *self)
     if (!txn)
         return BUS_EIO;
     int rc = bus_txn_scan (txn, self->db_approvals, NULL, 0, NULL, 0, s_owners_one, self);
-    const void *k, *v;
-    size_t kl, vl;
-    json_t *old = NULL;
-    if (rc == 0 && bus_txn_first (txn, self->db_levels, &k, &kl, &v, &vl) == 0) {
-        old = json_array ();
-        rc = old ? bus_txn_scan (txn, self->db_levels, NULL, 0, NULL, 0, s_collect_id, old) : BUS_ENOMEM;
-        size_t i;
-        json_t *key;
-        json_array_foreach (old, i, key)
-            bus_txn_del (txn, self->db_levels, json_string_value (key), json_string_length (key));
-    }
+    bool old = s_db_empty (txn, self->db_levels, &rc);
+    old = s_db_empty (txn, self->db_deadlines, &rc) || old;
+    old = s_db_empty (txn, self->db_ended, &rc) || old;
     if (rc == 0 && old)
         rc = bus_txn_commit (&txn);
     else
         bus_txn_abort (&txn);
     if (rc == 0)
-        bus_info ("ciba: %zu auth_req_ids known%s", zhashx_size (self->owners),
-                  old ? " (the levels database of a store from before emptied)" : "");
-    json_decref (old);
+        bus_info ("ciba: %zu auth_req_ids, %zu deadlines, %zu ended approvals known%s",
+                  zhashx_size (self->owners), zlistx_size (self->deadlines->order), zlistx_size (self->ended->order),
+                  old ? " (the levels, deadlines, ended databases of a store from before emptied)" : "");
     return rc;
 }
 
@@ -2027,7 +2126,9 @@ s_start (bus_service_t *svc, void **state)
     if (wrc)
         return wrc;
     self->owners = zhashx_new ();
-    if (!self->owners)
+    self->deadlines = s_times_new ();
+    self->ended = s_times_new ();
+    if (!self->owners || !self->deadlines || !self->ended)
         return BUS_ENOMEM;
     zhashx_set_destructor (self->owners, (zhashx_destructor_fn *) zstr_free);
     pthread_mutex_init (&self->owners_lock, NULL);
@@ -2089,6 +2190,8 @@ s_stop (bus_service_t *svc, void **state)
         return;
     ciba_oidc_stop (self);
     zhashx_destroy (&self->owners);
+    s_times_destroy (&self->deadlines);
+    s_times_destroy (&self->ended);
     if (self->owners_ready)
         pthread_mutex_destroy (&self->owners_lock);
     free (self->webhook_url);

@@ -8,10 +8,11 @@
       start: its approvals are found by run, approver and state;
     - ciba.list answers from the indexes exactly what matches, oldest
       first, and an approver's index follows a state change;
-    - which approval an auth_req_id belongs to is rebuilt from the
-      approvals at start (no commit stores it): after a restart a level
-      is found by its auth_req_id, an unknown one is not_found, and the
-      levels database of a store from before is emptied;
+    - which approval an auth_req_id belongs to, the deadlines and the
+      ended approvals are rebuilt from the approvals at start (no commit
+      stores them): after a restart a level is found by its auth_req_id,
+      an unknown one is not_found, and the levels, deadlines and ended
+      databases of a store from before are emptied;
     - a device invite is redeemed once (ops issues, a service redeems);
     - ciba.authorize asked again with the same idempotency_key (a new
       request id) answers the first approval as it is now and asks no one
@@ -266,18 +267,17 @@ s_code (bus_client_t *client, const char *type, json_t *body)
     return code;
 }
 
-/*  The broker's store opened while it is stopped, its levels database
-    (written by brokers from before) the one returned through db. */
+/*  The broker's store opened while it is stopped; its databases levels,
+    deadlines, ended (written by brokers from before) are 1, 2, 3. */
 static bus_store_t *
-s_store_levels (s_ctx_t *x, int *db)
+s_store_old (s_ctx_t *x)
 {
     char *dir = bus_config_data_dir (test_service_config (x->env), bus_service_name ("ciba"));
     assert_non_null (dir);
-    static const char *const dbs [] = { "approvals", "levels", NULL };
+    static const char *const dbs [] = { "approvals", "levels", "deadlines", "ended", NULL };
     bus_store_t *store = NULL;
     assert_int_equal (bus_store_open (&store, dir, 64 << 20, dbs), 0);
     free (dir);
-    *db = bus_store_db (store, "levels");
     return store;
 }
 
@@ -301,14 +301,16 @@ test_owners_rebuilt (void **state)
     bus_client_destroy (&x->ops);
     assert_int_equal (test_service_stop (x->env), 0);
 
-    /* nothing of it was stored in levels; an old entry put there goes at start */
-    int db;
-    bus_store_t *store = s_store_levels (x, &db);
+    /* nothing of it was stored in levels, deadlines, ended; old entries
+       put there go at start */
+    bus_store_t *store = s_store_old (x);
     bus_txn_t *txn = bus_txn_begin (store, true);
     const void *k, *v;
     size_t kl, vl;
-    assert_int_equal (bus_txn_first (txn, db, &k, &kl, &v, &vl), BUS_ENOTFOUND);
-    assert_int_equal (bus_txn_put (txn, db, auth, strlen (auth), id, PROTO_ID_LEN), 0);
+    for (int db = 1; db <= 3; db++) {
+        assert_int_equal (bus_txn_first (txn, db, &k, &kl, &v, &vl), BUS_ENOTFOUND);
+        assert_int_equal (bus_txn_put (txn, db, auth, strlen (auth), id, PROTO_ID_LEN), 0);
+    }
     assert_int_equal (bus_txn_commit (&txn), 0);
     bus_store_destroy (&store);
 
@@ -327,9 +329,10 @@ test_owners_rebuilt (void **state)
     bus_client_destroy (&x->svc);
     bus_client_destroy (&x->ops);
     assert_int_equal (test_service_stop (x->env), 0);
-    store = s_store_levels (x, &db);
+    store = s_store_old (x);
     txn = bus_txn_begin (store, false);
-    assert_int_equal (bus_txn_first (txn, db, &k, &kl, &v, &vl), BUS_ENOTFOUND);
+    for (int db = 1; db <= 3; db++)
+        assert_int_equal (bus_txn_first (txn, db, &k, &kl, &v, &vl), BUS_ENOTFOUND);
     bus_txn_abort (&txn);
     bus_store_destroy (&store);
     assert_int_equal (test_service_start (x->env, &ciba_daemon, "test", 0, err, sizeof err), 0);
