@@ -46,7 +46,11 @@ typedef struct {
        changes an approval's `deadline` or ends it (bus_txn_on_commit);
        read by the deadline scan */
     ciba_times_t *deadlines, *ended;
-    pthread_mutex_t owners_lock;  /* owners, deadlines, ended */
+    /* ciba.list's indexes: "s" LF state LF, "a" LF approver LF state LF,
+       "r" LF run LF -> the approval ids under it (ciba_times_t, in id
+       order); derived and kept the same way */
+    zhashx_t *index;
+    pthread_mutex_t owners_lock;  /* owners, deadlines, ended, index */
     bool owners_ready;           /* owners_lock initialised */
     /* backend oidc */
     bool oidc;

@@ -27,12 +27,28 @@
                   changes nothing)
       devices     approver LF device -> {approver, device, state,
                   enrolled_at, revoked_at?}
-      index       "s" LF state LF id, "a" LF approver LF state LF id,
-                  "r" LF run LF id -> "": ciba.list's indexes (the state
-                  indexed is the approval's `indexed` member); and
-                  "k" LF requested_by LF idempotency_key -> approval_id:
+      index       "k" LF requested_by LF idempotency_key -> approval_id:
                   a requester's key, so that ciba.authorize asked again
-                  with it (a restarted orchestrator) gets the same approval
+                  with it (a restarted orchestrator) gets the same
+                  approval (checked in the change's transaction, so
+                  stored). ciba.list's indexes are no longer stored here
+                  (their keys in a store from before are dropped at
+                  start): the ids under "s" LF state LF, "a" LF approver
+                  LF state LF and "r" LF run LF are kept in memory
+                  (ciba_t.index, the state indexed being the approval's
+                  `indexed` member), built at start and moved by the
+                  commits, like the deadlines
+
+    Why in memory: each table an approval's change touches costs its
+    commit a leaf and a branch page or more, fsync'd; with the lookups,
+    deadlines, ends and list indexes stored, a change wrote ~15 pages
+    (~26 with the file grown), the approval's own 2-3 among them. All of
+    them are functions of the approvals, which are stored, so they are
+    rebuilt from them at start (one scan; memory ~0.3 KB per approval
+    kept) and follow the commits (bus_txn_on_commit, under owners_lock:
+    the writer and the reactor both read them). What a commit writes now:
+    the approval, its events (outbox), the request's outcome (the bus's
+    dedupe trees), asked (rate limit) and index "k" when used.
       ended       no longer written (emptied at start): the ended
                   approvals by completed_at, what the purge reclaims after
                   retention_s, are kept in memory the same way
@@ -367,45 +383,92 @@ s_next_deadline (json_t *a)
     return at;
 }
 
-/*  One index key moved from old (NULL: none) to new (NULL: none); a key
-    that stays the same is left alone (no page written for it). */
-static void
-s_index_move (ciba_t *self, bus_txn_t *txn, const char *old, int old_n, const char *new, int new_n)
+/*  An index change to make once the transaction commits (s_index_hook):
+    id leaves the list under prefix old (empty: none) and joins the list
+    under new (empty: none). */
+typedef struct {
+    ciba_t *self;
+    char id [PROTO_ID_LEN + 1];
+    char old [600], new [600];
+} s_index_change_t;
+
+/*  id into (add) or out of the index list under prefix. Under
+    owners_lock. Returns 0 or BUS_ENOMEM. */
+static int
+s_index_set (ciba_t *self, const char *prefix, const char *id, bool add)
 {
-    if (old && new && old_n == new_n && memcmp (old, new, (size_t) old_n) == 0)
-        return;
-    if (old && old_n > 0)
-        bus_txn_del (txn, self->db_index, old, (size_t) old_n);
-    if (new && new_n > 0)
-        bus_txn_put (txn, self->db_index, new, (size_t) new_n, "", 0);
+    ciba_times_t *list = zhashx_lookup (self->index, prefix);
+    if (!list && add) {
+        list = s_times_new ();
+        if (!list || zhashx_insert (self->index, prefix, list)) {
+            s_times_destroy (&list);
+            return BUS_ENOMEM;
+        }
+    }
+    if (!list)
+        return 0;
+    int rc = s_times_set (list, id, add ? 1 : 0);     /* one time for all: in id order */
+    if (zlistx_size (list->order) == 0)
+        zhashx_delete (self->index, prefix);
+    return rc;
 }
 
-/*  Move the index keys of approval a from state from (NULL: not
-    indexed) to state to (NULL: none, the purge): "s" LF state LF id;
-    "a" LF approver LF state LF id for each approver of its chain; "r" LF
-    run LF id when it has a run (the same in every state: kept). Values
-    are empty; ciba.list reads the id from the key's last PROTO_ID_LEN
-    bytes. */
+static void
+s_index_hook (void *arg, bool committed)
+{
+    s_index_change_t *c = arg;
+    if (committed) {
+        pthread_mutex_lock (&c->self->owners_lock);
+        int rc = *c->old ? s_index_set (c->self, c->old, c->id, false) : 0;
+        if (rc == 0 && *c->new)
+            rc = s_index_set (c->self, c->new, c->id, true);
+        if (rc)
+            bus_error ("ciba: out of memory indexing approval %s (indexed again at the next start)", c->id);
+        pthread_mutex_unlock (&c->self->owners_lock);
+    }
+    free (c);
+}
+
+/*  Move the index entries of approval a from state from (NULL: not
+    indexed) to state to (NULL: none, the purge), once txn commits: under
+    "s" LF state LF; under "a" LF approver LF state LF for each approver
+    of its chain; under "r" LF run LF when it has a run (the same in every
+    state: kept). Errors are sticky in txn. */
 static void
 s_index (ciba_t *self, bus_txn_t *txn, json_t *a, const char *from, const char *to)
 {
     const char *id = ciba_str (a, "approval_id"), *run = ciba_str (a, "run");
-    char old [600], new [600];
-    int on = from ? snprintf (old, sizeof old, "s\n%s\n%s", from, id) : 0;
-    int nn = to ? snprintf (new, sizeof new, "s\n%s\n%s", to, id) : 0;
-    s_index_move (self, txn, from ? old : NULL, on, to ? new : NULL, nn);
-    size_t i;
-    json_t *lvl;
-    json_array_foreach (json_object_get (a, "levels"), i, lvl) {
-        on = from ? snprintf (old, sizeof old, "a\n%s\n%s\n%s", ciba_str (lvl, "approver"), from, id) : 0;
-        nn = to ? snprintf (new, sizeof new, "a\n%s\n%s\n%s", ciba_str (lvl, "approver"), to, id) : 0;
-        if (on < 0 || (size_t) on >= sizeof old || nn < 0 || (size_t) nn >= sizeof new)
-            continue;                   /* approvers are at most 256 bytes (s_approver_ok) */
-        s_index_move (self, txn, from ? old : NULL, on, to ? new : NULL, nn);
-    }
-    if (run) {
-        on = snprintf (old, sizeof old, "r\n%s\n%s", run, id);
-        s_index_move (self, txn, from ? old : NULL, on, to ? old : NULL, on);
+    size_t n = json_array_size (json_object_get (a, "levels"));
+    for (size_t i = 0; i < n + 2; i++) {
+        json_t *lvl = json_array_get (json_object_get (a, "levels"), i);
+        if ((i < n && !ciba_str (lvl, "approver")) || (i == n + 1 && (!run || (from && to))))
+            continue;                   /* a run's entry stays while the approval does */
+        s_index_change_t *c = calloc (1, sizeof *c);
+        if (!c) {
+            bus_txn_fail (txn, BUS_ENOMEM);
+            return;
+        }
+        c->self = self;
+        snprintf (c->id, sizeof c->id, "%s", id);
+        const char *who = i < n ? ciba_str (lvl, "approver") : NULL;
+        int on = 0, nn = 0;
+        if (i < n) {
+            on = from ? snprintf (c->old, sizeof c->old, "a\n%s\n%s\n", who, from) : 0;
+            nn = to ? snprintf (c->new, sizeof c->new, "a\n%s\n%s\n", who, to) : 0;
+        }
+        else if (i == n) {
+            on = from ? snprintf (c->old, sizeof c->old, "s\n%s\n", from) : 0;
+            nn = to ? snprintf (c->new, sizeof c->new, "s\n%s\n", to) : 0;
+        }
+        else {
+            on = from ? snprintf (c->old, sizeof c->old, "r\n%s\n", run) : 0;
+            nn = to ? snprintf (c->new, sizeof c->new, "r\n%s\n", run) : 0;
+        }
+        if (on < 0 || (size_t) on >= sizeof c->old || nn < 0 || (size_t) nn >= sizeof c->new) {
+            free (c);                   /* approvers are at most 256 bytes (s_approver_ok) */
+            continue;
+        }
+        bus_txn_on_commit (txn, s_index_hook, c);
     }
 }
 
@@ -477,8 +540,7 @@ s_purge_one (ciba_t *self, bus_txn_t *txn, const char *id, json_t *gone)
             if (auth)
                 json_array_append_new (gone, json_string (auth));
         }
-        if (ciba_str (a, "indexed"))
-            s_index (self, txn, a, ciba_str (a, "indexed"), NULL);
+        s_index (self, txn, a, ciba_str (a, "indexed") ?: ciba_str (a, "state"), NULL);
         char key [600];
         int n = ciba_str (a, "idempotency_key")
               ? s_key_index (key, sizeof key, ciba_str (a, "requested_by") ?: "", ciba_str (a, "idempotency_key")) : -1;
@@ -1464,22 +1526,30 @@ s_list_one (const void *k, size_t kl, const void *v, size_t vl, void *arg)
     return json_array_size (q->out) >= q->limit ? 1 : 0;
 }
 
-/*  Scan callback of ciba.list over an index: the approval id is the
-    key's last PROTO_ID_LEN bytes; the record is checked against the
-    query (the index narrows, the record decides). */
+/*  ciba.list over the index list under prefix (ciba_t.index): its ids,
+    taken under the lock, then each record read and checked against the
+    query (the index narrows, the record decides). Returns 0 or
+    BUS_ENOMEM. */
 static int
-s_list_indexed (const void *k, size_t kl, const void *v, size_t vl, void *arg)
+s_list_indexed (s_list_scan_t *q, const char *prefix)
 {
-    s_list_scan_t *q = arg;
-    if (kl < PROTO_ID_LEN)
-        return 0;
-    char id [PROTO_ID_LEN + 1];
-    memcpy (id, (const char *) k + kl - PROTO_ID_LEN, PROTO_ID_LEN);
-    id [PROTO_ID_LEN] = 0;
-    json_t *a = ciba_load (q->self, q->txn, id);
-    s_list_match (q, a);
-    json_decref (a);
-    return json_array_size (q->out) >= q->limit ? 1 : 0;
+    ciba_t *self = q->self;
+    pthread_mutex_lock (&self->owners_lock);
+    ciba_times_t *list = zhashx_lookup (self->index, prefix);
+    size_t n = list ? zlistx_size (list->order) : 0;
+    char (*ids) [PROTO_ID_LEN + 1] = n ? malloc (n * sizeof *ids) : NULL;
+    if (ids)
+        n = s_times_due (list, INT64_MAX, ids, n);
+    pthread_mutex_unlock (&self->owners_lock);
+    if (n && !ids)
+        return BUS_ENOMEM;
+    for (size_t i = 0; i < n && json_array_size (q->out) < q->limit; i++) {
+        json_t *a = ciba_load (self, q->txn, ids [i]);
+        s_list_match (q, a);
+        json_decref (a);
+    }
+    free (ids);
+    return 0;
 }
 
 /*  ciba.list {approver?, state?, run?, limit?}: approvals oldest first;
@@ -1521,11 +1591,11 @@ s_list (bus_service_t *svc, bus_request_t *req, void *arg)
     if (n >= (int) sizeof prefix)
         n = snprintf (prefix, sizeof prefix, "-");    /* too long to be indexed: nothing matches */
     if (n >= 0)
-        rc = bus_txn_scan_prefix (txn, self->db_index, prefix, (size_t) n, s_list_indexed, &scan);
+        rc = s_list_indexed (&scan, prefix);
     else if (expired) {
-        rc = bus_txn_scan_prefix (txn, self->db_index, "s\nexpired\n", 10, s_list_indexed, &scan);
+        rc = s_list_indexed (&scan, "s\nexpired\n");
         if (rc == 0 && json_array_size (out) < limit)
-            rc = bus_txn_scan_prefix (txn, self->db_index, "s\npending\n", 10, s_list_indexed, &scan);
+            rc = s_list_indexed (&scan, "s\npending\n");
     }
     else
         rc = bus_txn_scan (txn, self->db_approvals, NULL, 0, NULL, 0, s_list_one, &scan);
@@ -1951,44 +2021,6 @@ s_collect_id (const void *k, size_t kl, const void *v, size_t vl, void *arg)
     return 0;
 }
 
-/*  A store written before the indexes existed (or whose index database
-    is empty): index every approval once, in one transaction, at start.
-    Returns 0 or the error. */
-static int
-s_index_old (ciba_t *self)
-{
-    bus_txn_t *txn = bus_txn_begin (self->store, true);
-    if (!txn)
-        return BUS_EIO;
-    const void *k, *v;
-    size_t kl, vl;
-    if (bus_txn_first (txn, self->db_index, &k, &kl, &v, &vl) == 0
-        || bus_txn_first (txn, self->db_approvals, &k, &kl, &v, &vl) != 0) {
-        bus_txn_abort (&txn);
-        return 0;                   /* indexed already, or nothing to index */
-    }
-    json_t *ids = json_array ();
-    int rc = ids ? bus_txn_scan (txn, self->db_approvals, NULL, 0, NULL, 0, s_collect_id, ids) : BUS_ENOMEM;
-    size_t i;
-    json_t *id;
-    json_array_foreach (ids, i, id) {
-        json_t *a = rc ? NULL : ciba_load (self, txn, json_string_value (id));
-        if (a) {
-            json_object_del (a, "indexed");         /* indexed by nothing yet */
-            ciba_save (self, txn, a);
-        }
-        json_decref (a);
-    }
-    if (rc == 0)
-        rc = bus_service_commit (self->svc, &txn);
-    else
-        bus_service_abort (self->svc, &txn);
-    if (rc == 0)
-        bus_info ("ciba: %zu approvals indexed (a store from before the indexes)", json_array_size (ids));
-    json_decref (ids);
-    return rc;
-}
-
 /*  Scan callback: what memory holds of one stored approval: its
     auth_req_ids, its deadline while pending, its end once ended. */
 static int
@@ -2004,20 +2036,32 @@ s_owners_one (const void *k, size_t kl, const void *v, size_t vl, void *arg)
         if (id && ciba_str (lvl, "auth_req_id") && rc == 0)
             rc = s_owner_note (self, ciba_str (lvl, "auth_req_id"), id);
     if (id && rc == 0) {
-        bool pending = streq (ciba_str (a, "state") ?: "", "pending");
+        const char *state = ciba_str (a, "state") ?: "", *run = ciba_str (a, "run");
+        bool pending = streq (state, "pending");
+        char prefix [600];
         pthread_mutex_lock (&self->owners_lock);
         rc = pending ? s_times_set (self->deadlines, id, ciba_int (a, "deadline"))
                      : s_times_set (self->ended, id, ciba_int (a, "completed_at"));
+        snprintf (prefix, sizeof prefix, "s\n%s\n", state);
+        rc = rc ? rc : s_index_set (self, prefix, id, true);
+        json_array_foreach (json_object_get (a, "levels"), i, lvl) {
+            int n = snprintf (prefix, sizeof prefix, "a\n%s\n%s\n", ciba_str (lvl, "approver") ?: "", state);
+            if (rc == 0 && n > 0 && (size_t) n < sizeof prefix)
+                rc = s_index_set (self, prefix, id, true);
+        }
+        int n = run ? snprintf (prefix, sizeof prefix, "r\n%s\n", run) : -1;
+        if (rc == 0 && n > 0 && (size_t) n < sizeof prefix)
+            rc = s_index_set (self, prefix, id, true);
         pthread_mutex_unlock (&self->owners_lock);
     }
     json_decref (a);
     return rc ? rc : 0;
 }
 
-/*  Empty db (a database brokers from before wrote) in txn; true when it
-    held anything. */
+/*  Empty db (a database brokers from before wrote) in txn, but for the
+    keys starting with keep (NULL: none); true when it deleted any. */
 static bool
-s_db_empty (bus_txn_t *txn, int db, int *rc)
+s_db_empty (bus_txn_t *txn, int db, const char *keep, int *rc)
 {
     const void *k, *v;
     size_t kl, vl;
@@ -2025,12 +2069,15 @@ s_db_empty (bus_txn_t *txn, int db, int *rc)
         return false;
     json_t *keys = json_array ();
     *rc = keys ? bus_txn_scan (txn, db, NULL, 0, NULL, 0, s_collect_id, keys) : BUS_ENOMEM;
-    size_t i;
+    size_t i, deleted = 0;
     json_t *key;
     json_array_foreach (keys, i, key)
-        bus_txn_del (txn, db, json_string_value (key), json_string_length (key));
+        if (!keep || strncmp (json_string_value (key), keep, strlen (keep))) {
+            bus_txn_del (txn, db, json_string_value (key), json_string_length (key));
+            deleted++;
+        }
     json_decref (keys);
-    return true;
+    return deleted > 0;
 }
 
 /*  At start: what memory holds of the stored approvals (ciba_t.owners,
@@ -2044,9 +2091,10 @@ s_owners_load (ciba_t *self)
     if (!txn)
         return BUS_EIO;
     int rc = bus_txn_scan (txn, self->db_approvals, NULL, 0, NULL, 0, s_owners_one, self);
-    bool old = s_db_empty (txn, self->db_levels, &rc);
-    old = s_db_empty (txn, self->db_deadlines, &rc) || old;
-    old = s_db_empty (txn, self->db_ended, &rc) || old;
+    bool old = s_db_empty (txn, self->db_levels, NULL, &rc);
+    old = s_db_empty (txn, self->db_deadlines, NULL, &rc) || old;
+    old = s_db_empty (txn, self->db_ended, NULL, &rc) || old;
+    old = s_db_empty (txn, self->db_index, "k\n", &rc) || old;     /* the requesters' keys stay */
     if (rc == 0 && old)
         rc = bus_txn_commit (&txn);
     else
@@ -2054,7 +2102,8 @@ s_owners_load (ciba_t *self)
     if (rc == 0)
         bus_info ("ciba: %zu auth_req_ids, %zu deadlines, %zu ended approvals known%s",
                   zhashx_size (self->owners), zlistx_size (self->deadlines->order), zlistx_size (self->ended->order),
-                  old ? " (the levels, deadlines, ended databases of a store from before emptied)" : "");
+                  old ? " (the levels, deadlines, ended databases and the list indexes of a store from before "
+                        "emptied)" : "");
     return rc;
 }
 
@@ -2128,19 +2177,16 @@ s_start (bus_service_t *svc, void **state)
     self->owners = zhashx_new ();
     self->deadlines = s_times_new ();
     self->ended = s_times_new ();
-    if (!self->owners || !self->deadlines || !self->ended)
+    self->index = zhashx_new ();
+    if (!self->owners || !self->deadlines || !self->ended || !self->index)
         return BUS_ENOMEM;
+    zhashx_set_destructor (self->index, (zhashx_destructor_fn *) s_times_destroy);
     zhashx_set_destructor (self->owners, (zhashx_destructor_fn *) zstr_free);
     pthread_mutex_init (&self->owners_lock, NULL);
     self->owners_ready = true;
     wrc = s_owners_load (self);
     if (wrc) {
         bus_error ("ciba: cannot read the stored approvals' auth_req_ids: %s", bus_strerror (wrc));
-        return wrc;
-    }
-    wrc = s_index_old (self);
-    if (wrc) {
-        bus_error ("ciba: cannot index the stored approvals: %s", bus_strerror (wrc));
         return wrc;
     }
     /* every change on the writer: one fsync for all the changes queued together */
@@ -2192,6 +2238,7 @@ s_stop (bus_service_t *svc, void **state)
     zhashx_destroy (&self->owners);
     s_times_destroy (&self->deadlines);
     s_times_destroy (&self->ended);
+    zhashx_destroy (&self->index);
     if (self->owners_ready)
         pthread_mutex_destroy (&self->owners_lock);
     free (self->webhook_url);
