@@ -9,7 +9,12 @@
     deadline timer, the provider's answers), one at a time (LMDB's write
     lock); what reaches the world beyond the bus (HTTP to the provider,
     the webhook) is only noted in the change's `after` list and sent on
-    the reactor once the change is durable (ciba_after_commit).
+    the reactor once the change is durable (ciba_after_commit). What is
+    derived from the approvals (owners, deadlines, ended, index: the
+    lookups the timer and ciba.list need) is held in memory under
+    owners_lock, rebuilt at start, and follows the commits
+    (bus_txn_on_commit), so that a change's commit writes only what is
+    its own.
 */
 #ifndef CIBA_INTERNAL_H
 #define CIBA_INTERNAL_H
