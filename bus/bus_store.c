@@ -47,6 +47,15 @@ struct bus_store_t {
 static pthread_mutex_t s_open_lock = PTHREAD_MUTEX_INITIALIZER;
 static bus_store_t *s_open_list;
 
+/*  What runs once a write transaction's changes are durable
+    (bus_txn_on_commit). */
+typedef struct s_hook_t s_hook_t;
+struct s_hook_t {
+    bus_txn_hook_fn *fn;
+    void *arg;
+    s_hook_t *next;
+};
+
 struct bus_txn_t {
     bus_store_t *store;
     MDB_txn *txn;
@@ -62,6 +71,7 @@ struct bus_txn_t {
     void *data;                         /* the caller's (bus_txn_set_data) */
     void (*data_free) (void *data);
     bus_txn_t *parent;                  /* the group it is nested in, or NULL */
+    s_hook_t *hooks, *hooks_tail;       /* bus_txn_on_commit's, in order */
 };
 
 /*  This thread's group (bus_txn_group): the write transactions it begins
@@ -336,8 +346,23 @@ s_cursors_close (bus_txn_t *self)
 }
 
 
+/*  Run (committed) or drop (not) a transaction's hooks, in order. */
+static void
+s_hooks_end (bus_txn_t *self, bool committed)
+{
+    while (self->hooks) {
+        s_hook_t *h = self->hooks;
+        self->hooks = h->next;
+        h->fn (h->arg, committed);
+        free (h);
+    }
+    self->hooks_tail = NULL;
+}
+
 /*  Commit, or abort when the sticky error is set (returning it). The
-    transaction is freed and *txn_p nulled in every case. */
+    transaction is freed and *txn_p nulled in every case. A nested
+    transaction's hooks join its group's; a top one's run once the commit
+    has returned. */
 int
 bus_txn_commit (bus_txn_t **txn_p)
 {
@@ -351,6 +376,15 @@ bus_txn_commit (bus_txn_t **txn_p)
         mdb_txn_abort (self->txn);
     else
         rc = s_map (mdb_txn_commit (self->txn), "commit");
+    if (rc == 0 && self->parent && self->hooks) {
+        if (self->parent->hooks_tail)
+            self->parent->hooks_tail->next = self->hooks;
+        else
+            self->parent->hooks = self->hooks;
+        self->parent->hooks_tail = self->hooks_tail;
+        self->hooks = self->hooks_tail = NULL;
+    }
+    s_hooks_end (self, rc == 0);
     if (self->data_free)
         self->data_free (self->data);
     free (self);
@@ -369,10 +403,32 @@ bus_txn_abort (bus_txn_t **txn_p)
         return;
     s_cursors_close (self);
     mdb_txn_abort (self->txn);
+    s_hooks_end (self, false);
     if (self->data_free)
         self->data_free (self->data);
     free (self);
     *txn_p = NULL;
+}
+
+int
+bus_txn_on_commit (bus_txn_t *self, bus_txn_hook_fn *fn, void *arg)
+{
+    assert (self && fn);
+    s_hook_t *h = self->write ? calloc (1, sizeof *h) : NULL;
+    if (!h) {
+        fn (arg, false);
+        if (self->write)
+            bus_txn_fail (self, BUS_ENOMEM);
+        return self->write ? BUS_ENOMEM : BUS_EINVAL;
+    }
+    h->fn = fn;
+    h->arg = arg;
+    if (self->hooks_tail)
+        self->hooks_tail->next = h;
+    else
+        self->hooks = h;
+    self->hooks_tail = h;
+    return 0;
 }
 
 void

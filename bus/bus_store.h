@@ -84,6 +84,19 @@ uint64_t bus_txn_snapshot (bus_txn_t *self);
 void bus_txn_set_data (bus_txn_t *self, void *data, void (*data_free) (void *data));
 void *bus_txn_data (bus_txn_t *self);
 
+/*  What a write transaction's caller keeps beside the store (e.g. a
+    lookup table derived from what it stores) follows its commit: fn (arg,
+    true) runs once the changes are durable, right after the commit
+    returns, on the committing thread and before bus_service_commit
+    publishes the events; fn (arg, false) when they never will be (abort,
+    failed commit: then arg is only freed). In a group, a nested
+    transaction's hooks wait for the group's commit (dropped, false, with
+    the group or with its own abort). Hooks run in the order added.
+    Returns 0; BUS_ENOMEM (fn (arg, false) run, the sticky error set) or
+    BUS_EINVAL (a read transaction: fn (arg, false) run). */
+typedef void (bus_txn_hook_fn) (void *arg, bool committed);
+int bus_txn_on_commit (bus_txn_t *self, bus_txn_hook_fn *fn, void *arg);
+
 /*  Group commit: while group (a write transaction) is this thread's
     group, every write transaction the thread begins on the same store is
     nested in it: its commit merges into the group (no fsync) and its abort

@@ -9,12 +9,18 @@
     deadline timer, the provider's answers), one at a time (LMDB's write
     lock); what reaches the world beyond the bus (HTTP to the provider,
     the webhook) is only noted in the change's `after` list and sent on
-    the reactor once the change is durable (ciba_after_commit).
+    the reactor once the change is durable (ciba_after_commit). What is
+    derived from the approvals (owners, deadlines, ended, index: the
+    lookups the timer and ciba.list need) is held in memory under
+    owners_lock, rebuilt at start, and follows the commits
+    (bus_txn_on_commit), so that a change's commit writes only what is
+    its own.
 */
 #ifndef CIBA_INTERNAL_H
 #define CIBA_INTERNAL_H
 
 #include <czmq.h>
+#include <pthread.h>
 #include <jansson.h>
 #include <stdatomic.h>
 #include <stdbool.h>
@@ -26,12 +32,31 @@
 /*  How the broker authenticates to the provider (oidc_client_auth). */
 enum { CIBA_AUTH_POST, CIBA_AUTH_BASIC, CIBA_AUTH_JWT };
 
+/*  Approval ids ordered by a time (ciba_service.c): one time per id. */
+typedef struct ciba_times_t ciba_times_t;
+
 typedef struct {
     bus_service_t *svc;
     bus_store_t *store;
     int db_approvals, db_levels, db_deadlines, db_devices, db_index, db_ended, db_asked, db_invites;
     int64_t default_expiry_s, interval_s, rate_per_min, message_max;
     int64_t retention_us;        /* ended approvals kept this long, then purged */
+    /* auth_req_id -> approval_id (owned strings): derived from the stored
+       approvals (built at start, noted as a change makes a level, dropped
+       as the purge commits), so that no commit writes it; the writer and
+       the reactor both read it, under owners_lock */
+    zhashx_t *owners;
+    /* the approvals' deadlines and ends, by time: derived from the stored
+       approvals the same way (built at start), changed by the commit that
+       changes an approval's `deadline` or ends it (bus_txn_on_commit);
+       read by the deadline scan */
+    ciba_times_t *deadlines, *ended;
+    /* ciba.list's indexes: "s" LF state LF, "a" LF approver LF state LF,
+       "r" LF run LF -> the approval ids under it (ciba_times_t, in id
+       order); derived and kept the same way */
+    zhashx_t *index;
+    pthread_mutex_t owners_lock;  /* owners, deadlines, ended, index */
+    bool owners_ready;           /* owners_lock initialised */
     /* backend oidc */
     bool oidc;
     atomic_bool oidc_ready;      /* endpoints known (discovery answered or failed); read on the writer */

@@ -5,21 +5,54 @@
     State (LMDB, one write transaction per change, events in the same
     transaction through the outbox):
       approvals   approval_id (ULID) -> the approval, JSON (below)
-      levels      auth_req_id -> approval_id
-      deadlines   8-byte big-endian µs + approval_id -> "" : the next
-                  moment an approval must be looked at (expiry, a level's
-                  escalation, a queued level's slot); one per pending
-                  approval, so the timer scans only what is due
+      levels      no longer written (a store from before holds auth_req_id
+                  -> approval_id there; emptied at start): which approval a
+                  level's auth_req_id belongs to is kept in memory
+                  (ciba_t.owners), built from the approvals at start,
+                  noted by the change that makes the level (before its
+                  commit: an id whose change did not commit names an
+                  approval that does not exist, which reads as not found)
+                  and dropped once the purge of its approval commits. A
+                  commit then writes no random-keyed page for it (the
+                  lookup cost a leaf and a branch page per ciba.authorize)
+      deadlines   no longer written (emptied at start, like levels): the
+                  next moment each pending approval must be looked at
+                  (expiry, a level's escalation, a queued level's slot:
+                  its `deadline` member) is kept in memory, ordered by
+                  time (ciba_t.deadlines), so that the timer looks only at
+                  what is due; built from the approvals at start (expiry
+                  is enforced across restarts: the member is stored) and
+                  changed as the commit that changes the member returns
+                  (bus_txn_on_commit: a change that does not commit
+                  changes nothing)
       devices     approver LF device -> {approver, device, state,
                   enrolled_at, revoked_at?}
-      index       "s" LF state LF id, "a" LF approver LF state LF id,
-                  "r" LF run LF id -> "": ciba.list's indexes (the state
-                  indexed is the approval's `indexed` member); and
-                  "k" LF requested_by LF idempotency_key -> approval_id:
+      index       "k" LF requested_by LF idempotency_key -> approval_id:
                   a requester's key, so that ciba.authorize asked again
-                  with it (a restarted orchestrator) gets the same approval
-      ended       8-byte big-endian µs completed_at + approval_id -> "":
-                  what the purge reclaims after retention_s
+                  with it (a restarted orchestrator) gets the same
+                  approval (checked in the change's transaction, so
+                  stored). ciba.list's indexes are no longer stored here
+                  (their keys in a store from before are dropped at
+                  start): the ids under "s" LF state LF, "a" LF approver
+                  LF state LF and "r" LF run LF are kept in memory
+                  (ciba_t.index, the state indexed being the approval's
+                  `indexed` member), built at start and moved by the
+                  commits, like the deadlines
+
+    Why in memory: each table an approval's change touches costs its
+    commit a leaf and a branch page or more, fsync'd; with the lookups,
+    deadlines, ends and list indexes stored, a change wrote ~15 pages
+    (~26 with the file grown), the approval's own 2-3 among them. All of
+    them are functions of the approvals, which are stored, so they are
+    rebuilt from them at start (one scan; memory ~0.3 KB per approval
+    kept) and follow the commits (bus_txn_on_commit, under owners_lock:
+    the writer and the reactor both read them). What a commit writes now:
+    the approval, its events (outbox), the request's outcome (the bus's
+    dedupe trees), asked (rate limit) and index "k" when used.
+      ended       no longer written (emptied at start): the ended
+                  approvals by completed_at, what the purge reclaims after
+                  retention_s, are kept in memory the same way
+                  (ciba_t.ended)
       asked       approver -> the 8-byte times of the levels asked of
                   them in the last minute: the rate limit's window
       invites     SHA-256 of a device invite code -> {user, state
@@ -161,27 +194,174 @@ ciba_load (ciba_t *self, bus_txn_t *txn, const char *approval_id)
     return json_loadb (val, len, 0, NULL);
 }
 
-/*  The approval id a level's auth_req_id belongs to, into out. */
+/*  The approval id a level's auth_req_id belongs to, into out (from
+    memory: ciba_t.owners), or BUS_ENOTFOUND. The id may name an approval
+    whose change did not commit: the caller loads it (not found). */
 static int
-s_level_owner (ciba_t *self, bus_txn_t *txn, const char *auth_req_id, char out [PROTO_ID_LEN + 1])
+s_level_owner (ciba_t *self, const char *auth_req_id, char out [PROTO_ID_LEN + 1])
 {
-    const void *val;
-    size_t len;
-    int rc = bus_txn_get (txn, self->db_levels, auth_req_id, strlen (auth_req_id), &val, &len);
-    if (rc)
-        return rc;
-    if (len != PROTO_ID_LEN)
-        return BUS_EINVAL;
-    memcpy (out, val, len);
-    out [len] = 0;
+    pthread_mutex_lock (&self->owners_lock);
+    const char *id = zhashx_lookup (self->owners, auth_req_id);
+    if (id)
+        snprintf (out, PROTO_ID_LEN + 1, "%s", id);
+    pthread_mutex_unlock (&self->owners_lock);
+    return id ? 0 : BUS_ENOTFOUND;
+}
+
+/*  Note that approval_id owns auth_req_id (ciba_t.owners). */
+static int
+s_owner_note (ciba_t *self, const char *auth_req_id, const char *approval_id)
+{
+    char *id = strdup (approval_id);
+    if (!id)
+        return BUS_ENOMEM;
+    pthread_mutex_lock (&self->owners_lock);
+    zhashx_update (self->owners, auth_req_id, id);
+    pthread_mutex_unlock (&self->owners_lock);
     return 0;
 }
 
+/*  Forget the auth_req_ids of the approvals purged (a JSON array of
+    strings), once the purge has committed. */
 static void
-s_deadline_key (uint8_t key [8 + PROTO_ID_LEN], int64_t at, const char *approval_id)
+s_owners_drop (ciba_t *self, json_t *auth_req_ids)
 {
-    bus_u64_to_key ((uint64_t) at, key);
-    memcpy (key + 8, approval_id, PROTO_ID_LEN);
+    size_t i;
+    json_t *auth;
+    pthread_mutex_lock (&self->owners_lock);
+    json_array_foreach (auth_req_ids, i, auth)
+        zhashx_delete (self->owners, json_string_value (auth));
+    pthread_mutex_unlock (&self->owners_lock);
+}
+
+/* ---- approvals by time (deadlines, ended) ------------------------------- */
+
+typedef struct {
+    int64_t at;
+    char id [PROTO_ID_LEN + 1];
+} s_timed_t;
+
+struct ciba_times_t {
+    zlistx_t *order;                /* s_timed_t, by (at, id) */
+    zhashx_t *handles;              /* id -> its handle in order */
+};
+
+static int
+s_timed_cmp (const void *a, const void *b)
+{
+    const s_timed_t *x = a, *y = b;
+    return x->at < y->at ? -1 : x->at > y->at ? 1 : strcmp (x->id, y->id);
+}
+
+static void
+s_timed_free (void **item)
+{
+    free (*item);
+    *item = NULL;
+}
+
+static void
+s_times_destroy (ciba_times_t **self_p)
+{
+    if (!*self_p)
+        return;
+    zhashx_destroy (&(*self_p)->handles);
+    zlistx_destroy (&(*self_p)->order);
+    free (*self_p);
+    *self_p = NULL;
+}
+
+static ciba_times_t *
+s_times_new (void)
+{
+    ciba_times_t *self = calloc (1, sizeof *self);
+    if (self) {
+        self->order = zlistx_new ();
+        self->handles = zhashx_new ();
+    }
+    if (!self || !self->order || !self->handles) {
+        s_times_destroy (&self);
+        return NULL;
+    }
+    zlistx_set_comparator (self->order, s_timed_cmp);
+    zlistx_set_destructor (self->order, s_timed_free);
+    return self;
+}
+
+/*  The time of id becomes at (0: none). Under owners_lock. Returns 0 or
+    BUS_ENOMEM. */
+static int
+s_times_set (ciba_times_t *self, const char *id, int64_t at)
+{
+    void *handle = zhashx_lookup (self->handles, id);
+    if (handle) {
+        zhashx_delete (self->handles, id);
+        zlistx_delete (self->order, handle);
+    }
+    if (at <= 0)
+        return 0;
+    s_timed_t *t = calloc (1, sizeof *t);
+    if (!t)
+        return BUS_ENOMEM;
+    t->at = at;
+    snprintf (t->id, sizeof t->id, "%s", id);
+    /* times mostly come later than those held: searched from the end */
+    handle = zlistx_insert (self->order, t, false);
+    if (!handle || zhashx_insert (self->handles, t->id, handle)) {
+        if (handle)
+            zlistx_delete (self->order, handle);
+        return BUS_ENOMEM;
+    }
+    return 0;
+}
+
+/*  Up to max ids whose time is at or before until, earliest first, into
+    ids; their count. Under owners_lock. */
+static size_t
+s_times_due (ciba_times_t *self, int64_t until, char (*ids) [PROTO_ID_LEN + 1], size_t max)
+{
+    size_t n = 0;
+    for (s_timed_t *t = zlistx_first (self->order); t && n < max && t->at <= until; t = zlistx_next (self->order))
+        memcpy (ids [n++], t->id, PROTO_ID_LEN + 1);
+    return n;
+}
+
+/*  A time to set once the transaction commits (s_time_hook). */
+typedef struct {
+    ciba_t *self;
+    ciba_times_t *times;
+    int64_t at;
+    char id [PROTO_ID_LEN + 1];
+} s_time_change_t;
+
+static void
+s_time_hook (void *arg, bool committed)
+{
+    s_time_change_t *c = arg;
+    if (committed) {
+        pthread_mutex_lock (&c->self->owners_lock);
+        if (s_times_set (c->times, c->id, c->at))
+            bus_error ("ciba: out of memory keeping the time of approval %s (looked at after a restart)", c->id);
+        pthread_mutex_unlock (&c->self->owners_lock);
+    }
+    free (c);
+}
+
+/*  In txn: once it commits, the time of approval id in times becomes at
+    (0: none). Errors are sticky in txn. */
+static void
+s_time_on_commit (ciba_t *self, bus_txn_t *txn, ciba_times_t *times, const char *id, int64_t at)
+{
+    s_time_change_t *c = calloc (1, sizeof *c);
+    if (!c) {
+        bus_txn_fail (txn, BUS_ENOMEM);
+        return;
+    }
+    c->self = self;
+    c->times = times;
+    c->at = at;
+    snprintf (c->id, sizeof c->id, "%s", id);
+    bus_txn_on_commit (txn, s_time_hook, c);
 }
 
 /*  When the approval must next be looked at: its expiry, its current
@@ -203,45 +383,92 @@ s_next_deadline (json_t *a)
     return at;
 }
 
-/*  One index key moved from old (NULL: none) to new (NULL: none); a key
-    that stays the same is left alone (no page written for it). */
-static void
-s_index_move (ciba_t *self, bus_txn_t *txn, const char *old, int old_n, const char *new, int new_n)
+/*  An index change to make once the transaction commits (s_index_hook):
+    id leaves the list under prefix old (empty: none) and joins the list
+    under new (empty: none). */
+typedef struct {
+    ciba_t *self;
+    char id [PROTO_ID_LEN + 1];
+    char old [600], new [600];
+} s_index_change_t;
+
+/*  id into (add) or out of the index list under prefix. Under
+    owners_lock. Returns 0 or BUS_ENOMEM. */
+static int
+s_index_set (ciba_t *self, const char *prefix, const char *id, bool add)
 {
-    if (old && new && old_n == new_n && memcmp (old, new, (size_t) old_n) == 0)
-        return;
-    if (old && old_n > 0)
-        bus_txn_del (txn, self->db_index, old, (size_t) old_n);
-    if (new && new_n > 0)
-        bus_txn_put (txn, self->db_index, new, (size_t) new_n, "", 0);
+    ciba_times_t *list = zhashx_lookup (self->index, prefix);
+    if (!list && add) {
+        list = s_times_new ();
+        if (!list || zhashx_insert (self->index, prefix, list)) {
+            s_times_destroy (&list);
+            return BUS_ENOMEM;
+        }
+    }
+    if (!list)
+        return 0;
+    int rc = s_times_set (list, id, add ? 1 : 0);     /* one time for all: in id order */
+    if (zlistx_size (list->order) == 0)
+        zhashx_delete (self->index, prefix);
+    return rc;
 }
 
-/*  Move the index keys of approval a from state from (NULL: not
-    indexed) to state to (NULL: none, the purge): "s" LF state LF id;
-    "a" LF approver LF state LF id for each approver of its chain; "r" LF
-    run LF id when it has a run (the same in every state: kept). Values
-    are empty; ciba.list reads the id from the key's last PROTO_ID_LEN
-    bytes. */
+static void
+s_index_hook (void *arg, bool committed)
+{
+    s_index_change_t *c = arg;
+    if (committed) {
+        pthread_mutex_lock (&c->self->owners_lock);
+        int rc = *c->old ? s_index_set (c->self, c->old, c->id, false) : 0;
+        if (rc == 0 && *c->new)
+            rc = s_index_set (c->self, c->new, c->id, true);
+        if (rc)
+            bus_error ("ciba: out of memory indexing approval %s (indexed again at the next start)", c->id);
+        pthread_mutex_unlock (&c->self->owners_lock);
+    }
+    free (c);
+}
+
+/*  Move the index entries of approval a from state from (NULL: not
+    indexed) to state to (NULL: none, the purge), once txn commits: under
+    "s" LF state LF; under "a" LF approver LF state LF for each approver
+    of its chain; under "r" LF run LF when it has a run (the same in every
+    state: kept). Errors are sticky in txn. */
 static void
 s_index (ciba_t *self, bus_txn_t *txn, json_t *a, const char *from, const char *to)
 {
     const char *id = ciba_str (a, "approval_id"), *run = ciba_str (a, "run");
-    char old [600], new [600];
-    int on = from ? snprintf (old, sizeof old, "s\n%s\n%s", from, id) : 0;
-    int nn = to ? snprintf (new, sizeof new, "s\n%s\n%s", to, id) : 0;
-    s_index_move (self, txn, from ? old : NULL, on, to ? new : NULL, nn);
-    size_t i;
-    json_t *lvl;
-    json_array_foreach (json_object_get (a, "levels"), i, lvl) {
-        on = from ? snprintf (old, sizeof old, "a\n%s\n%s\n%s", ciba_str (lvl, "approver"), from, id) : 0;
-        nn = to ? snprintf (new, sizeof new, "a\n%s\n%s\n%s", ciba_str (lvl, "approver"), to, id) : 0;
-        if (on < 0 || (size_t) on >= sizeof old || nn < 0 || (size_t) nn >= sizeof new)
-            continue;                   /* approvers are at most 256 bytes (s_approver_ok) */
-        s_index_move (self, txn, from ? old : NULL, on, to ? new : NULL, nn);
-    }
-    if (run) {
-        on = snprintf (old, sizeof old, "r\n%s\n%s", run, id);
-        s_index_move (self, txn, from ? old : NULL, on, to ? old : NULL, on);
+    size_t n = json_array_size (json_object_get (a, "levels"));
+    for (size_t i = 0; i < n + 2; i++) {
+        json_t *lvl = json_array_get (json_object_get (a, "levels"), i);
+        if ((i < n && !ciba_str (lvl, "approver")) || (i == n + 1 && (!run || (from && to))))
+            continue;                   /* a run's entry stays while the approval does */
+        s_index_change_t *c = calloc (1, sizeof *c);
+        if (!c) {
+            bus_txn_fail (txn, BUS_ENOMEM);
+            return;
+        }
+        c->self = self;
+        snprintf (c->id, sizeof c->id, "%s", id);
+        const char *who = i < n ? ciba_str (lvl, "approver") : NULL;
+        int on = 0, nn = 0;
+        if (i < n) {
+            on = from ? snprintf (c->old, sizeof c->old, "a\n%s\n%s\n", who, from) : 0;
+            nn = to ? snprintf (c->new, sizeof c->new, "a\n%s\n%s\n", who, to) : 0;
+        }
+        else if (i == n) {
+            on = from ? snprintf (c->old, sizeof c->old, "s\n%s\n", from) : 0;
+            nn = to ? snprintf (c->new, sizeof c->new, "s\n%s\n", to) : 0;
+        }
+        else {
+            on = from ? snprintf (c->old, sizeof c->old, "r\n%s\n", run) : 0;
+            nn = to ? snprintf (c->new, sizeof c->new, "r\n%s\n", run) : 0;
+        }
+        if (on < 0 || (size_t) on >= sizeof c->old || nn < 0 || (size_t) nn >= sizeof c->new) {
+            free (c);                   /* approvers are at most 256 bytes (s_approver_ok) */
+            continue;
+        }
+        bus_txn_on_commit (txn, s_index_hook, c);
     }
 }
 
@@ -263,12 +490,6 @@ s_put_last (bus_txn_t *txn, int db, const void *key, size_t key_len, const void 
     return rc == BUS_EEXIST ? bus_txn_put (txn, db, key, key_len, val, val_len) : rc;
 }
 
-static void
-s_ended_key (uint8_t key [8 + PROTO_ID_LEN], json_t *a)
-{
-    s_deadline_key (key, ciba_int (a, "completed_at"), ciba_str (a, "approval_id"));
-}
-
 /*  Store the approval, move its deadline key, and keep its indexes: the
     state it is indexed under is its bookkeeping member `indexed`; an
     approval that has ended joins `ended` (by completed_at) for the purge.
@@ -277,17 +498,9 @@ int
 ciba_save (ciba_t *self, bus_txn_t *txn, json_t *a)
 {
     const char *id = ciba_str (a, "approval_id");
-    uint8_t key [8 + PROTO_ID_LEN];
     int64_t old = ciba_int (a, "deadline"), next = s_next_deadline (a);
     if (old != next) {
-        if (old) {
-            s_deadline_key (key, old, id);
-            bus_txn_del (txn, self->db_deadlines, key, sizeof key);
-        }
-        if (next) {
-            s_deadline_key (key, next, id);
-            s_put_last (txn, self->db_deadlines, key, sizeof key, "", 0);
-        }
+        s_time_on_commit (self, txn, self->deadlines, id, next);
         ciba_set_int (a, "deadline", next);
     }
     const char *state = ciba_str (a, "state") ?: "";
@@ -295,10 +508,8 @@ ciba_save (ciba_t *self, bus_txn_t *txn, json_t *a)
     bool fresh = !indexed;          /* its first save (or a store from before the indexes) */
     if (!indexed || !streq (indexed, state)) {
         s_index (self, txn, a, indexed, state);
-        if (!streq (state, "pending")) {
-            s_ended_key (key, a);
-            s_put_last (txn, self->db_ended, key, sizeof key, "", 0);
-        }
+        if (!streq (state, "pending"))
+            s_time_on_commit (self, txn, self->ended, id, ciba_int (a, "completed_at"));
         ciba_set_str (a, "indexed", state);
     }
     char *text = json_dumps (a, JSON_COMPACT);
@@ -313,24 +524,23 @@ ciba_save (ciba_t *self, bus_txn_t *txn, json_t *a)
     return rc;
 }
 
-/*  Purge the approval of an ended key (its time past the retention):
-    its levels' auth_req_ids, its indexes, the approval, the key. */
+/*  Purge an ended approval (its end past the retention): its indexes,
+    the approval, its place in ciba_t.ended (once committed); its levels'
+    auth_req_ids are added to gone, forgotten once the purge commits
+    (s_owners_drop). */
 static void
-s_purge_one (ciba_t *self, bus_txn_t *txn, const uint8_t *ended_key)
+s_purge_one (ciba_t *self, bus_txn_t *txn, const char *id, json_t *gone)
 {
-    char id [PROTO_ID_LEN + 1];
-    memcpy (id, ended_key + 8, PROTO_ID_LEN);
-    id [PROTO_ID_LEN] = 0;
     json_t *a = ciba_load (self, txn, id);
     if (a && !streq (ciba_str (a, "state") ?: "", "pending")) {
         size_t i;
         json_t *lvl;
         json_array_foreach (json_object_get (a, "levels"), i, lvl) {
-            const char *auth = ciba_str (lvl, "auth_req_id") ?: "";
-            bus_txn_del (txn, self->db_levels, auth, strlen (auth));
+            const char *auth = ciba_str (lvl, "auth_req_id");
+            if (auth)
+                json_array_append_new (gone, json_string (auth));
         }
-        if (ciba_str (a, "indexed"))
-            s_index (self, txn, a, ciba_str (a, "indexed"), NULL);
+        s_index (self, txn, a, ciba_str (a, "indexed") ?: ciba_str (a, "state"), NULL);
         char key [600];
         int n = ciba_str (a, "idempotency_key")
               ? s_key_index (key, sizeof key, ciba_str (a, "requested_by") ?: "", ciba_str (a, "idempotency_key")) : -1;
@@ -339,7 +549,7 @@ s_purge_one (ciba_t *self, bus_txn_t *txn, const uint8_t *ended_key)
         bus_txn_del (txn, self->db_approvals, id, PROTO_ID_LEN);
     }
     json_decref (a);
-    bus_txn_del (txn, self->db_ended, ended_key, 8 + PROTO_ID_LEN);
+    s_time_on_commit (self, txn, self->ended, id, 0);
 }
 
 /*  Scan callback: stop at the first active device (*arg, a bool). */
@@ -997,10 +1207,9 @@ s_authorize_work (void *state, json_t *body, void *arg, bus_outcome_t *out)
         return;
     }
     json_t *lvl;
-    json_array_foreach (levels, i, lvl) {
-        const char *id = ciba_str (lvl, "auth_req_id");
-        bus_txn_put (txn, self->db_levels, id, strlen (id), approval_id, PROTO_ID_LEN);
-    }
+    json_array_foreach (levels, i, lvl)
+        if (s_owner_note (self, ciba_str (lvl, "auth_req_id"), approval_id))
+            bus_txn_fail (txn, BUS_ENOMEM);
     ciba_ask (self, txn, a, 0, now, s_tp (job), job->after);
     ciba_save (self, txn, a);
     out->body = s_authorize_reply (self, a, now);
@@ -1029,17 +1238,15 @@ s_find (ciba_t *self, bus_txn_t *txn, json_t *body, bus_outcome_t *out)
         return NULL;
     }
     if (!approval_id) {
-        if (s_level_owner (self, txn, auth_req_id, owner)) {
+        json_t *a = s_level_owner (self, auth_req_id, owner) == 0 ? ciba_load (self, txn, owner) : NULL;
+        if (!a)
             s_fail (out, PROTO_ERR_NOT_FOUND, "no approval has that auth_req_id");
-            return NULL;
-        }
-        approval_id = owner;
+        return a;
     }
     json_t *a = ciba_load (self, txn, approval_id);
     if (!a)
         s_fail (out, PROTO_ERR_NOT_FOUND, "no approval %s", approval_id);
-    else if (approval_id != owner && auth_req_id
-             && (s_level_owner (self, txn, auth_req_id, owner) || !streq (owner, approval_id))) {
+    else if (auth_req_id && (s_level_owner (self, auth_req_id, owner) || !streq (owner, approval_id))) {
         /* both given: they must agree */
         s_fail (out, PROTO_ERR_INVALID, "auth_req_id is not a level of approval %s", approval_id);
         json_decref (a);
@@ -1319,22 +1526,30 @@ s_list_one (const void *k, size_t kl, const void *v, size_t vl, void *arg)
     return json_array_size (q->out) >= q->limit ? 1 : 0;
 }
 
-/*  Scan callback of ciba.list over an index: the approval id is the
-    key's last PROTO_ID_LEN bytes; the record is checked against the
-    query (the index narrows, the record decides). */
+/*  ciba.list over the index list under prefix (ciba_t.index): its ids,
+    taken under the lock, then each record read and checked against the
+    query (the index narrows, the record decides). Returns 0 or
+    BUS_ENOMEM. */
 static int
-s_list_indexed (const void *k, size_t kl, const void *v, size_t vl, void *arg)
+s_list_indexed (s_list_scan_t *q, const char *prefix)
 {
-    s_list_scan_t *q = arg;
-    if (kl < PROTO_ID_LEN)
-        return 0;
-    char id [PROTO_ID_LEN + 1];
-    memcpy (id, (const char *) k + kl - PROTO_ID_LEN, PROTO_ID_LEN);
-    id [PROTO_ID_LEN] = 0;
-    json_t *a = ciba_load (q->self, q->txn, id);
-    s_list_match (q, a);
-    json_decref (a);
-    return json_array_size (q->out) >= q->limit ? 1 : 0;
+    ciba_t *self = q->self;
+    pthread_mutex_lock (&self->owners_lock);
+    ciba_times_t *list = zhashx_lookup (self->index, prefix);
+    size_t n = list ? zlistx_size (list->order) : 0;
+    char (*ids) [PROTO_ID_LEN + 1] = n ? malloc (n * sizeof *ids) : NULL;
+    if (ids)
+        n = s_times_due (list, INT64_MAX, ids, n);
+    pthread_mutex_unlock (&self->owners_lock);
+    if (n && !ids)
+        return BUS_ENOMEM;
+    for (size_t i = 0; i < n && json_array_size (q->out) < q->limit; i++) {
+        json_t *a = ciba_load (self, q->txn, ids [i]);
+        s_list_match (q, a);
+        json_decref (a);
+    }
+    free (ids);
+    return 0;
 }
 
 /*  ciba.list {approver?, state?, run?, limit?}: approvals oldest first;
@@ -1376,11 +1591,11 @@ s_list (bus_service_t *svc, bus_request_t *req, void *arg)
     if (n >= (int) sizeof prefix)
         n = snprintf (prefix, sizeof prefix, "-");    /* too long to be indexed: nothing matches */
     if (n >= 0)
-        rc = bus_txn_scan_prefix (txn, self->db_index, prefix, (size_t) n, s_list_indexed, &scan);
+        rc = s_list_indexed (&scan, prefix);
     else if (expired) {
-        rc = bus_txn_scan_prefix (txn, self->db_index, "s\nexpired\n", 10, s_list_indexed, &scan);
+        rc = s_list_indexed (&scan, "s\nexpired\n");
         if (rc == 0 && json_array_size (out) < limit)
-            rc = bus_txn_scan_prefix (txn, self->db_index, "s\npending\n", 10, s_list_indexed, &scan);
+            rc = s_list_indexed (&scan, "s\npending\n");
     }
     else
         rc = bus_txn_scan (txn, self->db_approvals, NULL, 0, NULL, 0, s_list_one, &scan);
@@ -1728,49 +1943,20 @@ s_device_list (bus_service_t *svc, bus_request_t *req, void *arg)
 typedef struct {
     size_t n;
     char ids [S_SCAN_BATCH][PROTO_ID_LEN + 1];
-    uint8_t keys [S_SCAN_BATCH][8 + PROTO_ID_LEN];
 } s_due_t;
 
-/*  Scan callback: the approvals whose deadline has come. */
-static int
-s_due (const void *k, size_t kl, const void *v, size_t vl, void *arg)
-{
-    s_due_t *due = arg;
-    if (kl != 8 + PROTO_ID_LEN)
-        return 0;
-    memcpy (due->keys [due->n], k, kl);
-    memcpy (due->ids [due->n], (const char *) k + 8, PROTO_ID_LEN);
-    due->ids [due->n][PROTO_ID_LEN] = 0;
-    return ++due->n >= S_SCAN_BATCH ? 1 : 0;
-}
-
-/*  Scan callback: the ended approvals past the retention. */
-static int
-s_ended_due (const void *k, size_t kl, const void *v, size_t vl, void *arg)
-{
-    s_due_t *due = arg;
-    if (kl != 8 + PROTO_ID_LEN)
-        return 0;
-    memcpy (due->keys [due->n], k, kl);
-    return ++due->n >= S_PURGE_BATCH ? 1 : 0;
-}
-
-/*  Is anything due: a deadline at or before now, an ended approval
-    older than old? A read, so that a scan with nothing to do never
-    takes LMDB's write lock (and never waits for the writer's group). */
+/*  The approvals whose deadline is at or before now (due), and those
+    ended before old (ended, at most S_PURGE_BATCH), from memory: a scan
+    with nothing to do never takes LMDB's write lock (nor waits for the
+    writer's group). True when there are any. */
 static bool
-s_anything_due (ciba_t *self, const uint8_t now_key [8], const uint8_t old_key [8])
+s_anything_due (ciba_t *self, int64_t now, int64_t old, s_due_t *due, s_due_t *ended)
 {
-    bus_txn_t *txn = bus_txn_begin (self->store, false);
-    const void *k, *v;
-    size_t kl, vl;
-    bool due = !txn
-            || (bus_txn_first (txn, self->db_deadlines, &k, &kl, &v, &vl) == 0 && kl >= 8
-                && memcmp (k, now_key, 8) < 0)
-            || (bus_txn_first (txn, self->db_ended, &k, &kl, &v, &vl) == 0 && kl >= 8
-                && memcmp (k, old_key, 8) < 0);
-    bus_txn_abort (&txn);
-    return due;
+    pthread_mutex_lock (&self->owners_lock);
+    due->n = s_times_due (self->deadlines, now, due->ids, S_SCAN_BATCH);
+    ended->n = old > 0 ? s_times_due (self->ended, old - 1, ended->ids, S_PURGE_BATCH) : 0;
+    pthread_mutex_unlock (&self->owners_lock);
+    return due->n + ended->n > 0;
 }
 
 /*  Every escalation_scan_ms, on the reactor, in one transaction: the
@@ -1783,47 +1969,46 @@ s_scan (bus_service_t *svc, void *state)
 {
     ciba_t *self = state;
     int64_t now = proto_now_us ();
-    uint8_t to [8], old [8];
-    bus_u64_to_key ((uint64_t) now + 1, to);
-    bus_u64_to_key ((uint64_t) (now > self->retention_us ? now - self->retention_us : 0), old);
-    if (!s_anything_due (self, to, old))
+    s_due_t *lists = calloc (2, sizeof *lists);
+    if (!lists || !s_anything_due (self, now, now > self->retention_us ? now - self->retention_us : 0, &lists [0],
+                                   &lists [1])) {
+        free (lists);
         return;
+    }
+    s_due_t *due = &lists [0], *ended = &lists [1];
     json_t *after = json_array ();
     bus_txn_t *txn = after ? bus_txn_begin (self->store, true) : NULL;
     if (!txn) {
         json_decref (after);
+        free (lists);
         return;
     }
-    s_due_t due = { .n = 0 }, ended = { .n = 0 };
-    int rc = bus_txn_scan (txn, self->db_deadlines, NULL, 0, to, sizeof to, s_due, &due);
-    for (size_t i = 0; rc == 0 && i < due.n; i++) {
-        json_t *a = ciba_load (self, txn, due.ids [i]);
-        if (!a) {
-            uint8_t key [8 + PROTO_ID_LEN];
-            memcpy (key, due.keys [i], sizeof key);
-            bus_txn_del (txn, self->db_deadlines, key, sizeof key);
-            continue;
+    json_t *gone = json_array ();       /* the auth_req_ids purged */
+    for (size_t i = 0; i < due->n; i++) {
+        json_t *a = ciba_load (self, txn, due->ids [i]);
+        if (a) {
+            s_tick (self, txn, a, now, after);
+            ciba_save (self, txn, a);
         }
-        s_tick (self, txn, a, now, after);
-        ciba_save (self, txn, a);
+        /* what is held in memory becomes what is stored (none when the
+           approval is gone) */
+        s_time_on_commit (self, txn, self->deadlines, due->ids [i], a ? ciba_int (a, "deadline") : 0);
         json_decref (a);
     }
-    if (rc == 0)
-        rc = bus_txn_scan (txn, self->db_ended, NULL, 0, old, sizeof old, s_ended_due, &ended);
-    for (size_t i = 0; rc == 0 && i < ended.n; i++)
-        s_purge_one (self, txn, ended.keys [i]);
-    if (rc == 0 && due.n + ended.n > 0)
-        rc = bus_service_commit (svc, &txn);
-    else
-        bus_service_abort (svc, &txn);
+    for (size_t i = 0; i < ended->n; i++)
+        s_purge_one (self, txn, ended->ids [i], gone);
+    int rc = bus_service_commit (svc, &txn);
     if (rc)
         bus_warn ("ciba: deadline scan not stored: %s (tried again next scan)", bus_strerror (rc));
     else {
+        s_owners_drop (self, gone);
         ciba_after_commit (self, after);
-        if (ended.n)
-            bus_stats_count (bus_service_stats (svc), "approvals_purged", ended.n);
+        if (ended->n)
+            bus_stats_count (bus_service_stats (svc), "approvals_purged", ended->n);
     }
+    json_decref (gone);
     json_decref (after);
+    free (lists);
 }
 
 /* ---- the daemon --------------------------------------------------------- */
@@ -1836,41 +2021,89 @@ s_collect_id (const void *k, size_t kl, const void *v, size_t vl, void *arg)
     return 0;
 }
 
-/*  A store written before the indexes existed (or whose index database
-    is empty): index every approval once, in one transaction, at start.
-    Returns 0 or the error. */
+/*  Scan callback: what memory holds of one stored approval: its
+    auth_req_ids, its deadline while pending, its end once ended. */
 static int
-s_index_old (ciba_t *self)
+s_owners_one (const void *k, size_t kl, const void *v, size_t vl, void *arg)
+{
+    ciba_t *self = arg;
+    json_t *a = json_loadb (v, vl, 0, NULL);
+    const char *id = ciba_str (a, "approval_id");
+    size_t i;
+    json_t *lvl;
+    int rc = 0;
+    json_array_foreach (json_object_get (a, "levels"), i, lvl)
+        if (id && ciba_str (lvl, "auth_req_id") && rc == 0)
+            rc = s_owner_note (self, ciba_str (lvl, "auth_req_id"), id);
+    if (id && rc == 0) {
+        const char *state = ciba_str (a, "state") ?: "", *run = ciba_str (a, "run");
+        bool pending = streq (state, "pending");
+        char prefix [600];
+        pthread_mutex_lock (&self->owners_lock);
+        rc = pending ? s_times_set (self->deadlines, id, ciba_int (a, "deadline"))
+                     : s_times_set (self->ended, id, ciba_int (a, "completed_at"));
+        snprintf (prefix, sizeof prefix, "s\n%s\n", state);
+        rc = rc ? rc : s_index_set (self, prefix, id, true);
+        json_array_foreach (json_object_get (a, "levels"), i, lvl) {
+            int n = snprintf (prefix, sizeof prefix, "a\n%s\n%s\n", ciba_str (lvl, "approver") ?: "", state);
+            if (rc == 0 && n > 0 && (size_t) n < sizeof prefix)
+                rc = s_index_set (self, prefix, id, true);
+        }
+        int n = run ? snprintf (prefix, sizeof prefix, "r\n%s\n", run) : -1;
+        if (rc == 0 && n > 0 && (size_t) n < sizeof prefix)
+            rc = s_index_set (self, prefix, id, true);
+        pthread_mutex_unlock (&self->owners_lock);
+    }
+    json_decref (a);
+    return rc ? rc : 0;
+}
+
+/*  Empty db (a database brokers from before wrote) in txn, but for the
+    keys starting with keep (NULL: none); true when it deleted any. */
+static bool
+s_db_empty (bus_txn_t *txn, int db, const char *keep, int *rc)
+{
+    const void *k, *v;
+    size_t kl, vl;
+    if (*rc || bus_txn_first (txn, db, &k, &kl, &v, &vl) != 0)
+        return false;
+    json_t *keys = json_array ();
+    *rc = keys ? bus_txn_scan (txn, db, NULL, 0, NULL, 0, s_collect_id, keys) : BUS_ENOMEM;
+    size_t i, deleted = 0;
+    json_t *key;
+    json_array_foreach (keys, i, key)
+        if (!keep || strncmp (json_string_value (key), keep, strlen (keep))) {
+            bus_txn_del (txn, db, json_string_value (key), json_string_length (key));
+            deleted++;
+        }
+    json_decref (keys);
+    return deleted > 0;
+}
+
+/*  At start: what memory holds of the stored approvals (ciba_t.owners,
+    deadlines, ended); and the databases that held it before (levels,
+    deadlines, ended) emptied, in one transaction, when a store from
+    before has them. Returns 0 or the error. */
+static int
+s_owners_load (ciba_t *self)
 {
     bus_txn_t *txn = bus_txn_begin (self->store, true);
     if (!txn)
         return BUS_EIO;
-    const void *k, *v;
-    size_t kl, vl;
-    if (bus_txn_first (txn, self->db_index, &k, &kl, &v, &vl) == 0
-        || bus_txn_first (txn, self->db_approvals, &k, &kl, &v, &vl) != 0) {
-        bus_txn_abort (&txn);
-        return 0;                   /* indexed already, or nothing to index */
-    }
-    json_t *ids = json_array ();
-    int rc = ids ? bus_txn_scan (txn, self->db_approvals, NULL, 0, NULL, 0, s_collect_id, ids) : BUS_ENOMEM;
-    size_t i;
-    json_t *id;
-    json_array_foreach (ids, i, id) {
-        json_t *a = rc ? NULL : ciba_load (self, txn, json_string_value (id));
-        if (a) {
-            json_object_del (a, "indexed");         /* indexed by nothing yet */
-            ciba_save (self, txn, a);
-        }
-        json_decref (a);
-    }
-    if (rc == 0)
-        rc = bus_service_commit (self->svc, &txn);
+    int rc = bus_txn_scan (txn, self->db_approvals, NULL, 0, NULL, 0, s_owners_one, self);
+    bool old = s_db_empty (txn, self->db_levels, NULL, &rc);
+    old = s_db_empty (txn, self->db_deadlines, NULL, &rc) || old;
+    old = s_db_empty (txn, self->db_ended, NULL, &rc) || old;
+    old = s_db_empty (txn, self->db_index, "k\n", &rc) || old;     /* the requesters' keys stay */
+    if (rc == 0 && old)
+        rc = bus_txn_commit (&txn);
     else
-        bus_service_abort (self->svc, &txn);
+        bus_txn_abort (&txn);
     if (rc == 0)
-        bus_info ("ciba: %zu approvals indexed (a store from before the indexes)", json_array_size (ids));
-    json_decref (ids);
+        bus_info ("ciba: %zu auth_req_ids, %zu deadlines, %zu ended approvals known%s",
+                  zhashx_size (self->owners), zlistx_size (self->deadlines->order), zlistx_size (self->ended->order),
+                  old ? " (the levels, deadlines, ended databases and the list indexes of a store from before "
+                        "emptied)" : "");
     return rc;
 }
 
@@ -1941,9 +2174,19 @@ s_start (bus_service_t *svc, void **state)
     int wrc = bus_service_outcome_sealer (svc, s_outcome_seal, s_outcome_open, self);
     if (wrc)
         return wrc;
-    wrc = s_index_old (self);
+    self->owners = zhashx_new ();
+    self->deadlines = s_times_new ();
+    self->ended = s_times_new ();
+    self->index = zhashx_new ();
+    if (!self->owners || !self->deadlines || !self->ended || !self->index)
+        return BUS_ENOMEM;
+    zhashx_set_destructor (self->index, (zhashx_destructor_fn *) s_times_destroy);
+    zhashx_set_destructor (self->owners, (zhashx_destructor_fn *) zstr_free);
+    pthread_mutex_init (&self->owners_lock, NULL);
+    self->owners_ready = true;
+    wrc = s_owners_load (self);
     if (wrc) {
-        bus_error ("ciba: cannot index the stored approvals: %s", bus_strerror (wrc));
+        bus_error ("ciba: cannot read the stored approvals' auth_req_ids: %s", bus_strerror (wrc));
         return wrc;
     }
     /* every change on the writer: one fsync for all the changes queued together */
@@ -2013,6 +2256,12 @@ s_stop (bus_service_t *svc, void **state)
     if (!self)
         return;
     ciba_oidc_stop (self);
+    zhashx_destroy (&self->owners);
+    s_times_destroy (&self->deadlines);
+    s_times_destroy (&self->ended);
+    zhashx_destroy (&self->index);
+    if (self->owners_ready)
+        pthread_mutex_destroy (&self->owners_lock);
     free (self->webhook_url);
     free (self);
     *state = NULL;

@@ -241,6 +241,88 @@ test_sticky_error (void **state)
 }
 
 
+/*  A hook's record: "<tag>+" (committed) or "<tag>-" (not), appended to
+    the log. */
+typedef struct {
+    char log [64];
+} s_hooklog_t;
+
+static s_hooklog_t s_hooks;
+
+static void
+s_hook (void *arg, bool committed)
+{
+    size_t n = strlen (s_hooks.log);
+    snprintf (s_hooks.log + n, sizeof s_hooks.log - n, "%s%c", (const char *) arg, committed ? '+' : '-');
+}
+
+/*  bus_txn_on_commit: hooks run in order once the commit returns; an
+    abort, a sticky error and a read transaction drop them (false); in a
+    group, a nested transaction's hooks wait for the group's commit, and
+    a nested abort drops only its own. */
+static void
+test_on_commit (void **state)
+{
+    fixture_t *fx = *state;
+    *s_hooks.log = 0;
+    bus_txn_t *txn = bus_txn_begin (fx->store, true);
+    assert_int_equal (bus_txn_on_commit (txn, s_hook, "a"), 0);
+    assert_int_equal (bus_txn_on_commit (txn, s_hook, "b"), 0);
+    assert_string_equal (s_hooks.log, "");
+    assert_int_equal (bus_txn_commit (&txn), 0);
+    assert_string_equal (s_hooks.log, "a+b+");
+
+    *s_hooks.log = 0;
+    txn = bus_txn_begin (fx->store, true);
+    assert_int_equal (bus_txn_on_commit (txn, s_hook, "c"), 0);
+    bus_txn_abort (&txn);
+    assert_string_equal (s_hooks.log, "c-");
+
+    *s_hooks.log = 0;
+    txn = bus_txn_begin (fx->store, true);
+    assert_int_equal (bus_txn_on_commit (txn, s_hook, "d"), 0);
+    bus_txn_put (txn, 0, "", 0, "x", 1);                 /* sticky */
+    assert_int_equal (bus_txn_commit (&txn), BUS_EINVAL);
+    assert_string_equal (s_hooks.log, "d-");
+
+    *s_hooks.log = 0;
+    txn = bus_txn_begin (fx->store, false);
+    assert_int_equal (bus_txn_on_commit (txn, s_hook, "r"), BUS_EINVAL);
+    assert_string_equal (s_hooks.log, "r-");
+    bus_txn_abort (&txn);
+
+    /* a group: e commits into it, f aborts, g commits; the group commits */
+    *s_hooks.log = 0;
+    bus_txn_t *group = bus_txn_begin (fx->store, true);
+    bus_txn_group (group);
+    txn = bus_txn_begin (fx->store, true);
+    assert_ptr_equal (bus_txn_parent (txn), group);
+    assert_int_equal (bus_txn_on_commit (txn, s_hook, "e"), 0);
+    assert_int_equal (bus_txn_commit (&txn), 0);
+    txn = bus_txn_begin (fx->store, true);
+    assert_int_equal (bus_txn_on_commit (txn, s_hook, "f"), 0);
+    bus_txn_abort (&txn);
+    txn = bus_txn_begin (fx->store, true);
+    assert_int_equal (bus_txn_on_commit (txn, s_hook, "g"), 0);
+    assert_int_equal (bus_txn_commit (&txn), 0);
+    assert_string_equal (s_hooks.log, "f-");             /* e and g wait for the group */
+    bus_txn_group (NULL);
+    assert_int_equal (bus_txn_commit (&group), 0);
+    assert_string_equal (s_hooks.log, "f-e+g+");
+
+    /* a group aborted drops what its nested transactions handed it */
+    *s_hooks.log = 0;
+    group = bus_txn_begin (fx->store, true);
+    bus_txn_group (group);
+    txn = bus_txn_begin (fx->store, true);
+    assert_int_equal (bus_txn_on_commit (txn, s_hook, "h"), 0);
+    assert_int_equal (bus_txn_commit (&txn), 0);
+    bus_txn_group (NULL);
+    bus_txn_abort (&group);
+    assert_string_equal (s_hooks.log, "h-");
+}
+
+
 static void
 test_put_new (void **state)
 {
@@ -581,6 +663,7 @@ main (void)
         cmocka_unit_test_setup_teardown (test_db_index, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown (test_put_get_del, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown (test_sticky_error, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown (test_on_commit, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown (test_put_new, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown (test_put_append, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown (test_scans, s_setup, s_teardown),
