@@ -82,15 +82,22 @@ s_append_reply (uint64_t index, int64_t ts, const audit_hash_t leaf)
     return json_pack ("{s:I, s:I, s:s}", "index", (json_int_t) index, "ts", (json_int_t) ts, "leaf_hash", hex);
 }
 
-/*  On the writer (or the reactor without one): append in a transaction of
-    its own, nested in the writer's group when several appends came
-    together; the reply goes out after the group's commit (its fsync). */
+/*  On the writer (or the reactor without one): append in the writer's
+    group, when several appends came together, or in a transaction of its
+    own; the reply goes out after the group's commit (its fsync). Straight
+    in the group, not nested in it: a nested transaction copies the pages
+    it touches and merges them back, the most of a group's CPU. An append
+    that fails after it wrote fails the whole group (its appends are
+    answered unavailable, a retry stores them: s_group_failed in
+    bus_service.c), which a store that cannot take one append's puts
+    would do to the others anyway. */
 static void
 s_append_work (void *state, json_t *body, void *arg, bus_outcome_t *out)
 {
     s_auditor_t *self = state;
     s_append_job_t *job = arg;
-    bus_txn_t *txn = self ? bus_txn_begin (bus_service_store (self->svc), true) : NULL;
+    bus_txn_t *group = bus_txn_group_current ();
+    bus_txn_t *txn = group ? group : self ? bus_txn_begin (bus_service_store (self->svc), true) : NULL;
     if (!txn) {
         s_outcome_error (out, PROTO_ERR_UNAVAILABLE, BUS_EIO, "cannot store the entry");
         return;
@@ -119,6 +126,11 @@ s_append_work (void *state, json_t *body, void *arg, bus_outcome_t *out)
     json_t *reply = rc ? NULL : s_append_reply (index, ts, leaf);
     if (rc == 0 && !reply)
         rc = BUS_ESTATE;
+    if (group) {
+        if (rc && bus_txn_error (group) == 0)
+            bus_txn_fail (group, rc);       /* what it wrote may not commit */
+    }
+    else
     if (rc == 0)
         rc = bus_service_commit (self->svc, &txn);
     else
