@@ -43,16 +43,144 @@ struct bus_dedupe_t {
     uint64_t evicted;
 };
 
+/*  The hash's text is jansson's json_dumps (body, JSON_COMPACT |
+    JSON_SORT_KEYS | JSON_ENCODE_ANY): recorded outcomes keep the hash, so
+    its text may not change. Written here, without jansson's sorting and
+    buffers, for the bodies nearly every request has (objects, arrays,
+    integers, true, false, null, strings of printable ASCII, in which
+    json_dumps escapes `"` and `\` only; keys so plain compare as json_dumps
+    sorts them); for anything else (a real, a string with another byte:
+    its escapes and UTF-8 checks are jansson's) false, and the caller
+    hashes json_dumps' own text. */
+#define S_HASH_BUF    512
+#define S_HASH_DEPTH  32
+#define S_HASH_KEYS   32            /* members sorted on the stack, at most */
+
+typedef struct {
+    crypto_generichash_state *state;
+    uint8_t buf [S_HASH_BUF];
+    size_t len;
+} s_hash_text_t;
+
+static void
+s_hash_put (s_hash_text_t *t, const char *s, size_t n)
+{
+    if (t->len + n > sizeof t->buf) {
+        crypto_generichash_update (t->state, t->buf, t->len);
+        t->len = 0;
+        if (n > sizeof t->buf) {
+            crypto_generichash_update (t->state, (const uint8_t *) s, n);
+            return;
+        }
+    }
+    memcpy (t->buf + t->len, s, n);
+    t->len += n;
+}
+
+/*  A string as json_dumps writes it, if it is plain printable ASCII. */
+static bool
+s_hash_string (s_hash_text_t *t, const char *s, size_t n)
+{
+    s_hash_put (t, "\"", 1);
+    size_t from = 0;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char) s [i];
+        if (c < 0x20 || c > 0x7e)
+            return false;
+        if (c == '"' || c == '\\') {
+            s_hash_put (t, s + from, i - from);
+            s_hash_put (t, c == '"' ? "\\\"" : "\\\\", 2);
+            from = i + 1;
+        }
+    }
+    s_hash_put (t, s + from, n - from);
+    s_hash_put (t, "\"", 1);
+    return true;
+}
+
+static int
+s_hash_key_cmp (const void *a, const void *b)
+{
+    return strcmp (*(const char *const *) a, *(const char *const *) b);
+}
+
+static bool
+s_hash_value (s_hash_text_t *t, json_t *v, int depth)
+{
+    if (depth > S_HASH_DEPTH)
+        return false;
+    switch (json_typeof (v)) {
+        case JSON_NULL:  s_hash_put (t, "null", 4); return true;
+        case JSON_TRUE:  s_hash_put (t, "true", 4); return true;
+        case JSON_FALSE: s_hash_put (t, "false", 5); return true;
+        case JSON_REAL:  return false;
+        case JSON_INTEGER: {
+            char tmp [32];
+            int n = snprintf (tmp, sizeof tmp, "%" JSON_INTEGER_FORMAT, json_integer_value (v));
+            s_hash_put (t, tmp, (size_t) n);
+            return true;
+        }
+        case JSON_STRING:
+            return s_hash_string (t, json_string_value (v), json_string_length (v));
+        case JSON_ARRAY: {
+            s_hash_put (t, "[", 1);
+            for (size_t i = 0; i < json_array_size (v); i++) {
+                if (i)
+                    s_hash_put (t, ",", 1);
+                if (!s_hash_value (t, json_array_get (v, i), depth + 1))
+                    return false;
+            }
+            s_hash_put (t, "]", 1);
+            return true;
+        }
+        case JSON_OBJECT: {
+            const char *keys [S_HASH_KEYS], *key;
+            size_t n = 0, key_len;
+            json_t *member;
+            if (json_object_size (v) > S_HASH_KEYS)
+                return false;
+            json_object_keylen_foreach (v, key, key_len, member) {
+                if (strlen (key) != key_len)
+                    return false;           /* a NUL inside: json_dumps' own order */
+                keys [n++] = key;
+            }
+            qsort (keys, n, sizeof *keys, s_hash_key_cmp);
+            s_hash_put (t, "{", 1);
+            for (size_t i = 0; i < n; i++) {
+                if (i)
+                    s_hash_put (t, ",", 1);
+                if (!s_hash_string (t, keys [i], strlen (keys [i])))
+                    return false;
+                s_hash_put (t, ":", 1);
+                if (!s_hash_value (t, json_object_get (v, keys [i]), depth + 1))
+                    return false;
+            }
+            s_hash_put (t, "}", 1);
+            return true;
+        }
+    }
+    return false;
+}
+
 void
 bus_dedupe_hash (uint8_t out [BUS_DEDUPE_HASH_LEN], const char *type, json_t *body)
 {
     crypto_generichash_state state;
     crypto_generichash_init (&state, NULL, 0, BUS_DEDUPE_HASH_LEN);
     crypto_generichash_update (&state, (const uint8_t *) type, strlen (type) + 1);
-    char *text = body ? json_dumps (body, JSON_COMPACT | JSON_SORT_KEYS | JSON_ENCODE_ANY) : NULL;
-    if (text) {
-        crypto_generichash_update (&state, (const uint8_t *) text, strlen (text));
-        free (text);
+    s_hash_text_t text = { .state = &state };
+    if (body && s_hash_value (&text, body, 0)) {
+        crypto_generichash_update (&state, text.buf, text.len);
+        crypto_generichash_final (&state, out, BUS_DEDUPE_HASH_LEN);
+        return;
+    }
+    /* not plain: jansson's own text, from the type again */
+    crypto_generichash_init (&state, NULL, 0, BUS_DEDUPE_HASH_LEN);
+    crypto_generichash_update (&state, (const uint8_t *) type, strlen (type) + 1);
+    char *dumped = body ? json_dumps (body, JSON_COMPACT | JSON_SORT_KEYS | JSON_ENCODE_ANY) : NULL;
+    if (dumped) {
+        crypto_generichash_update (&state, (const uint8_t *) dumped, strlen (dumped));
+        free (dumped);
     }
     crypto_generichash_final (&state, out, BUS_DEDUPE_HASH_LEN);
 }
@@ -85,6 +213,9 @@ bus_dedupe_new (const bus_dedupe_limits_t *limits)
         bus_dedupe_destroy (&self);
         return NULL;
     }
+    /* an entry is keyed by its own key (freed after it leaves the table) */
+    zhashx_set_key_duplicator (self->entries, NULL);
+    zhashx_set_key_destructor (self->entries, NULL);
     zhashx_set_destructor (self->principals, s_principal_free);
     return self;
 }
@@ -252,7 +383,7 @@ bus_dedupe_put (bus_dedupe_t *self, const char *principal, const char *id,
     e->expires_ms = now_ms + self->limits.ttl_ms;
     e->in_owner = zlistx_add_end (p->order, e);
     e->in_all = zlistx_add_end (self->order, e);
-    zhashx_insert (self->entries, key, e);
+    zhashx_insert (self->entries, e->key, e);
     p->bytes += cost;
     p->count++;
     self->bytes += cost;
@@ -269,10 +400,28 @@ bus_dedupe_reply (bus_dedupe_t *self, const char *principal, const char *id,
     s_entry_t *e = s_key (key, principal, id) ? zhashx_lookup (self->entries, key) : NULL;
     if (!e)
         return BUS_ENOTFOUND;
-    uint8_t hash [BUS_DEDUPE_HASH_LEN];
-    memcpy (hash, e->hash, sizeof hash);
-    /* put again: its cost changes, and it becomes the newest */
-    return bus_dedupe_put (self, principal, id, hash, data, len, now_ms);
+    /* its reply in place: its cost changes, and it becomes the newest */
+    s_principal_t *p = e->owner;
+    size_t cost = S_ENTRY_OVERHEAD + strlen (e->key) + (data ? len : 0);
+    uint8_t *copy = data ? malloc (len ? len : 1) : NULL;
+    if (cost > self->limits.principal_bytes || cost > self->limits.max_bytes || (data && !copy)) {
+        free (copy);
+        s_remove (self, e);         /* too large to keep in memory (or no memory): forgotten */
+        return copy || !data ? 0 : BUS_ENOMEM;
+    }
+    if (data)
+        memcpy (copy, data, len);
+    free (e->data);
+    e->data = copy;
+    e->len = data ? len : 0;
+    p->bytes += cost - e->cost;
+    self->bytes += cost - e->cost;
+    e->cost = cost;
+    e->expires_ms = now_ms + self->limits.ttl_ms;
+    zlistx_move_end (p->order, e->in_owner);
+    zlistx_move_end (self->order, e->in_all);
+    s_bound (self, p);
+    return 0;
 }
 
 void

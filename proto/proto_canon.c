@@ -278,6 +278,12 @@ s_value (s_buf_t *b, const json_t *v, int depth)
 int
 proto_canon (const json_t *value, char **out, size_t *len, char *err, size_t err_len)
 {
+    return proto_canon_nested (value, 0, out, len, err, err_len);
+}
+
+int
+proto_canon_nested (const json_t *value, int depth, char **out, size_t *len, char *err, size_t err_len)
+{
     s_buf_t b = { .err = err, .err_len = err_len };
     *out = NULL;
     *len = 0;
@@ -285,7 +291,7 @@ proto_canon (const json_t *value, char **out, size_t *len, char *err, size_t err
         s_fail (&b, PROTO_EINVAL, "no value");
         return b.error;
     }
-    s_value (&b, value, 0);
+    s_value (&b, value, depth);
     s_put (&b, "", 0);              /* an empty buffer still gets its NUL */
     if (b.error) {
         free (b.data);

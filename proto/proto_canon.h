@@ -33,4 +33,10 @@
 int proto_canon (const json_t *value, char **out, size_t *len, char *err, size_t err_len)
     __attribute__((warn_unused_result));
 
+/*  The same, for value as a member depth levels down in an enclosing
+    value (its nesting limit counts from there): the enclosing value's
+    canonical bytes can be written around it. */
+int proto_canon_nested (const json_t *value, int depth, char **out, size_t *len, char *err, size_t err_len)
+    __attribute__((warn_unused_result));
+
 #endif

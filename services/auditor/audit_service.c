@@ -82,15 +82,22 @@ s_append_reply (uint64_t index, int64_t ts, const audit_hash_t leaf)
     return json_pack ("{s:I, s:I, s:s}", "index", (json_int_t) index, "ts", (json_int_t) ts, "leaf_hash", hex);
 }
 
-/*  On the writer (or the reactor without one): append in a transaction of
-    its own, nested in the writer's group when several appends came
-    together; the reply goes out after the group's commit (its fsync). */
+/*  On the writer (or the reactor without one): append in the writer's
+    group, when several appends came together, or in a transaction of its
+    own; the reply goes out after the group's commit (its fsync). Straight
+    in the group, not nested in it: a nested transaction copies the pages
+    it touches and merges them back, the most of a group's CPU. An append
+    that fails after it wrote fails the whole group (its appends are
+    answered unavailable, a retry stores them: s_group_failed in
+    bus_service.c), which a store that cannot take one append's puts
+    would do to the others anyway. */
 static void
 s_append_work (void *state, json_t *body, void *arg, bus_outcome_t *out)
 {
     s_auditor_t *self = state;
     s_append_job_t *job = arg;
-    bus_txn_t *txn = self ? bus_txn_begin (bus_service_store (self->svc), true) : NULL;
+    bus_txn_t *group = bus_txn_group_current ();
+    bus_txn_t *txn = group ? group : self ? bus_txn_begin (bus_service_store (self->svc), true) : NULL;
     if (!txn) {
         s_outcome_error (out, PROTO_ERR_UNAVAILABLE, BUS_EIO, "cannot store the entry");
         return;
@@ -119,6 +126,11 @@ s_append_work (void *state, json_t *body, void *arg, bus_outcome_t *out)
     json_t *reply = rc ? NULL : s_append_reply (index, ts, leaf);
     if (rc == 0 && !reply)
         rc = BUS_ESTATE;
+    if (group) {
+        if (rc && bus_txn_error (group) == 0)
+            bus_txn_fail (group, rc);       /* what it wrote may not commit */
+    }
+    else
     if (rc == 0)
         rc = bus_service_commit (self->svc, &txn);
     else
@@ -158,6 +170,53 @@ s_id_reused (s_auditor_t *self, const s_append_job_t *job, uint64_t *index)
     return reused;
 }
 
+/*  True if s is written as itself in canonical JSON (printable ASCII, no
+    quote or backslash): principals and request ids are. */
+static bool
+s_plain (const char *s)
+{
+    for (; *s; s++)
+        if (*s < 0x20 || *s > 0x7e || *s == '"' || *s == '\\')
+            return false;
+    return true;
+}
+
+/*  job's stored bytes: the canonical JSON of {"kind":"append","from":P,
+    "id":REQUEST,"ts":µs,"entry":ENTRY}. Its keys in JCS order are entry,
+    from, id, kind, ts: written around the entry's own canonical form (one
+    canonicalisation of the entry alone, not of a copy wrapped in another
+    object), as proto_canon would write the whole. 0 or proto_canon's
+    error (err says why). */
+static int
+s_stored (s_append_job_t *job, json_t *entry, char *err, size_t err_len)
+{
+    if (!entry || !s_plain (job->principal) || !s_plain (job->id)) {
+        json_t *stored = json_pack ("{s:s, s:s, s:s, s:I, s:O}", "kind", "append", "from", job->principal,
+                                    "id", job->id, "ts", (json_int_t) job->ts, "entry", entry);
+        int rc = stored ? proto_canon (stored, &job->entry, &job->len, err, err_len) : BUS_ENOMEM;
+        json_decref (stored);
+        return rc;
+    }
+    char *text = NULL;
+    size_t len = 0;
+    int rc = proto_canon_nested (entry, 1, &text, &len, err, err_len);
+    if (rc)
+        return rc;
+    size_t cap = len + strlen (job->principal) + strlen (job->id) + 80;
+    job->entry = malloc (cap);
+    int n = job->entry ? snprintf (job->entry, cap, "{\"entry\":%s,\"from\":\"%s\",\"id\":\"%s\",\"kind\":"
+                                   "\"append\",\"ts\":%lld}", text, job->principal, job->id,
+                                   (long long) job->ts) : -1;
+    free (text);
+    if (n < 0 || (size_t) n >= cap) {
+        free (job->entry);
+        job->entry = NULL;
+        return BUS_ENOMEM;
+    }
+    job->len = (size_t) n;
+    return 0;
+}
+
 /*  audit.append {entry, idempotency_key?}: stored as the canonical JSON
     of {"kind":"append","from":P,"id":REQUEST,"ts":µs,"entry":ENTRY},
     once per request id, or with idempotency_key once per key (a sender
@@ -178,12 +237,8 @@ s_append (bus_service_t *svc, bus_request_t *req, void *arg)
     job->ts = s_now_us ();
     const char *run = audit_runs_named (json_object_get (bus_request_body (req), "entry"));
     snprintf (job->run, sizeof job->run, "%s", run ? run : "");
-    json_t *stored = json_pack ("{s:s, s:s, s:s, s:I, s:O}", "kind", "append", "from", job->principal,
-                                "id", job->id, "ts", (json_int_t) job->ts,
-                                "entry", json_object_get (bus_request_body (req), "entry"));
     char err [200] = "";
-    int rc = stored ? proto_canon (stored, &job->entry, &job->len, err, sizeof err) : BUS_ENOMEM;
-    json_decref (stored);
+    int rc = s_stored (job, json_object_get (bus_request_body (req), "entry"), err, sizeof err);
     if (rc == 0 && job->len > AUDIT_ENTRY_MAX) {
         rc = BUS_ETOOBIG;
         snprintf (err, sizeof err, "the entry is %zu bytes stored; at most %d", job->len, AUDIT_ENTRY_MAX);
