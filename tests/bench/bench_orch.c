@@ -191,11 +191,11 @@ s_status_kb (pid_t pid, const char *field)
     return kb;
 }
 
-/*  A counter of the orchestrator's stats, or -1. */
+/*  A counter of a service's stats (the orchestrator's, the vault's), or -1. */
 static long
-s_counter (bus_client_t *orch, const char *name)
+s_counter (bus_client_t *svc, const char *name)
 {
-    json_t *st = s_call (orch, "stats", NULL);
+    json_t *st = s_call (svc, "stats", NULL);
     long v = st ? (long) json_integer_value (json_object_get (json_object_get (st, "counters"), name)) : -1;
     json_decref (st);
     return v;
@@ -470,6 +470,12 @@ main (int argc, char **argv)
         }
     }
 
+    /* the vault's leases in (a): on an approval it had seen published, or
+       asked of the ciba-broker (one more round trip on the step's path) */
+    bus_client_t *vault = bus_client_for (config, "vault-broker", cert);
+    long seen = vault ? s_counter (vault, "approvals_seen") : -1, asked = vault ? s_counter (vault, "approvals_asked") : -1;
+    bus_client_destroy (&vault);
+
     /* (b) N runs paused for approval */
     pid_t op = s_pids [S_NDAEMONS - 1];
     long rss0 = s_status_kb (op, "VmRSS:"), anon0 = s_status_kb (op, "RssAnon:");
@@ -558,6 +564,8 @@ main (int argc, char **argv)
              bench_quantile (ph [1], samples, 0.99), bench_quantile (ph [2], samples, 0.5),
              bench_quantile (ph [2], samples, 0.99), bench_quantile (ph [3], samples, 0.5),
              bench_quantile (ph [3], samples, 0.99));
+    fprintf (stderr, "# the vault's leases on an approval: %ld seen published, %ld asked of the ciba-broker\n", seen,
+             asked);
     fprintf (stderr, "# orchestrator VmRSS %ld -> %ld KiB, RssAnon %ld -> %ld KiB with %d paused runs\n", rss0, rss1,
              anon0, anon1, paused);
     char missed [512] = "";
