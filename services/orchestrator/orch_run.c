@@ -13,8 +13,9 @@
                  PAUSED (approval), checkpointed, and leaves memory; the
                  ciba-broker's approval.completed (a durable follower,
                  applied in the follower's own transaction) or, after a
-                 restart, ciba.status brings it back: approved -> lease,
-                 anything else -> REJECTED
+                 restart, ciba.status brings it back: approved -> lease
+                 (from the follower: asked while the follower's
+                 transaction commits), anything else -> REJECTED
         lease    vault.lease with the step's node key (derived from the
                  instance's node seed and run/node/attempt, so a restarted
                  step presents the same key); an approval already used by
