@@ -60,6 +60,7 @@ typedef struct {
     int db_runs, db_meta, db_workflows, db_approvals;
     uint64_t epoch;                 /* this instance's fencing epoch */
     bool fenced;                    /* a newer instance took the store: advance nothing */
+    bool following;                 /* in the approvals follower's transaction: no other may begin */
     uint8_t node_seed [32];         /* derives each step's node key (meta "node_seed") */
     zhash_t *workflows;             /* name -> orch_workflow_t (current; borrowed from by_hash) */
     zhash_t *by_hash;               /* hash -> orch_workflow_t (owned) */

@@ -13,8 +13,9 @@
                  PAUSED (approval), checkpointed, and leaves memory; the
                  ciba-broker's approval.completed (a durable follower,
                  applied in the follower's own transaction) or, after a
-                 restart, ciba.status brings it back: approved -> lease,
-                 anything else -> REJECTED
+                 restart, ciba.status brings it back: approved -> lease
+                 (from the follower: asked while the follower's
+                 transaction commits), anything else -> REJECTED
         lease    vault.lease with the step's node key (derived from the
                  instance's node seed and run/node/attempt, so a restarted
                  step presents the same key); an approval already used by
@@ -477,6 +478,17 @@ s_fail (orch_run_t *run, const char *state, const char *outcome, const char *cod
     va_start (ap, fmt);
     vsnprintf (msg, sizeof msg, fmt, ap);
     va_end (ap);
+    if (self->following) {
+        /* a lease sent from the follower's transaction (orch_on_approval)
+           could not be: the run goes on from its checkpoint once that
+           transaction is stored, and fails then if it must */
+        json_decref (extra);
+        char id [27];
+        snprintf (id, sizeof id, "%s", run->id);
+        orch_run_drop (run);
+        orch_run_kick (self, id);
+        return;
+    }
     bus_info ("orchestrator: run %s %s at %s: %s", run->id, state, orch_str (run->rec, "cursor"), msg);
     if (!extra)
         extra = json_object ();
@@ -1588,7 +1600,21 @@ orch_on_approval (bus_service_t *svc, void *state, bus_txn_t *txn, proto_msg_t *
         return BUS_FOLLOW_NOTHING;
     s_apply_approval (self, txn, rec, approval, outcome, orch_str (event->body, "reason"),
                       json_object_get (event->body, "levels"));
-    orch_run_kick (self, orch_str (rec, "run"));
+    const char *id = orch_str (rec, "run");
+    if (!strcmp (outcome, "approved") && !orch_run_find (self, id)) {
+        /* the lease is asked now, while this transaction commits, not
+           after it (one fsync off the step's path): a crash before the
+           commit leaves the run PAUSED, reconciled after the restart into
+           a lease again, which finds this one (approval_used) and renews
+           it, as after a crash past the lease */
+        orch_run_t *run = s_run_take (self, json_deep_copy (rec));
+        if (run) {
+            self->following = true;
+            s_lease (run);
+            self->following = false;
+        }
+    }
+    orch_run_kick (self, id);       /* in memory already: left alone */
     json_decref (rec);
     return 0;
 }

@@ -224,11 +224,17 @@ s_url_origin_len (const char *url)
 }
 
 /*  Check the token and proof of ex for api. 0 when good (claims in
-    *claims_out), else -1: answered already. */
+    *claims_out), else -1: answered already. The proof's jti is recorded
+    in a write transaction: committed here when txn_out is NULL, else
+    left open in *txn_out for the request's own writes, so that a write
+    and its proof make one commit (the caller commits it on every path,
+    s_commit_answer or s_jti_commit). */
 static int
-s_authorize (s_sandbox_t *self, bus_http_exchange_t *ex, s_api_t api, json_t **claims_out)
+s_authorize (s_sandbox_t *self, bus_http_exchange_t *ex, s_api_t api, json_t **claims_out, bus_txn_t **txn_out)
 {
     *claims_out = NULL;
+    if (txn_out)
+        *txn_out = NULL;
     const char *aud = api == S_API_SHEETS ? S_AUD_SHEETS : api == S_API_GMAIL ? S_AUD_GMAIL : S_AUD_DROPBOX;
     const char *scope = api == S_API_SHEETS ? S_SCOPE_SHEETS : api == S_API_GMAIL ? S_SCOPE_GMAIL : S_SCOPE_DROPBOX;
     const char *authz = bus_http_header (ex, "Authorization");
@@ -358,7 +364,9 @@ s_authorize (s_sandbox_t *self, bus_http_exchange_t *ex, s_api_t api, json_t **c
     uint8_t at [8];
     bus_u64_to_key ((uint64_t) json_integer_value (iat), at);
     int prc = txn ? bus_txn_put_new (txn, self->db_jti, jti, strlen (jti), at, sizeof at) : BUS_EIO;
-    if (prc == 0)
+    if (prc == 0 && txn_out)
+        *txn_out = txn;
+    else if (prc == 0)
         prc = bus_txn_commit (&txn);
     else
         bus_txn_abort (&txn);
@@ -383,23 +391,40 @@ done:
 
 /* --- idempotency ------------------------------------------------------ */
 
-/*  A repeat of an Idempotency-Key answered again: true when answered. */
+/*  Commit the request's write transaction (s_authorize's) holding only
+    its proof's jti: the request writes nothing more. 0, or it failed
+    (answered 503). */
+static int
+s_jti_commit (s_sandbox_t *self, bus_http_exchange_t *ex, s_api_t api, bus_txn_t **txn_p)
+{
+    int rc = bus_service_commit (self->svc, txn_p);
+    if (rc)
+        s_fail (ex, api, 503, NULL, "cannot record the proof: %s", bus_strerror (rc));
+    return rc;
+}
+
+/*  A repeat of an Idempotency-Key answered again (looked up in txn, the
+    request's write transaction, committed then with the proof's jti):
+    true when answered. */
 static bool
-s_idem_replay (s_sandbox_t *self, bus_http_exchange_t *ex, const char *api, char *key, size_t cap)
+s_idem_replay (s_sandbox_t *self, bus_http_exchange_t *ex, s_api_t api, bus_txn_t **txn_p, const char *name,
+               char *key, size_t cap)
 {
     const char *ik = bus_http_header (ex, "Idempotency-Key");
     *key = 0;
     if (!ik || !*ik || strlen (ik) > 255)
         return false;
-    snprintf (key, cap, "%s %s", api, ik);
-    bus_txn_t *txn = bus_txn_begin (bus_service_store (self->svc), false);
+    snprintf (key, cap, "%s %s", name, ik);
     const void *v;
     size_t len;
-    bool found = txn && bus_txn_get (txn, self->db_idem, key, strlen (key), &v, &len) == 0;
+    bool found = bus_txn_get (*txn_p, self->db_idem, key, strlen (key), &v, &len) == 0;
     json_t *stored = found ? json_loadb (v, len, 0, NULL) : NULL;
-    bus_txn_abort (&txn);
     if (!stored)
         return false;
+    if (s_jti_commit (self, ex, api, txn_p)) {
+        json_decref (stored);
+        return true;
+    }
     bus_http_header_add (ex, "Idempotent-Replayed", "true");
     s_json (ex, (int) json_integer_value (json_object_get (stored, "status")),
             json_incref (json_object_get (stored, "body")));
@@ -485,22 +510,24 @@ s_sheets (s_sandbox_t *self, bus_http_exchange_t *ex)
         return;
     }
     json_t *claims = NULL;
-    int rc = s_authorize (self, ex, S_API_SHEETS, &claims);
+    bool writes = !strcmp (method, "POST") && append;
+    bus_txn_t *txn = NULL;
+    int rc = s_authorize (self, ex, S_API_SHEETS, &claims, writes ? &txn : NULL);
     if (rc)
         return;
     json_decref (claims);
     if (!strcmp (method, "GET") && !append) {
-        bus_txn_t *txn = bus_txn_begin (bus_service_store (self->svc), false);
+        txn = bus_txn_begin (bus_service_store (self->svc), false);
         json_t *rows = txn ? s_sheet_rows (self, txn, id) : json_array ();
         bus_txn_abort (&txn);
         s_json (ex, 200, json_pack ("{s:s, s:s, s:o}", "range", range, "majorDimension", "ROWS", "values", rows));
         return;
     }
-    if (strcmp (method, "POST") || !append) {
+    if (!writes) {
         s_fail (ex, S_API_SHEETS, 400, NULL, "Invalid request: use POST ...:append or GET");
         return;
     }
-    if (s_idem_replay (self, ex, "sheets", key, sizeof key))
+    if (s_idem_replay (self, ex, S_API_SHEETS, &txn, "sheets", key, sizeof key))
         return;
     size_t blen = 0;
     const char *btext = bus_http_body (ex, &blen);
@@ -517,13 +544,13 @@ s_sheets (s_sandbox_t *self, bus_http_exchange_t *ex)
     }
     if (!good) {
         json_decref (body);
-        s_fail (ex, S_API_SHEETS, 400, NULL, "Invalid JSON payload: \"values\" must be a list of rows (lists)");
+        if (s_jti_commit (self, ex, S_API_SHEETS, &txn) == 0)
+            s_fail (ex, S_API_SHEETS, 400, NULL, "Invalid JSON payload: \"values\" must be a list of rows (lists)");
         return;
     }
-    bus_txn_t *txn = bus_txn_begin (bus_service_store (self->svc), true);
     char prefix [300];
     snprintf (prefix, sizeof prefix, "sheet/%s/", id);
-    json_t *existing = txn ? s_sheet_rows (self, txn, id) : NULL;
+    json_t *existing = s_sheet_rows (self, txn, id);
     size_t start = json_array_size (existing);
     json_decref (existing);
     json_array_foreach (values, i, row) {
@@ -531,15 +558,9 @@ s_sheets (s_sandbox_t *self, bus_http_exchange_t *ex)
         snprintf (rkey, sizeof rkey, "%s%012zu", prefix, start + i);
         json_t *rec = json_pack ("{s:O, s:s, s:I}", "values", row, "range", range, "at", (json_int_t) s_now_ms ());
         char *text = json_dumps (rec, JSON_COMPACT);
-        if (txn)
-            bus_txn_put (txn, self->db_records, rkey, strlen (rkey), text, strlen (text));
+        bus_txn_put (txn, self->db_records, rkey, strlen (rkey), text, strlen (text));
         free (text);
         json_decref (rec);
-    }
-    if (!txn) {
-        json_decref (body);
-        s_fail (ex, S_API_SHEETS, 503, NULL, "The service is currently unavailable.");
-        return;
     }
     char updated [400];
     char sheet_name [300];
@@ -571,10 +592,11 @@ s_gmail (s_sandbox_t *self, bus_http_exchange_t *ex)
         return;
     }
     json_t *claims = NULL;
-    if (s_authorize (self, ex, S_API_GMAIL, &claims))
+    bus_txn_t *txn = NULL;
+    if (s_authorize (self, ex, S_API_GMAIL, &claims, &txn))
         return;
     json_decref (claims);
-    if (s_idem_replay (self, ex, "gmail", key, sizeof key))
+    if (s_idem_replay (self, ex, S_API_GMAIL, &txn, "gmail", key, sizeof key))
         return;
     size_t blen = 0;
     const char *btext = bus_http_body (ex, &blen);
@@ -584,7 +606,8 @@ s_gmail (s_sandbox_t *self, bus_http_exchange_t *ex)
     uint8_t *mime = raw ? bus_b64url_decode (raw, strlen (raw), &mlen) : NULL;
     if (!mime) {
         json_decref (body);
-        s_fail (ex, S_API_GMAIL, 400, NULL, "Invalid value for ByteString: \"raw\" must be base64url");
+        if (s_jti_commit (self, ex, S_API_GMAIL, &txn) == 0)
+            s_fail (ex, S_API_GMAIL, 400, NULL, "Invalid value for ByteString: \"raw\" must be base64url");
         return;
     }
     uint8_t rnd [8];
@@ -599,10 +622,9 @@ s_gmail (s_sandbox_t *self, bus_http_exchange_t *ex)
     json_decref (body);
     char *text = rec ? json_dumps (rec, JSON_COMPACT) : NULL;
     json_decref (rec);
-    bus_txn_t *txn = text ? bus_txn_begin (bus_service_store (self->svc), true) : NULL;
-    if (!txn) {
-        free (text);
-        s_fail (ex, S_API_GMAIL, 400, NULL, "Invalid message: not UTF-8 text");
+    if (!text) {
+        if (s_jti_commit (self, ex, S_API_GMAIL, &txn) == 0)
+            s_fail (ex, S_API_GMAIL, 400, NULL, "Invalid message: not UTF-8 text");
         return;
     }
     bus_txn_put (txn, self->db_records, rkey, strlen (rkey), text, strlen (text));
@@ -622,18 +644,20 @@ s_dropbox (s_sandbox_t *self, bus_http_exchange_t *ex)
         return;
     }
     json_t *claims = NULL;
-    if (s_authorize (self, ex, S_API_DROPBOX, &claims))
+    bus_txn_t *txn = NULL;
+    if (s_authorize (self, ex, S_API_DROPBOX, &claims, &txn))
         return;
     json_decref (claims);
     json_t *arg = json_loads (bus_http_header (ex, "Dropbox-API-Arg") ?: "", 0, NULL);
     const char *path = json_string_value (json_object_get (arg, "path"));
     if (!path || path [0] != '/' || strlen (path) > 512) {
         json_decref (arg);
-        s_fail (ex, S_API_DROPBOX, 400, NULL,
-                "Error in call to API function \"files/upload\": Dropbox-API-Arg needs a \"path\" starting with /");
+        if (s_jti_commit (self, ex, S_API_DROPBOX, &txn) == 0)
+            s_fail (ex, S_API_DROPBOX, 400, NULL,
+                    "Error in call to API function \"files/upload\": Dropbox-API-Arg needs a \"path\" starting with /");
         return;
     }
-    if (s_idem_replay (self, ex, "dropbox", key, sizeof key)) {
+    if (s_idem_replay (self, ex, S_API_DROPBOX, &txn, "dropbox", key, sizeof key)) {
         json_decref (arg);
         return;
     }
@@ -654,10 +678,8 @@ s_dropbox (s_sandbox_t *self, bus_http_exchange_t *ex)
     char *text = json_dumps (rec, JSON_COMPACT);
     json_decref (rec);
     json_decref (arg);
-    bus_txn_t *txn = bus_txn_begin (bus_service_store (self->svc), true);
-    if (!txn || !text) {
-        free (text);
-        bus_txn_abort (&txn);
+    if (!text) {
+        bus_service_abort (self->svc, &txn);
         json_decref (meta);
         s_fail (ex, S_API_DROPBOX, 503, NULL, "unavailable");
         return;

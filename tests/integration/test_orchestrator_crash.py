@@ -13,6 +13,11 @@ waits (fail-closed) while the auditor is down.
 - killed after the lease, while the step intent waits on a stopped
   auditor: restarted, the step leases again (the approval's lease found and
   renewed) and completes, one row;
+- killed with the lease in flight (asked from the approvals follower
+  while its transaction commits; the vault stopped with SIGSTOP holds the
+  request, and makes the lease once it goes on, its answer lost):
+  restarted, the step leases again, finds that lease (approval_used) and
+  renews it, completes, one row;
 - killed in the middle of the tool call (the sandbox stopped with SIGSTOP
   so the call hangs), after the step intent was stored: restarted, the
   intent is appended again and the call goes again under the same
@@ -158,6 +163,37 @@ def killed_after_the_lease(x):
     v = x.wait_state(rid, TERMINAL, timeout=30)
     assert v["state"] == "COMPLETED", v
     assert len(x.rows_with(510002)) == 1, x.rows()
+
+
+@test
+def killed_with_the_lease_in_flight(x):
+    rid = x.start_run(510004)
+    x.runs[rid] = 510004
+    x.wait_state(rid, ("PAUSED",))
+    x.approve("carol", rid)
+    x.sig("vault-broker", signal.SIGSTOP)
+    try:
+        x.approve("victor", rid)
+        # approved: the run RUNNING again, its lease asked of the stopped vault
+        x.wait_node_phase(rid, lambda v: v["state"] == "RUNNING")
+        time.sleep(0.3)
+        x.kill("orchestrator")
+    finally:
+        x.sig("vault-broker", signal.SIGCONT)
+    deadline = time.time() + 10
+    while True:
+        rc, out = x.c.ctl_json("vault", "leases", "--run", rid)
+        if rc == 0 and [l for l in out["leases"] if l["node"] == "write_po"]:
+            break
+        assert time.time() < deadline, "the lease asked before the kill was never made"
+        time.sleep(0.05)
+    assert len(x.rows_with(510004)) == 0
+    x.start_orch()
+    v = x.wait_state(rid, TERMINAL, timeout=30)
+    assert v["state"] == "COMPLETED", v
+    assert len(x.rows_with(510004)) == 1, x.rows()
+    rc, out = x.c.ctl_json("vault", "leases", "--run", rid)
+    assert rc == 0 and len([l for l in out["leases"] if l["node"] == "write_po"]) == 1, out
 
 
 @test

@@ -156,6 +156,13 @@ def refusals(x):
     code, _, _ = x.http("POST", APPEND, x.sheets, prf, {"values": [["once"]]})
     assert code == 200
     refused(x.http("POST", APPEND, x.sheets, prf, {"values": [["twice"]]}), 401, "invalid_dpop_proof", "replayed")
+    # a write's proof is recorded in the write's own commit: a request
+    # refused after its proof was checked (a bad body) has used it too
+    bad = proof(x.priv, "POST", x.base + APPEND, x.sheets)
+    code, _, _ = x.http("POST", APPEND, x.sheets, bad, {"values": "not rows"})
+    assert code == 400, code
+    refused(x.http("POST", APPEND, x.sheets, bad, {"values": [["after-bad"]]}), 401, "invalid_dpop_proof",
+            "replayed")
     gm = x.lease("gmail", [GMAIL])["token"]
     refused(x.call("POST", APPEND, gm, {"values": [["x"]]}), 401, "invalid_token", "another audience")
     drive = x.lease("sheets", ["https://www.googleapis.com/auth/drive.file"])["token"]
@@ -164,7 +171,7 @@ def refusals(x):
     time.sleep(2.2)
     refused(x.call("POST", APPEND, short, {"values": [["x"]]}), 401, "invalid_token", "expired")
     rows = json.loads(x.c.ctl("--json", "sandbox", "rows", "po-sheet").stdout)["rows"]
-    assert ["x"] not in rows and ["twice"] not in rows and ["once"] in rows, rows
+    assert ["x"] not in rows and ["twice"] not in rows and ["after-bad"] not in rows and ["once"] in rows, rows
 
 
 @test
@@ -190,6 +197,13 @@ def idempotency_key(x):
     b = x.call("POST", "/v4/spreadsheets/idem/values/S!A1:append", x.sheets, {"values": [["PO-7"]]}, headers=h)
     assert a[0] == b[0] == 200 and a[1] == b[1], (a, b)
     assert b[2].get("Idempotent-Replayed") == "true", b[2]
+    # a replayed answer uses its proof as a write does
+    path = "/v4/spreadsheets/idem/values/S!A1:append"
+    prf = proof(x.priv, "POST", x.base + path, x.sheets)
+    c = x.http("POST", path, x.sheets, prf, {"values": [["PO-7"]]}, headers=h)
+    assert c[0] == 200 and c[2].get("Idempotent-Replayed") == "true", c
+    refused(x.http("POST", path, x.sheets, prf, {"values": [["PO-7"]]}, headers=h), 401, "invalid_dpop_proof",
+            "replayed")
     rows = json.loads(x.c.ctl("--json", "sandbox", "rows", "idem").stdout)["rows"]
     assert rows == [["PO-7"]], rows
 
