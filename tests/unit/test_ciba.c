@@ -237,6 +237,7 @@ test_old_store_indexed (void **state)
     json_t *keys = json_array ();
     assert_int_equal (bus_txn_scan (txn, db, NULL, 0, NULL, 0, s_keys, keys), 0);
     assert_int_equal (json_array_size (keys), 0);       /* no list key was stored */
+    json_decref (keys);
     static const char stale [] = "r\n" S_RUN "\n01JZZZZZZZZZZZZZZZZZZZZZZZ", key [] = "k\nsvc:x\nkey";
     assert_int_equal (bus_txn_put (txn, db, stale, strlen (stale), "", 0), 0);
     assert_int_equal (bus_txn_put (txn, db, key, strlen (key), id, PROTO_ID_LEN), 0);
