@@ -4,8 +4,9 @@
 #   make deps       install missing Debian packages (no-op when present)
 #   make test       unit tests, fuzz corpora, conformance, integration
 #   make bench      benchmarks (ratios against raw libzmq / raw LMDB)
-#   make test-deploy  the deployment files run for real (podman, systemd; root;
-#                   ~2 min, ~5 min when it builds the images)
+#   make test-deploy  the deployment files run for real (podman-compose,
+#                   docker-compose 1.29, systemd; root;
+#                   ~8 min, ~10 min when it builds the images)
 #   make demo       start the suite and run the demo
 #   make up         start the suite (./var) and keep it up; Ctrl-C stops it
 #   make fuzz       libFuzzer targets (clang)

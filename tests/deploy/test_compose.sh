@@ -1,6 +1,8 @@
 #!/bin/sh
 # test_compose.sh — docker-compose.yml run for real, under Debian's podman,
-# podman-compose and runc, with no registry at all.
+# podman-compose and runc, with no registry at all (COMPOSE_TOOL=
+# docker-compose: the same with Debian's docker-compose 1.29 against
+# podman's Docker API; test_compose_docker.sh).
 #
 # From a clean copy of the source tree (tracked and new files, no build/ or
 # var/): the base image (debootstrap, tests/deploy/lib.sh), the Sanctum image
@@ -45,12 +47,25 @@ NET=${PROJECT}_default
 OPS=${PROJECT}_ops          # the operator's container (sanctumctl)
 SERVICES=$(sed -n 's/^BUS_SERVICE *( *"\([a-z0-9-]*\)".*/\1/p' "$ROOT/bus/bus_services.def")
 
-compose () { (cd "$WORK" && podman-compose -p "$PROJECT" "$@"); }
+# The compose tool: podman-compose (default), or COMPOSE_TOOL=docker-compose
+# (Debian's docker-compose 1.29, test_compose_docker.sh) speaking the Docker
+# API that podman serves on a socket of this test's own (`podman system
+# service`): the same file, the same checks. Each labels its containers with
+# the project under its own key.
+COMPOSE_TOOL=${COMPOSE_TOOL:-podman-compose}
+case $COMPOSE_TOOL in
+    docker-compose) PROJECT_LABEL=com.docker.compose.project ;;
+    podman-compose) PROJECT_LABEL=io.podman.compose.project ;;
+    *) echo "COMPOSE_TOOL: podman-compose or docker-compose, not $COMPOSE_TOOL"; exit 2 ;;
+esac
+API_PID=""
+compose () { (cd "$WORK" && $COMPOSE_TOOL -p "$PROJECT" "$@"); }
 
 cleanup () {
     podman rm -f -t 0 "$OPS" >/dev/null 2>&1
     compose down -v >/dev/null 2>&1
     podman network rm -f "$NET" >/dev/null 2>&1
+    [ -z "$API_PID" ] || kill "$API_PID" 2>/dev/null
     rm -rf "$WORK"
 }
 trap cleanup EXIT INT TERM
@@ -63,8 +78,22 @@ trap cleanup EXIT INT TERM
 ctl () { podman exec -w /story "$OPS" sanctumctl --config /etc/sanctum/sanctum.conf "$@"; }
 
 # ---- set-up (a failure here fails the run, it never skips it)
-setup_tools () { need_tools podman podman-compose runc debootstrap && containers_conf; }
+setup_tools () { need_tools podman "$COMPOSE_TOOL" runc debootstrap && containers_conf; }
 check "tools_and_containers_conf" setup_tools
+
+# docker-compose: podman's Docker-compatible API on a socket in $WORK
+docker_api () {
+    export DOCKER_HOST="unix://$WORK/podman.sock"
+    podman system service --time=0 "$DOCKER_HOST" >"$WORK/api.log" 2>&1 &
+    API_PID=$!
+    i=0
+    until podman --remote --url "$DOCKER_HOST" version >/dev/null 2>&1; do
+        i=$((i + 1)); [ $i -le 100 ] || { echo "podman's API never answered"; cat "$WORK/api.log"; return 1; }
+        sleep 0.1
+    done
+    compose version
+}
+[ "$COMPOSE_TOOL" = docker-compose ] && check "docker_api_served_by_podman" docker_api
 [ "$FAILED" -eq 0 ] || { summary; exit 1; }
 check "base_image_debootstrap_import" base_image
 check "image_build_pull_never" sanctum_image
@@ -121,9 +150,31 @@ wait_healthy () {
     done
 }
 
+# `up -d`. docker-compose waits, before it starts the orchestrator, for its
+# `depends_on: condition: service_healthy`; podman runs healthchecks only from
+# systemd timers, absent here, so while `up` waits the test runs the
+# project's healthchecks itself, once a second, as those timers would
+# (podman-compose does not wait for health: nothing to run for it).
+health_pump () {
+    while :; do
+        for c in $(podman ps -q --filter "label=$PROJECT_LABEL=$PROJECT"); do
+            podman healthcheck run "$c" >/dev/null 2>&1
+        done
+        sleep 1
+    done
+}
+compose_up () {
+    pump=""
+    if [ "$COMPOSE_TOOL" = docker-compose ]; then health_pump & pump=$!; fi
+    compose up -d "$@"
+    rc=$?
+    [ -z "$pump" ] || { kill "$pump"; wait "$pump" 2>/dev/null; }
+    return $rc
+}
+
 up () {
-    compose up -d >"$WORK/up.log" 2>&1 || { tail -n 20 "$WORK/up.log"; return 1; }
-    n=$(podman ps -q --filter "label=io.podman.compose.project=$PROJECT" | wc -l)
+    compose_up >"$WORK/up.log" 2>&1 || { tail -n 20 "$WORK/up.log"; return 1; }
+    n=$(podman ps -q --filter "label=$PROJECT_LABEL=$PROJECT" | wc -l)
     [ "$n" -eq "$(echo $SERVICES | wc -w)" ] || { echo "$n containers running"; podman ps -a; return 1; }
     wait_healthy
 }
@@ -257,7 +308,7 @@ restart_keeps_state () {
     for s in authz auditor; do
         podman rm -f "${PROJECT}_${s}_1" >/dev/null || return 1
     done
-    compose up -d >/dev/null 2>&1 || return 1
+    compose_up >/dev/null 2>&1 || return 1
     wait_healthy && approved && devices_there && decisions_as_expected
 }
 check "restart_and_recreate_keep_data" restart_keeps_state
@@ -277,11 +328,14 @@ story_kept () {
 check "story_kept_across_restarts" story_kept
 
 teardown () {
-    compose down -v >/dev/null 2>&1
+    # the operator's container first: it is on the compose network, which
+    # `down` removes (docker-compose refuses to remove a network in use)
+    podman rm -f -t 0 "$OPS" >/dev/null 2>&1
+    compose down -v >"$WORK/down.log" 2>&1 || { cat "$WORK/down.log"; return 1; }
     podman network rm -f "$NET" >/dev/null 2>&1
-    left=$(podman ps -aq --filter "label=io.podman.compose.project=$PROJECT"; \
+    left=$(podman ps -aq --filter "label=$PROJECT_LABEL=$PROJECT"; \
            podman volume ls -q | grep "^$PROJECT" ; podman network ls -q | grep "^$PROJECT")
-    [ -z "$left" ] || { echo "left behind: $left"; return 1; }
+    [ -z "$left" ] || { echo "left behind: $left"; cat "$WORK/down.log"; return 1; }
 }
 check "teardown_leaves_nothing" teardown
 
