@@ -25,6 +25,12 @@
         ciba.list of an approver with one approval among them (p50, from
         the approver index) while they are held, and the process's RSS
         (the broker's share: the RSS after minus before).
+    (c) Start-up with them held: the broker stopped and started again on
+        the same store (the in-memory owners, deadlines, ended and list
+        indexes are rebuilt from every stored approval at start), timed
+        from the start call to the service answering, beside the first
+        start of the same broker on its empty store (same run); then
+        ciba.status and ciba.list must answer as before the restart.
 
     Output: `bench NAME VALUE UNIT baseline B ratio R` lines, then
     `bench ciba_targets met` or `bench ciba_targets missed: ...`.
@@ -173,11 +179,13 @@ main (int argc, char **argv)
     double wk_n0 = 0, wk_s0 = 0, wk_n1 = 0, wk_s1 = 0, cm_n0 = 0, cm_s0 = 0, cm_n1 = 0, cm_s1 = 0;
     bool split = false;
     long rss0 = s_rss_kb ();
+    double start_empty = s_now_us ();
     if (!env || !svc || !ops || !lat || !rtt || !st || !ls || !raw || !ph_auth || !ph_decide || !ph_event
         || test_service_start (env, &ciba_daemon, "bench", 0, err, sizeof err)) {
         fprintf (stderr, "bench_ciba: setup: %s\n", err);
         goto done;
     }
+    start_empty = s_now_us () - start_empty;
     sc = bus_client_new (test_service_rpc (env), test_service_server_key (env), svc, S_TIMEOUT_MS, 0);
     oc = bus_client_new (test_service_rpc (env), test_service_server_key (env), ops, S_TIMEOUT_MS, 0);
     sub = zsock_new (ZMQ_SUB);
@@ -318,6 +326,29 @@ main (int argc, char **argv)
     zclock_sleep (500);                   /* a few deadline scans with everything held */
     long rss2 = s_rss_kb ();
 
+    /* (c) a restart with them held: the indexes rebuilt from the store */
+    if (test_service_stop (env)) {
+        fprintf (stderr, "bench_ciba: stop failed\n");
+        goto done;
+    }
+    double start_held = s_now_us ();
+    if (test_service_start (env, &ciba_daemon, "bench", 0, err, sizeof err)) {
+        fprintf (stderr, "bench_ciba: restart: %s\n", err);
+        goto done;
+    }
+    start_held = s_now_us () - start_held;
+    json_t *after = s_call (sc, "ciba.status", json_pack ("{s:s}", "approval_id", last));
+    const char *after_state = json_string_value (json_object_get (after, "state"));
+    bool still = after_state && streq (after_state, "pending");
+    json_decref (after);
+    after = s_call (sc, "ciba.list", json_pack ("{s:s, s:s}", "approver", "user:other", "state", "pending"));
+    still = still && json_array_size (json_object_get (after, "approvals")) == 1;
+    json_decref (after);
+    if (!still) {
+        fprintf (stderr, "bench_ciba: after the restart, the held approvals are not as before\n");
+        goto done;
+    }
+
     /* the raw fsync'd LMDB commit, in the same run (after the broker's work) */
     long long rb0 = s_write_bytes ();
     if (bench_lmdb_commits ("bench-ciba-raw", 200, samples, 0, raw, NULL) != samples) {
@@ -380,6 +411,10 @@ main (int argc, char **argv)
             ls50 / rtt50);
     printf ("bench ciba_pending_%d_rss %ld KiB baseline %ld ratio %.2f\n", pending, rss2 - rss1, rss1 - rss0,
             rss1 > rss0 ? (double) (rss2 - rss1) / (double) (rss1 - rss0) : 0.0);
+    int stored = pending + warmup + samples + 1;
+    printf ("bench ciba_start_with_%d_stored %.1f ms baseline %.1f ratio %.2f (%.1f us per approval stored)\n",
+            stored, start_held / 1e3, start_empty / 1e3, start_held / start_empty,
+            (start_held - start_empty) / stored);
     fprintf (stderr, "# process RSS: %ld KiB at start, %ld after (a), %ld with %d pending\n", rss0, rss1, rss2,
              pending);
     fflush (stderr);
