@@ -235,26 +235,48 @@ s_run_id_ok (const char *run)
     return true;
 }
 
-void
-tele_api_runs (tele_t *self, bus_http_exchange_t *ex)
+/*  Set body's field from the query parameter of the same name when it is
+    given and valid (valid() true); false when it is given and not: then
+    the 400 is answered with message and body is freed. */
+static bool
+s_filter (bus_http_exchange_t *ex, json_t *body, const char *name, bool (*valid) (const char *),
+          const char *message)
 {
-    const char *state = bus_http_query (ex, "state");
-    json_t *body = json_object ();
-    if (state && *state) {
-        if (!s_known_state (state)) {
-            json_decref (body);
-            tele_error (ex, 400, "invalid", "state must be one of RUNNING, PAUSED, COMPLETED, REJECTED, FAILED, CANCELLED");
-            return;
-        }
-        json_object_set_new (body, "state", json_string (state));
+    const char *value = bus_http_query (ex, name);
+    if (!value || !*value)
+        return true;
+    if (!valid (value)) {
+        json_decref (body);
+        tele_error (ex, 400, "invalid", message);
+        return false;
     }
+    json_object_set_new (body, name, json_string (value));
+    return true;
+}
+
+/*  Ask service's request type with body (taken), and answer with its reply. */
+static void
+s_ask_single (tele_t *self, bus_http_exchange_t *ex, const char *service, const char *name, const char *type,
+              json_t *body)
+{
     s_gather_t *g = s_gather_new (self, ex, s_done_single);
     if (!g) {
         json_decref (body);
         return;
     }
-    s_ask (g, "orchestrator", "runs", "run.list", body);
+    s_ask (g, service, name, type, body);
     s_gather_go (g);
+}
+
+#define S_RUN_ID_MESSAGE "a run id is 26 letters and digits"
+
+void
+tele_api_runs (tele_t *self, bus_http_exchange_t *ex)
+{
+    json_t *body = json_object ();
+    if (s_filter (ex, body, "state", s_known_state,
+                  "state must be one of RUNNING, PAUSED, COMPLETED, REJECTED, FAILED, CANCELLED"))
+        s_ask_single (self, ex, "orchestrator", "runs", "run.list", body);
 }
 
 /* ---- /api/runs/{id}, /gantt, /receipt ------------------------------------ */
@@ -534,7 +556,7 @@ void
 tele_api_run (tele_t *self, bus_http_exchange_t *ex, const char *run, const char *what)
 {
     if (!s_run_id_ok (run)) {
-        tele_error (ex, 400, "invalid", "a run id is 26 letters and digits");
+        tele_error (ex, 400, "invalid", S_RUN_ID_MESSAGE);
         return;
     }
     if (what && !streq (what, "gantt") && !streq (what, "receipt")) {
@@ -560,63 +582,40 @@ tele_api_run (tele_t *self, bus_http_exchange_t *ex, const char *run, const char
 
 /* ---- /api/approvals, /api/leases ---------------------------------------- */
 
+static bool
+s_known_approval_state (const char *state)
+{
+    static const char *const ok [] = { "pending", "approved", "denied", "expired", "cancelled", NULL };
+    for (const char *const *s = ok; *s; s++)
+        if (streq (*s, state))
+            return true;
+    return false;
+}
+
 void
 tele_api_approvals (tele_t *self, bus_http_exchange_t *ex)
 {
     const char *state = bus_http_query (ex, "state");
-    const char *run = bus_http_query (ex, "run");
     json_t *body = json_pack ("{s:i}", "limit", 200);
-    if (!state)
-        state = "pending";
-    if (*state && !streq (state, "all")) {
-        static const char *const ok [] = { "pending", "approved", "denied", "expired", "cancelled", NULL };
-        bool known = false;
-        for (const char *const *s = ok; *s; s++)
-            known = known || streq (*s, state);
-        if (!known) {
-            json_decref (body);
-            tele_error (ex, 400, "invalid", "state must be pending, approved, denied, expired, cancelled or all");
-            return;
-        }
-        json_object_set_new (body, "state", json_string (state));
-    }
-    if (run && *run) {
-        if (!s_run_id_ok (run)) {
-            json_decref (body);
-            tele_error (ex, 400, "invalid", "a run id is 26 letters and digits");
-            return;
-        }
-        json_object_set_new (body, "run", json_string (run));
-    }
-    s_gather_t *g = s_gather_new (self, ex, s_done_single);
-    if (!g) {
-        json_decref (body);
+    if (!state)                                 /* pending unless asked: state= or all for every one */
+        json_object_set_new (body, "state", json_string ("pending"));
+    else
+    if (streq (state, "all"))
+        ;
+    else
+    if (!s_filter (ex, body, "state", s_known_approval_state,
+                   "state must be pending, approved, denied, expired, cancelled or all"))
         return;
-    }
-    s_ask (g, "ciba-broker", "approvals", "ciba.list", body);
-    s_gather_go (g);
+    if (s_filter (ex, body, "run", s_run_id_ok, S_RUN_ID_MESSAGE))
+        s_ask_single (self, ex, "ciba-broker", "approvals", "ciba.list", body);
 }
 
 void
 tele_api_leases (tele_t *self, bus_http_exchange_t *ex)
 {
-    const char *run = bus_http_query (ex, "run");
     json_t *body = json_object ();
-    if (run && *run) {
-        if (!s_run_id_ok (run)) {
-            json_decref (body);
-            tele_error (ex, 400, "invalid", "a run id is 26 letters and digits");
-            return;
-        }
-        json_object_set_new (body, "run", json_string (run));
-    }
-    s_gather_t *g = s_gather_new (self, ex, s_done_single);
-    if (!g) {
-        json_decref (body);
-        return;
-    }
-    s_ask (g, "vault-broker", "leases", "vault.leases", body);
-    s_gather_go (g);
+    if (s_filter (ex, body, "run", s_run_id_ok, S_RUN_ID_MESSAGE))
+        s_ask_single (self, ex, "vault-broker", "leases", "vault.leases", body);
 }
 
 /* ---- /api/health --------------------------------------------------------- */
@@ -854,11 +853,5 @@ tele_api_redeem (tele_t *self, bus_http_exchange_t *ex)
     }
     json_t *body = json_pack ("{s:s, s:s}", "code", code, "public_key", pk);
     json_decref (in);
-    s_gather_t *g = s_gather_new (self, ex, s_done_single);
-    if (!g) {
-        json_decref (body);
-        return;
-    }
-    s_ask (g, "ciba-broker", "redeem", "ciba.device.redeem", body);
-    s_gather_go (g);
+    s_ask_single (self, ex, "ciba-broker", "redeem", "ciba.device.redeem", body);
 }

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Integration: sanctum-telemetry over HTTP, with the real ciba-broker,
-vault-broker and auditor (the orchestrator answers what it answers:
-not_implemented passes through as 501).
+vault-broker, auditor and orchestrator (the run these tests ask about is
+not the orchestrator's: its not_found passes through).
 
 - the dashboard's files: types, ETag/304, gzip (precompressed at build),
   no path outside them, security headers on every answer (a CSP without
@@ -244,6 +244,19 @@ def read_endpoints(x):
     assert st == 200 and a["approval_id"] in [p["approval_id"] for p in j["approvals"]], j
     st, j = x.get_json("/api/approvals?state=bogus")
     assert st == 400 and j["error"]["code"] == "invalid", j
+    # filters: by run (this one's only), by state, or every state
+    st, j = x.get_json("/api/approvals?run=%s" % RUN)
+    assert st == 200 and a["approval_id"] in [p["approval_id"] for p in j["approvals"]], j
+    assert all(p["run"] == RUN for p in j["approvals"]), j
+    st, j = x.get_json("/api/approvals?run=01JDZ0000000000000000OTHER")
+    assert st == 200 and j["approvals"] == [], j
+    st, j = x.get_json("/api/approvals?state=approved&run=%s" % RUN)
+    assert st == 200 and j["approvals"] == [], j
+    for q in ("state=all", "state="):
+        st, j = x.get_json("/api/approvals?%s&run=%s" % (q, RUN))
+        assert st == 200 and a["approval_id"] in [p["approval_id"] for p in j["approvals"]], (q, j)
+    st, j = x.get_json("/api/approvals?run=bad")
+    assert st == 400 and j["error"]["code"] == "invalid" and "26" in j["error"]["message"], j
     st, j = x.get_json("/api/runs/%s" % RUN)
     assert st == 200 and j["id"] == RUN, j
     assert a["approval_id"] in [p["approval_id"] for p in j["approvals"]], j
@@ -252,18 +265,18 @@ def read_endpoints(x):
         assert time.time() < deadline, j["events"]
         time.sleep(0.1)
         st, j = x.get_json("/api/runs/%s" % RUN)
-    # the orchestrator: its answer or not_implemented, passed through
-    if j["run"] is None:
-        assert j["errors"]["run"]["code"] in ("not_implemented", "not_found"), j
+    # the orchestrator never started this run: its not_found, passed through
+    assert j["run"] is None and j["errors"]["run"]["code"] == "not_found", j
     st, g = x.get_json("/api/runs/%s/gantt" % RUN)
     assert st == 200 and any(r["kind"] == "approval" and r["id"] == a["approval_id"] for r in g["rows"]), g
     st, rc = x.get_json("/api/runs/%s/receipt" % RUN)
     # the auditor's answer, passed through: this run has no terminal event
     assert st == 409 and rc["error"]["code"] == "conflict", (st, rc)
     st, j = x.get_json("/api/runs")
-    assert st in (200, 501), (st, j)
-    if st == 501:
-        assert j["error"]["code"] == "not_implemented", j
+    assert st == 200 and isinstance(j["runs"], list), (st, j)
+    assert RUN not in [r["run"] for r in j["runs"]], j
+    st, j = x.get_json("/api/runs?state=PAUSED")
+    assert st == 200 and all(r["state"] == "PAUSED" for r in j["runs"]), (st, j)
     st, j = x.get_json("/api/runs?state=WHATEVER")
     assert st == 400, j
     st, j = x.get_json("/api/runs/not-a-run")
