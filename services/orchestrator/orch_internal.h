@@ -100,6 +100,7 @@ typedef struct {
     bool http_live;                 /* a request of ours in flight */
     bool http_queued;               /* waiting in http_wait */
     uint64_t http_id;
+    json_t *early_end;              /* approval.completed's body, come before ciba.authorize's answer */
 } orch_run_t;
 
 /*  Members of JSON objects. */

@@ -63,6 +63,7 @@ typedef struct {
 
 static void s_peer_next (orch_t *self, int peer);
 static void s_advance (orch_run_t *run);
+static void s_apply_early_end (orch_t *self, const json_t *body);
 static void s_fail (orch_run_t *run, const char *state, const char *outcome, const char *code,
                     json_t *extra, const char *fmt, ...) __attribute__((format (printf, 6, 7)));
 
@@ -297,6 +298,7 @@ orch_run_drop (orch_run_t *run)
         free (run->token);
     }
     sodium_memzero (run->sk, sizeof run->sk);
+    json_decref (run->early_end);
     json_decref (run->rec);
     zhash_delete (self->runs, run->id);      /* frees run (zhash freefn) */
 }
@@ -1077,7 +1079,18 @@ s_on_authorize (bus_calls_t *calls, proto_msg_t *reply, void *arg)
                     state);
         return;
     }
-    s_pause (run, "approval", true);
+    /* an end of this approval that came before this answer (the run is
+       dropped from memory once paused) */
+    json_t *early = run->early_end;
+    run->early_end = NULL;
+    if (early && strcmp (orch_str (early, "approval_id"), orch_str (reply->body, "approval_id") ?: "")) {
+        json_decref (early);
+        early = NULL;
+    }
+    orch_t *self = run->self;
+    if (s_pause (run, "approval", true) == 0 && early)
+        s_apply_early_end (self, early);
+    json_decref (early);
 }
 
 static void
@@ -1584,23 +1597,20 @@ s_on_level (orch_t *self, bus_txn_t *txn, proto_msg_t *event)
     return rc;
 }
 
-/*  The approvals follower's events (orch_service.c: approval.completed and
-    the level events ciba.approved, ciba.escalated), in its transaction. BUS_FOLLOW_NOTHING (no commit) when no run of ours
-    changed: an approval no run of ours waits for, a level already so. */
-int
-orch_on_approval (bus_service_t *svc, void *state, bus_txn_t *txn, proto_msg_t *event)
+/*  An approval ended (approval.completed's body), in txn: the run paused
+    for it goes on (approved) or is REJECTED; id gets that run. 0, or
+    BUS_FOLLOW_NOTHING when no run is paused for it. */
+static int
+s_approval_ended (orch_t *self, bus_txn_t *txn, const json_t *body, char id [27])
 {
-    orch_t *self = state;
-    if (strcmp (event->type, "approval.completed"))
-        return s_on_level (self, txn, event);
-    const char *approval = orch_str (event->body, "approval_id");
-    const char *outcome = orch_str (event->body, "outcome");
+    const char *approval = orch_str (body, "approval_id");
+    const char *outcome = orch_str (body, "outcome");
     json_t *rec = approval && outcome && !self->fenced ? s_paused_for (self, txn, approval) : NULL;
     if (!rec)
         return BUS_FOLLOW_NOTHING;
-    s_apply_approval (self, txn, rec, approval, outcome, orch_str (event->body, "reason"),
-                      json_object_get (event->body, "levels"));
-    const char *id = orch_str (rec, "run");
+    s_apply_approval (self, txn, rec, approval, outcome, orch_str (body, "reason"),
+                      json_object_get (body, "levels"));
+    snprintf (id, 27, "%s", orch_str (rec, "run"));
     if (!strcmp (outcome, "approved") && !orch_run_find (self, id)) {
         /* the lease is asked now, while this transaction commits, not
            after it (one fsync off the step's path): a crash before the
@@ -1614,9 +1624,62 @@ orch_on_approval (bus_service_t *svc, void *state, bus_txn_t *txn, proto_msg_t *
             self->following = false;
         }
     }
-    orch_run_kick (self, id);       /* in memory already: left alone */
     json_decref (rec);
     return 0;
+}
+
+/*  An approval that ended before its run had ciba.authorize's answer (the
+    broker publishes the end as soon as a device signs, which may be before
+    the answer is read here): no run is paused for it yet. Kept on the run
+    that is asking for that node, until the answer comes (s_on_authorize).
+    Anything else (a run of no ours, one not asking) is not ours to keep. */
+static void
+s_keep_early_end (orch_t *self, const json_t *body)
+{
+    const char *id = orch_str (body, "run");
+    orch_run_t *run = id ? orch_run_find (self, id) : NULL;
+    json_t *step = run ? json_object_get (run->rec, "step") : NULL;
+    const char *node = orch_str (body, "node");
+    if (!step || !node || strcmp (orch_str (step, "phase") ?: "", "authorize")
+        || strcmp (orch_str (step, "node") ?: "", node) || !orch_str (body, "approval_id"))
+        return;
+    json_decref (run->early_end);
+    run->early_end = json_deep_copy (body);
+}
+
+/*  ciba.authorize's answer has come and the run's pause is stored: the end
+    of its approval that came first (body), applied now. */
+static void
+s_apply_early_end (orch_t *self, const json_t *body)
+{
+    bus_txn_t *txn = orch_txn (self);
+    if (!txn)
+        return;
+    char id [27];
+    if (s_approval_ended (self, txn, body, id) == 0) {
+        if (bus_service_commit (self->svc, &txn) == 0)
+            orch_run_kick (self, id);
+    }
+    else
+        bus_service_abort (self->svc, &txn);
+}
+
+/*  The approvals follower's events (orch_service.c: approval.completed and
+    the level events ciba.approved, ciba.escalated), in its transaction. BUS_FOLLOW_NOTHING (no commit) when no run of ours
+    changed: an approval no run of ours waits for, a level already so. */
+int
+orch_on_approval (bus_service_t *svc, void *state, bus_txn_t *txn, proto_msg_t *event)
+{
+    orch_t *self = state;
+    if (strcmp (event->type, "approval.completed"))
+        return s_on_level (self, txn, event);
+    char id [27];
+    int rc = s_approval_ended (self, txn, event->body, id);
+    if (rc == 0)
+        orch_run_kick (self, id);       /* in memory already: left alone */
+    else
+        s_keep_early_end (self, event->body);
+    return rc;
 }
 
 /*  The broker's word (state, reason) on a paused run's approval, in txn:

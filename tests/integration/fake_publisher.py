@@ -11,6 +11,7 @@ names (run.started, node.*, run.* terminal) without the orchestrator.
     pub = FakePublisher(cluster)                  # svc:orchestrator
     pub.publish("run.started", {"run": RUN, ...})
     pub.trim(5)                                   # forget seqs 1..5 (a loss)
+    pub.handle("ciba.status", lambda body: {...}) # answer a request type
     pub.close()
 
 `synthetic_run` publishes the events of one run as the orchestrator's
@@ -31,7 +32,8 @@ class FakePublisher:
     def __init__(self, cluster, service="orchestrator", principal=None, version="0.1.0"):
         self.principal = principal or "svc:" + service
         self.version = version
-        self.lock = threading.Lock()
+        self.lock = threading.RLock()       # a handler may publish
+        self.handlers = {}                  # request type -> fn(body): body, or ("code", "message")
         self.outbox = []                    # envelopes, seq = index + 1 + trimmed
         self.trimmed = 0                    # seqs 1..trimmed are gone
         self.seq = 0
@@ -75,6 +77,12 @@ class FakePublisher:
     def last_seq(self):
         return self.seq
 
+    def handle(self, type_, fn):
+        """Answer requests of type_ with fn(body): a reply body (dict), or an
+        error (code, message). fn runs on the serving thread and may
+        publish (and sleep: the next request waits)."""
+        self.handlers[type_] = fn
+
     # --- requests -------------------------------------------------------
     def _reply(self, ident, req, body=None, error=None):
         env = {"v": 1, "type": req.get("type", "?"), "id": sc.ulid(), "ts": int(time.time() * 1e6),
@@ -116,6 +124,12 @@ class FakePublisher:
                 elif t == "health":
                     self._reply(ident, req, {"state": "ok", "version": self.version, "service": self.principal,
                                              "last_seq": self.seq, "first_seq": self.trimmed + 1})
+                elif t in self.handlers:
+                    out = self.handlers[t](req.get("body") or {})
+                    if isinstance(out, tuple):
+                        self._reply(ident, req, error=out)
+                    else:
+                        self._reply(ident, req, out)
                 else:
                     self._reply(ident, req, error=("not_implemented", "a fake publisher: %s" % t))
 

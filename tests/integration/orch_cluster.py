@@ -10,6 +10,7 @@ import signal
 import time
 
 from cluster import ROOT, Cluster
+from fake_publisher import FakePublisher
 
 EX = os.path.join(ROOT, "ops", "examples")
 SERVICES = ["authz", "auditor", "vault-broker", "ciba-broker", "sandbox", "orchestrator"]
@@ -19,8 +20,13 @@ TERMINAL = ("COMPLETED", "REJECTED", "FAILED", "CANCELLED")
 
 
 class OrchCluster:
-    def __init__(self, orch_lines="", workflows=None):
+    """fake_ciba: no ciba-broker process; a FakePublisher binds its
+    endpoints instead (self.fake_ciba), for a test to answer its requests
+    and publish its events (no approver devices then)."""
+
+    def __init__(self, orch_lines="", workflows=None, fake_ciba=False):
         self.c = Cluster(services=SERVICES)
+        self.fake_ciba = None
         self.wf_dir = os.path.join(self.c.dir, "workflows")
         os.makedirs(self.wf_dir)
         shutil.copy(os.path.join(EX, "workflows", "procurement.json"), self.wf_dir)
@@ -34,15 +40,18 @@ class OrchCluster:
                             "audit_retry_ms = 200\n%s" % (self.wf_dir, orch_lines), 1)
         with open(self.c.conf, "w") as f:
             f.write(text)
-        for s in SERVICES[:-1]:
+        peers = [s for s in SERVICES[:-1] if not (fake_ciba and s == "ciba-broker")]
+        if fake_ciba:
+            self.fake_ciba = FakePublisher(self.c, service="ciba-broker")
+        for s in peers:
             self.c.start(s)
-        self.c.wait_healthy(SERVICES[:-1])
+        self.c.wait_healthy(peers)
         self.ok("authz", "model", "write", os.path.join(EX, "procurement", "model.fga"))
         self.ok("authz", "write", "--file", os.path.join(EX, "procurement", "tuples.json"))
         self.ok("authz", "policy", "write", os.path.join(EX, "procurement", "policy.json"))
         for name, kind, scope in (("sheets", "google-sheets", SHEETS), ("gmail", "gmail", GMAIL)):
             self.ok("vault", "connect", name, "--kind", kind, "--scopes", scope)
-        for user in ("carol", "victor"):
+        for user in ("carol", "victor") if not fake_ciba else ():
             self.ok("device", "enroll", user)
         self.start_orch()
         self.ops = self.c.client("orchestrator", key_name="ops-test", principal="ops:tester")
@@ -122,3 +131,5 @@ class OrchCluster:
     def close(self):
         self.ops.close()
         self.c.close()
+        if self.fake_ciba:
+            self.fake_ciba.close()
