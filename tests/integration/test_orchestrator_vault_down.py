@@ -22,7 +22,6 @@ import time
 sys.path.insert(0, os.path.dirname(__file__))
 from harness import run, test  # noqa: E402
 from orch_cluster import OrchCluster, TERMINAL  # noqa: E402
-from receipt_check import check_receipt, wait_receipt  # noqa: E402
 
 WINDOW = 30         # approval_expiry_s
 
@@ -75,12 +74,7 @@ def waits_for_the_vault_then_completes(x):
     assert v["state"] == "COMPLETED", v
     assert len(x.rows_with(510201)) == 1, x.rows()
     assert len(x.leases(rid)) == 1, x.leases(rid)
-    client = x.c.client("auditor", key_name="ops-audit", principal="ops:auditor-test")
-    try:
-        jwks = client.call("audit.jwks", {}, timeout_ms=5000)["body"]
-        p = check_receipt(wait_receipt(client, rid, timeout=30)["jws"], jwks)
-    finally:
-        client.close()
+    p = x.checked_receipt(rid)
     steps = [s for s in p["steps"] if s.get("node") == "write_po"]
     assert steps, p["steps"]
 
