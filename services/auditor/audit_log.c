@@ -215,13 +215,57 @@ audit_log_append_request (audit_log_t *self, bus_txn_t *txn, const char *princip
 }
 
 int
-audit_log_request_index (audit_log_t *self, bus_txn_t *txn, const char *principal, const char *request_id,
-                         uint64_t *index)
+audit_log_append_keyed (audit_log_t *self, bus_txn_t *txn, const char *principal, const char *idem_key,
+                        const char *request_id, const void *tag, size_t tag_len, const void *entry, size_t len,
+                        uint64_t *index)
+{
+    uint8_t key [AUDIT_PUB_MAX + 1 + 64], val [8 + AUDIT_REQUEST_TAG_MAX];
+    size_t key_len;
+    if (tag_len > AUDIT_REQUEST_TAG_MAX)
+        return BUS_EINVAL;
+    int rc = s_request_key (key, principal, idem_key, &key_len);
+    if (rc == 0)
+        rc = s_append_once (self, txn, self->requests, key, key_len, entry, len, index);
+    if (rc && rc != BUS_EEXIST)
+        return rc;
+    int found = rc;
+    rc = s_request_key (key, principal, request_id, &key_len);
+    if (rc)
+        return rc;
+    bus_u64_to_key (*index, val);
+    memcpy (val + 8, tag, tag_len);
+    rc = bus_txn_put_new (txn, self->requests, key, key_len, val, 8 + tag_len);
+    return rc == BUS_EEXIST || rc == 0 ? found : rc;      /* an id recorded before stays */
+}
+
+int
+audit_log_request_get (audit_log_t *self, bus_txn_t *txn, const char *principal, const char *request_id,
+                       uint64_t *index, const void **tag, size_t *tag_len)
 {
     uint8_t key [AUDIT_PUB_MAX + 1 + 64];
     size_t key_len;
+    const void *val;
+    size_t val_len;
     int rc = s_request_key (key, principal, request_id, &key_len);
-    return rc ? rc : s_index_get (txn, self->requests, key, key_len, index);
+    if (rc == 0)
+        rc = bus_txn_get (txn, self->requests, key, key_len, &val, &val_len);
+    if (rc == 0 && (val_len < 8 || val_len > 8 + AUDIT_REQUEST_TAG_MAX))
+        rc = BUS_ESTATE;
+    if (rc)
+        return rc;
+    *index = bus_key_to_u64 (val);
+    if (tag)
+        *tag = val_len > 8 ? (const uint8_t *) val + 8 : NULL;
+    if (tag_len)
+        *tag_len = val_len - 8;
+    return 0;
+}
+
+int
+audit_log_request_index (audit_log_t *self, bus_txn_t *txn, const char *principal, const char *request_id,
+                         uint64_t *index)
+{
+    return audit_log_request_get (self, txn, principal, request_id, index, NULL, NULL);
 }
 
 int

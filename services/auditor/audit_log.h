@@ -11,6 +11,9 @@
                       event (and each gap, by its first seq) is stored once
       audit_requests  principal + NUL + request id -> leaf index: an
                       audit.append retried after a restart appends nothing
+                      (a keyed append's id: the index and a tag, what a
+                      reuse of the id is checked against); principal +
+                      NUL + idempotency key -> leaf index
     Appending leaf n stores its leaf hash and the hash of every subtree it
     completes (on average one more), so every stored subtree is perfect and
     aligned. Any range the RFC's recursion visits is either such a subtree
@@ -70,6 +73,19 @@ int audit_log_append_request (audit_log_t *self, bus_txn_t *txn, const char *pri
                               const char *request_id, const void *entry, size_t len,
                               uint64_t *index);
 
+#define AUDIT_REQUEST_TAG_MAX  64     /* bytes of a keyed request's tag */
+
+/*  Append the entry of a keyed request once per (principal, idem_key),
+    which takes the request id's place: a second call with the key appends
+    nothing and returns BUS_EEXIST with the first one's index, whatever its
+    entry. The request id is recorded as well (once: an id recorded before
+    stays as it was), with the key's index and tag (at most
+    AUDIT_REQUEST_TAG_MAX bytes: the caller's record of the request, what
+    a reuse of the id is checked against). */
+int audit_log_append_keyed (audit_log_t *self, bus_txn_t *txn, const char *principal, const char *idem_key,
+                            const char *request_id, const void *tag, size_t tag_len, const void *entry,
+                            size_t len, uint64_t *index);
+
 /*  Append the entry of event seq (>= 1) of publisher pub once: BUS_EEXIST
     with the stored index when (pub, seq) is already in the log. */
 int audit_log_append_event (audit_log_t *self, bus_txn_t *txn, const char *pub, uint64_t seq,
@@ -94,6 +110,13 @@ int audit_log_append_event_msg (audit_log_t *self, bus_txn_t *txn, const proto_m
     gap is recorded once (BUS_EEXIST with its index). */
 int audit_log_append_gap (audit_log_t *self, bus_txn_t *txn, const char *pub,
                           uint64_t from_seq, uint64_t to_seq, int64_t ts, uint64_t *index);
+
+/*  The leaf index of the entry of request (principal, request_id) and
+    the tag a keyed append recorded with it (*tag NULL, *tag_len 0: none;
+    the bytes point into the map, valid until the end of txn; tag and
+    tag_len may be NULL): 0, BUS_ENOTFOUND, BUS_EINVAL or BUS_ESTATE. */
+int audit_log_request_get (audit_log_t *self, bus_txn_t *txn, const char *principal,
+                           const char *request_id, uint64_t *index, const void **tag, size_t *tag_len);
 
 /*  The leaf index of the entry of request (principal, request_id): 0,
     BUS_ENOTFOUND or BUS_EINVAL. */

@@ -51,6 +51,7 @@ typedef struct {
     char principal [PROTO_PRINCIPAL_MAX + 1];
     char id [PROTO_ID_LEN + 1];
     char key [2 + 32 + 1];
+    uint8_t digest [16];                /* BLAKE2b-128 of the entry's canonical form */
     char run [AUDIT_RUN_MAX + 1];       /* the run the entry names, or "" */
     int64_t ts;
     size_t len;
@@ -82,6 +83,21 @@ s_append_reply (uint64_t index, int64_t ts, const audit_hash_t leaf)
     return json_pack ("{s:I, s:I, s:s}", "index", (json_int_t) index, "ts", (json_int_t) ts, "leaf_hash", hex);
 }
 
+/*  What job's request id is recorded with when it has a key (the key,
+    then the entry's digest: a reuse of the id with another key, or none,
+    or another entry is told by it), into tag; its length, 0 without a
+    key. */
+static size_t
+s_tag (const s_append_job_t *job, uint8_t tag [AUDIT_REQUEST_TAG_MAX])
+{
+    size_t n = strlen (job->key);
+    if (!n)
+        return 0;
+    memcpy (tag, job->key, n);
+    memcpy (tag + n, job->digest, sizeof job->digest);
+    return n + sizeof job->digest;
+}
+
 /*  On the writer (or the reactor without one): append in the writer's
     group, when several appends came together, or in a transaction of its
     own; the reply goes out after the group's commit (its fsync). Straight
@@ -105,8 +121,12 @@ s_append_work (void *state, json_t *body, void *arg, bus_outcome_t *out)
     uint64_t index = 0;
     int64_t ts = job->ts;
     audit_hash_t leaf;
-    int rc = audit_log_append_request (self->log, txn, job->principal, *job->key ? job->key : job->id, job->entry,
-                                       job->len, &index);
+    uint8_t tag [AUDIT_REQUEST_TAG_MAX];
+    size_t tag_len = s_tag (job, tag);
+    int rc = tag_len ? audit_log_append_keyed (self->log, txn, job->principal, job->key, job->id, tag, tag_len,
+                                               job->entry, job->len, &index)
+                     : audit_log_append_request (self->log, txn, job->principal, job->id, job->entry, job->len,
+                                                 &index);
     if (rc == 0 && *job->run)
         rc = audit_runs_note (self->runs, txn, job->run, index);
     if (rc == 0)
@@ -143,10 +163,13 @@ s_append_work (void *state, json_t *body, void *arg, bus_outcome_t *out)
     out->body = reply;
 }
 
-/*  True if the log holds job's request id (principal, id) with another
-    entry (at *index): the id is reused. Retries of appends are answered
-    from the log, not from a recorded outcome (bus_request_answers_retries);
-    a read that fails says no (the writer then answers the first entry). */
+/*  True if the log holds job's request id (principal, id) for another
+    request (at *index): the id is reused. Another request: another entry,
+    or, when either of them has an idempotency_key, another key (or none)
+    or another entry (by its digest, recorded with the id). Retries of
+    appends are answered from the log, not from a recorded outcome
+    (bus_request_answers_retries); a read that fails says no (the writer
+    then answers the first entry). */
 static bool
 s_id_reused (s_auditor_t *self, const s_append_job_t *job, uint64_t *index)
 {
@@ -159,8 +182,15 @@ s_id_reused (s_auditor_t *self, const s_append_job_t *job, uint64_t *index)
     const void *stored;
     size_t len;
     bool reused = false;
-    if (audit_log_request_index (self->log, self->reader, job->principal, job->id, index) == 0
-        && audit_log_entry (self->log, self->reader, *index, &stored, &len) == 0) {
+    const void *tag;
+    size_t tag_len;
+    uint8_t mine [AUDIT_REQUEST_TAG_MAX];
+    size_t mine_len = s_tag (job, mine);
+    if (audit_log_request_get (self->log, self->reader, job->principal, job->id, index, &tag, &tag_len))
+        ;                                       /* a new id (or unread: the writer answers) */
+    else if (tag_len || mine_len)
+        reused = tag_len != mine_len || memcmp (tag, mine, mine_len);
+    else if (audit_log_entry (self->log, self->reader, *index, &stored, &len) == 0) {
         json_t *first = json_loadb (stored, len, 0, NULL), *again = json_loadb (job->entry, job->len, 0, NULL);
         reused = first && again && !json_equal (json_object_get (first, "entry"), json_object_get (again, "entry"));
         json_decref (first);
@@ -182,7 +212,7 @@ s_plain (const char *s)
 }
 
 /*  job's stored bytes: the canonical JSON of {"kind":"append","from":P,
-    "id":REQUEST,"ts":µs,"entry":ENTRY}. Its keys in JCS order are entry,
+    "id":REQUEST,"ts":µs,"entry":ENTRY}, and the digest of ENTRY's. Its keys in JCS order are entry,
     from, id, kind, ts: written around the entry's own canonical form (one
     canonicalisation of the entry alone, not of a copy wrapped in another
     object), as proto_canon would write the whole. 0 or proto_canon's
@@ -195,6 +225,11 @@ s_stored (s_append_job_t *job, json_t *entry, char *err, size_t err_len)
                                     "id", job->id, "ts", (json_int_t) job->ts, "entry", entry);
         int rc = stored ? proto_canon (stored, &job->entry, &job->len, err, err_len) : BUS_ENOMEM;
         json_decref (stored);
+        char *text = NULL;
+        size_t len = 0;
+        if (rc == 0 && (rc = proto_canon_nested (entry, 1, &text, &len, err, err_len)) == 0)
+            crypto_generichash (job->digest, sizeof job->digest, (const uint8_t *) text, len, NULL, 0);
+        free (text);
         return rc;
     }
     char *text = NULL;
@@ -202,6 +237,7 @@ s_stored (s_append_job_t *job, json_t *entry, char *err, size_t err_len)
     int rc = proto_canon_nested (entry, 1, &text, &len, err, err_len);
     if (rc)
         return rc;
+    crypto_generichash (job->digest, sizeof job->digest, (const uint8_t *) text, len, NULL, 0);
     size_t cap = len + strlen (job->principal) + strlen (job->id) + 80;
     job->entry = malloc (cap);
     int n = job->entry ? snprintf (job->entry, cap, "{\"entry\":%s,\"from\":\"%s\",\"id\":\"%s\",\"kind\":"
@@ -221,7 +257,8 @@ s_stored (s_append_job_t *job, json_t *entry, char *err, size_t err_len)
     of {"kind":"append","from":P,"id":REQUEST,"ts":µs,"entry":ENTRY},
     once per request id, or with idempotency_key once per key (a sender
     that lost the answer appends again under a new request id: the first
-    index answers, whatever the entry). */
+    index answers, whatever the entry). Either way a request id reused
+    for another request is refused (s_id_reused). */
 static void
 s_append (bus_service_t *svc, bus_request_t *req, void *arg)
 {
@@ -257,7 +294,7 @@ s_append (bus_service_t *svc, bus_request_t *req, void *arg)
         sodium_bin2hex (job->key + 2, sizeof job->key - 2, h, sizeof h);
     }
     uint64_t first = 0;
-    if (!*job->key && s_id_reused (self, job, &first)) {
+    if (s_id_reused (self, job, &first)) {
         s_append_job_free (job);
         bus_reply_id_reused (req, "request id %s was already used by %s for another entry (index %llu): a new "
                              "entry needs a new id", msg->id, bus_request_principal (req),

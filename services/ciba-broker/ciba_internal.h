@@ -1,6 +1,8 @@
 /*  ciba_internal.h — what the ciba-broker's files share: the broker's
-    state, the approval store and chain (ciba_service.c), and the oidc
-    backend (ciba_oidc.c). Not for other modules.
+    state, the approval store, chain and requests (ciba_service.c), what
+    is held in memory of the approvals (ciba_tables.c), the devices and
+    invites (ciba_devices.c), and the oidc backend (ciba_oidc.c). Not for
+    other modules.
 
     Approvals are JSON objects (ciba_service.c says their members); every
     function taking a txn works in that write transaction, its errors
@@ -128,6 +130,72 @@ void ciba_after_note (json_t *after, json_t *a, size_t i, const char *kind, int6
     store and send what the stored state still asks for. Consumes
     nothing (the caller frees after). */
 void ciba_after_commit (ciba_t *self, json_t *after);
+
+/*  An approver name: "user:NAME" (or another principal class) with a
+    short, plain name. */
+bool ciba_approver_ok (const char *a);
+
+/*  A fresh auth_req_id (also an invite code): 192 random bits, base64url
+    (32 characters of [A-Za-z0-9_-]). */
+void ciba_auth_req_id (char out [48]);
+
+/*  Requests (ciba_service.c): a change asked by a request (ciba_job_t: what
+    the work needs of the request, and what must reach the world once the
+    change is durable) runs through ciba_change, on the writer when writes
+    queue there, else on the reactor; its work opens its transaction with
+    ciba_write_begin, sets its outcome (ciba_fail for an error) and
+    commits with ciba_finish. ciba_tp: the request's traceparent (NULL:
+    none). */
+typedef struct ciba_job_t ciba_job_t;
+void ciba_change (ciba_t *self, bus_request_t *req, bus_work_fn *fn);
+const char *ciba_tp (ciba_job_t *job);
+void ciba_fail (bus_outcome_t *out, const char *code, const char *fmt, ...)
+    __attribute__((format (printf, 3, 4)));
+void ciba_finish (ciba_t *self, bus_txn_t **txn, bus_outcome_t *out);
+bus_txn_t *ciba_write_begin (ciba_t *self, bus_outcome_t *out);
+
+/*  The in-memory tables (ciba_tables.c), under owners_lock where said.
+    The owners: the approval id auth_req_id belongs to, into out, or
+    BUS_ENOTFOUND; note one (0 or BUS_ENOMEM); forget the auth_req_ids
+    purged (a JSON array of strings), once the purge has committed. */
+int ciba_level_owner (ciba_t *self, const char *auth_req_id, char out [PROTO_ID_LEN + 1]);
+int ciba_owner_note (ciba_t *self, const char *auth_req_id, const char *approval_id);
+void ciba_owners_drop (ciba_t *self, json_t *auth_req_ids);
+
+/*  Approval ids by time: new / destroy; the time of id becomes at (0:
+    none; under owners_lock; 0 or BUS_ENOMEM); how many ids have one
+    (under owners_lock); up to max ids whose time is
+    at or before until, earliest first (under owners_lock); in txn, the
+    time of id in times becomes at once txn commits (errors sticky in
+    txn). */
+ciba_times_t *ciba_times_new (void);
+void ciba_times_destroy (ciba_times_t **self_p);
+int ciba_times_set (ciba_times_t *self, const char *id, int64_t at);
+size_t ciba_times_size (ciba_times_t *self);
+size_t ciba_times_due (ciba_times_t *self, int64_t until, char (*ids) [PROTO_ID_LEN + 1], size_t max);
+void ciba_time_on_commit (ciba_t *self, bus_txn_t *txn, ciba_times_t *times, const char *id, int64_t at);
+
+/*  The index key of a requester's idempotency key into key (at least
+    600 bytes): its length, or -1 when it does not fit. */
+int ciba_key_index (char *key, size_t cap, const char *requested_by, const char *idem);
+
+/*  Purge ended approval id in txn (its indexes, the approval, its place
+    in ended once committed); its auth_req_ids are added to gone. */
+void ciba_purge_one (ciba_t *self, bus_txn_t *txn, const char *id, json_t *gone);
+
+/*  At start: the tables from the stored approvals, and the databases
+    that held them in a store from before emptied. 0 or the error. */
+int ciba_tables_load (ciba_t *self);
+
+/*  Devices (ciba_devices.c): does approver have an active device (the
+    device's record into *out when device is given; NULL: any)? And the
+    handlers of ciba.device.enroll, revoke, list, invite and redeem. */
+bool ciba_device_active (ciba_t *self, bus_txn_t *txn, const char *approver, const char *device, json_t **out);
+void ciba_device_enroll (bus_service_t *svc, bus_request_t *req, void *arg);
+void ciba_device_revoke (bus_service_t *svc, bus_request_t *req, void *arg);
+void ciba_device_list (bus_service_t *svc, bus_request_t *req, void *arg);
+void ciba_device_invite (bus_service_t *svc, bus_request_t *req, void *arg);
+void ciba_device_redeem (bus_service_t *svc, bus_request_t *req, void *arg);
 
 /*  Backend oidc (ciba_oidc.c): start (config, the client secret, the HTTP
     client, discovery) and stop; level i is due its next request to the

@@ -92,9 +92,11 @@
     bc-authorize at the provider, then token polls honouring interval,
     slow_down (+5 s) and Retry-After, all on the reactor through
     bus_http_client; the provider's answers map to distinct level states.
-    That backend is in ciba_oidc.c; what the files share in
-    ciba_internal.h. With webhook_url set, each asked level is also POSTed
-    there as JSON (a phone's ntfy topic, a Slack hook).
+    That backend is in ciba_oidc.c, the tables held in memory (owners,
+    deadlines, ended, the list indexes) in ciba_tables.c, the devices and
+    invites in ciba_devices.c; what the files share in ciba_internal.h.
+    With webhook_url set, each asked level is also POSTed there as JSON
+    (a phone's ntfy topic, a Slack hook).
 */
 #include "ciba_service.h"
 #include "ciba_decision.h"
@@ -113,20 +115,13 @@
 #define S_AUTH_REQ_BYTES 24      /* 192 bits; base64url: 32 characters */
 #define S_RATE_MAX     1000      /* approver_rate_per_min's bound (bus_config_keys.def) */
 #define S_PURGE_BATCH  256       /* ended approvals purged per deadline scan, at most */
-#define S_INVITE_TTL_S 600       /* a device invite's default lifetime */
-#define S_INVITE_TTL_MAX_S 86400
-#define S_INVITE_KEEP_S 86400    /* an expired invite is kept this long (its code refused as used/expired) */
-#define S_INVITE_PURGE 256       /* stale invites dropped per issue, at most */
-
-
-
 
 /* ---- small helpers ------------------------------------------------------ */
 
 /*  An approver name: "user:NAME" (or another principal class) with a
     short, plain name. */
-static bool
-s_approver_ok (const char *a)
+bool
+ciba_approver_ok (const char *a)
 {
     const char *colon = a ? strchr (a, ':') : NULL;
     if (!colon || colon == a || !colon [1] || strlen (a) > 256)
@@ -139,8 +134,8 @@ s_approver_ok (const char *a)
 
 /*  A fresh auth_req_id: 192 random bits, base64url (32 characters of
     [A-Za-z0-9_-]). */
-static void
-s_auth_req_id (char out [48])
+void
+ciba_auth_req_id (char out [48])
 {
     uint8_t raw [S_AUTH_REQ_BYTES];
     randombytes_buf (raw, sizeof raw);
@@ -192,402 +187,6 @@ ciba_load (ciba_t *self, bus_txn_t *txn, const char *approval_id)
     if (bus_txn_get (txn, self->db_approvals, approval_id, strlen (approval_id), &val, &len))
         return NULL;
     return json_loadb (val, len, 0, NULL);
-}
-
-/*  The approval id a level's auth_req_id belongs to, into out (from
-    memory: ciba_t.owners), or BUS_ENOTFOUND. The id may name an approval
-    whose change did not commit: the caller loads it (not found). */
-static int
-s_level_owner (ciba_t *self, const char *auth_req_id, char out [PROTO_ID_LEN + 1])
-{
-    pthread_mutex_lock (&self->owners_lock);
-    const char *id = zhashx_lookup (self->owners, auth_req_id);
-    if (id)
-        snprintf (out, PROTO_ID_LEN + 1, "%s", id);
-    pthread_mutex_unlock (&self->owners_lock);
-    return id ? 0 : BUS_ENOTFOUND;
-}
-
-/*  Note that approval_id owns auth_req_id (ciba_t.owners). */
-static int
-s_owner_note (ciba_t *self, const char *auth_req_id, const char *approval_id)
-{
-    char *id = strdup (approval_id);
-    if (!id)
-        return BUS_ENOMEM;
-    pthread_mutex_lock (&self->owners_lock);
-    zhashx_update (self->owners, auth_req_id, id);
-    pthread_mutex_unlock (&self->owners_lock);
-    return 0;
-}
-
-/*  Forget the auth_req_ids of the approvals purged (a JSON array of
-    strings), once the purge has committed. */
-static void
-s_owners_drop (ciba_t *self, json_t *auth_req_ids)
-{
-    size_t i;
-    json_t *auth;
-    pthread_mutex_lock (&self->owners_lock);
-    json_array_foreach (auth_req_ids, i, auth)
-        zhashx_delete (self->owners, json_string_value (auth));
-    pthread_mutex_unlock (&self->owners_lock);
-}
-
-/* ---- approvals by time (deadlines, ended) ------------------------------- */
-
-typedef struct {
-    int64_t at;
-    char id [PROTO_ID_LEN + 1];
-} s_timed_t;
-
-struct ciba_times_t {
-    zlistx_t *order;                /* s_timed_t, by (at, id) */
-    zhashx_t *handles;              /* id -> its handle in order */
-};
-
-static int
-s_timed_cmp (const void *a, const void *b)
-{
-    const s_timed_t *x = a, *y = b;
-    return x->at < y->at ? -1 : x->at > y->at ? 1 : strcmp (x->id, y->id);
-}
-
-static void
-s_timed_free (void **item)
-{
-    free (*item);
-    *item = NULL;
-}
-
-static void
-s_times_destroy (ciba_times_t **self_p)
-{
-    if (!*self_p)
-        return;
-    zhashx_destroy (&(*self_p)->handles);
-    zlistx_destroy (&(*self_p)->order);
-    free (*self_p);
-    *self_p = NULL;
-}
-
-static ciba_times_t *
-s_times_new (void)
-{
-    ciba_times_t *self = calloc (1, sizeof *self);
-    if (self) {
-        self->order = zlistx_new ();
-        self->handles = zhashx_new ();
-    }
-    if (!self || !self->order || !self->handles) {
-        s_times_destroy (&self);
-        return NULL;
-    }
-    zlistx_set_comparator (self->order, s_timed_cmp);
-    zlistx_set_destructor (self->order, s_timed_free);
-    return self;
-}
-
-/*  The time of id becomes at (0: none). Under owners_lock. Returns 0 or
-    BUS_ENOMEM. */
-static int
-s_times_set (ciba_times_t *self, const char *id, int64_t at)
-{
-    void *handle = zhashx_lookup (self->handles, id);
-    if (handle) {
-        zhashx_delete (self->handles, id);
-        zlistx_delete (self->order, handle);
-    }
-    if (at <= 0)
-        return 0;
-    s_timed_t *t = calloc (1, sizeof *t);
-    if (!t)
-        return BUS_ENOMEM;
-    t->at = at;
-    snprintf (t->id, sizeof t->id, "%s", id);
-    /* times mostly come later than those held: searched from the end */
-    handle = zlistx_insert (self->order, t, false);
-    if (!handle || zhashx_insert (self->handles, t->id, handle)) {
-        if (handle)
-            zlistx_delete (self->order, handle);
-        return BUS_ENOMEM;
-    }
-    return 0;
-}
-
-/*  Up to max ids whose time is at or before until, earliest first, into
-    ids; their count. Under owners_lock. */
-static size_t
-s_times_due (ciba_times_t *self, int64_t until, char (*ids) [PROTO_ID_LEN + 1], size_t max)
-{
-    size_t n = 0;
-    for (s_timed_t *t = zlistx_first (self->order); t && n < max && t->at <= until; t = zlistx_next (self->order))
-        memcpy (ids [n++], t->id, PROTO_ID_LEN + 1);
-    return n;
-}
-
-/*  A time to set once the transaction commits (s_time_hook). */
-typedef struct {
-    ciba_t *self;
-    ciba_times_t *times;
-    int64_t at;
-    char id [PROTO_ID_LEN + 1];
-} s_time_change_t;
-
-static void
-s_time_hook (void *arg, bool committed)
-{
-    s_time_change_t *c = arg;
-    if (committed) {
-        pthread_mutex_lock (&c->self->owners_lock);
-        if (s_times_set (c->times, c->id, c->at))
-            bus_error ("ciba: out of memory keeping the time of approval %s (looked at after a restart)", c->id);
-        pthread_mutex_unlock (&c->self->owners_lock);
-    }
-    free (c);
-}
-
-/*  In txn: once it commits, the time of approval id in times becomes at
-    (0: none). Errors are sticky in txn. */
-static void
-s_time_on_commit (ciba_t *self, bus_txn_t *txn, ciba_times_t *times, const char *id, int64_t at)
-{
-    s_time_change_t *c = calloc (1, sizeof *c);
-    if (!c) {
-        bus_txn_fail (txn, BUS_ENOMEM);
-        return;
-    }
-    c->self = self;
-    c->times = times;
-    c->at = at;
-    snprintf (c->id, sizeof c->id, "%s", id);
-    bus_txn_on_commit (txn, s_time_hook, c);
-}
-
-/*  When the approval must next be looked at: its expiry, its current
-    level's escalation or queue slot, whichever is first; 0 when it has
-    ended. */
-static int64_t
-s_next_deadline (json_t *a)
-{
-    if (!streq (ciba_str (a, "state") ?: "", "pending"))
-        return 0;
-    int64_t at = ciba_int (a, "expires_at");
-    json_t *lvl = json_array_get (json_object_get (a, "levels"), (size_t) ciba_int (a, "current"));
-    int64_t d = lvl ? ciba_int (lvl, "deadline") : 0;
-    if (d > 0 && d < at)
-        at = d;
-    int64_t p = lvl && streq (ciba_str (lvl, "state") ?: "", "pending") ? ciba_int (lvl, "poll_at") : 0;
-    if (p > 0 && p < at)
-        at = p;
-    return at;
-}
-
-/*  An index change to make once the transaction commits (s_index_hook):
-    id leaves the list under prefix old (empty: none) and joins the list
-    under new (empty: none). */
-typedef struct {
-    ciba_t *self;
-    char id [PROTO_ID_LEN + 1];
-    char old [600], new [600];
-} s_index_change_t;
-
-/*  id into (add) or out of the index list under prefix. Under
-    owners_lock. Returns 0 or BUS_ENOMEM. */
-static int
-s_index_set (ciba_t *self, const char *prefix, const char *id, bool add)
-{
-    ciba_times_t *list = zhashx_lookup (self->index, prefix);
-    if (!list && add) {
-        list = s_times_new ();
-        if (!list || zhashx_insert (self->index, prefix, list)) {
-            s_times_destroy (&list);
-            return BUS_ENOMEM;
-        }
-    }
-    if (!list)
-        return 0;
-    int rc = s_times_set (list, id, add ? 1 : 0);     /* one time for all: in id order */
-    if (zlistx_size (list->order) == 0)
-        zhashx_delete (self->index, prefix);
-    return rc;
-}
-
-static void
-s_index_hook (void *arg, bool committed)
-{
-    s_index_change_t *c = arg;
-    if (committed) {
-        pthread_mutex_lock (&c->self->owners_lock);
-        int rc = *c->old ? s_index_set (c->self, c->old, c->id, false) : 0;
-        if (rc == 0 && *c->new)
-            rc = s_index_set (c->self, c->new, c->id, true);
-        if (rc)
-            bus_error ("ciba: out of memory indexing approval %s (indexed again at the next start)", c->id);
-        pthread_mutex_unlock (&c->self->owners_lock);
-    }
-    free (c);
-}
-
-/*  Move the index entries of approval a from state from (NULL: not
-    indexed) to state to (NULL: none, the purge), once txn commits: under
-    "s" LF state LF; under "a" LF approver LF state LF for each approver
-    of its chain; under "r" LF run LF when it has a run (the same in every
-    state: kept). Errors are sticky in txn. */
-static void
-s_index (ciba_t *self, bus_txn_t *txn, json_t *a, const char *from, const char *to)
-{
-    const char *id = ciba_str (a, "approval_id"), *run = ciba_str (a, "run");
-    size_t n = json_array_size (json_object_get (a, "levels"));
-    for (size_t i = 0; i < n + 2; i++) {
-        json_t *lvl = json_array_get (json_object_get (a, "levels"), i);
-        if ((i < n && !ciba_str (lvl, "approver")) || (i == n + 1 && (!run || (from && to))))
-            continue;                   /* a run's entry stays while the approval does */
-        s_index_change_t *c = calloc (1, sizeof *c);
-        if (!c) {
-            bus_txn_fail (txn, BUS_ENOMEM);
-            return;
-        }
-        c->self = self;
-        snprintf (c->id, sizeof c->id, "%s", id);
-        const char *who = i < n ? ciba_str (lvl, "approver") : NULL;
-        int on = 0, nn = 0;
-        if (i < n) {
-            on = from ? snprintf (c->old, sizeof c->old, "a\n%s\n%s\n", who, from) : 0;
-            nn = to ? snprintf (c->new, sizeof c->new, "a\n%s\n%s\n", who, to) : 0;
-        }
-        else if (i == n) {
-            on = from ? snprintf (c->old, sizeof c->old, "s\n%s\n", from) : 0;
-            nn = to ? snprintf (c->new, sizeof c->new, "s\n%s\n", to) : 0;
-        }
-        else {
-            on = from ? snprintf (c->old, sizeof c->old, "r\n%s\n", run) : 0;
-            nn = to ? snprintf (c->new, sizeof c->new, "r\n%s\n", run) : 0;
-        }
-        if (on < 0 || (size_t) on >= sizeof c->old || nn < 0 || (size_t) nn >= sizeof c->new) {
-            free (c);                   /* approvers are at most 256 bytes (s_approver_ok) */
-            continue;
-        }
-        bus_txn_on_commit (txn, s_index_hook, c);
-    }
-}
-
-/*  The index key of a requester's idempotency key into key (at least
-    600 bytes): its length, or -1 when it does not fit. */
-static int
-s_key_index (char *key, size_t cap, const char *requested_by, const char *idem)
-{
-    int n = snprintf (key, cap, "k\n%s\n%s", requested_by, idem);
-    return n < 0 || (size_t) n >= cap ? -1 : n;
-}
-
-/*  Put a key that most likely sorts last (a time, a ULID) appended, so
-    that pages fill up; else as any put. Returns the sticky error. */
-static int
-s_put_last (bus_txn_t *txn, int db, const void *key, size_t key_len, const void *val, size_t val_len)
-{
-    int rc = bus_txn_put_append (txn, db, key, key_len, val, val_len);
-    return rc == BUS_EEXIST ? bus_txn_put (txn, db, key, key_len, val, val_len) : rc;
-}
-
-/*  Store the approval, move its deadline key, and keep its indexes: the
-    state it is indexed under is its bookkeeping member `indexed`; an
-    approval that has ended joins `ended` (by completed_at) for the purge.
-    Errors are sticky in txn. */
-int
-ciba_save (ciba_t *self, bus_txn_t *txn, json_t *a)
-{
-    const char *id = ciba_str (a, "approval_id");
-    int64_t old = ciba_int (a, "deadline"), next = s_next_deadline (a);
-    if (old != next) {
-        s_time_on_commit (self, txn, self->deadlines, id, next);
-        ciba_set_int (a, "deadline", next);
-    }
-    const char *state = ciba_str (a, "state") ?: "";
-    const char *indexed = ciba_str (a, "indexed");
-    bool fresh = !indexed;          /* its first save (or a store from before the indexes) */
-    if (!indexed || !streq (indexed, state)) {
-        s_index (self, txn, a, indexed, state);
-        if (!streq (state, "pending"))
-            s_time_on_commit (self, txn, self->ended, id, ciba_int (a, "completed_at"));
-        ciba_set_str (a, "indexed", state);
-    }
-    char *text = json_dumps (a, JSON_COMPACT);
-    if (!text) {
-        bus_txn_fail (txn, BUS_ENOMEM);
-        return BUS_ENOMEM;
-    }
-    /* approval ids are ULIDs, made in order: a new one is appended */
-    int rc = fresh ? s_put_last (txn, self->db_approvals, id, strlen (id), text, strlen (text))
-                   : bus_txn_put (txn, self->db_approvals, id, strlen (id), text, strlen (text));
-    free (text);
-    return rc;
-}
-
-/*  Purge an ended approval (its end past the retention): its indexes,
-    the approval, its place in ciba_t.ended (once committed); its levels'
-    auth_req_ids are added to gone, forgotten once the purge commits
-    (s_owners_drop). */
-static void
-s_purge_one (ciba_t *self, bus_txn_t *txn, const char *id, json_t *gone)
-{
-    json_t *a = ciba_load (self, txn, id);
-    if (a && !streq (ciba_str (a, "state") ?: "", "pending")) {
-        size_t i;
-        json_t *lvl;
-        json_array_foreach (json_object_get (a, "levels"), i, lvl) {
-            const char *auth = ciba_str (lvl, "auth_req_id");
-            if (auth)
-                json_array_append_new (gone, json_string (auth));
-        }
-        s_index (self, txn, a, ciba_str (a, "indexed") ?: ciba_str (a, "state"), NULL);
-        char key [600];
-        int n = ciba_str (a, "idempotency_key")
-              ? s_key_index (key, sizeof key, ciba_str (a, "requested_by") ?: "", ciba_str (a, "idempotency_key")) : -1;
-        if (n > 0)
-            bus_txn_del (txn, self->db_index, key, (size_t) n);
-        bus_txn_del (txn, self->db_approvals, id, PROTO_ID_LEN);
-    }
-    json_decref (a);
-    s_time_on_commit (self, txn, self->ended, id, 0);
-}
-
-/*  Scan callback: stop at the first active device (*arg, a bool). */
-static int
-s_any_active (const void *k, size_t kl, const void *v, size_t vl, void *arg)
-{
-    json_t *d = json_loadb (v, vl, 0, NULL);
-    bool *any = arg;
-    *any = d && streq (ciba_str (d, "state") ?: "", "active");
-    json_decref (d);
-    return *any ? 1 : 0;
-}
-
-/*  Does approver have an active device? The device's record into *out
-    when device is given (NULL: any). */
-static bool
-s_device_active (ciba_t *self, bus_txn_t *txn, const char *approver, const char *device, json_t **out)
-{
-    char prefix [600];
-    int n = snprintf (prefix, sizeof prefix, "%s\n%s", approver, device ? device : "");
-    if (n < 0 || (size_t) n >= sizeof prefix)
-        return false;
-    if (device) {
-        const void *val;
-        size_t len;
-        if (bus_txn_get (txn, self->db_devices, prefix, (size_t) n, &val, &len))
-            return false;
-        json_t *d = json_loadb (val, len, 0, NULL);
-        bool ok = d && streq (ciba_str (d, "state") ?: "", "active");
-        if (out)
-            *out = d;
-        else
-            json_decref (d);
-        return ok;
-    }
-    bool any = false;
-    bus_txn_scan_prefix (txn, self->db_devices, prefix, (size_t) n, s_any_active, &any);
-    return any;
 }
 
 /* ---- events ------------------------------------------------------------- */
@@ -852,7 +451,7 @@ ciba_ask (ciba_t *self, bus_txn_t *txn, json_t *a, size_t i, int64_t now, const 
         json_t *lvl = json_array_get (levels, i);
         const char *approver = ciba_str (lvl, "approver");
         ciba_set_int (a, "current", (json_int_t) i);
-        if (!self->oidc && !s_device_active (self, txn, approver, NULL, NULL)) {
+        if (!self->oidc && !ciba_device_active (self, txn, approver, NULL, NULL)) {
             if (ciba_pass_level (self, txn, a, i, "approver_not_enrolled", now, tp))
                 continue;
             return;
@@ -937,13 +536,13 @@ s_tick (ciba_t *self, bus_txn_t *txn, json_t *a, int64_t now, json_t *after)
     request, copied on the reactor (the writer may not ask the request),
     and what must reach the world once the change is durable. Freed on
     the reactor after the answer (s_job_after), which then sends it. */
-typedef struct {
+struct ciba_job_t {
     ciba_t *self;
     char principal [PROTO_PRINCIPAL_MAX + 1];
     char tp [PROTO_TRACEPARENT_LEN + 1];
     bool user;                   /* the principal is an approver (user:) */
     json_t *after;               /* ciba_after_note's list */
-} s_job_t;
+};
 
 static bool
 s_is_user (bus_request_t *req)
@@ -956,7 +555,7 @@ s_is_user (bus_request_t *req)
 static void
 s_job_after (void *arg)
 {
-    s_job_t *job = arg;
+    ciba_job_t *job = arg;
     if (!job)
         return;
     ciba_after_commit (job->self, job->after);
@@ -969,10 +568,10 @@ s_job_after (void *arg)
     hop): either way its outcome is recorded with its effect, and its
     events are published as soon as the commit returns, before the
     reply. */
-static void
-s_change (ciba_t *self, bus_request_t *req, bus_work_fn *fn)
+void
+ciba_change (ciba_t *self, bus_request_t *req, bus_work_fn *fn)
 {
-    s_job_t *job = calloc (1, sizeof *job);
+    ciba_job_t *job = calloc (1, sizeof *job);
     if (job)
         job->after = json_array ();
     if (!job || !job->after) {
@@ -987,19 +586,15 @@ s_change (ciba_t *self, bus_request_t *req, bus_work_fn *fn)
     (void) bus_request_write (req, fn, self, job, s_job_after);   /* answered or deferred; job freed */
 }
 
-static const char *
-s_tp (s_job_t *job)
+const char *
+ciba_tp (ciba_job_t *job)
 {
     return *job->tp ? job->tp : NULL;
 }
 
-static void
-s_fail (bus_outcome_t *out, const char *code, const char *fmt, ...)
-    __attribute__((format (printf, 3, 4)));
-
 /*  out becomes the error code with a printf message. */
-static void
-s_fail (bus_outcome_t *out, const char *code, const char *fmt, ...)
+void
+ciba_fail (bus_outcome_t *out, const char *code, const char *fmt, ...)
 {
     json_decref (out->body);
     out->body = NULL;
@@ -1014,21 +609,21 @@ s_fail (bus_outcome_t *out, const char *code, const char *fmt, ...)
     group's fsync, the outcome recorded beside it); out, already the
     answer (ok or an error found on the way, e.g. after an expiry the
     change stored), becomes `unavailable` when it cannot be stored. */
-static void
-s_finish (ciba_t *self, bus_txn_t **txn, bus_outcome_t *out)
+void
+ciba_finish (ciba_t *self, bus_txn_t **txn, bus_outcome_t *out)
 {
     int rc = bus_service_commit (self->svc, txn);
     if (rc)
-        s_fail (out, PROTO_ERR_UNAVAILABLE, "the change could not be stored: %s", bus_strerror (rc));
+        ciba_fail (out, PROTO_ERR_UNAVAILABLE, "the change could not be stored: %s", bus_strerror (rc));
 }
 
 /*  A write transaction for a change, or NULL with out set. */
-static bus_txn_t *
-s_write_begin (ciba_t *self, bus_outcome_t *out)
+bus_txn_t *
+ciba_write_begin (ciba_t *self, bus_outcome_t *out)
 {
     bus_txn_t *txn = bus_txn_begin (self->store, true);
     if (!txn)
-        s_fail (out, PROTO_ERR_UNAVAILABLE, "cannot open the store");
+        ciba_fail (out, PROTO_ERR_UNAVAILABLE, "cannot open the store");
     return txn;
 }
 
@@ -1056,7 +651,7 @@ s_levels_from (json_t *body, char *why, size_t why_len)
     json_array_foreach (chain, i, e) {
         json_t *who = json_object_get (e, "approver") ?: json_object_get (e, "user");
         json_t *after = json_object_get (e, "escalate_after");
-        if (!json_is_object (e) || !json_is_string (who) || !s_approver_ok (json_string_value (who))) {
+        if (!json_is_object (e) || !json_is_string (who) || !ciba_approver_ok (json_string_value (who))) {
             snprintf (why, why_len, "chain[%zu]: approver must be a principal such as user:alice", i);
             goto fail;
         }
@@ -1066,7 +661,7 @@ s_levels_from (json_t *body, char *why, size_t why_len)
             goto fail;
         }
         char id [48];
-        s_auth_req_id (id);
+        ciba_auth_req_id (id);
         json_array_append_new (levels, json_pack ("{s:O, s:I, s:s, s:s}", "approver", who, "escalate_after",
                                                   (json_int_t) (after ? json_integer_value (after) : 0),
                                                   "auth_req_id", id, "state", "waiting"));
@@ -1108,7 +703,7 @@ s_authorize_again (ciba_t *self, bus_txn_t *txn, const char *requested_by, const
                    bus_outcome_t *out)
 {
     char key [600];
-    int n = s_key_index (key, sizeof key, requested_by, idem);
+    int n = ciba_key_index (key, sizeof key, requested_by, idem);
     const void *val;
     size_t len;
     if (n < 0)
@@ -1126,7 +721,7 @@ s_authorize_again (ciba_t *self, bus_txn_t *txn, const char *requested_by, const
         return false;
     }
     if (!streq (ciba_str (first, "authorization_details_sha256") ?: "", ciba_str (a, "authorization_details_sha256")))
-        s_fail (out, PROTO_ERR_CONFLICT, "idempotency_key %s was given for approval %s, whose authorization_details "
+        ciba_fail (out, PROTO_ERR_CONFLICT, "idempotency_key %s was given for approval %s, whose authorization_details "
                 "differ", idem, ciba_str (first, "approval_id"));
     else {
         int64_t now = proto_now_us ();
@@ -1134,7 +729,7 @@ s_authorize_again (ciba_t *self, bus_txn_t *txn, const char *requested_by, const
         out->body = view ? s_authorize_reply (self, view, now) : NULL;
         json_decref (view);
         if (!out->body)
-            s_fail (out, PROTO_ERR_UNAVAILABLE, "out of memory");
+            ciba_fail (out, PROTO_ERR_UNAVAILABLE, "out of memory");
     }
     json_decref (first);
     return true;
@@ -1149,19 +744,19 @@ static void
 s_authorize_work (void *state, json_t *body, void *arg, bus_outcome_t *out)
 {
     ciba_t *self = state;
-    s_job_t *job = arg;
+    ciba_job_t *job = arg;
     char why [256] = "";
     json_t *details = json_object_get (body, "authorization_details");
     size_t i;
     json_t *d;
     json_array_foreach (details, i, d)
         if (!json_is_object (d) || !json_is_string (json_object_get (d, "type"))) {
-            s_fail (out, PROTO_ERR_INVALID, "authorization_details[%zu] must be an object with a type (RFC 9396)", i);
+            ciba_fail (out, PROTO_ERR_INVALID, "authorization_details[%zu] must be an object with a type (RFC 9396)", i);
             return;
         }
     char hash [65];
     if (ciba_details_sha256 (hash, details)) {
-        s_fail (out, PROTO_ERR_INVALID, "authorization_details has no canonical JSON form "
+        ciba_fail (out, PROTO_ERR_INVALID, "authorization_details has no canonical JSON form "
                 "(RFC 8785): integers beyond 2^53, or nesting past 32 levels");
         return;
     }
@@ -1172,7 +767,7 @@ s_authorize_work (void *state, json_t *body, void *arg, bus_outcome_t *out)
     json_t *levels = message ? s_levels_from (body, why, sizeof why) : NULL;
     if (!levels) {
         free (message);
-        s_fail (out, PROTO_ERR_INVALID, "%s", why);
+        ciba_fail (out, PROTO_ERR_INVALID, "%s", why);
         return;
     }
     int64_t now = proto_now_us ();
@@ -1192,10 +787,10 @@ s_authorize_work (void *state, json_t *body, void *arg, bus_outcome_t *out)
                            "current", (json_int_t) 0, "deadline", (json_int_t) 0, "levels", levels);
     free (message);
     if (!a) {
-        s_fail (out, PROTO_ERR_UNAVAILABLE, "out of memory");
+        ciba_fail (out, PROTO_ERR_UNAVAILABLE, "out of memory");
         return;
     }
-    bus_txn_t *txn = s_write_begin (self, out);
+    bus_txn_t *txn = ciba_write_begin (self, out);
     if (!txn) {
         json_decref (a);
         return;
@@ -1203,26 +798,26 @@ s_authorize_work (void *state, json_t *body, void *arg, bus_outcome_t *out)
     const char *idem = ciba_str (body, "idempotency_key");
     if (idem && s_authorize_again (self, txn, job->principal, idem, a, out)) {
         json_decref (a);
-        s_finish (self, &txn, out);
+        ciba_finish (self, &txn, out);
         return;
     }
     json_t *lvl;
     json_array_foreach (levels, i, lvl)
-        if (s_owner_note (self, ciba_str (lvl, "auth_req_id"), approval_id))
+        if (ciba_owner_note (self, ciba_str (lvl, "auth_req_id"), approval_id))
             bus_txn_fail (txn, BUS_ENOMEM);
-    ciba_ask (self, txn, a, 0, now, s_tp (job), job->after);
+    ciba_ask (self, txn, a, 0, now, ciba_tp (job), job->after);
     ciba_save (self, txn, a);
     out->body = s_authorize_reply (self, a, now);
     json_decref (a);
     if (!out->body)
         bus_txn_fail (txn, BUS_ENOMEM);
-    s_finish (self, &txn, out);
+    ciba_finish (self, &txn, out);
 }
 
 static void
 s_authorize (bus_service_t *svc, bus_request_t *req, void *arg)
 {
-    s_change (arg, req, s_authorize_work);
+    ciba_change (arg, req, s_authorize_work);
 }
 
 /*  The approval a body names by approval_id or auth_req_id, in txn; NULL
@@ -1234,21 +829,21 @@ s_find (ciba_t *self, bus_txn_t *txn, json_t *body, bus_outcome_t *out)
     const char *auth_req_id = ciba_str (body, "auth_req_id");
     char owner [PROTO_ID_LEN + 1];
     if (!approval_id && !auth_req_id) {
-        s_fail (out, PROTO_ERR_INVALID, "approval_id or auth_req_id is required");
+        ciba_fail (out, PROTO_ERR_INVALID, "approval_id or auth_req_id is required");
         return NULL;
     }
     if (!approval_id) {
-        json_t *a = s_level_owner (self, auth_req_id, owner) == 0 ? ciba_load (self, txn, owner) : NULL;
+        json_t *a = ciba_level_owner (self, auth_req_id, owner) == 0 ? ciba_load (self, txn, owner) : NULL;
         if (!a)
-            s_fail (out, PROTO_ERR_NOT_FOUND, "no approval has that auth_req_id");
+            ciba_fail (out, PROTO_ERR_NOT_FOUND, "no approval has that auth_req_id");
         return a;
     }
     json_t *a = ciba_load (self, txn, approval_id);
     if (!a)
-        s_fail (out, PROTO_ERR_NOT_FOUND, "no approval %s", approval_id);
-    else if (auth_req_id && (s_level_owner (self, auth_req_id, owner) || !streq (owner, approval_id))) {
+        ciba_fail (out, PROTO_ERR_NOT_FOUND, "no approval %s", approval_id);
+    else if (auth_req_id && (ciba_level_owner (self, auth_req_id, owner) || !streq (owner, approval_id))) {
         /* both given: they must agree */
-        s_fail (out, PROTO_ERR_INVALID, "auth_req_id is not a level of approval %s", approval_id);
+        ciba_fail (out, PROTO_ERR_INVALID, "auth_req_id is not a level of approval %s", approval_id);
         json_decref (a);
         return NULL;
     }
@@ -1354,20 +949,20 @@ static void
 s_decide_work (void *state, json_t *body, void *arg, bus_outcome_t *out)
 {
     ciba_t *self = state;
-    s_job_t *job = arg;
+    ciba_job_t *job = arg;
     const char *auth_req_id = ciba_str (body, "auth_req_id");
     const char *decision = ciba_str (body, "decision");
     const char *device = ciba_str (body, "device");
     const char *signature = ciba_str (body, "signature");
     if (!streq (decision, "approve") && !streq (decision, "deny")) {
-        s_fail (out, PROTO_ERR_INVALID, "decision must be approve or deny");
+        ciba_fail (out, PROTO_ERR_INVALID, "decision must be approve or deny");
         return;
     }
     if (self->oidc) {
-        s_fail (out, PROTO_ERR_CONFLICT, "backend oidc: decisions come from the provider");
+        ciba_fail (out, PROTO_ERR_CONFLICT, "backend oidc: decisions come from the provider");
         return;
     }
-    bus_txn_t *txn = s_write_begin (self, out);
+    bus_txn_t *txn = ciba_write_begin (self, out);
     json_t *a = txn ? s_find (self, txn, body, out) : NULL;
     json_t *dev = NULL;
     if (!a) {
@@ -1375,7 +970,7 @@ s_decide_work (void *state, json_t *body, void *arg, bus_outcome_t *out)
         return;
     }
     int64_t now = proto_now_us ();
-    const char *tp = s_tp (job);
+    const char *tp = ciba_tp (job);
     json_t *levels = json_object_get (a, "levels"), *lvl = NULL;
     size_t i, at = 0;
     json_array_foreach (levels, i, lvl)
@@ -1386,34 +981,34 @@ s_decide_work (void *state, json_t *body, void *arg, bus_outcome_t *out)
     lvl = json_array_get (levels, at);
     const char *approver = ciba_str (lvl, "approver");
     if (job->user && !streq (job->principal, approver)) {
-        s_fail (out, PROTO_ERR_FORBIDDEN, "%s is not the approver of this request", job->principal);
+        ciba_fail (out, PROTO_ERR_FORBIDDEN, "%s is not the approver of this request", job->principal);
         goto done;
     }
     if (s_tick (self, txn, a, now, job->after) && ciba_save (self, txn, a) == 0
         && !streq (ciba_str (a, "state"), "pending")) {
         /* the deadline had passed: the expiry is stored, the decision refused */
-        s_fail (out, PROTO_ERR_CONFLICT, "the approval is %s", ciba_str (a, "state"));
+        ciba_fail (out, PROTO_ERR_CONFLICT, "the approval is %s", ciba_str (a, "state"));
         goto done;
     }
     if (!streq (ciba_str (a, "state"), "pending")) {
-        s_fail (out, PROTO_ERR_CONFLICT, "the approval is %s", ciba_str (a, "state"));
+        ciba_fail (out, PROTO_ERR_CONFLICT, "the approval is %s", ciba_str (a, "state"));
         goto done;
     }
     if (!streq (ciba_str (lvl, "state"), "pending") || json_is_true (json_object_get (lvl, "queued"))) {
-        s_fail (out, PROTO_ERR_CONFLICT, "this request (level %zu) is %s: a decision is taken once, "
+        ciba_fail (out, PROTO_ERR_CONFLICT, "this request (level %zu) is %s: a decision is taken once, "
                 "and only for the level being asked", at,
                 json_is_true (json_object_get (lvl, "queued")) ? "queued, not asked yet" : ciba_str (lvl, "state"));
         goto done;
     }
-    if (!s_device_active (self, txn, approver, device, &dev)) {
-        s_fail (out, PROTO_ERR_FORBIDDEN, "device %.43s is %s", device,
+    if (!ciba_device_active (self, txn, approver, device, &dev)) {
+        ciba_fail (out, PROTO_ERR_FORBIDDEN, "device %.43s is %s", device,
                 dev ? "revoked" : "not enrolled for this approver");
         goto done;
     }
     int vrc = ciba_decision_verify (device, signature, auth_req_id, decision, ciba_str (a, "binding_message"),
                                     ciba_str (a, "authorization_details_sha256"));
     if (vrc) {
-        s_fail (out, PROTO_ERR_FORBIDDEN, "%s", vrc == BUS_ECRYPTO
+        ciba_fail (out, PROTO_ERR_FORBIDDEN, "%s", vrc == BUS_ECRYPTO
                 ? "the signature does not verify over this request's decision bytes (PROTOCOL.md 10.4)"
                 : "the signature is not 64 bytes of base64url");
         goto done;
@@ -1437,7 +1032,7 @@ s_decide_work (void *state, json_t *body, void *arg, bus_outcome_t *out)
     ciba_save (self, txn, a);
     out->body = s_public (a, now);
 done:
-    s_finish (self, &txn, out);         /* an error found on the way keeps what the tick stored */
+    ciba_finish (self, &txn, out);         /* an error found on the way keeps what the tick stored */
     json_decref (dev);
     json_decref (a);
 }
@@ -1445,7 +1040,7 @@ done:
 static void
 s_decide (bus_service_t *svc, bus_request_t *req, void *arg)
 {
-    s_change (arg, req, s_decide_work);
+    ciba_change (arg, req, s_decide_work);
 }
 
 /*  ciba.cancel {approval_id | auth_req_id, reason?}: on the writer. */
@@ -1453,20 +1048,20 @@ static void
 s_cancel_work (void *state, json_t *body, void *arg, bus_outcome_t *out)
 {
     ciba_t *self = state;
-    s_job_t *job = arg;
-    bus_txn_t *txn = s_write_begin (self, out);
+    ciba_job_t *job = arg;
+    bus_txn_t *txn = ciba_write_begin (self, out);
     json_t *a = txn ? s_find (self, txn, body, out) : NULL;
     if (!a) {
         bus_service_abort (self->svc, &txn);
         return;
     }
     int64_t now = proto_now_us ();
-    const char *tp = s_tp (job);
+    const char *tp = ciba_tp (job);
     if (s_tick (self, txn, a, now, job->after))
         ciba_save (self, txn, a);
     if (!streq (ciba_str (a, "state"), "pending")) {
-        s_fail (out, PROTO_ERR_CONFLICT, "the approval is %s", ciba_str (a, "state"));
-        s_finish (self, &txn, out);
+        ciba_fail (out, PROTO_ERR_CONFLICT, "the approval is %s", ciba_str (a, "state"));
+        ciba_finish (self, &txn, out);
         json_decref (a);
         return;
     }
@@ -1482,14 +1077,14 @@ s_cancel_work (void *state, json_t *body, void *arg, bus_outcome_t *out)
     ciba_complete (self, txn, a, "cancelled", reason, now, tp);
     ciba_save (self, txn, a);
     out->body = s_public (a, now);
-    s_finish (self, &txn, out);
+    ciba_finish (self, &txn, out);
     json_decref (a);
 }
 
 static void
 s_cancel (bus_service_t *svc, bus_request_t *req, void *arg)
 {
-    s_change (arg, req, s_cancel_work);
+    ciba_change (arg, req, s_cancel_work);
 }
 
 typedef struct {
@@ -1536,10 +1131,10 @@ s_list_indexed (s_list_scan_t *q, const char *prefix)
     ciba_t *self = q->self;
     pthread_mutex_lock (&self->owners_lock);
     ciba_times_t *list = zhashx_lookup (self->index, prefix);
-    size_t n = list ? zlistx_size (list->order) : 0;
+    size_t n = list ? ciba_times_size (list) : 0;
     char (*ids) [PROTO_ID_LEN + 1] = n ? malloc (n * sizeof *ids) : NULL;
     if (ids)
-        n = s_times_due (list, INT64_MAX, ids, n);
+        n = ciba_times_due (list, INT64_MAX, ids, n);
     pthread_mutex_unlock (&self->owners_lock);
     if (n && !ids)
         return BUS_ENOMEM;
@@ -1608,336 +1203,6 @@ s_list (bus_service_t *svc, bus_request_t *req, void *arg)
     bus_reply_ok (req, json_pack ("{s:o}", "approvals", out));
 }
 
-/* ---- devices ------------------------------------------------------------ */
-
-/*  ciba.device.enroll {approver, public_key}: an Ed25519 public key
-    (base64url, 32 bytes) becomes a device of approver; the device is named
-    by its key. A revoked key cannot come back. On the writer. */
-static void
-s_device_enroll_work (void *state, json_t *body, void *arg, bus_outcome_t *out)
-{
-    ciba_t *self = state;
-    s_job_t *job = arg;
-    const char *approver = ciba_str (body, "approver"), *pk = ciba_str (body, "public_key");
-    uint8_t raw [CIBA_PK_LEN];
-    if (!s_approver_ok (approver) || ciba_b64_decode (raw, sizeof raw, pk)) {
-        s_fail (out, PROTO_ERR_INVALID, "approver must be a principal such as user:alice and "
-                "public_key 32 bytes of base64url (an Ed25519 public key)");
-        return;
-    }
-    bus_txn_t *txn = s_write_begin (self, out);
-    if (!txn)
-        return;
-    char key [600];
-    int n = snprintf (key, sizeof key, "%s\n%s", approver, pk);
-    const void *val;
-    size_t len;
-    int64_t now = proto_now_us ();
-    if (bus_txn_get (txn, self->db_devices, key, (size_t) n, &val, &len) == 0) {
-        json_t *d = json_loadb (val, len, 0, NULL);
-        bool active = d && streq (ciba_str (d, "state") ?: "", "active");
-        json_decref (d);
-        if (!active)
-            s_fail (out, PROTO_ERR_CONFLICT, "this key was revoked; enrol a new one");
-        else
-            out->body = json_pack ("{s:s, s:s, s:s}", "approver", approver, "device", pk, "state", "active");
-        s_finish (self, &txn, out);
-        return;
-    }
-    json_t *d = json_pack ("{s:s, s:s, s:s, s:I}", "approver", approver, "device", pk, "state", "active",
-                           "enrolled_at", (json_int_t) now);
-    char *text = d ? json_dumps (d, JSON_COMPACT) : NULL;
-    if (!text)
-        bus_txn_fail (txn, BUS_ENOMEM);
-    else
-        bus_txn_put (txn, self->db_devices, key, (size_t) n, text, strlen (text));
-    free (text);
-    bus_event_append (self->svc, txn, "ciba.device.enrolled", json_pack ("{s:s, s:s}", "approver", approver,
-                                                                          "device", pk), s_tp (job));
-    out->body = d;
-    s_finish (self, &txn, out);
-}
-
-static void
-s_device_enroll (bus_service_t *svc, bus_request_t *req, void *arg)
-{
-    s_change (arg, req, s_device_enroll_work);
-}
-
-typedef struct {
-    json_t *found;
-    size_t exact;            /* key length when one device is named, else 0 */
-} s_collect_t;
-
-/*  Scan callback: the active devices (of the one key when exact). */
-static int
-s_collect (const void *k, size_t kl, const void *v, size_t vl, void *arg)
-{
-    s_collect_t *c = arg;
-    json_t *d = json_loadb (v, vl, 0, NULL);
-    if (d && streq (ciba_str (d, "state") ?: "", "active") && (!c->exact || kl == c->exact))
-        json_array_append (c->found, d);
-    json_decref (d);
-    return 0;
-}
-
-/*  ciba.device.revoke {approver, device?}: one device, or every active
-    device of approver. On the writer. */
-static void
-s_device_revoke_work (void *state, json_t *body, void *arg, bus_outcome_t *out)
-{
-    ciba_t *self = state;
-    s_job_t *job = arg;
-    const char *approver = ciba_str (body, "approver"), *device = ciba_str (body, "device");
-    if (!s_approver_ok (approver)) {
-        s_fail (out, PROTO_ERR_INVALID, "approver must be a principal such as user:alice");
-        return;
-    }
-    bus_txn_t *txn = s_write_begin (self, out);
-    if (!txn)
-        return;
-    char prefix [600];
-    int n = snprintf (prefix, sizeof prefix, "%s\n%s", approver, device ? device : "");
-    json_t *found = json_array (), *revoked = json_array ();
-    s_collect_t collect = { found, device ? (size_t) n : 0 };
-    bus_txn_scan_prefix (txn, self->db_devices, prefix, (size_t) n, s_collect, &collect);
-    int64_t now = proto_now_us ();
-    size_t i;
-    json_t *d;
-    json_array_foreach (found, i, d) {
-        ciba_set_str (d, "state", "revoked");
-        ciba_set_int (d, "revoked_at", now);
-        char key [600];
-        int kn = snprintf (key, sizeof key, "%s\n%s", approver, ciba_str (d, "device"));
-        char *text = json_dumps (d, JSON_COMPACT);
-        if (!text)
-            bus_txn_fail (txn, BUS_ENOMEM);
-        else
-            bus_txn_put (txn, self->db_devices, key, (size_t) kn, text, strlen (text));
-        free (text);
-        json_array_append_new (revoked, json_string (ciba_str (d, "device")));
-        bus_event_append (self->svc, txn, "ciba.device.revoked", json_pack ("{s:s, s:s}", "approver", approver,
-                                                                             "device", ciba_str (d, "device")),
-                          s_tp (job));
-    }
-    json_decref (found);
-    if (json_array_size (revoked) == 0) {
-        json_decref (revoked);
-        s_fail (out, PROTO_ERR_NOT_FOUND, "%s has no active device%s", approver, device ? " by that key" : "");
-    }
-    else
-        out->body = json_pack ("{s:s, s:o}", "approver", approver, "revoked", revoked);
-    s_finish (self, &txn, out);
-}
-
-static void
-s_device_revoke (bus_service_t *svc, bus_request_t *req, void *arg)
-{
-    s_change (arg, req, s_device_revoke_work);
-}
-
-/* ---- device invites ----------------------------------------------------- */
-
-/*  The key of an invite code in `invites`: its SHA-256 (the code itself is
-    never stored: a copy of the store enrols nothing). */
-static void
-s_invite_key (uint8_t key [crypto_hash_sha256_BYTES], const char *code)
-{
-    crypto_hash_sha256 (key, (const uint8_t *) code, strlen (code));
-}
-
-typedef struct {
-    int64_t before;          /* invites that expired before this are dropped */
-    size_t n;
-    uint8_t keys [S_INVITE_PURGE][crypto_hash_sha256_BYTES];
-} s_stale_t;
-
-/*  Scan callback: invites (used or not) expired before q->before. */
-static int
-s_stale_invite (const void *k, size_t kl, const void *v, size_t vl, void *arg)
-{
-    s_stale_t *q = arg;
-    json_t *inv = kl == crypto_hash_sha256_BYTES ? json_loadb (v, vl, 0, NULL) : NULL;
-    if (inv && ciba_int (inv, "expires_at") < q->before)
-        memcpy (q->keys [q->n++], k, kl);
-    json_decref (inv);
-    return q->n >= S_INVITE_PURGE ? 1 : 0;
-}
-
-/*  ciba.device.invite {user, ttl_s?}: a one-time code that enrols one
-    device for user (ciba.device.redeem). 192 random bits, base64url; kept
-    as its hash with {user, state: unused|used, created_at, expires_at,
-    used_at?, device?}. The code is in the reply only (and the request's
-    recorded outcome, which a retry must get back). On the writer. */
-static void
-s_device_invite_work (void *state, json_t *body, void *arg, bus_outcome_t *out)
-{
-    ciba_t *self = state;
-    s_job_t *job = arg;
-    const char *user = ciba_str (body, "user");
-    json_t *jttl = json_object_get (body, "ttl_s");
-    int64_t ttl_s = jttl ? json_integer_value (jttl) : S_INVITE_TTL_S;
-    if (!s_approver_ok (user) || ttl_s < 1 || ttl_s > S_INVITE_TTL_MAX_S) {
-        s_fail (out, PROTO_ERR_INVALID, "user must be a principal such as user:alice and ttl_s 1..%d",
-                S_INVITE_TTL_MAX_S);
-        return;
-    }
-    bus_txn_t *txn = s_write_begin (self, out);
-    if (!txn)
-        return;
-    char code [48];
-    s_auth_req_id (code);
-    uint8_t key [crypto_hash_sha256_BYTES];
-    s_invite_key (key, code);
-    int64_t now = proto_now_us (), expires = now + ttl_s * 1000000LL;
-    /* invites are issued by hand, rarely: each issue drops (a bounded
-       number of) those expired more than a day ago, used or not; their
-       codes are refused as unknown from then on */
-    s_stale_t *stale = calloc (1, sizeof *stale);
-    if (stale) {
-        stale->before = now - S_INVITE_KEEP_S * 1000000LL;
-        bus_txn_scan (txn, self->db_invites, NULL, 0, NULL, 0, s_stale_invite, stale);
-        for (size_t i = 0; i < stale->n; i++)
-            bus_txn_del (txn, self->db_invites, stale->keys [i], crypto_hash_sha256_BYTES);
-        free (stale);
-    }
-    json_t *inv = json_pack ("{s:s, s:s, s:I, s:I}", "user", user, "state", "unused",
-                             "created_at", (json_int_t) now, "expires_at", (json_int_t) expires);
-    char *text = inv ? json_dumps (inv, JSON_COMPACT) : NULL;
-    if (!text)
-        bus_txn_fail (txn, BUS_ENOMEM);
-    else
-        bus_txn_put (txn, self->db_invites, key, sizeof key, text, strlen (text));
-    free (text);
-    json_decref (inv);
-    bus_event_append (self->svc, txn, "ciba.device.invited",
-                      json_pack ("{s:s, s:I}", "approver", user, "expires_at", (json_int_t) expires), s_tp (job));
-    out->body = json_pack ("{s:s, s:s, s:I}", "user", user, "code", code, "expires_at", (json_int_t) expires);
-    s_finish (self, &txn, out);
-    sodium_memzero (code, sizeof code);
-}
-
-static void
-s_device_invite (bus_service_t *svc, bus_request_t *req, void *arg)
-{
-    s_change (arg, req, s_device_invite_work);
-}
-
-/*  ciba.device.redeem {code, public_key}: the code of an unused, unexpired
-    invite enrols public_key as a device of the invite's user, and the
-    invite is used (once). Unknown: not_found; used: conflict; expired:
-    forbidden. On the writer. */
-static void
-s_device_redeem_work (void *state, json_t *body, void *arg, bus_outcome_t *out)
-{
-    ciba_t *self = state;
-    s_job_t *job = arg;
-    const char *code = ciba_str (body, "code"), *pk = ciba_str (body, "public_key");
-    uint8_t raw [CIBA_PK_LEN];
-    if (!code || !*code || ciba_b64_decode (raw, sizeof raw, pk)) {
-        s_fail (out, PROTO_ERR_INVALID, "code must be an invite code and public_key 32 bytes of base64url "
-                "(an Ed25519 public key)");
-        return;
-    }
-    bus_txn_t *txn = s_write_begin (self, out);
-    if (!txn)
-        return;
-    uint8_t key [crypto_hash_sha256_BYTES];
-    s_invite_key (key, code);
-    const void *val;
-    size_t len;
-    int64_t now = proto_now_us ();
-    json_t *inv = NULL;
-    if (bus_txn_get (txn, self->db_invites, key, sizeof key, &val, &len) == 0)
-        inv = json_loadb (val, len, 0, NULL);
-    const char *user = inv ? ciba_str (inv, "user") : NULL;
-    if (!user)
-        s_fail (out, PROTO_ERR_NOT_FOUND, "unknown invite code");
-    else
-    if (!streq (ciba_str (inv, "state") ?: "", "unused"))
-        s_fail (out, PROTO_ERR_CONFLICT, "this invite code was used already; ask for a new one");
-    else
-    if (ciba_int (inv, "expires_at") <= now)
-        s_fail (out, PROTO_ERR_FORBIDDEN, "this invite code has expired; ask for a new one");
-    if (out->code) {
-        json_decref (inv);
-        s_finish (self, &txn, out);
-        return;
-    }
-    char dkey [600];
-    int n = snprintf (dkey, sizeof dkey, "%s\n%s", user, pk);
-    json_t *old = NULL;
-    if (bus_txn_get (txn, self->db_devices, dkey, (size_t) n, &val, &len) == 0)
-        old = json_loadb (val, len, 0, NULL);
-    if (old && !streq (ciba_str (old, "state") ?: "", "active")) {
-        s_fail (out, PROTO_ERR_CONFLICT, "this key was revoked; enrol a new one");
-        json_decref (old);
-        json_decref (inv);
-        s_finish (self, &txn, out);
-        return;
-    }
-    json_t *d = old ? old : json_pack ("{s:s, s:s, s:s, s:I}", "approver", user, "device", pk, "state", "active",
-                                       "enrolled_at", (json_int_t) now);
-    ciba_set_str (inv, "state", "used");
-    ciba_set_int (inv, "used_at", now);
-    ciba_set_str (inv, "device", pk);
-    char *itext = json_dumps (inv, JSON_COMPACT);
-    char *dtext = d && !old ? json_dumps (d, JSON_COMPACT) : NULL;
-    if (!itext || !d || (!old && !dtext))
-        bus_txn_fail (txn, BUS_ENOMEM);
-    else {
-        bus_txn_put (txn, self->db_invites, key, sizeof key, itext, strlen (itext));
-        if (dtext)
-            bus_txn_put (txn, self->db_devices, dkey, (size_t) n, dtext, strlen (dtext));
-    }
-    free (itext);
-    free (dtext);
-    if (!old)
-        bus_event_append (self->svc, txn, "ciba.device.enrolled",
-                          json_pack ("{s:s, s:s, s:s}", "approver", user, "device", pk, "via", "invite"), s_tp (job));
-    out->body = json_pack ("{s:s, s:s, s:s, s:s, s:I}", "user", user, "approver", user, "device", pk,
-                           "state", "active", "enrolled_at", (json_int_t) ciba_int (d, "enrolled_at"));
-    json_decref (d);
-    json_decref (inv);
-    s_finish (self, &txn, out);
-}
-
-static void
-s_device_redeem (bus_service_t *svc, bus_request_t *req, void *arg)
-{
-    s_change (arg, req, s_device_redeem_work);
-}
-
-/*  Scan callback of ciba.device.list. */
-static int
-s_device_one (const void *k, size_t kl, const void *v, size_t vl, void *arg)
-{
-    json_t *d = json_loadb (v, vl, 0, NULL);
-    if (d)
-        json_array_append_new (arg, d);
-    return json_array_size (arg) >= 10000 ? 1 : 0;
-}
-
-/*  ciba.device.list {approver?}. */
-static void
-s_device_list (bus_service_t *svc, bus_request_t *req, void *arg)
-{
-    ciba_t *self = arg;
-    const char *approver = ciba_str (bus_request_body (req), "approver");
-    char prefix [600];
-    int n = approver ? snprintf (prefix, sizeof prefix, "%s\n", approver) : 0;
-    json_t *out = json_array ();
-    bus_txn_t *txn = bus_txn_begin (self->store, false);
-    int rc = txn ? bus_txn_scan_prefix (txn, self->db_devices, prefix, (size_t) n, s_device_one, out) : BUS_EIO;
-    bus_txn_abort (&txn);
-    if (rc) {
-        json_decref (out);
-        bus_reply_error (req, PROTO_ERR_UNAVAILABLE, "cannot read the devices: %s", bus_strerror (rc));
-        return;
-    }
-    bus_reply_ok (req, json_pack ("{s:o}", "devices", out));
-}
-
 /* ---- the timer ---------------------------------------------------------- */
 
 typedef struct {
@@ -1953,8 +1218,8 @@ static bool
 s_anything_due (ciba_t *self, int64_t now, int64_t old, s_due_t *due, s_due_t *ended)
 {
     pthread_mutex_lock (&self->owners_lock);
-    due->n = s_times_due (self->deadlines, now, due->ids, S_SCAN_BATCH);
-    ended->n = old > 0 ? s_times_due (self->ended, old - 1, ended->ids, S_PURGE_BATCH) : 0;
+    due->n = ciba_times_due (self->deadlines, now, due->ids, S_SCAN_BATCH);
+    ended->n = old > 0 ? ciba_times_due (self->ended, old - 1, ended->ids, S_PURGE_BATCH) : 0;
     pthread_mutex_unlock (&self->owners_lock);
     return due->n + ended->n > 0;
 }
@@ -1992,16 +1257,16 @@ s_scan (bus_service_t *svc, void *state)
         }
         /* what is held in memory becomes what is stored (none when the
            approval is gone) */
-        s_time_on_commit (self, txn, self->deadlines, due->ids [i], a ? ciba_int (a, "deadline") : 0);
+        ciba_time_on_commit (self, txn, self->deadlines, due->ids [i], a ? ciba_int (a, "deadline") : 0);
         json_decref (a);
     }
     for (size_t i = 0; i < ended->n; i++)
-        s_purge_one (self, txn, ended->ids [i], gone);
+        ciba_purge_one (self, txn, ended->ids [i], gone);
     int rc = bus_service_commit (svc, &txn);
     if (rc)
         bus_warn ("ciba: deadline scan not stored: %s (tried again next scan)", bus_strerror (rc));
     else {
-        s_owners_drop (self, gone);
+        ciba_owners_drop (self, gone);
         ciba_after_commit (self, after);
         if (ended->n)
             bus_stats_count (bus_service_stats (svc), "approvals_purged", ended->n);
@@ -2012,100 +1277,6 @@ s_scan (bus_service_t *svc, void *state)
 }
 
 /* ---- the daemon --------------------------------------------------------- */
-
-/*  Scan callback: collect the approval ids (keys) into a JSON array. */
-static int
-s_collect_id (const void *k, size_t kl, const void *v, size_t vl, void *arg)
-{
-    json_array_append_new (arg, json_stringn (k, kl));
-    return 0;
-}
-
-/*  Scan callback: what memory holds of one stored approval: its
-    auth_req_ids, its deadline while pending, its end once ended. */
-static int
-s_owners_one (const void *k, size_t kl, const void *v, size_t vl, void *arg)
-{
-    ciba_t *self = arg;
-    json_t *a = json_loadb (v, vl, 0, NULL);
-    const char *id = ciba_str (a, "approval_id");
-    size_t i;
-    json_t *lvl;
-    int rc = 0;
-    json_array_foreach (json_object_get (a, "levels"), i, lvl)
-        if (id && ciba_str (lvl, "auth_req_id") && rc == 0)
-            rc = s_owner_note (self, ciba_str (lvl, "auth_req_id"), id);
-    if (id && rc == 0) {
-        const char *state = ciba_str (a, "state") ?: "", *run = ciba_str (a, "run");
-        bool pending = streq (state, "pending");
-        char prefix [600];
-        pthread_mutex_lock (&self->owners_lock);
-        rc = pending ? s_times_set (self->deadlines, id, ciba_int (a, "deadline"))
-                     : s_times_set (self->ended, id, ciba_int (a, "completed_at"));
-        snprintf (prefix, sizeof prefix, "s\n%s\n", state);
-        rc = rc ? rc : s_index_set (self, prefix, id, true);
-        json_array_foreach (json_object_get (a, "levels"), i, lvl) {
-            int n = snprintf (prefix, sizeof prefix, "a\n%s\n%s\n", ciba_str (lvl, "approver") ?: "", state);
-            if (rc == 0 && n > 0 && (size_t) n < sizeof prefix)
-                rc = s_index_set (self, prefix, id, true);
-        }
-        int n = run ? snprintf (prefix, sizeof prefix, "r\n%s\n", run) : -1;
-        if (rc == 0 && n > 0 && (size_t) n < sizeof prefix)
-            rc = s_index_set (self, prefix, id, true);
-        pthread_mutex_unlock (&self->owners_lock);
-    }
-    json_decref (a);
-    return rc ? rc : 0;
-}
-
-/*  Empty db (a database brokers from before wrote) in txn, but for the
-    keys starting with keep (NULL: none); true when it deleted any. */
-static bool
-s_db_empty (bus_txn_t *txn, int db, const char *keep, int *rc)
-{
-    const void *k, *v;
-    size_t kl, vl;
-    if (*rc || bus_txn_first (txn, db, &k, &kl, &v, &vl) != 0)
-        return false;
-    json_t *keys = json_array ();
-    *rc = keys ? bus_txn_scan (txn, db, NULL, 0, NULL, 0, s_collect_id, keys) : BUS_ENOMEM;
-    size_t i, deleted = 0;
-    json_t *key;
-    json_array_foreach (keys, i, key)
-        if (!keep || strncmp (json_string_value (key), keep, strlen (keep))) {
-            bus_txn_del (txn, db, json_string_value (key), json_string_length (key));
-            deleted++;
-        }
-    json_decref (keys);
-    return deleted > 0;
-}
-
-/*  At start: what memory holds of the stored approvals (ciba_t.owners,
-    deadlines, ended); and the databases that held it before (levels,
-    deadlines, ended) emptied, in one transaction, when a store from
-    before has them. Returns 0 or the error. */
-static int
-s_owners_load (ciba_t *self)
-{
-    bus_txn_t *txn = bus_txn_begin (self->store, true);
-    if (!txn)
-        return BUS_EIO;
-    int rc = bus_txn_scan (txn, self->db_approvals, NULL, 0, NULL, 0, s_owners_one, self);
-    bool old = s_db_empty (txn, self->db_levels, NULL, &rc);
-    old = s_db_empty (txn, self->db_deadlines, NULL, &rc) || old;
-    old = s_db_empty (txn, self->db_ended, NULL, &rc) || old;
-    old = s_db_empty (txn, self->db_index, "k\n", &rc) || old;     /* the requesters' keys stay */
-    if (rc == 0 && old)
-        rc = bus_txn_commit (&txn);
-    else
-        bus_txn_abort (&txn);
-    if (rc == 0)
-        bus_info ("ciba: %zu auth_req_ids, %zu deadlines, %zu ended approvals known%s",
-                  zhashx_size (self->owners), zlistx_size (self->deadlines->order), zlistx_size (self->ended->order),
-                  old ? " (the levels, deadlines, ended databases and the list indexes of a store from before "
-                        "emptied)" : "");
-    return rc;
-}
 
 /*  bus_service_outcome_sealer's seal (reactor or writer; reads nothing
     shared): an invite's reply carries its code, which must not be on disk
@@ -2175,16 +1346,16 @@ s_start (bus_service_t *svc, void **state)
     if (wrc)
         return wrc;
     self->owners = zhashx_new ();
-    self->deadlines = s_times_new ();
-    self->ended = s_times_new ();
+    self->deadlines = ciba_times_new ();
+    self->ended = ciba_times_new ();
     self->index = zhashx_new ();
     if (!self->owners || !self->deadlines || !self->ended || !self->index)
         return BUS_ENOMEM;
-    zhashx_set_destructor (self->index, (zhashx_destructor_fn *) s_times_destroy);
+    zhashx_set_destructor (self->index, (zhashx_destructor_fn *) ciba_times_destroy);
     zhashx_set_destructor (self->owners, (zhashx_destructor_fn *) zstr_free);
     pthread_mutex_init (&self->owners_lock, NULL);
     self->owners_ready = true;
-    wrc = s_owners_load (self);
+    wrc = ciba_tables_load (self);
     if (wrc) {
         bus_error ("ciba: cannot read the stored approvals' auth_req_ids: %s", bus_strerror (wrc));
         return wrc;
@@ -2240,11 +1411,11 @@ s_start (bus_service_t *svc, void **state)
         { "ciba.decide",        s_decide },
         { "ciba.cancel",        s_cancel },
         { "ciba.list",          s_list },
-        { "ciba.device.enroll", s_device_enroll },
-        { "ciba.device.revoke", s_device_revoke },
-        { "ciba.device.list",   s_device_list },
-        { "ciba.device.invite", s_device_invite },
-        { "ciba.device.redeem", s_device_redeem },
+        { "ciba.device.enroll", ciba_device_enroll },
+        { "ciba.device.revoke", ciba_device_revoke },
+        { "ciba.device.list",   ciba_device_list },
+        { "ciba.device.invite", ciba_device_invite },
+        { "ciba.device.redeem", ciba_device_redeem },
     };
     return bus_service_handle_all (svc, handlers, sizeof handlers / sizeof handlers [0], self);
 }
@@ -2257,8 +1428,8 @@ s_stop (bus_service_t *svc, void **state)
         return;
     ciba_oidc_stop (self);
     zhashx_destroy (&self->owners);
-    s_times_destroy (&self->deadlines);
-    s_times_destroy (&self->ended);
+    ciba_times_destroy (&self->deadlines);
+    ciba_times_destroy (&self->ended);
     zhashx_destroy (&self->index);
     if (self->owners_ready)
         pthread_mutex_destroy (&self->owners_lock);

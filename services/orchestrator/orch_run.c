@@ -20,11 +20,16 @@
                  instance's node seed and run/node/attempt, so a restarted
                  step presents the same key); an approval already used by
                  a lease of this step (a restart after the lease) -> the
-                 lease is found with vault.leases and renewed
+                 lease is found with vault.leases and renewed; the vault
+                 down -> PAUSED vault_unavailable, asked again with capped
+                 backoff while the approval lasts (its expires_at), then
+                 FAILED approval_expired
         audit    audit.append of the step intent (idempotency_key
                  run/node/attempt: appended again after a crash, the
                  auditor answers the first entry's index); no acknowledgement ->
                  PAUSED audit_unavailable, asked again every audit_retry
+        (a peer down at decide or authorize: PAUSED authz_unavailable
+        or ciba_unavailable, asked again with capped backoff)
         call     the connector's request (DPoP, Idempotency-Key
                  run/node/attempt) on the HTTP client; 5xx/429/network ->
                  PAUSED upstream_retry, backoff, the same key again; 4xx
@@ -64,6 +69,7 @@ typedef struct {
 static void s_peer_next (orch_t *self, int peer);
 static void s_advance (orch_run_t *run);
 static void s_apply_early_end (orch_t *self, const json_t *body);
+static json_t *s_step_extra (orch_run_t *run);
 static void s_fail (orch_run_t *run, const char *state, const char *outcome, const char *code,
                     json_t *extra, const char *fmt, ...) __attribute__((format (printf, 6, 7)));
 
@@ -717,8 +723,7 @@ s_retry_later (orch_run_t *run, const char *reason, int64_t delay_ms)
                               s_on_timer, run);
 }
 
-/*  A transient error of a peer (timeout, unavailable): retry the phase
-    with backoff up to retry_max, then fail. */
+/*  A transient error of a peer (timeout, unavailable). */
 static bool
 s_transient (proto_msg_t *reply)
 {
@@ -726,18 +731,42 @@ s_transient (proto_msg_t *reply)
     return code && (!strcmp (code, PROTO_ERR_TIMEOUT) || !strcmp (code, PROTO_ERR_UNAVAILABLE));
 }
 
+/*  A peer's error on a step call. A transient one (the peer stopped or
+    slow) does not end a durable run: it waits, PAUSED <peer>_unavailable
+    (as for the auditor: audit_unavailable), the call asked again with
+    capped backoff until the peer answers. A lease on an approval waits
+    only while the approval can be used (until its expires_at; unknown,
+    from a record of before: approval_expiry_s from the first miss), then
+    the run FAILS approval_expired. A real error (denied, invalid, ...)
+    fails the run at once. */
 static void
 s_peer_error (orch_run_t *run, bus_calls_t *calls, proto_msg_t *reply)
 {
+    orch_t *self = run->self;
     json_t *step = json_object_get (run->rec, "step");
     int64_t tries = json_integer_value (json_object_get (step, "tries")) + 1;
     json_object_set_new (step, "tries", json_integer (tries));
     const char *code = json_string_value (json_object_get (reply->error, "code"));
     const char *msg = json_string_value (json_object_get (reply->error, "message"));
-    if (s_transient (reply) && tries <= run->self->retry_max) {
-        bus_warn ("orchestrator: run %s: %s: %s (retry %lld)", run->id, bus_calls_name (calls), code,
-                  (long long) tries);
-        s_retry_later (run, "upstream_retry", s_backoff (run->self, tries, 0));
+    static const char *const reasons [ORCH_PEERS] = { "authz_unavailable", "ciba_unavailable",
+                                                      "vault_unavailable", "audit_unavailable" };
+    int peer = s_peer_of (self, calls);
+    if (s_transient (reply) && peer >= 0) {
+        if (calls == self->vault && orch_str (step, "approval")) {
+            int64_t now = proto_now_us ();
+            if (!json_is_integer (json_object_get (step, "approval_expires_at")))
+                json_object_set_new (step, "approval_expires_at",
+                                     json_integer ((json_int_t) (now + self->approval_expiry * 1000000LL)));
+            if (now >= json_integer_value (json_object_get (step, "approval_expires_at"))) {
+                s_fail (run, "FAILED", "failed", "approval_expired", s_step_extra (run),
+                        "%s: %s until the approval expired: the step cannot act on it",
+                        bus_calls_name (calls), code);
+                return;
+            }
+        }
+        bus_warn ("orchestrator: run %s: %s: %s: paused %s (try %lld)", run->id, bus_calls_name (calls), code,
+                  reasons [peer], (long long) tries);
+        s_retry_later (run, reasons [peer], s_backoff (self, tries, 0));
         return;
     }
     s_fail (run, "FAILED", "failed", code ? code : "error", NULL, "%s: %s", bus_calls_name (calls),
@@ -1064,6 +1093,8 @@ s_on_authorize (bus_calls_t *calls, proto_msg_t *reply, void *arg)
     json_t *step = json_object_get (run->rec, "step");
     json_object_set (step, "approval", json_object_get (reply->body, "approval_id"));
     json_object_set (step, "levels", json_object_get (reply->body, "levels"));
+    if (json_is_integer (json_object_get (reply->body, "expires_at")))
+        json_object_set (step, "approval_expires_at", json_object_get (reply->body, "expires_at"));
     json_object_set_new (step, "phase", json_string ("approval"));
     json_t *entry = s_node_entry (run->rec);
     json_object_set (entry, "approval", json_object_get (reply->body, "approval_id"));

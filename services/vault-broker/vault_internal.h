@@ -35,6 +35,7 @@
 #define VAULT_SIGKEYS_MAX   16
 #define VAULT_CLOCK_SKEW    60          /* a retired signing key outlives its tokens by this */
 #define VAULT_LEASE_ID_MAX  64
+#define VAULT_RUN_MAX       128         /* bytes of a run id in the lease_run index */
 #define VAULT_HMAC_TEXT_LEN (12 + 64 + 1)   /* "hmac-sha256:<hex>" and its NUL */
 #define VAULT_APPROVED_MAX  4096        /* approvals seen approved, kept in memory */
 
@@ -52,6 +53,7 @@ typedef struct {
     bus_service_t *svc;
     vault_keyring_t *keyring;
     int db_conn, db_signing, db_leases, db_exp, db_approvals, db_upstream;
+    int db_lease_run;                   /* run ‖ NUL ‖ lease id -> "": the leases of each run */
     bus_http_client_t *http;            /* oauth/auth0 modes: token and revocation endpoints */
     vault_sigkey_t keys [VAULT_SIGKEYS_MAX];
     size_t nkeys;
@@ -158,6 +160,10 @@ void vault_lease_store (vault_lease_job_t *job, const char *upstream, const char
     vault_approvals_stop frees. Returns 0 or BUS_ENOMEM. */
 int vault_approvals_follow (vault_t *self);
 void vault_approvals_stop (vault_t *self);
+/*  Index by run the leases of a store of before the lease_run index
+    (that index empty, leases stored), at start. Returns 0 or the store's
+    error. */
+int vault_lease_index (vault_t *self);
 void vault_lease (bus_service_t *svc, bus_request_t *req, void *arg);
 void vault_renew (bus_service_t *svc, bus_request_t *req, void *arg);
 void vault_revoke (bus_service_t *svc, bus_request_t *req, void *arg);

@@ -67,6 +67,24 @@ s_exp_key (uint8_t key [8 + VAULT_LEASE_ID_MAX], size_t *len, int64_t exp_ms, co
     *len = 8 + n;
 }
 
+/*  The lease_run key of lease_id of run: run ‖ NUL ‖ id (len the prefix
+    of the run's keys when lease_id is NULL). BUS_EINVAL for a run too
+    long or empty. */
+static int
+s_run_key (uint8_t key [VAULT_RUN_MAX + 1 + VAULT_LEASE_ID_MAX], size_t *len, const char *run,
+           const char *lease_id)
+{
+    size_t n = run ? strnlen (run, VAULT_RUN_MAX + 1) : 0;
+    if (n == 0 || n > VAULT_RUN_MAX)
+        return BUS_EINVAL;
+    memcpy (key, run, n);
+    key [n] = 0;
+    size_t m = lease_id ? strnlen (lease_id, VAULT_LEASE_ID_MAX) : 0;
+    memcpy (key + n + 1, lease_id, m);
+    *len = n + 1 + m;
+    return 0;
+}
+
 /*  Store lease (JSON) in txn. */
 static int
 s_lease_put (vault_t *self, bus_txn_t *txn, json_t *lease)
@@ -133,6 +151,8 @@ typedef struct {
     char *lease_text;                   /* the lease record (JSON) */
     uint8_t ekey [8 + VAULT_LEASE_ID_MAX];
     size_t ekey_len;
+    uint8_t rkey [VAULT_RUN_MAX + 1 + VAULT_LEASE_ID_MAX];  /* its lease_run entry */
+    size_t rkey_len;
     char *approval;                     /* the approval it uses, or NULL */
     char ukey [VAULT_LEASE_ID_MAX + 8]; /* oauth/auth0: "lease/<id>" */
     uint8_t *usealed;                   /* ... and the provider's token, sealed */
@@ -187,6 +207,8 @@ s_store_in (s_store_t *st, bus_txn_t *txn, bus_outcome_t *out)
                           strlen (st->lease_text));
     if (rc == 0)
         rc = bus_txn_put (txn, self->db_exp, st->ekey, st->ekey_len, "", 0);
+    if (rc == 0)
+        rc = bus_txn_put (txn, self->db_lease_run, st->rkey, st->rkey_len, "", 0);
     if (rc == 0) {
         rc = bus_event_append (self->svc, txn, "token.issued", st->event, st->traceparent);
         st->event = NULL;
@@ -285,6 +307,8 @@ vault_lease_store (vault_lease_job_t *job, const char *upstream, const char *ups
     if (rc == 0 && approval && !(st->approval = strdup (approval)))
         rc = BUS_ENOMEM;
     s_exp_key (st->ekey, &st->ekey_len, exp * 1000, st->lease_id);
+    if (rc == 0)
+        rc = s_run_key (st->rkey, &st->rkey_len, json_string_value (json_object_get (lease, "run")), st->lease_id);
     if (rc == 0) {
         st->lease_text = json_dumps (lease, JSON_COMPACT | JSON_SORT_KEYS);
         st->event = s_lease_event (lease, mac);
@@ -783,25 +807,88 @@ s_lease_end (vault_t *self, bus_txn_t *txn, json_t *lease, const char *state, co
 
 typedef struct {
     vault_t *self;
-    const char *run;
+    bus_txn_t *txn;
     json_t *list;                   /* leases (full records) */
+    int rc;
 } s_scan_t;
 
-/*  Collect the leases (of sc->run, when named). */
+/*  Collect every lease. */
 static int
 s_scan_lease (const void *key, size_t key_len, const void *val, size_t val_len, void *arg)
 {
     s_scan_t *sc = arg;
     json_t *lease = json_loadb (val, val_len, 0, NULL);
-    if (!lease)
-        return 0;
-    if (!sc->run || !strcmp (json_string_value (json_object_get (lease, "run")) ?: "", sc->run))
-        json_array_append (sc->list, lease);
-    json_decref (lease);
+    if (lease)
+        json_array_append_new (sc->list, lease);
     return 0;
 }
 
-/*  vault.revoke {lease_id} or {run}: every active lease named ends now. */
+/*  Collect the lease a lease_run entry names (run ‖ NUL ‖ id). */
+static int
+s_scan_run (const void *key, size_t key_len, const void *val, size_t val_len, void *arg)
+{
+    s_scan_t *sc = arg;
+    const char *sep = memchr (key, 0, key_len);
+    size_t n = sep ? key_len - (size_t) (sep + 1 - (const char *) key) : 0;
+    if (n == 0 || n > VAULT_LEASE_ID_MAX)
+        return 0;
+    char id [VAULT_LEASE_ID_MAX + 1];
+    memcpy (id, sep + 1, n);
+    id [n] = 0;
+    int rc;
+    json_t *lease = s_lease_get (sc->self, sc->txn, id, &rc);
+    if (lease)
+        json_array_append_new (sc->list, lease);
+    return rc == 0 || rc == BUS_ENOTFOUND || rc == BUS_EINVAL ? 0 : rc;
+}
+
+/*  The leases of run (by the lease_run index), or every lease (run
+    NULL), read in txn into a new *list. */
+static int
+s_collect (vault_t *self, bus_txn_t *txn, const char *run, json_t **list)
+{
+    s_scan_t sc = { self, txn, json_array (), 0 };
+    int rc = sc.list ? 0 : BUS_ENOMEM;
+    if (rc == 0 && run) {
+        uint8_t prefix [VAULT_RUN_MAX + 1 + VAULT_LEASE_ID_MAX];
+        size_t len;
+        if (s_run_key (prefix, &len, run, NULL) == 0)      /* else no lease has such a run */
+            rc = bus_txn_scan_prefix (txn, self->db_lease_run, prefix, len, s_scan_run, &sc);
+    }
+    else if (rc == 0)
+        rc = bus_txn_scan (txn, self->db_leases, NULL, 0, NULL, 0, s_scan_lease, &sc);
+    if (rc)
+        json_decref (sc.list);
+    *list = rc ? NULL : sc.list;
+    return rc;
+}
+
+/*  The leases vault.revoke names (lease_id, or run's), read in txn into
+    *list; *active: how many of them are active. */
+static int
+s_revoke_list (vault_t *self, bus_txn_t *txn, const char *id, const char *run, json_t **list, size_t *active)
+{
+    int rc;
+    *active = 0;
+    if (id) {
+        json_t *lease = s_lease_get (self, txn, id, &rc);
+        *list = lease ? json_pack ("[o]", lease) : NULL;
+        if (lease && !*list)
+            rc = BUS_ENOMEM;
+    }
+    else
+        rc = s_collect (self, txn, run, list);
+    size_t i;
+    json_t *lease;
+    json_array_foreach (rc ? NULL : *list, i, lease)
+        *active += !strcmp (json_string_value (json_object_get (lease, "state")) ?: "", "active");
+    return rc;
+}
+
+/*  vault.revoke {lease_id} or {run}: every active lease named ends now.
+    A run's leases are read by the lease_run index; with none active
+    (nothing to revoke) the answer comes from a read transaction and
+    nothing is committed. */
 void
 vault_revoke (bus_service_t *svc, bus_request_t *req, void *arg)
 {
@@ -813,66 +900,121 @@ vault_revoke (bus_service_t *svc, bus_request_t *req, void *arg)
         bus_reply_error (req, PROTO_ERR_INVALID, "name either lease_id or run");
         return;
     }
-    bus_txn_t *txn = bus_txn_begin (bus_service_store (svc), true);
-    s_scan_t sc = { self, run, json_array () };
-    int rc = txn ? 0 : BUS_EIO;
-    if (rc == 0 && id) {
-        json_t *lease = s_lease_get (self, txn, id, &rc);
-        if (lease)
-            json_array_append_new (sc.list, lease);
+    json_t *list = NULL;
+    size_t active = 0;
+    bus_txn_t *txn = bus_txn_begin (bus_service_store (svc), false);
+    int rc = txn ? s_revoke_list (self, txn, id, run, &list, &active) : BUS_EIO;
+    bus_txn_abort (&txn);
+    if (rc == 0 && active) {
+        /* something to revoke: read again where it is written */
+        json_decref (list);
+        list = NULL;
+        txn = bus_txn_begin (bus_service_store (svc), true);
+        rc = txn ? s_revoke_list (self, txn, id, run, &list, &active) : BUS_EIO;
     }
-    else if (rc == 0)
-        rc = bus_txn_scan (txn, self->db_leases, NULL, 0, NULL, 0, s_scan_lease, &sc);
     if (rc == BUS_ENOTFOUND) {
         bus_service_abort (svc, &txn);
         bus_reply_error (req, PROTO_ERR_NOT_FOUND, "no lease %s", id);
-        json_decref (sc.list);
         return;
     }
     json_t *revoked = json_array ();
     size_t i;
     json_t *lease;
-    json_array_foreach (sc.list, i, lease) {
-        if (rc)
-            break;
+    json_array_foreach (rc ? NULL : list, i, lease) {
         int r = s_lease_end (self, txn, lease, "revoked", bus_request_traceparent (req));
         if (r == 0)
             json_array_append (revoked, json_object_get (lease, "lease_id"));
-        else if (r < 0)
+        else if (r < 0) {
             rc = r;
+            break;
+        }
     }
-    json_decref (sc.list);
+    json_decref (list);
     if (rc) {
         json_decref (revoked);
         bus_service_abort (svc, &txn);
         bus_reply_error (req, PROTO_ERR_UNAVAILABLE, "cannot revoke: %s", bus_strerror (rc));
         return;
     }
+    if (!txn) {
+        bus_reply_ok (req, json_pack ("{s:o}", "revoked", revoked));      /* nothing was active */
+        return;
+    }
     bus_outcome_t out = { .body = json_pack ("{s:o}", "revoked", revoked) };
     bus_request_commit (req, &txn, &out);
 }
 
-/*  vault.leases {run?}. */
+/*  vault.leases {run?} (a run's by the lease_run index). */
 void
 vault_leases (bus_service_t *svc, bus_request_t *req, void *arg)
 {
     vault_t *self = arg;
-    s_scan_t sc = { self, json_string_value (json_object_get (bus_request_body (req), "run")), json_array () };
+    json_t *list = NULL;
     bus_txn_t *txn = bus_txn_begin (bus_service_store (svc), false);
-    int rc = txn ? bus_txn_scan (txn, self->db_leases, NULL, 0, NULL, 0, s_scan_lease, &sc) : BUS_EIO;
+    int rc = txn ? s_collect (self, txn, json_string_value (json_object_get (bus_request_body (req), "run")), &list)
+                 : BUS_EIO;
     bus_txn_abort (&txn);
     if (rc) {
-        json_decref (sc.list);
         bus_reply_error (req, PROTO_ERR_UNAVAILABLE, "cannot list leases: %s", bus_strerror (rc));
         return;
     }
     json_t *out = json_array ();
     size_t i;
     json_t *lease;
-    json_array_foreach (sc.list, i, lease)
+    json_array_foreach (list, i, lease)
         json_array_append_new (out, s_lease_public (lease));
-    json_decref (sc.list);
+    json_decref (list);
     bus_reply_ok (req, json_pack ("{s:o}", "leases", out));
+}
+
+/*  Put the lease_run entry of a lease (its JSON) in the index. */
+static int
+s_index_lease (const void *key, size_t key_len, const void *val, size_t val_len, void *arg)
+{
+    s_scan_t *sc = arg;
+    json_t *lease = json_loadb (val, val_len, 0, NULL);
+    uint8_t rkey [VAULT_RUN_MAX + 1 + VAULT_LEASE_ID_MAX];
+    size_t len;
+    if (lease && key_len <= VAULT_LEASE_ID_MAX) {
+        char id [VAULT_LEASE_ID_MAX + 1];
+        memcpy (id, key, key_len);
+        id [key_len] = 0;
+        if (s_run_key (rkey, &len, json_string_value (json_object_get (lease, "run")), id) == 0) {
+            sc->rc = bus_txn_put (sc->txn, sc->self->db_lease_run, rkey, len, "", 0);
+            json_array_append_new (sc->list, json_integer (1));
+        }
+    }
+    json_decref (lease);
+    return sc->rc;
+}
+
+int
+vault_lease_index (vault_t *self)
+{
+    bus_service_t *svc = self->svc;
+    const void *k, *v;
+    size_t kl, vl;
+    bus_txn_t *txn = bus_txn_begin (bus_service_store (svc), false);
+    if (!txn)
+        return BUS_EIO;
+    int has_index = bus_txn_first (txn, self->db_lease_run, &k, &kl, &v, &vl);
+    int has_leases = bus_txn_first (txn, self->db_leases, &k, &kl, &v, &vl);
+    bus_txn_abort (&txn);
+    if (has_index != BUS_ENOTFOUND || has_leases == BUS_ENOTFOUND)
+        return has_index == 0 || has_index == BUS_ENOTFOUND ? 0 : has_index;
+    /* leases, and no index: a store of before it */
+    s_scan_t sc = { self, bus_txn_begin (bus_service_store (svc), true), json_array (), 0 };
+    int rc = sc.txn && sc.list ? bus_txn_scan (sc.txn, self->db_leases, NULL, 0, NULL, 0, s_index_lease, &sc)
+                               : BUS_EIO;
+    if (rc == 0)
+        rc = bus_service_commit (svc, &sc.txn);
+    else
+        bus_service_abort (svc, &sc.txn);
+    if (rc == 0)
+        bus_info ("vault: %zu lease(s) indexed by run (a store of before the lease_run index)",
+                  json_array_size (sc.list));
+    json_decref (sc.list);
+    return rc;
 }
 
 /*  vault.token_used {lease_id, target?}: the orchestrator reports a use;

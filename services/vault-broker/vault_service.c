@@ -22,6 +22,8 @@
       signing      "signing/<kid>"     -> sealed (meta JSON, NUL, 32-byte seed)
       leases       <lease_id>          -> lease JSON (no token, no secret)
       lease_exp    be64 (expires_at ms) ‖ <lease_id> -> "" (active leases)
+      lease_run    <run> ‖ NUL ‖ <lease_id> -> "" (every lease, by run: written
+                   with the lease; built at start for a store of before it)
       approvals    <approval id>       -> <lease_id> (each approval yields one lease)
       upstream     "lease/<lease_id>"  -> sealed (oauth: the provider's token until the lease ends)
 
@@ -159,6 +161,7 @@ s_start (bus_service_t *svc, void **state)
     self->db_exp = bus_store_db (store, "lease_exp");
     self->db_approvals = bus_store_db (store, "approvals");
     self->db_upstream = bus_store_db (store, "upstream");
+    self->db_lease_run = bus_store_db (store, "lease_run");
     bus_http_client_opts_t hopts;
     bus_http_client_opts_from_config (&hopts, config);
     self->http = bus_http_client_new (bus_service_loop (svc), &hopts);
@@ -208,6 +211,11 @@ s_start (bus_service_t *svc, void **state)
     }
     bus_info ("vault: master key %u of %u, signing key %s, issuer %s", vault_keyring_current (self->keyring),
               vault_keyring_current (self->keyring), vault_current_key (self)->kid, self->issuer);
+    rc = vault_lease_index (self);
+    if (rc) {
+        bus_error ("vault: cannot index the leases by run: %s", bus_strerror (rc));
+        return rc;
+    }
     rc = vault_approvals_follow (self);
     if (rc)
         return rc;
@@ -248,7 +256,7 @@ s_stop (bus_service_t *svc, void **state)
 }
 
 static const char *const s_dbs [] = { "connections", "signing", "leases", "lease_exp", "approvals", "upstream",
-                                      NULL };
+                                      "lease_run", NULL };
 
 static const bus_timer_t s_timers [] = {
     { .name = "lease-sweep", .interval_key = "sweep_ms", .fn = vault_sweep },

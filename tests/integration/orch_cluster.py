@@ -128,6 +128,16 @@ class OrchCluster:
         finally:
             client.close()
 
+    def checked_receipt(self, run, timeout=30):
+        """Run run's receipt once the auditor has it, checked (receipt_check)."""
+        from receipt_check import check_receipt, wait_receipt
+        client = self.c.client("auditor", key_name="ops-audit", principal="ops:auditor-test")
+        try:
+            jwks = client.call("audit.jwks", {}, timeout_ms=5000)["body"]
+            return check_receipt(wait_receipt(client, run, timeout=timeout)["jws"], jwks)
+        finally:
+            client.close()
+
     def close(self):
         self.ops.close()
         self.c.close()

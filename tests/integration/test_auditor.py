@@ -303,6 +303,64 @@ def restart_keeps_log_key_and_request_ids(x):
     assert verify_consistency(before["size"], len(LEAVES), h(before["root"]), mth(LEAVES), [h(e) for e in p["path"]])
 
 
+def restart_auditor(x):
+    x.c.stop("auditor")
+    x.c.start("auditor")
+    x.c.wait_healthy(["auditor"])
+    x.reconnect()
+
+
+@test
+def a_request_id_is_checked_with_a_key_too(x):
+    """The request id's reuse check holds with an idempotency_key as
+    without: the same id and body -> the first answer; the same id with
+    another entry, another key or none -> conflict. The same key under a
+    new id -> the key's first entry, whatever the entry (PROTOCOL.md).
+    Checked in a new process (the in-memory dedupe forgotten): the log's
+    request index answers."""
+    keyed = {"kind": "step.intent", "id_check": 1}
+    kenv = sc.envelope("audit.append", {"entry": keyed, "idempotency_key": "r/id/1"})
+    ik, _ = append(x.cl, keyed, kenv)
+    plain = {"kind": "step.intent", "id_check": 2}
+    penv = sc.envelope("audit.append", {"entry": plain})
+    ip, _ = append(x.cl, plain, penv)
+    # a keyed append that found its key taken, under a new id
+    denv = sc.envelope("audit.append", {"entry": dict(keyed, id_check=3), "idempotency_key": "r/id/1"})
+    assert body(exchange(x.cl, denv))["index"] == ik
+    restart_auditor(x)
+    size = body(call(x.cl, "audit.head"))["size"]
+
+    def again(env, b):
+        return exchange(x.cl, dict(env, body=b))
+    # (the refusals first: a retry answered is remembered in memory, which
+    # would then refuse the id itself; the log's index must, named here)
+    def refused(env, b, index):
+        r = again(env, b)
+        assert code(r) == "conflict" and ("index %d" % index) in r["error"]["message"], r
+    # the same id, the same key, another entry
+    refused(kenv, {"entry": dict(keyed, id_check=9), "idempotency_key": "r/id/1"}, ik)
+    # the same id, the same entry, another key or none
+    refused(kenv, {"entry": keyed, "idempotency_key": "r/id/other"}, ik)
+    refused(kenv, {"entry": keyed}, ik)
+    refused(denv, {"entry": keyed, "idempotency_key": "r/id/other"}, ik)
+    refused(denv, {"entry": dict(keyed, id_check=3)}, ik)
+    # an id first used without a key, again with one (same entry or not)
+    refused(penv, {"entry": plain, "idempotency_key": "r/id/2"}, ip)
+    refused(penv, {"entry": dict(plain, id_check=9), "idempotency_key": "r/id/2"}, ip)
+    # the same id and body: the first answer
+    assert body(again(kenv, kenv["body"]))["index"] == ik
+    assert body(again(penv, penv["body"]))["index"] == ip
+    assert body(again(denv, denv["body"]))["index"] == ik
+    # the key under a new id, another entry: the key's first answer
+    b = body(call(x.cl, "audit.append", {"entry": dict(keyed, id_check=4), "idempotency_key": "r/id/1"}))
+    assert b["index"] == ik, b
+    # nothing of it appended
+    assert body(call(x.cl, "audit.head"))["size"] == size
+    # the keys refused above are free: their first use appends
+    i2, _ = append(x.cl, keyed, sc.envelope("audit.append", {"entry": keyed, "idempotency_key": "r/id/other"}))
+    assert i2 == size, (i2, size)
+
+
 @test
 def concurrent_appends_share_fsyncs(x):
     counters = body(call(x.cl, "stats"))["counters"]

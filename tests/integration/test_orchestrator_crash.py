@@ -37,7 +37,6 @@ import time
 sys.path.insert(0, os.path.dirname(__file__))
 from harness import run, test  # noqa: E402
 from orch_cluster import OrchCluster, TERMINAL  # noqa: E402
-from receipt_check import check_receipt, wait_receipt  # noqa: E402
 
 
 class Ctx(OrchCluster):
@@ -72,12 +71,7 @@ class Ctx(OrchCluster):
 
     def intents_in_receipt(self, rid, node):
         """The step intents for node in run rid's receipt, verified."""
-        client = self.c.client("auditor", key_name="ops-audit", principal="ops:auditor-test")
-        try:
-            jwks = client.call("audit.jwks", {}, timeout_ms=5000)["body"]
-            p = check_receipt(wait_receipt(client, rid, timeout=30)["jws"], jwks)
-        finally:
-            client.close()
+        p = self.checked_receipt(rid)
         out = []
         for e in p["entries"]:
             entry = json.loads(e["entry"])

@@ -2,12 +2,12 @@
 """Integration: kill -9 of each service the orchestrator calls, at the step
 that needs it, then a restart: every run finishes, one row each.
 
-- authz down before the decision: the step waits (PAUSED upstream_retry,
+- authz down before the decision: the step waits (PAUSED authz_unavailable,
   retried with backoff), authz back: the run completes;
 - ciba-broker killed while a run is paused for approval: back, the chain
   is approved, the follower delivers approval.completed: the run completes;
-- vault-broker down when the approval lands: the lease is retried, the
-  vault back: the run completes;
+- vault-broker down when the approval lands: the lease is retried (PAUSED
+  vault_unavailable), the vault back: the run completes;
 - sandbox killed before the call: the call is retried under the same
   idempotency key: exactly one row.
 """
@@ -32,22 +32,22 @@ class Ctx(OrchCluster):
         self.c.wait_healthy([name])
 
 
-def saw_retry(x, rid, timeout=15):
-    """The run paused for an upstream retry at some point (run.list's reason)."""
+def saw_retry(x, rid, reason="upstream_retry", timeout=15):
+    """The run paused for a retry (reason) at some point (run.get's reason)."""
     deadline = time.time() + timeout
     while time.time() < deadline:
         v = x.get(rid)
-        if v["state"] == "PAUSED" and v.get("reason") == "upstream_retry":
+        if v["state"] == "PAUSED" and v.get("reason") == reason:
             return v
         time.sleep(0.05)
-    raise AssertionError("never paused for a retry: %s" % x.get(rid))
+    raise AssertionError("never paused %s: %s" % (reason, x.get(rid)))
 
 
 @test
 def authz_down_before_the_decision(x):
     x.kill("authz")
     rid = x.start_run(4101)
-    saw_retry(x, rid)
+    saw_retry(x, rid, "authz_unavailable")
     x.restart("authz")
     v = x.wait_state(rid, TERMINAL, timeout=40)
     assert v["state"] == "COMPLETED", v
@@ -75,7 +75,7 @@ def vault_down_when_the_approval_lands(x):
     x.approve("carol", rid)
     x.kill("vault-broker")
     x.approve("victor", rid)
-    saw_retry(x, rid)
+    saw_retry(x, rid, "vault_unavailable")
     x.restart("vault-broker")
     v = x.wait_state(rid, TERMINAL, timeout=40)
     assert v["state"] == "COMPLETED", v

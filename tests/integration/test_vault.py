@@ -23,6 +23,11 @@
   retry after a restart gets the same token.
 - SIGKILL with leases live: restarted, every lease still expires on time
   (token.expired, state expired, within the sweep's interval).
+- vault.revoke {run} reads the run's leases by its index: a run with
+  nothing to revoke commits nothing (the store's last transaction id,
+  mdb_stat, unchanged), another run's leases stay active, a restart keeps
+  the index, and a store of before the index (dropped here through
+  liblmdb) has it rebuilt at start.
 """
 import base64
 import json
@@ -48,6 +53,10 @@ from cryptography.hazmat.primitives import serialization  # noqa: E402
 CANARY = "canary-refresh-token-7f3a9c1e5b"
 RUN = "01JDZ0000000000000000RUN01"
 RUN2 = "01JDZ0000000000000000RUN02"
+RUN3 = "01JDZ0000000000000000RUN03"
+RUN4 = "01JDZ0000000000000000RUN04"
+RUN5 = "01JDZ0000000000000000RUN05"
+NO_RUN = "01JDZ000000000000000NORUN0"
 JS = os.path.join(ROOT, "tests", "js")
 SHEETS_SCOPE = "https://www.googleapis.com/auth/spreadsheets"
 
@@ -408,6 +417,91 @@ def sigkill_leases_still_expire_on_time(x):
         assert l["state"] == "expired", l
         assert 0 <= l["expired_at"] - l["expires_at"] <= 1, l
         assert b["lease_id"] in expired, list(expired)
+
+
+def _last_txn(x):
+    """The vault store's last transaction id (mdb_stat -e, read-only)."""
+    out = subprocess.run(["mdb_stat", "-e", os.path.join(x.c.dir, "data", "vault-broker")],
+                         capture_output=True, text=True, check=True).stdout
+    return int(next(line for line in out.splitlines() if "Last transaction ID" in line).split(":")[1])
+
+
+def _drop_db(path, name):
+    """Delete the named database name of the LMDB environment at path
+    (the vault stopped), through liblmdb: the store as it was before."""
+    import ctypes
+    import ctypes.util
+    lib = ctypes.CDLL(ctypes.util.find_library("lmdb") or "liblmdb.so.0")
+    env, txn, dbi = ctypes.c_void_p(), ctypes.c_void_p(), ctypes.c_uint()
+    assert lib.mdb_env_create(ctypes.byref(env)) == 0
+    try:
+        assert lib.mdb_env_set_maxdbs(env, 64) == 0
+        assert lib.mdb_env_set_mapsize(env, ctypes.c_size_t(1 << 30)) == 0
+        assert lib.mdb_env_open(env, path.encode(), 0, 0o600) == 0
+        assert lib.mdb_txn_begin(env, None, 0, ctypes.byref(txn)) == 0
+        rc = lib.mdb_dbi_open(txn, name.encode(), 0, ctypes.byref(dbi))
+        if rc == 0:
+            assert lib.mdb_drop(txn, dbi, 1) == 0
+        assert lib.mdb_txn_commit(txn) == 0
+        return rc == 0
+    finally:
+        lib.mdb_env_close(env)
+
+
+def _states(x):
+    return {l["lease_id"]: l["state"] for l in ok(x.call("vault.leases"))["leases"]}
+
+
+@test
+def revoke_by_run_reads_its_index(x):
+    if not shutil.which("mdb_stat"):
+        print("# skip: lmdb-utils (mdb_stat) not installed")
+        return
+    mine = [ok(lease(x, run=RUN3, ttl=120))["lease_id"] for _ in range(2)]
+    other = ok(lease(x, run=RUN4, ttl=120))["lease_id"]
+    # nothing to revoke: no commit (a sweep may commit meanwhile: some
+    # round of five shows none; each revoke committed, every round would)
+    for _ in range(5):
+        before = _last_txn(x)
+        for _ in range(5):
+            assert ok(x.call("vault.revoke", {"run": NO_RUN}))["revoked"] == []
+        after = _last_txn(x)
+        if after == before:
+            break
+    assert after == before, "vault.revoke of a run with no leases committed (%d -> %d)" % (before, after)
+    # a lease already revoked: nothing to do, no commit either
+    first = ok(x.call("vault.revoke", {"lease_id": mine[0]}))["revoked"]
+    assert first == [mine[0]], first
+    for _ in range(5):
+        before = _last_txn(x)
+        assert ok(x.call("vault.revoke", {"lease_id": mine[0]}))["revoked"] == []
+        after = _last_txn(x)
+        if after == before:
+            break
+    assert after == before, "revoking a revoked lease committed (%d -> %d)" % (before, after)
+    # one run's leases, not another's
+    rv = ok(x.call("vault.revoke", {"run": RUN3}))["revoked"]
+    assert rv == [mine[1]], rv
+    st = _states(x)
+    assert st[mine[0]] == st[mine[1]] == "revoked" and st[other] == "active", st
+    # a restart keeps the index
+    x.c.stop("vault-broker")
+    x.c.start("vault-broker")
+    x.c.wait_healthy(["vault-broker"])
+    x.reconnect()
+    later = ok(lease(x, run=RUN5, ttl=120))["lease_id"]
+    assert ok(x.call("vault.revoke", {"run": RUN5}))["revoked"] == [later]
+    assert _states(x)[other] == "active"
+    # a store of before the index: rebuilt at start from the leases
+    x.c.stop("vault-broker")
+    assert _drop_db(os.path.join(x.c.dir, "data", "vault-broker"), "lease_run"), "no index database to drop"
+    x.c.start("vault-broker")
+    x.c.wait_healthy(["vault-broker"])
+    x.reconnect()
+    assert ok(x.call("vault.revoke", {"run": RUN4}))["revoked"] == [other]
+    leases = ok(x.call("vault.leases", {"run": RUN3}))["leases"]
+    assert sorted(l["lease_id"] for l in leases) == sorted(mine), leases
+    assert _states(x)[other] == "revoked"
 
 
 def _data_files(x):

@@ -422,6 +422,54 @@ test_events_requests_gaps_once (void **state)
     bus_txn_abort (&txn);
 }
 
+/*  A keyed request: appended once per key (whatever the entry), its
+    request id recorded with its tag, once (a later keyed call under the
+    same id leaves the first tag); a plain request's id has no tag. */
+static void
+test_keyed_requests (void **state)
+{
+    fixture_t *fx = *state;
+    bus_txn_t *txn = bus_txn_begin (fx->store, true);
+    uint64_t k1 = 99, k2 = 99, p1 = 99, found = 99;
+    const void *tag;
+    size_t tag_len;
+    assert_int_equal (audit_log_append_keyed (fx->log, txn, "svc:orchestrator", "k:aa", "01K1", "tagA", 4,
+                                              "{\"s\":1}", 7, &k1), 0);
+    /* the key again under another id and entry: the first index; the id recorded */
+    assert_int_equal (audit_log_append_keyed (fx->log, txn, "svc:orchestrator", "k:aa", "01K2", "tagB", 4,
+                                              "{\"s\":2}", 7, &k2), BUS_EEXIST);
+    assert_int_equal (k2, k1);
+    assert_int_equal (audit_log_request_get (fx->log, txn, "svc:orchestrator", "01K1", &found, &tag, &tag_len), 0);
+    assert_int_equal (found, k1);
+    assert_int_equal (tag_len, 4);
+    assert_memory_equal (tag, "tagA", 4);
+    assert_int_equal (audit_log_request_get (fx->log, txn, "svc:orchestrator", "01K2", &found, &tag, &tag_len), 0);
+    assert_int_equal (found, k1);
+    assert_memory_equal (tag, "tagB", 4);
+    /* an id recorded before keeps its tag; another key under it appends (the
+       caller refuses it first: the tags differ) */
+    assert_int_equal (audit_log_append_keyed (fx->log, txn, "svc:orchestrator", "k:bb", "01K1", "tagC", 4,
+                                              "{\"s\":3}", 7, &k2), 0);
+    assert_int_equal (k2, k1 + 1);
+    assert_int_equal (audit_log_request_get (fx->log, txn, "svc:orchestrator", "01K1", &found, &tag, &tag_len), 0);
+    assert_int_equal (found, k1);
+    assert_memory_equal (tag, "tagA", 4);
+    /* a plain request's id: no tag; the index reads both */
+    assert_int_equal (audit_log_append_request (fx->log, txn, "svc:orchestrator", "01P1", "{\"p\":1}", 7, &p1), 0);
+    assert_int_equal (audit_log_request_get (fx->log, txn, "svc:orchestrator", "01P1", &found, &tag, &tag_len), 0);
+    assert_int_equal (found, p1);
+    assert_int_equal (tag_len, 0);
+    assert_null (tag);
+    assert_int_equal (audit_log_request_index (fx->log, txn, "svc:orchestrator", "01K2", &found), 0);
+    assert_int_equal (found, k1);
+    assert_int_equal (audit_log_request_get (fx->log, txn, "svc:orchestrator", "01NO", &found, &tag, &tag_len),
+                      BUS_ENOTFOUND);
+    char big [AUDIT_REQUEST_TAG_MAX + 1] = "";
+    assert_int_equal (audit_log_append_keyed (fx->log, txn, "svc:orchestrator", "k:cc", "01K3", big, sizeof big,
+                                              "{}", 2, &k2), BUS_EINVAL);
+    assert_int_equal (bus_txn_commit (&txn), 0);
+}
+
 /*  An event envelope as the follower will store it: canonical, once. */
 static void
 test_event_msg (void **state)
@@ -608,6 +656,7 @@ main (void)
         cmocka_unit_test_setup_teardown (test_vector_consistency, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown (test_every_proof_up_to_all_sizes, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown (test_events_requests_gaps_once, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown (test_keyed_requests, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown (test_event_msg, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown (test_limits, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown (test_reopen, s_setup, s_teardown),
