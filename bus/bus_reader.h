@@ -21,8 +21,9 @@
       returning 1: it is called again on the next turn of the loop.
     - A send on the socket outside the handler (a reply a worker made) may
       take in a command that announced input: bus_reader_kick after such a
-      send makes the handler run on the next turn of the loop (a receive
-      that finds nothing costs two system calls).
+      send makes the handler run on the next turn of the loop (through an
+      eventfd of the reader's: a write, then a read and a receive that
+      finds nothing, four system calls in all).
 
     Reactor thread only, as zloop.
 */
