@@ -28,6 +28,7 @@ struct bus_client_t {
     zcert_t *cert;
     zsock_t *sock;
     zsock_t *monitor;        /* the DEALER's handshake events, or NULL */
+    int64_t monitor_read_ms; /* when the monitor was last read (zclock_mono) */
     int handshake_failures;  /* in a row, since the last success */
     int auth_error;          /* BUS_CLIENT_REFUSED / _MISMATCH, or 0 */
     char auth_text [512];
@@ -73,6 +74,7 @@ s_connect (bus_client_t *self)
     zsock_destroy (&self->sock);
     self->handshake_failures = 0;
     self->auth_error = 0;
+    self->monitor_read_ms = 0;
     self->sock = zsock_new (ZMQ_DEALER);
     if (!self->sock)
         return BUS_ENOMEM;
@@ -206,12 +208,19 @@ bus_client_send (bus_client_t *self, const char *type, json_t *body, const char 
 /*  Read the DEALER's handshake events. Returns BUS_EAUTH when the server
     refused our key or the handshake failed S_HANDSHAKE_TRIES times in a
     row: every request in flight is dropped then (libzmq does not retry a
-    refused key, and a wrong server key fails every retry alike). */
+    refused key, and a wrong server key fails every retry alike). The
+    monitor is read when force (a poll saw an event) or once a millisecond:
+    an empty read costs two system calls, and a caller reading replies as
+    they come calls this more than once per reply. */
 static int
-s_check_handshake (bus_client_t *self)
+s_check_handshake (bus_client_t *self, bool force)
 {
     if (self->auth_error)
         return BUS_EAUTH;
+    int64_t now = zclock_mono ();
+    if (!force && now == self->monitor_read_ms)
+        return 0;
+    self->monitor_read_ms = now;
     uint16_t event;
     uint32_t value;
     char addr [256];
@@ -334,11 +343,13 @@ bus_client_recv (bus_client_t *self, int timeout_ms, proto_msg_t **reply)
 {
     *reply = NULL;
     int64_t until = zclock_mono () + (timeout_ms < 0 ? 0 : timeout_ms);
+    bool handshake_event = false;
     while (true) {
         if ((*reply = zlistx_detach (self->ready, NULL)))
             return 0;
-        if (s_check_handshake (self))
+        if (s_check_handshake (self, handshake_event))
             return BUS_EAUTH;
+        handshake_event = false;
         s_check_deadlines (self);
         if ((*reply = zlistx_detach (self->ready, NULL)))
             return 0;
@@ -364,8 +375,10 @@ bus_client_recv (bus_client_t *self, int timeout_ms, proto_msg_t **reply)
             rc = zmq_poll (items, self->monitor ? 2 : 1, (long) wait);
             if (rc < 0)
                 return BUS_EINTR;
-            if (rc > 0 && !(items [0].revents & ZMQ_POLLIN))
+            if (rc > 0 && !(items [0].revents & ZMQ_POLLIN)) {
+                handshake_event = true;
                 continue;           /* a handshake event: read at the top */
+            }
             if (rc > 0 && !(frame = zframe_recv (self->sock)))
                 rc = 0;
         }

@@ -1,6 +1,7 @@
 /*  bus_handshake.c — socket monitors for CURVE handshakes. */
 #include "bus_handshake.h"
 #include "bus_error.h"
+#include "bus_reader.h"
 
 #include <inttypes.h>
 #include <stdatomic.h>
@@ -14,6 +15,7 @@ typedef struct {
     bus_handshake_t *owner;
     zsock_t *sock;                 /* watched, borrowed */
     zsock_t *pair;                 /* its monitor's events */
+    bus_reader_t *reader;          /* of pair, on the loop */
     char name [16];
 } s_watch_t;
 
@@ -53,7 +55,7 @@ bus_monitor_read (zsock_t *pair, uint16_t *event, uint32_t *value, char *addr, s
 {
     zmsg_t *msg = zmsg_recv (pair);
     if (!msg)
-        return BUS_EINVAL;
+        return BUS_ENOTFOUND;
     zframe_t *head = zmsg_first (msg);
     zframe_t *where = zmsg_next (msg);
     int rc = BUS_EINVAL;
@@ -122,8 +124,7 @@ bus_handshake_destroy (bus_handshake_t **self_p)
     bus_handshake_t *self = *self_p;
     for (int i = 0; i < self->nwatch; i++) {
         s_watch_t *w = &self->watches [i];
-        if (self->loop)
-            zloop_reader_end (self->loop, w->pair);
+        bus_reader_destroy (&w->reader);
         zmq_socket_monitor (zsock_resolve (w->sock), NULL, 0);
         zsock_destroy (&w->pair);
     }
@@ -134,7 +135,8 @@ bus_handshake_destroy (bus_handshake_t **self_p)
 }
 
 
-/*  Monitor events of one socket: count, and log the failures. */
+/*  Monitor events of one socket: count, and log the failures; 64 at a
+    time, the rest on the reactor's next turn (bus_reader_fn). */
 static int
 s_on_event (zloop_t *loop, zsock_t *pair, void *arg)
 {
@@ -143,7 +145,11 @@ s_on_event (zloop_t *loop, zsock_t *pair, void *arg)
     uint16_t event;
     uint32_t value;
     char addr [256];
-    for (int i = 0; i < 64 && bus_monitor_read (pair, &event, &value, addr, sizeof addr) == 0; i++) {
+    int rc = 0;
+    for (int i = 0; i < 64 && (rc = bus_monitor_read (pair, &event, &value, addr, sizeof addr)) != BUS_ENOTFOUND;
+         i++) {
+        if (rc)
+            continue;                   /* not an event: dropped */
         if (event == ZMQ_EVENT_HANDSHAKE_FAILED_AUTH)
             /* zauth's own line names the key (see bus_auth_start) */
             bus_stats_count (self->stats, "handshakes_refused", 1);
@@ -159,7 +165,7 @@ s_on_event (zloop_t *loop, zsock_t *pair, void *arg)
                              bus_handshake_protocol_text (value));
         }
     }
-    return 0;
+    return rc == BUS_ENOTFOUND ? 0 : 1;
 }
 
 
@@ -176,7 +182,8 @@ bus_handshake_watch (bus_handshake_t *self, zsock_t *sock, const char *name)
                                  name);
     if (!w->pair)
         return BUS_EIO;
-    if (zloop_reader (self->loop, w->pair, s_on_event, w)) {
+    w->reader = bus_reader_new (self->loop, w->pair, s_on_event, w);
+    if (!w->reader) {
         zmq_socket_monitor (zsock_resolve (sock), NULL, 0);
         zsock_destroy (&w->pair);
         return BUS_EIO;

@@ -22,7 +22,9 @@
     A bus_handshake_t watches a service's server sockets on its reactor:
     it counts handshakes refused (handshakes_refused) and failed
     (handshakes_failed) in the service's stats, and logs failed ones, rate
-    limited per socket and reason. Reactor thread only.
+    limited per socket and reason. It reads the monitors through their
+    descriptors (bus_reader.h): they cost the reactor nothing per request.
+    Reactor thread only.
 */
 #ifndef BUS_HANDSHAKE_H
 #define BUS_HANDSHAKE_H
@@ -56,8 +58,8 @@ void bus_handshake_flush (bus_handshake_t *self);
 zsock_t *bus_monitor_start (zsock_t *sock, int mask, const char *tag);
 
 /*  Read one monitor event from pair (non-blocking when dontwait):
-    0 with event, value and the address (cut to addr_len), or BUS_EINVAL
-    (nothing there, or not an event). */
+    0 with event, value and the address (cut to addr_len), BUS_ENOTFOUND
+    (nothing there) or BUS_EINVAL (not an event: read and dropped). */
 int bus_monitor_read (zsock_t *pair, uint16_t *event, uint32_t *value, char *addr, size_t addr_len);
 
 /*  A few words for a ZMQ_PROTOCOL_ERROR_* value ("cryptographic error: ..."). */

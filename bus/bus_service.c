@@ -99,7 +99,10 @@ s_handle_echo (bus_service_t *self, bus_request_t *req, void *arg)
 
 /* --- replies -------------------------------------------------------------- */
 
-/*  Send an encoded reply to routing (consumed). */
+/*  Send an encoded reply to routing (consumed). A send may take in the
+    ROUTER's commands, a request's arrival among them: outside s_on_request
+    (a deferred reply), the ROUTER is read again on the next turn of the
+    loop (bus_reader.h). */
 static void
 s_send_reply (bus_service_t *self, zmsg_t **routing_p, const uint8_t *data, size_t len)
 {
@@ -109,6 +112,17 @@ s_send_reply (bus_service_t *self, zmsg_t **routing_p, const uint8_t *data, size
     if (zmsg_send (&out, self->router))
         bus_stats_count (self->stats, "replies_unroutable", 1);
     zmsg_destroy (&out);
+    bus_reader_kick (self->router_reader);
+}
+
+/*  True if requests wait on the ROUTER (which may take in its commands:
+    read again on the next turn, as after a send). */
+static bool
+s_requests_wait (bus_service_t *self)
+{
+    bool wait = (zsock_events (self->router) & ZMQ_POLLIN) != 0;
+    bus_reader_kick (self->router_reader);
+    return wait;
 }
 
 /*  Answer a frame we could not turn into a request. */
@@ -600,22 +614,24 @@ bus_service_local_piped (bus_service_t *self, const char *principal, const char 
     return 0;
 }
 
-/*  The ROUTER is readable: handle what is queued, up to S_BATCH_MAX
+/*  The ROUTER may be readable: handle what is queued, up to S_BATCH_MAX
     requests, before going back to the reactor (its poll costs a system
-    call per wake-up; timers still run between batches). */
+    call per wake-up; timers still run between batches). A bus_reader_fn:
+    1 when it stopped at S_BATCH_MAX (the rest on the next turn). */
 static int
 s_on_request (zloop_t *loop, zsock_t *router, void *arg)
 {
     bus_service_t *self = arg;
-    /* the ROUTER's receive timeout is 0: a receive finding nothing ends
-       the batch without a system call (ZMQ_EVENTS would poll each time) */
+    /* the ROUTER's receive timeout is 0: the receive that finds nothing
+       ends the batch, and takes in the commands that re-arm the ROUTER's
+       descriptor */
     for (int i = 0; i < S_BATCH_MAX; i++) {
         zmsg_t *routing = zmsg_recv (router);
         if (!routing)
             return zsys_interrupted ? -1 : 0;
         s_on_message (self, routing);
     }
-    return 0;
+    return 1;
 }
 
 /* --- work off the reactor ------------------------------------------------ */
@@ -889,7 +905,7 @@ bus_request_write (bus_request_t *req, bus_work_fn *fn, void *state, void *job, 
     int64_t t2 = proto_now_us ();
     bus_stats_latency (self->stats, "write_here_commit", t2 - t1);
     bus_stats_count (self->stats, "writes_on_reactor", 1);
-    if (self->writer && (zsock_events (self->router) & ZMQ_POLLIN))
+    if (self->writer && s_requests_wait (self))
         self->write_here_after_us = t2 + S_WRITE_HERE_PAUSE_US;
     s_log_trace (req->msg);
     bus_reply_outcome (req, &o.out);
@@ -903,7 +919,7 @@ bus_service_writes_queue (bus_service_t *self)
 {
     if (!self->writer)
         return false;
-    return bus_workers_pending (self->writer) > 0 || (zsock_events (self->router) & ZMQ_POLLIN);
+    return bus_workers_pending (self->writer) > 0 || s_requests_wait (self);
 }
 
 int
@@ -1240,7 +1256,11 @@ bus_service_new (bus_config_t *config, const char *section, const char *version,
     }
     self->pub_endpoint = zsock_last_endpoint (self->pub);
     self->loop = zloop_new ();
-    zloop_reader (self->loop, self->router, s_on_request, self);
+    self->router_reader = self->loop ? bus_reader_new (self->loop, self->router, s_on_request, self) : NULL;
+    if (!self->router_reader) {
+        snprintf (err, err_len, "cannot read the ROUTER on the reactor");
+        goto fail;
+    }
     /* refused and failed handshakes: counted, and logged (rate-limited) */
     self->handshakes = bus_handshake_new (self->loop, self->stats);
     if (!self->refusals || !self->handshakes || bus_handshake_watch (self->handshakes, self->router, "rpc")
@@ -1284,6 +1304,7 @@ bus_service_destroy (bus_service_t **self_p)
     bus_workers_destroy (&self->workers);     /* answers use the router */
     bus_workers_destroy (&self->writer);
     bus_handshake_destroy (&self->handshakes);      /* before its loop and the sockets it watches */
+    bus_reader_destroy (&self->router_reader);
     zloop_destroy (&self->loop);
     zsock_destroy (&self->router);
     zsock_destroy (&self->pub);

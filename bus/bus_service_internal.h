@@ -14,6 +14,7 @@
 #include "bus_handshake.h"
 #include "bus_keys.h"
 #include "bus_log.h"
+#include "bus_reader.h"
 
 #include <pthread.h>
 #include <stdatomic.h>
@@ -33,6 +34,7 @@ struct bus_service_t {
     zactor_t *auth;
     bus_allow_t *allow;
     zsock_t *router;
+    bus_reader_t *router_reader;  /* the ROUTER on the loop, by its descriptor */
     zsock_t *pub;
     char *pub_endpoint;           /* as bound (ZMQ_LAST_ENDPOINT), for unbinding */
     bool pub_unbound;             /* unbound to close subscriptions, not yet bound again */

@@ -41,7 +41,9 @@
         requests, in bursts of ~100 ms) falls on all three alike; each
         p50/p99 is over all of a kind's 30,000 requests. Diagnostics on stderr: quantiles p50..p99.9 of each
         kind, context switches, CPU time and page faults of this process
-        per request. The client sleeps in ppoll on its socket's
+        per request, and (the service as its own process) context switches
+        and CPU time per request of the serving process: sanctum-authz, or
+        the raw echo's child. The client sleeps in ppoll on its socket's
         descriptor between sends, so a reply is seen as it arrives.
     (2b) Checks beside long ListObjects: the same paced checks for 2 s
         while a second client (a thread of its own) asks every 50 ms for
@@ -64,9 +66,9 @@
     `bench authz_targets met` or `bench authz_targets missed: <which>`
     (targets: >= 200,000 checks/s in process, bus p99 <= 300 us).
 
-    Usage: bench_authz [--quick] [--no-bus] [--thread] [--samples FILE]
-    [--dir DIR] [--rate N] (N requests/s instead of 10,000; the targets
-    stay). --samples writes every paced request to FILE as it is seen:
+    Usage: bench_authz [--quick] [--no-bus] [--paced-only] [--thread]
+    [--samples FILE] [--dir DIR] [--rate N] (N requests/s instead of
+    10,000; the targets stay; --paced-only: over the bus, (2) alone). --samples writes every paced request to FILE as it is seen:
     kind, scheduled time, latency and sender lateness (us). --dir keeps the
     data under DIR (the environment is DIR/var/authz) and reuses it on
     the next run, to profile the check phase alone. Exit 0 when the
@@ -711,17 +713,22 @@ s_samples_add (s_samples_t *self, double sched, double sent_at, double seen)
     }
 }
 
-/*  Context switches (voluntary and not) of every thread of this process so
-    far: the wake-ups a request costs, services and client together. */
+/*  Context switches (voluntary and not) of every thread of process pid
+    (0: this one) so far: the wake-ups a request costs. */
 static double
-s_ctxsw (void)
+s_ctxsw_of (pid_t pid)
 {
     double total = 0;
-    DIR *dir = opendir ("/proc/self/task");
+    char base [64];
+    if (pid > 0)
+        snprintf (base, sizeof base, "/proc/%d/task", (int) pid);
+    else
+        snprintf (base, sizeof base, "/proc/self/task");
+    DIR *dir = opendir (base);
     struct dirent *e;
     while (dir && (e = readdir (dir))) {
-        char path [300], line [256];
-        snprintf (path, sizeof path, "/proc/self/task/%s/status", e->d_name);
+        char path [340], line [256];
+        snprintf (path, sizeof path, "%s/%s/status", base, e->d_name);
         FILE *f = e->d_name [0] != '.'? fopen (path, "r"): NULL;
         while (f && fgets (line, sizeof line, f))
             if (strstr (line, "ctxt_switches:"))
@@ -732,6 +739,39 @@ s_ctxsw (void)
     if (dir)
         closedir (dir);
     return total;
+}
+
+/*  Context switches of every thread of this process so far (services and
+    client together with --thread). */
+static double
+s_ctxsw (void)
+{
+    return s_ctxsw_of (0);
+}
+
+/*  CPU time of every thread of process pid so far, in us (the run time
+    of /proc/pid/task/N/schedstat, in ns), or 0 when it cannot be read. */
+static double
+s_pid_cpu_us (pid_t pid)
+{
+    char base [64];
+    snprintf (base, sizeof base, "/proc/%d/task", (int) pid);
+    DIR *dir = pid > 0? opendir (base): NULL;
+    struct dirent *e;
+    double ns = 0;
+    while (dir && (e = readdir (dir))) {
+        char path [340];
+        snprintf (path, sizeof path, "%s/%s/schedstat", base, e->d_name);
+        FILE *f = e->d_name [0] != '.'? fopen (path, "r"): NULL;
+        unsigned long long run = 0;
+        if (f && fscanf (f, "%llu", &run) == 1)
+            ns += (double) run;
+        if (f)
+            fclose (f);
+    }
+    if (dir)
+        closedir (dir);
+    return ns / 1e3;
 }
 
 /*  CPU time (user and system) of the whole process so far, in us. */
@@ -1218,7 +1258,7 @@ main (int argc, char **argv)
     const char *root = NULL;
     int n_checks = N_CHECKS;
     double bus_secs = BUS_SECONDS, rate = BUS_RATE;
-    bool with_bus = true;
+    bool with_bus = true, paced_only = false;
     for (int i = 1; i < argc; i++) {
         if (strcmp (argv [i], "--quick") == 0) {
             n_checks = N_CHECKS / 10;
@@ -1227,6 +1267,9 @@ main (int argc, char **argv)
         else
         if (strcmp (argv [i], "--no-bus") == 0)
             with_bus = false;
+        else
+        if (strcmp (argv [i], "--paced-only") == 0)
+            paced_only = true;
         else
         if (strcmp (argv [i], "--thread") == 0)
             s_in_thread = true;
@@ -1245,7 +1288,7 @@ main (int argc, char **argv)
         if (strcmp (argv [i], "--rate") == 0 && i + 1 < argc && atof (argv [i + 1]) >= 1)
             rate = atof (argv [++i]);
         else {
-            fprintf (stderr, "usage: bench_authz [--quick] [--no-bus] [--thread] [--samples FILE] [--dir DIR] [--rate N]\n");
+            fprintf (stderr, "usage: bench_authz [--quick] [--no-bus] [--paced-only] [--thread] [--samples FILE] [--dir DIR] [--rate N]\n");
             return 1;
         }
     }
@@ -1346,12 +1389,15 @@ main (int argc, char **argv)
         int per_kind = slices * (int) (rate * slice) + 1;
         s_samples_t acc [3];                /* check, health, raw */
         double cpu [3] = { 0 }, switches [3] = { 0 }, proc_cpu [3] = { 0 }, minf [3] = { 0 }, majf [3] = { 0 };
+        double srv_switches [3] = { 0 }, srv_cpu [3] = { 0 };    /* the serving process's, not --thread */
         for (int k = 0; k < 3; k++)
             ok |= s_samples_init (&acc [k], per_kind, (const char *[]) { "check", "health", "raw" } [k]);
         for (int i = 0; ok == 0 && i < slices; i++)
             for (int j = 0; ok == 0 && j < 3; j++) {
                 int k = (i + j) % 3;
                 double sw0 = s_ctxsw (), cpu0 = s_process_cpu_us (), mi0 = s_faults (false), ma0 = s_faults (true);
+                pid_t server = s_in_thread? 0: k < 2? bus.daemon: raw.child;
+                double ssw0 = server? s_ctxsw_of (server): 0, scpu0 = server? s_pid_cpu_us (server): 0;
                 ok = k == 0? s_paced (&bus, queries, n_checks, &next, rate, slice, &acc [0], &cpu [0])
                    : k == 1? s_paced (&bus, NULL, 0, &next, rate, slice, &acc [1], &cpu [1])
                    :         s_raw_paced (&raw, rate, slice, RAW_FRAME, &acc [2]);
@@ -1359,6 +1405,10 @@ main (int argc, char **argv)
                 proc_cpu [k] += s_process_cpu_us () - cpu0;
                 minf [k] += s_faults (false) - mi0;
                 majf [k] += s_faults (true) - ma0;
+                if (server) {
+                    srv_switches [k] += s_ctxsw_of (server) - ssw0;
+                    srv_cpu [k] += s_pid_cpu_us (server) - scpu0;
+                }
             }
         s_raw_stop (&raw);
         if (ok) {
@@ -1394,6 +1444,12 @@ main (int argc, char **argv)
                  proc_cpu [1] / acc [1].n, proc_cpu [2] / acc [2].n);
         fprintf (stderr, "# faults, %s: check %.0f minor %.0f major, health %.0f/%.0f, raw %.0f/%.0f\n",
                  side, minf [0], majf [0], minf [1], majf [1], minf [2], majf [2]);
+        if (!s_in_thread)
+            fprintf (stderr, "# service side per request (sanctum-authz, or the raw echo's process, all "
+                     "threads): context switches check %.2f, health %.2f, raw libzmq %.2f; cpu check %.1f us, "
+                     "health %.1f us, raw libzmq %.1f us\n", srv_switches [0] / acc [0].n,
+                     srv_switches [1] / acc [1].n, srv_switches [2] / acc [2].n, srv_cpu [0] / acc [0].n,
+                     srv_cpu [1] / acc [1].n, srv_cpu [2] / acc [2].n);
         check_p99 = p [0][1];
         printf ("bench authz_bus_rate %.0f req/s (service %s)\n", rate,
                 s_in_thread? "on a thread of the client's process": "as its own process");
@@ -1433,7 +1489,7 @@ main (int argc, char **argv)
             { true, "writes", "SANCTUM_AUTHZ_WRITER_THREAD", "false", "writes committed on the reactor" },
         };
         double mixed_secs = bus_secs * 2 / 3;
-        for (int b = 0; ok == 0 && b < 2; b++) {
+        for (int b = 0; ok == 0 && !paced_only && b < 2; b++) {
             double p_mixed [2][2], other_ms [2], other_rate [2];
             for (int v = 0; ok == 0 && v < 2; v++) {
                 s_samples_t m;
@@ -1473,7 +1529,7 @@ main (int argc, char **argv)
         //  (default; the service restarted as configured), then the
         //  baseline, writer_thread = false
         double writes_rate [2] = { 0 };
-        for (int v = 0; ok == 0 && v < 2; v++) {
+        for (int v = 0; ok == 0 && !paced_only && v < 2; v++) {
             s_bus_stop (&bus);
             if (v == 1)
                 setenv ("SANCTUM_AUTHZ_WRITER_THREAD", "false", 1);
@@ -1484,9 +1540,10 @@ main (int argc, char **argv)
         }
         if (ok)
             goto done;
-        printf ("bench authz_bus_writes_concurrent %.0f writes/s (%d in flight) baseline %.0f ratio %.2f "
-                "(baseline: one commit each, on the reactor)\n", writes_rate [0], WRITES_IN_FLIGHT,
-                writes_rate [1], writes_rate [0] / writes_rate [1]);
+        if (!paced_only)
+            printf ("bench authz_bus_writes_concurrent %.0f writes/s (%d in flight) baseline %.0f ratio %.2f "
+                    "(baseline: one commit each, on the reactor)\n", writes_rate [0], WRITES_IN_FLIGHT,
+                    writes_rate [1], writes_rate [0] / writes_rate [1]);
     }
     char missed [80] = "";
     if (check_rate < TARGET_RATE)
