@@ -247,7 +247,7 @@ s_filter (bus_http_exchange_t *ex, json_t *body, const char *name, bool (*valid)
         return true;
     if (!valid (value)) {
         json_decref (body);
-        tele_error (ex, 400, "invalid", message);
+        tele_error (ex, 400, "invalid", "%s", message);
         return false;
     }
     json_object_set_new (body, name, json_string (value));
