@@ -597,14 +597,12 @@ tele_api_approvals (tele_t *self, bus_http_exchange_t *ex)
 {
     const char *state = bus_http_query (ex, "state");
     json_t *body = json_pack ("{s:i}", "limit", 200);
-    if (!state)                                 /* pending unless asked: state= or all for every one */
+    /* pending unless asked: state= or state=all for every one */
+    if (!state)
         json_object_set_new (body, "state", json_string ("pending"));
     else
-    if (streq (state, "all"))
-        ;
-    else
-    if (!s_filter (ex, body, "state", s_known_approval_state,
-                   "state must be pending, approved, denied, expired, cancelled or all"))
+    if (!streq (state, "all") && !s_filter (ex, body, "state", s_known_approval_state,
+                                            "state must be pending, approved, denied, expired, cancelled or all"))
         return;
     if (s_filter (ex, body, "run", s_run_id_ok, S_RUN_ID_MESSAGE))
         s_ask_single (self, ex, "ciba-broker", "approvals", "ciba.list", body);
