@@ -10,6 +10,7 @@
 #include "bus_call.h"
 
 #include <errno.h>
+#include "bus_alarm.h"
 #include "bus_error.h"
 #include "bus_keys.h"
 #include "bus_log.h"
@@ -47,7 +48,7 @@ struct bus_calls_t {
     bus_stats_t *stats;                 /* or NULL */
     zhashx_t *calls;                    /* id -> s_call_t (owned here) */
     zlistx_t *deadlines;                /* s_call_t, earliest deadline first */
-    int timer_id;                       /* -1 while no timer runs */
+    bus_alarm_t *timer;                 /* NULL while no timer runs */
     int64_t last_rx_ms;                 /* a frame came from the peer */
     int64_t connected_ms;               /* the current socket was made */
     int busy;                           /* reactor handlers of ours running */
@@ -82,7 +83,7 @@ s_count (bus_calls_t *self, const char *name, uint64_t n)
 }
 
 static int s_on_reply (zloop_t *loop, zsock_t *sock, void *arg);
-static int s_on_tick (zloop_t *loop, int timer_id, void *arg);
+static int s_on_tick (zloop_t *loop, void *arg);
 
 /*  Replace the DEALER (if any) by a fresh one, connected and registered
     with the zloop in the old one's place. Returns 0, BUS_ENOMEM or
@@ -139,11 +140,11 @@ s_transmit (bus_calls_t *self, s_call_t *c)
 static void
 s_timer_arm (bus_calls_t *self)
 {
-    if (self->timer_id >= 0)
+    if (self->timer)
         return;
     int tick = self->timeout_ms / 10;
     tick = tick < S_TICK_MIN_MS ? S_TICK_MIN_MS : tick > S_TICK_MAX_MS ? S_TICK_MAX_MS : tick;
-    self->timer_id = zloop_timer (self->loop, (size_t) tick, 0, s_on_tick, self);
+    self->timer = bus_alarm_new (self->loop, (size_t) tick, 0, s_on_tick, self);
 }
 
 /*  Take the call out of flight and run its callback with reply (consumed);
@@ -165,8 +166,7 @@ s_finish (bus_calls_t *self, s_call_t *c, proto_msg_t *reply)
 static void
 s_free (bus_calls_t *self)
 {
-    if (self->timer_id >= 0)
-        zloop_timer_end (self->loop, self->timer_id);
+    bus_alarm_end (&self->timer);
     if (self->sock) {
         zloop_reader_end (self->loop, self->sock);
         zsock_destroy (&self->sock);
@@ -230,12 +230,11 @@ s_on_reply (zloop_t *loop, zsock_t *unused, void *arg)
     silent for a whole timeout, replace the connection first and send
     everything in flight on the new one. */
 static int
-s_on_tick (zloop_t *loop, int timer_id, void *arg)
+s_on_tick (zloop_t *loop, void *arg)
 {
     bus_calls_t *self = arg;
     if (zhashx_size (self->calls) == 0) {
-        zloop_timer_end (loop, timer_id);
-        self->timer_id = -1;
+        bus_alarm_end (&self->timer);
         return 0;
     }
     self->busy++;
@@ -306,7 +305,6 @@ bus_calls_new (zloop_t *loop, const char *name, const char *endpoint, const char
     self->retries = retries >= 0 ? retries : 3;
     self->max_frame = S_MAX_FRAME;
     self->stats = stats;
-    self->timer_id = -1;
     self->calls = zhashx_new ();
     self->deadlines = zlistx_new ();
     if (!self->endpoint || !self->calls || !self->deadlines) {

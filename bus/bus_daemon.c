@@ -2,6 +2,7 @@
     the daemon's start, its timers, followers and HTTP listener on the
     service's reactor, its stop. */
 #include "bus_daemon.h"
+#include "bus_alarm.h"
 #include "bus_error.h"
 #include "bus_log.h"
 
@@ -16,7 +17,7 @@
 typedef struct {
     bus_daemon_run_t *run;
     const bus_timer_t *def;
-    int id;                       /* zloop's, or -1 while not set */
+    bus_alarm_t *alarm;           /* NULL while not set */
 } s_timer_t;
 
 /*  One declared follower of a running daemon: what bus_follow calls back
@@ -67,7 +68,7 @@ s_usage (FILE *out, const char *prog)
 
 /*  zloop timer handler: run the daemon's callback with its state. */
 static int
-s_on_timer (zloop_t *loop, int timer_id, void *arg)
+s_on_timer (zloop_t *loop, void *arg)
 {
     s_timer_t *timer = arg;
     timer->def->fn (timer->run->svc, timer->run->state);
@@ -116,14 +117,13 @@ s_timers_start (bus_daemon_run_t *self, char *err, size_t err_len)
         s_timer_t *timer = &self->timers [i];
         timer->run = self;
         timer->def = &daemon->timers [i];
-        timer->id = -1;
         self->ntimers = i + 1;
         long ms = s_interval (daemon, self->svc, "timer", timer->def->name, timer->def->interval_ms,
                               timer->def->interval_key, err, err_len);
         if (ms < 0)
             return BUS_EINVAL;
-        timer->id = zloop_timer (loop, (size_t) ms, 0, s_on_timer, timer);
-        if (timer->id == -1) {
+        timer->alarm = bus_alarm_new (loop, (size_t) ms, 0, s_on_timer, timer);
+        if (!timer->alarm) {
             snprintf (err, err_len, "timer %s: zloop refused it", timer->def->name ? timer->def->name : "?");
             return BUS_ENOMEM;
         }
@@ -136,12 +136,8 @@ s_timers_start (bus_daemon_run_t *self, char *err, size_t err_len)
 static void
 s_timers_stop (bus_daemon_run_t *self)
 {
-    zloop_t *loop = bus_service_loop (self->svc);
     for (size_t i = 0; i < self->ntimers; i++)
-        if (self->timers [i].id != -1) {
-            zloop_timer_end (loop, self->timers [i].id);
-            self->timers [i].id = -1;
-        }
+        bus_alarm_end (&self->timers [i].alarm);
     free (self->timers);
     self->timers = NULL;
     self->ntimers = 0;

@@ -10,6 +10,7 @@
 */
 #include "bus_follow.h"
 
+#include "bus_alarm.h"
 #include "bus_call.h"
 #include "bus_error.h"
 #include "bus_keys.h"
@@ -62,7 +63,7 @@ struct bus_follow_t {
     bool from_now;
     int replay_ms;
     bus_stats_t *stats;
-    int timer_id;
+    bus_alarm_t *timer;
     s_source_t *sources [BUS_FOLLOW_SOURCES_MAX];
     size_t nsources;
     uint64_t applied;
@@ -566,7 +567,7 @@ s_on_event (zloop_t *loop, zsock_t *sock, void *arg)
     a quiet source (and, now and then, of a busy one: it keeps the
     publisher's outbox_acked_by record fresh). */
 static int
-s_on_timer (zloop_t *loop, int timer_id, void *arg)
+s_on_timer (zloop_t *loop, void *arg)
 {
     bus_follow_t *self = arg;
     int64_t now = zclock_mono ();
@@ -633,7 +634,6 @@ bus_follow_new (zloop_t *loop, zcert_t *cert, const bus_follow_opts_t *opts)
     self->from_now = opts->from_now && !opts->store;
     self->replay_ms = opts->replay_ms > 0 ? opts->replay_ms : 1000;
     self->stats = opts->stats;
-    self->timer_id = -1;
     size_t ntopics = 0;
     for (size_t i = 0; opts->topics && opts->topics [i]; i++) {
         if (ntopics == S_TOPICS_MAX || !(self->topics [ntopics++] = strdup (opts->topics [i]))) {
@@ -651,8 +651,8 @@ bus_follow_new (zloop_t *loop, zcert_t *cert, const bus_follow_opts_t *opts)
             return NULL;
         }
     }
-    self->timer_id = zloop_timer (loop, (size_t) self->replay_ms, 0, s_on_timer, self);
-    if (self->timer_id < 0) {
+    self->timer = bus_alarm_new (loop, (size_t) self->replay_ms, 0, s_on_timer, self);
+    if (!self->timer) {
         bus_follow_destroy (&self);
         return NULL;
     }
@@ -682,8 +682,7 @@ bus_follow_destroy (bus_follow_t **self_p)
     bus_follow_t *self = *self_p;
     for (size_t i = 0; i < self->nsources; i++)
         s_source_destroy (&self->sources [i]);
-    if (self->timer_id >= 0)
-        zloop_timer_end (self->loop, self->timer_id);
+    bus_alarm_end (&self->timer);
     for (size_t i = 0; self->topics [i]; i++)
         free (self->topics [i]);
     free (self);

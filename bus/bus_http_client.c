@@ -8,6 +8,7 @@
     inside a curl callback, so a callback may start or cancel requests.
 */
 #include "bus_http_client.h"
+#include "bus_alarm.h"
 #include "bus_config.h"
 #include "bus_error.h"
 #include "bus_log.h"
@@ -30,7 +31,7 @@
 struct bus_http_client_t {
     zloop_t *loop;
     CURLM *multi;
-    int timer_id;               /* the zloop timer for curl's timeout, or -1 */
+    bus_alarm_t *timer;         /* for curl's timeout, or NULL */
     int kick_fd;                /* eventfd: curl's timeout is 0, "at the next poll" */
     bool kicked;                /* curl's timeout is 0: call it back */
     bool kick_written;          /* ... and kick_fd says so */
@@ -374,11 +375,10 @@ s_epoll_ready (zloop_t *loop, zmq_pollitem_t *item, void *arg)
 
 /*  zloop: curl's timeout is due. */
 static int
-s_timer_fired (zloop_t *loop, int timer_id, void *arg)
+s_timer_fired (zloop_t *loop, void *arg)
 {
     bus_http_client_t *self = arg;
-    if (timer_id == self->timer_id)
-        self->timer_id = -1;            /* a one-shot: zloop drops it */
+    bus_alarm_end (&self->timer);
     self->kicked = false;
     s_drive (self, CURL_SOCKET_TIMEOUT, 0);
     return 0;
@@ -437,16 +437,13 @@ static int
 s_timer_cb (CURLM *multi, long timeout_ms, void *userp)
 {
     bus_http_client_t *self = userp;
-    if (self->timer_id >= 0) {
-        zloop_timer_end (self->loop, self->timer_id);
-        self->timer_id = -1;
-    }
+    bus_alarm_end (&self->timer);
     self->kicked = timeout_ms == 0;
     if (self->kicked && !self->in_handler)
         return s_kick (self);
     if (timeout_ms > 0) {
-        self->timer_id = zloop_timer (self->loop, (size_t) timeout_ms, 1, s_timer_fired, self);
-        if (self->timer_id < 0)
+        self->timer = bus_alarm_new (self->loop, (size_t) timeout_ms, 1, s_timer_fired, self);
+        if (!self->timer)
             return -1;
     }
     return 0;
@@ -478,7 +475,6 @@ bus_http_client_new (zloop_t *loop, const bus_http_client_opts_t *opts)
     if (!self)
         goto done;
     self->loop = loop;
-    self->timer_id = -1;
     self->kick_fd = eventfd (0, EFD_NONBLOCK | EFD_CLOEXEC);
     self->epoll_fd = epoll_create1 (EPOLL_CLOEXEC);
     self->next_id = 1;
@@ -549,8 +545,7 @@ bus_http_client_destroy (bus_http_client_t **self_p)
         curl_multi_cleanup (self->multi);   /* closes cached connections: sockets removed */
     while (self->pool_size)
         curl_easy_cleanup (self->pool [--self->pool_size]);
-    if (self->timer_id >= 0)
-        zloop_timer_end (self->loop, self->timer_id);
+    bus_alarm_end (&self->timer);
     if (self->kick_fd >= 0) {
         zmq_pollitem_t kick = { NULL, self->kick_fd, ZMQ_POLLIN, 0 };
         zloop_poller_end (self->loop, &kick);

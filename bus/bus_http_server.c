@@ -22,6 +22,7 @@
     record) ends the watch: those are MHD's.
 */
 #include "bus_http_server.h"
+#include "bus_alarm.h"
 #include "bus_error.h"
 #include "bus_log.h"
 
@@ -105,8 +106,8 @@ struct bus_http_server_t {
     struct MHD_Daemon *mhd;
     int epoll_fd;
     bool polled;
-    int run_timer;              /* one-shot: MHD_get_timeout, or -1 */
-    int sweep_timer;
+    bus_alarm_t *run_timer;     /* one-shot: MHD_get_timeout, or NULL */
+    bus_alarm_t *sweep_timer;
     int kick_fd;                /* eventfd: "run MHD at the next poll" */
     bool kicked;
     bool in_run, run_again;
@@ -142,11 +143,10 @@ s_mhd_log (void *cls, const char *fmt, va_list ap)
 
 /*  zloop: MHD's timeout is due. */
 static int
-s_run_timer_fired (zloop_t *loop, int timer_id, void *arg)
+s_run_timer_fired (zloop_t *loop, void *arg)
 {
     bus_http_server_t *self = arg;
-    if (timer_id == self->run_timer)
-        self->run_timer = -1;
+    bus_alarm_end (&self->run_timer);
     s_run (self);
     return 0;
 }
@@ -155,11 +155,10 @@ s_run_timer_fired (zloop_t *loop, int timer_id, void *arg)
 static void
 s_arm (bus_http_server_t *self, long long delay_ms)
 {
-    if (self->run_timer >= 0)
-        zloop_timer_end (self->loop, self->run_timer);
+    bus_alarm_end (&self->run_timer);
     if (delay_ms > 60000)
         delay_ms = 60000;
-    self->run_timer = zloop_timer (self->loop, (size_t) delay_ms, 1, s_run_timer_fired, self);
+    self->run_timer = bus_alarm_new (self->loop, (size_t) delay_ms, 1, s_run_timer_fired, self);
 }
 
 /*  Run MHD at the next turn of the zloop, after it has polled: through
@@ -214,10 +213,7 @@ s_run (bus_http_server_t *self)
             s_arm (self, (long long) timeout);
     }
     else
-    if (self->run_timer >= 0) {
-        zloop_timer_end (self->loop, self->run_timer);
-        self->run_timer = -1;
-    }
+        bus_alarm_end (&self->run_timer);
 }
 
 /*  zloop: MHD's epoll descriptor is ready. */
@@ -230,7 +226,7 @@ s_epoll_ready (zloop_t *loop, zmq_pollitem_t *item, void *arg)
 
 /*  zloop: shut the socket of every connection whose request is late. */
 static int
-s_sweep (zloop_t *loop, int timer_id, void *arg)
+s_sweep (zloop_t *loop, void *arg)
 {
     bus_http_server_t *self = arg;
     int64_t now = zclock_mono ();
@@ -657,8 +653,6 @@ bus_http_server_new (zloop_t *loop, const bus_http_server_opts_t *opts,
         goto done;
     }
     self->loop = loop;
-    self->run_timer = -1;
-    self->sweep_timer = -1;
     self->kick_fd = eventfd (0, EFD_NONBLOCK | EFD_CLOEXEC);
     if (self->kick_fd < 0) {
         snprintf (err, err_len, "http server: eventfd: %s", strerror (errno));
@@ -718,8 +712,8 @@ bus_http_server_new (zloop_t *loop, const bus_http_server_opts_t *opts,
     self->polled = true;
     int sweep_ms = self->request_timeout_ms / 4;
     sweep_ms = sweep_ms < 10 ? 10 : sweep_ms > 1000 ? 1000 : sweep_ms;
-    self->sweep_timer = zloop_timer (loop, (size_t) sweep_ms, 0, s_sweep, self);
-    if (self->sweep_timer < 0) {
+    self->sweep_timer = bus_alarm_new (loop, (size_t) sweep_ms, 0, s_sweep, self);
+    if (!self->sweep_timer) {
         snprintf (err, err_len, "http server: cannot start the sweep timer");
         goto done;
     }
@@ -759,10 +753,8 @@ bus_http_server_destroy (bus_http_server_t **self_p)
         zloop_poller_end (self->loop, &kick);
         close (self->kick_fd);
     }
-    if (self->run_timer >= 0)
-        zloop_timer_end (self->loop, self->run_timer);
-    if (self->sweep_timer >= 0)
-        zloop_timer_end (self->loop, self->sweep_timer);
+    bus_alarm_end (&self->run_timer);
+    bus_alarm_end (&self->sweep_timer);
     for (size_t i = 0; i < self->route_count; i++) {
         free (self->routes [i].method);
         free (self->routes [i].path);

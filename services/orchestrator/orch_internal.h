@@ -34,6 +34,7 @@
 #include "bus_call.h"
 #include "bus_http_client.h"
 #include "bus_service.h"
+#include "bus_alarm.h"
 #include "orch_agent.h"
 #include "orch_workflow.h"
 
@@ -67,7 +68,7 @@ typedef struct {
     zhash_t *runs;                  /* run id -> orch_run_t: runs being worked on */
     zhash_t *waiters;               /* run id -> zlist_t of orch_waiter_t */
     zlist_t *kick;                  /* run ids to look at again (char *, owned) */
-    int kick_timer;                 /* -1: none armed */
+    bus_alarm_t *kick_timer;        /* NULL: none armed */
     bus_calls_t *authz, *ciba, *vault, *auditor;
     zlist_t *reconciling;           /* ciba.status batches in flight (s_batch_t, orch_run.c) */
     size_t peer_busy [ORCH_PEERS];  /* step calls in flight, per peer */
@@ -91,7 +92,7 @@ typedef struct {
     const orch_workflow_t *wf;
     char *token;                    /* the leased token: memory only, wiped */
     uint8_t pk [32], sk [64];       /* the step's node key */
-    int timer;                      /* -1: none */
+    bus_alarm_t *timer;             /* a retry's; NULL: none */
     bool paused;                    /* PAUSED committed for audit/upstream (in memory) */
     int call_peer;                  /* the peer of the step call in flight or queued; -1: none */
     bool call_live;                 /* that call was sent */

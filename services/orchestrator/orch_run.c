@@ -295,8 +295,7 @@ orch_run_drop (orch_run_t *run)
         zlist_remove (self->http_wait, run);
     if (run->http_live || run->http_queued)
         s_http_next (self);
-    if (run->timer >= 0)
-        zloop_timer_end (bus_service_loop (self->svc), run->timer);
+    bus_alarm_end (&run->timer);
     if (peer >= 0)
         s_peer_next (self, peer);
     if (run->token) {
@@ -335,7 +334,6 @@ s_run_take (orch_t *self, json_t *rec)
     snprintf (run->id, sizeof run->id, "%s", orch_str (rec, "run"));
     run->rec = rec;
     run->wf = wf;
-    run->timer = -1;
     run->call_peer = -1;
     zhash_insert (self->runs, run->id, run);
     zhash_freefn (self->runs, run->id, s_run_free);
@@ -704,10 +702,10 @@ s_backoff (orch_t *self, int64_t tries, int64_t retry_after_ms)
 }
 
 static int
-s_on_timer (zloop_t *loop, int timer_id, void *arg)
+s_on_timer (zloop_t *loop, void *arg)
 {
     orch_run_t *run = arg;
-    run->timer = -1;
+    bus_alarm_end (&run->timer);
     if (s_resume (run) == 0)
         s_advance (run);
     return 0;
@@ -719,8 +717,9 @@ s_retry_later (orch_run_t *run, const char *reason, int64_t delay_ms)
 {
     if (!run->paused && s_pause (run, reason, false))
         return;
-    run->timer = zloop_timer (bus_service_loop (run->self->svc), (size_t) (delay_ms > 0 ? delay_ms : 1), 1,
-                              s_on_timer, run);
+    bus_alarm_end (&run->timer);
+    run->timer = bus_alarm_new (bus_service_loop (run->self->svc), (size_t) (delay_ms > 0 ? delay_ms : 1), 1,
+                                s_on_timer, run);
 }
 
 /*  A transient error of a peer (timeout, unavailable). */
@@ -1478,10 +1477,10 @@ orch_run_new_record (orch_t *self, const orch_workflow_t *wf, const char *id, co
 /* --- kicks, approvals, resume --------------------------------------------- */
 
 static int
-s_on_kick (zloop_t *loop, int timer_id, void *arg)
+s_on_kick (zloop_t *loop, void *arg)
 {
     orch_t *self = arg;
-    self->kick_timer = -1;
+    bus_alarm_end (&self->kick_timer);
     char *id;
     bus_txn_t *txn = bus_txn_begin (self->store, false);
     while (txn && (id = zlist_pop (self->kick))) {
@@ -1514,8 +1513,8 @@ void
 orch_run_kick (orch_t *self, const char *id)
 {
     zlist_append (self->kick, strdup (id));
-    if (self->kick_timer < 0)
-        self->kick_timer = zloop_timer (bus_service_loop (self->svc), 0, 1, s_on_kick, self);
+    if (!self->kick_timer)
+        self->kick_timer = bus_alarm_new (bus_service_loop (self->svc), 0, 1, s_on_kick, self);
 }
 
 /*  Set level i of levels (the step's: [{approver, auth_req_id, state}],

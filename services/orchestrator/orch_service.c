@@ -36,7 +36,7 @@ typedef struct {
     orch_t *self;
     bus_request_t *req;
     char id [27];
-    int timer;
+    bus_alarm_t *timer;
 } s_waiter_t;
 
 /* --- workflows ------------------------------------------------------------ */
@@ -211,8 +211,7 @@ static void
 s_waiter_free (void *arg)
 {
     s_waiter_t *w = arg;
-    if (w->timer >= 0)
-        zloop_timer_end (bus_service_loop (w->self->svc), w->timer);
+    bus_alarm_end (&w->timer);
     free (w);
 }
 
@@ -232,11 +231,11 @@ orch_waiters_notify (orch_t *self, const char *id, const json_t *rec)
 }
 
 static int
-s_wait_timeout (zloop_t *loop, int timer_id, void *arg)
+s_wait_timeout (zloop_t *loop, void *arg)
 {
     s_waiter_t *w = arg;
     orch_t *self = w->self;
-    w->timer = -1;
+    bus_alarm_end (&w->timer);
     zlist_t *list = zhash_lookup (self->waiters, w->id);
     if (list)
         zlist_remove (list, w);
@@ -472,7 +471,14 @@ s_run_wait (bus_service_t *svc, bus_request_t *req, void *arg)
     w->req = req;
     snprintf (w->id, sizeof w->id, "%s", id);
     bus_request_defer (req);
-    w->timer = zloop_timer (bus_service_loop (svc), (size_t) timeout, 1, s_wait_timeout, w);
+    w->timer = bus_alarm_new (bus_service_loop (svc), (size_t) timeout, 1, s_wait_timeout, w);
+    if (!w->timer) {
+        bus_reply_error (req, PROTO_ERR_UNAVAILABLE, "out of memory");
+        free (w);
+        if (zlist_size (list) == 0)
+            zhash_delete (self->waiters, id);
+        return;
+    }
     zlist_append (list, w);
 }
 
@@ -550,7 +556,6 @@ s_start (bus_service_t *svc, void **state)
     self->db_meta = bus_store_db (self->store, "meta");
     self->db_workflows = bus_store_db (self->store, "workflows");
     self->db_approvals = bus_store_db (self->store, "approvals");
-    self->kick_timer = -1;
     self->workflows = zhash_new ();
     self->by_hash = zhash_new ();
     self->runs = zhash_new ();
@@ -652,8 +657,7 @@ s_stop (bus_service_t *svc, void **state)
         }
         zhash_destroy (&self->waiters);
     }
-    if (self->kick_timer >= 0)
-        zloop_timer_end (bus_service_loop (svc), self->kick_timer);
+    bus_alarm_end (&self->kick_timer);
     char *id;
     while (self->kick && (id = zlist_pop (self->kick)))
         free (id);
