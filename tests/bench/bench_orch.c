@@ -44,18 +44,16 @@
 #include "bus_log.h"
 #include "ciba_decision.h"
 #include "../support/bench_util.h"
+#include "../support/test_service.h"
 
-#include <arpa/inet.h>
 #include <libgen.h>
 #include <limits.h>
-#include <netinet/in.h>
 #include <signal.h>
 #include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
-#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -95,21 +93,6 @@ static const char *s_gate =
     " \"binding_message\": \"PO {{input.n}} USD {{input.amount}}\"},"
     "{\"id\": \"done\", \"kind\": \"end\"}],"
     " \"edges\": [{\"from\": \"write_po\", \"to\": \"done\"}]}";
-
-static int
-s_free_port (void)
-{
-    int fd = socket (AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = { .sin_family = AF_INET, .sin_addr.s_addr = htonl (INADDR_LOOPBACK) };
-    socklen_t len = sizeof a;
-    int port = -1;
-    if (fd >= 0 && bind (fd, (struct sockaddr *) &a, sizeof a) == 0
-        && getsockname (fd, (struct sockaddr *) &a, &len) == 0)
-        port = ntohs (a.sin_port);
-    if (fd >= 0)
-        close (fd);
-    return port;
-}
 
 /*  Run sanctumctl with args (a shell line); 0 when it exited 0. */
 static int
@@ -311,12 +294,17 @@ s_setup (bool *made)
     fprintf (f, "[sanctum]\ndata_dir = %s/data\nkeys_dir = %s/keys\nallow_dir = %s/keys/allow\nlog_level = warn\n"
              "rpc_timeout_ms = 5000\nrpc_retries = 2\nmap_size_mb = 2048\n", s_root, s_root, s_root);
     const char *sections [] = { "orchestrator", "authz", "auditor", "vault", "ciba", "telemetry", "sandbox" };
+    int ports [3 * 7];
+    if (test_service_free_ports (ports, 3 * 7)) {
+        fclose (f);
+        return -1;
+    }
     for (int i = 0; i < 7; i++) {
-        fprintf (f, "\n[%s]\nrpc = tcp://127.0.0.1:%d\npub = tcp://127.0.0.1:%d\n", sections [i], s_free_port (),
-                 s_free_port ());
+        fprintf (f, "\n[%s]\nrpc = tcp://127.0.0.1:%d\npub = tcp://127.0.0.1:%d\n", sections [i], ports [3 * i],
+                 ports [3 * i + 1]);
         if (!strcmp (sections [i], "authz") || !strcmp (sections [i], "vault") || !strcmp (sections [i], "telemetry")
             || !strcmp (sections [i], "sandbox"))
-            fprintf (f, "http = 127.0.0.1:%d\n", s_free_port ());
+            fprintf (f, "http = 127.0.0.1:%d\n", ports [3 * i + 2]);
         if (!strcmp (sections [i], "orchestrator"))
             fprintf (f, "workflows = %s/workflows\n", s_root);
     }

@@ -93,9 +93,7 @@ test_service_new (const char *section, const char *root, const char *sanctum_lin
         goto done;
     }
     self->own_dir = !root;
-    self->ports [0] = test_service_free_port ();
-    self->ports [1] = test_service_free_port ();
-    if (self->ports [0] < 0 || self->ports [1] < 0) {
+    if (test_service_free_ports (self->ports, 2)) {
         snprintf (err, err_len, "no free loopback port");
         goto done;
     }
@@ -322,20 +320,35 @@ test_service_rmtree (const char *dir)
     nftw (dir, s_rm, 16, FTW_DEPTH | FTW_PHYS);
 }
 
-/*  Bind port 0 on loopback and read the port back. */
+/*  Bind port 0 on loopback n times, read each port back, then release
+    them all. */
+int
+test_service_free_ports (int *ports, int n)
+{
+    int fds [n];
+    int rc = 0;
+    for (int i = 0; i < n; i++) {
+        fds [i] = socket (AF_INET, SOCK_STREAM, 0);
+        struct sockaddr_in addr = { .sin_family = AF_INET, .sin_addr.s_addr = htonl (INADDR_LOOPBACK) };
+        socklen_t len = sizeof addr;
+        ports [i] = -1;
+        if (fds [i] >= 0 && bind (fds [i], (struct sockaddr *) &addr, sizeof addr) == 0
+        &&  getsockname (fds [i], (struct sockaddr *) &addr, &len) == 0)
+            ports [i] = ntohs (addr.sin_port);
+        else
+            rc = -1;
+    }
+    for (int i = 0; i < n; i++)
+        if (fds [i] >= 0)
+            close (fds [i]);
+    return rc;
+}
+
 int
 test_service_free_port (void)
 {
-    int fd = socket (AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in addr = { .sin_family = AF_INET, .sin_addr.s_addr = htonl (INADDR_LOOPBACK) };
-    socklen_t len = sizeof addr;
-    int port = -1;
-    if (fd >= 0 && bind (fd, (struct sockaddr *) &addr, sizeof addr) == 0
-    &&  getsockname (fd, (struct sockaddr *) &addr, &len) == 0)
-        port = ntohs (addr.sin_port);
-    if (fd >= 0)
-        close (fd);
-    return port;
+    int port;
+    return test_service_free_ports (&port, 1) ? -1 : port;
 }
 
 /*  The summary line tests/run.sh counts. */

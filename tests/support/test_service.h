@@ -88,6 +88,11 @@ void test_service_rmtree (const char *dir);
     to bind at once), or -1. */
 int test_service_free_port (void);
 
+/*  n distinct free TCP ports on loopback into ports: each held until all
+    are picked (the kernel may hand a port released a moment ago out
+    again, and two daemons of one suite must not share one). 0, or -1. */
+int test_service_free_ports (int *ports, int n);
+
 /*  A counter of the service's `stats`, asked through client: its value
     (0 when it was never counted), or -1 when stats did not answer ok. */
 int64_t test_service_counter (bus_client_t *client, const char *name);
