@@ -31,10 +31,10 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "bus_alarm.h"
 #include "bus_call.h"
 #include "bus_http_client.h"
 #include "bus_service.h"
-#include "bus_alarm.h"
 #include "orch_agent.h"
 #include "orch_workflow.h"
 
