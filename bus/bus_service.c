@@ -99,19 +99,23 @@ s_handle_echo (bus_service_t *self, bus_request_t *req, void *arg)
 
 /* --- replies -------------------------------------------------------------- */
 
-/*  Send an encoded reply to routing (consumed). A send may take in the
-    ROUTER's commands, a request's arrival among them: outside s_on_request
-    (a deferred reply), the ROUTER is read again on the next turn of the
-    loop (bus_reader.h). */
+/*  Send an encoded reply to route. A send may take in the ROUTER's
+    commands, a request's arrival among them: outside s_on_request (a
+    deferred reply), the ROUTER is read again on the next turn of the loop
+    (bus_reader.h). The frames go by zmq_send: a routing id of up to 33
+    bytes is copied into the message itself, and the reply into one
+    allocation of libzmq's (CZMQ's zmsg and zframe cost five more). */
 static void
-s_send_reply (bus_service_t *self, zmsg_t **routing_p, const uint8_t *data, size_t len)
+s_send_reply (bus_service_t *self, const bus_route_t *route, const uint8_t *data, size_t len)
 {
-    zmsg_t *out = *routing_p;
-    *routing_p = NULL;
-    zmsg_addmem (out, data, len);
-    if (zmsg_send (&out, self->router))
+    void *router = zsock_resolve (self->router);
+    int rc = route->len ? 0 : -1;
+    for (size_t at = 0; rc >= 0 && at < route->len; at += 1 + (size_t) route->data [at])
+        rc = zmq_send (router, route->data + at + 1, route->data [at], ZMQ_SNDMORE);
+    if (rc >= 0)
+        rc = zmq_send (router, data, len, 0);
+    if (rc < 0)
         bus_stats_count (self->stats, "replies_unroutable", 1);
-    zmsg_destroy (&out);
     bus_reader_kick (self->router_reader);
 }
 
@@ -127,17 +131,16 @@ s_requests_wait (bus_service_t *self)
 
 /*  Answer a frame we could not turn into a request. */
 static void
-s_reject (bus_service_t *self, zmsg_t **routing_p, const char *corr, const char *code,
+s_reject (bus_service_t *self, const bus_route_t *route, const char *corr, const char *code,
           const char *message)
 {
     proto_msg_t *rep = proto_reply_error_id (corr, code, message);
     uint8_t *data = NULL;
     size_t len = 0;
     if (rep && proto_msg_encode (rep, &data, &len) == 0)
-        s_send_reply (self, routing_p, data, len);
+        s_send_reply (self, route, data, len);
     free (data);
     proto_msg_destroy (&rep);
-    zmsg_destroy (routing_p);
     char counter [64];
     snprintf (counter, sizeof counter, "requests_rejected_%s", code);
     bus_stats_count (self->stats, counter, 1);
@@ -149,7 +152,6 @@ s_request_free (bus_request_t **req_p)
     bus_request_t *req = *req_p;
     if (!req)
         return;
-    zmsg_destroy (&req->routing);
     proto_msg_destroy (&req->msg);
     free (req->reply);
     free (req);
@@ -191,7 +193,7 @@ s_answer (bus_request_t *req, proto_msg_t **rep_p)
             return;
         }
     }
-    s_send_reply (self, &req->routing, data, len);
+    s_send_reply (self, &req->route, data, len);
     /* remembered for retries once the reply has left: by s_on_message when
        it is still running, else in the entry it left for a deferred reply */
     if (req->remember && req->in_handler) {
@@ -444,7 +446,7 @@ s_seen (bus_service_t *self, bus_request_t *req)
         return true;
     }
     if (found == BUS_DEDUPE_REPLY)
-        s_send_reply (self, &req->routing, data, len);
+        s_send_reply (self, &req->route, data, len);
     req->answered = true;
     s_request_free (&req);
     return true;
@@ -452,49 +454,47 @@ s_seen (bus_service_t *self, bus_request_t *req)
 
 static void s_dispatch (bus_service_t *self, bus_request_t *req);
 
-/*  One frame set from the ROUTER (consumed). */
+/*  One request from the ROUTER: its routing frames, and its last frame
+    (closed here). */
 static void
-s_on_message (bus_service_t *self, zmsg_t *routing)
+s_on_message (bus_service_t *self, const bus_route_t *route, zmq_msg_t *frame)
 {
     bus_stats_count (self->stats, "requests_received", 1);
     int64_t start = proto_now_us ();
-    zframe_t *frame = zmsg_last (routing);
-    if (zmsg_size (routing) < 2 || !frame) {
-        bus_stats_count (self->stats, "requests_dropped_no_routing", 1);
-        zmsg_destroy (&routing);
-        return;
-    }
-    zmsg_remove (routing, frame);      /* now ours; routing keeps the rest */
     /* who is it? — from the CURVE key, never from the message */
-    const char *user_id = zframe_meta (frame, "User-Id");
-    const char *principal = bus_allow_principal (self->allow, user_id);
+    const char *key = zmq_msg_gets (frame, "User-Id");
+    const char *principal = bus_allow_principal (self->allow, key);
+    /* an unknown key as text, for the refusal's lines: copied out, as the
+       frame's metadata goes with the frame (a CURVE key is 40 characters) */
+    char user_id [64] = "(none)";
+    if (!principal && key && *key)
+        snprintf (user_id, sizeof user_id, "%s", key);
     char id [PROTO_ID_LEN + 1] = "";
     char err [256];
     /* over the cap: not decoded, only its id looked for, so the refusal
        can name the request */
-    size_t size = zframe_size (frame);
+    size_t size = zmq_msg_size (frame);
     proto_msg_t *msg = NULL;
     int rc = 0;
     if (size > self->max_frame) {
-        proto_msg_peek_id (zframe_data (frame), size, id);
-        zframe_destroy (&frame);
+        proto_msg_peek_id (zmq_msg_data (frame), size, id);
+        zmq_msg_close (frame);
         bus_log_limited (self->refusals, principal ? principal : user_id, PROTO_ERR_TOO_LARGE, BUS_LOG_WARN,
                          json_pack ("{s:s, s:s}", "peer", principal ? principal : "(unknown key)",
                                     "code", PROTO_ERR_TOO_LARGE),
                          "frame of %zu bytes from %s over the cap", size, principal ? principal : "an unknown key");
-        s_reject (self, &routing, id, principal ? PROTO_ERR_TOO_LARGE : PROTO_ERR_FORBIDDEN,
+        s_reject (self, route, id, principal ? PROTO_ERR_TOO_LARGE : PROTO_ERR_FORBIDDEN,
                   principal ? "frame exceeds the size cap" : "unknown client key");
         return;
     }
-    rc = proto_msg_decode (&msg, zframe_data (frame), size, SIZE_MAX, id, err, sizeof err);
-    zframe_destroy (&frame);
+    rc = proto_msg_decode (&msg, zmq_msg_data (frame), size, SIZE_MAX, id, err, sizeof err);
+    zmq_msg_close (frame);
     if (!principal) {
         bus_log_limited (self->refusals, user_id, "unknown_key", BUS_LOG_WARN,
-                         json_pack ("{s:s, s:s}", "peer_key", user_id && *user_id ? user_id : "(none)",
-                                    "code", PROTO_ERR_FORBIDDEN),
-                         "message from unknown key %s refused", user_id && *user_id ? user_id : "(none)");
+                         json_pack ("{s:s, s:s}", "peer_key", user_id, "code", PROTO_ERR_FORBIDDEN),
+                         "message from unknown key %s refused", user_id);
         proto_msg_destroy (&msg);
-        s_reject (self, &routing, id, PROTO_ERR_FORBIDDEN, "unknown client key");
+        s_reject (self, route, id, PROTO_ERR_FORBIDDEN, "unknown client key");
         return;
     }
     if (rc) {
@@ -502,17 +502,17 @@ s_on_message (bus_service_t *self, zmsg_t *routing)
                          json_pack ("{s:s, s:s, s:s}", "peer", principal, "request", id,
                                     "code", PROTO_ERR_MALFORMED),
                          "malformed request: %s", err);
-        s_reject (self, &routing, id, rc == PROTO_ESTATE ? PROTO_ERR_VERSION : PROTO_ERR_MALFORMED, err);
+        s_reject (self, route, id, rc == PROTO_ESTATE ? PROTO_ERR_VERSION : PROTO_ERR_MALFORMED, err);
         return;
     }
     bus_request_t *req = calloc (1, sizeof *req);
     if (!req) {
         proto_msg_destroy (&msg);
-        zmsg_destroy (&routing);
         return;
     }
     req->svc = self;
-    req->routing = routing;
+    memcpy (&req->route.data, route->data, route->len);
+    req->route.len = route->len;
     req->msg = msg;
     req->start_us = start;
     /* principals are at most 100 bytes (bus_principal_valid): they fit */
@@ -614,6 +614,42 @@ bus_service_local_piped (bus_service_t *self, const char *principal, const char 
     return 0;
 }
 
+/*  Receive one request from the ROUTER: its routing frames into route,
+    its last frame into frame (the caller closes it). 1: received; -1:
+    one dropped (no routing frame, or more routing than a reply could
+    carry: counted); 0: nothing waits (the receive timeout is 0), or
+    interrupted. */
+static int
+s_recv_request (bus_service_t *self, bus_route_t *route, zmq_msg_t *frame)
+{
+    void *router = zsock_resolve (self->router);
+    route->len = 0;
+    bool fits = true;
+    while (true) {
+        zmq_msg_init (frame);
+        if (zmq_msg_recv (frame, router, 0) < 0) {
+            zmq_msg_close (frame);
+            return 0;               /* a message's parts come at once: this is its first */
+        }
+        if (!zmq_msg_more (frame))
+            break;
+        size_t size = zmq_msg_size (frame);
+        if (size > UINT8_MAX || route->len + 1 + size > sizeof route->data)
+            fits = false;
+        else {
+            route->data [route->len] = (uint8_t) size;
+            memcpy (route->data + route->len + 1, zmq_msg_data (frame), size);
+            route->len += 1 + size;
+        }
+        zmq_msg_close (frame);
+    }
+    if (fits && route->len)
+        return 1;
+    zmq_msg_close (frame);
+    bus_stats_count (self->stats, fits ? "requests_dropped_no_routing" : "requests_dropped_routing_too_long", 1);
+    return -1;
+}
+
 /*  The ROUTER may be readable: handle what is queued, up to S_BATCH_MAX
     requests, before going back to the reactor (its poll costs a system
     call per wake-up; timers still run between batches). A bus_reader_fn:
@@ -626,10 +662,13 @@ s_on_request (zloop_t *loop, zsock_t *router, void *arg)
        ends the batch, and takes in the commands that re-arm the ROUTER's
        descriptor */
     for (int i = 0; i < S_BATCH_MAX; i++) {
-        zmsg_t *routing = zmsg_recv (router);
-        if (!routing)
+        bus_route_t route;
+        zmq_msg_t frame;
+        int rc = s_recv_request (self, &route, &frame);
+        if (rc == 0)
             return zsys_interrupted ? -1 : 0;
-        s_on_message (self, routing);
+        if (rc == 1)
+            s_on_message (self, &route, &frame);
     }
     return 1;
 }

@@ -76,9 +76,20 @@ struct bus_service_t {
     bool trim_pending;            /* a trim is with the writer */
 };
 
+/*  A request's routing frames (the client's routing id, and any a proxy
+    added before it), kept to address its reply: each as one byte of
+    length, then its bytes. A routing id is 0 to 255 bytes (ZMTP), so one
+    a client chose at the longest fits, beside a few of a proxy's. */
+#define BUS_ROUTE_MAX 512
+
+typedef struct {
+    size_t len;                   /* bytes of data used; 0: none (a local request) */
+    uint8_t data [BUS_ROUTE_MAX];
+} bus_route_t;
+
 struct bus_request_t {
     bus_service_t *svc;
-    zmsg_t *routing;              /* the routing frames, to send the reply */
+    bus_route_t route;            /* to send the reply */
     proto_msg_t *msg;
     char principal [PROTO_PRINCIPAL_MAX + 1];
     uint8_t hash [BUS_DEDUPE_HASH_LEN];   /* of type and body, when remembered */

@@ -47,9 +47,12 @@ def server_key(keys_dir, service):
 
 
 class SanctumClient:
-    def __init__(self, endpoint, server_public, public, secret, timeout_ms=2000, rcvhwm=None, rcvbuf=None):
+    def __init__(self, endpoint, server_public, public, secret, timeout_ms=2000, rcvhwm=None, rcvbuf=None,
+                 routing_id=None):
         self.ctx = zmq.Context.instance()
         self.sock = self.ctx.socket(zmq.DEALER)
+        if routing_id is not None:      # the id the server's ROUTER routes replies by (1-255 bytes)
+            self.sock.routing_id = routing_id
         if rcvhwm is not None:          # tests: a client that barely reads
             self.sock.rcvhwm = rcvhwm
         if rcvbuf is not None:

@@ -14,7 +14,12 @@ sanctum-authz:
   frames past the documented limit close the connection;
 - ids that would push a store key past LMDB's 511 bytes are `invalid`
   (never `unavailable`), for writes, checks, contextual tuples and read
-  filters, and nothing is stored.
+  filters, and nothing is stored;
+- routing frames: a client's own routing id of 255 bytes (ZMTP's longest)
+  and frames it puts before the request (as a proxy would) come back on
+  the reply; a frame before the request over 255 bytes, or more routing
+  than a reply can carry (512 bytes), drops that request, counted in
+  stats, and the connection goes on.
 """
 import os
 import sys
@@ -358,6 +363,45 @@ def long_ids_are_invalid_not_unavailable(c):
     # no error-level log line came from any of it
     errors = [line for line in c.read_logs().splitlines() if '"level":"error"' in line.replace(" ", "")]
     assert not errors, errors[:3]
+
+
+# --- routing frames -------------------------------------------------------------
+
+def counter(c, name):
+    r = c.ops.call("stats")
+    assert r and r["ok"], r
+    return r["body"]["counters"].get(name, 0)
+
+
+@test
+def routing_frames_come_back_or_drop_the_request(c):
+    cl = c.client("authz", key_name="pyroute", principal="ext:route-client", routing_id=b"r" * 255)
+    try:
+        # the longest routing id a client may choose: answered
+        r = cl.call("health")
+        assert r and r["ok"], r
+        # frames before the request come back before the reply, as sent
+        # (with the id's 256 bytes, 469 of the 512 a reply can carry)
+        prefix = [b"", b"a" * 10, b"b" * 200]
+        env = sc.envelope("health", {})
+        cl.sock.send_multipart(prefix + [msgpack.packb(env, use_bin_type=True)])
+        assert cl.sock.poll(2000), "no reply with routing frames"
+        parts = cl.sock.recv_multipart()
+        assert parts[:-1] == prefix, [len(p) for p in parts]
+        reply = msgpack.unpackb(parts[-1], raw=False)
+        assert reply["ok"] and reply["corr"] == env["id"], reply
+        # a frame no routing id can be, or more routing than a reply can
+        # carry: that request is dropped and counted, nothing else
+        before = counter(c, "requests_dropped_routing_too_long")
+        for prefix in ([b"x" * 256], [b"y" * 200] * 3):
+            env = sc.envelope("health", {})
+            cl.sock.send_multipart(prefix + [msgpack.packb(env, use_bin_type=True)])
+            assert not cl.sock.poll(300), "a request with %d bytes of routing was answered" % sum(map(len, prefix))
+        assert counter(c, "requests_dropped_routing_too_long") == before + 2
+        r = cl.call("health")
+        assert r and r["ok"], r
+    finally:
+        cl.close()
 
 
 if __name__ == "__main__":
