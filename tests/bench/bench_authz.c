@@ -35,11 +35,16 @@
         authz work) through the same service, and raw libzmq (a DEALER and
         an echoing ROUTER with CURVE, in the same shape: the echo in a
         child process, or with --thread on a thread sharing the DEALER's
-        context) paced the same way. The three take turns in 20-ms
-        slices for 3 s each, the order rotating, so that the noise of a
+        context) paced the same way. The three take turns in 2-ms
+        slices for 6 s each, the order rotating, so that the noise of a
         shared VM (stalls of 1-25 ms that delay dozens to hundreds of
         requests, in bursts of ~100 ms) falls on all three alike; each
-        p50/p99 is over all of a kind's 30,000 requests. Diagnostics on stderr: quantiles p50..p99.9 of each
+        p50/p99 is over all of a kind's 60,000 requests. With the service
+        as its own process, this process's threads (the client) run on
+        one CPU and the serving process's (sanctum-authz, or the raw
+        echo's) on another, so that both servers get the same placement
+        (see s_pin; --no-pin leaves it to the scheduler). Diagnostics on
+        stderr: quantiles p50..p99.9 of each
         kind, context switches, CPU time and page faults of this process
         per request, and (the service as its own process) context switches
         and CPU time per request of the serving process: sanctum-authz, or
@@ -64,7 +69,9 @@
 
     Prints `bench NAME value UNIT [baseline VALUE ratio R]` lines, then
     `bench authz_targets met` or `bench authz_targets missed: <which>`
-    (targets: >= 200,000 checks/s in process, bus p99 <= 300 us).
+    (targets: >= 200,000 checks/s in process; over the bus, Check's p50
+    and p99 each within 1.3x raw libzmq's, and its p99 <= 300 us: when
+    raw libzmq's own p99 misses that too, the line says so).
 
     Usage: bench_authz [--quick] [--no-bus] [--paced-only] [--thread]
     [--samples FILE] [--dir DIR] [--rate N] (N requests/s instead of
@@ -77,6 +84,7 @@
 */
 #include <dirent.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <lmdb.h>
 #include <poll.h>
@@ -112,14 +120,15 @@
 #define N_CHECKS  200000
 #define N_LEVELS  6
 #define BUS_RATE      10000.0   /* requests per second, paced (--rate) */
-#define BUS_SECONDS   3.0       /* of checks (and as long of echoes) */
+#define BUS_SECONDS   6.0       /* of checks (and as long of echoes) */
 #define LIST_QUERIES  200       /* ListObjects calls timed */
-#define BUS_SLICE     0.02      /* s: check, health and raw take turns */
+#define BUS_SLICE     0.002     /* s: check, health and raw take turns */
 #define RAW_FRAME     339       /* bytes: the size of a check request */
 #define BUS_WARMUP    2000      /* closed-loop checks before measuring */
 #define BUS_TIMEOUT_MS 10000    /* a reply later than this is a failure */
 #define TARGET_RATE   200000.0  /* in-process checks/s */
 #define TARGET_P99_US 300.0     /* bus check p99 */
+#define TARGET_RATIO  1.3       /* bus check p50 and p99, over raw libzmq's */
 #define LIST_EVERY_MS    50     /* (2b): a long ListObjects this often */
 #define WRITES_IN_FLIGHT 32     /* (2d) */
 
@@ -534,6 +543,7 @@ done:
 /* --- (2) over the bus ---------------------------------------------------- */
 
 static bool s_in_thread;            /* --thread: the service on a thread of this process */
+static bool s_no_pin;               /* --no-pin: (2) where the scheduler puts it */
 static FILE *s_samples_file;        /* --samples FILE: every request, as it is seen */
 
 typedef struct {
@@ -883,6 +893,56 @@ s_server_time (s_bus_t *bus)
         printf ("bench authz_bus_check_in_service_p50 %.0f us (bucket bound)\n"
                 "bench authz_bus_check_in_service_p99 %.0f us (bucket bound)\n", bound [0], bound [1]);
     proto_msg_destroy (&reply);
+}
+
+/* --- where (2) runs ------------------------------------------------------
+
+   Unpinned, the scheduler places each process's threads as it likes, and
+   keeps that placement for the run: on a 2-CPU VM the p50 ratio of the
+   same build moved between 1.14 and 1.66 from run to run (the service's
+   reactor sharing a CPU with the client in one, not in the next), while
+   the raw echo drew its own placement. So that both servers get the same
+   one, (2) runs with every thread of this process (the client) on one
+   CPU and every thread of the serving process (sanctum-authz, or the raw
+   echo's) on the other: the p50 ratio then repeats within a few percent.
+   --no-pin leaves placement to the scheduler. */
+
+/*  Every thread of process pid (0: this one) on cpu (-1: on every CPU
+    this process was allowed at start). Returns 0 or -1. */
+static cpu_set_t s_cpus_at_start;
+
+static int
+s_pin (pid_t pid, int cpu)
+{
+    cpu_set_t set;
+    if (cpu < 0)
+        set = s_cpus_at_start;
+    else {
+        CPU_ZERO (&set);
+        CPU_SET (cpu, &set);
+    }
+    char base [64];
+    snprintf (base, sizeof base, "/proc/%d/task", pid > 0? (int) pid: (int) getpid ());
+    DIR *dir = opendir (base);
+    struct dirent *e;
+    int rc = dir? 0: -1;
+    while (dir && (e = readdir (dir)))
+        if (e->d_name [0] != '.' && sched_setaffinity ((pid_t) atoi (e->d_name), sizeof set, &set))
+            rc = -1;
+    if (dir)
+        closedir (dir);
+    return rc;
+}
+
+/*  The first two CPUs this process may run on, or -1 when it has one. */
+static int
+s_two_cpus (int cpus [2])
+{
+    int n = 0;
+    for (int c = 0; c < CPU_SETSIZE && n < 2; c++)
+        if (CPU_ISSET (c, &s_cpus_at_start))
+            cpus [n++] = c;
+    return n == 2? 0: -1;
 }
 
 /* --- the same pace through raw libzmq ----------------------------------------
@@ -1274,6 +1334,9 @@ main (int argc, char **argv)
         if (strcmp (argv [i], "--thread") == 0)
             s_in_thread = true;
         else
+        if (strcmp (argv [i], "--no-pin") == 0)
+            s_no_pin = true;
+        else
         if (strcmp (argv [i], "--samples") == 0 && i + 1 < argc) {
             s_samples_file = fopen (argv [++i], "w");
             if (!s_samples_file) {
@@ -1288,7 +1351,7 @@ main (int argc, char **argv)
         if (strcmp (argv [i], "--rate") == 0 && i + 1 < argc && atof (argv [i + 1]) >= 1)
             rate = atof (argv [++i]);
         else {
-            fprintf (stderr, "usage: bench_authz [--quick] [--no-bus] [--paced-only] [--thread] [--samples FILE] [--dir DIR] [--rate N]\n");
+            fprintf (stderr, "usage: bench_authz [--quick] [--no-bus] [--paced-only] [--thread] [--no-pin] [--samples FILE] [--dir DIR] [--rate N]\n");
             return 1;
         }
     }
@@ -1298,6 +1361,7 @@ main (int argc, char **argv)
         root = tmp;
     bus_log_init ("bench", "warn");
     prctl (PR_SET_TIMERSLACK, 1UL);         /* short naps while pacing */
+    sched_getaffinity (0, sizeof s_cpus_at_start, &s_cpus_at_start);
     char dir [300];
     snprintf (dir, sizeof dir, "%s/var", root);
     mkdir (root, 0700);
@@ -1366,7 +1430,7 @@ main (int argc, char **argv)
     fflush (stdout);
 
     //  (2) over the bus, on the same environment
-    double check_p99 = 0;
+    double check_p99 = 0, raw_p99 = 0, ratio [2] = { 0, 0 };   /* (2): check's p50, p99 over raw's */
     if (with_bus) {
         //  Fresh queries from the same generator, first a warm-up
         s_queries (queries, n_checks, requester);
@@ -1392,6 +1456,12 @@ main (int argc, char **argv)
         double srv_switches [3] = { 0 }, srv_cpu [3] = { 0 };    /* the serving process's, not --thread */
         for (int k = 0; k < 3; k++)
             ok |= s_samples_init (&acc [k], per_kind, (const char *[]) { "check", "health", "raw" } [k]);
+        int cpus [2];
+        bool pinned = !s_in_thread && !s_no_pin && s_two_cpus (cpus) == 0
+                   && s_pin (0, cpus [0]) == 0 && s_pin (bus.daemon, cpus [1]) == 0 && s_pin (raw.child, cpus [1]) == 0;
+        if (!pinned && !s_in_thread && !s_no_pin)
+            fprintf (stderr, "bench_authz: (2) not pinned (one CPU, or sched_setaffinity refused): placement "
+                     "is the scheduler's\n");
         for (int i = 0; ok == 0 && i < slices; i++)
             for (int j = 0; ok == 0 && j < 3; j++) {
                 int k = (i + j) % 3;
@@ -1411,6 +1481,8 @@ main (int argc, char **argv)
                 }
             }
         s_raw_stop (&raw);
+        if (pinned)
+            s_pin (0, -1);                  /* the daemon is restarted below: it starts afresh */
         if (ok) {
             for (int k = 0; k < 3; k++)
                 s_samples_free (&acc [k]);
@@ -1451,8 +1523,12 @@ main (int argc, char **argv)
                      srv_switches [1] / acc [1].n, srv_switches [2] / acc [2].n, srv_cpu [0] / acc [0].n,
                      srv_cpu [1] / acc [1].n, srv_cpu [2] / acc [2].n);
         check_p99 = p [0][1];
-        printf ("bench authz_bus_rate %.0f req/s (service %s)\n", rate,
-                s_in_thread? "on a thread of the client's process": "as its own process");
+        raw_p99 = p [2][1];
+        ratio [0] = p [0][0] / p [2][0];
+        ratio [1] = p [0][1] / p [2][1];
+        printf ("bench authz_bus_rate %.0f req/s (service %s%s)\n", rate,
+                s_in_thread? "on a thread of the client's process": "as its own process",
+                pinned? "; client and server each on a CPU of its own": "");
         printf ("bench authz_bus_check_p50 %.1f us baseline %.1f ratio %.2f\n",
                 p [0][0], p [2][0], p [0][0] / p [2][0]);
         printf ("bench authz_bus_check_p99 %.1f us baseline %.1f ratio %.2f\n",
@@ -1545,11 +1621,18 @@ main (int argc, char **argv)
                     "(baseline: one commit each, on the reactor)\n", writes_rate [0], WRITES_IN_FLIGHT,
                     writes_rate [1], writes_rate [0] / writes_rate [1]);
     }
-    char missed [80] = "";
+    char missed [160] = "";
     if (check_rate < TARGET_RATE)
         strcat (missed, " throughput");
-    if (with_bus && check_p99 > TARGET_P99_US)
-        strcat (missed, " bus_p99");
+    if (with_bus && ratio [0] > TARGET_RATIO)
+        strcat (missed, " bus_p50_ratio");
+    if (with_bus && ratio [1] > TARGET_RATIO)
+        strcat (missed, " bus_p99_ratio");
+    if (with_bus && check_p99 > TARGET_P99_US) {
+        size_t at = strlen (missed);
+        snprintf (missed + at, sizeof missed - at, raw_p99 > TARGET_P99_US
+                  ? " bus_p99 (raw libzmq's own p99 is %.0f us here)" : " bus_p99", raw_p99);
+    }
     if (*missed)
         printf ("bench authz_targets missed:%s\n", missed);
     else
