@@ -1,6 +1,7 @@
 /*  orch_internal.h — what the orchestrator's files share: its state, the
-    run record, and the engine's entry points (orch_run.c) that the
-    handlers (orch_service.c) call. Not for other modules.
+    run record, and the engine's entry points (orch_run.c, orch_approval.c)
+    that the handlers (orch_service.c) and each other call. Not for other
+    modules.
 
     A run record (LMDB "runs", key the run id, value its JSON) is the run's
     checkpoint:
@@ -70,7 +71,7 @@ typedef struct {
     zlist_t *kick;                  /* run ids to look at again (char *, owned) */
     bus_alarm_t *kick_timer;        /* NULL: none armed */
     bus_calls_t *authz, *ciba, *vault, *auditor;
-    zlist_t *reconciling;           /* ciba.status batches in flight (s_batch_t, orch_run.c) */
+    zlist_t *reconciling;           /* ciba.status batches in flight (s_batch_t, orch_approval.c) */
     size_t peer_busy [ORCH_PEERS];  /* step calls in flight, per peer */
     zlist_t *peer_wait [ORCH_PEERS];/* step calls waiting for a slot (s_queued_t, orch_run.c) */
     bus_http_client_t *http;
@@ -130,7 +131,16 @@ orch_run_t *orch_run_find (orch_t *self, const char *id);
 void orch_run_drop (orch_run_t *run);
 int orch_run_cancel (orch_t *self, bus_txn_t *txn, json_t *rec, const char *reason);
 void orch_run_after_end (orch_t *self, const json_t *rec);
-int orch_on_approval (bus_service_t *svc, void *state, bus_txn_t *txn, proto_msg_t *event);
 void orch_engine_stop (orch_t *self);
+orch_run_t *orch_run_take (orch_t *self, json_t *rec);      /* rec (consumed) into memory, or NULL */
+void orch_run_lease (orch_run_t *run);
+void orch_run_emit (orch_t *self, bus_txn_t *txn, const char *type, json_t *body);
+void orch_run_finish_node (orch_t *self, bus_txn_t *txn, json_t *rec, const char *outcome, const json_t *extra);
+void orch_run_end (orch_t *self, bus_txn_t *txn, json_t *rec, const char *state, const char *reason);
+
+/*  orch_approval.c */
+int orch_on_approval (bus_service_t *svc, void *state, bus_txn_t *txn, proto_msg_t *event);
+void orch_approval_early_end (orch_t *self, const json_t *body);
+void orch_approval_stop (orch_t *self);
 
 #endif

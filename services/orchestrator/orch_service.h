@@ -3,8 +3,8 @@
 
     Files: orch_service.c (the daemon's declaration, start/stop, workflows
     loaded, request handlers, run.wait waiters), orch_run.c (the engine:
-    steps, checkpoints, the approvals follower, resume and reconcile at
-    start), orch_workflow.c (workflow files, templates, conditions; pure),
+    steps, checkpoints, retries), orch_approval.c (the approvals follower's
+    events, resume and reconcile at start), orch_workflow.c (workflow files, templates, conditions; pure),
     orch_connector.c and orch_agent.c (HTTP shapes of the connectors and
     the chat/scripted agents; pure), orch_internal.h (what they share).
 
