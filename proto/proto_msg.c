@@ -828,9 +828,9 @@ type:
     return PROTO_EINVAL;
 }
 
-/*  The path of a value inside a body ("writes[0].object"), built as the
-    NUL walk descends: len bytes used of buf (cap bytes, always NUL
-    terminated; a path longer than the buffer is cut, never overrun). */
+/*  The path of a value inside a body ("writes[0].object"), for a
+    refusal: len bytes used of buf (always NUL terminated; a path longer
+    than the buffer is cut, never overrun). */
 typedef struct {
     char buf [160];
     size_t len;
@@ -856,14 +856,13 @@ s_utf8_trim (char *buf, size_t *len)
     }
 }
 
-/*  Append to the path; returns the old length, to restore on the way up. */
-static size_t
+/*  Append to the path. */
+static void
 s_path_push (s_path_t *path, const char *fmt, ...) __attribute__((format (printf, 2, 3)));
 
-static size_t
+static void
 s_path_push (s_path_t *path, const char *fmt, ...)
 {
-    size_t old = path->len;
     if (path->len < sizeof path->buf - 1) {
         va_list args;
         va_start (args, fmt);
@@ -876,14 +875,59 @@ s_path_push (s_path_t *path, const char *fmt, ...)
             s_utf8_trim (path->buf, &path->len);
         }
     }
-    return old;
 }
 
+/*  The way down to a value inside a body, one step a level: an object's
+    member (its key) or an array's item (its index). The NUL walk writes
+    it as it descends, without text (most bodies hold no NUL); a refusal
+    makes it into the path it names. */
+typedef struct {
+    const char *key;                /* NULL: an array's item */
+    size_t key_len, index;
+} s_step_t;
+
+typedef struct {
+    s_step_t steps [PROTO_MPACK_MAX_DEPTH + 2];
+} s_trail_t;
+
+/*  The path of the first n steps of trail ("writes[0].object"); a key
+    shows at most 64 bytes, a NUL in it as \0. */
 static void
-s_path_pop (s_path_t *path, size_t old)
+s_trail_path (const s_trail_t *trail, int n, s_path_t *path)
 {
-    path->len = old;
-    path->buf [old] = 0;
+    path->buf [0] = 0;
+    path->len = 0;
+    for (int d = 0; d < n; d++) {
+        const s_step_t *step = &trail->steps [d];
+        if (!step->key) {
+            s_path_push (path, "[%zu]", step->index);
+            continue;
+        }
+        char shown [2 * 64 + 1];
+        size_t len = 0;
+        for (size_t i = 0; i < step->key_len && i < 64; i++) {
+            if (step->key [i])
+                shown [len++] = step->key [i];
+            else {
+                shown [len++] = '\\';
+                shown [len++] = '0';
+            }
+        }
+        shown [len] = 0;
+        if (step->key_len > 64)
+            s_utf8_trim (shown, &len);
+        s_path_push (path, "%s%s", path->len ? "." : "", shown);
+    }
+}
+
+/*  Refusal text: fmt with the path of trail's first n steps. */
+static int
+s_nul_refuse (const s_trail_t *trail, int n, const char *what, char *err, size_t err_len)
+{
+    s_path_t path;
+    s_trail_path (trail, n, &path);
+    snprintf (err, err_len, what, path.buf);
+    return PROTO_EINVAL;
 }
 
 /*  Refuse a NUL byte in any string and any map key of v, at any depth
@@ -892,28 +936,22 @@ s_path_pop (s_path_t *path, size_t old)
     base64url text and never hold one. Returns 0 or PROTO_EINVAL with err
     naming the path of the first offending string or key. */
 static int
-s_nul_walk (json_t *v, s_path_t *path, int depth, char *err, size_t err_len)
+s_nul_walk (json_t *v, s_trail_t *trail, int depth, char *err, size_t err_len)
 {
-    if (depth > PROTO_MPACK_MAX_DEPTH) {
-        snprintf (err, err_len, "field '%s' is nested too deep", path->buf);
-        return PROTO_EINVAL;
-    }
-    if (json_is_string (v)) {
-        if (memchr (json_string_value (v), 0, json_string_length (v))) {
-            snprintf (err, err_len, "field '%s' holds a NUL byte", path->buf);
-            return PROTO_EINVAL;
-        }
-        return 0;
-    }
+    if (depth > PROTO_MPACK_MAX_DEPTH)
+        return s_nul_refuse (trail, depth, "field '%s' is nested too deep", err, err_len);
+    if (json_is_string (v))
+        return memchr (json_string_value (v), 0, json_string_length (v))
+             ? s_nul_refuse (trail, depth, "field '%s' holds a NUL byte", err, err_len) : 0;
+    s_step_t *step = &trail->steps [depth];
     if (json_is_array (v)) {
         size_t i;
         json_t *item;
         json_array_foreach (v, i, item) {
             if (!json_is_string (item) && !json_is_array (item) && !json_is_object (item))
                 continue;
-            size_t old = s_path_push (path, "[%zu]", i);
-            int rc = s_nul_walk (item, path, depth + 1, err, err_len);
-            s_path_pop (path, old);
+            *step = (s_step_t) { .index = i };
+            int rc = s_nul_walk (item, trail, depth + 1, err, err_len);
             if (rc)
                 return rc;
         }
@@ -924,30 +962,13 @@ s_nul_walk (json_t *v, s_path_t *path, int depth, char *err, size_t err_len)
         size_t key_len;
         json_t *item;
         json_object_keylen_foreach (v, key, key_len, item) {
-            /* the key as printable text: a NUL shows as \0, at most 64 bytes */
-            char shown [2 * 64 + 1];
-            size_t n = 0;
-            for (size_t i = 0; i < key_len && i < 64; i++) {
-                if (key [i])
-                    shown [n++] = key [i];
-                else {
-                    shown [n++] = '\\';
-                    shown [n++] = '0';
-                }
-            }
-            shown [n] = 0;
-            if (key_len > 64)
-                s_utf8_trim (shown, &n);
-            size_t old = s_path_push (path, "%s%s", path->len ? "." : "", shown);
+            *step = (s_step_t) { .key = key, .key_len = key_len };
             int rc = 0;
-            if (memchr (key, 0, key_len)) {
-                snprintf (err, err_len, "key '%s' holds a NUL byte", path->buf);
-                rc = PROTO_EINVAL;
-            }
+            if (memchr (key, 0, key_len))
+                rc = s_nul_refuse (trail, depth + 1, "key '%s' holds a NUL byte", err, err_len);
             else
             if (json_is_string (item) || json_is_array (item) || json_is_object (item))
-                rc = s_nul_walk (item, path, depth + 1, err, err_len);
-            s_path_pop (path, old);
+                rc = s_nul_walk (item, trail, depth + 1, err, err_len);
             if (rc)
                 return rc;
         }
@@ -980,8 +1001,8 @@ proto_msg_validate (proto_msg_t *self, char *err, size_t err_len)
             return rc;
     }
     /* every string and key of the body, declared or not, opaque or not */
-    s_path_t path = { "", 0 };
-    return self->body ? s_nul_walk (self->body, &path, 0, err, err_len) : 0;
+    s_trail_t trail;
+    return self->body ? s_nul_walk (self->body, &trail, 0, err, err_len) : 0;
 }
 
 const char *
