@@ -15,6 +15,7 @@ back; it fails only when the approval itself can no longer be used
   down may still reach it when it is back: that lease is never used and
   ends at its ttl).
 """
+import json
 import os
 import sys
 import time
@@ -59,9 +60,16 @@ class Ctx(OrchCluster):
         assert seen, "never paused vault_unavailable: %s" % self.get(rid)
 
     def leases(self, rid):
-        rc, out = self.c.ctl_json("vault", "leases", "--run", rid)
-        assert rc == 0, out
-        return [l for l in out["leases"] if l["node"] == "write_po"]
+        """The run's write_po leases. A vault just restarted may not answer
+        the first ask in time on a loaded machine: asked for up to 10 s."""
+        end = time.time() + 10
+        while True:
+            r = self.c.ctl("--json", "vault", "leases", "--run", rid)
+            if r.returncode == 0 or time.time() > end:
+                break
+            time.sleep(0.2)
+        assert r.returncode == 0, (r.returncode, r.stdout, r.stderr)
+        return [l for l in json.loads(r.stdout)["leases"] if l["node"] == "write_po"]
 
 
 @test
