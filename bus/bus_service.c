@@ -625,11 +625,17 @@ s_recv_request (bus_service_t *self, bus_route_t *route, zmq_msg_t *frame)
     void *router = zsock_resolve (self->router);
     route->len = 0;
     bool fits = true;
-    while (true) {
+    for (bool first = true; ; first = false) {
         zmq_msg_init (frame);
-        if (zmq_msg_recv (frame, router, 0) < 0) {
+        int rc = zmq_msg_recv (frame, router, 0);
+        /* a message's parts arrive together: a later part's receive can
+           fail only when a signal interrupted it, and is asked again (else
+           the rest would be read as a message of its own) */
+        for (int tries = 0; rc < 0 && !first && zmq_errno () == EINTR && tries < 100; tries++)
+            rc = zmq_msg_recv (frame, router, 0);
+        if (rc < 0) {
             zmq_msg_close (frame);
-            return 0;               /* a message's parts come at once: this is its first */
+            return 0;
         }
         if (!zmq_msg_more (frame))
             break;
