@@ -104,7 +104,7 @@ s_handle_echo (bus_service_t *self, bus_request_t *req, void *arg)
     deferred reply), the ROUTER is read again on the next turn of the loop
     (bus_reader.h). The frames go by zmq_send: a routing id of up to 33
     bytes is copied into the message itself, and the reply into one
-    allocation of libzmq's (CZMQ's zmsg and zframe cost five more). */
+    allocation of libzmq's (a zmsg of zframes cost three more). */
 static void
 s_send_reply (bus_service_t *self, const bus_route_t *route, const uint8_t *data, size_t len)
 {
