@@ -1457,11 +1457,18 @@ main (int argc, char **argv)
         for (int k = 0; k < 3; k++)
             ok |= s_samples_init (&acc [k], per_kind, (const char *[]) { "check", "health", "raw" } [k]);
         int cpus [2];
-        bool pinned = !s_in_thread && !s_no_pin && s_two_cpus (cpus) == 0
+        bool pin = !s_in_thread && !s_no_pin;
+        bool pinned = pin && s_two_cpus (cpus) == 0
                    && s_pin (0, cpus [0]) == 0 && s_pin (bus.daemon, cpus [1]) == 0 && s_pin (raw.child, cpus [1]) == 0;
-        if (!pinned && !s_in_thread && !s_no_pin)
+        if (pin && !pinned) {
+            /* all or nothing: a client pinned beside servers that are not
+               would measure neither placement */
+            s_pin (0, -1);
+            s_pin (bus.daemon, -1);
+            s_pin (raw.child, -1);
             fprintf (stderr, "bench_authz: (2) not pinned (one CPU, or sched_setaffinity refused): placement "
                      "is the scheduler's\n");
+        }
         for (int i = 0; ok == 0 && i < slices; i++)
             for (int j = 0; ok == 0 && j < 3; j++) {
                 int k = (i + j) % 3;
