@@ -869,8 +869,8 @@ done:
 }
 
 /*  The service's own view: the bucket bound below which 50% and 99% of its
-    authz.check handling times fall (from its `stats` histogram, received
-    to replied, log2 buckets). */
+    handling times fall, received to replied (its `stats` histogram, log2
+    buckets), for authz.check and for health (the bus without the engine). */
 static void
 s_server_time (s_bus_t *bus)
 {
@@ -879,19 +879,25 @@ s_server_time (s_bus_t *bus)
         proto_msg_destroy (&reply);
         return;
     }
-    json_t *h = json_object_get (json_object_get (reply->body, "latency_us"), "authz.check");
-    json_int_t count = json_integer_value (json_object_get (h, "count"));
-    double p [2] = { 0.5, 0.99 };
-    double bound [2] = { -1, -1 };
-    size_t i;
-    json_t *b;
-    json_array_foreach (json_object_get (h, "buckets"), i, b)
-        for (int q = 0; q < 2; q++)
-            if (bound [q] < 0 && json_integer_value (json_array_get (b, 1)) >= p [q] * (double) count)
-                bound [q] = (double) json_integer_value (json_array_get (b, 0));
-    if (count > 0)
-        printf ("bench authz_bus_check_in_service_p50 %.0f us (bucket bound)\n"
-                "bench authz_bus_check_in_service_p99 %.0f us (bucket bound)\n", bound [0], bound [1]);
+    static const struct { const char *type, *name; } kinds [] = {
+        { "authz.check", "authz_bus_check" }, { "health", "bus_health" }
+    };
+    for (size_t k = 0; k < sizeof kinds / sizeof kinds [0]; k++) {
+        json_t *h = json_object_get (json_object_get (reply->body, "latency_us"), kinds [k].type);
+        json_int_t count = json_integer_value (json_object_get (h, "count"));
+        double p [2] = { 0.5, 0.99 };
+        double bound [2] = { -1, -1 };
+        size_t i;
+        json_t *b;
+        json_array_foreach (json_object_get (h, "buckets"), i, b)
+            for (int q = 0; q < 2; q++)
+                if (bound [q] < 0 && json_integer_value (json_array_get (b, 1)) >= p [q] * (double) count)
+                    bound [q] = (double) json_integer_value (json_array_get (b, 0));
+        if (count > 0)
+            printf ("bench %s_in_service_p50 %.0f us (bucket bound)\n"
+                    "bench %s_in_service_p99 %.0f us (bucket bound)\n",
+                    kinds [k].name, bound [0], kinds [k].name, bound [1]);
+    }
     proto_msg_destroy (&reply);
 }
 
