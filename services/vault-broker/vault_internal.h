@@ -36,6 +36,7 @@
 #define VAULT_CLOCK_SKEW    60          /* a retired signing key outlives its tokens by this */
 #define VAULT_LEASE_ID_MAX  64
 #define VAULT_RUN_MAX       128         /* bytes of a run id in the lease_run index */
+#define VAULT_RUN_ENDED_KEEP_MS (24LL * 3600 * 1000)   /* a run's end is remembered this long */
 #define VAULT_HMAC_TEXT_LEN (12 + 64 + 1)   /* "hmac-sha256:<hex>" and its NUL */
 #define VAULT_APPROVED_MAX  4096        /* approvals seen approved, kept in memory */
 
@@ -54,6 +55,7 @@ typedef struct {
     vault_keyring_t *keyring;
     int db_conn, db_signing, db_leases, db_exp, db_approvals, db_upstream;
     int db_lease_run;                   /* run ‖ NUL ‖ lease id -> "": the leases of each run */
+    int db_run_ended;                   /* run -> when vault.revoke {run} ended it (ms, 8 bytes BE) */
     bus_http_client_t *http;            /* oauth/auth0 modes: token and revocation endpoints */
     vault_sigkey_t keys [VAULT_SIGKEYS_MAX];
     size_t nkeys;

@@ -86,6 +86,24 @@ s_run_key (uint8_t key [VAULT_RUN_MAX + 1 + VAULT_LEASE_ID_MAX], size_t *len, co
 }
 
 /*  Store lease (JSON) in txn. */
+/*  Has vault.revoke {run} ended run (in txn)? */
+static bool
+s_run_ended (vault_t *self, bus_txn_t *txn, const char *run)
+{
+    const void *val;
+    size_t len;
+    return run && bus_txn_get (txn, self->db_run_ended, run, strlen (run), &val, &len) == 0;
+}
+
+/*  The refusal of a lease for a run that has ended. */
+static void
+s_run_ended_error (bus_outcome_t *out, const char *run)
+{
+    out->code = PROTO_ERR_CONFLICT;
+    out->extra = json_pack ("{s:s}", "reason", "run_ended");
+    snprintf (out->message, sizeof out->message, "run %s has ended: its leases were revoked", run);
+}
+
 static int
 s_lease_put (vault_t *self, bus_txn_t *txn, json_t *lease)
 {
@@ -154,6 +172,7 @@ typedef struct {
     uint8_t rkey [VAULT_RUN_MAX + 1 + VAULT_LEASE_ID_MAX];  /* its lease_run entry */
     size_t rkey_len;
     char *approval;                     /* the approval it uses, or NULL */
+    char run [VAULT_RUN_MAX + 1];       /* the run it is for */
     char ukey [VAULT_LEASE_ID_MAX + 8]; /* oauth/auth0: "lease/<id>" */
     uint8_t *usealed;                   /* ... and the provider's token, sealed */
     size_t usealed_len;
@@ -189,6 +208,13 @@ s_store_in (s_store_t *st, bus_txn_t *txn, bus_outcome_t *out)
 {
     vault_t *self = st->self;
     int rc = 0;
+    /* checked where the lease is written: vault.revoke {run} writes the
+       run's end under the same single-writer lock, so either it came
+       first (refused here) or this lease is in the index it revokes */
+    if (s_run_ended (self, txn, st->run)) {
+        s_run_ended_error (out, st->run);
+        return 1;
+    }
     if (st->usealed)
         rc = bus_txn_put (txn, self->db_upstream, st->ukey, strlen (st->ukey), st->usealed, st->usealed_len);
     if (rc == 0 && st->approval) {
@@ -309,6 +335,8 @@ vault_lease_store (vault_lease_job_t *job, const char *upstream, const char *ups
     s_exp_key (st->ekey, &st->ekey_len, exp * 1000, st->lease_id);
     if (rc == 0)
         rc = s_run_key (st->rkey, &st->rkey_len, json_string_value (json_object_get (lease, "run")), st->lease_id);
+    if (rc == 0)
+        snprintf (st->run, sizeof st->run, "%s", json_string_value (json_object_get (lease, "run")));
     if (rc == 0) {
         st->lease_text = json_dumps (lease, JSON_COMPACT | JSON_SORT_KEYS);
         st->event = s_lease_event (lease, mac);
@@ -487,9 +515,16 @@ vault_lease (bus_service_t *svc, bus_request_t *req, void *arg)
     snprintf (key, sizeof key, "connection/%s", name);
     bus_txn_t *txn = bus_txn_begin (bus_service_store (svc), false);
     int rc = txn ? vault_get_sealed (self, txn, self->db_conn, key, &meta, NULL, NULL, NULL, NULL) : BUS_EIO;
+    bool ended = rc == 0 && s_run_ended (self, txn, run);
     bus_txn_abort (&txn);
     if (rc) {
         vault_reply_sealed_error (req, "connection", rc);
+        goto done;
+    }
+    if (ended) {                /* early: no approval asked, no token obtained */
+        bus_outcome_t out = { 0 };
+        s_run_ended_error (&out, run);
+        bus_reply_outcome (req, &out);
         goto done;
     }
     const char *mode = json_string_value (json_object_get (meta, "mode"));
@@ -886,9 +921,12 @@ s_revoke_list (vault_t *self, bus_txn_t *txn, const char *id, const char *run, j
 }
 
 /*  vault.revoke {lease_id} or {run}: every active lease named ends now.
-    A run's leases are read by the lease_run index; with none active
-    (nothing to revoke) the answer comes from a read transaction and
-    nothing is committed. */
+    A run's leases are read by the lease_run index, and the run is
+    recorded as ended (run_ended), so that no lease is issued for it
+    later: not one that was on its way (asking its approval, queued for
+    the writer), not a retry that arrives late. With nothing active and
+    the run's end already recorded, the answer comes from a read
+    transaction and nothing is committed. */
 void
 vault_revoke (bus_service_t *svc, bus_request_t *req, void *arg)
 {
@@ -904,13 +942,19 @@ vault_revoke (bus_service_t *svc, bus_request_t *req, void *arg)
     size_t active = 0;
     bus_txn_t *txn = bus_txn_begin (bus_service_store (svc), false);
     int rc = txn ? s_revoke_list (self, txn, id, run, &list, &active) : BUS_EIO;
+    bool mark = rc == 0 && run && !s_run_ended (self, txn, run);
     bus_txn_abort (&txn);
-    if (rc == 0 && active) {
-        /* something to revoke: read again where it is written */
+    if (rc == 0 && (active || mark)) {
+        /* something to revoke or record: read again where it is written */
         json_decref (list);
         list = NULL;
         txn = bus_txn_begin (bus_service_store (svc), true);
         rc = txn ? s_revoke_list (self, txn, id, run, &list, &active) : BUS_EIO;
+        if (rc == 0 && run) {
+            uint8_t at [8];
+            bus_u64_to_key ((uint64_t) vault_now_ms (), at);
+            rc = bus_txn_put (txn, self->db_run_ended, run, strlen (run), at, sizeof at);
+        }
     }
     if (rc == BUS_ENOTFOUND) {
         bus_service_abort (svc, &txn);
@@ -1076,8 +1120,42 @@ s_sweep_scan (const void *key, size_t key_len, const void *val, size_t val_len, 
     return sw->n >= S_SWEEP_MAX;
 }
 
+/*  Collect the run ends recorded before sw->now_ms (here: the oldest
+    kept), up to S_SWEEP_MAX. */
+typedef struct {
+    uint64_t before_ms;
+    size_t n;
+    struct { char run [VAULT_RUN_MAX]; size_t len; } old [S_SWEEP_MAX];
+} s_forget_t;
+
+static int
+s_forget_scan (const void *key, size_t key_len, const void *val, size_t val_len, void *arg)
+{
+    s_forget_t *fg = arg;
+    if (val_len == 8 && bus_key_to_u64 (val) < fg->before_ms && key_len <= sizeof fg->old [0].run) {
+        memcpy (fg->old [fg->n].run, key, key_len);
+        fg->old [fg->n++].len = key_len;
+    }
+    return fg->n >= S_SWEEP_MAX;
+}
+
+/*  Run ends older than VAULT_RUN_ENDED_KEEP_MS are forgotten (longer than
+    any lease request of the run can be in flight or retried); how many. */
+static size_t
+s_forget_runs (vault_t *self, bus_txn_t *txn, uint64_t now_ms, int *rc)
+{
+    static s_forget_t fg;                /* the reactor's alone */
+    fg.before_ms = now_ms - (uint64_t) VAULT_RUN_ENDED_KEEP_MS;
+    fg.n = 0;
+    *rc = bus_txn_scan (txn, self->db_run_ended, NULL, 0, NULL, 0, s_forget_scan, &fg);
+    for (size_t i = 0; i < fg.n && *rc == 0; i++)
+        *rc = bus_txn_del (txn, self->db_run_ended, fg.old [i].run, fg.old [i].len);
+    return *rc ? 0 : fg.n;
+}
+
 /*  The sweep: every active lease past its expiry ends (token.expired);
-    signing keys retired longer than any token lives are dropped. */
+    signing keys retired longer than any token lives are dropped; run ends
+    older than a day are forgotten. */
 void
 vault_sweep (bus_service_t *svc, void *state)
 {
@@ -1108,7 +1186,8 @@ vault_sweep (bus_service_t *svc, void *state)
         json_decref (lease);
     }
     bool dropped = rc == 0 && vault_keys_drop_retired (self, txn);
-    if (rc == 0 && (ended || dropped))
+    size_t forgotten = rc == 0 ? s_forget_runs (self, txn, sw.now_ms, &rc) : 0;
+    if (rc == 0 && (ended || dropped || forgotten))
         rc = bus_service_commit (svc, &txn);
     else
         bus_service_abort (svc, &txn);

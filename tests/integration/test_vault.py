@@ -57,6 +57,10 @@ RUN3 = "01JDZ0000000000000000RUN03"
 RUN4 = "01JDZ0000000000000000RUN04"
 RUN5 = "01JDZ0000000000000000RUN05"
 NO_RUN = "01JDZ000000000000000NORUN0"
+RUN6 = "01JDZ0000000000000000RUN06"
+RUN7 = "01JDZ0000000000000000RUN07"
+RUN8 = "01JDZ0000000000000000RUN08"
+RUN9 = "01JDZ0000000000000000RUN09"      # renew_revoke_and_list's: it ends
 JS = os.path.join(ROOT, "tests", "js")
 SHEETS_SCOPE = "https://www.googleapis.com/auth/spreadsheets"
 
@@ -99,6 +103,10 @@ class FakeCiba:
             aid = env["body"].get("approval_id")
             self.asked.append(aid)
             a = self.approvals.get(aid)
+            if a is not None and "hold" in a:       # answered once the test lets it
+                a["held"].set()
+                a["hold"].wait(10)
+                a = {k: v for k, v in a.items() if k not in ("hold", "held")}
             reply = {"v": 1, "type": env["type"], "id": sc.ulid(), "ts": int(time.time() * 1e6),
                      "corr": env["id"], "traceparent": env.get("traceparent", sc.traceparent())}
             if a is None:
@@ -265,15 +273,15 @@ def lease_refusals(x):
 
 @test
 def renew_revoke_and_list(x):
-    b = ok(lease(x, connection="sheets-approved", ttl=10, approval=None) if False else lease(x, ttl=10))
+    b = ok(lease(x, connection="sheets-approved", ttl=10, approval=None) if False else lease(x, run=RUN9, ttl=10))
     lid = b["lease_id"]
     r = ok(x.call("vault.renew", {"lease_id": lid, "ttl": 60}))
     assert r["expires_at"] >= b["expires_at"] + 49 and r["token"] != b["token"], (r, b)
     # a lease on the 300 s connection cannot be renewed past issued + 300
-    x.ciba.approvals["appr-renew"] = {"state": "approved", "run": RUN, "node": "write_po"}
-    c = ok(lease(x, connection="sheets-approved", approval="appr-renew", ttl=300))
+    x.ciba.approvals["appr-renew"] = {"state": "approved", "run": RUN9, "node": "write_po"}
+    c = ok(lease(x, connection="sheets-approved", approval="appr-renew", run=RUN9, ttl=300))
     err(x.call("vault.renew", {"lease_id": c["lease_id"], "ttl": 300}), "conflict", "cap")
-    r = x.c.ctl("--json", "vault", "leases", "--run", RUN)
+    r = x.c.ctl("--json", "vault", "leases", "--run", RUN9)
     assert r.returncode == 0, r.stderr
     leases = json.loads(r.stdout)["leases"]
     assert leases and all(set(l) >= {"lease_id", "run", "node", "connection", "scopes", "ttl", "state",
@@ -282,11 +290,11 @@ def renew_revoke_and_list(x):
     r = x.c.ctl("--json", "vault", "revoke", lid)
     assert r.returncode == 0 and json.loads(r.stdout)["revoked"] == [lid], r.stdout + r.stderr
     err(x.call("vault.renew", {"lease_id": lid}), "conflict", "not_active")
-    state = {l["lease_id"]: l["state"] for l in ok(x.call("vault.leases", {"run": RUN}))["leases"]}
+    state = {l["lease_id"]: l["state"] for l in ok(x.call("vault.leases", {"run": RUN9}))["leases"]}
     assert state[lid] == "revoked", state
     # revoke a run: every active lease of it, none of another run's
     other = ok(lease(x, run=RUN2, ttl=60))["lease_id"]
-    rv = ok(x.call("vault.revoke", {"run": RUN}))["revoked"]
+    rv = ok(x.call("vault.revoke", {"run": RUN9}))["revoked"]
     assert lid not in rv and c["lease_id"] in rv and other not in rv, rv
     state = {l["lease_id"]: l["state"] for l in ok(x.call("vault.leases"))["leases"]}
     assert all(state[i] == "revoked" for i in rv) and state[other] == "active"
@@ -459,8 +467,9 @@ def revoke_by_run_reads_its_index(x):
         return
     mine = [ok(lease(x, run=RUN3, ttl=120))["lease_id"] for _ in range(2)]
     other = ok(lease(x, run=RUN4, ttl=120))["lease_id"]
-    # nothing to revoke: no commit (a sweep may commit meanwhile: some
-    # round of five shows none; each revoke committed, every round would)
+    # nothing to revoke, the run's end recorded by the first: no commit (a
+    # sweep may commit meanwhile: some round of five shows none; each
+    # revoke committed, every round would)
     for _ in range(5):
         before = _last_txn(x)
         for _ in range(5):
@@ -502,6 +511,44 @@ def revoke_by_run_reads_its_index(x):
     leases = ok(x.call("vault.leases", {"run": RUN3}))["leases"]
     assert sorted(l["lease_id"] for l in leases) == sorted(mine), leases
     assert _states(x)[other] == "revoked"
+
+
+@test
+def no_lease_for_an_ended_run(x):
+    """vault.revoke {run} ends the run for the vault: no lease is issued
+    for it after, neither a late request nor one already on its way (its
+    approval being asked when the revoke came), and a restart keeps it."""
+    first = ok(lease(x, run=RUN6, ttl=120))["lease_id"]
+    assert ok(x.call("vault.revoke", {"run": RUN6}))["revoked"] == [first]
+    err(lease(x, run=RUN6, ttl=120), "conflict", "run_ended")
+    assert [l["lease_id"] for l in ok(x.call("vault.leases", {"run": RUN6}))["leases"]] == [first]
+    # on its way: the lease waits for its approval while the run ends
+    hold, held = threading.Event(), threading.Event()
+    x.ciba.approvals["appr-late"] = {"state": "approved", "run": RUN7, "node": "write_po",
+                                     "hold": hold, "held": held}
+    other = x.c.client("vault-broker", key_name="orchestrator-test", principal="svc:orchestrator")
+    late = {}
+    t = threading.Thread(target=lambda: late.update(r=other.call("vault.lease", {
+        "run": RUN7, "node": "write_po", "connection": "sheets-approved", "scopes": [SHEETS_SCOPE],
+        "node_key": x.node_pub, "approval": "appr-late", "ttl": 120}, timeout_ms=15000)))
+    t.start()
+    try:
+        assert held.wait(10), "the vault did not ask for the approval"
+        assert ok(x.call("vault.revoke", {"run": RUN7}))["revoked"] == []
+    finally:
+        hold.set()
+        t.join(20)
+        other.close()
+    err(late["r"], "conflict", "run_ended")
+    assert ok(x.call("vault.leases", {"run": RUN7}))["leases"] == []
+    # the end is durable; another run leases as before
+    x.c.stop("vault-broker")
+    x.c.start("vault-broker")
+    x.c.wait_healthy(["vault-broker"])
+    x.reconnect()
+    err(lease(x, run=RUN6, ttl=120), "conflict", "run_ended")
+    fresh = ok(lease(x, run=RUN8, ttl=120))["lease_id"]
+    assert ok(x.call("vault.revoke", {"lease_id": fresh}))["revoked"] == [fresh]
 
 
 def _data_files(x):
