@@ -364,7 +364,8 @@ s_ignore (bus_calls_t *calls, proto_msg_t *reply, void *arg)
                   json_string_value (json_object_get (reply->error, "message")));
 }
 
-/*  After a run has ended (committed): revoke its leases, answer waiters. */
+/*  After a run has ended (committed): revoke its leases (when it asked
+    for any: "leased" is set with the first vault.lease), answer waiters. */
 void
 orch_run_after_end (orch_t *self, const json_t *rec)
 {
@@ -1076,6 +1077,10 @@ orch_run_lease (orch_run_t *run)
     free (key);
     if (orch_str (step, "approval"))
         json_object_set (body, "approval", json_object_get (step, "approval"));
+    /* marked when asked, not when answered: a run that ends with its
+       lease on the way (the vault slow, or down and its asks queued)
+       still revokes at its end, and the vault refuses that lease then */
+    json_object_set_new (run->rec, "leased", json_true ());
     s_send (run, self->vault, "vault.lease", body, s_on_lease);
 }
 

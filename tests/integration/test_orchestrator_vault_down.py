@@ -11,9 +11,10 @@ back; it fails only when the approval itself can no longer be used
   FAILED), the vault started: the run completes, one row, one lease, and
   its receipt holds the step's intent;
 - vault stopped past the approval's window (approval_expiry_s 30): the run
-  FAILS approval_expired, no row (a vault.lease sent while the vault was
-  down may still reach it when it is back: that lease is never used and
-  ends at its ttl).
+  FAILS approval_expired, no row, and no lease of it is left active: the
+  vault.lease asks queued while the vault was down reach it when it is
+  back, and so does the run's vault.revoke {run} sent at its end (the run
+  asked for a lease), which ends any of them and refuses any later one.
 """
 import json
 import os
@@ -99,6 +100,10 @@ def fails_when_the_approval_expires_first(x):
     x.restart("vault-broker")
     time.sleep(1)
     assert x.rows_with(510202) == [], x.rows()
+    end = time.time() + 15
+    while [l for l in x.leases(rid) if l["state"] == "active"] and time.time() < end:
+        time.sleep(0.5)
+    assert not [l for l in x.leases(rid) if l["state"] == "active"], x.leases(rid)
 
 
 if __name__ == "__main__":
