@@ -36,7 +36,6 @@
 #define VAULT_CLOCK_SKEW    60          /* a retired signing key outlives its tokens by this */
 #define VAULT_LEASE_ID_MAX  64
 #define VAULT_RUN_MAX       128         /* bytes of a run id in the lease_run index */
-#define VAULT_RUN_ENDED_KEEP_MS (24LL * 3600 * 1000)   /* a run's end is remembered this long */
 #define VAULT_HMAC_TEXT_LEN (12 + 64 + 1)   /* "hmac-sha256:<hex>" and its NUL */
 #define VAULT_APPROVED_MAX  4096        /* approvals seen approved, kept in memory */
 

@@ -85,7 +85,6 @@ s_run_key (uint8_t key [VAULT_RUN_MAX + 1 + VAULT_LEASE_ID_MAX], size_t *len, co
     return 0;
 }
 
-/*  Store lease (JSON) in txn. */
 /*  Has vault.revoke {run} ended run (in txn)? */
 static bool
 s_run_ended (vault_t *self, bus_txn_t *txn, const char *run)
@@ -104,6 +103,7 @@ s_run_ended_error (bus_outcome_t *out, const char *run)
     snprintf (out->message, sizeof out->message, "run %s has ended: its leases were revoked", run);
 }
 
+/*  Store lease (JSON) in txn. */
 static int
 s_lease_put (vault_t *self, bus_txn_t *txn, json_t *lease)
 {
@@ -1120,11 +1120,16 @@ s_sweep_scan (const void *key, size_t key_len, const void *val, size_t val_len, 
     return sw->n >= S_SWEEP_MAX;
 }
 
-/*  Collect the run ends recorded before sw->now_ms (here: the oldest
-    kept), up to S_SWEEP_MAX. */
+/*  The run ends a sweep forgets: a bounded stretch of the run_ended
+    database per sweep (the sweep runs every sweep_ms on the reactor),
+    from where the last stretch stopped, round and round. */
+#define S_FORGET_VISIT 1024             /* entries looked at per sweep */
+
 typedef struct {
-    uint64_t before_ms;
-    size_t n;
+    uint64_t before_ms;                 /* ends recorded before this go */
+    size_t visited, n;
+    char resume [VAULT_RUN_MAX];        /* where the next stretch starts */
+    size_t resume_len;
     struct { char run [VAULT_RUN_MAX]; size_t len; } old [S_SWEEP_MAX];
 } s_forget_t;
 
@@ -1132,22 +1137,33 @@ static int
 s_forget_scan (const void *key, size_t key_len, const void *val, size_t val_len, void *arg)
 {
     s_forget_t *fg = arg;
-    if (val_len == 8 && bus_key_to_u64 (val) < fg->before_ms && key_len <= sizeof fg->old [0].run) {
+    if (key_len > sizeof fg->resume)
+        return 0;                       /* not one of ours: run ids are shorter */
+    if (fg->visited++ >= S_FORGET_VISIT || fg->n >= S_SWEEP_MAX) {
+        memcpy (fg->resume, key, key_len);
+        fg->resume_len = key_len;
+        return 1;
+    }
+    if (val_len == 8 && bus_key_to_u64 (val) < fg->before_ms) {
         memcpy (fg->old [fg->n].run, key, key_len);
         fg->old [fg->n++].len = key_len;
     }
-    return fg->n >= S_SWEEP_MAX;
+    return 0;
 }
 
-/*  Run ends older than VAULT_RUN_ENDED_KEEP_MS are forgotten (longer than
+/*  Run ends older than [vault] run_end_keep_s are forgotten (longer than
     any lease request of the run can be in flight or retried); how many. */
 static size_t
 s_forget_runs (vault_t *self, bus_txn_t *txn, uint64_t now_ms, int *rc)
 {
     static s_forget_t fg;                /* the reactor's alone */
-    fg.before_ms = now_ms - (uint64_t) VAULT_RUN_ENDED_KEEP_MS;
-    fg.n = 0;
-    *rc = bus_txn_scan (txn, self->db_run_ended, NULL, 0, NULL, 0, s_forget_scan, &fg);
+    fg.before_ms = now_ms - 1000 * (uint64_t) bus_config_int (bus_service_config (self->svc), "vault",
+                                                              "run_end_keep_s");
+    fg.visited = fg.n = 0;
+    size_t from_len = fg.resume_len;
+    fg.resume_len = 0;                  /* the end reached: round again */
+    *rc = bus_txn_scan (txn, self->db_run_ended, from_len ? fg.resume : NULL, from_len, NULL, 0,
+                        s_forget_scan, &fg);
     for (size_t i = 0; i < fg.n && *rc == 0; i++)
         *rc = bus_txn_del (txn, self->db_run_ended, fg.old [i].run, fg.old [i].len);
     return *rc ? 0 : fg.n;
@@ -1155,7 +1171,7 @@ s_forget_runs (vault_t *self, bus_txn_t *txn, uint64_t now_ms, int *rc)
 
 /*  The sweep: every active lease past its expiry ends (token.expired);
     signing keys retired longer than any token lives are dropped; run ends
-    older than a day are forgotten. */
+    older than run_end_keep_s are forgotten. */
 void
 vault_sweep (bus_service_t *svc, void *state)
 {

@@ -549,6 +549,24 @@ def no_lease_for_an_ended_run(x):
     err(lease(x, run=RUN6, ttl=120), "conflict", "run_ended")
     fresh = ok(lease(x, run=RUN8, ttl=120))["lease_id"]
     assert ok(x.call("vault.revoke", {"lease_id": fresh}))["revoked"] == [fresh]
+    # kept run_end_keep_s, then forgotten by the sweep: the run may lease again
+    x.c.stop("vault-broker")
+    x.c.start("vault-broker", env={"SANCTUM_VAULT_RUN_END_KEEP_S": "2"})
+    try:
+        x.c.wait_healthy(["vault-broker"])
+        x.reconnect()
+        assert ok(x.call("vault.revoke", {"run": RUN8}))["revoked"] == []
+        err(lease(x, run=RUN8, ttl=120), "conflict", "run_ended")
+        end = time.time() + 10
+        while not lease(x, run=RUN8, ttl=120)["ok"]:
+            assert time.time() < end, "the run's end was never forgotten"
+            time.sleep(0.5)
+        assert time.time() - (end - 10) >= 1, "forgotten before run_end_keep_s"
+    finally:
+        x.c.stop("vault-broker")
+        x.c.start("vault-broker")
+        x.c.wait_healthy(["vault-broker"])
+        x.reconnect()
 
 
 def _data_files(x):
