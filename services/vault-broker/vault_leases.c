@@ -169,10 +169,9 @@ typedef struct {
     char *lease_text;                   /* the lease record (JSON) */
     uint8_t ekey [8 + VAULT_LEASE_ID_MAX];
     size_t ekey_len;
-    uint8_t rkey [VAULT_RUN_MAX + 1 + VAULT_LEASE_ID_MAX];  /* its lease_run entry */
+    uint8_t rkey [VAULT_RUN_MAX + 1 + VAULT_LEASE_ID_MAX];  /* its lease_run entry: the run, a NUL, ... */
     size_t rkey_len;
     char *approval;                     /* the approval it uses, or NULL */
-    char run [VAULT_RUN_MAX + 1];       /* the run it is for */
     char ukey [VAULT_LEASE_ID_MAX + 8]; /* oauth/auth0: "lease/<id>" */
     uint8_t *usealed;                   /* ... and the provider's token, sealed */
     size_t usealed_len;
@@ -207,12 +206,13 @@ static int
 s_store_in (s_store_t *st, bus_txn_t *txn, bus_outcome_t *out)
 {
     vault_t *self = st->self;
+    const char *run = (const char *) st->rkey;     /* its lease_run key begins with the run */
     int rc = 0;
     /* checked where the lease is written: vault.revoke {run} writes the
        run's end under the same single-writer lock, so either it came
        first (refused here) or this lease is in the index it revokes */
-    if (s_run_ended (self, txn, st->run)) {
-        s_run_ended_error (out, st->run);
+    if (s_run_ended (self, txn, run)) {
+        s_run_ended_error (out, run);
         return 1;
     }
     if (st->usealed)
@@ -335,8 +335,6 @@ vault_lease_store (vault_lease_job_t *job, const char *upstream, const char *ups
     s_exp_key (st->ekey, &st->ekey_len, exp * 1000, st->lease_id);
     if (rc == 0)
         rc = s_run_key (st->rkey, &st->rkey_len, json_string_value (json_object_get (lease, "run")), st->lease_id);
-    if (rc == 0)
-        snprintf (st->run, sizeof st->run, "%s", json_string_value (json_object_get (lease, "run")));
     if (rc == 0) {
         st->lease_text = json_dumps (lease, JSON_COMPACT | JSON_SORT_KEYS);
         st->event = s_lease_event (lease, mac);
