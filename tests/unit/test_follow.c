@@ -783,7 +783,8 @@ s_on_event_rarely (bus_follow_t *follow, bus_txn_t *txn, proto_msg_t *event, voi
     through, the mark moves over them in memory; the events it did write
     commit with their marks. 3,000 events in 60 transactions, three of
     them kept: every one reached the callback, the three are stored, and
-    the store saw a few commits, not 60. */
+    the store saw a few commits (at most one per written event, and the
+    mark's), not 60. */
 static void
 test_nothing_written_commits_lazily (void **state)
 {
@@ -811,7 +812,9 @@ test_nothing_written_commits_lazily (void **state)
     assert_int_equal (s_nothing_calls, 3000);
     assert_int_equal (s_stored_count (s_store, "count"), 3);
     assert_int_equal (s_committed_mark ("rare/authz"), 3001);
-    assert_true (commits >= 3 && commits <= 15);
+    /* the three writes need not be three commits: when the follower
+       falls behind, the events it reads in one batch share one (CI saw 2) */
+    assert_true (commits >= 1 && commits <= 15);
     assert_int_equal (bus_follow_lost (s_fx.follow), 0);
 }
 
