@@ -10,6 +10,7 @@
 #include <stdarg.h>
 
 #define S_SNDHWM_MIN      256       /* replies queued per connection, at least (see bus_service_new) */
+#define S_HOLD_MS         10000     /* replies held for a connection that takes none, at most (bus_backlog.h) */
 #define S_EXPIRE_MS       1000      /* how often recorded outcomes past their time are deleted */
 #define S_EXPIRE_BATCH    4096      /* recorded outcomes deleted per transaction, at most */
 #define S_BATCH_MAX       64        /* requests handled per reactor wake-up */
@@ -99,7 +100,8 @@ s_handle_echo (bus_service_t *self, bus_request_t *req, void *arg)
 
 /* --- replies -------------------------------------------------------------- */
 
-/*  Send an encoded reply to route. A send may take in the ROUTER's
+/*  Send an encoded reply to route, or hold it while the connection's
+    queue is full (bus_backlog.h). A send may take in the ROUTER's
     commands, a request's arrival among them: outside s_on_request (a
     deferred reply), the ROUTER is read again on the next turn of the loop
     (bus_reader.h). The frames go by zmq_send: a routing id of up to 33
@@ -108,14 +110,15 @@ s_handle_echo (bus_service_t *self, bus_request_t *req, void *arg)
 static void
 s_send_reply (bus_service_t *self, const bus_route_t *route, const uint8_t *data, size_t len)
 {
-    void *router = zsock_resolve (self->router);
-    int rc = route->len ? 0 : -1;
-    for (size_t at = 0; rc >= 0 && at < route->len; at += 1 + (size_t) route->data [at])
-        rc = zmq_send (router, route->data + at + 1, route->data [at], ZMQ_SNDMORE);
-    if (rc >= 0)
-        rc = zmq_send (router, data, len, 0);
-    if (rc < 0)
-        bus_stats_count (self->stats, "replies_unroutable", 1);
+    bus_backlog_send (self->backlog, route->data, route->len, data, len);
+    bus_reader_kick (self->router_reader);
+}
+
+/*  The backlog sent held replies from its timer. */
+static void
+s_backlog_sent (void *arg)
+{
+    bus_service_t *self = arg;
     bus_reader_kick (self->router_reader);
 }
 
@@ -1275,10 +1278,11 @@ bus_service_new (bus_config_t *config, const char *section, const char *version,
     /* what one connection can hold queued, in bytes: the high-water marks
        count messages, so they are set to that many frames of the largest
        size. Incoming, a full queue only stops reading the connection;
-       outgoing, it drops replies (a client that stops reading collects
-       them from the dedupe memory on its retry), so that side keeps room
-       for S_SNDHWM_MIN replies, the bursts of a client with many requests
-       in flight */
+       outgoing, replies wait in the backlog (below) up to as many bytes
+       again, the bursts of a client with many requests in flight; past
+       that they are dropped (a client that stops reading collects them
+       from the dedupe memory on its retry). That side keeps room for
+       S_SNDHWM_MIN replies before the backlog holds any */
     size_t queue_bytes = (size_t) bus_config_int (config, "sanctum", "queue_kb") << 10;
     size_t frames = MIN (100000, queue_bytes / self->max_frame);
     zsock_set_rcvhwm (self->router, (int) MAX (16, frames));
@@ -1304,6 +1308,14 @@ bus_service_new (bus_config_t *config, const char *section, const char *version,
     self->router_reader = self->loop ? bus_reader_new (self->loop, self->router, s_on_request, self) : NULL;
     if (!self->router_reader) {
         snprintf (err, err_len, "cannot read the ROUTER on the reactor");
+        goto fail;
+    }
+    /* replies a full connection cannot take yet: held for it, up to what
+       the connection could queue, while it takes any within S_HOLD_MS */
+    self->backlog = bus_backlog_new (self->loop, self->router, queue_bytes, S_HOLD_MS, self->stats,
+                                     s_backlog_sent, self);
+    if (!self->backlog) {
+        snprintf (err, err_len, "cannot hold replies on the reactor");
         goto fail;
     }
     /* refused and failed handshakes: counted, and logged (rate-limited) */
@@ -1350,6 +1362,7 @@ bus_service_destroy (bus_service_t **self_p)
     bus_workers_destroy (&self->writer);
     bus_handshake_destroy (&self->handshakes);      /* before its loop and the sockets it watches */
     bus_reader_destroy (&self->router_reader);
+    bus_backlog_destroy (&self->backlog);
     zloop_destroy (&self->loop);
     zsock_destroy (&self->router);
     zsock_destroy (&self->pub);

@@ -10,6 +10,7 @@
 #define BUS_SERVICE_INTERNAL_H
 
 #include "bus_service.h"
+#include "bus_backlog.h"
 #include "bus_dedupe.h"
 #include "bus_handshake.h"
 #include "bus_keys.h"
@@ -35,6 +36,7 @@ struct bus_service_t {
     bus_allow_t *allow;
     zsock_t *router;
     bus_reader_t *router_reader;  /* the ROUTER on the loop, by its descriptor */
+    bus_backlog_t *backlog;       /* replies held while their connection is full */
     zsock_t *pub;
     char *pub_endpoint;           /* as bound (ZMQ_LAST_ENDPOINT), for unbinding */
     bool pub_unbound;             /* unbound to close subscriptions, not yet bound again */
