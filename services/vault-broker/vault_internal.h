@@ -182,4 +182,9 @@ void vault_upstream_start (vault_lease_job_t *job);
     it upstream when the connection names a revocation endpoint. */
 void vault_upstream_end (vault_t *self, bus_txn_t *txn, json_t *lease);
 
+/*  A provider's token obtained for a lease that was not stored: revoked
+    at the provider (RFC 7009), counted upstream_tokens_discarded.
+    Reactor only. */
+void vault_upstream_discard (vault_t *self, const char *connection, const char *token);
+
 #endif

@@ -177,16 +177,28 @@ typedef struct {
     size_t usealed_len;
     json_t *event;                      /* token.issued */
     json_t *reply;                      /* the ok body: holds the token */
+    char *connection;                   /* oauth/auth0: the connection ... */
+    char *upstream;                     /* ... and the provider's token, revoked if not stored */
+    bool stored;                        /* the lease committed */
     char traceparent [64];
 } s_store_t;
 
-/*  Free a store job, wiping the reply's token. */
+/*  Free a store job, wiping the reply's token; a provider's token of a
+    lease not stored is revoked at the provider: nobody holds it. On the
+    reactor (after the answer, bus_request_write). */
 static void
 s_store_free (void *arg)
 {
     s_store_t *st = arg;
     if (!st)
         return;
+    if (st->upstream) {
+        if (!st->stored)
+            vault_upstream_discard (st->self, st->connection, st->upstream);
+        sodium_memzero (st->upstream, strlen (st->upstream));
+        free (st->upstream);
+    }
+    free (st->connection);
     free (st->lease_text);
     free (st->approval);
     free (st->usealed);
@@ -271,6 +283,7 @@ s_store_work (void *state, json_t *body, void *arg, bus_outcome_t *out)
         rc = bus_service_commit (svc, &txn);
     else
         bus_service_abort (svc, &txn);
+    st->stored = rc == 0;
     if (rc < 0)
         s_store_failed (out, rc);
 }
@@ -309,7 +322,10 @@ vault_lease_store (vault_lease_job_t *job, const char *upstream, const char *ups
     json_object_set_new (lease, "client_id", json_string (bus_request_principal (req)));
     if (upstream) {
         token = strdup (upstream);
-        rc = token ? 0 : BUS_ENOMEM;
+        st->upstream = strdup (upstream);
+        const char *conn = json_string_value (json_object_get (lease, "connection"));
+        st->connection = conn ? strdup (conn) : NULL;
+        rc = token && st->upstream && st->connection ? 0 : BUS_ENOMEM;
         json_object_set_new (lease, "upstream", json_true ());
         json_object_set_new (lease, "token_type", json_string (upstream_type));
         if (job->upstream_expires_in > 0)

@@ -187,6 +187,30 @@ s_on_revoked_upstream (const bus_http_response_t *resp, void *arg)
                   resp->error ? resp->reason : "refused", resp->status);
 }
 
+/*  Revoke token at the provider of connection, when the connection names
+    a revocation endpoint (RFC 7009); the connection read in txn, or in a
+    read transaction of its own when txn is NULL. what names the token in
+    the log. */
+static void
+s_revoke_upstream (vault_t *self, bus_txn_t *txn, const char *connection, const char *token,
+                   const char *what)
+{
+    json_t *meta = NULL;
+    uint8_t *plain = NULL;
+    const char *secret = NULL, *client_secret = NULL;
+    if (connection && s_conn_secrets (self, txn, connection, &meta, &plain, &secret, &client_secret) == 0) {
+        const char *endpoint = json_string_value (json_object_get (meta, "revocation_endpoint"));
+        const char *client_id = json_string_value (json_object_get (meta, "client_id"));
+        const char *pairs [] = { "token", token, "token_type_hint", "access_token",
+                                 "client_id", client_id ? client_id : "",
+                                 *client_secret ? "client_secret" : NULL, client_secret, NULL };
+        if (endpoint && self->http && s_post_form (self, endpoint, pairs, s_on_revoked_upstream, NULL))
+            bus_warn ("vault: cannot send the revocation of %s's upstream token", what);
+    }
+    json_decref (meta);
+    vault_plain_free (&plain);
+}
+
 /*  A lease with an upstream token ends: the token is forgotten (its sealed
     record deleted in txn) and revoked at the provider when the connection
     names a revocation endpoint (RFC 7009). */
@@ -196,24 +220,24 @@ vault_upstream_end (vault_t *self, bus_txn_t *txn, json_t *lease)
     const char *id = json_string_value (json_object_get (lease, "lease_id"));
     char ukey [VAULT_LEASE_ID_MAX + 8];
     snprintf (ukey, sizeof ukey, "lease/%s", id);
-    json_t *none = NULL, *meta = NULL;
-    uint8_t *tok = NULL, *plain = NULL;
+    json_t *none = NULL;
+    uint8_t *tok = NULL;
     size_t off = 0, len = 0;
-    const char *secret = NULL, *client_secret = NULL;
-    if (vault_get_sealed (self, txn, self->db_upstream, ukey, &none, &tok, &off, &len, NULL) == 0
-        && s_conn_secrets (self, txn, json_string_value (json_object_get (lease, "connection")), &meta, &plain,
-                           &secret, &client_secret) == 0) {
-        const char *endpoint = json_string_value (json_object_get (meta, "revocation_endpoint"));
-        const char *client_id = json_string_value (json_object_get (meta, "client_id"));
-        const char *pairs [] = { "token", (const char *) tok + off, "token_type_hint", "access_token",
-                                 "client_id", client_id ? client_id : "",
-                                 *client_secret ? "client_secret" : NULL, client_secret, NULL };
-        if (endpoint && self->http && s_post_form (self, endpoint, pairs, s_on_revoked_upstream, NULL))
-            bus_warn ("vault: cannot send the revocation of lease %s's upstream token", id);
-    }
+    if (vault_get_sealed (self, txn, self->db_upstream, ukey, &none, &tok, &off, &len, NULL) == 0)
+        s_revoke_upstream (self, txn, json_string_value (json_object_get (lease, "connection")),
+                           (const char *) tok + off, id);
     bus_txn_del (txn, self->db_upstream, ukey, strlen (ukey));
     json_decref (none);
-    json_decref (meta);
     vault_plain_free (&tok);
-    vault_plain_free (&plain);
+}
+
+/*  A provider's token obtained for a lease that was then not stored
+    (refused in its commit: the run ended, the approval yielded a lease
+    meanwhile; or the commit failed): nobody holds it, so it is revoked
+    at the provider, as at a lease's end. Reactor only. */
+void
+vault_upstream_discard (vault_t *self, const char *connection, const char *token)
+{
+    s_revoke_upstream (self, NULL, connection, token, "a lease not issued");
+    bus_stats_count (bus_service_stats (self->svc), "upstream_tokens_discarded", 1);
 }

@@ -16,6 +16,8 @@ with a confidential client and a refresh token it issued.
 - A refresh token the provider does not know: forbidden, reason
   invalid_grant; a token endpoint that does not answer: unavailable, reason
   network; one that answers garbage: unavailable, reason provider_error.
+- A lease refused in its commit (its run ended while the provider's
+  answer was on the way): the provider's token it obtained is revoked.
 - The refresh token and client secret are in no reply, event, log or LMDB
   page in plain text.
 """
@@ -25,6 +27,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.parse
 import urllib.request
 
@@ -62,6 +65,7 @@ class Ctx:
         self.files = {}
         for name, value in (("rt", self.op["refresh_token"]), ("cs", self.op["client_secret"]),
                             ("rt2", self.op["refresh_tokens"][1]), ("rt3", self.op["refresh_tokens"][2]),
+                            ("rt4", self.op["refresh_tokens"][3]),
                             ("bad", "not-a-refresh-token-of-this-provider")):
             path = os.path.join(self.c.dir, name)
             with open(path, "w") as f:
@@ -186,6 +190,83 @@ def provider_failures_are_told_apart(x):
     x.connect("erp-garbage", endpoint=x.op["issuer"] + "/.well-known/openid-configuration")
     r = x.lease("erp-garbage")
     assert not r["ok"] and r["error"]["code"] == "unavailable" and r["error"]["reason"] == "provider_error", r
+
+
+class HeldTokenEndpoint:
+    """A token endpoint in front of the provider's that holds each request
+    until released, then forwards it and keeps the access token it saw."""
+
+    def __init__(self, upstream):
+        import http.server
+        import threading
+        self.arrived, self.release, self.tokens = threading.Event(), threading.Event(), []
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                outer.arrived.set()
+                outer.release.wait(10)
+                headers = {k: v for k, v in self.headers.items() if k.lower() in ("content-type", "authorization")}
+                try:
+                    with urllib.request.urlopen(urllib.request.Request(upstream, data=body, headers=headers),
+                                                timeout=5) as f:
+                        status, data = f.status, f.read()
+                except urllib.error.HTTPError as e:
+                    status, data = e.code, e.read()
+                tok = json.loads(data).get("access_token") if data.startswith(b"{") else None
+                if tok:
+                    outer.tokens.append(tok)
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = "http://127.0.0.1:%d/token" % self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.release.set()
+        self.server.shutdown()
+
+
+@test
+def a_token_for_a_lease_refused_in_its_commit_is_revoked(x):
+    """The run ends (vault.revoke {run}) while the provider's answer to its
+    lease is on the way: the lease is refused in its commit (conflict
+    run_ended), and the provider's token it had obtained, which nobody
+    holds, is revoked at the provider (RFC 7009)."""
+    import threading
+    run = "01JDZ0000000000000000RUN07"
+    held = HeldTokenEndpoint(x.op["token_endpoint"])
+    try:
+        x.connect("erp-held", secret="rt4", endpoint=held.url)
+        out = {}
+        t = threading.Thread(target=lambda: out.update(r=x.orch.call(
+            "vault.lease", {"run": run, "node": "n1", "connection": "erp-held", "scopes": ["sheets.write"],
+                            "ttl": 60}, timeout_ms=15000)))
+        t.start()
+        assert held.arrived.wait(10), "the vault did not ask the provider"
+        other = x.c.client("vault-broker", key_name="orch-test", principal="svc:orchestrator")
+        rv = other.call("vault.revoke", {"run": run}, timeout_ms=5000)
+        assert rv["ok"] and rv["body"]["revoked"] == [], rv
+        held.release.set()
+        t.join(20)
+        r = out.get("r")
+        assert r is not None and not r["ok"], r
+        assert r["error"]["code"] == "conflict" and r["error"]["reason"] == "run_ended", r
+        assert len(held.tokens) == 1, held.tokens
+        assert _wait_inactive(x, held.tokens[0]), "the refused lease's provider token is still active"
+        ops = x.c.client("vault-broker", key_name="ops-stats", principal="ops:stats")
+        stats = ops.call("stats", {}, timeout_ms=5000)
+        assert stats["body"]["counters"].get("upstream_tokens_discarded") == 1, stats["body"]["counters"]
+    finally:
+        held.close()
 
 
 @test
