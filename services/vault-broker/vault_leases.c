@@ -179,13 +179,28 @@ typedef struct {
     json_t *reply;                      /* the ok body: holds the token */
     char *connection;                   /* oauth/auth0: the connection ... */
     char *upstream;                     /* ... and the provider's token, revoked if not stored */
-    bool stored;                        /* the lease committed */
     char traceparent [64];
 } s_store_t;
 
+/*  Whether the lease is stored: its commit (and its group's, on the
+    writer) went through. True when that cannot be read. */
+static bool
+s_lease_stored (vault_t *self, const char *lease_id)
+{
+    bus_txn_t *txn = bus_txn_begin (bus_service_store (self->svc), false);
+    const void *val;
+    size_t len;
+    int rc = txn ? bus_txn_get (txn, self->db_leases, lease_id, strlen (lease_id), &val, &len) : BUS_EIO;
+    bus_txn_abort (&txn);
+    if (rc && rc != BUS_ENOTFOUND)
+        bus_warn ("vault: cannot tell whether lease %s was stored: %s", lease_id, bus_strerror (rc));
+    return rc != BUS_ENOTFOUND;
+}
+
 /*  Free a store job, wiping the reply's token; a provider's token of a
-    lease not stored is revoked at the provider: nobody holds it. On the
-    reactor (after the answer, bus_request_write). */
+    lease not stored (refused in its commit, or its commit failed) is
+    revoked at the provider: nobody holds it. On the reactor, after the
+    answer (bus_request_write). */
 static void
 s_store_free (void *arg)
 {
@@ -193,7 +208,7 @@ s_store_free (void *arg)
     if (!st)
         return;
     if (st->upstream) {
-        if (!st->stored)
+        if (!s_lease_stored (st->self, st->lease_id))
             vault_upstream_discard (st->self, st->connection, st->upstream);
         sodium_memzero (st->upstream, strlen (st->upstream));
         free (st->upstream);
@@ -283,7 +298,6 @@ s_store_work (void *state, json_t *body, void *arg, bus_outcome_t *out)
         rc = bus_service_commit (svc, &txn);
     else
         bus_service_abort (svc, &txn);
-    st->stored = rc == 0;
     if (rc < 0)
         s_store_failed (out, rc);
 }
