@@ -55,6 +55,7 @@ typedef struct {
     int db_conn, db_signing, db_leases, db_exp, db_approvals, db_upstream;
     int db_lease_run;                   /* run ‖ NUL ‖ lease id -> "": the leases of each run */
     int db_run_ended;                   /* run -> when vault.revoke {run} ended it (ms, 8 bytes BE) */
+    int db_lease_ended;                 /* when a lease ended (ms, 8 bytes BE) ‖ its id -> its run */
     bus_http_client_t *http;            /* oauth/auth0 modes: token and revocation endpoints */
     vault_sigkey_t keys [VAULT_SIGKEYS_MAX];
     size_t nkeys;

@@ -841,7 +841,9 @@ done:
 }
 
 /*  End an active lease in txn: state (revoked or expired), its expiry
-    index entry gone, the event. Returns 0, or 1 when it was not active. */
+    index entry gone, its end indexed (lease_ended: the sweep forgets the
+    lease lease_keep_s later), the event. Returns 0, or 1 when it was not
+    active. */
 static int
 s_lease_end (vault_t *self, bus_txn_t *txn, json_t *lease, const char *state, const char *traceparent)
 {
@@ -858,6 +860,10 @@ s_lease_end (vault_t *self, bus_txn_t *txn, json_t *lease, const char *state, co
     json_object_set_new (lease, "state", json_string (state));
     json_object_set_new (lease, revoked ? "revoked_at" : "expired_at", json_integer (vault_now ()));
     int rc = s_lease_put (self, txn, lease);
+    const char *run = json_string_value (json_object_get (lease, "run")) ?: "";
+    s_exp_key (ekey, &ekey_len, vault_now_ms (), id);
+    if (rc == 0)
+        rc = bus_txn_put (txn, self->db_lease_ended, ekey, ekey_len, run, strlen (run));
     json_t *ev = s_lease_event (lease, NULL);
     json_object_set (ev, revoked ? "revoked_at" : "expired_at",
                      json_object_get (lease, revoked ? "revoked_at" : "expired_at"));
@@ -1197,9 +1203,67 @@ s_forget_runs (vault_t *self, bus_txn_t *txn, uint64_t now_ms, int *rc)
     return *rc ? 0 : fg.n;
 }
 
+/*  Ended leases older than [vault] lease_keep_s are forgotten: their
+    record and their entry in the run's index (the approval each used
+    stays marked used: an approval yields one lease, ever). Up to
+    S_SWEEP_MAX per sweep, oldest first; how many. */
+typedef struct {
+    uint64_t before_ms;
+    size_t n;
+    struct {
+        uint8_t key [8 + VAULT_LEASE_ID_MAX];
+        size_t len;
+        char run [VAULT_RUN_MAX + 1];
+    } old [S_SWEEP_MAX];
+} s_gone_t;
+
+static int
+s_gone_scan (const void *key, size_t key_len, const void *val, size_t val_len, void *arg)
+{
+    s_gone_t *g = arg;
+    if (key_len < 8 || bus_key_to_u64 (key) >= g->before_ms || g->n >= S_SWEEP_MAX)
+        return 1;
+    if (key_len > 8 && key_len <= sizeof g->old [0].key && val_len <= VAULT_RUN_MAX) {
+        memcpy (g->old [g->n].key, key, key_len);
+        g->old [g->n].len = key_len;
+        memcpy (g->old [g->n].run, val, val_len);
+        g->old [g->n++].run [val_len] = 0;
+    }
+    return 0;
+}
+
+static size_t
+s_forget_leases (vault_t *self, bus_txn_t *txn, uint64_t now_ms, int *rc)
+{
+    static s_gone_t g;                   /* the reactor's alone */
+    g.before_ms = now_ms - 1000 * (uint64_t) bus_config_int (bus_service_config (self->svc), "vault",
+                                                             "lease_keep_s");
+    g.n = 0;
+    *rc = bus_txn_scan (txn, self->db_lease_ended, NULL, 0, NULL, 0, s_gone_scan, &g);
+    for (size_t i = 0; i < g.n && *rc == 0; i++) {
+        char id [VAULT_LEASE_ID_MAX + 1];
+        size_t n = g.old [i].len - 8;
+        memcpy (id, g.old [i].key + 8, n);
+        id [n] = 0;
+        uint8_t rkey [VAULT_RUN_MAX + 1 + VAULT_LEASE_ID_MAX];
+        size_t rkey_len;
+        int del = bus_txn_del (txn, self->db_leases, id, n);
+        if ((del == 0 || del == BUS_ENOTFOUND) && s_run_key (rkey, &rkey_len, g.old [i].run, id) == 0)
+            del = bus_txn_del (txn, self->db_lease_run, rkey, rkey_len);
+        if (del == 0 || del == BUS_ENOTFOUND)
+            del = bus_txn_del (txn, self->db_lease_ended, g.old [i].key, g.old [i].len);
+        if (del && del != BUS_ENOTFOUND)
+            *rc = del;
+    }
+    if (*rc == 0 && g.n)
+        bus_stats_count (bus_service_stats (self->svc), "leases_forgotten", g.n);
+    return *rc ? 0 : g.n;
+}
+
 /*  The sweep: every active lease past its expiry ends (token.expired);
     signing keys retired longer than any token lives are dropped; run ends
-    older than run_end_keep_s are forgotten. */
+    older than run_end_keep_s are forgotten, and leases ended longer
+    ago than lease_keep_s. */
 void
 vault_sweep (bus_service_t *svc, void *state)
 {
@@ -1231,6 +1295,7 @@ vault_sweep (bus_service_t *svc, void *state)
     }
     bool dropped = rc == 0 && vault_keys_drop_retired (self, txn);
     size_t forgotten = rc == 0 ? s_forget_runs (self, txn, sw.now_ms, &rc) : 0;
+    forgotten += rc == 0 ? s_forget_leases (self, txn, sw.now_ms, &rc) : 0;
     if (rc == 0 && (ended || dropped || forgotten))
         rc = bus_service_commit (svc, &txn);
     else

@@ -163,6 +163,7 @@ s_start (bus_service_t *svc, void **state)
     self->db_upstream = bus_store_db (store, "upstream");
     self->db_lease_run = bus_store_db (store, "lease_run");
     self->db_run_ended = bus_store_db (store, "run_ended");
+    self->db_lease_ended = bus_store_db (store, "lease_ended");
     bus_http_client_opts_t hopts;
     bus_http_client_opts_from_config (&hopts, config);
     self->http = bus_http_client_new (bus_service_loop (svc), &hopts);
@@ -257,7 +258,7 @@ s_stop (bus_service_t *svc, void **state)
 }
 
 static const char *const s_dbs [] = { "connections", "signing", "leases", "lease_exp", "approvals", "upstream",
-                                      "lease_run", "run_ended", NULL };
+                                      "lease_run", "run_ended", "lease_ended", NULL };
 
 static const bus_timer_t s_timers [] = {
     { .name = "lease-sweep", .interval_key = "sweep_ms", .fn = vault_sweep },

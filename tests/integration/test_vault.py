@@ -627,6 +627,47 @@ def people_read_what_disconnect_revoke_and_rotate_did(x):
 
 
 @test
+def ended_leases_are_forgotten_after_lease_keep_s(x):
+    """An ended lease is listed for [vault] lease_keep_s, then the sweep
+    forgets it (its record and its run's index entry): vault.leases no
+    longer lists it, vault.revoke does not know it. An active lease stays;
+    the approval a forgotten lease used stays used."""
+    run, other = "01JDZ0000000000000000RUN10", "01JDZ0000000000000000RUN11"
+    x.c.stop("vault-broker")
+    x.c.start("vault-broker", env={"SANCTUM_VAULT_LEASE_KEEP_S": "2"})
+    try:
+        x.c.wait_healthy(["vault-broker"])
+        x.reconnect()
+        x.ciba.approvals["appr-kept"] = {"state": "approved", "run": run, "node": "write_po"}
+        gone = ok(lease(x, run=run, connection="sheets-approved", approval="appr-kept", ttl=120))["lease_id"]
+        alive = ok(lease(x, run=other, ttl=300))["lease_id"]
+        assert ok(x.call("vault.revoke", {"lease_id": gone}))["revoked"] == [gone]
+        listed = ok(x.call("vault.leases", {"run": run}))["leases"]
+        assert [(l["lease_id"], l["state"]) for l in listed] == [(gone, "revoked")], listed
+        start = time.time()
+        while ok(x.call("vault.leases", {"run": run}))["leases"]:
+            assert time.time() - start < 10, "the ended lease was never forgotten"
+            time.sleep(0.2)
+        assert time.time() - start >= 1, "forgotten before lease_keep_s"
+        everyone = [l["lease_id"] for l in ok(x.call("vault.leases", {}))["leases"]]
+        assert gone not in everyone and alive in everyone, everyone
+        err(x.call("vault.revoke", {"lease_id": gone}), "not_found")
+        assert [l["state"] for l in ok(x.call("vault.leases", {"run": other}))["leases"]] == ["active"]
+        err(lease(x, run=run, connection="sheets-approved", approval="appr-kept", ttl=120),
+            "conflict", "approval_used")
+        ops = x.ops()
+        counters = ok(x.call("stats", {}, client=ops))["counters"]
+        ops.close()
+        assert counters.get("leases_forgotten", 0) >= 1, counters
+        ok(x.call("vault.revoke", {"lease_id": alive}))
+    finally:
+        x.c.stop("vault-broker")
+        x.c.start("vault-broker")
+        x.c.wait_healthy(["vault-broker"])
+        x.reconnect()
+
+
+@test
 def canary_nowhere(x):
     x.c.stop("vault-broker")
     blob = x.c.read_logs()
