@@ -1134,24 +1134,42 @@ vault_token_used (bus_service_t *svc, bus_request_t *req, void *arg)
 
 #define S_SWEEP_MAX 256
 
+/*  Entries of a time index (lease_exp, lease_ended: 8-byte BE ms ‖ lease
+    id -> a value, the run for lease_ended) due by until_ms, oldest first,
+    up to S_SWEEP_MAX. */
 typedef struct {
-    uint64_t now_ms;
+    uint64_t until_ms;
     size_t n;
-    struct { uint8_t key [8 + VAULT_LEASE_ID_MAX]; size_t len; } due [S_SWEEP_MAX];
-} s_sweep_t;
+    struct {
+        uint8_t key [8 + VAULT_LEASE_ID_MAX];
+        size_t len;
+        char val [VAULT_RUN_MAX + 1];
+    } due [S_SWEEP_MAX];
+} s_due_t;
 
-/*  Collect the expiry entries due by sw->now_ms (stops at the first not due). */
+/*  Collect the entries due (stops at the first not due). */
 static int
-s_sweep_scan (const void *key, size_t key_len, const void *val, size_t val_len, void *arg)
+s_due_scan (const void *key, size_t key_len, const void *val, size_t val_len, void *arg)
 {
-    s_sweep_t *sw = arg;
-    if (key_len < 8 || bus_key_to_u64 (key) > sw->now_ms)
+    s_due_t *d = arg;
+    if (key_len < 8 || bus_key_to_u64 (key) > d->until_ms)
         return 1;
-    if (key_len <= sizeof sw->due [0].key) {
-        memcpy (sw->due [sw->n].key, key, key_len);
-        sw->due [sw->n++].len = key_len;
+    if (key_len > 8 && key_len <= sizeof d->due [0].key && val_len < sizeof d->due [0].val) {
+        memcpy (d->due [d->n].key, key, key_len);
+        d->due [d->n].len = key_len;
+        memcpy (d->due [d->n].val, val, val_len);
+        d->due [d->n++].val [val_len] = 0;
     }
-    return sw->n >= S_SWEEP_MAX;
+    return d->n >= S_SWEEP_MAX;
+}
+
+/*  The lease id of due entry i. */
+static void
+s_due_id (const s_due_t *d, size_t i, char id [VAULT_LEASE_ID_MAX + 1])
+{
+    size_t n = d->due [i].len - 8;
+    memcpy (id, d->due [i].key + 8, n);
+    id [n] = 0;
 }
 
 /*  The run ends a sweep forgets: a bounded stretch of the run_ended
@@ -1207,51 +1225,24 @@ s_forget_runs (vault_t *self, bus_txn_t *txn, uint64_t now_ms, int *rc)
     record and their entry in the run's index (the approval each used
     stays marked used: an approval yields one lease, ever). Up to
     S_SWEEP_MAX per sweep, oldest first; how many. */
-typedef struct {
-    uint64_t before_ms;
-    size_t n;
-    struct {
-        uint8_t key [8 + VAULT_LEASE_ID_MAX];
-        size_t len;
-        char run [VAULT_RUN_MAX + 1];
-    } old [S_SWEEP_MAX];
-} s_gone_t;
-
-static int
-s_gone_scan (const void *key, size_t key_len, const void *val, size_t val_len, void *arg)
-{
-    s_gone_t *g = arg;
-    if (key_len < 8 || bus_key_to_u64 (key) >= g->before_ms || g->n >= S_SWEEP_MAX)
-        return 1;
-    if (key_len > 8 && key_len <= sizeof g->old [0].key && val_len <= VAULT_RUN_MAX) {
-        memcpy (g->old [g->n].key, key, key_len);
-        g->old [g->n].len = key_len;
-        memcpy (g->old [g->n].run, val, val_len);
-        g->old [g->n++].run [val_len] = 0;
-    }
-    return 0;
-}
-
 static size_t
 s_forget_leases (vault_t *self, bus_txn_t *txn, uint64_t now_ms, int *rc)
 {
-    static s_gone_t g;                   /* the reactor's alone */
-    g.before_ms = now_ms - 1000 * (uint64_t) bus_config_int (bus_service_config (self->svc), "vault",
-                                                             "lease_keep_s");
+    static s_due_t g;                    /* the reactor's alone */
+    g.until_ms = now_ms - 1000 * (uint64_t) bus_config_int (bus_service_config (self->svc), "vault",
+                                                            "lease_keep_s");
     g.n = 0;
-    *rc = bus_txn_scan (txn, self->db_lease_ended, NULL, 0, NULL, 0, s_gone_scan, &g);
+    *rc = bus_txn_scan (txn, self->db_lease_ended, NULL, 0, NULL, 0, s_due_scan, &g);
     for (size_t i = 0; i < g.n && *rc == 0; i++) {
         char id [VAULT_LEASE_ID_MAX + 1];
-        size_t n = g.old [i].len - 8;
-        memcpy (id, g.old [i].key + 8, n);
-        id [n] = 0;
+        s_due_id (&g, i, id);
         uint8_t rkey [VAULT_RUN_MAX + 1 + VAULT_LEASE_ID_MAX];
         size_t rkey_len;
-        int del = bus_txn_del (txn, self->db_leases, id, n);
-        if ((del == 0 || del == BUS_ENOTFOUND) && s_run_key (rkey, &rkey_len, g.old [i].run, id) == 0)
+        int del = bus_txn_del (txn, self->db_leases, id, strlen (id));
+        if ((del == 0 || del == BUS_ENOTFOUND) && s_run_key (rkey, &rkey_len, g.due [i].val, id) == 0)
             del = bus_txn_del (txn, self->db_lease_run, rkey, rkey_len);
         if (del == 0 || del == BUS_ENOTFOUND)
-            del = bus_txn_del (txn, self->db_lease_ended, g.old [i].key, g.old [i].len);
+            del = bus_txn_del (txn, self->db_lease_ended, g.due [i].key, g.due [i].len);
         if (del && del != BUS_ENOTFOUND)
             *rc = del;
     }
@@ -1268,17 +1259,15 @@ void
 vault_sweep (bus_service_t *svc, void *state)
 {
     vault_t *self = state;
-    static s_sweep_t sw;                 /* the reactor's alone */
-    sw.now_ms = (uint64_t) vault_now_ms ();
+    static s_due_t sw;                   /* the reactor's alone */
+    sw.until_ms = (uint64_t) vault_now_ms ();
     sw.n = 0;
     bus_txn_t *txn = bus_txn_begin (bus_service_store (svc), true);
-    int rc = txn ? bus_txn_scan (txn, self->db_exp, NULL, 0, NULL, 0, s_sweep_scan, &sw) : BUS_EIO;
+    int rc = txn ? bus_txn_scan (txn, self->db_exp, NULL, 0, NULL, 0, s_due_scan, &sw) : BUS_EIO;
     size_t ended = 0;
     for (size_t i = 0; i < sw.n && rc == 0; i++) {
         char id [VAULT_LEASE_ID_MAX + 1];
-        size_t n = sw.due [i].len - 8;
-        memcpy (id, sw.due [i].key + 8, n);
-        id [n] = 0;
+        s_due_id (&sw, i, id);
         int grc;
         json_t *lease = s_lease_get (self, txn, id, &grc);
         int r = lease ? s_lease_end (self, txn, lease, "expired", NULL) : 1;
@@ -1294,8 +1283,8 @@ vault_sweep (bus_service_t *svc, void *state)
         json_decref (lease);
     }
     bool dropped = rc == 0 && vault_keys_drop_retired (self, txn);
-    size_t forgotten = rc == 0 ? s_forget_runs (self, txn, sw.now_ms, &rc) : 0;
-    forgotten += rc == 0 ? s_forget_leases (self, txn, sw.now_ms, &rc) : 0;
+    size_t forgotten = rc == 0 ? s_forget_runs (self, txn, sw.until_ms, &rc) : 0;
+    forgotten += rc == 0 ? s_forget_leases (self, txn, sw.until_ms, &rc) : 0;
     if (rc == 0 && (ended || dropped || forgotten))
         rc = bus_service_commit (svc, &txn);
     else
