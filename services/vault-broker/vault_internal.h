@@ -162,9 +162,10 @@ void vault_lease_store (vault_lease_job_t *job, const char *upstream, const char
     vault_approvals_stop frees. Returns 0 or BUS_ENOMEM. */
 int vault_approvals_follow (vault_t *self);
 void vault_approvals_stop (vault_t *self);
-/*  Index by run the leases of a store of before the lease_run index
-    (that index empty, leases stored), at start. Returns 0 or the store's
-    error. */
+/*  At start, index the leases of a store of before an index was kept
+    (the index empty, leases stored): by run (lease_run), and the ended
+    ones by the time they ended (lease_ended, which the sweep forgets them
+    by). Returns 0 or the store's error. */
 int vault_lease_index (vault_t *self);
 void vault_lease (bus_service_t *svc, bus_request_t *req, void *arg);
 void vault_renew (bus_service_t *svc, bus_request_t *req, void *arg);

@@ -1045,53 +1045,90 @@ vault_leases (bus_service_t *svc, bus_request_t *req, void *arg)
     bus_reply_ok (req, json_pack ("{s:o}", "leases", out));
 }
 
-/*  Put the lease_run entry of a lease (its JSON) in the index. */
+/*  The start-time indexing of a store written before an index was kept. */
+typedef struct {
+    vault_t *self;
+    bus_txn_t *txn;
+    bool by_run, by_end;            /* which index to build */
+    size_t n_run, n_end;            /* entries put */
+    int64_t now_ms;
+    int rc;
+} s_reindex_t;
+
+/*  Put a lease's entries (its JSON) in the indexes being built: lease_run;
+    lease_ended when it has ended, at the time it ended (revoked_at or
+    expired_at, seconds; now when it has neither). */
 static int
-s_index_lease (const void *key, size_t key_len, const void *val, size_t val_len, void *arg)
+s_reindex_lease (const void *key, size_t key_len, const void *val, size_t val_len, void *arg)
 {
-    s_scan_t *sc = arg;
-    json_t *lease = json_loadb (val, val_len, 0, NULL);
+    s_reindex_t *ri = arg;
+    json_t *lease = key_len <= VAULT_LEASE_ID_MAX ? json_loadb (val, val_len, 0, NULL) : NULL;
+    if (!lease)
+        return 0;
+    char id [VAULT_LEASE_ID_MAX + 1];
+    memcpy (id, key, key_len);
+    id [key_len] = 0;
+    const char *run = json_string_value (json_object_get (lease, "run"));
+    const char *state = json_string_value (json_object_get (lease, "state")) ?: "";
     uint8_t rkey [VAULT_RUN_MAX + 1 + VAULT_LEASE_ID_MAX];
     size_t len;
-    if (lease && key_len <= VAULT_LEASE_ID_MAX) {
-        char id [VAULT_LEASE_ID_MAX + 1];
-        memcpy (id, key, key_len);
-        id [key_len] = 0;
-        if (s_run_key (rkey, &len, json_string_value (json_object_get (lease, "run")), id) == 0) {
-            sc->rc = bus_txn_put (sc->txn, sc->self->db_lease_run, rkey, len, "", 0);
-            json_array_append_new (sc->list, json_integer (1));
-        }
+    if (ri->by_run && s_run_key (rkey, &len, run, id) == 0) {
+        ri->rc = bus_txn_put (ri->txn, ri->self->db_lease_run, rkey, len, "", 0);
+        ri->n_run += ri->rc == 0;
+    }
+    if (ri->rc == 0 && ri->by_end && strcmp (state, "active")) {
+        json_t *at = json_object_get (lease, strcmp (state, "revoked") ? "expired_at" : "revoked_at");
+        uint8_t ekey [8 + VAULT_LEASE_ID_MAX];
+        s_exp_key (ekey, &len, json_is_integer (at) ? json_integer_value (at) * 1000 : ri->now_ms, id);
+        ri->rc = bus_txn_put (ri->txn, ri->self->db_lease_ended, ekey, len, run ?: "", run ? strlen (run) : 0);
+        ri->n_end += ri->rc == 0;
     }
     json_decref (lease);
-    return sc->rc;
+    return ri->rc;
+}
+
+/*  Is db empty in txn? (0 no, 1 yes, or an error) */
+static int
+s_db_empty (bus_txn_t *txn, int db)
+{
+    const void *k, *v;
+    size_t kl, vl;
+    int rc = bus_txn_first (txn, db, &k, &kl, &v, &vl);
+    return rc == BUS_ENOTFOUND ? 1 : rc;
 }
 
 int
 vault_lease_index (vault_t *self)
 {
     bus_service_t *svc = self->svc;
-    const void *k, *v;
-    size_t kl, vl;
     bus_txn_t *txn = bus_txn_begin (bus_service_store (svc), false);
     if (!txn)
         return BUS_EIO;
-    int has_index = bus_txn_first (txn, self->db_lease_run, &k, &kl, &v, &vl);
-    int has_leases = bus_txn_first (txn, self->db_leases, &k, &kl, &v, &vl);
+    int no_leases = s_db_empty (txn, self->db_leases);
+    int no_run = s_db_empty (txn, self->db_lease_run);
+    int no_end = s_db_empty (txn, self->db_lease_ended);
     bus_txn_abort (&txn);
-    if (has_index != BUS_ENOTFOUND || has_leases == BUS_ENOTFOUND)
-        return has_index == 0 || has_index == BUS_ENOTFOUND ? 0 : has_index;
-    /* leases, and no index: a store of before it */
-    s_scan_t sc = { self, bus_txn_begin (bus_service_store (svc), true), json_array (), 0 };
-    int rc = sc.txn && sc.list ? bus_txn_scan (sc.txn, self->db_leases, NULL, 0, NULL, 0, s_index_lease, &sc)
-                               : BUS_EIO;
+    if (no_leases < 0 || no_run < 0 || no_end < 0)
+        return no_leases < 0 ? no_leases : no_run < 0 ? no_run : no_end;
+    if (no_leases || (!no_run && !no_end))
+        return 0;
+    /* leases, and an index empty: a store of before it (or, for lease_ended,
+       one whose ended leases are all forgotten: the leases are then the
+       active ones, and none is indexed) */
+    s_reindex_t ri = { self, bus_txn_begin (bus_service_store (svc), true), no_run == 1, no_end == 1,
+                       0, 0, vault_now_ms (), 0 };
+    int rc = ri.txn ? bus_txn_scan (ri.txn, self->db_leases, NULL, 0, NULL, 0, s_reindex_lease, &ri) : BUS_EIO;
     if (rc == 0)
-        rc = bus_service_commit (svc, &sc.txn);
+        rc = ri.rc;
+    if (rc == 0 && (ri.n_run || ri.n_end))
+        rc = bus_service_commit (svc, &ri.txn);
     else
-        bus_service_abort (svc, &sc.txn);
-    if (rc == 0)
-        bus_info ("vault: %zu lease(s) indexed by run (a store of before the lease_run index)",
-                  json_array_size (sc.list));
-    json_decref (sc.list);
+        bus_service_abort (svc, &ri.txn);
+    if (rc == 0 && ri.n_run)
+        bus_info ("vault: %zu lease(s) indexed by run (a store of before the lease_run index)", ri.n_run);
+    if (rc == 0 && ri.n_end)
+        bus_info ("vault: %zu ended lease(s) indexed by their end, to be forgotten lease_keep_s after it "
+                  "(a store of before the lease_ended index)", ri.n_end);
     return rc;
 }
 
