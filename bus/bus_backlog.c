@@ -44,16 +44,23 @@ s_count (bus_backlog_t *self, const char *counter, uint64_t n)
         bus_stats_count (self->stats, counter, n);
 }
 
+/*  Free a list of replies. */
+static void
+s_replies_free (s_reply_t *r)
+{
+    for (s_reply_t *next; r; r = next) {
+        next = r->next;
+        free (r);
+    }
+}
+
 static void
 s_peer_destroy (void **item)
 {
     s_peer_t *peer = *item;
     if (!peer)
         return;
-    for (s_reply_t *r = peer->head, *next; r; r = next) {
-        next = r->next;
-        free (r);
-    }
+    s_replies_free (peer->head);
     free (peer);
     *item = NULL;
 }
@@ -93,10 +100,7 @@ s_drop_all (bus_backlog_t *self, s_peer_t *peer, const char *counter)
 {
     s_count (self, counter, peer->count);
     self->held -= peer->count;
-    for (s_reply_t *r = peer->head, *next; r; r = next) {
-        next = r->next;
-        free (r);
-    }
+    s_replies_free (peer->head);
     peer->head = peer->tail = NULL;
     peer->count = peer->bytes = 0;
 }

@@ -67,6 +67,19 @@ s_exp_key (uint8_t key [8 + VAULT_LEASE_ID_MAX], size_t *len, int64_t exp_ms, co
     *len = 8 + n;
 }
 
+/*  Index the end of lease_id of run at end_ms (lease_ended: the sweep
+    forgets the lease lease_keep_s later), in txn. Returns 0 or the
+    store's error. */
+static int
+s_end_index (vault_t *self, bus_txn_t *txn, int64_t end_ms, const char *lease_id, const char *run)
+{
+    uint8_t key [8 + VAULT_LEASE_ID_MAX];
+    size_t len;
+    s_exp_key (key, &len, end_ms, lease_id);
+    run = run ?: "";
+    return bus_txn_put (txn, self->db_lease_ended, key, len, run, strlen (run));
+}
+
 /*  The lease_run key of lease_id of run: run ‖ NUL ‖ id (len the prefix
     of the run's keys when lease_id is NULL). BUS_EINVAL for a run too
     long or empty. */
@@ -860,10 +873,8 @@ s_lease_end (vault_t *self, bus_txn_t *txn, json_t *lease, const char *state, co
     json_object_set_new (lease, "state", json_string (state));
     json_object_set_new (lease, revoked ? "revoked_at" : "expired_at", json_integer (vault_now ()));
     int rc = s_lease_put (self, txn, lease);
-    const char *run = json_string_value (json_object_get (lease, "run")) ?: "";
-    s_exp_key (ekey, &ekey_len, vault_now_ms (), id);
     if (rc == 0)
-        rc = bus_txn_put (txn, self->db_lease_ended, ekey, ekey_len, run, strlen (run));
+        rc = s_end_index (self, txn, vault_now_ms (), id, json_string_value (json_object_get (lease, "run")));
     json_t *ev = s_lease_event (lease, NULL);
     json_object_set (ev, revoked ? "revoked_at" : "expired_at",
                      json_object_get (lease, revoked ? "revoked_at" : "expired_at"));
@@ -1078,9 +1089,8 @@ s_reindex_lease (const void *key, size_t key_len, const void *val, size_t val_le
     }
     if (ri->rc == 0 && ri->by_end && strcmp (state, "active")) {
         json_t *at = json_object_get (lease, strcmp (state, "revoked") ? "expired_at" : "revoked_at");
-        uint8_t ekey [8 + VAULT_LEASE_ID_MAX];
-        s_exp_key (ekey, &len, json_is_integer (at) ? json_integer_value (at) * 1000 : ri->now_ms, id);
-        ri->rc = bus_txn_put (ri->txn, ri->self->db_lease_ended, ekey, len, run ?: "", run ? strlen (run) : 0);
+        ri->rc = s_end_index (ri->self, ri->txn, json_is_integer (at) ? json_integer_value (at) * 1000 : ri->now_ms,
+                              id, run);
         ri->n_end += ri->rc == 0;
     }
     json_decref (lease);
