@@ -36,8 +36,10 @@ ifneq ($(SANITIZER),)
   BUILD   := build-san
 endif
 
-# The shared runtime: proto/ and bus/
-CORE_SRC := $(wildcard proto/*.c) $(wildcard bus/*.c)
+# The shared runtime: proto/ and bus/; bus_pid.c (getpid cached for libzmq,
+# bus_pid.h) goes into the daemons and its test only
+DAEMON_OBJ := $(BUILD)/obj/bus/bus_pid.o
+CORE_SRC := $(wildcard proto/*.c) $(filter-out bus/bus_pid.c,$(wildcard bus/*.c))
 CORE_OBJ := $(CORE_SRC:%.c=$(BUILD)/obj/%.o)
 CORE_LIB := $(BUILD)/lib/libsanctum.a
 
@@ -99,7 +101,7 @@ define SVC_RULES
 $(call svc_lib,$(1)): $(patsubst %.c,$(BUILD)/obj/%.o,$(call svc_src,$(1)))
 	@mkdir -p $$(dir $$@)
 	rm -f $$@; ar rcs $$@ $$^
-$(BUILD)/bin/sanctum-$(1): $(BUILD)/obj/services/$(1)/main.o $(call svc_lib,$(1)) $(CORE_LIB)
+$(BUILD)/bin/sanctum-$(1): $(BUILD)/obj/services/$(1)/main.o $(DAEMON_OBJ) $(call svc_lib,$(1)) $(CORE_LIB)
 	@mkdir -p $$(dir $$@)
 	$$(CC) $$(LDFLAGS) -o $$@ $$^ $$(LDLIBS)
 endef
@@ -118,7 +120,8 @@ $(SUPPORT_LIB): $(SUPPORT_SRC:%.c=$(BUILD)/obj/%.o)
 
 $(BUILD)/tests/test_%: $(BUILD)/obj/tests/unit/test_%.o $(SUPPORT_LIB) $(ALL_LIBS)
 	@mkdir -p $(dir $@)
-	$(CC) $(LDFLAGS) -o $@ $< $(SUPPORT_LIB) $(ALL_LIBS) $(LDLIBS) -lcmocka
+	$(CC) $(LDFLAGS) -o $@ $(filter %.o,$^) $(SUPPORT_LIB) $(ALL_LIBS) $(LDLIBS) -lcmocka
+$(BUILD)/tests/test_pid: $(DAEMON_OBJ)
 
 # Fuzz targets: replayed over their corpus under plain gcc (and sanitizers)
 $(BUILD)/tests/replay_%: $(BUILD)/obj/tests/fuzz/%.o $(BUILD)/obj/tests/fuzz/replay_main.o $(SUPPORT_LIB) $(ALL_LIBS)
