@@ -38,20 +38,25 @@ s_take_be (s_reader_t *r, int n, uint64_t *v)
 
 static int s_value (s_reader_t *r, json_t **out, int depth);
 
-/*  True when the n bytes at p are all ASCII (hence valid UTF-8), checked a
-    word at a time. */
+/*  True when the n bytes at p are all ASCII (hence valid UTF-8); *nul set
+    when one of them is 0. Both a word at a time. */
 static bool
-s_ascii (const uint8_t *p, size_t n)
+s_ascii (const uint8_t *p, size_t n, bool *nul)
 {
-    uint64_t high = 0, word;
+    const uint64_t ones = 0x0101010101010101ULL, highs = 0x8080808080808080ULL;
+    uint64_t high = 0, zero = 0, word;
     size_t i = 0;
     for (; i + 8 <= n; i += 8) {
         memcpy (&word, p + i, 8);
         high |= word;
+        zero |= (word - ones) & ~word & highs;      /* nonzero iff a byte is 0 */
     }
-    for (; i < n; i++)
+    for (; i < n; i++) {
         high |= p [i];
-    return (high & 0x8080808080808080ULL) == 0;
+        zero |= p [i] == 0;
+    }
+    *nul = zero != 0;
+    return (high & highs) == 0;
 }
 
 static int
@@ -60,10 +65,12 @@ s_string (s_reader_t *r, uint64_t len, json_t **out)
     if (len > s_left (r))
         return s_fail (r, PROTO_EINVAL, "string longer than frame");
     /* jansson checks UTF-8 byte by byte; ASCII needs no check */
-    *out = s_ascii (r->p, (size_t) len) ? json_stringn_nocheck ((const char *) r->p, (size_t) len)
-                                        : json_stringn ((const char *) r->p, (size_t) len);
+    bool nul;
+    *out = s_ascii (r->p, (size_t) len, &nul) ? json_stringn_nocheck ((const char *) r->p, (size_t) len)
+                                              : json_stringn ((const char *) r->p, (size_t) len);
     if (!*out)
         return s_fail (r, PROTO_EINVAL, "string is not valid UTF-8");
+    r->nul |= nul;
     r->p += len;
     return 0;
 }
@@ -289,7 +296,7 @@ proto_mpack_decode (json_t **out, const uint8_t *buf, size_t len,
                     int max_depth, char *err, size_t err_len)
 {
     s_reader_t r = { buf, buf + len, buf,
-                     max_depth > 0 ? max_depth : PROTO_MPACK_MAX_DEPTH, err, err_len };
+                     max_depth > 0 ? max_depth : PROTO_MPACK_MAX_DEPTH, err, err_len, false };
     *out = NULL;
     if (err && err_len)
         err [0] = 0;

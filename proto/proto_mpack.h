@@ -19,6 +19,7 @@
 #define PROTO_MPACK_H
 
 #include <jansson.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -54,6 +55,7 @@ typedef struct {
     int max_depth;
     char *err;
     size_t err_len;
+    bool nul;               /* set when a string value read holds a NUL byte */
 } proto_mpack_reader_t;
 
 /*  Decode one value at r->p (nested at depth) with the same checks as

@@ -280,22 +280,25 @@ proto_ulid (char out [PROTO_ID_LEN + 1])
     out [PROTO_ID_LEN] = 0;
 }
 
+/*  Crockford's base-32 alphabet in upper case: digits, and letters but
+    I L O U; one flag a byte. */
+static const bool s_ulid_char [256] = {
+    ['0'] = 1, ['1'] = 1, ['2'] = 1, ['3'] = 1, ['4'] = 1, ['5'] = 1, ['6'] = 1, ['7'] = 1, ['8'] = 1,
+    ['9'] = 1, ['A'] = 1, ['B'] = 1, ['C'] = 1, ['D'] = 1, ['E'] = 1, ['F'] = 1, ['G'] = 1, ['H'] = 1,
+    ['J'] = 1, ['K'] = 1, ['M'] = 1, ['N'] = 1, ['P'] = 1, ['Q'] = 1, ['R'] = 1, ['S'] = 1, ['T'] = 1,
+    ['V'] = 1, ['W'] = 1, ['X'] = 1, ['Y'] = 1, ['Z'] = 1
+};
+
 /*  A well-formed ULID: 26 Crockford chars, first one 0-7. */
 static bool
 s_ulid_valid (const char *s, size_t len)
 {
-    /* Crockford's upper-case alphabet: digits, and letters but I L O U */
-    static const uint32_t letters = ~((1u << ('I' - 'A')) | (1u << ('L' - 'A')) | (1u << ('O' - 'A'))
-                                      | (1u << ('U' - 'A')));
     if (len != PROTO_ID_LEN || s [0] < '0' || s [0] > '7')
         return false;
-    for (size_t i = 0; i < len; i++) {
-        unsigned char c = (unsigned char) s [i];
-        bool ok = (c >= '0' && c <= '9') || (c >= 'A' && c <= 'Z' && (letters >> (c - 'A')) & 1);
-        if (!ok)
-            return false;
-    }
-    return true;
+    unsigned ok = 1;
+    for (size_t i = 0; i < len; i++)
+        ok &= s_ulid_char [(unsigned char) s [i]];
+    return ok;
 }
 
 static void
@@ -361,8 +364,9 @@ s_copy (char *dst, size_t cap, const char *src)
     dst [n] = 0;
 }
 
-proto_msg_t *
-proto_msg_new (proto_kind_t kind, const char *type)
+/*  A new message of type, whose catalogue entry spec is (NULL: none). */
+static proto_msg_t *
+s_msg_new (proto_kind_t kind, const char *type, const proto_type_t *spec)
 {
     proto_msg_t *self = calloc (1, sizeof *self);
     if (!self)
@@ -371,11 +375,17 @@ proto_msg_new (proto_kind_t kind, const char *type)
     self->kind = kind;
     if (type) {
         s_copy (self->type, sizeof self->type, type);
-        self->spec = proto_type_find (type);
+        self->spec = spec;
     }
     proto_ulid (self->id);
     self->ts = proto_now_us ();
     return self;
+}
+
+proto_msg_t *
+proto_msg_new (proto_kind_t kind, const char *type)
+{
+    return s_msg_new (kind, type, type ? proto_type_find (type) : NULL);
 }
 
 void
@@ -590,6 +600,7 @@ s_decode_fast (proto_msg_t *self, const uint8_t *data, size_t len, char *id_out,
     s_efield_t f [K_COUNT] = { { 0 } };
     uint64_t count;
     int give_up = 1;
+    bool body_nul = false;
     if (p >= end)
         return 1;
     if ((*p & 0xf0) == 0x80)
@@ -621,11 +632,13 @@ s_decode_fast (proto_msg_t *self, const uint8_t *data, size_t len, char *id_out,
         /* value */
         uint8_t t = *p;
         if (k == K_BODY || k == K_ERROR) {
-            proto_mpack_reader_t r = { p, end, data, PROTO_MAX_DEPTH, NULL, 0 };
+            proto_mpack_reader_t r = { p, end, data, PROTO_MAX_DEPTH, NULL, 0, false };
             if (proto_mpack_read_value (&r, &f [k].json, 1))
                 goto done;
             f [k].kind = E_OTHER;
             p = r.p;
+            if (k == K_BODY)
+                body_nul = r.nul;
         }
         else if (t <= 0x7f) {
             f [k].kind = E_INT;
@@ -672,6 +685,8 @@ s_decode_fast (proto_msg_t *self, const uint8_t *data, size_t len, char *id_out,
         goto done;
     give_up = 0;
     *rc_out = s_env_check (self, f, id_out, err, err_len);
+    /* every string of the body was seen here: none holds a NUL */
+    self->body_nul_free = *rc_out == 0 && !body_nul;
 done:
     json_decref (f [K_BODY].json);
     json_decref (f [K_ERROR].json);
@@ -681,7 +696,7 @@ done:
 int
 proto_msg_peek_id (const uint8_t *data, size_t len, char id_out [PROTO_ID_LEN + 1])
 {
-    proto_mpack_reader_t r = { data, data + len, data, PROTO_MAX_DEPTH, NULL, 0 };
+    proto_mpack_reader_t r = { data, data + len, data, PROTO_MAX_DEPTH, NULL, 0, false };
     uint64_t count;
     id_out [0] = 0;
     if (len < 1)
@@ -1000,9 +1015,10 @@ proto_msg_validate (proto_msg_t *self, char *err, size_t err_len)
         if (rc)
             return rc;
     }
-    /* every string and key of the body, declared or not, opaque or not */
+    /* every string and key of the body, declared or not, opaque or not
+       (unless the decoder saw them all: keys it refuses, strings it marks) */
     s_trail_t trail;
-    return self->body ? s_nul_walk (self->body, &trail, 0, err, err_len) : 0;
+    return self->body && !self->body_nul_free ? s_nul_walk (self->body, &trail, 0, err, err_len) : 0;
 }
 
 const char *
@@ -1047,13 +1063,30 @@ proto_msg_to_json (proto_msg_t *self)
     return env;
 }
 
-/*  Pack the map key and, when value is not NULL, a string value. */
+/*  Pack the map key (a literal under 32 bytes: a fixstr) and, when value
+    is not NULL, a string value, in one write (the envelope's strings are
+    under 256 bytes: fixstr or str8, as msgpack_pack_str writes them). */
+_Static_assert (PROTO_TYPE_MAX <= 255 && PROTO_PRINCIPAL_MAX <= 255 && PROTO_TRACEPARENT_LEN <= 255,
+                "an envelope string fits a str8");
+
 static bool
 s_pack_str (msgpack_packer *pk, const char *key, const char *value)
 {
-    size_t klen = strlen (key), vlen = value ? strlen (value) : 0;
-    return msgpack_pack_str (pk, klen) == 0 && msgpack_pack_str_body (pk, key, klen) == 0
-        && (!value || (msgpack_pack_str (pk, vlen) == 0 && msgpack_pack_str_body (pk, value, vlen) == 0));
+    uint8_t buf [1 + 31 + 2 + 255];
+    size_t klen = strlen (key), vlen = value ? strlen (value) : 0, n = 0;
+    if (klen > 31 || vlen > 255)
+        return false;
+    buf [n++] = (uint8_t) (0xa0 | klen);
+    memcpy (buf + n, key, klen);
+    n += klen;
+    if (value) {
+        if (vlen > 31)
+            buf [n++] = 0xd9;
+        buf [n++] = vlen > 31 ? (uint8_t) vlen : (uint8_t) (0xa0 | vlen);
+        memcpy (buf + n, value, vlen);
+        n += vlen;
+    }
+    return pk->callback (pk->data, (const char *) buf, n) == 0;
 }
 
 /*  Written straight from the struct, member for member in the order of
@@ -1101,11 +1134,11 @@ proto_msg_encode (proto_msg_t *self, uint8_t **out, size_t *out_len)
     return 0;
 }
 
-/*  A reply skeleton answering corr. */
+/*  A reply skeleton answering corr; spec is type's catalogue entry. */
 static proto_msg_t *
-s_reply (const char *type, const char *corr, const char *traceparent)
+s_reply (const char *type, const proto_type_t *spec, const char *corr, const char *traceparent)
 {
-    proto_msg_t *rep = proto_msg_new (PROTO_KIND_REPLY, type);
+    proto_msg_t *rep = s_msg_new (PROTO_KIND_REPLY, type, spec);
     if (!rep)
         return NULL;
     s_copy (rep->corr, sizeof rep->corr, corr ? corr : "");
@@ -1117,7 +1150,10 @@ s_reply (const char *type, const char *corr, const char *traceparent)
 proto_msg_t *
 proto_reply_ok (proto_msg_t *req, json_t *body)
 {
-    proto_msg_t *rep = s_reply (req->type, req->id, req->traceparent);
+    /* the request's entry, looked up when it was decoded or made */
+    const proto_type_t *spec = req->spec && strcmp (req->spec->type, req->type) == 0 ? req->spec
+                             : proto_type_find (req->type);
+    proto_msg_t *rep = s_reply (req->type, spec, req->id, req->traceparent);
     if (!rep) {
         json_decref (body);
         return NULL;
@@ -1130,7 +1166,7 @@ proto_reply_ok (proto_msg_t *req, json_t *body)
 proto_msg_t *
 proto_reply_error_id (const char *corr, const char *code, const char *message)
 {
-    proto_msg_t *rep = s_reply ("error", corr, NULL);
+    proto_msg_t *rep = s_reply ("error", proto_type_find ("error"), corr, NULL);
     if (!rep)
         return NULL;
     rep->ok = false;

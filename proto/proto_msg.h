@@ -86,6 +86,9 @@ typedef struct {
     bool ok;
     json_t *body;
     json_t *error;
+    bool body_nul_free;               /* set by proto_msg_decode when no string or key of the
+                                         body holds a NUL: proto_msg_validate skips its walk
+                                         (clear it after putting strings into a decoded body) */
 } proto_msg_t;
 
 /*  Catalogue lookup by type name; NULL if the type is unknown. */

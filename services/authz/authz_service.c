@@ -664,7 +664,13 @@ s_check_query (authz_store_t *store, const authz_model_t *model, json_t *body,
     int rc = authz_tuple_check_limits (object, relation, user, false, AUTHZ_EVALIDATION, &err);
     if (rc == 0)
         rc = authz_check (store, model, object, relation, user, &extra, &allowed, &err);
-    s_finish_outcome (out, rc, &err, rc ? NULL : json_pack ("{s:b}", "allowed", allowed));
+    /* built by hand: json_pack parses its format on every call */
+    json_t *reply = rc ? NULL : json_object ();
+    if (reply && json_object_set_new_nocheck (reply, "allowed", json_boolean (allowed))) {
+        json_decref (reply);
+        reply = NULL;           /* out of memory: "reply could not be built" */
+    }
+    s_finish_outcome (out, rc, &err, reply);
 }
 
 /*  The identifier limits of every check's tuple key, before any is run:

@@ -576,6 +576,48 @@ s_env_with (const char *key, json_t *value)
 
 /*  Missing or ill-typed v/type/id/ts, bad ULIDs, a non-map envelope or
     body: each refused with PROTO_EINVAL. */
+/*  proto_msg_encode writes the envelope from the struct; its bytes are
+    those of encoding proto_msg_to_json's map, for strings of every length
+    class (fixstr under 32 bytes, str8 to 255), the three kinds, errors. */
+static void
+test_envelope_encode_bytes (void **state)
+{
+    static const size_t lens [] = { 1, 31, 32, 64 };
+    for (size_t i = 0; i < sizeof lens / sizeof lens [0]; i++)
+        for (int kind = 0; kind < 4; kind++) {
+            char type [PROTO_TYPE_MAX + 1], from [PROTO_PRINCIPAL_MAX + 1];
+            memset (type, 'a', lens [i]);
+            type [lens [i]] = 0;
+            snprintf (from, sizeof from, "svc:%0*d", (int) (lens [i] * 2 > 120 ? 120 : lens [i] * 2), 7);
+            proto_msg_t *msg = proto_msg_new (kind == 2 ? PROTO_KIND_EVT : kind ? PROTO_KIND_REPLY
+                                                                               : PROTO_KIND_REQ, type);
+            snprintf (msg->from, sizeof msg->from, "%s", from);
+            proto_traceparent_new (msg->traceparent);
+            msg->body = json_pack ("{s:s, s:i}", "k", type, "n", (int) lens [i] * 1000);
+            if (kind == 1 || kind == 3) {
+                proto_ulid (msg->corr);
+                msg->ok = kind == 1;
+                if (kind == 3)
+                    msg->error = json_pack ("{s:s, s:s}", "code", "invalid", "message", from);
+            }
+            if (kind == 2) {
+                snprintf (msg->pub, sizeof msg->pub, "%s", from);
+                msg->seq = 300;
+            }
+            uint8_t *data = NULL, *ref = NULL;
+            size_t len = 0, ref_len = 0;
+            assert_int_equal (proto_msg_encode (msg, &data, &len), 0);
+            json_t *j = proto_msg_to_json (msg);
+            assert_int_equal (proto_mpack_encode (&ref, &ref_len, j), 0);
+            assert_int_equal (len, ref_len);
+            assert_memory_equal (data, ref, len);
+            json_decref (j);
+            free (data);
+            free (ref);
+            proto_msg_destroy (&msg);
+        }
+}
+
 static void
 test_envelope_fields (void **state)
 {
@@ -1179,6 +1221,41 @@ test_validate_nul_limits (void **state)
     json_decref (check);
 }
 
+/*  The fast reader's NUL check (a word at a time, then the tail) finds a
+    NUL at every position of a string of 1 to 20 bytes, non-ASCII ones
+    too; the same strings without it pass. */
+static void
+test_validate_nul_each_position (void **state)
+{
+    for (size_t len = 1; len <= 20; len++)
+        for (size_t at = 0; at <= len; at++) {
+            char buf [32];
+            memset (buf, 'x', sizeof buf);
+            if (len > 2 && (at < len - 2 || at == len))
+                memcpy (buf + len - 2, "\xc3\xa9", 2);      /* é: the non-ASCII path */
+            bool nul = at < len;
+            if (nul)
+                buf [at] = 0;
+            json_t *env = s_envelope ("authz.write", json_pack ("{s:[o]}", "writes",
+                                                                s_tk_with ("object", json_stringn_nocheck (buf, len))));
+            size_t n;
+            uint8_t *data = s_encode (env, &n);
+            json_decref (env);
+            proto_msg_t *msg = NULL;
+            char err [256] = "";
+            assert_int_equal (proto_msg_decode (&msg, data, n, 0, NULL, err, sizeof err), 0);
+            int rc = proto_msg_validate (msg, err, sizeof err);
+            if (nul) {
+                assert_int_equal (rc, PROTO_EINVAL);
+                assert_non_null (strstr (err, "holds a NUL byte"));
+            }
+            else
+                assert_true (rc == 0 || !strstr (err, "NUL"));
+            proto_msg_destroy (&msg);
+            free (data);
+        }
+}
+
 /*  A frame decoded off the wire keeps a nested NUL (the decoder accepts
     it: NUL is valid UTF-8) and the validator refuses it, through both the
     fast and the reference reader. */
@@ -1299,6 +1376,7 @@ main (void)
         cmocka_unit_test (test_mpack_refused_values),
         cmocka_unit_test (test_mpack_empty_and_trailing),
         cmocka_unit_test (test_envelope_roundtrip),
+        cmocka_unit_test (test_envelope_encode_bytes),
         cmocka_unit_test (test_envelope_fields),
         cmocka_unit_test (test_envelope_version),
         cmocka_unit_test (test_envelope_too_big),
@@ -1314,6 +1392,7 @@ main (void)
         cmocka_unit_test (test_validate_nul_nested),
         cmocka_unit_test (test_validate_nul_limits),
         cmocka_unit_test (test_validate_nul_decoded),
+        cmocka_unit_test (test_validate_nul_each_position),
         cmocka_unit_test (test_ulid_order),
         cmocka_unit_test (test_principal_class),
     };
