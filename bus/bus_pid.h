@@ -9,7 +9,7 @@
     request (4 on its reactor, 4 on libzmq's I/O thread): on a virtual
     machine where a system call costs about 1 us, an eighth of the
     service's CPU per request (bench_authz, `cpu check` on the service
-    side: ~66 us a Check without, 59-63 us with, the raw echo 47-49 us).
+    side: ~66 us a Check without, 59-65 us with, the raw echo 47-50 us).
 
     bus_pid.c defines getpid() in the executable, which the dynamic linker
     binds libzmq's (and every other library's) calls to: the first call

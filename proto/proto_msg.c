@@ -1063,12 +1063,12 @@ proto_msg_to_json (proto_msg_t *self)
     return env;
 }
 
-/*  Pack the map key (a literal under 32 bytes: a fixstr) and, when value
-    is not NULL, a string value, in one write (the envelope's strings are
-    under 256 bytes: fixstr or str8, as msgpack_pack_str writes them). */
 _Static_assert (PROTO_TYPE_MAX <= 255 && PROTO_PRINCIPAL_MAX <= 255 && PROTO_TRACEPARENT_LEN <= 255,
                 "an envelope string fits a str8");
 
+/*  Pack the map key (a literal under 32 bytes: a fixstr) and, when value
+    is not NULL, a string value, in one write (the envelope's strings are
+    under 256 bytes: fixstr or str8, as msgpack_pack_str writes them). */
 static bool
 s_pack_str (msgpack_packer *pk, const char *key, const char *value)
 {
